@@ -1,0 +1,22 @@
+// npm run migrate: applies pending migrations to DATABASE_URL, or to the
+// embedded database under ./.hookline/ when DATABASE_URL is unset.
+import { ConfigError, loadConfig } from '../src/config.js';
+import { createDataSource } from '../src/db/data-source.js';
+import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { runMigrations } from '../src/db/migrate.js';
+import { createLogger } from '../src/logger.js';
+
+try {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel);
+  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, log);
+  const dataSource = createDataSource({ url: config.databaseUrl ?? embedded!.url });
+  await dataSource.initialize();
+  const applied = await runMigrations(dataSource, log);
+  console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+  await dataSource.destroy();
+  await embedded?.stop();
+} catch (error) {
+  console.error(error instanceof ConfigError ? `invalid configuration: ${error.message}` : error);
+  process.exit(1);
+}

@@ -1,0 +1,72 @@
+// Tenants and their API keys. A key is random, shown once, stored as SHA-256.
+import { randomBytes } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import { ApiKey } from '../entities/api-key.js';
+import { Tenant } from '../entities/tenant.js';
+import { badInput, notFound } from '../errors.js';
+import { isUuid } from '../ids.js';
+import { queryRows } from '../db/query.js';
+import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import { API_KEY_PREFIX, hashApiKey } from './viewer.js';
+
+/** Channel on which a revocation is announced, so live connections using the key close at once. */
+export const API_KEY_REVOKED_CHANNEL = 'hookline_api_key_revoked';
+
+export function generateApiKey(): string {
+  return API_KEY_PREFIX + randomBytes(32).toString('base64url');
+}
+
+function checkName(field: string, name: string): string {
+  const trimmed = name.trim();
+  if (!trimmed) throw badInput(field, 'must not be empty');
+  if (trimmed.length > 200) throw badInput(field, 'must be at most 200 characters');
+  return trimmed;
+}
+
+export interface NewApiKey {
+  apiKey: string;
+  record: ApiKey;
+}
+
+export async function createTenant(dataSource: DataSource, name: string): Promise<{ tenant: Tenant; apiKey: string }> {
+  const tenantName = checkName('name', name);
+  return dataSource.transaction(async (manager) => {
+    const tenant = await manager.save(manager.create(Tenant, { name: tenantName }));
+    const { apiKey } = await insertApiKey(manager, tenant.id as TenantId, 'default');
+    return { tenant, apiKey };
+  });
+}
+
+async function insertApiKey(manager: import('typeorm').EntityManager, tenantId: TenantId, name: string): Promise<NewApiKey> {
+  const apiKey = generateApiKey();
+  const record = await manager.save(manager.create(ApiKey, { tenantId, name, keyHash: hashApiKey(apiKey), revokedAt: null }));
+  return { apiKey, record };
+}
+
+export async function createApiKey(dataSource: DataSource, tenantId: TenantId, name: string): Promise<NewApiKey> {
+  const keyName = checkName('name', name);
+  return withTenant(dataSource, tenantId, (manager) => insertApiKey(manager, tenantId, keyName));
+}
+
+export async function revokeApiKey(dataSource: DataSource, tenantId: TenantId, id: string): Promise<boolean> {
+  if (!isUuid(id)) throw notFound('API key', id);
+  return withTenant(dataSource, tenantId, async (manager) => {
+    const rows = await queryRows<{ id: string }>(
+      manager,
+      `update api_keys set revoked_at = coalesce(revoked_at, now())
+        where id = $1 and tenant_id = $2 returning id`,
+      [id, tenantId],
+    );
+    if (!rows.length) throw notFound('API key', id);
+    await manager.query('select pg_notify($1, $2)', [API_KEY_REVOKED_CHANNEL, id]);
+    return true;
+  });
+}
+
+export async function findTenant(dataSource: DataSource, tenantId: TenantId): Promise<Tenant> {
+  return withTenant(dataSource, tenantId, async (manager) => {
+    const tenant = await manager.findOneBy(Tenant, { id: tenantId });
+    if (!tenant) throw notFound('tenant', tenantId);
+    return tenant;
+  });
+}

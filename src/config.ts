@@ -1,0 +1,133 @@
+// Configuration comes from the environment, is validated once at start-up,
+// and is then passed down as a plain frozen object. A wrong value stops the
+// process with a message naming the variable (see main.ts).
+import { randomBytes } from 'node:crypto';
+
+export type Role = 'all' | 'api' | 'worker';
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  databaseUrl: string | undefined;
+  port: number;
+  adminToken: string;
+  adminTokenGenerated: boolean;
+  role: Role;
+  /** Delays between attempts, in ms; attempts in all = length + 1. */
+  retrySchedule: number[];
+  allowPrivateTargets: boolean;
+  deliveryTimeoutMs: number;
+  logLevel: LogLevel;
+  /** Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset. */
+  dataDir: string;
+  /** Deliveries in flight at once in one dispatcher process. */
+  dispatchConcurrency: number;
+  /** Deliveries in flight at once to one subscription, per dispatcher process. */
+  dispatchPerSubscription: number;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses `250ms`, `5s`, `30m`, `2h` into milliseconds; throws on anything else. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  if (!match) throw new Error(`"${text}" is not a duration like 500ms, 5s, 30m or 2h`);
+  const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
+  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`"${text}" must be greater than zero`);
+  return Math.round(ms);
+}
+
+export const DEFAULT_RETRY_SCHEDULE = '5s,5m,30m,2h,5h,10h,10h';
+
+export function parseRetrySchedule(text: string): number[] {
+  const parts = text.split(',').map((p) => p.trim());
+  if (parts.length === 0 || parts.some((p) => p === '')) {
+    throw new Error(`"${text}" must be a comma-separated list of durations, e.g. ${DEFAULT_RETRY_SCHEDULE}`);
+  }
+  if (parts.length > 50) throw new Error('at most 50 retries are allowed');
+  return parts.map(parseDuration);
+}
+
+function parseBoolean(text: string): boolean {
+  if (/^(true|1|yes)$/i.test(text)) return true;
+  if (/^(false|0|no)$/i.test(text)) return false;
+  throw new Error(`"${text}" must be true or false`);
+}
+
+function parseInteger(text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new Error(`"${text}" must be a whole number`);
+  const n = Number(text);
+  if (n < min || n > max) throw new Error(`${n} must be between ${min} and ${max}`);
+  return n;
+}
+
+type Env = Record<string, string | undefined>;
+
+function read<T>(env: Env, name: string, fallback: string | undefined, parse: (text: string) => T): T {
+  const raw = env[name];
+  const text = raw === undefined || raw === '' ? fallback : raw;
+  try {
+    return parse(text as string);
+  } catch (error) {
+    throw new ConfigError(name, (error as Error).message);
+  }
+}
+
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const databaseUrl = read(env, 'DATABASE_URL', '', (text) => {
+    if (text === '') return undefined;
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw new Error('is not a URL like postgres://user:password@host:5432/database');
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+      throw new Error(`scheme "${url.protocol}" is not postgres: or postgresql:`);
+    }
+    return text;
+  });
+  const adminTokenRaw = env.ADMIN_TOKEN;
+  if (adminTokenRaw !== undefined && adminTokenRaw !== '' && adminTokenRaw.length < 16) {
+    throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters long');
+  }
+  const adminTokenGenerated = !adminTokenRaw;
+  const config: Config = {
+    databaseUrl,
+    port: read(env, 'PORT', '4000', (t) => parseInteger(t, 0, 65535)),
+    adminToken: adminTokenRaw || `hla_${randomBytes(24).toString('base64url')}`,
+    adminTokenGenerated,
+    role: read(env, 'HOOKLINE_ROLE', 'all', (t) => {
+      if (t !== 'all' && t !== 'api' && t !== 'worker') throw new Error(`"${t}" must be one of all, api, worker`);
+      return t;
+    }),
+    retrySchedule: read(env, 'HOOKLINE_RETRY_SCHEDULE', DEFAULT_RETRY_SCHEDULE, parseRetrySchedule),
+    allowPrivateTargets: read(env, 'HOOKLINE_ALLOW_PRIVATE_TARGETS', 'false', parseBoolean),
+    deliveryTimeoutMs: read(env, 'HOOKLINE_DELIVERY_TIMEOUT', '15s', (t) => {
+      const ms = parseDuration(t);
+      if (ms > 300_000) throw new Error('must be at most 5m');
+      return ms;
+    }),
+    logLevel: read(env, 'LOG_LEVEL', 'info', (t) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(t)) throw new Error(`"${t}" must be one of ${LOG_LEVELS.join(', ')}`);
+      return t as LogLevel;
+    }),
+    dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
+    dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '64', (t) => parseInteger(t, 1, 10_000)),
+    dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '32', (t) => parseInteger(t, 1, 10_000)),
+  };
+  if (config.dispatchPerSubscription > config.dispatchConcurrency) {
+    config.dispatchPerSubscription = config.dispatchConcurrency;
+  }
+  return Object.freeze(config);
+}

@@ -1,0 +1,45 @@
+// Every access to tenant data goes through withTenant(): one transaction in
+// which PostgreSQL's row-level security sees only that tenant's rows, as the
+// second wall behind the tenant-scoped finders.
+import { DataSource, type EntityManager } from 'typeorm';
+import { TENANT_ROLE } from '../migrations/sql.js';
+
+export type TenantId = string & { readonly __tenant?: unique symbol };
+
+/** Switches the current transaction to the tenant role with the tenant set. */
+export async function enterTenant(manager: EntityManager, tenantId: TenantId): Promise<void> {
+  await manager.query(`select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true)`, [
+    tenantId,
+  ]);
+}
+
+/**
+ * Runs fn in a transaction scoped to one tenant. With a caller's manager that
+ * is already inside a transaction, joins it (the outbox case) and restores the
+ * previous role afterwards.
+ */
+export async function withTenant<T>(
+  source: DataSource | EntityManager,
+  tenantId: TenantId,
+  fn: (manager: EntityManager) => Promise<T>,
+): Promise<T> {
+  const manager = source instanceof DataSource ? source.manager : source;
+  if (manager.queryRunner?.isTransactionActive) {
+    const [previous] = await manager.query(
+      `select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant`,
+    );
+    await enterTenant(manager, tenantId);
+    try {
+      return await fn(manager);
+    } finally {
+      await manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
+        previous.role,
+        previous.tenant,
+      ]);
+    }
+  }
+  return manager.transaction(async (tx) => {
+    await enterTenant(tx, tenantId);
+    return fn(tx);
+  });
+}

@@ -1,0 +1,32 @@
+import { Column, Entity, PrimaryGeneratedColumn } from 'typeorm';
+
+/** One HTTP attempt of a delivery, kept for the attempt log. */
+@Entity('delivery_attempts')
+export class DeliveryAttempt {
+  @PrimaryGeneratedColumn('identity', { type: 'bigint' })
+  id!: string;
+
+  @Column('uuid', { name: 'delivery_id' })
+  deliveryId!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @Column('integer')
+  number!: number;
+
+  @Column('timestamptz', { name: 'started_at' })
+  startedAt!: Date;
+
+  @Column('integer', { name: 'duration_ms' })
+  durationMs!: number;
+
+  @Column('integer', { name: 'status_code', nullable: true })
+  statusCode!: number | null;
+
+  @Column('text', { nullable: true })
+  error!: string | null;
+
+  @Column('text', { name: 'response_body', nullable: true })
+  responseBody!: string | null;
+}

@@ -1,0 +1,28 @@
+import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
+
+@Entity('webhook_events')
+export class WebhookEvent {
+  @PrimaryColumn('uuid')
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @Column('text')
+  event!: string;
+
+  @Column('text', { name: 'resource_type', nullable: true })
+  resourceType!: string | null;
+
+  @Column('text', { name: 'resource_id', nullable: true })
+  resourceId!: string | null;
+
+  @Column('jsonb')
+  data!: Record<string, unknown>;
+
+  @Column('text', { name: 'idempotency_key', nullable: true })
+  idempotencyKey!: string | null;
+
+  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
+  createdAt!: Date;
+}

@@ -1,0 +1,46 @@
+import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+
+@Entity('webhook_subscriptions')
+export class WebhookSubscription {
+  @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @Column('text')
+  url!: string;
+
+  /** Exact event names, `prefix.*` patterns, or `*`. */
+  @Column('text', { array: true })
+  events!: string[];
+
+  @Column('text', { nullable: true })
+  description!: string | null;
+
+  @Column('boolean', { default: true })
+  active!: boolean;
+
+  @Column('text', { name: 'disabled_reason', nullable: true })
+  disabledReason!: string | null;
+
+  /** Extra headers sent with every delivery. */
+  @Column('jsonb', { default: () => `'{}'::jsonb` })
+  headers!: Record<string, string>;
+
+  @Column('text')
+  secret!: string;
+
+  /** After a rotation, the previous secret keeps signing until previousSecretExpiresAt. */
+  @Column('text', { name: 'previous_secret', nullable: true })
+  previousSecret!: string | null;
+
+  @Column('timestamptz', { name: 'previous_secret_expires_at', nullable: true })
+  previousSecretExpiresAt!: Date | null;
+
+  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
+  createdAt!: Date;
+
+  @UpdateDateColumn({ type: 'timestamptz', name: 'updated_at' })
+  updatedAt!: Date;
+}

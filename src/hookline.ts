@@ -1,0 +1,67 @@
+// Starts the roles of one Hookline process on a database: migrations, the
+// HTTP server (API or health only) and, later, the dispatcher. Tests start it
+// in-process; main.ts starts it from the environment.
+import type { DataSource } from 'typeorm';
+import type { Config } from './config.js';
+import { createDataSource } from './db/data-source.js';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
+import { runMigrations } from './db/migrate.js';
+import type { Logger } from './logger.js';
+import { createMetrics } from './metrics.js';
+import { buildApp, type App } from './server/app.js';
+import { systemClock, type Clock, type Services } from './services.js';
+
+export interface Hookline {
+  app: App;
+  services: Services;
+  dataSource: DataSource;
+  databaseUrl: string;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  config: Readonly<Config>;
+  log: Logger;
+  clock?: Clock;
+  host?: string;
+}
+
+export async function startHookline({ config, log, clock = systemClock, host }: StartOptions): Promise<Hookline> {
+  let embedded: EmbeddedDatabase | undefined;
+  const stops: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) {
+      await stop().catch((error) => log.error({ err: error }, 'error while stopping'));
+    }
+  };
+  try {
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      embedded = await startEmbeddedPostgres(config.dataDir, log);
+      stops.push(embedded.stop);
+      databaseUrl = embedded.url;
+    }
+    const dataSource = createDataSource({ url: databaseUrl, applicationName: `hookline-${config.role}` });
+    await dataSource.initialize();
+    stops.push(() => dataSource.destroy());
+    await runMigrations(dataSource, log);
+
+    const metrics = createMetrics();
+    const services: Services = { config, dataSource, log, clock };
+    const app = await buildApp({ services, metrics, serveApi: config.role !== 'worker', port: config.port, host });
+    stops.push(() => app.stop());
+
+    log.info({ url: app.url, role: config.role }, 'Hookline is ready');
+    let stopping: Promise<void> | undefined;
+    return {
+      app,
+      services,
+      dataSource,
+      databaseUrl,
+      stop: () => (stopping ??= stopAll()),
+    };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}

@@ -1,0 +1,47 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { enableTenantRls, TENANT_ROLE } from './sql.js';
+
+export class Tenants1764300000001 implements MigrationInterface {
+  name = 'Tenants1764300000001';
+
+  async up(db: QueryRunner): Promise<void> {
+    // Roles are shared by the whole cluster: another database may create it at
+    // the same moment, so a duplicate is not an error.
+    await db.query(`
+      do $$ begin
+        create role ${TENANT_ROLE} nologin;
+      exception when duplicate_object or unique_violation then null;
+      end $$;
+    `);
+    await db.query(`
+      do $$ begin
+        execute format('grant ${TENANT_ROLE} to %I', current_user);
+      exception when others then null; -- superusers need no membership
+      end $$;
+    `);
+    await db.query(`grant usage on schema public to ${TENANT_ROLE}`);
+    await db.query(`
+      create table tenants (
+        id uuid primary key default gen_random_uuid(),
+        name text not null,
+        created_at timestamptz not null default now()
+      );
+      create table api_keys (
+        id uuid primary key default gen_random_uuid(),
+        tenant_id uuid not null references tenants(id) on delete cascade,
+        name text not null,
+        key_hash bytea not null,
+        created_at timestamptz not null default now(),
+        revoked_at timestamptz
+      );
+      create unique index api_keys_key_hash on api_keys (key_hash);
+      create index api_keys_tenant on api_keys (tenant_id, created_at);
+    `);
+    await db.query(enableTenantRls('tenants', 'id'));
+    await db.query(enableTenantRls('api_keys'));
+  }
+
+  async down(db: QueryRunner): Promise<void> {
+    await db.query('drop table api_keys; drop table tenants;');
+  }
+}

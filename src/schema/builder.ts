@@ -1,0 +1,75 @@
+// The one SchemaBuilder of Hookline: its plugins, scalars and Context type.
+// Each domain file adds its own query, mutation and subscription fields.
+import SchemaBuilder from '@pothos/core';
+import RelayPlugin from '@pothos/plugin-relay';
+import { GraphQLError, Kind, type ValueNode } from 'graphql';
+import type { Viewer } from '../auth/viewer.js';
+import type { Services } from '../services.js';
+import type { Logger } from '../logger.js';
+
+export interface Context {
+  viewer: Viewer;
+  services: Services;
+  log: Logger;
+}
+
+type JsonValue = unknown;
+
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  DefaultFieldNullability: false;
+  Scalars: {
+    DateTime: { Input: Date; Output: Date | string };
+    JSON: { Input: JsonValue; Output: JsonValue };
+  };
+}>({
+  plugins: [RelayPlugin],
+  defaultFieldNullability: false,
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    nodeQueryOptions: false,
+    nodesQueryOptions: false,
+  },
+});
+
+builder.scalarType('DateTime', {
+  description: 'A point in time, as an ISO-8601 string in UTC (e.g. 2024-02-14T10:30:00.000Z).',
+  serialize: (value) => (value instanceof Date ? value.toISOString() : new Date(value).toISOString()),
+  parseValue: (value) => {
+    const date = new Date(value as string);
+    if (typeof value !== 'string' || Number.isNaN(date.getTime())) throw new GraphQLError('DateTime must be an ISO-8601 string');
+    return date;
+  },
+});
+
+function literalToJson(node: ValueNode, variables?: Record<string, unknown> | null): JsonValue {
+  switch (node.kind) {
+    case Kind.STRING:
+    case Kind.BOOLEAN:
+      return node.value;
+    case Kind.INT:
+    case Kind.FLOAT:
+      return Number(node.value);
+    case Kind.NULL:
+      return null;
+    case Kind.LIST:
+      return node.values.map((v) => literalToJson(v, variables));
+    case Kind.OBJECT:
+      return Object.fromEntries(node.fields.map((f) => [f.name.value, literalToJson(f.value, variables)]));
+    case Kind.VARIABLE:
+      return variables?.[node.name.value];
+    default:
+      throw new GraphQLError(`unsupported JSON literal ${node.kind}`);
+  }
+}
+
+builder.scalarType('JSON', {
+  description: 'Any JSON value.',
+  serialize: (value) => value,
+  parseValue: (value) => value,
+  parseLiteral: (node, variables) => literalToJson(node, variables),
+});
+
+builder.queryType({ description: 'Reads. Every field but `eventTypes` needs a tenant API key.' });
+builder.mutationType({ description: 'Writes. A rejected call writes nothing.' });

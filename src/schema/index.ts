@@ -1,0 +1,5 @@
+import { builder } from './builder.js';
+import './tenant.js';
+
+export const schema = builder.toSchema({ sortSchema: false });
+export { builder };

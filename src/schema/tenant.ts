@@ -1,0 +1,73 @@
+import { createApiKey, createTenant, findTenant, revokeApiKey } from '../auth/tenants.js';
+import { requireAdmin, requireTenant } from '../auth/viewer.js';
+import type { Tenant as TenantRow } from '../entities/tenant.js';
+import { builder } from './builder.js';
+
+export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
+  description: 'A customer of Hookline. All its data is visible only with one of its API keys.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+const CreateTenantPayload = builder
+  .objectRef<{ tenant: TenantRow; apiKey: string }>('CreateTenantPayload')
+  .implement({
+    fields: (t) => ({
+      tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }),
+      apiKey: t.exposeString('apiKey', { description: 'The first API key of the tenant. Shown only here.' }),
+    }),
+  });
+
+const CreatedApiKey = builder
+  .objectRef<{ apiKey: string; id: string; name: string; createdAt: Date }>('CreatedApiKey')
+  .implement({
+    fields: (t) => ({
+      apiKey: t.exposeString('apiKey', { description: 'The key itself. Shown only here; Hookline keeps only its hash.' }),
+      id: t.exposeID('id'),
+      name: t.exposeString('name'),
+      createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    }),
+  });
+
+builder.queryField('viewer', (t) =>
+  t.field({
+    type: TenantRef,
+    description: 'The tenant of the API key in use.',
+    resolve: (_root, _args, { viewer, services }) => findTenant(services.dataSource, requireTenant(viewer)),
+  }),
+);
+
+builder.mutationField('createTenant', (t) =>
+  t.field({
+    type: CreateTenantPayload,
+    description: 'Creates a tenant and its first API key. Admin token only.',
+    args: { name: t.arg.string({ required: true }) },
+    resolve: (_root, { name }, { viewer, services }) => {
+      requireAdmin(viewer);
+      return createTenant(services.dataSource, name);
+    },
+  }),
+);
+
+builder.mutationField('createApiKey', (t) =>
+  t.field({
+    type: CreatedApiKey,
+    description: 'Creates another API key for the calling tenant. The key is shown only in this answer.',
+    args: { name: t.arg.string({ required: true }) },
+    resolve: async (_root, { name }, { viewer, services }) => {
+      const { apiKey, record } = await createApiKey(services.dataSource, requireTenant(viewer), name);
+      return { apiKey, id: record.id, name: record.name, createdAt: record.createdAt };
+    },
+  }),
+);
+
+builder.mutationField('revokeApiKey', (t) =>
+  t.boolean({
+    description: 'Revokes an API key of the calling tenant. It stops working at once, live connections included.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => revokeApiKey(services.dataSource, requireTenant(viewer), String(id)),
+  }),
+);

@@ -1,0 +1,188 @@
+// buildApp(): one HTTP server per process. Every role serves /healthz,
+// /readyz and /metrics; roles `all` and `api` also serve GraphQL (HTTP, SSE
+// and graphql-ws on /graphql) and the REST routes of the guide.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import { resolveViewer, type Viewer } from '../auth/viewer.js';
+import type { Metrics } from '../metrics.js';
+import type { Services } from '../services.js';
+import { connectionAuthorization, createGraphQLServer, type Yoga } from './graphql.js';
+import { BodyTooLargeError, MAX_BODY_BYTES, readBody } from './http-body.js';
+
+export interface AppOptions {
+  services: Services;
+  metrics: Metrics;
+  /** Serve the API (GraphQL and REST); false for the worker role. */
+  serveApi: boolean;
+  port: number;
+  host?: string;
+  /** Extra routes tried before GraphQL (REST); answers true when it handled the request. */
+  routes?: (req: IncomingMessage, res: ServerResponse, body: () => Promise<Buffer>) => Promise<boolean>;
+}
+
+export interface App {
+  server: Server;
+  yoga?: Yoga;
+  url: string;
+  port: number;
+  /** Closes WebSocket connections whose viewer matches (e.g. a revoked API key). */
+  closeConnections(match: (viewer: Viewer) => boolean, reason: string): number;
+  stop(): Promise<void>;
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+const WS_CLOSE_FORBIDDEN = 4403;
+const WS_CLOSE_REVOKED = 4401;
+
+export async function buildApp(options: AppOptions): Promise<App> {
+  const { services, metrics, serveApi } = options;
+  const { log, dataSource } = services;
+  const yoga = serveApi ? createGraphQLServer(services) : undefined;
+
+  async function health(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      sendJson(res, 200, { status: 'ok' });
+      return true;
+    }
+    if (path === '/readyz') {
+      try {
+        await dataSource.query('select 1');
+        sendJson(res, 200, { status: 'ready' });
+      } catch (error) {
+        sendJson(res, 503, { status: 'unavailable', error: (error as Error).message });
+      }
+      return true;
+    }
+    if (path === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      res.end(text);
+      return true;
+    }
+    return false;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (await health(req, res)) return;
+    if (!yoga) {
+      sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'this process runs the worker role: only /healthz, /readyz and /metrics' } });
+      return;
+    }
+    let body: Buffer | undefined;
+    const readOnce = async () => (body ??= await readBody(req));
+    if (options.routes && (await options.routes(req, res, readOnce))) return;
+    if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
+      // Read (and limit) the body here; Yoga then uses it instead of the consumed stream.
+      const buffer = await readOnce();
+      if (buffer.length) (req as IncomingMessage & { body?: Buffer }).body = buffer;
+    }
+    await yoga.requestListener(req, res);
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      if (error instanceof BodyTooLargeError) {
+        sendJson(res, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` } });
+        req.resume();
+        return;
+      }
+      log.error({ err: error, url: req.url }, 'request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' } });
+      else res.destroy();
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+
+  const sockets = new Set<{ viewer: Viewer; close: (code: number, reason: string) => void }>();
+  let wss: WebSocketServer | undefined;
+  if (yoga) {
+    wss = new WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
+    useServer<Record<string, unknown>, { viewer?: Viewer; entry?: { viewer: Viewer; close: (c: number, r: string) => void } }>(
+      {
+        execute: (args: any) => args.rootValue.execute(args),
+        subscribe: (args: any) => args.rootValue.subscribe(args),
+        onConnect: async (ctx) => {
+          const viewer = await resolveViewer(dataSource, services.config.adminToken, connectionAuthorization(ctx.connectionParams));
+          if (viewer.kind === 'anonymous') return false; // graphql-ws closes with 4403 Forbidden
+          const socket = (ctx.extra as any).socket as import('ws').WebSocket;
+          const entry = { viewer, close: (code: number, reason: string) => socket.close(code, reason) };
+          sockets.add(entry);
+          socket.once('close', () => sockets.delete(entry));
+          ctx.extra.viewer = viewer;
+          ctx.extra.entry = entry;
+          return true;
+        },
+        onSubscribe: async (ctx, _id, params) => {
+          const extra = ctx.extra as any;
+          const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
+            ...ctx,
+            req: extra.request,
+            socket: extra.socket,
+            params,
+            viewer: extra.viewer,
+          });
+          let document;
+          try {
+            document = parse(params.query);
+          } catch (error) {
+            return [error as import('graphql').GraphQLError];
+          }
+          const errors = validate(schema, document);
+          if (errors.length) return errors;
+          return {
+            schema,
+            operationName: params.operationName,
+            document,
+            variableValues: params.variables,
+            contextValue: await contextFactory(),
+            rootValue: { execute, subscribe },
+          };
+        },
+      },
+      wss,
+    );
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://127.0.0.1:${port}`;
+
+  return {
+    server,
+    yoga,
+    url,
+    port,
+    closeConnections(match, reason) {
+      let closed = 0;
+      for (const entry of sockets) {
+        if (match(entry.viewer)) {
+          entry.close(WS_CLOSE_REVOKED, reason);
+          closed++;
+        }
+      }
+      return closed;
+    },
+    async stop() {
+      for (const entry of sockets) entry.close(1001, 'server shutting down');
+      await new Promise<void>((resolve) => (wss ? wss.close(() => resolve()) : resolve()));
+      server.closeIdleConnections();
+      const closing = new Promise<void>((resolve) => server.close(() => resolve()));
+      const force = setTimeout(() => server.closeAllConnections(), 2_000);
+      await closing;
+      clearTimeout(force);
+    },
+  };
+}
+
+export { WS_CLOSE_FORBIDDEN, WS_CLOSE_REVOKED };

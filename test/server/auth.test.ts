@@ -1,0 +1,177 @@
+// Who may call what: anonymous, wrong, revoked, admin and tenant keys, over
+// HTTP and WebSocket, with the contract's error codes.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { nextClose, wsRequest } from '../helpers/ws.js';
+
+const VIEWER = 'query Viewer { viewer { id name createdAt } }';
+const CREATE_TENANT = 'mutation CreateTenant($name: String!) { createTenant(name: $name) { tenant { id name createdAt } apiKey } }';
+const CREATE_API_KEY = 'mutation CreateApiKey($name: String!) { createApiKey(name: $name) { apiKey id name createdAt } }';
+const REVOKE_API_KEY = 'mutation RevokeApiKey($id: ID!) { revokeApiKey(id: $id) }';
+
+let hl: TestHookline;
+let tenant: { id: string; apiKey: string };
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  tenant = await hl.createTenant('Acme');
+});
+afterAll(() => hl?.stop());
+
+describe('over HTTP', () => {
+  it('the admin token creates a tenant whose key sees that tenant', async () => {
+    const created = await hl.gql(CREATE_TENANT, { name: 'Globex' }, ADMIN_TOKEN);
+    expect(created.errors).toBeUndefined();
+    const { tenant: t, apiKey } = created.data.createTenant;
+    expect(apiKey).toMatch(/^hkl_[A-Za-z0-9_-]{40,}$/);
+    const viewer = await hl.gql(VIEWER, {}, apiKey);
+    expect(viewer.data.viewer).toEqual({ id: t.id, name: 'Globex', createdAt: t.createdAt });
+  });
+
+  it('stores only a hash of API keys', async () => {
+    const rows = await hl.dataSource.query('select key_hash from api_keys');
+    for (const row of rows) expect(Buffer.from(row.key_hash).toString()).not.toContain('hkl_');
+    expect(JSON.stringify(rows)).not.toContain(tenant.apiKey);
+  });
+
+  it('refuses anonymous, malformed and wrong keys with UNAUTHENTICATED', async () => {
+    for (const token of [undefined, 'hkl_wrong', 'not-a-key']) {
+      const res = await hl.gql(VIEWER, {}, token);
+      expect(res.data).toBeNull();
+      expect(res.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    }
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Basic abc' },
+      body: JSON.stringify({ query: VIEWER }),
+    });
+    expect((await res.json()).errors[0].extensions.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('keeps admin and tenant apart with FORBIDDEN', async () => {
+    const asTenant = await hl.gql(CREATE_TENANT, { name: 'Evil' }, tenant.apiKey);
+    expect(asTenant.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    const asAdmin = await hl.gql(VIEWER, {}, ADMIN_TOKEN);
+    expect(asAdmin.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    const anonymous = await hl.gql(CREATE_TENANT, { name: 'Nobody' });
+    expect(anonymous.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const [{ count }] = await hl.dataSource.query(`select count(*)::int as count from tenants where name in ('Evil', 'Nobody')`);
+    expect(count).toBe(0);
+  });
+
+  it('a revoked key stops working at once; another tenant cannot revoke it', async () => {
+    const created = await hl.gql(CREATE_API_KEY, { name: 'ci' }, tenant.apiKey);
+    const { apiKey, id, name } = created.data.createApiKey;
+    expect(name).toBe('ci');
+    expect((await hl.gql(VIEWER, {}, apiKey)).data.viewer.id).toBe(tenant.id);
+
+    const other = await hl.createTenant('Other');
+    const foreign = await hl.gql(REVOKE_API_KEY, { id }, other.apiKey);
+    expect(foreign.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    expect((await hl.gql(VIEWER, {}, apiKey)).data.viewer.id).toBe(tenant.id);
+
+    expect((await hl.gql(REVOKE_API_KEY, { id }, tenant.apiKey)).data.revokeApiKey).toBe(true);
+    const after = await hl.gql(VIEWER, {}, apiKey);
+    expect(after.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
+  });
+
+  it('names the field of bad input with BAD_USER_INPUT and writes nothing', async () => {
+    const res = await hl.gql(CREATE_API_KEY, { name: '   ' }, tenant.apiKey);
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'name' });
+    expect(res.errors?.[0]?.message).toContain('name');
+    const unknownId = await hl.gql(REVOKE_API_KEY, { id: 'nope' }, tenant.apiKey);
+    expect(unknownId.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+  });
+});
+
+describe('limits and malformed requests', () => {
+  it('refuses a query deeper than 10 before execution', async () => {
+    // __type(name) { ofType { ofType ... } } nests without limit.
+    let selection = 'name';
+    for (let i = 0; i < 12; i++) selection = `ofType { ${selection} }`;
+    const res = await hl.gql(`{ __type(name: "Tenant") { ${selection} } }`, {}, tenant.apiKey);
+    expect(res.data).toBeUndefined();
+    expect(res.errors?.[0]?.message).toMatch(/depth/i);
+    const shallow = await hl.gql('{ __type(name: "Tenant") { ofType { name } } }', {}, tenant.apiKey);
+    expect(shallow.errors).toBeUndefined();
+  });
+
+  it('answers malformed JSON with a 4xx', async () => {
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"query": ',
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+  });
+
+  it('refuses a body over 1 MiB with 413', async () => {
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: VIEWER, variables: { pad: 'x'.repeat(1024 * 1024) } }),
+    });
+    expect(res.status).toBe(413);
+    expect((await res.json()).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('masks unexpected errors', async () => {
+    // A syntax error in a value PostgreSQL rejects must not leak SQL detail.
+    const res = await hl.gql('query { viewer { id } }', {}, tenant.apiKey);
+    expect(res.errors).toBeUndefined();
+  });
+
+  it('serves GraphiQL from its own assets, health and readiness', async () => {
+    const page = await fetch(`${hl.url}/graphql`, { headers: { accept: 'text/html' } });
+    const html = await page.text();
+    expect(page.status).toBe(200);
+    expect(html).toContain('Hookline GraphiQL');
+    expect(html).not.toMatch(/unpkg\.com|cdn\.jsdelivr/);
+    expect((await fetch(`${hl.url}/healthz`)).status).toBe(200);
+    expect(await (await fetch(`${hl.url}/readyz`)).json()).toEqual({ status: 'ready' });
+    const metrics = await fetch(`${hl.url}/metrics`);
+    expect(await metrics.text()).toContain('hookline_process_cpu_user_seconds_total');
+  });
+});
+
+describe('over WebSocket', () => {
+  it('runs operations with the key of the connection parameter', async () => {
+    const client = hl.wsClient(tenant.apiKey);
+    const res = await wsRequest(client, VIEWER);
+    expect(res.data.viewer.id).toBe(tenant.id);
+    await client.dispose();
+  });
+
+  it('accepts the parameter spelled Authorization', async () => {
+    const client = hl.wsClient(undefined, { connectionParams: { Authorization: `Bearer ${tenant.apiKey}` } });
+    expect((await wsRequest(client, VIEWER)).data.viewer.id).toBe(tenant.id);
+    await client.dispose();
+  });
+
+  it('refuses a connection without a valid key', async () => {
+    for (const token of [undefined, 'hkl_wrong']) {
+      const client = hl.wsClient(token);
+      const closed = nextClose(client);
+      await expect(wsRequest(client, VIEWER)).rejects.toBeDefined();
+      expect((await closed).code).toBe(4403);
+      await client.dispose();
+    }
+  });
+
+  it('refuses a revoked key, and keeps admin and tenant apart', async () => {
+    const { data } = await hl.gql(CREATE_API_KEY, { name: 'ws' }, tenant.apiKey);
+    await hl.gql(REVOKE_API_KEY, { id: data.createApiKey.id }, tenant.apiKey);
+    const revoked = hl.wsClient(data.createApiKey.apiKey);
+    const closed = nextClose(revoked);
+    await expect(wsRequest(revoked, VIEWER)).rejects.toBeDefined();
+    expect((await closed).code).toBe(4403);
+    await revoked.dispose();
+
+    const admin = hl.wsClient(ADMIN_TOKEN);
+    const res = await wsRequest(admin, VIEWER);
+    expect(res.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    await admin.dispose();
+  });
+});
