@@ -1,0 +1,223 @@
+// Keeps webhooks away from loopback, private, link-local and other non-public
+// addresses (contract: "Targets"), unless HOOKLINE_ALLOW_PRIVATE_TARGETS=true.
+//
+// Two checks, because a name's addresses can change between them (DNS rebinding):
+//  - TargetGuard.checkUrl, when a subscription is saved: a clear BAD_USER_INPUT;
+//  - createGuardedAgent, at delivery time: the undici Agent checks the address it
+//    is about to connect to, both for names (through a guarded `lookup`, which
+//    net.connect uses to resolve) and for literal IPs (which net.connect
+//    connects to without any lookup, so the connector checks them first).
+import dns from 'node:dns';
+import net from 'node:net';
+import ipaddr from 'ipaddr.js';
+import { Agent, buildConnector } from 'undici';
+import { badInput } from '../errors.js';
+import { validateTargetUrl } from '../webhooks/target-url.js';
+
+export const TARGET_REFUSED = 'HOOKLINE_TARGET_REFUSED' as const;
+
+const REFUSAL_HINT = 'private targets are not allowed (set HOOKLINE_ALLOW_PRIVATE_TARGETS=true to allow them)';
+
+/** Thrown (or passed to a connect callback) when a delivery would reach a non-public address. */
+export class TargetRefusedError extends Error {
+  readonly code = TARGET_REFUSED;
+  constructor(
+    readonly hostname: string,
+    readonly address: string,
+    readonly range: string,
+  ) {
+    super(
+      hostname === address
+        ? `refusing to connect to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`
+        : `refusing to connect to ${hostname}: it resolves to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`,
+    );
+    this.name = 'TargetRefusedError';
+  }
+}
+
+// 2000::/3 is the only IPv6 space IANA allocates as global unicast; ipaddr.js
+// calls everything it has no name for "unicast" (e.g. ::7f00:1, the deprecated
+// IPv4-compatible form of 127.0.0.1), so outside 2000::/3 we refuse.
+const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3') as [ipaddr.IPv6, number];
+// The well-known NAT64 prefix (RFC 6052): the last 32 bits are an IPv4 address.
+const NAT64_WELL_KNOWN = ipaddr.parseCIDR('64:ff9b::/96') as [ipaddr.IPv6, number];
+
+function stripBrackets(host: string): string {
+  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+}
+
+/**
+ * The ipaddr.js range name of an address ('unicast' for public ones), judging
+ * IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) addresses by the IPv4
+ * address they carry. 'invalid' for anything that is not an IP literal.
+ */
+export function classifyAddress(address: string): string {
+  const bare = stripBrackets(address.trim());
+  // net.isIP accepts only the canonical forms net.connect would treat as literals;
+  // ipaddr.js alone would also accept forms like "0x7f000001" or "127.1".
+  if (net.isIP(bare) === 0 || !ipaddr.isValid(bare)) return 'invalid';
+  const ip = ipaddr.process(bare); // unwraps ::ffff:a.b.c.d to IPv4
+  if (ip.kind() === 'ipv4') return ip.range();
+  const v6 = ip as ipaddr.IPv6;
+  if (v6.match(NAT64_WELL_KNOWN)) {
+    const [, , , , , , hi, lo] = v6.parts as number[];
+    return new ipaddr.IPv4([hi! >> 8, hi! & 0xff, lo! >> 8, lo! & 0xff]).range();
+  }
+  const range = v6.range();
+  if (range !== 'unicast') return range;
+  return v6.match(GLOBAL_UNICAST_V6) ? 'unicast' : 'reserved';
+}
+
+/** True only for globally routable unicast addresses. */
+export function isPublicAddress(address: string): boolean {
+  return classifyAddress(address) === 'unicast';
+}
+
+const RANGE_WORDS: Record<string, string> = {
+  linkLocal: 'link-local',
+  uniqueLocal: 'unique-local',
+  carrierGradeNat: 'carrier-grade NAT',
+  deprecatedSiteLocal: 'site-local',
+  rfc6052: 'NAT64',
+  rfc6145: 'IPv4-translated',
+  ipv4Mapped: 'IPv4-mapped',
+  as112: 'AS112',
+  as112v6: 'AS112',
+  amt: 'AMT',
+  invalid: 'unparseable',
+};
+
+/** "a loopback", "an unspecified", "a unique-local", ... */
+function describeRange(range: string): string {
+  const words = RANGE_WORDS[range] ?? range.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
+  const an = /^([aeiou]|AS|AMT|IPv)/i.test(words) && !/^uni(?!n)/i.test(words);
+  return `${an ? 'an' : 'a'} ${words}`;
+}
+
+/** Throws TargetRefusedError if `hostname` is an IP literal that is not public. Names pass. */
+export function checkLiteralHost(hostname: string, allowPrivate: boolean): void {
+  if (allowPrivate) return;
+  const bare = stripBrackets(hostname);
+  if (net.isIP(bare) === 0) return;
+  const range = classifyAddress(bare);
+  if (range !== 'unicast') throw new TargetRefusedError(bare, bare, range);
+}
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void;
+/** Node's callback `dns.lookup`, in the form net.connect's `lookup` option uses. */
+export type CallbackLookup = (hostname: string, options: dns.LookupAllOptions, callback: (err: NodeJS.ErrnoException | null, addresses: dns.LookupAddress[]) => void) => void;
+
+/**
+ * A `lookup` for net/tls.connect that resolves with `lookup` (default dns.lookup)
+ * and fails with TargetRefusedError when any address is not public, so the
+ * address actually connected to is the one checked.
+ */
+export function guardedLookup(allowPrivate: boolean, lookup: CallbackLookup = dns.lookup): net.LookupFunction {
+  return (hostname: string, options: dns.LookupOptions | number | LookupCallback, callback?: LookupCallback) => {
+    let cb = callback;
+    let opts: dns.LookupOptions = {};
+    if (typeof options === 'function') cb = options;
+    else if (typeof options === 'number') opts = { family: options };
+    else if (options) opts = options;
+    const done = cb!;
+    lookup(hostname, { ...opts, all: true }, (err, addresses) => {
+      if (err) return done(err, opts.all ? [] : '');
+      if (!addresses || addresses.length === 0) {
+        const notFound: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname}`);
+        notFound.code = 'ENOTFOUND';
+        return done(notFound, opts.all ? [] : '');
+      }
+      if (!allowPrivate) {
+        for (const { address } of addresses) {
+          const range = classifyAddress(address);
+          if (range !== 'unicast') return done(new TargetRefusedError(hostname, address, range), opts.all ? [] : '');
+        }
+      }
+      if (opts.all) return done(null, addresses);
+      const first = addresses[0]!;
+      return done(null, first.address, first.family);
+    });
+  };
+}
+
+export type GuardedAgentOptions = Omit<Agent.Options, 'connect'> & {
+  allowPrivate: boolean;
+  /** Options for undici's buildConnector (timeout, TLS, ...); `lookup` and `socketPath` are ours. */
+  connect?: Omit<buildConnector.BuildOptions, 'lookup' | 'socketPath'>;
+  /** The resolver behind the guard (tests); default dns.lookup. */
+  lookup?: CallbackLookup;
+};
+
+/**
+ * An undici Agent that refuses to connect to non-public addresses: literal IP
+ * hosts are checked before connecting, names are checked after resolution.
+ * Redirects, keep-alive reconnects and TLS all go through the same connector.
+ */
+export function createGuardedAgent(options: GuardedAgentOptions): Agent {
+  const { allowPrivate, connect, lookup, ...agentOptions } = options;
+  const connector = buildConnector({
+    ...(connect ?? {}),
+    lookup: guardedLookup(allowPrivate, lookup),
+  } as buildConnector.BuildOptions);
+  const guarded: buildConnector.connector = (opts, callback) => {
+    try {
+      checkLiteralHost(opts.hostname, allowPrivate);
+    } catch (err) {
+      // Fail asynchronously, like a socket error would.
+      process.nextTick(() => callback(err as Error, null));
+      return;
+    }
+    connector(opts, callback);
+  };
+  return new Agent({ ...agentOptions, connect: guarded });
+}
+
+export type PromiseLookup = (hostname: string, options: { all: true }) => Promise<dns.LookupAddress[]>;
+
+export interface TargetGuardOptions {
+  allowPrivate: boolean;
+  /** Resolver for host names; default dns.promises.lookup. */
+  lookup?: PromiseLookup;
+}
+
+/** The save-time check: validates a target URL and the addresses its host resolves to now. */
+export class TargetGuard {
+  readonly allowPrivate: boolean;
+  private readonly lookup: PromiseLookup;
+
+  constructor(opts: TargetGuardOptions) {
+    this.allowPrivate = opts.allowPrivate;
+    this.lookup = opts.lookup ?? ((hostname, options) => dns.promises.lookup(hostname, options));
+  }
+
+  /**
+   * Throws BAD_USER_INPUT (naming `field`) for a malformed URL, a host name that
+   * does not resolve (checked even when private targets are allowed), or a host
+   * any of whose addresses is not public (unless private targets are allowed).
+   */
+  async checkUrl(url: URL | string, field = 'url'): Promise<void> {
+    const parsed = validateTargetUrl(typeof url === 'string' ? url : url.href, field);
+    const host = stripBrackets(parsed.hostname);
+    if (net.isIP(host) !== 0) {
+      if (this.allowPrivate) return;
+      const range = classifyAddress(host);
+      if (range !== 'unicast') throw badInput(field, `host ${host} is ${describeRange(range)} address: ${REFUSAL_HINT}`);
+      return;
+    }
+    let addresses: dns.LookupAddress[];
+    try {
+      addresses = await this.lookup(host, { all: true });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException | undefined)?.code;
+      throw badInput(field, `host "${host}" does not resolve${code ? ` (${code})` : ''}`);
+    }
+    if (addresses.length === 0) throw badInput(field, `host "${host}" does not resolve`);
+    if (this.allowPrivate) return;
+    for (const { address } of addresses) {
+      const range = classifyAddress(address);
+      if (range !== 'unicast') {
+        throw badInput(field, `host "${host}" resolves to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`);
+      }
+    }
+  }
+}
