@@ -9,7 +9,7 @@ import { runMigrations } from './db/migrate.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
-import { systemClock, type Clock, type Services } from './services.js';
+import { createServices, systemClock, type Clock, type Services } from './services.js';
 
 export interface Hookline {
   app: App;
@@ -47,7 +47,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     await runMigrations(dataSource, log);
 
     const metrics = createMetrics();
-    const services: Services = { config, dataSource, log, clock };
+    const services = createServices(config, dataSource, log, clock);
     const app = await buildApp({ services, metrics, serveApi: config.role !== 'worker', port: config.port, host });
     stops.push(() => app.stop());
 

@@ -1,7 +1,12 @@
 // What resolvers, REST routes and the dispatcher share in one process.
 import type { DataSource } from 'typeorm';
 import type { Config } from './config.js';
+import { TargetGuard } from './dispatcher/target-guard.js';
 import type { Logger } from './logger.js';
+import { EventCatalog } from './webhooks/catalog.js';
+import { DeliveryService } from './webhooks/deliveries.js';
+import { WebhookService } from './webhooks/service.js';
+import { SubscriptionService } from './webhooks/subscriptions.js';
 
 export interface Clock {
   now(): Date;
@@ -13,4 +18,21 @@ export interface Services {
   dataSource: DataSource;
   log: Logger;
   clock: Clock;
+  catalog: EventCatalog;
+  targetGuard: TargetGuard;
+  subscriptions: SubscriptionService;
+  webhooks: WebhookService;
+  deliveries: DeliveryService;
+}
+
+export function createServices(config: Readonly<Config>, dataSource: DataSource, log: Logger, clock: Clock = systemClock): Services {
+  const catalog = new EventCatalog(dataSource);
+  const targetGuard = new TargetGuard({ allowPrivate: config.allowPrivateTargets });
+  const base = { config, dataSource, log, clock, catalog, targetGuard };
+  return {
+    ...base,
+    subscriptions: new SubscriptionService(base),
+    webhooks: new WebhookService(dataSource, catalog, clock),
+    deliveries: new DeliveryService(base),
+  };
 }

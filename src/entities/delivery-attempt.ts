@@ -1,19 +1,16 @@
-import { Column, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, Entity, PrimaryColumn } from 'typeorm';
 
 /** One HTTP attempt of a delivery, kept for the attempt log. */
 @Entity('delivery_attempts')
 export class DeliveryAttempt {
-  @PrimaryGeneratedColumn('identity', { type: 'bigint' })
-  id!: string;
-
-  @Column('uuid', { name: 'delivery_id' })
+  @PrimaryColumn('uuid', { name: 'delivery_id' })
   deliveryId!: string;
+
+  @PrimaryColumn('integer')
+  number!: number;
 
   @Column('uuid', { name: 'tenant_id' })
   tenantId!: string;
-
-  @Column('integer')
-  number!: number;
 
   @Column('timestamptz', { name: 'started_at' })
   startedAt!: Date;

@@ -27,10 +27,6 @@ export class WebhookDelivery {
   @Column('text', { name: 'target_url' })
   targetUrl!: string;
 
-  /** The exact body sent on every attempt. */
-  @Column('text')
-  body!: string;
-
   @Column('text')
   status!: DeliveryStatus;
 

@@ -1,4 +1,4 @@
-import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
+import { Column, Entity, PrimaryColumn } from 'typeorm';
 
 @Entity('webhook_events')
 export class WebhookEvent {
@@ -20,9 +20,13 @@ export class WebhookEvent {
   @Column('jsonb')
   data!: Record<string, unknown>;
 
+  /** The exact envelope sent by every delivery of this event. */
+  @Column('text')
+  body!: string;
+
   @Column('text', { name: 'idempotency_key', nullable: true })
   idempotencyKey!: string | null;
 
-  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
+  @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
 }

@@ -1,4 +1,6 @@
 import { Tenants1764300000001 } from './0001-tenants.js';
+import { CatalogAndSubscriptions1764300000002 } from './0002-catalog-subscriptions.js';
+import { EventsAndDeliveries1764300000003 } from './0003-events-deliveries.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
-export const migrations = [Tenants1764300000001];
+export const migrations = [Tenants1764300000001, CatalogAndSubscriptions1764300000002, EventsAndDeliveries1764300000003];

@@ -6,11 +6,13 @@ import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { Viewer } from '../auth/viewer.js';
 import type { Services } from '../services.js';
 import type { Logger } from '../logger.js';
+import type { Loaders } from './loaders.js';
 
 export interface Context {
   viewer: Viewer;
   services: Services;
   log: Logger;
+  loaders: Loaders;
 }
 
 type JsonValue = unknown;

@@ -1,5 +1,8 @@
 import { builder } from './builder.js';
 import './tenant.js';
+import './catalog.js';
+import './subscriptions.js';
+import './deliveries.js';
 
 export const schema = builder.toSchema({ sortSchema: false });
 export { builder };

@@ -8,6 +8,7 @@ import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { HooklineError } from '../errors.js';
 import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
+import { createLoaders } from '../schema/loaders.js';
 import type { Services } from '../services.js';
 
 export const MAX_QUERY_DEPTH = 10;
@@ -59,7 +60,6 @@ export function createGraphQLServer(services: Services): Yoga {
     graphiql: {
       title: 'Hookline GraphiQL',
       defaultQuery: '# Set the header {"Authorization": "Bearer <your API key>"} below, then run:\nquery Viewer {\n  viewer { id name createdAt }\n}\n',
-      headerEditorEnabled: true,
       shouldPersistHeaders: true,
       subscriptionsProtocol: 'SSE',
     },
@@ -73,7 +73,7 @@ export function createGraphQLServer(services: Services): Yoga {
           config.adminToken,
           request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
         ));
-      return { viewer, services, log };
+      return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },
     maskedErrors: {
       maskError(error, message) {

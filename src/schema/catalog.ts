@@ -1,0 +1,39 @@
+import { requireTenant } from '../auth/viewer.js';
+import type { EventType as EventTypeRow } from '../entities/event-type.js';
+import { builder } from './builder.js';
+
+export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').implement({
+  description: 'An entry of the event catalog: a name, what it means, and the JSON Schema its `data` must match.',
+  fields: (t) => ({
+    name: t.exposeString('name', { description: 'Dotted name, e.g. invoice.created.' }),
+    description: t.exposeString('description'),
+    schema: t.expose('schema', { type: 'JSON', description: 'JSON Schema of the event `data`.' }),
+    builtIn: t.boolean({ description: 'True for Hookline\'s own types; false for the tenant\'s.', resolve: (e) => e.tenantId === null }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+const CreateEventTypeInput = builder.inputType('CreateEventTypeInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'Dotted name, e.g. shipment.dispatched.' }),
+    description: t.string(),
+    schema: t.field({ type: 'JSON', required: true, description: 'A JSON Schema for `data`.' }),
+  }),
+});
+
+builder.queryField('eventTypes', (t) =>
+  t.field({
+    type: [EventTypeRef],
+    description: 'The built-in event types and the tenant\'s own.',
+    resolve: (_root, _args, { viewer, services }) => services.catalog.list(requireTenant(viewer)),
+  }),
+);
+
+builder.mutationField('createEventType', (t) =>
+  t.field({
+    type: EventTypeRef,
+    description: 'Registers an event type of the tenant, with a JSON Schema for its data.',
+    args: { input: t.arg({ type: CreateEventTypeInput, required: true }) },
+    resolve: (_root, { input }, { viewer, services }) => services.catalog.create(requireTenant(viewer), { ...input, schema: input.schema }),
+  }),
+);

@@ -1,0 +1,192 @@
+import { requireTenant } from '../auth/viewer.js';
+import { notFound } from '../errors.js';
+import type { DeliveryRow } from '../webhooks/deliveries.js';
+import { builder } from './builder.js';
+import { pageOf } from './pagination.js';
+import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
+
+DeliveryAttemptRef.implement({
+  description: 'One HTTP attempt of a delivery.',
+  fields: (t) => ({
+    number: t.exposeInt('number', { description: '1 for the first attempt ever made, and so on.' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    durationMs: t.exposeInt('durationMs'),
+    statusCode: t.exposeInt('statusCode', { nullable: true }),
+    error: t.exposeString('error', { nullable: true }),
+    responseBody: t.exposeString('responseBody', { nullable: true, description: 'The first 4 KiB of the answer.' }),
+  }),
+});
+
+DeliveryRef.implement({
+  description: 'One event on its way to one subscription.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Also sent as X-Webhook-Delivery.' }),
+    event: t.exposeString('event'),
+    status: t.field({ type: DeliveryStatusEnum, resolve: (d) => d.status }),
+    attempts: t.exposeInt('attempts', { description: 'Attempts ever made, retries included.' }),
+    lastError: t.exposeString('lastError', { nullable: true }),
+    lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true }),
+    nextAttemptAt: t.expose('nextAttemptAt', { type: 'DateTime', nullable: true }),
+    deliveredAt: t.expose('deliveredAt', { type: 'DateTime', nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    targetUrl: t.exposeString('targetUrl'),
+    payload: t.field({
+      type: 'JSON',
+      description: 'The exact envelope sent (parsed).',
+      resolve: (d, _args, { viewer, services }) => services.deliveries.payload(requireTenant(viewer), d.eventId),
+    }),
+    webhookEvent: t.field({
+      type: WebhookEventRef,
+      resolve: async (d, _args, { loaders }) => {
+        const event = await loaders.event.load(d.eventId);
+        if (!event) throw notFound('event', d.eventId);
+        return event;
+      },
+    }),
+    subscription: t.field({
+      type: WebhookSubscriptionRef,
+      nullable: true,
+      description: 'Null once the subscription was deleted.',
+      resolve: (d, _args, { loaders }) => (d.subscriptionId ? loaders.subscription.load(d.subscriptionId) : null),
+    }),
+    attemptLog: t.field({
+      type: [DeliveryAttemptRef],
+      description: 'Every attempt, oldest first.',
+      resolve: (d, _args, { viewer, services }) => services.deliveries.attempts(requireTenant(viewer), d.id),
+    }),
+  }),
+});
+
+WebhookEventRef.implement({
+  description: 'An event a tenant triggered.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'The envelope `id`.' }),
+    event: t.exposeString('event'),
+    resourceType: t.exposeString('resourceType', { nullable: true }),
+    resourceId: t.exposeString('resourceId', { nullable: true }),
+    data: t.expose('data', { type: 'JSON' }),
+    idempotencyKey: t.exposeString('idempotencyKey', { nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    deliveries: t.field({
+      type: [DeliveryRef],
+      description: 'One per subscription the event went to.',
+      resolve: (e, _args, { viewer, services }) =>
+        services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: 1000, inverted: true }),
+    }),
+  }),
+});
+
+const TriggerEventInput = builder.inputType('TriggerEventInput', {
+  fields: (t) => ({
+    event: t.string({ required: true, description: 'A name from eventTypes.' }),
+    data: t.field({ type: 'JSON', required: true, description: 'Must match the event type\'s schema; at most 256 KiB.' }),
+    resourceType: t.string({ description: 'Defaults to the event\'s prefix (invoice for invoice.created).' }),
+    resourceId: t.string({ description: 'Defaults to data.<resourceType>_id or data.id.' }),
+    idempotencyKey: t.string({ description: 'The same key within 24 hours returns the first event and creates nothing.' }),
+  }),
+});
+
+const TriggerEventPayload = builder
+  .objectRef<{ duplicate: boolean; event: import('../webhooks/service.js').TriggeredEvent; deliveries: DeliveryRow[] }>(
+    'TriggerEventPayload',
+  )
+  .implement({
+    fields: (t) => ({
+      duplicate: t.exposeBoolean('duplicate', { description: 'True when an earlier call with the same idempotencyKey made the event.' }),
+      event: t.field({ type: WebhookEventRef, resolve: (p) => p.event }),
+      deliveries: t.field({ type: [DeliveryRef], resolve: (p) => p.deliveries }),
+    }),
+  });
+
+function asRow(d: import('../webhooks/service.js').CreatedDelivery): DeliveryRow {
+  return { ...d, lastError: null, lastStatusCode: null, deliveredAt: null, updatedAt: d.createdAt };
+}
+
+builder.mutationField('triggerEvent', (t) =>
+  t.field({
+    type: TriggerEventPayload,
+    description: 'Records an event and a delivery for each matching active subscription, in one transaction.',
+    args: { input: t.arg({ type: TriggerEventInput, required: true }) },
+    resolve: async (_root, { input }, { viewer, services }) => {
+      const result = await services.webhooks.triggerEvent({
+        tenantId: requireTenant(viewer),
+        event: input.event,
+        data: input.data as Record<string, unknown>,
+        resourceType: input.resourceType,
+        resourceId: input.resourceId,
+        idempotencyKey: input.idempotencyKey,
+      });
+      return { ...result, deliveries: result.deliveries.map(asRow) };
+    },
+  }),
+);
+
+builder.mutationField('sendTestEvent', (t) =>
+  t.field({
+    type: DeliveryRef,
+    description: 'Sends a test.event to one subscription, whatever events it selects.',
+    args: { subscriptionId: t.arg.id({ required: true }) },
+    resolve: async (_root, { subscriptionId }, { viewer, services }) => {
+      const tenantId = requireTenant(viewer);
+      const subscription = await services.subscriptions.find(tenantId, String(subscriptionId));
+      if (!subscription) throw notFound('webhook subscription', String(subscriptionId));
+      const result = await services.webhooks.triggerEvent({
+        tenantId,
+        event: 'test.event',
+        data: { message: 'This is a test event from Hookline.', subscription_id: subscription.id },
+        resourceType: 'test',
+        resourceId: subscription.id,
+        subscriptionId: subscription.id,
+      });
+      return asRow(result.deliveries[0]!);
+    },
+  }),
+);
+
+builder.mutationField('retryDelivery', (t) =>
+  t.field({
+    type: DeliveryRef,
+    description: 'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => services.deliveries.retry(requireTenant(viewer), String(id)),
+  }),
+);
+
+builder.queryField('delivery', (t) =>
+  t.field({
+    type: DeliveryRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => services.deliveries.find(requireTenant(viewer), String(id)),
+  }),
+);
+
+builder.queryField('webhookEvent', (t) =>
+  t.field({
+    type: WebhookEventRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => services.deliveries.findEvent(requireTenant(viewer), String(id)),
+  }),
+);
+
+builder.queryField('deliveries', (t) =>
+  t.connection({
+    type: DeliveryRef,
+    description: 'The tenant\'s deliveries, newest first.',
+    args: {
+      event: t.arg.string(),
+      status: t.arg({ type: DeliveryStatusEnum }),
+      subscriptionId: t.arg.id(),
+    },
+    resolve: (_root, args, { viewer, services }) =>
+      pageOf(args, (window) =>
+        services.deliveries.list(
+          requireTenant(viewer),
+          { event: args.event, status: args.status, subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null },
+          window,
+        ),
+      ),
+  }),
+);

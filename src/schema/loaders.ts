@@ -1,0 +1,38 @@
+// Per-request batch loaders, so a list of deliveries asks for its
+// subscriptions and events in one query each, not one per row.
+import DataLoader from 'dataloader';
+import { requireTenant, type Viewer } from '../auth/viewer.js';
+import { queryRows } from '../db/query.js';
+import { withTenant } from '../db/tenant-scope.js';
+import type { WebhookSubscription } from '../entities/webhook-subscription.js';
+import type { Services } from '../services.js';
+import type { EventRow } from '../webhooks/deliveries.js';
+
+export interface Loaders {
+  subscription: DataLoader<string, WebhookSubscription | null>;
+  event: DataLoader<string, EventRow | null>;
+}
+
+function byId<T extends { id: string }>(ids: readonly string[], rows: T[]): Array<T | null> {
+  const map = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => map.get(id) ?? null);
+}
+
+export function createLoaders(services: Services, viewer: Viewer): Loaders {
+  return {
+    subscription: new DataLoader(async (ids) => byId(ids, await services.subscriptions.findMany(requireTenant(viewer), [...ids]))),
+    event: new DataLoader(async (ids) => {
+      const tenantId = requireTenant(viewer);
+      const rows = await withTenant(services.dataSource, tenantId, (m) =>
+        queryRows<EventRow>(
+          m,
+          `select id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId", data,
+                  idempotency_key as "idempotencyKey", created_at as "createdAt"
+             from webhook_events where tenant_id = $1 and id = any($2)`,
+          [tenantId, [...ids]],
+        ),
+      );
+      return byId(ids, rows);
+    }),
+  };
+}

@@ -1,0 +1,124 @@
+import { requireTenant } from '../auth/viewer.js';
+import type { WebhookSubscription } from '../entities/webhook-subscription.js';
+import { builder } from './builder.js';
+import { pageOf } from './pagination.js';
+import { DeliveryRef, DeliveryStatusEnum, WebhookSubscriptionRef } from './refs.js';
+
+WebhookSubscriptionRef.implement({
+  description: 'Where a tenant\'s events go: a URL and the events it receives.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    url: t.exposeString('url'),
+    events: t.exposeStringList('events', { description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
+    description: t.exposeString('description', { nullable: true }),
+    active: t.exposeBoolean('active', { description: 'Deliveries of an inactive subscription wait until it is active again.' }),
+    disabledReason: t.exposeString('disabledReason', {
+      nullable: true,
+      description: 'Why Hookline deactivated it (e.g. the endpoint answered 410 Gone).',
+    }),
+    headers: t.expose('headers', { type: 'JSON', description: 'Extra headers sent with every delivery.' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    deliveries: t.connection({
+      type: DeliveryRef,
+      description: 'Deliveries to this subscription, newest first.',
+      args: { status: t.arg({ type: DeliveryStatusEnum }) },
+      resolve: (subscription, args, { viewer, services }) =>
+        pageOf(args, (window) =>
+            services.deliveries.list(requireTenant(viewer), { subscriptionId: subscription.id, status: args.status }, window),
+        ),
+    }),
+  }),
+});
+
+const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscriptionInput', {
+  fields: (t) => ({
+    url: t.string({ required: true, description: 'http(s) URL of a public endpoint.' }),
+    events: t.stringList({ required: true, description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
+    description: t.string(),
+    active: t.boolean({ defaultValue: true }),
+    headers: t.field({ type: 'JSON', description: 'Extra headers as an object of strings.' }),
+    secret: t.string({ description: 'At least 16 characters; generated (whsec_…) when omitted.' }),
+  }),
+});
+
+const UpdateWebhookSubscriptionInput = builder.inputType('UpdateWebhookSubscriptionInput', {
+  description: 'Fields left out stay as they are.',
+  fields: (t) => ({
+    url: t.string(),
+    events: t.stringList(),
+    description: t.string(),
+    active: t.boolean({ description: 'true clears disabledReason and resumes waiting deliveries.' }),
+    headers: t.field({ type: 'JSON' }),
+  }),
+});
+
+const SubscriptionWithSecret = builder
+  .objectRef<{ subscription: WebhookSubscription; secret: string }>('WebhookSubscriptionWithSecret')
+  .implement({
+    description: 'A subscription and its signing secret, which is shown only here.',
+    fields: (t) => ({
+      secret: t.exposeString('secret'),
+      subscription: t.field({ type: WebhookSubscriptionRef, resolve: (p) => p.subscription }),
+    }),
+  });
+
+builder.queryField('webhookSubscription', (t) =>
+  t.field({
+    type: WebhookSubscriptionRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => services.subscriptions.find(requireTenant(viewer), String(id)),
+  }),
+);
+
+builder.queryField('webhookSubscriptions', (t) =>
+  t.connection({
+    type: WebhookSubscriptionRef,
+    description: 'The tenant\'s subscriptions, oldest first.',
+    args: {
+      event: t.arg.string({ description: 'Only subscriptions that receive this event (or exactly this pattern).' }),
+      active: t.arg.boolean(),
+    },
+    resolve: (_root, args, { viewer, services }) =>
+      pageOf(args, (window) =>
+        services.subscriptions.list(requireTenant(viewer), { event: args.event, active: args.active }, window),
+      ),
+  }),
+);
+
+builder.mutationField('createWebhookSubscription', (t) =>
+  t.field({
+    type: SubscriptionWithSecret,
+    args: { input: t.arg({ type: CreateWebhookSubscriptionInput, required: true }) },
+    resolve: (_root, { input }, { viewer, services }) =>
+      services.subscriptions.create(requireTenant(viewer), input as Parameters<typeof services.subscriptions.create>[1]),
+  }),
+);
+
+builder.mutationField('updateWebhookSubscription', (t) =>
+  t.field({
+    type: WebhookSubscriptionRef,
+    args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateWebhookSubscriptionInput, required: true }) },
+    resolve: (_root, { id, input }, { viewer, services }) =>
+      services.subscriptions.update(requireTenant(viewer), String(id), input as Parameters<typeof services.subscriptions.update>[2]),
+  }),
+);
+
+builder.mutationField('deleteWebhookSubscription', (t) =>
+  t.boolean({
+    description: 'Deletes the subscription; its deliveries not yet made are CANCELED.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { viewer, services }) => services.subscriptions.delete(requireTenant(viewer), String(id)),
+  }),
+);
+
+builder.mutationField('rotateWebhookSecret', (t) =>
+  t.field({
+    type: SubscriptionWithSecret,
+    description: 'Replaces the signing secret. The previous one keeps signing webhook-signature, beside the new one, for 24 hours.',
+    args: { id: t.arg.id({ required: true }), secret: t.arg.string({ description: 'The new secret; generated when omitted.' }) },
+    resolve: (_root, { id, secret }, { viewer, services }) =>
+      services.subscriptions.rotateSecret(requireTenant(viewer), String(id), secret),
+  }),
+);

@@ -1,0 +1,135 @@
+// The event catalog: built-in types and each tenant's own, each with a JSON
+// Schema of its `data`. Types never change once created, so compiled
+// validators are cached for the life of the process.
+import { Ajv, type ValidateFunction } from 'ajv';
+import type { DataSource, EntityManager } from 'typeorm';
+import { EventType } from '../entities/event-type.js';
+import { badInput } from '../errors.js';
+import { queryRows } from '../db/query.js';
+import { withTenant, type TenantId } from '../db/tenant-scope.js';
+
+export const EVENT_NAME = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
+export const MAX_EVENT_NAME = 100;
+
+export interface CatalogEntry {
+  id: string;
+  name: string;
+  validate: ValidateFunction;
+}
+
+/** Every pattern that selects an event: its name, each `prefix.*` above it, and `*`. */
+export function patternsFor(event: string): string[] {
+  const parts = event.split('.');
+  const patterns = [event];
+  for (let i = parts.length - 1; i >= 1; i--) patterns.push(`${parts.slice(0, i).join('.')}.*`);
+  patterns.push('*');
+  return patterns;
+}
+
+export function checkEventName(field: string, name: string): void {
+  if (name.length > MAX_EVENT_NAME) throw badInput(field, `must be at most ${MAX_EVENT_NAME} characters`);
+  if (!EVENT_NAME.test(name)) {
+    throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits and _)`);
+  }
+}
+
+/** Formats ajv's first errors as `data.amount: must be string,number`. */
+function describeErrors(validate: ValidateFunction): string {
+  return (validate.errors ?? [])
+    .slice(0, 3)
+    .map((e) => {
+      const path = e.instancePath ? `data${e.instancePath.replaceAll('/', '.')}` : 'data';
+      if (e.keyword === 'required') return `${path}.${(e.params as { missingProperty: string }).missingProperty} is required`;
+      return `${path} ${e.message}`;
+    })
+    .join('; ');
+}
+
+export class EventCatalog {
+  private readonly ajv = new Ajv({ allErrors: false, strict: false });
+  private readonly validators = new Map<string, CatalogEntry>();
+
+  constructor(private readonly dataSource: DataSource) {}
+
+  private compile(row: { id: string; name: string; schema: object }): CatalogEntry {
+    let entry = this.validators.get(row.id);
+    if (!entry) {
+      entry = { id: row.id, name: row.name, validate: this.ajv.compile(row.schema) };
+      this.validators.set(row.id, entry);
+    }
+    return entry;
+  }
+
+  private readonly byName = new Map<string, CatalogEntry>();
+
+  /** The type named `event` for this tenant (own first, then built-in), or a BAD_USER_INPUT. */
+  async find(manager: EntityManager, tenantId: TenantId, event: string, field = 'event'): Promise<CatalogEntry> {
+    const key = `${tenantId}:${event}`;
+    const cached = this.byName.get(key);
+    if (cached) return cached;
+    const rows = await queryRows<{ id: string; name: string; schema: object }>(
+      manager,
+      `select id, name, schema from event_types
+        where name = $1 and (tenant_id = $2 or tenant_id is null)
+        order by tenant_id nulls last limit 1`,
+      [event, tenantId],
+    );
+    if (!rows[0]) throw badInput(field, `unknown event "${event}": see eventTypes for the catalog, or createEventType`);
+    const entry = this.compile(rows[0]);
+    if (this.byName.size > 10_000) this.byName.clear();
+    this.byName.set(key, entry);
+    return entry;
+  }
+
+  /** Validates `data` against the type's schema; BAD_USER_INPUT naming the field on mismatch. */
+  validateData(entry: CatalogEntry, data: unknown, field = 'data'): void {
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput(field, 'must be a JSON object');
+    if (!entry.validate(data)) {
+      throw badInput(field, `does not match the schema of ${entry.name}: ${describeErrors(entry.validate).replaceAll(/^data/g, field)}`);
+    }
+  }
+
+  list(tenantId: TenantId): Promise<EventType[]> {
+    return withTenant(this.dataSource, tenantId, (manager) =>
+      manager
+        .createQueryBuilder(EventType, 't')
+        .where('t.tenant_id is null or t.tenant_id = :tenantId', { tenantId })
+        .orderBy('t.tenant_id', 'ASC', 'NULLS FIRST')
+        .addOrderBy('t.name', 'ASC')
+        .getMany(),
+    );
+  }
+
+  async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
+    const name = input.name.trim();
+    checkEventName('name', name);
+    const description = (input.description ?? '').trim();
+    if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
+    const schema = input.schema;
+    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
+      throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
+    }
+    if (!this.ajv.validateSchema(schema)) {
+      throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);
+    }
+    try {
+      new Ajv({ strict: false }).compile(schema);
+    } catch (error) {
+      throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
+    }
+    return withTenant(this.dataSource, tenantId, async (manager) => {
+      const taken = await queryRows(
+        manager,
+        'select 1 from event_types where name = $1 and (tenant_id is null or tenant_id = $2)',
+        [name, tenantId],
+      );
+      if (taken.length) throw badInput('name', `event type "${name}" already exists`);
+      try {
+        return await manager.save(manager.create(EventType, { tenantId, name, description, schema: schema as Record<string, unknown> }));
+      } catch (error) {
+        if ((error as { code?: string }).code === '23505') throw badInput('name', `event type "${name}" already exists`);
+        throw error;
+      }
+    });
+  }
+}

@@ -1,0 +1,183 @@
+// Reading deliveries, their attempts and events, and putting a delivery back
+// on the queue. Tenant-scoped like everything else.
+import type { EntityManager } from 'typeorm';
+import { badInput, notFound } from '../errors.js';
+import { isUuid } from '../ids.js';
+import { keysetPage, type PageWindow } from '../db/keyset.js';
+import { queryRows } from '../db/query.js';
+import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import type { DeliveryStatus } from '../entities/webhook-delivery.js';
+import type { Services } from '../services.js';
+import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
+
+export interface DeliveryRow {
+  id: string;
+  tenantId: string;
+  eventId: string;
+  subscriptionId: string | null;
+  event: string;
+  targetUrl: string;
+  status: DeliveryStatus;
+  attempts: number;
+  lastError: string | null;
+  lastStatusCode: number | null;
+  nextAttemptAt: Date | null;
+  deliveredAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface AttemptRow {
+  number: number;
+  startedAt: Date;
+  durationMs: number;
+  statusCode: number | null;
+  error: string | null;
+  responseBody: string | null;
+}
+
+export interface EventRow {
+  id: string;
+  tenantId: string;
+  event: string;
+  resourceType: string | null;
+  resourceId: string | null;
+  data: Record<string, unknown>;
+  idempotencyKey: string | null;
+  createdAt: Date;
+}
+
+export const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
+  target_url as "targetUrl", status, attempts, last_error as "lastError", last_status_code as "lastStatusCode",
+  next_attempt_at as "nextAttemptAt", delivered_at as "deliveredAt", created_at as "createdAt", updated_at as "updatedAt"`;
+const EVENT_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
+  data, idempotency_key as "idempotencyKey", created_at as "createdAt"`;
+
+export interface DeliveryFilter {
+  event?: string | null;
+  status?: DeliveryStatus | null;
+  subscriptionId?: string | null;
+  eventId?: string | null;
+}
+
+type DeliveryServices = Pick<Services, 'dataSource'>;
+
+export class DeliveryService {
+  constructor(private readonly services: DeliveryServices) {}
+
+  private scoped<T>(tenantId: TenantId, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+    return withTenant(this.services.dataSource, tenantId, fn);
+  }
+
+  find(tenantId: TenantId, id: string): Promise<DeliveryRow | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return this.scoped(tenantId, async (m) => {
+      const [row] = await queryRows<DeliveryRow>(m, `select ${DELIVERY_COLUMNS} from webhook_deliveries where tenant_id = $1 and id = $2`, [
+        tenantId,
+        id,
+      ]);
+      return row ?? null;
+    });
+  }
+
+  /** Deliveries, newest first. An unknown subscription id filters to nothing. */
+  list(tenantId: TenantId, filter: DeliveryFilter, window: PageWindow): Promise<DeliveryRow[]> {
+    return this.scoped(tenantId, (m) => {
+      const where = ['tenant_id = $1'];
+      const params: unknown[] = [tenantId];
+      const add = (sql: string, value: unknown) => {
+        params.push(value);
+        where.push(sql.replace('?', `$${params.length}`));
+      };
+      if (filter.event) add('event = ?', filter.event);
+      if (filter.status) add('status = ?', filter.status);
+      for (const key of ['subscriptionId', 'eventId'] as const) {
+        const value = filter[key];
+        if (value === undefined || value === null) continue;
+        if (!isUuid(value)) return Promise.resolve([]);
+        add(key === 'subscriptionId' ? 'subscription_id = ?' : 'event_id = ?', value);
+      }
+      return keysetPage<DeliveryRow>(m, {
+        table: 'webhook_deliveries',
+        columns: DELIVERY_COLUMNS,
+        where,
+        params,
+        window,
+        newestFirst: true,
+      });
+    });
+  }
+
+  /** Loads several deliveries at once (live updates, dataloaders); missing and foreign ids are left out. */
+  findMany(tenantId: TenantId, ids: string[]): Promise<DeliveryRow[]> {
+    const valid = ids.filter(isUuid);
+    if (!valid.length) return Promise.resolve([]);
+    return this.scoped(tenantId, (m) =>
+      queryRows<DeliveryRow>(m, `select ${DELIVERY_COLUMNS} from webhook_deliveries where tenant_id = $1 and id = any($2)`, [
+        tenantId,
+        valid,
+      ]),
+    );
+  }
+
+  attempts(tenantId: TenantId, deliveryId: string): Promise<AttemptRow[]> {
+    return this.scoped(tenantId, (m) =>
+      queryRows<AttemptRow>(
+        m,
+        `select number, started_at as "startedAt", duration_ms as "durationMs", status_code as "statusCode", error,
+                response_body as "responseBody"
+           from delivery_attempts where tenant_id = $1 and delivery_id = $2 order by number`,
+        [tenantId, deliveryId],
+      ),
+    );
+  }
+
+  /** The exact body the delivery sends, parsed for display. */
+  async payload(tenantId: TenantId, eventId: string): Promise<unknown> {
+    const [row] = await this.scoped(tenantId, (m) =>
+      queryRows<{ body: string }>(m, 'select body from webhook_events where tenant_id = $1 and id = $2', [tenantId, eventId]),
+    );
+    return row ? JSON.parse(row.body) : null;
+  }
+
+  findEvent(tenantId: TenantId, id: string): Promise<EventRow | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return this.scoped(tenantId, async (m) => {
+      const [row] = await queryRows<EventRow>(m, `select ${EVENT_COLUMNS} from webhook_events where tenant_id = $1 and id = $2`, [
+        tenantId,
+        id,
+      ]);
+      return row ?? null;
+    });
+  }
+
+  /** Puts a FAILED or CANCELED delivery back to PENDING, due now, with the schedule started afresh. */
+  async retry(tenantId: TenantId, id: string): Promise<DeliveryRow> {
+    if (!isUuid(id)) throw notFound('delivery', id);
+    return this.scoped(tenantId, async (m) => {
+      const [current] = await queryRows<{ status: DeliveryStatus; subscriptionId: string | null; active: boolean | null }>(
+        m,
+        `select d.status, d.subscription_id as "subscriptionId", s.active
+           from webhook_deliveries d left join webhook_subscriptions s on s.id = d.subscription_id
+          where d.tenant_id = $1 and d.id = $2 for update of d`,
+        [tenantId, id],
+      );
+      if (!current) throw notFound('delivery', id);
+      if (current.status !== 'FAILED' && current.status !== 'CANCELED') {
+        throw badInput('id', `delivery ${id} is ${current.status}: only FAILED or CANCELED deliveries can be retried`);
+      }
+      if (!current.subscriptionId) throw badInput('id', `delivery ${id} belongs to a deleted subscription`);
+      const [row] = await queryRows<DeliveryRow>(
+        m,
+        `update webhook_deliveries
+            set status = 'PENDING', schedule_attempts = 0, next_attempt_at = now(), paused = $3,
+                lease_expires_at = null, locked_by = null, updated_at = now()
+          where tenant_id = $1 and id = $2
+          returning ${DELIVERY_COLUMNS}`,
+        [tenantId, id, current.active === false],
+      );
+      await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, '']);
+      return row!;
+    });
+  }
+}

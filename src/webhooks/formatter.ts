@@ -1,0 +1,56 @@
+// The envelope every receiver gets (CONTRACT.md, "What a receiver gets").
+
+export interface EventEnvelope {
+  id: string;
+  event: string;
+  resource_type: string | null;
+  resource_id: string | null;
+  tenant_id: string;
+  timestamp: string;
+  data: Record<string, unknown>;
+}
+
+export interface FormatEventInput {
+  id: string;
+  event: string;
+  resourceType?: string | null;
+  resourceId?: string | null;
+  tenantId: string;
+  data: Record<string, unknown>;
+  timestamp?: Date | string;
+}
+
+export class WebhookFormatter {
+  /** Builds the envelope; keys in the contract's order. */
+  static formatEventPayload(input: FormatEventInput): EventEnvelope {
+    const timestamp = input.timestamp ?? new Date();
+    return {
+      id: input.id,
+      event: input.event,
+      resource_type: input.resourceType ?? null,
+      resource_id: input.resourceId ?? null,
+      tenant_id: input.tenantId,
+      timestamp: typeof timestamp === 'string' ? timestamp : timestamp.toISOString(),
+      data: input.data,
+    };
+  }
+
+  /** The exact bytes sent: serialised once, stored, and sent unchanged on every attempt. */
+  static serialize(envelope: EventEnvelope): string {
+    return JSON.stringify(envelope);
+  }
+}
+
+/** `invoice` for `invoice.created`: the default resource type. */
+export function resourceTypeOf(event: string): string {
+  return event.slice(0, event.indexOf('.'));
+}
+
+/** `data.invoice_id` (or `data.id`) as the default resource id, when it is a string or number. */
+export function resourceIdOf(resourceType: string, data: Record<string, unknown>): string | null {
+  for (const key of [`${resourceType}_id`, 'id']) {
+    const value = data[key];
+    if (typeof value === 'string' || typeof value === 'number') return String(value);
+  }
+  return null;
+}

@@ -1,0 +1,37 @@
+import { randomBytes } from 'node:crypto';
+import { badInput } from '../errors.js';
+
+/** After a rotation the previous secret keeps signing for this long. */
+export const ROTATION_GRACE_MS = 24 * 60 * 60 * 1000;
+export const MIN_SECRET_LENGTH = 16;
+export const MAX_SECRET_LENGTH = 256;
+
+export function generateSecret(): string {
+  return `whsec_${randomBytes(32).toString('base64')}`;
+}
+
+/** A client's secret, or a new one when none is given. */
+export function acceptSecret(secret: string | null | undefined, field = 'secret'): string {
+  if (secret === null || secret === undefined) return generateSecret();
+  if (secret.length < MIN_SECRET_LENGTH) throw badInput(field, `must be at least ${MIN_SECRET_LENGTH} characters`);
+  if (secret.length > MAX_SECRET_LENGTH) throw badInput(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
+  if (/\s/.test(secret)) throw badInput(field, 'must not contain white space');
+  if (secret.startsWith('whsec_')) {
+    const key = secret.slice(6);
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(key) || Buffer.from(key, 'base64').length < 16) {
+      throw badInput(field, 'a whsec_ secret must be followed by the base64 of at least 16 bytes');
+    }
+  }
+  return secret;
+}
+
+/** The secrets that sign now: the newest first, then the previous one during its grace period. */
+export function signingSecrets(
+  row: { secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null },
+  now: Date,
+): string[] {
+  if (row.previousSecret && row.previousSecretExpiresAt && row.previousSecretExpiresAt > now) {
+    return [row.secret, row.previousSecret];
+  }
+  return [row.secret];
+}

@@ -1,0 +1,204 @@
+// WebhookService.triggerEvent: the transactional outbox. The event and one
+// delivery per matching active subscription are written in one statement,
+// inside the caller's transaction when one is given, so a business row and
+// its webhooks commit or roll back together.
+import { randomUUID } from 'node:crypto';
+import type { DataSource, EntityManager } from 'typeorm';
+import { ErrorCode, HooklineError, badInput } from '../errors.js';
+import { queryRows } from '../db/query.js';
+import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import type { DeliveryStatus } from '../entities/webhook-delivery.js';
+import type { Clock } from '../services.js';
+import { EventCatalog, patternsFor } from './catalog.js';
+import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
+
+export const MAX_DATA_BYTES = 256 * 1024;
+export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+export interface TriggerEventInput {
+  tenantId: string;
+  event: string;
+  data: Record<string, unknown>;
+  resourceType?: string | null;
+  resourceId?: string | null;
+  idempotencyKey?: string | null;
+  /** Send to this subscription only (sendTestEvent), whatever its patterns. */
+  subscriptionId?: string;
+}
+
+export interface TriggeredEvent {
+  id: string;
+  tenantId: string;
+  event: string;
+  resourceType: string | null;
+  resourceId: string | null;
+  data: Record<string, unknown>;
+  idempotencyKey: string | null;
+  createdAt: Date;
+}
+
+export interface CreatedDelivery {
+  id: string;
+  tenantId: string;
+  eventId: string;
+  subscriptionId: string | null;
+  event: string;
+  targetUrl: string;
+  status: DeliveryStatus;
+  attempts: number;
+  nextAttemptAt: Date | null;
+  createdAt: Date;
+}
+
+export interface TriggerResult {
+  duplicate: boolean;
+  event: TriggeredEvent;
+  deliveries: CreatedDelivery[];
+}
+
+function checkText(field: string, value: string | null | undefined, max: number): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
+  if (value.length > max) throw badInput(field, `must be at most ${max} characters`);
+  return value;
+}
+
+const EVENT_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
+  data, idempotency_key as "idempotencyKey", created_at as "createdAt"`;
+const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
+  target_url as "targetUrl", status, attempts, next_attempt_at as "nextAttemptAt", created_at as "createdAt"`;
+
+export class WebhookService {
+  private readonly catalog: EventCatalog;
+
+  /** `new WebhookService(dataSource)` is enough for library use; the rest is shared when given. */
+  constructor(
+    private readonly dataSource: DataSource,
+    catalog?: EventCatalog,
+    private readonly clock: Clock = { now: () => new Date() },
+  ) {
+    this.catalog = catalog ?? new EventCatalog(dataSource);
+  }
+
+  /**
+   * Records the event and its deliveries. With `manager` inside a transaction,
+   * joins it: nothing is visible or sent until the caller commits.
+   */
+  async triggerEvent(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
+    const tenantId = input.tenantId as TenantId;
+    const data = input.data;
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
+    const dataJson = JSON.stringify(data);
+    if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
+      throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
+    }
+    const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
+    const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
+    const resourceId = checkText('resourceId', input.resourceId, 200) ?? resourceIdOf(resourceType, data);
+
+    const run = (tx: EntityManager) => this.record(tx, tenantId, input, { dataJson, idempotencyKey, resourceType, resourceId });
+    return withTenant(manager ?? this.dataSource, tenantId, run);
+  }
+
+  private async record(
+    manager: EntityManager,
+    tenantId: TenantId,
+    input: TriggerEventInput,
+    prepared: { dataJson: string; idempotencyKey: string | null; resourceType: string; resourceId: string | null },
+  ): Promise<TriggerResult> {
+    const entry = await this.catalog.find(manager, tenantId, input.event);
+    this.catalog.validateData(entry, input.data);
+    const now = this.clock.now();
+    const eventId = randomUUID();
+
+    if (prepared.idempotencyKey) {
+      // Claims the key, or takes over one that expired. A concurrent caller with
+      // the same key waits here for the first transaction, then sees its row.
+      const claimed = await queryRows(
+        manager,
+        `insert into idempotency_keys (tenant_id, key, event_id, expires_at) values ($1, $2, $3, $4)
+         on conflict (tenant_id, key) do update set event_id = excluded.event_id, expires_at = excluded.expires_at
+           where idempotency_keys.expires_at <= $5
+         returning event_id`,
+        [tenantId, prepared.idempotencyKey, eventId, new Date(now.getTime() + IDEMPOTENCY_WINDOW_MS), now],
+      );
+      if (!claimed.length) return this.existing(manager, tenantId, prepared.idempotencyKey);
+    }
+
+    const body = WebhookFormatter.serialize(
+      WebhookFormatter.formatEventPayload({
+        id: eventId,
+        event: input.event,
+        resourceType: prepared.resourceType,
+        resourceId: prepared.resourceId,
+        tenantId,
+        data: input.data,
+        timestamp: now,
+      }),
+    );
+    const targetSql = input.subscriptionId
+      ? 's.id = $9'
+      : 's.active and s.events && $9::text[]';
+    // One statement: the event, then a delivery for each matching subscription.
+    const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(
+      manager,
+      `with ev as (
+         insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
+         values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)
+         returning ${EVENT_COLUMNS}
+       ), d as (
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
+         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, $10, $10, $10
+           from webhook_subscriptions s
+          where s.tenant_id = $2 and ${targetSql}
+         returning ${DELIVERY_COLUMNS}
+       )
+       select 'event' as kind, to_jsonb(ev) as row from ev
+       union all
+       select 'delivery', to_jsonb(d) from d`,
+      [
+        eventId,
+        tenantId,
+        input.event,
+        prepared.resourceType,
+        prepared.resourceId,
+        prepared.dataJson,
+        body,
+        prepared.idempotencyKey,
+        input.subscriptionId ?? patternsFor(input.event),
+        now,
+      ],
+    );
+    const event = rows.find((r) => r.kind === 'event')!.row;
+    const deliveries = rows.filter((r) => r.kind === 'delivery').map((r) => toDelivery(r.row));
+    return { duplicate: false, event: toEvent(event), deliveries };
+  }
+
+  private async existing(manager: EntityManager, tenantId: TenantId, key: string): Promise<TriggerResult> {
+    const [event] = await queryRows(
+      manager,
+      `select ${EVENT_COLUMNS} from webhook_events
+        where tenant_id = $1 and id = (select event_id from idempotency_keys where tenant_id = $1 and key = $2)`,
+      [tenantId, key],
+    );
+    if (!event) throw new Error(`idempotency key ${key} points to no event`);
+    const deliveries = await queryRows(
+      manager,
+      `select ${DELIVERY_COLUMNS} from webhook_deliveries where tenant_id = $1 and event_id = $2 order by created_at, id`,
+      [tenantId, event.id],
+    );
+    return { duplicate: true, event: toEvent(event), deliveries: deliveries.map(toDelivery) };
+  }
+}
+
+function toEvent(row: any): TriggeredEvent {
+  return { ...row, createdAt: new Date(row.createdAt) };
+}
+
+function toDelivery(row: any): CreatedDelivery {
+  return {
+    ...row,
+    createdAt: new Date(row.createdAt),
+    nextAttemptAt: row.nextAttemptAt ? new Date(row.nextAttemptAt) : null,
+  };
+}

@@ -1,0 +1,233 @@
+// Webhook subscriptions of one tenant: where its events go. Every function
+// takes the tenant explicitly and runs under withTenant().
+import type { EntityManager } from 'typeorm';
+import type { TargetGuard } from '../dispatcher/target-guard.js';
+import { WebhookSubscription } from '../entities/webhook-subscription.js';
+import { badInput, notFound } from '../errors.js';
+import { isUuid } from '../ids.js';
+import { keysetPage, type PageWindow } from '../db/keyset.js';
+import { queryRows } from '../db/query.js';
+import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import type { Services } from '../services.js';
+import { checkEventName, patternsFor } from './catalog.js';
+import { acceptSecret, generateSecret, ROTATION_GRACE_MS } from './secrets.js';
+import { validateTargetUrl } from './target-url.js';
+
+export const MAX_EVENTS_PER_SUBSCRIPTION = 100;
+export const MAX_CUSTOM_HEADERS = 20;
+/** Headers Hookline sets itself; a subscription may not override them. */
+const RESERVED_HEADERS = /^(host|content-type|content-length|transfer-encoding|connection|user-agent|webhook-.*|x-signature|x-webhook-.*)$/i;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+export interface SubscriptionInput {
+  url?: string | null;
+  events?: string[] | null;
+  description?: string | null;
+  active?: boolean | null;
+  headers?: Record<string, unknown> | null;
+  secret?: string | null;
+}
+
+type SubscriptionServices = Pick<Services, 'dataSource' | 'clock' | 'catalog' | 'targetGuard'>;
+
+async function checkUrl(guard: TargetGuard, url: string): Promise<string> {
+  const parsed = validateTargetUrl(url, 'url');
+  await guard.checkUrl(parsed, 'url');
+  return parsed.toString();
+}
+
+async function checkEvents(manager: EntityManager, tenantId: TenantId, events: string[]): Promise<string[]> {
+  const unique = [...new Set(events.map((e) => e.trim()))];
+  if (!unique.length) throw badInput('events', 'must name at least one event, a prefix.* pattern, or *');
+  if (unique.length > MAX_EVENTS_PER_SUBSCRIPTION) throw badInput('events', `at most ${MAX_EVENTS_PER_SUBSCRIPTION} entries`);
+  const exact: string[] = [];
+  for (const event of unique) {
+    if (event === '*') continue;
+    if (event.endsWith('.*')) {
+      const prefix = event.slice(0, -2);
+      if (!/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/.test(prefix)) throw badInput('events', `"${event}" is not a valid prefix.* pattern`);
+      continue;
+    }
+    checkEventName('events', event);
+    exact.push(event);
+  }
+  if (exact.length) {
+    const known = await queryRows<{ name: string }>(
+      manager,
+      'select name from event_types where name = any($1) and (tenant_id is null or tenant_id = $2)',
+      [exact, tenantId],
+    );
+    const names = new Set(known.map((k) => k.name));
+    const unknown = exact.filter((e) => !names.has(e));
+    if (unknown.length) throw badInput('events', `unknown event ${unknown.map((u) => `"${u}"`).join(', ')}: see eventTypes`);
+  }
+  return unique;
+}
+
+function checkHeaders(headers: Record<string, unknown>): Record<string, string> {
+  const entries = Object.entries(headers);
+  if (entries.length > MAX_CUSTOM_HEADERS) throw badInput('headers', `at most ${MAX_CUSTOM_HEADERS} headers`);
+  const result: Record<string, string> = {};
+  for (const [name, value] of entries) {
+    if (!HEADER_NAME.test(name)) throw badInput('headers', `"${name}" is not a valid header name`);
+    if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline and cannot be overridden`);
+    if (typeof value !== 'string' || /[\r\n\0]/.test(value) || value.length > 4096) {
+      throw badInput('headers', `the value of "${name}" must be a single-line string of at most 4096 characters`);
+    }
+    result[name] = value;
+  }
+  return result;
+}
+
+function checkDescription(description: string | null | undefined): string | null {
+  if (description === null || description === undefined) return null;
+  if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
+  return description;
+}
+
+async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): Promise<WebhookSubscription> {
+  const found = isUuid(id) ? await manager.findOneBy(WebhookSubscription, { id, tenantId }) : null;
+  if (!found) throw notFound('webhook subscription', id);
+  return found;
+}
+
+export class SubscriptionService {
+  constructor(private readonly services: SubscriptionServices) {}
+
+  async create(tenantId: TenantId, input: SubscriptionInput): Promise<{ subscription: WebhookSubscription; secret: string }> {
+    if (!input.url) throw badInput('url', 'is required');
+    if (!input.events) throw badInput('events', 'is required');
+    const secret = acceptSecret(input.secret);
+    const description = checkDescription(input.description);
+    const headers = checkHeaders(input.headers ?? {});
+    const url = await checkUrl(this.services.targetGuard, input.url);
+    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+      const events = await checkEvents(manager, tenantId, input.events!);
+      const now = this.services.clock.now();
+      const subscription = await manager.save(
+        manager.create(WebhookSubscription, {
+          tenantId,
+          url,
+          events,
+          description,
+          active: input.active ?? true,
+          disabledReason: null,
+          headers,
+          secret,
+          previousSecret: null,
+          previousSecretExpiresAt: null,
+          createdAt: now,
+          updatedAt: now,
+        }),
+      );
+      return { subscription, secret };
+    });
+  }
+
+  async update(tenantId: TenantId, id: string, input: SubscriptionInput): Promise<WebhookSubscription> {
+    const url = input.url === undefined || input.url === null ? undefined : await checkUrl(this.services.targetGuard, input.url);
+    const headers = input.headers === undefined || input.headers === null ? undefined : checkHeaders(input.headers);
+    const description = input.description === undefined ? undefined : checkDescription(input.description);
+    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+      const subscription = await findOwn(manager, tenantId, id);
+      if (input.events !== undefined && input.events !== null) subscription.events = await checkEvents(manager, tenantId, input.events);
+      if (url !== undefined) subscription.url = url;
+      if (headers !== undefined) subscription.headers = headers;
+      if (description !== undefined) subscription.description = description;
+      if (input.active !== undefined && input.active !== null && input.active !== subscription.active) {
+        subscription.active = input.active;
+        if (input.active) subscription.disabledReason = null;
+        await setDeliveriesPaused(manager, tenantId, id, !input.active);
+      }
+      if (url !== undefined) {
+        // Deliveries still waiting go to the new address.
+        await manager.query(
+          `update webhook_deliveries set target_url = $3, updated_at = now()
+            where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
+          [tenantId, id, url],
+        );
+      }
+      subscription.updatedAt = this.services.clock.now();
+      return manager.save(subscription);
+    });
+  }
+
+  /** Deletes the subscription and cancels its deliveries that have not been made. */
+  async delete(tenantId: TenantId, id: string): Promise<boolean> {
+    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+      await findOwn(manager, tenantId, id);
+      await manager.query(
+        `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, last_error = coalesce(last_error, 'subscription deleted'),
+                updated_at = now()
+          where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
+        [tenantId, id],
+      );
+      await manager.delete(WebhookSubscription, { id, tenantId });
+      return true;
+    });
+  }
+
+  /** A new secret (given or generated); the old one keeps signing beside it for 24 hours. */
+  async rotateSecret(tenantId: TenantId, id: string, secret?: string | null): Promise<{ subscription: WebhookSubscription; secret: string }> {
+    const next = secret === undefined || secret === null ? generateSecret() : acceptSecret(secret);
+    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+      const subscription = await findOwn(manager, tenantId, id);
+      const now = this.services.clock.now();
+      subscription.previousSecret = subscription.secret;
+      subscription.previousSecretExpiresAt = new Date(now.getTime() + ROTATION_GRACE_MS);
+      subscription.secret = next;
+      subscription.updatedAt = now;
+      return { subscription: await manager.save(subscription), secret: next };
+    });
+  }
+
+  find(tenantId: TenantId, id: string): Promise<WebhookSubscription | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return withTenant(this.services.dataSource, tenantId, (manager) => manager.findOneBy(WebhookSubscription, { id, tenantId }));
+  }
+
+  findMany(tenantId: TenantId, ids: string[]): Promise<WebhookSubscription[]> {
+    const valid = ids.filter(isUuid);
+    if (!valid.length) return Promise.resolve([]);
+    return withTenant(this.services.dataSource, tenantId, (manager) =>
+      manager.findBy(WebhookSubscription, valid.map((id) => ({ id, tenantId }))),
+    );
+  }
+
+  list(tenantId: TenantId, filter: { event?: string | null; active?: boolean | null }, window: PageWindow): Promise<WebhookSubscription[]> {
+    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+      const where = ['tenant_id = $1'];
+      const params: unknown[] = [tenantId];
+      if (filter.event) {
+        params.push(filter.event.endsWith('.*') || filter.event === '*' ? [filter.event] : patternsFor(filter.event));
+        where.push(`events && $${params.length}::text[]`);
+      }
+      if (filter.active !== undefined && filter.active !== null) {
+        params.push(filter.active);
+        where.push(`active = $${params.length}`);
+      }
+      const rows = await keysetPage<{ id: string }>(manager, {
+        table: 'webhook_subscriptions',
+        columns: 'id',
+        where,
+        params,
+        window,
+        newestFirst: false,
+      });
+      if (!rows.length) return [];
+      const found = await manager.findBy(WebhookSubscription, rows.map((r) => ({ id: r.id, tenantId })));
+      const byId = new Map(found.map((s) => [s.id, s]));
+      return rows.map((r) => byId.get(r.id)!).filter(Boolean);
+    });
+  }
+}
+
+/** Deliveries of an inactive subscription wait, unclaimed, until it is active again. */
+export async function setDeliveriesPaused(manager: EntityManager, tenantId: TenantId, subscriptionId: string, paused: boolean) {
+  await manager.query(
+    `update webhook_deliveries set paused = $3, updated_at = now()
+      where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused <> $3`,
+    [tenantId, subscriptionId, paused],
+  );
+  if (!paused) await manager.query(`select pg_notify('hookline_deliveries_due', '')`);
+}

@@ -1,0 +1,156 @@
+// Subscriptions: CRUD, validation, pagination, filters, patterns and secret rotation.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+const CREATE = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
+  createWebhookSubscription(input: $input) {
+    secret
+    subscription { id url events description active disabledReason createdAt updatedAt headers }
+  }
+}`;
+const UPDATE = `mutation UpdateWebhookSubscription($id: ID!, $input: UpdateWebhookSubscriptionInput!) {
+  updateWebhookSubscription(id: $id, input: $input) { id url events description active disabledReason updatedAt }
+}`;
+const DELETE = 'mutation DeleteWebhookSubscription($id: ID!) { deleteWebhookSubscription(id: $id) }';
+const ROTATE = 'mutation RotateWebhookSecret($id: ID!, $secret: String) { rotateWebhookSecret(id: $id, secret: $secret) { secret subscription { id } } }';
+const GET = `query WebhookSubscription($id: ID!) {
+  webhookSubscription(id: $id) { id url events description active disabledReason createdAt updatedAt deliveries(first: 20) { edges { node { id status attempts } } } }
+}`;
+const LIST = `query WebhookSubscriptions($first: Int, $after: String, $event: String, $active: Boolean) {
+  webhookSubscriptions(first: $first, after: $after, event: $event, active: $active) {
+    edges { cursor node { id url events active } }
+    pageInfo { hasNextPage endCursor }
+  }
+}`;
+
+let hl: TestHookline;
+let key: string;
+const url = 'https://hooks.example.test/in';
+
+beforeAll(async () => {
+  // Saved URLs are resolved; example.test does not resolve here, so use a public literal address for most tests.
+  hl = await startTestHookline({ HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true' });
+  key = (await hl.createTenant()).apiKey;
+});
+afterAll(() => hl?.stop());
+
+async function create(input: Record<string, unknown>, apiKey = key) {
+  return hl.gql(CREATE, { input: { url: 'http://127.0.0.1:9/hook', ...input } }, apiKey);
+}
+
+describe('create, read, update, delete', () => {
+  it('creates with a generated whsec_ secret shown once', async () => {
+    const res = await create({ events: ['invoice.created'], description: 'ERP invoices', headers: { 'X-Tenant': 'acme' } });
+    expect(res.errors).toBeUndefined();
+    const { secret, subscription } = res.data.createWebhookSubscription;
+    expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    expect(Buffer.from(secret.slice(6), 'base64')).toHaveLength(32);
+    expect(subscription).toMatchObject({
+      url: 'http://127.0.0.1:9/hook',
+      events: ['invoice.created'],
+      description: 'ERP invoices',
+      active: true,
+      disabledReason: null,
+      headers: { 'X-Tenant': 'acme' },
+    });
+    const read = await hl.gql(GET, { id: subscription.id }, key);
+    expect(read.data.webhookSubscription).toMatchObject({ id: subscription.id, events: ['invoice.created'] });
+    expect(read.data.webhookSubscription.deliveries.edges).toEqual([]);
+    expect(JSON.stringify(read)).not.toContain(secret);
+  });
+
+  it('accepts a secret of the client, like the guide\'s my-webhook-secret', async () => {
+    const res = await create({ events: ['invoice.*'], secret: 'my-webhook-secret' });
+    expect(res.data.createWebhookSubscription.secret).toBe('my-webhook-secret');
+  });
+
+  it('updates only the fields given, and deletes', async () => {
+    const { data } = await create({ events: ['payment.received'], description: 'before' });
+    const id = data.createWebhookSubscription.subscription.id;
+    const updated = await hl.gql(UPDATE, { id, input: { events: ['payment.*', 'customer.created'], active: false } }, key);
+    expect(updated.errors).toBeUndefined();
+    expect(updated.data.updateWebhookSubscription).toMatchObject({
+      events: ['payment.*', 'customer.created'],
+      active: false,
+      description: 'before',
+      url: 'http://127.0.0.1:9/hook',
+    });
+    expect((await hl.gql(DELETE, { id }, key)).data.deleteWebhookSubscription).toBe(true);
+    expect((await hl.gql(GET, { id }, key)).data.webhookSubscription).toBeNull();
+    expect((await hl.gql(DELETE, { id }, key)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    expect((await hl.gql(UPDATE, { id, input: { active: true } }, key)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+  });
+});
+
+describe('bad input is refused with BAD_USER_INPUT naming the field, and writes nothing', () => {
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ['unknown event', { events: ['invoice.exploded'] }, 'events'],
+    ['no events', { events: [] }, 'events'],
+    ['bad pattern', { events: ['Invoice.*'] }, 'events'],
+    ['short secret', { events: ['*'], secret: 'short' }, 'secret'],
+    ['ftp url', { events: ['*'], url: 'ftp://example.com/x' }, 'url'],
+    ['credentials in url', { events: ['*'], url: 'https://user:pw@example.com/x' }, 'url'],
+    ['not a url', { events: ['*'], url: 'not a url' }, 'url'],
+    ['too long url', { events: ['*'], url: `https://example.com/${'a'.repeat(2100)}` }, 'url'],
+    ['reserved header', { events: ['*'], headers: { 'webhook-id': 'x' } }, 'headers'],
+    ['non-string header', { events: ['*'], headers: { 'X-A': 1 } }, 'headers'],
+  ];
+  for (const [name, input, field] of cases) {
+    it(name, async () => {
+      const before = await hl.dataSource.query('select count(*)::int as n from webhook_subscriptions');
+      const res = await create(input);
+      expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field });
+      expect(res.errors?.[0]?.message).toContain(field);
+      const after = await hl.dataSource.query('select count(*)::int as n from webhook_subscriptions');
+      expect(after[0].n).toBe(before[0].n);
+    });
+  }
+});
+
+describe('listing', () => {
+  it('pages with cursors and filters by event pattern and active', async () => {
+    const tenant = await hl.createTenant('Lister');
+    const made: string[] = [];
+    const specs = [['invoice.created'], ['invoice.*'], ['*'], ['payment.received'], ['customer.*']];
+    for (const [i, events] of specs.entries()) {
+      const res = await create({ events, active: i !== 4 }, tenant.apiKey);
+      made.push(res.data.createWebhookSubscription.subscription.id);
+    }
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    do {
+      const res: any = await hl.gql(LIST, { first: 2, after }, tenant.apiKey);
+      seen.push(...res.data.webhookSubscriptions.edges.map((e: any) => e.node.id));
+      after = res.data.webhookSubscriptions.pageInfo.hasNextPage ? res.data.webhookSubscriptions.pageInfo.endCursor : null;
+      pages++;
+    } while (after);
+    expect(pages).toBe(3);
+    expect(seen).toEqual(made);
+
+    const forInvoice = await hl.gql(LIST, { event: 'invoice.created' }, tenant.apiKey);
+    expect(forInvoice.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual(made.slice(0, 3));
+    const forCustomer = await hl.gql(LIST, { event: 'customer.updated' }, tenant.apiKey);
+    expect(forCustomer.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual([made[2], made[4]]);
+    const inactive = await hl.gql(LIST, { active: false }, tenant.apiKey);
+    expect(inactive.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual([made[4]]);
+    const bad = await hl.gql(LIST, { after: 'garbage' }, tenant.apiKey);
+    expect(bad.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  });
+});
+
+describe('secret rotation', () => {
+  it('returns the new secret and keeps the old one signing for 24 hours', async () => {
+    const { data } = await create({ events: ['*'], secret: 'first-secret-0123456789' });
+    const id = data.createWebhookSubscription.subscription.id;
+    const generated = await hl.gql(ROTATE, { id }, key);
+    expect(generated.data.rotateWebhookSecret.secret).toMatch(/^whsec_/);
+    const given = await hl.gql(ROTATE, { id, secret: 'third-secret-0123456789' }, key);
+    expect(given.data.rotateWebhookSecret).toEqual({ secret: 'third-secret-0123456789', subscription: { id } });
+    const short = await hl.gql(ROTATE, { id, secret: 'x' }, key);
+    expect(short.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'secret' });
+    const [row] = await hl.dataSource.query('select secret, previous_secret, previous_secret_expires_at from webhook_subscriptions where id = $1', [id]);
+    expect(row.secret).toBe('third-secret-0123456789');
+    expect(row.previous_secret).toBe(generated.data.rotateWebhookSecret.secret);
+  });
+});
