@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { runMigrations } from './db/migrate.js';
+import { Dispatcher } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
@@ -16,6 +17,7 @@ export interface Hookline {
   services: Services;
   dataSource: DataSource;
   databaseUrl: string;
+  dispatcher?: Dispatcher;
   stop(): Promise<void>;
 }
 
@@ -51,6 +53,14 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     const app = await buildApp({ services, metrics, serveApi: config.role !== 'worker', port: config.port, host });
     stops.push(() => app.stop());
 
+    let dispatcher: Dispatcher | undefined;
+    if (config.role !== 'api') {
+      dispatcher = new Dispatcher({ config, databaseUrl, log, metrics, clock });
+      await dispatcher.start();
+      // Stopped before the HTTP server and the database (stops run in reverse).
+      stops.push(() => dispatcher!.stop());
+    }
+
     log.info({ url: app.url, role: config.role }, 'Hookline is ready');
     let stopping: Promise<void> | undefined;
     return {
@@ -58,6 +68,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
       services,
       dataSource,
       databaseUrl,
+      dispatcher,
       stop: () => (stopping ??= stopAll()),
     };
   } catch (error) {

@@ -1,0 +1,389 @@
+// The dispatcher: claim -> send -> record. It claims due deliveries in
+// batches, sends each at once within its concurrency limits, and records the
+// outcomes in batches. LISTEN wakes it when deliveries are created; a timer
+// set to the next due time, and polling, are the fallbacks. Nothing waits in
+// memory: a failed attempt's next try is a row in the database.
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import pRetry from 'p-retry';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import type { Clock } from '../services.js';
+import { decodeSecrets } from '../signing/standard-webhooks.js';
+import { signingSecrets } from '../webhooks/secrets.js';
+import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import {
+  cancelOrphans,
+  claimDeliveries,
+  disableGoneSubscriptions,
+  loadEventBodies,
+  nextDueAt,
+  reclaimExpiredLeases,
+  recordAttempts,
+  type AttemptOutcome,
+  type ClaimedDelivery,
+} from './queue.js';
+import { nextAttempt, parseRetryAfter } from './schedule.js';
+import { Sender } from './sender.js';
+import { createGuardedAgent } from './target-guard.js';
+
+export interface DispatcherOptions {
+  config: Readonly<Config>;
+  databaseUrl: string;
+  log: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  /** Fallback poll when no notification comes (ms). */
+  pollIntervalMs?: number;
+  /** How often expired leases are looked for (ms). */
+  reclaimIntervalMs?: number;
+}
+
+const FLUSH_BATCH = 100;
+const FLUSH_DELAY_MS = 2;
+const BODY_CACHE_BYTES = 32 * 1024 * 1024;
+
+export class Dispatcher {
+  readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly log: Logger;
+  private readonly pool: pg.Pool;
+  private readonly sender: Sender;
+  private readonly agent: ReturnType<typeof createGuardedAgent>;
+  private readonly leaseMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly reclaimIntervalMs: number;
+  private readonly clock: Clock;
+
+  private running = false;
+  private inFlight = 0;
+  private readonly busy = new Map<string, number>();
+  private readonly pending: AttemptOutcome[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private wakeRequested = false;
+  private loopDone: Promise<void> | undefined;
+  private listener: pg.Client | undefined;
+  private reclaimTimer: NodeJS.Timeout | undefined;
+  private readonly idle = new Set<() => void>();
+  private readonly bodies = new Map<string, string>();
+  private bodyBytes = 0;
+  private readonly keys = new Map<string, Buffer>();
+
+  constructor(private readonly options: DispatcherOptions) {
+    const { config } = options;
+    this.log = options.log.child({ component: 'dispatcher', workerId: this.workerId });
+    this.clock = options.clock ?? { now: () => new Date() };
+    // One pool for the queue's statements, apart from the API's, sized for a claim,
+    // a flush and a reclaim at once.
+    this.pool = new pg.Pool({ connectionString: options.databaseUrl, max: 4, application_name: 'hookline-dispatcher' });
+    this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
+    this.agent = createGuardedAgent({
+      allowPrivate: config.allowPrivateTargets,
+      connections: config.dispatchPerSubscription,
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 120_000,
+      connect: { timeout: Math.min(config.deliveryTimeoutMs, 10_000) },
+    });
+    this.sender = new Sender(this.agent, config.deliveryTimeoutMs);
+    // Long enough for an attempt and the flush that records it; short enough that a
+    // dead worker's deliveries are retried well within a minute.
+    this.leaseMs = 2 * config.deliveryTimeoutMs + 5_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
+    this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    await this.listen();
+    this.reclaimTimer = setInterval(() => void this.reclaim(), this.reclaimIntervalMs);
+    this.reclaimTimer.unref();
+    void this.reclaim();
+    this.loopDone = this.loop();
+    this.log.info({ leaseMs: this.leaseMs }, 'dispatcher started');
+  }
+
+  /** Stops claiming, lets attempts in flight finish and records them. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.reclaimTimer);
+    clearTimeout(this.retryTimer);
+    this.poke();
+    await this.loopDone;
+    while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
+    await this.flush();
+    await this.listener?.end().catch(() => {});
+    await this.pool.end();
+    await this.agent.close();
+    this.log.info('dispatcher stopped');
+  }
+
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryAt = Number.POSITIVE_INFINITY;
+
+  /** Wakes the loop when a retry this worker scheduled falls due (others' come by polling). */
+  private wakeAt(at: number): void {
+    if (at >= this.retryAt) return;
+    clearTimeout(this.retryTimer);
+    this.retryAt = at;
+    this.retryTimer = setTimeout(() => {
+      this.retryAt = Number.POSITIVE_INFINITY;
+      this.poke();
+    }, Math.max(0, at - Date.now()) + 5);
+    this.retryTimer.unref();
+  }
+
+  /** Wakes the loop (a notification, a freed slot, a timer). */
+  poke(): void {
+    this.wakeRequested = true;
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.databaseUrl, application_name: 'hookline-dispatcher-listen' });
+    client.on('notification', () => this.poke());
+    client.on('error', (error) => {
+      this.log.warn({ err: error }, 'LISTEN connection lost; reconnecting');
+      this.reconnect(client);
+    });
+    client.on('end', () => this.reconnect(client));
+    await client.connect();
+    await client.query(`listen ${DELIVERIES_DUE_CHANNEL}`);
+    this.listener = client;
+    // Anything that became due while we were not listening.
+    this.poke();
+  }
+
+  private reconnect(client: pg.Client): void {
+    if (this.listener !== client || !this.running) return;
+    this.listener = undefined;
+    void pRetry(() => this.listen(), {
+      retries: Number.POSITIVE_INFINITY,
+      minTimeout: 200,
+      maxTimeout: 5_000,
+      shouldRetry: () => this.running,
+      onFailedAttempt: ({ attemptNumber }) => {
+        if (attemptNumber % 10 === 1) this.log.warn({ attemptNumber }, 'cannot LISTEN yet; polling meanwhile');
+      },
+    }).catch(() => {});
+  }
+
+  private async reclaim(): Promise<void> {
+    try {
+      const count = await reclaimExpiredLeases(this.pool);
+      if (count) {
+        this.log.warn({ count }, 'deliveries of a lost worker returned to the queue');
+        this.poke();
+      }
+    } catch (error) {
+      this.log.warn({ err: error }, 'reclaiming expired leases failed');
+    }
+  }
+
+  private async loop(): Promise<void> {
+    const concurrency = this.options.config.dispatchConcurrency;
+    while (this.running) {
+      this.wakeRequested = false;
+      let sleepMs = this.pollIntervalMs;
+      const free = concurrency - this.inFlight;
+      if (free > 0) {
+        try {
+          const claimed = await claimDeliveries(this.pool, {
+            workerId: this.workerId,
+            limit: free,
+            leaseMs: this.leaseMs,
+            perSubscription: this.options.config.dispatchPerSubscription,
+            busy: this.busy,
+          });
+          if (claimed.length) await this.dispatch(claimed);
+          if (claimed.length === free) continue; // more may be due: claim again as slots free up
+          if (!claimed.length && !this.wakeRequested) {
+            const due = await nextDueAt(this.pool);
+            if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
+          } else {
+            sleepMs = Math.min(sleepMs, 50);
+          }
+        } catch (error) {
+          this.log.error({ err: error }, 'claiming deliveries failed; retrying');
+          sleepMs = 500;
+        }
+      }
+      if (!this.running) break;
+      if (this.wakeRequested) continue;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.wakeTimer = setTimeout(() => this.poke(), sleepMs);
+      });
+      clearTimeout(this.wakeTimer);
+    }
+  }
+
+  private async dispatch(claimed: ClaimedDelivery[]): Promise<void> {
+    const orphans = claimed.filter((d) => d.secret === null).map((d) => d.id);
+    if (orphans.length) await cancelOrphans(this.pool, this.workerId, orphans);
+    const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
+    const missing = [...new Set(live.filter((d) => !this.bodies.has(d.eventId)).map((d) => d.eventId))];
+    if (missing.length) {
+      for (const [id, body] of await loadEventBodies(this.pool, missing)) this.cacheBody(id, body);
+    }
+    for (const delivery of live) {
+      this.inFlight++;
+      if (delivery.subscriptionId) this.busy.set(delivery.subscriptionId, (this.busy.get(delivery.subscriptionId) ?? 0) + 1);
+      this.options.metrics?.inFlight.inc();
+      void this.attempt(delivery).finally(() => this.release(delivery));
+    }
+  }
+
+  private release(delivery: ClaimedDelivery): void {
+    this.inFlight--;
+    this.options.metrics?.inFlight.dec();
+    const id = delivery.subscriptionId;
+    if (id) {
+      const n = (this.busy.get(id) ?? 1) - 1;
+      if (n > 0) this.busy.set(id, n);
+      else this.busy.delete(id);
+    }
+    if (this.inFlight === 0) for (const resolve of this.idle) resolve();
+    this.idle.clear();
+    // Claim again once a quarter of the slots is free, so claims stay batched.
+    if (this.options.config.dispatchConcurrency - this.inFlight >= Math.max(1, this.options.config.dispatchConcurrency >> 2)) this.poke();
+  }
+
+  private cacheBody(eventId: string, body: string): void {
+    if (this.bodyBytes > BODY_CACHE_BYTES) {
+      this.bodies.clear();
+      this.bodyBytes = 0;
+    }
+    this.bodies.set(eventId, body);
+    this.bodyBytes += body.length;
+  }
+
+  private keyOf(secret: string): Buffer {
+    let key = this.keys.get(secret);
+    if (!key) {
+      if (this.keys.size > 10_000) this.keys.clear();
+      key = decodeSecrets([secret])[0]!;
+      this.keys.set(secret, key);
+    }
+    return key;
+  }
+
+  private async attempt(delivery: ClaimedDelivery): Promise<void> {
+    const startedAt = new Date();
+    const number = delivery.attempts + 1;
+    const body = this.bodies.get(delivery.eventId);
+    let outcome: AttemptOutcome;
+    if (body === undefined) {
+      outcome = this.failure(delivery, number, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });
+    } else {
+      const secrets = signingSecrets(
+        { secret: delivery.secret!, previousSecret: delivery.previousSecret, previousSecretExpiresAt: delivery.previousSecretExpiresAt },
+        this.clock.now(),
+      );
+      const result = await this.sender.send({
+        deliveryId: delivery.id,
+        event: delivery.event,
+        url: delivery.targetUrl,
+        body,
+        keys: secrets.map((s) => this.keyOf(s)),
+        headers: delivery.headers,
+      });
+      this.options.metrics?.attempts.inc({ outcome: result.ok ? 'success' : 'failure' });
+      this.options.metrics?.attemptDuration.observe(result.durationMs / 1000);
+      outcome = result.ok
+        ? {
+            deliveryId: delivery.id,
+            tenantId: delivery.tenantId,
+            subscriptionId: delivery.subscriptionId,
+            number,
+            status: 'DELIVERED',
+            startedAt,
+            durationMs: result.durationMs,
+            statusCode: result.statusCode,
+            error: null,
+            responseBody: result.responseBody,
+            nextAttemptAt: null,
+            gone: false,
+          }
+        : this.failure(delivery, number, startedAt, result);
+    }
+    this.record(outcome);
+  }
+
+  private failure(
+    delivery: ClaimedDelivery,
+    number: number,
+    startedAt: Date,
+    result: { error: string; statusCode: number | null; responseBody: string | null; durationMs: number; retryAfter?: string },
+  ): AttemptOutcome {
+    const now = Date.now();
+    const throttled = result.statusCode === 429 || result.statusCode === 503;
+    const step = nextAttempt(
+      this.options.config.retrySchedule,
+      delivery.scheduleAttempts + 1,
+      throttled ? parseRetryAfter(result.retryAfter, now) : undefined,
+    );
+    return {
+      deliveryId: delivery.id,
+      tenantId: delivery.tenantId,
+      subscriptionId: delivery.subscriptionId,
+      number,
+      status: step.kind === 'exhausted' ? 'FAILED' : 'PENDING',
+      startedAt,
+      durationMs: result.durationMs,
+      statusCode: result.statusCode,
+      error: result.error,
+      responseBody: result.responseBody,
+      nextAttemptAt: step.kind === 'exhausted' ? null : new Date(now + step.delayMs),
+      gone: result.statusCode === 410,
+    };
+  }
+
+  private record(outcome: AttemptOutcome): void {
+    if (outcome.nextAttemptAt) this.wakeAt(outcome.nextAttemptAt.getTime());
+    this.pending.push(outcome);
+    if (this.pending.length >= FLUSH_BATCH) void this.flush();
+    else this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
+  }
+
+  /** Writes recorded outcomes in one statement; one flush at a time, retried on database errors. */
+  async flush(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    while (this.flushing) await this.flushing;
+    if (!this.pending.length) return;
+    const batch = this.pending.splice(0);
+    this.flushing = (async () => {
+      try {
+        await pRetry(() => recordAttempts(this.pool, this.workerId, batch), {
+          retries: 8,
+          minTimeout: 100,
+          maxTimeout: 2_000,
+          onFailedAttempt: ({ error, attemptNumber }) =>
+            this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
+        });
+        const gone = [...new Set(batch.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
+        if (gone.length) {
+          await disableGoneSubscriptions(this.pool, gone, 'the endpoint answered 410 Gone');
+          this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
+        }
+      } catch (error) {
+        // The leases expire and these deliveries are attempted again: at least once.
+        this.log.error({ err: error, count: batch.length }, 'could not record attempts; they will be retried');
+      }
+    })();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = undefined;
+    }
+    if (this.pending.length >= FLUSH_BATCH) await this.flush();
+    else if (this.pending.length) this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
+  }
+}

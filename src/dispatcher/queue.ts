@@ -1,0 +1,191 @@
+// The SQL of the delivery queue. The deliveries table is the queue: each
+// statement here is one round trip that handles a whole batch.
+import type pg from 'pg';
+
+export interface ClaimedDelivery {
+  id: string;
+  tenantId: string;
+  eventId: string;
+  subscriptionId: string | null;
+  event: string;
+  targetUrl: string;
+  attempts: number;
+  scheduleAttempts: number;
+  secret: string | null;
+  previousSecret: string | null;
+  previousSecretExpiresAt: Date | null;
+  headers: Record<string, string> | null;
+}
+
+/**
+ * Claims up to `limit` due deliveries for this worker, at most `perSubscription`
+ * minus what it already has in flight for each subscription, skipping rows other
+ * workers hold. The lease lets another worker take them over if this one dies.
+ */
+export async function claimDeliveries(
+  db: pg.ClientBase | pg.Pool,
+  options: { workerId: string; limit: number; leaseMs: number; perSubscription: number; busy: Map<string, number> },
+): Promise<ClaimedDelivery[]> {
+  const busyIds = [...options.busy.keys()];
+  const busyCounts = busyIds.map((id) => options.busy.get(id)!);
+  const saturated = busyIds.filter((id) => options.busy.get(id)! >= options.perSubscription);
+  const { rows } = await db.query({
+    name: 'hookline_claim_deliveries',
+    // Candidates come from the partial index of due rows, oldest due first;
+    // `skip locked` lets workers claim side by side. The window caps each
+    // subscription's share so one slow endpoint cannot take every slot.
+    text: `
+      with candidates as (
+        select d.id, d.subscription_id
+          from webhook_deliveries d
+         where d.status = 'PENDING' and not d.paused and d.next_attempt_at <= now()
+           and d.subscription_id <> all($3::uuid[])
+         order by d.next_attempt_at
+         limit $1
+         for update skip locked
+      ), ranked as (
+        select c.id, c.subscription_id,
+               row_number() over (partition by c.subscription_id order by c.id) as rank
+          from candidates c
+      ), chosen as (
+        select r.id, r.subscription_id
+          from ranked r
+          left join unnest($4::uuid[], $5::int[]) as busy(subscription_id, n) on busy.subscription_id = r.subscription_id
+         where r.rank <= $6 - coalesce(busy.n, 0)
+      )
+      update webhook_deliveries d
+         set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $2::double precision / 1000),
+             locked_by = $7, updated_at = now()
+        from chosen left join webhook_subscriptions s on s.id = chosen.subscription_id
+       where d.id = chosen.id
+      returning d.id, d.tenant_id as "tenantId", d.event_id as "eventId", d.subscription_id as "subscriptionId", d.event,
+                d.target_url as "targetUrl", d.attempts, d.schedule_attempts as "scheduleAttempts",
+                s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
+                s.headers`,
+    values: [options.limit, options.leaseMs, saturated, busyIds, busyCounts, options.perSubscription, options.workerId],
+  });
+  return rows;
+}
+
+/** Event bodies by id, for the deliveries of a batch whose body is not cached yet. */
+export async function loadEventBodies(db: pg.ClientBase | pg.Pool, eventIds: string[]): Promise<Map<string, string>> {
+  const { rows } = await db.query({
+    name: 'hookline_load_event_bodies',
+    text: 'select id, body from webhook_events where id = any($1::uuid[])',
+    values: [eventIds],
+  });
+  return new Map(rows.map((r: { id: string; body: string }) => [r.id, r.body]));
+}
+
+export interface AttemptOutcome {
+  deliveryId: string;
+  tenantId: string;
+  /** Attempt number (attempts ever made, this one included). */
+  number: number;
+  status: 'PENDING' | 'DELIVERED' | 'FAILED' | 'CANCELED';
+  startedAt: Date;
+  durationMs: number;
+  statusCode: number | null;
+  error: string | null;
+  responseBody: string | null;
+  nextAttemptAt: Date | null;
+  /** The receiver answered 410 Gone: the subscription is deactivated. */
+  gone: boolean;
+  subscriptionId: string | null;
+}
+
+/**
+ * Records a batch of attempts: the attempt log rows and each delivery's new
+ * state, in one statement. A delivery whose lease was taken over by another
+ * worker keeps the other worker's state; its attempt is still logged.
+ */
+export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
+  if (!outcomes.length) return;
+  const column = <K extends keyof AttemptOutcome>(key: K) => outcomes.map((o) => o[key]);
+  await db.query({
+    name: 'hookline_record_attempts',
+    text: `
+      with results as (
+        select * from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::int[],
+                             $8::text[], $9::text[], $10::timestamptz[])
+          as r(delivery_id, tenant_id, number, status, started_at, duration_ms, status_code, error, response_body, next_attempt_at)
+      ), updated as (
+        update webhook_deliveries d
+           set status = r.status,
+               attempts = greatest(d.attempts, r.number),
+               schedule_attempts = d.schedule_attempts + 1,
+               last_error = r.error,
+               last_status_code = r.status_code,
+               next_attempt_at = r.next_attempt_at,
+               delivered_at = case when r.status = 'DELIVERED' then r.started_at + make_interval(secs => r.duration_ms / 1000.0) end,
+               lease_expires_at = null,
+               locked_by = null,
+               updated_at = now()
+          from results r
+         where d.id = r.delivery_id and d.status = 'SENDING' and d.locked_by = $11
+        returning d.id
+      )
+      insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
+      select delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body from results
+      on conflict (delivery_id, number) do nothing`,
+    values: [
+      column('deliveryId'),
+      column('tenantId'),
+      column('number'),
+      column('status'),
+      column('startedAt'),
+      column('durationMs'),
+      column('statusCode'),
+      column('error'),
+      column('responseBody'),
+      column('nextAttemptAt'),
+      workerId,
+    ],
+  });
+}
+
+/** 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. */
+export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<void> {
+  await db.query(
+    `with s as (
+       update webhook_subscriptions set active = false, disabled_reason = $2, updated_at = now()
+        where id = any($1::uuid[]) and active
+       returning id
+     )
+     update webhook_deliveries set paused = true, updated_at = now()
+      where subscription_id in (select id from s) and status = 'PENDING' and not paused`,
+    [subscriptionIds, reason],
+  );
+}
+
+/** Deliveries whose worker died (lease expired) go back to the queue, due now. */
+export async function reclaimExpiredLeases(db: pg.ClientBase | pg.Pool): Promise<number> {
+  const { rowCount } = await db.query({
+    name: 'hookline_reclaim_expired_leases',
+    text: `update webhook_deliveries
+              set status = 'PENDING', next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+                  last_error = coalesce(last_error, 'worker lost during an attempt'), updated_at = now()
+            where status = 'SENDING' and lease_expires_at < now()`,
+  });
+  return rowCount ?? 0;
+}
+
+/** When the next delivery falls due (to sleep until then rather than poll blindly). */
+export async function nextDueAt(db: pg.ClientBase | pg.Pool): Promise<Date | null> {
+  const { rows } = await db.query({
+    name: 'hookline_next_due_at',
+    text: `select next_attempt_at as at from webhook_deliveries
+            where status = 'PENDING' and not paused order by next_attempt_at limit 1`,
+  });
+  return rows[0]?.at ?? null;
+}
+
+/** Cancels a claimed delivery whose subscription disappeared before it was sent. */
+export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
+  await db.query(
+    `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, lease_expires_at = null, locked_by = null,
+            last_error = coalesce(last_error, 'subscription deleted'), updated_at = now()
+      where id = any($1::uuid[]) and locked_by = $2`,
+    [ids, workerId],
+  );
+}

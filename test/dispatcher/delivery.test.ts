@@ -1,0 +1,304 @@
+// Durable delivery end to end: triggerEvent -> signed POST to a real receiver
+// on loopback -> recorded status and attempts.
+import { createHmac } from 'node:crypto';
+import { Webhook as StandardWebhook } from 'standardwebhooks';
+import { Webhook as SvixWebhook } from 'svix';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+
+const CREATE = `mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret subscription { id } } }`;
+const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
+  triggerEvent(input: $input) {
+    duplicate
+    event { id event resourceType resourceId data createdAt }
+    deliveries { id status subscription { id } targetUrl }
+  }
+}`;
+const DELIVERY = `query Delivery($id: ID!) {
+  delivery(id: $id) {
+    id event status attempts lastError lastStatusCode nextAttemptAt deliveredAt createdAt updatedAt
+    targetUrl payload
+    webhookEvent { id event }
+    subscription { id url }
+    attemptLog { number startedAt durationMs statusCode error responseBody }
+  }
+}`;
+const INVOICE = { invoice_id: 'inv-123', amount: 1500.0, customer: 'Acme Corp' };
+
+let hl: TestHookline;
+let key: string;
+let tenantId: string;
+const receivers: Receiver[] = [];
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms,100ms', HOOKLINE_DELIVERY_TIMEOUT: '1s' });
+});
+// Each test has a tenant of its own, so earlier tests' subscriptions receive nothing of it.
+beforeEach(async () => {
+  ({ apiKey: key, id: tenantId } = await hl.createTenant());
+});
+afterAll(async () => {
+  await hl?.stop();
+  await Promise.all(receivers.map((r) => r.close()));
+});
+
+async function receiverWith(respond?: Receiver['respond']) {
+  const r = await startReceiver(respond);
+  receivers.push(r);
+  return r;
+}
+
+async function subscribe(url: string, events = ['invoice.created'], secret?: string) {
+  const res = await hl.gql(CREATE, { input: { url, events, secret } }, key);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data.createWebhookSubscription as { secret: string; subscription: { id: string } };
+}
+
+async function trigger(input: Record<string, unknown>, apiKey = key) {
+  const res = await hl.gql(TRIGGER, { input }, apiKey);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data.triggerEvent;
+}
+
+async function deliveryOf(id: string) {
+  const res = await hl.gql(DELIVERY, { id }, key);
+  return res.data.delivery;
+}
+
+async function settled(id: string, status: string) {
+  return eventually(async () => {
+    const d = await deliveryOf(id);
+    return d.status === status ? d : undefined;
+  });
+}
+
+describe('a delivery that succeeds', () => {
+  it('is a signed POST of the envelope that standardwebhooks, svix and a plain HMAC verify', async () => {
+    const receiver = await receiverWith(() => ({ status: 200, body: 'thanks' }));
+    const { secret, subscription } = await subscribe(`${receiver.url}/hooks`, ['invoice.created']);
+    const result = await trigger({ event: 'invoice.created', data: INVOICE });
+    expect(result.duplicate).toBe(false);
+    expect(result.event).toMatchObject({ event: 'invoice.created', resourceType: 'invoice', resourceId: 'inv-123', data: INVOICE });
+    expect(result.deliveries).toEqual([
+      { id: expect.any(String), status: 'PENDING', subscription: { id: subscription.id }, targetUrl: `${receiver.url}/hooks` },
+    ]);
+    const deliveryId = result.deliveries[0].id;
+
+    const [request] = await receiver.waitFor(1);
+    expect(request!.method).toBe('POST');
+    expect(request!.path).toBe('/hooks');
+    expect(request!.headers['content-type']).toBe('application/json');
+    expect(request!.headers['x-webhook-event']).toBe('invoice.created');
+    expect(request!.headers['x-webhook-delivery']).toBe(deliveryId);
+    expect(JSON.parse(request!.body)).toEqual({
+      id: result.event.id,
+      event: 'invoice.created',
+      resource_type: 'invoice',
+      resource_id: 'inv-123',
+      tenant_id: tenantId,
+      timestamp: result.event.createdAt,
+      data: INVOICE,
+    });
+    const headers = request!.headers as Record<string, string>;
+    expect(new StandardWebhook(secret).verify(request!.body, headers)).toEqual(JSON.parse(request!.body));
+    expect(
+      new SvixWebhook(secret).verify(request!.body, {
+        'svix-id': headers['webhook-id']!,
+        'svix-timestamp': headers['webhook-timestamp']!,
+        'svix-signature': headers['webhook-signature']!,
+      }),
+    ).toBeTruthy();
+    const hmac = createHmac('sha256', Buffer.from(secret.slice(6), 'base64')).update(request!.body).digest('hex');
+    expect(headers['x-signature']).toBe(`sha256=${hmac}`);
+    const tampered = request!.body.replace('1500', '2000');
+    expect(() => new StandardWebhook(secret).verify(tampered, headers)).toThrow();
+
+    const delivery = await settled(deliveryId, 'DELIVERED');
+    expect(delivery).toMatchObject({ attempts: 1, lastError: null, lastStatusCode: 200, nextAttemptAt: null, subscription: { id: subscription.id } });
+    expect(delivery.deliveredAt).toBeTruthy();
+    expect(delivery.payload).toEqual(JSON.parse(request!.body));
+    expect(delivery.attemptLog).toEqual([
+      { number: 1, startedAt: expect.any(String), durationMs: expect.any(Number), statusCode: 200, error: null, responseBody: 'thanks' },
+    ]);
+  });
+
+  it('signs a guide-style secret with its UTF-8 bytes', async () => {
+    const receiver = await receiverWith();
+    const { secret } = await subscribe(receiver.url, ['payment.*'], 'my-webhook-secret');
+    await trigger({
+      event: 'payment.received',
+      data: { payment_id: 'pay-456', invoice_id: 'inv-123', amount: '1500.00', method: 'bank_transfer', reference: 'TR-2024-001', received_at: '2024-02-14T11:00:00' },
+    });
+    const [request] = await receiver.waitFor(1);
+    const key = Buffer.from(secret, 'utf8');
+    expect(request!.headers['x-signature']).toBe(`sha256=${createHmac('sha256', key).update(request!.body).digest('hex')}`);
+    expect(new StandardWebhook(key as unknown as string, { format: 'raw' }).verify(request!.body, request!.headers as any)).toBeTruthy();
+  });
+});
+
+describe('failures and retries', () => {
+  it('retries after two failures with the same webhook-id, then delivers (3 attempts)', async () => {
+    const receiver = await receiverWith((_req, i) => (i < 2 ? { status: 500, body: 'boom' } : { status: 204 }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const requests = await receiver.waitFor(3);
+    const ids = new Set(requests.map((r) => r.headers['webhook-id']));
+    expect(ids.size).toBe(1);
+    expect(new Set(requests.map((r) => r.body)).size).toBe(1);
+    const delivery = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivery.attempts).toBe(3);
+    expect(delivery.attemptLog.map((a: any) => [a.number, a.statusCode, a.error])).toEqual([
+      [1, 500, 'HTTP 500'],
+      [2, 500, 'HTTP 500'],
+      [3, 204, null],
+    ]);
+    expect(delivery.attemptLog[0].responseBody).toBe('boom');
+  });
+
+  it('fails when the schedule is exhausted, and retryDelivery starts it afresh', async () => {
+    let healthy = false;
+    const receiver = await receiverWith(() => ({ status: healthy ? 200 : 503 }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const failed = await settled(deliveries[0].id, 'FAILED');
+    expect(failed).toMatchObject({ attempts: 3, lastError: 'HTTP 503', lastStatusCode: 503, nextAttemptAt: null });
+    expect(receiver.received).toHaveLength(3);
+
+    healthy = true;
+    const retried = await hl.gql('mutation RetryDelivery($id: ID!) { retryDelivery(id: $id) { id status nextAttemptAt } }', { id: deliveries[0].id }, key);
+    expect(retried.data.retryDelivery).toMatchObject({ id: deliveries[0].id, status: 'PENDING' });
+    const delivered = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivered.attempts).toBe(4);
+    const again = await hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { id } }', { id: deliveries[0].id }, key);
+    expect(again.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  });
+
+  it('gives up an attempt at the timeout', async () => {
+    const receiver = await receiverWith((_r, i) => (i === 0 ? { status: 200, delayMs: 2_500 } : { status: 200 }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const delivery = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivery.attempts).toBe(2);
+    expect(delivery.attemptLog[0].error).toMatch(/timeout/);
+    expect(delivery.attemptLog[0].statusCode).toBeNull();
+  });
+
+  it('does not follow redirects: a 3xx is a failed attempt', async () => {
+    const target = await receiverWith();
+    const receiver = await receiverWith(() => ({ status: 302, headers: { location: `${target.url}/elsewhere` } }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const delivery = await settled(deliveries[0].id, 'FAILED');
+    expect(delivery.attemptLog.map((a: any) => a.statusCode)).toEqual([302, 302, 302]);
+    expect(delivery.lastError).toMatch(/HTTP 302/);
+    expect(target.received).toHaveLength(0);
+  });
+
+  it('honours Retry-After on 429 within 1x to 2x of the scheduled delay', async () => {
+    // Schedule delay 100 ms; Retry-After: 3600 s is capped at 2x = 200 ms, not an hour.
+    const receiver = await receiverWith((_r, i) => (i === 0 ? { status: 429, headers: { 'retry-after': '3600' } } : { status: 200 }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const [first, second] = await receiver.waitFor(2);
+    const gap = second!.at - first!.at;
+    expect(gap).toBeGreaterThanOrEqual(190);
+    expect(gap).toBeLessThan(5_000);
+    await settled(deliveries[0].id, 'DELIVERED');
+  });
+
+  it('disables the subscription on 410 Gone; its deliveries wait until it is active again', async () => {
+    let gone = true;
+    const receiver = await receiverWith(() => ({ status: gone ? 410 : 200 }));
+    const { subscription } = await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const sub = await eventually(async () => {
+      const res = await hl.gql('query($id: ID!) { webhookSubscription(id: $id) { active disabledReason } }', { id: subscription.id }, key);
+      return res.data.webhookSubscription.active === false ? res.data.webhookSubscription : undefined;
+    });
+    expect(sub.disabledReason).toMatch(/410/);
+    const waiting = await deliveryOf(deliveries[0].id);
+    expect(waiting).toMatchObject({ status: 'PENDING', attempts: 1, lastStatusCode: 410 });
+    await new Promise((r) => setTimeout(r, 400));
+    expect(receiver.received).toHaveLength(1);
+
+    gone = false;
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    const delivered = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivered.attempts).toBe(2);
+  });
+});
+
+describe('subscriptions and the queue', () => {
+  it('deleting a subscription cancels its pending deliveries', async () => {
+    const receiver = await receiverWith(() => ({ status: 500 }));
+    const { subscription } = await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await receiver.waitFor(1);
+    await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key);
+    const canceled = await settled(deliveries[0].id, 'CANCELED');
+    expect(canceled.subscription).toBeNull();
+    const count = receiver.received.length;
+    await new Promise((r) => setTimeout(r, 400));
+    expect(receiver.received.length).toBe(count);
+  });
+
+  it('sends a test event to one subscription whatever its patterns', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url, ['customer.updated']);
+    const res = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id event status } }', { id: subscription.id }, key);
+    expect(res.data.sendTestEvent).toMatchObject({ event: 'test.event', status: 'PENDING' });
+    const [request] = await receiver.waitFor(1);
+    expect(JSON.parse(request!.body).event).toBe('test.event');
+    await settled(res.data.sendTestEvent.id, 'DELIVERED');
+  });
+
+  it('matches exact names, prefix.* patterns and *', async () => {
+    const exact = await receiverWith();
+    const prefix = await receiverWith();
+    const all = await receiverWith();
+    const other = await receiverWith();
+    const tenant = await hl.createTenant('Patterns');
+    for (const [r, events] of [[exact, ['sales_order.created']], [prefix, ['sales_order.*']], [all, ['*']], [other, ['invoice.*']]] as const) {
+      await hl.gql(CREATE, { input: { url: r.url, events } }, tenant.apiKey);
+    }
+    const result = await trigger(
+      { event: 'sales_order.created', data: { order_id: 'so-001', customer_id: 'cust-789', amount: '2500.00', items_count: 5, created_at: '2024-02-14T13:00:00' } },
+      tenant.apiKey,
+    );
+    expect(result.deliveries).toHaveLength(3);
+    await Promise.all([exact.waitFor(1), prefix.waitFor(1), all.waitFor(1)]);
+    expect(other.received).toHaveLength(0);
+  });
+
+  it('refuses data that does not match the schema, unknown events and oversized data, writing nothing', async () => {
+    const before = await hl.dataSource.query('select (select count(*) from webhook_events)::int as e, (select count(*) from webhook_deliveries)::int as d');
+    const missing = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 10 } } }, key);
+    expect(missing.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    expect(missing.errors?.[0]?.message).toContain('customer');
+    const unknown = await hl.gql(TRIGGER, { input: { event: 'invoice.vanished', data: {} } }, key);
+    expect(unknown.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+    const big = await hl.gql(TRIGGER, { input: { event: 'test.event', data: { blob: 'x'.repeat(300 * 1024) } } }, key);
+    expect(big.errors?.[0]?.extensions?.code).toBe('PAYLOAD_TOO_LARGE');
+    const after = await hl.dataSource.query('select (select count(*) from webhook_events)::int as e, (select count(*) from webhook_deliveries)::int as d');
+    expect(after).toEqual(before);
+  });
+});
+
+describe('idempotency', () => {
+  it('20 concurrent identical calls make one event; the others are duplicates', async () => {
+    const receiver = await receiverWith();
+    const tenant = await hl.createTenant('Idem');
+    await hl.gql(CREATE, { input: { url: receiver.url, events: ['invoice.created'] } }, tenant.apiKey);
+    const input = { event: 'invoice.created', data: INVOICE, idempotencyKey: 'inv-123-created' };
+    const results = await Promise.all(Array.from({ length: 20 }, () => trigger(input, tenant.apiKey)));
+    expect(new Set(results.map((r) => r.event.id)).size).toBe(1);
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    expect(new Set(results.map((r) => r.deliveries[0].id)).size).toBe(1);
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(1);
+    await receiver.waitFor(1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(receiver.received).toHaveLength(1);
+  });
+});
