@@ -139,7 +139,8 @@ export class WebhookService {
     const targetSql = input.subscriptionId
       ? 's.id = $9'
       : 's.active and s.events && $9::text[]';
-    // One statement: the event, then a delivery for each matching subscription.
+    // One statement: the event, then a delivery for each matching subscription. The queue's
+    // times are the database's (the dispatcher compares them with now()); the envelope's is the clock's.
     const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(
       manager,
       `with ev as (
@@ -148,7 +149,7 @@ export class WebhookService {
          returning ${EVENT_COLUMNS}
        ), d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
-         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, $10, $10, $10
+         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, now(), now(), now()
            from webhook_subscriptions s
           where s.tenant_id = $2 and ${targetSql}
          returning ${DELIVERY_COLUMNS}

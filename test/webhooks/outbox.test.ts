@@ -1,0 +1,93 @@
+// The transactional outbox from a caller's point of view (the guide's
+// "Método 2"): the business row and its webhooks commit or roll back together.
+import 'reflect-metadata';
+import { DataSource } from 'typeorm';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { hooklineEntities, hooklineMigrations, WebhookFormatter, WebhookService } from '../../src/index.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+
+let hl: TestHookline;
+let receiver: Receiver;
+let erp: DataSource;
+let tenant: { id: string; apiKey: string };
+let webhooks: WebhookService;
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  receiver = await startReceiver();
+  tenant = await hl.createTenant('ERP');
+  await hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', {
+    input: { url: receiver.url, events: ['invoice.*'] },
+  }, tenant.apiKey);
+  // The ERP's own DataSource, with Hookline's entities and migrations beside its own.
+  erp = new DataSource({ type: 'postgres', url: hl.databaseUrl, entities: hooklineEntities, migrations: hooklineMigrations, migrationsTableName: 'hookline_migrations' });
+  await erp.initialize();
+  expect(await erp.showMigrations()).toBe(false); // already applied by the service
+  await erp.query('create table invoices (id serial primary key, tenant_id uuid not null, number text not null, total numeric not null)');
+  webhooks = new WebhookService(erp);
+});
+afterAll(async () => {
+  await erp?.destroy();
+  await hl?.stop();
+  await receiver?.close();
+});
+
+async function createInvoice(number: string, fail: boolean) {
+  return erp.transaction(async (manager) => {
+    const [invoice] = await manager.query('insert into invoices (tenant_id, number, total) values ($1, $2, 1500) returning id', [tenant.id, number]);
+    const result = await webhooks.triggerEvent(
+      {
+        tenantId: tenant.id,
+        event: 'invoice.created',
+        resourceType: 'invoice',
+        resourceId: String(invoice.id),
+        data: { invoice_number: number, amount: '1500.00', currency: 'USD', customer: 'Acme Corp', status: 'draft' },
+      },
+      manager,
+    );
+    // The caller's transaction goes on as the caller (the tenant role was only for Hookline's writes).
+    const [{ role }] = await manager.query(`select current_setting('role') as role`);
+    expect(role).toBe('none');
+    if (fail) throw new Error('the ERP failed after triggering');
+    return result;
+  });
+}
+
+it('a rolled-back transaction leaves no invoice, no event and no delivery', async () => {
+  await expect(createInvoice('001-001-000000001', true)).rejects.toThrow('the ERP failed');
+  const [counts] = await erp.query(
+    `select (select count(*) from invoices)::int as invoices, (select count(*) from webhook_events)::int as events,
+            (select count(*) from webhook_deliveries)::int as deliveries`,
+  );
+  expect(counts).toEqual({ invoices: 0, events: 0, deliveries: 0 });
+  await new Promise((r) => setTimeout(r, 300));
+  expect(receiver.received).toHaveLength(0);
+});
+
+it('a committed transaction is delivered', async () => {
+  const result = await createInvoice('001-001-000000002', false);
+  expect(result.deliveries).toHaveLength(1);
+  const [request] = await receiver.waitFor(1);
+  const body = JSON.parse(request!.body);
+  expect(body).toMatchObject({ event: 'invoice.created', resource_type: 'invoice', tenant_id: tenant.id, data: { invoice_number: '001-001-000000002' } });
+  await eventually(async () => {
+    const [row] = await erp.query('select status from webhook_deliveries where id = $1', [result.deliveries[0]!.id]);
+    return row.status === 'DELIVERED';
+  });
+});
+
+it('formats the envelope of the contract', () => {
+  const envelope = WebhookFormatter.formatEventPayload({
+    id: 'evt-1',
+    event: 'invoice.created',
+    resourceType: 'invoice',
+    resourceId: 'inv-123',
+    tenantId: 't-1',
+    data: { amount: '1500.00' },
+    timestamp: new Date('2024-02-14T10:30:00.000Z'),
+  });
+  expect(JSON.stringify(envelope)).toBe(
+    '{"id":"evt-1","event":"invoice.created","resource_type":"invoice","resource_id":"inv-123","tenant_id":"t-1","timestamp":"2024-02-14T10:30:00.000Z","data":{"amount":"1500.00"}}',
+  );
+});
