@@ -24,6 +24,8 @@ export interface Config {
   dispatchConcurrency: number;
   /** Deliveries in flight at once to one subscription, per dispatcher process. */
   dispatchPerSubscription: number;
+  /** Live updates a subscriber may fall behind by before it is disconnected. */
+  liveBufferLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -125,6 +127,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
     dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '64', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '32', (t) => parseInteger(t, 1, 10_000)),
+    liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '1000', (t) => parseInteger(t, 1, 1_000_000)),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

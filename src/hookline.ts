@@ -8,6 +8,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { runMigrations } from './db/migrate.js';
 import { Dispatcher } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
+import { LiveUpdates } from './live/delivery-updates.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
@@ -50,8 +51,20 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
 
     const metrics = createMetrics();
     const services = createServices(config, dataSource, log, clock);
-    const app = await buildApp({ services, metrics, serveApi: config.role !== 'worker', port: config.port, host });
+    services.metrics = metrics;
+    const serveApi = config.role !== 'worker';
+    if (serveApi) {
+      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit);
+      await live.start();
+      stops.push(() => live.close());
+      services.live = live;
+    }
+    const app = await buildApp({ services, metrics, serveApi, port: config.port, host });
     stops.push(() => app.stop());
+    // A revoked key's live connections close at once, in every API process.
+    services.live?.onApiKeyRevoked((apiKeyId) =>
+      app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked'),
+    );
 
     let dispatcher: Dispatcher | undefined;
     if (config.role !== 'api') {

@@ -2,7 +2,9 @@
 import type { DataSource } from 'typeorm';
 import type { Config } from './config.js';
 import { TargetGuard } from './dispatcher/target-guard.js';
+import type { LiveUpdates } from './live/delivery-updates.js';
 import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 import { EventCatalog } from './webhooks/catalog.js';
 import { DeliveryService } from './webhooks/deliveries.js';
 import { WebhookService } from './webhooks/service.js';
@@ -23,6 +25,9 @@ export interface Services {
   subscriptions: SubscriptionService;
   webhooks: WebhookService;
   deliveries: DeliveryService;
+  /** Set in processes that serve the API. */
+  live?: LiveUpdates;
+  metrics?: Metrics;
 }
 
 export function createServices(config: Readonly<Config>, dataSource: DataSource, log: Logger, clock: Clock = systemClock): Services {

@@ -1,6 +1,12 @@
 import { Tenants1764300000001 } from './0001-tenants.js';
 import { CatalogAndSubscriptions1764300000002 } from './0002-catalog-subscriptions.js';
 import { EventsAndDeliveries1764300000003 } from './0003-events-deliveries.js';
+import { LiveUpdates1764300000004 } from './0004-live-updates.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
-export const migrations = [Tenants1764300000001, CatalogAndSubscriptions1764300000002, EventsAndDeliveries1764300000003];
+export const migrations = [
+  Tenants1764300000001,
+  CatalogAndSubscriptions1764300000002,
+  EventsAndDeliveries1764300000003,
+  LiveUpdates1764300000004,
+];

@@ -1,7 +1,7 @@
 import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
 import type { DeliveryRow } from '../webhooks/deliveries.js';
-import { builder } from './builder.js';
+import { builder, type Context } from './builder.js';
 import { pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
 
@@ -17,6 +17,14 @@ DeliveryAttemptRef.implement({
   }),
 });
 
+/** A live snapshot lacks a few fields; they are loaded by id (batched) when asked for. */
+async function complete(d: DeliveryRow, { loaders }: Context): Promise<DeliveryRow> {
+  if (!(d as { snapshot?: boolean }).snapshot) return d;
+  const full = await loaders.delivery.load(d.id);
+  if (!full) throw notFound('delivery', d.id);
+  return full;
+}
+
 DeliveryRef.implement({
   description: 'One event on its way to one subscription.',
   fields: (t) => ({
@@ -27,10 +35,14 @@ DeliveryRef.implement({
     lastError: t.exposeString('lastError', { nullable: true }),
     lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true }),
     nextAttemptAt: t.expose('nextAttemptAt', { type: 'DateTime', nullable: true }),
-    deliveredAt: t.expose('deliveredAt', { type: 'DateTime', nullable: true }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    deliveredAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      resolve: async (d, _args, ctx) => (await complete(d, ctx)).deliveredAt,
+    }),
+    createdAt: t.field({ type: 'DateTime', resolve: async (d, _args, ctx) => (await complete(d, ctx)).createdAt }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-    targetUrl: t.exposeString('targetUrl'),
+    targetUrl: t.field({ type: 'String', resolve: async (d, _args, ctx) => (await complete(d, ctx)).targetUrl }),
     payload: t.field({
       type: 'JSON',
       description: 'The exact envelope sent (parsed).',

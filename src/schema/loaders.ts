@@ -6,9 +6,10 @@ import { queryRows } from '../db/query.js';
 import { withTenant } from '../db/tenant-scope.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import type { Services } from '../services.js';
-import type { EventRow } from '../webhooks/deliveries.js';
+import type { DeliveryRow, EventRow } from '../webhooks/deliveries.js';
 
 export interface Loaders {
+  delivery: DataLoader<string, DeliveryRow | null>;
   subscription: DataLoader<string, WebhookSubscription | null>;
   event: DataLoader<string, EventRow | null>;
 }
@@ -20,6 +21,7 @@ function byId<T extends { id: string }>(ids: readonly string[], rows: T[]): Arra
 
 export function createLoaders(services: Services, viewer: Viewer): Loaders {
   return {
+    delivery: new DataLoader(async (ids) => byId(ids, await services.deliveries.findMany(requireTenant(viewer), [...ids]))),
     subscription: new DataLoader(async (ids) => byId(ids, await services.subscriptions.findMany(requireTenant(viewer), [...ids]))),
     event: new DataLoader(async (ids) => {
       const tenantId = requireTenant(viewer);

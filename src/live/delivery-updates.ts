@@ -1,0 +1,192 @@
+// deliveryUpdated: what the database announces (see migration 0004) becomes
+// per-tenant topics of Yoga's PubSub; each subscriber gets its own bounded
+// buffer, so a slow or stuck client never holds up the others, and one that
+// falls too far behind is disconnected with a reason.
+import { createPubSub, type PubSub } from 'graphql-yoga';
+import { API_KEY_REVOKED_CHANNEL } from '../auth/tenants.js';
+import type { Logger } from '../logger.js';
+import { DELIVERY_UPDATES_CHANNEL } from '../migrations/0004-live-updates.js';
+import type { DeliveryStatus } from '../entities/webhook-delivery.js';
+import { PostgresEventTarget } from './postgres-event-target.js';
+
+/** A delivery as announced: the fields that change, and what filters need. */
+export interface DeliverySnapshot {
+  id: string;
+  tenantId: string;
+  subscriptionId: string | null;
+  eventId: string;
+  event: string;
+  status: DeliveryStatus;
+  attempts: number;
+  lastStatusCode: number | null;
+  nextAttemptAt: Date | null;
+  updatedAt: Date;
+  lastError: string | null;
+  /** Marks a snapshot: fields it lacks (targetUrl, createdAt, …) are loaded by id. */
+  snapshot: true;
+}
+
+type Row = [string, string, string | null, string, string, DeliveryStatus, number, number | null, string | null, string, string | null];
+
+function parseRows(payload: string): Iterable<[string, DeliverySnapshot]> {
+  const rows = JSON.parse(payload) as Row[];
+  return rows.map((r) => [
+    `delivery:${r[1]}`,
+    {
+      id: r[0],
+      tenantId: r[1],
+      subscriptionId: r[2],
+      eventId: r[3],
+      event: r[4],
+      status: r[5],
+      attempts: r[6],
+      lastStatusCode: r[7],
+      nextAttemptAt: r[8] ? new Date(r[8]) : null,
+      updatedAt: new Date(r[9]),
+      lastError: r[10],
+      snapshot: true,
+    },
+  ]);
+}
+
+export type LiveTopics = {
+  [key: `delivery:${string}`]: [DeliverySnapshot];
+  'api-key-revoked': [string];
+};
+
+export interface DeliveryFilter {
+  event?: string | null;
+  subscriptionId?: string | null;
+  deliveryId?: string | null;
+  status?: DeliveryStatus | null;
+}
+
+export class SubscriberTooSlowError extends Error {
+  constructor(readonly limit: number) {
+    super(`live updates: the client fell more than ${limit} updates behind and was disconnected; reconnect and re-read the deliveries`);
+  }
+}
+
+export class LiveUpdates {
+  readonly target: PostgresEventTarget;
+  readonly pubSub: PubSub<LiveTopics>;
+  private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
+  private revocations: AsyncIterator<string> | undefined;
+
+  constructor(
+    databaseUrl: string,
+    log: Logger,
+    readonly bufferLimit = 1000,
+  ) {
+    this.target = new PostgresEventTarget(
+      databaseUrl,
+      {
+        [DELIVERY_UPDATES_CHANNEL]: parseRows,
+        [API_KEY_REVOKED_CHANNEL]: (payload) => [['api-key-revoked', payload]],
+      },
+      log,
+    );
+    this.pubSub = createPubSub<LiveTopics>({ eventTarget: this.target as never });
+  }
+
+  async start(): Promise<void> {
+    await this.target.start();
+    const iterator = this.pubSub.subscribe('api-key-revoked')[Symbol.asyncIterator]();
+    this.revocations = iterator;
+    void (async () => {
+      for (;;) {
+        const { value, done } = await iterator.next();
+        if (done) return;
+        for (const handler of this.revokedHandlers) handler(value);
+      }
+    })();
+  }
+
+  onApiKeyRevoked(handler: (apiKeyId: string) => void): () => void {
+    this.revokedHandlers.add(handler);
+    return () => this.revokedHandlers.delete(handler);
+  }
+
+  /**
+   * The updates of one tenant matching the filter, as an async iterator with a
+   * bounded buffer. Ends when the API key is revoked; throws
+   * SubscriberTooSlowError when the buffer overflows.
+   */
+  subscribe(tenantId: string, apiKeyId: string | undefined, filter: DeliveryFilter): AsyncIterableIterator<DeliverySnapshot> {
+    const source = this.pubSub.subscribe(`delivery:${tenantId}`)[Symbol.asyncIterator]();
+    const buffer: DeliverySnapshot[] = [];
+    let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
+    let failWaiting: ((error: Error) => void) | undefined;
+    let ended = false;
+    let failure: Error | undefined;
+    const limit = this.bufferLimit;
+
+    const finish = (error?: Error) => {
+      if (ended) return;
+      ended = true;
+      failure = error;
+      buffer.length = 0;
+      void source.return?.();
+      unsubscribeRevoked();
+      if (error && failWaiting) failWaiting(error);
+      else waiting?.({ value: undefined, done: true });
+      waiting = failWaiting = undefined;
+    };
+    const unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
+      if (revoked === apiKeyId) finish();
+    });
+    const matches = (d: DeliverySnapshot) =>
+      (!filter.event || d.event === filter.event) &&
+      (!filter.subscriptionId || d.subscriptionId === filter.subscriptionId) &&
+      (!filter.deliveryId || d.id === filter.deliveryId) &&
+      (!filter.status || d.status === filter.status);
+
+    // Pump: drain the PubSub at once, whatever the client's pace.
+    void (async () => {
+      for (;;) {
+        const { value, done } = await source.next();
+        if (done || ended) return;
+        if (!matches(value)) continue;
+        if (waiting) {
+          const resolve = waiting;
+          waiting = failWaiting = undefined;
+          resolve({ value, done: false });
+        } else if (buffer.length >= limit) {
+          finish(new SubscriberTooSlowError(limit));
+          return;
+        } else {
+          buffer.push(value);
+        }
+      }
+    })();
+
+    const iterator: AsyncIterableIterator<DeliverySnapshot> = {
+      next() {
+        if (buffer.length) return Promise.resolve({ value: buffer.shift()!, done: false });
+        if (failure) {
+          const error = failure;
+          failure = undefined;
+          return Promise.reject(error);
+        }
+        if (ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve, reject) => {
+          waiting = resolve;
+          failWaiting = reject;
+        });
+      },
+      return() {
+        finish();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  async close(): Promise<void> {
+    await this.revocations?.return?.();
+    await this.target.close();
+  }
+}

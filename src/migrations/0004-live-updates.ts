@@ -1,0 +1,56 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+
+export const DELIVERY_UPDATES_CHANNEL = 'hookline_delivery_updates';
+/** Rows per notification: a row is at most ~650 bytes, well under PostgreSQL's 8000-byte payload limit. */
+export const ROWS_PER_NOTIFICATION = 10;
+
+/**
+ * Every change of a delivery's status or attempts is announced by the
+ * database itself, from statement-level triggers: one notification per ten
+ * changed rows of a statement (a dispatcher batch is one statement), sent only
+ * if the transaction commits, to every process that listens, whichever made
+ * the change. No code path can forget to publish.
+ */
+export class LiveUpdates1764300000004 implements MigrationInterface {
+  name = 'LiveUpdates1764300000004';
+
+  async up(db: QueryRunner): Promise<void> {
+    const notifyChunks = (source: string) => `
+      for chunk in
+        select json_agg(json_build_array(c.id, c.tenant_id, c.subscription_id, c.event_id, c.event, c.status, c.attempts,
+                                         c.last_status_code, c.next_attempt_at, c.updated_at, left(c.last_error, 200)))::text
+          from (select r.*, (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} as grp from (${source}) r) c
+         group by c.grp
+      loop
+        perform pg_notify('${DELIVERY_UPDATES_CHANNEL}', chunk);
+      end loop;
+      return null;`;
+    await db.query(`
+      create function hookline_notify_deliveries_created() returns trigger language plpgsql as $$
+      declare chunk text;
+      begin ${notifyChunks('select * from new_rows')}
+      end $$;
+      create trigger webhook_deliveries_created_live after insert on webhook_deliveries
+        referencing new table as new_rows
+        for each statement execute function hookline_notify_deliveries_created();
+
+      create function hookline_notify_deliveries_changed() returns trigger language plpgsql as $$
+      declare chunk text;
+      begin ${notifyChunks(`select n.* from new_rows n join old_rows o on o.id = n.id
+                               where n.status <> o.status or n.attempts <> o.attempts`)}
+      end $$;
+      create trigger webhook_deliveries_changed_live after update on webhook_deliveries
+        referencing old table as old_rows new table as new_rows
+        for each statement execute function hookline_notify_deliveries_changed();
+    `);
+  }
+
+  async down(db: QueryRunner): Promise<void> {
+    await db.query(`
+      drop trigger webhook_deliveries_changed_live on webhook_deliveries;
+      drop trigger webhook_deliveries_created_live on webhook_deliveries;
+      drop function hookline_notify_deliveries_changed();
+      drop function hookline_notify_deliveries_created();
+    `);
+  }
+}

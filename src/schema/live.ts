@@ -1,0 +1,71 @@
+import { createGraphQLError } from 'graphql-yoga';
+import type { WebSocket } from 'ws';
+import { requireTenant } from '../auth/viewer.js';
+import { SubscriberTooSlowError, type DeliverySnapshot } from '../live/delivery-updates.js';
+import type { DeliveryRow } from '../webhooks/deliveries.js';
+import { builder } from './builder.js';
+import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
+
+/** WebSocket close code for a subscriber that fell too far behind. */
+export const WS_CLOSE_TOO_SLOW = 4429;
+
+builder.subscriptionType({ description: 'Live updates, over graphql-ws (WebSocket) or Server-Sent Events on /graphql.' });
+
+builder.subscriptionField('deliveryUpdated', (t) =>
+  t.field({
+    type: DeliveryRef,
+    description:
+      'Emits a delivery of the tenant when it is created and on every change of its status or attempts, whichever process made it. All filters are optional.',
+    args: {
+      event: t.arg.string(),
+      subscriptionId: t.arg.id(),
+      deliveryId: t.arg.id(),
+      status: t.arg({ type: DeliveryStatusEnum }),
+    },
+    subscribe: (_root, args, ctx) => {
+      const tenantId = requireTenant(ctx.viewer);
+      const live = ctx.services.live;
+      if (!live) throw new Error('live updates are not served by this process');
+      const source = live.subscribe(tenantId, ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined, {
+        event: args.event,
+        subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
+        deliveryId: args.deliveryId ? String(args.deliveryId) : null,
+        status: args.status,
+      });
+      const socket = (ctx as { socket?: WebSocket }).socket;
+      const metrics = ctx.services.metrics;
+      metrics?.liveClients.inc();
+      let counted = true;
+      const uncount = () => {
+        if (counted) metrics?.liveClients.dec();
+        counted = false;
+      };
+      const iterator: AsyncIterableIterator<DeliverySnapshot> = {
+        async next() {
+          try {
+            const result = await source.next();
+            if (result.done) uncount();
+            return result;
+          } catch (error) {
+            uncount();
+            if (error instanceof SubscriberTooSlowError) {
+              // Over WebSocket the socket is closed with the reason; over SSE the stream ends with this error.
+              socket?.close(WS_CLOSE_TOO_SLOW, 'too slow: fell too far behind the live updates');
+              throw createGraphQLError(error.message, { extensions: { code: 'RATE_LIMITED' } });
+            }
+            throw error;
+          }
+        },
+        async return() {
+          uncount();
+          return source.return!();
+        },
+        [Symbol.asyncIterator]() {
+          return iterator;
+        },
+      };
+      return iterator;
+    },
+    resolve: (snapshot) => snapshot as unknown as DeliveryRow,
+  }),
+);
