@@ -1,0 +1,403 @@
+// The event catalog: the guide's built-in events with JSON Schemas that accept
+// the guide's example data and reject data missing a required field, and
+// tenants' own event types (createEventType) with their schema validated.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+
+const EVENT_TYPES = 'query EventTypes { eventTypes { name description schema builtIn createdAt } }';
+const CREATE_EVENT_TYPE = `mutation($input: CreateEventTypeInput!) {
+  createEventType(input: $input) { name description schema builtIn createdAt }
+}`;
+const CREATE_SUB = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
+  createWebhookSubscription(input: $input) { secret subscription { id url events active } }
+}`;
+const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
+  triggerEvent(input: $input) {
+    duplicate
+    event { id event resourceType resourceId data createdAt }
+    deliveries { id status subscription { id } targetUrl }
+  }
+}`;
+
+/**
+ * The guide's "Webhook Events" section, copied as written: each event's
+ * example `data`, and the fields its schema must require (every field that
+ * every example of the event carries).
+ */
+const GUIDE_EVENTS: Array<{ event: string; data: Record<string, unknown>; required: string[] }> = [
+  {
+    event: 'invoice.created',
+    data: {
+      invoice_id: 'inv-123',
+      invoice_number: '001-001-000000001',
+      amount: '1500.00',
+      currency: 'USD',
+      customer: 'Acme Corp',
+      status: 'draft',
+    },
+    // Test 1 sends {invoice_id, amount, customer}, the service examples {invoice_number, amount, currency,
+    // customer, status}: only amount and customer are in every example (CONTRACT.md).
+    required: ['amount', 'customer'],
+  },
+  {
+    event: 'invoice.sent',
+    data: { invoice_id: 'inv-123', invoice_number: '001-001-000000001', sent_at: '2024-02-14T10:30:00' },
+    required: ['invoice_id', 'invoice_number', 'sent_at'],
+  },
+  {
+    event: 'invoice.authorized',
+    data: { invoice_id: 'inv-123', authorization_number: '1234567890', authorization_date: '2024-02-14T10:35:00' },
+    required: ['invoice_id', 'authorization_number', 'authorization_date'],
+  },
+  {
+    event: 'invoice.rejected',
+    data: { invoice_id: 'inv-123', rejection_reason: 'Invalid RUC', rejected_at: '2024-02-14T10:40:00' },
+    required: ['invoice_id', 'rejection_reason', 'rejected_at'],
+  },
+  {
+    event: 'payment.received',
+    data: {
+      payment_id: 'pay-456',
+      invoice_id: 'inv-123',
+      amount: '1500.00',
+      method: 'bank_transfer',
+      reference: 'TR-2024-001',
+      received_at: '2024-02-14T11:00:00',
+    },
+    required: ['payment_id', 'invoice_id', 'amount', 'method', 'reference', 'received_at'],
+  },
+  {
+    event: 'customer.created',
+    data: {
+      customer_id: 'cust-789',
+      business_name: 'Acme Corp',
+      ruc: '1234567890001',
+      country: 'Ecuador',
+      created_at: '2024-02-14T12:00:00',
+    },
+    required: ['customer_id', 'business_name', 'ruc', 'country', 'created_at'],
+  },
+  {
+    event: 'customer.updated',
+    data: { customer_id: 'cust-789', business_name: 'Acme Corp Updated', updated_at: '2024-02-14T12:05:00' },
+    required: ['customer_id', 'business_name', 'updated_at'],
+  },
+  {
+    event: 'sales_order.created',
+    data: { order_id: 'so-001', customer_id: 'cust-789', amount: '2500.00', items_count: 5, created_at: '2024-02-14T13:00:00' },
+    required: ['order_id', 'customer_id', 'amount', 'items_count', 'created_at'],
+  },
+  {
+    event: 'sales_order.confirmed',
+    data: { order_id: 'so-001', confirmed_at: '2024-02-14T13:15:00' },
+    required: ['order_id', 'confirmed_at'],
+  },
+];
+
+/** invoice.created as the guide's "Test 1" sends it (amount as a number, no invoice_number). */
+const TEST1_INVOICE = { invoice_id: 'inv-123', amount: 1500.0, customer: 'Acme Corp' };
+/** invoice.created as the guide's service examples (Método 1/2) send it. */
+const SERVICE_INVOICE = { invoice_number: '001-001-000000001', amount: '1500.00', currency: 'USD', customer: 'Acme Corp', status: 'draft' };
+
+const BUILT_IN = [...GUIDE_EVENTS.map((e) => e.event), 'test.event'];
+
+let hl: TestHookline;
+let key: string;
+const receivers: Receiver[] = [];
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  key = (await hl.createTenant('Catalog')).apiKey;
+});
+afterAll(async () => {
+  await hl?.stop();
+  await Promise.all(receivers.map((r) => r.close()));
+});
+
+async function count(table: string): Promise<number> {
+  const [row] = await hl.dataSource.query(`select count(*)::int as n from ${table}`);
+  return row.n;
+}
+
+async function trigger(event: string, data: unknown, apiKey = key) {
+  return hl.gql(TRIGGER, { input: { event, data } }, apiKey);
+}
+
+/** Expects the trigger to succeed and to have recorded exactly the given data. */
+async function expectAccepted(event: string, data: unknown) {
+  const res = await trigger(event, data);
+  expect(res.errors, `${event} ${JSON.stringify(data)}: ${JSON.stringify(res.errors)}`).toBeUndefined();
+  expect(res.data.triggerEvent).toMatchObject({ duplicate: false, event: { event, data } });
+  return res.data.triggerEvent;
+}
+
+/** Expects BAD_USER_INPUT on field `data` with a message containing each of `mentions`, and nothing written. */
+async function expectRejected(event: string, data: unknown, mentions: string[] = []) {
+  const before = await count('webhook_events');
+  const res = await trigger(event, data);
+  expect(res.errors, `${event} ${JSON.stringify(data)} should be rejected`).toBeDefined();
+  expect(res.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+  expect(res.errors![0]!.message).toContain('data');
+  for (const m of mentions) expect(res.errors![0]!.message).toContain(m);
+  expect(res.data ?? null).toBeNull();
+  expect(await count('webhook_events')).toBe(before);
+}
+
+function without(data: Record<string, unknown>, field: string) {
+  const { [field]: _dropped, ...rest } = data;
+  return rest;
+}
+
+describe('eventTypes', () => {
+  it('lists the guide\'s 10 built-in events, each with a description and a JSON Schema of an object', async () => {
+    const res = await hl.gql(EVENT_TYPES, {}, key);
+    expect(res.errors).toBeUndefined();
+    const types: Array<{ name: string; description: string; schema: any; builtIn: boolean; createdAt: string }> = res.data.eventTypes;
+    const byName = new Map(types.map((t) => [t.name, t]));
+    for (const name of BUILT_IN) {
+      const type = byName.get(name);
+      expect(type, name).toBeDefined();
+      expect(type!.builtIn, name).toBe(true);
+      expect(typeof type!.description, name).toBe('string');
+      expect(type!.description.trim().length, name).toBeGreaterThan(0);
+      expect(type!.schema, name).toBeTypeOf('object');
+      expect(Array.isArray(type!.schema), name).toBe(false);
+      expect(type!.schema.type, name).toBe('object');
+      expect(Number.isNaN(Date.parse(type!.createdAt)), name).toBe(false);
+    }
+    // A fresh tenant has no types of its own.
+    expect(types.filter((t) => !t.builtIn)).toEqual([]);
+    expect(new Set(types.map((t) => t.name)).size).toBe(types.length);
+  });
+
+  it('each built-in schema declares the fields of the guide\'s example as required', async () => {
+    const res = await hl.gql(EVENT_TYPES, {}, key);
+    const byName = new Map<string, any>(res.data.eventTypes.map((t: any) => [t.name, t]));
+    for (const { event, required } of GUIDE_EVENTS) {
+      expect(byName.get(event).schema.required ?? [], event).toEqual(expect.arrayContaining(required));
+    }
+    expect(byName.get('test.event').schema.required ?? []).toEqual([]);
+  });
+});
+
+describe('built-in schemas accept the guide\'s example data', () => {
+  for (const { event, data } of GUIDE_EVENTS) {
+    it(`${event}: the guide's example`, async () => {
+      await expectAccepted(event, data);
+    });
+  }
+
+  it('invoice.created: both the Test 1 form (amount a number) and the service form (amount a string)', async () => {
+    const test1 = await expectAccepted('invoice.created', TEST1_INVOICE);
+    expect(test1.event).toMatchObject({ resourceType: 'invoice', resourceId: 'inv-123' });
+    await expectAccepted('invoice.created', SERVICE_INVOICE);
+    // Ejemplo 1 of the guide: the service form without status.
+    await expectAccepted('invoice.created', without(SERVICE_INVOICE, 'status'));
+  });
+
+  it('built-in schemas allow more fields than they require', async () => {
+    for (const { event, data } of GUIDE_EVENTS) await expectAccepted(event, { ...data, extra_field: { nested: [1, 2, 3] } });
+  });
+
+  it('test.event accepts any object', async () => {
+    await expectAccepted('test.event', { test: true });
+    await expectAccepted('test.event', {});
+    await expectAccepted('test.event', { message: 'hello', nested: { a: [1, 'two', null] } });
+  });
+});
+
+describe('built-in schemas reject data missing a required field, naming it', () => {
+  for (const { event, data, required } of GUIDE_EVENTS) {
+    for (const field of required) {
+      it(`${event} without ${field}`, async () => {
+        await expectRejected(event, without(data, field), [field]);
+      });
+    }
+  }
+
+  it('invoice.created without amount or customer, in both the Test 1 and the service form', async () => {
+    for (const form of [TEST1_INVOICE, SERVICE_INVOICE]) {
+      await expectRejected('invoice.created', without(form, 'amount'), ['amount']);
+      await expectRejected('invoice.created', without(form, 'customer'), ['customer']);
+    }
+  });
+
+  it('invoice.created does not require what only some examples carry', async () => {
+    for (const field of ['invoice_id', 'invoice_number', 'currency', 'status']) {
+      await expectAccepted('invoice.created', without(GUIDE_EVENTS[0]!.data, field));
+    }
+  });
+
+  it('invoice.created refuses an amount that is neither a string nor a number', async () => {
+    await expectRejected('invoice.created', { ...TEST1_INVOICE, amount: true }, ['amount']);
+    await expectRejected('invoice.created', { ...TEST1_INVOICE, amount: { value: 1500 } }, ['amount']);
+  });
+
+  it('test.event refuses data that is not an object', async () => {
+    await expectRejected('test.event', [1, 2]);
+    await expectRejected('test.event', 'x');
+    await expectRejected('test.event', 42);
+  });
+
+  it('every built-in event refuses data that is not an object', async () => {
+    for (const name of BUILT_IN) await expectRejected(name, [GUIDE_EVENTS[0]!.data]);
+  });
+
+  it('an unknown event name is BAD_USER_INPUT on event', async () => {
+    const before = await count('webhook_events');
+    const res = await trigger('invoice.exploded', { amount: 1, customer: 'x' });
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+    expect(res.errors?.[0]?.message).toContain('invoice.exploded');
+    expect(await count('webhook_events')).toBe(before);
+  });
+});
+
+describe('createEventType', () => {
+  const SHIPMENT_SCHEMA = {
+    type: 'object',
+    required: ['tracking'],
+    properties: { tracking: { type: 'string' }, carrier: { type: 'string' } },
+  };
+
+  it('registers an own type that is listed, validated by triggerEvent and selectable by a subscription', async () => {
+    const tenant = await hl.createTenant('Shipper');
+    const before = await count('event_types');
+    const res = await hl.gql(
+      CREATE_EVENT_TYPE,
+      { input: { name: 'shipment.dispatched', description: 'A shipment left the warehouse.', schema: SHIPMENT_SCHEMA } },
+      tenant.apiKey,
+    );
+    expect(res.errors).toBeUndefined();
+    expect(res.data.createEventType).toMatchObject({
+      name: 'shipment.dispatched',
+      description: 'A shipment left the warehouse.',
+      schema: SHIPMENT_SCHEMA,
+      builtIn: false,
+    });
+    expect(await count('event_types')).toBe(before + 1);
+
+    const listed = (await hl.gql(EVENT_TYPES, {}, tenant.apiKey)).data.eventTypes;
+    expect(listed.filter((t: any) => t.name === 'shipment.dispatched')).toEqual([
+      expect.objectContaining({ name: 'shipment.dispatched', builtIn: false, schema: SHIPMENT_SCHEMA }),
+    ]);
+    // The built-ins are still listed beside it.
+    for (const name of BUILT_IN) expect(listed.find((t: any) => t.name === name)?.builtIn, name).toBe(true);
+
+    // A subscription can select it, exactly and by pattern.
+    const receiver = await startReceiver();
+    receivers.push(receiver);
+    const exact = await hl.gql(CREATE_SUB, { input: { url: `${receiver.url}/exact`, events: ['shipment.dispatched'] } }, tenant.apiKey);
+    expect(exact.errors).toBeUndefined();
+    expect(exact.data.createWebhookSubscription.subscription.events).toEqual(['shipment.dispatched']);
+    const pattern = await hl.gql(CREATE_SUB, { input: { url: `${receiver.url}/pattern`, events: ['shipment.*'] } }, tenant.apiKey);
+    expect(pattern.errors).toBeUndefined();
+    const subIds = [exact.data.createWebhookSubscription.subscription.id, pattern.data.createWebhookSubscription.subscription.id];
+
+    // triggerEvent validates against its schema...
+    const events = await count('webhook_events');
+    const missing = await hl.gql(TRIGGER, { input: { event: 'shipment.dispatched', data: { carrier: 'DHL' } } }, tenant.apiKey);
+    expect(missing.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    expect(missing.errors?.[0]?.message).toContain('tracking');
+    const wrongType = await hl.gql(TRIGGER, { input: { event: 'shipment.dispatched', data: { tracking: 42 } } }, tenant.apiKey);
+    expect(wrongType.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    expect(wrongType.errors?.[0]?.message).toContain('tracking');
+    expect(await count('webhook_events')).toBe(events);
+
+    // ...and a valid one goes to both subscriptions.
+    const ok = await hl.gql(TRIGGER, { input: { event: 'shipment.dispatched', data: { tracking: 'TRK-1', carrier: 'DHL' } } }, tenant.apiKey);
+    expect(ok.errors).toBeUndefined();
+    expect(ok.data.triggerEvent.event).toMatchObject({ event: 'shipment.dispatched', resourceType: 'shipment' });
+    expect(ok.data.triggerEvent.deliveries.map((d: any) => d.subscription.id).sort()).toEqual([...subIds].sort());
+    const received = await receiver.waitFor(2);
+    expect(received.map((r) => r.path).sort()).toEqual(['/exact', '/pattern']);
+    for (const r of received) {
+      expect(r.headers['x-webhook-event']).toBe('shipment.dispatched');
+      expect(JSON.parse(r.body).data).toEqual({ tracking: 'TRK-1', carrier: 'DHL' });
+    }
+  });
+
+  describe('refuses bad input with BAD_USER_INPUT naming the field, writing nothing', () => {
+    let tenantKey: string;
+    beforeAll(async () => {
+      tenantKey = (await hl.createTenant('Refused')).apiKey;
+      const own = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.lost', schema: { type: 'object' } } }, tenantKey);
+      expect(own.errors).toBeUndefined();
+    });
+
+    const cases: Array<[string, Record<string, unknown>, 'name' | 'schema']> = [
+      ['a name with upper case', { name: 'Shipment', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['a name with upper case and a dot', { name: 'Shipment.Dispatched', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['a name without a dot', { name: 'nodot', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['an empty name', { name: '', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['the name of a built-in type', { name: 'invoice.created', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['the name of a built-in type (test.event)', { name: 'test.event', schema: { type: 'object' } }, 'name'],
+      ['the name of an own type', { name: 'parcel.lost', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['a schema that is a string', { name: 'parcel.found', schema: 'x' }, 'schema'],
+      ['a schema that is an array', { name: 'parcel.found', schema: [{ type: 'object' }] }, 'schema'],
+      ['a schema that is a number', { name: 'parcel.found', schema: 42 }, 'schema'],
+      ['a schema of an unknown type', { name: 'parcel.found', schema: { type: 'nonsense' } }, 'schema'],
+      ['a schema with a malformed keyword', { name: 'parcel.found', schema: { type: 'object', required: 'tracking' } }, 'schema'],
+    ];
+    // KNOWN SRC BUG (fails until fixed): a schema whose $schema names a meta-schema ajv does not have
+    // makes createEventType answer INTERNAL_SERVER_ERROR: src/webhooks/catalog.ts (EventCatalog.create)
+    // calls this.ajv.validateSchema(schema) outside any try, and ajv throws
+    // "no schema with key or ref ..." for an unknown $schema. It must be BAD_USER_INPUT on `schema`.
+    cases.push(['a schema naming an unknown meta-schema', { name: 'parcel.found', schema: { $schema: 'http://example.com/unknown', type: 'object' } }, 'schema']);
+    for (const [title, input, field] of cases) {
+      it(title, async () => {
+        const before = await count('event_types');
+        const res = await hl.gql(CREATE_EVENT_TYPE, { input }, tenantKey);
+        expect(res.errors, JSON.stringify(res)).toBeDefined();
+        expect(res.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field });
+        expect(res.errors![0]!.message).toContain(field);
+        expect(res.data ?? null).toBeNull();
+        expect(await count('event_types')).toBe(before);
+      });
+    }
+
+    // KNOWN SRC BUG (fails until fixed), same cause as "a schema naming an unknown meta-schema": a
+    // draft 2020-12 schema (what many tools emit) is an INTERNAL_SERVER_ERROR. Either supporting it
+    // (ajv/dist/2020) or refusing it as BAD_USER_INPUT on `schema` is acceptable; a 500 is not.
+    it('a draft 2020-12 schema is accepted or refused as BAD_USER_INPUT, never an internal error', async () => {
+      const before = await count('event_types');
+      const schema = { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object', required: ['id'] };
+      const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.modern', schema } }, tenantKey);
+      if (res.errors) {
+        expect(res.errors[0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
+        expect(await count('event_types')).toBe(before);
+      } else {
+        expect(res.data.createEventType).toMatchObject({ name: 'parcel.modern', builtIn: false });
+        const missing = await hl.gql(TRIGGER, { input: { event: 'parcel.modern', data: {} } }, tenantKey);
+        expect(missing.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+      }
+    });
+
+    it('the refused names are still not usable as events', async () => {
+      const res = await hl.gql(TRIGGER, { input: { event: 'parcel.found', data: {} } }, tenantKey);
+      expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+      const types = (await hl.gql(EVENT_TYPES, {}, tenantKey)).data.eventTypes;
+      const own = types.filter((t: any) => !t.builtIn).map((t: any) => t.name);
+      expect(own.filter((n: string) => n !== 'parcel.modern')).toEqual(['parcel.lost']);
+      // The built-in invoice.created is untouched.
+      const invoice = types.filter((t: any) => t.name === 'invoice.created');
+      expect(invoice).toHaveLength(1);
+      expect(invoice[0].builtIn).toBe(true);
+    });
+  });
+
+  it('an event of an own type is dispatched end to end like any other (DELIVERED)', async () => {
+    const tenant = await hl.createTenant('Own type delivery');
+    const receiver = await startReceiver();
+    receivers.push(receiver);
+    await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'crate.packed', schema: { type: 'object' } } }, tenant.apiKey);
+    const sub = await hl.gql(CREATE_SUB, { input: { url: receiver.url, events: ['crate.packed'] } }, tenant.apiKey);
+    expect(sub.errors).toBeUndefined();
+    const res = await hl.gql(TRIGGER, { input: { event: 'crate.packed', data: { id: 'c-1' } } }, tenant.apiKey);
+    const id = res.data.triggerEvent.deliveries[0].id;
+    await eventually(async () => {
+      const d = await hl.gql('query($id: ID!) { delivery(id: $id) { status } }', { id }, tenant.apiKey);
+      return d.data.delivery.status === 'DELIVERED';
+    });
+  });
+});
