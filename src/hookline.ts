@@ -11,6 +11,7 @@ import type { Logger } from './logger.js';
 import { LiveUpdates } from './live/delivery-updates.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
+import { createRestRoutes } from './server/rest.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
 
 export interface Hookline {
@@ -59,7 +60,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
       stops.push(() => live.close());
       services.live = live;
     }
-    const app = await buildApp({ services, metrics, serveApi, port: config.port, host });
+    const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes: createRestRoutes(services) });
     stops.push(() => app.stop());
     // A revoked key's live connections close at once, in every API process.
     services.live?.onApiKeyRevoked((apiKeyId) =>

@@ -1,0 +1,356 @@
+// The REST endpoints of the integration guide, under /api/v1/tenant/webhooks/.
+// A thin HTTP skin over the services GraphQL uses: the same auth
+// (resolveViewer + requireTenant), the same validation and tenant scoping
+// (SubscriptionService, WebhookService.triggerEvent, DeliveryService), the
+// same error codes. This file only translates JSON in (snake_case) to service
+// calls and rows out to snake_case JSON.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { requireTenant, resolveViewer } from '../auth/viewer.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type PageWindow } from '../db/keyset.js';
+import type { TenantId } from '../db/tenant-scope.js';
+import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
+import type { WebhookSubscription } from '../entities/webhook-subscription.js';
+import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
+import type { Services } from '../services.js';
+import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
+import type { CreatedDelivery } from '../webhooks/service.js';
+import { sendJson } from './app.js';
+import { BodyTooLargeError } from './http-body.js';
+
+export const REST_PREFIX = '/api/v1/tenant/webhooks';
+
+type Routes = NonNullable<import('./app.js').AppOptions['routes']>;
+type Method = 'GET' | 'POST';
+
+interface RestRequest {
+  tenantId: TenantId;
+  params: string[];
+  query: URLSearchParams;
+  /** The parsed JSON body: an object, or a BAD_USER_INPUT. */
+  json(): Promise<Record<string, unknown>>;
+}
+
+interface RestAnswer {
+  status: number;
+  body: unknown;
+}
+
+type Handler = (services: Services, request: RestRequest) => Promise<RestAnswer>;
+
+interface Route {
+  /** Path segments after the prefix; ':id' matches one segment. */
+  path: string[];
+  methods: Partial<Record<Method, Handler>>;
+}
+
+// ---- JSON shapes (snake_case, as in the guide) ----------------------------
+
+function iso(value: Date | string | null | undefined): string | null {
+  if (value === null || value === undefined) return null;
+  return (value instanceof Date ? value : new Date(value)).toISOString();
+}
+
+function subscriptionJson(s: WebhookSubscription, secret?: string) {
+  return {
+    id: s.id,
+    url: s.url,
+    // The guide's single-event form reads `event`; `events` is the full list.
+    event: s.events[0] ?? null,
+    events: s.events,
+    description: s.description,
+    active: s.active,
+    disabled_reason: s.disabledReason,
+    headers: s.headers,
+    created_at: iso(s.createdAt),
+    updated_at: iso(s.updatedAt),
+    ...(secret === undefined ? {} : { secret }),
+  };
+}
+
+function deliveryJson(d: DeliveryRow) {
+  return {
+    id: d.id,
+    event_id: d.eventId,
+    subscription_id: d.subscriptionId,
+    event: d.event,
+    target_url: d.targetUrl,
+    status: d.status,
+    attempts: d.attempts,
+    last_error: d.lastError,
+    last_status_code: d.lastStatusCode,
+    next_attempt_at: iso(d.nextAttemptAt),
+    delivered_at: iso(d.deliveredAt),
+    created_at: iso(d.createdAt),
+    updated_at: iso(d.updatedAt),
+  };
+}
+
+function attemptJson(a: AttemptRow) {
+  return {
+    number: a.number,
+    started_at: iso(a.startedAt),
+    duration_ms: a.durationMs,
+    status_code: a.statusCode,
+    error: a.error,
+    response_body: a.responseBody,
+  };
+}
+
+/** A delivery just created by triggerEvent, in the shape of a stored one (as GraphQL does). */
+function createdRow(d: CreatedDelivery): DeliveryRow {
+  return { ...d, lastError: null, lastStatusCode: null, deliveredAt: null, updatedAt: d.createdAt };
+}
+
+// ---- input checks ----------------------------------------------------------
+
+/** The service layer names fields as GraphQL does; REST callers know them in snake_case. */
+const REST_FIELD: Record<string, string> = {
+  data: 'payload',
+  resourceType: 'resource_type',
+  resourceId: 'resource_id',
+  idempotencyKey: 'idempotency_key',
+  subscriptionId: 'subscription_id',
+  disabledReason: 'disabled_reason',
+};
+
+function restError(error: HooklineError): { field?: string; message: string } {
+  if (!error.field) return { message: error.message };
+  const field = REST_FIELD[error.field] ?? error.field;
+  const message = error.message.startsWith(`${error.field}:`) ? field + error.message.slice(error.field.length) : error.message;
+  return { field, message };
+}
+
+function checkKnownFields(body: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) throw badInput(key, `is not a field of this request; expected ${allowed.join(', ')}`);
+  }
+}
+
+function optionalString(body: Record<string, unknown>, field: string): string | null | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return value as null | undefined;
+  if (typeof value !== 'string') throw badInput(field, 'must be a string');
+  return value;
+}
+
+function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw badInput(field, 'must be true or false');
+  return value;
+}
+
+function booleanParam(query: URLSearchParams, name: string): boolean | undefined {
+  const value = query.get(name);
+  if (value === null || value === '') return undefined;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw badInput(name, 'must be true or false');
+}
+
+/** `?limit=&after=`: a keyset page, as GraphQL's `first`/`after` (newest or oldest first per list). */
+function pageWindow(query: URLSearchParams): PageWindow {
+  const raw = query.get('limit');
+  let limit = DEFAULT_PAGE_SIZE;
+  if (raw !== null && raw !== '') {
+    limit = Number(raw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) throw badInput('limit', `must be an integer from 1 to ${MAX_PAGE_SIZE}`);
+  }
+  const after = query.get('after') || undefined;
+  return { after, limit, inverted: false };
+}
+
+// ---- handlers --------------------------------------------------------------
+
+const SUBSCRIPTION_FIELDS = ['event', 'events', 'url', 'secret', 'description', 'headers', 'active'] as const;
+
+const createSubscription: Handler = async (services, { tenantId, json }) => {
+  const body = await json();
+  checkKnownFields(body, SUBSCRIPTION_FIELDS);
+  const event = optionalString(body, 'event');
+  let events: string[] | undefined;
+  if (body.events !== undefined && body.events !== null) {
+    if (!Array.isArray(body.events) || !body.events.every((e) => typeof e === 'string')) {
+      throw badInput('events', 'must be an array of event names');
+    }
+    events = body.events as string[];
+  }
+  // `{event}` (the guide) and `{events}` both work; given together, both count.
+  const all = [...(event ? [event] : []), ...(events ?? [])];
+  if (!event && events === undefined) throw badInput('event', 'is required: give "event" (one name) or "events" (a list)');
+  const headers = body.headers;
+  if (headers !== undefined && headers !== null && (typeof headers !== 'object' || Array.isArray(headers))) {
+    throw badInput('headers', 'must be an object of header names to strings');
+  }
+  const url = optionalString(body, 'url');
+  if (!url) throw badInput('url', 'is required');
+  const { subscription, secret } = await services.subscriptions.create(tenantId, {
+    url,
+    events: all,
+    secret: optionalString(body, 'secret'),
+    description: optionalString(body, 'description'),
+    headers: headers as Record<string, unknown> | null | undefined,
+    active: optionalBoolean(body, 'active'),
+  });
+  return { status: 201, body: subscriptionJson(subscription, secret) };
+};
+
+const listSubscriptions: Handler = async (services, { tenantId, query }) => {
+  const rows = await services.subscriptions.list(
+    tenantId,
+    { event: query.get('event') || undefined, active: booleanParam(query, 'active') },
+    pageWindow(query),
+  );
+  return { status: 200, body: rows.map((s) => subscriptionJson(s)) };
+};
+
+const getSubscription: Handler = async (services, { tenantId, params }) => {
+  const subscription = await services.subscriptions.find(tenantId, params[0]!);
+  if (!subscription) throw notFound('webhook subscription', params[0]!);
+  return { status: 200, body: subscriptionJson(subscription) };
+};
+
+const DELIVERY_FIELDS = ['event', 'payload', 'resource_type', 'resource_id', 'idempotency_key'] as const;
+
+const createDeliveries: Handler = async (services, { tenantId, json }) => {
+  const body = await json();
+  checkKnownFields(body, DELIVERY_FIELDS);
+  const event = optionalString(body, 'event');
+  if (!event) throw badInput('event', 'is required');
+  if (body.payload === undefined) throw badInput('payload', 'is required: the event data, a JSON object');
+  // triggerEvent validates the payload (an object, at most 256 KiB, the event's schema) exactly as for GraphQL.
+  const result = await services.webhooks.triggerEvent({
+    tenantId,
+    event,
+    data: body.payload as Record<string, unknown>,
+    resourceType: optionalString(body, 'resource_type'),
+    resourceId: optionalString(body, 'resource_id'),
+    idempotencyKey: optionalString(body, 'idempotency_key'),
+  });
+  return {
+    status: 202,
+    body: {
+      event_id: result.event.id,
+      duplicate: result.duplicate,
+      deliveries: result.deliveries.map((d) => deliveryJson(createdRow(d))),
+    },
+  };
+};
+
+function statusParam(query: URLSearchParams): DeliveryStatus | undefined {
+  const value = query.get('status');
+  if (!value) return undefined;
+  const upper = value.toUpperCase();
+  if (!(DELIVERY_STATUSES as readonly string[]).includes(upper)) throw badInput('status', `must be one of ${DELIVERY_STATUSES.join(', ')}`);
+  return upper as DeliveryStatus;
+}
+
+const listDeliveries: Handler = async (services, { tenantId, query }) => {
+  const rows = await services.deliveries.list(
+    tenantId,
+    {
+      event: query.get('event') || undefined,
+      status: statusParam(query),
+      subscriptionId: query.get('subscription_id') || undefined,
+      eventId: query.get('event_id') || undefined,
+    },
+    pageWindow(query),
+  );
+  return { status: 200, body: rows.map(deliveryJson) };
+};
+
+const getDelivery: Handler = async (services, { tenantId, params }) => {
+  const id = params[0]!;
+  const delivery = await services.deliveries.find(tenantId, id);
+  if (!delivery) throw notFound('delivery', id);
+  const attempts = await services.deliveries.attempts(tenantId, id);
+  return { status: 200, body: { ...deliveryJson(delivery), attempt_log: attempts.map(attemptJson) } };
+};
+
+const ROUTES: Route[] = [
+  { path: ['subscriptions'], methods: { GET: listSubscriptions, POST: createSubscription } },
+  { path: ['subscriptions', ':id'], methods: { GET: getSubscription } },
+  { path: ['deliveries'], methods: { GET: listDeliveries, POST: createDeliveries } },
+  { path: ['deliveries', ':id'], methods: { GET: getDelivery } },
+];
+
+function match(segments: string[]): { route: Route; params: string[] } | undefined {
+  for (const route of ROUTES) {
+    if (route.path.length !== segments.length) continue;
+    const params: string[] = [];
+    const ok = route.path.every((part, i) => {
+      if (part === ':id') {
+        params.push(segments[i]!);
+        return true;
+      }
+      return part === segments[i];
+    });
+    if (ok) return { route, params };
+  }
+  return undefined;
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, field?: string): void {
+  sendJson(res, status, { error: { code, message, ...(field ? { field } : {}) } });
+}
+
+/** The `routes` hook of buildApp(): answers everything under REST_PREFIX, and nothing else. */
+export function createRestRoutes(services: Services): Routes {
+  return async (req: IncomingMessage, res: ServerResponse, readBody: () => Promise<Buffer>): Promise<boolean> => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    if (path !== REST_PREFIX && !path.startsWith(`${REST_PREFIX}/`)) return false;
+
+    const segments = path.slice(REST_PREFIX.length).split('/').filter(Boolean);
+    let decoded: string[];
+    try {
+      decoded = segments.map(decodeURIComponent);
+    } catch {
+      decoded = segments;
+    }
+    const found = match(decoded);
+    if (!found) {
+      sendError(res, 404, ErrorCode.NOT_FOUND, `no such endpoint: ${path}; see the REST API in the README`);
+      return true;
+    }
+    const handler = found.route.methods[req.method as Method];
+    if (!handler) {
+      res.setHeader('allow', Object.keys(found.route.methods).join(', '));
+      sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`);
+      return true;
+    }
+
+    try {
+      const viewer = await resolveViewer(services.dataSource, services.config.adminToken, req.headers.authorization);
+      const tenantId = requireTenant(viewer);
+      const json = async (): Promise<Record<string, unknown>> => {
+        const raw = (await readBody()).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(raw);
+        } catch (error) {
+          throw new HooklineError(ErrorCode.BAD_USER_INPUT, `the request body is not valid JSON: ${(error as Error).message}`);
+        }
+        if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+          throw new HooklineError(ErrorCode.BAD_USER_INPUT, 'the request body must be a JSON object');
+        }
+        return parsed as Record<string, unknown>;
+      };
+      const answer = await handler(services, { tenantId, params: found.params, query: url.searchParams, json });
+      sendJson(res, answer.status, answer.body);
+    } catch (error) {
+      // buildApp answers 413 for a body over 1 MiB, as it does for GraphQL.
+      if (error instanceof BodyTooLargeError) throw error;
+      if (error instanceof HooklineError) {
+        const { field, message } = restError(error);
+        if (error.code === ErrorCode.UNAUTHENTICATED) res.setHeader('www-authenticate', 'Bearer');
+        sendError(res, HTTP_STATUS[error.code], error.code, message, field);
+        return true;
+      }
+      services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
+      if (res.headersSent) res.destroy();
+      else sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'unexpected error');
+    }
+    return true;
+  };
+}
