@@ -1,0 +1,358 @@
+// The guide's REST endpoints answer with each status code of the contract,
+// share their data with GraphQL (one service layer), and keep tenants apart.
+import { createHmac } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+
+const INVOICE = { invoice_id: 'inv-123', amount: 1500.0, customer: 'Acme Corp' };
+
+let hl: TestHookline;
+let receiver: Receiver;
+let key: string;
+let tenantId: string;
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  receiver = await startReceiver(() => ({ status: 200, body: 'ok' }));
+});
+beforeEach(async () => {
+  ({ apiKey: key, id: tenantId } = await hl.createTenant());
+});
+afterAll(async () => {
+  await hl?.stop();
+  await receiver?.close();
+});
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
+async function rest(method: string, path: string, options: { token?: string | null; body?: unknown; raw?: string | Buffer } = {}): Promise<Answer> {
+  const token = options.token === undefined ? key : options.token;
+  const headers: Record<string, string> = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  let body: string | Buffer | undefined;
+  if (options.raw !== undefined) body = options.raw;
+  else if (options.body !== undefined) body = JSON.stringify(options.body);
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, { method, headers, body });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined };
+}
+
+function expectError(answer: Answer, status: number, code: string, field?: string) {
+  expect(answer.status, JSON.stringify(answer.body)).toBe(status);
+  expect(answer.body.error.code).toBe(code);
+  expect(typeof answer.body.error.message).toBe('string');
+  if (field) expect(answer.body.error.field).toBe(field);
+}
+
+const subscribe = (body: Record<string, unknown>, token?: string) => rest('POST', 'subscriptions', { body, token });
+const trigger = (body: Record<string, unknown>, token?: string) => rest('POST', 'deliveries', { body, token });
+
+async function countRows(table: string) {
+  const [{ count }] = await hl.dataSource.query(`select count(*)::int as count from ${table} where tenant_id = $1`, [tenantId]);
+  return count as number;
+}
+
+describe('201 POST subscriptions', () => {
+  it('accepts the guide\'s single-event body and answers the subscription with its id and secret', async () => {
+    const res = await subscribe({ event: 'invoice.created', url: `${receiver.url}/hooks`, secret: 'my-webhook-secret' });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({
+      url: `${receiver.url}/hooks`,
+      event: 'invoice.created',
+      events: ['invoice.created'],
+      active: true,
+      description: null,
+      disabled_reason: null,
+      secret: 'my-webhook-secret',
+    });
+    expect(res.body.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Date(res.body.created_at).getTime()).toBeGreaterThan(0);
+    expect(res.body.updated_at).toBeTypeOf('string');
+  });
+
+  it('accepts the list form with description, headers and active, and generates a whsec_ secret', async () => {
+    const res = await subscribe({
+      events: ['invoice.*', 'payment.received'],
+      url: receiver.url,
+      description: 'ERP',
+      headers: { 'X-Team': 'billing' },
+      active: false,
+    });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ events: ['invoice.*', 'payment.received'], description: 'ERP', headers: { 'X-Team': 'billing' }, active: false });
+    expect(res.body.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+  });
+});
+
+describe('200 GET subscriptions', () => {
+  it('lists the tenant\'s subscriptions, oldest first, filtered by event and active, never with the secret', async () => {
+    const a = await subscribe({ event: 'invoice.created', url: receiver.url });
+    const b = await subscribe({ events: ['payment.*'], url: receiver.url, active: false });
+    const all = await rest('GET', 'subscriptions');
+    expect(all.status).toBe(200);
+    expect(all.body.map((s: any) => s.id)).toEqual([a.body.id, b.body.id]);
+    for (const s of all.body) expect(s).not.toHaveProperty('secret');
+    expect((await rest('GET', 'subscriptions?event=payment.received')).body.map((s: any) => s.id)).toEqual([b.body.id]);
+    expect((await rest('GET', 'subscriptions?active=true')).body.map((s: any) => s.id)).toEqual([a.body.id]);
+    expect((await rest('GET', `subscriptions/${a.body.id}`)).body).toMatchObject({ id: a.body.id, event: 'invoice.created' });
+    expectError(await rest('GET', 'subscriptions?active=yes'), 400, 'BAD_USER_INPUT', 'active');
+  });
+});
+
+describe('202 POST deliveries and 200 GET deliveries', () => {
+  it('triggers the event, answers the created deliveries, and lists them as they are delivered', async () => {
+    const sub = await subscribe({ event: 'invoice.created', url: `${receiver.url}/rest-202`, secret: 'my-webhook-secret' });
+    const res = await trigger({ event: 'invoice.created', payload: INVOICE });
+    expect(res.status).toBe(202);
+    expect(res.body.event_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(res.body.duplicate).toBe(false);
+    expect(res.body.deliveries).toHaveLength(1);
+    const created = res.body.deliveries[0];
+    expect(created).toMatchObject({
+      event_id: res.body.event_id,
+      subscription_id: sub.body.id,
+      event: 'invoice.created',
+      target_url: `${receiver.url}/rest-202`,
+      status: 'PENDING',
+      attempts: 0,
+      last_error: null,
+    });
+
+    const delivered = await eventually(async () => {
+      const list = await rest('GET', 'deliveries?event=invoice.created');
+      return list.body[0]?.status === 'DELIVERED' ? list : undefined;
+    });
+    expect(delivered.status).toBe(200);
+    expect(delivered.body).toHaveLength(1);
+    expect(delivered.body[0]).toMatchObject({ id: created.id, status: 'DELIVERED', attempts: 1, last_error: null, last_status_code: 200 });
+    for (const field of ['id', 'event', 'status', 'attempts', 'last_error', 'created_at', 'subscription_id', 'target_url', 'next_attempt_at', 'delivered_at', 'updated_at']) {
+      expect(delivered.body[0]).toHaveProperty(field);
+    }
+
+    // The receiver got the payload as the envelope's data, signed with the subscription's secret.
+    const got = receiver.received.find((r) => r.path === '/rest-202')!;
+    const envelope = JSON.parse(got.body);
+    expect(envelope).toMatchObject({ id: res.body.event_id, event: 'invoice.created', resource_id: 'inv-123', tenant_id: tenantId, data: INVOICE });
+    expect(got.headers['x-signature']).toBe(`sha256=${createHmac('sha256', 'my-webhook-secret').update(got.body).digest('hex')}`);
+
+    const one = await rest('GET', `deliveries/${created.id}`);
+    expect(one.status).toBe(200);
+    expect(one.body).toMatchObject({ id: created.id, status: 'DELIVERED', attempts: 1 });
+    expect(one.body.attempt_log).toEqual([expect.objectContaining({ number: 1, status_code: 200, error: null })]);
+  });
+
+  it('filters by status and subscription, newest first, with a limit', async () => {
+    const sub = await subscribe({ event: 'test.event', url: `${receiver.url}/filters` });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await trigger({ event: 'test.event', payload: { n: i } })).body.deliveries[0].id);
+    await eventually(async () => (await rest('GET', 'deliveries?status=DELIVERED')).body.length === 3);
+    const listed = await rest('GET', `deliveries?subscription_id=${sub.body.id}&status=delivered`);
+    expect(listed.body.map((d: any) => d.id)).toEqual([...ids].reverse());
+    expect((await rest('GET', 'deliveries?limit=2')).body.map((d: any) => d.id)).toEqual([ids[2], ids[1]]);
+    expect((await rest('GET', `deliveries?limit=2&after=${ids[1]}`)).body.map((d: any) => d.id)).toEqual([ids[0]]);
+    expect((await rest('GET', 'deliveries?status=PENDING')).body).toEqual([]);
+    expectError(await rest('GET', 'deliveries?status=LOST'), 400, 'BAD_USER_INPUT', 'status');
+    expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
+  });
+
+  it('answers the first event with duplicate: true for a repeated idempotency_key', async () => {
+    await subscribe({ event: 'test.event', url: receiver.url });
+    const first = await trigger({ event: 'test.event', payload: {}, idempotency_key: 'k-1' });
+    const again = await trigger({ event: 'test.event', payload: {}, idempotency_key: 'k-1' });
+    expect(again.status).toBe(202);
+    expect(again.body).toMatchObject({ event_id: first.body.event_id, duplicate: true });
+    expect(again.body.deliveries.map((d: any) => d.id)).toEqual(first.body.deliveries.map((d: any) => d.id));
+  });
+});
+
+describe('400 BAD_USER_INPUT', () => {
+  it('refuses malformed JSON and bodies that are not objects', async () => {
+    expectError(await rest('POST', 'subscriptions', { raw: '{"event": "invoice.created", "url": ' }), 400, 'BAD_USER_INPUT');
+    expectError(await rest('POST', 'deliveries', { raw: '[1, 2]' }), 400, 'BAD_USER_INPUT');
+    expectError(await rest('POST', 'deliveries', { raw: '' }), 400, 'BAD_USER_INPUT');
+  });
+
+  it('names the field: missing url or event, unknown event, unknown field, bad types', async () => {
+    expectError(await subscribe({ event: 'invoice.created' }), 400, 'BAD_USER_INPUT', 'url');
+    expectError(await subscribe({ url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
+    expectError(await subscribe({ event: 'invoice.exploded', url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    expectError(await subscribe({ event: 'invoice.created', url: 'ftp://example.com' }), 400, 'BAD_USER_INPUT', 'url');
+    expectError(await subscribe({ event: 'invoice.created', url: receiver.url, secret: 'short' }), 400, 'BAD_USER_INPUT', 'secret');
+    expectError(await subscribe({ evnt: 'invoice.created', url: receiver.url }), 400, 'BAD_USER_INPUT', 'evnt');
+    expectError(await subscribe({ events: 'invoice.created', url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    expectError(await trigger({ event: 'invoice.exploded', payload: INVOICE }), 400, 'BAD_USER_INPUT', 'event');
+    expectError(await trigger({ event: 'invoice.created' }), 400, 'BAD_USER_INPUT', 'payload');
+    expectError(await trigger({ event: 'invoice.created', payload: 'text' }), 400, 'BAD_USER_INPUT', 'payload');
+    expect(await countRows('webhook_subscriptions')).toBe(0);
+    expect(await countRows('webhook_events')).toBe(0);
+  });
+
+  it('validates the payload against the event\'s schema, like triggerEvent', async () => {
+    const res = await trigger({ event: 'invoice.created', payload: { invoice_id: 'inv-1', amount: true } });
+    expectError(res, 400, 'BAD_USER_INPUT', 'payload');
+    expect(res.body.error.message).toMatch(/^payload: does not match the schema of invoice.created/);
+    const gql = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', {
+      input: { event: 'invoice.created', data: { invoice_id: 'inv-1', amount: true } },
+    }, key);
+    expect(gql.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(await countRows('webhook_events')).toBe(0);
+  });
+});
+
+describe('401, 403 and the other statuses', () => {
+  it('401 UNAUTHENTICATED without a key, with a wrong or revoked key, or a non-Bearer header', async () => {
+    expectError(await rest('GET', 'deliveries', { token: null }), 401, 'UNAUTHENTICATED');
+    expectError(await rest('GET', 'deliveries', { token: 'hkl_wrong' }), 401, 'UNAUTHENTICATED');
+    const noAuth = await subscribe({ event: 'invoice.created', url: receiver.url }, '');
+    expectError(noAuth, 401, 'UNAUTHENTICATED');
+    expect(noAuth.headers.get('www-authenticate')).toBe('Bearer');
+    const basic = await fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries`, { headers: { authorization: 'Basic abc' } });
+    expect(basic.status).toBe(401);
+    expect((await basic.json()).error.code).toBe('UNAUTHENTICATED');
+
+    const created = await hl.gql('mutation($n: String!) { createApiKey(name: $n) { apiKey id } }', { n: 'tmp' }, key);
+    const { apiKey, id } = created.data.createApiKey;
+    expect((await rest('GET', 'deliveries', { token: apiKey })).status).toBe(200);
+    await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id }, key);
+    expectError(await rest('GET', 'deliveries', { token: apiKey }), 401, 'UNAUTHENTICATED');
+    expect(await countRows('webhook_subscriptions')).toBe(0);
+  });
+
+  it('403 FORBIDDEN for the admin token, which has no tenant', async () => {
+    expectError(await rest('GET', 'subscriptions', { token: ADMIN_TOKEN }), 403, 'FORBIDDEN');
+    expectError(await trigger({ event: 'test.event', payload: {} }, ADMIN_TOKEN), 403, 'FORBIDDEN');
+  });
+
+  it('404 NOT_FOUND for an unknown delivery or subscription and an unknown route; 405 for a wrong method', async () => {
+    expectError(await rest('GET', 'deliveries/0b0e5d3a-4a7b-4f6e-9a51-2d1f3c4b5a69'), 404, 'NOT_FOUND');
+    expectError(await rest('GET', 'deliveries/not-a-uuid'), 404, 'NOT_FOUND');
+    expectError(await rest('GET', 'subscriptions/0b0e5d3a-4a7b-4f6e-9a51-2d1f3c4b5a69'), 404, 'NOT_FOUND');
+    expectError(await rest('GET', 'events'), 404, 'NOT_FOUND');
+    const wrong = await rest('DELETE', 'deliveries');
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toBe('GET, POST');
+    expect(wrong.body.error.code).toBe('METHOD_NOT_ALLOWED');
+  });
+
+  it('413 PAYLOAD_TOO_LARGE for a payload over 256 KiB and for a body over 1 MiB', async () => {
+    await subscribe({ event: 'test.event', url: receiver.url });
+    const big = await trigger({ event: 'test.event', payload: { blob: 'x'.repeat(257 * 1024) } });
+    expectError(big, 413, 'PAYLOAD_TOO_LARGE', 'payload');
+    const huge = await rest('POST', 'deliveries', { raw: JSON.stringify({ event: 'test.event', payload: { blob: 'x'.repeat(1024 * 1024) } }) });
+    expectError(huge, 413, 'PAYLOAD_TOO_LARGE');
+    expect(await countRows('webhook_events')).toBe(0);
+    // The server is still well after refusing both.
+    expect((await rest('GET', 'deliveries')).status).toBe(200);
+  });
+});
+
+describe('one service layer under REST and GraphQL', () => {
+  it('GraphQL sees what REST created, and REST sees what GraphQL created', async () => {
+    const viaRest = await subscribe({ event: 'invoice.created', url: `${receiver.url}/same`, description: 'rest' });
+    const gqlSubs = await hl.gql('{ webhookSubscriptions { edges { node { id url events description active } } } }', {}, key);
+    expect(gqlSubs.data.webhookSubscriptions.edges.map((e: any) => e.node)).toEqual([
+      { id: viaRest.body.id, url: `${receiver.url}/same`, events: ['invoice.created'], description: 'rest', active: true },
+    ]);
+
+    const viaGql = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      { input: { url: `${receiver.url}/same-gql`, events: ['payment.*'] } },
+      key,
+    );
+    const gqlSubId = viaGql.data.createWebhookSubscription.subscription.id;
+    expect((await rest('GET', 'subscriptions')).body.map((s: any) => [s.id, s.events])).toEqual([
+      [viaRest.body.id, ['invoice.created']],
+      [gqlSubId, ['payment.*']],
+    ]);
+
+    const triggered = await trigger({ event: 'invoice.created', payload: INVOICE });
+    const restDeliveryId = triggered.body.deliveries[0].id;
+    const seen = await hl.gql('query($id: ID!) { delivery(id: $id) { id event subscription { id } webhookEvent { id data } } }', { id: restDeliveryId }, key);
+    expect(seen.data.delivery).toEqual({
+      id: restDeliveryId,
+      event: 'invoice.created',
+      subscription: { id: viaRest.body.id },
+      webhookEvent: { id: triggered.body.event_id, data: INVOICE },
+    });
+
+    const payment = { payment_id: 'pay-456', invoice_id: 'inv-123', amount: '1500.00', method: 'bank_transfer', reference: 'TR-2024-001', received_at: '2024-02-14T11:00:00' };
+    const gqlTrigger = await hl.gql(
+      'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }',
+      { input: { event: 'payment.received', data: payment } },
+      key,
+    );
+    const gqlDeliveryId = gqlTrigger.data.triggerEvent.deliveries[0].id;
+    const listed = await rest('GET', 'deliveries?event=payment.received');
+    expect(listed.body.map((d: any) => [d.id, d.subscription_id, d.event_id])).toEqual([
+      [gqlDeliveryId, gqlSubId, gqlTrigger.data.triggerEvent.event.id],
+    ]);
+    await eventually(async () => (await rest('GET', 'deliveries?status=DELIVERED')).body.length === 2);
+    const gqlList = await hl.gql('{ deliveries(status: DELIVERED) { edges { node { id attempts } } } }', {}, key);
+    expect(gqlList.data.deliveries.edges.map((e: any) => e.node.id).sort()).toEqual([gqlDeliveryId, restDeliveryId].sort());
+  });
+});
+
+describe('tenant isolation over REST', () => {
+  it('another tenant\'s subscriptions and deliveries are not listed, and its delivery is NOT_FOUND', async () => {
+    const mine = await subscribe({ event: 'test.event', url: `${receiver.url}/mine` });
+    const myDelivery = (await trigger({ event: 'test.event', payload: { who: 'me' } })).body.deliveries[0].id;
+
+    const other = await hl.createTenant('Other');
+    const theirs = await subscribe({ event: 'test.event', url: `${receiver.url}/theirs` }, other.apiKey);
+    const theirTrigger = await trigger({ event: 'test.event', payload: { who: 'them' } }, other.apiKey);
+    // Only the other tenant's subscription receives its event.
+    expect(theirTrigger.body.deliveries.map((d: any) => d.subscription_id)).toEqual([theirs.body.id]);
+    const theirDelivery = theirTrigger.body.deliveries[0].id;
+
+    expect((await rest('GET', 'subscriptions')).body.map((s: any) => s.id)).toEqual([mine.body.id]);
+    expect((await rest('GET', 'deliveries')).body.map((d: any) => d.id)).toEqual([myDelivery]);
+    expectError(await rest('GET', `deliveries/${theirDelivery}`), 404, 'NOT_FOUND');
+    expectError(await rest('GET', `subscriptions/${theirs.body.id}`), 404, 'NOT_FOUND');
+    expect((await rest('GET', `deliveries?subscription_id=${theirs.body.id}`)).body).toEqual([]);
+    expect((await rest('GET', `deliveries/${theirDelivery}`, { token: other.apiKey })).status).toBe(200);
+    expectError(await rest('GET', `deliveries/${myDelivery}`, { token: other.apiKey }), 404, 'NOT_FOUND');
+  });
+});
+
+describe('500 for the unexpected', () => {
+  it('answers an opaque INTERNAL_SERVER_ERROR and logs the detail', async () => {
+    const { createRestRoutes } = await import('../../src/server/rest.js');
+    const logged: unknown[] = [];
+    const services = {
+      config: { adminToken: 'admin' },
+      dataSource: { query: async () => [{ id: 'key-1', tenant_id: 'tenant-1' }] },
+      log: { error: (...args: unknown[]) => logged.push(args) },
+      deliveries: {
+        list: async () => {
+          throw new Error('connection reset: password=hunter2');
+        },
+      },
+    } as any;
+    let status = 0;
+    let text = '';
+    const res = {
+      headersSent: false,
+      setHeader() {},
+      writeHead(s: number) {
+        status = s;
+      },
+      end(t: string) {
+        text = t;
+      },
+    } as any;
+    const req = { url: '/api/v1/tenant/webhooks/deliveries', method: 'GET', headers: { authorization: 'Bearer hkl_x' } } as any;
+    const handled = await createRestRoutes(services)(req, res, async () => Buffer.alloc(0));
+    expect(handled).toBe(true);
+    expect(status).toBe(500);
+    expect(JSON.parse(text)).toEqual({ error: { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' } });
+    expect((logged[0] as any)[0].err.message).toContain('hunter2');
+    // Paths outside the prefix are left to GraphQL.
+    expect(await createRestRoutes(services)({ ...req, url: '/graphql' }, res, async () => Buffer.alloc(0))).toBe(false);
+  });
+});
