@@ -29,14 +29,22 @@ export async function withTenant<T>(
       `select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant`,
     );
     await enterTenant(manager, tenantId);
-    try {
-      return await fn(manager);
-    } finally {
-      await manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
+    const restore = () =>
+      manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
         previous.role,
         previous.tenant,
       ]);
+    let result: T;
+    try {
+      result = await fn(manager);
+    } catch (error) {
+      // After a failed statement the transaction is aborted and the restore fails too;
+      // the caller must roll back (which undoes the setting), and needs the first error.
+      await restore().catch(() => {});
+      throw error;
     }
+    await restore();
+    return result;
   }
   return manager.transaction(async (tx) => {
     await enterTenant(tx, tenantId);
