@@ -30,11 +30,11 @@ interface Answer {
   body: any;
 }
 
-async function rest(method: string, path: string, options: { token?: string | null; body?: unknown; raw?: string | Buffer } = {}): Promise<Answer> {
+async function rest(method: string, path: string, options: { token?: string | null; body?: unknown; raw?: string } = {}): Promise<Answer> {
   const token = options.token === undefined ? key : options.token;
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
-  let body: string | Buffer | undefined;
+  let body: string | undefined;
   if (options.raw !== undefined) body = options.raw;
   else if (options.body !== undefined) body = JSON.stringify(options.body);
   if (body !== undefined) headers['content-type'] = 'application/json';

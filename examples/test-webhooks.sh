@@ -1,0 +1,46 @@
+#!/bin/bash
+# The integration guide's "Test 1: Crear Suscripción y Enviar Evento", as
+# written, against Hookline. Needs curl and jq.
+#
+#   HOOKLINE_URL=http://localhost:4000 HOOKLINE_TOKEN=hkl_... \
+#   TARGET_URL=https://webhook.site/<your-id> bash examples/test-webhooks.sh
+#
+# The last step prints {status, attempts, last_error} of each invoice.created
+# delivery of the tenant (newest first).
+set -euo pipefail
+
+BASE_URL="${HOOKLINE_URL:-http://localhost:4000}"
+TOKEN="${HOOKLINE_TOKEN:-YOUR_TOKEN}"
+TARGET_URL="${TARGET_URL:-https://webhook.site/12345-abcde}"
+WEBHOOK_SECRET="${WEBHOOK_SECRET:-my-webhook-secret}"
+API="$BASE_URL/api/v1/tenant/webhooks"
+
+# 1. Create subscription
+SUBSCRIPTION=$(curl -s -X POST "$API/subscriptions" \
+  -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" \
+  -d '{
+    "event": "invoice.created",
+    "url": "'"$TARGET_URL"'",
+    "secret": "'"$WEBHOOK_SECRET"'"
+  }' | jq '.id')
+
+echo "Subscription created: $SUBSCRIPTION"
+
+# 2. Trigger event
+curl -s -X POST "$API/deliveries" \
+  -H "Authorization: Bearer $TOKEN" \
+  -H "Content-Type: application/json" \
+  -d '{
+    "event": "invoice.created",
+    "payload": {
+      "invoice_id": "inv-123",
+      "amount": 1500.00,
+      "customer": "Acme Corp"
+    }
+  }' | jq '.'
+
+# 3. Check delivery status
+sleep 2
+curl -s -X GET "$API/deliveries?event=invoice.created" \
+  -H "Authorization: Bearer $TOKEN" | jq '.[] | {status, attempts, last_error}'

@@ -1,0 +1,318 @@
+// Everything the integration guide shows runs against a real Hookline and real
+// receivers: the Test 1 script, the invoice module, the receiver, and the
+// Python verifier.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { DataSource } from 'typeorm';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createAppDataSource } from '../../examples/invoice-module/data-source.js';
+import { Invoice } from '../../examples/invoice-module/invoice.js';
+import { InvoiceService } from '../../examples/invoice-module/invoice-service.js';
+import { createReceiver, type ReceivedEvent } from '../../examples/receiver/receiver.js';
+import { runMigrations } from '../../src/index.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Received, type Receiver } from '../helpers/receiver.js';
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, '../..');
+const TSX = join(ROOT, 'node_modules/.bin/tsx');
+
+const INVOICE_DATA = {
+  invoice_id: 'inv-123',
+  invoice_number: '001-001-000000001',
+  amount: '1500.00',
+  currency: 'USD',
+  customer: 'Acme Corp',
+  status: 'draft',
+};
+const PAYMENT_DATA = {
+  payment_id: 'pay-456',
+  invoice_id: 'inv-123',
+  amount: '1500.00',
+  method: 'bank_transfer',
+  reference: 'TR-2024-001',
+  received_at: '2024-02-14T11:00:00',
+};
+
+let hl: TestHookline;
+let key: string;
+let tenantId: string;
+let tmp: string;
+const closers: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  tmp = await mkdtemp(join(tmpdir(), 'hookline-examples-'));
+});
+beforeEach(async () => {
+  ({ apiKey: key, id: tenantId } = await hl.createTenant());
+});
+afterAll(async () => {
+  for (const close of closers.reverse()) await close().catch(() => {});
+  await hl?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+async function receiverWith(respond?: Receiver['respond']) {
+  const r = await startReceiver(respond);
+  closers.push(() => r.close());
+  return r;
+}
+
+async function rest(method: string, path: string, body?: unknown) {
+  const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = (await res.json()) as any;
+  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function delivered(deliveryId: string) {
+  return eventually(async () => {
+    const d = await rest('GET', `deliveries/${deliveryId}`);
+    return d.status === 'DELIVERED' ? d : undefined;
+  });
+}
+
+describe('examples/test-webhooks.sh (the guide\'s Test 1)', () => {
+  it('creates the subscription, triggers the event and prints status DELIVERED, attempts 1, last_error null', async () => {
+    const target = await receiverWith(() => ({ status: 200, body: 'ok' }));
+    const { stdout } = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], {
+      env: { ...process.env, HOOKLINE_URL: hl.url, HOOKLINE_TOKEN: key, TARGET_URL: `${target.url}/webhooks/test1` },
+      timeout: 20_000,
+    });
+    const created = /^Subscription created: "([0-9a-f-]{36})"$/m.exec(stdout);
+    expect(created, stdout).not.toBeNull();
+    expect(stdout).toContain('"event_id":');
+    expect(stdout).toContain('"status": "PENDING"');
+    const last = JSON.parse(stdout.slice(stdout.lastIndexOf('{\n  "status"')));
+    expect(last).toEqual({ status: 'DELIVERED', attempts: 1, last_error: null });
+
+    // What the target got: the guide's payload as data, signed with the script's secret.
+    const [got] = target.received;
+    expect(got!.path).toBe('/webhooks/test1');
+    expect(JSON.parse(got!.body).data).toEqual({ invoice_id: 'inv-123', amount: 1500, customer: 'Acme Corp' });
+    const subs = await rest('GET', 'subscriptions');
+    expect(subs.map((s: any) => s.id)).toEqual([created![1]]);
+  });
+});
+
+describe('examples/invoice-module', () => {
+  let dataSource: DataSource;
+
+  beforeAll(async () => {
+    dataSource = await createAppDataSource(hl.databaseUrl).initialize();
+    closers.push(() => dataSource.destroy());
+    // Hookline's migrations are already applied (shared hookline_migrations table): only the app's runs.
+    expect(await runMigrations(dataSource)).toEqual(['CreateInvoices1764400000001']);
+  });
+
+  const invoiceData = (number: string) => ({ number, total: '1500.00', currency: 'USD', customer_name: 'Acme Corp' });
+  const count = async (table: string) =>
+    (await dataSource.query(`select count(*)::int as n from ${table} where tenant_id = $1`, [tenantId]))[0].n as number;
+
+  it('rolls back the invoice and its webhook together when the transaction fails after the trigger', async () => {
+    const target = await receiverWith();
+    await rest('POST', 'subscriptions', { event: 'invoice.created', url: target.url });
+    const service = new InvoiceService(dataSource);
+    await expect(
+      dataSource.transaction(async (manager) => {
+        const invoice = await service.createInvoice(invoiceData('001-001-000000010'), tenantId, manager);
+        // Inside the transaction, the event is there with the invoice...
+        expect(await manager.count(Invoice, { where: { id: invoice.id } })).toBe(1);
+        throw new Error('the ERP failed after the trigger');
+      }),
+    ).rejects.toThrow('the ERP failed after the trigger');
+    // ...and after the rollback neither is.
+    expect(await count('invoices')).toBe(0);
+    expect(await count('webhook_events')).toBe(0);
+    expect(await count('webhook_deliveries')).toBe(0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(target.received).toHaveLength(0);
+  });
+
+  it('commits the invoice with its invoice.created delivery, which Hookline sends (run with tsx, as a user would)', async () => {
+    const target = await receiverWith(() => ({ status: 200 }));
+    const sub = await rest('POST', 'subscriptions', { event: 'invoice.created', url: `${target.url}/erp`, secret: 'invoice-module-secret' });
+    const { stdout } = await run(TSX, [join(ROOT, 'examples/invoice-module/demo.ts')], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: hl.databaseUrl, TENANT_ID: tenantId, INVOICE_NUMBER: '001-001-000000042' },
+      timeout: 30_000,
+    });
+    const invoice = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(invoice).toMatchObject({ tenantId, number: '001-001-000000042', total: '1500.00', customerName: 'Acme Corp', status: 'draft' });
+
+    const [got] = await target.waitFor(1);
+    const envelope = JSON.parse(got!.body);
+    expect(envelope).toMatchObject({
+      event: 'invoice.created',
+      resource_type: 'invoice',
+      resource_id: invoice.id,
+      tenant_id: tenantId,
+      data: {
+        invoice_id: invoice.id,
+        invoice_number: '001-001-000000042',
+        amount: '1500.00',
+        currency: 'USD',
+        customer: 'Acme Corp',
+        status: 'draft',
+      },
+    });
+    const [delivery] = await rest('GET', `deliveries?subscription_id=${sub.id}`);
+    expect((await delivered(delivery.id)).attempts).toBe(1);
+    expect(await count('invoices')).toBe(1);
+  });
+
+  it('refuses the invoice when the webhook cannot be recorded (an unknown tenant): nothing is written', async () => {
+    const service = new InvoiceService(dataSource);
+    const stranger = '00000000-0000-4000-8000-000000000000';
+    const error = await service.createInvoice(invoiceData('001-001-000000099'), stranger).catch((e) => e);
+    // The database's own error reaches the caller, not a later "current transaction is aborted".
+    expect(String(error)).toMatch(/webhook_events_tenant_id_fkey/);
+    const [{ n }] = await dataSource.query('select count(*)::int as n from invoices where tenant_id = $1', [stranger]);
+    expect(n).toBe(0);
+  });
+});
+
+/** A real delivery's request, captured as a receiver would get it. */
+async function captureDelivery(event: string, data: object, secret?: string): Promise<{ request: Received; secret: string }> {
+  const capture = await receiverWith(() => ({ status: 200 }));
+  const sub = await rest('POST', 'subscriptions', { event, url: `${capture.url}/capture`, ...(secret ? { secret } : {}) });
+  await rest('POST', 'deliveries', { event, payload: data });
+  const [request] = await capture.waitFor(1);
+  return { request: request!, secret: sub.secret };
+}
+
+describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
+  let server: Server;
+  let url: string;
+  let secret: string;
+  const handled: ReceivedEvent[] = [];
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    // The secret is a generated whsec_ one, so the base64-decoded key is what both schemes use.
+    secret = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
+    server = createReceiver({ secret, onEvent: (e) => void handled.push(e), log: (line) => void lines.push(line) });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/gestiqcloud`;
+  });
+
+  async function post(body: string, headers: Record<string, string>) {
+    const res = await fetch(url, { method: 'POST', headers, body });
+    return { status: res.status, body: (await res.json()) as any };
+  }
+
+  function forwarded(request: Received, changes: Record<string, string | undefined> = {}) {
+    const headers: Record<string, string> = {};
+    for (const name of ['content-type', 'x-signature', 'webhook-id', 'webhook-timestamp', 'webhook-signature', 'x-webhook-event']) {
+      const value = name in changes ? changes[name] : (request.headers[name] as string);
+      if (value !== undefined) headers[name] = value;
+    }
+    return headers;
+  }
+
+  it('is the target of real deliveries: verifies them and handles invoice.created and payment.received once each', async () => {
+    await rest('POST', 'subscriptions', { events: ['invoice.created', 'payment.received'], url, secret });
+    const invoice = await rest('POST', 'deliveries', { event: 'invoice.created', payload: INVOICE_DATA });
+    const payment = await rest('POST', 'deliveries', { event: 'payment.received', payload: PAYMENT_DATA });
+    const done = [await delivered(invoice.deliveries[0].id), await delivered(payment.deliveries[0].id)];
+    expect(done.map((d) => [d.attempts, d.last_status_code])).toEqual([
+      [1, 200],
+      [1, 200],
+    ]);
+    expect(handled.map((e) => [e.webhookId, e.envelope.event, e.envelope.id])).toEqual([
+      [invoice.deliveries[0].id, 'invoice.created', invoice.event_id],
+      [payment.deliveries[0].id, 'payment.received', payment.event_id],
+    ]);
+    expect(lines).toEqual(['Invoice created: 001-001-000000001', 'Payment received: 1500.00']);
+  });
+
+  it('answers 400 without X-Signature and 401 for a tampered body, a wrong secret or a stale timestamp', async () => {
+    const { request } = await captureDelivery('invoice.created', INVOICE_DATA, secret);
+    const before = handled.length;
+
+    const unsigned = await post(request.body, forwarded(request, { 'x-signature': undefined }));
+    expect(unsigned).toEqual({ status: 400, body: { detail: 'Missing X-Signature header' } });
+
+    const tampered = request.body.replace('"1500.00"', '"1.00"');
+    expect(tampered).not.toBe(request.body);
+    expect(await post(tampered, forwarded(request))).toEqual({ status: 401, body: { detail: 'Invalid signature' } });
+
+    // X-Signature alone is right, but the Standard Webhooks headers are missing or stale.
+    const noStandard = await post(request.body, forwarded(request, { 'webhook-signature': undefined }));
+    expect(noStandard.status).toBe(400);
+    const stale = await post(request.body, forwarded(request, { 'webhook-timestamp': String(Math.floor(Date.now() / 1000) - 3600) }));
+    expect(stale.status).toBe(401);
+    expect(stale.body.detail).toMatch(/too old/);
+
+    const other = createReceiver({ secret: 'some-other-secret-0123', log: () => {} });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const res = await fetch(`http://127.0.0.1:${(other.address() as AddressInfo).port}/webhooks/gestiqcloud`, {
+      method: 'POST',
+      headers: forwarded(request),
+      body: request.body,
+    });
+    expect(res.status).toBe(401);
+    await new Promise<void>((resolve) => other.close(() => resolve()));
+
+    expect(handled.length).toBe(before);
+  });
+
+  it('handles a replayed webhook-id once', async () => {
+    const { request } = await captureDelivery('payment.received', PAYMENT_DATA, secret);
+    const before = handled.length;
+    const first = await post(request.body, forwarded(request));
+    const replay = await post(request.body, forwarded(request));
+    expect(first).toEqual({ status: 200, body: { status: 'ok' } });
+    expect(replay).toEqual({ status: 200, body: { status: 'ok', duplicate: true } });
+    expect(handled.slice(before).map((e) => e.webhookId)).toEqual([request.headers['webhook-id']]);
+  });
+});
+
+describe('examples/python/verify_webhook.py', () => {
+  const script = join(ROOT, 'examples/python/verify_webhook.py');
+
+  async function verify(secret: string, body: string, headers: object) {
+    const name = Math.random().toString(36).slice(2);
+    const bodyFile = join(tmp, `${name}.body`);
+    const headersFile = join(tmp, `${name}.json`);
+    await writeFile(bodyFile, body);
+    await writeFile(headersFile, JSON.stringify(headers));
+    try {
+      const { stdout } = await run('python3', [script, secret, bodyFile, headersFile]);
+      return stdout.trim();
+    } catch (error) {
+      return String((error as { stdout?: string }).stdout).trim();
+    }
+  }
+
+  it('says valid for a real delivery (whsec_ and plain secrets) and invalid when the body or secret is wrong', async () => {
+    for (const given of [undefined, 'my-webhook-secret']) {
+      const { request, secret } = await captureDelivery('invoice.created', INVOICE_DATA, given);
+      expect(secret.startsWith('whsec_')).toBe(given === undefined);
+      expect(await verify(secret, request.body, request.headers)).toBe('valid');
+      const tampered = request.body.replace('Acme Corp', 'Evil Corp');
+      expect(await verify(secret, tampered, request.headers)).toMatch(/^invalid/);
+      expect(await verify(`${secret}x`.replace('=x', 'x'), request.body, request.headers)).toMatch(/^invalid/);
+      const { 'webhook-signature': _, ...withoutStandard } = request.headers;
+      expect(await verify(secret, request.body, withoutStandard)).toMatch(/^invalid/);
+    }
+  });
+
+  it('is the code the README shows', async () => {
+    const python = await readFile(script, 'utf8');
+    const functions = python.slice(python.indexOf('import base64'), python.indexOf('\n\nif __name__'));
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain(functions);
+  });
+});
