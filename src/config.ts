@@ -24,8 +24,10 @@ export interface Config {
   dispatchConcurrency: number;
   /** Deliveries in flight at once to one subscription, per dispatcher process. */
   dispatchPerSubscription: number;
-  /** Live updates a subscriber may fall behind by before it is disconnected. */
+  /** Live updates a subscriber may have waiting before it is disconnected. */
   liveBufferLimit: number;
+  /** A live subscriber with updates waiting that has not read for this long is disconnected (ms). */
+  liveStallMs: number;
 }
 
 export class ConfigError extends Error {
@@ -127,7 +129,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
     dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '64', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '32', (t) => parseInteger(t, 1, 10_000)),
-    liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '1000', (t) => parseInteger(t, 1, 1_000_000)),
+    liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
+    liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', parseDuration),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

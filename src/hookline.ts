@@ -55,7 +55,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     services.metrics = metrics;
     const serveApi = config.role !== 'worker';
     if (serveApi) {
-      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit);
+      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs);
       await live.start();
       stops.push(() => live.close());
       services.live = live;

@@ -62,10 +62,13 @@ export interface DeliveryFilter {
 }
 
 export class SubscriberTooSlowError extends Error {
-  constructor(readonly limit: number) {
-    super(`live updates: the client fell more than ${limit} updates behind and was disconnected; reconnect and re-read the deliveries`);
+  constructor(readonly waiting: number) {
+    super(`live updates: the client stopped reading with ${waiting} updates waiting and was disconnected; reconnect and re-read the deliveries`);
   }
 }
+
+/** A client that has not read for this long while updates wait is stuck, not just busy. */
+export const STALL_MS = 5_000;
 
 export class LiveUpdates {
   readonly target: PostgresEventTarget;
@@ -73,10 +76,15 @@ export class LiveUpdates {
   private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
   private revocations: AsyncIterator<string> | undefined;
 
+  /**
+   * @param bufferLimit updates one subscriber may have waiting; beyond it, it is disconnected
+   * @param stallMs a subscriber with updates waiting that has not read for this long is disconnected
+   */
   constructor(
     databaseUrl: string,
     log: Logger,
-    readonly bufferLimit = 1000,
+    readonly bufferLimit = 10_000,
+    readonly stallMs = STALL_MS,
   ) {
     this.target = new PostgresEventTarget(
       databaseUrl,
@@ -110,7 +118,7 @@ export class LiveUpdates {
   /**
    * The updates of one tenant matching the filter, as an async iterator with a
    * bounded buffer. Ends when the API key is revoked; throws
-   * SubscriberTooSlowError when the buffer overflows.
+   * SubscriberTooSlowError when the client stalls or the buffer overflows.
    */
   subscribe(tenantId: string, apiKeyId: string | undefined, filter: DeliveryFilter): AsyncIterableIterator<DeliverySnapshot> {
     const source = this.pubSub.subscribe(`delivery:${tenantId}`)[Symbol.asyncIterator]();
@@ -119,7 +127,8 @@ export class LiveUpdates {
     let failWaiting: ((error: Error) => void) | undefined;
     let ended = false;
     let failure: Error | undefined;
-    const limit = this.bufferLimit;
+    let lastRead = Date.now();
+    const { bufferLimit, stallMs } = this;
 
     const finish = (error?: Error) => {
       if (ended) return;
@@ -150,18 +159,23 @@ export class LiveUpdates {
         if (waiting) {
           const resolve = waiting;
           waiting = failWaiting = undefined;
+          lastRead = Date.now(); // it was waiting: idle, not stalled
           resolve({ value, done: false });
-        } else if (buffer.length >= limit) {
-          finish(new SubscriberTooSlowError(limit));
-          return;
         } else {
           buffer.push(value);
+          // Bursts are normal (one dispatcher batch announces up to a hundred rows at once);
+          // a client that stops reading, or falls hopelessly behind, is not.
+          if (buffer.length >= bufferLimit || Date.now() - lastRead > stallMs) {
+            finish(new SubscriberTooSlowError(buffer.length));
+            return;
+          }
         }
       }
     })();
 
     const iterator: AsyncIterableIterator<DeliverySnapshot> = {
       next() {
+        lastRead = Date.now();
         if (buffer.length) return Promise.resolve({ value: buffer.shift()!, done: false });
         if (failure) {
           const error = failure;

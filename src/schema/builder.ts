@@ -73,5 +73,5 @@ builder.scalarType('JSON', {
   parseLiteral: (node, variables) => literalToJson(node, variables),
 });
 
-builder.queryType({ description: 'Reads. Every field but `eventTypes` needs a tenant API key.' });
+builder.queryType({ description: 'Reads. Every field needs a tenant API key (Authorization: Bearer <key>).' });
 builder.mutationType({ description: 'Writes. A rejected call writes nothing.' });

@@ -50,7 +50,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
             uncount();
             if (error instanceof SubscriberTooSlowError) {
               // Over WebSocket the socket is closed with the reason; over SSE the stream ends with this error.
-              socket?.close(WS_CLOSE_TOO_SLOW, 'too slow: fell too far behind the live updates');
+              socket?.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
               throw createGraphQLError(error.message, { extensions: { code: 'RATE_LIMITED' } });
             }
             throw error;

@@ -46,7 +46,8 @@ function describeErrors(validate: ValidateFunction): string {
 }
 
 export class EventCatalog {
-  private readonly ajv = new Ajv({ allErrors: false, strict: false });
+  // addUsedSchema: false, so two tenants' schemas with the same $id never collide.
+  private readonly ajv = new Ajv({ allErrors: false, strict: false, addUsedSchema: false });
   private readonly validators = new Map<string, CatalogEntry>();
 
   constructor(private readonly dataSource: DataSource) {}
@@ -109,13 +110,15 @@ export class EventCatalog {
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
     }
-    if (!this.ajv.validateSchema(schema)) {
-      throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);
-    }
+    let valid: boolean;
     try {
-      new Ajv({ strict: false }).compile(schema);
+      valid = this.ajv.validateSchema(schema) as boolean;
+      if (valid) new Ajv({ strict: false, addUsedSchema: false }).compile(schema);
     } catch (error) {
       throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
+    }
+    if (!valid) {
+      throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);
     }
     return withTenant(this.dataSource, tenantId, async (manager) => {
       const taken = await queryRows(

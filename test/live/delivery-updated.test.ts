@@ -123,6 +123,31 @@ describe('over graphql-ws', () => {
   });
 });
 
+describe('losing the database connection', () => {
+  it('reconnects its LISTEN connections and goes on streaming, without leaking listeners', async () => {
+    const client = hl.wsClient(tenantA.apiKey);
+    const updates = collectWs(client);
+    await new Promise((r) => setTimeout(r, 200));
+    const listeners = hl.services.live!.target.listenerCount;
+    const killed = await hl.dataSource.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity
+        where application_name in ('hookline-live', 'hookline-dispatcher-listen') and datname = current_database()`,
+    );
+    expect(killed.length).toBe(2);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const id = await trigger(tenantA.apiKey);
+    await updates.waitFor(delivered(id));
+    expect(statusesOf(updates.items, id)).toEqual(FULL_LIFE);
+    expect(hl.services.live!.target.listenerCount).toBe(listeners);
+    const [{ n }] = await hl.dataSource.query(
+      `select count(*)::int as n from pg_stat_activity
+        where application_name in ('hookline-live', 'hookline-dispatcher-listen') and datname = current_database()`,
+    );
+    expect(n).toBe(2); // both LISTEN connections are back, once each
+    await client.dispose();
+  });
+});
+
 describe('over Server-Sent Events', () => {
   it('streams the same updates with the Authorization header, to the right tenant only', async () => {
     const a = collectSse(hl.url, tenantA.apiKey);
