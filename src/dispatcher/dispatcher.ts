@@ -249,8 +249,10 @@ export class Dispatcher {
       if (n > 0) this.busy.set(id, n);
       else this.busy.delete(id);
     }
-    if (this.inFlight === 0) for (const resolve of this.idle) resolve();
-    this.idle.clear();
+    if (this.inFlight === 0) {
+      for (const resolve of this.idle) resolve();
+      this.idle.clear();
+    }
     // Claim again once a quarter of the slots is free, so claims stay batched.
     if (this.options.config.dispatchConcurrency - this.inFlight >= Math.max(1, this.options.config.dispatchConcurrency >> 2)) this.poke();
   }

@@ -1,0 +1,55 @@
+// One slow endpoint cannot starve the others: each subscription gets at most
+// its share of the dispatcher's slots.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+
+let hl: TestHookline;
+let slow: Receiver;
+let fast: Receiver;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  slow = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
+  fast = await startReceiver();
+});
+afterAll(async () => {
+  await hl?.stop();
+  await Promise.all([slow?.close(), fast?.close()]);
+});
+
+it('a slow subscription\'s backlog does not hold up another subscription', async () => {
+  const tenant = await hl.createTenant();
+  const create = (url: string, events: string[]) =>
+    hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', { input: { url, events } }, tenant.apiKey);
+  await create(slow.url, ['invoice.*']);
+  await create(fast.url, ['payment.*']);
+  const trigger = (event: string, data: object) =>
+    hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event, data } }, tenant.apiKey);
+  // The slow endpoint's backlog is older, so it is first in line.
+  for (let i = 0; i < 60; i++) await trigger('invoice.created', { amount: i, customer: 'Acme' });
+  for (let i = 0; i < 10; i++) {
+    await trigger('payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+  }
+
+  // Now a worker with 8 slots, at most 4 per subscription.
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
+    { databaseUrl: hl.databaseUrl },
+  );
+  try {
+    const started = Date.now();
+    await fast.waitFor(10, 10_000);
+    const fastDone = Date.now() - started;
+    // Had the slow endpoint taken all 8 slots, the fast one would wait for its whole
+    // backlog (60 × 1.5 s / 8 ≈ 11 s); with its share capped it is served at once.
+    expect(fastDone).toBeLessThan(1_500);
+    await new Promise((r) => setTimeout(r, 1_000));
+    // The slow endpoint never had more than its 4 slots at once.
+    const byArrival = slow.received.map((r) => r.at).sort((a, b) => a - b);
+    const firstWave = byArrival.filter((at) => at - byArrival[0]! < 1_000);
+    expect(firstWave.length).toBe(4);
+  } finally {
+    await worker.stop();
+  }
+}, 30_000);
