@@ -1,0 +1,310 @@
+// At least once, and exactly once without a crash (CONTRACT.md, "Delivery"),
+// with workers as real processes: `tsx src/main.ts` with HOOKLINE_ROLE=worker
+// on a shared database, killed with SIGKILL mid-batch, or two side by side on
+// one backlog. The API runs in-process (HOOKLINE_ROLE=api, no dispatcher) and
+// only writes events and deliveries.
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createTestDatabase } from '../helpers/database.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { killAllServices, spawnService, type ServiceProcess } from '../helpers/processes.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+
+const CREATE = `mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }`;
+const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
+  triggerEvent(input: $input) { event { id } deliveries { id } }
+}`;
+const DELIVERY_TIMEOUT = '2s'; // lease = 2 * timeout + 5 s = 9 s
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  // Workers first (they hold connections), then the API, receivers and clients.
+  await killAllServices();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+afterAll(async () => {
+  await killAllServices();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Scenario {
+  databaseUrl: string;
+  api: TestHookline;
+  key: string;
+  db: pg.Client;
+}
+
+/** A fresh database, an API-only Hookline on it, a tenant, and a direct connection to inspect the queue. */
+async function scenario(): Promise<Scenario> {
+  const databaseUrl = await createTestDatabase();
+  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
+  cleanups.push(() => api.stop());
+  expect(api.dispatcher, 'the api role runs no dispatcher').toBeUndefined();
+  const { apiKey: key } = await api.createTenant();
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  cleanups.push(() => db.end());
+  return { databaseUrl, api, key, db };
+}
+
+async function receiverWith(respond: Receiver['respond']): Promise<Receiver> {
+  const receiver = await startReceiver(respond);
+  cleanups.push(() => receiver.close());
+  return receiver;
+}
+
+async function subscribe(s: Scenario, url: string): Promise<string> {
+  const res = await s.api.gql(CREATE, { input: { url, events: ['invoice.created'] } }, s.key);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data.createWebhookSubscription.subscription.id;
+}
+
+/** Triggers `count` events, `concurrency` at a time; returns the event ids. */
+async function triggerEvents(s: Scenario, count: number, concurrency = 20, tag = 'inv'): Promise<string[]> {
+  const ids: string[] = [];
+  for (let start = 0; start < count; start += concurrency) {
+    const batch = Array.from({ length: Math.min(concurrency, count - start) }, async (_, i) => {
+      const n = start + i;
+      const res = await s.api.gql(
+        TRIGGER,
+        { input: { event: 'invoice.created', data: { invoice_id: `${tag}-${n}`, amount: n, customer: 'Acme Corp' } } },
+        s.key,
+      );
+      if (res.errors) throw new Error(JSON.stringify(res.errors));
+      return res.data.triggerEvent.event.id as string;
+    });
+    ids.push(...(await Promise.all(batch)));
+  }
+  return ids;
+}
+
+function startWorker(databaseUrl: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
+  return spawnService({
+    DATABASE_URL: databaseUrl,
+    HOOKLINE_ROLE: 'worker',
+    HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
+    HOOKLINE_DELIVERY_TIMEOUT: DELIVERY_TIMEOUT,
+    HOOKLINE_DISPATCH_CONCURRENCY: '32',
+    LOG_LEVEL: 'warn',
+    ...env,
+  });
+}
+
+async function statusCounts(db: pg.Client): Promise<Record<string, number>> {
+  const { rows } = await db.query('select status, count(*)::int as n from webhook_deliveries group by status');
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+
+/** How many requests arrived per value of a header. */
+function countBy(receiver: Receiver, header: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const r of receiver.received) {
+    const value = String(r.headers[header]);
+    counts.set(value, (counts.get(value) ?? 0) + 1);
+  }
+  return counts;
+}
+
+describe('at least once, with worker processes', () => {
+  it('a worker killed with SIGKILL mid-batch loses nothing', { timeout: 60_000 }, async () => {
+    const s = await scenario();
+    let answered = 0;
+    const receiver = await receiverWith(async () => {
+      await sleep(300);
+      answered++;
+      return { status: 200, body: 'ok' };
+    });
+    await subscribe(s, `${receiver.url}/slow`);
+    const eventIds = await triggerEvents(s, 200, 20);
+    expect(new Set(eventIds).size).toBe(200);
+    expect(await statusCounts(s.db)).toEqual({ PENDING: 200 });
+
+    const first = await startWorker(s.databaseUrl);
+    // Some delivered (and recorded), some in flight, most still waiting.
+    await eventually(() => receiver.received.length >= 40 && answered >= 20, 30_000, 10);
+    const exit = await first.kill('SIGKILL');
+    expect(exit.signal).toBe('SIGKILL');
+    const killedAt = Date.now();
+    const seenAtKill = receiver.received.length;
+
+    const { rows: sending } = await s.db.query<{ id: string }>(`select id from webhook_deliveries where status = 'SENDING'`);
+    const inFlightAtKill = new Set(sending.map((r) => r.id));
+    const atKill = await statusCounts(s.db);
+    expect(inFlightAtKill.size, `in flight at the kill: ${JSON.stringify(atKill)}`).toBeGreaterThan(0);
+    expect(atKill.PENDING ?? 0, 'the kill came mid-batch').toBeGreaterThan(0);
+
+    const second = await startWorker(s.databaseUrl);
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === 200, 45_000, 200).catch(async (error) => {
+      throw new Error(`${error.message}; statuses ${JSON.stringify(await statusCounts(s.db))}\n${second.output().stderr}`);
+    });
+    const drainedMs = Date.now() - killedAt;
+
+    // The receiver saw every event, each with a body that names it.
+    const seenEvents = new Set(receiver.received.map((r) => JSON.parse(r.body).id as string));
+    expect([...seenEvents].sort()).toEqual([...eventIds].sort());
+    // Duplicates only for deliveries that were in flight when the worker died.
+    const perDelivery = countBy(receiver, 'webhook-id');
+    expect(perDelivery.size).toBe(200);
+    const duplicated = [...perDelivery].filter(([, n]) => n > 1).map(([id]) => id);
+    expect(duplicated.filter((id) => !inFlightAtKill.has(id)), 'attempted twice without a crash').toEqual([]);
+    expect(Math.max(...perDelivery.values())).toBeLessThanOrEqual(2);
+    // Deliveries that were not in flight were attempted once and logged once.
+    const { rows } = await s.db.query<{ id: string; attempts: number; logged: number }>(
+      `select d.id, d.attempts, (select count(*)::int from delivery_attempts a where a.delivery_id = d.id) as logged
+         from webhook_deliveries d`,
+    );
+    for (const row of rows) {
+      expect(row.logged, `attempt log of ${row.id}`).toBeGreaterThanOrEqual(1);
+      if (!inFlightAtKill.has(row.id)) expect(row, `delivery ${row.id}`).toMatchObject({ attempts: 1, logged: 1 });
+    }
+    // Contract: a delivery whose process died is attempted again within 60 seconds.
+    expect(drainedMs).toBeLessThan(60_000);
+
+    console.info(
+      `[at-least-once] kill after ${seenAtKill} requests (statuses ${JSON.stringify(atKill)}); ` +
+        `all 200 delivered ${drainedMs} ms after the kill; receiver got ${receiver.received.length} requests: ` +
+        `${receiver.received.length - 200} duplicates, all among the ${inFlightAtKill.size} in flight at the kill`,
+    );
+  });
+
+  it('two workers share one backlog without attempting any delivery twice', { timeout: 45_000 }, async () => {
+    const s = await scenario();
+    const receiver = await receiverWith(() => ({ status: 204, delayMs: 5 }));
+    for (const path of ['a', 'b', 'c']) await subscribe(s, `${receiver.url}/${path}`);
+    // A backlog before the workers start: 100 events x 3 subscriptions.
+    await triggerEvents(s, 100, 20, 'backlog');
+    expect(await statusCounts(s.db)).toEqual({ PENDING: 300 });
+
+    const workers = await Promise.all([startWorker(s.databaseUrl), startWorker(s.databaseUrl)]);
+    await Promise.all(workers.map((w) => w.waitReady()));
+    // And more while both listen, so both wake on the same notifications.
+    await triggerEvents(s, 50, 10, 'live');
+    const total = 450;
+
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === total, 30_000, 100).catch(async (error) => {
+      throw new Error(`${error.message}; statuses ${JSON.stringify(await statusCounts(s.db))}`);
+    });
+    await sleep(300); // anything attempted twice would arrive now
+
+    // Each delivery arrived exactly once.
+    const perDelivery = countBy(receiver, 'webhook-id');
+    expect(perDelivery.size).toBe(total);
+    expect([...perDelivery].filter(([, n]) => n !== 1)).toEqual([]);
+    expect(receiver.received).toHaveLength(total);
+    // And the database says the same: one attempt each, logged once.
+    const { rows } = await s.db.query<{ id: string; attempts: number; logged: number }>(
+      `select d.id, d.attempts, (select count(*)::int from delivery_attempts a where a.delivery_id = d.id) as logged
+         from webhook_deliveries d`,
+    );
+    expect(rows).toHaveLength(total);
+    expect(rows.filter((r) => r.attempts !== 1 || r.logged !== 1)).toEqual([]);
+    const { rows: logTotal } = await s.db.query<{ n: number }>('select count(*)::int as n from delivery_attempts');
+    expect(logTotal[0]!.n).toBe(total);
+
+    // Each worker's own count of its attempts: together, exactly one per delivery.
+    const counts = await Promise.all(workers.map((w) => w.metric('hookline_delivery_attempts_total')));
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(total);
+    console.info(`[at-least-once] two workers, ${total} deliveries: attempts per worker ${counts.join(' + ')}`);
+  });
+
+  // The test PostgreSQL is shared by every test file, so it is not restarted here; what a restart
+  // does to a worker, every connection cut at once, is done to this database's connections instead.
+  it('a worker whose database connections are all cut mid-batch recovers and loses nothing', { timeout: 40_000 }, async () => {
+    const s = await scenario();
+    let answered = 0;
+    const receiver = await receiverWith(async () => {
+      await sleep(100);
+      answered++;
+      return { status: 200 };
+    });
+    await subscribe(s, `${receiver.url}/hooks`);
+    const eventIds = await triggerEvents(s, 150, 25);
+
+    const worker = await startWorker(s.databaseUrl);
+    const cut = async () => {
+      const { rows } = await s.db.query<{ n: number }>(
+        `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and application_name like 'hookline-dispatcher%'`,
+      );
+      return rows[0]!.n;
+    };
+    await eventually(() => answered >= 20, 30_000, 10);
+    const cutFirst = await cut();
+    expect(cutFirst, 'the worker had connections to cut').toBeGreaterThan(0);
+    await eventually(() => answered >= 70, 15_000, 10);
+    await cut();
+
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === 150, 30_000, 200).catch(async (error) => {
+      throw new Error(`${error.message}; statuses ${JSON.stringify(await statusCounts(s.db))}\n${worker.output().stderr}`);
+    });
+    const seenEvents = new Set(receiver.received.map((r) => JSON.parse(r.body).id as string));
+    expect([...seenEvents].sort()).toEqual([...eventIds].sort());
+    expect(worker.child.exitCode, 'the worker survived losing its connections').toBeNull();
+    await worker.waitReady(5_000);
+    console.info(
+      `[at-least-once] connections cut twice (${cutFirst} the first time): ${receiver.received.length} requests ` +
+        `for 150 deliveries, ${receiver.received.length - 150} duplicates`,
+    );
+  });
+
+  // KNOWN BUG (src/dispatcher/dispatcher.ts, loop() and dispatch()): this test fails until it is fixed.
+  // dispatch() runs after claimDeliveries() has already marked the batch SENDING under this worker's
+  // lease, and its own queries (loadEventBodies, cancelOrphans) are not retried: when one fails, as it
+  // does when the database restarts or the connection drops right after a claim, the error escapes to
+  // loop()'s catch ("claiming deliveries failed; retrying") and the claimed deliveries are forgotten.
+  // Nothing is lost, but they sit in SENDING until their lease expires and reclaimExpiredLeases() hands
+  // them back: 9-14 s here, 35-40 s with the default 15 s timeout, over 10 minutes with
+  // HOOKLINE_DELIVERY_TIMEOUT=5m, although the worker is alive and knows exactly what it claimed.
+  // Seen with random cuts too (the test above) in about 1 run of 3, as a 9.5 s stall with 8 SENDING.
+  // Suggested fix: retry loadEventBodies/cancelOrphans in dispatch() with p-retry like flush() does, and
+  // if they still fail release the batch at once (status PENDING, locked_by/lease_expires_at null,
+  // where id = any($ids) and locked_by = $workerId) instead of leaving it to the lease.
+  // Here the failure is made deterministic: a lock on webhook_events holds the worker inside
+  // loadEventBodies, just after a successful claim, while its connections are cut.
+  it('a worker that loses its database just after a claim does not leave the claimed deliveries to their lease', { timeout: 30_000 }, async () => {
+    const s = await scenario();
+    const receiver = await receiverWith(() => ({ status: 204 }));
+    await subscribe(s, `${receiver.url}/hooks`);
+    const eventIds = await triggerEvents(s, 20, 20);
+    await s.db.query('update webhook_deliveries set paused = true'); // held back until the worker is up
+    const worker = await startWorker(s.databaseUrl);
+    await worker.waitReady();
+
+    const locker = new pg.Client({ connectionString: s.databaseUrl });
+    await locker.connect();
+    cleanups.push(() => locker.end());
+    await locker.query('begin');
+    await locker.query('lock table webhook_events in access exclusive mode');
+    await s.db.query('update webhook_deliveries set paused = false'); // due now: the next poll claims them
+    // The claim went through; reading the events' bodies waits on the lock.
+    await eventually(async () => {
+      const { rows } = await s.db.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and application_name = 'hookline-dispatcher' and wait_event_type = 'Lock'`,
+      );
+      return rows[0]!.n > 0;
+    }, 10_000, 20);
+    expect(await statusCounts(s.db)).toEqual({ SENDING: 20 });
+
+    // The database goes away under the worker, as in a restart, and comes back at once.
+    const { rows: cut } = await s.db.query<{ n: number }>(
+      `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+        where datname = current_database() and application_name like 'hookline-dispatcher%'`,
+    );
+    expect(cut[0]!.n).toBeGreaterThan(0);
+    await locker.query('rollback');
+    const cutAt = Date.now();
+
+    // The worker is alive and knows what it claimed: well within the 9 s lease, all are delivered.
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === 20, 5_000, 100).catch(async (error) => {
+      throw new Error(
+        `${error.message}: ${JSON.stringify(await statusCounts(s.db))} ${Date.now() - cutAt} ms after the cut ` +
+          `(the worker, alive: ${worker.child.exitCode === null}, left its claimed deliveries to their lease)`,
+      );
+    });
+    const seenEvents = new Set(receiver.received.map((r) => JSON.parse(r.body).id as string));
+    expect([...seenEvents].sort()).toEqual([...eventIds].sort());
+    expect(receiver.received).toHaveLength(20);
+  });
+});
