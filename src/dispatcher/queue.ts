@@ -189,3 +189,12 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
     [ids, workerId],
   );
 }
+
+/** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
+export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
+  await db.query(
+    `update webhook_deliveries set status = 'PENDING', lease_expires_at = null, locked_by = null, updated_at = now()
+      where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING'`,
+    [ids, workerId],
+  );
+}
