@@ -120,7 +120,13 @@ export class LiveUpdates {
    * bounded buffer. Ends when the API key is revoked; throws
    * SubscriberTooSlowError when the client stalls or the buffer overflows.
    */
-  subscribe(tenantId: string, apiKeyId: string | undefined, filter: DeliveryFilter): AsyncIterableIterator<DeliverySnapshot> {
+  subscribe(
+    tenantId: string,
+    apiKeyId: string | undefined,
+    filter: DeliveryFilter,
+    /** Called at once when the subscriber is cut off: it may never read again to learn it. */
+    onCutOff?: (error: SubscriberTooSlowError) => void,
+  ): AsyncIterableIterator<DeliverySnapshot> {
     const source = this.pubSub.subscribe(`delivery:${tenantId}`)[Symbol.asyncIterator]();
     const buffer: DeliverySnapshot[] = [];
     let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
@@ -130,9 +136,22 @@ export class LiveUpdates {
     let lastRead = Date.now();
     const { bufferLimit, stallMs } = this;
 
+    // Also when no further update comes: a stalled client must not hold its buffer for ever.
+    let stallTimer: NodeJS.Timeout | undefined;
+    const armStallCheck = () => {
+      if (stallTimer || ended) return;
+      stallTimer = setTimeout(() => {
+        stallTimer = undefined;
+        if (!buffer.length || ended) return;
+        if (Date.now() - lastRead >= stallMs) finish(new SubscriberTooSlowError(buffer.length));
+        else armStallCheck();
+      }, Math.max(10, lastRead + stallMs - Date.now()));
+      stallTimer.unref();
+    };
     const finish = (error?: Error) => {
       if (ended) return;
       ended = true;
+      clearTimeout(stallTimer);
       failure = error;
       buffer.length = 0;
       void source.return?.();
@@ -140,6 +159,7 @@ export class LiveUpdates {
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });
       waiting = failWaiting = undefined;
+      if (error instanceof SubscriberTooSlowError) onCutOff?.(error);
     };
     const unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
       if (revoked === apiKeyId) finish();
@@ -169,6 +189,7 @@ export class LiveUpdates {
             finish(new SubscriberTooSlowError(buffer.length));
             return;
           }
+          armStallCheck();
         }
       }
     })();

@@ -26,13 +26,6 @@ builder.subscriptionField('deliveryUpdated', (t) =>
       const tenantId = requireTenant(ctx.viewer);
       const live = ctx.services.live;
       if (!live) throw new Error('live updates are not served by this process');
-      const source = live.subscribe(tenantId, ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined, {
-        event: args.event,
-        subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
-        deliveryId: args.deliveryId ? String(args.deliveryId) : null,
-        status: args.status,
-      });
-      const socket = (ctx as { socket?: WebSocket }).socket;
       const metrics = ctx.services.metrics;
       metrics?.liveClients.inc();
       let counted = true;
@@ -40,6 +33,24 @@ builder.subscriptionField('deliveryUpdated', (t) =>
         if (counted) metrics?.liveClients.dec();
         counted = false;
       };
+      const { socket, res } = ctx as { socket?: WebSocket; res?: import('node:http').ServerResponse };
+      const source = live.subscribe(
+        tenantId,
+        ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined,
+        {
+          event: args.event,
+          subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
+          deliveryId: args.deliveryId ? String(args.deliveryId) : null,
+          status: args.status,
+        },
+        () => {
+          // The client is not reading, so it would never pull the error: close the connection now.
+          // Over WebSocket the close frame, with its reason, follows what is already queued.
+          uncount();
+          if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
+          else res?.destroy();
+        },
+      );
       const iterator: AsyncIterableIterator<DeliverySnapshot> = {
         async next() {
           try {
@@ -49,8 +60,6 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           } catch (error) {
             uncount();
             if (error instanceof SubscriberTooSlowError) {
-              // Over WebSocket the socket is closed with the reason; over SSE the stream ends with this error.
-              socket?.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
               throw createGraphQLError(error.message, { extensions: { code: 'RATE_LIMITED' } });
             }
             throw error;

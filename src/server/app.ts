@@ -175,7 +175,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
     },
     async stop() {
       for (const entry of sockets) entry.close(1001, 'server shutting down');
+      // A client that does not answer the close handshake (one that stopped reading) is cut off.
+      const terminate = setTimeout(() => wss?.clients.forEach((client) => client.terminate()), 1_000);
       await new Promise<void>((resolve) => (wss ? wss.close(() => resolve()) : resolve()));
+      clearTimeout(terminate);
       server.closeIdleConnections();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
       const force = setTimeout(() => server.closeAllConnections(), 2_000);

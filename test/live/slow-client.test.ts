@@ -1,11 +1,11 @@
 // A stuck dashboard must not hold up anyone: its buffer is bounded, it is
 // disconnected with a reason when it falls too far behind, and the other
 // clients get every update meanwhile.
-import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs } from '../helpers/live.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { closeCodeOf, openRawWebSocket } from '../helpers/raw-websocket.js';
 
 let hl: TestHookline;
 let receiver: Receiver;
@@ -19,43 +19,50 @@ afterAll(async () => {
   await receiver?.close();
 });
 
-// Many aliases make each update large, so a client that stops reading fills the
-// socket buffers quickly and the server-side buffer then overflows.
-const BULKY = `subscription { deliveryUpdated { id status attempts ${Array.from({ length: 14 }, (_, i) => `e${i}: event u${i}: updatedAt`).join(' ')} } }`;
+// Long target URLs selected under many aliases make each update ~55 KB, so a
+// client that stops reading fills even autotuned loopback socket buffers (tens of MB).
+const BULKY = `subscription { deliveryUpdated { id status attempts ${Array.from({ length: 28 }, (_, i) => `s${i}: subscription { url }`).join(' ')} } }`;
+const LONG_PATH = 'x'.repeat(1_900);
+const SUBSCRIPTIONS = 50;
+const EVENTS = 8;
+
+async function liveSubscriptions(): Promise<number> {
+  const text = await (await fetch(`${hl.url}/metrics`)).text();
+  return Number(/^hookline_live_subscriptions (\S+)$/m.exec(text)?.[1] ?? NaN);
+}
 
 it('disconnects a client that stops reading, while others receive everything', async () => {
   const tenant = await hl.createTenant();
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < SUBSCRIPTIONS; i++) {
     await hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', {
-      input: { url: `${receiver.url}/${i}`, events: ['test.event'] },
+      input: { url: `${receiver.url}/${i}/${LONG_PATH}`, events: ['test.event'] },
     }, tenant.apiKey);
   }
 
-  // The stuck client: a raw graphql-transport-ws socket that stops reading once subscribed.
-  const stuck = new WebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
-  await new Promise((resolve) => stuck.once('open', resolve));
-  stuck.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${tenant.apiKey}` } }));
-  await new Promise((resolve) => stuck.once('message', resolve));
-  stuck.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: BULKY } }));
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    stuck.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
-  );
+  // The stuck client: a graphql-transport-ws socket that stops reading once subscribed.
+  const stuck = await openRawWebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
+  stuck.sendText(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${tenant.apiKey}` } }));
+  await stuck.readUntil((f) => f.opcode === 1 && f.payload.toString().includes('connection_ack'));
+  stuck.sendText(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: BULKY } }));
   await new Promise((r) => setTimeout(r, 200));
-  (stuck as unknown as { _socket: import('node:net').Socket })._socket.pause();
+  stuck.socket.pause();
 
   const healthy = hl.wsClient(tenant.apiKey);
   const seen = collectWs(healthy, { status: 'DELIVERED' });
   // Idle longer than the stall limit before the burst: waiting is not stalling.
   await new Promise((r) => setTimeout(r, 1_500));
-  const events = 30;
-  for (let i = 0; i < events; i++) await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: {} }) { duplicate } }', {}, tenant.apiKey);
-  await seen.waitFor((items) => items.length >= events * 100, 60_000);
-  expect(new Set(seen.items.map((i) => i.id)).size).toBe(events * 100);
+  const liveBefore = await liveSubscriptions(); // the stuck one and the healthy one
+  for (let i = 0; i < EVENTS; i++) await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: {} }) { duplicate } }', {}, tenant.apiKey);
+  await seen.waitFor((items) => items.length >= EVENTS * SUBSCRIPTIONS, 60_000);
+  expect(new Set(seen.items.map((i) => i.id)).size).toBe(EVENTS * SUBSCRIPTIONS);
   expect(seen.errors).toEqual([]);
   expect(seen.closed).toBe(false);
 
-  (stuck as unknown as { _socket: import('node:net').Socket })._socket.resume();
-  const close = await closed;
+  // The server gave up on the stuck one (its subscription is gone)...
+  await eventually(async () => (await liveSubscriptions()) === liveBefore - 1, 20_000);
+  // ...and once it reads again, it finds the reason at the end of what was sent.
+  stuck.socket.resume();
+  const close = closeCodeOf(await stuck.readUntil((f) => f.opcode === 8, 30_000));
   expect(close.code).toBe(4429);
   expect(close.reason).toMatch(/too slow/);
   await healthy.dispose();
