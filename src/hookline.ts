@@ -75,6 +75,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
       stops.push(() => dispatcher!.stop());
     }
 
+    app.setReady(true);
     log.info({ url: app.url, role: config.role }, 'Hookline is ready');
     let stopping: Promise<void> | undefined;
     return {

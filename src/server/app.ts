@@ -27,6 +27,8 @@ export interface App {
   yoga?: Yoga;
   url: string;
   port: number;
+  /** /readyz answers 200 only once every role of the process has started. */
+  setReady(ready: boolean): void;
   /** Closes WebSocket connections whose viewer matches (e.g. a revoked API key). */
   closeConnections(match: (viewer: Viewer) => boolean, reason: string): number;
   stop(): Promise<void>;
@@ -45,6 +47,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const { services, metrics, serveApi } = options;
   const { log, dataSource } = services;
   const yoga = serveApi ? createGraphQLServer(services) : undefined;
+  let ready = false;
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const path = (req.url ?? '/').split('?')[0];
@@ -53,6 +56,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
       return true;
     }
     if (path === '/readyz') {
+      if (!ready) {
+        sendJson(res, 503, { status: 'starting' });
+        return true;
+      }
       try {
         await dataSource.query('select 1');
         sendJson(res, 200, { status: 'ready' });
@@ -92,6 +99,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
       if (error instanceof BodyTooLargeError) {
         sendJson(res, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` } });
         req.resume();
+        return;
+      }
+      if (req.destroyed || (error as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
+        log.debug({ err: error, url: req.url }, 'client went away');
         return;
       }
       log.error({ err: error, url: req.url }, 'request failed');
@@ -163,6 +174,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
     yoga,
     url,
     port,
+    setReady(value) {
+      ready = value;
+    },
     closeConnections(match, reason) {
       let closed = 0;
       for (const entry of sockets) {
