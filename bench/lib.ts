@@ -148,7 +148,11 @@ interface ProcStat {
   ppid: number;
   pgrp: number;
   comm: string;
-  /** utime + stime, in clock ticks. */
+  /**
+   * utime + stime + cutime + cstime, in clock ticks: the process's CPU and that of
+   * its children that ended and were waited for (a PostgreSQL backend that exits
+   * moves its CPU time into the postmaster's), so a group's total never goes down.
+   */
   ticks: number;
 }
 
@@ -160,8 +164,9 @@ function readStat(pid: number): ProcStat | undefined {
     const close = text.lastIndexOf(')');
     const comm = text.slice(text.indexOf('(') + 1, close);
     const fields = text.slice(close + 2).split(' ');
-    // fields[0] is state (field 3); utime is field 14, stime 15, ppid 4, pgrp 5.
-    return { pid, comm, ppid: Number(fields[1]), pgrp: Number(fields[2]), ticks: Number(fields[11]) + Number(fields[12]) };
+    // fields[0] is state (field 3); ppid is field 4, pgrp 5, utime 14, stime 15, cutime 16, cstime 17.
+    const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    return { pid, comm, ppid: Number(fields[1]), pgrp: Number(fields[2]), ticks };
   } catch {
     return undefined;
   }

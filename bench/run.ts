@@ -1,4 +1,5 @@
 // npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,scale,live]
+//                [-- --gw-concurrency=64 --gw-pool=64] [-- --statements]
 //
 // Hookline against the ceiling of the machine and against graphile-worker,
 // side by side in one run (the machine is shared and noisy, so the targets
@@ -7,7 +8,9 @@
 // in a process of its own (bench/receiver.ts), Hookline as real `api` and
 // `worker` processes (src/main.ts), graphile-worker in a process of its own
 // (bench/gw-worker.ts), live subscribers in another (bench/subscribers.ts).
-// Prints a table and writes bench/results/latest.json (latest-quick.json for --quick).
+// Prints a table and writes bench/results/latest.json (latest-quick.json for
+// --quick). --statements (diagnosis only: it loads pg_stat_statements, so the
+// settings are no longer the defaults) adds each phase's costliest statements.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -927,6 +930,14 @@ function report() {
   lines.push(`| window | ${cpuNames.join(' | ')} |`);
   lines.push(`|---|${cpuNames.map(() => '---').join('|')}|`);
   for (const [name, c] of Object.entries(cpu)) lines.push(`| ${name} | ${cpuNames.map((k) => (c[k] === undefined ? '' : c[k]!.toFixed(2))).join(' | ')} |`);
+  const noisy = Object.entries(cpu).filter(([, c]) => (c.other ?? 0) > 0.2);
+  if (noisy.length) {
+    lines.push('');
+    lines.push(
+      `Noisy run: load from outside the benchmark took ${noisy.map(([name, c]) => `${c.other!.toFixed(2)} cores in ${name}`).join(', ')}; ` +
+        'the figures of those windows are depressed.',
+    );
+  }
   lines.push('');
   const dbRows = [
     ['graphile-worker drain (bulk add not counted)', r.graphileDrain?.db],
