@@ -18,7 +18,6 @@ import {
   cancelOrphans,
   claimDeliveries,
   disableGoneSubscriptions,
-  loadEventBodies,
   nextDueAt,
   reclaimExpiredLeases,
   recordAttempts,
@@ -44,7 +43,6 @@ export interface DispatcherOptions {
 
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
-const BODY_CACHE_BYTES = 32 * 1024 * 1024;
 
 export class Dispatcher {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -59,7 +57,12 @@ export class Dispatcher {
 
   private running = false;
   private inFlight = 0;
-  private readonly busy = new Map<string, number>();
+  /** Claimed, not yet started: sent as slots free up, without another round trip. */
+  private readonly ready: Array<{ delivery: ClaimedDelivery; body: string | undefined }> = [];
+  /** Per subscription: deliveries being sent. */
+  private readonly sending = new Map<string, number>();
+  /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
+  private readonly held = new Map<string, number>();
   private readonly pending: AttemptOutcome[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
@@ -70,8 +73,6 @@ export class Dispatcher {
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
   private readonly idle = new Set<() => void>();
-  private readonly bodies = new Map<string, string>();
-  private bodyBytes = 0;
   private readonly keys = new Map<string, Buffer>();
 
   constructor(private readonly options: DispatcherOptions) {
@@ -115,6 +116,10 @@ export class Dispatcher {
     clearTimeout(this.retryTimer);
     this.poke();
     await this.loopDone;
+    // Claimed but not started: back to the queue for another worker, untried.
+    const unsent = this.ready.splice(0);
+    for (const { delivery } of unsent) this.count(this.held, delivery.subscriptionId, -1);
+    if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
     await this.flush();
     await this.listener?.end().catch(() => {});
@@ -187,23 +192,29 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Claims ahead: while a batch is being sent the next one is claimed, so slots
+   * never wait for a round trip. At most two batches are held (sending and
+   * ready), and each subscription at most twice its share, so a ready delivery
+   * starts well within its lease.
+   */
   private async loop(): Promise<void> {
-    const concurrency = this.options.config.dispatchConcurrency;
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      const free = concurrency - this.inFlight;
-      if (free > 0) {
+      const room = 2 * concurrency - this.inFlight - this.ready.length;
+      if (this.ready.length < concurrency && room > 0) {
         try {
           const claimed = await claimDeliveries(this.pool, {
             workerId: this.workerId,
-            limit: free,
+            limit: room,
             leaseMs: this.leaseMs,
-            perSubscription: this.options.config.dispatchPerSubscription,
-            busy: this.busy,
+            perSubscription: 2 * perSubscription,
+            busy: this.held,
           });
           if (claimed.length) await this.dispatch(claimed);
-          if (claimed.length === free) continue; // more may be due: claim again as slots free up
+          if (claimed.length === room) continue; // more may be due
           if (!claimed.length && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
@@ -225,6 +236,13 @@ export class Dispatcher {
     }
   }
 
+  private count(map: Map<string, number>, id: string | null, delta: number): void {
+    if (!id) return;
+    const n = (map.get(id) ?? 0) + delta;
+    if (n > 0) map.set(id, n);
+    else map.delete(id);
+  }
+
   /** Retries a database step briefly (a restart, a dropped connection), as claims and flushes do. */
   private retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
     return pRetry(fn, {
@@ -240,49 +258,52 @@ export class Dispatcher {
     const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
     try {
       if (orphans.length) await this.retrying('canceling orphans', () => cancelOrphans(this.pool, this.workerId, orphans));
-      const missing = [...new Set(live.filter((d) => !this.bodies.has(d.eventId)).map((d) => d.eventId))];
-      if (missing.length) {
-        const bodies = await this.retrying('loading event bodies', () => loadEventBodies(this.pool, missing));
-        for (const [id, body] of bodies) this.cacheBody(id, body);
-      }
     } catch (error) {
       // Hand the batch back now rather than leave it to the lease; if even that fails, the lease will.
       this.log.error({ err: error, count: claimed.length }, 'could not prepare a claimed batch; releasing it');
       await releaseClaims(this.pool, this.workerId, claimed.map((d) => d.id)).catch(() => {});
       return;
     }
+    // The claim gives each event's body once; its other deliveries share it.
+    const bodies = new Map<string, string>();
+    for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);
     for (const delivery of live) {
+      this.count(this.held, delivery.subscriptionId, 1);
+      this.ready.push({ delivery, body: bodies.get(delivery.eventId) });
+    }
+    this.pump();
+  }
+
+  /** Starts ready deliveries while slots are free, each subscription within its share. */
+  private pump(): void {
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
+    for (let i = 0; i < this.ready.length && this.inFlight < concurrency && this.running; ) {
+      const { delivery, body } = this.ready[i]!;
+      const id = delivery.subscriptionId;
+      if (id && (this.sending.get(id) ?? 0) >= perSubscription) {
+        i++;
+        continue;
+      }
+      this.ready.splice(i, 1);
       this.inFlight++;
-      if (delivery.subscriptionId) this.busy.set(delivery.subscriptionId, (this.busy.get(delivery.subscriptionId) ?? 0) + 1);
+      this.count(this.sending, id, 1);
       this.options.metrics?.inFlight.inc();
-      void this.attempt(delivery).finally(() => this.release(delivery));
+      void this.attempt(delivery, body).finally(() => this.release(delivery));
     }
   }
 
   private release(delivery: ClaimedDelivery): void {
     this.inFlight--;
     this.options.metrics?.inFlight.dec();
-    const id = delivery.subscriptionId;
-    if (id) {
-      const n = (this.busy.get(id) ?? 1) - 1;
-      if (n > 0) this.busy.set(id, n);
-      else this.busy.delete(id);
-    }
+    this.count(this.sending, delivery.subscriptionId, -1);
+    this.count(this.held, delivery.subscriptionId, -1);
     if (this.inFlight === 0) {
       for (const resolve of this.idle) resolve();
       this.idle.clear();
     }
-    // Claim again once a quarter of the slots is free, so claims stay batched.
-    if (this.options.config.dispatchConcurrency - this.inFlight >= Math.max(1, this.options.config.dispatchConcurrency >> 2)) this.poke();
-  }
-
-  private cacheBody(eventId: string, body: string): void {
-    if (this.bodyBytes > BODY_CACHE_BYTES) {
-      this.bodies.clear();
-      this.bodyBytes = 0;
-    }
-    this.bodies.set(eventId, body);
-    this.bodyBytes += body.length;
+    this.pump();
+    // Refill once the ready batch runs low.
+    if (this.ready.length < this.options.config.dispatchConcurrency) this.poke();
   }
 
   private keyOf(secret: string): Buffer {
@@ -295,10 +316,9 @@ export class Dispatcher {
     return key;
   }
 
-  private async attempt(delivery: ClaimedDelivery): Promise<void> {
+  private async attempt(delivery: ClaimedDelivery, body: string | undefined): Promise<void> {
     const startedAt = new Date();
     const number = delivery.attempts + 1;
-    const body = this.bodies.get(delivery.eventId);
     let outcome: AttemptOutcome;
     if (body === undefined) {
       outcome = this.failure(delivery, number, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });

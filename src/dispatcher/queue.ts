@@ -15,6 +15,8 @@ export interface ClaimedDelivery {
   previousSecret: string | null;
   previousSecretExpiresAt: Date | null;
   headers: Record<string, string> | null;
+  /** The envelope to send; given on the first delivery of each event in a batch, null on the others. */
+  body: string | null;
 }
 
 /**
@@ -52,29 +54,26 @@ export async function claimDeliveries(
           from ranked r
           left join unnest($4::uuid[], $5::int[]) as busy(subscription_id, n) on busy.subscription_id = r.subscription_id
          where r.rank <= $6 - coalesce(busy.n, 0)
+      ), claimed as (
+        update webhook_deliveries d
+           set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $2::double precision / 1000),
+               locked_by = $7, updated_at = now()
+          from chosen
+         where d.id = chosen.id
+        returning d.id, d.tenant_id, d.event_id, d.subscription_id, d.event, d.target_url, d.attempts, d.schedule_attempts
       )
-      update webhook_deliveries d
-         set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $2::double precision / 1000),
-             locked_by = $7, updated_at = now()
-        from chosen left join webhook_subscriptions s on s.id = chosen.subscription_id
-       where d.id = chosen.id
-      returning d.id, d.tenant_id as "tenantId", d.event_id as "eventId", d.subscription_id as "subscriptionId", d.event,
-                d.target_url as "targetUrl", d.attempts, d.schedule_attempts as "scheduleAttempts",
-                s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
-                s.headers`,
+      -- The body comes along, once per event of the batch (a fan-out shares it), so a
+      -- claim is the only round trip before sending.
+      select c.id, c.tenant_id as "tenantId", c.event_id as "eventId", c.subscription_id as "subscriptionId", c.event,
+             c.target_url as "targetUrl", c.attempts, c.schedule_attempts as "scheduleAttempts",
+             s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers,
+             case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
+        from claimed c
+        join webhook_events e on e.id = c.event_id
+        left join webhook_subscriptions s on s.id = c.subscription_id`,
     values: [options.limit, options.leaseMs, saturated, busyIds, busyCounts, options.perSubscription, options.workerId],
   });
   return rows;
-}
-
-/** Event bodies by id, for the deliveries of a batch whose body is not cached yet. */
-export async function loadEventBodies(db: pg.ClientBase | pg.Pool, eventIds: string[]): Promise<Map<string, string>> {
-  const { rows } = await db.query({
-    name: 'hookline_load_event_bodies',
-    text: 'select id, body from webhook_events where id = any($1::uuid[])',
-    values: [eventIds],
-  });
-  return new Map(rows.map((r: { id: string; body: string }) => [r.id, r.body]));
 }
 
 export interface AttemptOutcome {

@@ -248,20 +248,12 @@ describe('at least once, with worker processes', () => {
     );
   });
 
-  // KNOWN BUG (src/dispatcher/dispatcher.ts, loop() and dispatch()): this test fails until it is fixed.
-  // dispatch() runs after claimDeliveries() has already marked the batch SENDING under this worker's
-  // lease, and its own queries (loadEventBodies, cancelOrphans) are not retried: when one fails, as it
-  // does when the database restarts or the connection drops right after a claim, the error escapes to
-  // loop()'s catch ("claiming deliveries failed; retrying") and the claimed deliveries are forgotten.
-  // Nothing is lost, but they sit in SENDING until their lease expires and reclaimExpiredLeases() hands
-  // them back: 9-14 s here, 35-40 s with the default 15 s timeout, over 10 minutes with
-  // HOOKLINE_DELIVERY_TIMEOUT=5m, although the worker is alive and knows exactly what it claimed.
-  // Seen with random cuts too (the test above) in about 1 run of 3, as a 9.5 s stall with 8 SENDING.
-  // Suggested fix: retry loadEventBodies/cancelOrphans in dispatch() with p-retry like flush() does, and
-  // if they still fail release the batch at once (status PENDING, locked_by/lease_expires_at null,
-  // where id = any($ids) and locked_by = $workerId) instead of leaving it to the lease.
-  // Here the failure is made deterministic: a lock on webhook_events holds the worker inside
-  // loadEventBodies, just after a successful claim, while its connections are cut.
+  // A worker that is claiming when the database goes away must not leave deliveries to their lease
+  // (9 s here, 35 s by default, over 10 minutes with HOOKLINE_DELIVERY_TIMEOUT=5m) although it is alive.
+  // The claim reads the events' bodies in the same statement, so a claim either completes with all it
+  // needs or claims nothing; the worker then retries. (Steps after a claim that can still fail, such as
+  // canceling orphans, are retried and, failing that, hand the batch back at once.) A lock on
+  // webhook_events holds the worker inside its claim while its connections are cut.
   it('a worker that loses its database just after a claim does not leave the claimed deliveries to their lease', { timeout: 30_000 }, async () => {
     const s = await scenario();
     const receiver = await receiverWith(() => ({ status: 204 }));
@@ -277,7 +269,7 @@ describe('at least once, with worker processes', () => {
     await locker.query('begin');
     await locker.query('lock table webhook_events in access exclusive mode');
     await s.db.query('update webhook_deliveries set paused = false'); // due now: the next poll claims them
-    // The claim went through; reading the events' bodies waits on the lock.
+    // The claim, which reads the events' bodies, waits on the lock.
     await eventually(async () => {
       const { rows } = await s.db.query<{ n: number }>(
         `select count(*)::int as n from pg_stat_activity
@@ -285,7 +277,7 @@ describe('at least once, with worker processes', () => {
       );
       return rows[0]!.n > 0;
     }, 10_000, 20);
-    expect(await statusCounts(s.db)).toEqual({ SENDING: 20 });
+    expect(await statusCounts(s.db)).toEqual({ PENDING: 20 }); // nothing half-claimed
 
     // The database goes away under the worker, as in a restart, and comes back at once.
     const { rows: cut } = await s.db.query<{ n: number }>(
