@@ -1,5 +1,6 @@
 // What resolvers, REST routes and the dispatcher share in one process.
 import type { DataSource } from 'typeorm';
+import { ApiKeyCache } from './auth/viewer.js';
 import type { Config } from './config.js';
 import { TargetGuard } from './dispatcher/target-guard.js';
 import type { LiveUpdates } from './live/delivery-updates.js';
@@ -25,6 +26,8 @@ export interface Services {
   subscriptions: SubscriptionService;
   webhooks: WebhookService;
   deliveries: DeliveryService;
+  /** Valid API keys remembered briefly (used only while revocations are heard). */
+  apiKeys: ApiKeyCache;
   /** Set in processes that serve the API. */
   live?: LiveUpdates;
   metrics?: Metrics;
@@ -39,5 +42,6 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
     subscriptions: new SubscriptionService(base),
     webhooks: new WebhookService(dataSource, catalog, clock),
     deliveries: new DeliveryService(base),
+    apiKeys: new ApiKeyCache(),
   };
 }

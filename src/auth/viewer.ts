@@ -4,6 +4,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { forbidden, unauthenticated } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
+import { poolOf, queryRows } from '../db/query.js';
 
 export type Viewer =
   | { kind: 'anonymous'; reason?: string }
@@ -29,24 +30,71 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(left, right);
 }
 
+/**
+ * Remembers valid API keys for a minute, so a request costs no lookup. Safe
+ * only while revocations are heard at once: the process that revokes forgets
+ * the key itself, the others are told by NOTIFY (LiveUpdates), and the cache
+ * is bypassed whenever that LISTEN connection is down (and emptied when it
+ * comes back, as revocations may have been missed meanwhile).
+ */
+export class ApiKeyCache {
+  private readonly entries = new Map<string, { viewer: Viewer & { kind: 'tenant' }; expires: number }>();
+  /** Set by whoever hears revocations; the cache is used only while it answers true. */
+  usable: () => boolean = () => false;
+
+  constructor(private readonly ttlMs = 60_000) {}
+
+  get(hash: string): Viewer | undefined {
+    if (!this.usable()) return undefined;
+    const entry = this.entries.get(hash);
+    if (!entry) return undefined;
+    if (entry.expires < Date.now()) {
+      this.entries.delete(hash);
+      return undefined;
+    }
+    return entry.viewer;
+  }
+
+  set(hash: string, viewer: Viewer & { kind: 'tenant' }): void {
+    if (!this.usable()) return;
+    if (this.entries.size >= 10_000) this.entries.clear();
+    this.entries.set(hash, { viewer, expires: Date.now() + this.ttlMs });
+  }
+
+  invalidate(apiKeyId: string): void {
+    for (const [hash, entry] of this.entries) if (entry.viewer.apiKeyId === apiKeyId) this.entries.delete(hash);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
 export async function resolveViewer(
   dataSource: DataSource,
   adminToken: string,
   authorization: string | null | undefined,
+  cache?: ApiKeyCache,
 ): Promise<Viewer> {
   if (!authorization) return { kind: 'anonymous' };
   const token = bearerToken(authorization);
   if (!token) return { kind: 'anonymous', reason: 'the Authorization header must be "Bearer <token>"' };
   if (sameSecret(token, adminToken)) return { kind: 'admin' };
   if (!token.startsWith(API_KEY_PREFIX)) return { kind: 'anonymous', reason: 'the API key is not valid' };
-  // Looked up on every request, so a revoked key stops working at once in every process.
-  const rows: { id: string; tenant_id: string }[] = await dataSource.query(
+  const hash = hashApiKey(token);
+  const key = hash.toString('hex');
+  const cached = cache?.get(key);
+  if (cached) return cached;
+  const rows = await queryRows<{ id: string; tenant_id: string }>(
+    poolOf(dataSource),
     'select id, tenant_id from api_keys where key_hash = $1 and revoked_at is null',
-    [hashApiKey(token)],
+    [hash],
   );
   const row = rows[0];
   if (!row) return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
-  return { kind: 'tenant', tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
+  const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
+  cache?.set(key, viewer);
+  return viewer;
 }
 
 export function requireTenant(viewer: Viewer): TenantId {

@@ -121,7 +121,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         execute: (args: any) => args.rootValue.execute(args),
         subscribe: (args: any) => args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
-          const viewer = await resolveViewer(dataSource, services.config.adminToken, connectionAuthorization(ctx.connectionParams));
+          const viewer = await resolveViewer(dataSource, services.config.adminToken, connectionAuthorization(ctx.connectionParams), services.apiKeys);
           if (viewer.kind === 'anonymous') return false; // graphql-ws closes with 4403 Forbidden
           const socket = (ctx.extra as any).socket as import('ws').WebSocket;
           const entry = { viewer, close: (code: number, reason: string) => socket.close(code, reason) };

@@ -72,6 +72,7 @@ export function createGraphQLServer(services: Services): Yoga {
           dataSource,
           config.adminToken,
           request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
+          services.apiKeys,
         ));
       return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },

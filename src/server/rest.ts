@@ -321,7 +321,7 @@ export function createRestRoutes(services: Services): Routes {
     }
 
     try {
-      const viewer = await resolveViewer(services.dataSource, services.config.adminToken, req.headers.authorization);
+      const viewer = await resolveViewer(services.dataSource, services.config.adminToken, req.headers.authorization, services.apiKeys);
       const tenantId = requireTenant(viewer);
       const json = async (): Promise<Record<string, unknown>> => {
         const raw = (await readBody()).toString('utf8');

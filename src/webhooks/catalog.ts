@@ -5,7 +5,7 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import type { DataSource, EntityManager } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
 import { badInput } from '../errors.js';
-import { queryRows } from '../db/query.js';
+import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 
 export const EVENT_NAME = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
@@ -64,7 +64,7 @@ export class EventCatalog {
   private readonly byName = new Map<string, CatalogEntry>();
 
   /** The type named `event` for this tenant (own first, then built-in), or a BAD_USER_INPUT. */
-  async find(manager: EntityManager, tenantId: TenantId, event: string, field = 'event'): Promise<CatalogEntry> {
+  async find(manager: Sql, tenantId: TenantId, event: string, field = 'event'): Promise<CatalogEntry> {
     const key = `${tenantId}:${event}`;
     const cached = this.byName.get(key);
     if (cached) return cached;

@@ -5,12 +5,13 @@
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput } from '../errors.js';
-import { queryRows } from '../db/query.js';
-import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import { poolOf, queryRows, type Sql } from '../db/query.js';
+import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
+import { IngestBatcher } from './ingest-batcher.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
@@ -70,6 +71,7 @@ const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", su
 
 export class WebhookService {
   private readonly catalog: EventCatalog;
+  private readonly batcher: IngestBatcher;
 
   /** `new WebhookService(dataSource)` is enough for library use; the rest is shared when given. */
   constructor(
@@ -78,6 +80,7 @@ export class WebhookService {
     private readonly clock: Clock = { now: () => new Date() },
   ) {
     this.catalog = catalog ?? new EventCatalog(dataSource);
+    this.batcher = new IngestBatcher(dataSource);
   }
 
   /**
@@ -92,16 +95,23 @@ export class WebhookService {
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
       throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
     }
+    // PostgreSQL stores no NUL character, in text or jsonb alike.
+    if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(dataJson)) throw badInput('data', 'must not contain the NUL character (\\u0000)');
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
     const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
     const resourceId = checkText('resourceId', input.resourceId, 200) ?? resourceIdOf(resourceType, data);
 
-    const run = (tx: EntityManager) => this.record(tx, tenantId, input, { dataJson, idempotencyKey, resourceType, resourceId });
-    return withTenant(manager ?? this.dataSource, tenantId, run);
+    const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
+    const run = (tx: Sql) => this.record(tx, tenantId, input, prepared);
+    // In the caller's transaction, through TypeORM.
+    if (manager) return withTenant(manager, tenantId, run);
+    // Idempotency keys and single-subscription sends need their own statement.
+    if (idempotencyKey || input.subscriptionId) return withTenantClient(this.dataSource, tenantId, run);
+    return this.recordInBatch(tenantId, input, prepared);
   }
 
   private async record(
-    manager: EntityManager,
+    manager: Sql,
     tenantId: TenantId,
     input: TriggerEventInput,
     prepared: { dataJson: string; idempotencyKey: string | null; resourceType: string; resourceId: string | null },
@@ -175,7 +185,51 @@ export class WebhookService {
     return { duplicate: false, event: toEvent(event), deliveries };
   }
 
-  private async existing(manager: EntityManager, tenantId: TenantId, key: string): Promise<TriggerResult> {
+  /** The common case: validated here, then written with other events of the tenant (group commit). */
+  private async recordInBatch(
+    tenantId: TenantId,
+    input: TriggerEventInput,
+    prepared: { dataJson: string; resourceType: string; resourceId: string | null },
+  ): Promise<TriggerResult> {
+    // The catalog lookup is scoped by tenant in its SQL and cached after the first call.
+    const entry = await this.catalog.find(poolOf(this.dataSource), tenantId, input.event);
+    this.catalog.validateData(entry, input.data);
+    const createdAt = this.clock.now();
+    const id = randomUUID();
+    const body = WebhookFormatter.serialize(
+      WebhookFormatter.formatEventPayload({
+        id,
+        event: input.event,
+        resourceType: prepared.resourceType,
+        resourceId: prepared.resourceId,
+        tenantId,
+        data: input.data,
+        timestamp: createdAt,
+      }),
+    );
+    const deliveries = await this.batcher.add(tenantId, {
+      id,
+      event: input.event,
+      resourceType: prepared.resourceType,
+      resourceId: prepared.resourceId,
+      dataJson: prepared.dataJson,
+      body,
+      createdAt,
+    });
+    const event: TriggeredEvent = {
+      id,
+      tenantId,
+      event: input.event,
+      resourceType: prepared.resourceType,
+      resourceId: prepared.resourceId,
+      data: input.data,
+      idempotencyKey: null,
+      createdAt,
+    };
+    return { duplicate: false, event, deliveries: deliveries.map(toDelivery) };
+  }
+
+  private async existing(manager: Sql, tenantId: TenantId, key: string): Promise<TriggerResult> {
     const [event] = await queryRows(
       manager,
       `select ${EVENT_COLUMNS} from webhook_events

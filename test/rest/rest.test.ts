@@ -326,7 +326,8 @@ describe('500 for the unexpected', () => {
     const logged: unknown[] = [];
     const services = {
       config: { adminToken: 'admin' },
-      dataSource: { query: async () => [{ id: 'key-1', tenant_id: 'tenant-1' }] },
+      // The API-key lookup runs on the DataSource's pg pool.
+      dataSource: { driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },
       deliveries: {
         list: async () => {

@@ -1,0 +1,88 @@
+// Group commit: concurrent triggerEvent calls of one tenant share a
+// transaction, each still gets exactly its own event and deliveries, and one
+// event that cannot be written does not take the others down with it.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { TenantId } from '../../src/db/tenant-scope.js';
+import { IngestBatcher } from '../../src/webhooks/ingest-batcher.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+let hl: TestHookline;
+let tenant: { id: string; apiKey: string };
+let subscriptions: string[];
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  tenant = await hl.createTenant();
+  subscriptions = [];
+  for (const events of [['invoice.*'], ['payment.received'], ['*']]) {
+    const res = await hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }', {
+      input: { url: 'http://127.0.0.1:9/hook', events },
+    }, tenant.apiKey);
+    subscriptions.push(res.data.createWebhookSubscription.subscription.id);
+  }
+});
+afterAll(() => hl?.stop());
+
+it('50 concurrent calls: each its own event and deliveries, written in fewer transactions', async () => {
+  const calls = Array.from({ length: 50 }, (_, i) =>
+    i % 2
+      ? { event: 'invoice.created', data: { amount: i, customer: `c${i}` } }
+      : { event: 'payment.received', data: { payment_id: `p${i}`, invoice_id: 'i', amount: i, method: 'cash', reference: 'r', received_at: 'now' } },
+  );
+  const results = await Promise.all(
+    calls.map((input) =>
+      hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id event data } deliveries { id subscription { id } } } }', { input }, tenant.apiKey),
+    ),
+  );
+  results.forEach((res, i) => {
+    expect(res.errors).toBeUndefined();
+    const { event, deliveries } = res.data.triggerEvent;
+    expect(event).toMatchObject({ event: calls[i]!.event, data: calls[i]!.data });
+    // invoice.* and * for invoices; payment.received and * for payments.
+    const expected = i % 2 ? [subscriptions[0], subscriptions[2]] : [subscriptions[1], subscriptions[2]];
+    expect(deliveries.map((d: any) => d.subscription.id).sort()).toEqual([...expected].sort());
+  });
+  const rows = await hl.dataSource.query(
+    `select e.id, e.event, e.data, count(d.id)::int as deliveries, e.xmin::text as tx
+       from webhook_events e left join webhook_deliveries d on d.event_id = e.id
+      where e.tenant_id = $1 group by e.id`,
+    [tenant.id],
+  );
+  expect(rows).toHaveLength(50);
+  expect(rows.every((r: any) => r.deliveries === 2)).toBe(true);
+  const ids = new Set(results.map((r) => r.data.triggerEvent.event.id));
+  expect(new Set(rows.map((r: any) => r.id))).toEqual(ids);
+  // Events written by one transaction share its xmin: fewer transactions than events.
+  expect(new Set(rows.map((r: any) => r.tx)).size).toBeLessThan(50);
+});
+
+it('an event that cannot be written fails alone; the rest of its batch is written', async () => {
+  const batcher = new IngestBatcher(hl.dataSource);
+  const item = (id: string) => ({
+    id,
+    event: 'invoice.created',
+    resourceType: 'invoice',
+    resourceId: null,
+    dataJson: '{"amount":1,"customer":"c"}',
+    body: '{}',
+    createdAt: new Date(),
+  });
+  const shared = randomUUID();
+  const [first, clash, other] = await Promise.allSettled([
+    batcher.add(tenant.id as TenantId, item(shared)),
+    batcher.add(tenant.id as TenantId, item(shared)), // same primary key: this one cannot be written
+    batcher.add(tenant.id as TenantId, item(randomUUID())),
+  ]);
+  expect(first.status).toBe('fulfilled');
+  expect(other.status).toBe('fulfilled');
+  expect(clash.status).toBe('rejected');
+  expect((first as PromiseFulfilledResult<unknown[]>).value).toHaveLength(2);
+});
+
+it('refuses data PostgreSQL cannot store (a NUL character) as BAD_USER_INPUT', async () => {
+  const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', {
+    input: { event: 'test.event', data: { text: 'a\u0000b' } },
+  }, tenant.apiKey);
+  expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+});
