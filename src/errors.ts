@@ -1,7 +1,6 @@
 // The error codes of the contract, and the one error class that carries them.
 // Anything else thrown inside a resolver is unexpected: Yoga masks it and we
-// log it with its detail.
-import { createGraphQLError } from 'graphql-yoga';
+// log it with its detail (server/graphql.ts gives HooklineErrors their code).
 
 export const ErrorCode = {
   UNAUTHENTICATED: 'UNAUTHENTICATED',
@@ -42,14 +41,6 @@ export const notFound = (what: string, id: string) =>
 export const unauthenticated = (message = 'a valid API key is required: Authorization: Bearer <key>') =>
   new HooklineError(ErrorCode.UNAUTHENTICATED, message);
 export const forbidden = (message: string) => new HooklineError(ErrorCode.FORBIDDEN, message);
-
-/** The GraphQL form of a HooklineError: message plus `extensions.code` (and `field`). */
-export function toGraphQLError(error: HooklineError) {
-  return createGraphQLError(error.message, {
-    extensions: { code: error.code, ...(error.field ? { field: error.field } : {}) },
-    originalError: error,
-  });
-}
 
 /** Normalises an unknown throw once, keeping it as the cause. */
 export function coerceError(error: unknown): Error {

@@ -8,10 +8,8 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { runMigrations } from './db/migrate.js';
 import { Dispatcher } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
-import { LiveUpdates } from './live/delivery-updates.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
-import { createRestRoutes } from './server/rest.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
 
 export interface Hookline {
@@ -55,12 +53,14 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     services.metrics = metrics;
     const serveApi = config.role !== 'worker';
     if (serveApi) {
+      const { LiveUpdates } = await import('./live/delivery-updates.js');
       const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs);
       await live.start();
       stops.push(() => live.close());
       services.live = live;
     }
-    const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes: createRestRoutes(services) });
+    const routes = serveApi ? (await import('./server/rest.js')).createRestRoutes(services) : undefined;
+    const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes });
     stops.push(() => app.stop());
     // A revoked key's live connections close at once, in every API process.
     services.live?.onApiKeyRevoked((apiKeyId) =>

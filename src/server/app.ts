@@ -3,12 +3,11 @@
 // and graphql-ws on /graphql) and the REST routes of the guide.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer } from 'ws';
+import type { WebSocketServer } from 'ws';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
-import { connectionAuthorization, createGraphQLServer, type Yoga } from './graphql.js';
+import type { Yoga } from './graphql.js';
 import { BodyTooLargeError, MAX_BODY_BYTES, readBody } from './http-body.js';
 
 export interface AppOptions {
@@ -46,7 +45,16 @@ const WS_CLOSE_REVOKED = 4401;
 export async function buildApp(options: AppOptions): Promise<App> {
   const { services, metrics, serveApi } = options;
   const { log, dataSource } = services;
-  const yoga = serveApi ? createGraphQLServer(services) : undefined;
+  // The API stack (Yoga, the schema, GraphiQL's assets, graphql-ws) is loaded only by
+  // processes that serve it: a worker stays small.
+  const api = serveApi
+    ? {
+        ...(await import('./graphql.js')),
+        useServer: (await import('graphql-ws/use/ws')).useServer,
+        WebSocketServer: (await import('ws')).WebSocketServer,
+      }
+    : undefined;
+  const yoga = api?.createGraphQLServer(services);
   let ready = false;
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
@@ -114,9 +122,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
 
   const sockets = new Set<{ viewer: Viewer; close: (code: number, reason: string) => void }>();
   let wss: WebSocketServer | undefined;
-  if (yoga) {
-    wss = new WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
-    useServer<Record<string, unknown>, { viewer?: Viewer; entry?: { viewer: Viewer; close: (c: number, r: string) => void } }>(
+  if (yoga && api) {
+    const { connectionAuthorization } = api;
+    wss = new api.WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
+    api.useServer<Record<string, unknown>, { viewer?: Viewer; entry?: { viewer: Viewer; close: (c: number, r: string) => void } }>(
       {
         execute: (args: any) => args.rootValue.execute(args),
         subscribe: (args: any) => args.rootValue.subscribe(args),
