@@ -127,7 +127,7 @@ export class LiveUpdates {
     /** Called at once when the subscriber is cut off: it may never read again to learn it. */
     onCutOff?: (error: SubscriberTooSlowError) => void,
   ): AsyncIterableIterator<DeliverySnapshot> {
-    const source = this.pubSub.subscribe(`delivery:${tenantId}`)[Symbol.asyncIterator]();
+    const topic = `delivery:${tenantId}`;
     const buffer: DeliverySnapshot[] = [];
     let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
     let failWaiting: ((error: Error) => void) | undefined;
@@ -154,7 +154,7 @@ export class LiveUpdates {
       clearTimeout(stallTimer);
       failure = error;
       buffer.length = 0;
-      void source.return?.();
+      this.target.removeEventListener(topic, listener);
       unsubscribeRevoked();
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });
@@ -170,29 +170,28 @@ export class LiveUpdates {
       (!filter.deliveryId || d.id === filter.deliveryId) &&
       (!filter.status || d.status === filter.status);
 
-    // Pump: drain the PubSub at once, whatever the client's pace.
-    void (async () => {
-      for (;;) {
-        const { value, done } = await source.next();
-        if (done || ended) return;
-        if (!matches(value)) continue;
-        if (waiting) {
-          const resolve = waiting;
-          waiting = failWaiting = undefined;
-          lastRead = Date.now(); // it was waiting: idle, not stalled
-          resolve({ value, done: false });
-        } else {
-          buffer.push(value);
-          // Bursts are normal (one dispatcher batch announces up to a hundred rows at once);
-          // a client that stops reading, or falls hopelessly behind, is not.
-          if (buffer.length >= bufferLimit || Date.now() - lastRead > stallMs) {
-            finish(new SubscriberTooSlowError(buffer.length));
-            return;
-          }
-          armStallCheck();
-        }
+    // Listens on the PubSub's event target itself: each update is taken synchronously, as it
+    // is dispatched, whatever the client's pace (no intermediate queue per subscriber).
+    const listener = (event: Event) => {
+      const value = (event as CustomEvent<DeliverySnapshot>).detail;
+      if (ended || !matches(value)) return;
+      if (waiting) {
+        const resolve = waiting;
+        waiting = failWaiting = undefined;
+        lastRead = Date.now(); // it was waiting: idle, not stalled
+        resolve({ value, done: false });
+        return;
       }
-    })();
+      buffer.push(value);
+      // Bursts are normal (one dispatcher batch announces up to a hundred rows at once);
+      // a client that stops reading, or falls hopelessly behind, is not.
+      if (buffer.length >= bufferLimit || Date.now() - lastRead > stallMs) {
+        finish(new SubscriberTooSlowError(buffer.length));
+        return;
+      }
+      armStallCheck();
+    };
+    this.target.addEventListener(topic, listener);
 
     const iterator: AsyncIterableIterator<DeliverySnapshot> = {
       next() {
