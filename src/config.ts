@@ -127,8 +127,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       return t as LogLevel;
     }),
     dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
-    dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '64', (t) => parseInteger(t, 1, 10_000)),
-    dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '32', (t) => parseInteger(t, 1, 10_000)),
+    dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '128', (t) => parseInteger(t, 1, 10_000)),
+    dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '64', (t) => parseInteger(t, 1, 10_000)),
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', parseDuration),
   };

@@ -31,9 +31,9 @@ describe('defaults', () => {
     expect(config.allowPrivateTargets).toBe(false);
   });
 
-  it('dispatches 64 at once, 32 per subscription', () => {
-    expect(config.dispatchConcurrency).toBe(64);
-    expect(config.dispatchPerSubscription).toBe(32);
+  it('dispatches 128 at once, 64 per subscription', () => {
+    expect(config.dispatchConcurrency).toBe(128);
+    expect(config.dispatchPerSubscription).toBe(64);
   });
 
   it('keeps up to 10000 live updates waiting per subscriber, and disconnects one stalled for 5 s', () => {
