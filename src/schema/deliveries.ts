@@ -111,10 +111,6 @@ const TriggerEventPayload = builder
     }),
   });
 
-function asRow(d: import('../webhooks/service.js').CreatedDelivery): DeliveryRow {
-  return { ...d, lastError: null, lastStatusCode: null, deliveredAt: null, updatedAt: d.createdAt };
-}
-
 builder.mutationField('triggerEvent', (t) =>
   t.field({
     type: TriggerEventPayload,
@@ -129,7 +125,7 @@ builder.mutationField('triggerEvent', (t) =>
         resourceId: input.resourceId,
         idempotencyKey: input.idempotencyKey,
       });
-      return { ...result, deliveries: result.deliveries.map(asRow) };
+      return result;
     },
   }),
 );
@@ -151,7 +147,7 @@ builder.mutationField('sendTestEvent', (t) =>
         resourceId: subscription.id,
         subscriptionId: subscription.id,
       });
-      return asRow(result.deliveries[0]!);
+      return result.deliveries[0]!;
     },
   }),
 );

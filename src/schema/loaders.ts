@@ -6,7 +6,7 @@ import { queryRows } from '../db/query.js';
 import { withTenant } from '../db/tenant-scope.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import type { Services } from '../services.js';
-import type { DeliveryRow, EventRow } from '../webhooks/deliveries.js';
+import { EVENT_COLUMNS, type DeliveryRow, type EventRow } from '../webhooks/deliveries.js';
 
 export interface Loaders {
   delivery: DataLoader<string, DeliveryRow | null>;
@@ -28,9 +28,7 @@ export function createLoaders(services: Services, viewer: Viewer): Loaders {
       const rows = await withTenant(services.dataSource, tenantId, (m) =>
         queryRows<EventRow>(
           m,
-          `select id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId", data,
-                  idempotency_key as "idempotencyKey", created_at as "createdAt"
-             from webhook_events where tenant_id = $1 and id = any($2)`,
+          `select ${EVENT_COLUMNS} from webhook_events where tenant_id = $1 and id = any($2)`,
           [tenantId, [...ids]],
         ),
       );

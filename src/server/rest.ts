@@ -13,7 +13,6 @@ import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
-import type { CreatedDelivery } from '../webhooks/service.js';
 import { sendJson } from './app.js';
 import { BodyTooLargeError } from './http-body.js';
 
@@ -94,11 +93,6 @@ function attemptJson(a: AttemptRow) {
     error: a.error,
     response_body: a.responseBody,
   };
-}
-
-/** A delivery just created by triggerEvent, in the shape of a stored one (as GraphQL does). */
-function createdRow(d: CreatedDelivery): DeliveryRow {
-  return { ...d, lastError: null, lastStatusCode: null, deliveredAt: null, updatedAt: d.createdAt };
 }
 
 // ---- input checks ----------------------------------------------------------
@@ -232,7 +226,7 @@ const createDeliveries: Handler = async (services, { tenantId, json }) => {
     body: {
       event_id: result.event.id,
       duplicate: result.duplicate,
-      deliveries: result.deliveries.map((d) => deliveryJson(createdRow(d))),
+      deliveries: result.deliveries.map(deliveryJson),
     },
   };
 };

@@ -50,7 +50,7 @@ export interface EventRow {
 export const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
   target_url as "targetUrl", status, attempts, last_error as "lastError", last_status_code as "lastStatusCode",
   next_attempt_at as "nextAttemptAt", delivered_at as "deliveredAt", created_at as "createdAt", updated_at as "updatedAt"`;
-const EVENT_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
+export const EVENT_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
   data, idempotency_key as "idempotencyKey", created_at as "createdAt"`;
 
 export interface DeliveryFilter {

@@ -6,6 +6,7 @@ import type { DataSource } from 'typeorm';
 import { queryRows } from '../db/query.js';
 import { withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import { patternsFor } from './catalog.js';
+import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
 
 export interface BatchItem {
   id: string;
@@ -17,22 +18,9 @@ export interface BatchItem {
   createdAt: Date;
 }
 
-export interface BatchedDelivery {
-  id: string;
-  tenantId: string;
-  eventId: string;
-  subscriptionId: string | null;
-  event: string;
-  targetUrl: string;
-  status: 'PENDING';
-  attempts: number;
-  nextAttemptAt: Date | null;
-  createdAt: Date;
-}
-
 interface Pending {
   item: BatchItem;
-  resolve: (deliveries: BatchedDelivery[]) => void;
+  resolve: (deliveries: DeliveryRow[]) => void;
   reject: (error: unknown) => void;
 }
 
@@ -45,7 +33,7 @@ export class IngestBatcher {
   constructor(private readonly dataSource: DataSource) {}
 
   /** Records one event and its deliveries, in a batch with whatever else this tenant sends now. */
-  add(tenantId: TenantId, item: BatchItem): Promise<BatchedDelivery[]> {
+  add(tenantId: TenantId, item: BatchItem): Promise<DeliveryRow[]> {
     return new Promise((resolve, reject) => {
       let queue = this.queues.get(tenantId);
       if (!queue) this.queues.set(tenantId, (queue = []));
@@ -68,7 +56,7 @@ export class IngestBatcher {
       const batch = queue.splice(0, MAX_BATCH);
       try {
         const deliveries = await withTenantClient(this.dataSource, tenantId, (client) => insertBatch(client, tenantId, batch.map((p) => p.item)));
-        const byEvent = new Map<string, BatchedDelivery[]>();
+        const byEvent = new Map<string, DeliveryRow[]>();
         for (const d of deliveries) {
           const list = byEvent.get(d.eventId);
           if (list) list.push(d);
@@ -90,7 +78,7 @@ export class IngestBatcher {
 }
 
 /** The events of a batch, and a delivery for each active subscription each one matches, in one statement. */
-async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, items: BatchItem[]): Promise<BatchedDelivery[]> {
+async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, items: BatchItem[]): Promise<DeliveryRow[]> {
   const ords: number[] = [];
   const patterns: string[] = [];
   items.forEach((item, i) => {
@@ -99,7 +87,7 @@ async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, 
       patterns.push(pattern);
     }
   });
-  const rows = await queryRows<BatchedDelivery>(
+  const rows = await queryRows<DeliveryRow>(
     client,
     `with input as (
        select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
@@ -115,8 +103,7 @@ async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, 
        from input i
        join webhook_subscriptions s
          on s.tenant_id = $1 and s.active and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
-     returning id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
-               target_url as "targetUrl", status, attempts, next_attempt_at as "nextAttemptAt", created_at as "createdAt"`,
+     returning ${DELIVERY_COLUMNS}`,
     [
       tenantId,
       items.map((i) => i.id),

@@ -7,10 +7,10 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
-import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
+import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow } from './deliveries.js';
 import { IngestBatcher } from './ingest-batcher.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
@@ -38,18 +38,8 @@ export interface TriggeredEvent {
   createdAt: Date;
 }
 
-export interface CreatedDelivery {
-  id: string;
-  tenantId: string;
-  eventId: string;
-  subscriptionId: string | null;
-  event: string;
-  targetUrl: string;
-  status: DeliveryStatus;
-  attempts: number;
-  nextAttemptAt: Date | null;
-  createdAt: Date;
-}
+/** A delivery as triggerEvent answers it: the stored row, just created. */
+export type CreatedDelivery = DeliveryRow;
 
 export interface TriggerResult {
   duplicate: boolean;
@@ -63,11 +53,6 @@ function checkText(field: string, value: string | null | undefined, max: number)
   if (value.length > max) throw badInput(field, `must be at most ${max} characters`);
   return value;
 }
-
-const EVENT_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
-  data, idempotency_key as "idempotencyKey", created_at as "createdAt"`;
-const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
-  target_url as "targetUrl", status, attempts, next_attempt_at as "nextAttemptAt", created_at as "createdAt"`;
 
 export class WebhookService {
   private readonly catalog: EventCatalog;
@@ -226,7 +211,7 @@ export class WebhookService {
       idempotencyKey: null,
       createdAt,
     };
-    return { duplicate: false, event, deliveries: deliveries.map(toDelivery) };
+    return { duplicate: false, event, deliveries };
   }
 
   private async existing(manager: Sql, tenantId: TenantId, key: string): Promise<TriggerResult> {
@@ -250,10 +235,13 @@ function toEvent(row: any): TriggeredEvent {
   return { ...row, createdAt: new Date(row.createdAt) };
 }
 
+/** A delivery row read back through to_jsonb, whose times are strings. */
 function toDelivery(row: any): CreatedDelivery {
   return {
     ...row,
     createdAt: new Date(row.createdAt),
+    updatedAt: new Date(row.updatedAt),
     nextAttemptAt: row.nextAttemptAt ? new Date(row.nextAttemptAt) : null,
+    deliveredAt: row.deliveredAt ? new Date(row.deliveredAt) : null,
   };
 }
