@@ -51,6 +51,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     ? {
         ...(await import('./graphql.js')),
         useServer: (await import('graphql-ws/use/ws')).useServer,
+        ...(await import('../live/shared-execution.js')),
         WebSocketServer: (await import('ws')).WebSocketServer,
       }
     : undefined;
@@ -124,11 +125,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
   let wss: WebSocketServer | undefined;
   if (yoga && api) {
     const { connectionAuthorization } = api;
+    const mask = api.createErrorMasker(log);
     wss = new api.WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
     api.useServer<Record<string, unknown>, { viewer?: Viewer; entry?: { viewer: Viewer; close: (c: number, r: string) => void } }>(
       {
         execute: (args: any) => args.rootValue.execute(args),
-        subscribe: (args: any) => args.rootValue.subscribe(args),
+        // deliveryUpdated is executed once per update and shared by its subscribers (see shared-execution.ts).
+        subscribe: (args: any) =>
+          api.isSharedSubscription(args.document, args.operationName)
+            ? api.subscribeShared({ ...args, rootValue: undefined }, mask)
+            : args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
           const viewer = await resolveViewer(dataSource, services.config.adminToken, connectionAuthorization(ctx.connectionParams), services.apiKeys);
           if (viewer.kind === 'anonymous') return false; // graphql-ws closes with 4403 Forbidden

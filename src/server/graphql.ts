@@ -40,6 +40,30 @@ const limitsErrorCode: Plugin = {
   },
 };
 
+/**
+ * Unexpected errors are logged with their detail and shown as an opaque error;
+ * HooklineErrors keep their message and get their contract code.
+ */
+export function createErrorMasker(log: Services['log']) {
+  return (error: unknown, message = 'Unexpected error.'): GraphQLError => {
+    const original = error instanceof GraphQLError ? error.originalError : error;
+    if (original instanceof HooklineError) {
+      return createGraphQLError(original.message, {
+        nodes: (error as GraphQLError).nodes,
+        path: (error as GraphQLError).path,
+        extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) },
+      });
+    }
+    if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) return error;
+    log.error({ err: original ?? error, path: (error as GraphQLError).path }, 'unexpected error in a GraphQL operation');
+    return createGraphQLError(message, {
+      nodes: (error as GraphQLError).nodes,
+      path: (error as GraphQLError).path,
+      extensions: { code: 'INTERNAL_SERVER_ERROR' },
+    });
+  };
+}
+
 export function connectionAuthorization(params: Record<string, unknown> | undefined): string | undefined {
   const value = params?.authorization ?? params?.Authorization;
   return typeof value === 'string' ? value : undefined;
@@ -77,23 +101,7 @@ export function createGraphQLServer(services: Services): Yoga {
       return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },
     maskedErrors: {
-      maskError(error, message) {
-        const original = error instanceof GraphQLError ? error.originalError : error;
-        if (original instanceof HooklineError) {
-          return createGraphQLError(original.message, {
-            nodes: (error as GraphQLError).nodes,
-            path: (error as GraphQLError).path,
-            extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) },
-          });
-        }
-        if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) return error;
-        log.error({ err: original ?? error, path: (error as GraphQLError).path }, 'unexpected error in a GraphQL operation');
-        return createGraphQLError(message, {
-          nodes: (error as GraphQLError).nodes,
-          path: (error as GraphQLError).path,
-          extensions: { code: 'INTERNAL_SERVER_ERROR' },
-        });
-      },
+      maskError: createErrorMasker(log),
     },
     plugins: [
       EnvelopArmorPlugin({
