@@ -55,6 +55,9 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     if (serveApi) {
       const { LiveUpdates } = await import('./live/delivery-updates.js');
       const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs);
+      // Revocations may have been missed while not listening: forget every cached key.
+      live.target.onConnect = () => services.apiKeys.clear();
+      services.apiKeys.usable = () => live.target.connected;
       await live.start();
       stops.push(() => live.close());
       services.live = live;
@@ -62,10 +65,12 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
     const routes = serveApi ? (await import('./server/rest.js')).createRestRoutes(services) : undefined;
     const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes });
     stops.push(() => app.stop());
-    // A revoked key's live connections close at once, in every API process.
-    services.live?.onApiKeyRevoked((apiKeyId) =>
-      app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked'),
-    );
+    // A revoked key stops working at once in every API process: its cached lookup is
+    // dropped and its live connections close.
+    services.live?.onApiKeyRevoked((apiKeyId) => {
+      services.apiKeys.invalidate(apiKeyId);
+      app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked');
+    });
 
     let dispatcher: Dispatcher | undefined;
     if (config.role !== 'api') {

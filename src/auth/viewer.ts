@@ -39,6 +39,8 @@ function sameSecret(a: string, b: string): boolean {
  */
 export class ApiKeyCache {
   private readonly entries = new Map<string, { viewer: Viewer & { kind: 'tenant' }; expires: number }>();
+  /** Revoked keys are never cached again, even by a lookup that began before the revocation. */
+  private readonly revoked = new Set<string>();
   /** Set by whoever hears revocations; the cache is used only while it answers true. */
   usable: () => boolean = () => false;
 
@@ -56,12 +58,14 @@ export class ApiKeyCache {
   }
 
   set(hash: string, viewer: Viewer & { kind: 'tenant' }): void {
-    if (!this.usable()) return;
+    if (!this.usable() || this.revoked.has(viewer.apiKeyId)) return;
     if (this.entries.size >= 10_000) this.entries.clear();
     this.entries.set(hash, { viewer, expires: Date.now() + this.ttlMs });
   }
 
   invalidate(apiKeyId: string): void {
+    if (this.revoked.size >= 100_000) this.revoked.clear();
+    this.revoked.add(apiKeyId);
     for (const [hash, entry] of this.entries) if (entry.viewer.apiKeyId === apiKeyId) this.entries.delete(hash);
   }
 

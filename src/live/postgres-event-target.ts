@@ -15,6 +15,13 @@ export class PostgresEventTarget implements EventTarget {
   private client: pg.Client | undefined;
   private closed = false;
   private connecting: Promise<void> | undefined;
+  /** Called each time the LISTEN connection is (re)established. */
+  onConnect: () => void = () => {};
+
+  /** True while notifications are being heard. */
+  get connected(): boolean {
+    return this.client !== undefined;
+  }
 
   constructor(
     private readonly databaseUrl: string,
@@ -51,6 +58,7 @@ export class PostgresEventTarget implements EventTarget {
       return;
     }
     this.client = client;
+    this.onConnect();
   }
 
   private deliver(channel: string, payload: string): void {

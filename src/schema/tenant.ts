@@ -68,6 +68,10 @@ builder.mutationField('revokeApiKey', (t) =>
   t.boolean({
     description: 'Revokes an API key of the calling tenant. It stops working at once, live connections included.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { viewer, services }) => revokeApiKey(services.dataSource, requireTenant(viewer), String(id)),
+    resolve: async (_root, { id }, { viewer, services }) => {
+      const revoked = await revokeApiKey(services.dataSource, requireTenant(viewer), String(id));
+      services.apiKeys.invalidate(String(id)); // other processes hear it by NOTIFY
+      return revoked;
+    },
   }),
 );

@@ -76,7 +76,10 @@ export function createGraphQLServer(services: Services): Yoga {
     graphqlEndpoint: '/graphql',
     landingPage: false,
     logging: {
-      debug: (...args) => log.debug({ yoga: args }, 'yoga'),
+      // Yoga logs at debug level several times per request: build nothing unless it is on.
+      debug: (...args) => {
+        if (log.isLevelEnabled('debug')) log.debug({ yoga: args }, 'yoga');
+      },
       info: (...args) => log.info({ yoga: args }, 'yoga'),
       warn: (...args) => log.warn({ yoga: args }, 'yoga'),
       error: (...args) => log.error({ yoga: args }, 'yoga'),
