@@ -41,6 +41,8 @@ export class ApiKeyCache {
   private readonly entries = new Map<string, { viewer: Viewer & { kind: 'tenant' }; expires: number }>();
   /** Revoked keys are never cached again, even by a lookup that began before the revocation. */
   private readonly revoked = new Set<string>();
+  /** Bumped by clear(): a lookup that began before (maybe while revocations went unheard) is not kept. */
+  private generation = 0;
   /** Set by whoever hears revocations; the cache is used only while it answers true. */
   usable: () => boolean = () => false;
 
@@ -57,8 +59,13 @@ export class ApiKeyCache {
     return entry.viewer;
   }
 
-  set(hash: string, viewer: Viewer & { kind: 'tenant' }): void {
-    if (!this.usable() || this.revoked.has(viewer.apiKeyId)) return;
+  /** Call before looking a key up; pass the answer to set(). */
+  begin(): number {
+    return this.usable() ? this.generation : -1;
+  }
+
+  set(hash: string, viewer: Viewer & { kind: 'tenant' }, begun: number): void {
+    if (begun !== this.generation || !this.usable() || this.revoked.has(viewer.apiKeyId)) return;
     if (this.entries.size >= 10_000) this.entries.clear();
     this.entries.set(hash, { viewer, expires: Date.now() + this.ttlMs });
   }
@@ -70,6 +77,7 @@ export class ApiKeyCache {
   }
 
   clear(): void {
+    this.generation++;
     this.entries.clear();
   }
 }
@@ -89,6 +97,7 @@ export async function resolveViewer(
   const key = hash.toString('hex');
   const cached = cache?.get(key);
   if (cached) return cached;
+  const begun = cache?.begin() ?? -1;
   const rows = await queryRows<{ id: string; tenant_id: string }>(
     poolOf(dataSource),
     'select id, tenant_id from api_keys where key_hash = $1 and revoked_at is null',
@@ -97,7 +106,7 @@ export async function resolveViewer(
   const row = rows[0];
   if (!row) return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
-  cache?.set(key, viewer);
+  cache?.set(key, viewer, begun);
   return viewer;
 }
 
