@@ -20,6 +20,7 @@ import { runMigrations as runGraphileMigrations } from 'graphile-worker';
 import pg from 'pg';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
+import { loadConfig } from '../src/config.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.js';
 import { buildSignedHeaders, decodeSecrets } from '../src/signing/standard-webhooks.js';
 import {
@@ -232,6 +233,12 @@ interface Service extends Child {
   metrics(): Promise<Map<string, number>>;
   metric(name: string): Promise<number>;
 }
+
+/** The dispatcher's slots, as the worker runs them (its defaults). */
+const DISPATCH = (() => {
+  const config = loadConfig({});
+  return { concurrency: config.dispatchConcurrency, perSubscription: config.dispatchPerSubscription };
+})();
 
 async function startHookline(role: 'api' | 'worker', databaseUrl: string): Promise<Service> {
   const port = await freePort();
@@ -965,8 +972,9 @@ function report() {
     const inFlight = (d.perSecond * v.meanAttemptMs) / 1000;
     lines.push('');
     lines.push(
-      `${name}: the worker's POSTs took ${v.meanAttemptMs} ms on average (so ${inFlight.toFixed(1)} were in flight on average, of 64 allowed, ` +
-        `32 per subscription); its event loop lagged ${v.eventLoopLagMeanMs} ms on average, p99 ${v.eventLoopLagP99Ms} ms.`,
+      `${name}: the worker's POSTs took ${v.meanAttemptMs} ms on average (so ${inFlight.toFixed(1)} were in flight on average, of ` +
+        `${DISPATCH.concurrency} allowed, ${DISPATCH.perSubscription} per subscription); its event loop lagged ${v.eventLoopLagMeanMs} ms ` +
+        `on average, p99 ${v.eventLoopLagP99Ms} ms.`,
     );
   };
   view('Drain', r.drain?.workerView, r.drain);
