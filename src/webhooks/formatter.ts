@@ -39,6 +39,15 @@ export class WebhookFormatter {
   static serialize(envelope: EventEnvelope): string {
     return JSON.stringify(envelope);
   }
+
+  /**
+   * The same bytes as serialize(), with `data` given already serialised (it was, to
+   * measure it): the envelope ends with `data`, so its JSON is spliced in, not redone.
+   */
+  static serializeWithData(envelope: EventEnvelope, dataJson: string): string {
+    const head = JSON.stringify({ ...envelope, data: 0 });
+    return `${head.slice(0, -2)}${dataJson}}`;
+  }
 }
 
 /** `invoice` for `invoice.created`: the default resource type. */

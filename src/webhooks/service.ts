@@ -181,16 +181,17 @@ export class WebhookService {
     this.catalog.validateData(entry, input.data);
     const createdAt = this.clock.now();
     const id = randomUUID();
-    const body = WebhookFormatter.serialize(
+    const body = WebhookFormatter.serializeWithData(
       WebhookFormatter.formatEventPayload({
         id,
         event: input.event,
         resourceType: prepared.resourceType,
         resourceId: prepared.resourceId,
         tenantId,
-        data: input.data,
+        data: {},
         timestamp: createdAt,
       }),
+      prepared.dataJson,
     );
     const deliveries = await this.batcher.add(tenantId, {
       id,

@@ -91,3 +91,10 @@ it('formats the envelope of the contract', () => {
     '{"id":"evt-1","event":"invoice.created","resource_type":"invoice","resource_id":"inv-123","tenant_id":"t-1","timestamp":"2024-02-14T10:30:00.000Z","data":{"amount":"1500.00"}}',
   );
 });
+
+it('splices already serialised data into exactly the bytes serialize() makes', () => {
+  for (const data of [{}, { amount: '1500.00', customer: 'Acme' }, { nested: { list: [1, 'ñ', null, { deep: true }] }, emoji: '✓', quote: '"}' }]) {
+    const envelope = WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data, timestamp: new Date(0) });
+    expect(WebhookFormatter.serializeWithData({ ...envelope, data: {} }, JSON.stringify(data))).toBe(WebhookFormatter.serialize(envelope));
+  }
+});
