@@ -1,8 +1,10 @@
 // The dispatcher: claim -> send -> record. It claims due deliveries in
-// batches, sends each at once within its concurrency limits, and records the
-// outcomes in batches. LISTEN wakes it when deliveries are created; a timer
-// set to the next due time, and polling, are the fallbacks. Nothing waits in
-// memory: a failed attempt's next try is a row in the database.
+// batches (the next batch while the current one is sent), sends each as a
+// slot frees up within its concurrency limits, and records the outcomes in
+// batches. LISTEN wakes it when deliveries are created; a timer set to the
+// next due time, and polling, are the fallbacks. No retry waits in memory: a
+// failed attempt's next try is a row in the database, and a claimed delivery
+// waits for a slot for less than its lease.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
