@@ -7,13 +7,17 @@ import { badInput, notFound } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
-import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
 import { checkEventName, patternsFor } from './catalog.js';
 import { acceptSecret, generateSecret, ROTATION_GRACE_MS } from './secrets.js';
 import { validateTargetUrl } from './target-url.js';
 
 export const MAX_EVENTS_PER_SUBSCRIPTION = 100;
+/** The columns of a subscription under its entity's names. */
+const SUBSCRIPTION_COLUMNS = `id, tenant_id as "tenantId", url, events, description, active, disabled_reason as "disabledReason",
+  headers, secret, previous_secret as "previousSecret", previous_secret_expires_at as "previousSecretExpiresAt",
+  created_at as "createdAt", updated_at as "updatedAt"`;
 export const MAX_CUSTOM_HEADERS = 20;
 /** Headers Hookline sets itself; a subscription may not override them. */
 const RESERVED_HEADERS = /^(host|content-type|content-length|transfer-encoding|connection|user-agent|webhook-.*|x-signature|x-webhook-.*)$/i;
@@ -181,16 +185,20 @@ export class SubscriptionService {
     });
   }
 
-  find(tenantId: TenantId, id: string): Promise<WebhookSubscription | null> {
-    if (!isUuid(id)) return Promise.resolve(null);
-    return withTenant(this.services.dataSource, tenantId, (manager) => manager.findOneBy(WebhookSubscription, { id, tenantId }));
+  async find(tenantId: TenantId, id: string): Promise<WebhookSubscription | null> {
+    return (await this.findMany(tenantId, [id]))[0] ?? null;
   }
 
+  /** Reads are on the prepared fast path: they run for every delivery a list or an update shows. */
   findMany(tenantId: TenantId, ids: string[]): Promise<WebhookSubscription[]> {
     const valid = ids.filter(isUuid);
     if (!valid.length) return Promise.resolve([]);
-    return withTenant(this.services.dataSource, tenantId, (manager) =>
-      manager.findBy(WebhookSubscription, valid.map((id) => ({ id, tenantId }))),
+    return withTenantClient(this.services.dataSource, tenantId, (client) =>
+      queryRows<WebhookSubscription>(
+        client,
+        `select ${SUBSCRIPTION_COLUMNS} from webhook_subscriptions where tenant_id = $1 and id = any($2::uuid[])`,
+        [tenantId, valid],
+      ),
     );
   }
 
@@ -206,18 +214,14 @@ export class SubscriptionService {
         params.push(filter.active);
         where.push(`active = $${params.length}`);
       }
-      const rows = await keysetPage<{ id: string }>(manager, {
+      return keysetPage<WebhookSubscription>(manager, {
         table: 'webhook_subscriptions',
-        columns: 'id',
+        columns: SUBSCRIPTION_COLUMNS,
         where,
         params,
         window,
         newestFirst: false,
       });
-      if (!rows.length) return [];
-      const found = await manager.findBy(WebhookSubscription, rows.map((r) => ({ id: r.id, tenantId })));
-      const byId = new Map(found.map((s) => [s.id, s]));
-      return rows.map((r) => byId.get(r.id)!).filter(Boolean);
     });
   }
 }
