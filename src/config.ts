@@ -28,6 +28,8 @@ export interface Config {
   liveBufferLimit: number;
   /** A live subscriber with updates waiting that has not read for this long is disconnected (ms). */
   liveStallMs: number;
+  /** Requests per second one API key may make to one API process (0: no limit). */
+  rateLimitPerSecond: number;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +133,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '64', (t) => parseInteger(t, 1, 10_000)),
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', parseDuration),
+    rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

@@ -1,5 +1,6 @@
 // What resolvers, REST routes and the dispatcher share in one process.
 import type { DataSource } from 'typeorm';
+import { RateLimiter } from './auth/rate-limit.js';
 import { ApiKeyCache } from './auth/viewer.js';
 import type { Config } from './config.js';
 import { TargetGuard } from './dispatcher/target-guard.js';
@@ -28,6 +29,8 @@ export interface Services {
   deliveries: DeliveryService;
   /** Valid API keys remembered briefly (used only while revocations are heard). */
   apiKeys: ApiKeyCache;
+  /** Requests per second per API key. */
+  rateLimiter: RateLimiter;
   /** Set in processes that serve the API. */
   live?: LiveUpdates;
   metrics?: Metrics;
@@ -43,5 +46,6 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
     webhooks: new WebhookService(dataSource, catalog, clock),
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
+    rateLimiter: new RateLimiter(config.rateLimitPerSecond),
   };
 }

@@ -4,6 +4,7 @@ import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { GraphQLError } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import { RateLimitedError } from '../auth/rate-limit.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { HooklineError } from '../errors.js';
 import type { Context } from '../schema/builder.js';
@@ -101,6 +102,19 @@ export function createGraphQLServer(services: Services): Yoga {
           request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
           services.apiKeys,
         ));
+      if (viewer.kind === 'tenant') {
+        try {
+          services.rateLimiter.take(viewer.apiKeyId);
+        } catch (error) {
+          if (!(error instanceof RateLimitedError)) throw error;
+          throw createGraphQLError(error.message, {
+            extensions: {
+              code: error.code,
+              http: { status: 429, headers: { 'retry-after': String(error.retryAfterSeconds) } },
+            },
+          });
+        }
+      }
       return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },
     maskedErrors: {

@@ -5,6 +5,7 @@
 // same error codes. This file only translates JSON in (snake_case) to service
 // calls and rows out to snake_case JSON.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RateLimitedError } from '../auth/rate-limit.js';
 import { requireTenant, resolveViewer } from '../auth/viewer.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
@@ -317,6 +318,7 @@ export function createRestRoutes(services: Services): Routes {
     try {
       const viewer = await resolveViewer(services.dataSource, services.config.adminToken, req.headers.authorization, services.apiKeys);
       const tenantId = requireTenant(viewer);
+      if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
       const json = async (): Promise<Record<string, unknown>> => {
         const raw = (await readBody()).toString('utf8');
         let parsed: unknown;
@@ -338,6 +340,7 @@ export function createRestRoutes(services: Services): Routes {
       if (error instanceof HooklineError) {
         const { field, message } = restError(error);
         if (error.code === ErrorCode.UNAUTHENTICATED) res.setHeader('www-authenticate', 'Bearer');
+        if (error instanceof RateLimitedError) res.setHeader('retry-after', String(error.retryAfterSeconds));
         sendError(res, HTTP_STATUS[error.code], error.code, message, field);
         return true;
       }

@@ -1,0 +1,47 @@
+// One tenant's burst cannot take the API from the others: each API key has a
+// rate, and requests over it are RATE_LIMITED (429 over HTTP) and write nothing.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+let hl: TestHookline;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_RATE_LIMIT: '1' }); // one token a second: the test does not race the refill
+});
+afterAll(() => hl?.stop());
+
+const rest = (key: string) =>
+  fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ event: 'test.event', payload: { n: 1 } }),
+  });
+
+it('limits each API key over REST and GraphQL, and no other key', async () => {
+  const busy = await hl.createTenant('Busy');
+  const quiet = await hl.createTenant('Quiet');
+  const answers = await Promise.all(Array.from({ length: 4 }, () => rest(busy.apiKey)));
+  const limited = answers.filter((a) => a.status === 429);
+  expect(answers.filter((a) => a.status === 202)).toHaveLength(1);
+  expect(limited).toHaveLength(3);
+  expect(limited[0]!.headers.get('retry-after')).toBe('1');
+  expect((await limited[0]!.json()).error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('1 requests per second') });
+  const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [busy.id]);
+  expect(n).toBe(1);
+
+  // The same key over GraphQL, at once: still over its rate.
+  const res = await fetch(`${hl.url}/graphql`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${busy.apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ query: '{ viewer { id } }' }),
+  });
+  expect(res.status).toBe(429);
+  expect((await res.json()).errors[0].extensions.code).toBe('RATE_LIMITED');
+
+  // Another tenant is not affected.
+  expect((await rest(quiet.apiKey)).status).toBe(202);
+
+  // A second later the key has its rate back.
+  await new Promise((r) => setTimeout(r, 1_100));
+  expect((await rest(busy.apiKey)).status).toBe(202);
+});
