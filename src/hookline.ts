@@ -50,6 +50,7 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
 
     const metrics = createMetrics();
     const services = createServices(config, dataSource, log, clock);
+    stops.push(() => services.webhooks.close());
     services.metrics = metrics;
     const serveApi = config.role !== 'worker';
     if (serveApi) {

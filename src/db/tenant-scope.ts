@@ -1,6 +1,7 @@
 // Every access to tenant data goes through withTenant(): one transaction in
 // which PostgreSQL's row-level security sees only that tenant's rows, as the
 // second wall behind the tenant-scoped finders.
+import pgModule from 'pg';
 import type pg from 'pg';
 import { DataSource, type EntityManager } from 'typeorm';
 import { isUuid } from '../ids.js';
@@ -79,5 +80,50 @@ export async function withTenantClient<T>(dataSource: DataSource, tenantId: Tena
     throw error;
   } finally {
     client.release(broken);
+  }
+}
+
+/**
+ * Connections that stay in the tenant role with the tenant set for the
+ * session, changed only when the next user is of another tenant. A single
+ * statement then needs no transaction around it (it is one), so writing a
+ * batch of events for the tenant of the previous batch is one round trip.
+ * Only for single statements: a sequence of statements needs withTenant().
+ */
+export class TenantSessions {
+  private readonly pool: pg.Pool;
+  private readonly tenantOf = new WeakMap<pg.PoolClient, string>();
+
+  constructor(connectionString: string, onError: (error: Error) => void, max = 8) {
+    this.pool = new pgModule.Pool({ connectionString, max, application_name: 'hookline-ingest' });
+    this.pool.on('error', onError);
+  }
+
+  async run<T>(tenantId: TenantId, statement: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    // The id goes into the SQL text (a simple query cannot take parameters), so it must be a UUID.
+    if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${tenantId}`);
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      const current = this.tenantOf.get(client);
+      if (current !== tenantId) {
+        this.tenantOf.delete(client);
+        await client.query(
+          `${current === undefined ? `set role ${TENANT_ROLE}; ` : ''}select set_config('hookline.tenant_id', '${tenantId}', false)`,
+        );
+        this.tenantOf.set(client, tenantId);
+      }
+      return await statement(client);
+    } catch (error) {
+      // A connection whose settings are unknown is not reused.
+      broken = !this.tenantOf.has(client);
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
   }
 }

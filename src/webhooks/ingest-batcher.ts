@@ -4,7 +4,7 @@
 // alone, a call waits for nothing but the next turn of the event loop.
 import type { DataSource } from 'typeorm';
 import { queryRows } from '../db/query.js';
-import { withTenantClient, type TenantId } from '../db/tenant-scope.js';
+import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
 
@@ -29,8 +29,23 @@ export const MAX_BATCH = 200;
 export class IngestBatcher {
   private readonly queues = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
+  /** Tenant-bound connections, when the DataSource names its database by URL. */
+  private readonly sessions: TenantSessions | undefined;
 
-  constructor(private readonly dataSource: DataSource) {}
+  constructor(private readonly dataSource: DataSource) {
+    const url = (dataSource.options as { url?: string }).url;
+    this.sessions = url ? new TenantSessions(url, () => {}) : undefined;
+  }
+
+  /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */
+  private write(tenantId: TenantId, items: BatchItem[]): Promise<DeliveryRow[]> {
+    const statement = (client: import('pg').ClientBase) => insertBatch(client, tenantId, items);
+    return this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement);
+  }
+
+  close(): Promise<void> {
+    return this.sessions?.close() ?? Promise.resolve();
+  }
 
   /** Records one event and its deliveries, in a batch with whatever else this tenant sends now. */
   add(tenantId: TenantId, item: BatchItem): Promise<DeliveryRow[]> {
@@ -55,7 +70,7 @@ export class IngestBatcher {
       }
       const batch = queue.splice(0, MAX_BATCH);
       try {
-        const deliveries = await withTenantClient(this.dataSource, tenantId, (client) => insertBatch(client, tenantId, batch.map((p) => p.item)));
+        const deliveries = await this.write(tenantId, batch.map((p) => p.item));
         const byEvent = new Map<string, DeliveryRow[]>();
         for (const d of deliveries) {
           const list = byEvent.get(d.eventId);
@@ -69,7 +84,7 @@ export class IngestBatcher {
         } else {
           // One bad event must not fail the others: write each on its own.
           for (const p of batch) {
-            withTenantClient(this.dataSource, tenantId, (client) => insertBatch(client, tenantId, [p.item])).then(p.resolve, p.reject);
+            this.write(tenantId, [p.item]).then(p.resolve, p.reject);
           }
         }
       }

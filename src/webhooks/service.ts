@@ -215,6 +215,11 @@ export class WebhookService {
     return { duplicate: false, event, deliveries };
   }
 
+  /** Ends the connections of the batched path (the DataSource stays the caller's). */
+  close(): Promise<void> {
+    return this.batcher.close();
+  }
+
   private async existing(manager: Sql, tenantId: TenantId, key: string): Promise<TriggerResult> {
     const [event] = await queryRows(
       manager,

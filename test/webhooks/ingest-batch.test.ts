@@ -78,6 +78,30 @@ it('an event that cannot be written fails alone; the rest of its batch is writte
   expect(other.status).toBe('fulfilled');
   expect(clash.status).toBe('rejected');
   expect((first as PromiseFulfilledResult<unknown[]>).value).toHaveLength(2);
+  await batcher.close();
+});
+
+it('writes on tenant-bound connections that never write another tenant\'s rows', async () => {
+  const other = await hl.createTenant('Other');
+  const batcher = new IngestBatcher(hl.dataSource);
+  const item = () => ({
+    id: randomUUID(),
+    event: 'invoice.created',
+    resourceType: 'invoice',
+    resourceId: null,
+    dataJson: '{"amount":1,"customer":"c"}',
+    body: '{}',
+    createdAt: new Date(),
+  });
+  // Alternating tenants on the same few connections: each write is as its own tenant.
+  for (let i = 0; i < 6; i++) {
+    const tenantId = (i % 2 ? other.id : tenant.id) as TenantId;
+    const written = item();
+    await batcher.add(tenantId, written);
+    const [row] = await hl.dataSource.query('select tenant_id from webhook_events where id = $1', [written.id]);
+    expect(row.tenant_id).toBe(tenantId);
+  }
+  await batcher.close();
 });
 
 it('refuses data PostgreSQL cannot store (a NUL character) as BAD_USER_INPUT', async () => {
