@@ -10,7 +10,7 @@ import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.
 import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
-import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow } from './deliveries.js';
+import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
 import { IngestBatcher } from './ingest-batcher.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
@@ -27,16 +27,8 @@ export interface TriggerEventInput {
   subscriptionId?: string;
 }
 
-export interface TriggeredEvent {
-  id: string;
-  tenantId: string;
-  event: string;
-  resourceType: string | null;
-  resourceId: string | null;
-  data: Record<string, unknown>;
-  idempotencyKey: string | null;
-  createdAt: Date;
-}
+/** The event as recorded (the same shape webhookEvent reads). */
+export type TriggeredEvent = EventRow;
 
 /** A delivery as triggerEvent answers it: the stored row, just created. */
 export type CreatedDelivery = DeliveryRow;
