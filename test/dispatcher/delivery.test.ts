@@ -285,6 +285,56 @@ describe('subscriptions and the queue', () => {
   });
 });
 
+describe('reading deliveries', () => {
+  it('keeps the first 4 KiB of an answer', async () => {
+    const receiver = await receiverWith(() => ({ status: 500, body: 'é'.repeat(5_000) }));
+    await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await receiver.waitFor(1);
+    const delivery = await eventually(async () => {
+      const d = await deliveryOf(deliveries[0].id);
+      return d.attemptLog.length ? d : undefined;
+    });
+    expect(Buffer.byteLength(delivery.attemptLog[0].responseBody)).toBeLessThanOrEqual(4096);
+    expect(Buffer.byteLength(delivery.attemptLog[0].responseBody)).toBeGreaterThan(4090);
+  });
+
+  it('lists deliveries newest first, page by page, filtered by event, status and subscription', async () => {
+    const receiver = await receiverWith();
+    const first = await subscribe(receiver.url, ['invoice.*']);
+    const second = await subscribe(receiver.url, ['payment.received']);
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++) made.push((await trigger({ event: 'invoice.sent', data: { invoice_id: `i${i}`, invoice_number: 'n', sent_at: 't' } })).deliveries[0].id);
+    const payment = (await trigger({
+      event: 'payment.received',
+      data: { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 't' },
+    })).deliveries[0].id;
+    await receiver.waitFor(6);
+    const LIST = `query($first: Int, $after: String, $event: String, $status: DeliveryStatus, $subscriptionId: ID) {
+      deliveries(first: $first, after: $after, event: $event, status: $status, subscriptionId: $subscriptionId) {
+        edges { cursor node { id event status } } pageInfo { hasNextPage endCursor } } }`;
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let page = 0; page < 3; page++) {
+      const res: any = await hl.gql(LIST, { first: 2, after, event: 'invoice.sent' }, key);
+      seen.push(...res.data.deliveries.edges.map((e: any) => e.node.id));
+      after = res.data.deliveries.pageInfo.endCursor;
+      expect(res.data.deliveries.pageInfo.hasNextPage).toBe(page < 2);
+    }
+    expect(seen).toEqual([...made].reverse());
+    const bySubscription = await hl.gql(LIST, { subscriptionId: second.subscription.id }, key);
+    expect(bySubscription.data.deliveries.edges.map((e: any) => e.node.id)).toEqual([payment]);
+    const byFirst = await hl.gql(LIST, { subscriptionId: first.subscription.id, first: 10 }, key);
+    expect(byFirst.data.deliveries.edges).toHaveLength(5);
+    await eventually(async () => {
+      const delivered = await hl.gql(LIST, { status: 'DELIVERED', first: 10 }, key);
+      return delivered.data.deliveries.edges.length === 6;
+    });
+    const pending = await hl.gql(LIST, { status: 'PENDING' }, key);
+    expect(pending.data.deliveries.edges).toEqual([]);
+  });
+});
+
 describe('idempotency', () => {
   it('20 concurrent identical calls make one event; the others are duplicates', async () => {
     const receiver = await receiverWith();
