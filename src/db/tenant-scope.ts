@@ -115,8 +115,9 @@ export class TenantSessions {
       }
       return await statement(client);
     } catch (error) {
-      // A connection whose settings are unknown is not reused.
-      broken = !this.tenantOf.has(client);
+      // A connection whose settings are unknown, or that failed other than by an answer
+      // of the database (a dropped connection, say), is not reused.
+      broken = !this.tenantOf.has(client) || !(error instanceof pgModule.DatabaseError);
       throw error;
     } finally {
       client.release(broken);

@@ -104,6 +104,20 @@ it('writes on tenant-bound connections that never write another tenant\'s rows',
   await batcher.close();
 });
 
+it('goes on after its tenant-bound connections are cut (as by a database restart)', async () => {
+  const trigger = () =>
+    hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } } }', {
+      input: { event: 'test.event', data: { n: 1 } },
+    }, tenant.apiKey);
+  expect((await trigger()).errors).toBeUndefined();
+  const cut = await hl.dataSource.query(
+    `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-ingest' and datname = current_database()`,
+  );
+  expect(cut.length).toBeGreaterThan(0);
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 3; i++) expect((await trigger()).errors).toBeUndefined();
+});
+
 it('refuses data PostgreSQL cannot store (a NUL character) as BAD_USER_INPUT', async () => {
   const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', {
     input: { event: 'test.event', data: { text: 'a\u0000b' } },
