@@ -6,24 +6,9 @@ import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
 
 const CREATE = `mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret subscription { id } } }`;
-const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
-  triggerEvent(input: $input) {
-    duplicate
-    event { id event resourceType resourceId data createdAt }
-    deliveries { id status subscription { id } targetUrl }
-  }
-}`;
-const DELIVERY = `query Delivery($id: ID!) {
-  delivery(id: $id) {
-    id event status attempts lastError lastStatusCode nextAttemptAt deliveredAt createdAt updatedAt
-    targetUrl payload
-    webhookEvent { id event }
-    subscription { id url }
-    attemptLog { number startedAt durationMs statusCode error responseBody }
-  }
-}`;
 const INVOICE = { invoice_id: 'inv-123', amount: 1500.0, customer: 'Acme Corp' };
 
 let hl: TestHookline;

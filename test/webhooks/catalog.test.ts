@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
 
 const EVENT_TYPES = 'query EventTypes { eventTypes { name description schema builtIn createdAt } }';
 const CREATE_EVENT_TYPE = `mutation($input: CreateEventTypeInput!) {
@@ -11,13 +12,6 @@ const CREATE_EVENT_TYPE = `mutation($input: CreateEventTypeInput!) {
 }`;
 const CREATE_SUB = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
   createWebhookSubscription(input: $input) { secret subscription { id url events active } }
-}`;
-const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
-  triggerEvent(input: $input) {
-    duplicate
-    event { id event resourceType resourceId data createdAt }
-    deliveries { id status subscription { id } targetUrl }
-  }
 }`;
 
 /**

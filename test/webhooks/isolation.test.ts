@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enterTenant, type TenantId } from '../../src/db/tenant-scope.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { DELETE_WEBHOOK_SUBSCRIPTION as DELETE_SUB, DELIVERY, ROTATE_WEBHOOK_SECRET as ROTATE, TRIGGER_EVENT as TRIGGER, WEBHOOK_SUBSCRIPTION as GET_SUB, WEBHOOK_SUBSCRIPTIONS as LIST_SUBS } from '../helpers/operations.js';
 
 const CREATE_SUB = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
   createWebhookSubscription(input: $input) {
@@ -16,29 +17,6 @@ const CREATE_SUB = `mutation CreateWebhookSubscription($input: CreateWebhookSubs
 }`;
 const UPDATE_SUB = `mutation UpdateWebhookSubscription($id: ID!, $input: UpdateWebhookSubscriptionInput!) {
   updateWebhookSubscription(id: $id, input: $input) { id url events description active disabledReason updatedAt }
-}`;
-const DELETE_SUB = 'mutation DeleteWebhookSubscription($id: ID!) { deleteWebhookSubscription(id: $id) }';
-const ROTATE = `mutation RotateWebhookSecret($id: ID!, $secret: String) {
-  rotateWebhookSecret(id: $id, secret: $secret) { secret subscription { id } }
-}`;
-const GET_SUB = `query WebhookSubscription($id: ID!) {
-  webhookSubscription(id: $id) {
-    id url events description active disabledReason createdAt updatedAt
-    deliveries(first: 20) { edges { node { id status attempts } } }
-  }
-}`;
-const LIST_SUBS = `query WebhookSubscriptions($first: Int, $after: String, $event: String, $active: Boolean) {
-  webhookSubscriptions(first: $first, after: $after, event: $event, active: $active) {
-    edges { cursor node { id url events active } }
-    pageInfo { hasNextPage endCursor }
-  }
-}`;
-const TRIGGER = `mutation TriggerEvent($input: TriggerEventInput!) {
-  triggerEvent(input: $input) {
-    duplicate
-    event { id event resourceType resourceId data createdAt }
-    deliveries { id status subscription { id } targetUrl }
-  }
 }`;
 const EVENT = `query WebhookEvent($id: ID!) {
   webhookEvent(id: $id) {
@@ -50,15 +28,6 @@ const DELIVERIES = `query Deliveries($first: Int, $after: String, $event: String
   deliveries(first: $first, after: $after, event: $event, status: $status, subscriptionId: $subscriptionId) {
     edges { cursor node { id event status attempts lastError lastStatusCode nextAttemptAt createdAt } }
     pageInfo { hasNextPage endCursor }
-  }
-}`;
-const DELIVERY = `query Delivery($id: ID!) {
-  delivery(id: $id) {
-    id event status attempts lastError lastStatusCode nextAttemptAt deliveredAt createdAt updatedAt
-    targetUrl payload
-    webhookEvent { id event }
-    subscription { id url }
-    attemptLog { number startedAt durationMs statusCode error responseBody }
   }
 }`;
 const RETRY = 'mutation RetryDelivery($id: ID!) { retryDelivery(id: $id) { id status nextAttemptAt } }';

@@ -1,6 +1,7 @@
 // Subscriptions: CRUD, validation, pagination, filters, patterns and secret rotation.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { DELETE_WEBHOOK_SUBSCRIPTION as DELETE, WEBHOOK_SUBSCRIPTIONS as LIST } from '../helpers/operations.js';
 
 const CREATE = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
   createWebhookSubscription(input: $input) {
@@ -11,16 +12,9 @@ const CREATE = `mutation CreateWebhookSubscription($input: CreateWebhookSubscrip
 const UPDATE = `mutation UpdateWebhookSubscription($id: ID!, $input: UpdateWebhookSubscriptionInput!) {
   updateWebhookSubscription(id: $id, input: $input) { id url events description active disabledReason updatedAt }
 }`;
-const DELETE = 'mutation DeleteWebhookSubscription($id: ID!) { deleteWebhookSubscription(id: $id) }';
 const ROTATE = 'mutation RotateWebhookSecret($id: ID!, $secret: String) { rotateWebhookSecret(id: $id, secret: $secret) { secret subscription { id } } }';
 const GET = `query WebhookSubscription($id: ID!) {
   webhookSubscription(id: $id) { id url events description active disabledReason createdAt updatedAt deliveries(first: 20) { edges { node { id status attempts } } } }
-}`;
-const LIST = `query WebhookSubscriptions($first: Int, $after: String, $event: String, $active: Boolean) {
-  webhookSubscriptions(first: $first, after: $after, event: $event, active: $active) {
-    edges { cursor node { id url events active } }
-    pageInfo { hasNextPage endCursor }
-  }
 }`;
 
 let hl: TestHookline;
