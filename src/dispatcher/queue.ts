@@ -111,6 +111,9 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
+               -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
+               paused = r.status = 'PENDING'
+                        and coalesce((select not s.active from webhook_subscriptions s where s.id = d.subscription_id), false),
                attempts = greatest(d.attempts, r.number),
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,

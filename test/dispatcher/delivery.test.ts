@@ -215,6 +215,24 @@ describe('failures and retries', () => {
 });
 
 describe('subscriptions and the queue', () => {
+  it('a delivery failing while its subscription is deactivated waits for it, like the others', async () => {
+    let healthy = false;
+    const receiver = await receiverWith(() => (healthy ? { status: 200 } : { status: 500, delayMs: 300 }));
+    const { subscription } = await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await receiver.waitFor(1); // the first attempt is in flight...
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    // ...and fails after the deactivation: its retry (due in 100 ms) must wait.
+    await eventually(async () => (await deliveryOf(deliveries[0].id)).attempts === 1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(receiver.received).toHaveLength(1);
+    expect((await deliveryOf(deliveries[0].id)).status).toBe('PENDING');
+
+    healthy = true;
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    expect((await settled(deliveries[0].id, 'DELIVERED')).attempts).toBe(2);
+  });
+
   it('deleting a subscription cancels its pending deliveries', async () => {
     const receiver = await receiverWith(() => ({ status: 500 }));
     const { subscription } = await subscribe(receiver.url);
