@@ -39,7 +39,6 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
-const WS_CLOSE_FORBIDDEN = 4403;
 const WS_CLOSE_REVOKED = 4401;
 
 export async function buildApp(options: AppOptions): Promise<App> {
@@ -217,4 +216,4 @@ export async function buildApp(options: AppOptions): Promise<App> {
   };
 }
 
-export { WS_CLOSE_FORBIDDEN, WS_CLOSE_REVOKED };
+export { WS_CLOSE_REVOKED };

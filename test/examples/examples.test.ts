@@ -17,27 +17,14 @@ import { createReceiver, type ReceivedEvent } from '../../examples/receiver/rece
 import { runMigrations } from '../../src/index.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Received, type Receiver } from '../helpers/receiver.js';
+import { GUIDE_INVOICE_CREATED, GUIDE_PAYMENT_RECEIVED } from '../helpers/guide.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '../..');
 const TSX = join(ROOT, 'node_modules/.bin/tsx');
 
-const INVOICE_DATA = {
-  invoice_id: 'inv-123',
-  invoice_number: '001-001-000000001',
-  amount: '1500.00',
-  currency: 'USD',
-  customer: 'Acme Corp',
-  status: 'draft',
-};
-const PAYMENT_DATA = {
-  payment_id: 'pay-456',
-  invoice_id: 'inv-123',
-  amount: '1500.00',
-  method: 'bank_transfer',
-  reference: 'TR-2024-001',
-  received_at: '2024-02-14T11:00:00',
-};
+const INVOICE_DATA = GUIDE_INVOICE_CREATED;
+const PAYMENT_DATA = GUIDE_PAYMENT_RECEIVED;
 
 let hl: TestHookline;
 let key: string;

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
+import { GUIDE_INVOICE_CREATED, GUIDE_PAYMENT_RECEIVED } from '../helpers/guide.js';
 
 const EVENT_TYPES = 'query EventTypes { eventTypes { name description schema builtIn createdAt } }';
 const CREATE_EVENT_TYPE = `mutation($input: CreateEventTypeInput!) {
@@ -22,14 +23,7 @@ const CREATE_SUB = `mutation CreateWebhookSubscription($input: CreateWebhookSubs
 const GUIDE_EVENTS: Array<{ event: string; data: Record<string, unknown>; required: string[] }> = [
   {
     event: 'invoice.created',
-    data: {
-      invoice_id: 'inv-123',
-      invoice_number: '001-001-000000001',
-      amount: '1500.00',
-      currency: 'USD',
-      customer: 'Acme Corp',
-      status: 'draft',
-    },
+    data: GUIDE_INVOICE_CREATED,
     // Test 1 sends {invoice_id, amount, customer}, the service examples {invoice_number, amount, currency,
     // customer, status}: only amount and customer are in every example (CONTRACT.md).
     required: ['amount', 'customer'],
@@ -51,14 +45,7 @@ const GUIDE_EVENTS: Array<{ event: string; data: Record<string, unknown>; requir
   },
   {
     event: 'payment.received',
-    data: {
-      payment_id: 'pay-456',
-      invoice_id: 'inv-123',
-      amount: '1500.00',
-      method: 'bank_transfer',
-      reference: 'TR-2024-001',
-      received_at: '2024-02-14T11:00:00',
-    },
+    data: GUIDE_PAYMENT_RECEIVED,
     required: ['payment_id', 'invoice_id', 'amount', 'method', 'reference', 'received_at'],
   },
   {

@@ -7,6 +7,17 @@ import type { TenantId } from '../../src/db/tenant-scope.js';
 import { IngestBatcher } from '../../src/webhooks/ingest-batcher.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 
+/** An event ready for the batcher, as triggerEvent prepares it. */
+const batchItem = (id: string = randomUUID()) => ({
+  id,
+  event: 'invoice.created',
+  resourceType: 'invoice',
+  resourceId: null,
+  dataJson: '{"amount":1,"customer":"c"}',
+  body: '{}',
+  createdAt: new Date(),
+});
+
 let hl: TestHookline;
 let tenant: { id: string; apiKey: string };
 let subscriptions: string[];
@@ -59,20 +70,11 @@ it('50 concurrent calls: each its own event and deliveries, written in fewer tra
 
 it('an event that cannot be written fails alone; the rest of its batch is written', async () => {
   const batcher = new IngestBatcher(hl.dataSource);
-  const item = (id: string) => ({
-    id,
-    event: 'invoice.created',
-    resourceType: 'invoice',
-    resourceId: null,
-    dataJson: '{"amount":1,"customer":"c"}',
-    body: '{}',
-    createdAt: new Date(),
-  });
   const shared = randomUUID();
   const [first, clash, other] = await Promise.allSettled([
-    batcher.add(tenant.id as TenantId, item(shared)),
-    batcher.add(tenant.id as TenantId, item(shared)), // same primary key: this one cannot be written
-    batcher.add(tenant.id as TenantId, item(randomUUID())),
+    batcher.add(tenant.id as TenantId, batchItem(shared)),
+    batcher.add(tenant.id as TenantId, batchItem(shared)), // same primary key: this one cannot be written
+    batcher.add(tenant.id as TenantId, batchItem()),
   ]);
   expect(first.status).toBe('fulfilled');
   expect(other.status).toBe('fulfilled');
@@ -84,19 +86,10 @@ it('an event that cannot be written fails alone; the rest of its batch is writte
 it('writes on tenant-bound connections that never write another tenant\'s rows', async () => {
   const other = await hl.createTenant('Other');
   const batcher = new IngestBatcher(hl.dataSource);
-  const item = () => ({
-    id: randomUUID(),
-    event: 'invoice.created',
-    resourceType: 'invoice',
-    resourceId: null,
-    dataJson: '{"amount":1,"customer":"c"}',
-    body: '{}',
-    createdAt: new Date(),
-  });
   // Alternating tenants on the same few connections: each write is as its own tenant.
   for (let i = 0; i < 6; i++) {
     const tenantId = (i % 2 ? other.id : tenant.id) as TenantId;
-    const written = item();
+    const written = batchItem();
     await batcher.add(tenantId, written);
     const [row] = await hl.dataSource.query('select tenant_id from webhook_events where id = $1', [written.id]);
     expect(row.tenant_id).toBe(tenantId);
