@@ -3,7 +3,7 @@
 // accounting from /proc, statistics, and a small GraphQL client.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Agent, request } from 'undici';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -40,12 +40,14 @@ export interface Child {
 const children = new Set<Child>();
 
 /**
- * Starts `node --import tsx <script>` in a process group of its own, with an IPC
- * channel when `ipc` is set (the benchmark's own children leave when it closes).
- * Hookline (src/main.ts) runs this way too: one node process, no tsx launcher in between.
+ * Starts the compiled `<script>` (dist/…/*.js, built by bench/run.ts first) with
+ * node in a process group of its own, with an IPC channel when `ipc` is set (the
+ * benchmark's own children leave when it closes). Hookline (src/main.ts) runs as
+ * `npm start` runs it: `node dist/src/main.js`.
  */
 export function startNode(name: string, script: string, env: Record<string, string>, ipc = false): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+  const compiled = join('dist', script.replace(/\.ts$/, '.js'));
+  const child = spawn(process.execPath, [compiled], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],

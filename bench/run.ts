@@ -92,7 +92,7 @@ const notes: string[] = [
   'Every figure of a run is measured in the same run, on a shared machine: compare ratios, and see cpuCores.other for load from outside the benchmark.',
   'Drain rates are items / (last arrival - first arrival) at the receiver; perSecondFromSpawn counts from spawning the worker (its start-up included).',
   "graphile-worker's add -> arrival starts at a direct SQL add_job on an open connection; Hookline's trigger -> arrival starts at an HTTP GraphQL triggerEvent (API key check and transaction included).",
-  'Hookline runs as `node --import tsx src/main.ts` (what `npm start` runs, without the tsx launcher process), graphile-worker as `node --import tsx bench/gw-worker.ts`.',
+  'Every process runs compiled JavaScript, as `npm start` does: Hookline as `node dist/src/main.js`, graphile-worker as `node dist/bench/gw-worker.js`.',
   'The live subscribers run in a process of their own, but on the same 2 cores as the api, the worker and PostgreSQL.',
 ];
 
@@ -1042,6 +1042,13 @@ async function main(): Promise<void> {
   }, WATCHDOG_MS);
   watchdog.unref();
 
+  // Every process of the run (Hookline, graphile-worker, receiver, subscribers) runs compiled, as `npm start` does.
+  log('building (npm run build)');
+  await new Promise<void>((done, fail) =>
+    execFile('npm', ['run', 'build', '--silent'], { cwd: ROOT }, (error, stdout, stderr) =>
+      error ? fail(new Error(`npm run build failed:\n${stdout}${stderr}`)) : done(),
+    ),
+  );
   workDir = mkdtempSync(join(tmpdir(), 'hookline-bench-'));
   chmodSync(workDir, 0o755); // as root, PostgreSQL runs as another user and must reach its data directory
   log(`${QUICK ? 'quick run (10x smaller)' : 'full run'}; parts: ${[...ONLY].join(', ')}; PostgreSQL in ${workDir}`);
