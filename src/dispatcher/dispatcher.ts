@@ -71,8 +71,6 @@ export class Dispatcher {
   private wakeTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private wakeRequested = false;
-  /** The last claim was limited (by room or a subscription's cap), so more may be due now. */
-  private backlog = false;
   private loopDone: Promise<void> | undefined;
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
@@ -218,18 +216,12 @@ export class Dispatcher {
             busy: this.held,
           });
           if (claimed.length) await this.dispatch(claimed);
-          // Freed slots ask for more only when this claim may have been cut short by a limit
-          // (room, or a subscription at its cap); otherwise what falls due later is announced
-          // (NOTIFY), timed (this worker's retries) or polled.
-          let capped = false;
-          for (const n of this.held.values()) if (n >= 2 * perSubscription) capped = true;
-          this.backlog = capped || claimed.length === room;
           if (claimed.length === room) continue; // more may be due
-          if (this.backlog) {
-            sleepMs = Math.min(sleepMs, 50); // freed slots wake the loop sooner
-          } else if (!this.wakeRequested) {
+          if (!claimed.length && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
+          } else {
+            sleepMs = Math.min(sleepMs, 50);
           }
         } catch (error) {
           this.log.error({ err: error }, 'claiming deliveries failed; retrying');
@@ -312,8 +304,8 @@ export class Dispatcher {
       this.idle.clear();
     }
     this.pump();
-    // Refill once the ready batch runs low, if the last claim left due deliveries behind.
-    if (this.backlog && this.ready.length < this.options.config.dispatchConcurrency) this.poke();
+    // Refill once the ready batch runs low.
+    if (this.ready.length < this.options.config.dispatchConcurrency) this.poke();
   }
 
   private keyOf(secret: string): Buffer {
