@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,scale,live]
+// npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,queue,scale,live]
 //                [-- --gw-concurrency=64 --gw-pool=64] [-- --statements]
 //
 // Hookline against the ceiling of the machine and against graphile-worker,
@@ -22,6 +22,9 @@ import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { loadConfig } from '../src/config.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.js';
+import { createDataSource } from '../src/db/data-source.js';
+import { runMigrations } from '../src/db/migrate.js';
+import { claimDeliveries, recordAttempts, type AttemptOutcome } from '../src/dispatcher/queue.js';
 import { buildSignedHeaders, decodeSecrets } from '../src/signing/standard-webhooks.js';
 import {
   GraphQLClient,
@@ -51,7 +54,7 @@ const QUICK = argv.includes('--quick');
 /** Diagnosis, off by default (it changes PostgreSQL's settings): pg_stat_statements' top statements per phase. */
 const STATEMENTS = argv.includes('--statements');
 const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'scale', 'live'] as const;
+const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'queue', 'scale', 'live'] as const;
 type Part = (typeof ALL_PARTS)[number];
 const ONLY = new Set<Part>((flag('only')?.split(',') as Part[] | undefined) ?? ALL_PARTS);
 for (const part of ONLY) if (!ALL_PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (${ALL_PARTS.join(', ')})`);
@@ -581,6 +584,15 @@ async function hookline(receiver: Receiver) {
     afterMutation: latencyStats(latencies.map((l, i) => l - mutationTimes[i]!)),
   };
   log(`hookline: latency p50 ${results.latency.p50Ms} ms, p99 ${results.latency.p99Ms} ms`);
+  // The floor under the mutation: the same client, key and api process, a query that touches nothing.
+  const floor: number[] = [];
+  for (let i = 0; i < SIZES.latency; i++) {
+    const t = now();
+    await single.query('{ __typename }', {}, tenant.apiKey);
+    floor.push(now() - t);
+  }
+  results.graphqlFloor = latencyStats(floor);
+  log(`hookline: { __typename } p50 ${results.graphqlFloor.p50Ms} ms, p99 ${results.graphqlFloor.p99Ms} ms`);
 
   // 5. Fan-out: one event to many subscriptions of another tenant.
   log(`hookline: fan-out, creating ${SIZES.fanout} subscriptions`);
@@ -706,6 +718,99 @@ async function live(api: Service, worker: Child, apiKey: string, gql: GraphQLCli
 // ---------------------------------------------------------------------------
 // 6. Table scale: the same drain with 500,000 other deliveries in the tables
 
+const DELIVERY_SEED_COLUMNS = `tenant_id, event_id, subscription_id, event, target_url, status, attempts, schedule_attempts,
+                               last_status_code, next_attempt_at, delivered_at, created_at, updated_at`;
+
+/** `n` deliveries due now, each of an event of its own (its own body to load), as item 3's. */
+async function seedDue(c: pg.Client, tenantId: string, subscriptionId: string, url: string, n: number): Promise<void> {
+  await c.query(
+    `with ev as (
+       insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, created_at)
+       select id, $1, 'test.event', 'test', null, $2::jsonb, replace($3, '${ZERO_UUID}', id::text), now() - interval '1 minute' + g * interval '1 ms'
+         from (select gen_random_uuid() as id, g from generate_series(1, $4::int) g) s
+       returning id, created_at
+     )
+     insert into webhook_deliveries (${DELIVERY_SEED_COLUMNS})
+     select $1, ev.id, $5, 'test.event', $6, 'PENDING', 0, 0, null, ev.created_at, null, ev.created_at, ev.created_at
+       from ev order by ev.created_at`,
+    [tenantId, JSON.stringify({ pad: PAD }), envelopeOf(ZERO_UUID, tenantId, PAD), n, subscriptionId, url],
+  );
+}
+
+/**
+ * The queue's own database cost: the dispatcher's claim and record statements
+ * (src/dispatcher/queue.ts, as the worker runs them: claims of up to 256, one
+ * claim and one record in flight at once) over the same 20,000 due deliveries,
+ * every attempt a success, and no HTTP at all. What it costs PostgreSQL per
+ * delivery bounds the drain on a machine whose cores PostgreSQL shares.
+ */
+async function queueFloor() {
+  const database = 'bench_queue';
+  const databaseUrl = await createDatabase(database);
+  const dataSource = createDataSource({ url: databaseUrl });
+  await dataSource.initialize();
+  await runMigrations(dataSource);
+  await dataSource.destroy();
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench-queue' });
+  try {
+    const url = 'http://127.0.0.1:9/queue';
+    const { rows: [tenant] } = await db.query(`insert into tenants (name) values ('Bench Queue') returning id`);
+    const { rows: [subscription] } = await db.query(
+      `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, $2, '{test.event}', $3) returning id`,
+      [tenant.id, url, SECRET],
+    );
+    await withClient(databaseUrl, async (c) => {
+      await seedDue(c, tenant.id, subscription.id, url, SIZES.drain);
+      await c.query('vacuum analyze');
+    });
+    log(`queue: ${SIZES.drain} due deliveries claimed and recorded with no HTTP (the queue's database work alone)`);
+    const what: CpuGroups = { groups: {}, postmaster };
+    const cpu0 = sampleCpu(what);
+    const t0 = now();
+    const busy = new Map<string, number>();
+    let recording: Promise<void> = Promise.resolve();
+    let done = 0;
+    for (;;) {
+      const claimed = await claimDeliveries(db, { workerId: 'bench', limit: 256, leaseMs: 65_000, perSubscription: 256, busy });
+      if (!claimed.length) break;
+      const startedAt = new Date();
+      const outcomes: AttemptOutcome[] = claimed.map((d) => ({
+        deliveryId: d.id,
+        tenantId: d.tenantId,
+        subscriptionId: d.subscriptionId,
+        number: d.attempts + 1,
+        status: 'DELIVERED',
+        startedAt,
+        durationMs: 1,
+        statusCode: 204,
+        error: null,
+        responseBody: null,
+        nextAttemptAt: null,
+        gone: false,
+      }));
+      await recording;
+      recording = recordAttempts(db, 'bench', outcomes);
+      done += claimed.length;
+    }
+    await recording;
+    const t1 = now();
+    const cores = cpuBetween(cpu0, sampleCpu(what), CORES);
+    if (done !== SIZES.drain) throw new Error(`queue: ${done} deliveries claimed, expected ${SIZES.drain}`);
+    const perSecond = Math.round(done / ((t1 - t0) / 1000));
+    results.queueFloor = {
+      items: done,
+      perSecond,
+      postgresCores: cores.postgres,
+      postgresUsPerDelivery: Math.round((cores.postgres! / perSecond) * 1e6),
+    };
+    cpu.queueFloor = cores;
+    log(`queue: ${perSecond} deliveries/s with ${cores.postgres} cores of PostgreSQL (${results.queueFloor.postgresUsPerDelivery} µs a delivery)`);
+  } finally {
+    await db.end();
+    await adminDb!.query(`drop database ${database} with (force)`);
+  }
+}
+
 async function scale(receiver: Receiver) {
   const database = 'bench_scale';
   const databaseUrl = await createDatabase(database);
@@ -727,8 +832,7 @@ async function scale(receiver: Receiver) {
        values ($1, $2, 'test.event', 'test', null, $3::jsonb, $4, now() - interval '2 days')`,
       [history, tenant.id, JSON.stringify({ pad: PAD }), envelopeOf(history, tenant.id, PAD)],
     );
-    const columns = `tenant_id, event_id, subscription_id, event, target_url, status, attempts, schedule_attempts,
-                     last_status_code, next_attempt_at, delivered_at, created_at, updated_at`;
+    const columns = DELIVERY_SEED_COLUMNS;
     await c.query(
       `insert into webhook_deliveries (${columns})
        select $1, $2, $3, 'test.event', $4, 'DELIVERED', 1, 1, 204, null,
@@ -748,20 +852,7 @@ async function scale(receiver: Receiver) {
          from generate_series(1, $5::int) g`,
       [tenant.id, history, subscriptionId, `${receiver.url}/scale`, later],
     );
-    // The due ones: an event of its own each (its own body to load), as item 3's.
-    const template = envelopeOf(ZERO_UUID, tenant.id, PAD);
-    await c.query(
-      `with ev as (
-         insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, created_at)
-         select id, $1, 'test.event', 'test', null, $2::jsonb, replace($3, '${ZERO_UUID}', id::text), now() - interval '1 minute' + g * interval '1 ms'
-           from (select gen_random_uuid() as id, g from generate_series(1, $4::int) g) s
-         returning id, created_at
-       )
-       insert into webhook_deliveries (${columns})
-       select $1, ev.id, $5, 'test.event', $6, 'PENDING', 0, 0, null, ev.created_at, null, ev.created_at, ev.created_at
-         from ev order by ev.created_at`,
-      [tenant.id, JSON.stringify({ pad: PAD }), template, SIZES.drain, subscriptionId, `${receiver.url}/scale`],
-    );
+    await seedDue(c, tenant.id, subscriptionId, `${receiver.url}/scale`, SIZES.drain);
     await c.query('commit');
     await c.query(`set session_replication_role = origin`);
     await c.query('vacuum analyze webhook_events');
@@ -845,6 +936,9 @@ function report() {
     scaleVsPlain: ratio(r.scale?.perSecond, r.drain?.perSecond),
     peakRssVsTarget: ratio(r.drain?.peakRssBytes, 200 * 2 ** 20),
     liveP99VsTarget: ratio(r.live?.lastSubscriber.p99Ms, 100),
+    graphqlFloorP99VsGraphile: ratio(r.graphqlFloor?.p99Ms, r.graphileLatency?.p99Ms),
+    /** Cores PostgreSQL alone would need for the queue's statements at the ceiling's rate. */
+    queueCoresAtCeiling: r.queueFloor && r.ceiling ? (r.queueFloor.postgresUsPerDelivery * r.ceiling.perSecond) / 1e6 : NaN,
   };
   const x = (v: number) => (Number.isNaN(v) ? '—' : `${v.toFixed(2)}`);
   const rows: Row[] = [
@@ -879,6 +973,18 @@ function report() {
         ? `p50 ${fmt(r.latency.p50Ms, 1)} ms, p99 ${fmt(r.latency.p99Ms, 1)} ms (mutation alone p50 ${fmt(r.latency.mutation.p50Ms, 1)} ms)`
         : '—',
       `p99 ${x(ratios.latencyP99VsGraphile)}× graphile's`,
+    ],
+    [
+      '4 the GraphQL floor: `{ __typename }`',
+      r.graphqlFloor ? `p50 ${fmt(r.graphqlFloor.p50Ms, 1)} ms, p99 ${fmt(r.graphqlFloor.p99Ms, 1)} ms` : '—',
+      `p99 ${x(ratios.graphqlFloorP99VsGraphile)}× graphile's add → arrival`,
+    ],
+    [
+      "3 the queue's SQL alone, no HTTP",
+      r.queueFloor
+        ? `${fmt(r.queueFloor.perSecond)} deliveries/s, PostgreSQL ${fmt(r.queueFloor.postgresUsPerDelivery)} µs each`
+        : '—',
+      `${x(ratios.queueCoresAtCeiling)} cores at the ceiling's rate`,
     ],
     [
       `5 fan-out to ${fmt(SIZES.fanout)} subscriptions`,
@@ -1067,6 +1173,7 @@ async function main(): Promise<void> {
   if (ONLY.has('ceiling')) await ceiling(receiver, 1);
   if (ONLY.has('graphile')) await graphile(receiver);
   if (ONLY.has('hookline')) await hookline(receiver);
+  if (ONLY.has('queue')) await queueFloor();
   if (ONLY.has('scale')) await scale(receiver);
   if (ONLY.has('ceiling')) await ceiling(receiver, 2);
   results.totalSeconds = round2((now() - started) / 1000);
