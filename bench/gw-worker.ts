@@ -1,16 +1,18 @@
 // The baseline: graphile-worker doing Hookline's job, in a process of its own
-// (like Hookline's worker). Its one task signs the webhook body carried in the
-// job's payload with buildSignedHeaders (Standard Webhooks + X-Signature, the
-// same function Hookline uses) and POSTs it with undici over a keep-alive pool
-// to the receiver; a non-2xx answer throws, so graphile-worker retries it.
+// (like Hookline's worker). Its one task signs and POSTs the webhook body
+// carried in the job's payload with Hookline's own Sender (the same signing,
+// undici keep-alive pool and timeout as Hookline's dispatcher), so the two
+// differ only in their queues; a non-2xx answer throws, so graphile-worker
+// retries it.
 //
 // Environment: DATABASE_URL, RECEIVER_URL, GW_CONCURRENCY, GW_POOL_SIZE,
 // WEBHOOK_SECRET; GW_POLL_INTERVAL (ms) is left at graphile-worker's default
 // unless set.
 import { run, type Logger as GwLogger } from 'graphile-worker';
 import { Logger } from 'graphile-worker';
-import { Agent, request } from 'undici';
-import { buildSignedHeaders, decodeSecrets } from '../src/signing/standard-webhooks.js';
+import { Agent } from 'undici';
+import { Sender } from '../src/dispatcher/sender.js';
+import { decodeSecrets } from '../src/signing/standard-webhooks.js';
 
 const env = (name: string) => {
   const value = process.env[name];
@@ -22,6 +24,7 @@ const receiverUrl = env('RECEIVER_URL');
 const concurrency = Number(env('GW_CONCURRENCY'));
 const keys = decodeSecrets([env('WEBHOOK_SECRET')]);
 const agent = new Agent({ connections: 32, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 120_000 });
+const sender = new Sender(agent, 15_000);
 
 interface Payload {
   id: string;
@@ -43,23 +46,8 @@ const runner = await run({
   taskList: {
     async send(raw) {
       const payload = raw as Payload;
-      const headers = buildSignedHeaders({
-        deliveryId: payload.id,
-        eventName: payload.event,
-        webhookId: payload.id,
-        timestamp: Math.floor(Date.now() / 1000),
-        body: payload.body,
-        keys,
-      });
-      const response = await request(receiverUrl, {
-        method: 'POST',
-        headers: { ...headers, 'user-agent': 'graphile-bench/1' },
-        body: payload.body,
-        dispatcher: agent,
-        signal: AbortSignal.timeout(15_000),
-      });
-      await response.body.dump();
-      if (response.statusCode < 200 || response.statusCode >= 300) throw new Error(`HTTP ${response.statusCode}`);
+      const result = await sender.send({ deliveryId: payload.id, event: payload.event, url: receiverUrl, body: payload.body, keys, headers: null });
+      if (!result.ok) throw new Error(result.error);
     },
   },
 });

@@ -38,6 +38,12 @@ export interface Child {
 }
 
 const children = new Set<Child>();
+const CPU_PROF = new Set(
+  process.argv
+    .find((a) => a.startsWith('--cpu-prof='))
+    ?.slice('--cpu-prof='.length)
+    .split(',') ?? [],
+);
 
 /**
  * Starts the compiled `<script>` (dist/…/*.js, built by bench/run.ts first) with
@@ -47,7 +53,9 @@ const children = new Set<Child>();
  */
 export function startNode(name: string, script: string, env: Record<string, string>, ipc = false): Child {
   const compiled = join('dist', script.replace(/\.ts$/, '.js'));
-  const child = spawn(process.execPath, [compiled], {
+  // --cpu-prof=<names>: V8 CPU profiles of those children, in bench/results/profiles/<name>/.
+  const profile = CPU_PROF.has(name) ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench', 'results', 'profiles', name)}`] : [];
+  const child = spawn(process.execPath, [...profile, compiled], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],

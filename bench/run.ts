@@ -19,13 +19,14 @@ import { join, resolve } from 'node:path';
 import { runMigrations as runGraphileMigrations } from 'graphile-worker';
 import pg from 'pg';
 import { pino } from 'pino';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import { loadConfig } from '../src/config.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.js';
 import { createDataSource } from '../src/db/data-source.js';
 import { runMigrations } from '../src/db/migrate.js';
 import { claimDeliveries, recordAttempts, type AttemptOutcome } from '../src/dispatcher/queue.js';
-import { buildSignedHeaders, decodeSecrets } from '../src/signing/standard-webhooks.js';
+import { Sender } from '../src/dispatcher/sender.js';
+import { decodeSecrets } from '../src/signing/standard-webhooks.js';
 import {
   GraphQLClient,
   ROOT,
@@ -409,12 +410,12 @@ function latencyStats(values: number[]) {
 
 async function ceiling(receiver: Receiver, round: number) {
   log(`ceiling (${round === 1 ? 'first' : 'second'} time): ${SIZES.ceiling} signed POSTs straight to the receiver (${CEILING_CONNECTIONS} connections, ${CEILING_IN_FLIGHT} in flight)`);
-  const agent = newAgent(CEILING_CONNECTIONS);
+  // Hookline's own Sender (as its dispatcher and graphile-worker's task use it), with no queue behind it.
+  const sender = new Sender(newAgent(CEILING_CONNECTIONS), 30_000);
+  const url = `${receiver.url}/ceiling`;
   const post = async (id: string) => {
-    const headers = buildSignedHeaders({ deliveryId: id, eventName: 'test.event', webhookId: id, body: BODY, keys: KEYS });
-    const res = await request(`${receiver.url}/ceiling`, { method: 'POST', headers, body: BODY, dispatcher: agent });
-    await res.body.dump();
-    if (res.statusCode !== 204) throw new Error(`receiver answered ${res.statusCode}`);
+    const result = await sender.send({ deliveryId: id, event: 'test.event', url, body: BODY, keys: KEYS, headers: null });
+    if (!result.ok || result.statusCode !== 204) throw new Error(`ceiling: ${result.ok ? `HTTP ${result.statusCode}` : result.error}`);
   };
   // Warm the connections up first.
   await pool(CEILING_CONNECTIONS * 2, CEILING_IN_FLIGHT, (i) => post(`warm-${i}`));
