@@ -92,6 +92,9 @@ export function createGraphQLServer(services: Services): Yoga {
       subscriptionsProtocol: 'SSE',
     },
     renderGraphiQL,
+    // app.ts reads every body itself, within MAX_BODY_BYTES (413 PAYLOAD_TOO_LARGE), before Yoga
+    // sees the request; Yoga's own limit would pipe each body through a TransformStream again.
+    maxRequestBodySize: false,
     context: async (initial) => {
       const request = (initial as { request?: Request }).request;
       const viewer =
