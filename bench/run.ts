@@ -26,6 +26,7 @@ import { createDataSource } from '../src/db/data-source.js';
 import { runMigrations } from '../src/db/migrate.js';
 import { claimDeliveries, recordAttempts, type AttemptOutcome } from '../src/dispatcher/queue.js';
 import { Sender } from '../src/dispatcher/sender.js';
+import { WebhookService } from '../src/webhooks/service.js';
 import { decodeSecrets } from '../src/signing/standard-webhooks.js';
 import {
   GraphQLClient,
@@ -585,6 +586,28 @@ async function hookline(receiver: Receiver) {
     afterMutation: latencyStats(latencies.map((l, i) => l - mutationTimes[i]!)),
   };
   log(`hookline: latency p50 ${results.latency.p50Ms} ms, p99 ${results.latency.p99Ms} ms`);
+  // The same series through the outbox (library use, no HTTP): WebhookService.triggerEvent inside a
+  // TypeORM transaction of this process, as the ERP's code does it; the start is the transaction's.
+  const outboxSource = createDataSource({ url: databaseUrl, poolSize: 1, applicationName: 'bench-outbox' });
+  await outboxSource.initialize();
+  try {
+    const outbox = new WebhookService(outboxSource);
+    const outboxLatencies: number[] = [];
+    for (let i = 0; i < SIZES.latency + 5; i++) {
+      const t = now();
+      const { deliveries } = await outboxSource.transaction((manager) =>
+        outbox.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: { pad: PAD } }, manager),
+      );
+      const r = await receiver.waitIds([deliveries[0]!.id], 30_000);
+      if (r.timedOut) throw new Error(`hookline outbox latency: delivery ${deliveries[0]!.id} did not arrive within 30 s`);
+      if (i >= 5) outboxLatencies.push(r.times![0]! - t); // the first few warm the connection and plans up
+    }
+    results.outboxLatency = latencyStats(outboxLatencies);
+    log(`hookline: outbox (library) latency p50 ${results.outboxLatency.p50Ms} ms, p99 ${results.outboxLatency.p99Ms} ms`);
+  } finally {
+    await outboxSource.destroy();
+  }
+
   // The floor under the mutation: the same client, key and api process, a query that touches nothing.
   const floor: number[] = [];
   for (let i = 0; i < SIZES.latency; i++) {
@@ -938,6 +961,7 @@ function report() {
     peakRssVsTarget: ratio(r.drain?.peakRssBytes, 200 * 2 ** 20),
     liveP99VsTarget: ratio(r.live?.lastSubscriber.p99Ms, 100),
     graphqlFloorP99VsGraphile: ratio(r.graphqlFloor?.p99Ms, r.graphileLatency?.p99Ms),
+    outboxP99VsGraphile: ratio(r.outboxLatency?.p99Ms, r.graphileLatency?.p99Ms),
     /** Cores PostgreSQL alone would need for the queue's statements at the ceiling's rate. */
     queueCoresAtCeiling: r.queueFloor && r.ceiling ? (r.queueFloor.postgresUsPerDelivery * r.ceiling.perSecond) / 1e6 : NaN,
   };
@@ -974,6 +998,11 @@ function report() {
         ? `p50 ${fmt(r.latency.p50Ms, 1)} ms, p99 ${fmt(r.latency.p99Ms, 1)} ms (mutation alone p50 ${fmt(r.latency.mutation.p50Ms, 1)} ms)`
         : '—',
       `p99 ${x(ratios.latencyP99VsGraphile)}× graphile's`,
+    ],
+    [
+      '4 outbox (library) trigger → arrival',
+      r.outboxLatency ? `p50 ${fmt(r.outboxLatency.p50Ms, 1)} ms, p99 ${fmt(r.outboxLatency.p99Ms, 1)} ms` : '—',
+      `p99 ${x(ratios.outboxP99VsGraphile)}× graphile's`,
     ],
     [
       '4 the GraphQL floor: `{ __typename }`',
