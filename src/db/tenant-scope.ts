@@ -29,10 +29,14 @@ export async function withTenant<T>(
 ): Promise<T> {
   const manager = source instanceof DataSource ? source.manager : source;
   if (manager.queryRunner?.isTransactionActive) {
+    // One round trip: the caller's settings are read (the materialized CTE runs first), then replaced.
     const [previous] = await manager.query(
-      `select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant`,
+      `with previous as materialized (
+         select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant
+       )
+       select role, tenant, set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true) from previous`,
+      [tenantId],
     );
-    await enterTenant(manager, tenantId);
     const restore = () =>
       manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
         previous.role,

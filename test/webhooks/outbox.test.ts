@@ -47,8 +47,11 @@ async function createInvoice(number: string, fail: boolean) {
       manager,
     );
     // The caller's transaction goes on as the caller (the tenant role was only for Hookline's writes).
-    const [{ role }] = await manager.query(`select current_setting('role') as role`);
+    const [{ role, tenant: scoped }] = await manager.query(
+      `select current_setting('role') as role, current_setting('hookline.tenant_id', true) as tenant`,
+    );
     expect(role).toBe('none');
+    expect(scoped ?? '').toBe('');
     if (fail) throw new Error('the ERP failed after triggering');
     return result;
   });
