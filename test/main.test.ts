@@ -1,19 +1,19 @@
-// The real service as a newcomer runs it: `tsx src/main.ts` with no
-// DATABASE_URL starts an embedded PostgreSQL in a fresh data folder, prints a
+// The real service as a newcomer runs it: `npm start` (the compiled
+// `node dist/src/main.js`, built here once) with no DATABASE_URL starts an embedded PostgreSQL in a fresh data folder, prints a
 // generated admin token, stops cleanly on SIGTERM, and on the next start
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // Each test starts a real process (and PostgreSQL); on a busy machine that can take a while.
 const SLOW = { timeout: 90_000 };
-const TSX = resolve(ROOT, 'node_modules/.bin/tsx');
+const TSC = resolve(ROOT, 'node_modules/.bin/tsc');
 const KNOWN_ADMIN_TOKEN = 'main-test-admin-token-0123456789';
 
 interface Service {
@@ -33,10 +33,15 @@ async function freshDataDir(): Promise<string> {
   return dir;
 }
 
-/** Starts `tsx src/main.ts` with only the given variables (plus PATH and HOME), as a newcomer's shell would. */
+// What `npm start` runs first (its prestart script): the build to dist/.
+beforeAll(() => {
+  execFileSync(TSC, ['-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'pipe' });
+}, 120_000);
+
+/** Starts `node dist/src/main.js` (what `npm start` runs) with only the given variables (plus PATH and HOME), as a newcomer's shell would. */
 function startService(env: Record<string, string>): Service {
   const port = env.PORT;
-  const child = spawn(TSX, ['src/main.ts'], {
+  const child = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -146,6 +151,12 @@ afterAll(async () => {
     await processesGone(dir, 5_000);
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+it('npm start builds, then runs the compiled service (what these tests start)', async () => {
+  const { scripts } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
+  expect(scripts.prestart).toBe('tsc -p tsconfig.json');
+  expect(scripts.start).toBe('node dist/src/main.js');
 });
 
 describe('npm start on the embedded PostgreSQL', () => {
