@@ -113,10 +113,11 @@ export class Sender {
         resolve(result);
       };
       // The whole attempt, connection included, within the timeout.
+      // Settled here whatever undici does next, so a slot can never wait on a request forever.
       const timer = setTimeout(() => {
         timedOut = true;
-        if (controller) controller.abort(new AttemptTimeout());
-        else settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
+        controller?.abort(new AttemptTimeout());
+        settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
       }, timeoutMs);
 
       const handler: Dispatcher.DispatchHandler = {
