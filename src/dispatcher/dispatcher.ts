@@ -83,16 +83,7 @@ export class Dispatcher {
     this.clock = options.clock ?? { now: () => new Date() };
     // One pool for the queue's statements, apart from the API's, sized for a claim,
     // a flush and a reclaim at once.
-    // Generic plans: PostgreSQL's plan cache otherwise keeps choosing a custom plan for the claim
-    // (whose estimates depend on its parameters), re-planning that CTE on every claim: about half a
-    // millisecond of PostgreSQL per claim, on the path from NOTIFY to the POST. The generic plan is
-    // the same (the due index, then primary keys), so every statement here is planned once.
-    this.pool = new pg.Pool({
-      connectionString: options.databaseUrl,
-      max: 4,
-      application_name: 'hookline-dispatcher',
-      options: '-c plan_cache_mode=force_generic_plan',
-    });
+    this.pool = new pg.Pool({ connectionString: options.databaseUrl, max: 4, application_name: 'hookline-dispatcher' });
     this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.agent = createGuardedAgent({
       allowPrivate: config.allowPrivateTargets,
