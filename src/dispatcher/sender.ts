@@ -86,7 +86,6 @@ export class Sender {
 
     return new Promise<SendResult>((resolve) => {
       let controller: Dispatcher.DispatchController | undefined;
-      let timedOut = false;
       let settled = false;
       let statusCode = 0;
       let retryAfter: string | undefined;
@@ -114,16 +113,16 @@ export class Sender {
       };
       // The whole attempt, connection included, within the timeout.
       // Settled here whatever undici does next, so a slot can never wait on a request forever.
+      // (Settled before the abort: undici reports an abort to onResponseError at once.)
       const timer = setTimeout(() => {
-        timedOut = true;
-        controller?.abort(new AttemptTimeout());
         settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
+        controller?.abort(new AttemptTimeout());
       }, timeoutMs);
 
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(ctl) {
           controller = ctl;
-          if (timedOut || settled) ctl.abort(new AttemptTimeout());
+          if (settled) ctl.abort(new AttemptTimeout()); // timed out while connecting: never send
         },
         onResponseStart(_ctl, code, responseHeaders) {
           if (code < 200) return; // 1xx: the final answer follows
@@ -144,12 +143,9 @@ export class Sender {
           settle(answered());
         },
         onResponseError(_ctl, error) {
-          // An answer we stopped reading still counts as answered; a timeout or a
-          // network error is a failed attempt.
+          // An answer we stopped reading still counts as answered; a network error is a
+          // failed attempt (a timeout has settled the attempt already).
           if (error instanceof AnswerTooLong && statusCode) return settle(answered());
-          if (timedOut || error instanceof AttemptTimeout) {
-            return settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
-          }
           settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: describeError(error, timeoutMs) });
         },
       };
