@@ -38,12 +38,12 @@ export interface Child {
 }
 
 const children = new Set<Child>();
-const CPU_PROF = new Set(
-  process.argv
-    .find((a) => a.startsWith('--cpu-prof='))
-    ?.slice('--cpu-prof='.length)
-    .split(',') ?? [],
-);
+const CPU_PROF = new Set<string>();
+
+/** Children started with these names write V8 CPU profiles (bench/run.ts's --cpu-prof). */
+export function profileProcesses(names: string[]): void {
+  for (const name of names) CPU_PROF.add(name);
+}
 
 /**
  * Starts the compiled `<script>` (dist/…/*.js, built by bench/run.ts first) with

@@ -38,6 +38,7 @@ import {
   peakRss,
   percentile,
   pool,
+  profileProcesses,
   round2,
   sampleCpu,
   sleep,
@@ -61,6 +62,7 @@ type Part = (typeof ALL_PARTS)[number];
 const ONLY = new Set<Part>((flag('only')?.split(',') as Part[] | undefined) ?? ALL_PARTS);
 for (const part of ONLY) if (!ALL_PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (${ALL_PARTS.join(', ')})`);
 if (ONLY.has('live') && !ONLY.has('hookline')) ONLY.add('hookline'); // the live figure uses item 3's api and tenant
+profileProcesses(flag('cpu-prof')?.split(',') ?? []);
 
 const SIZES = QUICK
   ? { ceiling: 2_000, drain: 2_000, latency: 30, fanout: 100, others: 50_000, subscribers: 100, liveReps: 5 }
