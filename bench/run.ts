@@ -24,7 +24,7 @@ import { loadConfig } from '../src/config.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.js';
 import { createDataSource } from '../src/db/data-source.js';
 import { runMigrations } from '../src/db/migrate.js';
-import { claimDeliveries, recordAttempts, type AttemptOutcome } from '../src/dispatcher/queue.js';
+import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, type AttemptOutcome } from '../src/dispatcher/queue.js';
 import { Sender } from '../src/dispatcher/sender.js';
 import { WebhookService } from '../src/webhooks/service.js';
 import { decodeSecrets } from '../src/signing/standard-webhooks.js';
@@ -777,7 +777,8 @@ async function queueFloor() {
   await dataSource.initialize();
   await runMigrations(dataSource);
   await dataSource.destroy();
-  const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench-queue' });
+  // With the dispatcher's session settings, as its connections have them.
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench-queue', onConnect: (c) => c.query(QUEUE_SESSION_SETTINGS) });
   try {
     const url = 'http://127.0.0.1:9/queue';
     const { rows: [tenant] } = await db.query(`insert into tenants (name) values ('Bench Queue') returning id`);

@@ -19,7 +19,9 @@ import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js'
 import {
   cancelOrphans,
   claimDeliveries,
+  claimSize,
   disableGoneSubscriptions,
+  QUEUE_SESSION_SETTINGS,
   nextDueAt,
   reclaimExpiredLeases,
   recordAttempts,
@@ -83,7 +85,13 @@ export class Dispatcher {
     this.clock = options.clock ?? { now: () => new Date() };
     // One pool for the queue's statements, apart from the API's, sized for a claim,
     // a flush and a reclaim at once.
-    this.pool = new pg.Pool({ connectionString: options.databaseUrl, max: 4, application_name: 'hookline-dispatcher' });
+    this.pool = new pg.Pool({
+      connectionString: options.databaseUrl,
+      max: 4,
+      application_name: 'hookline-dispatcher',
+      // pg-pool waits for it before handing the new connection out (and drops the connection if it fails).
+      onConnect: (client) => client.query(QUEUE_SESSION_SETTINGS),
+    });
     this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.agent = createGuardedAgent({
       allowPrivate: config.allowPrivateTargets,
@@ -216,7 +224,7 @@ export class Dispatcher {
             busy: this.held,
           });
           if (claimed.length) await this.dispatch(claimed);
-          if (claimed.length === room) continue; // more may be due
+          if (claimed.length === claimSize(room)) continue; // more may be due
           if (!claimed.length && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));

@@ -20,30 +20,46 @@ export interface ClaimedDelivery {
 }
 
 /**
- * Claims up to `limit` due deliveries for this worker, at most `perSubscription`
- * minus what it already has in flight for each subscription, skipping rows other
- * workers hold. The lease lets another worker take them over if this one dies.
+ * Settings of every connection the queue's statements run on.
+ * - Generic plans, made once per connection: planning the claim (0.3-0.4 ms)
+ *   cost more than running it for one delivery, and the record's half as much.
+ * - No bitmap scans: the claim must walk the due index in order whatever the
+ *   statistics say. When they are stale (a fresh table, or a backlog built up
+ *   since the last ANALYZE) PostgreSQL believes few rows are due and fetches
+ *   every due row to sort them, on every claim: 12 ms to claim 128 of a
+ *   20,000-delivery backlog, against 6 ms with the index (measured).
  */
-export async function claimDeliveries(
-  db: pg.ClientBase | pg.Pool,
-  options: { workerId: string; limit: number; leaseMs: number; perSubscription: number; busy: Map<string, number> },
-): Promise<ClaimedDelivery[]> {
-  const busyIds = [...options.busy.keys()];
-  const busyCounts = busyIds.map((id) => options.busy.get(id)!);
-  const saturated = busyIds.filter((id) => options.busy.get(id)! >= options.perSubscription);
-  const { rows } = await db.query({
-    name: 'hookline_claim_deliveries',
+export const QUEUE_SESSION_SETTINGS = 'set plan_cache_mode = force_generic_plan; set enable_bitmapscan = off';
+
+/**
+ * The claim's LIMIT is written into its text, one prepared statement per size:
+ * with a parameter there, a generic plan assumes a tenth of all due rows are
+ * wanted, and reads and sorts them rather than walk the index. Powers of two
+ * keep the statements few; a claim asks for the largest that fits its room.
+ */
+export const MAX_CLAIM = 256;
+
+export function claimSize(room: number): number {
+  return 2 ** Math.floor(Math.log2(Math.min(Math.max(room, 1), MAX_CLAIM)));
+}
+
+const claimTexts = new Map<number, string>();
+
+/** The claim statement for one size: $1 lease ms, $2 saturated subscriptions, $3/$4 held per subscription, $5 share, $6 worker. */
+export function claimSql(limit: number): string {
+  let text = claimTexts.get(limit);
+  if (!text) {
     // Candidates come from the partial index of due rows, oldest due first;
     // `skip locked` lets workers claim side by side. The window caps each
     // subscription's share so one slow endpoint cannot take every slot.
-    text: `
+    text = `
       with candidates as (
         select d.id, d.subscription_id
           from webhook_deliveries d
          where d.status = 'PENDING' and not d.paused and d.next_attempt_at <= now()
-           and d.subscription_id <> all($3::uuid[])
+           and d.subscription_id <> all($2::uuid[])
          order by d.next_attempt_at
-         limit $1
+         limit ${limit}
          for update skip locked
       ), ranked as (
         select c.id, c.subscription_id,
@@ -52,12 +68,12 @@ export async function claimDeliveries(
       ), chosen as (
         select r.id, r.subscription_id
           from ranked r
-          left join unnest($4::uuid[], $5::int[]) as busy(subscription_id, n) on busy.subscription_id = r.subscription_id
-         where r.rank <= $6 - coalesce(busy.n, 0)
+          left join unnest($3::uuid[], $4::int[]) as busy(subscription_id, n) on busy.subscription_id = r.subscription_id
+         where r.rank <= $5 - coalesce(busy.n, 0)
       ), claimed as (
         update webhook_deliveries d
-           set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $2::double precision / 1000),
-               locked_by = $7, updated_at = now()
+           set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $1::double precision / 1000),
+               locked_by = $6, updated_at = now()
           from chosen
          where d.id = chosen.id
         returning d.id, d.tenant_id, d.event_id, d.subscription_id, d.event, d.target_url, d.attempts, d.schedule_attempts
@@ -70,8 +86,29 @@ export async function claimDeliveries(
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         join webhook_events e on e.id = c.event_id
-        left join webhook_subscriptions s on s.id = c.subscription_id`,
-    values: [options.limit, options.leaseMs, saturated, busyIds, busyCounts, options.perSubscription, options.workerId],
+        left join webhook_subscriptions s on s.id = c.subscription_id`;
+    claimTexts.set(limit, text);
+  }
+  return text;
+}
+
+/**
+ * Claims up to claimSize(`limit`) due deliveries for this worker, at most `perSubscription`
+ * minus what it already has in flight for each subscription, skipping rows other
+ * workers hold. The lease lets another worker take them over if this one dies.
+ */
+export async function claimDeliveries(
+  db: pg.ClientBase | pg.Pool,
+  options: { workerId: string; limit: number; leaseMs: number; perSubscription: number; busy: Map<string, number> },
+): Promise<ClaimedDelivery[]> {
+  const busyIds = [...options.busy.keys()];
+  const busyCounts = busyIds.map((id) => options.busy.get(id)!);
+  const saturated = busyIds.filter((id) => options.busy.get(id)! >= options.perSubscription);
+  const limit = claimSize(options.limit);
+  const { rows } = await db.query({
+    name: `hookline_claim_deliveries_${limit}`,
+    text: claimSql(limit),
+    values: [options.leaseMs, saturated, busyIds, busyCounts, options.perSubscription, options.workerId],
   });
   return rows;
 }

@@ -1,0 +1,75 @@
+// The claim's plan: it must walk the due index in order on the dispatcher's
+// connections, also when PostgreSQL's statistics say few rows are due.
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { Dispatcher } from '../../src/dispatcher/dispatcher.js';
+import { QUEUE_SESSION_SETTINGS, claimSize, claimSql } from '../../src/dispatcher/queue.js';
+import { createTestDatabase } from '../helpers/database.js';
+
+let databaseUrl: string;
+let client: pg.Client;
+
+beforeAll(async () => {
+  databaseUrl = await createTestDatabase();
+  client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  // A backlog in a table never analyzed: the planner's estimate of the due rows is a few dozen.
+  const { rows: [tenant] } = await client.query(`insert into tenants (name) values ('Plans') returning id`);
+  const { rows: [subscription] } = await client.query(
+    `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, 'https://example.com/hook', '{*}', 'whsec_plans-plans-plans') returning id`,
+    [tenant.id],
+  );
+  const { rows: [event] } = await client.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenant.id],
+  );
+  await client.query(
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at)
+     select $1, $2, $3, 'test.event', 'https://example.com/hook', 'PENDING', now() - interval '1 hour' + i * interval '1 ms'
+       from generate_series(1, 20000) i`,
+    [tenant.id, event.id, subscription.id],
+  );
+});
+afterAll(async () => {
+  await client?.end();
+});
+
+async function claimPlan(limit: number): Promise<string> {
+  const { rows } = await client.query(`explain (generic_plan, costs off) ${claimSql(limit)}`);
+  return rows.map((r) => r['QUERY PLAN']).join('\n');
+}
+
+it('a claim of any size walks the due index in order with the queue\'s session settings', async () => {
+  await client.query(QUEUE_SESSION_SETTINGS);
+  for (const limit of [1, 16, 128, 256]) {
+    const plan = await claimPlan(limit);
+    expect(plan).toMatch(/Index Scan using webhook_deliveries_due on webhook_deliveries d\b/);
+    expect(plan).not.toMatch(/Bitmap/);
+  }
+});
+
+it('without them, the stale estimate makes PostgreSQL read and sort every due row (why the settings exist)', async () => {
+  await client.query('reset all');
+  const plan = await claimPlan(128);
+  expect(plan).toMatch(/Bitmap Heap Scan on webhook_deliveries d\b/);
+});
+
+it('the dispatcher\'s connections have those settings', async () => {
+  const dispatcher = new Dispatcher({ config: loadConfig({ DATABASE_URL: databaseUrl }), databaseUrl, log: pino({ level: 'silent' }) });
+  const pool = (dispatcher as unknown as { pool: pg.Pool }).pool;
+  try {
+    const { rows: [settings] } = await pool.query(
+      `select current_setting('plan_cache_mode') as plans, current_setting('enable_bitmapscan') as bitmap`,
+    );
+    expect(settings).toEqual({ plans: 'force_generic_plan', bitmap: 'off' });
+  } finally {
+    await pool.end();
+    await (dispatcher as unknown as { agent: { close(): Promise<void> } }).agent.close();
+  }
+});
+
+it('claim sizes are powers of two within the room, at most 256', () => {
+  expect([0, 1, 2, 3, 100, 128, 255, 256, 1000].map(claimSize)).toEqual([1, 1, 2, 2, 64, 128, 128, 256, 256]);
+});
