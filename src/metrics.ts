@@ -23,6 +23,12 @@ export function createMetrics() {
       help: 'Deliveries being sent by this process right now.',
       registers: [registry],
     }),
+    claims: new Counter({
+      name: 'hookline_queue_claims_total',
+      help: 'Claims of due deliveries by this process\'s dispatcher, by whether they found any (found, empty).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     eventsTriggered: new Counter({
       name: 'hookline_events_triggered_total',
       help: 'Events accepted (duplicates excluded).',

@@ -73,6 +73,12 @@ export class Dispatcher {
   private wakeTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private wakeRequested = false;
+  /**
+   * The last claim took every due delivery it was allowed to: fewer than asked,
+   * and no subscription at its share. Until something wakes the loop, a freed
+   * slot has nothing to claim, so it does not ask.
+   */
+  private drained = false;
   private loopDone: Promise<void> | undefined;
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
@@ -153,8 +159,13 @@ export class Dispatcher {
     this.retryTimer.unref();
   }
 
-  /** Wakes the loop (a notification, a freed slot, a timer). */
+  /** Wakes the loop (a notification, a timer): something may have fallen due. */
   poke(): void {
+    this.drained = false;
+    this.wakeLoop();
+  }
+
+  private wakeLoop(): void {
     this.wakeRequested = true;
     const wake = this.wake;
     this.wake = undefined;
@@ -223,14 +234,21 @@ export class Dispatcher {
             perSubscription: 2 * perSubscription,
             busy: this.held,
           });
+          this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
           if (claimed.length) await this.dispatch(claimed);
           if (claimed.length === claimSize(room)) continue; // more may be due
-          if (!claimed.length && !this.wakeRequested) {
+          // A subscription at its share may have had rows left out, and left others' rows
+          // behind them: the next claim leaves it out. Its own rows wait for its slots
+          // (a freed slot claims again), not for a timer.
+          const capped = [...this.held.values()].some((n) => n >= 2 * perSubscription);
+          if (claimed.length && capped) continue;
+          if (!this.wakeRequested) this.drained = !capped;
+          if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
-          } else {
-            sleepMs = Math.min(sleepMs, 50);
           }
+          // Otherwise what falls due next comes by notification, by wakeAt() for this
+          // worker's retries, or by the next poll.
         } catch (error) {
           this.log.error({ err: error }, 'claiming deliveries failed; retrying');
           sleepMs = 500;
@@ -312,8 +330,8 @@ export class Dispatcher {
       this.idle.clear();
     }
     this.pump();
-    // Refill once the ready batch runs low.
-    if (this.ready.length < this.options.config.dispatchConcurrency) this.poke();
+    // Refill once the ready batch runs low, unless the last claim found nothing more.
+    if (this.ready.length < this.options.config.dispatchConcurrency && !this.drained) this.wakeLoop();
   }
 
   private keyOf(secret: string): Buffer {

@@ -53,3 +53,35 @@ it('a slow subscription\'s backlog does not hold up another subscription', async
     await worker.stop();
   }
 }, 30_000);
+
+it('a subscription at its share, with more due behind it, does not make the worker claim in a loop', async () => {
+  const tenant = await hl.createTenant('Saturated');
+  await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+    { input: { url: `${slow.url}/saturated`, events: ['invoice.*'] } },
+    tenant.apiKey,
+  );
+  for (let i = 0; i < 12; i++) {
+    await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event: 'invoice.created', data: { amount: i, customer: 'Acme' } } }, tenant.apiKey);
+  }
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
+    { databaseUrl: hl.databaseUrl },
+  );
+  const claims = async () => {
+    const text = await (await fetch(`${worker.url}/metrics`)).text();
+    return [...text.matchAll(/^hookline_queue_claims_total\{result="(?:found|empty)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  try {
+    const before = slow.received.filter((r) => r.path === '/saturated').length;
+    while (slow.received.filter((r) => r.path === '/saturated').length < before + 2) await new Promise((r) => setTimeout(r, 20));
+    // Both of its slots are taken for 1.5 s and 10 deliveries wait: nothing can be claimed until a slot frees.
+    const first = await claims();
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await claims()) - first).toBeLessThanOrEqual(2); // the 1 s poll, at most
+    // When a slot frees, the next one goes at once.
+    await slow.waitFor(before + 4, 5_000);
+  } finally {
+    await worker.stop();
+  }
+}, 30_000);
