@@ -417,7 +417,8 @@ export class Dispatcher {
   private record(outcome: AttemptOutcome): void {
     if (outcome.nextAttemptAt) this.wakeAt(outcome.nextAttemptAt.getTime());
     this.pending.push(outcome);
-    if (this.pending.length >= FLUSH_BATCH) void this.flush();
+    // Alone (nothing else in flight or waiting), there is nothing to batch with: record it now.
+    if (this.pending.length >= FLUSH_BATCH || (this.inFlight === 1 && !this.ready.length)) void this.flush();
     else this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
 
