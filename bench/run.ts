@@ -678,6 +678,7 @@ function workerView(metrics: Map<string, number>) {
   const lag = (name: string) => round2(Math.max(0, m(name) * 1000 - 10));
   return {
     attempts: m('delivery_attempt_duration_seconds_count'),
+    claims: m('queue_claims_total'),
     meanAttemptMs: round2((m('delivery_attempt_duration_seconds_sum') / m('delivery_attempt_duration_seconds_count')) * 1000),
     eventLoopLagMeanMs: lag('nodejs_eventloop_lag_mean_seconds'),
     eventLoopLagP99Ms: lag('nodejs_eventloop_lag_p99_seconds'),
@@ -1120,7 +1121,7 @@ function report() {
     lines.push(
       `${name}: the worker's POSTs took ${v.meanAttemptMs} ms on average (so ${inFlight.toFixed(1)} were in flight on average, of ` +
         `${DISPATCH.concurrency} allowed, ${DISPATCH.perSubscription} per subscription); its event loop lagged ${v.eventLoopLagMeanMs} ms ` +
-        `on average, p99 ${v.eventLoopLagP99Ms} ms.`,
+        `on average, p99 ${v.eventLoopLagP99Ms} ms; it claimed ${fmt(v.claims)} times (${(v.attempts / v.claims).toFixed(1)} deliveries a claim).`,
     );
   };
   view('Drain', r.drain?.workerView, r.drain);
