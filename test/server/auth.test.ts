@@ -107,6 +107,18 @@ describe('limits and malformed requests', () => {
     expect(res.status).toBeLessThan(500);
   });
 
+  it('answers JSON bodies that are not an operation with an error naming the problem', async () => {
+    const post = async (body: string) => {
+      const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      return { status: res.status, message: ((await res.json()) as any).errors?.[0]?.message as string };
+    };
+    expect(await post('{}')).toEqual({ status: 200, message: 'Must provide query string.' });
+    expect(await post('"{ viewer { id } }"')).toEqual({ status: 400, message: 'POST body is expected to be object but received string' });
+    expect(await post('null')).toEqual({ status: 400, message: 'POST body is expected to be object but received null' });
+    expect(await post('[]')).toEqual({ status: 400, message: 'Batching is not supported.' });
+    expect(await post('{"query": 1}')).toEqual({ status: 400, message: 'Expected "query" param to be a string, but given number.' });
+  });
+
   it('refuses a body over 1 MiB with 413', async () => {
     const res = await fetch(`${hl.url}/graphql`, {
       method: 'POST',
