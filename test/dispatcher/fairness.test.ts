@@ -1,5 +1,7 @@
 // One slow endpoint cannot starve the others: each subscription gets at most
-// its share of the dispatcher's slots.
+// its share of the dispatcher's slots. And the dispatcher asks the database for
+// work only when there may be some: not while a subscription's share is full,
+// nor again after a claim that found everything.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -13,6 +15,18 @@ beforeAll(async () => {
   slow = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
   fast = await startReceiver();
 });
+
+const subscribe = (apiKey: string, url: string, events: string[]) =>
+  hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', { input: { url, events } }, apiKey);
+const trigger = (apiKey: string, event: string, data: object) =>
+  hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event, data } }, apiKey);
+
+/** How many claims a process's dispatcher made (hookline_queue_claims_total, found and empty). */
+async function claimsOf(process: TestHookline): Promise<number> {
+  const text = await (await fetch(`${process.url}/metrics`)).text();
+  return [...text.matchAll(/^hookline_queue_claims_total\{result="(?:found|empty)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
 afterAll(async () => {
   await hl?.stop();
   await Promise.all([slow?.close(), fast?.close()]);
@@ -20,16 +34,12 @@ afterAll(async () => {
 
 it('a slow subscription\'s backlog does not hold up another subscription', async () => {
   const tenant = await hl.createTenant();
-  const create = (url: string, events: string[]) =>
-    hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', { input: { url, events } }, tenant.apiKey);
-  await create(slow.url, ['invoice.*']);
-  await create(fast.url, ['payment.*']);
-  const trigger = (event: string, data: object) =>
-    hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event, data } }, tenant.apiKey);
+  await subscribe(tenant.apiKey, slow.url, ['invoice.*']);
+  await subscribe(tenant.apiKey, fast.url, ['payment.*']);
   // The slow endpoint's backlog is older, so it is first in line.
-  for (let i = 0; i < 60; i++) await trigger('invoice.created', { amount: i, customer: 'Acme' });
+  for (let i = 0; i < 60; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
   for (let i = 0; i < 10; i++) {
-    await trigger('payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    await trigger(tenant.apiKey, 'payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
   }
 
   // Now a worker with 8 slots, at most 4 per subscription.
@@ -56,22 +66,15 @@ it('a slow subscription\'s backlog does not hold up another subscription', async
 
 it('a subscription at its share, with more due behind it, does not make the worker claim in a loop', async () => {
   const tenant = await hl.createTenant('Saturated');
-  await hl.gql(
-    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
-    { input: { url: `${slow.url}/saturated`, events: ['invoice.*'] } },
-    tenant.apiKey,
-  );
+  await subscribe(tenant.apiKey, `${slow.url}/saturated`, ['invoice.*']);
   for (let i = 0; i < 12; i++) {
-    await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event: 'invoice.created', data: { amount: i, customer: 'Acme' } } }, tenant.apiKey);
+    await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
   }
   const worker = await startTestHookline(
     { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
     { databaseUrl: hl.databaseUrl },
   );
-  const claims = async () => {
-    const text = await (await fetch(`${worker.url}/metrics`)).text();
-    return [...text.matchAll(/^hookline_queue_claims_total\{result="(?:found|empty)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
-  };
+  const claims = () => claimsOf(worker);
   try {
     const before = slow.received.filter((r) => r.path === '/saturated').length;
     while (slow.received.filter((r) => r.path === '/saturated').length < before + 2) await new Promise((r) => setTimeout(r, 20));
@@ -81,6 +84,31 @@ it('a subscription at its share, with more due behind it, does not make the work
     expect((await claims()) - first).toBeLessThanOrEqual(2); // the 1 s poll, at most
     // When a slot frees, the next one goes at once.
     await slow.waitFor(before + 4, 5_000);
+  } finally {
+    await worker.stop();
+  }
+}, 30_000);
+
+it('an idle worker claims once per delivery: a freed slot does not ask again when the last claim found everything', async () => {
+  const tenant = await hl.createTenant('Idle');
+  await subscribe(tenant.apiKey, `${fast.url}/idle`, ['invoice.*']);
+  const worker = await startTestHookline({ HOOKLINE_ROLE: 'worker' }, { databaseUrl: hl.databaseUrl });
+  const claims = () => claimsOf(worker);
+  try {
+    // Whatever the earlier tests left is sent first.
+    for (let settled = -1, now = await claims(); settled !== now; ) {
+      settled = now;
+      await new Promise((r) => setTimeout(r, 300));
+      now = await claims();
+    }
+    const first = await claims();
+    const arrived = () => fast.received.filter((r) => r.path === '/idle').length;
+    for (let i = 0; i < 10; i++) {
+      await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+      while (arrived() < i + 1) await new Promise((r) => setTimeout(r, 5));
+    }
+    // One claim each, and at most a poll or two besides (before, each freed slot claimed again: 20).
+    expect((await claims()) - first).toBeLessThanOrEqual(12);
   } finally {
     await worker.stop();
   }
