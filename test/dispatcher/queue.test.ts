@@ -1,5 +1,6 @@
 // The claim's plan: it must walk the due index in order on the dispatcher's
-// connections, also when PostgreSQL's statistics say few rows are due.
+// connections, also when PostgreSQL's statistics say few rows are due, and
+// when they are fresh but a generic plan cannot know how many are.
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -56,14 +57,29 @@ it('without them, the stale estimate makes PostgreSQL read and sort every due ro
   expect(plan).toMatch(/Bitmap Heap Scan on webhook_deliveries d\b/);
 });
 
+it('and with fresh statistics of a table that is all backlog (the tests above ran on stale ones)', async () => {
+  await client.query('analyze webhook_deliveries');
+  await client.query('reset all');
+  await client.query(QUEUE_SESSION_SETTINGS);
+  for (const limit of [1, 64, 256]) {
+    const plan = await claimPlan(limit);
+    expect(plan).toMatch(/Index Scan using webhook_deliveries_due on webhook_deliveries d\b/);
+    expect(plan).not.toMatch(/Seq Scan on webhook_deliveries|Bitmap/);
+  }
+  // Without sequential scans off, the generic plan reads the whole table and sorts it.
+  await client.query('reset all; set plan_cache_mode = force_generic_plan; set enable_bitmapscan = off');
+  expect(await claimPlan(64)).toMatch(/Seq Scan on webhook_deliveries d\b/);
+});
+
 it('the dispatcher\'s connections have those settings', async () => {
   const dispatcher = new Dispatcher({ config: loadConfig({ DATABASE_URL: databaseUrl }), databaseUrl, log: pino({ level: 'silent' }) });
   const pool = (dispatcher as unknown as { pool: pg.Pool }).pool;
   try {
     const { rows: [settings] } = await pool.query(
-      `select current_setting('plan_cache_mode') as plans, current_setting('enable_bitmapscan') as bitmap`,
+      `select current_setting('plan_cache_mode') as plans, current_setting('enable_bitmapscan') as bitmap,
+              current_setting('enable_seqscan') as seq`,
     );
-    expect(settings).toEqual({ plans: 'force_generic_plan', bitmap: 'off' });
+    expect(settings).toEqual({ plans: 'force_generic_plan', bitmap: 'off', seq: 'off' });
   } finally {
     await pool.end();
     await (dispatcher as unknown as { agent: { close(): Promise<void> } }).agent.close();
