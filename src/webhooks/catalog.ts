@@ -2,7 +2,7 @@
 // Schema of its `data`. Types never change once created, so compiled
 // validators are cached for the life of the process.
 import { Ajv, type ValidateFunction } from 'ajv';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
 import { badInput } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';

@@ -82,7 +82,7 @@ it('a subscription at its share, with more due behind it, does not make the work
     const first = await claims();
     await new Promise((r) => setTimeout(r, 1_000));
     expect((await claims()) - first).toBeLessThanOrEqual(2); // the 1 s poll, at most
-    // When a slot frees, the next one goes at once.
+    // As its slots free, the waiting ones go.
     await slow.waitFor(before + 4, 5_000);
   } finally {
     await worker.stop();

@@ -19,7 +19,6 @@ const GET = `query WebhookSubscription($id: ID!) {
 
 let hl: TestHookline;
 let key: string;
-const url = 'https://hooks.example.test/in';
 
 beforeAll(async () => {
   // Saved URLs are resolved; example.test does not resolve here, so use a public literal address for most tests.
