@@ -6,7 +6,7 @@ import type { Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { runMigrations } from './db/migrate.js';
-import { Dispatcher } from './dispatcher/dispatcher.js';
+import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, type App } from './server/app.js';
@@ -26,9 +26,11 @@ export interface StartOptions {
   log: Logger;
   clock?: Clock;
   host?: string;
+  /** Timings of the dispatcher, for tests. */
+  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs' | 'reclaimIntervalMs'>;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host }: StartOptions): Promise<Hookline> {
+export async function startHookline({ config, log, clock = systemClock, host, dispatcher: timings }: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -75,8 +77,10 @@ export async function startHookline({ config, log, clock = systemClock, host }: 
 
     let dispatcher: Dispatcher | undefined;
     if (config.role !== 'api') {
-      dispatcher = new Dispatcher({ config, databaseUrl, log, metrics, clock });
+      dispatcher = new Dispatcher({ ...timings, config, databaseUrl, log, metrics, clock });
       await dispatcher.start();
+      // An API process sends the deliveries it creates itself, when its dispatcher is idle.
+      if (serveApi) services.webhooks.handOffTo(dispatcher);
       // Stopped before the HTTP server and the database (stops run in reverse).
       stops.push(() => dispatcher!.stop());
     }

@@ -29,6 +29,11 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    handOffs: new Counter({
+      name: 'hookline_deliveries_handed_off_total',
+      help: 'Deliveries claimed by the insert that created them, for this process\'s dispatcher, and sent without a claim.',
+      registers: [registry],
+    }),
     eventsTriggered: new Counter({
       name: 'hookline_events_triggered_total',
       help: 'Events accepted (duplicates excluded).',

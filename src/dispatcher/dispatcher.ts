@@ -32,6 +32,7 @@ import {
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
 import { createGuardedAgent } from './target-guard.js';
+import type { HandOff } from '../webhooks/ingest-batcher.js';
 
 export interface DispatcherOptions {
   config: Readonly<Config>;
@@ -79,6 +80,9 @@ export class Dispatcher {
    * slot has nothing to claim, so it does not ask.
    */
   private drained = false;
+  /** Slots promised to inserts of this process that have not returned yet (see handOff()). */
+  private reserved = 0;
+  private readonly unreserved = new Set<() => void>();
   private loopDone: Promise<void> | undefined;
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
@@ -132,6 +136,8 @@ export class Dispatcher {
     clearTimeout(this.retryTimer);
     this.poke();
     await this.loopDone;
+    // Inserts that claim for this worker land in `ready`, and go back with the rest.
+    while (this.reserved) await new Promise<void>((resolve) => this.unreserved.add(resolve));
     // Claimed but not started: back to the queue for another worker, untried.
     const unsent = this.ready.splice(0);
     for (const { delivery } of unsent) this.count(this.held, delivery.subscriptionId, -1);
@@ -142,6 +148,43 @@ export class Dispatcher {
     await this.pool.end();
     await this.agent.close();
     this.log.info('dispatcher stopped');
+  }
+
+  /**
+   * Room for the deliveries an insert of this process is about to create, claimed by
+   * that insert: when this worker has nothing due waiting (a fresh delivery must not
+   * pass older ones) and free slots, they are sent the moment the insert returns.
+   */
+  handOff(): HandOff | undefined {
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
+    if (!this.running || !this.drained || this.ready.length) return undefined;
+    const limit = concurrency - this.inFlight - this.reserved;
+    if (limit <= 0) return undefined;
+    this.reserved += limit;
+    let open = true;
+    const settle = () => {
+      if (!open) return false;
+      open = false;
+      this.reserved -= limit;
+      if (!this.reserved) {
+        for (const resolve of this.unreserved) resolve();
+        this.unreserved.clear();
+      }
+      return true;
+    };
+    return {
+      workerId: this.workerId,
+      leaseMs: this.leaseMs,
+      limit,
+      perSubscription,
+      busy: new Map(this.held),
+      adopt: (claimed) => {
+        if (!settle()) return;
+        this.options.metrics?.handOffs.inc(claimed.length);
+        void this.dispatch(claimed);
+      },
+      cancel: () => void settle(),
+    };
   }
 
   private retryTimer: NodeJS.Timeout | undefined;
@@ -224,7 +267,7 @@ export class Dispatcher {
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      const room = 2 * concurrency - this.inFlight - this.ready.length;
+      const room = 2 * concurrency - this.inFlight - this.ready.length - this.reserved;
       if (this.ready.length < concurrency && room > 0) {
         try {
           const claimed = await claimDeliveries(this.pool, {

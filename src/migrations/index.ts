@@ -2,6 +2,7 @@ import { Tenants1764300000001 } from './0001-tenants.js';
 import { CatalogAndSubscriptions1764300000002 } from './0002-catalog-subscriptions.js';
 import { EventsAndDeliveries1764300000003 } from './0003-events-deliveries.js';
 import { LiveUpdates1764300000004 } from './0004-live-updates.js';
+import { DueNotifyPending1764300000005 } from './0005-due-notify-pending.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -9,4 +10,5 @@ export const migrations = [
   CatalogAndSubscriptions1764300000002,
   EventsAndDeliveries1764300000003,
   LiveUpdates1764300000004,
+  DueNotifyPending1764300000005,
 ];

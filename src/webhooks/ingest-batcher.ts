@@ -7,6 +7,26 @@ import { queryRows } from '../db/query.js';
 import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
+import type { ClaimedDelivery } from '../dispatcher/queue.js';
+
+/**
+ * A dispatcher of this process that has nothing due and room to send: the
+ * insert claims the fresh deliveries for it (inserted SENDING, under its lease),
+ * and they are sent as soon as the statement returns, with no notification,
+ * wake-up or claim in between. At most `limit` deliveries, and per subscription
+ * `perSubscription` less what it already holds (`busy`); the rest go to the queue.
+ */
+export interface HandOff {
+  workerId: string;
+  leaseMs: number;
+  limit: number;
+  perSubscription: number;
+  busy: ReadonlyMap<string, number>;
+  /** The insert committed: these deliveries are claimed by this worker. */
+  adopt(claimed: ClaimedDelivery[]): void;
+  /** The insert failed or claimed nothing. */
+  cancel(): void;
+}
 
 export interface BatchItem {
   id: string;
@@ -31,6 +51,8 @@ export class IngestBatcher {
   private readonly busy = new Set<string>();
   /** Tenant-bound connections, when the DataSource names its database by URL. */
   private readonly sessions: TenantSessions | undefined;
+  /** The dispatcher of this process, when it runs one (see HandOff). */
+  handOff: (() => HandOff | undefined) | undefined;
 
   constructor(private readonly dataSource: DataSource) {
     const url = (dataSource.options as { url?: string }).url;
@@ -38,9 +60,36 @@ export class IngestBatcher {
   }
 
   /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */
-  private write(tenantId: TenantId, items: BatchItem[]): Promise<DeliveryRow[]> {
-    const statement = (client: import('pg').ClientBase) => insertBatch(client, tenantId, items);
-    return this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement);
+  private async write(tenantId: TenantId, items: BatchItem[], handOff?: HandOff): Promise<DeliveryRow[]> {
+    const statement = (client: import('pg').ClientBase) => insertBatch(client, tenantId, items, handOff);
+    let rows: InsertedRow[];
+    try {
+      rows = await (this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement));
+    } catch (error) {
+      handOff?.cancel();
+      throw error;
+    }
+    if (!handOff) return rows;
+    // Committed: the claimed ones go to the dispatcher at once, before anyone is answered.
+    const bodies = new Map(items.map((i) => [i.id, i.body]));
+    const claimed: ClaimedDelivery[] = [];
+    const deliveries = rows.map(({ handedOff, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
+      if (handedOff) {
+        claimed.push({
+          ...row,
+          scheduleAttempts: scheduleAttempts!,
+          secret: secret!,
+          previousSecret: previousSecret ?? null,
+          previousSecretExpiresAt: previousSecretExpiresAt ?? null,
+          headers: headers ?? null,
+          body: bodies.get(row.eventId)!,
+        });
+      }
+      return row;
+    });
+    if (claimed.length) handOff.adopt(claimed);
+    else handOff.cancel();
+    return deliveries;
   }
 
   close(): Promise<void> {
@@ -70,7 +119,7 @@ export class IngestBatcher {
       }
       const batch = queue.splice(0, MAX_BATCH);
       try {
-        const deliveries = await this.write(tenantId, batch.map((p) => p.item));
+        const deliveries = await this.write(tenantId, batch.map((p) => p.item), this.handOff?.());
         const byEvent = new Map<string, DeliveryRow[]>();
         for (const d of deliveries) {
           const list = byEvent.get(d.eventId);
@@ -92,8 +141,68 @@ export class IngestBatcher {
   }
 }
 
+/** A delivery as inserted; with a hand-off, what the dispatcher needs of the claimed ones. */
+type InsertedRow = DeliveryRow & {
+  handedOff?: boolean;
+  scheduleAttempts?: number;
+  secret?: string | null;
+  previousSecret?: string | null;
+  previousSecretExpiresAt?: Date | null;
+  headers?: Record<string, string> | null;
+};
+
+const insertTexts = new Map<boolean, string>();
+
+function insertSql(handOff: boolean): string {
+  let text = insertTexts.get(handOff);
+  if (text) return text;
+  // With a hand-off, the first $13 matches (in the order of the batch) that fit their
+  // subscription's share ($16 less its busy count, $14/$15) are inserted claimed by
+  // worker $11 under a lease of $12 ms, as a claim would leave them.
+  text = `with input as (
+       select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+         with ordinality as i(id, event, resource_type, resource_id, data, body, created_at, ord)
+     ), ev as (
+       insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
+       select id, $1, event, resource_type, resource_id, data::jsonb, body, null, created_at from input
+     ), patterns as (
+       select * from unnest($9::int[], $10::text[]) as p(ord, pattern)
+     ), matched as (
+       select i.id as event_id, i.event, s.id as subscription_id, s.url${
+         handOff ? `, i.ord, row_number() over (partition by s.id order by i.ord) as k` : ''
+       }
+         from input i
+         join webhook_subscriptions s
+           on s.tenant_id = $1 and s.active and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
+     )${
+       handOff
+         ? `, d as (
+       insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
+                                       lease_expires_at, locked_by, created_at, updated_at)
+       select $1, m.event_id, m.subscription_id, m.event, m.url, case when m.mine then 'SENDING' else 'PENDING' end, false, now(),
+              case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
+              case when m.mine then $11::text end, now(), now()
+         from (select m.*, share.ok and count(*) filter (where share.ok) over (order by m.ord, m.subscription_id) <= $13 as mine
+                 from matched m
+                 left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = m.subscription_id
+                 cross join lateral (select m.k <= $16 - coalesce(b.n, 0) as ok) share) m
+       returning *
+     )
+     select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers
+       from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", schedule_attempts as "scheduleAttempts" from d) x
+       left join webhook_subscriptions s on x."handedOff" and s.id = x."subscriptionId"`
+         : `
+     insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
+     select $1, m.event_id, m.subscription_id, m.event, m.url, 'PENDING', false, now(), now(), now()
+       from matched m
+     returning ${DELIVERY_COLUMNS}`
+     }`;
+  insertTexts.set(handOff, text);
+  return text;
+}
+
 /** The events of a batch, and a delivery for each active subscription each one matches, in one statement. */
-async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, items: BatchItem[]): Promise<DeliveryRow[]> {
+async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, items: BatchItem[], handOff?: HandOff): Promise<InsertedRow[]> {
   const ords: number[] = [];
   const patterns: string[] = [];
   items.forEach((item, i) => {
@@ -102,23 +211,9 @@ async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, 
       patterns.push(pattern);
     }
   });
-  const rows = await queryRows<DeliveryRow>(
+  const rows = await queryRows<InsertedRow>(
     client,
-    `with input as (
-       select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
-         with ordinality as i(id, event, resource_type, resource_id, data, body, created_at, ord)
-     ), ev as (
-       insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
-       select id, $1, event, resource_type, resource_id, data::jsonb, body, null, created_at from input
-     ), patterns as (
-       select * from unnest($9::int[], $10::text[]) as p(ord, pattern)
-     )
-     insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
-     select $1, i.id, s.id, i.event, s.url, 'PENDING', false, now(), now(), now()
-       from input i
-       join webhook_subscriptions s
-         on s.tenant_id = $1 and s.active and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
-     returning ${DELIVERY_COLUMNS}`,
+    insertSql(!!handOff),
     [
       tenantId,
       items.map((i) => i.id),
@@ -130,6 +225,9 @@ async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, 
       items.map((i) => i.createdAt),
       ords,
       patterns,
+      ...(handOff
+        ? [handOff.workerId, handOff.leaseMs, handOff.limit, [...handOff.busy.keys()], [...handOff.busy.values()], handOff.perSubscription]
+        : []),
     ],
   );
   return rows;

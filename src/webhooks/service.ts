@@ -11,7 +11,7 @@ import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
-import { IngestBatcher } from './ingest-batcher.js';
+import { IngestBatcher, type HandOff } from './ingest-batcher.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
@@ -205,6 +205,14 @@ export class WebhookService {
       createdAt,
     };
     return { duplicate: false, event, deliveries };
+  }
+
+  /**
+   * Lets the batched path claim the deliveries it creates for a dispatcher of this
+   * process (see HandOff); the dispatcher says when it has room.
+   */
+  handOffTo(dispatcher: { handOff(): HandOff | undefined }): void {
+    this.batcher.handOff = () => dispatcher.handOff();
   }
 
   /** Ends the connections of the batched path (the DataSource stays the caller's). */

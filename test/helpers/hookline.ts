@@ -4,7 +4,7 @@ import { createClient, type Client } from 'graphql-ws';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { loadConfig, type Config } from '../../src/config.js';
-import { startHookline, type Hookline } from '../../src/hookline.js';
+import { startHookline, type Hookline, type StartOptions } from '../../src/hookline.js';
 import type { Clock } from '../../src/services.js';
 import { createTestDatabase } from './database.js';
 
@@ -25,7 +25,7 @@ export interface TestHookline extends Hookline {
 
 export async function startTestHookline(
   env: Record<string, string> = {},
-  options: { clock?: Clock; databaseUrl?: string } = {},
+  options: { clock?: Clock; databaseUrl?: string; dispatcher?: StartOptions['dispatcher'] } = {},
 ): Promise<TestHookline> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
   const config: Readonly<Config> = loadConfig({
@@ -38,7 +38,7 @@ export async function startTestHookline(
     DATABASE_URL: databaseUrl,
   });
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const hookline = await startHookline({ config, log, clock: options.clock, host: '127.0.0.1' });
+  const hookline = await startHookline({ config, log, clock: options.clock, host: '127.0.0.1', dispatcher: options.dispatcher });
   const url = hookline.app.url;
 
   async function gql<T>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GraphQLResponse<T>> {

@@ -43,7 +43,16 @@ async function trigger(apiKey: string, event = 'invoice.created', data: Record<s
   return res.data.triggerEvent.deliveries[0].id;
 }
 
-const FULL_LIFE = ['PENDING:0', 'SENDING:0', 'PENDING:1', 'SENDING:1', 'DELIVERED:2'];
+/**
+ * Created, sending, its failed attempt, sending again, DELIVERED. The process that
+ * creates it also dispatches: if its dispatcher is idle, the insert claims the delivery
+ * for it and it is created SENDING; otherwise it is created PENDING and then claimed.
+ */
+const FULL_LIFE = ['SENDING:0', 'PENDING:1', 'SENDING:1', 'DELIVERED:2'];
+const lifeOf = (items: any[], id: string) => {
+  const statuses = statusesOf(items, id);
+  return statuses[0] === 'PENDING:0' ? statuses.slice(1) : statuses;
+};
 const delivered = (id: string) => (items: any[]) => items.some((i) => i.id === id && i.status === 'DELIVERED');
 
 describe('over graphql-ws', () => {
@@ -54,7 +63,7 @@ describe('over graphql-ws', () => {
     await new Promise((r) => setTimeout(r, 200)); // subscriptions are set up
     const id = await trigger(tenantA.apiKey);
     await all.waitFor(delivered(id));
-    expect(statusesOf(all.items, id)).toEqual(FULL_LIFE);
+    expect(lifeOf(all.items, id)).toEqual(FULL_LIFE);
     const failed = all.items.find((i) => i.id === id && i.status === 'PENDING' && i.attempts === 1);
     expect(failed).toMatchObject({ event: 'invoice.created', lastError: 'HTTP 500', lastStatusCode: 500, subscription: { id: subA } });
     expect(failed.nextAttemptAt).toBeTruthy();
@@ -137,7 +146,7 @@ describe('losing the database connection', () => {
     await new Promise((r) => setTimeout(r, 1_000));
     const id = await trigger(tenantA.apiKey);
     await updates.waitFor(delivered(id));
-    expect(statusesOf(updates.items, id)).toEqual(FULL_LIFE);
+    expect(lifeOf(updates.items, id)).toEqual(FULL_LIFE);
     expect(hl.services.live!.target.listenerCount).toBe(listeners);
     const [{ n }] = await hl.dataSource.query(
       `select count(*)::int as n from pg_stat_activity
@@ -156,7 +165,7 @@ describe('over Server-Sent Events', () => {
     await new Promise((r) => setTimeout(r, 200));
     const id = await trigger(tenantA.apiKey);
     await a.waitFor(delivered(id));
-    expect(statusesOf(a.items, id)).toEqual(FULL_LIFE);
+    expect(lifeOf(a.items, id)).toEqual(FULL_LIFE);
     expect(b.items.filter((i) => i.id === id)).toEqual([]);
     a.stop();
     b.stop();
