@@ -482,13 +482,31 @@ async function graphile(receiver: Receiver) {
   cpu.graphileDrain = result.cpuCores!;
   log(`graphile-worker: ${result.perSecond} jobs/s`);
 
-  // Latency: jobs added one at a time while the worker is running and idle.
-  await sleep(500);
-  log(`graphile-worker: latency of ${SIZES.latency} jobs added one at a time`);
-  const latencies = await withClient(url, async (client) => {
-    const out: number[] = [];
-    for (let i = 0; i < SIZES.latency; i++) {
-      const id = `gwl-${i}`;
+  results.graphileDrain.peakRssBytes = peakRss(worker.pid);
+  // Its latency (add_job → arrival) is taken in item 4's series, interleaved with Hookline's.
+  // A fresh worker with the same settings waits for it, idle: the drain's kept up to 64
+  // connections open, and with Hookline's processes beside it PostgreSQL's 100 would run out.
+  await worker.stop('SIGTERM');
+  const idleWorker = startNode('graphile-worker-latency', 'bench/gw-worker.ts', env, true);
+  await idleWorker.waitMessage((m) => m?.type === 'started', 30_000);
+  // Warmed up like the Hookline processes it is compared with (V8's optimizing tiers, its pool).
+  await receiver.reset();
+  await withClient(url, (c) =>
+    c.query(
+      `select count(*) from graphile_worker.add_jobs(array(
+         select row('send', json_build_object('id', 'gww-' || g, 'event', 'test.event', 'body', $1::text),
+                    null, null, null, null, null, null)::graphile_worker.job_spec
+           from generate_series(1, 2000) g))`,
+      [BODY],
+    ),
+  );
+  if ((await receiver.waitCount(2_000, 60_000)).timedOut) throw new Error('graphile-worker: the warm-up jobs did not all arrive');
+  const client = new pg.Client({ connectionString: url, application_name: 'bench-graphile-latency' });
+  await client.connect();
+  let n = 0;
+  graphileLatencyProbe = {
+    async sample() {
+      const id = `gwl-${n++}`;
       const t = now();
       await client.query(
         `select (graphile_worker.add_job('send', json_build_object('id', $1::text, 'event', 'test.event', 'body', $2::text))).id`,
@@ -496,16 +514,24 @@ async function graphile(receiver: Receiver) {
       );
       const r = await receiver.waitIds([id], 30_000);
       if (r.timedOut) throw new Error(`graphile-worker latency: job ${id} did not arrive within 30 s`);
-      out.push(r.times![0]! - t);
-    }
-    return out;
-  });
-  results.graphileLatency = latencyStats(latencies);
-  results.graphileDrain.peakRssBytes = peakRss(worker.pid);
-  await worker.stop('SIGTERM');
-  await adminDb!.query(`drop database ${database} with (force)`);
-  log(`graphile-worker: latency p50 ${results.graphileLatency.p50Ms} ms, p99 ${results.graphileLatency.p99Ms} ms`);
+      return { total: r.times![0]! - t };
+    },
+    async close() {
+      graphileLatencyProbe = undefined;
+      await client.end();
+      await idleWorker.stop('SIGTERM');
+      await adminDb!.query(`drop database ${database} with (force)`);
+    },
+  };
 }
+
+/** One call of a latency series: from its start to the arrival at the receiver (and the mutation's own time). */
+interface LatencyProbe {
+  sample(): Promise<{ total: number; mutation?: number }>;
+  close?(): Promise<void>;
+}
+/** graphile-worker's add_job → arrival, kept ready from item 2 for item 4. */
+let graphileLatencyProbe: (LatencyProbe & { close(): Promise<void> }) | undefined;
 
 // ---------------------------------------------------------------------------
 // 3.-5. and 7. Hookline: ingest, drain, latency, fan-out, live subscribers
@@ -568,26 +594,84 @@ async function hookline(receiver: Receiver) {
   results.drain.recordedAfterLastArrivalMs = recorded;
   log(`hookline: drain ${result.perSecond} deliveries/s, worker peak RSS ${(result.peakRssBytes! / 2 ** 20).toFixed(0)} MB`);
 
-  // 4. Latency: the worker is running and idle.
+  // 4. Latency. Hookline as `npm start` deploys it (one process in the `all` role, whose idle
+  // dispatcher sends what the process creates: the insert claims it), Hookline split in `api`
+  // and `worker` processes (those above), and graphile-worker (item 2's worker): one call of
+  // each in turn, whoever goes first rotating, so that every series meets the same moments of
+  // this shared machine. Each call waits for its arrival before the next.
+  // The `all` process has a database of its own, so that neither takes the other's deliveries.
+  const allDatabaseUrl = await createDatabase('bench_hl_all');
+  const all = await startHookline('all', allDatabaseUrl);
+  const allGql = new GraphQLClient(all.url, newAgent(8));
+  const allTenant = await createTenant(allGql, 'Bench all');
+  await createSubscription(allGql, allTenant.apiKey, `${receiver.url}/hookline-all`);
+  // Warmed up as the api process was by the ingest (V8's optimizing tiers, connections,
+  // statements), then left to go idle.
+  await pool(2_000, 8, () => trigger(allGql, allTenant.apiKey));
+  await waitForDelivered(allDatabaseUrl, 2_000, 30_000);
   await sleep(500);
-  log(`hookline: latency of ${SIZES.latency} serial triggerEvent calls`);
   const single = new GraphQLClient(api.url, newAgent(1));
-  const latencies: number[] = [];
-  const mutationTimes: number[] = [];
-  for (let i = 0; i < SIZES.latency; i++) {
-    const t = now();
-    const [id] = await trigger(single, tenant.apiKey);
-    mutationTimes.push(now() - t);
-    const r = await receiver.waitIds([id!], 30_000);
-    if (r.timedOut) throw new Error(`hookline latency: delivery ${id} did not arrive within 30 s`);
-    latencies.push(r.times![0]! - t);
-  }
-  results.latency = {
-    ...latencyStats(latencies),
-    mutation: latencyStats(mutationTimes),
-    afterMutation: latencyStats(latencies.map((l, i) => l - mutationTimes[i]!)),
+  const viaHookline = (client: GraphQLClient, apiKey: string): LatencyProbe => ({
+    async sample() {
+      const t = now();
+      const [id] = await trigger(client, apiKey);
+      const mutation = now() - t;
+      const r = await receiver.waitIds([id!], 30_000);
+      if (r.timedOut) throw new Error(`hookline latency: delivery ${id} did not arrive within 30 s`);
+      return { total: r.times![0]! - t, mutation };
+    },
+  });
+  const series: Record<string, LatencyProbe> = {
+    all: viaHookline(new GraphQLClient(all.url, newAgent(1)), allTenant.apiKey),
+    split: viaHookline(single, tenant.apiKey),
+    ...(graphileLatencyProbe ? { graphile: graphileLatencyProbe } : {}),
   };
-  log(`hookline: latency p50 ${results.latency.p50Ms} ms, p99 ${results.latency.p99Ms} ms`);
+  const names = Object.keys(series);
+  // First each one alone, back to back (each call as soon as the previous arrived, as the
+  // series were taken before 19:00 UTC on 2026-11-28); the target is judged on the worse of both.
+  const alone = async (probe: LatencyProbe) => {
+    const totals: number[] = [];
+    for (let i = 0; i < SIZES.latency + 20; i++) {
+      const { total } = await probe.sample();
+      if (i >= 20) totals.push(total);
+    }
+    return latencyStats(totals);
+  };
+  results.latencyAlone = {} as Record<string, ReturnType<typeof latencyStats>>;
+  for (const name of names) results.latencyAlone[name] = await alone(series[name]!);
+  log(`hookline: latency of ${SIZES.latency} serial calls each, interleaved: ${names.join(', ')}`);
+  const handedOffBefore = await all.metric('hookline_deliveries_handed_off_total');
+  const samples = new Map(names.map((name) => [name, [] as Array<{ total: number; mutation?: number }>]));
+  const warmUp = 20;
+  for (let i = 0; i < SIZES.latency + warmUp; i++) {
+    for (let k = 0; k < names.length; k++) {
+      const name = names[(i + k) % names.length]!;
+      const sample = await series[name]!.sample();
+      if (i >= warmUp) samples.get(name)!.push(sample);
+    }
+  }
+  const statsOf = (name: string) => {
+    const list = samples.get(name)!;
+    return {
+      ...latencyStats(list.map((s) => s.total)),
+      ...(list[0]?.mutation !== undefined ? { mutation: latencyStats(list.map((s) => s.mutation!)) } : {}),
+    };
+  };
+  results.latencyAll = {
+    ...statsOf('all'),
+    handedOff: (await all.metric('hookline_deliveries_handed_off_total')) - handedOffBefore,
+    calls: SIZES.latency + warmUp,
+  };
+  results.latency = statsOf('split');
+  if (series.graphile) results.graphileLatency = statsOf('graphile');
+  await all.stop('SIGTERM');
+  await adminDb!.query('drop database bench_hl_all with (force)');
+  await graphileLatencyProbe?.close();
+  log(
+    `hookline: latency p50/p99 all ${results.latencyAll.p50Ms}/${results.latencyAll.p99Ms} ms ` +
+      `(${results.latencyAll.handedOff} of ${results.latencyAll.calls} handed off), split ${results.latency.p50Ms}/${results.latency.p99Ms} ms` +
+      (results.graphileLatency ? `, graphile-worker ${results.graphileLatency.p50Ms}/${results.graphileLatency.p99Ms} ms` : ''),
+  );
   // The same series through the outbox (library use, no HTTP): WebhookService.triggerEvent inside a
   // TypeORM transaction of this process, as the ERP's code does it; the start is the transaction's.
   const outboxSource = createDataSource({ url: databaseUrl, poolSize: 1, applicationName: 'bench-outbox' });
@@ -619,40 +703,6 @@ async function hookline(receiver: Receiver) {
   }
   results.graphqlFloor = latencyStats(floor);
   log(`hookline: { __typename } p50 ${results.graphqlFloor.p50Ms} ms, p99 ${results.graphqlFloor.p99Ms} ms`);
-
-  // 4. again, as `npm start` deploys it: one process in the `all` role, whose idle dispatcher
-  // sends what the process creates (the insert claims it), so the path is mutation → insert → POST.
-  // The api and worker processes stay up, idle.
-  log(`hookline: latency of ${SIZES.latency} serial triggerEvent calls to one all-role process`);
-  const all = await startHookline('all', databaseUrl);
-  try {
-    const allClient = new GraphQLClient(all.url, newAgent(1));
-    const allLatencies: number[] = [];
-    const allMutations: number[] = [];
-    const warmUp = 20;
-    for (let i = 0; i < SIZES.latency + warmUp; i++) {
-      const t = now();
-      const [id] = await trigger(allClient, tenant.apiKey);
-      const mutation = now() - t;
-      const r = await receiver.waitIds([id!], 30_000);
-      if (r.timedOut) throw new Error(`hookline latency (all): delivery ${id} did not arrive within 30 s`);
-      if (i < warmUp) continue; // the key lookup, the prepared statements, the keep-alive connections
-      allMutations.push(mutation);
-      allLatencies.push(r.times![0]! - t);
-    }
-    results.latencyAll = {
-      ...latencyStats(allLatencies),
-      mutation: latencyStats(allMutations),
-      handedOff: await all.metric('hookline_deliveries_handed_off_total'),
-      calls: SIZES.latency + warmUp,
-    };
-    log(
-      `hookline: latency (all) p50 ${results.latencyAll.p50Ms} ms, p99 ${results.latencyAll.p99Ms} ms, ` +
-        `${results.latencyAll.handedOff} of ${results.latencyAll.calls} handed off`,
-    );
-  } finally {
-    await all.stop('SIGTERM');
-  }
 
   // 5. Fan-out: one event to many subscriptions of another tenant.
   log(`hookline: fan-out, creating ${SIZES.fanout} subscriptions`);
@@ -1000,6 +1050,7 @@ function report() {
     drainVsCeiling: ratio(r.drain?.perSecond, r.ceiling?.perSecond),
     graphileVsCeiling: ratio(r.graphileDrain?.perSecond, r.ceiling?.perSecond),
     latencyP99VsGraphile: ratio(r.latencyAll?.p99Ms, r.graphileLatency?.p99Ms),
+    aloneP99VsGraphile: ratio(r.latencyAlone?.all?.p99Ms, r.latencyAlone?.graphile?.p99Ms),
     latencyP50VsGraphile: ratio(r.latencyAll?.p50Ms, r.graphileLatency?.p50Ms),
     splitP99VsGraphile: ratio(r.latency?.p99Ms, r.graphileLatency?.p99Ms),
     ingestVsTarget: ratio(r.ingest?.perSecond, 2_000),
@@ -1024,7 +1075,7 @@ function report() {
       `${x(ratios.graphileVsCeiling)} of ceiling`,
     ],
     [
-      '2 graphile-worker add → arrival',
+      '2 graphile-worker add → arrival (in 4)',
       r.graphileLatency ? `p50 ${fmt(r.graphileLatency.p50Ms, 1)} ms, p99 ${fmt(r.graphileLatency.p99Ms, 1)} ms` : '—',
       '',
     ],
@@ -1053,6 +1104,15 @@ function report() {
         ? `p50 ${fmt(r.latency.p50Ms, 1)} ms, p99 ${fmt(r.latency.p99Ms, 1)} ms (mutation alone p50 ${fmt(r.latency.mutation.p50Ms, 1)} ms)`
         : '—',
       `p99 ${x(ratios.splitP99VsGraphile)}× graphile's`,
+    ],
+    [
+      '4 each alone, back to back (p50/p99)',
+      r.latencyAlone
+        ? Object.entries(r.latencyAlone as Record<string, { p50Ms: number; p99Ms: number }>)
+            .map(([name, v]) => `${name === 'graphile' ? 'graphile-worker' : name} ${fmt(v.p50Ms, 1)}/${fmt(v.p99Ms, 1)} ms`)
+            .join(', ')
+        : '—',
+      r.latencyAlone?.all && r.latencyAlone?.graphile ? `all p99 ${x(ratios.aloneP99VsGraphile)}× graphile's` : '',
     ],
     [
       '4 outbox (library) trigger → arrival',
@@ -1106,7 +1166,13 @@ function report() {
     });
   target('drain ≥ 1.2× graphile-worker', ratios.drainVsGraphile, 1.2, true);
   target('drain ≥ 0.75 of the ceiling', ratios.drainVsCeiling, 0.75, true);
-  target("latency p99 ≤ graphile-worker's p99 (`all` process)", ratios.latencyP99VsGraphile, 1, false);
+  // Judged on the worse of the two ways of taking it (interleaved, and each alone back to back).
+  target(
+    "latency p99 ≤ graphile-worker's p99 (`all` process, worse of interleaved and alone)",
+    Math.max(ratios.latencyP99VsGraphile, Number.isNaN(ratios.aloneP99VsGraphile) ? -Infinity : ratios.aloneP99VsGraphile),
+    1,
+    false,
+  );
   target('ingest ≥ 2,000 events/s', ratios.ingestVsTarget, 1, true);
   target('drain with other rows ≥ 0.8 of plain', ratios.scaleVsPlain, 0.8, true);
   target('worker peak RSS < 200 MB', ratios.peakRssVsTarget, 1, false, true);
@@ -1258,6 +1324,17 @@ async function main(): Promise<void> {
   if (ONLY.has('ceiling')) await ceiling(receiver, 1);
   if (ONLY.has('graphile')) await graphile(receiver);
   if (ONLY.has('hookline')) await hookline(receiver);
+  if (graphileLatencyProbe) {
+    // Without Hookline's part, graphile-worker's latency series runs alone.
+    const probe = graphileLatencyProbe;
+    const totals: number[] = [];
+    for (let i = 0; i < SIZES.latency + 20; i++) {
+      const { total } = await probe.sample();
+      if (i >= 20) totals.push(total);
+    }
+    results.graphileLatency = latencyStats(totals);
+    await probe.close();
+  }
   if (ONLY.has('queue')) await queueFloor();
   if (ONLY.has('scale')) await scale(receiver);
   if (ONLY.has('ceiling')) await ceiling(receiver, 2);
@@ -1273,7 +1350,7 @@ async function main(): Promise<void> {
       bodyBytes: BODY_BYTES,
       ceiling: { connections: CEILING_CONNECTIONS, inFlight: CEILING_IN_FLIGHT },
       graphileWorker: { version: '0.16.6', concurrency: GW_CONCURRENCY, maxPoolSize: GW_POOL_SIZE, pollInterval: 'default (2000 ms)' },
-      hookline: { dispatchConcurrency: 'default (64)', dispatchPerSubscription: 'default (32)', ingestClients: INGEST_CLIENTS },
+      hookline: { dispatchConcurrency: DISPATCH.concurrency, dispatchPerSubscription: DISPATCH.perSubscription, ingestClients: INGEST_CLIENTS },
       drainRate: 'items / (last arrival - first arrival) at the receiver',
     },
     results,
