@@ -299,4 +299,46 @@ describe('at least once, with worker processes', () => {
     expect([...seenEvents].sort()).toEqual([...eventIds].sort());
     expect(receiver.received).toHaveLength(20);
   });
+
+  it('an all-role process killed while sending what its own insert claimed loses nothing', { timeout: 45_000 }, async () => {
+    const s = await scenario();
+    // The first attempt hangs (the process dies meanwhile); the next one is answered.
+    const receiver = await receiverWith(async () =>
+      receiver.received.length === 1 ? new Promise<never>(() => {}) : { status: 200, body: 'ok' },
+    );
+    await subscribe(s, `${receiver.url}/all`);
+    const all = await startWorker(s.databaseUrl, { HOOKLINE_ROLE: 'all' });
+    await all.waitReady();
+    // Idle: its first claim (at start) came back empty.
+    await eventually(async () => (await all.metric('hookline_queue_claims_total')) >= 1, 10_000, 20);
+    await sleep(200);
+
+    const res = await fetch(`${all.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.key}` },
+      body: JSON.stringify({ query: TRIGGER, variables: { input: { event: 'invoice.created', data: { invoice_id: 'inv-all', amount: 1, customer: 'Acme' } } } }),
+    });
+    const body = (await res.json()) as any;
+    expect(body.errors).toBeUndefined();
+    const deliveryId = body.data.triggerEvent.deliveries[0].id as string;
+    await receiver.waitFor(1, 10_000);
+    expect(await all.metric('hookline_deliveries_handed_off_total')).toBe(1); // claimed by the insert, no claim of its own
+    const { rows: before } = await s.db.query(`select status, locked_by from webhook_deliveries where id = $1`, [deliveryId]);
+    expect(before[0]).toMatchObject({ status: 'SENDING', locked_by: expect.any(String) });
+
+    await all.kill('SIGKILL');
+    const killedAt = Date.now();
+    // Its lease runs out (9 s here) and a worker takes the delivery over.
+    await startWorker(s.databaseUrl);
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === 1, 30_000, 100);
+    expect(Date.now() - killedAt).toBeLessThan(60_000); // the contract's bound
+    expect(receiver.received.map((r) => r.headers['webhook-id'])).toEqual([deliveryId, deliveryId]);
+    const { rows } = await s.db.query(
+      `select attempts, (select count(*)::int from delivery_attempts a where a.delivery_id = d.id) as logged
+         from webhook_deliveries d where id = $1`,
+      [deliveryId],
+    );
+    // The lost attempt left no outcome: the one that landed is the first recorded.
+    expect(rows[0]).toEqual({ attempts: 1, logged: 1 });
+  });
 });
