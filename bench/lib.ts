@@ -141,6 +141,14 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Kills every child still running (their whole process groups). */
+/** The last output of each child still running whose name starts with `prefix` (for a failure's report). */
+export function childOutputs(prefix: string): string {
+  return [...children]
+    .filter((c) => c.name.startsWith(prefix))
+    .map((c) => `--- ${c.name} (pid ${c.pid}) ---\n${c.output().slice(-3000)}`)
+    .join('\n');
+}
+
 export async function stopAllChildren(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   await Promise.all([...children].map((c) => c.stop(signal, 2_000)));
 }
