@@ -145,7 +145,31 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
   const column = <K extends keyof AttemptOutcome>(key: K) => outcomes.map((o) => o[key]);
   await db.query({
     name: 'hookline_record_attempts',
-    text: `
+    text: RECORD_SQL,
+    values: [
+      column('deliveryId'),
+      column('tenantId'),
+      column('number'),
+      column('status'),
+      column('startedAt'),
+      column('durationMs'),
+      column('statusCode'),
+      column('error'),
+      column('responseBody'),
+      column('nextAttemptAt'),
+      workerId,
+    ],
+  });
+}
+
+/**
+ * The record statement. Its rows are found by primary key: a row this worker still
+ * holds has `locked_by` = the worker, which only a SENDING row can have (a check
+ * constraint, migration 0006). Asking for status = 'SENDING' as well would let the
+ * plan, made once per connection while few rows are SENDING, read every SENDING row
+ * of every worker through the lease index to find the batch's.
+ */
+export const RECORD_SQL = `
       with results as (
         select * from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::int[],
                              $8::text[], $9::text[], $10::timestamptz[])
@@ -166,27 +190,12 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
                locked_by = null,
                updated_at = now()
           from results r
-         where d.id = r.delivery_id and d.status = 'SENDING' and d.locked_by = $11
+         where d.id = r.delivery_id and d.locked_by = $11
         returning d.id
       )
       insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
       select delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body from results
-      on conflict (delivery_id, number) do nothing`,
-    values: [
-      column('deliveryId'),
-      column('tenantId'),
-      column('number'),
-      column('status'),
-      column('startedAt'),
-      column('durationMs'),
-      column('statusCode'),
-      column('error'),
-      column('responseBody'),
-      column('nextAttemptAt'),
-      workerId,
-    ],
-  });
-}
+      on conflict (delivery_id, number) do nothing`;
 
 /** 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. */
 export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<void> {

@@ -3,6 +3,7 @@ import { CatalogAndSubscriptions1764300000002 } from './0002-catalog-subscriptio
 import { EventsAndDeliveries1764300000003 } from './0003-events-deliveries.js';
 import { LiveUpdates1764300000004 } from './0004-live-updates.js';
 import { DueNotifyPending1764300000005 } from './0005-due-notify-pending.js';
+import { LockedOnlySending1764300000006 } from './0006-locked-only-sending.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -11,4 +12,5 @@ export const migrations = [
   EventsAndDeliveries1764300000003,
   LiveUpdates1764300000004,
   DueNotifyPending1764300000005,
+  LockedOnlySending1764300000006,
 ];

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { Dispatcher } from '../../src/dispatcher/dispatcher.js';
-import { QUEUE_SESSION_SETTINGS, claimSize, claimSql } from '../../src/dispatcher/queue.js';
+import { QUEUE_SESSION_SETTINGS, RECORD_SQL, claimSize, claimSql } from '../../src/dispatcher/queue.js';
 import { createTestDatabase } from '../helpers/database.js';
 
 let databaseUrl: string;
@@ -88,4 +88,23 @@ it('the dispatcher\'s connections have those settings', async () => {
 
 it('claim sizes are powers of two within the room, at most 256', () => {
   expect([0, 1, 2, 3, 100, 128, 255, 256, 1000].map(claimSize)).toEqual([1, 1, 2, 2, 64, 128, 128, 256, 256]);
+});
+
+it('the record finds a batch\'s rows by primary key, however many rows are being sent', async () => {
+  await client.query(`reset all; ${QUEUE_SESSION_SETTINGS}`);
+  // Statistics that say no row is SENDING (as when a worker connects to an idle queue).
+  await client.query('analyze webhook_deliveries');
+  const { rows } = await client.query(`explain (generic_plan, costs off) ${RECORD_SQL}`);
+  const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+  expect(plan).toMatch(/Index Scan using webhook_deliveries_pkey on webhook_deliveries d\b/);
+  expect(plan).not.toMatch(/webhook_deliveries_leased/);
+});
+
+it('only a SENDING delivery can be held by a worker (what the record relies on)', async () => {
+  const { rows: [row] } = await client.query(`select id from webhook_deliveries where status = 'PENDING' limit 1`);
+  await expect(client.query(`update webhook_deliveries set locked_by = 'w' where id = $1`, [row.id])).rejects.toThrow(
+    /webhook_deliveries_locked_only_sending/,
+  );
+  await client.query(`update webhook_deliveries set status = 'SENDING', locked_by = 'w' where id = $1`, [row.id]);
+  await client.query(`update webhook_deliveries set status = 'PENDING', locked_by = null where id = $1`, [row.id]);
 });
