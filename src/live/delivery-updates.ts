@@ -93,6 +93,8 @@ export class LiveUpdates {
         [API_KEY_REVOKED_CHANNEL]: (payload) => [['api-key-revoked', payload]],
       },
       log,
+      // Every delivery change of every tenant: heard only while someone here subscribes.
+      [DELIVERY_UPDATES_CHANNEL],
     );
     this.pubSub = createPubSub<LiveTopics>({ eventTarget: this.target as never });
   }
@@ -118,15 +120,17 @@ export class LiveUpdates {
   /**
    * The updates of one tenant matching the filter, as an async iterator with a
    * bounded buffer. Ends when the API key is revoked; throws
-   * SubscriberTooSlowError when the client stalls or the buffer overflows.
+   * SubscriberTooSlowError when the client stalls or the buffer overflows. Resolves once
+   * this process hears delivery changes: every change after that reaches the iterator.
    */
-  subscribe(
+  async subscribe(
     tenantId: string,
     apiKeyId: string | undefined,
     filter: DeliveryFilter,
     /** Called at once when the subscriber is cut off: it may never read again to learn it. */
     onCutOff?: (error: SubscriberTooSlowError) => void,
-  ): AsyncIterableIterator<DeliverySnapshot> {
+  ): Promise<AsyncIterableIterator<DeliverySnapshot>> {
+    const stopHearing = await this.target.demand(DELIVERY_UPDATES_CHANNEL);
     const topic = `delivery:${tenantId}`;
     const buffer: DeliverySnapshot[] = [];
     let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
@@ -155,6 +159,7 @@ export class LiveUpdates {
       failure = error;
       buffer.length = 0;
       this.target.removeEventListener(topic, listener);
+      stopHearing();
       unsubscribeRevoked();
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });

@@ -12,6 +12,12 @@ type Listener = EventListenerOrEventListenerObject;
 
 export class PostgresEventTarget implements EventTarget {
   private readonly listeners = new Map<string, Set<Listener>>();
+  /** On-demand channels that someone wants heard, with how many want each. */
+  private readonly demanded = new Map<string, number>();
+  /** On-demand channels LISTENed on the current connection. */
+  private readonly listening = new Set<string>();
+  /** LISTEN and UNLISTEN of on-demand channels, one at a time, in order. */
+  private changes: Promise<void> = Promise.resolve();
   private client: pg.Client | undefined;
   private closed = false;
   private connecting: Promise<void> | undefined;
@@ -23,11 +29,59 @@ export class PostgresEventTarget implements EventTarget {
     return this.client !== undefined;
   }
 
+  /**
+   * @param onDemand routed channels LISTENed only while someone wants them (see demand()):
+   *   a process with no one to tell is not sent, and does not read, every notification.
+   */
   constructor(
     private readonly databaseUrl: string,
     private readonly routes: Record<string, Route>,
     private readonly log: Logger,
+    private readonly onDemand: readonly string[] = [],
   ) {}
+
+  /**
+   * Has an on-demand channel heard until the returned function is called (by every caller
+   * that asked for it). Resolves once the channel is LISTENed (or, while the connection is
+   * down, at once: reconnecting LISTENs to it).
+   */
+  async demand(channel: string): Promise<() => void> {
+    if (!this.onDemand.includes(channel)) throw new Error(`not an on-demand channel: ${channel}`);
+    this.demanded.set(channel, (this.demanded.get(channel) ?? 0) + 1);
+    await this.reconcile();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.demanded.get(channel)! - 1;
+      if (n > 0) this.demanded.set(channel, n);
+      else this.demanded.delete(channel);
+      void this.reconcile();
+    };
+  }
+
+  /** Whether an on-demand channel is LISTENed right now. */
+  isListening(channel: string): boolean {
+    return this.listening.has(channel);
+  }
+
+  /** Brings the connection's on-demand LISTENs in line with what is wanted. */
+  private reconcile(): Promise<void> {
+    this.changes = this.changes
+      .then(async () => {
+        const client = this.client;
+        for (const channel of this.onDemand) {
+          const wanted = this.demanded.has(channel);
+          if (!client || this.client !== client || wanted === this.listening.has(channel)) continue;
+          await client.query(`${wanted ? 'listen' : 'unlisten'} ${pg.escapeIdentifier(channel)}`);
+          if (wanted) this.listening.add(channel);
+          else this.listening.delete(channel);
+        }
+      })
+      // A lost connection: reconnecting starts from what is wanted then.
+      .catch((error) => this.log.warn({ err: error }, 'live updates: could not change what is listened to'));
+    return this.changes;
+  }
 
   /** Connects and LISTENs to every routed channel; reconnects by itself after a loss. */
   start(): Promise<void> {
@@ -40,6 +94,7 @@ export class PostgresEventTarget implements EventTarget {
     const lost = (error?: Error) => {
       if (this.client !== client || this.closed) return;
       this.client = undefined;
+      this.listening.clear();
       this.log.warn({ err: error }, 'live updates: LISTEN connection lost; reconnecting');
       client.removeAllListeners('notification');
       void pRetry(() => this.start(), {
@@ -52,12 +107,16 @@ export class PostgresEventTarget implements EventTarget {
     client.on('error', lost);
     client.on('end', () => lost());
     await client.connect();
-    for (const channel of Object.keys(this.routes)) await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+    for (const channel of Object.keys(this.routes)) {
+      if (!this.onDemand.includes(channel)) await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+    }
     if (this.closed) {
       await client.end();
       return;
     }
     this.client = client;
+    this.listening.clear();
+    await this.reconcile();
     this.onConnect();
   }
 

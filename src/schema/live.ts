@@ -22,7 +22,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
       deliveryId: t.arg.id(),
       status: t.arg({ type: DeliveryStatusEnum }),
     },
-    subscribe: (_root, args, ctx) => {
+    subscribe: async (_root, args, ctx) => {
       const tenantId = requireTenant(ctx.viewer);
       const live = ctx.services.live;
       if (!live) throw new Error('live updates are not served by this process');
@@ -34,7 +34,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
         counted = false;
       };
       const { socket, res } = ctx as { socket?: WebSocket; res?: import('node:http').ServerResponse };
-      const source = live.subscribe(
+      const source = await live.subscribe(
         tenantId,
         ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined,
         {

@@ -5,6 +5,7 @@ import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, collectWs, DELIVERY_UPDATED, statusesOf } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { nextClose } from '../helpers/ws.js';
+import { DELIVERY_UPDATES_CHANNEL } from '../../src/migrations/0004-live-updates.js';
 
 const CREATE = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }';
 const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { deliveries { id } } }';
@@ -129,6 +130,35 @@ describe('over graphql-ws', () => {
     await client.dispose();
     await new Promise((r) => setTimeout(r, 300));
     expect(hl.services.live!.target.listenerCount).toBe(before);
+  });
+});
+
+describe('hearing delivery changes only while someone subscribes', () => {
+  it('LISTENs for them from the first subscriber to the last, and misses none after a subscription starts', async () => {
+    const target = hl.services.live!.target;
+    await new Promise((r) => setTimeout(r, 300)); // the clients of the tests above are gone
+    expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(false);
+
+    // Once subscribe() resolves, a change made at once reaches it.
+    const iterator = await hl.services.live!.subscribe(tenantA.id, undefined, {});
+    expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(true);
+    const id = await trigger(tenantA.apiKey);
+    const first = await iterator.next();
+    expect(first.value).toMatchObject({ id, attempts: 0 });
+
+    // A second subscriber shares the LISTEN; it stays until the last one leaves.
+    const client = hl.wsClient(tenantA.apiKey);
+    const updates = collectWs(client);
+    await new Promise((r) => setTimeout(r, 200));
+    await iterator.return!();
+    expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(true);
+    const next = await trigger(tenantA.apiKey);
+    await updates.waitFor(delivered(next));
+    updates.stop();
+    await client.dispose();
+    const deadline = Date.now() + 5_000;
+    while (target.isListening(DELIVERY_UPDATES_CHANNEL) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(false);
   });
 });
 
