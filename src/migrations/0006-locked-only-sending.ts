@@ -10,6 +10,8 @@ export class LockedOnlySending1764300000006 implements MigrationInterface {
 
   async up(db: QueryRunner): Promise<void> {
     await db.query(`
+      -- No code leaves a worker on a row it no longer sends; should one exist, it is let go.
+      update webhook_deliveries set locked_by = null, lease_expires_at = null where locked_by is not null and status <> 'SENDING';
       alter table webhook_deliveries
         add constraint webhook_deliveries_locked_only_sending check (locked_by is null or status = 'SENDING');
     `);
