@@ -72,21 +72,7 @@ export class IngestBatcher {
     if (!handOff) return rows;
     // Committed: the claimed ones go to the dispatcher at once, before anyone is answered.
     const bodies = new Map(items.map((i) => [i.id, i.body]));
-    const claimed: ClaimedDelivery[] = [];
-    const deliveries = rows.map(({ handedOff, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
-      if (handedOff) {
-        claimed.push({
-          ...row,
-          scheduleAttempts: scheduleAttempts!,
-          secret: secret!,
-          previousSecret: previousSecret ?? null,
-          previousSecretExpiresAt: previousSecretExpiresAt ?? null,
-          headers: headers ?? null,
-          body: bodies.get(row.eventId)!,
-        });
-      }
-      return row;
-    });
+    const { deliveries, claimed } = splitHandedOff(rows, (eventId) => bodies.get(eventId)!);
     if (claimed.length) handOff.adopt(claimed);
     else handOff.cancel();
     return deliveries;
@@ -141,8 +127,31 @@ export class IngestBatcher {
   }
 }
 
+/**
+ * The deliveries as their callers get them, and those an insert claimed for the
+ * dispatcher (`handedOff`) as the dispatcher takes them, with their event's body.
+ */
+export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) => string): { deliveries: DeliveryRow[]; claimed: ClaimedDelivery[] } {
+  const claimed: ClaimedDelivery[] = [];
+  const deliveries = rows.map(({ handedOff, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
+    if (handedOff) {
+      claimed.push({
+        ...row,
+        scheduleAttempts: scheduleAttempts ?? 0,
+        secret: secret ?? null,
+        previousSecret: previousSecret ?? null,
+        previousSecretExpiresAt: previousSecretExpiresAt ? new Date(previousSecretExpiresAt) : null,
+        headers: headers ?? null,
+        body: bodyOf(row.eventId),
+      });
+    }
+    return row;
+  });
+  return { deliveries, claimed };
+}
+
 /** A delivery as inserted; with a hand-off, what the dispatcher needs of the claimed ones. */
-type InsertedRow = DeliveryRow & {
+export type InsertedRow = DeliveryRow & {
   handedOff?: boolean;
   scheduleAttempts?: number;
   secret?: string | null;

@@ -11,7 +11,8 @@ import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
-import { IngestBatcher, type HandOff } from './ingest-batcher.js';
+import { IngestBatcher, splitHandedOff, type HandOff } from './ingest-batcher.js';
+import type { ClaimedDelivery } from '../dispatcher/queue.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
@@ -79,11 +80,23 @@ export class WebhookService {
     const resourceId = checkText('resourceId', input.resourceId, 200) ?? resourceIdOf(resourceType, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
-    const run = (tx: Sql) => this.record(tx, tenantId, input, prepared);
-    // In the caller's transaction, through TypeORM.
-    if (manager) return withTenant(manager, tenantId, run);
-    // Idempotency keys and single-subscription sends need their own statement.
-    if (idempotencyKey || input.subscriptionId) return withTenantClient(this.dataSource, tenantId, run);
+    // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.
+    if (manager) return (await withTenant(manager, tenantId, (tx) => this.record(tx, tenantId, input, prepared))).result;
+    // Idempotency keys and single-subscription sends need their own statement, in a transaction
+    // of their own: what it claims for this process's dispatcher goes to it once committed.
+    if (idempotencyKey || input.subscriptionId) {
+      const handOff = this.batcher.handOff?.();
+      let recorded: Awaited<ReturnType<WebhookService['record']>>;
+      try {
+        recorded = await withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff));
+      } catch (error) {
+        handOff?.cancel();
+        throw error;
+      }
+      if (recorded.claimed.length) handOff!.adopt(recorded.claimed);
+      else handOff?.cancel();
+      return recorded.result;
+    }
     return this.recordInBatch(tenantId, input, prepared);
   }
 
@@ -92,7 +105,8 @@ export class WebhookService {
     tenantId: TenantId,
     input: TriggerEventInput,
     prepared: { dataJson: string; idempotencyKey: string | null; resourceType: string; resourceId: string | null },
-  ): Promise<TriggerResult> {
+    handOff?: HandOff,
+  ): Promise<{ result: TriggerResult; claimed: ClaimedDelivery[] }> {
     const entry = await this.catalog.find(manager, tenantId, input.event);
     this.catalog.validateData(entry, input.data);
     const now = this.clock.now();
@@ -109,7 +123,7 @@ export class WebhookService {
          returning event_id`,
         [tenantId, prepared.idempotencyKey, eventId, new Date(now.getTime() + IDEMPOTENCY_WINDOW_MS), now],
       );
-      if (!claimed.length) return this.existing(manager, tenantId, prepared.idempotencyKey);
+      if (!claimed.length) return { result: await this.existing(manager, tenantId, prepared.idempotencyKey), claimed: [] };
     }
 
     const body = WebhookFormatter.serialize(
@@ -128,22 +142,35 @@ export class WebhookService {
       : 's.active and s.events && $9::text[]';
     // One statement: the event, then a delivery for each matching subscription. The queue's
     // times are the database's (the dispatcher compares them with now()); the envelope's is the clock's.
+    // With a hand-off ($11 the worker), the active subscriptions' deliveries within its room ($13)
+    // and each one's share ($16 less its busy count, $14/$15) are inserted claimed, as by a claim.
     const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(
       manager,
       `with ev as (
          insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
          values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)
          returning ${EVENT_COLUMNS}
-       ), d as (
-         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
-         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, now(), now(), now()
+       ), matched as (
+         select s.id, s.url, s.active, s.active and $11::text is not null and 1 <= $16::int - coalesce(b.n, 0) as ok
            from webhook_subscriptions s
+           left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
           where s.tenant_id = $2 and ${targetSql}
-         returning ${DELIVERY_COLUMNS}
+       ), d as (
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
+                                         lease_expires_at, locked_by, created_at, updated_at)
+         select $2, $1, m.id, $3, m.url, case when m.mine then 'SENDING' else 'PENDING' end, not m.active, now(),
+                case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
+                case when m.mine then $11::text end, now(), now()
+           from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
+         returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff"
        )
        select 'event' as kind, to_jsonb(ev) as row from ev
        union all
-       select 'delivery', to_jsonb(d) from d`,
+       select 'delivery', to_jsonb(d) || coalesce(
+                (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
+                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'headers', s.headers)
+                   from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
+         from d`,
       [
         eventId,
         tenantId,
@@ -155,11 +182,20 @@ export class WebhookService {
         prepared.idempotencyKey,
         input.subscriptionId ?? patternsFor(input.event),
         now,
+        handOff?.workerId ?? null,
+        handOff?.leaseMs ?? 0,
+        handOff?.limit ?? 0,
+        [...(handOff?.busy.keys() ?? [])],
+        [...(handOff?.busy.values() ?? [])],
+        handOff?.perSubscription ?? 0,
       ],
     );
     const event = rows.find((r) => r.kind === 'event')!.row;
-    const deliveries = rows.filter((r) => r.kind === 'delivery').map((r) => toDelivery(r.row));
-    return { duplicate: false, event: toEvent(event), deliveries };
+    const { deliveries, claimed } = splitHandedOff(
+      rows.filter((r) => r.kind === 'delivery').map((r) => toDelivery(r.row)),
+      () => body,
+    );
+    return { result: { duplicate: false, event: toEvent(event), deliveries }, claimed };
   }
 
   /** The common case: validated here, then written with other events of the tenant (group commit). */

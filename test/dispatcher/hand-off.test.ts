@@ -103,6 +103,49 @@ describe('an idle process that serves the API and dispatches', () => {
   });
 });
 
+describe('calls written in a statement of their own', () => {
+  it('a trigger with an idempotency key and sendTestEvent are handed off too; a repeated key sends nothing more', async () => {
+    const hl = await start();
+    const target = await receiver();
+    const { apiKey } = await hl.createTenant();
+    const { subscription } = await subscribe(hl, apiKey, target.url);
+    const idle2 = await subscribe(hl, apiKey, `${target.url}/inactive`);
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: idle2.subscription.id }, apiKey);
+    await idle(hl);
+    const keyed = (key: string) =>
+      hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate deliveries { id status } } }', {
+        input: { event: 'invoice.created', data: INVOICE, idempotencyKey: key },
+      }, apiKey);
+
+    const first = await keyed('order-1');
+    expect(first.data.triggerEvent).toEqual({ duplicate: false, deliveries: [{ id: expect.any(String), status: 'SENDING' }] });
+    await target.waitFor(1);
+    const again = await keyed('order-1');
+    expect(again.data.triggerEvent.duplicate).toBe(true);
+    expect(again.data.triggerEvent.deliveries.map((d: any) => d.id)).toEqual([first.data.triggerEvent.deliveries[0].id]);
+
+    const test = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id status } }', { id: subscription.id }, apiKey);
+    expect(test.data.sendTestEvent.status).toBe('SENDING');
+    await target.waitFor(2);
+    // An inactive subscription's test event waits, paused, like its other deliveries.
+    const paused = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id status } }', { id: idle2.subscription.id }, apiKey);
+    expect(paused.data.sendTestEvent.status).toBe('PENDING');
+
+    await new Promise((r) => setTimeout(r, 200));
+    expect(target.received.map((r) => r.headers['webhook-id'])).toEqual([first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id]);
+    expect(await metric(hl, 'hookline_deliveries_handed_off_total')).toBe(2);
+    const rows = await hl.dataSource.query(
+      `select status, attempts, locked_by from webhook_deliveries where id = any($1) order by status`,
+      [[first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id, paused.data.sendTestEvent.id]],
+    );
+    expect(rows).toEqual([
+      { status: 'DELIVERED', attempts: 1, locked_by: null },
+      { status: 'DELIVERED', attempts: 1, locked_by: null },
+      { status: 'PENDING', attempts: 0, locked_by: null },
+    ]);
+  });
+});
+
 describe('the room and the shares', () => {
   let hl: TestHookline;
   let tenantId: TenantId;
