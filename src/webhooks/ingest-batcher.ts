@@ -127,6 +127,12 @@ export class IngestBatcher {
   }
 }
 
+/** A hand-off's statement parameters, in the order the inserts number them ($11-$16). */
+export function handOffParams(handOff: HandOff | undefined): unknown[] {
+  if (!handOff) return [];
+  return [handOff.workerId, handOff.leaseMs, handOff.limit, [...handOff.busy.keys()], [...handOff.busy.values()], handOff.perSubscription];
+}
+
 /**
  * The deliveries as their callers get them, and those an insert claimed for the
  * dispatcher (`handedOff`) as the dispatcher takes them, with their event's body.
@@ -234,9 +240,7 @@ async function insertBatch(client: import('pg').ClientBase, tenantId: TenantId, 
       items.map((i) => i.createdAt),
       ords,
       patterns,
-      ...(handOff
-        ? [handOff.workerId, handOff.leaseMs, handOff.limit, [...handOff.busy.keys()], [...handOff.busy.values()], handOff.perSubscription]
-        : []),
+      ...handOffParams(handOff),
     ],
   );
   return rows;

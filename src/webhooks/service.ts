@@ -11,7 +11,7 @@ import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
-import { IngestBatcher, splitHandedOff, type HandOff } from './ingest-batcher.js';
+import { IngestBatcher, handOffParams, splitHandedOff, type HandOff } from './ingest-batcher.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
@@ -137,59 +137,19 @@ export class WebhookService {
         timestamp: now,
       }),
     );
-    const targetSql = input.subscriptionId
-      ? 's.id = $9'
-      : 's.active and s.events && $9::text[]';
-    // One statement: the event, then a delivery for each matching subscription. The queue's
-    // times are the database's (the dispatcher compares them with now()); the envelope's is the clock's.
-    // With a hand-off ($11 the worker), the active subscriptions' deliveries within its room ($13)
-    // and each one's share ($16 less its busy count, $14/$15) are inserted claimed, as by a claim.
-    const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(
-      manager,
-      `with ev as (
-         insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
-         values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)
-         returning ${EVENT_COLUMNS}
-       ), matched as (
-         select s.id, s.url, s.active, s.active and $11::text is not null and 1 <= $16::int - coalesce(b.n, 0) as ok
-           from webhook_subscriptions s
-           left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
-          where s.tenant_id = $2 and ${targetSql}
-       ), d as (
-         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
-                                         lease_expires_at, locked_by, created_at, updated_at)
-         select $2, $1, m.id, $3, m.url, case when m.mine then 'SENDING' else 'PENDING' end, not m.active, now(),
-                case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
-                case when m.mine then $11::text end, now(), now()
-           from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
-         returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff"
-       )
-       select 'event' as kind, to_jsonb(ev) as row from ev
-       union all
-       select 'delivery', to_jsonb(d) || coalesce(
-                (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
-                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'headers', s.headers)
-                   from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
-         from d`,
-      [
-        eventId,
-        tenantId,
-        input.event,
-        prepared.resourceType,
-        prepared.resourceId,
-        prepared.dataJson,
-        body,
-        prepared.idempotencyKey,
-        input.subscriptionId ?? patternsFor(input.event),
-        now,
-        handOff?.workerId ?? null,
-        handOff?.leaseMs ?? 0,
-        handOff?.limit ?? 0,
-        [...(handOff?.busy.keys() ?? [])],
-        [...(handOff?.busy.values() ?? [])],
-        handOff?.perSubscription ?? 0,
-      ],
-    );
+    const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(manager, recordSql(!!input.subscriptionId, !!handOff), [
+      eventId,
+      tenantId,
+      input.event,
+      prepared.resourceType,
+      prepared.resourceId,
+      prepared.dataJson,
+      body,
+      prepared.idempotencyKey,
+      input.subscriptionId ?? patternsFor(input.event),
+      now,
+      ...handOffParams(handOff),
+    ]);
     const event = rows.find((r) => r.kind === 'event')!.row;
     const { deliveries, claimed } = splitHandedOff(
       rows.filter((r) => r.kind === 'delivery').map((r) => toDelivery(r.row)),
@@ -271,6 +231,61 @@ export class WebhookService {
     );
     return { duplicate: true, event: toEvent(event), deliveries: deliveries.map(toDelivery) };
   }
+}
+
+const recordTexts = new Map<string, string>();
+
+/**
+ * The single-statement write: the event, then a delivery for each matching subscription
+ * (or for the one given, active or not). The queue's times are the database's (the
+ * dispatcher compares them with now()); the envelope's is the clock's. With a hand-off
+ * ($11 the worker), the active subscriptions' deliveries within its room ($13) and each
+ * one's share ($16 less its busy count, $14/$15) are inserted claimed, as by a claim.
+ */
+function recordSql(oneSubscription: boolean, handOff: boolean): string {
+  const key = `${oneSubscription}|${handOff}`;
+  let text = recordTexts.get(key);
+  if (text) return text;
+  const target = oneSubscription ? 's.id = $9' : 's.active and s.events && $9::text[]';
+  const event = `ev as (
+         insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
+         values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)
+         returning ${EVENT_COLUMNS}
+       )`;
+  text = handOff
+    ? `with ${event}, matched as (
+         select s.id, s.url, s.active, s.active and 1 <= $16::int - coalesce(b.n, 0) as ok
+           from webhook_subscriptions s
+           left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
+          where s.tenant_id = $2 and ${target}
+       ), d as (
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
+                                         lease_expires_at, locked_by, created_at, updated_at)
+         select $2, $1, m.id, $3, m.url, case when m.mine then 'SENDING' else 'PENDING' end, not m.active, now(),
+                case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
+                case when m.mine then $11::text end, now(), now()
+           from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
+         returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff"
+       )
+       select 'event' as kind, to_jsonb(ev) as row from ev
+       union all
+       select 'delivery', to_jsonb(d) || coalesce(
+                (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
+                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'headers', s.headers)
+                   from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
+         from d`
+    : `with ${event}, d as (
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
+         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, now(), now(), now()
+           from webhook_subscriptions s
+          where s.tenant_id = $2 and ${target}
+         returning ${DELIVERY_COLUMNS}
+       )
+       select 'event' as kind, to_jsonb(ev) as row from ev
+       union all
+       select 'delivery', to_jsonb(d) from d`;
+  recordTexts.set(key, text);
+  return text;
 }
 
 function toEvent(row: any): TriggeredEvent {
