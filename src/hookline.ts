@@ -26,8 +26,8 @@ export interface StartOptions {
   log: Logger;
   clock?: Clock;
   host?: string;
-  /** Timings of the dispatcher, for tests. */
-  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs' | 'reclaimIntervalMs'>;
+  /** The dispatcher's fallback poll, for tests. */
+  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs'>;
 }
 
 export async function startHookline({ config, log, clock = systemClock, host, dispatcher: timings }: StartOptions): Promise<Hookline> {

@@ -21,12 +21,6 @@ const subscribe = (apiKey: string, url: string, events: string[]) =>
 const trigger = (apiKey: string, event: string, data: object) =>
   hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input: { event, data } }, apiKey);
 
-/** How many claims a process's dispatcher made (hookline_queue_claims_total, found and empty). */
-async function claimsOf(process: TestHookline): Promise<number> {
-  const text = await (await fetch(`${process.url}/metrics`)).text();
-  return [...text.matchAll(/^hookline_queue_claims_total\{result="(?:found|empty)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
-}
-
 afterAll(async () => {
   await hl?.stop();
   await Promise.all([slow?.close(), fast?.close()]);
@@ -74,7 +68,7 @@ it('a subscription at its share, with more due behind it, does not make the work
     { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
     { databaseUrl: hl.databaseUrl },
   );
-  const claims = () => claimsOf(worker);
+  const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
   try {
     const before = slow.received.filter((r) => r.path === '/saturated').length;
     while (slow.received.filter((r) => r.path === '/saturated').length < before + 2) await new Promise((r) => setTimeout(r, 20));
@@ -93,7 +87,7 @@ it('an idle worker claims once per delivery: a freed slot does not ask again whe
   const tenant = await hl.createTenant('Idle');
   await subscribe(tenant.apiKey, `${fast.url}/idle`, ['invoice.*']);
   const worker = await startTestHookline({ HOOKLINE_ROLE: 'worker' }, { databaseUrl: hl.databaseUrl });
-  const claims = () => claimsOf(worker);
+  const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
   try {
     // Whatever the earlier tests left is sent first.
     for (let settled = -1, now = await claims(); settled !== now; ) {

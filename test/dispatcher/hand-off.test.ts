@@ -44,14 +44,9 @@ async function trigger(hl: TestHookline, apiKey: string, data: object = INVOICE)
   if (res.errors) throw new Error(JSON.stringify(res.errors));
   return res.data.triggerEvent as { event: { id: string }; deliveries: Array<{ id: string; status: string }> };
 }
-/** A counter of the process's /metrics, summed over its labels. */
-async function metric(hl: TestHookline, name: string): Promise<number> {
-  const text = await (await fetch(`${hl.url}/metrics`)).text();
-  return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
-}
 /** Until the dispatcher's first claim (at start) has come back empty: it is idle. */
 async function idle(hl: TestHookline): Promise<void> {
-  while ((await metric(hl, 'hookline_queue_claims_total')) === 0) await new Promise((r) => setTimeout(r, 20));
+  while ((await hl.metric('hookline_queue_claims_total')) === 0) await new Promise((r) => setTimeout(r, 20));
   await new Promise((r) => setTimeout(r, 100));
 }
 function item(event = 'invoice.created'): BatchItem {
@@ -73,7 +68,7 @@ describe('an idle process that serves the API and dispatches', () => {
   });
 
   it('sends each delivery it creates without a claim, signed, and records it once', async () => {
-    const claimsBefore = await metric(hl, 'hookline_queue_claims_total');
+    const claimsBefore = await hl.metric('hookline_queue_claims_total');
     const results = [];
     for (let i = 0; i < 5; i++) {
       const result = await trigger(hl, apiKey, { ...INVOICE, amount: i });
@@ -82,9 +77,9 @@ describe('an idle process that serves the API and dispatches', () => {
       await target.waitFor(i + 1);
       results.push(result);
     }
-    expect(await metric(hl, 'hookline_deliveries_handed_off_total')).toBe(5);
+    expect(await hl.metric('hookline_deliveries_handed_off_total')).toBe(5);
     // No notification woke the dispatcher and it made no claim: the insert claimed them.
-    expect(await metric(hl, 'hookline_queue_claims_total')).toBe(claimsBefore);
+    expect(await hl.metric('hookline_queue_claims_total')).toBe(claimsBefore);
 
     const ids = results.map((r) => r.deliveries[0]!.id);
     expect(target.received.map((r) => r.headers['webhook-id'])).toEqual(ids);
@@ -133,7 +128,7 @@ describe('calls written in a statement of their own', () => {
 
     await new Promise((r) => setTimeout(r, 200));
     expect(target.received.map((r) => r.headers['webhook-id'])).toEqual([first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id]);
-    expect(await metric(hl, 'hookline_deliveries_handed_off_total')).toBe(2);
+    expect(await hl.metric('hookline_deliveries_handed_off_total')).toBe(2);
     const rows = await hl.dataSource.query(
       `select status, attempts, locked_by from webhook_deliveries where id = any($1) order by status`,
       [[first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id, paused.data.sendTestEvent.id]],
@@ -160,6 +155,16 @@ describe('the room and the shares', () => {
     subB = (await subscribe(hl, tenant.apiKey, b.url)).subscription.id;
   });
 
+  /** A batcher on the test database for `fn`, closed after. */
+  async function withBatcher(fn: (batcher: IngestBatcher) => Promise<void>): Promise<void> {
+    const batcher = new IngestBatcher(hl.dataSource);
+    try {
+      await fn(batcher);
+    } finally {
+      await batcher.close();
+    }
+  }
+
   function handOff(limit: number, perSubscription: number, busy: Map<string, number>) {
     const adopted: ClaimedDelivery[][] = [];
     let canceled = 0;
@@ -176,8 +181,7 @@ describe('the room and the shares', () => {
   }
 
   it('claims at most the room, each subscription within its share, in the order of the batch; the rest is queued', async () => {
-    const batcher = new IngestBatcher(hl.dataSource);
-    try {
+    await withBatcher(async (batcher) => {
       // Subscription A already has one of its two in flight.
       const { offer, adopted, canceled } = handOff(3, 2, new Map([[subA, 1]]));
       let offers = 0;
@@ -220,14 +224,11 @@ describe('the room and the shares', () => {
           expect(row).toMatchObject({ status: 'PENDING', locked_by: null, lease_s: null });
         }
       }
-    } finally {
-      await batcher.close();
-    }
+    });
   });
 
   it('a failed insert claims nothing and gives the room back', async () => {
-    const batcher = new IngestBatcher(hl.dataSource);
-    try {
+    await withBatcher(async (batcher) => {
       const { offer, adopted, canceled } = handOff(10, 10, new Map());
       batcher.handOff = () => offer;
       const bad = { ...item(), dataJson: '{not json' };
@@ -236,22 +237,17 @@ describe('the room and the shares', () => {
       expect(canceled()).toBe(1);
       const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where id = $1', [bad.id]);
       expect(n).toBe(0);
-    } finally {
-      await batcher.close();
-    }
+    });
   });
 
   it('an insert that claims nothing (no subscription matches) gives the room back', async () => {
-    const batcher = new IngestBatcher(hl.dataSource);
-    try {
+    await withBatcher(async (batcher) => {
       const { offer, adopted, canceled } = handOff(10, 10, new Map());
       batcher.handOff = () => offer;
       expect(await batcher.add(tenantId, item('payment.received'))).toEqual([]);
       expect(adopted).toEqual([]);
       expect(canceled()).toBe(1);
-    } finally {
-      await batcher.close();
-    }
+    });
   });
 });
 
@@ -288,7 +284,7 @@ describe('a process that is not idle', () => {
     await slow.waitFor(3, 5_000);
     expect(slow.received.map((r) => JSON.parse(r.body).data.amount)).toEqual([1, 2, 3]);
     expect(most).toBe(1);
-    expect(await metric(hl, 'hookline_deliveries_handed_off_total')).toBe(1);
+    expect(await hl.metric('hookline_deliveries_handed_off_total')).toBe(1);
   });
 });
 

@@ -21,6 +21,8 @@ export interface TestHookline extends Hookline {
   /** Creates a tenant with the admin token; returns its id and API key. */
   createTenant(name?: string): Promise<{ id: string; apiKey: string }>;
   wsClient(token?: string, extra?: Partial<Parameters<typeof createClient>[0]>): Client;
+  /** A counter or gauge of its GET /metrics, summed over its labels. */
+  metric(name: string): Promise<number>;
 }
 
 export async function startTestHookline(
@@ -62,6 +64,10 @@ export async function startTestHookline(
       );
       if (res.errors) throw new Error(JSON.stringify(res.errors));
       return { id: res.data.createTenant.tenant.id, apiKey: res.data.createTenant.apiKey };
+    },
+    async metric(name) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
     },
     wsClient(token, extra = {}) {
       return createClient({
