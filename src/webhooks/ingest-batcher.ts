@@ -127,6 +127,17 @@ export class IngestBatcher {
   }
 }
 
+/**
+ * The queue columns of a delivery an insert creates, and their values: claimed by worker
+ * $11 under a lease of $12 ms where `mine` holds, as a claim leaves them; else queued.
+ */
+export const HAND_OFF_COLUMNS = 'status, lease_expires_at, locked_by';
+export function handOffValues(mine: string): string {
+  return `case when ${mine} then 'SENDING' else 'PENDING' end,
+          case when ${mine} then now() + make_interval(secs => $12::double precision / 1000) end,
+          case when ${mine} then $11::text end`;
+}
+
 /** A hand-off's statement parameters, in the order the inserts number them ($11-$16). */
 export function handOffParams(handOff: HandOff | undefined): unknown[] {
   if (!handOff) return [];
@@ -192,11 +203,9 @@ function insertSql(handOff: boolean): string {
      )${
        handOff
          ? `, d as (
-       insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
-                                       lease_expires_at, locked_by, created_at, updated_at)
-       select $1, m.event_id, m.subscription_id, m.event, m.url, case when m.mine then 'SENDING' else 'PENDING' end, false, now(),
-              case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
-              case when m.mine then $11::text end, now(), now()
+       insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, next_attempt_at, created_at,
+                                       updated_at, ${HAND_OFF_COLUMNS})
+       select $1, m.event_id, m.subscription_id, m.event, m.url, false, now(), now(), now(), ${handOffValues('m.mine')}
          from (select m.*, share.ok and count(*) filter (where share.ok) over (order by m.ord, m.subscription_id) <= $13 as mine
                  from matched m
                  left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = m.subscription_id

@@ -11,7 +11,7 @@ import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
-import { IngestBatcher, handOffParams, splitHandedOff, type HandOff } from './ingest-batcher.js';
+import { HAND_OFF_COLUMNS, IngestBatcher, handOffParams, handOffValues, splitHandedOff, type HandOff } from './ingest-batcher.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
@@ -259,11 +259,9 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
            left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
           where s.tenant_id = $2 and ${target}
        ), d as (
-         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at,
-                                         lease_expires_at, locked_by, created_at, updated_at)
-         select $2, $1, m.id, $3, m.url, case when m.mine then 'SENDING' else 'PENDING' end, not m.active, now(),
-                case when m.mine then now() + make_interval(secs => $12::double precision / 1000) end,
-                case when m.mine then $11::text end, now(), now()
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, next_attempt_at, created_at,
+                                         updated_at, ${HAND_OFF_COLUMNS})
+         select $2, $1, m.id, $3, m.url, not m.active, now(), now(), now(), ${handOffValues('m.mine')}
            from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
          returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff"
        )
