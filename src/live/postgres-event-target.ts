@@ -5,6 +5,10 @@
 import pg from 'pg';
 import pRetry from 'p-retry';
 import type { Logger } from '../logger.js';
+import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
+
+/** How long hearing a channel waits for transactions that had already decided not to announce on it. */
+const EARLIER_WRITERS_WAIT_MS = 5_000;
 
 export type Route = (payload: string) => Iterable<[topic: string, detail: unknown]>;
 
@@ -32,6 +36,8 @@ export class PostgresEventTarget implements EventTarget {
   /**
    * @param onDemand routed channels LISTENed only while someone wants them (see demand()):
    *   a process with no one to tell is not sent, and does not read, every notification.
+   *   Their listeners are written in the live_listeners table (migration 0007), so that
+   *   what notifies on them can skip the work while no process listens.
    */
   constructor(
     private readonly databaseUrl: string,
@@ -73,7 +79,13 @@ export class PostgresEventTarget implements EventTarget {
         for (const channel of this.onDemand) {
           const wanted = this.demanded.has(channel);
           if (!client || this.client !== client || wanted === this.listening.has(channel)) continue;
-          await client.query(`${wanted ? 'listen' : 'unlisten'} ${pg.escapeIdentifier(channel)}`);
+          if (wanted) await this.hear(client, channel);
+          else {
+            await client.query(
+              `unlisten ${pg.escapeIdentifier(channel)};
+               delete from ${LIVE_LISTENERS_TABLE} where channel = ${client.escapeLiteral(channel)} and pid = pg_backend_pid()`,
+            );
+          }
           if (wanted) this.listening.add(channel);
           else this.listening.delete(channel);
         }
@@ -81,6 +93,39 @@ export class PostgresEventTarget implements EventTarget {
       // A lost connection: reconnecting starts from what is wanted then.
       .catch((error) => this.log.warn({ err: error }, 'live updates: could not change what is listened to'));
     return this.changes;
+  }
+
+  /**
+   * LISTENs to an on-demand channel and says so in live_listeners (clearing the rows of
+   * connections that are gone). A transaction that wrote before that row was committed
+   * may have skipped its announcement and still be open: a change it commits now would
+   * be missed. Each such transaction read live_listeners and holds a lock on it until it
+   * ends, so this waits for the transactions holding one when the row is in.
+   */
+  private async hear(client: pg.Client, channel: string): Promise<void> {
+    await client.query(
+      `listen ${pg.escapeIdentifier(channel)};
+       insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing;
+       delete from ${LIVE_LISTENERS_TABLE} l where not exists (select 1 from pg_stat_activity a where a.pid = l.pid)`,
+    );
+    const holdersOf = async (sql: string, values: unknown[] = []) => (await client.query<{ v: string[] }>(sql, values)).rows[0]!.v;
+    let holders = await holdersOf(
+      `select coalesce(array_agg(distinct virtualtransaction), '{}') as v from pg_locks
+        where locktype = 'relation' and relation = '${LIVE_LISTENERS_TABLE}'::regclass and pid <> pg_backend_pid()`,
+    );
+    const deadline = Date.now() + EARLIER_WRITERS_WAIT_MS;
+    while (holders.length) {
+      if (Date.now() > deadline) {
+        this.log.warn({ channel, transactions: holders }, 'live updates: transactions open since before listening may go unannounced');
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      // A transaction holds the lock of its own virtual id until it ends.
+      holders = await holdersOf(
+        `select coalesce(array_agg(virtualxid), '{}') as v from pg_locks where locktype = 'virtualxid' and virtualxid = any($1::text[])`,
+        [holders],
+      );
+    }
   }
 
   /** Connects and LISTENs to every routed channel; reconnects by itself after a loss. */
@@ -178,6 +223,8 @@ export class PostgresEventTarget implements EventTarget {
     await this.connecting?.catch(() => {});
     const client = this.client;
     this.client = undefined;
+    // No longer a listener (a connection that just ends leaves its rows for the next one to clear).
+    if (client && this.listening.size) await client.query(`delete from ${LIVE_LISTENERS_TABLE} where pid = pg_backend_pid()`).catch(() => {});
     await client?.end().catch(() => {});
   }
 }

@@ -5,6 +5,35 @@ export const DELIVERY_UPDATES_CHANNEL = 'hookline_delivery_updates';
 export const ROWS_PER_NOTIFICATION = 10;
 
 /**
+ * The two trigger functions: created deliveries (new rows), and changed ones (whose
+ * status or attempts differ from the old row). `guard` is plpgsql run first, which
+ * may return early (migration 0007 skips the work when no process listens).
+ */
+export function liveNotifyFunctions(guard = ''): string {
+  const notifyChunks = (source: string) => `
+      ${guard}
+      for chunk in
+        select json_agg(json_build_array(c.id, c.tenant_id, c.subscription_id, c.event_id, c.event, c.status, c.attempts,
+                                         c.last_status_code, c.next_attempt_at, c.updated_at, left(c.last_error, 200)))::text
+          from (select r.*, (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} as grp from (${source}) r) c
+         group by c.grp
+      loop
+        perform pg_notify('${DELIVERY_UPDATES_CHANNEL}', chunk);
+      end loop;
+      return null;`;
+  return `
+      create or replace function hookline_notify_deliveries_created() returns trigger language plpgsql as $$
+      declare chunk text;
+      begin ${notifyChunks('select * from new_rows')}
+      end $$;
+      create or replace function hookline_notify_deliveries_changed() returns trigger language plpgsql as $$
+      declare chunk text;
+      begin ${notifyChunks(`select n.* from new_rows n join old_rows o on o.id = n.id
+                               where n.status <> o.status or n.attempts <> o.attempts`)}
+      end $$;`;
+}
+
+/**
  * Every change of a delivery's status or attempts is announced by the
  * database itself, from statement-level triggers: one notification per ten
  * changed rows of a statement (a dispatcher batch is one statement), sent only
@@ -15,30 +44,11 @@ export class LiveUpdates1764300000004 implements MigrationInterface {
   name = 'LiveUpdates1764300000004';
 
   async up(db: QueryRunner): Promise<void> {
-    const notifyChunks = (source: string) => `
-      for chunk in
-        select json_agg(json_build_array(c.id, c.tenant_id, c.subscription_id, c.event_id, c.event, c.status, c.attempts,
-                                         c.last_status_code, c.next_attempt_at, c.updated_at, left(c.last_error, 200)))::text
-          from (select r.*, (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} as grp from (${source}) r) c
-         group by c.grp
-      loop
-        perform pg_notify('${DELIVERY_UPDATES_CHANNEL}', chunk);
-      end loop;
-      return null;`;
     await db.query(`
-      create function hookline_notify_deliveries_created() returns trigger language plpgsql as $$
-      declare chunk text;
-      begin ${notifyChunks('select * from new_rows')}
-      end $$;
+      ${liveNotifyFunctions()}
       create trigger webhook_deliveries_created_live after insert on webhook_deliveries
         referencing new table as new_rows
         for each statement execute function hookline_notify_deliveries_created();
-
-      create function hookline_notify_deliveries_changed() returns trigger language plpgsql as $$
-      declare chunk text;
-      begin ${notifyChunks(`select n.* from new_rows n join old_rows o on o.id = n.id
-                               where n.status <> o.status or n.attempts <> o.attempts`)}
-      end $$;
       create trigger webhook_deliveries_changed_live after update on webhook_deliveries
         referencing old table as old_rows new table as new_rows
         for each statement execute function hookline_notify_deliveries_changed();

@@ -4,6 +4,7 @@ import { EventsAndDeliveries1764300000003 } from './0003-events-deliveries.js';
 import { LiveUpdates1764300000004 } from './0004-live-updates.js';
 import { DueNotifyPending1764300000005 } from './0005-due-notify-pending.js';
 import { LockedOnlySending1764300000006 } from './0006-locked-only-sending.js';
+import { LiveListeners1764300000007 } from './0007-live-listeners.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -13,4 +14,5 @@ export const migrations = [
   LiveUpdates1764300000004,
   DueNotifyPending1764300000005,
   LockedOnlySending1764300000006,
+  LiveListeners1764300000007,
 ];

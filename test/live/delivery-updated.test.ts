@@ -5,7 +5,9 @@ import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, collectWs, DELIVERY_UPDATED, statusesOf } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { nextClose } from '../helpers/ws.js';
+import pg from 'pg';
 import { DELIVERY_UPDATES_CHANNEL } from '../../src/migrations/0004-live-updates.js';
+import { LIVE_LISTENERS_TABLE } from '../../src/migrations/0007-live-listeners.js';
 
 const CREATE = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }';
 const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { deliveries { id } } }';
@@ -159,6 +161,104 @@ describe('hearing delivery changes only while someone subscribes', () => {
     const deadline = Date.now() + 5_000;
     while (target.isListening(DELIVERY_UPDATES_CHANNEL) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(false);
+  });
+});
+
+describe('announcing delivery changes only while some process listens', () => {
+  /** A connection that LISTENs to the channel without saying so: it hears what is announced. */
+  async function eavesdrop() {
+    const client = new pg.Client({ connectionString: hl.databaseUrl });
+    await client.connect();
+    const heard: string[] = [];
+    client.on('notification', (n) => heard.push(n.payload ?? ''));
+    await client.query(`listen ${DELIVERY_UPDATES_CHANNEL}`);
+    return { client, heard };
+  }
+  const listeners = async () =>
+    (await hl.dataSource.query(`select channel, pid from ${LIVE_LISTENERS_TABLE} order by pid`)) as Array<{ channel: string; pid: number }>;
+  const deliveredInDb = async (id: string) => {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const [row] = await hl.dataSource.query('select status from webhook_deliveries where id = $1', [id]);
+      if (row?.status === 'DELIVERED') return;
+      if (Date.now() > deadline) throw new Error(`delivery ${id} not DELIVERED`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const notListening = async () => {
+    const deadline = Date.now() + 5_000;
+    while (hl.services.live!.target.isListening(DELIVERY_UPDATES_CHANNEL) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(hl.services.live!.target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(false);
+  };
+
+  it('announces nothing with no listener, everything while one listens, and nothing once it left', async () => {
+    await notListening();
+    const spy = await eavesdrop();
+    try {
+      expect(await listeners()).toEqual([]);
+      await deliveredInDb(await trigger(tenantA.apiKey)); // created, failed once, delivered: four changes
+      await new Promise((r) => setTimeout(r, 100));
+      expect(spy.heard).toEqual([]);
+
+      const iterator = await hl.services.live!.subscribe(tenantA.id, undefined, {});
+      expect((await listeners()).map((l) => l.channel)).toEqual([DELIVERY_UPDATES_CHANNEL]);
+      const id = await trigger(tenantA.apiKey);
+      await deliveredInDb(id);
+      const deadline = Date.now() + 5_000;
+      while (!spy.heard.some((p) => p.includes(id) && p.includes('DELIVERED')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(spy.heard.filter((p) => p.includes(id)).length).toBeGreaterThanOrEqual(4);
+
+      await iterator.return!();
+      await notListening();
+      expect(await listeners()).toEqual([]);
+      const before = spy.heard.length;
+      await deliveredInDb(await trigger(tenantA.apiKey));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(spy.heard.length).toBe(before);
+    } finally {
+      await spy.client.end();
+    }
+  });
+
+  it('starts a subscription only once the transactions that wrote unannounced before it have ended', async () => {
+    await notListening();
+    const id = await trigger(tenantA.apiKey);
+    await deliveredInDb(id);
+    // A transaction changes a delivery while no one listens (its change goes unannounced),
+    // and stays open.
+    const writer = new pg.Client({ connectionString: hl.databaseUrl });
+    await writer.connect();
+    try {
+      await writer.query('begin');
+      await writer.query(`update webhook_deliveries set status = 'CANCELED' where id = $1`, [id]);
+      let started = false;
+      const subscribing = hl.services.live!.subscribe(tenantA.id, undefined, {}).then((it) => {
+        started = true;
+        return it;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(started).toBe(false);
+      await writer.query('rollback');
+      const iterator = await subscribing;
+      // Started: what is written from now on is announced.
+      const next = await trigger(tenantA.apiKey);
+      expect((await iterator.next()).value).toMatchObject({ id: next, attempts: 0 });
+      await iterator.return!();
+    } finally {
+      await writer.end();
+    }
+  });
+
+  it('clears the rows of listeners whose connection is gone', async () => {
+    await notListening();
+    await hl.dataSource.query(`insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values ($1, 2147483647)`, [DELIVERY_UPDATES_CHANNEL]);
+    const iterator = await hl.services.live!.subscribe(tenantA.id, undefined, {});
+    const rows = await listeners();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.pid).not.toBe(2147483647);
+    await iterator.return!();
+    await notListening();
+    expect(await listeners()).toEqual([]);
   });
 });
 
