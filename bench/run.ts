@@ -873,6 +873,9 @@ async function queueFloor() {
   await dataSource.destroy();
   // With the dispatcher's session settings, as its connections have them.
   const db = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench-queue', onConnect: (c) => c.query(QUEUE_SESSION_SETTINGS) });
+  // pool.end() resolves before its connections have closed: one still closing when the database
+  // is dropped below is told so, and an idle connection's error goes to the pool (thrown without this).
+  db.on('error', (error) => log(`queue: a pool connection ended: ${error.message}`));
   try {
     const url = 'http://127.0.0.1:9/queue';
     const { rows: [tenant] } = await db.query(`insert into tenants (name) values ('Bench Queue') returning id`);
