@@ -79,15 +79,16 @@ export class PostgresEventTarget implements EventTarget {
         for (const channel of this.onDemand) {
           const wanted = this.demanded.has(channel);
           if (!client || this.client !== client || wanted === this.listening.has(channel)) continue;
-          if (wanted) await this.hear(client, channel);
-          else {
+          if (wanted) {
+            await this.hear(client, channel);
+            this.listening.add(channel);
+          } else {
             await client.query(
               `unlisten ${pg.escapeIdentifier(channel)};
                delete from ${LIVE_LISTENERS_TABLE} where channel = ${client.escapeLiteral(channel)} and pid = pg_backend_pid()`,
             );
+            this.listening.delete(channel);
           }
-          if (wanted) this.listening.add(channel);
-          else this.listening.delete(channel);
         }
       })
       // A lost connection: reconnecting starts from what is wanted then.

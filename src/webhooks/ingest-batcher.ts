@@ -62,19 +62,16 @@ export class IngestBatcher {
   /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */
   private async write(tenantId: TenantId, items: BatchItem[], handOff?: HandOff): Promise<DeliveryRow[]> {
     const statement = (client: import('pg').ClientBase) => insertBatch(client, tenantId, items, handOff);
-    let rows: InsertedRow[];
-    try {
-      rows = await (this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement));
-    } catch (error) {
-      handOff?.cancel();
-      throw error;
-    }
-    if (!handOff) return rows;
-    // Committed: the claimed ones go to the dispatcher at once, before anyone is answered.
-    const bodies = new Map(items.map((i) => [i.id, i.body]));
-    const { deliveries, claimed } = splitHandedOff(rows, (eventId) => bodies.get(eventId)!);
-    if (claimed.length) handOff.adopt(claimed);
-    else handOff.cancel();
+    const { deliveries } = await writeHandingOff(
+      handOff,
+      async () => {
+        const rows = await (this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement));
+        if (!handOff) return { deliveries: rows, claimed: [] };
+        const bodies = new Map(items.map((i) => [i.id, i.body]));
+        return splitHandedOff(rows, (eventId) => bodies.get(eventId)!);
+      },
+      (written) => written.claimed,
+    );
     return deliveries;
   }
 
@@ -142,6 +139,31 @@ export function handOffValues(mine: string): string {
 export function handOffParams(handOff: HandOff | undefined): unknown[] {
   if (!handOff) return [];
   return [handOff.workerId, handOff.leaseMs, handOff.limit, [...handOff.busy.keys()], [...handOff.busy.values()], handOff.perSubscription];
+}
+
+/**
+ * Runs a write that may claim deliveries for `handOff` and has committed when it returns.
+ * What it claimed then goes to the dispatcher at once, before anyone is answered; a failed
+ * write, or one that claimed nothing, gives the room back.
+ */
+export async function writeHandingOff<T>(
+  handOff: HandOff | undefined,
+  write: () => Promise<T>,
+  claimedOf: (written: T) => ClaimedDelivery[],
+): Promise<T> {
+  let written: T;
+  try {
+    written = await write();
+  } catch (error) {
+    handOff?.cancel();
+    throw error;
+  }
+  if (handOff) {
+    const claimed = claimedOf(written);
+    if (claimed.length) handOff.adopt(claimed);
+    else handOff.cancel();
+  }
+  return written;
 }
 
 /**

@@ -11,7 +11,15 @@ import type { Clock } from '../services.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
-import { HAND_OFF_COLUMNS, IngestBatcher, handOffParams, handOffValues, splitHandedOff, type HandOff } from './ingest-batcher.js';
+import {
+  HAND_OFF_COLUMNS,
+  IngestBatcher,
+  handOffParams,
+  handOffValues,
+  splitHandedOff,
+  writeHandingOff,
+  type HandOff,
+} from './ingest-batcher.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
 
 export const MAX_DATA_BYTES = 256 * 1024;
@@ -86,15 +94,11 @@ export class WebhookService {
     // of their own: what it claims for this process's dispatcher goes to it once committed.
     if (idempotencyKey || input.subscriptionId) {
       const handOff = this.batcher.handOff?.();
-      let recorded: Awaited<ReturnType<WebhookService['record']>>;
-      try {
-        recorded = await withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff));
-      } catch (error) {
-        handOff?.cancel();
-        throw error;
-      }
-      if (recorded.claimed.length) handOff!.adopt(recorded.claimed);
-      else handOff?.cancel();
+      const recorded = await writeHandingOff(
+        handOff,
+        () => withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff)),
+        (written) => written.claimed,
+      );
       return recorded.result;
     }
     return this.recordInBatch(tenantId, input, prepared);
