@@ -41,6 +41,26 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 
 const WS_CLOSE_REVOKED = 4401;
 
+/**
+ * The body of an `application/json` request (as Yoga tells one) when it is a JSON object,
+ * parsed, for Yoga to use as it is, as it does for frameworks that parse bodies. Given the
+ * Buffer, its server adapter first lists the Buffer's keys, one per byte, on every request.
+ * Anything else (another type, invalid JSON, not an object) goes to Yoga as read, for its
+ * own answer.
+ */
+function jsonObjectBody(req: IncomingMessage, buffer: Buffer): Record<string, unknown> | undefined {
+  const type = req.headers['content-type']?.split(',')[0];
+  if (type !== 'application/json' && !type?.startsWith('application/json;')) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(buffer.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.keys(parsed).length) return undefined;
+  return parsed as Record<string, unknown>;
+}
+
 export async function buildApp(options: AppOptions): Promise<App> {
   const { services, metrics, serveApi } = options;
   const { log, dataSource } = services;
@@ -97,7 +117,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
       // Read (and limit) the body here; Yoga then uses it instead of the consumed stream.
       const buffer = await readOnce();
-      if (buffer.length) (req as IncomingMessage & { body?: Buffer }).body = buffer;
+      if (buffer.length) (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, buffer) ?? buffer;
     }
     await yoga.requestListener(req, res);
   }

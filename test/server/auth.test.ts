@@ -1,5 +1,6 @@
 // Who may call what: anonymous, wrong, revoked, admin and tenant keys, over
 // HTTP and WebSocket, with the contract's error codes.
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { nextClose, wsRequest } from '../helpers/ws.js';
@@ -127,6 +128,39 @@ describe('limits and malformed requests', () => {
     });
     expect(res.status).toBe(413);
     expect((await res.json()).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('reads a body that arrives in pieces, and takes a JSON type with parameters', async () => {
+    const body = Buffer.from(JSON.stringify({ query: VIEWER, operationName: 'Viewer' }));
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = httpRequest(`${hl.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=utf-8', 'content-length': body.length, authorization: `Bearer ${tenant.apiKey}` },
+      });
+      req.on('response', (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c) => (text += c)).on('end', () => resolve({ status: res.statusCode!, text }));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+      req.write(body.subarray(0, 10));
+      setTimeout(() => req.end(body.subarray(10)), 50);
+    });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.text).data.viewer.id).toBe(tenant.id);
+  });
+
+  it('keeps serving when a client leaves in the middle of a body', async () => {
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': 1000 } });
+      req.on('error', () => resolve());
+      req.on('close', () => resolve());
+      req.flushHeaders();
+      req.write('{"query": "{ viewer');
+      setTimeout(() => req.destroy(), 50);
+    });
+    const viewer = await hl.gql(VIEWER, {}, tenant.apiKey);
+    expect(viewer.data.viewer.id).toBe(tenant.id);
   });
 
   it('masks unexpected errors', async () => {
