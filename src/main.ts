@@ -1,5 +1,6 @@
 // Entry point: read the configuration, start the roles asked for, stop
 // cleanly on SIGTERM/SIGINT.
+import './node-env.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startHookline } from './hookline.js';
 import { createLogger } from './logger.js';

@@ -1,6 +1,6 @@
 // Who is calling: resolved once per request (or WebSocket connection) from the
 // bearer token, then checked by each resolver that needs it.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { forbidden, unauthenticated } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
@@ -14,7 +14,7 @@ export type Viewer =
 export const API_KEY_PREFIX = 'hkl_';
 
 export function hashApiKey(key: string): Buffer {
-  return createHash('sha256').update(key).digest();
+  return hash('sha256', key, 'buffer');
 }
 
 /** Extracts the token of `Bearer <token>`; anything else is no token. */
