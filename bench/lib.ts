@@ -307,13 +307,19 @@ export class GraphQLClient {
     readonly agent: Agent,
   ) {}
 
-  async query<T = any>(query: string, variables: Record<string, unknown>, token: string): Promise<T> {
+  query<T = any>(query: string, variables: Record<string, unknown>, token: string): Promise<T> {
+    return this.post<T>(JSON.stringify({ query, variables }), token);
+  }
+
+  /** A request body serialised already: a load generator repeating one operation does it once. */
+  async post<T = any>(body: string, token: string): Promise<T> {
     const res = await request(`${this.url}/graphql`, {
       method: 'POST',
       dispatcher: this.agent,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(30_000),
+      body,
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
     });
     const json = (await res.body.json()) as { data?: T; errors?: unknown[] };
     if (json.errors || res.statusCode !== 200) throw new GraphQLError(`HTTP ${res.statusCode}: ${JSON.stringify(json.errors ?? json).slice(0, 500)}`);
