@@ -407,6 +407,8 @@ function latencyStats(values: number[]) {
   return {
     n: values.length,
     p50Ms: round2(percentile(values, 50)),
+    p90Ms: round2(percentile(values, 90)),
+    p95Ms: round2(percentile(values, 95)),
     p99Ms: round2(percentile(values, 99)),
     maxMs: round2(Math.max(...values)),
   };
