@@ -168,12 +168,19 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
  * constraint, migration 0006). Asking for status = 'SENDING' as well would let the
  * plan, made once per connection while few rows are SENDING, read every SENDING row
  * of every worker through the lease index to find the batch's.
+ *
+ * The arrays are unnested in the select list, where set-returning functions run in step.
+ * `unnest(a, b, …)` in FROM gives the same rows but first copies each array into a
+ * tuplestore of its own: 50 µs more of PostgreSQL's time for one row, 220 µs more for
+ * 256 (EXPLAIN ANALYZE), and a round trip for one row of 0.73-0.84 against 0.63-0.69 ms
+ * (alternating runs). Its generic plan, the only one these sessions make, is unchanged.
  */
 export const RECORD_SQL = `
       with results as (
-        select * from unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::int[],
-                             $8::text[], $9::text[], $10::timestamptz[])
-          as r(delivery_id, tenant_id, number, status, started_at, duration_ms, status_code, error, response_body, next_attempt_at)
+        select unnest($1::uuid[]) as delivery_id, unnest($2::uuid[]) as tenant_id, unnest($3::int[]) as number,
+               unnest($4::text[]) as status, unnest($5::timestamptz[]) as started_at, unnest($6::int[]) as duration_ms,
+               unnest($7::int[]) as status_code, unnest($8::text[]) as error, unnest($9::text[]) as response_body,
+               unnest($10::timestamptz[]) as next_attempt_at
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
