@@ -20,6 +20,30 @@ export function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 }
 
+/**
+ * How far chance alone moves percentile(a, p) / percentile(b, p): the 2.5th and 97.5th
+ * percentiles of that ratio over `rounds` bootstrap resamples (each series drawn again,
+ * with replacement, to its own size). With 300 samples a p99 is the third-largest, so
+ * two or three stalls of the machine decide it; the interval says whether a ratio above
+ * 1 could be such luck. The generator is seeded, so a run's interval can be recomputed.
+ */
+export function ratioInterval(a: number[], b: number[], p: number, rounds = 2000, seed = 1): [number, number] {
+  if (!a.length || !b.length) return [NaN, NaN];
+  let state = seed >>> 0;
+  const random = () => {
+    // mulberry32
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const resample = (values: number[]) => values.map(() => values[Math.floor(random() * values.length)]!);
+  const ratios: number[] = [];
+  for (let i = 0; i < rounds; i++) ratios.push(percentile(resample(a), p) / percentile(resample(b), p));
+  return [percentile(ratios, 2.5), percentile(ratios, 97.5)];
+}
+
 // ---------------------------------------------------------------------------
 // Child processes
 
