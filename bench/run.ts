@@ -1397,7 +1397,9 @@ async function main(): Promise<void> {
     table,
   };
   mkdirSync(resolve(ROOT, 'bench/results'), { recursive: true });
-  const file = resolve(ROOT, 'bench/results', `latest${QUICK ? '-quick' : ''}${STATEMENTS ? '-statements' : ''}.json`);
+  // A partial run (--only) does not replace the last full run's figures.
+  const partial = ONLY.size < ALL_PARTS.length ? '-partial' : '';
+  const file = resolve(ROOT, 'bench/results', `latest${QUICK ? '-quick' : ''}${partial}${STATEMENTS ? '-statements' : ''}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   const m = out.machine;
   process.stdout.write(
