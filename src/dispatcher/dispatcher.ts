@@ -20,11 +20,10 @@ import {
   cancelOrphans,
   claimDeliveries,
   claimSize,
-  disableGoneSubscriptions,
   QUEUE_SESSION_SETTINGS,
   nextDueAt,
   reclaimExpiredLeases,
-  recordAttempts,
+  recordOutcomes,
   releaseClaims,
   type AttemptOutcome,
   type ClaimedDelivery,
@@ -44,6 +43,16 @@ export interface DispatcherOptions {
   pollIntervalMs?: number;
   /** How often expired leases are looked for (ms). */
   reclaimIntervalMs?: number;
+}
+
+/**
+ * PostgreSQL refused a value or a row of the statement itself (SQLSTATE classes 22, data
+ * exception, and 23, integrity constraint violation: e.g. a delivery deleted while it was
+ * sent), not the connection or the server: trying the same statement again cannot help.
+ */
+function refusedData(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^2[23]/.test(code);
 }
 
 const FLUSH_BATCH = 100;
@@ -223,8 +232,18 @@ export class Dispatcher {
       this.reconnect(client);
     });
     client.on('end', () => this.reconnect(client));
-    await client.connect();
-    await client.query(`listen ${DELIVERIES_DUE_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`listen ${DELIVERIES_DUE_CHANNEL}`);
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw error;
+    }
+    if (!this.running) {
+      // Stopped while (re)connecting: this connection is nobody's to end.
+      await client.end().catch(() => {});
+      return;
+    }
     this.listener = client;
     // Anything that became due while we were not listening.
     this.poke();
@@ -465,6 +484,28 @@ export class Dispatcher {
     else this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
 
+  /** Records a batch in one statement (one transaction with a 410's deactivation), retried on transient errors. */
+  private async recordBatch(batch: AttemptOutcome[]): Promise<void> {
+    const gone = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
+      retries: 8,
+      minTimeout: 100,
+      maxTimeout: 2_000,
+      // A value refused now is refused on every try.
+      shouldRetry: ({ error }) => !refusedData(error),
+      onFailedAttempt: ({ error, attemptNumber }) =>
+        this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
+    });
+    if (gone.length) this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
+  }
+
+  private unrecorded(error: unknown, batch: AttemptOutcome[]): void {
+    // The leases expire and these deliveries are attempted again: at least once.
+    this.log.error(
+      { err: error, count: batch.length, deliveries: batch.slice(0, 10).map((o) => o.deliveryId) },
+      'could not record attempts; they will be retried',
+    );
+  }
+
   /** Writes recorded outcomes in one statement; one flush at a time, retried on database errors. */
   async flush(): Promise<void> {
     clearTimeout(this.flushTimer);
@@ -474,21 +515,16 @@ export class Dispatcher {
     const batch = this.pending.splice(0);
     this.flushing = (async () => {
       try {
-        await pRetry(() => recordAttempts(this.pool, this.workerId, batch), {
-          retries: 8,
-          minTimeout: 100,
-          maxTimeout: 2_000,
-          onFailedAttempt: ({ error, attemptNumber }) =>
-            this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
-        });
-        const gone = [...new Set(batch.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
-        if (gone.length) {
-          await disableGoneSubscriptions(this.pool, gone, 'the endpoint answered 410 Gone');
-          this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
-        }
+        await this.recordBatch(batch);
       } catch (error) {
-        // The leases expire and these deliveries are attempted again: at least once.
-        this.log.error({ err: error, count: batch.length }, 'could not record attempts; they will be retried');
+        if (batch.length > 1 && refusedData(error)) {
+          // One outcome PostgreSQL refuses must not keep the others unrecorded (and sent again):
+          // each is recorded on its own, and only the refused one is left to its lease.
+          this.log.warn({ err: error, count: batch.length }, 'a batch of attempts was refused; recording them one by one');
+          for (const outcome of batch) await this.recordBatch([outcome]).catch((failed) => this.unrecorded(failed, [outcome]));
+        } else {
+          this.unrecorded(error, batch);
+        }
       }
     })();
     try {

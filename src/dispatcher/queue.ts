@@ -59,16 +59,18 @@ export function claimSql(limit: number): string {
     // subscription's share so one slow endpoint cannot take every slot.
     text = `
       with candidates as (
-        select d.id, d.subscription_id
+        select d.id, d.subscription_id, d.next_attempt_at
           from webhook_deliveries d
          where d.status = 'PENDING' and not d.paused and d.next_attempt_at <= now()
-           and d.subscription_id <> all($2::uuid[])
+           -- A delivery whose subscription was deleted has none, and is claimed to be canceled.
+           and (d.subscription_id is null or d.subscription_id <> all($2::uuid[]))
          order by d.next_attempt_at
          limit ${limit}
          for update skip locked
       ), ranked as (
         select c.id, c.subscription_id,
-               row_number() over (partition by c.subscription_id order by c.id) as rank
+               -- Within its share, a subscription's longest-due deliveries go first.
+               row_number() over (partition by c.subscription_id order by c.next_attempt_at, c.id) as rank
           from candidates c
       ), chosen as (
         select r.id, r.subscription_id
@@ -186,8 +188,11 @@ export const RECORD_SQL = `
         update webhook_deliveries d
            set status = r.status,
                -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
+               -- FOR SHARE reads the subscription as last committed, and waits for a change under
+               -- way: a (de)activation pauses or resumes only PENDING rows, so one committed after
+               -- this statement began would otherwise miss this row and be undone by it.
                paused = r.status = 'PENDING'
-                        and coalesce((select not s.active from webhook_subscriptions s where s.id = d.subscription_id), false),
+                        and coalesce((select not s.active from webhook_subscriptions s where s.id = d.subscription_id for share), false),
                attempts = greatest(d.attempts, r.number),
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
@@ -204,6 +209,33 @@ export const RECORD_SQL = `
       insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
       select delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body from results
       on conflict (delivery_id, number) do nothing`;
+
+/**
+ * Records a batch as recordAttempts() does. When receivers answered 410 Gone, their
+ * subscriptions are deactivated in the same transaction, so the outcome that retires a
+ * subscription is never recorded without its effect.
+ */
+export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: AttemptOutcome[], goneReason: string): Promise<string[]> {
+  const gone = [...new Set(outcomes.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
+  if (!gone.length) {
+    await recordAttempts(pool, workerId, outcomes);
+    return gone;
+  }
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('begin');
+    await recordAttempts(client, workerId, outcomes);
+    await disableGoneSubscriptions(client, gone, goneReason);
+    await client.query('commit');
+    return gone;
+  } catch (error) {
+    await client.query('rollback').catch((failed: Error) => (broken = failed));
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
 
 /** 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. */
 export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<void> {

@@ -94,7 +94,7 @@ export class Sender {
       let seen = 0;
 
       const answered = (): SendResult => {
-        const responseBody = kept ? Buffer.concat(chunks, kept).toString('utf8') : null;
+        const responseBody = kept ? storable(Buffer.concat(chunks, kept).toString('utf8')) : null;
         if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode, responseBody, durationMs: elapsed() };
         return {
           ok: false,
@@ -170,7 +170,20 @@ export class Sender {
   }
 }
 
+/**
+ * Text as PostgreSQL can store it: a receiver's answer (or an error quoting one) may hold
+ * NUL characters, which a text column refuses, and one refused value fails the whole
+ * statement that records a batch of attempts.
+ */
+export function storable(text: string): string {
+  return text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text;
+}
+
 function describeError(error: unknown, timeoutMs: number): string {
+  return storable(describe(error, timeoutMs));
+}
+
+function describe(error: unknown, timeoutMs: number): string {
   const cause = (error as { cause?: unknown })?.cause;
   for (const candidate of [error, cause]) {
     if (candidate instanceof TargetRefusedError) return `refused: ${candidate.message}`;

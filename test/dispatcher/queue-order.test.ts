@@ -1,0 +1,134 @@
+// The queue's statements under contention: which deliveries a claim takes when a
+// subscription has more due than its share, that a delivery without a subscription
+// is never left out, and that recording a failed attempt cannot undo a
+// subscription's (de)activation committed while the record ran.
+import pg from 'pg';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, type AttemptOutcome } from '../../src/dispatcher/queue.js';
+import { createTestDatabase } from '../helpers/database.js';
+
+let databaseUrl: string;
+let db: pg.Client;
+let tenantId: string;
+let eventId: string;
+
+async function connect(): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  await client.query(QUEUE_SESSION_SETTINGS);
+  return client;
+}
+
+beforeAll(async () => {
+  databaseUrl = await createTestDatabase();
+  db = await connect();
+  ({ rows: [{ id: tenantId }] } = await db.query(`insert into tenants (name) values ('Queue order') returning id`));
+  ({ rows: [{ id: eventId }] } = await db.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenantId],
+  ));
+});
+afterAll(async () => {
+  await db?.end();
+});
+// Every test starts with an empty queue.
+beforeEach(async () => {
+  await db.query(`delete from webhook_deliveries`);
+});
+
+async function subscription(active = true): Promise<string> {
+  const { rows: [row] } = await db.query(
+    `insert into webhook_subscriptions (tenant_id, url, events, secret, active) values ($1, 'https://example.com/hook', '{*}', 'whsec_order-order-order', $2) returning id`,
+    [tenantId, active],
+  );
+  return row.id;
+}
+
+async function delivery(fields: { id?: string; subscriptionId: string | null; dueAgo?: string; status?: string; lockedBy?: string }): Promise<string> {
+  const { rows: [row] } = await db.query(
+    `insert into webhook_deliveries (id, tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, locked_by, lease_expires_at)
+     values (coalesce($1::uuid, gen_random_uuid()), $2, $3, $4, 'test.event', 'https://example.com/hook', $5, now() - $6::interval, $7,
+             case when $7::text is null then null else now() + interval '1 minute' end)
+     returning id`,
+    [fields.id ?? null, tenantId, eventId, fields.subscriptionId, fields.status ?? 'PENDING', fields.dueAgo ?? '1 minute', fields.lockedBy ?? null],
+  );
+  return row.id;
+}
+
+const claim = (perSubscription: number, busy = new Map<string, number>()) =>
+  claimDeliveries(db, { workerId: 'w1', limit: 8, leaseMs: 60_000, perSubscription, busy });
+
+it('takes a subscription\'s longest-due deliveries first when it has more due than its share', async () => {
+  const s = await subscription();
+  // The ids would put them the other way round.
+  const older = await delivery({ id: 'ffffffff-ffff-4fff-bfff-ffffffffffff', subscriptionId: s, dueAgo: '10 minutes' });
+  const newer = await delivery({ id: '00000000-0000-4000-8000-000000000000', subscriptionId: s, dueAgo: '1 minute' });
+  const first = await claim(1);
+  expect(first.map((d) => d.id)).toEqual([older]);
+  expect((await claim(1, new Map([[s, 0]]))).map((d) => d.id)).toEqual([newer]);
+});
+
+it('claims a delivery whose subscription was deleted while other subscriptions are at their share', async () => {
+  const busy = await subscription();
+  await delivery({ subscriptionId: busy });
+  const orphan = await delivery({ subscriptionId: null });
+  const claimed = await claim(1, new Map([[busy, 1]]));
+  // Claimed with no secret: the dispatcher cancels it rather than leave it due for ever.
+  expect(claimed.map((d) => ({ id: d.id, secret: d.secret }))).toEqual([{ id: orphan, secret: null }]);
+});
+
+function failedAttempt(deliveryId: string, subscriptionId: string): AttemptOutcome {
+  return {
+    deliveryId,
+    tenantId,
+    subscriptionId,
+    number: 1,
+    status: 'PENDING',
+    startedAt: new Date(),
+    durationMs: 5,
+    statusCode: 500,
+    error: 'HTTP 500',
+    responseBody: null,
+    nextAttemptAt: new Date(Date.now() + 60_000),
+    gone: false,
+  };
+}
+
+/**
+ * A subscription's (de)activation runs in `other`'s open transaction as
+ * subscriptions.ts does it (the subscription, then its PENDING deliveries), while
+ * a worker records a failed attempt of one of its deliveries that was being sent.
+ */
+async function recordDuring(change: { active: boolean }, subscriptionId: string, deliveryId: string) {
+  const other = await connect();
+  const worker = await connect();
+  try {
+    await other.query('begin');
+    await other.query(`update webhook_subscriptions set active = $2 where id = $1`, [subscriptionId, change.active]);
+    await other.query(`update webhook_deliveries set paused = $2 where subscription_id = $1 and status = 'PENDING'`, [subscriptionId, !change.active]);
+    let recorded = false;
+    const recording = recordAttempts(worker, 'w1', [failedAttempt(deliveryId, subscriptionId)]).then(() => (recorded = true));
+    await new Promise((r) => setTimeout(r, 300));
+    // The record waits for the change under way rather than act on the state before it.
+    expect(recorded).toBe(false);
+    await other.query('commit');
+    await recording;
+  } finally {
+    await other.end();
+    await worker.end();
+  }
+  const { rows: [row] } = await db.query(`select status, paused, locked_by from webhook_deliveries where id = $1`, [deliveryId]);
+  return row;
+}
+
+it('a retry recorded while its subscription is being reactivated is not left paused', async () => {
+  const s = await subscription(false);
+  const d = await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' });
+  expect(await recordDuring({ active: true }, s, d)).toEqual({ status: 'PENDING', paused: false, locked_by: null });
+});
+
+it('a retry recorded while its subscription is being deactivated waits with its other deliveries', async () => {
+  const s = await subscription(true);
+  const d = await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' });
+  expect(await recordDuring({ active: false }, s, d)).toEqual({ status: 'PENDING', paused: true, locked_by: null });
+});

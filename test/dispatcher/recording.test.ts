@@ -1,0 +1,88 @@
+// Recording outcomes: what a receiver answers is kept as PostgreSQL can store it,
+// and one outcome the database refuses does not keep the rest of its batch from
+// being recorded (they would stay SENDING and be sent again).
+import pg from 'pg';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { DELIVERY, TRIGGER_EVENT } from '../helpers/operations.js';
+
+let hl: TestHookline;
+let key: string;
+const receivers: Receiver[] = [];
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '1m', HOOKLINE_DELIVERY_TIMEOUT: '5s' });
+});
+beforeEach(async () => {
+  ({ apiKey: key } = await hl.createTenant());
+});
+afterAll(async () => {
+  await hl?.stop();
+  await Promise.all(receivers.map((r) => r.close()));
+});
+
+async function receiverWith(respond: Receiver['respond']) {
+  const r = await startReceiver(respond);
+  receivers.push(r);
+  return r;
+}
+
+async function subscribe(url: string) {
+  const res = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url, events: ['test.event'] } },
+    key,
+  );
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+}
+
+async function trigger(n: number): Promise<string> {
+  const res = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n } } }, key);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data.triggerEvent.deliveries[0].id;
+}
+
+const deliveryOf = async (id: string) => (await hl.gql(DELIVERY, { id }, key)).data.delivery;
+
+it('keeps an answer with NUL characters, each shown as U+FFFD', async () => {
+  const receiver = await receiverWith(() => ({ status: 200, body: 'bin\u0000ary\u0000' }));
+  await subscribe(receiver.url);
+  const id = await trigger(1);
+  const delivered = await eventually(async () => {
+    const d = await deliveryOf(id);
+    return d.status === 'DELIVERED' ? d : undefined;
+  });
+  expect(delivered.attemptLog).toEqual([expect.objectContaining({ number: 1, statusCode: 200, responseBody: 'bin\uFFFDary\uFFFD' })]);
+});
+
+it('records the rest of a batch when the database refuses one outcome of it', async () => {
+  // The three answers leave together, so their outcomes are recorded in one statement.
+  let release!: () => void;
+  const together = new Promise<void>((resolve) => (release = resolve));
+  const receiver = await receiverWith(async () => {
+    await together;
+    return { status: 204 };
+  });
+  await subscribe(receiver.url);
+  const ids = [await trigger(1), await trigger(2), await trigger(3)];
+  await receiver.waitFor(3);
+  // One delivery is deleted while it is being sent (by hand, say): its attempt row's
+  // foreign key makes the batch's statement fail.
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query('delete from webhook_deliveries where id = $1', [ids[1]]);
+  } finally {
+    await admin.end();
+  }
+  release();
+  for (const id of [ids[0], ids[2]]) {
+    const d = await eventually(async () => {
+      const found = await deliveryOf(id!);
+      return found.status === 'DELIVERED' ? found : undefined;
+    }, 5_000);
+    expect(d.attemptLog).toEqual([expect.objectContaining({ number: 1, statusCode: 204 })]);
+  }
+  expect(await deliveryOf(ids[1]!)).toBeNull();
+});
