@@ -36,6 +36,22 @@ export class HooklineError extends Error {
 
 export const badInput = (field: string, message: string) =>
   new HooklineError(ErrorCode.BAD_USER_INPUT, `${field}: ${message}`, field);
+
+// PostgreSQL stores no NUL character, in text or jsonb alike: without these
+// checks it fails the statement and the caller sees an unexpected error.
+const NUL_MESSAGE = 'must not contain the NUL character (\\u0000)';
+
+/** Refuses a text input that holds a NUL character, naming the field. */
+export function rejectNul(field: string, value: string | null | undefined): void {
+  if (typeof value === 'string' && value.includes('\0')) throw badInput(field, NUL_MESSAGE);
+}
+
+/** The same for a JSON input, given as its JSON.stringify text (which escapes NUL as \u0000, in keys and values). */
+export function rejectNulInJson(field: string, json: string): void {
+  // An even run of backslashes before it (none included) means the \u0000 is an escape, not literal text.
+  if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(json)) throw badInput(field, NUL_MESSAGE);
+}
+
 export const notFound = (what: string, id: string) =>
   new HooklineError(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
 export const unauthenticated = (message = 'a valid API key is required: Authorization: Bearer <key>') =>

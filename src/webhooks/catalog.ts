@@ -4,7 +4,7 @@
 import { Ajv, type ValidateFunction } from 'ajv';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { badInput } from '../errors.js';
+import { badInput, rejectNul, rejectNulInJson } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 
@@ -27,6 +27,7 @@ export function patternsFor(event: string): string[] {
 }
 
 export function checkEventName(field: string, name: string): void {
+  rejectNul(field, name);
   if (name.length > MAX_EVENT_NAME) throw badInput(field, `must be at most ${MAX_EVENT_NAME} characters`);
   if (!EVENT_NAME.test(name)) {
     throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits and _)`);
@@ -104,12 +105,14 @@ export class EventCatalog {
   async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
     const name = input.name.trim();
     checkEventName('name', name);
+    rejectNul('description', input.description);
     const description = (input.description ?? '').trim();
     if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
     const schema = input.schema;
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
     }
+    rejectNulInJson('schema', JSON.stringify(schema));
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;

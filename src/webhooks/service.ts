@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, rejectNul, rejectNulInJson } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../services.js';
@@ -51,6 +51,7 @@ export interface TriggerResult {
 function checkText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
+  rejectNul(field, value);
   if (value.length > max) throw badInput(field, `must be at most ${max} characters`);
   return value;
 }
@@ -75,14 +76,14 @@ export class WebhookService {
    */
   async triggerEvent(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
     const tenantId = input.tenantId as TenantId;
+    rejectNul('event', input.event);
     const data = input.data;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
     const dataJson = JSON.stringify(data);
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
       throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
     }
-    // PostgreSQL stores no NUL character, in text or jsonb alike.
-    if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(dataJson)) throw badInput('data', 'must not contain the NUL character (\\u0000)');
+    rejectNulInJson('data', dataJson);
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
     const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
     const resourceId = checkText('resourceId', input.resourceId, 200) ?? resourceIdOf(resourceType, data);

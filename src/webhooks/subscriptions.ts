@@ -3,7 +3,7 @@
 import type { EntityManager } from 'typeorm';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { badInput, notFound } from '../errors.js';
+import { badInput, notFound, rejectNul } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
@@ -28,13 +28,15 @@ export interface SubscriptionInput {
   events?: string[] | null;
   description?: string | null;
   active?: boolean | null;
-  headers?: Record<string, unknown> | null;
+  /** An object of header names to strings; anything else is refused (GraphQL's JSON scalar lets any value through). */
+  headers?: unknown;
   secret?: string | null;
 }
 
 type SubscriptionServices = Pick<Services, 'dataSource' | 'clock' | 'catalog' | 'targetGuard'>;
 
 async function checkUrl(guard: TargetGuard, url: string): Promise<string> {
+  rejectNul('url', url);
   const parsed = validateTargetUrl(url, 'url');
   await guard.checkUrl(parsed, 'url');
   return parsed.toString();
@@ -46,6 +48,7 @@ async function checkEvents(manager: EntityManager, tenantId: TenantId, events: s
   if (unique.length > MAX_EVENTS_PER_SUBSCRIPTION) throw badInput('events', `at most ${MAX_EVENTS_PER_SUBSCRIPTION} entries`);
   const exact: string[] = [];
   for (const event of unique) {
+    rejectNul('events', event);
     if (event === '*') continue;
     if (event.endsWith('.*')) {
       const prefix = event.slice(0, -2);
@@ -68,7 +71,15 @@ async function checkEvents(manager: EntityManager, tenantId: TenantId, events: s
   return unique;
 }
 
-function checkHeaders(headers: Record<string, unknown>): Record<string, string> {
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function checkHeaders(headers: unknown): Record<string, string> {
+  // REST checks the shape too; GraphQL's JSON scalar does not, and a string would be stored as {"0": ...}.
+  if (!isPlainObject(headers)) throw badInput('headers', 'must be an object of header names to strings');
   const entries = Object.entries(headers);
   if (entries.length > MAX_CUSTOM_HEADERS) throw badInput('headers', `at most ${MAX_CUSTOM_HEADERS} headers`);
   const result: Record<string, string> = {};
@@ -85,6 +96,7 @@ function checkHeaders(headers: Record<string, unknown>): Record<string, string> 
 
 function checkDescription(description: string | null | undefined): string | null {
   if (description === null || description === undefined) return null;
+  rejectNul('description', description);
   if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
   return description;
 }
@@ -207,6 +219,7 @@ export class SubscriptionService {
       const where = ['tenant_id = $1'];
       const params: unknown[] = [tenantId];
       if (filter.event) {
+        rejectNul('event', filter.event);
         params.push(filter.event.endsWith('.*') || filter.event === '*' ? [filter.event] : patternsFor(filter.event));
         where.push(`events && $${params.length}::text[]`);
       }

@@ -1,0 +1,236 @@
+// Input that PostgreSQL or a receiver cannot take is refused up front with
+// BAD_USER_INPUT naming the field, over GraphQL and REST alike, and the
+// refused call writes nothing: subscription headers that are not an object of
+// strings, and a NUL character (\u0000) in any text or JSON input.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, startTestHookline, type GraphQLResponse, type TestHookline } from '../helpers/hookline.js';
+import { ROTATE_WEBHOOK_SECRET as ROTATE, TRIGGER_EVENT as TRIGGER, WEBHOOK_SUBSCRIPTIONS as LIST } from '../helpers/operations.js';
+
+const CREATE = `mutation CreateWebhookSubscription($input: CreateWebhookSubscriptionInput!) {
+  createWebhookSubscription(input: $input) { secret subscription { id url events description headers } }
+}`;
+const UPDATE = `mutation UpdateWebhookSubscription($id: ID!, $input: UpdateWebhookSubscriptionInput!) {
+  updateWebhookSubscription(id: $id, input: $input) { id url events description headers }
+}`;
+const CREATE_EVENT_TYPE = 'mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }';
+const CREATE_API_KEY = 'mutation($name: String!) { createApiKey(name: $name) { id } }';
+const CREATE_TENANT = 'mutation($name: String!) { createTenant(name: $name) { tenant { id } } }';
+
+const NUL = '\u0000';
+const URL = 'http://127.0.0.1:9/hook';
+const WRITTEN_TABLES = ['tenants', 'api_keys', 'event_types', 'webhook_subscriptions', 'webhook_events', 'webhook_deliveries', 'idempotency_keys'];
+
+let hl: TestHookline;
+let key: string;
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  key = (await hl.createTenant()).apiKey;
+  // A subscription to every event, so that an accepted triggerEvent would write deliveries too.
+  const catchAll = await hl.gql(CREATE, { input: { url: URL, events: ['*'] } }, key);
+  expect(catchAll.errors).toBeUndefined();
+});
+afterAll(() => hl?.stop());
+
+/** Row counts of every table a refused call could write to. */
+async function counts(): Promise<Record<string, number>> {
+  const result: Record<string, number> = {};
+  for (const table of WRITTEN_TABLES) {
+    const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from ${table}`);
+    result[table] = n;
+  }
+  return result;
+}
+
+async function subscriptionRow(id: string) {
+  const [row] = await hl.dataSource.query(
+    'select url, events, description, headers, secret, updated_at from webhook_subscriptions where id = $1',
+    [id],
+  );
+  return row;
+}
+
+async function createSubscription(input: Record<string, unknown> = {}): Promise<string> {
+  const res = await hl.gql(CREATE, { input: { url: URL, events: ['invoice.created'], ...input } }, key);
+  expect(res.errors).toBeUndefined();
+  return res.data.createWebhookSubscription.subscription.id;
+}
+
+/** The answer is one BAD_USER_INPUT error on `field`, and its message names the field (and `mentions`, if given). */
+function expectBadInput(res: GraphQLResponse, field: string, mentions?: string) {
+  expect(res.errors, JSON.stringify(res)).toHaveLength(1);
+  expect(res.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field });
+  expect(res.errors![0]!.message).toContain(field);
+  if (mentions) expect(res.errors![0]!.message).toContain(mentions);
+}
+
+describe('subscription headers must be an object of header names to strings', () => {
+  const refused: Array<[string, unknown, string?]> = [
+    ['a string', 'abc'],
+    ['an empty string', ''],
+    ['an array', ['a', 'b']],
+    ['an array of pairs', [['X-A', 'b']]],
+    ['a number', 5],
+    ['a boolean', true],
+    ['an object with a number value', { 'X-Count': 1 }, 'X-Count'],
+    ['an object with an object value', { 'X-Nested': { a: 'b' } }, 'X-Nested'],
+    ['an object with a null value', { 'X-Null': null }, 'X-Null'],
+    ['an object with a reserved header', { 'X-Signature': 'forged' }, 'X-Signature'],
+  ];
+
+  for (const [title, headers, headerName] of refused) {
+    it(`refuses ${title} on create and writes nothing`, async () => {
+      const before = await counts();
+      const res = await hl.gql(CREATE, { input: { url: URL, events: ['invoice.created'], headers } }, key);
+      expectBadInput(res, 'headers', headerName);
+      expect(res.data).toBeNull();
+      expect(await counts()).toEqual(before);
+    });
+
+    it(`refuses ${title} on update and leaves the subscription as it was`, async () => {
+      const id = await createSubscription({ headers: { 'X-Tenant': 'acme' }, description: 'kept' });
+      const before = await subscriptionRow(id);
+      const res = await hl.gql(UPDATE, { id, input: { headers, description: 'changed' } }, key);
+      expectBadInput(res, 'headers', headerName);
+      expect(await subscriptionRow(id)).toEqual(before);
+      expect(before.headers).toEqual({ 'X-Tenant': 'acme' });
+    });
+  }
+
+  it('refuses a string written inline in the query, not only as a variable', async () => {
+    const before = await counts();
+    const res = await hl.gql(
+      `mutation { createWebhookSubscription(input: {url: "${URL}", events: ["invoice.created"], headers: "abc"}) { secret } }`,
+      {},
+      key,
+    );
+    expectBadInput(res, 'headers');
+    expect(await counts()).toEqual(before);
+  });
+
+  it('accepts an object of strings, on create and update, and null leaves them be', async () => {
+    const id = await createSubscription({ headers: { 'X-Tenant': 'acme', Authorization: 'Bearer receiver-token' } });
+    expect((await subscriptionRow(id)).headers).toEqual({ 'X-Tenant': 'acme', Authorization: 'Bearer receiver-token' });
+
+    const updated = await hl.gql(UPDATE, { id, input: { headers: { 'X-Tenant': 'globex' } } }, key);
+    expect(updated.errors).toBeUndefined();
+    expect(updated.data.updateWebhookSubscription.headers).toEqual({ 'X-Tenant': 'globex' });
+
+    const untouched = await hl.gql(UPDATE, { id, input: { headers: null, description: 'only this' } }, key);
+    expect(untouched.errors).toBeUndefined();
+    expect(untouched.data.updateWebhookSubscription).toMatchObject({ headers: { 'X-Tenant': 'globex' }, description: 'only this' });
+
+    const none = await hl.gql(CREATE, { input: { url: URL, events: ['*'], headers: null } }, key);
+    expect(none.errors).toBeUndefined();
+    expect(none.data.createWebhookSubscription.subscription.headers).toEqual({});
+  });
+});
+
+describe('a NUL character is refused with BAD_USER_INPUT naming the field, and nothing is written', () => {
+  const trigger = (input: Record<string, unknown>) =>
+    hl.gql(TRIGGER, { input: { event: 'test.event', data: { ok: true }, ...input } }, key);
+
+  const cases: Array<[string, string, () => Promise<GraphQLResponse>]> = [
+    ['triggerEvent event', 'event', () => trigger({ event: `test.event${NUL}` })],
+    ['triggerEvent resourceType', 'resourceType', () => trigger({ resourceType: `invoice${NUL}` })],
+    ['triggerEvent resourceId', 'resourceId', () => trigger({ resourceId: `inv-1${NUL}` })],
+    ['triggerEvent idempotencyKey', 'idempotencyKey', () => trigger({ idempotencyKey: `key${NUL}1` })],
+    ['triggerEvent data, in a value', 'data', () => trigger({ data: { note: `a${NUL}b` } })],
+    ['triggerEvent data, in a key', 'data', () => trigger({ data: { [`k${NUL}`]: 'v' } })],
+    ['createWebhookSubscription description', 'description', () =>
+      hl.gql(CREATE, { input: { url: URL, events: ['*'], description: `ERP${NUL}` } }, key)],
+    ['createWebhookSubscription secret', 'secret', () =>
+      hl.gql(CREATE, { input: { url: URL, events: ['*'], secret: `0123456789abcdef${NUL}` } }, key)],
+    ['createWebhookSubscription url', 'url', () =>
+      hl.gql(CREATE, { input: { url: `${URL}/a${NUL}b`, events: ['*'] } }, key)],
+    ['createWebhookSubscription event name', 'events', () =>
+      hl.gql(CREATE, { input: { url: URL, events: [`invoice.created${NUL}`] } }, key)],
+    ['createWebhookSubscription event pattern', 'events', () =>
+      hl.gql(CREATE, { input: { url: URL, events: [`invoice${NUL}.*`] } }, key)],
+    ['createWebhookSubscription header value', 'headers', () =>
+      hl.gql(CREATE, { input: { url: URL, events: ['*'], headers: { 'X-A': `b${NUL}` } } }, key)],
+    ['createApiKey name', 'name', () => hl.gql(CREATE_API_KEY, { name: `ci${NUL}` }, key)],
+    ['createTenant name', 'name', () => hl.gql(CREATE_TENANT, { name: `Acme${NUL}` }, ADMIN_TOKEN)],
+    ['createEventType name', 'name', () =>
+      hl.gql(CREATE_EVENT_TYPE, { input: { name: `parcel.lost${NUL}`, schema: { type: 'object' } } }, key)],
+    ['createEventType description', 'description', () =>
+      hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.lost', description: `gone${NUL}`, schema: { type: 'object' } } }, key)],
+    ['createEventType schema, in a nested string', 'schema', () =>
+      hl.gql(
+        CREATE_EVENT_TYPE,
+        { input: { name: 'parcel.lost', schema: { type: 'object', properties: { id: { type: 'string', description: `x${NUL}` } } } } },
+        key,
+      )],
+    ['createEventType schema, in a key', 'schema', () =>
+      hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.lost', schema: { type: 'object', properties: { [`i${NUL}d`]: {} } } } }, key)],
+  ];
+
+  for (const [title, field, call] of cases) {
+    it(title, async () => {
+      const before = await counts();
+      expectBadInput(await call(), field);
+      expect(await counts()).toEqual(before);
+    });
+  }
+
+  it('an escaped backslash before u0000 is text, not a NUL, and is accepted', async () => {
+    const res = await trigger({ resourceId: 'inv-\\u0000', data: { note: 'C:\\u0000' } });
+    expect(res.errors).toBeUndefined();
+    expect(res.data.triggerEvent.event).toMatchObject({ resourceId: 'inv-\\u0000', data: { note: 'C:\\u0000' } });
+  });
+
+  describe('on updates, nothing changes', () => {
+    const updates: Array<[string, string, (id: string) => Promise<GraphQLResponse>]> = [
+      ['updateWebhookSubscription description', 'description', (id) => hl.gql(UPDATE, { id, input: { description: `x${NUL}` } }, key)],
+      ['updateWebhookSubscription url', 'url', (id) => hl.gql(UPDATE, { id, input: { url: `${URL}${NUL}x` } }, key)],
+      ['updateWebhookSubscription events', 'events', (id) => hl.gql(UPDATE, { id, input: { events: ['*', `payment.*${NUL}`] } }, key)],
+      ['updateWebhookSubscription header value', 'headers', (id) =>
+        hl.gql(UPDATE, { id, input: { headers: { 'X-A': `${NUL}` }, description: 'changed' } }, key)],
+      ['rotateWebhookSecret secret', 'secret', (id) => hl.gql(ROTATE, { id, secret: `0123456789abcdef${NUL}` }, key)],
+    ];
+    for (const [title, field, call] of updates) {
+      it(title, async () => {
+        const id = await createSubscription({ description: 'kept', headers: { 'X-A': 'b' } });
+        const before = await subscriptionRow(id);
+        expectBadInput(await call(id), field);
+        expect(await subscriptionRow(id)).toEqual(before);
+      });
+    }
+  });
+
+  it('webhookSubscriptions event filter', async () => {
+    expectBadInput(await hl.gql(LIST, { event: `invoice.created${NUL}` }, key), 'event');
+  });
+});
+
+describe('over REST, a NUL character is a 400 BAD_USER_INPUT naming the field', () => {
+  async function post(path: string, body: unknown) {
+    const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as { error: { code: string; message: string; field?: string } } };
+  }
+
+  const cases: Array<[string, string, Record<string, unknown>, string]> = [
+    ['subscription description', 'subscriptions', { event: 'invoice.created', url: URL, description: `a${NUL}` }, 'description'],
+    ['subscription secret', 'subscriptions', { event: 'invoice.created', url: URL, secret: `0123456789abcdef${NUL}` }, 'secret'],
+    ['subscription event', 'subscriptions', { event: `invoice.created${NUL}`, url: URL }, 'events'],
+    ['subscription headers that are a string', 'subscriptions', { event: 'invoice.created', url: URL, headers: 'abc' }, 'headers'],
+    ['delivery event', 'deliveries', { event: `test.event${NUL}`, payload: {} }, 'event'],
+    ['delivery resource_id', 'deliveries', { event: 'test.event', payload: {}, resource_id: `r${NUL}` }, 'resource_id'],
+    ['delivery idempotency_key', 'deliveries', { event: 'test.event', payload: {}, idempotency_key: `k${NUL}` }, 'idempotency_key'],
+    ['delivery payload', 'deliveries', { event: 'test.event', payload: { a: NUL } }, 'payload'],
+  ];
+  for (const [title, path, body, field] of cases) {
+    it(title, async () => {
+      const before = await counts();
+      const res = await post(path, body);
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body.error).toMatchObject({ code: 'BAD_USER_INPUT', field });
+      expect(res.body.error.message).toContain(field);
+      expect(await counts()).toEqual(before);
+    });
+  }
+});
