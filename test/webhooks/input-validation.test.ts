@@ -201,6 +201,11 @@ describe('a NUL character is refused with BAD_USER_INPUT naming the field, and n
   it('webhookSubscriptions event filter', async () => {
     expectBadInput(await hl.gql(LIST, { event: `invoice.created${NUL}` }, key), 'event');
   });
+
+  it('deliveries event filter', async () => {
+    const deliveries = 'query($event: String) { deliveries(first: 5, event: $event) { edges { node { id } } } }';
+    expectBadInput(await hl.gql(deliveries, { event: `invoice.created${NUL}` }, key), 'event');
+  });
 });
 
 describe('over REST, a NUL character is a 400 BAD_USER_INPUT naming the field', () => {
