@@ -1,7 +1,9 @@
 // Starts the roles of one Hookline process on a database: migrations, the
 // HTTP server (API or health only) and, later, the dispatcher. Tests start it
 // in-process; main.ts starts it from the environment.
+import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
+import { unusableApiKeys } from './auth/viewer.js';
 import type { Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
@@ -55,11 +57,17 @@ export async function startHookline({ config, log, clock = systemClock, host, di
     stops.push(() => services.webhooks.close());
     services.metrics = metrics;
     const serveApi = config.role !== 'worker';
+    /** Set once the API serves: finds revocations whose notice was lost among the keys in use. */
+    let recheckKeysInUse: (() => Promise<void>) | undefined;
     if (serveApi) {
       const { LiveUpdates } = await import('./live/delivery-updates.js');
       const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs);
-      // Revocations may have been missed while not listening: forget every cached key.
-      live.target.onConnect = () => services.apiKeys.clear();
+      // Revocations may have been missed while not listening: forget every cached key, and
+      // check the keys of the open connections and live subscriptions.
+      live.target.onConnect = () => {
+        services.apiKeys.clear();
+        void recheckKeysInUse?.();
+      };
       services.apiKeys.usable = () => live.target.connected;
       await live.start();
       stops.push(() => live.close());
@@ -70,10 +78,24 @@ export async function startHookline({ config, log, clock = systemClock, host, di
     stops.push(() => app.stop());
     // A revoked key stops working at once in every API process: its cached lookup is
     // dropped and its live connections close.
-    services.live?.onApiKeyRevoked((apiKeyId) => {
-      services.apiKeys.invalidate(apiKeyId);
-      app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked');
-    });
+    const live = services.live;
+    if (live) {
+      live.onApiKeyRevoked((apiKeyId) => {
+        services.apiKeys.invalidate(apiKeyId);
+        app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked');
+      });
+      // Runs once LISTEN is back: a revocation committed later is heard, one committed before is read here.
+      recheckKeysInUse = async () => {
+        const inUse = new Set([...app.apiKeyIdsInUse(), ...live.apiKeyIdsInUse()]);
+        try {
+          const unusable = await pRetry(() => unusableApiKeys(dataSource, [...inUse]), { retries: 5, minTimeout: 200 });
+          for (const apiKeyId of unusable) live.announceRevoked(apiKeyId);
+        } catch (error) {
+          // New operations are still refused (each checks its key); open streams wait for the next reconnect.
+          log.error({ err: error }, 'could not check the API keys in use after the LISTEN connection came back');
+        }
+      };
+    }
 
     let dispatcher: Dispatcher | undefined;
     if (config.role !== 'api') {

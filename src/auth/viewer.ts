@@ -1,4 +1,4 @@
-// Who is calling: resolved once per request (or WebSocket connection) from the
+// Who is calling: resolved once per request (and per WebSocket operation) from the
 // bearer token, then checked by each resolver that needs it.
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { DataSource } from 'typeorm';
@@ -110,6 +110,21 @@ export async function resolveViewer(
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
   cache?.set(key, viewer, begun);
   return viewer;
+}
+
+/**
+ * Which of these API keys no longer work (revoked, or gone with their tenant): for keys
+ * in use on open connections, when revocations may have gone unheard.
+ */
+export async function unusableApiKeys(dataSource: DataSource, apiKeyIds: readonly string[]): Promise<string[]> {
+  if (!apiKeyIds.length) return [];
+  const rows = await queryRows<{ id: string }>(
+    poolOf(dataSource),
+    `select k.id from unnest($1::uuid[]) as k(id)
+      where not exists (select 1 from api_keys a where a.id = k.id and a.revoked_at is null)`,
+    [apiKeyIds],
+  );
+  return rows.map((r) => r.id);
 }
 
 export function requireTenant(viewer: Viewer): TenantId {

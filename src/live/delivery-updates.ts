@@ -74,6 +74,8 @@ export class LiveUpdates {
   readonly target: PostgresEventTarget;
   readonly pubSub: PubSub<LiveTopics>;
   private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
+  /** The API keys of the live subscribers, with how many use each. */
+  private readonly keysInUse = new Map<string, number>();
   private revocations: AsyncIterator<string> | undefined;
 
   /**
@@ -107,9 +109,22 @@ export class LiveUpdates {
       for (;;) {
         const { value, done } = await iterator.next();
         if (done) return;
-        for (const handler of this.revokedHandlers) handler(value);
+        this.announceRevoked(value);
       }
     })();
+  }
+
+  /**
+   * Acts on a revoked API key as on its NOTIFY: its live subscriptions end and every
+   * onApiKeyRevoked handler runs. For revocations found otherwise (the notice was lost).
+   */
+  announceRevoked(apiKeyId: string): void {
+    for (const handler of this.revokedHandlers) handler(apiKeyId);
+  }
+
+  /** The API keys that live subscriptions of this process use. */
+  apiKeyIdsInUse(): string[] {
+    return [...this.keysInUse.keys()];
   }
 
   onApiKeyRevoked(handler: (apiKeyId: string) => void): () => void {
@@ -131,6 +146,7 @@ export class LiveUpdates {
     onCutOff?: (error: SubscriberTooSlowError) => void,
   ): Promise<AsyncIterableIterator<DeliverySnapshot>> {
     const stopHearing = await this.target.demand(DELIVERY_UPDATES_CHANNEL);
+    if (apiKeyId) this.keysInUse.set(apiKeyId, (this.keysInUse.get(apiKeyId) ?? 0) + 1);
     const topic = `delivery:${tenantId}`;
     const buffer: DeliverySnapshot[] = [];
     let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
@@ -161,6 +177,11 @@ export class LiveUpdates {
       this.target.removeEventListener(topic, listener);
       stopHearing();
       unsubscribeRevoked();
+      if (apiKeyId) {
+        const users = this.keysInUse.get(apiKeyId)! - 1;
+        if (users > 0) this.keysInUse.set(apiKeyId, users);
+        else this.keysInUse.delete(apiKeyId);
+      }
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });
       waiting = failWaiting = undefined;

@@ -3,6 +3,11 @@
 // of executing one operation with the same variables on it is the same for
 // all of them, so it is computed once and shared: with a thousand dashboards
 // open, an update costs one execution and a thousand sends.
+//
+// Each execution gets its own context (contextForEvent): what it loads (the
+// loaders' caches) belongs to that one update, so the next update reads the
+// database afresh, and a subscription that lives for days holds nothing from
+// the updates it has sent.
 import {
   createSourceEventStream,
   execute,
@@ -15,6 +20,17 @@ import {
 } from 'graphql';
 
 type Mask = (error: unknown) => GraphQLError;
+
+export interface SharedExecutionOptions {
+  /** Masks the errors of the results (see server/graphql.ts). */
+  mask: Mask;
+  /**
+   * The context of one execution, from the subscriber's: fresh per update, so nothing
+   * loaded for one update is served for the next. It is shared by every subscriber of
+   * the update, which all belong to the snapshot's tenant.
+   */
+  contextForEvent: (context: unknown) => unknown;
+}
 
 /** Only deliveryUpdated is known to emit shared, tenant-scoped snapshots. */
 export function isSharedSubscription(document: DocumentNode, operationName?: string | null): boolean {
@@ -35,7 +51,7 @@ function maskResult(result: ExecutionResult, mask: Mask): ExecutionResult {
 
 export async function subscribeShared(
   args: ExecutionArgs,
-  mask: Mask,
+  { mask, contextForEvent }: SharedExecutionOptions,
 ): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
   const source = await createSourceEventStream(args);
   if (!(Symbol.asyncIterator in source)) return maskResult(source, mask);
@@ -61,7 +77,8 @@ export async function subscribeShared(
       if (!byKey) results.set(event.value, (byKey = new Map()));
       let result = byKey.get(key);
       if (!result) {
-        result = Promise.resolve(execute({ ...args, rootValue: event.value })).then((r) => maskResult(r, mask));
+        const contextValue = contextForEvent(args.contextValue);
+        result = Promise.resolve(execute({ ...args, rootValue: event.value, contextValue })).then((r) => maskResult(r, mask));
         byKey.set(key, result);
       }
       return { value: await result, done: false };

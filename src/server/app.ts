@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
+import { unauthenticated } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
@@ -28,6 +29,8 @@ export interface App {
   port: number;
   /** /readyz answers 200 only once every role of the process has started. */
   setReady(ready: boolean): void;
+  /** The API keys of the open WebSocket connections. */
+  apiKeyIdsInUse(): string[];
   /** Closes WebSocket connections whose viewer matches (e.g. a revoked API key). */
   closeConnections(match: (viewer: Viewer) => boolean, reason: string): number;
   stop(): Promise<void>;
@@ -40,6 +43,13 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 const WS_CLOSE_REVOKED = 4401;
+
+interface SocketEntry {
+  /** Resolved when the socket connected; each operation resolves it again from `authorization`. */
+  viewer: Viewer;
+  authorization: string | undefined;
+  close: (code: number, reason: string) => void;
+}
 
 /**
  * The body of an `application/json` request (as Yoga tells one) when it is a JSON object,
@@ -70,7 +80,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
     ? {
         ...(await import('./graphql.js')),
         useServer: (await import('graphql-ws/use/ws')).useServer,
-        ...(await import('../live/shared-execution.js')),
         WebSocketServer: (await import('ws')).WebSocketServer,
       }
     : undefined;
@@ -140,48 +149,66 @@ export async function buildApp(options: AppOptions): Promise<App> {
   });
   server.keepAliveTimeout = 65_000;
 
-  const sockets = new Set<{ viewer: Viewer; close: (code: number, reason: string) => void }>();
+  const sockets = new Set<SocketEntry>();
   let wss: WebSocketServer | undefined;
   if (yoga && api) {
-    const { connectionAuthorization } = api;
+    const { connectionAuthorization, forWebSocket } = api;
     const mask = api.createErrorMasker(log);
+    const { adminToken } = services.config;
     wss = new api.WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
-    api.useServer<Record<string, unknown>, { viewer?: Viewer; entry?: { viewer: Viewer; close: (c: number, r: string) => void } }>(
+    api.useServer<Record<string, unknown>, { entry?: SocketEntry }>(
       {
+        // Yoga's enveloped execute and subscribe, as onSubscribe hands them over (deliveryUpdated
+        // is executed once per update and shared by its subscribers: see shared-execution.ts).
         execute: (args: any) => args.rootValue.execute(args),
-        // deliveryUpdated is executed once per update and shared by its subscribers (see shared-execution.ts).
-        subscribe: (args: any) =>
-          api.isSharedSubscription(args.document, args.operationName)
-            ? api.subscribeShared({ ...args, rootValue: undefined }, mask)
-            : args.rootValue.subscribe(args),
+        subscribe: (args: any) => args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
-          const viewer = await resolveViewer(dataSource, services.config.adminToken, connectionAuthorization(ctx.connectionParams), services.apiKeys);
+          const authorization = connectionAuthorization(ctx.connectionParams);
+          const viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys);
           if (viewer.kind === 'anonymous') return false; // graphql-ws closes with 4403 Forbidden
           const socket = (ctx.extra as any).socket as import('ws').WebSocket;
-          const entry = { viewer, close: (code: number, reason: string) => socket.close(code, reason) };
+          const entry: SocketEntry = { viewer, authorization, close: (code, reason) => socket.close(code, reason) };
           sockets.add(entry);
           socket.once('close', () => sockets.delete(entry));
-          ctx.extra.viewer = viewer;
           ctx.extra.entry = entry;
           return true;
         },
         onSubscribe: async (ctx, _id, params) => {
           const extra = ctx.extra as any;
+          const entry = extra.entry as SocketEntry;
+          // The key is checked again for every operation, as for every HTTP request (through
+          // the same cache): the notice of its revocation may have been lost.
+          let viewer: Viewer;
+          try {
+            viewer = await resolveViewer(dataSource, adminToken, entry.authorization, services.apiKeys);
+          } catch (error) {
+            return forWebSocket([mask(error)]);
+          }
+          if (viewer.kind === 'anonymous') {
+            // After graphql-ws has sent the operation its error.
+            setImmediate(() => entry.close(WS_CLOSE_REVOKED, 'API key revoked'));
+            return forWebSocket([mask(unauthenticated('the API key of this connection is no longer valid (revoked)'))]);
+          }
           const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
             ...ctx,
             req: extra.request,
             socket: extra.socket,
             params,
-            viewer: extra.viewer,
+            viewer,
           });
           let document;
           try {
             document = parse(params.query);
           } catch (error) {
-            return [error as import('graphql').GraphQLError];
+            return forWebSocket([mask(error)]);
           }
-          const errors = validate(schema, document);
-          if (errors.length) return errors;
+          let errors: readonly unknown[];
+          try {
+            errors = validate(schema, document);
+          } catch (error) {
+            errors = [error]; // GraphQL Armor's limits throw their refusal
+          }
+          if (errors.length) return forWebSocket(errors.map((error) => mask(error)));
           return {
             schema,
             operationName: params.operationName,
@@ -191,6 +218,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
             rootValue: { execute, subscribe },
           };
         },
+        onNext: (_ctx, _id, _params, _args, result) =>
+          result.errors ? { ...result, errors: forWebSocket(result.errors) } : undefined,
       },
       wss,
     );
@@ -210,6 +239,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
     port,
     setReady(value) {
       ready = value;
+    },
+    apiKeyIdsInUse() {
+      const ids = new Set<string>();
+      for (const { viewer } of sockets) if (viewer.kind === 'tenant') ids.add(viewer.apiKeyId);
+      return [...ids];
     },
     closeConnections(match, reason) {
       let closed = 0;

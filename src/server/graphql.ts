@@ -2,11 +2,13 @@
 // contract's error codes, and masking of everything unexpected.
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
-import { HooklineError } from '../errors.js';
+import { ErrorCode, HooklineError } from '../errors.js';
+import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
 import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
 import { createLoaders } from '../schema/loaders.js';
@@ -15,35 +17,67 @@ import type { Services } from '../services.js';
 export const MAX_QUERY_DEPTH = 10;
 
 export interface ServerContext {
-  /** Set for WebSocket operations: the viewer resolved when the socket connected. */
+  /** Set for WebSocket operations: the viewer of the socket's key, resolved again for each operation. */
   viewer?: Viewer;
   connectionParams?: Record<string, unknown>;
 }
 
 export type Yoga = YogaServerInstance<ServerContext, Context>;
 
-/** Validation failures (Armor's limits among them) carry a code, like every other error. */
-const limitsErrorCode: Plugin = {
+/** Codes that already say whose fault an error is; the GraphQL layer's own (GRAPHQL_PARSE_FAILED, …) are not among them. */
+const FINAL_CODES = new Set<unknown>([...Object.values(ErrorCode), 'INTERNAL_SERVER_ERROR']);
+
+/**
+ * A refusal of the client's request, with BAD_USER_INPUT unless it already has a contract
+ * code. extensions.http holds Yoga's HTTP status for it; a request refused before execution
+ * that has none (GraphQL Armor's limits throw rather than report) gets the one Yoga gives
+ * validation errors: 400 for `application/graphql-response+json`, 200 for `application/json`.
+ */
+function withCode(error: GraphQLError): GraphQLError {
+  if (FINAL_CODES.has(error.extensions?.code)) return error;
+  const http = error.extensions?.http ?? (error.path ? undefined : { spec: true, status: 400 });
+  return createGraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code: ErrorCode.BAD_USER_INPUT, ...(http ? { http } : {}) },
+  });
+}
+
+/**
+ * Validation errors (GraphQL Armor's limits among them) are refusals of the request. Yoga
+ * answers them over HTTP without masking them, so they get their code here.
+ */
+const validationErrorCode: Plugin = {
   onValidate() {
     return ({ result, setResult }) => {
-      if (!result.length) return;
-      setResult(
-        result.map((error) =>
-          error.extensions?.code
-            ? error
-            : createGraphQLError(error.message, {
-                nodes: error.nodes,
-                extensions: { ...error.extensions, code: 'GRAPHQL_VALIDATION_FAILED' },
-              }),
-        ),
-      );
+      if (result.length) setResult(result.map((error) => (error instanceof GraphQLError ? withCode(error) : error)));
     };
   },
 };
 
 /**
- * Unexpected errors are logged with their detail and shown as an opaque error;
- * HooklineErrors keep their message and get their contract code.
+ * Whether GraphQL refused the request itself, for the client to fix: its text (parse and
+ * validation errors, Armor's limits among them), its variables, the operation to run, or an
+ * argument's value. Such errors have no path (they come before any field runs), or come from
+ * reading an argument: Pothos's checks (`first` must be non-negative) and graphql's coercion,
+ * whose error points at the request's text. A GraphQLError that code raises while a field
+ * runs (a scalar that cannot serialize its value) is the server's fault.
+ */
+function isRequestError(error: GraphQLError): boolean {
+  const original = error.originalError;
+  if (original instanceof PothosValidationError) return true;
+  if (!error.path) return !original || original instanceof GraphQLError;
+  return original instanceof GraphQLError && !!original.nodes?.length;
+}
+
+/**
+ * Every error leaves with a contract code: HooklineErrors keep their message and get
+ * their code, GraphQL's refusals of a request get BAD_USER_INPUT with graphql's message
+ * (which names the argument, variable or field), and anything unexpected is logged with
+ * its detail and shown as an opaque error.
  */
 export function createErrorMasker(log: Services['log']) {
   return (error: unknown, message = 'Unexpected error.'): GraphQLError => {
@@ -55,7 +89,8 @@ export function createErrorMasker(log: Services['log']) {
         extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) },
       });
     }
-    if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) return error;
+    if (error instanceof GraphQLError && FINAL_CODES.has(error.extensions?.code)) return error;
+    if (error instanceof GraphQLError && isRequestError(error)) return withCode(error);
     log.error({ err: original ?? error, path: (error as GraphQLError).path }, 'unexpected error in a GraphQL operation');
     return createGraphQLError(message, {
       nodes: (error as GraphQLError).nodes,
@@ -65,6 +100,44 @@ export function createErrorMasker(log: Services['log']) {
   };
 }
 
+/** A context for one execution of a live update: the subscriber's, with loaders of its own (see shared-execution.ts). */
+function contextForLiveUpdate(context: unknown): Context {
+  const subscriber = context as Context;
+  return { ...subscriber, loaders: createLoaders(subscriber.services, subscriber.viewer) };
+}
+
+/**
+ * deliveryUpdated runs through shared-execution.ts, over Server-Sent Events and WebSocket
+ * alike: executed once per update for all its subscribers, each time with fresh loaders.
+ */
+function sharedLiveExecution(mask: ReturnType<typeof createErrorMasker>): Plugin {
+  return {
+    onSubscribe({ args, setSubscribeFn }) {
+      if (!isSharedSubscription(args.document, args.operationName)) return;
+      setSubscribeFn((subscribeArgs) => subscribeShared(subscribeArgs, { mask, contextForEvent: contextForLiveUpdate }));
+    },
+  };
+}
+
+/**
+ * GraphQL errors as sent over WebSocket: without extensions.http, which holds what Yoga
+ * answers over HTTP (status, headers) and means nothing to a WebSocket client.
+ */
+export function forWebSocket(errors: readonly GraphQLError[]): GraphQLError[] {
+  return errors.map((error) => {
+    if (!error.extensions?.http) return error;
+    const { http: _http, ...extensions } = error.extensions;
+    return new GraphQLError(error.message, {
+      nodes: error.nodes,
+      source: error.source,
+      positions: error.positions,
+      path: error.path,
+      originalError: error.originalError,
+      extensions,
+    });
+  });
+}
+
 export function connectionAuthorization(params: Record<string, unknown> | undefined): string | undefined {
   const value = params?.authorization ?? params?.Authorization;
   return typeof value === 'string' ? value : undefined;
@@ -72,6 +145,7 @@ export function connectionAuthorization(params: Record<string, unknown> | undefi
 
 export function createGraphQLServer(services: Services): Yoga {
   const { log, dataSource, config } = services;
+  const maskError = createErrorMasker(log);
   return createYoga<ServerContext, Context>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -120,9 +194,7 @@ export function createGraphQLServer(services: Services): Yoga {
       }
       return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },
-    maskedErrors: {
-      maskError: createErrorMasker(log),
-    },
+    maskedErrors: { maskError },
     plugins: [
       EnvelopArmorPlugin({
         maxDepth: { n: MAX_QUERY_DEPTH, ignoreIntrospection: true, flattenFragments: true },
@@ -133,7 +205,8 @@ export function createGraphQLServer(services: Services): Yoga {
         // Field suggestions stay on: they help people exploring in GraphiQL.
         blockFieldSuggestion: { enabled: false },
       }),
-      limitsErrorCode,
+      validationErrorCode,
+      sharedLiveExecution(maskError),
     ],
   });
 }

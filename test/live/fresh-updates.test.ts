@@ -1,0 +1,159 @@
+// Each deliveryUpdated update reads what it shows afresh: fields the database notice
+// lacks (deliveredAt, targetUrl, the subscription's url) are loaded for that update,
+// not once for the subscription's lifetime. Over graphql-ws and Server-Sent Events.
+import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+
+const UPDATES = `subscription Updates($subscriptionId: ID) {
+  deliveryUpdated(subscriptionId: $subscriptionId) {
+    id status attempts deliveredAt targetUrl
+    subscription { id url }
+  }
+}`;
+const CREATE = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }';
+const UPDATE = 'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }';
+const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { deliveries { id } } }';
+const DELIVERY = 'query($id: ID!) { delivery(id: $id) { deliveredAt targetUrl subscription { url } } }';
+
+interface Update {
+  id: string;
+  status: string;
+  deliveredAt: string | null;
+  targetUrl: string;
+  subscription: { id: string; url: string } | null;
+}
+
+interface Updates {
+  items: Update[];
+  errors: unknown[];
+  waitFor(predicate: (items: Update[]) => boolean, timeoutMs?: number): Promise<void>;
+  stop(): void;
+}
+
+function updates(): Updates & { push(payload: any): void } {
+  const u = {
+    items: [] as Update[],
+    errors: [] as unknown[],
+    push(payload: any) {
+      if (payload.errors) u.errors.push(payload.errors);
+      if (payload.data) u.items.push(payload.data.deliveryUpdated);
+    },
+    async waitFor(predicate: (items: Update[]) => boolean, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!predicate(u.items)) {
+        if (Date.now() > deadline) throw new Error(`updates not as expected: ${JSON.stringify({ items: u.items, errors: u.errors })}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    stop: () => {},
+  };
+  return u;
+}
+
+function overWebSocket(client: Client, variables: Record<string, unknown>): Updates {
+  const u = updates();
+  u.stop = client.subscribe({ query: UPDATES, variables }, { next: u.push, error: (e) => u.errors.push(e), complete: () => {} });
+  return u;
+}
+
+function overSse(url: string, token: string, variables: Record<string, unknown>): Updates & { ready: Promise<void> } {
+  const u = updates();
+  const abort = new AbortController();
+  u.stop = () => abort.abort();
+  const ready = (async () => {
+    const res = await fetch(`${url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query: UPDATES, variables }),
+      signal: abort.signal,
+    });
+    if (!res.ok || !res.body) throw new Error(`SSE answered ${res.status}`);
+    void (async () => {
+      let buffer = '';
+      try {
+        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+          buffer += chunk;
+          let end: number;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+            if (/^event: next$/m.test(block) && data) u.push(JSON.parse(data));
+          }
+        }
+      } catch (error) {
+        if (!abort.signal.aborted) u.errors.push(error);
+      }
+    })();
+  })();
+  return Object.assign(u, { ready });
+}
+
+let hl: TestHookline;
+let first: Receiver;
+let second: Receiver;
+let tenant: { id: string; apiKey: string };
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  // Slow to answer: each delivery is announced (SENDING, deliveredAt null) well before it is DELIVERED.
+  first = await startReceiver(() => ({ status: 200, delayMs: 300 }));
+  second = await startReceiver(() => ({ status: 204, delayMs: 300 }));
+  tenant = await hl.createTenant();
+});
+afterAll(async () => {
+  await hl?.stop();
+  await first?.close();
+  await second?.close();
+});
+
+async function trigger(): Promise<string> {
+  const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 10, customer: 'Acme' } } }, tenant.apiKey);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data.triggerEvent.deliveries[0].id;
+}
+
+const deliveredOf = (id: string) => (items: Update[]) => items.some((i) => i.id === id && i.status === 'DELIVERED');
+
+it('sends each update with what the database holds then, over WebSocket and SSE alike', async () => {
+  const created = await hl.gql(CREATE, { input: { url: first.url, events: ['invoice.*'] } }, tenant.apiKey);
+  const subscriptionId = created.data.createWebhookSubscription.subscription.id;
+  const client = hl.wsClient(tenant.apiKey);
+  // Two sockets' subscribers of one operation share each update's execution; SSE runs its own.
+  const ws = [overWebSocket(client, { subscriptionId }), overWebSocket(hl.wsClient(tenant.apiKey), { subscriptionId })];
+  const sse = overSse(hl.url, tenant.apiKey, { subscriptionId });
+  await sse.ready;
+  await new Promise((r) => setTimeout(r, 200)); // the subscriptions are set up
+  const all = [...ws, sse];
+
+  // A delivery is announced before it is delivered (deliveredAt null), then DELIVERED.
+  const id = await trigger();
+  for (const u of all) await u.waitFor(deliveredOf(id));
+  const before = (await hl.gql(DELIVERY, { id }, tenant.apiKey)).data.delivery;
+  expect(before.deliveredAt).toEqual(expect.any(String));
+  for (const u of all) {
+    const mine = u.items.filter((i) => i.id === id);
+    expect(mine[0]!.deliveredAt).toBeNull();
+    expect(mine.at(-1)).toMatchObject({ status: 'DELIVERED', deliveredAt: before.deliveredAt, targetUrl: before.targetUrl });
+    expect(mine.every((i) => i.subscription?.url === before.subscription.url)).toBe(true);
+  }
+
+  // The subscription moves to another URL between two updates: the later ones show it.
+  const updated = await hl.gql(UPDATE, { id: subscriptionId, input: { url: second.url } }, tenant.apiKey);
+  expect(updated.data.updateWebhookSubscription.url).toMatch(`${second.url}`);
+  const next = await trigger();
+  for (const u of all) await u.waitFor(deliveredOf(next));
+  await second.waitFor(1);
+  const after = (await hl.gql(DELIVERY, { id: next }, tenant.apiKey)).data.delivery;
+  expect(after.subscription.url).not.toBe(before.subscription.url);
+  for (const u of all) {
+    const mine = u.items.filter((i) => i.id === next);
+    expect(mine.every((i) => i.subscription?.url === after.subscription.url && i.targetUrl === after.targetUrl)).toBe(true);
+    expect(mine.at(-1)!.deliveredAt).toBe(after.deliveredAt);
+    expect(u.errors).toEqual([]);
+  }
+  for (const u of all) u.stop();
+  await client.dispose();
+});

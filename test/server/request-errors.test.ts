@@ -1,0 +1,115 @@
+// Requests GraphQL itself refuses (syntax, validation, variables, argument checks)
+// carry extensions.code BAD_USER_INPUT and a message naming what is wrong, over HTTP
+// and WebSocket, with the HTTP status Yoga gives them; other codes are unchanged.
+import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { wsRequest } from '../helpers/ws.js';
+
+let hl: TestHookline;
+let tenant: { id: string; apiKey: string };
+let socket: Client;
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  tenant = await hl.createTenant();
+  socket = hl.wsClient(tenant.apiKey);
+});
+afterAll(async () => {
+  await socket?.dispose();
+  await hl?.stop();
+});
+
+const DELIVERIES = 'query($status: DeliveryStatus, $first: Int, $last: Int) { deliveries(status: $status, first: $first, last: $last) { edges { node { id } } } }';
+const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }';
+
+interface Case {
+  name: string;
+  query: string;
+  variables?: Record<string, unknown>;
+  /** What the message must name. */
+  names: RegExp;
+  /** Yoga's status for `accept: application/json`, and for `application/graphql-response+json`. */
+  status: [json: number, graphqlResponse: number];
+}
+
+const CASES: Case[] = [
+  { name: 'a negative first', query: '{ deliveries(first: -1) { edges { node { id } } } }', names: /"first" must be a non-negative integer/, status: [200, 200] },
+  { name: 'a negative last (variable)', query: DELIVERIES, variables: { last: -3 }, names: /"last" must be a non-negative integer/, status: [200, 200] },
+  { name: 'an unknown enum value in a variable', query: DELIVERIES, variables: { status: 'LOST' }, names: /\$status.*"LOST".*DeliveryStatus/, status: [400, 400] },
+  { name: 'an input missing a required field', query: TRIGGER, variables: { input: { event: 'invoice.created' } }, names: /\$input.*"data"/, status: [400, 400] },
+  { name: 'a variable of the wrong type', query: DELIVERIES, variables: { first: 'ten' }, names: /\$first.*Int/, status: [400, 400] },
+  { name: 'a missing required variable', query: TRIGGER, names: /\$input.*required/, status: [400, 400] },
+  { name: 'an unknown enum value in the text', query: '{ deliveries(status: LOST) { edges { node { id } } } }', names: /"LOST".*DeliveryStatus/, status: [200, 400] },
+  { name: 'an unknown field', query: '{ viewer { nickname } }', names: /"nickname"/, status: [200, 400] },
+  { name: 'a syntax error', query: '{ viewer { id ', names: /Syntax Error/, status: [200, 400] },
+  { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
+];
+
+async function overHttp(c: Case, accept: string) {
+  const res = await fetch(`${hl.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept, authorization: `Bearer ${tenant.apiKey}` },
+    body: JSON.stringify({ query: c.query, variables: c.variables }),
+  });
+  return { status: res.status, body: (await res.json()) as { data?: unknown; errors?: any[] } };
+}
+
+describe('over HTTP', () => {
+  for (const c of CASES) {
+    it(`refuses ${c.name} with BAD_USER_INPUT`, async () => {
+      for (const [i, accept] of ['application/json', 'application/graphql-response+json'].entries()) {
+        const { status, body } = await overHttp(c, accept);
+        expect(status).toBe(c.status[i]);
+        expect(body.errors).toHaveLength(1);
+        expect(body.errors![0].extensions).toEqual({ code: 'BAD_USER_INPUT' });
+        expect(body.errors![0].message).toMatch(c.names);
+        expect(body.data ?? null).toBeNull();
+      }
+    });
+  }
+
+  it('leaves the codes of the contract as they are', async () => {
+    const unknown = await hl.gql('mutation { revokeApiKey(id: "00000000-0000-0000-0000-000000000000") }', {}, tenant.apiKey);
+    expect(unknown.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    const anonymous = await hl.gql('{ deliveries(first: 1) { edges { node { id } } } }');
+    expect(anonymous.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const blank = await hl.gql('mutation { createApiKey(name: " ") { id } }', {}, tenant.apiKey);
+    expect(blank.errors?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT', field: 'name' });
+  });
+
+  it('writes nothing when a mutation is refused', async () => {
+    const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
+    expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(res.errors?.[0]?.message).toMatch(/"extra"/);
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(0);
+  });
+});
+
+describe('over WebSocket', () => {
+  for (const c of CASES) {
+    it(`refuses ${c.name} with BAD_USER_INPUT`, async () => {
+      // graphql-ws sends errors found before execution as an `error` message (the rejection here).
+      const outcome = await wsRequest(socket, c.query, c.variables).then(
+        (result) => result.errors,
+        (errors: unknown) => errors as any[],
+      );
+      expect(Array.isArray(outcome)).toBe(true);
+      expect(outcome).toHaveLength(1);
+      expect(outcome![0].extensions).toEqual({ code: 'BAD_USER_INPUT' });
+      expect(outcome![0].message).toMatch(c.names);
+    });
+  }
+
+  it('refuses a subscription with a bad variable, and keeps the socket', async () => {
+    const updates = 'subscription($status: DeliveryStatus) { deliveryUpdated(status: $status) { id } }';
+    const outcome = await wsRequest(socket, updates, { status: 'LOST' }).then(
+      (result) => result.errors,
+      (errors: unknown) => errors as any[],
+    );
+    expect(outcome?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT' });
+    expect(outcome?.[0]?.message).toMatch(/\$status/);
+    expect((await wsRequest(socket, '{ viewer { id } }')).data.viewer.id).toBe(tenant.id);
+  });
+});
