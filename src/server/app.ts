@@ -79,6 +79,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const api = serveApi
     ? {
         ...(await import('./graphql.js')),
+        ...(await import('../live/shared-execution.js')),
         useServer: (await import('graphql-ws/use/ws')).useServer,
         WebSocketServer: (await import('ws')).WebSocketServer,
       }
@@ -158,10 +159,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
     wss = new api.WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
     api.useServer<Record<string, unknown>, { entry?: SocketEntry }>(
       {
-        // Yoga's enveloped execute and subscribe, as onSubscribe hands them over (deliveryUpdated
-        // is executed once per update and shared by its subscribers: see shared-execution.ts).
+        // Yoga's enveloped execute and subscribe, as onSubscribe hands them over. deliveryUpdated
+        // is executed once per update and shared by its subscribers (see shared-execution.ts),
+        // straight from graphql-ws: Yoga's subscribe would wrap each subscriber's results.
         execute: (args: any) => args.rootValue.execute(args),
-        subscribe: (args: any) => args.rootValue.subscribe(args),
+        subscribe: (args: any) =>
+          api.isSharedSubscription(args.document, args.operationName)
+            ? api.subscribeShared({ ...args, rootValue: undefined }, { mask, contextForEvent: api.contextForLiveUpdate })
+            : args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
           const authorization = connectionAuthorization(ctx.connectionParams);
           const viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys);

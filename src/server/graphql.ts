@@ -101,14 +101,15 @@ export function createErrorMasker(log: Services['log']) {
 }
 
 /** A context for one execution of a live update: the subscriber's, with loaders of its own (see shared-execution.ts). */
-function contextForLiveUpdate(context: unknown): Context {
+export function contextForLiveUpdate(context: unknown): Context {
   const subscriber = context as Context;
   return { ...subscriber, loaders: createLoaders(subscriber.services, subscriber.viewer) };
 }
 
 /**
- * deliveryUpdated runs through shared-execution.ts, over Server-Sent Events and WebSocket
- * alike: executed once per update for all its subscribers, each time with fresh loaders.
+ * deliveryUpdated over Server-Sent Events runs through shared-execution.ts: executed once
+ * per update for all its subscribers, each time with fresh loaders. Over WebSocket, app.ts
+ * hands it to shared-execution.ts itself, past Yoga's per-subscriber handling of each result.
  */
 function sharedLiveExecution(mask: ReturnType<typeof createErrorMasker>): Plugin {
   return {
