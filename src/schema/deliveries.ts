@@ -13,7 +13,7 @@ DeliveryAttemptRef.implement({
     durationMs: t.exposeInt('durationMs'),
     statusCode: t.exposeInt('statusCode', { nullable: true }),
     error: t.exposeString('error', { nullable: true }),
-    responseBody: t.exposeString('responseBody', { nullable: true, description: 'The first 4 KiB of the answer.' }),
+    responseBody: t.exposeString('responseBody', { nullable: true, description: 'The first 4 KiB of the answer, as UTF-8 text (a NUL character shows as U+FFFD).' }),
   }),
 });
 
