@@ -213,7 +213,10 @@ export const RECORD_SQL = `
 /**
  * Records a batch as recordAttempts() does. When receivers answered 410 Gone, their
  * subscriptions are deactivated in the same transaction, so the outcome that retires a
- * subscription is never recorded without its effect.
+ * subscription is never recorded without its effect. The deactivation comes first: the
+ * record then reads the subscriptions as inactive (a retry of theirs waits, paused), and
+ * the transaction takes each subscription's row lock once, exclusively, rather than share
+ * it with another worker's record and then both wait to upgrade it.
  */
 export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: AttemptOutcome[], goneReason: string): Promise<string[]> {
   const gone = [...new Set(outcomes.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
@@ -225,8 +228,8 @@ export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: 
   let broken: Error | undefined;
   try {
     await client.query('begin');
-    await recordAttempts(client, workerId, outcomes);
     await disableGoneSubscriptions(client, gone, goneReason);
+    await recordAttempts(client, workerId, outcomes);
     await client.query('commit');
     return gone;
   } catch (error) {

@@ -1,10 +1,11 @@
 // The queue's statements under contention: which deliveries a claim takes when a
 // subscription has more due than its share, that a delivery without a subscription
-// is never left out, and that recording a failed attempt cannot undo a
-// subscription's (de)activation committed while the record ran.
+// is never left out, that recording a failed attempt cannot undo a
+// subscription's (de)activation committed while the record ran, and that
+// workers told 410 Gone by one endpoint at once retire it together.
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, type AttemptOutcome } from '../../src/dispatcher/queue.js';
+import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, recordOutcomes, type AttemptOutcome } from '../../src/dispatcher/queue.js';
 import { createTestDatabase } from '../helpers/database.js';
 
 let databaseUrl: string;
@@ -131,4 +132,25 @@ it('a retry recorded while its subscription is being deactivated waits with its 
   const s = await subscription(true);
   const d = await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' });
   expect(await recordDuring({ active: false }, s, d)).toEqual({ status: 'PENDING', paused: true, locked_by: null });
+});
+
+it('two workers recording a 410 Gone of one subscription at once both finish, and its retries wait', async () => {
+  const pools = ['w1', 'w2'].map(() => new pg.Pool({ connectionString: databaseUrl, max: 2, onConnect: (c) => c.query(QUEUE_SESSION_SETTINGS) }));
+  try {
+    for (let round = 0; round < 10; round++) {
+      const s = await subscription(true);
+      const ids = [await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w2' })];
+      const gone = (id: string) => ({ ...failedAttempt(id, s), statusCode: 410, error: 'HTTP 410', gone: true });
+      await Promise.all([
+        recordOutcomes(pools[0]!, 'w1', [gone(ids[0]!)], 'the endpoint answered 410 Gone'),
+        recordOutcomes(pools[1]!, 'w2', [gone(ids[1]!)], 'the endpoint answered 410 Gone'),
+      ]);
+      const { rows: [sub] } = await db.query('select active, disabled_reason from webhook_subscriptions where id = $1', [s]);
+      expect(sub).toEqual({ active: false, disabled_reason: 'the endpoint answered 410 Gone' });
+      const { rows } = await db.query('select status, paused from webhook_deliveries where id = any($1) order by id', [ids]);
+      expect(rows).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);
+    }
+  } finally {
+    await Promise.all(pools.map((p) => p.end()));
+  }
 });
