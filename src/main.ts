@@ -17,7 +17,16 @@ async function main(): Promise<void> {
     throw error;
   }
   const log = createLogger(config.logLevel);
+  // Until it has started there is nothing to finish: a signal ends the process, and the
+  // embedded PostgreSQL with it (src/db/embedded.ts stops it on exit).
+  const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+  const early = (signal: NodeJS.Signals) => {
+    log.info({ signal }, 'stopped during start-up');
+    process.exit(1);
+  };
+  for (const signal of SIGNALS) process.on(signal, early);
   const hookline = await startHookline({ config, log });
+  for (const signal of SIGNALS) process.off(signal, early);
   if (config.adminTokenGenerated) {
     // Printed once, on stdout, for the person who started the service.
     process.stdout.write(
@@ -38,7 +47,7 @@ async function main(): Promise<void> {
       },
     );
   };
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => shutdown(signal));
+  for (const signal of SIGNALS) process.on(signal, () => shutdown(signal));
 }
 
 main().catch((error) => {

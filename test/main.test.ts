@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
+import { startReceiver } from './helpers/receiver.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // Each test starts a real process (and PostgreSQL); on a busy machine that can take a while.
@@ -39,12 +40,14 @@ beforeAll(() => {
 }, 120_000);
 
 /** Starts `node dist/src/main.js` (what `npm start` runs) with only the given variables (plus PATH and HOME), as a newcomer's shell would. */
-function startService(env: Record<string, string>): Service {
+function startService(env: Record<string, string>, options: { ownGroup?: boolean } = {}): Service {
   const port = env.PORT;
   const child = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // In a process group of its own, as a terminal runs a command: Ctrl-C signals the whole group.
+    detached: options.ownGroup ?? false,
   });
   children.add(child);
   let stdout = '';
@@ -298,5 +301,90 @@ describe('npm test', () => {
     const { code, output } = await runSuite('passes', "it('passes', () => expect(1).toBe(1));");
     expect(output).toMatch(/1 passed/);
     expect(code, output).toBe(0);
+  });
+});
+
+describe('the embedded PostgreSQL belongs to the service that started it', () => {
+  const DELIVERY = 'query($id: ID!) { delivery(id: $id) { status attempts attemptLog { number statusCode } } }';
+
+  async function tenantWithSubscription(service: Service, url: string) {
+    const created = await gql(service.url, 'mutation { createTenant(name: "Owner") { apiKey } }', KNOWN_ADMIN_TOKEN);
+    const apiKey = created.body.data.createTenant.apiKey as string;
+    const sub = await gql(
+      service.url,
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      apiKey,
+      { input: { url, events: ['test.event'] } },
+    );
+    expect(sub.body.errors).toBeUndefined();
+    return apiKey;
+  }
+
+  it('Ctrl-C in a terminal (SIGINT to the whole group) records the delivery in flight before PostgreSQL stops', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const receiver = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true', HOOKLINE_DELIVERY_TIMEOUT: '5s' };
+    try {
+      const first = startService({ ...env, PORT: String(await freePort()) }, { ownGroup: true });
+      await waitReady(first);
+      const apiKey = await tenantWithSubscription(first, receiver.url);
+      const triggered = await gql(
+        first.url,
+        'mutation { triggerEvent(input: { event: "test.event", data: { n: 1 } }) { deliveries { id } } }',
+        apiKey,
+      );
+      const id = triggered.body.data.triggerEvent.deliveries[0].id as string;
+      await receiver.waitFor(1);
+      process.kill(-first.child.pid!, 'SIGINT');
+      const exit = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      expect(exit, first.output().stderr).toEqual({ code: 0, signal: null });
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+
+      const second = startService({ ...env, PORT: String(await freePort()) });
+      await waitReady(second);
+      const { body } = await gql(second.url, DELIVERY, apiKey, { id });
+      // Recorded by the first process, on its way out: not sent again.
+      expect(body.data.delivery).toEqual({ status: 'DELIVERED', attempts: 1, attemptLog: [{ number: 1, statusCode: 200 }] });
+      expect(receiver.received).toHaveLength(1);
+      await terminate(second);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('a start after the service was killed stops the PostgreSQL it left running, and goes on', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
+    const first = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(first);
+    const apiKey = (await gql(first.url, 'mutation { createTenant(name: "Killed") { apiKey } }', KNOWN_ADMIN_TOKEN)).body.data.createTenant.apiKey;
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const left = processesUsing(dataDir, true);
+    expect(left.length, 'the killed service left its PostgreSQL running').toBeGreaterThan(0);
+
+    const second = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(second);
+    expect(second.output().stdout).toContain('stopping the embedded PostgreSQL a killed Hookline process left running');
+    expect((await gql(second.url, 'query { viewer { name } }', apiKey)).body).toEqual({ data: { viewer: { name: 'Killed' } } });
+    for (const { pid } of left) expect(processesUsing(dataDir, true).some((p) => p.pid === pid), `pid ${pid} is gone`).toBe(false);
+    const exit = await terminate(second);
+    expect(exit, second.output().stderr).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+
+  it('a second service on the same data refuses to start, saying which process has it', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
+    const first = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(first);
+    const second = startService({ ...env, PORT: String(await freePort()) });
+    const exit = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
+    // The first one is untouched.
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    expect(await terminate(first)).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
   });
 });
