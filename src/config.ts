@@ -48,9 +48,10 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_00
 export function parseDuration(text: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
   if (!match) throw new Error(`"${text}" is not a duration like 500ms, 5s, 30m or 2h`);
-  const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
-  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`"${text}" must be greater than zero`);
-  return Math.round(ms);
+  // Rounded first: 0.4ms would otherwise pass as 0 (an attempt timed out at once, a retry with no delay).
+  const ms = Math.round(Number(match[1]) * UNIT_MS[match[2]!]!);
+  if (!Number.isFinite(ms) || ms < 1) throw new Error(`"${text}" must be at least 1ms`);
+  return ms;
 }
 
 export const DEFAULT_RETRY_SCHEDULE = '5s,5m,30m,2h,5h,10h,10h';

@@ -118,7 +118,7 @@ describe('durations', () => {
     expect(parseDuration(text)).toBe(ms);
   });
 
-  it.each(['5', '5x', '5 s', 's', '-1s', '0s', '1d', ''])('"%s" is refused', (text) => {
+  it.each(['5', '5x', '5 s', 's', '-1s', '0s', '0.4ms', '0.0001s', '1d', ''])('"%s" is refused', (text) => {
     expect(() => parseDuration(text)).toThrow();
   });
 

@@ -204,10 +204,12 @@ export class Dispatcher {
     if (at >= this.retryAt) return;
     clearTimeout(this.retryTimer);
     this.retryAt = at;
+    // setTimeout takes at most 2^31-1 ms (24.8 days; more fires at once): a later retry wakes
+    // the loop then, early, and it sleeps again.
     this.retryTimer = setTimeout(() => {
       this.retryAt = Number.POSITIVE_INFINITY;
       this.poke();
-    }, Math.max(0, at - Date.now()) + 5);
+    }, Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1));
     this.retryTimer.unref();
   }
 
