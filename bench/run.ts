@@ -922,6 +922,7 @@ async function queueFloor() {
         deliveryId: d.id,
         tenantId: d.tenantId,
         subscriptionId: d.subscriptionId,
+        lease: d.lease,
         number: d.attempts + 1,
         status: 'DELIVERED',
         startedAt,

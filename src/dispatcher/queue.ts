@@ -17,6 +17,12 @@ export interface ClaimedDelivery {
   headers: Record<string, string> | null;
   /** The envelope to send; given on the first delivery of each event in a batch, null on the others. */
   body: string | null;
+  /**
+   * When the claim's lease expires, as PostgreSQL wrote it (text, to the microsecond): it
+   * tells this claim from a later one of the same delivery by the same worker, after the
+   * lease expired and the delivery was reclaimed.
+   */
+  lease: string;
 }
 
 /**
@@ -83,12 +89,13 @@ export function claimSql(limit: number): string {
                locked_by = $6, updated_at = now()
           from chosen
          where d.id = chosen.id
-        returning d.id, d.tenant_id, d.event_id, d.subscription_id, d.event, d.target_url, d.attempts, d.schedule_attempts
+        returning d.id, d.tenant_id, d.event_id, d.subscription_id, d.event, d.target_url, d.attempts, d.schedule_attempts,
+                  d.lease_expires_at::text as lease
       )
       -- The body comes along, once per event of the batch (a fan-out shares it), so a
       -- claim is the only round trip before sending.
       select c.id, c.tenant_id as "tenantId", c.event_id as "eventId", c.subscription_id as "subscriptionId", c.event,
-             c.target_url as "targetUrl", c.attempts, c.schedule_attempts as "scheduleAttempts",
+             c.target_url as "targetUrl", c.attempts, c.schedule_attempts as "scheduleAttempts", c.lease,
              s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers,
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
@@ -135,6 +142,8 @@ export interface AttemptOutcome {
   /** The receiver answered 410 Gone: the subscription is deactivated. */
   gone: boolean;
   subscriptionId: string | null;
+  /** The lease of the claim the attempt was made under (ClaimedDelivery.lease). */
+  lease: string;
 }
 
 /**
@@ -160,6 +169,7 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
       column('responseBody'),
       column('nextAttemptAt'),
       workerId,
+      column('lease'),
     ],
   });
 }
@@ -167,7 +177,10 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
 /**
  * The record statement. Its rows are found by primary key: a row this worker still
  * holds has `locked_by` = the worker, which only a SENDING row can have (a check
- * constraint, migration 0006). Asking for status = 'SENDING' as well would let the
+ * constraint, migration 0006), and the lease of the claim the attempt was made under:
+ * should that lease have expired and this worker have claimed the delivery again (its
+ * record held up longer than the lease), the outcome of the old attempt leaves the new
+ * claim alone. Asking for status = 'SENDING' as well would let the
  * plan, made once per connection while few rows are SENDING, read every SENDING row
  * of every worker through the lease index to find the batch's.
  *
@@ -183,7 +196,7 @@ export const RECORD_SQL = `
         select unnest($1::uuid[]) as delivery_id, unnest($2::uuid[]) as tenant_id, unnest($3::int[]) as number,
                unnest($4::text[]) as status, unnest($5::timestamptz[]) as started_at, unnest($6::int[]) as duration_ms,
                unnest($7::int[]) as status_code, unnest($8::text[]) as error, unnest($9::text[]) as response_body,
-               unnest($10::timestamptz[]) as next_attempt_at
+               unnest($10::timestamptz[]) as next_attempt_at, unnest($12::timestamptz[]) as lease
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
@@ -203,7 +216,7 @@ export const RECORD_SQL = `
                locked_by = null,
                updated_at = now()
           from results r
-         where d.id = r.delivery_id and d.locked_by = $11
+         where d.id = r.delivery_id and d.locked_by = $11 and d.lease_expires_at = r.lease
         returning d.id
       )
       insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)

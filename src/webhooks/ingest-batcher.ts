@@ -172,10 +172,11 @@ export async function writeHandingOff<T>(
  */
 export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) => string): { deliveries: DeliveryRow[]; claimed: ClaimedDelivery[] } {
   const claimed: ClaimedDelivery[] = [];
-  const deliveries = rows.map(({ handedOff, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
+  const deliveries = rows.map(({ handedOff, lease, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
     if (handedOff) {
       claimed.push({
         ...row,
+        lease: lease!,
         scheduleAttempts: scheduleAttempts ?? 0,
         secret: secret ?? null,
         previousSecret: previousSecret ?? null,
@@ -192,6 +193,8 @@ export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) =>
 /** A delivery as inserted; with a hand-off, what the dispatcher needs of the claimed ones. */
 export type InsertedRow = DeliveryRow & {
   handedOff?: boolean;
+  /** lease_expires_at as text, exact (see ClaimedDelivery.lease). */
+  lease?: string | null;
   scheduleAttempts?: number;
   secret?: string | null;
   previousSecret?: string | null;
@@ -239,7 +242,8 @@ function insertSql(handOff: boolean): string {
        returning *
      )
      select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers
-       from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", schedule_attempts as "scheduleAttempts" from d) x
+       from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease,
+                    schedule_attempts as "scheduleAttempts" from d) x
        left join webhook_subscriptions s on x."handedOff" and s.id = x."subscriptionId"`
          : `
      insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)

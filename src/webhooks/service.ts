@@ -268,7 +268,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
                                          updated_at, ${HAND_OFF_COLUMNS})
          select $2, $1, m.id, $3, m.url, not m.active, now(), now(), now(), ${handOffValues('m.mine')}
            from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
-         returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff"
+         returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease
        )
        select 'event' as kind, to_jsonb(ev) as row from ev
        union all

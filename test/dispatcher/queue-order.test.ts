@@ -2,7 +2,8 @@
 // subscription has more due than its share, that a delivery without a subscription
 // is never left out, that recording a failed attempt cannot undo a
 // subscription's (de)activation committed while the record ran, and that
-// workers told 410 Gone by one endpoint at once retire it together.
+// workers told 410 Gone by one endpoint at once retire it together, and that an
+// attempt recorded after its lease expired leaves a later claim of it alone.
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, recordOutcomes, type AttemptOutcome } from '../../src/dispatcher/queue.js';
@@ -78,11 +79,18 @@ it('claims a delivery whose subscription was deleted while other subscriptions a
   expect(claimed.map((d) => ({ id: d.id, secret: d.secret }))).toEqual([{ id: orphan, secret: null }]);
 });
 
-function failedAttempt(deliveryId: string, subscriptionId: string): AttemptOutcome {
+/** The lease of a delivery's claim, as the claim returns it. */
+async function leaseOf(deliveryId: string): Promise<string> {
+  const { rows: [row] } = await db.query('select lease_expires_at::text as lease from webhook_deliveries where id = $1', [deliveryId]);
+  return row.lease;
+}
+
+function failedAttempt(deliveryId: string, subscriptionId: string | null, lease: string): AttemptOutcome {
   return {
     deliveryId,
     tenantId,
     subscriptionId,
+    lease,
     number: 1,
     status: 'PENDING',
     startedAt: new Date(),
@@ -108,7 +116,7 @@ async function recordDuring(change: { active: boolean }, subscriptionId: string,
     await other.query(`update webhook_subscriptions set active = $2 where id = $1`, [subscriptionId, change.active]);
     await other.query(`update webhook_deliveries set paused = $2 where subscription_id = $1 and status = 'PENDING'`, [subscriptionId, !change.active]);
     let recorded = false;
-    const recording = recordAttempts(worker, 'w1', [failedAttempt(deliveryId, subscriptionId)]).then(() => (recorded = true));
+    const recording = recordAttempts(worker, 'w1', [failedAttempt(deliveryId, subscriptionId, await leaseOf(deliveryId))]).then(() => (recorded = true));
     await new Promise((r) => setTimeout(r, 300));
     // The record waits for the change under way rather than act on the state before it.
     expect(recorded).toBe(false);
@@ -140,10 +148,11 @@ it('two workers recording a 410 Gone of one subscription at once both finish, an
     for (let round = 0; round < 10; round++) {
       const s = await subscription(true);
       const ids = [await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w2' })];
-      const gone = (id: string) => ({ ...failedAttempt(id, s), statusCode: 410, error: 'HTTP 410', gone: true });
+      const gone = async (id: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true });
+      const outcomes = [await gone(ids[0]!), await gone(ids[1]!)];
       await Promise.all([
-        recordOutcomes(pools[0]!, 'w1', [gone(ids[0]!)], 'the endpoint answered 410 Gone'),
-        recordOutcomes(pools[1]!, 'w2', [gone(ids[1]!)], 'the endpoint answered 410 Gone'),
+        recordOutcomes(pools[0]!, 'w1', [outcomes[0]!], 'the endpoint answered 410 Gone'),
+        recordOutcomes(pools[1]!, 'w2', [outcomes[1]!], 'the endpoint answered 410 Gone'),
       ]);
       const { rows: [sub] } = await db.query('select active, disabled_reason from webhook_subscriptions where id = $1', [s]);
       expect(sub).toEqual({ active: false, disabled_reason: 'the endpoint answered 410 Gone' });
@@ -153,4 +162,27 @@ it('two workers recording a 410 Gone of one subscription at once both finish, an
   } finally {
     await Promise.all(pools.map((p) => p.end()));
   }
+});
+
+it('an outcome recorded after its lease expired leaves a new claim of the same worker alone', async () => {
+  const s = await subscription();
+  const d = await delivery({ subscriptionId: s, dueAgo: '1 minute' });
+  const [first] = await claim(8);
+  expect(first!.id).toBe(d);
+  // Its record is held up past the lease: the delivery goes back to the queue, and the same worker claims it again.
+  await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where id = $1`, [d]);
+  await db.query(`update webhook_deliveries set status = 'PENDING', lease_expires_at = null, locked_by = null where status = 'SENDING' and lease_expires_at < now()`);
+  const [second] = await claim(8);
+  expect(second!.id).toBe(d);
+  expect(second!.lease).not.toBe(first!.lease);
+
+  // The first attempt's outcome arrives now: logged, but the second claim keeps the delivery.
+  await recordAttempts(db, 'w1', [failedAttempt(d, s, first!.lease)]);
+  const { rows: [held] } = await db.query('select status, locked_by, lease_expires_at::text as lease from webhook_deliveries where id = $1', [d]);
+  expect(held).toEqual({ status: 'SENDING', locked_by: 'w1', lease: second!.lease });
+
+  // The second attempt's outcome is recorded as usual.
+  await recordAttempts(db, 'w1', [{ ...failedAttempt(d, s, second!.lease), status: 'DELIVERED', statusCode: 204, error: null, nextAttemptAt: null }]);
+  const { rows: [done] } = await db.query('select status, locked_by from webhook_deliveries where id = $1', [d]);
+  expect(done).toEqual({ status: 'DELIVERED', locked_by: null });
 });
