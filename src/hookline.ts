@@ -56,6 +56,7 @@ export async function startHookline({ config, log, clock = systemClock, host, di
     const services = createServices(config, dataSource, log, clock);
     stops.push(() => services.webhooks.close());
     services.metrics = metrics;
+    services.webhooks.countEventsIn(metrics.eventsTriggered);
     const serveApi = config.role !== 'worker';
     /** Set once the API serves: finds revocations whose notice was lost among the keys in use. */
     let recheckKeysInUse: (() => Promise<void>) | undefined;

@@ -59,6 +59,7 @@ function checkText(field: string, value: string | null | undefined, max: number)
 export class WebhookService {
   private readonly catalog: EventCatalog;
   private readonly batcher: IngestBatcher;
+  private eventsCounter: { inc(): void } | undefined;
 
   /** `new WebhookService(dataSource)` is enough for library use; the rest is shared when given. */
   constructor(
@@ -75,6 +76,17 @@ export class WebhookService {
    * joins it: nothing is visible or sent until the caller commits.
    */
   async triggerEvent(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
+    const result = await this.accept(input, manager);
+    if (!result.duplicate) this.eventsCounter?.inc();
+    return result;
+  }
+
+  /** Counts each event accepted (not a duplicate) in `counter` (the service's metrics). */
+  countEventsIn(counter: { inc(): void }): void {
+    this.eventsCounter = counter;
+  }
+
+  private async accept(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
     const tenantId = input.tenantId as TenantId;
     rejectNul('event', input.event);
     const data = input.data;

@@ -117,3 +117,17 @@ it('refuses data PostgreSQL cannot store (a NUL character) as BAD_USER_INPUT', a
   }, tenant.apiKey);
   expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
 });
+
+it('counts each accepted event in hookline_events_triggered_total, a duplicate not', async () => {
+  const before = await hl.metric('hookline_events_triggered_total');
+  const trigger = (input: Record<string, unknown>) =>
+    hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', { input }, tenant.apiKey);
+  const data = { amount: 1, customer: 'c' };
+  const results = [
+    await trigger({ event: 'invoice.created', data }),
+    await trigger({ event: 'invoice.created', data, idempotencyKey: 'metric-key' }),
+    await trigger({ event: 'invoice.created', data, idempotencyKey: 'metric-key' }),
+  ];
+  expect(results.map((r) => r.data.triggerEvent.duplicate)).toEqual([false, false, true]);
+  expect(await hl.metric('hookline_events_triggered_total')).toBe(before + 2);
+});
