@@ -73,6 +73,15 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           return iterator;
         },
       };
+      if (res) {
+        // Over Server-Sent Events the subscription ends with the connection. A client gone while it
+        // was being set up is never told so by the server adapter, which drops the response
+        // without cancelling its stream: without this, the subscription (its LISTEN demand, its
+        // live_listeners row) would stay until the process ends.
+        const close = () => void iterator.return!();
+        if (res.destroyed || res.writableEnded) close();
+        else res.once('close', close);
+      }
       return iterator;
     },
     resolve: (snapshot) => snapshot as unknown as DeliveryRow,
