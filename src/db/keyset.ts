@@ -1,7 +1,9 @@
 // Keyset pagination over (created_at, id): stable under inserts, and each page
-// costs an index range scan however deep it is. The cursor is the row's id;
-// the position is looked up under the same tenant scope, so a foreign cursor
-// finds nothing.
+// costs an index range scan however deep it is. The cursor is the row's id
+// (REST's `after`), to which GraphQL's cursors add its creation time in ms. The
+// position is the row's, looked up under the same tenant scope, so a foreign
+// cursor finds nothing; should the row have been deleted meanwhile, a GraphQL
+// cursor goes on from its time rather than end the list.
 import type { EntityManager } from 'typeorm';
 import { badInput } from '../errors.js';
 import { isUuid } from '../ids.js';
@@ -12,6 +14,11 @@ export interface PageWindow {
   before?: string;
   limit: number;
   inverted: boolean;
+}
+
+/** A GraphQL cursor: the row's id and, after a `~`, its creation time in ms. */
+export function cursorOf(row: { id: string; createdAt: Date }): string {
+  return `${row.id}~${row.createdAt.getTime()}`;
 }
 
 export const DEFAULT_PAGE_SIZE = 20;
@@ -38,11 +45,19 @@ export async function keysetPage<Row>(
     ['before', window.before, false],
   ] as const) {
     if (cursor === undefined) continue;
-    if (!isUuid(cursor)) throw badInput(name, 'is not a cursor of this list');
-    params.push(cursor);
+    const [id, ms, ...rest] = cursor.split('~');
+    const at = ms === undefined ? null : Number(ms);
+    if (!isUuid(id!) || rest.length || (at !== null && !(Number.isSafeInteger(at) && at >= 0))) {
+      throw badInput(name, 'is not a cursor of this list');
+    }
+    params.push(id, at);
+    const [idParam, atParam] = [`$${params.length - 1}`, `$${params.length}`];
     const towardsEnd = forward !== options.newestFirst; // ascending walk past the cursor
     const op = towardsEnd ? '>' : '<';
-    where.push(`(created_at, id) ${op} (select created_at, id from ${table} where id = $${params.length})`);
+    // The row's own time, to the microsecond; the cursor's millisecond only if the row is gone,
+    // taken at the side that skips nothing (rows of that millisecond may then come again).
+    const gone = `to_timestamp((${atParam}::bigint + ${towardsEnd ? 0 : 1}) / 1000.0)`;
+    where.push(`(created_at, id) ${op} (coalesce((select created_at from ${table} where id = ${idParam}::uuid), ${gone}), ${idParam}::uuid)`);
   }
   params.push(window.limit);
   const order = descending ? 'desc' : 'asc';

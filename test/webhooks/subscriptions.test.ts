@@ -101,6 +101,25 @@ describe('bad input is refused with BAD_USER_INPUT naming the field, and writes 
 });
 
 describe('listing', () => {
+  it('goes on past a cursor whose subscription was deleted meanwhile', async () => {
+    const tenant = await hl.createTenant('Deleter');
+    const made: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      made.push((await create({ events: ['invoice.created'] }, tenant.apiKey)).data.createWebhookSubscription.subscription.id);
+      await new Promise((r) => setTimeout(r, 2)); // each in a millisecond of its own (see db/keyset.ts)
+    }
+    const first: any = await hl.gql(LIST, { first: 3 }, tenant.apiKey);
+    expect(first.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual(made.slice(0, 3));
+    const { endCursor } = first.data.webhookSubscriptions.pageInfo;
+    const deleted = await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: made[2] }, tenant.apiKey);
+    expect(deleted.errors).toBeUndefined();
+    const next: any = await hl.gql(LIST, { first: 3, after: endCursor }, tenant.apiKey);
+    expect(next.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual(made.slice(3));
+    // And backwards from the deleted one.
+    const before: any = await hl.gql('query($before: String) { webhookSubscriptions(last: 5, before: $before) { edges { node { id } } } }', { before: endCursor }, tenant.apiKey);
+    expect(before.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual(made.slice(0, 2));
+  });
+
   it('pages with cursors and filters by event pattern and active', async () => {
     const tenant = await hl.createTenant('Lister');
     const made: string[] = [];
