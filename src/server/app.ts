@@ -135,7 +135,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
       if (error instanceof BodyTooLargeError) {
-        sendJson(res, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` } });
+        const refusal = { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` };
+        // In the shape each client reads: GraphQL's errors on /graphql, REST's error elsewhere.
+        const graphql = (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql';
+        sendJson(res, 413, graphql ? { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] } : { error: refusal });
         req.resume();
         return;
       }
