@@ -308,9 +308,11 @@ export function createRestRoutes(services: Services): Routes {
       sendError(res, 404, ErrorCode.NOT_FOUND, `no such endpoint: ${path}; see the REST API in the README`);
       return true;
     }
-    const handler = found.route.methods[req.method as Method];
+    // HEAD is GET without the body (Node's server leaves it out).
+    const handler = found.route.methods[(req.method === 'HEAD' ? 'GET' : req.method) as Method];
     if (!handler) {
-      res.setHeader('allow', Object.keys(found.route.methods).join(', '));
+      const allowed = Object.keys(found.route.methods);
+      res.setHeader('allow', (allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed).join(', '));
       sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`);
       return true;
     }

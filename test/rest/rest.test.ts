@@ -236,8 +236,17 @@ describe('401, 403 and the other statuses', () => {
     expectError(await rest('GET', 'events'), 404, 'NOT_FOUND');
     const wrong = await rest('DELETE', 'deliveries');
     expect(wrong.status).toBe(405);
-    expect(wrong.headers.get('allow')).toBe('GET, POST');
+    expect(wrong.headers.get('allow')).toBe('GET, POST, HEAD');
     expect(wrong.body.error.code).toBe('METHOD_NOT_ALLOWED');
+  });
+
+  it('HEAD answers as GET does, without the body', async () => {
+    const get = await rest('GET', 'subscriptions');
+    const head = await rest('HEAD', 'subscriptions');
+    expect(head).toMatchObject({ status: 200, body: undefined });
+    expect(head.headers.get('content-type')).toBe(get.headers.get('content-type'));
+    expect(head.headers.get('content-length')).toBe(get.headers.get('content-length'));
+    expect((await rest('HEAD', 'subscriptions', { token: null })).status).toBe(401);
   });
 
   it('413 PAYLOAD_TOO_LARGE for a payload over 256 KiB and for a body over 1 MiB', async () => {
