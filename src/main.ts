@@ -1,5 +1,5 @@
 // Entry point: read the configuration, start the roles asked for, stop
-// cleanly on SIGTERM/SIGINT.
+// cleanly on SIGTERM, SIGINT or SIGHUP.
 import './node-env.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startHookline } from './hookline.js';

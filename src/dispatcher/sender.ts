@@ -1,5 +1,5 @@
-// Sends one attempt of one delivery: sign, POST, read at most 4 KiB of the
-// answer. Redirects are not followed; the target guard is applied to the
+// Sends one attempt of one delivery: sign, POST, keep at most 4 KiB of the
+// answer (and read no more than 64 KiB of it). Redirects are not followed; the target guard is applied to the
 // address actually connected (see target-guard.ts).
 //
 // It speaks undici's dispatch API directly: an attempt is one handler object

@@ -155,7 +155,8 @@ builder.mutationField('sendTestEvent', (t) =>
 builder.mutationField('retryDelivery', (t) =>
   t.field({
     type: DeliveryRef,
-    description: 'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh.',
+    description:
+      'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh. A delivery whose subscription was deleted (which is what cancels one) has no endpoint to go to: BAD_USER_INPUT.',
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.retry(requireTenant(viewer), String(id)),
   }),

@@ -152,7 +152,11 @@ export class DeliveryService {
     });
   }
 
-  /** Puts a FAILED or CANCELED delivery back to PENDING, due now, with the schedule started afresh. */
+  /**
+   * Puts a FAILED or CANCELED delivery back to PENDING, due now, with the schedule started afresh.
+   * Deleting a subscription is what cancels its deliveries, and leaves them no endpoint (nor secret):
+   * those are refused.
+   */
   async retry(tenantId: TenantId, id: string): Promise<DeliveryRow> {
     if (!isUuid(id)) throw notFound('delivery', id);
     return this.scoped(tenantId, async (m) => {
