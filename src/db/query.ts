@@ -43,3 +43,37 @@ export async function queryRows<T = Record<string, any>>(source: Sql, sql: strin
 export function poolOf(dataSource: DataSource): pg.Pool {
   return (dataSource.driver as unknown as { master: pg.Pool }).master;
 }
+
+/**
+ * A client checked out of a pg pool, listening for its `error` event while it is out: a
+ * connection that dies under a checked-out client (a database restart, a failover, a
+ * terminated backend) emits one, and with no listener Node throws it and the process ends.
+ * The failing query rejects as well, so the listener only notes that the connection is
+ * gone; `release()` then destroys it rather than return it to the pool.
+ */
+export async function checkOut(pool: pg.Pool): Promise<{ client: pg.PoolClient; release(broken?: boolean): void }> {
+  const client = await pool.connect();
+  let lost = false;
+  const onError = () => {
+    lost = true;
+  };
+  client.on('error', onError);
+  return {
+    client,
+    release(broken = false) {
+      client.off('error', onError);
+      client.release(broken || lost);
+    },
+  };
+}
+
+/**
+ * The connection is no good any more: not an answer of the database to a statement, or
+ * one that ends the session (class 08, connection exception; 57P01-57P03, the server
+ * shutting down or restarting), which pg reports before the socket closes.
+ */
+export function connectionLost(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03';
+}

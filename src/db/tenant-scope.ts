@@ -5,7 +5,7 @@ import pgModule from 'pg';
 import type pg from 'pg';
 import { DataSource, type EntityManager } from 'typeorm';
 import { isUuid } from '../ids.js';
-import { poolOf } from './query.js';
+import { checkOut, connectionLost, poolOf } from './query.js';
 import { TENANT_ROLE } from '../migrations/sql.js';
 
 export type TenantId = string & { readonly __tenant?: unique symbol };
@@ -68,7 +68,7 @@ export async function withTenant<T>(
 export async function withTenantClient<T>(dataSource: DataSource, tenantId: TenantId, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   // The id goes into the SQL text (a simple query cannot take parameters), so it must be a UUID.
   if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${tenantId}`);
-  const client = await poolOf(dataSource).connect();
+  const { client, release } = await checkOut(poolOf(dataSource));
   let broken = false;
   try {
     await client.query(
@@ -83,7 +83,7 @@ export async function withTenantClient<T>(dataSource: DataSource, tenantId: Tena
     });
     throw error;
   } finally {
-    client.release(broken);
+    release(broken);
   }
 }
 
@@ -106,7 +106,7 @@ export class TenantSessions {
   async run<T>(tenantId: TenantId, statement: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     // The id goes into the SQL text (a simple query cannot take parameters), so it must be a UUID.
     if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${tenantId}`);
-    const client = await this.pool.connect();
+    const { client, release } = await checkOut(this.pool);
     let broken = false;
     try {
       const current = this.tenantOf.get(client);
@@ -120,11 +120,11 @@ export class TenantSessions {
       return await statement(client);
     } catch (error) {
       // A connection whose settings are unknown, or that failed other than by an answer
-      // of the database (a dropped connection, say), is not reused.
-      broken = !this.tenantOf.has(client) || !(error instanceof pgModule.DatabaseError);
+      // of the database to the statement (a dropped connection, a server shutting down), is not reused.
+      broken = !this.tenantOf.has(client) || !(error instanceof pgModule.DatabaseError) || connectionLost(error);
       throw error;
     } finally {
-      client.release(broken);
+      release(broken);
     }
   }
 

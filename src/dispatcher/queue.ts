@@ -1,6 +1,7 @@
 // The SQL of the delivery queue. The deliveries table is the queue: each
 // statement here is one round trip that handles a whole batch.
 import type pg from 'pg';
+import { checkOut } from '../db/query.js';
 
 export interface ClaimedDelivery {
   id: string;
@@ -237,8 +238,8 @@ export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: 
     await recordAttempts(pool, workerId, outcomes);
     return gone;
   }
-  const client = await pool.connect();
-  let broken: Error | undefined;
+  const { client, release } = await checkOut(pool);
+  let broken = false;
   try {
     await client.query('begin');
     await disableGoneSubscriptions(client, gone, goneReason);
@@ -246,10 +247,10 @@ export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: 
     await client.query('commit');
     return gone;
   } catch (error) {
-    await client.query('rollback').catch((failed: Error) => (broken = failed));
+    await client.query('rollback').catch(() => (broken = true));
     throw error;
   } finally {
-    client.release(broken);
+    release(broken);
   }
 }
 
