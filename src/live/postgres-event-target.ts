@@ -143,12 +143,17 @@ export class PostgresEventTarget implements EventTarget {
       this.listening.clear();
       this.log.warn({ err: error }, 'live updates: LISTEN connection lost; reconnecting');
       client.removeAllListeners('notification');
-      void pRetry(() => this.start(), {
-        retries: Number.POSITIVE_INFINITY,
-        minTimeout: 200,
-        maxTimeout: 5_000,
-        shouldRetry: () => !this.closed,
-      }).catch(() => {});
+      void pRetry(
+        async () => {
+          // Lost while still being set up (its LISTENs, the wait for earlier writers): that
+          // connect() is still running and start() would hand it back. It ends first.
+          await this.connecting?.catch(() => {});
+          if (this.closed || this.client) return;
+          await this.start();
+          if (!this.closed && !this.client) throw new Error('the LISTEN connection was lost again while connecting');
+        },
+        { retries: Number.POSITIVE_INFINITY, minTimeout: 200, maxTimeout: 5_000, shouldRetry: () => !this.closed },
+      ).catch(() => {});
     };
     client.on('error', lost);
     client.on('end', () => lost());
@@ -163,7 +168,8 @@ export class PostgresEventTarget implements EventTarget {
     this.client = client;
     this.listening.clear();
     await this.reconcile();
-    this.onConnect();
+    // Lost during the reconcile: the reconnect under way calls onConnect() when it is back.
+    if (this.client === client) this.onConnect();
   }
 
   private deliver(channel: string, payload: string): void {
