@@ -4,7 +4,7 @@
 // (and one commit) per batch however many events it holds; alone, a call waits
 // for nothing but the next turn of the event loop.
 import type { DataSource } from 'typeorm';
-import { queryRows } from '../db/query.js';
+import { connectionLost, queryRows } from '../db/query.js';
 import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
@@ -76,6 +76,23 @@ export class IngestBatcher {
     return deliveries;
   }
 
+  /**
+   * Writes one event, or finds it written: its id is this call's own, so an event already
+   * stored under it is this call's, written by a statement whose answer was lost (the
+   * connection died after the commit). Its deliveries are answered rather than an error.
+   */
+  private async writeOrFind(tenantId: TenantId, item: BatchItem): Promise<DeliveryRow[]> {
+    try {
+      return await this.write(tenantId, [item]);
+    } catch (error) {
+      const { code, constraint } = error as { code?: string; constraint?: string };
+      if (code !== '23505' || constraint !== 'webhook_events_pkey') throw error;
+      return withTenantClient(this.dataSource, tenantId, (client) =>
+        queryRows<DeliveryRow>(client, `select ${DELIVERY_COLUMNS} from webhook_deliveries where event_id = $1 order by id`, [item.id]),
+      );
+    }
+  }
+
   close(): Promise<void> {
     return this.sessions?.close() ?? Promise.resolve();
   }
@@ -112,12 +129,13 @@ export class IngestBatcher {
         }
         for (const p of batch) p.resolve(byEvent.get(p.item.id) ?? []);
       } catch (error) {
-        if (batch.length === 1) {
+        if (batch.length === 1 && !connectionLost(error)) {
           batch[0]!.reject(error);
         } else {
-          // One bad event must not fail the others: write each on its own.
+          // One bad event must not fail the others: write each on its own. (With the connection
+          // lost, the batch may have committed all the same: writeOrFind() finds what it wrote.)
           for (const p of batch) {
-            this.write(tenantId, [p.item]).then(p.resolve, p.reject);
+            this.writeOrFind(tenantId, p.item).then(p.resolve, p.reject);
           }
         }
       }

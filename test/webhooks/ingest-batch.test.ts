@@ -70,16 +70,29 @@ it('50 concurrent calls: each its own event and deliveries, written in fewer tra
 
 it('an event that cannot be written fails alone; the rest of its batch is written', async () => {
   const batcher = new IngestBatcher(hl.dataSource);
-  const shared = randomUUID();
-  const [first, clash, other] = await Promise.allSettled([
-    batcher.add(tenant.id as TenantId, batchItem(shared)),
-    batcher.add(tenant.id as TenantId, batchItem(shared)), // same primary key: this one cannot be written
+  const [first, bad, other] = await Promise.allSettled([
+    batcher.add(tenant.id as TenantId, batchItem()),
+    batcher.add(tenant.id as TenantId, { ...batchItem(), dataJson: '{not json' }), // PostgreSQL refuses this one
     batcher.add(tenant.id as TenantId, batchItem()),
   ]);
   expect(first.status).toBe('fulfilled');
   expect(other.status).toBe('fulfilled');
-  expect(clash.status).toBe('rejected');
+  expect(bad.status).toBe('rejected');
   expect((first as PromiseFulfilledResult<unknown[]>).value).toHaveLength(2);
+  await batcher.close();
+});
+
+it('an event found written already (its answer lost with the connection) is answered, not written twice', async () => {
+  const batcher = new IngestBatcher(hl.dataSource);
+  const id = randomUUID();
+  const written = await batcher.add(tenant.id as TenantId, batchItem(id));
+  // The same event again, in a batch with another: as the retry of a batch whose commit went through.
+  const [again, other] = await Promise.all([batcher.add(tenant.id as TenantId, batchItem(id)), batcher.add(tenant.id as TenantId, batchItem())]);
+  const ids = (rows: Array<{ id: string }>) => rows.map((r) => r.id).sort();
+  expect(ids(again)).toEqual(ids(written));
+  expect(other).toHaveLength(2);
+  const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_deliveries where event_id = $1', [id]);
+  expect(n).toBe(2);
   await batcher.close();
 });
 
