@@ -1,7 +1,9 @@
 // The event catalog: built-in types and each tenant's own, each with a JSON
 // Schema of its `data`. Types never change once created, so compiled
 // validators are cached for the life of the process.
-import { Ajv, type ValidateFunction } from 'ajv';
+import { Ajv, type Options, type ValidateFunction } from 'ajv';
+import type { RegExpEngine } from 'ajv/dist/types/index.js';
+import { RE2 } from 're2-wasm';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
 import { badInput, rejectNul, rejectNulInJson } from '../errors.js';
@@ -46,9 +48,21 @@ function describeErrors(validate: ValidateFunction): string {
     .join('; ');
 }
 
+/**
+ * A tenant's schema may hold any `pattern`: JavaScript's backtracking engine can take
+ * exponential time on one (`^(a+)+$` against 40 a's and a !), blocking the process for
+ * every tenant. RE2 runs in time linear in the input, and refuses what it cannot run so
+ * (backreferences, lookarounds) when the schema is created.
+ */
+const re2: RegExpEngine = Object.assign((pattern: string, flags: string) => new RE2(pattern, flags.includes('u') ? flags : `${flags}u`), {
+  code: 'new (require("re2-wasm").RE2)',
+});
+
+// addUsedSchema: false, so two tenants' schemas with the same $id never collide.
+const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, code: { regExp: re2 } };
+
 export class EventCatalog {
-  // addUsedSchema: false, so two tenants' schemas with the same $id never collide.
-  private readonly ajv = new Ajv({ allErrors: false, strict: false, addUsedSchema: false });
+  private readonly ajv = new Ajv(AJV_OPTIONS);
   private readonly validators = new Map<string, CatalogEntry>();
 
   constructor(private readonly dataSource: DataSource) {}
@@ -56,6 +70,7 @@ export class EventCatalog {
   private compile(row: { id: string; name: string; schema: object }): CatalogEntry {
     let entry = this.validators.get(row.id);
     if (!entry) {
+      if (this.validators.size > 10_000) this.validators.clear();
       entry = { id: row.id, name: row.name, validate: this.ajv.compile(row.schema) };
       this.validators.set(row.id, entry);
     }
@@ -116,7 +131,7 @@ export class EventCatalog {
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;
-      if (valid) new Ajv({ strict: false, addUsedSchema: false }).compile(schema);
+      if (valid) new Ajv(AJV_OPTIONS).compile(schema);
     } catch (error) {
       throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
     }

@@ -235,6 +235,24 @@ describe('built-in schemas reject data missing a required field, naming it', () 
 });
 
 describe('createEventType', () => {
+  it('checks a pattern in linear time (no backtracking blow-up), and refuses one RE2 cannot run so', async () => {
+    const tenant = await hl.createTenant('Patterns');
+    const schema = { type: 'object', properties: { code: { type: 'string', pattern: '^(a+)+$' } } };
+    const created = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'code.checked', schema } }, tenant.apiKey);
+    expect(created.errors).toBeUndefined();
+    // With JavaScript's backtracking engine this takes minutes (each extra 'a' doubles it).
+    const started = Date.now();
+    const res = await hl.gql(TRIGGER, { input: { event: 'code.checked', data: { code: `${'a'.repeat(40)}!` } } }, tenant.apiKey);
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const ok = await hl.gql(TRIGGER, { input: { event: 'code.checked', data: { code: 'aaaa' } } }, tenant.apiKey);
+    expect(ok.errors).toBeUndefined();
+
+    const backreference = { type: 'object', properties: { twice: { type: 'string', pattern: '^(a)\\1$' } } };
+    const refused = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'code.twice', schema: backreference } }, tenant.apiKey);
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
+  }, 30_000);
+
   const SHIPMENT_SCHEMA = {
     type: 'object',
     required: ['tracking'],
