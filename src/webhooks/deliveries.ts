@@ -160,26 +160,33 @@ export class DeliveryService {
   async retry(tenantId: TenantId, id: string): Promise<DeliveryRow> {
     if (!isUuid(id)) throw notFound('delivery', id);
     return this.scoped(tenantId, async (m) => {
-      const [current] = await queryRows<{ status: DeliveryStatus; subscriptionId: string | null; active: boolean | null }>(
+      const [current] = await queryRows<{ status: DeliveryStatus; subscriptionId: string | null }>(
         m,
-        `select d.status, d.subscription_id as "subscriptionId", s.active
-           from webhook_deliveries d left join webhook_subscriptions s on s.id = d.subscription_id
-          where d.tenant_id = $1 and d.id = $2 for update of d`,
+        `select status, subscription_id as "subscriptionId" from webhook_deliveries where tenant_id = $1 and id = $2 for update`,
         [tenantId, id],
       );
       if (!current) throw notFound('delivery', id);
       if (current.status !== 'FAILED' && current.status !== 'CANCELED') {
         throw badInput('id', `delivery ${id} is ${current.status}: only FAILED or CANCELED deliveries can be retried`);
       }
-      if (!current.subscriptionId) throw badInput('id', `delivery ${id} belongs to a deleted subscription`);
+      // Its subscription as last committed, held until this retry commits: a (de)activation or a
+      // new address under way is waited for, and one that follows sees this delivery PENDING.
+      const [subscription] = current.subscriptionId
+        ? await queryRows<{ active: boolean; url: string }>(
+            m,
+            'select active, url from webhook_subscriptions where tenant_id = $1 and id = $2 for share',
+            [tenantId, current.subscriptionId],
+          )
+        : [];
+      if (!subscription) throw badInput('id', `delivery ${id} belongs to a deleted subscription`);
       const [row] = await queryRows<DeliveryRow>(
         m,
         `update webhook_deliveries
-            set status = 'PENDING', schedule_attempts = 0, next_attempt_at = now(), paused = $3,
+            set status = 'PENDING', schedule_attempts = 0, next_attempt_at = now(), paused = $3, target_url = $4,
                 lease_expires_at = null, locked_by = null, updated_at = now()
           where tenant_id = $1 and id = $2
           returning ${DELIVERY_COLUMNS}`,
-        [tenantId, id, current.active === false],
+        [tenantId, id, !subscription.active, subscription.url],
       );
       await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, '']);
       return row!;

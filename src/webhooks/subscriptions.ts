@@ -101,8 +101,15 @@ function checkDescription(description: string | null | undefined): string | null
   return description;
 }
 
+/**
+ * The tenant's subscription, locked until the transaction ends: what a change does to
+ * its deliveries (pause, resume, a new address) and the change itself are one step for
+ * the dispatcher, whose record of a retry reads the subscription FOR SHARE.
+ */
 async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): Promise<WebhookSubscription> {
-  const found = isUuid(id) ? await manager.findOneBy(WebhookSubscription, { id, tenantId }) : null;
+  const found = isUuid(id)
+    ? await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } })
+    : null;
   if (!found) throw notFound('webhook subscription', id);
   return found;
 }
@@ -156,10 +163,11 @@ export class SubscriptionService {
         await setDeliveriesPaused(manager, tenantId, id, !input.active);
       }
       if (url !== undefined) {
-        // Deliveries still waiting go to the new address.
+        // Deliveries not yet made go to the new address: those waiting, the next try of one
+        // being sent now, and a failed one retried later (retryDelivery).
         await manager.query(
           `update webhook_deliveries set target_url = $3, updated_at = now()
-            where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
+            where tenant_id = $1 and subscription_id = $2 and status in ('PENDING', 'SENDING', 'FAILED')`,
           [tenantId, id, url],
         );
       }

@@ -160,6 +160,25 @@ describe('failures and retries', () => {
     expect(again.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
   });
 
+  it('retries a failed delivery to the address its subscription has now', async () => {
+    const broken = await receiverWith(() => ({ status: 404 }));
+    const fixed = await receiverWith(() => ({ status: 204 }));
+    const { subscription } = await subscribe(`${broken.url}/old`);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await settled(deliveries[0].id, 'FAILED');
+    const moved = await hl.gql(
+      'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }',
+      { id: subscription.id, input: { url: `${fixed.url}/new` } },
+      key,
+    );
+    expect(moved.errors).toBeUndefined();
+    const retried = await hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { targetUrl } }', { id: deliveries[0].id }, key);
+    expect(retried.data.retryDelivery).toEqual({ targetUrl: `${fixed.url}/new` });
+    await settled(deliveries[0].id, 'DELIVERED');
+    expect(fixed.received.map((r) => r.path)).toEqual(['/new']);
+    expect(broken.received).toHaveLength(3);
+  });
+
   it('gives up an attempt at the timeout', async () => {
     const receiver = await receiverWith((_r, i) => (i === 0 ? { status: 200, delayMs: 2_500 } : { status: 200 }));
     await subscribe(receiver.url);
