@@ -3,12 +3,16 @@
 // validators are cached for the life of the process.
 import { Ajv, type Options, type ValidateFunction } from 'ajv';
 import type { RegExpEngine } from 'ajv/dist/types/index.js';
+import formats from 'ajv-formats';
 import { RE2 } from 're2-wasm';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
 import { badInput, rejectNul, rejectNulInJson } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
+
+// ajv-formats is CommonJS: as imported here, its function is the module's `default`.
+const addFormats = formats.default;
 
 export const EVENT_NAME = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
 export const MAX_EVENT_NAME = 100;
@@ -61,8 +65,15 @@ const re2: RegExpEngine = Object.assign((pattern: string, flags: string) => new 
 // addUsedSchema: false, so two tenants' schemas with the same $id never collide.
 const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, code: { regExp: re2 } };
 
+/** An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…) enforced, not ignored. */
+function createAjv(): Ajv {
+  const ajv = new Ajv(AJV_OPTIONS);
+  addFormats(ajv);
+  return ajv;
+}
+
 export class EventCatalog {
-  private readonly ajv = new Ajv(AJV_OPTIONS);
+  private readonly ajv = createAjv();
   private readonly validators = new Map<string, CatalogEntry>();
 
   constructor(private readonly dataSource: DataSource) {}
@@ -131,7 +142,7 @@ export class EventCatalog {
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;
-      if (valid) new Ajv(AJV_OPTIONS).compile(schema);
+      if (valid) createAjv().compile(schema);
     } catch (error) {
       throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
     }

@@ -253,6 +253,17 @@ describe('createEventType', () => {
     expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
   }, 30_000);
 
+  it('enforces the standard formats a schema names (email here), rather than ignore them', async () => {
+    const tenant = await hl.createTenant('Formats');
+    const schema = { type: 'object', required: ['contact'], properties: { contact: { type: 'string', format: 'email' } } };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'contact.added', schema } }, tenant.apiKey)).errors).toBeUndefined();
+    const bad = await hl.gql(TRIGGER, { input: { event: 'contact.added', data: { contact: 'not an address' } } }, tenant.apiKey);
+    expect(bad.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    expect(bad.errors?.[0]?.message).toContain('email');
+    const good = await hl.gql(TRIGGER, { input: { event: 'contact.added', data: { contact: 'ana@example.com' } } }, tenant.apiKey);
+    expect(good.errors).toBeUndefined();
+  });
+
   const SHIPMENT_SCHEMA = {
     type: 'object',
     required: ['tracking'],
