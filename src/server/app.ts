@@ -102,7 +102,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
         await dataSource.query('select 1');
         sendJson(res, 200, { status: 'ready' });
       } catch (error) {
-        sendJson(res, 503, { status: 'unavailable', error: (error as Error).message });
+        // The detail (the database's address, say) goes to the log, not to whoever asks.
+        log.warn({ err: error }, 'readiness check: the database does not answer');
+        sendJson(res, 503, { status: 'unavailable', error: 'the database does not answer' });
       }
       return true;
     }
