@@ -40,11 +40,11 @@ function collector<T>(): Collected<T> & { wake(): void } {
   return c;
 }
 
-/** Subscribes over graphql-ws and collects every deliveryUpdated payload. */
-export function collectWs(client: Client, variables: Record<string, unknown> = {}): Collected {
+/** Subscribes over graphql-ws and collects every deliveryUpdated payload (of DELIVERY_UPDATED, or `query`). */
+export function collectWs(client: Client, variables: Record<string, unknown> = {}, query = DELIVERY_UPDATED): Collected {
   const c = collector<any>();
   c.stop = client.subscribe(
-    { query: DELIVERY_UPDATED, variables },
+    { query, variables },
     {
       next: (value: any) => {
         if (value.errors) c.errors.push(value.errors);
@@ -66,7 +66,7 @@ export function collectWs(client: Client, variables: Record<string, unknown> = {
 }
 
 /** Subscribes over Server-Sent Events (Authorization header) and collects payloads. */
-export function collectSse(url: string, token: string, variables: Record<string, unknown> = {}): Collected & { ready: Promise<void> } {
+export function collectSse(url: string, token: string, variables: Record<string, unknown> = {}, query = DELIVERY_UPDATED): Collected & { ready: Promise<void> } {
   const c = collector<any>();
   const abort = new AbortController();
   c.stop = () => abort.abort();
@@ -74,7 +74,7 @@ export function collectSse(url: string, token: string, variables: Record<string,
     const res = await fetch(`${url}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: DELIVERY_UPDATED, variables }),
+      body: JSON.stringify({ query, variables }),
       signal: abort.signal,
     });
     if (!res.ok || !res.body) throw new Error(`SSE answered ${res.status}`);

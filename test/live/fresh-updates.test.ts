@@ -1,9 +1,9 @@
 // Each deliveryUpdated update reads what it shows afresh: fields the database notice
 // lacks (deliveredAt, targetUrl, the subscription's url) are loaded for that update,
 // not once for the subscription's lifetime. Over graphql-ws and Server-Sent Events.
-import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectSse, collectWs } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const UPDATES = `subscription Updates($subscriptionId: ID) {
@@ -23,72 +23,6 @@ interface Update {
   deliveredAt: string | null;
   targetUrl: string;
   subscription: { id: string; url: string } | null;
-}
-
-interface Updates {
-  items: Update[];
-  errors: unknown[];
-  waitFor(predicate: (items: Update[]) => boolean, timeoutMs?: number): Promise<void>;
-  stop(): void;
-}
-
-function updates(): Updates & { push(payload: any): void } {
-  const u = {
-    items: [] as Update[],
-    errors: [] as unknown[],
-    push(payload: any) {
-      if (payload.errors) u.errors.push(payload.errors);
-      if (payload.data) u.items.push(payload.data.deliveryUpdated);
-    },
-    async waitFor(predicate: (items: Update[]) => boolean, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!predicate(u.items)) {
-        if (Date.now() > deadline) throw new Error(`updates not as expected: ${JSON.stringify({ items: u.items, errors: u.errors })}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    },
-    stop: () => {},
-  };
-  return u;
-}
-
-function overWebSocket(client: Client, variables: Record<string, unknown>): Updates {
-  const u = updates();
-  u.stop = client.subscribe({ query: UPDATES, variables }, { next: u.push, error: (e) => u.errors.push(e), complete: () => {} });
-  return u;
-}
-
-function overSse(url: string, token: string, variables: Record<string, unknown>): Updates & { ready: Promise<void> } {
-  const u = updates();
-  const abort = new AbortController();
-  u.stop = () => abort.abort();
-  const ready = (async () => {
-    const res = await fetch(`${url}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: UPDATES, variables }),
-      signal: abort.signal,
-    });
-    if (!res.ok || !res.body) throw new Error(`SSE answered ${res.status}`);
-    void (async () => {
-      let buffer = '';
-      try {
-        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
-          buffer += chunk;
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-            if (/^event: next$/m.test(block) && data) u.push(JSON.parse(data));
-          }
-        }
-      } catch (error) {
-        if (!abort.signal.aborted) u.errors.push(error);
-      }
-    })();
-  })();
-  return Object.assign(u, { ready });
 }
 
 let hl: TestHookline;
@@ -122,8 +56,8 @@ it('sends each update with what the database holds then, over WebSocket and SSE 
   const subscriptionId = created.data.createWebhookSubscription.subscription.id;
   const client = hl.wsClient(tenant.apiKey);
   // Two sockets' subscribers of one operation share each update's execution; SSE runs its own.
-  const ws = [overWebSocket(client, { subscriptionId }), overWebSocket(hl.wsClient(tenant.apiKey), { subscriptionId })];
-  const sse = overSse(hl.url, tenant.apiKey, { subscriptionId });
+  const ws = [collectWs(client, { subscriptionId }, UPDATES), collectWs(hl.wsClient(tenant.apiKey), { subscriptionId }, UPDATES)];
+  const sse = collectSse(hl.url, tenant.apiKey, { subscriptionId }, UPDATES);
   await sse.ready;
   await new Promise((r) => setTimeout(r, 200)); // the subscriptions are set up
   const all = [...ws, sse];
