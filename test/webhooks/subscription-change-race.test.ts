@@ -1,0 +1,87 @@
+// Deactivating a subscription and the record of a retry of one of its deliveries
+// being sent meanwhile are one after the other, never interleaved: the change
+// holds the subscription from its start, so the record (which reads it FOR SHARE)
+// waits and then sees it inactive, and the retry waits paused with the others.
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { QUEUE_SESSION_SETTINGS, recordAttempts } from '../../src/dispatcher/queue.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+let hl: TestHookline;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api' }); // no dispatcher: the test plays the worker
+});
+afterAll(() => hl?.stop());
+
+it('a retry recorded while its subscription is being deactivated waits for the change and stays paused', async () => {
+  const tenant = await hl.createTenant();
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: 'http://127.0.0.1:9/hook', events: ['test.event'] } },
+    tenant.apiKey,
+  );
+  const subscriptionId = created.data.createWebhookSubscription.subscription.id as string;
+  const [{ id: eventId }] = await hl.dataSource.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenant.id],
+  );
+  const insert = (status: string, lockedBy: string | null) =>
+    hl.dataSource.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, locked_by, lease_expires_at)
+       values ($1, $2, $3, 'test.event', 'http://127.0.0.1:9/hook', $4, now() + interval '1 hour', $5::text,
+               case when $5::text is null then null else now() + interval '1 minute' end)
+       returning id, lease_expires_at::text as lease`,
+      [tenant.id, eventId, subscriptionId, status, lockedBy],
+    );
+  const [waiting] = await insert('PENDING', null);
+  const [sending] = await insert('SENDING', 'w1');
+
+  // Another transaction holds the waiting delivery's row: the deactivation stops there, midway.
+  const blocker = new pg.Client({ connectionString: hl.databaseUrl });
+  const worker = new pg.Client({ connectionString: hl.databaseUrl });
+  await blocker.connect();
+  await worker.connect();
+  try {
+    await worker.query(QUEUE_SESSION_SETTINGS);
+    await blocker.query('begin');
+    await blocker.query('select 1 from webhook_deliveries where id = $1 for update', [waiting.id]);
+    const deactivating = hl.gql(
+      'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { active } }',
+      { id: subscriptionId, input: { active: false } },
+      tenant.apiKey,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    // The worker records a failed attempt of the delivery it was sending.
+    let recorded = false;
+    const recording = recordAttempts(worker, 'w1', [
+      {
+        deliveryId: sending.id,
+        tenantId: tenant.id,
+        subscriptionId,
+        lease: sending.lease,
+        number: 1,
+        status: 'PENDING',
+        startedAt: new Date(),
+        durationMs: 5,
+        statusCode: 500,
+        error: 'HTTP 500',
+        responseBody: null,
+        nextAttemptAt: new Date(Date.now() + 60_000),
+        gone: false,
+      },
+    ]).then(() => (recorded = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(recorded, 'the record waits for the change under way').toBe(false);
+    await blocker.query('commit');
+    expect((await deactivating).data.updateWebhookSubscription).toEqual({ active: false });
+    await recording;
+  } finally {
+    await blocker.end();
+    await worker.end();
+  }
+  const rows = await hl.dataSource.query('select id, status, paused from webhook_deliveries where id = any($1) order by id', [[waiting.id, sending.id]]);
+  expect(rows).toEqual(
+    [{ id: waiting.id, status: 'PENDING', paused: true }, { id: sending.id, status: 'PENDING', paused: true }].sort((a, b) => a.id.localeCompare(b.id)),
+  );
+});
