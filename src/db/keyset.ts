@@ -2,8 +2,9 @@
 // costs an index range scan however deep it is. The cursor is the row's id
 // (REST's `after`), to which GraphQL's cursors add its creation time in ms. The
 // position is the row's, looked up under the same tenant scope, so a foreign
-// cursor finds nothing; should the row have been deleted meanwhile, a GraphQL
-// cursor goes on from its time rather than end the list.
+// cursor finds nothing; should the row have been deleted meanwhile, a cursor
+// with the time (GraphQL's, and REST's Link header) goes on from that time; a
+// bare id of a row that is gone is BAD_USER_INPUT rather than a silent end.
 import type { EntityManager } from 'typeorm';
 import { badInput } from '../errors.js';
 import { isUuid } from '../ids.js';
@@ -61,10 +62,26 @@ export async function keysetPage<Row>(
   }
   params.push(window.limit);
   const order = descending ? 'desc' : 'asc';
-  return queryRows<Row>(
+  const rows = await queryRows<Row>(
     manager,
     `select ${columns} from ${table} where ${where.join(' and ')}
       order by created_at ${order}, id ${order} limit $${params.length}`,
     params,
   );
+  // An empty page after a bare id: the end of the list, or a row that is not there to go on from.
+  if (!rows.length) await checkBareCursors(manager, table, window);
+  return rows;
+}
+
+async function checkBareCursors(manager: EntityManager, table: string, window: PageWindow): Promise<void> {
+  for (const [name, cursor] of [
+    ['after', window.after],
+    ['before', window.before],
+  ] as const) {
+    if (cursor === undefined || cursor.includes('~')) continue;
+    const [found] = await queryRows(manager, `select 1 from ${table} where id = $1`, [cursor]);
+    if (!found) {
+      throw badInput(name, `no item of this list has the id ${cursor} (deleted since?); page with the cursors Hookline gives (REST: the Link header), which go on past a deleted item`);
+    }
+  }
 }

@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { requireTenant, resolveViewer } from '../auth/viewer.js';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type PageWindow } from '../db/keyset.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
@@ -25,6 +25,8 @@ type Method = 'GET' | 'POST';
 interface RestRequest {
   tenantId: TenantId;
   params: string[];
+  /** The request's path, for links to further pages. */
+  path: string;
   query: URLSearchParams;
   /** The parsed JSON body: an object, or a BAD_USER_INPUT. */
   json(): Promise<Record<string, unknown>>;
@@ -33,6 +35,7 @@ interface RestRequest {
 interface RestAnswer {
   status: number;
   body: unknown;
+  headers?: Record<string, string>;
 }
 
 type Handler = (services: Services, request: RestRequest) => Promise<RestAnswer>;
@@ -155,6 +158,19 @@ function pageWindow(query: URLSearchParams): PageWindow {
   return { after, limit, inverted: false };
 }
 
+/**
+ * A page of a list, with a `Link: <…>; rel="next"` header when the page is full. Its
+ * cursor carries the last item's time beside its id, so it goes on past that item
+ * should it be deleted meanwhile (a bare `after=<id>` of a deleted item is refused).
+ */
+function pageAnswer<Row extends { id: string; createdAt: Date }>(request: RestRequest, window: PageWindow, rows: Row[], json: (row: Row) => unknown): RestAnswer {
+  const last = rows.at(-1);
+  if (!last || rows.length < window.limit) return { status: 200, body: rows.map(json) };
+  const next = new URLSearchParams(request.query);
+  next.set('after', cursorOf(last));
+  return { status: 200, body: rows.map(json), headers: { link: `<${request.path}?${next}>; rel="next"` } };
+}
+
 // ---- handlers --------------------------------------------------------------
 
 const SUBSCRIPTION_FIELDS = ['event', 'events', 'url', 'secret', 'description', 'headers', 'active'] as const;
@@ -190,13 +206,15 @@ const createSubscription: Handler = async (services, { tenantId, json }) => {
   return { status: 201, body: subscriptionJson(subscription, secret) };
 };
 
-const listSubscriptions: Handler = async (services, { tenantId, query }) => {
+const listSubscriptions: Handler = async (services, request) => {
+  const { tenantId, query } = request;
+  const window = pageWindow(query);
   const rows = await services.subscriptions.list(
     tenantId,
     { event: query.get('event') || undefined, active: booleanParam(query, 'active') },
-    pageWindow(query),
+    window,
   );
-  return { status: 200, body: rows.map((s) => subscriptionJson(s)) };
+  return pageAnswer(request, window, rows, (s) => subscriptionJson(s));
 };
 
 const getSubscription: Handler = async (services, { tenantId, params }) => {
@@ -240,7 +258,9 @@ function statusParam(query: URLSearchParams): DeliveryStatus | undefined {
   return upper as DeliveryStatus;
 }
 
-const listDeliveries: Handler = async (services, { tenantId, query }) => {
+const listDeliveries: Handler = async (services, request) => {
+  const { tenantId, query } = request;
+  const window = pageWindow(query);
   const rows = await services.deliveries.list(
     tenantId,
     {
@@ -249,9 +269,9 @@ const listDeliveries: Handler = async (services, { tenantId, query }) => {
       subscriptionId: query.get('subscription_id') || undefined,
       eventId: query.get('event_id') || undefined,
     },
-    pageWindow(query),
+    window,
   );
-  return { status: 200, body: rows.map(deliveryJson) };
+  return pageAnswer(request, window, rows, deliveryJson);
 };
 
 const getDelivery: Handler = async (services, { tenantId, params }) => {
@@ -334,7 +354,8 @@ export function createRestRoutes(services: Services): Routes {
         }
         return parsed as Record<string, unknown>;
       };
-      const answer = await handler(services, { tenantId, params: found.params, query: url.searchParams, json });
+      const answer = await handler(services, { tenantId, params: found.params, path, query: url.searchParams, json });
+      for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
       sendJson(res, answer.status, answer.body);
     } catch (error) {
       // buildApp answers 413 for a body over 1 MiB, as it does for GraphQL.

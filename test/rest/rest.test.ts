@@ -161,6 +161,36 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
   });
 
+  it('links to the next page with a cursor that goes on past a deleted item', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await subscribe({ event: 'test.event', url: `${receiver.url}/page-${i}` })).body.id);
+    const first = await rest('GET', 'subscriptions?limit=2&active=true');
+    expect(first.body.map((s: any) => s.id)).toEqual(ids.slice(0, 2));
+    const link = /^<(\/api\/v1\/tenant\/webhooks\/subscriptions\?[^>]+)>; rel="next"$/.exec(first.headers.get('link') ?? '');
+    expect(link, first.headers.get('link') ?? 'no Link header').not.toBeNull();
+    const next = new URL(link![1]!, hl.url);
+    expect(next.searchParams.get('limit')).toBe('2');
+    expect(next.searchParams.get('active')).toBe('true');
+
+    // The page's last item is deleted before the next page is read.
+    const deleted = await hl.gql(`mutation($id: ID!) { deleteWebhookSubscription(id: $id) }`, { id: ids[1] }, key);
+    expect(deleted.errors).toBeUndefined();
+    const second = await rest('GET', `subscriptions${next.search}`);
+    expect(second.body.map((s: any) => s.id)).toEqual(ids.slice(2, 4));
+    const third = await rest('GET', `subscriptions${new URL(/<([^>]+)>/.exec(second.headers.get('link')!)![1]!, hl.url).search}`);
+    expect(third.body.map((s: any) => s.id)).toEqual([ids[4]]);
+    expect(third.headers.get('link')).toBeNull(); // a page that is not full is the last
+
+    // A bare id of the deleted item cannot say where to go on: refused, not an empty page.
+    expectError(await rest('GET', `subscriptions?limit=2&after=${ids[1]}`), 400, 'BAD_USER_INPUT', 'after');
+    // Nor can another tenant's id.
+    const other = await hl.createTenant('Other');
+    const theirs = (await subscribe({ event: 'test.event', url: `${receiver.url}/theirs` }, other.apiKey)).body.id;
+    expectError(await rest('GET', `subscriptions?after=${theirs}`), 400, 'BAD_USER_INPUT', 'after');
+    // The end of a list read with a bare id is an empty page.
+    expect((await rest('GET', `subscriptions?after=${ids[4]}`)).body).toEqual([]);
+  });
+
   it('answers the first event with duplicate: true for a repeated idempotency_key', async () => {
     await subscribe({ event: 'test.event', url: receiver.url });
     const first = await trigger({ event: 'test.event', payload: {}, idempotency_key: 'k-1' });
