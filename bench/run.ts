@@ -923,7 +923,6 @@ async function queueFloor() {
         tenantId: d.tenantId,
         subscriptionId: d.subscriptionId,
         lease: d.lease,
-        number: d.attempts + 1,
         status: 'DELIVERED',
         startedAt,
         durationMs: 1,

@@ -410,10 +410,9 @@ export class Dispatcher {
 
   private async attempt(delivery: ClaimedDelivery, body: string | undefined): Promise<void> {
     const startedAt = new Date();
-    const number = delivery.attempts + 1;
     let outcome: AttemptOutcome;
     if (body === undefined) {
-      outcome = this.failure(delivery, number, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });
+      outcome = this.failure(delivery, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });
     } else {
       const secrets = signingSecrets(
         { secret: delivery.secret!, previousSecret: delivery.previousSecret, previousSecretExpiresAt: delivery.previousSecretExpiresAt },
@@ -435,7 +434,6 @@ export class Dispatcher {
             tenantId: delivery.tenantId,
             subscriptionId: delivery.subscriptionId,
             lease: delivery.lease,
-            number,
             status: 'DELIVERED',
             startedAt,
             durationMs: result.durationMs,
@@ -445,14 +443,13 @@ export class Dispatcher {
             nextAttemptAt: null,
             gone: false,
           }
-        : this.failure(delivery, number, startedAt, result);
+        : this.failure(delivery, startedAt, result);
     }
     this.record(outcome);
   }
 
   private failure(
     delivery: ClaimedDelivery,
-    number: number,
     startedAt: Date,
     result: { error: string; statusCode: number | null; responseBody: string | null; durationMs: number; retryAfter?: string },
   ): AttemptOutcome {
@@ -468,7 +465,6 @@ export class Dispatcher {
       tenantId: delivery.tenantId,
       subscriptionId: delivery.subscriptionId,
       lease: delivery.lease,
-      number,
       status: step.kind === 'exhausted' ? 'FAILED' : 'PENDING',
       startedAt,
       durationMs: result.durationMs,

@@ -131,8 +131,6 @@ export async function claimDeliveries(
 export interface AttemptOutcome {
   deliveryId: string;
   tenantId: string;
-  /** Attempt number (attempts ever made, this one included). */
-  number: number;
   status: 'PENDING' | 'DELIVERED' | 'FAILED' | 'CANCELED';
   startedAt: Date;
   durationMs: number;
@@ -149,8 +147,8 @@ export interface AttemptOutcome {
 
 /**
  * Records a batch of attempts: the attempt log rows and each delivery's new
- * state, in one statement. A delivery whose lease was taken over by another
- * worker keeps the other worker's state; its attempt is still logged.
+ * state, in one statement. A delivery claimed again after this attempt's lease
+ * expired keeps the new claim's state; this attempt is still counted and logged.
  */
 export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
   if (!outcomes.length) return;
@@ -161,7 +159,6 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
     values: [
       column('deliveryId'),
       column('tenantId'),
-      column('number'),
       column('status'),
       column('startedAt'),
       column('durationMs'),
@@ -181,7 +178,10 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
  * constraint, migration 0006), and the lease of the claim the attempt was made under:
  * should that lease have expired and this worker have claimed the delivery again (its
  * record held up longer than the lease), the outcome of the old attempt leaves the new
- * claim alone. Asking for status = 'SENDING' as well would let the
+ * claim alone, and is counted and logged all the same. An attempt's number is
+ * the count of attempts it makes, taken by the record that counts it, so the
+ * late attempt and the new claim's do not both take the number the claim
+ * read. Asking for status = 'SENDING' as well would let the
  * plan, made once per connection while few rows are SENDING, read every SENDING row
  * of every worker through the lease index to find the batch's.
  *
@@ -194,10 +194,10 @@ export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: stri
  */
 export const RECORD_SQL = `
       with results as (
-        select unnest($1::uuid[]) as delivery_id, unnest($2::uuid[]) as tenant_id, unnest($3::int[]) as number,
-               unnest($4::text[]) as status, unnest($5::timestamptz[]) as started_at, unnest($6::int[]) as duration_ms,
-               unnest($7::int[]) as status_code, unnest($8::text[]) as error, unnest($9::text[]) as response_body,
-               unnest($10::timestamptz[]) as next_attempt_at, unnest($12::timestamptz[]) as lease
+        select unnest($1::uuid[]) as delivery_id, unnest($2::uuid[]) as tenant_id,
+               unnest($3::text[]) as status, unnest($4::timestamptz[]) as started_at, unnest($5::int[]) as duration_ms,
+               unnest($6::int[]) as status_code, unnest($7::text[]) as error, unnest($8::text[]) as response_body,
+               unnest($9::timestamptz[]) as next_attempt_at, unnest($11::timestamptz[]) as lease
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
@@ -207,7 +207,7 @@ export const RECORD_SQL = `
                -- this statement began would otherwise miss this row and be undone by it.
                paused = r.status = 'PENDING'
                         and coalesce((select not s.active from webhook_subscriptions s where s.id = d.subscription_id for share), false),
-               attempts = greatest(d.attempts, r.number),
+               attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
                last_status_code = r.status_code,
@@ -217,11 +217,21 @@ export const RECORD_SQL = `
                locked_by = null,
                updated_at = now()
           from results r
-         where d.id = r.delivery_id and d.locked_by = $11 and d.lease_expires_at = r.lease
-        returning d.id
+         where d.id = r.delivery_id and d.locked_by = $10 and d.lease_expires_at = r.lease
+        returning d.id, d.attempts
+      ), late as materialized (
+        -- Outcomes of claims whose lease expired first (normally none: nothing to look up).
+        select r.delivery_id from results r where not exists (select from updated u where u.id = r.delivery_id)
+      ), counted as (
+        update webhook_deliveries d set attempts = d.attempts + 1, updated_at = now()
+          from late l
+         where d.id = l.delivery_id
+        returning d.id, d.attempts
       )
       insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
-      select delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body from results
+      select r.delivery_id, n.attempts, r.tenant_id, r.started_at, r.duration_ms, r.status_code, r.error, r.response_body
+        from results r
+        join (select id, attempts from updated union all select id, attempts from counted) n on n.id = r.delivery_id
       on conflict (delivery_id, number) do nothing`;
 
 /**

@@ -91,7 +91,6 @@ function failedAttempt(deliveryId: string, subscriptionId: string | null, lease:
     tenantId,
     subscriptionId,
     lease,
-    number: 1,
     status: 'PENDING',
     startedAt: new Date(),
     durationMs: 5,
@@ -183,6 +182,12 @@ it('an outcome recorded after its lease expired leaves a new claim of the same w
 
   // The second attempt's outcome is recorded as usual.
   await recordAttempts(db, 'w1', [{ ...failedAttempt(d, s, second!.lease), status: 'DELIVERED', statusCode: 204, error: null, nextAttemptAt: null }]);
-  const { rows: [done] } = await db.query('select status, locked_by from webhook_deliveries where id = $1', [d]);
-  expect(done).toEqual({ status: 'DELIVERED', locked_by: null });
+  const { rows: [done] } = await db.query('select status, locked_by, attempts, last_status_code from webhook_deliveries where id = $1', [d]);
+  expect(done).toEqual({ status: 'DELIVERED', locked_by: null, attempts: 2, last_status_code: 204 });
+  // Both attempts were made, and both are in the log, each with a number of its own.
+  const { rows: log } = await db.query('select number, status_code from delivery_attempts where delivery_id = $1 order by number', [d]);
+  expect(log).toEqual([
+    { number: 1, status_code: 500 },
+    { number: 2, status_code: 204 },
+  ]);
 });

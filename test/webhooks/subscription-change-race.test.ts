@@ -60,7 +60,6 @@ it('a retry recorded while its subscription is being deactivated waits for the c
         tenantId: tenant.id,
         subscriptionId,
         lease: sending.lease,
-        number: 1,
         status: 'PENDING',
         startedAt: new Date(),
         durationMs: 5,
