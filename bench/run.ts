@@ -915,7 +915,13 @@ async function queueFloor() {
     let recording: Promise<void> = Promise.resolve();
     let done = 0;
     for (;;) {
-      const claimed = await claimDeliveries(db, { workerId: 'bench', limit: 256, leaseMs: 65_000, perSubscription: 256, busy });
+      const claimed = await claimDeliveries(db, {
+        workerId: 'bench',
+        limit: 256,
+        leaseMs: 65_000,
+        subscriptions: { share: 256, busy },
+        tenants: { share: 512, busy: new Map() },
+      });
       if (!claimed.length) break;
       const startedAt = new Date();
       const outcomes: AttemptOutcome[] = claimed.map((d) => ({

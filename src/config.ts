@@ -20,10 +20,15 @@ export interface Config {
   logLevel: LogLevel;
   /** Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset. */
   dataDir: string;
-  /** Deliveries in flight at once in one dispatcher process. */
+  /**
+   * Deliveries being sent at once in one dispatcher process, not counting those
+   * that have waited over a second for their answer (see Dispatcher).
+   */
   dispatchConcurrency: number;
   /** Deliveries in flight at once to one subscription, per dispatcher process. */
   dispatchPerSubscription: number;
+  /** Deliveries in flight at once for one tenant, per dispatcher process. */
+  dispatchPerTenant: number;
   /** Live updates a subscriber may have waiting before it is disconnected. */
   liveBufferLimit: number;
   /** A live subscriber with updates waiting that has not read for this long is disconnected (ms). */
@@ -132,12 +137,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
     dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '128', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '64', (t) => parseInteger(t, 1, 10_000)),
+    dispatchPerTenant: read(env, 'HOOKLINE_DISPATCH_PER_TENANT', '256', (t) => parseInteger(t, 1, 100_000)),
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', parseDuration),
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;
+  }
+  if (config.dispatchPerSubscription > config.dispatchPerTenant) {
+    config.dispatchPerSubscription = config.dispatchPerTenant;
   }
   return Object.freeze(config);
 }

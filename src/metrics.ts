@@ -23,6 +23,11 @@ export function createMetrics() {
       help: 'Deliveries being sent by this process right now.',
       registers: [registry],
     }),
+    slowInFlight: new Gauge({
+      name: 'hookline_deliveries_slow_in_flight',
+      help: 'Deliveries being sent by this process that have waited over a second for their answer, and gave their slot back.',
+      registers: [registry],
+    }),
     claims: new Counter({
       name: 'hookline_queue_claims_total',
       help: 'Claims of due deliveries by this process\'s dispatcher, by whether they found any (found, empty).',

@@ -1,7 +1,8 @@
 // The dispatcher: claim -> send -> record. It claims due deliveries in
 // batches (the next batch while the current one is sent), sends each as a
 // slot frees up within its concurrency limits, and records the outcomes in
-// batches. LISTEN wakes it when deliveries are created; a timer set to the
+// batches. A slot is taken back from an attempt still waiting for its answer
+// after a second, so slow receivers hold sockets, not the others' turn. LISTEN wakes it when deliveries are created; a timer set to the
 // next due time, and polling, are the fallbacks. No retry waits in memory: a
 // failed attempt's next try is a row in the database, and a claimed delivery
 // waits for a slot for less than its lease.
@@ -57,6 +58,17 @@ function refusedData(error: unknown): boolean {
 
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
+/** An attempt unanswered for this long gives its slot back (at most half the delivery timeout). */
+const SLOW_AFTER_MS = 1_000;
+/** Slow attempts in flight at once, as many times the concurrency: past that, they keep their slots. */
+const SLOW_CAPACITY_FACTOR = 8;
+
+/** One attempt being made. */
+interface Flight {
+  delivery: ClaimedDelivery;
+  slow: boolean;
+  timer: NodeJS.Timeout | undefined;
+}
 
 export class Dispatcher {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -70,13 +82,22 @@ export class Dispatcher {
   private readonly clock: Clock;
 
   private running = false;
+  /** Attempts being made; `slow` of them have given their slot back. */
   private inFlight = 0;
+  private slow = 0;
+  private readonly slowAfterMs: number;
+  private readonly slowCapacity: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
   private readonly ready: Array<{ delivery: ClaimedDelivery; body: string | undefined }> = [];
   /** Per subscription: deliveries being sent. */
   private readonly sending = new Map<string, number>();
   /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
   private readonly held = new Map<string, number>();
+  /** The same two per tenant. */
+  private readonly tenantSending = new Map<string, number>();
+  private readonly tenantHeld = new Map<string, number>();
+  /** Ready deliveries the last pump passed over, their subscription or tenant at its share. */
+  private parked = 0;
   private readonly pending: AttemptOutcome[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
@@ -89,6 +110,8 @@ export class Dispatcher {
    * slot has nothing to claim, so it does not ask.
    */
   private drained = false;
+  /** The loop last stopped claiming for want of room (slots and ready deliveries), not of work. */
+  private roomBound = false;
   /** Slots promised to inserts of this process that have not returned yet (see handOff()). */
   private reserved = 0;
   private readonly unreserved = new Set<() => void>();
@@ -114,7 +137,10 @@ export class Dispatcher {
     this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.agent = createGuardedAgent({
       allowPrivate: config.allowPrivateTargets,
-      connections: config.dispatchPerSubscription,
+      // No limit per origin: the shares above bound what is sent at once, and a request
+      // queued in the pool would spend its attempt's timeout before it was even sent
+      // (several subscriptions, of several tenants, may share one host).
+      connections: null,
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 120_000,
       connect: { timeout: Math.min(config.deliveryTimeoutMs, 10_000) },
@@ -125,6 +151,8 @@ export class Dispatcher {
     this.leaseMs = 2 * config.deliveryTimeoutMs + 5_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
+    this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
+    this.slowCapacity = SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
   }
 
   async start(): Promise<void> {
@@ -149,7 +177,7 @@ export class Dispatcher {
     while (this.reserved) await new Promise<void>((resolve) => this.unreserved.add(resolve));
     // Claimed but not started: back to the queue for another worker, untried.
     const unsent = this.ready.splice(0);
-    for (const { delivery } of unsent) this.count(this.held, delivery.subscriptionId, -1);
+    for (const { delivery } of unsent) this.unhold(delivery);
     if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
     await this.flush();
@@ -164,10 +192,10 @@ export class Dispatcher {
    * that insert: when this worker has nothing due waiting (a fresh delivery must not
    * pass older ones) and free slots, they are sent the moment the insert returns.
    */
-  handOff(): HandOff | undefined {
-    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
+  handOff(tenantId: string): HandOff | undefined {
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     if (!this.running || !this.drained || this.ready.length) return undefined;
-    const limit = concurrency - this.inFlight - this.reserved;
+    const limit = Math.min(concurrency - (this.inFlight - this.slow) - this.reserved, 2 * perTenant - (this.tenantHeld.get(tenantId) ?? 0));
     if (limit <= 0) return undefined;
     this.reserved += limit;
     let open = true;
@@ -284,19 +312,23 @@ export class Dispatcher {
    * starts well within its lease.
    */
   private async loop(): Promise<void> {
-    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      const room = 2 * concurrency - this.inFlight - this.ready.length - this.reserved;
-      if (this.ready.length < concurrency && room > 0) {
+      // Slow attempts and parked deliveries wait for their receivers, not for slots:
+      // the slots' room is claimed for the others.
+      const startable = this.ready.length - this.parked;
+      const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
+      this.roomBound = !(startable < concurrency && room > 0);
+      if (!this.roomBound) {
         try {
           const claimed = await claimDeliveries(this.pool, {
             workerId: this.workerId,
             limit: room,
             leaseMs: this.leaseMs,
-            perSubscription: 2 * perSubscription,
-            busy: this.held,
+            subscriptions: { share: 2 * perSubscription, busy: this.held },
+            tenants: { share: 2 * perTenant, busy: this.tenantHeld },
           });
           this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
           if (claimed.length) await this.dispatch(claimed);
@@ -304,7 +336,8 @@ export class Dispatcher {
           // A subscription at its share may have had rows left out, and left others' rows
           // behind them: the next claim leaves it out. Its own rows wait for its slots
           // (a freed slot claims again), not for a timer.
-          const capped = [...this.held.values()].some((n) => n >= 2 * perSubscription);
+          const capped =
+            [...this.held.values()].some((n) => n >= 2 * perSubscription) || [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant);
           if (claimed.length && capped) continue;
           if (!this.wakeRequested) this.drained = !capped;
           if (!claimed.length && !capped && !this.wakeRequested) {
@@ -361,41 +394,72 @@ export class Dispatcher {
     for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);
     for (const delivery of live) {
       this.count(this.held, delivery.subscriptionId, 1);
+      this.count(this.tenantHeld, delivery.tenantId, 1);
       this.ready.push({ delivery, body: bodies.get(delivery.eventId) });
     }
     this.pump();
   }
 
-  /** Starts ready deliveries while slots are free, each subscription within its share. */
+  private unhold(delivery: ClaimedDelivery): void {
+    this.count(this.held, delivery.subscriptionId, -1);
+    this.count(this.tenantHeld, delivery.tenantId, -1);
+  }
+
+  /** Starts ready deliveries while slots are free, each subscription and tenant within its share. */
   private pump(): void {
-    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription } = this.options.config;
-    for (let i = 0; i < this.ready.length && this.inFlight < concurrency && this.running; ) {
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    let i = 0;
+    while (i < this.ready.length && this.inFlight - this.slow < concurrency && this.running) {
       const { delivery, body } = this.ready[i]!;
       const id = delivery.subscriptionId;
-      if (id && (this.sending.get(id) ?? 0) >= perSubscription) {
+      if ((id && (this.sending.get(id) ?? 0) >= perSubscription) || (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant) {
         i++;
         continue;
       }
       this.ready.splice(i, 1);
       this.inFlight++;
       this.count(this.sending, id, 1);
+      this.count(this.tenantSending, delivery.tenantId, 1);
       this.options.metrics?.inFlight.inc();
-      void this.attempt(delivery, body).finally(() => this.release(delivery));
+      const flight: Flight = { delivery, slow: false, timer: undefined };
+      flight.timer = setTimeout(() => this.slowed(flight), this.slowAfterMs);
+      flight.timer.unref();
+      void this.attempt(delivery, body).finally(() => this.release(flight));
     }
+    this.parked = i;
   }
 
-  private release(delivery: ClaimedDelivery): void {
+  /** An attempt still unanswered: its slot goes to the next delivery, if slow ones have room. */
+  private slowed(flight: Flight): void {
+    flight.timer = undefined;
+    if (this.slow >= this.slowCapacity) return;
+    flight.slow = true;
+    this.slow++;
+    this.options.metrics?.slowInFlight.inc();
+    this.pump();
+    // A claim can find more only if the last one was cut short for want of room.
+    if (this.roomBound) this.wakeLoop();
+  }
+
+  private release(flight: Flight): void {
+    const { delivery } = flight;
+    clearTimeout(flight.timer);
+    if (flight.slow) {
+      this.slow--;
+      this.options.metrics?.slowInFlight.dec();
+    }
     this.inFlight--;
     this.options.metrics?.inFlight.dec();
     this.count(this.sending, delivery.subscriptionId, -1);
-    this.count(this.held, delivery.subscriptionId, -1);
+    this.count(this.tenantSending, delivery.tenantId, -1);
+    this.unhold(delivery);
     if (this.inFlight === 0) {
       for (const resolve of this.idle) resolve();
       this.idle.clear();
     }
     this.pump();
     // Refill once the ready batch runs low, unless the last claim found nothing more.
-    if (this.ready.length < this.options.config.dispatchConcurrency && !this.drained) this.wakeLoop();
+    if (this.ready.length - this.parked < this.options.config.dispatchConcurrency && !this.drained) this.wakeLoop();
   }
 
   private keyOf(secret: string): Buffer {

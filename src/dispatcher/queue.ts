@@ -57,33 +57,41 @@ export function claimSize(room: number): number {
 
 const claimTexts = new Map<number, string>();
 
-/** The claim statement for one size: $1 lease ms, $2 saturated subscriptions, $3/$4 held per subscription, $5 share, $6 worker. */
+/**
+ * The claim statement for one size: $1 lease ms, $2 saturated subscriptions, $3/$4 held per
+ * subscription, $5 a subscription's share, $6 worker, $7 saturated tenants, $8/$9 held per
+ * tenant, $10 a tenant's share.
+ */
 export function claimSql(limit: number): string {
   let text = claimTexts.get(limit);
   if (!text) {
     // Candidates come from the partial index of due rows, oldest due first;
-    // `skip locked` lets workers claim side by side. The window caps each
-    // subscription's share so one slow endpoint cannot take every slot.
+    // `skip locked` lets workers claim side by side. The windows cap each
+    // subscription's and each tenant's share, so that neither one slow endpoint
+    // nor one tenant's many endpoints can take every slot.
     text = `
       with candidates as (
-        select d.id, d.subscription_id, d.next_attempt_at
+        select d.id, d.tenant_id, d.subscription_id, d.next_attempt_at
           from webhook_deliveries d
          where d.status = 'PENDING' and not d.paused and d.next_attempt_at <= now()
            -- A delivery whose subscription was deleted has none, and is claimed to be canceled.
            and (d.subscription_id is null or d.subscription_id <> all($2::uuid[]))
+           and d.tenant_id <> all($7::uuid[])
          order by d.next_attempt_at
          limit ${limit}
          for update skip locked
       ), ranked as (
-        select c.id, c.subscription_id,
-               -- Within its share, a subscription's longest-due deliveries go first.
-               row_number() over (partition by c.subscription_id order by c.next_attempt_at, c.id) as rank
+        select c.id, c.tenant_id, c.subscription_id,
+               -- Within its shares, a subscription's and a tenant's longest-due deliveries go first.
+               row_number() over (partition by c.subscription_id order by c.next_attempt_at, c.id) as rank,
+               row_number() over (partition by c.tenant_id order by c.next_attempt_at, c.id) as tenant_rank
           from candidates c
       ), chosen as (
         select r.id, r.subscription_id
           from ranked r
           left join unnest($3::uuid[], $4::int[]) as busy(subscription_id, n) on busy.subscription_id = r.subscription_id
-         where r.rank <= $5 - coalesce(busy.n, 0)
+          left join unnest($8::uuid[], $9::int[]) as tenant_busy(tenant_id, n) on tenant_busy.tenant_id = r.tenant_id
+         where r.rank <= $5 - coalesce(busy.n, 0) and r.tenant_rank <= $10 - coalesce(tenant_busy.n, 0)
       ), claimed as (
         update webhook_deliveries d
            set status = 'SENDING', lease_expires_at = now() + make_interval(secs => $1::double precision / 1000),
@@ -107,23 +115,45 @@ export function claimSql(limit: number): string {
   return text;
 }
 
+/** What a worker holds already, by subscription or by tenant, and the share each may hold. */
+export interface Shares {
+  share: number;
+  busy: ReadonlyMap<string, number>;
+}
+
+function shareParams({ share, busy }: Shares): [saturated: string[], ids: string[], counts: number[]] {
+  const ids = [...busy.keys()];
+  const counts = ids.map((id) => busy.get(id)!);
+  return [ids.filter((_, i) => counts[i]! >= share), ids, counts];
+}
+
 /**
- * Claims up to claimSize(`limit`) due deliveries for this worker, at most `perSubscription`
- * minus what it already has in flight for each subscription, skipping rows other
- * workers hold. The lease lets another worker take them over if this one dies.
+ * Claims up to claimSize(`limit`) due deliveries for this worker, for each subscription
+ * and each tenant at most its share minus what the worker already holds of it, skipping
+ * rows other workers hold. The lease lets another worker take them over if this one dies.
  */
 export async function claimDeliveries(
   db: pg.ClientBase | pg.Pool,
-  options: { workerId: string; limit: number; leaseMs: number; perSubscription: number; busy: Map<string, number> },
+  options: { workerId: string; limit: number; leaseMs: number; subscriptions: Shares; tenants: Shares },
 ): Promise<ClaimedDelivery[]> {
-  const busyIds = [...options.busy.keys()];
-  const busyCounts = busyIds.map((id) => options.busy.get(id)!);
-  const saturated = busyIds.filter((id) => options.busy.get(id)! >= options.perSubscription);
+  const [saturated, busyIds, busyCounts] = shareParams(options.subscriptions);
+  const [saturatedTenants, tenantIds, tenantCounts] = shareParams(options.tenants);
   const limit = claimSize(options.limit);
   const { rows } = await db.query({
     name: `hookline_claim_deliveries_${limit}`,
     text: claimSql(limit),
-    values: [options.leaseMs, saturated, busyIds, busyCounts, options.perSubscription, options.workerId],
+    values: [
+      options.leaseMs,
+      saturated,
+      busyIds,
+      busyCounts,
+      options.subscriptions.share,
+      options.workerId,
+      saturatedTenants,
+      tenantIds,
+      tenantCounts,
+      options.tenants.share,
+    ],
   });
   return rows;
 }

@@ -14,8 +14,9 @@ import type { ClaimedDelivery } from '../dispatcher/queue.js';
  * A dispatcher of this process that has nothing due and room to send: the
  * insert claims the fresh deliveries for it (inserted SENDING, under its lease),
  * and they are sent as soon as the statement returns, with no notification,
- * wake-up or claim in between. At most `limit` deliveries, and per subscription
- * `perSubscription` less what it already holds (`busy`); the rest go to the queue.
+ * wake-up or claim in between. At most `limit` deliveries (within the tenant's share),
+ * and per subscription `perSubscription` less what it already holds (`busy`); the rest
+ * go to the queue.
  */
 export interface HandOff {
   workerId: string;
@@ -53,7 +54,7 @@ export class IngestBatcher {
   /** Tenant-bound connections, when the DataSource names its database by URL. */
   private readonly sessions: TenantSessions | undefined;
   /** The dispatcher of this process, when it runs one (see HandOff). */
-  handOff: (() => HandOff | undefined) | undefined;
+  handOff: ((tenantId: TenantId) => HandOff | undefined) | undefined;
 
   constructor(private readonly dataSource: DataSource) {
     const url = (dataSource.options as { url?: string }).url;
@@ -120,7 +121,7 @@ export class IngestBatcher {
       }
       const batch = queue.splice(0, MAX_BATCH);
       try {
-        const deliveries = await this.write(tenantId, batch.map((p) => p.item), this.handOff?.());
+        const deliveries = await this.write(tenantId, batch.map((p) => p.item), this.handOff?.(tenantId));
         const byEvent = new Map<string, DeliveryRow[]>();
         for (const d of deliveries) {
           const list = byEvent.get(d.eventId);

@@ -106,7 +106,7 @@ export class WebhookService {
     // Idempotency keys and single-subscription sends need their own statement, in a transaction
     // of their own: what it claims for this process's dispatcher goes to it once committed.
     if (idempotencyKey || input.subscriptionId) {
-      const handOff = this.batcher.handOff?.();
+      const handOff = this.batcher.handOff?.(tenantId);
       const recorded = await writeHandingOff(
         handOff,
         () => withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff)),
@@ -224,8 +224,8 @@ export class WebhookService {
    * Lets the batched path claim the deliveries it creates for a dispatcher of this
    * process (see HandOff); the dispatcher says when it has room.
    */
-  handOffTo(dispatcher: { handOff(): HandOff | undefined }): void {
-    this.batcher.handOff = () => dispatcher.handOff();
+  handOffTo(dispatcher: { handOff(tenantId: string): HandOff | undefined }): void {
+    this.batcher.handOff = (tenantId) => dispatcher.handOff(tenantId);
   }
 
   /** Ends the connections of the batched path (the DataSource stays the caller's). */

@@ -107,3 +107,65 @@ it('an idle worker claims once per delivery: a freed slot does not ask again whe
     await worker.stop();
   }
 }, 30_000);
+
+it('one tenant\'s slow endpoints, however many, do not hold up another tenant', async () => {
+  // Tenant A: three subscriptions to a receiver that takes 4 s to answer, 10 events each.
+  const glacial = await startReceiver(() => ({ status: 200, delayMs: 4_000 }));
+  const a = await hl.createTenant('Slow A');
+  const b = await hl.createTenant('Fast B');
+  try {
+    for (let i = 0; i < 3; i++) await subscribe(a.apiKey, `${glacial.url}/a${i}`, ['invoice.*']);
+    await subscribe(b.apiKey, `${fast.url}/tenant-b`, ['payment.*']);
+    for (let i = 0; i < 10; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    for (let i = 0; i < 4; i++) {
+      await trigger(b.apiKey, 'payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    }
+    // 8 slots, 4 per subscription: A's older deliveries take every slot at first. Its
+    // attempts give their slots back after a second, so B's go out long before A's
+    // first answers (4 s) or timeouts (5 s) would have freed one.
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DISPATCH_PER_TENANT: '10', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
+      { databaseUrl: hl.databaseUrl },
+    );
+    try {
+      const started = Date.now();
+      while (fast.received.filter((r) => r.path === '/tenant-b').length < 4) {
+        expect(Date.now() - started, 'tenant B still waiting').toBeLessThan(3_500);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(glacial.received[0]!.at).toBeLessThan(fast.received.filter((r) => r.path === '/tenant-b')[0]!.at); // A went first
+      // Before any of A's answers came back, A had at most its tenant's share (10) in
+      // flight: not the 12 its three subscriptions' shares would allow.
+      await new Promise((r) => setTimeout(r, Math.max(0, started + 3_500 - Date.now())));
+      expect(glacial.received.filter((r) => r.at < started + 3_500).length).toBe(10);
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await glacial.close();
+  }
+}, 30_000);
+
+it('several subscriptions to one host are sent to at once, each up to its own share', async () => {
+  // Each subscription may have 2 in flight; two subscriptions on one host make 4, and all
+  // 4 must be on the wire, not waiting for a connection while their timeout runs.
+  const held = await startReceiver(() => ({ status: 200, delayMs: 2_000 }));
+  const tenant = await hl.createTenant('One host');
+  try {
+    await subscribe(tenant.apiKey, `${held.url}/one`, ['invoice.*']);
+    await subscribe(tenant.apiKey, `${held.url}/two`, ['invoice.*']);
+    for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
+      { databaseUrl: hl.databaseUrl },
+    );
+    try {
+      const arrived = await held.waitFor(4, 1_500);
+      expect(arrived.map((r) => r.path).sort()).toEqual(['/one', '/one', '/two', '/two']);
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await held.close();
+  }
+}, 30_000);

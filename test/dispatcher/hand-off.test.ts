@@ -296,10 +296,10 @@ describe('stopping', () => {
     await subscribe(hl, tenant.apiKey, target.url);
     await idle(hl);
 
-    const offer = hl.dispatcher!.handOff();
+    const offer = hl.dispatcher!.handOff(tenant.id);
     expect(offer).toBeDefined();
     const stopping = hl.dispatcher!.stop();
-    expect(hl.dispatcher!.handOff()).toBeUndefined(); // no new offers once stopping
+    expect(hl.dispatcher!.handOff(tenant.id)).toBeUndefined(); // no new offers once stopping
     const batcher = new IngestBatcher(hl.dataSource);
     try {
       batcher.handOff = () => offer;

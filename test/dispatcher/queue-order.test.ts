@@ -57,8 +57,8 @@ async function delivery(fields: { id?: string; subscriptionId: string | null; du
   return row.id;
 }
 
-const claim = (perSubscription: number, busy = new Map<string, number>()) =>
-  claimDeliveries(db, { workerId: 'w1', limit: 8, leaseMs: 60_000, perSubscription, busy });
+const claim = (perSubscription: number, busy = new Map<string, number>(), tenants = { share: 100, busy: new Map<string, number>() }) =>
+  claimDeliveries(db, { workerId: 'w1', limit: 8, leaseMs: 60_000, subscriptions: { share: perSubscription, busy }, tenants });
 
 it('takes a subscription\'s longest-due deliveries first when it has more due than its share', async () => {
   const s = await subscription();
@@ -68,6 +68,19 @@ it('takes a subscription\'s longest-due deliveries first when it has more due th
   const first = await claim(1);
   expect(first.map((d) => d.id)).toEqual([older]);
   expect((await claim(1, new Map([[s, 0]]))).map((d) => d.id)).toEqual([newer]);
+});
+
+it('takes at most a tenant\'s share, less what the worker holds of it, across its subscriptions', async () => {
+  const [s1, s2] = [await subscription(), await subscription()];
+  for (let i = 0; i < 3; i++) {
+    await delivery({ subscriptionId: s1, dueAgo: `${10 - i} minutes` });
+    await delivery({ subscriptionId: s2, dueAgo: `${10 - i} minutes` });
+  }
+  // Each subscription's share (8) would allow all six; the tenant's (4, of which 1 held) allows 3.
+  const claimed = await claim(8, new Map(), { share: 4, busy: new Map([[tenantId, 1]]) });
+  expect(claimed).toHaveLength(3);
+  // At its share, the tenant is left out altogether.
+  expect(await claim(8, new Map(), { share: 4, busy: new Map([[tenantId, 4]]) })).toEqual([]);
 });
 
 it('claims a delivery whose subscription was deleted while other subscriptions are at their share', async () => {
