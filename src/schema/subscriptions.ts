@@ -31,13 +31,16 @@ WebhookSubscriptionRef.implement({
   }),
 });
 
+const HEADERS_DESCRIPTION =
+  'Extra headers sent with every delivery: an object of at most 20 names to strings of printable ASCII. Headers Hookline sets (content-*, signatures, webhook-*, x-webhook-*) and those that change how the request travels (host, connection, expect, upgrade, proxy-*, …) are refused.';
+
 const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscriptionInput', {
   fields: (t) => ({
     url: t.string({ required: true, description: 'http(s) URL of a public endpoint.' }),
     events: t.stringList({ required: true, description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
     description: t.string(),
     active: t.boolean({ defaultValue: true }),
-    headers: t.field({ type: 'JSON', description: 'Extra headers as an object of strings.' }),
+    headers: t.field({ type: 'JSON', description: HEADERS_DESCRIPTION }),
     secret: t.string({ description: 'At least 16 characters; generated (whsec_…) when omitted.' }),
   }),
 });
@@ -49,7 +52,7 @@ const UpdateWebhookSubscriptionInput = builder.inputType('UpdateWebhookSubscript
     events: t.stringList(),
     description: t.string(),
     active: t.boolean({ description: 'true clears disabledReason and resumes waiting deliveries.' }),
-    headers: t.field({ type: 'JSON' }),
+    headers: t.field({ type: 'JSON', description: HEADERS_DESCRIPTION }),
   }),
 });
 

@@ -19,8 +19,15 @@ const SUBSCRIPTION_COLUMNS = `id, tenant_id as "tenantId", url, events, descript
   headers, secret, previous_secret as "previousSecret", previous_secret_expires_at as "previousSecretExpiresAt",
   created_at as "createdAt", updated_at as "updatedAt"`;
 export const MAX_CUSTOM_HEADERS = 20;
-/** Headers Hookline sets itself; a subscription may not override them. */
-const RESERVED_HEADERS = /^(host|content-type|content-length|transfer-encoding|connection|user-agent|webhook-.*|x-signature|x-webhook-.*)$/i;
+/**
+ * Headers Hookline sets itself, and those that would change how the request travels
+ * (which the HTTP client refuses, or which would mislabel the body): a subscription
+ * may not set them.
+ */
+const RESERVED_HEADERS =
+  /^(host|content-type|content-length|content-encoding|transfer-encoding|connection|keep-alive|upgrade|expect|te|trailer|proxy-.*|user-agent|webhook-.*|x-signature|x-webhook-.*)$/i;
+/** A header value that goes on the wire as written: printable ASCII, spaces and tabs. */
+const HEADER_VALUE = /^[\t\x20-\x7e]*$/;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 export interface SubscriptionInput {
@@ -86,8 +93,8 @@ function checkHeaders(headers: unknown): Record<string, string> {
   for (const [name, value] of entries) {
     if (!HEADER_NAME.test(name)) throw badInput('headers', `"${name}" is not a valid header name`);
     if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline and cannot be overridden`);
-    if (typeof value !== 'string' || /[\r\n\0]/.test(value) || value.length > 4096) {
-      throw badInput('headers', `the value of "${name}" must be a single-line string of at most 4096 characters`);
+    if (typeof value !== 'string' || !HEADER_VALUE.test(value) || value.length > 4096) {
+      throw badInput('headers', `the value of "${name}" must be a string of at most 4096 printable ASCII characters (no line breaks or control characters)`);
     }
     result[name] = value;
   }

@@ -76,6 +76,16 @@ describe('subscription headers must be an object of header names to strings', ()
     ['an object with an object value', { 'X-Nested': { a: 'b' } }, 'X-Nested'],
     ['an object with a null value', { 'X-Null': null }, 'X-Null'],
     ['an object with a reserved header', { 'X-Signature': 'forged' }, 'X-Signature'],
+    // Headers the HTTP client refuses to send, or that would mislabel the body: every
+    // attempt would fail, or be misread, until the delivery FAILED.
+    ...['Expect', 'Upgrade', 'Keep-Alive', 'TE', 'Trailer', 'Proxy-Authorization', 'Content-Encoding'].map(
+      (name): [string, unknown, string] => [`the header ${name}`, { [name]: 'x' }, name],
+    ),
+    ['a value with a control character', { 'X-Ctl': 'a\u0001b' }, 'X-Ctl'],
+    ['a value with DEL', { 'X-Del': 'a\u007fb' }, 'X-Del'],
+    ['a value with a line break', { 'X-Split': 'a\r\nX-Injected: 1' }, 'X-Split'],
+    ['a value that is not ASCII', { 'X-Euro': '€' }, 'X-Euro'],
+    ['a value with a line separator', { 'X-Sep': 'a\u2028b' }, 'X-Sep'],
   ];
 
   for (const [title, headers, headerName] of refused) {
