@@ -159,7 +159,37 @@ afterAll(async () => {
 it('npm start builds, then runs the compiled service (what these tests start)', async () => {
   const { scripts } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
   expect(scripts.prestart).toBe('tsc -p tsconfig.json');
+  // The same build makes the package importable by name (exports point at dist/), also when installed from a checkout.
+  expect(scripts.prepare).toBe('tsc -p tsconfig.json');
   expect(scripts.start).toBe('node dist/src/main.js');
+});
+
+it('an app imports the package by name, with plain node and with its types', async () => {
+  // An app beside Hookline, with hookline in its node_modules (as `npm install <path>` links it).
+  const app = await mkdtemp(join(tmpdir(), 'hookline-app-'));
+  dirs.push(app);
+  await execFileSync('mkdir', ['-p', join(app, 'node_modules')]);
+  await symlink(ROOT, join(app, 'node_modules', 'hookline'));
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'erp', type: 'module', private: true }));
+  await writeFile(
+    join(app, 'app.mjs'),
+    `import { WebhookSignature, StandardWebhookVerifier, WebhookFormatter, WebhookService, hooklineEntities, hooklineMigrations } from 'hookline';
+     const body = JSON.stringify({ id: 'evt_1', event: 'invoice.created', data: { amount: 1 } });
+     const signature = WebhookSignature.sign('my-webhook-secret', body);
+     const envelope = WebhookFormatter.formatEventPayload({ id: 'evt_1', event: 'invoice.created', tenantId: 't', data: { amount: 1 } });
+     console.log(JSON.stringify({
+       verified: WebhookSignature.verifyRaw('my-webhook-secret', body, signature),
+       forged: WebhookSignature.verifyRaw('another-secret-entirely', body, signature),
+       verifier: typeof StandardWebhookVerifier, service: typeof WebhookService,
+       entities: hooklineEntities.length > 0, migrations: hooklineMigrations.length > 0, event: envelope.event,
+     }));`,
+  );
+  const out = execFileSync(process.execPath, ['app.mjs'], { cwd: app, encoding: 'utf8' });
+  expect(JSON.parse(out)).toEqual({ verified: true, forged: false, verifier: 'function', service: 'function', entities: true, migrations: true, event: 'invoice.created' });
+  // And TypeScript finds the declarations through the package's exports.
+  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: [] }, files: ['app.ts'] }));
+  await writeFile(join(app, 'app.ts'), `import { WebhookSignature } from 'hookline';\nconst ok: boolean = WebhookSignature.verifyRaw('s', 'b', 'sha256=00');\nexport { ok };\n`);
+  execFileSync(TSC, ['-p', 'tsconfig.json'], { cwd: app, stdio: 'pipe' });
 });
 
 describe('npm start on the embedded PostgreSQL', () => {
