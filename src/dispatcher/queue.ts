@@ -99,13 +99,16 @@ export function claimSql(limit: number): string {
           from chosen
          where d.id = chosen.id
         returning d.id, d.tenant_id, d.event_id, d.subscription_id, d.event, d.target_url, d.attempts, d.schedule_attempts,
-                  d.lease_expires_at::text as lease
+                  d.lease_expires_at::text as lease, d.retried_at
       )
       -- The body comes along, once per event of the batch (a fan-out shares it), so a
       -- claim is the only round trip before sending.
       select c.id, c.tenant_id as "tenantId", c.event_id as "eventId", c.subscription_id as "subscriptionId", c.event,
              c.target_url as "targetUrl", c.attempts, c.schedule_attempts as "scheduleAttempts", c.lease,
-             s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers,
+             -- A deleted subscription signs only what retryDelivery put back since; with no secret,
+             -- anything else of it is canceled (created or in flight as it was deleted).
+             case when s.deleted_at is null or c.retried_at > s.deleted_at then s.secret end as secret,
+             s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers,
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         join webhook_events e on e.id = c.event_id
@@ -236,7 +239,8 @@ export const RECORD_SQL = `
                -- way: a (de)activation pauses or resumes only PENDING rows, so one committed after
                -- this statement began would otherwise miss this row and be undone by it.
                paused = r.status = 'PENDING'
-                        and coalesce((select not s.active from webhook_subscriptions s where s.id = d.subscription_id for share), false),
+                        and coalesce((select not s.active and s.deleted_at is null
+                                        from webhook_subscriptions s where s.id = d.subscription_id for share), false),
                attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,

@@ -5,6 +5,7 @@ import { LiveUpdates1764300000004 } from './0004-live-updates.js';
 import { DueNotifyPending1764300000005 } from './0005-due-notify-pending.js';
 import { LockedOnlySending1764300000006 } from './0006-locked-only-sending.js';
 import { LiveListeners1764300000007 } from './0007-live-listeners.js';
+import { SubscriptionTombstones1764300000008 } from './0008-subscription-tombstones.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -15,4 +16,5 @@ export const migrations = [
   DueNotifyPending1764300000005,
   LockedOnlySending1764300000006,
   LiveListeners1764300000007,
+  SubscriptionTombstones1764300000008,
 ];

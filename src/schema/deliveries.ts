@@ -156,7 +156,7 @@ builder.mutationField('retryDelivery', (t) =>
   t.field({
     type: DeliveryRef,
     description:
-      'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh. A delivery whose subscription was deleted (which is what cancels one) has no endpoint to go to: BAD_USER_INPUT.',
+      'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh; `attempts` keeps counting. A CANCELED delivery (its subscription was deleted) goes to the deleted subscription\'s last address, signed with its secret.',
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.retry(requireTenant(viewer), String(id)),
   }),

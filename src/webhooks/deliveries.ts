@@ -154,8 +154,9 @@ export class DeliveryService {
 
   /**
    * Puts a FAILED or CANCELED delivery back to PENDING, due now, with the schedule started afresh.
-   * Deleting a subscription is what cancels its deliveries, and leaves them no endpoint (nor secret):
-   * those are refused.
+   * Deleting a subscription is what cancels its deliveries; the deleted subscription's
+   * tombstone keeps its last address and secret, and the dispatcher sends what was
+   * retried after the deletion (retried_at).
    */
   async retry(tenantId: TenantId, id: string): Promise<DeliveryRow> {
     if (!isUuid(id)) throw notFound('delivery', id);
@@ -172,21 +173,23 @@ export class DeliveryService {
       // Its subscription as last committed, held until this retry commits: a (de)activation or a
       // new address under way is waited for, and one that follows sees this delivery PENDING.
       const [subscription] = current.subscriptionId
-        ? await queryRows<{ active: boolean; url: string }>(
+        ? await queryRows<{ active: boolean; url: string; deleted: boolean }>(
             m,
-            'select active, url from webhook_subscriptions where tenant_id = $1 and id = $2 for share',
+            'select active, url, deleted_at is not null as deleted from webhook_subscriptions where tenant_id = $1 and id = $2 for share',
             [tenantId, current.subscriptionId],
           )
         : [];
-      if (!subscription) throw badInput('id', `delivery ${id} belongs to a deleted subscription`);
+      // Only deliveries from before subscriptions were kept when deleted have none left.
+      if (!subscription) throw badInput('id', `delivery ${id} belongs to a subscription deleted for good: it has no endpoint to go to`);
       const [row] = await queryRows<DeliveryRow>(
         m,
         `update webhook_deliveries
             set status = 'PENDING', schedule_attempts = 0, next_attempt_at = now(), paused = $3, target_url = $4,
-                lease_expires_at = null, locked_by = null, updated_at = now()
+                lease_expires_at = null, locked_by = null, retried_at = clock_timestamp(), updated_at = now()
           where tenant_id = $1 and id = $2
           returning ${DELIVERY_COLUMNS}`,
-        [tenantId, id, !subscription.active, subscription.url],
+        // A deleted subscription cannot be made active again: its deliveries do not wait for it.
+        [tenantId, id, !subscription.active && !subscription.deleted, subscription.url],
       );
       await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, '']);
       return row!;

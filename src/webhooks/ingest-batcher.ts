@@ -248,7 +248,7 @@ function insertSql(handOff: boolean): string {
        }
          from input i
          join webhook_subscriptions s
-           on s.tenant_id = $1 and s.active and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
+           on s.tenant_id = $1 and s.active and s.deleted_at is null and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
      )${
        handOff
          ? `, d as (

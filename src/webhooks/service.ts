@@ -263,7 +263,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
   const key = `${oneSubscription}|${handOff}`;
   let text = recordTexts.get(key);
   if (text) return text;
-  const target = oneSubscription ? 's.id = $9' : 's.active and s.events && $9::text[]';
+  const target = oneSubscription ? 's.id = $9 and s.deleted_at is null' : 's.active and s.deleted_at is null and s.events && $9::text[]';
   const event = `ev as (
          insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
          values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)

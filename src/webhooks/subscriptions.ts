@@ -183,7 +183,14 @@ export class SubscriptionService {
     });
   }
 
-  /** Deletes the subscription and cancels its deliveries that have not been made. */
+  /**
+   * Deletes the subscription and cancels its deliveries that have not been made. The row
+   * stays as a tombstone no API shows, so that retryDelivery can still send one of them
+   * to its last address, signed with its secret. The lock (FOR UPDATE, which the
+   * deliveries' foreign key checks wait for) lets inserts under way finish first, so
+   * their deliveries are canceled too; one that read the subscription before and writes
+   * after is canceled by the dispatcher (see the claim).
+   */
   async delete(tenantId: TenantId, id: string): Promise<boolean> {
     return withTenant(this.services.dataSource, tenantId, async (manager) => {
       await findOwn(manager, tenantId, id);
@@ -193,7 +200,7 @@ export class SubscriptionService {
           where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
         [tenantId, id],
       );
-      await manager.delete(WebhookSubscription, { id, tenantId });
+      await manager.softDelete(WebhookSubscription, { id, tenantId });
       return true;
     });
   }
@@ -223,7 +230,7 @@ export class SubscriptionService {
     return withTenantClient(this.services.dataSource, tenantId, (client) =>
       queryRows<WebhookSubscription>(
         client,
-        `select ${SUBSCRIPTION_COLUMNS} from webhook_subscriptions where tenant_id = $1 and id = any($2::uuid[])`,
+        `select ${SUBSCRIPTION_COLUMNS} from webhook_subscriptions where tenant_id = $1 and id = any($2::uuid[]) and deleted_at is null`,
         [tenantId, valid],
       ),
     );
@@ -231,7 +238,7 @@ export class SubscriptionService {
 
   list(tenantId: TenantId, filter: { event?: string | null; active?: boolean | null }, window: PageWindow): Promise<WebhookSubscription[]> {
     return withTenant(this.services.dataSource, tenantId, async (manager) => {
-      const where = ['tenant_id = $1'];
+      const where = ['tenant_id = $1', 'deleted_at is null'];
       const params: unknown[] = [tenantId];
       if (filter.event) {
         rejectNul('event', filter.event);

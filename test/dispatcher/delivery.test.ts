@@ -266,6 +266,69 @@ describe('subscriptions and the queue', () => {
     expect(receiver.received.length).toBe(count);
   });
 
+  it('retryDelivery sends a CANCELED delivery once more, to the deleted subscription\'s last address, signed with its secret', async () => {
+    let healthy = false;
+    const receiver = await receiverWith(() => ({ status: healthy ? 204 : 500 }));
+    const { subscription } = await subscribe(`${receiver.url}/gone`, ['invoice.created'], 'deleted-but-kept-secret');
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await receiver.waitFor(1);
+    expect((await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key)).errors).toBeUndefined();
+    const canceled = await settled(deliveries[0].id, 'CANCELED');
+
+    healthy = true;
+    const retried = await hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { id status } }', { id: deliveries[0].id }, key);
+    expect(retried.errors).toBeUndefined();
+    expect(retried.data.retryDelivery).toEqual({ id: deliveries[0].id, status: 'PENDING' });
+    const delivered = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivered.attempts).toBe(canceled.attempts + 1);
+    const last = receiver.received.at(-1)!;
+    expect(last.path).toBe('/gone');
+    expect(last.headers['x-signature']).toBe(`sha256=${createHmac('sha256', 'deleted-but-kept-secret').update(last.body).digest('hex')}`);
+
+    // The subscription itself stays deleted everywhere: not listed, not found, not matched.
+    const lookups = await hl.gql(
+      `query($id: ID!) { webhookSubscription(id: $id) { id } webhookSubscriptions(first: 50) { edges { node { id } } } delivery(id: "${deliveries[0].id}") { subscription { id } } }`,
+      { id: subscription.id },
+      key,
+    );
+    expect(lookups.data).toEqual({ webhookSubscription: null, webhookSubscriptions: { edges: [] }, delivery: { subscription: null } });
+    for (const mutation of [
+      'mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }',
+      'mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }',
+      'mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }',
+      'mutation($id: ID!) { deleteWebhookSubscription(id: $id) }',
+    ]) {
+      expect((await hl.gql(mutation, { id: subscription.id }, key)).errors?.[0]?.extensions?.code, mutation).toBe('NOT_FOUND');
+    }
+    expect((await trigger({ event: 'invoice.created', data: INVOICE })).deliveries).toEqual([]);
+  });
+
+  it('a deleted subscription\'s delivery that was in flight, or created as it was deleted, is canceled rather than tried again', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const receiver = await receiverWith(async () => {
+      await held;
+      return { status: 500 };
+    });
+    const { subscription } = await subscribe(receiver.url);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await receiver.waitFor(1);
+    // Deleted while its first attempt is under way: that attempt fails, and no other follows.
+    await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key);
+    release();
+    const canceled = await settled(deliveries[0].id, 'CANCELED');
+    expect(canceled.attempts).toBe(1);
+    // A delivery the fan-out wrote for it just as it was deleted (read before, written after).
+    const [{ id: late }] = await hl.dataSource.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at)
+       select tenant_id, event_id, subscription_id, event, target_url, 'PENDING', now() from webhook_deliveries where id = $1 returning id`,
+      [deliveries[0].id],
+    );
+    await settled(late, 'CANCELED');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.received).toHaveLength(1);
+  });
+
   it('sends a test event to one subscription whatever its patterns', async () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url, ['customer.updated']);
