@@ -16,14 +16,20 @@ WEBHOOK_SECRET="${WEBHOOK_SECRET:-my-webhook-secret}"
 API="$BASE_URL/api/v1/tenant/webhooks"
 
 # 1. Create subscription
-SUBSCRIPTION=$(curl -s -X POST "$API/subscriptions" \
+CREATED=$(curl -s -X POST "$API/subscriptions" \
   -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" \
   -d '{
     "event": "invoice.created",
     "url": "'"$TARGET_URL"'",
     "secret": "'"$WEBHOOK_SECRET"'"
-  }' | jq '.id')
+  }')
+SUBSCRIPTION=$(echo "$CREATED" | jq '.id')
+if [ "$SUBSCRIPTION" = null ]; then
+  # Hookline's answer says why (a bad token, a URL it refuses, ...): nothing more can work.
+  echo "Subscription not created: $(echo "$CREATED" | jq -c '.error // .')" >&2
+  exit 1
+fi
 
 echo "Subscription created: $SUBSCRIPTION"
 

@@ -158,7 +158,15 @@ export function createGraphQLServer(services: Services): Yoga {
       },
       info: (...args) => log.info({ yoga: args }, 'yoga'),
       warn: (...args) => log.warn({ yoga: args }, 'yoga'),
-      error: (...args) => log.error({ yoga: args }, 'yoga'),
+      // Yoga logs each error its masker replaced: a client's (the answer says all there is to
+      // say) or an unexpected one, which createErrorMasker has logged already with its detail.
+      error: (...args) => {
+        if (args.length === 1 && args[0] instanceof Error) {
+          if (log.isLevelEnabled('debug')) log.debug({ err: args[0] }, 'yoga: error answered');
+        } else {
+          log.error({ yoga: args }, 'yoga');
+        }
+      },
     },
     graphiql: {
       title: 'Hookline GraphiQL',

@@ -90,6 +90,20 @@ describe('examples/test-webhooks.sh (the guide\'s Test 1)', () => {
     const subs = await rest('GET', 'subscriptions');
     expect(subs.map((s: any) => s.id)).toEqual([created![1]]);
   });
+
+  it('stops with Hookline\'s reason when the subscription is refused, and triggers nothing', async () => {
+    const before = (await rest('GET', 'deliveries')).length;
+    const failed = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], {
+      env: { ...process.env, HOOKLINE_URL: hl.url, HOOKLINE_TOKEN: key, TARGET_URL: 'ftp://example.com/hook' },
+      timeout: 20_000,
+    }).then(
+      () => undefined,
+      (error: { code?: number; stderr?: string }) => error,
+    );
+    expect(failed?.code).toBe(1);
+    expect(failed?.stderr).toMatch(/Subscription not created: \{"code":"BAD_USER_INPUT".*"field":"url"/);
+    expect((await rest('GET', 'deliveries')).length).toBe(before);
+  });
 });
 
 describe('examples/invoice-module', () => {

@@ -27,7 +27,7 @@ export interface TestHookline extends Hookline {
 
 export async function startTestHookline(
   env: Record<string, string> = {},
-  options: { clock?: Clock; databaseUrl?: string; dispatcher?: StartOptions['dispatcher'] } = {},
+  options: { clock?: Clock; databaseUrl?: string; dispatcher?: StartOptions['dispatcher']; log?: StartOptions['log'] } = {},
 ): Promise<TestHookline> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
   const config: Readonly<Config> = loadConfig({
@@ -39,7 +39,7 @@ export async function startTestHookline(
     ...env,
     DATABASE_URL: databaseUrl,
   });
-  const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const log = options.log ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const hookline = await startHookline({ config, log, clock: options.clock, host: '127.0.0.1', dispatcher: options.dispatcher });
   const url = hookline.app.url;
 

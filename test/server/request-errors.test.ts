@@ -2,6 +2,7 @@
 // carry extensions.code BAD_USER_INPUT and a message naming what is wrong, over HTTP
 // and WebSocket, with the HTTP status Yoga gives them; other codes are unchanged.
 import type { Client } from 'graphql-ws';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { wsRequest } from '../helpers/ws.js';
@@ -111,5 +112,27 @@ describe('over WebSocket', () => {
     expect(outcome?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT' });
     expect(outcome?.[0]?.message).toMatch(/\$status/);
     expect((await wsRequest(socket, '{ viewer { id } }')).data.viewer.id).toBe(tenant.id);
+  });
+});
+
+describe('logs', () => {
+  it('a client\'s errors are answered, not logged as the service\'s own', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const quiet = await startTestHookline({}, { log });
+    try {
+      const { apiKey } = await quiet.createTenant();
+      lines.length = 0;
+      // No key, a wrong key, a bad argument, an unknown id, a schema mismatch; and over REST.
+      await quiet.gql('{ viewer { id } }');
+      await quiet.gql('{ viewer { id } }', {}, 'hkl_wrong');
+      await quiet.gql(TRIGGER, { input: { event: 'invoice.exploded', data: {} } }, apiKey);
+      await quiet.gql('{ delivery(id: "00000000-0000-4000-8000-000000000000") { id } }', {}, apiKey);
+      await quiet.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 'x' } } }, apiKey);
+      await fetch(`${quiet.url}/api/v1/tenant/webhooks/deliveries`);
+      expect(lines.filter((l) => l.level >= 40)).toEqual([]);
+    } finally {
+      await quiet.stop();
+    }
   });
 });
