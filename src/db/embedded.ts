@@ -92,14 +92,25 @@ export async function startEmbeddedPostgres(
 /** Beside the data: the pid of the process whose PostgreSQL runs on it. */
 const OWNER_FILE = 'hookline-owner.pid';
 
-function alive(pid: number): boolean {
+/**
+ * Whether a process runs. A killed one whose parent has not yet collected its exit
+ * status (a zombie, for a moment after `kill -9` from a shell) still answers kill(0),
+ * but holds nothing: on Linux its state in /proc says so.
+ */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return true; // no /proc (not Linux): kill(0) has answered
+  }
 }
+const alive = processAlive;
 
 /**
  * A PostgreSQL left running on the data by a Hookline process that was killed (SIGKILL,
