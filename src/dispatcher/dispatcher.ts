@@ -478,18 +478,26 @@ export class Dispatcher {
     if (body === undefined) {
       outcome = this.failure(delivery, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });
     } else {
-      const secrets = signingSecrets(
-        { secret: delivery.secret!, previousSecret: delivery.previousSecret, previousSecretExpiresAt: delivery.previousSecretExpiresAt },
-        this.clock.now(),
-      );
-      const result = await this.sender.send({
-        deliveryId: delivery.id,
-        event: delivery.event,
-        url: delivery.targetUrl,
-        body,
-        keys: secrets.map((s) => this.keyOf(s)),
-        headers: delivery.headers,
-      });
+      let result: Awaited<ReturnType<Sender['send']>>;
+      try {
+        const secrets = signingSecrets(
+          { secret: delivery.secret!, previousSecret: delivery.previousSecret, previousSecretExpiresAt: delivery.previousSecretExpiresAt },
+          this.clock.now(),
+        );
+        result = await this.sender.send({
+          deliveryId: delivery.id,
+          event: delivery.event,
+          url: delivery.targetUrl,
+          body,
+          keys: secrets.map((s) => this.keyOf(s)),
+          headers: delivery.headers,
+        });
+      } catch (error) {
+        // Nothing was sent (a stored secret or header that cannot be used, say): a failed
+        // attempt like any other, recorded, rather than an error that ends the process.
+        this.log.error({ err: error, deliveryId: delivery.id }, 'could not make an attempt');
+        result = { ok: false, statusCode: null, responseBody: null, durationMs: 0, error: `not sent: ${(error as Error).message}` };
+      }
       this.options.metrics?.attempts.inc({ outcome: result.ok ? 'success' : 'failure' });
       this.options.metrics?.attemptDuration.observe(result.durationMs / 1000);
       outcome = result.ok

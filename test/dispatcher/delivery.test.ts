@@ -329,6 +329,27 @@ describe('subscriptions and the queue', () => {
     expect(receiver.received).toHaveLength(1);
   });
 
+  it('a subscription whose stored secret cannot sign gets failed attempts, and the dispatcher goes on', async () => {
+    const broken = await receiverWith();
+    const fine = await receiverWith();
+    const { subscription } = await subscribe(broken.url, ['invoice.created']);
+    await subscribe(fine.url, ['invoice.created']);
+    // Written past the API's checks (by hand, or by an older version).
+    await hl.dataSource.query(`update webhook_subscriptions set secret = 'whsec_not base64!' where id = $1`, [subscription.id]);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await fine.waitFor(1);
+    const brokenId = deliveries.find((d: any) => d.subscription.id === subscription.id).id;
+    const failed = await eventually(async () => {
+      const d = await deliveryOf(brokenId);
+      return d.attempts >= 1 ? d : undefined;
+    });
+    expect(failed.lastError).toMatch(/^not sent: .*base64/);
+    expect(broken.received).toHaveLength(0);
+    // Still dispatching.
+    await trigger({ event: 'invoice.created', data: INVOICE });
+    await fine.waitFor(2);
+  });
+
   it('sends a test event to one subscription whatever its patterns', async () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url, ['customer.updated']);
