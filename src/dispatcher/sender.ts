@@ -114,8 +114,14 @@ export class Sender {
       // The whole attempt, connection included, within the timeout.
       // Settled here whatever undici does next, so a slot can never wait on a request forever.
       // (Settled before the abort: undici reports an abort to onResponseError at once.)
+      // A receiver that has given its status is answered, whatever its body still does:
+      // a 2xx whose body is slow is a delivery made, not one to send again.
       const timer = setTimeout(() => {
-        settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` });
+        settle(
+          statusCode
+            ? answered()
+            : { ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` },
+        );
         controller?.abort(new AttemptTimeout());
       }, timeoutMs);
 
@@ -143,9 +149,10 @@ export class Sender {
           settle(answered());
         },
         onResponseError(_ctl, error) {
-          // An answer we stopped reading still counts as answered; a network error is a
-          // failed attempt (a timeout has settled the attempt already).
-          if (error instanceof AnswerTooLong && statusCode) return settle(answered());
+          // Once the receiver has given its status, that is its answer, whatever becomes of the
+          // body (cut short by us, stalled, or the connection lost); before, a network error is
+          // a failed attempt (a timeout has settled the attempt already).
+          if (statusCode) return settle(answered());
           settle({ ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: describeError(error, timeoutMs) });
         },
       };

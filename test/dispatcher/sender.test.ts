@@ -120,6 +120,28 @@ describe('Sender', () => {
     expect(result.durationMs).toBeLessThan(2_000);
   });
 
+  it('takes a status given before the timeout as the answer, however slow its body', async () => {
+    for (const status of [200, 503]) {
+      const { url } = await serve((_req, res) => {
+        res.writeHead(status, { 'content-type': 'text/plain' });
+        res.write('accepted, ');
+        const timer = setInterval(() => res.write('.'), 50); // a body that never ends
+        res.on('close', () => clearInterval(timer));
+      });
+      const result = await send(new Sender(agent, 300), url);
+      expect(result).toMatchObject(status === 200 ? { ok: true, statusCode: 200 } : { ok: false, statusCode: 503, error: 'HTTP 503' });
+      expect(result.responseBody).toMatch(/^accepted, \.*/);
+      expect(result.durationMs).toBeLessThan(2_000);
+    }
+    // The same when the connection is lost in the middle of the body.
+    const { url } = await serve((_req, res) => {
+      res.writeHead(200);
+      res.write('accepted, then gone');
+      setTimeout(() => res.socket?.destroy(), 50);
+    });
+    expect(await send(new Sender(agent, 5_000), url)).toMatchObject({ ok: true, statusCode: 200, responseBody: 'accepted, then gone' });
+  });
+
   it('counts the connection in the timeout, and never sends once the attempt has timed out', async () => {
     const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
     // A resolver that answers only after 800 ms: the connection cannot start before then.
