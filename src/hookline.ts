@@ -69,7 +69,9 @@ export async function startHookline({ config, log, clock = systemClock, host, di
         services.apiKeys.clear();
         void recheckKeysInUse?.();
       };
-      services.apiKeys.usable = () => live.target.connected;
+      // Cached keys are trusted only while revocations are heard, and once onConnect() has
+      // forgotten those cached before a reconnect.
+      services.apiKeys.usable = () => live.target.caughtUp;
       await live.start();
       stops.push(() => live.close());
       services.live = live;

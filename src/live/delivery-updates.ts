@@ -3,9 +3,11 @@
 // buffer, so a slow or stuck client never holds up the others, and one that
 // falls too far behind is disconnected with a reason.
 import { createPubSub, type PubSub } from 'graphql-yoga';
+import type pg from 'pg';
 import { API_KEY_REVOKED_CHANNEL } from '../auth/tenants.js';
 import type { Logger } from '../logger.js';
 import { DELIVERY_UPDATES_CHANNEL } from '../migrations/0004-live-updates.js';
+import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import { PostgresEventTarget } from './postgres-event-target.js';
 
@@ -52,7 +54,11 @@ function parseRows(payload: string): Iterable<[string, DeliverySnapshot]> {
 export type LiveTopics = {
   [key: `delivery:${string}`]: [DeliverySnapshot];
   'api-key-revoked': [string];
+  'api-key-revocation-heard': [string];
 };
+
+/** Each API process, once it has acted on a revoked key's notice, says so here: `<key id>:<backend pid>`. */
+export const API_KEY_REVOCATION_HEARD_CHANNEL = 'hookline_api_key_revocation_heard';
 
 export interface DeliveryFilter {
   event?: string | null;
@@ -93,6 +99,7 @@ export class LiveUpdates {
       {
         [DELIVERY_UPDATES_CHANNEL]: parseRows,
         [API_KEY_REVOKED_CHANNEL]: (payload) => [['api-key-revoked', payload]],
+        [API_KEY_REVOCATION_HEARD_CHANNEL]: (payload) => [['api-key-revocation-heard', payload]],
       },
       log,
       // Every delivery change of every tenant: heard only while someone here subscribes.
@@ -110,8 +117,56 @@ export class LiveUpdates {
         const { value, done } = await iterator.next();
         if (done) return;
         this.announceRevoked(value);
+        // Acted on: the process that revoked it may answer its caller (see expectRevocation).
+        void this.target.acknowledge(API_KEY_REVOCATION_HEARD_CHANNEL, value);
       }
     })();
+  }
+
+  /**
+   * Call before revoking a key; once the revocation has committed, `heard()` resolves when
+   * every API process that was hearing revocations has acted on its notice (its backend
+   * answers on API_KEY_REVOCATION_HEARD_CHANNEL), or after `timeoutMs`. A process whose
+   * LISTEN connection is down does not trust its cache meanwhile (PostgresEventTarget's
+   * caughtUp), so the key fails there too; one that connects later starts with an empty
+   * cache. So when revokeApiKey answers, the key works nowhere.
+   */
+  expectRevocation(apiKeyId: string): { heard(db: pg.Pool, timeoutMs: number): Promise<{ waitedFor: number; missing: number }>; cancel(): void } {
+    const acknowledged = new Set<number>();
+    let changed: () => void = () => {};
+    const listener = (event: Event) => {
+      const [id, pid] = String((event as CustomEvent).detail).split(':');
+      if (id !== apiKeyId) return;
+      acknowledged.add(Number(pid));
+      changed();
+    };
+    this.target.addEventListener('api-key-revocation-heard', listener);
+    return {
+      cancel: () => this.target.removeEventListener('api-key-revocation-heard', listener),
+      heard: async (db, timeoutMs) => {
+        try {
+          const { rows } = await db.query<{ pid: number }>(
+            `select l.pid from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid where l.channel = $1`,
+            [API_KEY_REVOKED_CHANNEL],
+          );
+          const expected = rows.map((r) => r.pid);
+          const deadline = Date.now() + timeoutMs;
+          const missing = () => expected.filter((pid) => !acknowledged.has(pid)).length;
+          while (missing() && Date.now() < deadline) {
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(resolve, deadline - Date.now());
+              changed = () => {
+                clearTimeout(timer);
+                resolve();
+              };
+            });
+          }
+          return { waitedFor: expected.length, missing: missing() };
+        } finally {
+          this.target.removeEventListener('api-key-revocation-heard', listener);
+        }
+      },
+    };
   }
 
   /**

@@ -23,6 +23,8 @@ export class PostgresEventTarget implements EventTarget {
   /** LISTEN and UNLISTEN of on-demand channels, one at a time, in order. */
   private changes: Promise<void> = Promise.resolve();
   private client: pg.Client | undefined;
+  /** The connection is up and onConnect() has run for it (see caughtUp). */
+  private current = false;
   private closed = false;
   private connecting: Promise<void> | undefined;
   /** Called each time the LISTEN connection is (re)established. */
@@ -31,6 +33,30 @@ export class PostgresEventTarget implements EventTarget {
   /** True while notifications are being heard. */
   get connected(): boolean {
     return this.client !== undefined;
+  }
+
+  /**
+   * True while notifications are heard and onConnect() has dealt with what may have been
+   * missed before: what a process learnt from notifications (a cache of API keys, say)
+   * may be trusted only then.
+   */
+  get caughtUp(): boolean {
+    return this.current && this.client !== undefined;
+  }
+
+  /**
+   * NOTIFYs `<payload>:<backend pid of the LISTEN connection>` from the LISTEN connection, if
+   * it is up: an acknowledgement others can tell apart by connection. False if not sent.
+   */
+  async acknowledge(channel: string, payload: string): Promise<boolean> {
+    const client = this.client;
+    if (!client) return false;
+    try {
+      await client.query(`select pg_notify($1, $2 || ':' || pg_backend_pid())`, [channel, payload]);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -140,6 +166,7 @@ export class PostgresEventTarget implements EventTarget {
     const lost = (error?: Error) => {
       if (this.client !== client || this.closed) return;
       this.client = undefined;
+      this.current = false;
       this.listening.clear();
       this.log.warn({ err: error }, 'live updates: LISTEN connection lost; reconnecting');
       client.removeAllListeners('notification');
@@ -159,7 +186,13 @@ export class PostgresEventTarget implements EventTarget {
     client.on('end', () => lost());
     await client.connect();
     for (const channel of Object.keys(this.routes)) {
-      if (!this.onDemand.includes(channel)) await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+      if (this.onDemand.includes(channel)) continue;
+      // Written in live_listeners too, so that a process can tell who hears the channel
+      // (revokeApiKey waits for each to acknowledge).
+      await client.query(
+        `listen ${pg.escapeIdentifier(channel)};
+         insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing`,
+      );
     }
     if (this.closed) {
       await client.end();
@@ -169,7 +202,10 @@ export class PostgresEventTarget implements EventTarget {
     this.listening.clear();
     await this.reconcile();
     // Lost during the reconcile: the reconnect under way calls onConnect() when it is back.
-    if (this.client === client) this.onConnect();
+    if (this.client === client) {
+      this.onConnect();
+      this.current = true;
+    }
   }
 
   private deliver(channel: string, payload: string): void {
@@ -230,8 +266,9 @@ export class PostgresEventTarget implements EventTarget {
     await this.connecting?.catch(() => {});
     const client = this.client;
     this.client = undefined;
+    this.current = false;
     // No longer a listener (a connection that just ends leaves its rows for the next one to clear).
-    if (client && this.listening.size) await client.query(`delete from ${LIVE_LISTENERS_TABLE} where pid = pg_backend_pid()`).catch(() => {});
+    if (client) await client.query(`delete from ${LIVE_LISTENERS_TABLE} where pid = pg_backend_pid()`).catch(() => {});
     await client?.end().catch(() => {});
   }
 }

@@ -1,6 +1,7 @@
 import { createApiKey, createTenant, findTenant, revokeApiKey } from '../auth/tenants.js';
 import { requireAdmin, requireTenant } from '../auth/viewer.js';
 import type { Tenant as TenantRow } from '../entities/tenant.js';
+import { poolOf } from '../db/query.js';
 import { builder } from './builder.js';
 
 export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
@@ -64,13 +65,27 @@ builder.mutationField('createApiKey', (t) =>
   }),
 );
 
+/** How long revokeApiKey waits for every API process to drop the key from its cache. */
+const REVOCATION_WAIT_MS = 2_000;
+
 builder.mutationField('revokeApiKey', (t) =>
   t.boolean({
     description: 'Revokes an API key of the calling tenant. It stops working at once, live connections included.',
     args: { id: t.arg.id({ required: true }) },
     resolve: async (_root, { id }, { viewer, services }) => {
-      const revoked = await revokeApiKey(services.dataSource, requireTenant(viewer), String(id));
-      services.apiKeys.invalidate(String(id)); // other processes hear it by NOTIFY
+      const tenantId = requireTenant(viewer);
+      const expected = services.live?.expectRevocation(String(id));
+      let revoked: boolean;
+      try {
+        revoked = await revokeApiKey(services.dataSource, tenantId, String(id));
+      } catch (error) {
+        expected?.cancel();
+        throw error;
+      }
+      services.apiKeys.invalidate(String(id));
+      // Other API processes hear it by NOTIFY: answered once each has dropped the key.
+      const heard = await expected?.heard(poolOf(services.dataSource), REVOCATION_WAIT_MS);
+      if (heard?.missing) services.log.warn({ apiKeyId: String(id), ...heard }, 'API processes did not acknowledge a revoked key in time');
       return revoked;
     },
   }),

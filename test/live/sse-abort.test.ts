@@ -39,7 +39,7 @@ it('a client gone while its subscription is set up leaves no subscription, deman
   for (const afterMs of [0, 1, 1, 2, 3, 5, 8, 13]) await subscribeAndLeave(tenant.apiKey, afterMs);
   await eventually(async () => (await hl.metric('hookline_live_subscriptions')) === 0, 5_000);
   await eventually(async () => {
-    const rows = await hl.dataSource.query('select count(*)::int as n from live_listeners');
+    const rows = await hl.dataSource.query(`select count(*)::int as n from live_listeners where channel = 'hookline_delivery_updates'`);
     return rows[0].n === 0;
   }, 5_000);
 });
