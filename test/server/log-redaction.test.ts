@@ -1,0 +1,44 @@
+// A statement that fails unexpectedly is logged with its text, never with its
+// parameters: those may be a subscription's signing secret or a receiver's
+// Authorization header. And the input that made one such failure reachable (a
+// pattern too long for the index on events) is refused as BAD_USER_INPUT.
+import { QueryFailedError } from 'typeorm';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+let hl: TestHookline;
+let lines: string[];
+
+beforeAll(async () => {
+  lines = [];
+  hl = await startTestHookline({}, { log: createLogger('info', { write: (line: string) => void lines.push(line) }) });
+});
+afterAll(async () => {
+  await hl?.stop();
+});
+
+it('logs a failed statement\'s text and error, not its parameters', () => {
+  const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+  const driverError = Object.assign(new Error('index row size 2728 exceeds btree version 4 maximum 2704'), { code: '54000' });
+  const failed = new QueryFailedError('insert into webhook_subscriptions (secret, headers) values ($1, $2)', ['whsec_c2VjcmV0LXNpZ25pbmcta2V5', { Authorization: 'Bearer receiver-token' }], driverError);
+  lines.length = 0;
+  log.error({ err: failed }, 'unexpected error in a GraphQL operation');
+  log.error({ err: new Error('wrapped', { cause: failed }) }, 'REST request failed');
+  const text = lines.join('\n');
+  expect(text).not.toContain('c2VjcmV0');
+  expect(text).not.toContain('receiver-token');
+  expect(text).toContain('insert into webhook_subscriptions');
+  expect(text).toContain('index row size');
+});
+
+it('refuses a pattern whose prefix is longer than an event name may be, naming the field', async () => {
+  const { apiKey } = await hl.createTenant();
+  const res = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+    { input: { url: 'http://127.0.0.1:9/hook', events: [`${'a'.repeat(4_000)}.*`], secret: 'my-very-secret-signing-key' } },
+    apiKey,
+  );
+  expect(res.errors?.[0]?.extensions, JSON.stringify(res.errors)).toMatchObject({ code: 'BAD_USER_INPUT', field: 'events' });
+  expect(lines.join('\n')).not.toContain('my-very-secret-signing-key');
+});
