@@ -151,6 +151,9 @@ export function createGraphQLServer(services: Services): Yoga {
     schema,
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // Any origin may call the API with an API key (a dashboard of its own); none with the
+    // browser's credentials (cookies), which Hookline never uses: Yoga's default allowed them.
+    cors: { credentials: false },
     logging: {
       // Yoga logs at debug level several times per request: build nothing unless it is on.
       debug: (...args) => {

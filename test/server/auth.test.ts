@@ -86,6 +86,25 @@ describe('over HTTP', () => {
   });
 });
 
+describe('from a browser on another origin', () => {
+  it('may call with an API key, never with the browser\'s credentials', async () => {
+    const preflight = await fetch(`${hl.url}/graphql`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://dashboard.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' },
+    });
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('https://dashboard.example');
+    expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('authorization');
+    expect(preflight.headers.get('access-control-allow-credentials')).toBeNull();
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { origin: 'https://dashboard.example', 'content-type': 'application/json', authorization: `Bearer ${tenant.apiKey}` },
+      body: JSON.stringify({ query: '{ viewer { id } }' }),
+    });
+    expect((await res.json()).data.viewer.id).toBe(tenant.id);
+    expect(res.headers.get('access-control-allow-credentials')).toBeNull();
+  });
+});
+
 describe('limits and malformed requests', () => {
   it('refuses a query deeper than 10 before execution', async () => {
     // __type(name) { ofType { ofType ... } } nests without limit.
