@@ -2,6 +2,8 @@
 // makes concurrent starters wait for each other, so none is applied twice.
 import type { DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
+import { TENANT_ROLE } from '../migrations/sql.js';
+import { poolOf, queryRows } from './query.js';
 
 const MIGRATION_LOCK = 7_426_551_001; // any constant; identifies Hookline's migrator
 
@@ -13,9 +15,42 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
     const applied = await dataSource.runMigrations({ transaction: 'each' });
     const names = applied.map((m) => m.name);
     if (names.length && log) log.info({ migrations: names }, 'migrations applied');
+    await checkTenantRole(dataSource);
     return names;
   } finally {
     await runner.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
     await runner.release();
+  }
+}
+
+/**
+ * Row-level security is the second wall between tenants, and only as good as the role it
+ * binds. The migrations create the role without any way around it, but leave one that
+ * already exists as it is (roles belong to the whole server): should it be a superuser,
+ * have BYPASSRLS or own a table, or a table's security be off, every tenant-scoped query
+ * would see every tenant. Hookline refuses to start then.
+ */
+export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE): Promise<void> {
+  const [found] = await queryRows<{ super: boolean; bypass: boolean; owns: string[] | null; unprotected: string[] | null }>(
+    poolOf(dataSource),
+    `select r.rolsuper as super, r.rolbypassrls as bypass,
+            (select array_agg(c.relname::text order by c.relname) from pg_class c where c.relowner = r.oid and c.relkind in ('r', 'p')) as owns,
+            (select array_agg(distinct c.relname::text) from pg_policy p join pg_class c on c.oid = p.polrelid
+              where p.polname like '%_tenant_isolation' and not c.relrowsecurity) as unprotected
+       from pg_roles r where r.rolname = $1`,
+    [role],
+  );
+  if (!found) throw new Error(`the role ${role} does not exist: the migrations create it`);
+  const problems = [
+    found.super && 'it is a superuser',
+    found.bypass && 'it has BYPASSRLS',
+    found.owns?.length && `it owns ${found.owns.join(', ')}`,
+    found.unprotected?.length && `row-level security is off on ${found.unprotected.join(', ')}`,
+  ].filter(Boolean);
+  if (problems.length) {
+    throw new Error(
+      `tenant isolation would be off: ${problems.join('; ')}. Make ${role} an ordinary role ` +
+        `(ALTER ROLE ${role} NOSUPERUSER NOBYPASSRLS), owning nothing, with row-level security on every tenant table`,
+    );
   }
 }

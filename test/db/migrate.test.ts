@@ -3,7 +3,8 @@
 import pg from 'pg';
 import { expect, inject, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
-import { runMigrations } from '../../src/db/migrate.js';
+import { checkTenantRole, runMigrations } from '../../src/db/migrate.js';
+import { createTestDatabase } from '../helpers/database.js';
 import { migrations } from '../../src/migrations/index.js';
 
 it('three processes migrating one empty database at once apply each migration once', async () => {
@@ -24,5 +25,26 @@ it('three processes migrating one empty database at once apply each migration on
     expect(n).toBe(10); // the catalog was seeded once
   } finally {
     await Promise.all(sources.map((s) => s.destroy()));
+  }
+});
+
+it('refuses to go on when the tenant role could see past row-level security', async () => {
+  const source = createDataSource({ url: await createTestDatabase(), poolSize: 2 });
+  await source.initialize();
+  // Roles belong to the whole server: a role of this test's own stands for hookline_tenant.
+  const role = `hookline_tenant_probe_${process.pid}`;
+  try {
+    await expect(checkTenantRole(source)).resolves.toBeUndefined(); // as the migrations made it
+    await source.query(`create role ${role} nologin bypassrls`);
+    await expect(checkTenantRole(source, role)).rejects.toThrow(/tenant isolation would be off: it has BYPASSRLS/);
+    await source.query(`alter role ${role} nobypassrls`);
+    await expect(checkTenantRole(source, role)).resolves.toBeUndefined();
+    await source.query(`create table probe_owned (id int); alter table probe_owned owner to ${role}`);
+    await expect(checkTenantRole(source, role)).rejects.toThrow(/it owns probe_owned/);
+    await source.query('drop table probe_owned; alter table webhook_events disable row level security');
+    await expect(checkTenantRole(source, role)).rejects.toThrow(/row-level security is off on webhook_events/);
+  } finally {
+    await source.query(`drop role if exists ${role}`).catch(() => {});
+    await source.destroy();
   }
 });
