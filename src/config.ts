@@ -61,13 +61,19 @@ export function parseDuration(text: string): number {
 
 export const DEFAULT_RETRY_SCHEDULE = '5s,5m,30m,2h,5h,10h,10h';
 
+const MAX_RETRY_DELAY_MS = 30 * 24 * 3_600_000;
+
 export function parseRetrySchedule(text: string): number[] {
   const parts = text.split(',').map((p) => p.trim());
   if (parts.length === 0 || parts.some((p) => p === '')) {
     throw new Error(`"${text}" must be a comma-separated list of durations, e.g. ${DEFAULT_RETRY_SCHEDULE}`);
   }
   if (parts.length > 50) throw new Error('at most 50 retries are allowed');
-  return parts.map(parseDuration);
+  const delays = parts.map(parseDuration);
+  // Past this a due time could not be written (and no one waits a month for a webhook).
+  const longest = delays.find((ms) => ms > MAX_RETRY_DELAY_MS);
+  if (longest !== undefined) throw new Error(`each delay must be at most 720h (30 days); ${parts[delays.indexOf(longest)]} is longer`);
+  return delays;
 }
 
 function parseBoolean(text: string): boolean {

@@ -47,9 +47,15 @@ export function rejectNul(field: string, value: string | null | undefined): void
 }
 
 /** The same for a JSON input, given as its JSON.stringify text (which escapes NUL as \u0000, in keys and values). */
-export function rejectNulInJson(field: string, json: string): void {
-  // An even run of backslashes before it (none included) means the \u0000 is an escape, not literal text.
+/**
+ * Refuses JSON (as JSON.stringify wrote it) that PostgreSQL's jsonb cannot store: a NUL
+ * character, or a lone UTF-16 surrogate (half of a pair, which JSON.stringify writes as a
+ * \ud800-\udfff escape; a whole pair it writes as it is).
+ */
+export function rejectUnstorableJson(field: string, json: string): void {
+  // An even run of backslashes before it (none included) means the \u is an escape, not literal text.
   if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(json)) throw badInput(field, NUL_MESSAGE);
+  if (/(?:^|[^\\])(?:\\\\)*\\ud[89a-f]/.test(json)) throw badInput(field, 'holds text that is not valid Unicode (half of a UTF-16 surrogate pair)');
 }
 
 export const notFound = (what: string, id: string) =>

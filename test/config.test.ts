@@ -124,6 +124,7 @@ describe('durations', () => {
 
   it('reads every unit in HOOKLINE_RETRY_SCHEDULE and HOOKLINE_DELIVERY_TIMEOUT', () => {
     expect(loadConfig({ HOOKLINE_RETRY_SCHEDULE: '100ms,1s,1m,1h' }).retrySchedule).toEqual([100, 1_000, 60_000, 3_600_000]);
+    expect(loadConfig({ HOOKLINE_RETRY_SCHEDULE: '720h' }).retrySchedule).toEqual([720 * 3_600_000]); // 30 days, the longest
     expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '750ms' }).deliveryTimeoutMs).toBe(750);
     expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '20s' }).deliveryTimeoutMs).toBe(20_000);
     expect(loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '5m' }).deliveryTimeoutMs).toBe(300_000);
@@ -142,6 +143,10 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_RETRY_SCHEDULE', '5s,,1m'],
     ['HOOKLINE_RETRY_SCHEDULE', '5s,'],
     ['HOOKLINE_RETRY_SCHEDULE', Array(51).fill('1s').join(',')],
+    // A due time this far off could not be written: the delivery would be sent again and again, uncounted.
+    ['HOOKLINE_RETRY_SCHEDULE', '5s,3000000000h'],
+    ['HOOKLINE_RETRY_SCHEDULE', '721h'],
+    ['HOOKLINE_DISPATCH_PER_TENANT', '0'],
     ['HOOKLINE_ALLOW_PRIVATE_TARGETS', 'maybe'],
     ['HOOKLINE_DELIVERY_TIMEOUT', '-1s'],
     ['HOOKLINE_DELIVERY_TIMEOUT', '0s'],

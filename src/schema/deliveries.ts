@@ -65,7 +65,7 @@ DeliveryRef.implement({
     attemptLog: t.field({
       type: [DeliveryAttemptRef],
       description: 'Every attempt, oldest first.',
-      resolve: (d, _args, { viewer, services }) => services.deliveries.attempts(requireTenant(viewer), d.id),
+      resolve: (d, _args, { viewer, services }) => services.deliveries.attempts(requireTenant(viewer), d.id, d.attempts),
     }),
   }),
 });

@@ -278,7 +278,7 @@ const getDelivery: Handler = async (services, { tenantId, params }) => {
   const id = params[0]!;
   const delivery = await services.deliveries.find(tenantId, id);
   if (!delivery) throw notFound('delivery', id);
-  const attempts = await services.deliveries.attempts(tenantId, id);
+  const attempts = await services.deliveries.attempts(tenantId, id, delivery.attempts);
   return { status: 200, body: { ...deliveryJson(delivery), attempt_log: attempts.map(attemptJson) } };
 };
 

@@ -121,14 +121,19 @@ export class DeliveryService {
     );
   }
 
-  attempts(tenantId: TenantId, deliveryId: string): Promise<AttemptRow[]> {
+  /**
+   * The delivery's attempt log, oldest first: the attempts its row counts (`upTo`, its
+   * `attempts` as read), so that a row and its log read a moment apart agree (an attempt
+   * recorded in between is in neither). Each attempt's number is the count it made.
+   */
+  attempts(tenantId: TenantId, deliveryId: string, upTo: number): Promise<AttemptRow[]> {
     return this.scoped(tenantId, (m) =>
       queryRows<AttemptRow>(
         m,
         `select number, started_at as "startedAt", duration_ms as "durationMs", status_code as "statusCode", error,
                 response_body as "responseBody"
-           from delivery_attempts where tenant_id = $1 and delivery_id = $2 order by number`,
-        [tenantId, deliveryId],
+           from delivery_attempts where tenant_id = $1 and delivery_id = $2 and number <= $3 order by number`,
+        [tenantId, deliveryId, upTo],
       ),
     );
   }

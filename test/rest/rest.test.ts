@@ -161,6 +161,23 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
   });
 
+  it('shows a delivery and its attempt log as of the same moment', async () => {
+    await subscribe({ event: 'test.event', url: `${receiver.url}/moment` });
+    const id = (await trigger({ event: 'test.event', payload: { n: 1 } })).body.deliveries[0].id;
+    await eventually(async () => (await rest('GET', `deliveries/${id}`)).body.status === 'DELIVERED');
+    // An attempt recorded after the delivery's row was read, before its log is: as if it
+    // landed between the two reads (the row still counts 1 attempt).
+    await hl.dataSource.query(
+      `insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code) values ($1, 2, $2, now(), 1, 500)`,
+      [id, tenantId],
+    );
+    const one = await rest('GET', `deliveries/${id}`);
+    expect(one.body.attempts).toBe(1);
+    expect(one.body.attempt_log.map((a: any) => a.number)).toEqual([1]);
+    const viaGraphql = await hl.gql('query($id: ID!) { delivery(id: $id) { attempts attemptLog { number } } }', { id }, key);
+    expect(viaGraphql.data.delivery).toEqual({ attempts: 1, attemptLog: [{ number: 1 }] });
+  });
+
   it('links to the next page with a cursor that goes on past a deleted item', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await subscribe({ event: 'test.event', url: `${receiver.url}/page-${i}` })).body.id);

@@ -136,6 +136,41 @@ describe('subscription headers must be an object of header names to strings', ()
   });
 });
 
+describe('event data PostgreSQL or the process cannot take is BAD_USER_INPUT, and nothing is written', () => {
+  // Bodies written as text: a client's JSON.stringify could not write 10,000 levels either.
+  const post = (path: string, body: string) =>
+    fetch(`${hl.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body });
+  const trigger = async (dataJson: string): Promise<GraphQLResponse> =>
+    (await post('/graphql', `{"query": ${JSON.stringify(TRIGGER)}, "variables": {"input": {"event": "test.event", "data": ${dataJson}}}}`)).json();
+  const rest = (dataJson: string) => post('/api/v1/tenant/webhooks/deliveries', `{"event": "test.event", "payload": ${dataJson}}`);
+  /** `depth` levels of arrays and objects in all. */
+  const nested = (depth: number) => `{"v": ${'['.repeat(depth - 1)}"bottom"${']'.repeat(depth - 1)}}`;
+  const refused: Array<[string, string, RegExp]> = [
+    ['half of a surrogate pair in a value', '{"customer": "Acme \\ud800"}', /not valid Unicode/],
+    ['the other half alone, in a key', '{"\\udc00": 1}', /not valid Unicode/],
+    ['101 levels of nesting', nested(101), /more than 100 levels/],
+    ['10,000 levels of nesting', nested(10_000), /more than 100 levels/],
+  ];
+  for (const [title, dataJson, message] of refused) {
+    it(title, async () => {
+      const before = await counts();
+      const res = await trigger(dataJson);
+      expectBadInput(res, 'data');
+      expect(res.errors![0]!.message).toMatch(message);
+      const overRest = await rest(dataJson);
+      expect(overRest.status).toBe(400);
+      expect((await overRest.json()).error).toMatchObject({ code: 'BAD_USER_INPUT', field: 'payload' });
+      expect(await counts()).toEqual(before);
+    });
+  }
+  it('a whole surrogate pair (an emoji), 100 levels of nesting and a written-out backslash-u are accepted', async () => {
+    for (const dataJson of ['{"note": "paid \\ud83d\\ude00"}', nested(100), '{"path": "C:\\\\ud800"}']) {
+      const res = await trigger(dataJson);
+      expect(res.errors, JSON.stringify(res.errors)).toBeUndefined();
+    }
+  });
+});
+
 describe('a NUL character is refused with BAD_USER_INPUT naming the field, and nothing is written', () => {
   const trigger = (input: Record<string, unknown>) =>
     hl.gql(TRIGGER, { input: { event: 'test.event', data: { ok: true }, ...input } }, key);
