@@ -160,7 +160,7 @@ it('npm start builds, then runs the compiled service (what these tests start)', 
   const { scripts } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
   expect(scripts.prestart).toBe('tsc -p tsconfig.json');
   // The same build makes the package importable by name (exports point at dist/), also when installed from a checkout.
-  expect(scripts.prepare).toBe('tsc -p tsconfig.json');
+  expect(scripts.prepare).toBe('node scripts/prepare.mjs');
   expect(scripts.start).toBe('node dist/src/main.js');
 });
 
@@ -186,10 +186,25 @@ it('an app imports the package by name, with plain node and with its types', asy
   );
   const out = execFileSync(process.execPath, ['app.mjs'], { cwd: app, encoding: 'utf8' });
   expect(JSON.parse(out)).toEqual({ verified: true, forged: false, verifier: 'function', service: 'function', entities: true, migrations: true, event: 'invoice.created' });
+  // What npm packs (for a tarball, or a git dependency once its prepare has built dist/) holds the build.
+  const [packed] = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' }));
+  const files = (packed.files as Array<{ path: string }>).map((f) => f.path);
+  expect(files).toEqual(expect.arrayContaining(['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/main.js', 'scripts/prepare.mjs']));
+  expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/'))).toEqual([]);
   // And TypeScript finds the declarations through the package's exports.
   await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: [] }, files: ['app.ts'] }));
   await writeFile(join(app, 'app.ts'), `import { WebhookSignature } from 'hookline';\nconst ok: boolean = WebhookSignature.verifyRaw('s', 'b', 'sha256=00');\nexport { ok };\n`);
   execFileSync(TSC, ['-p', 'tsconfig.json'], { cwd: app, stdio: 'pipe' });
+});
+
+it('an install without the dev dependencies skips the build rather than fail', async () => {
+  // prepare runs on every install, `npm ci --omit=dev` included, where there is no tsc.
+  const bare = await mkdtemp(join(tmpdir(), 'hookline-bare-'));
+  dirs.push(bare);
+  execFileSync('mkdir', ['-p', join(bare, 'scripts')]);
+  execFileSync('cp', [join(ROOT, 'scripts/prepare.mjs'), join(bare, 'scripts/prepare.mjs')]);
+  const out = execFileSync(process.execPath, ['scripts/prepare.mjs'], { cwd: bare, encoding: 'utf8' });
+  expect(out).toMatch(/no TypeScript compiler installed/);
 });
 
 describe('npm start on the embedded PostgreSQL', () => {

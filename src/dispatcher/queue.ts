@@ -303,7 +303,9 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
   await db.query(
     `with s as (
        update webhook_subscriptions set active = false, disabled_reason = $2, updated_at = now()
-        where id = any($1::uuid[]) and active
+        -- A deleted one (a retried delivery of it answered 410) stays as it was: it cannot be
+        -- made active again, so its other retried deliveries must not wait for it.
+        where id = any($1::uuid[]) and active and deleted_at is null
        returning id
      )
      update webhook_deliveries set paused = true, updated_at = now()

@@ -194,6 +194,8 @@ export class PostgresEventTarget implements EventTarget {
          insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing`,
       );
     }
+    // Rows of connections that are gone (a process killed), lest a new backend reuse their pid.
+    await client.query(`delete from ${LIVE_LISTENERS_TABLE} l where not exists (select 1 from pg_stat_activity a where a.pid = l.pid)`);
     if (this.closed) {
       await client.end();
       return;
