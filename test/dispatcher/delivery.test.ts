@@ -303,6 +303,26 @@ describe('subscriptions and the queue', () => {
     expect((await trigger({ event: 'invoice.created', data: INVOICE })).deliveries).toEqual([]);
   });
 
+  it('a 410 to a retried delivery of a deleted subscription leaves its other retried deliveries going', async () => {
+    const gone = new Set<string>();
+    const receiver = await receiverWith((request) => ({ status: gone.has(String(request.headers['x-webhook-delivery'])) ? 410 : 500 }));
+    const { subscription } = await subscribe(receiver.url);
+    const [a, b] = [(await trigger({ event: 'invoice.created', data: INVOICE })).deliveries[0].id, (await trigger({ event: 'invoice.created', data: INVOICE })).deliveries[0].id];
+    await receiver.waitFor(2);
+    await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key);
+    await settled(a, 'CANCELED');
+    await settled(b, 'CANCELED');
+    const retry = (id: string) => hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { status } }', { id }, key);
+    gone.add(a);
+    await retry(b);
+    await eventually(async () => (await deliveryOf(b)).attempts >= 2); // b failed again, and waits for its next try
+    await retry(a); // a's receiver answers 410 Gone
+    await eventually(async () => (await deliveryOf(a)).lastStatusCode === 410);
+    // b goes on with its schedule to the end, rather than wait for a subscription that cannot come back.
+    const failed = await settled(b, 'FAILED');
+    expect(failed.attempts).toBeGreaterThanOrEqual(4);
+  });
+
   it('a deleted subscription\'s delivery that was in flight, or created as it was deleted, is canceled rather than tried again', async () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
