@@ -184,6 +184,16 @@ export interface AttemptOutcome {
  * expired keeps the new claim's state; this attempt is still counted and logged.
  */
 export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
+  // Two outcomes of one delivery (an attempt whose lease expired, and the one made under the
+  // claim that followed) cannot be one statement's: it updates a row once. They go in turn.
+  const seen = new Set<string>();
+  const now = outcomes.filter((o) => !seen.has(o.deliveryId) && seen.add(o.deliveryId));
+  const later = now.length < outcomes.length ? outcomes.filter((o) => !now.includes(o)) : [];
+  await recordRound(db, workerId, now);
+  if (later.length) await recordAttempts(db, workerId, later);
+}
+
+async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
   if (!outcomes.length) return;
   const column = <K extends keyof AttemptOutcome>(key: K) => outcomes.map((o) => o[key]);
   await db.query({
@@ -254,8 +264,11 @@ export const RECORD_SQL = `
          where d.id = r.delivery_id and d.locked_by = $10 and d.lease_expires_at = r.lease
         returning d.id, d.attempts
       ), late as materialized (
-        -- Outcomes of claims whose lease expired first (normally none: nothing to look up).
-        select r.delivery_id from results r where not exists (select from updated u where u.id = r.delivery_id)
+        -- Outcomes of claims whose lease expired first (normally none: nothing to look up),
+        -- unless already recorded (this statement run again after its commit's answer was lost).
+        select r.delivery_id from results r
+         where not exists (select from updated u where u.id = r.delivery_id)
+           and not exists (select from delivery_attempts a where a.delivery_id = r.delivery_id and a.started_at = r.started_at)
       ), counted as (
         update webhook_deliveries d set attempts = d.attempts + 1, updated_at = now()
           from late l

@@ -204,3 +204,36 @@ it('an outcome recorded after its lease expired leaves a new claim of the same w
     { number: 2, status_code: 204 },
   ]);
 });
+
+it('an outcome recorded twice (the statement run again after its answer was lost) counts once', async () => {
+  const s = await subscription();
+  const d = await delivery({ subscriptionId: s });
+  const [claimed] = await claim(8);
+  const outcome = { ...failedAttempt(d, s, claimed!.lease), startedAt: new Date('2026-11-29T03:00:00.123Z') };
+  await recordAttempts(db, 'w1', [outcome]);
+  await recordAttempts(db, 'w1', [outcome]);
+  const { rows: [row] } = await db.query('select attempts, status from webhook_deliveries where id = $1', [d]);
+  expect(row).toEqual({ attempts: 1, status: 'PENDING' });
+  const { rows: log } = await db.query('select number from delivery_attempts where delivery_id = $1', [d]);
+  expect(log).toEqual([{ number: 1 }]);
+});
+
+it('a late outcome and the new claim\'s outcome in one batch are both counted and logged', async () => {
+  const s = await subscription();
+  const d = await delivery({ subscriptionId: s });
+  const [first] = await claim(8);
+  await db.query(`update webhook_deliveries set status = 'PENDING', lease_expires_at = null, locked_by = null where id = $1`, [d]);
+  const [second] = await claim(8);
+  expect(second!.id).toBe(d);
+  await recordAttempts(db, 'w1', [
+    { ...failedAttempt(d, s, first!.lease), startedAt: new Date(Date.now() - 5_000) },
+    { ...failedAttempt(d, s, second!.lease), status: 'DELIVERED', statusCode: 204, error: null, nextAttemptAt: null },
+  ]);
+  const { rows: [row] } = await db.query('select attempts, status from webhook_deliveries where id = $1', [d]);
+  expect(row).toEqual({ attempts: 2, status: 'DELIVERED' });
+  const { rows: log } = await db.query('select number, status_code from delivery_attempts where delivery_id = $1 order by number', [d]);
+  expect(log).toEqual([
+    { number: 1, status_code: 500 },
+    { number: 2, status_code: 204 },
+  ]);
+});
