@@ -28,8 +28,8 @@ export interface StartOptions {
   log: Logger;
   clock?: Clock;
   host?: string;
-  /** The dispatcher's fallback poll, for tests. */
-  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs'>;
+  /** The dispatcher's timings, for tests. */
+  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity'>;
 }
 
 export async function startHookline({ config, log, clock = systemClock, host, dispatcher: timings }: StartOptions): Promise<Hookline> {

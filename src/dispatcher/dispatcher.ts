@@ -44,6 +44,10 @@ export interface DispatcherOptions {
   pollIntervalMs?: number;
   /** How often expired leases are looked for (ms). */
   reclaimIntervalMs?: number;
+  /** A claim's lease (ms), for tests; by default twice the delivery timeout and 5 s. */
+  leaseMs?: number;
+  /** Slow attempts at once, for tests; by default 8 times the concurrency. */
+  slowCapacity?: number;
 }
 
 /**
@@ -67,8 +71,22 @@ const SLOW_CAPACITY_FACTOR = 8;
 interface Flight {
   delivery: ClaimedDelivery;
   slow: boolean;
+  done: boolean;
   timer: NodeJS.Timeout | undefined;
 }
+
+/** A claimed delivery waiting for a slot, until `deadline` (this process's clock, ms). */
+interface Ready {
+  delivery: ClaimedDelivery;
+  body: string | undefined;
+  /** The latest moment its attempt may start and still end, and be recorded, within the lease. */
+  deadline: number;
+}
+
+/** Time kept between an attempt's timeout and its lease's end, for the record. */
+const RECORD_MARGIN_MS = 3_000;
+/** Claimed deliveries waiting at most, as many times the concurrency (slots and parked ones together). */
+const READY_FACTOR = 4;
 
 export class Dispatcher {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -88,7 +106,9 @@ export class Dispatcher {
   private readonly slowAfterMs: number;
   private readonly slowCapacity: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
-  private readonly ready: Array<{ delivery: ClaimedDelivery; body: string | undefined }> = [];
+  private readonly ready: Ready[] = [];
+  /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
+  private readonly overdue: Flight[] = [];
   /** Per subscription: deliveries being sent. */
   private readonly sending = new Map<string, number>();
   /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
@@ -148,17 +168,20 @@ export class Dispatcher {
     this.sender = new Sender(this.agent, config.deliveryTimeoutMs);
     // Long enough for an attempt and the flush that records it; short enough that a
     // dead worker's deliveries are retried well within a minute.
-    this.leaseMs = 2 * config.deliveryTimeoutMs + 5_000;
+    this.leaseMs = options.leaseMs ?? 2 * config.deliveryTimeoutMs + 5_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
     this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
-    this.slowCapacity = SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
+    this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
   }
 
   async start(): Promise<void> {
     this.running = true;
     await this.listen();
-    this.reclaimTimer = setInterval(() => void this.reclaim(), this.reclaimIntervalMs);
+    this.reclaimTimer = setInterval(() => {
+      void this.reclaim();
+      this.releaseLate(0);
+    }, this.reclaimIntervalMs);
     this.reclaimTimer.unref();
     void this.reclaim();
     this.loopDone = this.loop();
@@ -319,7 +342,11 @@ export class Dispatcher {
       // Slow attempts and parked deliveries wait for their receivers, not for slots:
       // the slots' room is claimed for the others.
       const startable = this.ready.length - this.parked;
-      const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
+      const room = Math.min(
+        2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved,
+        // Parked deliveries wait for their own receivers; a bound keeps them from piling up.
+        READY_FACTOR * concurrency - this.ready.length - this.reserved,
+      );
       this.roomBound = !(startable < concurrency && room > 0);
       if (!this.roomBound) {
         try {
@@ -392,12 +419,40 @@ export class Dispatcher {
     // The claim gives each event's body once; its other deliveries share it.
     const bodies = new Map<string, string>();
     for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);
+    // The lease began before the claim answered: counted from now, less a second, it ends later than this.
+    const deadline = Date.now() + this.leaseMs - 1_000 - this.options.config.deliveryTimeoutMs - RECORD_MARGIN_MS;
     for (const delivery of live) {
       this.count(this.held, delivery.subscriptionId, 1);
       this.count(this.tenantHeld, delivery.tenantId, 1);
-      this.ready.push({ delivery, body: bodies.get(delivery.eventId) });
+      this.ready.push({ delivery, body: bodies.get(delivery.eventId), deadline });
     }
     this.pump();
+  }
+
+  /**
+   * Hands back, untried, the ready deliveries that could no longer be sent and recorded
+   * within their lease (they waited too long behind slow receivers): another claim gives
+   * them a lease of their own, rather than this one expiring while they are sent (and
+   * another worker sending them too). `from` is where in `ready` to look.
+   */
+  private releaseLate(from: number): void {
+    const now = Date.now();
+    const late: string[] = [];
+    for (let i = from; i < this.ready.length; ) {
+      const { delivery, deadline } = this.ready[i]!;
+      if (deadline > now) {
+        i++;
+        continue;
+      }
+      this.ready.splice(i, 1);
+      this.unhold(delivery);
+      late.push(delivery.id);
+    }
+    if (!late.length) return;
+    this.log.warn({ count: late.length }, 'claimed deliveries waited too long for a slot; handed back to the queue');
+    void releaseClaims(this.pool, this.workerId, late)
+      .catch((error) => this.log.warn({ err: error }, 'could not hand back late deliveries; their lease will'))
+      .finally(() => this.poke());
   }
 
   private unhold(delivery: ClaimedDelivery): void {
@@ -409,8 +464,13 @@ export class Dispatcher {
   private pump(): void {
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     let i = 0;
+    const now = Date.now();
     while (i < this.ready.length && this.inFlight - this.slow < concurrency && this.running) {
-      const { delivery, body } = this.ready[i]!;
+      const { delivery, body, deadline } = this.ready[i]!;
+      if (deadline <= now) {
+        this.releaseLate(i);
+        continue;
+      }
       const id = delivery.subscriptionId;
       if ((id && (this.sending.get(id) ?? 0) >= perSubscription) || (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant) {
         i++;
@@ -421,7 +481,7 @@ export class Dispatcher {
       this.count(this.sending, id, 1);
       this.count(this.tenantSending, delivery.tenantId, 1);
       this.options.metrics?.inFlight.inc();
-      const flight: Flight = { delivery, slow: false, timer: undefined };
+      const flight: Flight = { delivery, slow: false, done: false, timer: undefined };
       flight.timer = setTimeout(() => this.slowed(flight), this.slowAfterMs);
       flight.timer.unref();
       void this.attempt(delivery, body).finally(() => this.release(flight));
@@ -432,7 +492,11 @@ export class Dispatcher {
   /** An attempt still unanswered: its slot goes to the next delivery, if slow ones have room. */
   private slowed(flight: Flight): void {
     flight.timer = undefined;
-    if (this.slow >= this.slowCapacity) return;
+    if (flight.done) return;
+    if (this.slow >= this.slowCapacity) {
+      this.overdue.push(flight); // keeps its slot until a slow one ends
+      return;
+    }
     flight.slow = true;
     this.slow++;
     this.options.metrics?.slowInFlight.inc();
@@ -443,10 +507,17 @@ export class Dispatcher {
 
   private release(flight: Flight): void {
     const { delivery } = flight;
+    flight.done = true;
     clearTimeout(flight.timer);
     if (flight.slow) {
       this.slow--;
       this.options.metrics?.slowInFlight.dec();
+      // Its room among the slow ones goes to the longest overdue attempt still under way.
+      for (let next = this.overdue.shift(); next; next = this.overdue.shift()) {
+        if (next.done) continue;
+        this.slowed(next);
+        break;
+      }
     }
     this.inFlight--;
     this.options.metrics?.inFlight.dec();

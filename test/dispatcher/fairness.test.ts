@@ -2,6 +2,7 @@
 // its share of the dispatcher's slots. And the dispatcher asks the database for
 // work only when there may be some: not while a subscription's share is full,
 // nor again after a claim that found everything.
+import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -167,5 +168,60 @@ it('several subscriptions to one host are sent to at once, each up to its own sh
     }
   } finally {
     await held.close();
+  }
+}, 30_000);
+
+it('a delivery that could no longer be sent within its lease goes back to the queue, and is sent once', async () => {
+  // Leases of 5.5 s with a 1 s timeout leave a claimed delivery 0.5 s to start (the rest is
+  // its attempt, the record's margin, and a second for the claim's round trip). The second
+  // delivery of a subscription whose first hangs for 1 s waits longer than that.
+  const lines: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const tenant = await hl.createTenant('Patient');
+  try {
+    await subscribe(tenant.apiKey, `${silent.url}/patient`, ['invoice.*']);
+    for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_RETRY_SCHEDULE: '1h' },
+      { databaseUrl: hl.databaseUrl, dispatcher: { leaseMs: 5_500 }, log },
+    );
+    try {
+      await silent.waitFor(2, 10_000);
+      await new Promise((r) => setTimeout(r, 1_500));
+      const ids = silent.received.map((r) => String(r.headers['x-webhook-delivery']));
+      expect(new Set(ids).size).toBe(2);
+      expect(ids).toHaveLength(2);
+      expect(lines.join('\n')).toContain('waited too long for a slot; handed back to the queue');
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await silent.close();
+  }
+}, 30_000);
+
+it('an overdue attempt takes the room of a slow one that ends, and its slot goes to the next delivery', async () => {
+  // One slot, room for one slow attempt, receivers that hang until the 3 s timeout: A gives
+  // its slot to B after 1 s; B cannot give its own (A holds the slow room) until A ends at 3 s,
+  // and C starts then, not when B times out at 4 s.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const tenant = await hl.createTenant('Overdue');
+  try {
+    for (const name of ['a', 'b', 'c']) await subscribe(tenant.apiKey, `${silent.url}/${name}`, ['invoice.*']);
+    await trigger(tenant.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '1', HOOKLINE_DELIVERY_TIMEOUT: '3s', HOOKLINE_RETRY_SCHEDULE: '1h' },
+      { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 1 } },
+    );
+    try {
+      const [first, , third] = await silent.waitFor(3, 10_000);
+      expect(third!.at - first!.at).toBeGreaterThan(2_500);
+      expect(third!.at - first!.at).toBeLessThan(3_600);
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await silent.close();
   }
 }, 30_000);
