@@ -242,13 +242,19 @@ function insertSql(handOff: boolean): string {
        select id, $1, event, resource_type, resource_id, data::jsonb, body, null, created_at from input
      ), patterns as (
        select * from unnest($9::int[], $10::text[]) as p(ord, pattern)
+     ), subs as (
+       -- FOR KEY SHARE, as the deliveries' foreign key takes anyway: a subscription being
+       -- deleted (locked FOR UPDATE) is waited for, and read again once deleted, so none of its
+       -- deliveries is written (or handed off) after its deletion cancelled the others.
+       select s.id, s.url, s.events from webhook_subscriptions s
+        where s.tenant_id = $1 and s.active and s.deleted_at is null and s.events && array(select p.pattern from patterns p)
+          for key share
      ), matched as (
        select i.id as event_id, i.event, s.id as subscription_id, s.url${
          handOff ? `, i.ord, row_number() over (partition by s.id order by i.ord) as k` : ''
        }
          from input i
-         join webhook_subscriptions s
-           on s.tenant_id = $1 and s.active and s.deleted_at is null and s.events && array(select p.pattern from patterns p where p.ord = i.ord)
+         join subs s on s.events && array(select p.pattern from patterns p where p.ord = i.ord)
      )${
        handOff
          ? `, d as (

@@ -276,6 +276,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
            from webhook_subscriptions s
            left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
           where s.tenant_id = $2 and ${target}
+            for key share of s -- see ingest-batcher.ts: a subscription being deleted is waited for
        ), d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, next_attempt_at, created_at,
                                          updated_at, ${HAND_OFF_COLUMNS})
@@ -295,6 +296,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
          select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, now(), now(), now()
            from webhook_subscriptions s
           where s.tenant_id = $2 and ${target}
+            for key share of s
          returning ${DELIVERY_COLUMNS}
        )
        select 'event' as kind, to_jsonb(ev) as row from ev

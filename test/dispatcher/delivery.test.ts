@@ -4,6 +4,7 @@ import { createHmac } from 'node:crypto';
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { poolOf } from '../../src/db/query.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -301,6 +302,27 @@ describe('subscriptions and the queue', () => {
       expect((await hl.gql(mutation, { id: subscription.id }, key)).errors?.[0]?.extensions?.code, mutation).toBe('NOT_FOUND');
     }
     expect((await trigger({ event: 'invoice.created', data: INVOICE })).deliveries).toEqual([]);
+  });
+
+  it('an event triggered while its subscription is being deleted writes no delivery for it, handed off or not', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    // The deletion's statements, held open before its commit (as deleteWebhookSubscription runs them).
+    const deleting = await poolOf(hl.dataSource).connect();
+    try {
+      await deleting.query('begin');
+      await deleting.query('select id from webhook_subscriptions where id = $1 for update', [subscription.id]);
+      await deleting.query(`update webhook_deliveries set status = 'CANCELED' where subscription_id = $1 and status = 'PENDING'`, [subscription.id]);
+      await deleting.query('update webhook_subscriptions set deleted_at = now() where id = $1', [subscription.id]);
+      const triggered = trigger({ event: 'invoice.created', data: INVOICE }); // waits for the deletion
+      await new Promise((r) => setTimeout(r, 300));
+      await deleting.query('commit');
+      expect((await triggered).deliveries).toEqual([]);
+    } finally {
+      deleting.release();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.received).toHaveLength(0);
   });
 
   it('a 410 to a retried delivery of a deleted subscription leaves its other retried deliveries going', async () => {
