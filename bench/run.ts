@@ -69,7 +69,11 @@ profileProcesses(flag('cpu-prof')?.split(',') ?? []);
 const SIZES = QUICK
   ? { ceiling: 2_000, drain: 2_000, latency: 30, fanout: 100, others: 50_000, subscribers: 100, liveReps: 10 }
   : { ceiling: 20_000, drain: 20_000, latency: 300, fanout: 1_000, others: 500_000, subscribers: 1_000, liveReps: 100 };
-/** graphile-worker: 64 jobs at once like Hookline's HOOKLINE_DISPATCH_CONCURRENCY default, a pool as large (its own advice), default poll interval (2 s; new jobs come by LISTEN/NOTIFY). */
+/**
+ * graphile-worker: 64 jobs at once, as many as Hookline's worker sends to the benchmark's one
+ * subscription (HOOKLINE_DISPATCH_PER_SUBSCRIPTION's default; 128 in all), a pool as large
+ * (its own advice), default poll interval (2 s; new jobs come by LISTEN/NOTIFY).
+ */
 const GW_CONCURRENCY = Number(flag('gw-concurrency') ?? 64);
 const GW_POOL_SIZE = Number(flag('gw-pool') ?? GW_CONCURRENCY);
 const CEILING_CONNECTIONS = 32;

@@ -58,6 +58,25 @@ export function rejectUnstorableJson(field: string, json: string): void {
   if (/(?:^|[^\\])(?:\\\\)*\\ud[89a-f]/.test(json)) throw badInput(field, 'holds text that is not valid Unicode (half of a UTF-16 surrogate pair)');
 }
 
+/** How deeply JSON input (event data, a schema) may nest objects and arrays: far beyond any real document. */
+export const MAX_JSON_DEPTH = 100;
+
+/**
+ * Refuses a value nested deeper than MAX_JSON_DEPTH, looked at without recursion: one nested
+ * thousands deep would overflow the stack of JSON.stringify, of a schema validator, or of
+ * PostgreSQL's jsonb (a cyclic object from a library caller is refused the same way).
+ */
+export function rejectDeepJson(field: string, value: object): void {
+  const stack: Array<[value: object, depth: number]> = [[value, 1]];
+  while (stack.length) {
+    const [next, depth] = stack.pop()!;
+    if (depth > MAX_JSON_DEPTH) throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
+    for (const child of Object.values(next)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+}
+
 export const notFound = (what: string, id: string) =>
   new HooklineError(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
 export const unauthenticated = (message = 'a valid API key is required: Authorization: Bearer <key>') =>

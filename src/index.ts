@@ -3,7 +3,8 @@
 // transaction, format envelopes, sign and verify.
 //
 //   const dataSource = new DataSource({ type: 'postgres', url, entities: [...yours, ...hooklineEntities],
-//                                       migrations: [...yours, ...hooklineMigrations] });
+//                                       migrations: [...yours, ...hooklineMigrations],
+//                                       migrationsTableName: 'hookline_migrations' }); // the table Hookline's processes use
 //   const webhooks = new WebhookService(dataSource);
 //   await dataSource.transaction(async (manager) => {
 //     const invoice = await manager.save(Invoice, {...});

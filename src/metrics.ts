@@ -25,7 +25,7 @@ export function createMetrics() {
     }),
     slowInFlight: new Gauge({
       name: 'hookline_deliveries_slow_in_flight',
-      help: 'Deliveries being sent by this process that have waited over a second for their answer, and gave their slot back.',
+      help: 'Deliveries being sent by this process that have waited over a second (or half the delivery timeout) for their answer, and gave their slot back.',
       registers: [registry],
     }),
     claims: new Counter({

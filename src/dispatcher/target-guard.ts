@@ -1,5 +1,5 @@
 // Keeps webhooks away from loopback, private, link-local and other non-public
-// addresses (contract: "Targets"), unless HOOKLINE_ALLOW_PRIVATE_TARGETS=true.
+// addresses (README, "What a receiver gets"), unless HOOKLINE_ALLOW_PRIVATE_TARGETS=true.
 //
 // Two checks, because a name's addresses can change between them (DNS rebinding):
 //  - TargetGuard.checkUrl, when a subscription is saved: a clear BAD_USER_INPUT;

@@ -32,7 +32,7 @@ WebhookSubscriptionRef.implement({
 });
 
 const HEADERS_DESCRIPTION =
-  'Extra headers sent with every delivery: an object of at most 20 names to strings of printable ASCII. Headers Hookline sets (content-*, signatures, webhook-*, x-webhook-*) and those that change how the request travels (host, connection, expect, upgrade, proxy-*, …) are refused.';
+  'Extra headers sent with every delivery: an object of at most 20 names to strings of printable ASCII. Headers Hookline sets (content-type/-length/-encoding, user-agent, webhook-*, x-signature, x-webhook-*) and those that change how the request travels (host, connection, expect, upgrade, proxy-*, …) are refused.';
 
 const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscriptionInput', {
   fields: (t) => ({

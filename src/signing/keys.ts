@@ -1,4 +1,4 @@
-// Key handling shared by both signature schemes. The rule (CONTRACT.md, "What
+// Key handling shared by both signature schemes. The rule (README, "What
 // a receiver gets"): a `whsec_` secret's key is its base64-decoded part; any
 // other secret's key is its UTF-8 bytes.
 import { createHmac } from 'node:crypto';

@@ -1,4 +1,4 @@
-// The envelope every receiver gets (CONTRACT.md, "What a receiver gets").
+// The envelope every receiver gets (README, "What a receiver gets").
 
 export interface EventEnvelope {
   id: string;

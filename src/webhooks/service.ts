@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, rejectNul, rejectUnstorableJson } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, rejectDeepJson, rejectNul, rejectUnstorableJson } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../services.js';
@@ -91,7 +91,7 @@ export class WebhookService {
     rejectNul('event', input.event);
     const data = input.data;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
-    checkDepth(data);
+    rejectDeepJson('data', data);
     const dataJson = JSON.stringify(data);
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
       throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
@@ -319,19 +319,4 @@ function toDelivery(row: any): CreatedDelivery {
     nextAttemptAt: row.nextAttemptAt ? new Date(row.nextAttemptAt) : null,
     deliveredAt: row.deliveredAt ? new Date(row.deliveredAt) : null,
   };
-}
-
-/** How deeply `data` may nest objects and arrays: far beyond any business document. */
-export const MAX_DATA_DEPTH = 100;
-
-/** Refuses data nested deeper than MAX_DATA_DEPTH, without recursion (a deep one would overflow the stack). */
-function checkDepth(data: object): void {
-  const stack: Array<[value: unknown, depth: number]> = [[data, 1]];
-  while (stack.length) {
-    const [value, depth] = stack.pop()!;
-    if (depth > MAX_DATA_DEPTH) throw badInput('data', `nests objects and arrays more than ${MAX_DATA_DEPTH} levels deep`);
-    for (const child of Object.values(value as object)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
-    }
-  }
 }

@@ -163,6 +163,16 @@ describe('event data PostgreSQL or the process cannot take is BAD_USER_INPUT, an
       expect(await counts()).toEqual(before);
     });
   }
+  it('an event type schema nested 10,000 deep is refused the same way', async () => {
+    const before = await counts();
+    const schema = `{"type": "object", "examples": [${'['.repeat(10_000)}${']'.repeat(10_000)}]}`;
+    const res: GraphQLResponse = await (
+      await post('/graphql', `{"query": ${JSON.stringify(CREATE_EVENT_TYPE)}, "variables": {"input": {"name": "parcel.deep", "schema": ${schema}}}}`)
+    ).json();
+    expectBadInput(res, 'schema');
+    expect(await counts()).toEqual(before);
+  });
+
   it('a whole surrogate pair (an emoji), 100 levels of nesting and a written-out backslash-u are accepted', async () => {
     for (const dataJson of ['{"note": "paid \\ud83d\\ude00"}', nested(100), '{"path": "C:\\\\ud800"}']) {
       const res = await trigger(dataJson);
