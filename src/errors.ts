@@ -62,19 +62,41 @@ export function rejectUnstorableJson(field: string, json: string): void {
 export const MAX_JSON_DEPTH = 100;
 
 /**
- * Refuses a value nested deeper than MAX_JSON_DEPTH, looked at without recursion: one nested
- * thousands deep would overflow the stack of JSON.stringify, of a schema validator, or of
- * PostgreSQL's jsonb (a cyclic object from a library caller is refused the same way).
+ * JSON input (event data, a schema) as JSON.stringify writes it, which is what is stored and
+ * sent: refused if it cannot be written (a cycle, a BigInt) or nests objects and arrays
+ * deeper than MAX_JSON_DEPTH (thousands deep would overflow the stack of JSON.stringify, of a
+ * schema validator, or of PostgreSQL's jsonb). Measured on the text, so an object whose
+ * toJSON leaves out a back-reference is judged by what it writes.
  */
-export function rejectDeepJson(field: string, value: object): void {
-  const stack: Array<[value: object, depth: number]> = [[value, 1]];
-  while (stack.length) {
-    const [next, depth] = stack.pop()!;
-    if (depth > MAX_JSON_DEPTH) throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
-    for (const child of Object.values(next)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+export function toJsonText(field: string, value: unknown): string {
+  let json: string;
+  try {
+    json = JSON.stringify(value);
+  } catch (error) {
+    if (error instanceof RangeError) throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
+    throw badInput(field, `cannot be written as JSON: ${(error as Error).message}`);
+  }
+  if (json.length > MAX_JSON_DEPTH && jsonDeeperThan(json, MAX_JSON_DEPTH)) {
+    throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
+  }
+  return json;
+}
+
+/** Whether JSON text opens more than `max` objects and arrays at once (brackets in strings are text). */
+function jsonDeeperThan(json: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 34 /* " */) {
+      // To the string's end: a backslash escapes the next character.
+      for (i++; i < json.length && json.charCodeAt(i) !== 34; i++) if (json.charCodeAt(i) === 92) i++;
+    } else if (c === 123 /* { */ || c === 91 /* [ */) {
+      if (++depth > max) return true;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      depth--;
     }
   }
+  return false;
 }
 
 export const notFound = (what: string, id: string) =>

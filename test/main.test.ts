@@ -6,7 +6,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
 import { startReceiver } from './helpers/receiver.js';
@@ -203,8 +203,21 @@ it('an install without the dev dependencies skips the build rather than fail', a
   dirs.push(bare);
   execFileSync('mkdir', ['-p', join(bare, 'scripts')]);
   execFileSync('cp', [join(ROOT, 'scripts/prepare.mjs'), join(bare, 'scripts/prepare.mjs')]);
-  const out = execFileSync(process.execPath, ['scripts/prepare.mjs'], { cwd: bare, encoding: 'utf8' });
+  // No node_modules/.bin on PATH (as npm would put there, with TypeScript in it).
+  const out = execFileSync(process.execPath, ['scripts/prepare.mjs'], {
+    cwd: bare,
+    encoding: 'utf8',
+    env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, HOME: process.env.HOME ?? '/' },
+  });
   expect(out).toMatch(/no TypeScript compiler installed/);
+  // And one whose TypeScript is hoisted (a workspace's root node_modules/.bin, on npm's PATH) builds.
+  await writeFile(join(bare, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', types: [] }, files: ['a.ts'] }));
+  await writeFile(join(bare, 'a.ts'), 'export const a: number = 1;\n');
+  execFileSync(process.execPath, ['scripts/prepare.mjs'], {
+    cwd: bare,
+    env: { PATH: `${join(ROOT, 'node_modules/.bin')}:${dirname(process.execPath)}:/usr/bin:/bin`, HOME: process.env.HOME ?? '/' },
+  });
+  expect(await readFile(join(bare, 'dist/a.js'), 'utf8')).toContain('a = 1');
 });
 
 describe('npm start on the embedded PostgreSQL', () => {

@@ -2,7 +2,7 @@
 // makes concurrent starters wait for each other, so none is applied twice.
 import type { DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
-import { TENANT_ROLE } from '../migrations/sql.js';
+import { TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
 import { poolOf, queryRows } from './query.js';
 
 const MIGRATION_LOCK = 7_426_551_001; // any constant; identifies Hookline's migrator
@@ -33,12 +33,16 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
 export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE): Promise<void> {
   const [found] = await queryRows<{ super: boolean; bypass: boolean; owns: string[] | null; unprotected: string[] | null }>(
     poolOf(dataSource),
-    `select r.rolsuper as super, r.rolbypassrls as bypass,
-            (select array_agg(c.relname::text order by c.relname) from pg_class c where c.relowner = r.oid and c.relkind in ('r', 'p')) as owns,
-            (select array_agg(distinct c.relname::text) from pg_policy p join pg_class c on c.oid = p.polrelid
-              where p.polname like '%_tenant_isolation' and not c.relrowsecurity) as unprotected
+    // Hookline's own tables, in the schema its statements use: an app sharing the database
+    // may have tables and policies of its own, which are none of this check's business.
+    `with ours as (
+       select c.* from pg_class c where c.oid = any (select to_regclass(t)::oid from unnest($2::text[]) t)
+     )
+     select r.rolsuper as super, r.rolbypassrls as bypass,
+            (select array_agg(c.relname::text order by c.relname) from ours c where c.relowner = r.oid) as owns,
+            (select array_agg(c.relname::text order by c.relname) from ours c where not c.relrowsecurity) as unprotected
        from pg_roles r where r.rolname = $1`,
-    [role],
+    [role, TENANT_TABLES],
   );
   if (!found) throw new Error(`the role ${role} does not exist: the migrations create it`);
   const problems = [

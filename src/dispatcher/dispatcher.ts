@@ -85,8 +85,7 @@ interface Ready {
 
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
-/** Claimed deliveries waiting at most, as many times the concurrency (slots and parked ones together). */
-const READY_FACTOR = 4;
+
 
 export class Dispatcher {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -181,6 +180,7 @@ export class Dispatcher {
     this.reclaimTimer = setInterval(() => {
       void this.reclaim();
       this.releaseLate(0);
+      this.pump(); // counts the parked ones again
     }, this.reclaimIntervalMs);
     this.reclaimTimer.unref();
     void this.reclaim();
@@ -342,11 +342,10 @@ export class Dispatcher {
       // Slow attempts and parked deliveries wait for their receivers, not for slots:
       // the slots' room is claimed for the others.
       const startable = this.ready.length - this.parked;
-      const room = Math.min(
-        2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved,
-        // Parked deliveries wait for their own receivers; a bound keeps them from piling up.
-        READY_FACTOR * concurrency - this.ready.length - this.reserved,
-      );
+      // Parked deliveries wait for their own receivers, not for slots: they take no room (their
+      // subscriptions and tenants, at their shares, are left out of the claim), and one that
+      // waits too long goes back to the queue (releaseLate).
+      const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
       this.roomBound = !(startable < concurrency && room > 0);
       if (!this.roomBound) {
         try {

@@ -7,7 +7,7 @@ import formats from 'ajv-formats';
 import { RE2 } from 're2-wasm';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { badInput, rejectDeepJson, rejectNul, rejectUnstorableJson } from '../errors.js';
+import { badInput, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 
@@ -138,8 +138,7 @@ export class EventCatalog {
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
     }
-    rejectDeepJson('schema', schema);
-    rejectUnstorableJson('schema', JSON.stringify(schema));
+    rejectUnstorableJson('schema', toJsonText('schema', schema));
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;

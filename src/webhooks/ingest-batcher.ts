@@ -151,7 +151,7 @@ export class IngestBatcher {
 export const HAND_OFF_COLUMNS = 'status, lease_expires_at, locked_by';
 export function handOffValues(mine: string): string {
   return `case when ${mine} then 'SENDING' else 'PENDING' end,
-          case when ${mine} then now() + make_interval(secs => $12::double precision / 1000) end,
+          case when ${mine} then clock_timestamp() + make_interval(secs => $12::double precision / 1000) end,
           case when ${mine} then $11::text end`;
 }
 

@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, rejectDeepJson, rejectNul, rejectUnstorableJson } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../services.js';
@@ -91,8 +91,7 @@ export class WebhookService {
     rejectNul('event', input.event);
     const data = input.data;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
-    rejectDeepJson('data', data);
-    const dataJson = JSON.stringify(data);
+    const dataJson = toJsonText('data', data);
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
       throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
     }

@@ -39,12 +39,16 @@ it('refuses to go on when the tenant role could see past row-level security', as
     await expect(checkTenantRole(source, role)).rejects.toThrow(/tenant isolation would be off: it has BYPASSRLS/);
     await source.query(`alter role ${role} nobypassrls`);
     await expect(checkTenantRole(source, role)).resolves.toBeUndefined();
-    await source.query(`create table probe_owned (id int); alter table probe_owned owner to ${role}`);
-    await expect(checkTenantRole(source, role)).rejects.toThrow(/it owns probe_owned/);
-    await source.query('drop table probe_owned; alter table webhook_events disable row level security');
+    // An app sharing the database may have tables and policies of its own: not Hookline's concern.
+    await source.query(`create schema erp; create table erp.orders (id int, tenant_id uuid); alter table erp.orders owner to ${role};
+      create policy orders_tenant_isolation on erp.orders using (true)`);
+    await expect(checkTenantRole(source, role)).resolves.toBeUndefined();
+    await source.query(`alter table api_keys owner to ${role}`);
+    await expect(checkTenantRole(source, role)).rejects.toThrow(/it owns api_keys/);
+    await source.query('alter table api_keys owner to current_user; alter table webhook_events disable row level security');
     await expect(checkTenantRole(source, role)).rejects.toThrow(/row-level security is off on webhook_events/);
   } finally {
-    await source.query(`drop role if exists ${role}`).catch(() => {});
+    await source.query(`drop schema if exists erp cascade; drop role if exists ${role}`).catch(() => {});
     await source.destroy();
   }
 });

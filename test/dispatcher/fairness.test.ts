@@ -225,3 +225,31 @@ it('an overdue attempt takes the room of a slow one that ends, and its slot goes
     await silent.close();
   }
 }, 30_000);
+
+it('deliveries parked behind hanging subscriptions do not keep others from being claimed', async () => {
+  // 8 subscriptions to a receiver that never answers (10 s timeout), 6 events each: each
+  // soon has 1 attempt hanging and 1 more claimed, parked behind it, with its backlog waiting.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const hanging = await hl.createTenant('Hanging');
+  const healthy = await hl.createTenant('Healthy');
+  for (let i = 0; i < 8; i++) await subscribe(hanging.apiKey, `${silent.url}/h${i}`, ['invoice.*']);
+  for (let i = 0; i < 6; i++) await trigger(hanging.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  await subscribe(healthy.apiKey, `${fast.url}/healthy`, ['payment.*']);
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
+    { databaseUrl: hl.databaseUrl },
+  );
+  try {
+    await silent.waitFor(8, 15_000); // every hanging subscription has its attempt under way
+    await new Promise((r) => setTimeout(r, 1_500)); // and the last of them has given its slot back
+    const started = Date.now();
+    await trigger(healthy.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    while (!fast.received.some((r) => r.path === '/healthy')) {
+      expect(Date.now() - started, 'the healthy delivery still waits').toBeLessThan(2_000);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await silent.close(); // the hanging attempts fail at once, so the worker stops without waiting for them
+    await worker.stop();
+  }
+}, 60_000);
