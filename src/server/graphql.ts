@@ -174,7 +174,9 @@ export function createGraphQLServer(services: Services): Yoga {
     graphiql: {
       title: 'Hookline GraphiQL',
       defaultQuery: '# Set the header {"Authorization": "Bearer <your API key>"} below, then run:\nquery Viewer {\n  viewer { id name createdAt }\n}\n',
-      shouldPersistHeaders: true,
+      // The Authorization header holds an API key: kept for the page's life, never written to
+      // the browser's storage (which any script of the origin, or the next user, can read).
+      shouldPersistHeaders: false,
       subscriptionsProtocol: 'SSE',
     },
     renderGraphiQL,

@@ -146,6 +146,9 @@ describe('GraphiQL in a real browser', () => {
       expect(shown).not.toContain('UNAUTHENTICATED');
       expect(browserErrors).toEqual([]);
       expect(offHost(requests)).toEqual([]);
+      // The API key typed in the headers is not left in the browser's storage.
+      const stored = await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }));
+      expect(stored).not.toContain(tenant.apiKey);
     } finally {
       await page.screenshot({ path: `${OUTPUT}/graphiql-subscription.png` }).catch(() => {});
       await context.close();
