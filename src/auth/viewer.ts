@@ -45,8 +45,27 @@ export class ApiKeyCache {
   private readonly revoked = new Set<string>();
   /** Bumped by clear(): a lookup that began before (maybe while revocations went unheard) is not kept. */
   private generation = 0;
+  /**
+   * Tokens that named no valid key, for a minute: a client left with a revoked or mistyped
+   * key, retrying, costs one lookup, not one per request. Always safe: a token that names no
+   * key now never will (a key's token is random, and shown only once it is stored).
+   */
+  private readonly invalid = new Map<string, number>();
   /** Set by whoever hears revocations; the cache is used only while it answers true. */
   usable: () => boolean = () => false;
+
+  isInvalid(hash: string): boolean {
+    const expires = this.invalid.get(hash);
+    if (expires === undefined) return false;
+    if (expires >= Date.now()) return true;
+    this.invalid.delete(hash);
+    return false;
+  }
+
+  setInvalid(hash: string): void {
+    if (this.invalid.size >= 10_000) this.invalid.clear();
+    this.invalid.set(hash, Date.now() + this.ttlMs);
+  }
 
   constructor(private readonly ttlMs = 60_000) {}
 
@@ -99,6 +118,7 @@ export async function resolveViewer(
   const key = hash.toString('hex');
   const cached = cache?.get(key);
   if (cached) return cached;
+  if (cache?.isInvalid(key)) return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
   const begun = cache?.begin() ?? -1;
   const rows = await queryRows<{ id: string; tenant_id: string }>(
     poolOf(dataSource),
@@ -106,7 +126,10 @@ export async function resolveViewer(
     [hash],
   );
   const row = rows[0];
-  if (!row) return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
+  if (!row) {
+    cache?.setInvalid(key);
+    return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
+  }
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
   cache?.set(key, viewer, begun);
   return viewer;

@@ -39,6 +39,23 @@ it('a key is looked up once, then remembered', async () => {
   expect(lookups()).toBe(1);
 });
 
+it('a token that names no key is looked up once, however often it is retried', async () => {
+  const tenant = await a.createTenant();
+  const lookups = countLookups(a);
+  const before = lookups();
+  for (let i = 0; i < 5; i++) {
+    expect((await a.gql(VIEWER, {}, 'hkl_no-such-key-0123456789')).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  }
+  expect(lookups() - before).toBe(1);
+  // A revoked key too, once known revoked; a valid key is unaffected.
+  const { data } = await a.gql('mutation { createApiKey(name: "k") { id apiKey } }', {}, tenant.apiKey);
+  await a.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: data.createApiKey.id }, tenant.apiKey);
+  const revokedBefore = lookups();
+  for (let i = 0; i < 5; i++) expect((await a.gql(VIEWER, {}, data.createApiKey.apiKey)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  expect(lookups() - revokedBefore).toBe(1);
+  expect((await a.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
+});
+
 it('a key revoked in another process stops working here as soon as revokeApiKey has answered', async () => {
   const tenant = await a.createTenant();
   // Each round: a key remembered by a, revoked through b, and used on a at once. Without
