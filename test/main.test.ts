@@ -203,21 +203,27 @@ it('an install without the dev dependencies skips the build rather than fail', a
   dirs.push(bare);
   execFileSync('mkdir', ['-p', join(bare, 'scripts')]);
   execFileSync('cp', [join(ROOT, 'scripts/prepare.mjs'), join(bare, 'scripts/prepare.mjs')]);
-  // No node_modules/.bin on PATH (as npm would put there, with TypeScript in it).
+  // A tsc of some other install on PATH is not used (it would rebuild dist/ with other settings).
+  await writeFile(join(bare, 'tsc'), '#!/bin/sh\necho foreign tsc ran\nexit 3\n', { mode: 0o755 });
   const out = execFileSync(process.execPath, ['scripts/prepare.mjs'], {
     cwd: bare,
     encoding: 'utf8',
-    env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, HOME: process.env.HOME ?? '/' },
+    env: { PATH: `${bare}:${dirname(process.execPath)}:/usr/bin:/bin`, HOME: process.env.HOME ?? '/' },
   });
-  expect(out).toMatch(/no TypeScript compiler installed/);
-  // And one whose TypeScript is hoisted (a workspace's root node_modules/.bin, on npm's PATH) builds.
-  await writeFile(join(bare, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', types: [] }, files: ['a.ts'] }));
-  await writeFile(join(bare, 'a.ts'), 'export const a: number = 1;\n');
-  execFileSync(process.execPath, ['scripts/prepare.mjs'], {
-    cwd: bare,
-    env: { PATH: `${join(ROOT, 'node_modules/.bin')}:${dirname(process.execPath)}:/usr/bin:/bin`, HOME: process.env.HOME ?? '/' },
-  });
-  expect(await readFile(join(bare, 'dist/a.js'), 'utf8')).toContain('a = 1');
+  expect(out).toMatch(/TypeScript is not installed/);
+  expect(out).not.toMatch(/foreign tsc/);
+  // And one whose TypeScript is hoisted (a workspace's root node_modules) builds with it.
+  const workspace = await mkdtemp(join(tmpdir(), 'hookline-ws-'));
+  dirs.push(workspace);
+  execFileSync('mkdir', ['-p', join(workspace, 'node_modules'), join(workspace, 'packages/hookline/scripts')]);
+  await symlink(join(ROOT, 'node_modules/typescript'), join(workspace, 'node_modules/typescript'));
+  const pkg = join(workspace, 'packages/hookline');
+  execFileSync('cp', [join(ROOT, 'scripts/prepare.mjs'), join(pkg, 'scripts/prepare.mjs')]);
+  await writeFile(join(pkg, 'package.json'), JSON.stringify({ name: 'hookline', type: 'module' }));
+  await writeFile(join(pkg, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', types: [] }, files: ['a.ts'] }));
+  await writeFile(join(pkg, 'a.ts'), 'export const a: number = 1;\n');
+  execFileSync(process.execPath, ['scripts/prepare.mjs'], { cwd: pkg, env: { PATH: '/usr/bin:/bin', HOME: process.env.HOME ?? '/' } });
+  expect(await readFile(join(pkg, 'dist/a.js'), 'utf8')).toContain('a = 1');
 });
 
 describe('npm start on the embedded PostgreSQL', () => {
