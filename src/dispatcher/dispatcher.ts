@@ -71,6 +71,8 @@ const SLOW_CAPACITY_FACTOR = 8;
 interface Flight {
   delivery: ClaimedDelivery;
   slow: boolean;
+  /** Unanswered too, but slow attempts were at capacity: it keeps its slot (see overdue). */
+  overdue: boolean;
   done: boolean;
   timer: NodeJS.Timeout | undefined;
 }
@@ -83,6 +85,8 @@ interface Ready {
   deadline: number;
 }
 
+/** The least time between two claims that find nothing new while shares are full. */
+const CAPPED_CLAIM_GAP_MS = 100;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
 
@@ -108,6 +112,14 @@ export class Dispatcher {
   private readonly ready: Ready[] = [];
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
   private readonly overdue: Flight[] = [];
+  /** Per tenant: attempts slow or overdue. While slow ones are at capacity, such a tenant starts no more. */
+  private readonly tenantLingering = new Map<string, number>();
+  /**
+   * After a claim that found nothing while shares were full: no claim before this (ms), and
+   * freed slots claim again only when they bring a full share below its limit (their
+   * subscription's or tenant's rows may then be taken); 0 otherwise.
+   */
+  private claimNotBefore = 0;
   /** Per subscription: deliveries being sent. */
   private readonly sending = new Map<string, number>();
   /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
@@ -347,8 +359,12 @@ export class Dispatcher {
       // waits too long goes back to the queue (releaseLate).
       const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
       this.roomBound = !(startable < concurrency && room > 0);
-      if (!this.roomBound) {
+      const backoffMs = this.claimNotBefore - Date.now();
+      if (!this.roomBound && backoffMs > 0) {
+        sleepMs = backoffMs;
+      } else if (!this.roomBound) {
         try {
+          const claimStarted = Date.now();
           const claimed = await claimDeliveries(this.pool, {
             workerId: this.workerId,
             limit: room,
@@ -365,6 +381,10 @@ export class Dispatcher {
           const capped =
             [...this.held.values()].some((n) => n >= 2 * perSubscription) || [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant);
           if (claimed.length && capped) continue;
+          // Nothing new while shares are full: every freed slot and notification would claim
+          // again, each walking past the full shares' due rows. The next waits a little,
+          // longer when claims take long.
+          this.claimNotBefore = !claimed.length && capped ? Date.now() + Math.max(CAPPED_CLAIM_GAP_MS, 4 * (Date.now() - claimStarted)) : 0;
           if (!this.wakeRequested) this.drained = !capped;
           if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
@@ -471,7 +491,13 @@ export class Dispatcher {
         continue;
       }
       const id = delivery.subscriptionId;
-      if ((id && (this.sending.get(id) ?? 0) >= perSubscription) || (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant) {
+      if (
+        (id && (this.sending.get(id) ?? 0) >= perSubscription) ||
+        (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
+        // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
+        // go to the others (its next attempt would only hold one, overdue).
+        (this.slow >= this.slowCapacity && this.tenantLingering.has(delivery.tenantId))
+      ) {
         i++;
         continue;
       }
@@ -480,7 +506,7 @@ export class Dispatcher {
       this.count(this.sending, id, 1);
       this.count(this.tenantSending, delivery.tenantId, 1);
       this.options.metrics?.inFlight.inc();
-      const flight: Flight = { delivery, slow: false, done: false, timer: undefined };
+      const flight: Flight = { delivery, slow: false, overdue: false, done: false, timer: undefined };
       flight.timer = setTimeout(() => this.slowed(flight), this.slowAfterMs);
       flight.timer.unref();
       void this.attempt(delivery, body).finally(() => this.release(flight));
@@ -492,10 +518,13 @@ export class Dispatcher {
   private slowed(flight: Flight): void {
     flight.timer = undefined;
     if (flight.done) return;
+    if (!flight.overdue) this.count(this.tenantLingering, flight.delivery.tenantId, 1);
     if (this.slow >= this.slowCapacity) {
+      flight.overdue = true;
       this.overdue.push(flight); // keeps its slot until a slow one ends
       return;
     }
+    flight.overdue = false;
     flight.slow = true;
     this.slow++;
     this.options.metrics?.slowInFlight.inc();
@@ -506,8 +535,13 @@ export class Dispatcher {
 
   private release(flight: Flight): void {
     const { delivery } = flight;
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const wasAtShare =
+      (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= 2 * perSubscription) ||
+      (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant;
     flight.done = true;
     clearTimeout(flight.timer);
+    if (flight.slow || flight.overdue) this.count(this.tenantLingering, delivery.tenantId, -1);
     if (flight.slow) {
       this.slow--;
       this.options.metrics?.slowInFlight.dec();
@@ -528,6 +562,14 @@ export class Dispatcher {
       this.idle.clear();
     }
     this.pump();
+    if (this.claimNotBefore) {
+      // Shares were full and nothing else was due: only a share this frees can give a claim work.
+      if (wasAtShare) {
+        this.claimNotBefore = 0;
+        this.wakeLoop();
+      }
+      return;
+    }
     // Refill once the ready batch runs low, unless the last claim found nothing more.
     if (this.ready.length - this.parked < this.options.config.dispatchConcurrency && !this.drained) this.wakeLoop();
   }

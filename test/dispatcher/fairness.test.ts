@@ -202,20 +202,21 @@ it('a delivery that could no longer be sent within its lease goes back to the qu
 }, 30_000);
 
 it('an overdue attempt takes the room of a slow one that ends, and its slot goes to the next delivery', async () => {
-  // One slot, room for one slow attempt, receivers that hang until the 3 s timeout: A gives
-  // its slot to B after 1 s; B cannot give its own (A holds the slow room) until A ends at 3 s,
-  // and C starts then, not when B times out at 4 s.
+  // One slot, room for one slow attempt, receivers that hang until the 3 s timeout, three
+  // tenants: X's attempt gives its slot to Y's after 1 s; Y's cannot give its own (X's holds
+  // the slow room) until X's ends at 3 s, and Z's starts then, not when Y's times out at 4 s.
   const silent = await startReceiver(() => new Promise(() => {}));
-  const tenant = await hl.createTenant('Overdue');
+  const tenants = [await hl.createTenant('Overdue X'), await hl.createTenant('Overdue Y'), await hl.createTenant('Overdue Z')];
   try {
-    for (const name of ['a', 'b', 'c']) await subscribe(tenant.apiKey, `${silent.url}/${name}`, ['invoice.*']);
-    await trigger(tenant.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
+    for (const [n, t] of tenants.entries()) await subscribe(t.apiKey, `${silent.url}/${n}`, ['invoice.*']);
+    for (const t of tenants) await trigger(t.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
     const worker = await startTestHookline(
       { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '1', HOOKLINE_DELIVERY_TIMEOUT: '3s', HOOKLINE_RETRY_SCHEDULE: '1h' },
       { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 1 } },
     );
     try {
       const [first, , third] = await silent.waitFor(3, 10_000);
+      expect(third!.path).toBe('/2');
       expect(third!.at - first!.at).toBeGreaterThan(2_500);
       expect(third!.at - first!.at).toBeLessThan(3_600);
     } finally {
@@ -250,6 +251,69 @@ it('deliveries parked behind hanging subscriptions do not keep others from being
     }
   } finally {
     await silent.close(); // the hanging attempts fail at once, so the worker stops without waiting for them
+    await worker.stop();
+  }
+}, 60_000);
+
+it('with slow attempts at capacity, a tenant whose receivers hang starts no more, and the slots go to the others', async () => {
+  // Room for 2 slow attempts and 2 slots: tenant A's three hanging subscriptions fill the
+  // slow room within a second; its third attempt would then hold a slot for the whole 10 s
+  // timeout, and its fourth the other. Tenant B's delivery must not wait for them.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const a = await hl.createTenant('Lingering A');
+  const b = await hl.createTenant('Quick B');
+  for (let i = 0; i < 4; i++) await subscribe(a.apiKey, `${silent.url}/a${i}`, ['invoice.*']);
+  await trigger(a.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
+  await subscribe(b.apiKey, `${fast.url}/quick-b`, ['payment.*']);
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
+    { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 2 } },
+  );
+  try {
+    await silent.waitFor(2, 10_000);
+    await new Promise((r) => setTimeout(r, 3_000)); // A's first two are slow, and the slow room is full
+    const started = Date.now();
+    await trigger(b.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    while (!fast.received.some((r) => r.path === '/quick-b')) {
+      expect(Date.now() - started, 'B still waits').toBeLessThan(1_500);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await silent.close();
+    await worker.stop();
+  }
+}, 60_000);
+
+it('claims that find nothing while shares are full are spaced out, however often something wakes the worker', async () => {
+  // A hanging subscription at its share (1 in flight, 1 parked), and new deliveries for it
+  // announced every 25 ms: each notification wakes the worker, and there is nothing it may take.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const tenant = await hl.createTenant('Waking');
+  await subscribe(tenant.apiKey, `${silent.url}/full`, ['invoice.*']);
+  for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
+    { databaseUrl: hl.databaseUrl },
+  );
+  // Claims that found nothing (earlier tests' deliveries may still give others something to find).
+  const claims = async () => {
+    const text = await (await fetch(`${worker.url}/metrics`)).text();
+    return Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(text)?.[1] ?? 0);
+  };
+  try {
+    await silent.waitFor(1, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const first = await claims();
+    const started = Date.now();
+    for (let i = 0; i < 40; i++) {
+      await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const seconds = (Date.now() - started) / 1000;
+    // At most one claim per 100 ms (and a poll), against one per notification before.
+    expect((await claims()) - first).toBeLessThanOrEqual(Math.ceil(seconds * 10) + 2);
+  } finally {
+    await silent.close();
     await worker.stop();
   }
 }, 60_000);
