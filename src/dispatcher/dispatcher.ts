@@ -120,6 +120,8 @@ export class Dispatcher {
    * subscription's or tenant's rows may then be taken); 0 otherwise.
    */
   private claimNotBefore = 0;
+  /** A share came below its limit while the current claim ran: its answer is no reason to wait. */
+  private shareFreed = false;
   /** Per subscription: deliveries being sent. */
   private readonly sending = new Map<string, number>();
   /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
@@ -365,6 +367,8 @@ export class Dispatcher {
       } else if (!this.roomBound) {
         try {
           const claimStarted = Date.now();
+          this.claimNotBefore = 0;
+          this.shareFreed = false;
           const claimed = await claimDeliveries(this.pool, {
             workerId: this.workerId,
             limit: room,
@@ -384,7 +388,8 @@ export class Dispatcher {
           // Nothing new while shares are full: every freed slot and notification would claim
           // again, each walking past the full shares' due rows. The next waits a little,
           // longer when claims take long.
-          this.claimNotBefore = !claimed.length && capped ? Date.now() + Math.max(CAPPED_CLAIM_GAP_MS, 4 * (Date.now() - claimStarted)) : 0;
+          this.claimNotBefore =
+            !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(CAPPED_CLAIM_GAP_MS, 4 * (Date.now() - claimStarted)) : 0;
           if (!this.wakeRequested) this.drained = !capped;
           if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
@@ -539,6 +544,7 @@ export class Dispatcher {
     const wasAtShare =
       (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= 2 * perSubscription) ||
       (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant;
+    if (wasAtShare) this.shareFreed = true;
     flight.done = true;
     clearTimeout(flight.timer);
     if (flight.slow || flight.overdue) this.count(this.tenantLingering, delivery.tenantId, -1);

@@ -317,3 +317,39 @@ it('claims that find nothing while shares are full are spaced out, however often
     await worker.stop();
   }
 }, 60_000);
+
+it('a full share elsewhere does not slow the refill of freed slots for everyone else', async () => {
+  // A hanging subscription stays at its share; meanwhile 10 events fan out to 40 healthy
+  // subscriptions (400 deliveries, 20 ms answers), none of which reaches its share.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const quick = await startReceiver(() => ({ status: 200, delayMs: 20 }));
+  const a = await hl.createTenant('Full share');
+  const b = await hl.createTenant('Fan-out');
+  try {
+    await subscribe(a.apiKey, `${silent.url}/full-share`, ['invoice.*']);
+    for (let i = 0; i < 10; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    for (let i = 0; i < 40; i++) await subscribe(b.apiKey, `${quick.url}/fan-${i}`, ['payment.*']);
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '20s' },
+      { databaseUrl: hl.databaseUrl },
+    );
+    try {
+      await silent.waitFor(4, 10_000); // the hanging subscription at its share
+      await new Promise((r) => setTimeout(r, 1_500));
+      const started = Date.now();
+      await Promise.all(
+        Array.from({ length: 10 }, (_, j) =>
+          trigger(b.apiKey, 'payment.received', { payment_id: `p${j}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' }),
+        ),
+      );
+      // 400 answers of 20 ms over 8 slots take 1 s; waiting for polls instead took 18 s.
+      await quick.waitFor(400, 6_000);
+      expect(Date.now() - started).toBeLessThan(6_000);
+    } finally {
+      await silent.close();
+      await worker.stop();
+    }
+  } finally {
+    await quick.close();
+  }
+}, 60_000);
