@@ -374,7 +374,7 @@ export class Dispatcher {
             limit: room,
             leaseMs: this.leaseMs,
             subscriptions: { share: 2 * perSubscription, busy: this.held },
-            tenants: { share: 2 * perTenant, busy: this.tenantHeld },
+            tenants: { share: 2 * perTenant, busy: this.tenantsBusy(2 * perTenant) },
           });
           this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
           if (claimed.length) await this.dispatch(claimed);
@@ -383,7 +383,9 @@ export class Dispatcher {
           // behind them: the next claim leaves it out. Its own rows wait for its slots
           // (a freed slot claims again), not for a timer.
           const capped =
-            [...this.held.values()].some((n) => n >= 2 * perSubscription) || [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant);
+            [...this.held.values()].some((n) => n >= 2 * perSubscription) ||
+            [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant) ||
+            (this.slow >= this.slowCapacity && this.tenantLingering.size > 0);
           if (claimed.length && capped) continue;
           // Nothing new while shares are full: every freed slot and notification would claim
           // again, each walking past the full shares' due rows. The next waits a little,
@@ -410,6 +412,18 @@ export class Dispatcher {
       });
       clearTimeout(this.wakeTimer);
     }
+  }
+
+  /**
+   * What each tenant holds, for the claim's window. While slow attempts are at capacity a
+   * tenant with slow ones starts no more (pump), so none of its deliveries is claimed either:
+   * it would only wait, parked, under a lease.
+   */
+  private tenantsBusy(share: number): ReadonlyMap<string, number> {
+    if (this.slow < this.slowCapacity || !this.tenantLingering.size) return this.tenantHeld;
+    const busy = new Map(this.tenantHeld);
+    for (const tenantId of this.tenantLingering.keys()) busy.set(tenantId, Math.max(busy.get(tenantId) ?? 0, share));
+    return busy;
   }
 
   private count(map: Map<string, number>, id: string | null, delta: number): void {
@@ -541,9 +555,12 @@ export class Dispatcher {
   private release(flight: Flight): void {
     const { delivery } = flight;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    // Whether this frees a full share (or room among slow attempts at capacity, which lets
+    // tenants with slow attempts be claimed for again).
     const wasAtShare =
       (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= 2 * perSubscription) ||
-      (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant;
+      (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant ||
+      (flight.slow && this.slow >= this.slowCapacity);
     if (wasAtShare) this.shareFreed = true;
     flight.done = true;
     clearTimeout(flight.timer);

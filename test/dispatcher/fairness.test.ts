@@ -272,12 +272,24 @@ it('with slow attempts at capacity, a tenant whose receivers hang starts no more
   try {
     await silent.waitFor(2, 10_000);
     await new Promise((r) => setTimeout(r, 3_000)); // A's first two are slow, and the slow room is full
+    await trigger(a.apiKey, 'invoice.created', { amount: 2, customer: 'Acme' }); // 4 more of A's, due now
     const started = Date.now();
     await trigger(b.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
     while (!fast.received.some((r) => r.path === '/quick-b')) {
       expect(Date.now() - started, 'B still waits').toBeLessThan(1_500);
       await new Promise((r) => setTimeout(r, 20));
     }
+    // Nor are A's new deliveries claimed, to wait under a lease: its first event's 4 are (2 sent,
+    // 2 claimed before the slow room was full), its second event's 4 stay in the queue.
+    await new Promise((r) => setTimeout(r, 300));
+    const rows = await hl.dataSource.query(
+      `select status, count(*)::int as n from webhook_deliveries where tenant_id = $1 group by status order by status`,
+      [a.id],
+    );
+    expect(rows).toEqual([
+      { status: 'PENDING', n: 4 },
+      { status: 'SENDING', n: 4 },
+    ]);
   } finally {
     await silent.close();
     await worker.stop();
