@@ -362,6 +362,7 @@ export class Dispatcher {
       const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
       this.roomBound = !(startable < concurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
+      if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
       if (!this.roomBound && backoffMs > 0) {
         sleepMs = backoffMs;
       } else if (!this.roomBound) {
@@ -392,7 +393,8 @@ export class Dispatcher {
           // longer when claims take long.
           this.claimNotBefore =
             !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(CAPPED_CLAIM_GAP_MS, 4 * (Date.now() - claimStarted)) : 0;
-          if (!this.wakeRequested) this.drained = !capped;
+          // A share freed while the claim ran may have left rows it could not see: not drained.
+          if (!this.wakeRequested) this.drained = !capped && !this.shareFreed;
           if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
@@ -560,7 +562,7 @@ export class Dispatcher {
     const wasAtShare =
       (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= 2 * perSubscription) ||
       (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant ||
-      (flight.slow && this.slow >= this.slowCapacity);
+      ((flight.slow || flight.overdue) && this.slow >= this.slowCapacity);
     if (wasAtShare) this.shareFreed = true;
     flight.done = true;
     clearTimeout(flight.timer);

@@ -365,3 +365,37 @@ it('a full share elsewhere does not slow the refill of freed slots for everyone 
     await quick.close();
   }
 }, 60_000);
+
+it('a tenant whose only slow-waiting attempt was overdue is claimed for as soon as that attempt ends', async () => {
+  // One room for slow attempts: X's hanging attempt takes it at 1 s; Y's, answered at 1.5 s,
+  // waits overdue meanwhile, so Y's next delivery is left out of claims until it answers.
+  const silent = await startReceiver(() => new Promise(() => {}));
+  const late = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
+  const x = await hl.createTenant('Overdue only X');
+  const y = await hl.createTenant('Overdue only Y');
+  try {
+    await subscribe(x.apiKey, `${silent.url}/x`, ['invoice.*']);
+    await subscribe(y.apiKey, `${late.url}/y`, ['invoice.*']);
+    await trigger(x.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s', HOOKLINE_RETRY_SCHEDULE: '1h' },
+      { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 1 } },
+    );
+    try {
+      await silent.waitFor(1, 10_000);
+      await new Promise((r) => setTimeout(r, 200));
+      await trigger(y.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
+      const [first] = await late.waitFor(1, 10_000);
+      await new Promise((r) => setTimeout(r, Math.max(0, first!.at + 1_150 - Date.now())));
+      await trigger(y.apiKey, 'invoice.created', { amount: 2, customer: 'Acme' });
+      const [, second] = await late.waitFor(2, 10_000);
+      // Started as the first was answered (1.5 s after it arrived), not at the next poll.
+      expect(second!.at - (first!.at + 1_500)).toBeLessThan(300);
+    } finally {
+      await silent.close();
+      await worker.stop();
+    }
+  } finally {
+    await late.close();
+  }
+}, 30_000);
