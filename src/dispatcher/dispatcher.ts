@@ -353,12 +353,10 @@ export class Dispatcher {
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      // Slow attempts and parked deliveries wait for their receivers, not for slots:
-      // the slots' room is claimed for the others.
+      // Slow attempts and parked deliveries wait for their own receivers, not for slots: they
+      // take no room (parked ones' subscriptions and tenants, at their shares, are left out of
+      // the claim, and one that waits too long goes back to the queue: releaseLate).
       const startable = this.ready.length - this.parked;
-      // Parked deliveries wait for their own receivers, not for slots: they take no room (their
-      // subscriptions and tenants, at their shares, are left out of the claim), and one that
-      // waits too long goes back to the queue (releaseLate).
       const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
       this.roomBound = !(startable < concurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
