@@ -27,6 +27,29 @@ afterAll(async () => {
   await Promise.all([slow?.close(), fast?.close()]);
 });
 
+/** A receiver that never answers: each attempt to it hangs until its timeout. */
+const hangingReceiver = () => startReceiver(() => new Promise(() => {}));
+
+/**
+ * Runs `run` with a worker on this file's database, then closes `closeFirst` (so the
+ * attempts hanging on them end at once) and stops the worker.
+ */
+async function withWorker(
+  env: Record<string, string>,
+  options: Omit<Parameters<typeof startTestHookline>[1] & object, 'databaseUrl'>,
+  run: (worker: TestHookline) => Promise<void>,
+  closeFirst: Receiver[] = [],
+): Promise<void> {
+  let worker: TestHookline | undefined;
+  try {
+    worker = await startTestHookline({ HOOKLINE_ROLE: 'worker', ...env }, { ...options, databaseUrl: hl.databaseUrl });
+    await run(worker);
+  } finally {
+    await Promise.all(closeFirst.map((r) => r.close()));
+    await worker?.stop();
+  }
+}
+
 it('a slow subscription\'s backlog does not hold up another subscription', async () => {
   const tenant = await hl.createTenant();
   await subscribe(tenant.apiKey, slow.url, ['invoice.*']);
@@ -38,11 +61,7 @@ it('a slow subscription\'s backlog does not hold up another subscription', async
   }
 
   // Now a worker with 8 slots, at most 4 per subscription.
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
-    { databaseUrl: hl.databaseUrl },
-  );
-  try {
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async () => {
     const started = Date.now();
     await fast.waitFor(10, 10_000);
     const fastDone = Date.now() - started;
@@ -54,9 +73,7 @@ it('a slow subscription\'s backlog does not hold up another subscription', async
     const byArrival = slow.received.map((r) => r.at).sort((a, b) => a - b);
     const firstWave = byArrival.filter((at) => at - byArrival[0]! < 1_000);
     expect(firstWave.length).toBe(4);
-  } finally {
-    await worker.stop();
-  }
+  });
 }, 30_000);
 
 it('a subscription at its share, with more due behind it, does not make the worker claim in a loop', async () => {
@@ -65,12 +82,8 @@ it('a subscription at its share, with more due behind it, does not make the work
   for (let i = 0; i < 12; i++) {
     await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
   }
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
-    { databaseUrl: hl.databaseUrl },
-  );
-  const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
-  try {
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async (worker) => {
+    const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
     const before = slow.received.filter((r) => r.path === '/saturated').length;
     while (slow.received.filter((r) => r.path === '/saturated').length < before + 2) await new Promise((r) => setTimeout(r, 20));
     // Both of its slots are taken for 1.5 s and 10 deliveries wait: nothing can be claimed until a slot frees.
@@ -79,17 +92,14 @@ it('a subscription at its share, with more due behind it, does not make the work
     expect((await claims()) - first).toBeLessThanOrEqual(2); // the 1 s poll, at most
     // As its slots free, the waiting ones go.
     await slow.waitFor(before + 4, 5_000);
-  } finally {
-    await worker.stop();
-  }
+  });
 }, 30_000);
 
 it('an idle worker claims once per delivery: a freed slot does not ask again when the last claim found everything', async () => {
   const tenant = await hl.createTenant('Idle');
   await subscribe(tenant.apiKey, `${fast.url}/idle`, ['invoice.*']);
-  const worker = await startTestHookline({ HOOKLINE_ROLE: 'worker' }, { databaseUrl: hl.databaseUrl });
-  const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
-  try {
+  await withWorker({}, {}, async (worker) => {
+    const claims = () => worker.metric('hookline_queue_claims_total'); // found and empty
     // Whatever the earlier tests left is sent first.
     for (let settled = -1, now = await claims(); settled !== now; ) {
       settled = now;
@@ -104,9 +114,7 @@ it('an idle worker claims once per delivery: a freed slot does not ask again whe
     }
     // One claim each, and at most a poll or two besides (before, each freed slot claimed again: 20).
     expect((await claims()) - first).toBeLessThanOrEqual(12);
-  } finally {
-    await worker.stop();
-  }
+  });
 }, 30_000);
 
 it('one tenant\'s slow endpoints, however many, do not hold up another tenant', async () => {
@@ -124,11 +132,7 @@ it('one tenant\'s slow endpoints, however many, do not hold up another tenant', 
     // 8 slots, 4 per subscription: A's older deliveries take every slot at first. Its
     // attempts give their slots back after a second, so B's go out long before A's
     // first answers (4 s) or timeouts (5 s) would have freed one.
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DISPATCH_PER_TENANT: '10', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
-      { databaseUrl: hl.databaseUrl },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DISPATCH_PER_TENANT: '10', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async () => {
       const started = Date.now();
       while (fast.received.filter((r) => r.path === '/tenant-b').length < 4) {
         expect(Date.now() - started, 'tenant B still waiting').toBeLessThan(3_500);
@@ -139,9 +143,7 @@ it('one tenant\'s slow endpoints, however many, do not hold up another tenant', 
       // flight: not the 12 its three subscriptions' shares would allow.
       await new Promise((r) => setTimeout(r, Math.max(0, started + 3_500 - Date.now())));
       expect(glacial.received.filter((r) => r.at < started + 3_500).length).toBe(10);
-    } finally {
-      await worker.stop();
-    }
+    });
   } finally {
     await glacial.close();
   }
@@ -156,16 +158,10 @@ it('several subscriptions to one host are sent to at once, each up to its own sh
     await subscribe(tenant.apiKey, `${held.url}/one`, ['invoice.*']);
     await subscribe(tenant.apiKey, `${held.url}/two`, ['invoice.*']);
     for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' },
-      { databaseUrl: hl.databaseUrl },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async () => {
       const arrived = await held.waitFor(4, 1_500);
       expect(arrived.map((r) => r.path).sort()).toEqual(['/one', '/one', '/two', '/two']);
-    } finally {
-      await worker.stop();
-    }
+    });
   } finally {
     await held.close();
   }
@@ -177,25 +173,19 @@ it('a delivery that could no longer be sent within its lease goes back to the qu
   // delivery of a subscription whose first hangs for 1 s waits longer than that.
   const lines: string[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const tenant = await hl.createTenant('Patient');
   try {
     await subscribe(tenant.apiKey, `${silent.url}/patient`, ['invoice.*']);
     for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_RETRY_SCHEDULE: '1h' },
-      { databaseUrl: hl.databaseUrl, dispatcher: { leaseMs: 5_500 }, log },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { leaseMs: 5_500 }, log }, async () => {
       await silent.waitFor(2, 10_000);
       await new Promise((r) => setTimeout(r, 1_500));
       const ids = silent.received.map((r) => String(r.headers['x-webhook-delivery']));
       expect(new Set(ids).size).toBe(2);
       expect(ids).toHaveLength(2);
       expect(lines.join('\n')).toContain('waited too long for a slot; handed back to the queue');
-    } finally {
-      await worker.stop();
-    }
+    });
   } finally {
     await silent.close();
   }
@@ -205,23 +195,17 @@ it('an overdue attempt takes the room of a slow one that ends, and its slot goes
   // One slot, room for one slow attempt, receivers that hang until the 3 s timeout, three
   // tenants: X's attempt gives its slot to Y's after 1 s; Y's cannot give its own (X's holds
   // the slow room) until X's ends at 3 s, and Z's starts then, not when Y's times out at 4 s.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const tenants = [await hl.createTenant('Overdue X'), await hl.createTenant('Overdue Y'), await hl.createTenant('Overdue Z')];
   try {
     for (const [n, t] of tenants.entries()) await subscribe(t.apiKey, `${silent.url}/${n}`, ['invoice.*']);
     for (const t of tenants) await trigger(t.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '1', HOOKLINE_DELIVERY_TIMEOUT: '3s', HOOKLINE_RETRY_SCHEDULE: '1h' },
-      { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 1 } },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '1', HOOKLINE_DELIVERY_TIMEOUT: '3s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { slowCapacity: 1 } }, async () => {
       const [first, , third] = await silent.waitFor(3, 10_000);
       expect(third!.path).toBe('/2');
       expect(third!.at - first!.at).toBeGreaterThan(2_500);
       expect(third!.at - first!.at).toBeLessThan(3_600);
-    } finally {
-      await worker.stop();
-    }
+    });
   } finally {
     await silent.close();
   }
@@ -230,17 +214,13 @@ it('an overdue attempt takes the room of a slow one that ends, and its slot goes
 it('deliveries parked behind hanging subscriptions do not keep others from being claimed', async () => {
   // 8 subscriptions to a receiver that never answers (10 s timeout), 6 events each: each
   // soon has 1 attempt hanging and 1 more claimed, parked behind it, with its backlog waiting.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const hanging = await hl.createTenant('Hanging');
   const healthy = await hl.createTenant('Healthy');
   for (let i = 0; i < 8; i++) await subscribe(hanging.apiKey, `${silent.url}/h${i}`, ['invoice.*']);
   for (let i = 0; i < 6; i++) await trigger(hanging.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
   await subscribe(healthy.apiKey, `${fast.url}/healthy`, ['payment.*']);
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
-    { databaseUrl: hl.databaseUrl },
-  );
-  try {
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' }, {}, async () => {
     await silent.waitFor(8, 15_000); // every hanging subscription has its attempt under way
     await new Promise((r) => setTimeout(r, 1_500)); // and the last of them has given its slot back
     const started = Date.now();
@@ -249,27 +229,20 @@ it('deliveries parked behind hanging subscriptions do not keep others from being
       expect(Date.now() - started, 'the healthy delivery still waits').toBeLessThan(2_000);
       await new Promise((r) => setTimeout(r, 20));
     }
-  } finally {
-    await silent.close(); // the hanging attempts fail at once, so the worker stops without waiting for them
-    await worker.stop();
-  }
+  }, [silent]);
 }, 60_000);
 
 it('with slow attempts at capacity, a tenant whose receivers hang starts no more, and the slots go to the others', async () => {
   // Room for 2 slow attempts and 2 slots: tenant A's three hanging subscriptions fill the
   // slow room within a second; its third attempt would then hold a slot for the whole 10 s
   // timeout, and its fourth the other. Tenant B's delivery must not wait for them.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const a = await hl.createTenant('Lingering A');
   const b = await hl.createTenant('Quick B');
   for (let i = 0; i < 4; i++) await subscribe(a.apiKey, `${silent.url}/a${i}`, ['invoice.*']);
   await trigger(a.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
   await subscribe(b.apiKey, `${fast.url}/quick-b`, ['payment.*']);
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
-    { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 2 } },
-  );
-  try {
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s' }, { dispatcher: { slowCapacity: 2 } }, async () => {
     await silent.waitFor(2, 10_000);
     await new Promise((r) => setTimeout(r, 3_000)); // A's first two are slow, and the slow room is full
     await trigger(a.apiKey, 'invoice.created', { amount: 2, customer: 'Acme' }); // 4 more of A's, due now
@@ -290,29 +263,22 @@ it('with slow attempts at capacity, a tenant whose receivers hang starts no more
       { status: 'PENDING', n: 4 },
       { status: 'SENDING', n: 4 },
     ]);
-  } finally {
-    await silent.close();
-    await worker.stop();
-  }
+  }, [silent]);
 }, 60_000);
 
 it('claims that find nothing while shares are full are spaced out, however often something wakes the worker', async () => {
   // A hanging subscription at its share (1 in flight, 1 parked), and new deliveries for it
   // announced every 25 ms: each notification wakes the worker, and there is nothing it may take.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const tenant = await hl.createTenant('Waking');
   await subscribe(tenant.apiKey, `${silent.url}/full`, ['invoice.*']);
   for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' },
-    { databaseUrl: hl.databaseUrl },
-  );
-  // Claims that found nothing (earlier tests' deliveries may still give others something to find).
-  const claims = async () => {
-    const text = await (await fetch(`${worker.url}/metrics`)).text();
-    return Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(text)?.[1] ?? 0);
-  };
-  try {
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' }, {}, async (worker) => {
+    // Claims that found nothing (earlier tests' deliveries may still give others something to find).
+    const claims = async () => {
+      const text = await (await fetch(`${worker.url}/metrics`)).text();
+      return Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
     await silent.waitFor(1, 10_000);
     await new Promise((r) => setTimeout(r, 300));
     const first = await claims();
@@ -324,16 +290,13 @@ it('claims that find nothing while shares are full are spaced out, however often
     const seconds = (Date.now() - started) / 1000;
     // At most one claim per 100 ms (and a poll), against one per notification before.
     expect((await claims()) - first).toBeLessThanOrEqual(Math.ceil(seconds * 10) + 2);
-  } finally {
-    await silent.close();
-    await worker.stop();
-  }
+  }, [silent]);
 }, 60_000);
 
 it('a full share elsewhere does not slow the refill of freed slots for everyone else', async () => {
   // A hanging subscription stays at its share; meanwhile 10 events fan out to 40 healthy
   // subscriptions (400 deliveries, 20 ms answers), none of which reaches its share.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const quick = await startReceiver(() => ({ status: 200, delayMs: 20 }));
   const a = await hl.createTenant('Full share');
   const b = await hl.createTenant('Fan-out');
@@ -341,11 +304,7 @@ it('a full share elsewhere does not slow the refill of freed slots for everyone 
     await subscribe(a.apiKey, `${silent.url}/full-share`, ['invoice.*']);
     for (let i = 0; i < 10; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
     for (let i = 0; i < 40; i++) await subscribe(b.apiKey, `${quick.url}/fan-${i}`, ['payment.*']);
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '20s' },
-      { databaseUrl: hl.databaseUrl },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DELIVERY_TIMEOUT: '20s' }, {}, async () => {
       await silent.waitFor(4, 10_000); // the hanging subscription at its share
       await new Promise((r) => setTimeout(r, 1_500));
       const started = Date.now();
@@ -357,10 +316,7 @@ it('a full share elsewhere does not slow the refill of freed slots for everyone 
       // 400 answers of 20 ms over 8 slots take 1 s; waiting for polls instead took 18 s.
       await quick.waitFor(400, 6_000);
       expect(Date.now() - started).toBeLessThan(6_000);
-    } finally {
-      await silent.close();
-      await worker.stop();
-    }
+    }, [silent]);
   } finally {
     await quick.close();
   }
@@ -369,7 +325,7 @@ it('a full share elsewhere does not slow the refill of freed slots for everyone 
 it('a tenant whose only slow-waiting attempt was overdue is claimed for as soon as that attempt ends', async () => {
   // One room for slow attempts: X's hanging attempt takes it at 1 s; Y's, answered at 1.5 s,
   // waits overdue meanwhile, so Y's next delivery is left out of claims until it answers.
-  const silent = await startReceiver(() => new Promise(() => {}));
+  const silent = await hangingReceiver();
   const late = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
   const x = await hl.createTenant('Overdue only X');
   const y = await hl.createTenant('Overdue only Y');
@@ -377,11 +333,7 @@ it('a tenant whose only slow-waiting attempt was overdue is claimed for as soon 
     await subscribe(x.apiKey, `${silent.url}/x`, ['invoice.*']);
     await subscribe(y.apiKey, `${late.url}/y`, ['invoice.*']);
     await trigger(x.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s', HOOKLINE_RETRY_SCHEDULE: '1h' },
-      { databaseUrl: hl.databaseUrl, dispatcher: { slowCapacity: 1 } },
-    );
-    try {
+    await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DELIVERY_TIMEOUT: '10s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { slowCapacity: 1 } }, async () => {
       await silent.waitFor(1, 10_000);
       await new Promise((r) => setTimeout(r, 200));
       await trigger(y.apiKey, 'invoice.created', { amount: 1, customer: 'Acme' });
@@ -391,10 +343,7 @@ it('a tenant whose only slow-waiting attempt was overdue is claimed for as soon 
       const [, second] = await late.waitFor(2, 10_000);
       // Started as the first was answered (1.5 s after it arrived), not at the next poll.
       expect(second!.at - (first!.at + 1_500)).toBeLessThan(300);
-    } finally {
-      await silent.close();
-      await worker.stop();
-    }
+    }, [silent]);
   } finally {
     await late.close();
   }
