@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, recordOutcomes, type AttemptOutcome } from '../../src/dispatcher/queue.js';
+import { failedOutcome } from '../helpers/outcomes.js';
 import { createTestDatabase } from '../helpers/database.js';
 
 let databaseUrl: string;
@@ -99,20 +100,7 @@ async function leaseOf(deliveryId: string): Promise<string> {
 }
 
 function failedAttempt(deliveryId: string, subscriptionId: string | null, lease: string): AttemptOutcome {
-  return {
-    deliveryId,
-    tenantId,
-    subscriptionId,
-    lease,
-    status: 'PENDING',
-    startedAt: new Date(),
-    durationMs: 5,
-    statusCode: 500,
-    error: 'HTTP 500',
-    responseBody: null,
-    nextAttemptAt: new Date(Date.now() + 60_000),
-    gone: false,
-  };
+  return failedOutcome({ deliveryId, tenantId, subscriptionId, lease });
 }
 
 /**

@@ -5,6 +5,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QUEUE_SESSION_SETTINGS, recordAttempts } from '../../src/dispatcher/queue.js';
+import { failedOutcome } from '../helpers/outcomes.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 
 let hl: TestHookline;
@@ -55,20 +56,7 @@ it('a retry recorded while its subscription is being deactivated waits for the c
     // The worker records a failed attempt of the delivery it was sending.
     let recorded = false;
     const recording = recordAttempts(worker, 'w1', [
-      {
-        deliveryId: sending.id,
-        tenantId: tenant.id,
-        subscriptionId,
-        lease: sending.lease,
-        status: 'PENDING',
-        startedAt: new Date(),
-        durationMs: 5,
-        statusCode: 500,
-        error: 'HTTP 500',
-        responseBody: null,
-        nextAttemptAt: new Date(Date.now() + 60_000),
-        gone: false,
-      },
+      failedOutcome({ deliveryId: sending.id, tenantId: tenant.id, subscriptionId, lease: sending.lease }),
     ]).then(() => (recorded = true));
     await new Promise((r) => setTimeout(r, 300));
     expect(recorded, 'the record waits for the change under way').toBe(false);
