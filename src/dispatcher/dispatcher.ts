@@ -2,8 +2,9 @@
 // batches (the next batch while the current one is sent), sends each as a
 // slot frees up within its concurrency limits, and records the outcomes in
 // batches. A slot is taken back from an attempt still waiting for its answer
-// after a second, so slow receivers hold sockets, not the others' turn. LISTEN wakes it when deliveries are created; a timer set to the
-// next due time, and polling, are the fallbacks. No retry waits in memory: a
+// after a second, so slow receivers hold sockets, not the others' turn. LISTEN
+// wakes it when deliveries are created; a timer set to the next due time, and
+// polling, are the fallbacks. No retry waits in memory: a
 // failed attempt's next try is a row in the database, and a claimed delivery
 // waits for a slot for less than its lease.
 import { hostname } from 'node:os';
