@@ -55,25 +55,35 @@ export function claimSize(room: number): number {
   return 2 ** Math.floor(Math.log2(Math.min(Math.max(room, 1), MAX_CLAIM)));
 }
 
-const claimTexts = new Map<number, string>();
+const claimTexts = new Map<string, string>();
+
+/**
+ * One tenant's due rows ($11), a range of webhook_deliveries_due_tenant. The upper bound is
+ * written as a row comparison, which only that index can take as its range: with the plain
+ * `next_attempt_at <= now()` PostgreSQL may walk webhook_deliveries_due instead, past every
+ * other tenant's rows, when its statistics show few tenants.
+ */
+const TENANT_RANGE = 'd.tenant_id = $11 and (d.tenant_id, d.next_attempt_at) <= ($11::uuid, now())';
 
 /**
  * The claim statement for one size: $1 lease ms, $2 saturated subscriptions, $3/$4 held per
  * subscription, $5 a subscription's share, $6 worker, $7 saturated tenants, $8/$9 held per
- * tenant, $10 a tenant's share.
+ * tenant, $10 a tenant's share; `forTenant`: $11 the one tenant whose deliveries are claimed.
  */
-export function claimSql(limit: number): string {
-  let text = claimTexts.get(limit);
+export function claimSql(limit: number, forTenant = false): string {
+  const key = `${limit}${forTenant ? ':tenant' : ''}`;
+  let text = claimTexts.get(key);
   if (!text) {
-    // Candidates come from the partial index of due rows, oldest due first;
-    // `skip locked` lets workers claim side by side. The windows cap each
+    // Candidates come from a partial index of due rows, oldest due first (for one
+    // tenant: webhook_deliveries_due_tenant, so that no other tenant's backlog is
+    // walked); `skip locked` lets workers claim side by side. The windows cap each
     // subscription's and each tenant's share, so that neither one slow endpoint
     // nor one tenant's many endpoints can take every slot.
     text = `
       with candidates as (
         select d.id, d.tenant_id, d.subscription_id, d.next_attempt_at
           from webhook_deliveries d
-         where d.status = 'PENDING' and not d.paused and d.next_attempt_at <= now()
+         where d.status = 'PENDING' and not d.paused and ${forTenant ? TENANT_RANGE : 'd.next_attempt_at <= now()'}
            -- A delivery whose subscription was deleted has none, and is claimed to be canceled.
            and (d.subscription_id is null or d.subscription_id <> all($2::uuid[]))
            and d.tenant_id <> all($7::uuid[])
@@ -113,7 +123,7 @@ export function claimSql(limit: number): string {
         from claimed c
         join webhook_events e on e.id = c.event_id
         left join webhook_subscriptions s on s.id = c.subscription_id`;
-    claimTexts.set(limit, text);
+    claimTexts.set(key, text);
   }
   return text;
 }
@@ -131,20 +141,22 @@ function shareParams({ share, busy }: Shares): [saturated: string[], ids: string
 }
 
 /**
- * Claims up to claimSize(`limit`) due deliveries for this worker, for each subscription
- * and each tenant at most its share minus what the worker already holds of it, skipping
- * rows other workers hold. The lease lets another worker take them over if this one dies.
+ * Claims up to claimSize(`limit`) due deliveries for this worker (`tenantId`: of that tenant
+ * only), for each subscription and each tenant at most its share minus what the worker
+ * already holds of it, skipping rows other workers hold. The lease lets another worker take
+ * them over if this one dies.
  */
 export async function claimDeliveries(
   db: pg.ClientBase | pg.Pool,
-  options: { workerId: string; limit: number; leaseMs: number; subscriptions: Shares; tenants: Shares },
+  options: { workerId: string; limit: number; leaseMs: number; subscriptions: Shares; tenants: Shares; tenantId?: string },
 ): Promise<ClaimedDelivery[]> {
   const [saturated, busyIds, busyCounts] = shareParams(options.subscriptions);
   const [saturatedTenants, tenantIds, tenantCounts] = shareParams(options.tenants);
   const limit = claimSize(options.limit);
+  const forTenant = options.tenantId !== undefined;
   const { rows } = await db.query({
-    name: `hookline_claim_deliveries_${limit}`,
-    text: claimSql(limit),
+    name: `hookline_claim_deliveries_${limit}${forTenant ? '_tenant' : ''}`,
+    text: claimSql(limit, forTenant),
     values: [
       options.leaseMs,
       saturated,
@@ -156,6 +168,7 @@ export async function claimDeliveries(
       tenantIds,
       tenantCounts,
       options.tenants.share,
+      ...(forTenant ? [options.tenantId] : []),
     ],
   });
   return rows;

@@ -196,7 +196,7 @@ export class DeliveryService {
         // A deleted subscription cannot be made active again: its deliveries do not wait for it.
         [tenantId, id, !subscription.active && !subscription.deleted, subscription.url],
       );
-      await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, '']);
+      await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
       return row!;
     });
   }

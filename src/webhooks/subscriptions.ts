@@ -5,6 +5,7 @@ import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { badInput, notFound, rejectNul } from '../errors.js';
 import { isUuid } from '../ids.js';
+import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
@@ -269,5 +270,5 @@ export async function setDeliveriesPaused(manager: EntityManager, tenantId: Tena
       where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused <> $3`,
     [tenantId, subscriptionId, paused],
   );
-  if (!paused) await manager.query(`select pg_notify('hookline_deliveries_due', '')`);
+  if (!paused) await manager.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
 }

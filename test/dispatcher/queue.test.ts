@@ -1,6 +1,7 @@
 // The claim's plan: it must walk the due index in order on the dispatcher's
-// connections, also when PostgreSQL's statistics say few rows are due, and
-// when they are fresh but a generic plan cannot know how many are.
+// connections (a claim for one tenant: that tenant's due index), also when
+// PostgreSQL's statistics say few rows are due, and when they are fresh but a
+// generic plan cannot know how many are.
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -37,8 +38,8 @@ afterAll(async () => {
   await client?.end();
 });
 
-async function claimPlan(limit: number): Promise<string> {
-  const { rows } = await client.query(`explain (generic_plan, costs off) ${claimSql(limit)}`);
+async function claimPlan(limit: number, forTenant = false): Promise<string> {
+  const { rows } = await client.query(`explain (generic_plan, costs off) ${claimSql(limit, forTenant)}`);
   return rows.map((r) => r['QUERY PLAN']).join('\n');
 }
 
@@ -48,6 +49,7 @@ it('a claim of any size walks the due index in order with the queue\'s session s
     const plan = await claimPlan(limit);
     expect(plan).toMatch(/Index Scan using webhook_deliveries_due on webhook_deliveries d\b/);
     expect(plan).not.toMatch(/Bitmap/);
+    expect(await claimPlan(limit, true)).toMatch(/LockRows\n\s+->  Index Scan using webhook_deliveries_due_tenant on webhook_deliveries d\b/);
   }
 });
 
@@ -64,6 +66,12 @@ it('and with fresh statistics of a table that is all backlog (the tests above ra
   for (const limit of [1, 64, 256]) {
     const plan = await claimPlan(limit);
     expect(plan).toMatch(/Index Scan using webhook_deliveries_due on webhook_deliveries d\b/);
+    expect(plan).not.toMatch(/Seq Scan on webhook_deliveries|Bitmap/);
+  }
+  // A claim for one tenant walks that tenant's due rows alone, in order.
+  for (const limit of [1, 64, 256]) {
+    const plan = await claimPlan(limit, true);
+    expect(plan).toMatch(/LockRows\n\s+->  Index Scan using webhook_deliveries_due_tenant on webhook_deliveries d\b/);
     expect(plan).not.toMatch(/Seq Scan on webhook_deliveries|Bitmap/);
   }
   // Without sequential scans off, the generic plan reads the whole table and sorts it.
@@ -107,4 +115,33 @@ it('only a SENDING delivery can be held by a worker (what the record relies on)'
   );
   await client.query(`update webhook_deliveries set status = 'SENDING', locked_by = 'w' where id = $1`, [row.id]);
   await client.query(`update webhook_deliveries set status = 'PENDING', locked_by = null where id = $1`, [row.id]);
+});
+
+it('an insert that leaves deliveries due names their tenants to the dispatchers', async () => {
+  const listener = new pg.Client({ connectionString: databaseUrl });
+  await listener.connect();
+  const payloads: string[] = [];
+  listener.on('notification', (n) => payloads.push(n.payload ?? ''));
+  await listener.query('listen hookline_deliveries_due');
+  try {
+    const { rows: tenants } = await client.query(`insert into tenants (name) values ('Named 1'), ('Named 2') returning id`);
+    const { rows: [event] } = await client.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+      [tenants[0].id],
+    );
+    const insert = (rows: Array<[string, string, boolean]>) =>
+      client.query(
+        `insert into webhook_deliveries (tenant_id, event_id, event, target_url, status, paused, next_attempt_at)
+         select t, $4, 'test.event', 'https://example.com/hook', s, p, now() from unnest($1::uuid[], $2::text[], $3::boolean[]) as r(t, s, p)`,
+        [rows.map((r) => r[0]), rows.map((r) => r[1]), rows.map((r) => r[2]), event.id],
+      );
+    const [one, two] = [tenants[0].id as string, tenants[1].id as string];
+    await insert([[one, 'PENDING', false], [two, 'PENDING', false], [two, 'PENDING', false]]);
+    await insert([[one, 'SENDING', false], [two, 'PENDING', true]]); // nothing claimable: no notification
+    await insert([[two, 'PENDING', false]]);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(payloads.map((p) => p.split(',').sort().join(','))).toEqual([[one, two].sort().join(','), two]);
+  } finally {
+    await listener.end();
+  }
 });
