@@ -15,6 +15,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../services.js';
+import { isUuid } from '../ids.js';
 import { decodeSecrets } from '../signing/standard-webhooks.js';
 import { signingSecrets } from '../webhooks/secrets.js';
 import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
@@ -49,6 +50,8 @@ export interface DispatcherOptions {
   leaseMs?: number;
   /** Slow attempts at once, for tests; by default 8 times the concurrency. */
   slowCapacity?: number;
+  /** The least time between claims that find nothing while shares are full (ms), for tests; by default 100. */
+  cappedClaimGapMs?: number;
 }
 
 /**
@@ -88,6 +91,8 @@ interface Ready {
 
 /** The least time between two claims that find nothing new while shares are full. */
 const CAPPED_CLAIM_GAP_MS = 100;
+/** The most one claim for a notified tenant takes (claimForNotifiedTenants). */
+const TENANT_CLAIM_LIMIT = 64;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
 
@@ -109,6 +114,7 @@ export class Dispatcher {
   private slow = 0;
   private readonly slowAfterMs: number;
   private readonly slowCapacity: number;
+  private readonly cappedClaimGapMs: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
   private readonly ready: Ready[] = [];
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
@@ -123,6 +129,14 @@ export class Dispatcher {
   private claimNotBefore = 0;
   /** A share came below its limit while the current claim ran: its answer is no reason to wait. */
   private shareFreed = false;
+  /**
+   * Tenants whose deliveries fell due since (notifications name them). While shares are full a
+   * claim walks past the full ones' due rows, so these are claimed for one by one instead.
+   */
+  private readonly notifiedTenants = new Set<string>();
+  private claimingForTenants = false;
+  /** The tenant of each subscription held (claimed and not yet recorded). */
+  private readonly subscriptionTenant = new Map<string, string>();
   /** Per subscription: deliveries being sent. */
   private readonly sending = new Map<string, number>();
   /** Per subscription: deliveries claimed and not yet recorded (sending or ready). */
@@ -187,6 +201,7 @@ export class Dispatcher {
     this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
     this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
+    this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
   }
 
   async start(): Promise<void> {
@@ -235,18 +250,7 @@ export class Dispatcher {
     if (!this.running || !this.drained || this.ready.length) return undefined;
     const limit = Math.min(concurrency - (this.inFlight - this.slow) - this.reserved, 2 * perTenant - (this.tenantHeld.get(tenantId) ?? 0));
     if (limit <= 0) return undefined;
-    this.reserved += limit;
-    let open = true;
-    const settle = () => {
-      if (!open) return false;
-      open = false;
-      this.reserved -= limit;
-      if (!this.reserved) {
-        for (const resolve of this.unreserved) resolve();
-        this.unreserved.clear();
-      }
-      return true;
-    };
+    const settle = this.reserve(limit);
     return {
       workerId: this.workerId,
       leaseMs: this.leaseMs,
@@ -259,6 +263,22 @@ export class Dispatcher {
         void this.dispatch(claimed);
       },
       cancel: () => void settle(),
+    };
+  }
+
+  /** Takes `n` slots for a claim under way outside the loop; the function given back returns them (once: true). */
+  private reserve(n: number): () => boolean {
+    this.reserved += n;
+    let open = true;
+    return () => {
+      if (!open) return false;
+      open = false;
+      this.reserved -= n;
+      if (!this.reserved) {
+        for (const resolve of this.unreserved) resolve();
+        this.unreserved.clear();
+      }
+      return true;
     };
   }
 
@@ -279,6 +299,20 @@ export class Dispatcher {
     this.retryTimer.unref();
   }
 
+  /**
+   * A notification: the tenants it names (none: anyone) have deliveries due. A worker with
+   * nothing left to claim finds them at the head of the queue; a busy one claims for them
+   * apart (claimForNotifiedTenants), or they would wait behind the backlog.
+   */
+  private notified(payload: string | undefined): void {
+    if (payload && !this.drained) {
+      // Anything but tenant ids (no one else should notify here) is a notification of anyone's.
+      for (const tenantId of payload.split(',')) if (isUuid(tenantId)) this.notifiedTenants.add(tenantId);
+      this.claimForNotifiedTenants();
+    }
+    this.poke();
+  }
+
   /** Wakes the loop (a notification, a timer): something may have fallen due. */
   poke(): void {
     this.drained = false;
@@ -294,7 +328,7 @@ export class Dispatcher {
 
   private async listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.options.databaseUrl, application_name: 'hookline-dispatcher-listen' });
-    client.on('notification', () => this.poke());
+    client.on('notification', ({ payload }) => this.notified(payload));
     client.on('error', (error) => {
       this.log.warn({ err: error }, 'LISTEN connection lost; reconnecting');
       this.reconnect(client);
@@ -350,16 +384,13 @@ export class Dispatcher {
    * starts well within its lease.
    */
   private async loop(): Promise<void> {
-    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      // Slow attempts and parked deliveries wait for their own receivers, not for slots: they
-      // take no room (parked ones' subscriptions and tenants, at their shares, are left out of
-      // the claim, and one that waits too long goes back to the queue: releaseLate).
-      const startable = this.ready.length - this.parked;
-      const room = 2 * concurrency - (this.inFlight - this.slow) - startable - this.reserved;
-      this.roomBound = !(startable < concurrency && room > 0);
+      this.claimForNotifiedTenants();
+      const room = this.room();
+      this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
       if (!this.roomBound && backoffMs > 0) {
@@ -382,16 +413,13 @@ export class Dispatcher {
           // A subscription at its share may have had rows left out, and left others' rows
           // behind them: the next claim leaves it out. Its own rows wait for its slots
           // (a freed slot claims again), not for a timer.
-          const capped =
-            [...this.held.values()].some((n) => n >= 2 * perSubscription) ||
-            [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant) ||
-            (this.slow >= this.slowCapacity && this.tenantLingering.size > 0);
+          const capped = this.capped();
           if (claimed.length && capped) continue;
           // Nothing new while shares are full: every freed slot and notification would claim
           // again, each walking past the full shares' due rows. The next waits a little,
           // longer when claims take long.
           this.claimNotBefore =
-            !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(CAPPED_CLAIM_GAP_MS, 4 * (Date.now() - claimStarted)) : 0;
+            !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(this.cappedClaimGapMs, 4 * (Date.now() - claimStarted)) : 0;
           // A share freed while the claim ran may have left rows it could not see: not drained.
           if (!this.wakeRequested) this.drained = !capped && !this.shareFreed;
           if (!claimed.length && !capped && !this.wakeRequested) {
@@ -412,6 +440,80 @@ export class Dispatcher {
         this.wakeTimer = setTimeout(() => this.poke(), sleepMs);
       });
       clearTimeout(this.wakeTimer);
+    }
+  }
+
+  /**
+   * Room for claims: two batches' worth of slots, less what is being sent and what is ready to
+   * start. Slow attempts and parked deliveries wait for their own receivers, not for slots:
+   * they take no room (parked ones' subscriptions and tenants, at their shares, are left out
+   * of the claim, and one that waits too long goes back to the queue: releaseLate).
+   */
+  private room(): number {
+    const startable = this.ready.length - this.parked;
+    return 2 * this.options.config.dispatchConcurrency - (this.inFlight - this.slow) - startable - this.reserved;
+  }
+
+  /** Whether a subscription or tenant is at its share: a claim then walks past its due rows. */
+  private capped(): boolean {
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    return (
+      [...this.held.values()].some((n) => n >= 2 * perSubscription) ||
+      [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant) ||
+      (this.slow >= this.slowCapacity && this.tenantLingering.size > 0)
+    );
+  }
+
+  /**
+   * Claims for notified tenants, each alone through its own due index, so that another's
+   * backlog delays none of them: the general claim takes the oldest due rows first, and
+   * with a backlog at the head of the queue (a burst, or a hanging endpoint's at its share)
+   * sees no one else's until the backlog is gone, or walks past all of it (backing off
+   * between such claims). These claims run beside the loop's, one at a time, on slots
+   * reserved for them, at most TENANT_CLAIM_LIMIT deliveries each. A tenant at its share,
+   * or with a subscription at its share (whose backlog its claim would walk), is left to
+   * the general claim: its rows wait for its slots anyway. (Nor is the tenant whose rows
+   * the general claim takes left to it: telling so from one claim's answer races with the
+   * next insert, and its claim here takes rows that are due all the same.)
+   */
+  private claimForNotifiedTenants(): void {
+    if (this.claimingForTenants || !this.notifiedTenants.size || !this.running) return;
+    const limit = Math.min(this.room(), TENANT_CLAIM_LIMIT);
+    if (limit <= 0) return; // a freed slot wakes the loop, which comes back here
+    this.claimingForTenants = true;
+    const settle = this.reserve(limit);
+    void this.claimForTenants(limit).finally(() => {
+      settle();
+      this.claimingForTenants = false;
+      this.claimForNotifiedTenants();
+    });
+  }
+
+  private async claimForTenants(limit: number): Promise<void> {
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const full = new Set<string>();
+    for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
+    while (this.notifiedTenants.size && this.running) {
+      const [tenantId] = this.notifiedTenants;
+      this.notifiedTenants.delete(tenantId!);
+      const tenantsBusy = this.tenantsBusy(2 * perTenant);
+      if (full.has(tenantId!) || (tenantsBusy.get(tenantId!) ?? 0) >= 2 * perTenant) continue;
+      try {
+        const claimed = await claimDeliveries(this.pool, {
+          workerId: this.workerId,
+          limit,
+          leaseMs: this.leaseMs,
+          subscriptions: { share: 2 * perSubscription, busy: this.held },
+          tenants: { share: 2 * perTenant, busy: tenantsBusy },
+          tenantId,
+        });
+        this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+        if (claimed.length) await this.dispatch(claimed);
+      } catch (error) {
+        // Its rows stay due: the general claim finds them.
+        this.log.error({ err: error, tenantId }, 'claiming deliveries for a tenant failed');
+      }
+      return; // one claim per reservation: the next one sees the room as it is then
     }
   }
 
@@ -462,6 +564,7 @@ export class Dispatcher {
     const deadline = Date.now() + this.leaseMs - 1_000 - this.options.config.deliveryTimeoutMs - RECORD_MARGIN_MS;
     for (const delivery of live) {
       this.count(this.held, delivery.subscriptionId, 1);
+      if (delivery.subscriptionId) this.subscriptionTenant.set(delivery.subscriptionId, delivery.tenantId);
       this.count(this.tenantHeld, delivery.tenantId, 1);
       this.ready.push({ delivery, body: bodies.get(delivery.eventId), deadline });
     }
@@ -496,6 +599,7 @@ export class Dispatcher {
 
   private unhold(delivery: ClaimedDelivery): void {
     this.count(this.held, delivery.subscriptionId, -1);
+    if (delivery.subscriptionId && !this.held.has(delivery.subscriptionId)) this.subscriptionTenant.delete(delivery.subscriptionId);
     this.count(this.tenantHeld, delivery.tenantId, -1);
   }
 

@@ -348,3 +348,36 @@ it('a tenant whose only slow-waiting attempt was overdue is claimed for as soon 
     await late.close();
   }
 }, 30_000);
+
+it('while claims back off behind a full share, another tenant\'s new delivery is claimed for it alone, at once', async () => {
+  // Tenant A's hanging subscription is at its share (1 in flight, 1 parked) with 28 more due,
+  // older than anything else: a general claim finds nothing it may take, and the next waits
+  // (20 s here). Tenant B's delivery, named by the insert's notification, is claimed through
+  // B's own due index instead, without walking A's backlog or waiting for the general claim.
+  const silent = await hangingReceiver();
+  const a = await hl.createTenant('Backlog A');
+  const b = await hl.createTenant('Notified B');
+  await subscribe(a.apiKey, `${silent.url}/backlog`, ['invoice.*']);
+  for (let i = 0; i < 30; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  await subscribe(b.apiKey, `${fast.url}/notified-b`, ['payment.*']);
+  const worker = { HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '30s', HOOKLINE_RETRY_SCHEDULE: '1h' };
+  await withWorker(worker, { dispatcher: { cappedClaimGapMs: 20_000 } }, async (w) => {
+    await silent.waitFor(1, 10_000);
+    // A claim that found nothing: the general claim now backs off.
+    const empty = async () => Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1] ?? 0);
+    for (const started = Date.now(); (await empty()) === 0; await new Promise((r) => setTimeout(r, 20))) {
+      expect(Date.now() - started, 'no claim came back empty').toBeLessThan(5_000);
+    }
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      await trigger(b.apiKey, 'payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+      while (fast.received.filter((r) => r.path === '/notified-b').length < i + 1) {
+        expect(Date.now() - started, `B's delivery ${i} still waits`).toBeLessThan(2_000);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    // A's backlog is still where it was: its share is full, so nothing of it was claimed apart.
+    const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where tenant_id = $1 and status = 'PENDING'`, [a.id]);
+    expect(n).toBe(28);
+  }, [silent]);
+}, 60_000);
