@@ -2,6 +2,7 @@
 // statement here is one round trip that handles a whole batch.
 import type pg from 'pg';
 import { checkOut } from '../db/query.js';
+import { isUuid } from '../ids.js';
 
 export interface ClaimedDelivery {
   id: string;
@@ -55,24 +56,27 @@ export function claimSize(room: number): number {
   return 2 ** Math.floor(Math.log2(Math.min(Math.max(room, 1), MAX_CLAIM)));
 }
 
-const claimTexts = new Map<string, string>();
+const claimTexts = new Map<number, string>();
 
 /**
- * One tenant's due rows ($11), a range of webhook_deliveries_due_tenant. The upper bound is
- * written as a row comparison, which only that index can take as its range: with the plain
- * `next_attempt_at <= now()` PostgreSQL may walk webhook_deliveries_due instead, past every
- * other tenant's rows, when its statistics show few tenants.
+ * One tenant's due rows, a range of webhook_deliveries_due_tenant. The tenant is written into
+ * the text (an unnamed statement, planned at each call): a generic plan made once per
+ * connection could not tell one tenant from another, and with the statistics of its day
+ * (one tenant, say) would keep walking webhook_deliveries_due, past every other tenant's rows,
+ * long after those had grown. The upper bound is a row comparison, a range of that index.
  */
-const TENANT_RANGE = 'd.tenant_id = $11 and (d.tenant_id, d.next_attempt_at) <= ($11::uuid, now())';
+function tenantRange(tenantId: string): string {
+  if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${JSON.stringify(tenantId)}`);
+  return `d.tenant_id = '${tenantId}'::uuid and (d.tenant_id, d.next_attempt_at) <= ('${tenantId}'::uuid, now())`;
+}
 
 /**
  * The claim statement for one size: $1 lease ms, $2 saturated subscriptions, $3/$4 held per
  * subscription, $5 a subscription's share, $6 worker, $7 saturated tenants, $8/$9 held per
- * tenant, $10 a tenant's share; `forTenant`: $11 the one tenant whose deliveries are claimed.
+ * tenant, $10 a tenant's share; `tenantId`: the one tenant whose deliveries are claimed.
  */
-export function claimSql(limit: number, forTenant = false): string {
-  const key = `${limit}${forTenant ? ':tenant' : ''}`;
-  let text = claimTexts.get(key);
+export function claimSql(limit: number, tenantId?: string): string {
+  let text = tenantId === undefined ? claimTexts.get(limit) : undefined;
   if (!text) {
     // Candidates come from a partial index of due rows, oldest due first (for one
     // tenant: webhook_deliveries_due_tenant, so that no other tenant's backlog is
@@ -83,7 +87,7 @@ export function claimSql(limit: number, forTenant = false): string {
       with candidates as (
         select d.id, d.tenant_id, d.subscription_id, d.next_attempt_at
           from webhook_deliveries d
-         where d.status = 'PENDING' and not d.paused and ${forTenant ? TENANT_RANGE : 'd.next_attempt_at <= now()'}
+         where d.status = 'PENDING' and not d.paused and ${tenantId === undefined ? 'd.next_attempt_at <= now()' : tenantRange(tenantId)}
            -- A delivery whose subscription was deleted has none, and is claimed to be canceled.
            and (d.subscription_id is null or d.subscription_id <> all($2::uuid[]))
            and d.tenant_id <> all($7::uuid[])
@@ -123,7 +127,7 @@ export function claimSql(limit: number, forTenant = false): string {
         from claimed c
         join webhook_events e on e.id = c.event_id
         left join webhook_subscriptions s on s.id = c.subscription_id`;
-    claimTexts.set(key, text);
+    if (tenantId === undefined) claimTexts.set(limit, text);
   }
   return text;
 }
@@ -153,10 +157,10 @@ export async function claimDeliveries(
   const [saturated, busyIds, busyCounts] = shareParams(options.subscriptions);
   const [saturatedTenants, tenantIds, tenantCounts] = shareParams(options.tenants);
   const limit = claimSize(options.limit);
-  const forTenant = options.tenantId !== undefined;
   const { rows } = await db.query({
-    name: `hookline_claim_deliveries_${limit}${forTenant ? '_tenant' : ''}`,
-    text: claimSql(limit, forTenant),
+    // A tenant's claim is planned at each call (see tenantRange).
+    ...(options.tenantId === undefined ? { name: `hookline_claim_deliveries_${limit}` } : {}),
+    text: claimSql(limit, options.tenantId),
     values: [
       options.leaseMs,
       saturated,
@@ -168,7 +172,6 @@ export async function claimDeliveries(
       tenantIds,
       tenantCounts,
       options.tenants.share,
-      ...(forTenant ? [options.tenantId] : []),
     ],
   });
   return rows;
