@@ -40,6 +40,12 @@ const server = createServer((req, res) => {
     else arrivals.set(id, t);
   }
   if (!req.headers['webhook-signature']) unsigned++;
+  // A receiver that takes the request and never answers (the isolation part's broken endpoint).
+  if (req.url?.startsWith('/hang/')) {
+    req.resume();
+    if (waiters.size) for (const w of waiters) if (w.check()) waiters.delete(w);
+    return;
+  }
   const check = verifier && count % VERIFY_EVERY === 1;
   const chunks: Buffer[] = [];
   req.on('data', (chunk: Buffer) => {

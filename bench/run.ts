@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,queue,scale,live]
+// npm run bench [-- --quick] [-- --only=ceiling,graphile,hookline,queue,scale,live,isolation]
 //                [-- --gw-concurrency=64 --gw-pool=64] [-- --statements]
 //
 // Hookline against the ceiling of the machine and against graphile-worker,
@@ -59,7 +59,7 @@ const QUICK = argv.includes('--quick');
 /** Diagnosis, off by default (it changes PostgreSQL's settings): pg_stat_statements' top statements per phase. */
 const STATEMENTS = argv.includes('--statements');
 const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'queue', 'scale', 'live'] as const;
+const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'queue', 'scale', 'live', 'isolation'] as const;
 type Part = (typeof ALL_PARTS)[number];
 const ONLY = new Set<Part>((flag('only')?.split(',') as Part[] | undefined) ?? ALL_PARTS);
 for (const part of ONLY) if (!ALL_PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (${ALL_PARTS.join(', ')})`);
@@ -1050,6 +1050,89 @@ async function scale(receiver: Receiver) {
 }
 
 // ---------------------------------------------------------------------------
+// Isolation between tenants
+
+/**
+ * A quiet tenant's trigger -> arrival, serial calls to a receiver that answers at once, while
+ * another tenant has SIZES.drain deliveries due, older than the quiet tenant's: first alone,
+ * then with the noisy tenant's backlog going to a receiver that answers at once (a burst), then
+ * to one that never answers (a broken endpoint: every attempt runs into the delivery timeout).
+ * One `all` process, as `npm start` runs it.
+ */
+async function isolation(receiver: Receiver) {
+  const database = 'bench_isolation';
+  const databaseUrl = await createDatabase(database);
+  const all = await startHookline('all', databaseUrl);
+  const gql = new GraphQLClient(all.url, newAgent(4));
+  const quiet = await createTenant(gql, 'Bench quiet');
+  const noisy = await createTenant(gql, 'Bench noisy');
+  await createSubscription(gql, quiet.apiKey, `${receiver.url}/quiet`);
+  const burstSubscription = await createSubscription(gql, noisy.apiKey, `${receiver.url}/burst`);
+  const single = new GraphQLClient(all.url, newAgent(1));
+  /** `n` serial calls, or while `going()` says so (asked every tenth call), 20 to 5,000. */
+  const series = async (n: number, going?: () => Promise<boolean>) => {
+    const totals: number[] = [];
+    const mutations: number[] = [];
+    for (let i = 0; going ? i < 20 || (i < 5_000 && (i % 10 !== 0 || (await going()))) : i < n; i++) {
+      const t = now();
+      const [id] = await trigger(single, quiet.apiKey);
+      mutations.push(now() - t);
+      const r = await receiver.waitIds([id!], 60_000);
+      if (r.timedOut) throw new Error(`isolation: delivery ${id} did not arrive within 60 s`);
+      totals.push(r.times![0]! - t);
+    }
+    return { ...latencyStats(totals), mutation: latencyStats(mutations) };
+  };
+  await pool(500, 4, () => trigger(gql, quiet.apiKey));
+  await waitForDelivered(databaseUrl, 500, 30_000);
+  const n = Math.max(50, SIZES.latency / 2);
+  log(`isolation: ${n} serial calls of a quiet tenant, alone`);
+  const alone = await series(n);
+  const seed = async (subscriptionId: string, url: string) => {
+    await withClient(databaseUrl, (c) => seedDue(c, noisy.id, subscriptionId, url, SIZES.drain));
+  };
+  log(`isolation: the same while another tenant's ${SIZES.drain} due deliveries drain`);
+  const burstStart = Date.now();
+  await seed(burstSubscription, `${receiver.url}/burst`);
+  await sleep(200);
+  // Calls as long as the burst lasts: a quiet tenant that gets through only once it is over
+  // makes few calls, each waiting long.
+  const burst = await withClient(databaseUrl, (c) =>
+    series(n, async () => {
+      const { rows } = await c.query(`select exists (select 1 from webhook_deliveries where subscription_id = $1 and status <> 'DELIVERED') as going`, [
+        burstSubscription,
+      ]);
+      return rows[0].going;
+    }),
+  );
+  const burstSeconds = await withClient(databaseUrl, async (c) => {
+    for (const deadline = now() + 60_000; now() < deadline; await sleep(100)) {
+      const { rows } = await c.query(
+        `select count(*) filter (where status <> 'DELIVERED')::int as left, extract(epoch from max(delivered_at)) * 1000 as last
+           from webhook_deliveries where subscription_id = $1`,
+        [burstSubscription],
+      );
+      if (rows[0].left === 0) return round2((Number(rows[0].last) - burstStart) / 1000);
+    }
+    throw new Error('isolation: the burst was not delivered within 60 s');
+  });
+  await withClient(databaseUrl, (c) => c.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where tenant_id = $1 and status = 'PENDING'`, [noisy.id]));
+  const hangingSubscription = await createSubscription(gql, noisy.apiKey, `${receiver.url}/hang/noisy`);
+  await withClient(databaseUrl, (c) => c.query(`update webhook_subscriptions set active = false where id = $1`, [burstSubscription]));
+  log(`isolation: the same while another tenant's ${SIZES.drain} due deliveries go to an endpoint that never answers`);
+  await seed(hangingSubscription, `${receiver.url}/hang/noisy`);
+  await sleep(2_000);
+  const hanging = await series(n);
+  results.isolation = { backlog: SIZES.drain, alone, burst, burstSeconds, hanging };
+  log(
+    `isolation: quiet tenant p50/p99 alone ${alone.p50Ms}/${alone.p99Ms} ms, during a burst ${burst.p50Ms}/${burst.p99Ms} ms ` +
+      `(${burst.n} calls; the burst took ${burstSeconds} s), beside a hanging endpoint ${hanging.p50Ms}/${hanging.p99Ms} ms`,
+  );
+  await all.stop('SIGTERM');
+  await adminDb!.query(`drop database ${database} with (force)`);
+}
+
+// ---------------------------------------------------------------------------
 // Report
 
 function machine() {
@@ -1189,6 +1272,15 @@ function report() {
         ? `p50 ${fmt(r.live.lastSubscriber.p50Ms, 1)} ms, p99 ${fmt(r.live.lastSubscriber.p99Ms, 1)} ms (first one p50 ${fmt(r.live.firstSubscriber.p50Ms, 1)} ms)`
         : '—',
       r.live ? `${r.live.lastSubscriber.n} changes` : '',
+    ],
+    [
+      `isolation: a tenant's trigger → arrival beside another's ${fmt(SIZES.drain)} due`,
+      r.isolation
+        ? `p50/p99 alone ${fmt(r.isolation.alone.p50Ms, 1)}/${fmt(r.isolation.alone.p99Ms, 1)} ms, during a burst ` +
+          `${fmt(r.isolation.burst.p50Ms, 1)}/${fmt(r.isolation.burst.p99Ms, 1)} ms, beside a hanging endpoint ` +
+          `${fmt(r.isolation.hanging.p50Ms, 1)}/${fmt(r.isolation.hanging.p99Ms, 1)} ms`
+        : '—',
+      r.isolation ? `p99 ${x(r.isolation.burst.p99Ms / r.isolation.alone.p99Ms)} / ${x(r.isolation.hanging.p99Ms / r.isolation.alone.p99Ms)} of alone` : '',
     ],
   ];
   const targets: Array<{ target: string; value: number; limit: number; pass: boolean | null; interval?: [number, number] }> = [];
@@ -1381,6 +1473,7 @@ async function main(): Promise<void> {
   }
   if (ONLY.has('queue')) await queueFloor();
   if (ONLY.has('scale')) await scale(receiver);
+  if (ONLY.has('isolation')) await isolation(receiver);
   if (ONLY.has('ceiling')) await ceiling(receiver, 2);
   results.totalSeconds = round2((now() - started) / 1000);
 
