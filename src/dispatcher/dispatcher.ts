@@ -130,11 +130,15 @@ export class Dispatcher {
   /** A share came below its limit while the current claim ran: its answer is no reason to wait. */
   private shareFreed = false;
   /**
-   * Tenants whose deliveries fell due since (notifications name them). While shares are full a
-   * claim walks past the full ones' due rows, so these are claimed for one by one instead.
+   * Tenants named by notifications (new deliveries, retried or resumed ones) while this worker
+   * was busy: claimed for one by one (claimForNotifiedTenants), as the general claim might
+   * reach their rows only behind a backlog.
    */
   private readonly notifiedTenants = new Set<string>();
-  private claimingForTenants = false;
+  /** The tenant a claim of its own is under way for; the general claim leaves it out meanwhile. */
+  private claimingFor: string | undefined;
+  /** The loop's general claim is under way (until its deliveries are dispatched). */
+  private loopClaiming = false;
   /** The tenant of each subscription held (claimed and not yet recorded). */
   private readonly subscriptionTenant = new Map<string, string>();
   /** Per subscription: deliveries being sent. */
@@ -173,11 +177,11 @@ export class Dispatcher {
     const { config } = options;
     this.log = options.log.child({ component: 'dispatcher', workerId: this.workerId });
     this.clock = options.clock ?? { now: () => new Date() };
-    // One pool for the queue's statements, apart from the API's, sized for a claim,
-    // a flush and a reclaim at once.
+    // One pool for the queue's statements, apart from the API's, sized for a claim (the
+    // loop's or a tenant's), a flush, a reclaim and a hand-back at once.
     this.pool = new pg.Pool({
       connectionString: options.databaseUrl,
-      max: 4,
+      max: 5,
       application_name: 'hookline-dispatcher',
       // pg-pool waits for it before handing the new connection out (and drops the connection if it fails).
       onConnect: (client) => client.query(QUEUE_SESSION_SETTINGS),
@@ -307,7 +311,7 @@ export class Dispatcher {
   private notified(payload: string | undefined): void {
     if (payload && !this.drained) {
       // Anything but tenant ids (no one else should notify here) is a notification of anyone's.
-      for (const tenantId of payload.split(',')) if (isUuid(tenantId)) this.notifiedTenants.add(tenantId);
+      for (const tenantId of payload.split(',')) if (isUuid(tenantId)) this.notifiedTenants.add(tenantId.toLowerCase());
       this.claimForNotifiedTenants();
     }
     this.poke();
@@ -393,22 +397,29 @@ export class Dispatcher {
       this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
-      if (!this.roomBound && backoffMs > 0) {
-        sleepMs = backoffMs;
+      if (backoffMs > 0) {
+        sleepMs = Math.min(sleepMs, backoffMs);
       } else if (!this.roomBound) {
         try {
           const claimStarted = Date.now();
           this.claimNotBefore = 0;
           this.shareFreed = false;
-          const claimed = await claimDeliveries(this.pool, {
-            workerId: this.workerId,
-            limit: room,
-            leaseMs: this.leaseMs,
-            subscriptions: { share: 2 * perSubscription, busy: this.held },
-            tenants: { share: 2 * perTenant, busy: this.tenantsBusy(2 * perTenant) },
-          });
-          this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
-          if (claimed.length) await this.dispatch(claimed);
+          this.loopClaiming = true;
+          let claimed: ClaimedDelivery[];
+          try {
+            claimed = await claimDeliveries(this.pool, {
+              workerId: this.workerId,
+              limit: room,
+              leaseMs: this.leaseMs,
+              subscriptions: { share: 2 * perSubscription, busy: this.held },
+              tenants: { share: 2 * perTenant, busy: this.tenantsBusy(2 * perTenant) },
+            });
+            this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+            if (claimed.length) await this.dispatch(claimed);
+          } finally {
+            this.loopClaiming = false;
+            this.claimForNotifiedTenants(); // held while this claim ran
+          }
           if (claimed.length === claimSize(room)) continue; // more may be due
           // A subscription at its share may have had rows left out, and left others' rows
           // behind them: the next claim leaves it out. Its own rows wait for its slots
@@ -469,52 +480,56 @@ export class Dispatcher {
    * backlog delays none of them: the general claim takes the oldest due rows first, and
    * with a backlog at the head of the queue (a burst, or a hanging endpoint's at its share)
    * sees no one else's until the backlog is gone, or walks past all of it (backing off
-   * between such claims). These claims run beside the loop's, one at a time, on slots
-   * reserved for them, at most TENANT_CLAIM_LIMIT deliveries each. A tenant at its share,
-   * or with a subscription at its share (whose backlog its claim would walk), is left to
-   * the general claim: its rows wait for its slots anyway. (Nor is the tenant whose rows
-   * the general claim takes left to it: telling so from one claim's answer races with the
-   * next insert, and its claim here takes rows that are due all the same.)
+   * between such claims). One such claim at a time, between the loop's claims (never beside
+   * one: both would fill the same shares from the same counts), on slots reserved for it, at
+   * most TENANT_CLAIM_LIMIT deliveries and the tenant's window; while it runs the general
+   * claim leaves the tenant out. A tenant whose claim came back full is claimed for again.
+   * Left to the general claim: a tenant at its share, or with a subscription at its share,
+   * whose claim would walk that subscription's backlog. (Nor is the tenant whose rows the
+   * general claim takes left to it: telling so from one claim's answer races with the next
+   * insert, and its claim here takes rows that are due all the same.)
    */
   private claimForNotifiedTenants(): void {
-    if (this.claimingForTenants || !this.notifiedTenants.size || !this.running) return;
-    const limit = Math.min(this.room(), TENANT_CLAIM_LIMIT);
-    if (limit <= 0) return; // a freed slot wakes the loop, which comes back here
-    this.claimingForTenants = true;
-    const settle = this.reserve(limit);
-    void this.claimForTenants(limit).finally(() => {
-      settle();
-      this.claimingForTenants = false;
-      this.claimForNotifiedTenants();
-    });
-  }
-
-  private async claimForTenants(limit: number): Promise<void> {
+    if (this.claimingFor || this.loopClaiming || !this.notifiedTenants.size || !this.running) return;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const room = Math.min(this.room(), TENANT_CLAIM_LIMIT);
+    if (room <= 0) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
-    while (this.notifiedTenants.size && this.running) {
-      const [tenantId] = this.notifiedTenants;
-      this.notifiedTenants.delete(tenantId!);
-      const tenantsBusy = this.tenantsBusy(2 * perTenant);
-      if (full.has(tenantId!) || (tenantsBusy.get(tenantId!) ?? 0) >= 2 * perTenant) continue;
-      try {
-        const claimed = await claimDeliveries(this.pool, {
-          workerId: this.workerId,
-          limit,
-          leaseMs: this.leaseMs,
-          subscriptions: { share: 2 * perSubscription, busy: this.held },
-          tenants: { share: 2 * perTenant, busy: tenantsBusy },
-          tenantId,
+    const tenantsBusy = this.tenantsBusy(2 * perTenant);
+    for (const tenantId of this.notifiedTenants) {
+      this.notifiedTenants.delete(tenantId);
+      const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
+      if (full.has(tenantId) || window <= 0) continue;
+      const limit = claimSize(Math.min(room, window));
+      this.claimingFor = tenantId;
+      const settle = this.reserve(limit);
+      void this.claimForTenant(tenantId, limit, tenantsBusy)
+        .catch((error) => this.log.error({ err: error, tenantId }, 'claiming deliveries for a tenant failed'))
+        .finally(() => {
+          settle();
+          this.claimingFor = undefined;
+          this.claimForNotifiedTenants();
+          if (this.roomBound) this.wakeLoop(); // the reservation may have been all the room
         });
-        this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
-        if (claimed.length) await this.dispatch(claimed);
-      } catch (error) {
-        // Its rows stay due: the general claim finds them.
-        this.log.error({ err: error, tenantId }, 'claiming deliveries for a tenant failed');
-      }
-      return; // one claim per reservation: the next one sees the room as it is then
+      return;
     }
+  }
+
+  private async claimForTenant(tenantId: string, limit: number, tenantsBusy: ReadonlyMap<string, number>): Promise<void> {
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const claimed = await claimDeliveries(this.pool, {
+      workerId: this.workerId,
+      limit,
+      leaseMs: this.leaseMs,
+      subscriptions: { share: 2 * perSubscription, busy: this.held },
+      tenants: { share: 2 * perTenant, busy: tenantsBusy },
+      tenantId,
+    });
+    this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+    // More of its deliveries may be due: it goes round again (at the back).
+    if (claimed.length === limit) this.notifiedTenants.add(tenantId);
+    if (claimed.length) await this.dispatch(claimed);
   }
 
   /**
@@ -523,9 +538,12 @@ export class Dispatcher {
    * it would only wait, parked, under a lease.
    */
   private tenantsBusy(share: number): ReadonlyMap<string, number> {
-    if (this.slow < this.slowCapacity || !this.tenantLingering.size) return this.tenantHeld;
+    const lingering = this.slow >= this.slowCapacity && this.tenantLingering.size > 0;
+    if (!lingering && !this.claimingFor) return this.tenantHeld;
     const busy = new Map(this.tenantHeld);
-    for (const tenantId of this.tenantLingering.keys()) busy.set(tenantId, Math.max(busy.get(tenantId) ?? 0, share));
+    if (lingering) for (const tenantId of this.tenantLingering.keys()) busy.set(tenantId, Math.max(busy.get(tenantId) ?? 0, share));
+    // A claim of its own is under way for it (claimForNotifiedTenants).
+    if (this.claimingFor) busy.set(this.claimingFor, share);
     return busy;
   }
 
@@ -690,6 +708,7 @@ export class Dispatcher {
       this.idle.clear();
     }
     this.pump();
+    this.claimForNotifiedTenants(); // a notified tenant may have waited for a slot
     if (this.claimNotBefore) {
       // Shares were full and nothing else was due: only a share this frees can give a claim work.
       if (wasAtShare) {

@@ -381,3 +381,28 @@ it('while claims back off behind a full share, another tenant\'s new delivery is
     expect(n).toBe(28);
   }, [silent]);
 }, 60_000);
+
+it('a notified tenant whose claim comes back full is claimed for again, not left behind the back-off', async () => {
+  // As above, with 2 slots: each claim for tenant C can take only 1 or 2 of the 4 deliveries
+  // its event fans out to; the rest must not wait for the general claim (backing off for 20 s).
+  const silent = await hangingReceiver();
+  const a = await hl.createTenant('Backlog A2');
+  const c = await hl.createTenant('Fanned-out C');
+  await subscribe(a.apiKey, `${silent.url}/backlog-2`, ['invoice.*']);
+  for (let i = 0; i < 10; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  for (let i = 0; i < 4; i++) await subscribe(c.apiKey, `${fast.url}/fanned-${i}`, ['payment.*']);
+  const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '30s', HOOKLINE_RETRY_SCHEDULE: '1h' };
+  await withWorker(worker, { dispatcher: { cappedClaimGapMs: 20_000 } }, async (w) => {
+    await silent.waitFor(1, 10_000);
+    const empty = async () => Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1] ?? 0);
+    for (const started = Date.now(); (await empty()) === 0; await new Promise((r) => setTimeout(r, 20))) {
+      expect(Date.now() - started, 'no claim came back empty').toBeLessThan(5_000);
+    }
+    const started = Date.now();
+    await trigger(c.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    while (fast.received.filter((r) => r.path.startsWith('/fanned-')).length < 4) {
+      expect(Date.now() - started, `C's deliveries still wait`).toBeLessThan(3_000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }, [silent]);
+}, 60_000);
