@@ -1,5 +1,8 @@
 // Migrations run at start-up in every process. A session-level advisory lock
-// makes concurrent starters wait for each other, so none is applied twice.
+// makes concurrent starters wait for each other, so none is applied twice. They
+// wait by asking again every 100 ms, not in a blocking pg_advisory_lock: a
+// statement waiting there holds a snapshot, which CREATE INDEX CONCURRENTLY (in
+// the lock holder's migration) would wait for in turn, a deadlock.
 import type { DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
 import { TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
@@ -11,7 +14,9 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
   const runner = dataSource.createQueryRunner();
   await runner.connect();
   try {
-    await runner.query('select pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    while (!(await runner.query('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK]))[0].locked) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     const applied = await dataSource.runMigrations({ transaction: 'each' });
     const names = applied.map((m) => m.name);
     if (names.length && log) log.info({ migrations: names }, 'migrations applied');

@@ -9,23 +9,32 @@ export const DUE_NOTIFY_MAX_TENANTS = 32;
  * takes the oldest due rows first, leaving out those of subscriptions and tenants
  * at their shares; with a large backlog at the head of the queue (a tenant whose
  * endpoint hangs, or a burst) each claim would walk past all of it to find another
- * tenant's new delivery. Notifications now name the tenants whose deliveries fell
- * due, and while shares are full the dispatcher claims for those tenants alone,
- * through this index. It holds only claimable rows, like webhook_deliveries_due:
+ * tenant's new delivery. Notifications of new deliveries now name their tenants,
+ * and a busy dispatcher claims for those tenants alone, through this index. It holds only claimable rows, like webhook_deliveries_due:
  * a row enters it when inserted or put back in the queue, never when claimed or
  * recorded as done, so the drain does not pay for it.
  */
 export class DueByTenant1764300000009 implements MigrationInterface {
   name = 'DueByTenant1764300000009';
 
+  /**
+   * Built concurrently (outside a transaction), so that deliveries are inserted, claimed
+   * and recorded while it is made: a plain CREATE INDEX would hold them up for a scan of
+   * the whole table. An index left invalid by an earlier attempt that failed half-way is
+   * dropped first (the migration was not recorded, so nothing else made it).
+   */
+  transaction = false;
+
   async up(db: QueryRunner): Promise<void> {
+    await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
     await db.query(`
       -- \`tenant_id is not null\` (always true) keeps the general claim off this index: its
-      -- \`tenant_id <> all($7)\` does not imply it, a tenant claim's \`tenant_id = $11\` does.
+      -- \`tenant_id <> all($7)\` does not imply it, a tenant claim's \`tenant_id = …\` does.
       -- Otherwise, with fresh statistics of a table holding scheduled retries, PostgreSQL 18
       -- planned the general claim as a skip scan of this index and a sort of every due row.
-      create index webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
-        where status = 'PENDING' and not paused and tenant_id is not null;
+      create index concurrently webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
+        where status = 'PENDING' and not paused and tenant_id is not null`);
+    await db.query(`
       create or replace function hookline_notify_deliveries_due() returns trigger language plpgsql as $$
       declare
         tenants text[];
@@ -36,8 +45,7 @@ export class DueByTenant1764300000009 implements MigrationInterface {
             case when cardinality(tenants) <= ${DUE_NOTIFY_MAX_TENANTS} then array_to_string(tenants, ',') else '' end);
         end if;
         return null;
-      end $$;
-    `);
+      end $$`);
   }
 
   async down(db: QueryRunner): Promise<void> {
