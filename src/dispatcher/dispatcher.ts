@@ -135,7 +135,7 @@ export class Dispatcher {
    * reach their rows only behind a backlog.
    */
   private readonly notifiedTenants = new Set<string>();
-  /** The tenant a claim of its own is under way for; the general claim leaves it out meanwhile. */
+  /** The tenant a claim of its own is under way for; the loop's claim waits for it to end. */
   private claimingFor: string | undefined;
   /** The loop's general claim is under way (until its deliveries are dispatched). */
   private loopClaiming = false;
@@ -251,7 +251,8 @@ export class Dispatcher {
    */
   handOff(tenantId: string): HandOff | undefined {
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
-    if (!this.running || !this.drained || this.ready.length) return undefined;
+    // Not beside a tenant's claim either: both would fill the same shares from the same counts.
+    if (!this.running || !this.drained || this.ready.length || this.claimingFor) return undefined;
     const limit = Math.min(concurrency - (this.inFlight - this.slow) - this.reserved, 2 * perTenant - (this.tenantHeld.get(tenantId) ?? 0));
     if (limit <= 0) return undefined;
     const settle = this.reserve(limit);
@@ -261,12 +262,15 @@ export class Dispatcher {
       limit,
       perSubscription,
       busy: new Map(this.held),
+      // A notified tenant's claim may have waited for the hand-off (claimForNotifiedTenants).
       adopt: (claimed) => {
         if (!settle()) return;
         this.options.metrics?.handOffs.inc(claimed.length);
-        void this.dispatch(claimed);
+        void this.dispatch(claimed).finally(() => this.claimForNotifiedTenants());
       },
-      cancel: () => void settle(),
+      cancel: () => {
+        if (settle()) this.claimForNotifiedTenants();
+      },
     };
   }
 
@@ -399,6 +403,8 @@ export class Dispatcher {
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
       if (backoffMs > 0) {
         sleepMs = Math.min(sleepMs, backoffMs);
+      } else if (this.claimingFor) {
+        // A tenant's claim is under way; it wakes the loop when it ends.
       } else if (!this.roomBound) {
         try {
           const claimStarted = Date.now();
@@ -480,17 +486,18 @@ export class Dispatcher {
    * backlog delays none of them: the general claim takes the oldest due rows first, and
    * with a backlog at the head of the queue (a burst, or a hanging endpoint's at its share)
    * sees no one else's until the backlog is gone, or walks past all of it (backing off
-   * between such claims). One such claim at a time, between the loop's claims (never beside
-   * one: both would fill the same shares from the same counts), on slots reserved for it, at
-   * most TENANT_CLAIM_LIMIT deliveries and the tenant's window; while it runs the general
-   * claim leaves the tenant out. A tenant whose claim came back full is claimed for again.
+   * between such claims). One such claim at a time, between the loop's claims and hand-offs
+   * (never beside one: both would fill the same shares from the same counts; the loop waits
+   * for it), on slots reserved for it, at most TENANT_CLAIM_LIMIT deliveries and the tenant's
+   * window. A tenant whose claim came back full is claimed for again.
    * Left to the general claim: a tenant at its share, or with a subscription at its share,
    * whose claim would walk that subscription's backlog. (Nor is the tenant whose rows the
    * general claim takes left to it: telling so from one claim's answer races with the next
    * insert, and its claim here takes rows that are due all the same.)
    */
   private claimForNotifiedTenants(): void {
-    if (this.claimingFor || this.loopClaiming || !this.notifiedTenants.size || !this.running) return;
+    // Slots reserved now are a hand-off's (an insert claiming for this worker): it settles soon.
+    if (this.claimingFor || this.loopClaiming || this.reserved || !this.notifiedTenants.size || !this.running) return;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const room = Math.min(this.room(), TENANT_CLAIM_LIMIT);
     if (room <= 0) return; // a freed slot (release) or the loop comes back here
@@ -510,7 +517,7 @@ export class Dispatcher {
           settle();
           this.claimingFor = undefined;
           this.claimForNotifiedTenants();
-          if (this.roomBound) this.wakeLoop(); // the reservation may have been all the room
+          this.wakeLoop(); // it waited for this claim, or had no room while it ran
         });
       return;
     }
@@ -538,12 +545,9 @@ export class Dispatcher {
    * it would only wait, parked, under a lease.
    */
   private tenantsBusy(share: number): ReadonlyMap<string, number> {
-    const lingering = this.slow >= this.slowCapacity && this.tenantLingering.size > 0;
-    if (!lingering && !this.claimingFor) return this.tenantHeld;
+    if (this.slow < this.slowCapacity || !this.tenantLingering.size) return this.tenantHeld;
     const busy = new Map(this.tenantHeld);
-    if (lingering) for (const tenantId of this.tenantLingering.keys()) busy.set(tenantId, Math.max(busy.get(tenantId) ?? 0, share));
-    // A claim of its own is under way for it (claimForNotifiedTenants).
-    if (this.claimingFor) busy.set(this.claimingFor, share);
+    for (const tenantId of this.tenantLingering.keys()) busy.set(tenantId, Math.max(busy.get(tenantId) ?? 0, share));
     return busy;
   }
 

@@ -406,3 +406,34 @@ it('a notified tenant whose claim comes back full is claimed for again, not left
     }
   }, [silent]);
 }, 60_000);
+
+it('a busy worker that claims for a notified tenant goes on claiming the rest of its deliveries, with no poll to wait for', async () => {
+  // Tenant Y keeps the worker busy (200 ms answers). Tenant X's 30 deliveries to one
+  // subscription (a share of 2 in flight, 4 held) are named by their notification: X's own
+  // claim fills the share, and the rest must come by the worker's claims as slots free, not
+  // by its poll (30 s here).
+  const steady = await startReceiver(() => ({ status: 200, delayMs: 200 }));
+  const x = await hl.createTenant('Many X');
+  const y = await hl.createTenant('Steady Y');
+  try {
+    await subscribe(y.apiKey, `${steady.url}/steady-y`, ['invoice.*']);
+    await subscribe(x.apiKey, `${fast.url}/many-x`, ['payment.*']);
+    for (let i = 0; i < 60; i++) await trigger(y.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_RETRY_SCHEDULE: '1h' };
+    await withWorker(worker, { dispatcher: { pollIntervalMs: 30_000 } }, async () => {
+      await steady.waitFor(2, 10_000);
+      const started = Date.now();
+      await Promise.all(
+        Array.from({ length: 30 }, (_, j) =>
+          trigger(x.apiKey, 'payment.received', { payment_id: `p${j}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' }),
+        ),
+      );
+      while (fast.received.filter((r) => r.path === '/many-x').length < 30) {
+        expect(Date.now() - started, `X's deliveries still wait (${fast.received.filter((r) => r.path === '/many-x').length} of 30 arrived)`).toBeLessThan(10_000);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    });
+  } finally {
+    await steady.close();
+  }
+}, 60_000);
