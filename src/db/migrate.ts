@@ -14,7 +14,8 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
   const runner = dataSource.createQueryRunner();
   await runner.connect();
   try {
-    while (!(await runner.query('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK]))[0].locked) {
+    for (let waited = 0; !(await runner.query('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK]))[0].locked; waited += 100) {
+      if (waited === 10_000) log?.warn('waiting for another process to finish migrating the database');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const applied = await dataSource.runMigrations({ transaction: 'each' });

@@ -21,19 +21,21 @@ export class DueByTenant1764300000009 implements MigrationInterface {
    * Built concurrently (outside a transaction), so that deliveries are inserted, claimed
    * and recorded while it is made: a plain CREATE INDEX would hold them up for a scan of
    * the whole table. An index left invalid by an earlier attempt that failed half-way is
-   * dropped first (the migration was not recorded, so nothing else made it).
+   * dropped first (the migration was not recorded, so nothing else made it). It waits for
+   * transactions older than itself, at most a minute (then it fails, and the next start
+   * tries again): a Hookline of an older version starting meanwhile waits in
+   * pg_advisory_lock holding a snapshot, for the lock this process holds, a wait no
+   * deadlock detector sees.
    */
   transaction = false;
 
   async up(db: QueryRunner): Promise<void> {
-    await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
-    await db.query(`
-      -- \`tenant_id is not null\` (always true) keeps the general claim off this index: its
-      -- \`tenant_id <> all($7)\` does not imply it, a tenant claim's \`tenant_id = …\` does.
-      -- Otherwise, with fresh statistics of a table holding scheduled retries, PostgreSQL 18
-      -- planned the general claim as a skip scan of this index and a sort of every due row.
-      create index concurrently webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
-        where status = 'PENDING' and not paused and tenant_id is not null`);
+    await db.query(`set lock_timeout = '60s'`);
+    try {
+      await this.createIndex(db);
+    } finally {
+      await db.query('reset lock_timeout');
+    }
     await db.query(`
       create or replace function hookline_notify_deliveries_due() returns trigger language plpgsql as $$
       declare
@@ -46,6 +48,17 @@ export class DueByTenant1764300000009 implements MigrationInterface {
         end if;
         return null;
       end $$`);
+  }
+
+  private async createIndex(db: QueryRunner): Promise<void> {
+    await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
+    await db.query(`
+      -- \`tenant_id is not null\` (always true) keeps the general claim off this index: its
+      -- \`tenant_id <> all($7)\` does not imply it, a tenant claim's \`tenant_id = …\` does.
+      -- Otherwise, with fresh statistics of a table holding scheduled retries, PostgreSQL 18
+      -- planned the general claim as a skip scan of this index and a sort of every due row.
+      create index concurrently webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
+        where status = 'PENDING' and not paused and tenant_id is not null`);
   }
 
   async down(db: QueryRunner): Promise<void> {
