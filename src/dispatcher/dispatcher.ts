@@ -139,6 +139,8 @@ export class Dispatcher {
   private claimingFor: string | undefined;
   /** The loop's general claim is under way (until its deliveries are dispatched). */
   private loopClaiming = false;
+  /** A tenant's claim has just ended: the loop's claim goes next, if it has one to make. */
+  private loopTurn = false;
   /** The tenant of each subscription held (claimed and not yet recorded). */
   private readonly subscriptionTenant = new Map<string, string>();
   /** Per subscription: deliveries being sent. */
@@ -396,11 +398,14 @@ export class Dispatcher {
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
-      this.claimForNotifiedTenants();
       const room = this.room();
       this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
+      // The loop's turn (claimForNotifiedTenants): tenants' claims go when it will not claim,
+      // or after its claim.
+      this.loopTurn = false;
+      if (backoffMs > 0 || this.roomBound) this.claimForNotifiedTenants();
       if (backoffMs > 0) {
         sleepMs = Math.min(sleepMs, backoffMs);
       } else if (this.claimingFor) {
@@ -486,10 +491,11 @@ export class Dispatcher {
    * backlog delays none of them: the general claim takes the oldest due rows first, and
    * with a backlog at the head of the queue (a burst, or a hanging endpoint's at its share)
    * sees no one else's until the backlog is gone, or walks past all of it (backing off
-   * between such claims). One such claim at a time, between the loop's claims and hand-offs
-   * (never beside one: both would fill the same shares from the same counts; the loop waits
-   * for it), on slots reserved for it, at most TENANT_CLAIM_LIMIT deliveries and the tenant's
-   * window. A tenant whose claim came back full is claimed for again.
+   * between such claims). One such claim at a time, taking turns with the loop's claims
+   * (never beside one, nor beside a hand-off: both would fill the same shares from the same
+   * counts; the loop waits for it, and goes next), on slots reserved for it, at most
+   * TENANT_CLAIM_LIMIT deliveries and the tenant's window. A tenant whose claim came back
+   * full is claimed for again, at its next turn.
    * Left to the general claim: a tenant at its share, or with a subscription at its share,
    * whose claim would walk that subscription's backlog. (Nor is the tenant whose rows the
    * general claim takes left to it: telling so from one claim's answer races with the next
@@ -497,7 +503,7 @@ export class Dispatcher {
    */
   private claimForNotifiedTenants(): void {
     // Slots reserved now are a hand-off's (an insert claiming for this worker): it settles soon.
-    if (this.claimingFor || this.loopClaiming || this.reserved || !this.notifiedTenants.size || !this.running) return;
+    if (this.claimingFor || this.loopClaiming || this.loopTurn || this.reserved || !this.notifiedTenants.size || !this.running) return;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const room = Math.min(this.room(), TENANT_CLAIM_LIMIT);
     if (room <= 0) return; // a freed slot (release) or the loop comes back here
@@ -516,8 +522,10 @@ export class Dispatcher {
         .finally(() => {
           settle();
           this.claimingFor = undefined;
-          this.claimForNotifiedTenants();
-          this.wakeLoop(); // it waited for this claim, or had no room while it ran
+          // Taking turns: the loop's claim (retries that fell due, rows handed back, tenants
+          // no notification named) does not wait for every notified tenant's backlog.
+          this.loopTurn = true;
+          this.wakeLoop();
         });
       return;
     }

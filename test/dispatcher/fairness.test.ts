@@ -437,3 +437,51 @@ it('a busy worker that claims for a notified tenant goes on claiming the rest of
     await steady.close();
   }
 }, 60_000);
+
+it('tenants\' claims take turns with the worker\'s own: a due delivery no notification names is not held up by a notified tenant\'s stream', async () => {
+  // Tenant S streams events to 12 subscriptions of a receiver that takes 1.5 s, faster than
+  // 4 slots can send them: its notifications keep naming it and its claims keep coming back
+  // full. Tenant R's delivery is the oldest due row, and only the worker's general claim can
+  // find it (inserted with triggers off, announced anonymously, as a retry falling due is).
+  const s = await hl.createTenant('Streaming S');
+  const r = await hl.createTenant('Unnamed R');
+  for (let i = 0; i < 12; i++) await subscribe(s.apiKey, `${slow.url}/stream-${i}`, ['invoice.*']);
+  await subscribe(r.apiKey, `${fast.url}/unnamed-r`, ['payment.*']);
+  const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '4', HOOKLINE_DELIVERY_TIMEOUT: '5s', HOOKLINE_RETRY_SCHEDULE: '1h' };
+  await withWorker(worker, { dispatcher: { pollIntervalMs: 30_000 } }, async () => {
+    let streaming = true;
+    const stream = (async () => {
+      for (let i = 0; streaming && i < 60; i++) {
+        await trigger(s.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+        await new Promise((done) => setTimeout(done, 100));
+      }
+    })();
+    try {
+      await slow.waitFor(slow.received.length + 4, 10_000); // the stream has the slots
+      await new Promise((done) => setTimeout(done, 500));
+      await hl.dataSource.transaction(async (m) => {
+        await m.query('set local session_replication_role = replica');
+        const [event] = await m.query(
+          `insert into webhook_events (id, tenant_id, event, data, body, created_at)
+           values (gen_random_uuid(), $1, 'payment.received', '{}', $2, now() - interval '1 hour') returning id`,
+          [r.id, JSON.stringify({ id: 'evt_unnamed', type: 'payment.received', data: {} })],
+        );
+        const [subscription] = await m.query(`select id, url from webhook_subscriptions where tenant_id = $1`, [r.id]);
+        await m.query(
+          `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, created_at)
+           values ($1, $2, $3, 'payment.received', $4, 'PENDING', now() - interval '1 hour', now() - interval '1 hour')`,
+          [r.id, event.id, subscription.id, subscription.url],
+        );
+      });
+      const started = Date.now();
+      await hl.dataSource.query(`select pg_notify('hookline_deliveries_due', '')`);
+      while (!fast.received.some((x) => x.path === '/unnamed-r')) {
+        expect(Date.now() - started, "R's delivery still waits").toBeLessThan(5_000);
+        await new Promise((done) => setTimeout(done, 20));
+      }
+    } finally {
+      streaming = false;
+      await stream;
+    }
+  });
+}, 60_000);
