@@ -402,10 +402,10 @@ export class Dispatcher {
       this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
-      // The loop's turn (claimForNotifiedTenants): tenants' claims go when it will not claim,
-      // or after its claim.
-      this.loopTurn = false;
-      if (backoffMs > 0 || this.roomBound) this.claimForNotifiedTenants();
+      // Tenants' claims go when the loop will not claim (backing off; without room, unless it
+      // is the loop's turn, which it keeps until it claims), or after its claim.
+      if (backoffMs > 0) this.loopTurn = false;
+      if (backoffMs > 0 || (this.roomBound && !this.loopTurn)) this.claimForNotifiedTenants();
       if (backoffMs > 0) {
         sleepMs = Math.min(sleepMs, backoffMs);
       } else if (this.claimingFor) {
@@ -416,6 +416,7 @@ export class Dispatcher {
           this.claimNotBefore = 0;
           this.shareFreed = false;
           this.loopClaiming = true;
+          this.loopTurn = false;
           let claimed: ClaimedDelivery[];
           try {
             claimed = await claimDeliveries(this.pool, {
@@ -721,6 +722,7 @@ export class Dispatcher {
     }
     this.pump();
     this.claimForNotifiedTenants(); // a notified tenant may have waited for a slot
+    if (this.loopTurn) this.wakeLoop(); // or the loop, whose turn it is
     if (this.claimNotBefore) {
       // Shares were full and nothing else was due: only a share this frees can give a claim work.
       if (wasAtShare) {
