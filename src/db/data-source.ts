@@ -1,7 +1,11 @@
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
 import { entities } from '../entities/index.js';
+import { DueByTenant1764300000009, DueByTenantConcurrently1764300000009 } from '../migrations/0009-due-by-tenant.js';
 import { migrations } from '../migrations/index.js';
+
+/** Hookline's own processes build migration 0009's index concurrently (see there). */
+const ownMigrations = migrations.map((m) => (m === DueByTenant1764300000009 ? DueByTenantConcurrently1764300000009 : m));
 
 export interface DataSourceOptions {
   url: string;
@@ -14,7 +18,7 @@ export function createDataSource({ url, poolSize = 20, applicationName = 'hookli
     type: 'postgres',
     url,
     entities,
-    migrations,
+    migrations: ownMigrations,
     migrationsTableName: 'hookline_migrations',
     migrationsTransactionMode: 'each',
     synchronize: false,

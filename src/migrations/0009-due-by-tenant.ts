@@ -4,37 +4,44 @@ import { DELIVERIES_DUE_CHANNEL } from './0003-events-deliveries.js';
 /** At most this many tenants are named in one notification; more make an empty one (anyone's). */
 export const DUE_NOTIFY_MAX_TENANTS = 32;
 
+// `tenant_id is not null` (always true) keeps the general claim off this index: its
+// `tenant_id <> all($7)` does not imply it, a tenant claim's `tenant_id = …` does. Otherwise,
+// with fresh statistics of a table holding scheduled retries, PostgreSQL 18 planned the
+// general claim as a skip scan of this index and a sort of every due row.
+const DUE_TENANT_INDEX = `webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
+  where status = 'PENDING' and not paused and tenant_id is not null`;
+
 /**
  * A tenant's due deliveries without walking anyone else's. The dispatcher's claim
  * takes the oldest due rows first, leaving out those of subscriptions and tenants
  * at their shares; with a large backlog at the head of the queue (a tenant whose
  * endpoint hangs, or a burst) each claim would walk past all of it to find another
  * tenant's new delivery. Notifications of new deliveries now name their tenants,
- * and a busy dispatcher claims for those tenants alone, through this index. It holds only claimable rows, like webhook_deliveries_due:
- * a row enters it when inserted or put back in the queue, never when claimed or
- * recorded as done, so the drain does not pay for it.
+ * and a busy dispatcher claims for those tenants alone, through this index. It
+ * holds only claimable rows, like webhook_deliveries_due: a row enters it when
+ * inserted or put back in the queue, never when claimed or recorded as done, so
+ * the drain does not pay for it.
  */
 export class DueByTenant1764300000009 implements MigrationInterface {
   name = 'DueByTenant1764300000009';
 
   /**
-   * Built concurrently (outside a transaction), so that deliveries are inserted, claimed
-   * and recorded while it is made: a plain CREATE INDEX would hold them up for a scan of
-   * the whole table. An index left invalid by an earlier attempt that failed half-way is
-   * dropped first (the migration was not recorded, so nothing else made it). It waits for
-   * transactions older than itself, at most a minute (then it fails, and the next start
-   * tries again): a Hookline of an older version starting meanwhile waits in
-   * pg_advisory_lock holding a snapshot, for the lock this process holds, a wait no
-   * deadlock detector sees.
+   * In a transaction (an app's DataSource, whatever its migrationsTransactionMode: TypeORM
+   * refuses a migration of its own mode beside 'all', its default) the index is built plainly,
+   * holding writes to the deliveries table up for a scan of it. Hookline's own processes run
+   * DueByTenantConcurrently, outside a transaction.
    */
-  transaction = false;
-
   async up(db: QueryRunner): Promise<void> {
-    await db.query(`set lock_timeout = '60s'`);
-    try {
-      await this.createIndex(db);
-    } finally {
-      await db.query('reset lock_timeout');
+    if (db.isTransactionActive) {
+      await db.query(`create index ${DUE_TENANT_INDEX}`);
+    } else {
+      await db.query(`set lock_timeout = '60s'`);
+      try {
+        await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
+        await db.query(`create index concurrently ${DUE_TENANT_INDEX}`);
+      } finally {
+        await db.query('reset lock_timeout');
+      }
     }
     await db.query(`
       create or replace function hookline_notify_deliveries_due() returns trigger language plpgsql as $$
@@ -50,17 +57,6 @@ export class DueByTenant1764300000009 implements MigrationInterface {
       end $$`);
   }
 
-  private async createIndex(db: QueryRunner): Promise<void> {
-    await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
-    await db.query(`
-      -- \`tenant_id is not null\` (always true) keeps the general claim off this index: its
-      -- \`tenant_id <> all($7)\` does not imply it, a tenant claim's \`tenant_id = …\` does.
-      -- Otherwise, with fresh statistics of a table holding scheduled retries, PostgreSQL 18
-      -- planned the general claim as a skip scan of this index and a sort of every due row.
-      create index concurrently webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
-        where status = 'PENDING' and not paused and tenant_id is not null`);
-  }
-
   async down(db: QueryRunner): Promise<void> {
     await db.query(`
       drop index webhook_deliveries_due_tenant;
@@ -73,4 +69,18 @@ export class DueByTenant1764300000009 implements MigrationInterface {
       end $$;
     `);
   }
+}
+
+/**
+ * The same migration outside a transaction, as Hookline's own processes run it (their
+ * migrationsTransactionMode is 'each'): the index is built concurrently, so that deliveries
+ * are inserted, claimed and recorded while it is made. An index left invalid by an earlier
+ * attempt that failed half-way is dropped first (the migration was not recorded, so nothing
+ * else made it). It waits for transactions older than itself at most a minute (then it fails,
+ * and the next start tries again): a Hookline of an older version starting meanwhile waits in
+ * pg_advisory_lock holding a snapshot, for the lock this process holds, a wait no deadlock
+ * detector sees.
+ */
+export class DueByTenantConcurrently1764300000009 extends DueByTenant1764300000009 {
+  transaction = false;
 }

@@ -1,11 +1,14 @@
 // Migrations run at every start, in every process: several processes starting
 // at once on an empty database must apply each migration exactly once.
+import 'reflect-metadata';
 import pg from 'pg';
+import { DataSource } from 'typeorm';
 import { expect, inject, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { checkTenantRole, runMigrations } from '../../src/db/migrate.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { migrations } from '../../src/migrations/index.js';
+import { hooklineMigrations } from '../../src/index.js';
 
 it('three processes migrating one empty database at once apply each migration once', async () => {
   const admin = new pg.Client({ connectionString: inject('postgresUrl').replace(/\/[^/]*$/, '/postgres') });
@@ -52,3 +55,36 @@ it('refuses to go on when the tenant role could see past row-level security', as
     await source.destroy();
   }
 });
+
+it('an app\'s DataSource applies Hookline\'s migrations with TypeORM\'s defaults (all in one transaction) and with each in its own', async () => {
+  // The package exports them for apps' own DataSources (src/index.ts); TypeORM runs them all
+  // in one transaction by default, where CREATE INDEX CONCURRENTLY (migration 0009) is refused.
+  const admin = new pg.Client({ connectionString: inject('postgresUrl').replace(/\/[^/]*$/, '/postgres') });
+  await admin.connect();
+  try {
+    for (const mode of ['all', 'each'] as const) {
+      const name = `hookline_app_${mode}_${Date.now()}`;
+      await admin.query(`create database ${name}`);
+      const app = new DataSource({
+        type: 'postgres',
+        url: inject('postgresUrl').replace(/\/[^/]*$/, `/${name}`),
+        migrations: hooklineMigrations,
+        migrationsTableName: 'hookline_migrations',
+        ...(mode === 'each' ? { migrationsTransactionMode: mode } : {}),
+      });
+      await app.initialize();
+      try {
+        const applied = await app.runMigrations();
+        expect(applied.map((m) => m.name)).toEqual(migrations.map((m) => new m().name));
+        const [index] = await app.query(
+          `select i.indisvalid as valid from pg_index i join pg_class c on c.oid = i.indexrelid where c.relname = 'webhook_deliveries_due_tenant'`,
+        );
+        expect(index).toEqual({ valid: true });
+      } finally {
+        await app.destroy();
+      }
+    }
+  } finally {
+    await admin.end();
+  }
+}, 60_000);
