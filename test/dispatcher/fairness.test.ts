@@ -269,6 +269,8 @@ it('with slow attempts at capacity, a tenant whose receivers hang starts no more
 it('claims that find nothing while shares are full are spaced out, however often something wakes the worker', async () => {
   // A hanging subscription at its share (1 in flight, 1 parked), and new deliveries for it
   // announced every 25 ms: each notification wakes the worker, and there is nothing it may take.
+  // What earlier tests left (retries falling due meanwhile) would wake it too: it goes first.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
   const silent = await hangingReceiver();
   const tenant = await hl.createTenant('Waking');
   await subscribe(tenant.apiKey, `${silent.url}/full`, ['invoice.*']);
