@@ -50,6 +50,26 @@ async function withWorker(
   }
 }
 
+/** Claims of `worker`'s that found nothing (its metrics). */
+async function emptyClaims(worker: TestHookline): Promise<number> {
+  const text = await (await fetch(`${worker.url}/metrics`)).text();
+  return Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+/** Waits for a claim of `worker`'s that found nothing: its general claim now backs off. */
+async function untilBackedOff(worker: TestHookline): Promise<void> {
+  for (const started = Date.now(); (await emptyClaims(worker)) === 0; await new Promise((r) => setTimeout(r, 20))) {
+    expect(Date.now() - started, 'no claim came back empty').toBeLessThan(5_000);
+  }
+}
+
+/** Waits for `count` requests to paths `matching` at `receiver`, failing `withinMs` after `started`. */
+async function arrivedWithin(receiver: Receiver, matching: (path: string) => boolean, count: number, started: number, withinMs: number, what: string) {
+  for (let n; (n = receiver.received.filter((r) => matching(r.path)).length) < count; await new Promise((r) => setTimeout(r, 10))) {
+    expect(Date.now() - started, `${what} still wait (${n} of ${count} arrived)`).toBeLessThan(withinMs);
+  }
+}
+
 it('a slow subscription\'s backlog does not hold up another subscription', async () => {
   const tenant = await hl.createTenant();
   await subscribe(tenant.apiKey, slow.url, ['invoice.*']);
@@ -134,10 +154,7 @@ it('one tenant\'s slow endpoints, however many, do not hold up another tenant', 
     // first answers (4 s) or timeouts (5 s) would have freed one.
     await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '4', HOOKLINE_DISPATCH_PER_TENANT: '10', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async () => {
       const started = Date.now();
-      while (fast.received.filter((r) => r.path === '/tenant-b').length < 4) {
-        expect(Date.now() - started, 'tenant B still waiting').toBeLessThan(3_500);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await arrivedWithin(fast, (path) => path === '/tenant-b', 4, started, 3_500, "tenant B's deliveries");
       expect(glacial.received[0]!.at).toBeLessThan(fast.received.filter((r) => r.path === '/tenant-b')[0]!.at); // A went first
       // Before any of A's answers came back, A had at most its tenant's share (10) in
       // flight: not the 12 its three subscriptions' shares would allow.
@@ -225,10 +242,7 @@ it('deliveries parked behind hanging subscriptions do not keep others from being
     await new Promise((r) => setTimeout(r, 1_500)); // and the last of them has given its slot back
     const started = Date.now();
     await trigger(healthy.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-    while (!fast.received.some((r) => r.path === '/healthy')) {
-      expect(Date.now() - started, 'the healthy delivery still waits').toBeLessThan(2_000);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await arrivedWithin(fast, (path) => path === '/healthy', 1, started, 2_000, 'the healthy tenant\'s deliveries');
   }, [silent]);
 }, 60_000);
 
@@ -248,10 +262,7 @@ it('with slow attempts at capacity, a tenant whose receivers hang starts no more
     await trigger(a.apiKey, 'invoice.created', { amount: 2, customer: 'Acme' }); // 4 more of A's, due now
     const started = Date.now();
     await trigger(b.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-    while (!fast.received.some((r) => r.path === '/quick-b')) {
-      expect(Date.now() - started, 'B still waits').toBeLessThan(1_500);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await arrivedWithin(fast, (path) => path === '/quick-b', 1, started, 1_500, "B's deliveries");
     // Nor are A's new deliveries claimed, to wait under a lease: its first event's 4 are (2 sent,
     // 2 claimed before the slow room was full), its second event's 4 stay in the queue.
     await new Promise((r) => setTimeout(r, 300));
@@ -276,11 +287,7 @@ it('claims that find nothing while shares are full are spaced out, however often
   await subscribe(tenant.apiKey, `${silent.url}/full`, ['invoice.*']);
   for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
   await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '10s' }, {}, async (worker) => {
-    // Claims that found nothing (earlier tests' deliveries may still give others something to find).
-    const claims = async () => {
-      const text = await (await fetch(`${worker.url}/metrics`)).text();
-      return Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(text)?.[1] ?? 0);
-    };
+    const claims = () => emptyClaims(worker);
     await silent.waitFor(1, 10_000);
     await new Promise((r) => setTimeout(r, 300));
     const first = await claims();
@@ -365,18 +372,11 @@ it('while claims back off behind a full share, another tenant\'s new delivery is
   const worker = { HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '30s', HOOKLINE_RETRY_SCHEDULE: '1h' };
   await withWorker(worker, { dispatcher: { cappedClaimGapMs: 20_000 } }, async (w) => {
     await silent.waitFor(1, 10_000);
-    // A claim that found nothing: the general claim now backs off.
-    const empty = async () => Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1] ?? 0);
-    for (const started = Date.now(); (await empty()) === 0; await new Promise((r) => setTimeout(r, 20))) {
-      expect(Date.now() - started, 'no claim came back empty').toBeLessThan(5_000);
-    }
+    await untilBackedOff(w);
     for (let i = 0; i < 3; i++) {
       const started = Date.now();
       await trigger(b.apiKey, 'payment.received', { payment_id: `p${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-      while (fast.received.filter((r) => r.path === '/notified-b').length < i + 1) {
-        expect(Date.now() - started, `B's delivery ${i} still waits`).toBeLessThan(2_000);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await arrivedWithin(fast, (path) => path === '/notified-b', i + 1, started, 2_000, "B's deliveries");
     }
     // A's backlog is still where it was: its share is full, so nothing of it was claimed apart.
     const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where tenant_id = $1 and status = 'PENDING'`, [a.id]);
@@ -396,16 +396,10 @@ it('a notified tenant whose claim comes back full is claimed for again, not left
   const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '2', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '30s', HOOKLINE_RETRY_SCHEDULE: '1h' };
   await withWorker(worker, { dispatcher: { cappedClaimGapMs: 20_000 } }, async (w) => {
     await silent.waitFor(1, 10_000);
-    const empty = async () => Number(/^hookline_queue_claims_total\{result="empty"\} (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1] ?? 0);
-    for (const started = Date.now(); (await empty()) === 0; await new Promise((r) => setTimeout(r, 20))) {
-      expect(Date.now() - started, 'no claim came back empty').toBeLessThan(5_000);
-    }
+    await untilBackedOff(w);
     const started = Date.now();
     await trigger(c.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-    while (fast.received.filter((r) => r.path.startsWith('/fanned-')).length < 4) {
-      expect(Date.now() - started, `C's deliveries still wait`).toBeLessThan(3_000);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await arrivedWithin(fast, (path) => path.startsWith('/fanned-'), 4, started, 3_000, "C's deliveries");
   }, [silent]);
 }, 60_000);
 
@@ -430,10 +424,7 @@ it('a busy worker that claims for a notified tenant goes on claiming the rest of
           trigger(x.apiKey, 'payment.received', { payment_id: `p${j}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' }),
         ),
       );
-      while (fast.received.filter((r) => r.path === '/many-x').length < 30) {
-        expect(Date.now() - started, `X's deliveries still wait (${fast.received.filter((r) => r.path === '/many-x').length} of 30 arrived)`).toBeLessThan(10_000);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await arrivedWithin(fast, (path) => path === '/many-x', 30, started, 10_000, "X's deliveries");
     });
   } finally {
     await steady.close();
@@ -453,7 +444,6 @@ async function unnamedBesideStream(name: string, receiver: Receiver, env: Record
   const r = await hl.createTenant(`Unnamed ${name}`);
   for (let i = 0; i < 12; i++) await subscribe(s.apiKey, `${receiver.url}/stream-${name}-${i}`, ['invoice.*']);
   await subscribe(r.apiKey, `${fast.url}/unnamed-${name}`, ['payment.*']);
-  const streamed = () => receiver.received.filter((x) => x.path.startsWith(`/stream-${name}-`)).length;
   await withWorker({ HOOKLINE_DELIVERY_TIMEOUT: '5s', HOOKLINE_RETRY_SCHEDULE: '1h', ...env }, { dispatcher: { pollIntervalMs: 30_000 } }, async () => {
     let streaming = true;
     const stream = (async () => {
@@ -464,9 +454,7 @@ async function unnamedBesideStream(name: string, receiver: Receiver, env: Record
     })();
     try {
       // The stream has the slots.
-      for (const started = Date.now(); streamed() < 4; await new Promise((done) => setTimeout(done, 20))) {
-        expect(Date.now() - started, 'the stream never started').toBeLessThan(10_000);
-      }
+      await arrivedWithin(receiver, (path) => path.startsWith(`/stream-${name}-`), 4, Date.now(), 10_000, "the stream's deliveries");
       await new Promise((done) => setTimeout(done, 500));
       await hl.dataSource.transaction(async (m) => {
         await m.query('set local session_replication_role = replica');
@@ -484,10 +472,7 @@ async function unnamedBesideStream(name: string, receiver: Receiver, env: Record
       });
       const started = Date.now();
       await hl.dataSource.query(`select pg_notify('hookline_deliveries_due', '')`);
-      while (!fast.received.some((x) => x.path === `/unnamed-${name}`)) {
-        expect(Date.now() - started, "R's delivery still waits").toBeLessThan(5_000);
-        await new Promise((done) => setTimeout(done, 20));
-      }
+      await arrivedWithin(fast, (path) => path === `/unnamed-${name}`, 1, started, 5_000, "R's deliveries");
       expect(streaming, 'the stream was still going').toBe(true);
     } finally {
       streaming = false;
