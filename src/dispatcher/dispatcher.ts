@@ -394,7 +394,7 @@ export class Dispatcher {
    * starts well within its lease.
    */
   private async loop(): Promise<void> {
-    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const { dispatchPerTenant: perTenant } = this.options.config;
     while (this.running) {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
@@ -419,14 +419,7 @@ export class Dispatcher {
           this.loopTurn = false;
           let claimed: ClaimedDelivery[];
           try {
-            claimed = await claimDeliveries(this.pool, {
-              workerId: this.workerId,
-              limit: room,
-              leaseMs: this.leaseMs,
-              subscriptions: { share: 2 * perSubscription, busy: this.held },
-              tenants: { share: 2 * perTenant, busy: this.tenantsBusy(2 * perTenant) },
-            });
-            this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+            claimed = await this.claim(room, this.tenantsBusy(2 * perTenant));
             if (claimed.length) await this.dispatch(claimed);
           } finally {
             this.loopClaiming = false;
@@ -475,6 +468,21 @@ export class Dispatcher {
   private room(): number {
     const startable = this.ready.length - this.parked;
     return 2 * this.options.config.dispatchConcurrency - (this.inFlight - this.slow) - startable - this.reserved;
+  }
+
+  /** A claim within each subscription's and tenant's share (`tenantId`: for that tenant alone), counted. */
+  private async claim(limit: number, tenantsBusy: ReadonlyMap<string, number>, tenantId?: string): Promise<ClaimedDelivery[]> {
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const claimed = await claimDeliveries(this.pool, {
+      workerId: this.workerId,
+      limit,
+      leaseMs: this.leaseMs,
+      subscriptions: { share: 2 * perSubscription, busy: this.held },
+      tenants: { share: 2 * perTenant, busy: tenantsBusy },
+      tenantId,
+    });
+    this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+    return claimed;
   }
 
   /** Whether a subscription or tenant is at its share: a claim then walks past its due rows. */
@@ -533,16 +541,7 @@ export class Dispatcher {
   }
 
   private async claimForTenant(tenantId: string, limit: number, tenantsBusy: ReadonlyMap<string, number>): Promise<void> {
-    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
-    const claimed = await claimDeliveries(this.pool, {
-      workerId: this.workerId,
-      limit,
-      leaseMs: this.leaseMs,
-      subscriptions: { share: 2 * perSubscription, busy: this.held },
-      tenants: { share: 2 * perTenant, busy: tenantsBusy },
-      tenantId,
-    });
-    this.options.metrics?.claims.inc({ result: claimed.length ? 'found' : 'empty' });
+    const claimed = await this.claim(limit, tenantsBusy, tenantId);
     // More of its deliveries may be due: it goes round again (at the back).
     if (claimed.length === limit) this.notifiedTenants.add(tenantId);
     if (claimed.length) await this.dispatch(claimed);
