@@ -23,6 +23,8 @@ import {
   cancelOrphans,
   claimDeliveries,
   claimSize,
+  dueTenants,
+  FIRST_TENANT,
   QUEUE_SESSION_SETTINGS,
   nextDueAt,
   reclaimExpiredLeases,
@@ -52,6 +54,8 @@ export interface DispatcherOptions {
   slowCapacity?: number;
   /** The least time between claims that find nothing while shares are full (ms), for tests; by default 100. */
   cappedClaimGapMs?: number;
+  /** How often a busy worker looks for tenants with deliveries due (ms), for tests; by default 1,000. */
+  dueScanIntervalMs?: number;
 }
 
 /**
@@ -93,6 +97,10 @@ interface Ready {
 const CAPPED_CLAIM_GAP_MS = 100;
 /** The most one claim for a notified tenant takes (claimForNotifiedTenants). */
 const TENANT_CLAIM_LIMIT = 64;
+/** How often a busy worker looks for tenants with deliveries due (scanDueTenants). */
+const DUE_SCAN_INTERVAL_MS = 1_000;
+/** Tenants with deliveries waiting that one such look walks (about 10 µs of PostgreSQL's time each). */
+const DUE_SCAN_WALK = 256;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
 
@@ -115,6 +123,7 @@ export class Dispatcher {
   private readonly slowAfterMs: number;
   private readonly slowCapacity: number;
   private readonly cappedClaimGapMs: number;
+  private readonly dueScanIntervalMs: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
   private readonly ready: Ready[] = [];
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
@@ -135,6 +144,13 @@ export class Dispatcher {
    * reach their rows only behind a backlog.
    */
   private readonly notifiedTenants = new Set<string>();
+  /** The loop's last claim took as many as it asked for: more may wait behind them. */
+  private lastClaimFull = false;
+  /** A look for tenants with deliveries due is under way (scanDueTenants); the next not before `scanNotBefore`. */
+  private scanning = false;
+  private scanNotBefore = 0;
+  /** Where the next look goes on, the tenants being walked in the order of their ids. */
+  private scanFrom = FIRST_TENANT;
   /** The tenant a claim of its own is under way for; the loop's claim waits for it to end. */
   private claimingFor: string | undefined;
   /** The loop's general claim is under way (until its deliveries are dispatched). */
@@ -180,7 +196,7 @@ export class Dispatcher {
     this.log = options.log.child({ component: 'dispatcher', workerId: this.workerId });
     this.clock = options.clock ?? { now: () => new Date() };
     // One pool for the queue's statements, apart from the API's, sized for a claim (the
-    // loop's or a tenant's), a flush, a reclaim and a hand-back at once.
+    // loop's or a tenant's), a flush, a reclaim, a hand-back and a look for due tenants at once.
     this.pool = new pg.Pool({
       connectionString: options.databaseUrl,
       max: 5,
@@ -208,6 +224,7 @@ export class Dispatcher {
     this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
     this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
+    this.dueScanIntervalMs = options.dueScanIntervalMs ?? DUE_SCAN_INTERVAL_MS;
   }
 
   async start(): Promise<void> {
@@ -402,6 +419,9 @@ export class Dispatcher {
       this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
+      // Behind a backlog, rows that fell due on their own (retries, above all) are nobody's
+      // notification: each tenant with some is found, and claimed for apart.
+      if (!this.drained && (this.roomBound || this.lastClaimFull)) this.scanDueTenants();
       // Tenants' claims go when the loop will not claim (backing off; without room, unless it
       // is the loop's turn, which it keeps until it claims), or after its claim.
       if (backoffMs > 0) this.loopTurn = false;
@@ -420,6 +440,7 @@ export class Dispatcher {
           let claimed: ClaimedDelivery[];
           try {
             claimed = await this.claim(room, this.tenantsBusy(2 * perTenant));
+            this.lastClaimFull = claimed.length === claimSize(room);
             if (claimed.length) await this.dispatch(claimed);
           } finally {
             this.loopClaiming = false;
@@ -538,6 +559,29 @@ export class Dispatcher {
         });
       return;
     }
+  }
+
+  /**
+   * Names the tenants that have deliveries due, as notifications name those with new ones, so
+   * that a busy worker claims for them apart (claimForNotifiedTenants): what falls due on its
+   * own (a retry, a delivery handed back) has no notification, and the general claim would
+   * reach it only behind the backlog ahead of it, oldest first. At most once per
+   * DUE_SCAN_INTERVAL_MS, walking DUE_SCAN_WALK tenants with deliveries waiting, the next look
+   * going on where this one stopped.
+   */
+  private scanDueTenants(): void {
+    if (this.scanning || Date.now() < this.scanNotBefore) return;
+    this.scanning = true;
+    this.scanNotBefore = Date.now() + this.dueScanIntervalMs;
+    void dueTenants(this.pool, this.scanFrom, DUE_SCAN_WALK)
+      .then(({ due, next }) => {
+        this.scanFrom = next;
+        if (this.drained || !due.length) return; // the general claim has reached everything due
+        for (const tenantId of due) this.notifiedTenants.add(tenantId);
+        this.claimForNotifiedTenants();
+      })
+      .catch((error) => this.log.warn({ err: error }, 'looking for tenants with deliveries due failed'))
+      .finally(() => (this.scanning = false));
   }
 
   private async claimForTenant(tenantId: string, limit: number, tenantsBusy: ReadonlyMap<string, number>): Promise<void> {

@@ -365,6 +365,49 @@ export async function nextDueAt(db: pg.ClientBase | pg.Pool): Promise<Date | nul
   return rows[0]?.at ?? null;
 }
 
+/** Where a walk of the tenants (dueTenants) starts: before any tenant id (tenants' ids are random, never nil). */
+export const FIRST_TENANT = '00000000-0000-0000-0000-000000000000';
+
+/**
+ * $1: the tenant after which the walk starts, $2: how many tenants it walks. A loose scan of
+ * webhook_deliveries_due_tenant: from each tenant with deliveries waiting, one probe finds the
+ * next such tenant's first row in the index, its earliest due, however many it has. (Ordered
+ * by the index's two columns from a range of tenants, no other index can serve it: as an
+ * equality and a due time, with fresh statistics PostgreSQL walked webhook_deliveries_due.)
+ */
+export const DUE_TENANTS_SQL = `
+  with recursive walked(tenant_id, first_due, n) as (
+    (select d.tenant_id, d.next_attempt_at, 1
+       from webhook_deliveries d
+      where d.status = 'PENDING' and not d.paused and d.tenant_id is not null and d.tenant_id > $1::uuid
+      order by d.tenant_id, d.next_attempt_at
+      limit 1)
+    union all
+    select next.tenant_id, next.next_attempt_at, w.n + 1
+      from walked w
+      cross join lateral (
+        select d.tenant_id, d.next_attempt_at
+          from webhook_deliveries d
+         where d.status = 'PENDING' and not d.paused and d.tenant_id is not null and d.tenant_id > w.tenant_id
+         order by d.tenant_id, d.next_attempt_at
+         limit 1
+      ) next
+     where w.n < $2::int
+  )
+  select tenant_id as "tenantId", coalesce(first_due <= now(), false) as due from walked`;
+
+/**
+ * Tenants with deliveries due, among the next `walk` tenants with any waiting after `after`.
+ * `next`: where the next walk goes on (FIRST_TENANT once this one reached the last tenant).
+ */
+export async function dueTenants(db: pg.ClientBase | pg.Pool, after: string, walk: number): Promise<{ due: string[]; next: string }> {
+  const { rows } = await db.query<{ tenantId: string; due: boolean }>({ name: 'hookline_due_tenants', text: DUE_TENANTS_SQL, values: [after, walk] });
+  return {
+    due: rows.filter((r) => r.due).map((r) => r.tenantId),
+    next: rows.length < walk ? FIRST_TENANT : rows[rows.length - 1]!.tenantId,
+  };
+}
+
 /** Cancels a claimed delivery whose subscription disappeared before it was sent. */
 export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
   await db.query(

@@ -250,6 +250,9 @@ it('with slow attempts at capacity, a tenant whose receivers hang starts no more
   // Room for 2 slow attempts and 2 slots: tenant A's three hanging subscriptions fill the
   // slow room within a second; its third attempt would then hold a slot for the whole 10 s
   // timeout, and its fourth the other. Tenant B's delivery must not wait for them.
+  // What earlier tests left in the queue (quick retries of theirs) would take slots A's first
+  // deliveries are counted on to take.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
   const silent = await hangingReceiver();
   const a = await hl.createTenant('Lingering A');
   const b = await hl.createTenant('Quick B');
@@ -432,6 +435,27 @@ it('a busy worker that claims for a notified tenant goes on claiming the rest of
 }, 60_000);
 
 /**
+ * A due delivery of `tenantId`'s (to its one subscription) that no notification names, as a
+ * retry falling due is: inserted with triggers off, `due` (SQL) being when it fell due.
+ */
+async function insertUnannounced(tenantId: string, eventId: string, due: string): Promise<void> {
+  await hl.dataSource.transaction(async (m) => {
+    await m.query('set local session_replication_role = replica');
+    const [event] = await m.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at)
+       values (gen_random_uuid(), $1, 'payment.received', '{}', $2, ${due}) returning id`,
+      [tenantId, JSON.stringify({ id: eventId, type: 'payment.received', data: {} })],
+    );
+    const [subscription] = await m.query(`select id, url from webhook_subscriptions where tenant_id = $1`, [tenantId]);
+    await m.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, created_at)
+       values ($1, $2, $3, 'payment.received', $4, 'PENDING', ${due}, ${due})`,
+      [tenantId, event.id, subscription.id, subscription.url],
+    );
+  });
+}
+
+/**
  * Tenant S streams events to 12 subscriptions of `receiver`, faster than the worker's slots can
  * send them: its notifications keep naming it and its claims keep coming back full. Tenant R's
  * delivery is the oldest due row, and only the worker's general claim can find it (inserted
@@ -456,20 +480,7 @@ async function unnamedBesideStream(name: string, receiver: Receiver, env: Record
       // The stream has the slots.
       await arrivedWithin(receiver, (path) => path.startsWith(`/stream-${name}-`), 4, Date.now(), 10_000, "the stream's deliveries");
       await new Promise((done) => setTimeout(done, 500));
-      await hl.dataSource.transaction(async (m) => {
-        await m.query('set local session_replication_role = replica');
-        const [event] = await m.query(
-          `insert into webhook_events (id, tenant_id, event, data, body, created_at)
-           values (gen_random_uuid(), $1, 'payment.received', '{}', $2, now() - interval '1 hour') returning id`,
-          [r.id, JSON.stringify({ id: `evt_unnamed_${name}`, type: 'payment.received', data: {} })],
-        );
-        const [subscription] = await m.query(`select id, url from webhook_subscriptions where tenant_id = $1`, [r.id]);
-        await m.query(
-          `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, created_at)
-           values ($1, $2, $3, 'payment.received', $4, 'PENDING', now() - interval '1 hour', now() - interval '1 hour')`,
-          [r.id, event.id, subscription.id, subscription.url],
-        );
-      });
+      await insertUnannounced(r.id, `evt_unnamed_${name}`, "now() - interval '1 hour'");
       const started = Date.now();
       await hl.dataSource.query(`select pg_notify('hookline_deliveries_due', '')`);
       await arrivedWithin(fast, (path) => path === `/unnamed-${name}`, 1, started, 5_000, "R's deliveries");
@@ -492,5 +503,32 @@ it('and with one slot and quick answers, where each freed slot could go to the n
     await unnamedBesideStream('quick', quick, { HOOKLINE_DISPATCH_CONCURRENCY: '1' });
   } finally {
     await quick.close();
+  }
+}, 60_000);
+
+it('behind another tenant\'s backlog, a delivery that falls due with no notification (a retry) is found and claimed for its tenant', async () => {
+  // Tenant A's 300 deliveries, due first, keep the worker's 4 slots busy for 15 s (200 ms
+  // answers), and every claim comes back full of them. Tenant Q's delivery falls due behind
+  // them, announced by nothing: the worker's look for tenants with deliveries due (every
+  // second) must find it, not leave it to the end of A's backlog.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const steady = await startReceiver(() => ({ status: 200, delayMs: 200 }));
+  const a = await hl.createTenant('Backlogged A3');
+  const q = await hl.createTenant('Retrying Q');
+  try {
+    await subscribe(a.apiKey, `${steady.url}/backlog-3`, ['invoice.*']);
+    await subscribe(q.apiKey, `${fast.url}/retry-q`, ['payment.*']);
+    for (let i = 0; i < 300; i++) await trigger(a.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '4', HOOKLINE_RETRY_SCHEDULE: '1h' };
+    await withWorker(worker, { dispatcher: { pollIntervalMs: 30_000 } }, async () => {
+      await steady.waitFor(4, 10_000);
+      const started = Date.now();
+      await insertUnannounced(q.id, 'evt_retry_q', 'now()');
+      await arrivedWithin(fast, (path) => path === '/retry-q', 1, started, 3_000, "Q's delivery");
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where tenant_id = $1 and status = 'PENDING'`, [a.id]);
+      expect(n, "A's backlog was still ahead of it").toBeGreaterThan(100);
+    });
+  } finally {
+    await steady.close();
   }
 }, 60_000);

@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { Dispatcher } from '../../src/dispatcher/dispatcher.js';
-import { QUEUE_SESSION_SETTINGS, RECORD_SQL, claimSize, claimSql } from '../../src/dispatcher/queue.js';
+import { DUE_TENANTS_SQL, FIRST_TENANT, QUEUE_SESSION_SETTINGS, RECORD_SQL, claimSize, claimSql, dueTenants } from '../../src/dispatcher/queue.js';
 import { createTestDatabase } from '../helpers/database.js';
 
 let databaseUrl: string;
@@ -176,3 +176,49 @@ it('with retries scheduled for later, the general claim still walks the due inde
     expect(await claimPlan(limit, QUIET_TENANT)).toMatch(/LockRows\n\s+->  Index Scan using webhook_deliveries_due_tenant on webhook_deliveries d\b/);
   }
 }, 120_000);
+
+it('the look for tenants with deliveries due walks the tenants, one probe each, not their rows', async () => {
+  const { rows: tenants } = await client.query(`insert into tenants (name) values ('Due'), ('Later'), ('Paused') returning id`);
+  const [due, later, paused] = tenants.map((t) => t.id as string);
+  const { rows: [event] } = await client.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [due],
+  );
+  await client.query(
+    `insert into webhook_deliveries (tenant_id, event_id, event, target_url, status, paused, next_attempt_at)
+     values ($1, $4, 'test.event', 'https://example.com/hook', 'PENDING', false, now() - interval '1 second'),
+            ($2, $4, 'test.event', 'https://example.com/hook', 'PENDING', false, now() + interval '1 hour'),
+            ($3, $4, 'test.event', 'https://example.com/hook', 'PENDING', true, now() - interval '1 second')`,
+    [due, later, paused, event.id],
+  );
+  const { rows: waiting } = await client.query(
+    `select distinct tenant_id as id, bool_or(next_attempt_at <= now()) as due from webhook_deliveries
+      where status = 'PENDING' and not paused group by tenant_id order by tenant_id`,
+  );
+  const expected = waiting.filter((t) => t.due).map((t) => t.id as string);
+  expect(expected).toContain(due);
+  expect(expected).not.toContain(later);
+  expect(expected).not.toContain(paused);
+
+  // One look at every tenant with deliveries waiting, then from the start again.
+  expect(await dueTenants(client, FIRST_TENANT, 1_000)).toEqual({ due: expected, next: FIRST_TENANT });
+  // Walks of one tenant each go on where the last stopped, and meet the same tenants.
+  const found: string[] = [];
+  let from = FIRST_TENANT;
+  for (let i = 0; i < waiting.length; i++) {
+    const look = await dueTenants(client, from, 1);
+    expect(look.next).toBe(waiting[i].id);
+    found.push(...look.due);
+    from = look.next;
+  }
+  expect(found).toEqual(expected);
+  expect((await dueTenants(client, from, 1)).next).toBe(FIRST_TENANT);
+
+  // Whatever the backlog (20,000 of the first tenant's due here): probes of the tenants' due
+  // index, no scan of the due rows.
+  await client.query(`reset all; ${QUEUE_SESSION_SETTINGS}`);
+  const { rows } = await client.query(`explain (generic_plan, costs off) ${DUE_TENANTS_SQL}`);
+  const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+  expect(plan).not.toMatch(/webhook_deliveries_due on|Hash|Sort|Seq Scan|Bitmap/);
+  expect(plan.match(/Index (Only )?Scan using webhook_deliveries_due_tenant on webhook_deliveries d(_1)?\n\s+Index Cond: \(tenant_id > (\$1|w.tenant_id)\)/g)).toHaveLength(2);
+});
