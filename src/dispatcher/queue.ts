@@ -232,6 +232,16 @@ async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcom
 }
 
 /**
+ * Whether a delivery `d` going back to the queue (retried, reclaimed, handed back) must wait,
+ * paused, for its subscription: one deactivated while the delivery was being sent. FOR SHARE
+ * reads the subscription as last committed, and waits for a change under way: a
+ * (de)activation pauses or resumes only PENDING rows, so one committed after this statement
+ * began would otherwise miss this row and be undone by it.
+ */
+const SUBSCRIPTION_INACTIVE = `coalesce((select not s.active and s.deleted_at is null
+                                           from webhook_subscriptions s where s.id = d.subscription_id for share), false)`;
+
+/**
  * The record statement. Its rows are found by primary key: a row this worker still
  * holds has `locked_by` = the worker, which only a SENDING row can have (a check
  * constraint, migration 0006), and the lease of the claim the attempt was made under:
@@ -261,12 +271,7 @@ export const RECORD_SQL = `
         update webhook_deliveries d
            set status = r.status,
                -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
-               -- FOR SHARE reads the subscription as last committed, and waits for a change under
-               -- way: a (de)activation pauses or resumes only PENDING rows, so one committed after
-               -- this statement began would otherwise miss this row and be undone by it.
-               paused = r.status = 'PENDING'
-                        and coalesce((select not s.active and s.deleted_at is null
-                                        from webhook_subscriptions s where s.id = d.subscription_id for share), false),
+               paused = r.status = 'PENDING' and ${SUBSCRIPTION_INACTIVE},
                attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
@@ -347,8 +352,8 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
 export async function reclaimExpiredLeases(db: pg.ClientBase | pg.Pool): Promise<number> {
   const { rowCount } = await db.query({
     name: 'hookline_reclaim_expired_leases',
-    text: `update webhook_deliveries
-              set status = 'PENDING', next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+    text: `update webhook_deliveries d
+              set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
                   last_error = coalesce(last_error, 'worker lost during an attempt'), updated_at = now()
             where status = 'SENDING' and lease_expires_at < now()`,
   });
@@ -421,7 +426,7 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 /** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
 export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
   await db.query(
-    `update webhook_deliveries set status = 'PENDING', lease_expires_at = null, locked_by = null, updated_at = now()
+    `update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
       where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING'`,
     [ids, workerId],
   );

@@ -5,6 +5,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
+import { reclaimExpiredLeases, releaseClaims } from '../../src/dispatcher/queue.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -252,6 +253,35 @@ describe('subscriptions and the queue', () => {
     healthy = true;
     await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
     expect((await settled(deliveries[0].id, 'DELIVERED')).attempts).toBe(2);
+  });
+
+  it('a delivery in flight as its subscription is deactivated, then reclaimed or handed back, waits for it too', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    // Two deliveries being sent: one by a worker that died (its lease has run out), one by a
+    // worker that hands it back untried (releaseClaims: a batch it could not prepare, or stop()).
+    const db = poolOf(hl.dataSource);
+    const { rows: [event] } = await db.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'invoice.created', '{}', '{}', now()) returning id`,
+      [tenantId],
+    );
+    const { rows } = await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at, next_attempt_at)
+       select $1, $2, $3, 'invoice.created', $4, 'SENDING', w, now() + l * interval '1 minute', now() from unnest(array['dead', 'alive'], array[-1, 1]) as x(w, l)
+       returning id, locked_by`,
+      [tenantId, event.id, subscription.id, receiver.url],
+    );
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    expect(await reclaimExpiredLeases(db)).toBe(1);
+    await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
+    const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+    expect(states).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(receiver.received).toHaveLength(0);
+
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    for (const { id } of rows) await settled(id, 'DELIVERED');
+    expect(receiver.received).toHaveLength(2);
   });
 
   it('deleting a subscription cancels its pending deliveries', async () => {
