@@ -29,7 +29,10 @@ export interface StartOptions {
   clock?: Clock;
   host?: string;
   /** The dispatcher's timings, for tests. */
-  dispatcher?: Pick<DispatcherOptions, 'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs'>;
+  dispatcher?: Pick<
+    DispatcherOptions,
+    'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs'
+  >;
 }
 
 export async function startHookline({ config, log, clock = systemClock, host, dispatcher: timings }: StartOptions): Promise<Hookline> {

@@ -36,9 +36,20 @@ async function main(): Promise<void> {
   }
   let signalled = false;
   const shutdown = (signal: string) => {
-    if (signalled) return;
+    if (signalled) {
+      // Asked again (a second Ctrl-C): whatever is still in flight is left to its lease.
+      log.warn({ signal }, 'signalled again while shutting down; exiting now');
+      process.exit(1);
+    }
     signalled = true;
     log.info({ signal }, 'shutting down');
+    // Attempts in flight end within the delivery timeout and are recorded just after; a
+    // database that no longer answers would hold the rest up for long, so it gets this much.
+    const graceMs = config.deliveryTimeoutMs + SHUTDOWN_MARGIN_MS;
+    setTimeout(() => {
+      log.error({ graceMs }, 'shutdown took too long; exiting now (deliveries in flight are left to their leases)');
+      process.exit(1);
+    }, graceMs).unref();
     hookline.stop().then(
       () => process.exit(0),
       (error) => {
@@ -49,6 +60,9 @@ async function main(): Promise<void> {
   };
   for (const signal of SIGNALS) process.on(signal, () => shutdown(signal));
 }
+
+/** The time a shutdown gets beyond the delivery timeout, to record the last attempts and stop. */
+const SHUTDOWN_MARGIN_MS = 10_000;
 
 main().catch((error) => {
   process.stderr.write(`hookline: failed to start: ${(error as Error)?.stack ?? error}\n`);

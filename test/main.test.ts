@@ -416,6 +416,67 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     }
   });
 
+  /** Starts a service whose one subscription's receiver answers after `answerMs`, and has it send one delivery. */
+  async function sendingService(env: Record<string, string>, answerMs: number) {
+    const dataDir = await freshDataDir();
+    const receiver = await startReceiver(() => ({ status: 200, delayMs: answerMs }));
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true', ...env, PORT: String(await freePort()) });
+    await waitReady(service);
+    const apiKey = await tenantWithSubscription(service, receiver.url);
+    await gql(service.url, 'mutation { triggerEvent(input: { event: "test.event", data: { n: 1 } }) { deliveries { id } } }', apiKey);
+    await receiver.waitFor(1);
+    return { dataDir, receiver, service };
+  }
+
+  it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
+    try {
+      service.child.kill('SIGTERM');
+      const waited = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('waiting'), 1_000))]);
+      expect(waited, 'the first signal waits for the attempt').toBe('waiting');
+      service.child.kill('SIGTERM');
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 5_000))]);
+      expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
+      expect(service.output().stdout).toContain('signalled again while shutting down');
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('a shutdown held up by a database that no longer answers ends after the delivery timeout and a margin', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '1s' }, 500);
+    // Every PostgreSQL process stopped (the postmaster and its backends): statements get no answer.
+    const postmaster = processesUsing(dataDir, true).find((p) => /\bpostgres\b.*-D\s/.test(p.args))!.pid;
+    const pids = [
+      postmaster,
+      ...execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' })
+        .split('\n')
+        .map((line) => line.trim().split(/\s+/).map(Number))
+        .filter(([, ppid]) => ppid === postmaster)
+        .map(([pid]) => pid!),
+    ];
+    for (const pid of pids) process.kill(pid, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      service.child.kill('SIGTERM');
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 25_000))]);
+      expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(10_000); // 1 s + 10 s, less the attempt's head start
+      expect(service.output().stdout).toContain('shutdown took too long');
+    } finally {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // gone
+        }
+      }
+      await receiver.close();
+    }
+    expect(await processesGone(dataDir, 10_000), 'no PostgreSQL left running').toEqual([]);
+  });
+
   it('a start after the service was killed stops the PostgreSQL it left running, and goes on', SLOW, async () => {
     const dataDir = await freshDataDir();
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };

@@ -56,6 +56,8 @@ export interface DispatcherOptions {
   cappedClaimGapMs?: number;
   /** How often a busy worker looks for tenants with deliveries due (ms), for tests; by default 1,000. */
   dueScanIntervalMs?: number;
+  /** How long a statement's answer, or a new connection, is waited for (ms), for tests; by default 30,000 and 10,000. */
+  databaseTimeoutMs?: number;
 }
 
 /**
@@ -101,6 +103,16 @@ const TENANT_CLAIM_LIMIT = 64;
 const DUE_SCAN_INTERVAL_MS = 1_000;
 /** Tenants with deliveries waiting that one such look walks (about 10 µs of PostgreSQL's time each). */
 const DUE_SCAN_WALK = 256;
+/**
+ * The most a queue statement's answer is waited for: a claim or a record takes milliseconds,
+ * seconds on a struggling server. Past it the connection is dropped and the step retried on a
+ * new one, rather than the worker waiting forever on a server that went silent (a host lost
+ * without a reset, a connection dropped by a firewall).
+ */
+const QUERY_TIMEOUT_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 10_000;
+/** TCP keep-alive probes after this much silence: dead peers are found, idle connections kept open through NAT. */
+const KEEP_ALIVE_AFTER_MS = 10_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
 
@@ -201,6 +213,11 @@ export class Dispatcher {
       connectionString: options.databaseUrl,
       max: 5,
       application_name: 'hookline-dispatcher',
+      // A statement that timed out ends its connection (pg-pool drops a client released with an error).
+      query_timeout: options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS,
+      connectionTimeoutMillis: options.databaseTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
       // pg-pool waits for it before handing the new connection out (and drops the connection if it fails).
       onConnect: (client) => client.query(QUEUE_SESSION_SETTINGS),
     });
@@ -354,7 +371,15 @@ export class Dispatcher {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.databaseUrl, application_name: 'hookline-dispatcher-listen' });
+    const client = new pg.Client({
+      connectionString: this.options.databaseUrl,
+      application_name: 'hookline-dispatcher-listen',
+      // Silent while nothing is created: keep-alive finds a dead server, and keeps NAT and firewalls from dropping it.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
+      connectionTimeoutMillis: this.options.databaseTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      query_timeout: this.options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS,
+    });
     client.on('notification', ({ payload }) => this.notified(payload));
     client.on('error', (error) => {
       this.log.warn({ err: error }, 'LISTEN connection lost; reconnecting');

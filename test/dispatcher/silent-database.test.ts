@@ -1,0 +1,100 @@
+// A database that goes silent, with no reset and no FIN (its host lost in a failover, a
+// connection dropped by a firewall): the worker must not wait on it forever. Its statements
+// time out, their connections are dropped, and once the database answers again on new
+// connections the worker goes on, and stops when asked.
+import net from 'node:net';
+import { afterAll, expect, it } from 'vitest';
+import { createTestDatabase } from '../helpers/database.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { TRIGGER_EVENT } from '../helpers/operations.js';
+
+/**
+ * A TCP proxy to PostgreSQL. `silence()` makes every connection open now go quiet for good
+ * (nothing more is forwarded either way, nothing is closed), and new ones too, until `answer()`:
+ * connections made after that work.
+ */
+async function silenceableProxy(target: URL) {
+  let generation = 0;
+  let silent = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const born = generation;
+    const alive = () => !silent && born === generation;
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.on('data', (d) => alive() && upstream.write(d));
+    upstream.on('data', (d) => alive() && client.write(d));
+    // A connection that ends while alive ends on the other side too; a silenced one never does.
+    client.on('close', () => alive() && upstream.destroy());
+    upstream.on('close', () => alive() && client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    silence() {
+      silent = true;
+      generation++;
+    },
+    answer() {
+      silent = false;
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+});
+
+it('a worker whose database goes silent goes on once it answers again, and stops when asked', { timeout: 60_000 }, async () => {
+  const databaseUrl = await createTestDatabase();
+  const proxy = await silenceableProxy(new URL(databaseUrl));
+  cleanups.push(() => proxy.close());
+  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
+  cleanups.push(() => api.stop());
+  let worker: TestHookline | undefined = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker' },
+    { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, pollIntervalMs: 200 } },
+  );
+  cleanups.push(() => worker?.stop() ?? Promise.resolve());
+  const receiver: Receiver = await startReceiver();
+  cleanups.push(() => receiver.close());
+  const { apiKey } = await api.createTenant();
+  await api.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: receiver.url, events: ['test.event'] } },
+    apiKey,
+  );
+  const trigger = async (n: number) => {
+    const res = await api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n } } }, apiKey);
+    expect(res.errors).toBeUndefined();
+  };
+  await trigger(0);
+  await receiver.waitFor(1, 10_000);
+
+  proxy.silence();
+  for (let n = 1; n <= 5; n++) await trigger(n);
+  // The worker's claims run into the silence (and time out, again and again): nothing is sent.
+  await new Promise((r) => setTimeout(r, 2_500));
+  expect(receiver.received).toHaveLength(1);
+
+  proxy.answer();
+  await receiver.waitFor(6, 15_000);
+  const stopping = worker.stop();
+  const stopped = await Promise.race([stopping.then(() => true), new Promise((r) => setTimeout(() => r(false), 10_000))]);
+  expect(stopped, 'the worker stopped').toBe(true);
+  worker = undefined;
+  const [{ n }] = await api.dataSource.query(`select count(*)::int as n from webhook_deliveries where status = 'DELIVERED'`);
+  expect(n).toBe(6);
+});
