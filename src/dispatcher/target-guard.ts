@@ -191,9 +191,12 @@ export class TargetGuard {
   }
 
   /**
-   * Throws BAD_USER_INPUT (naming `field`) for a malformed URL, a host name that
-   * does not resolve (checked even when private targets are allowed), or a host
-   * any of whose addresses is not public (unless private targets are allowed).
+   * Throws BAD_USER_INPUT (naming `field`) for a malformed URL, or a host any of whose
+   * addresses is not public (unless private targets are allowed). A name that does not
+   * resolve now is accepted: it may tomorrow (a receiver not deployed yet, a resolver down
+   * for a moment, a machine with no DNS, where the guide's Test 1 script must still run), and
+   * whatever it resolves to is checked again at each connection; attempts fail meanwhile,
+   * on the retry schedule, with the resolver's error.
    */
   async checkUrl(url: URL | string, field = 'url'): Promise<void> {
     const parsed = validateTargetUrl(typeof url === 'string' ? url : url.href, field);
@@ -204,15 +207,13 @@ export class TargetGuard {
       if (range !== 'unicast') throw badInput(field, `host ${host} is ${describeRange(range)} address: ${REFUSAL_HINT}`);
       return;
     }
+    if (this.allowPrivate) return;
     let addresses: dns.LookupAddress[];
     try {
       addresses = await this.lookup(host, { all: true });
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException | undefined)?.code;
-      throw badInput(field, `host "${host}" does not resolve${code ? ` (${code})` : ''}`);
+    } catch {
+      return;
     }
-    if (addresses.length === 0) throw badInput(field, `host "${host}" does not resolve`);
-    if (this.allowPrivate) return;
     for (const { address } of addresses) {
       const range = classifyAddress(address);
       if (range !== 'unicast') {

@@ -181,6 +181,16 @@ describe('failures and retries', () => {
     expect(broken.received).toHaveLength(3);
   });
 
+  it('a subscription to a name that does not resolve is saved, and its attempts fail with the resolver\'s error', async () => {
+    // Like the guide's Test 1 (https://webhook.site/…) on a machine with no DNS; .invalid never resolves (RFC 2606).
+    const { subscription } = await subscribe('https://hooks.nowhere.invalid/webhooks');
+    expect(subscription.id).toBeTruthy();
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const failed = await settled(deliveries[0].id, 'FAILED');
+    expect(failed.attempts).toBe(3);
+    expect(failed.lastError).toMatch(/ENOTFOUND|EAI_AGAIN/);
+  });
+
   it('gives up an attempt at the timeout', async () => {
     const receiver = await receiverWith((_r, i) => (i === 0 ? { status: 200, delayMs: 2_500 } : { status: 200 }));
     await subscribe(receiver.url);

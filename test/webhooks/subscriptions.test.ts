@@ -21,7 +21,7 @@ let hl: TestHookline;
 let key: string;
 
 beforeAll(async () => {
-  // Saved URLs are resolved; example.test does not resolve here, so use a public literal address for most tests.
+  // Private targets allowed: a loopback address serves most tests.
   hl = await startTestHookline({ HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true' });
   key = (await hl.createTenant()).apiKey;
 });
