@@ -31,7 +31,7 @@ export interface StartOptions {
   /** The dispatcher's timings, for tests. */
   dispatcher?: Pick<
     DispatcherOptions,
-    'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs'
+    'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs' | 'workerLostAfterMs'
   >;
 }
 

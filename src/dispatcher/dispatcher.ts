@@ -26,10 +26,12 @@ import {
   dueTenants,
   FIRST_TENANT,
   QUEUE_SESSION_SETTINGS,
+  heartbeat,
   nextDueAt,
-  reclaimExpiredLeases,
+  reclaimLostDeliveries,
   recordOutcomes,
   releaseClaims,
+  signOff,
   type AttemptOutcome,
   type ClaimedDelivery,
 } from './queue.js';
@@ -58,6 +60,8 @@ export interface DispatcherOptions {
   dueScanIntervalMs?: number;
   /** How long a statement's answer, or a new connection, is waited for (ms), for tests; by default 30,000 and 10,000. */
   databaseTimeoutMs?: number;
+  /** A dispatcher not heard from for this long is taken for dead (ms), for tests; by default 20 s, or the lease if shorter. */
+  workerLostAfterMs?: number;
 }
 
 /**
@@ -113,6 +117,11 @@ const QUERY_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 /** TCP keep-alive probes after this much silence: dead peers are found, idle connections kept open through NAT. */
 const KEEP_ALIVE_AFTER_MS = 10_000;
+/**
+ * A dispatcher not heard from for this long has died: its deliveries are taken back (by any
+ * dispatcher's reclaim, every 5 s), whatever their leases. It says it runs four times as often.
+ */
+const WORKER_LOST_AFTER_MS = 20_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
 
@@ -200,6 +209,8 @@ export class Dispatcher {
   private loopDone: Promise<void> | undefined;
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly lostAfterMs: number;
   private readonly idle = new Set<() => void>();
   private readonly keys = new Map<string, Buffer>();
 
@@ -238,6 +249,7 @@ export class Dispatcher {
     this.leaseMs = options.leaseMs ?? 2 * config.deliveryTimeoutMs + 5_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
+    this.lostAfterMs = options.workerLostAfterMs ?? Math.min(WORKER_LOST_AFTER_MS, this.leaseMs);
     this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
     this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
@@ -245,6 +257,12 @@ export class Dispatcher {
   }
 
   async start(): Promise<void> {
+    // Known as running before it holds anything: a dispatcher unknown here is left to its leases.
+    await heartbeat(this.pool, this.workerId);
+    this.heartbeatTimer = setInterval(() => {
+      heartbeat(this.pool, this.workerId).catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'));
+    }, this.lostAfterMs / 4);
+    this.heartbeatTimer.unref();
     this.running = true;
     await this.listen();
     this.reclaimTimer = setInterval(() => {
@@ -274,6 +292,10 @@ export class Dispatcher {
     if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
     await this.flush();
+    // Heard from until now (others would take its attempts in flight for lost), and it holds
+    // nothing now: what it could not record is left to its lease.
+    clearInterval(this.heartbeatTimer);
+    await signOff(this.pool, this.workerId).catch(() => {});
     await this.listener?.end().catch(() => {});
     await this.pool.end();
     await this.agent.close();
@@ -419,13 +441,13 @@ export class Dispatcher {
 
   private async reclaim(): Promise<void> {
     try {
-      const count = await reclaimExpiredLeases(this.pool);
+      const count = await reclaimLostDeliveries(this.pool, { lostAfterMs: this.lostAfterMs, scheduleLength: this.options.config.retrySchedule.length });
       if (count) {
         this.log.warn({ count }, 'deliveries of a lost worker returned to the queue');
         this.poke();
       }
     } catch (error) {
-      this.log.warn({ err: error }, 'reclaiming expired leases failed');
+      this.log.warn({ err: error }, 'reclaiming the deliveries of lost workers failed');
     }
   }
 

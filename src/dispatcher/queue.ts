@@ -348,16 +348,74 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
   );
 }
 
-/** Deliveries whose worker died (lease expired) go back to the queue, due now. */
-export async function reclaimExpiredLeases(db: pg.ClientBase | pg.Pool): Promise<number> {
-  const { rowCount } = await db.query({
-    name: 'hookline_reclaim_expired_leases',
-    text: `update webhook_deliveries d
-              set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
-                  last_error = coalesce(last_error, 'worker lost during an attempt'), updated_at = now()
-            where status = 'SENDING' and lease_expires_at < now()`,
+/** What a dispatcher that died leaves in its deliveries' attempt log, for each attempt it had under way. */
+export const LOST_ATTEMPT_ERROR = 'worker lost during the attempt: its outcome is unknown';
+
+/** A dispatcher says it runs (Dispatcher: at start, then with each look for lost deliveries). */
+export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string): Promise<void> {
+  await db.query({
+    name: 'hookline_worker_heartbeat',
+    text: `insert into hookline_workers (id) values ($1) on conflict (id) do update set seen_at = now()`,
+    values: [workerId],
   });
-  return rowCount ?? 0;
+}
+
+/** A dispatcher that stopped cleanly: it holds nothing. */
+export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Promise<void> {
+  await db.query(`delete from hookline_workers where id = $1`, [workerId]);
+}
+
+/**
+ * Deliveries being sent by a dispatcher that died go back to the queue, due now: those of a
+ * dispatcher not heard from for `lostAfterMs` (however long their leases), and those of one
+ * unknown here whose lease expired. The attempt a dead dispatcher had under way is counted and
+ * logged (LOST_ATTEMPT_ERROR: it may have reached the receiver), so a delivery that keeps
+ * bringing its dispatchers down ends FAILED with the schedule (`scheduleLength` retries) rather
+ * than be sent for ever. A dispatcher still heard from keeps its deliveries until `lostAfterMs`
+ * past their lease: its record is late (the database struggling), and will count the attempt.
+ * Dispatchers not heard from for a day are forgotten.
+ */
+export async function reclaimLostDeliveries(
+  db: pg.ClientBase | pg.Pool,
+  options: { lostAfterMs: number; scheduleLength: number },
+): Promise<number> {
+  const { rows } = await db.query({
+    name: 'hookline_reclaim_lost',
+    text: `
+      with forgotten as (
+        delete from hookline_workers where seen_at < now() - interval '1 day'
+      ), lost as (
+        select d.id, (w.seen_at is null or w.seen_at < now() - make_interval(secs => $1::double precision / 1000)) as gone
+          from webhook_deliveries d
+          left join hookline_workers w on w.id = d.locked_by
+         where d.status = 'SENDING'
+           and case when w.id is null then d.lease_expires_at < now()
+                    when w.seen_at < now() - make_interval(secs => $1::double precision / 1000) then true
+                    else d.lease_expires_at < now() - make_interval(secs => $1::double precision / 1000) end
+           for update of d skip locked
+      ), reclaimed as (
+        update webhook_deliveries d
+           set status = case when l.gone and d.schedule_attempts + 1 > $2 then 'FAILED' else 'PENDING' end,
+               paused = not (l.gone and d.schedule_attempts + 1 > $2) and ${SUBSCRIPTION_INACTIVE},
+               next_attempt_at = case when l.gone and d.schedule_attempts + 1 > $2 then null else now() end,
+               attempts = d.attempts + l.gone::int,
+               schedule_attempts = d.schedule_attempts + l.gone::int,
+               last_error = case when l.gone then '${LOST_ATTEMPT_ERROR}' else coalesce(d.last_error, 'the attempt was not recorded within its lease') end,
+               last_status_code = case when l.gone then null else d.last_status_code end,
+               lease_expires_at = null, locked_by = null, updated_at = now()
+          from lost l
+         where d.id = l.id
+        returning d.id, d.tenant_id, d.attempts, l.gone
+      ), logged as (
+        insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
+        select r.id, r.attempts, r.tenant_id, now(), 0, null, '${LOST_ATTEMPT_ERROR}', null
+          from reclaimed r where r.gone
+        on conflict (delivery_id, number) do nothing
+      )
+      select count(*)::int as n from reclaimed`,
+    values: [options.lostAfterMs, options.scheduleLength],
+  });
+  return rows[0].n;
 }
 
 /** When the next delivery falls due (to sleep until then rather than poll blindly). */

@@ -7,6 +7,7 @@ import { LockedOnlySending1764300000006 } from './0006-locked-only-sending.js';
 import { LiveListeners1764300000007 } from './0007-live-listeners.js';
 import { SubscriptionTombstones1764300000008 } from './0008-subscription-tombstones.js';
 import { DueByTenant1764300000009 } from './0009-due-by-tenant.js';
+import { Workers1764300000010 } from './0010-workers.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -19,4 +20,5 @@ export const migrations = [
   LiveListeners1764300000007,
   SubscriptionTombstones1764300000008,
   DueByTenant1764300000009,
+  Workers1764300000010,
 ];

@@ -5,7 +5,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
-import { reclaimExpiredLeases, releaseClaims } from '../../src/dispatcher/queue.js';
+import { reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -282,7 +282,7 @@ describe('subscriptions and the queue', () => {
       [tenantId, event.id, subscription.id, receiver.url],
     );
     await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
-    expect(await reclaimExpiredLeases(db)).toBe(1);
+    expect(await reclaimLostDeliveries(db, { lostAfterMs: 20_000, scheduleLength: 2 })).toBe(1);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
     const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
     expect(states).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);
