@@ -76,6 +76,8 @@ function refusedData(error: unknown): boolean {
 
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
+/** Outcomes the database could not take (each try itself retried for about 9 s) are tried again this much later. */
+const RECORD_AGAIN_MS = 1_000;
 /** An attempt unanswered for this long gives its slot back (at most half the delivery timeout). */
 const SLOW_AFTER_MS = 1_000;
 /** Slow attempts in flight at once, as many times the concurrency: past that, they keep their slots. */
@@ -941,13 +943,19 @@ export class Dispatcher {
     );
   }
 
-  /** Writes recorded outcomes in one statement; one flush at a time, retried on database errors. */
+  /**
+   * Writes recorded outcomes in one statement; one flush at a time, retried on database errors.
+   * While the database is away (anything but a refusal of the data) the outcomes are kept and
+   * tried again, for as long as this worker runs: dropped, a delivery that landed would be sent
+   * again, and a failure's schedule lost.
+   */
   async flush(): Promise<void> {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     while (this.flushing) await this.flushing;
     if (!this.pending.length) return;
     const batch = this.pending.splice(0);
+    let kept = false;
     this.flushing = (async () => {
       try {
         await this.recordBatch(batch);
@@ -957,6 +965,10 @@ export class Dispatcher {
           // each is recorded on its own, and only the refused one is left to its lease.
           this.log.warn({ err: error, count: batch.length }, 'a batch of attempts was refused; recording them one by one');
           for (const outcome of batch) await this.recordBatch([outcome]).catch((failed) => this.unrecorded(failed, [outcome]));
+        } else if (this.running && !refusedData(error)) {
+          this.log.error({ err: error, count: batch.length }, 'could not record attempts yet; keeping them to try again');
+          this.pending.unshift(...batch);
+          kept = true;
         } else {
           this.unrecorded(error, batch);
         }
@@ -967,7 +979,8 @@ export class Dispatcher {
     } finally {
       this.flushing = undefined;
     }
-    if (this.pending.length >= FLUSH_BATCH) await this.flush();
+    if (kept) this.flushTimer ??= setTimeout(() => void this.flush(), RECORD_AGAIN_MS);
+    else if (this.pending.length >= FLUSH_BATCH) await this.flush();
     else if (this.pending.length) this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
 }

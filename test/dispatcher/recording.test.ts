@@ -86,3 +86,37 @@ it('records the rest of a batch when the database refuses one outcome of it', as
   }
   expect(await deliveryOf(ids[1]!)).toBeNull();
 });
+
+it('keeps outcomes the database cannot take for longer than its retries last, and records them when it can', async () => {
+  // Every attempt's record fails for 12 s (a database recovering, say: SQLSTATE 57P03), longer
+  // than the ~9 s one flush retries for. The outcome must be kept, not dropped and the
+  // delivery sent again once its lease ran out.
+  const receiver = await receiverWith(() => ({ status: 204 }));
+  await subscribe(receiver.url);
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query(`
+      create table record_outage (until timestamptz not null);
+      insert into record_outage values (now() + interval '12 seconds');
+      create function record_outage() returns trigger language plpgsql as $$
+      begin
+        if exists (select from record_outage where until > clock_timestamp()) then
+          raise exception 'the database is starting up' using errcode = '57P03';
+        end if;
+        return new;
+      end $$;
+      create trigger record_outage before insert on delivery_attempts for each row execute function record_outage();`);
+    const id = await trigger(1);
+    await receiver.waitFor(1);
+    const d = await eventually(async () => {
+      const found = await deliveryOf(id);
+      return found.status === 'DELIVERED' ? found : undefined;
+    }, 25_000);
+    expect(d.attemptLog).toEqual([expect.objectContaining({ number: 1, statusCode: 204 })]);
+    expect(receiver.received).toHaveLength(1);
+  } finally {
+    await admin.query('drop trigger if exists record_outage on delivery_attempts; drop function if exists record_outage(); drop table if exists record_outage');
+    await admin.end();
+  }
+}, 40_000);
