@@ -219,7 +219,7 @@ export class Dispatcher {
   constructor(private readonly options: DispatcherOptions) {
     const { config } = options;
     this.log = options.log.child({ component: 'dispatcher', workerId: this.workerId });
-    this.clock = options.clock ?? { now: () => new Date() };
+    this.clock = options.clock ?? { now: () => new Date(this.dbNow()) };
     // One pool for the queue's statements, apart from the API's, sized for a claim (the
     // loop's or a tenant's), a flush, a reclaim, a hand-back and a look for due tenants at once.
     this.pool = new pg.Pool({
@@ -260,9 +260,9 @@ export class Dispatcher {
 
   async start(): Promise<void> {
     // Known as running before it holds anything: a dispatcher unknown here is left to its leases.
-    await heartbeat(this.pool, this.workerId);
+    await this.heartbeat();
     this.heartbeatTimer = setInterval(() => {
-      heartbeat(this.pool, this.workerId).catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'));
+      this.heartbeat().catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'));
     }, this.lostAfterMs / 4);
     this.heartbeatTimer.unref();
     this.running = true;
@@ -353,7 +353,27 @@ export class Dispatcher {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryAt = Number.POSITIVE_INFINITY;
 
-  /** Wakes the loop when a retry this worker scheduled falls due (others' come by polling). */
+  /**
+   * The database's clock, as this process reckons it: the times the queue compares with
+   * PostgreSQL's now() (a retry's due time, an attempt's start) are written in it, so that a
+   * worker whose clock is off neither retries at once nor late.
+   */
+  private dbNow(): number {
+    return Date.now() + this.skewMs;
+  }
+
+  /** How far the database's clock is ahead of this process's (ms), measured as it says it runs. */
+  private skewMs = 0;
+
+  private async heartbeat(): Promise<void> {
+    const before = Date.now();
+    const databaseMs = await heartbeat(this.pool, this.workerId);
+    const after = Date.now();
+    // Only from a quick round trip: half of it is the most the reckoning can be off by.
+    if (after - before < 200) this.skewMs = databaseMs - (before + after) / 2;
+  }
+
+  /** Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock; others' come by polling). */
   private wakeAt(at: number): void {
     if (at >= this.retryAt) return;
     clearTimeout(this.retryTimer);
@@ -363,7 +383,7 @@ export class Dispatcher {
     this.retryTimer = setTimeout(() => {
       this.retryAt = Number.POSITIVE_INFINITY;
       this.poke();
-    }, Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1));
+    }, Math.min(Math.max(0, at - this.dbNow()) + 5, 2 ** 31 - 1));
     this.retryTimer.unref();
   }
 
@@ -510,7 +530,7 @@ export class Dispatcher {
           if (!this.wakeRequested) this.drained = !capped && !this.shareFreed;
           if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
-            if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - Date.now()));
+            if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - this.dbNow()));
           }
           // Otherwise what falls due next comes by notification, by wakeAt() for this
           // worker's retries, or by the next poll.
@@ -838,7 +858,7 @@ export class Dispatcher {
   }
 
   private async attempt(delivery: ClaimedDelivery, body: string | undefined): Promise<void> {
-    const startedAt = new Date();
+    const startedAt = new Date(this.dbNow());
     let outcome: AttemptOutcome;
     if (body === undefined) {
       outcome = this.failure(delivery, startedAt, { error: 'event body missing', statusCode: null, responseBody: null, durationMs: 0 });
@@ -908,7 +928,7 @@ export class Dispatcher {
       statusCode: result.statusCode,
       error: result.error,
       responseBody: result.responseBody,
-      nextAttemptAt: step.kind === 'exhausted' ? null : new Date(now + step.delayMs),
+      nextAttemptAt: step.kind === 'exhausted' ? null : new Date(this.dbNow() + step.delayMs),
       gone: result.statusCode === 410,
     };
   }

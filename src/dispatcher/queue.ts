@@ -351,13 +351,15 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
 /** What a dispatcher that died leaves in its deliveries' attempt log, for each attempt it had under way. */
 export const LOST_ATTEMPT_ERROR = 'worker lost during the attempt: its outcome is unknown';
 
-/** A dispatcher says it runs (Dispatcher: at start, then with each look for lost deliveries). */
-export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string): Promise<void> {
-  await db.query({
+/** A dispatcher says it runs (Dispatcher: at start, then four times per WORKER_LOST_AFTER_MS); gives the database's clock (ms). */
+export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string): Promise<number> {
+  const { rows } = await db.query({
     name: 'hookline_worker_heartbeat',
-    text: `insert into hookline_workers (id) values ($1) on conflict (id) do update set seen_at = now()`,
+    text: `insert into hookline_workers (id) values ($1) on conflict (id) do update set seen_at = now()
+           returning extract(epoch from clock_timestamp()) * 1000 as "databaseMs"`,
     values: [workerId],
   });
+  return Number(rows[0].databaseMs);
 }
 
 /** A dispatcher that stopped cleanly: it holds nothing. */
