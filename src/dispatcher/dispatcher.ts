@@ -316,6 +316,8 @@ export class Dispatcher {
     const limit = Math.min(concurrency - (this.inFlight - this.slow) - this.reserved, 2 * perTenant - (this.tenantHeld.get(tenantId) ?? 0));
     if (limit <= 0) return undefined;
     const settle = this.reserve(limit);
+    // The insert that claims sets its leases after this moment: counted from here, they end later.
+    const leasedAfter = Date.now();
     return {
       workerId: this.workerId,
       leaseMs: this.leaseMs,
@@ -324,9 +326,13 @@ export class Dispatcher {
       busy: new Map(this.held),
       // A notified tenant's claim may have waited for the hand-off (claimForNotifiedTenants).
       adopt: (claimed) => {
-        if (!settle()) return;
+        if (!settle.open) return;
         this.options.metrics?.handOffs.inc(claimed.length);
-        void this.dispatch(claimed).finally(() => this.claimForNotifiedTenants());
+        // The slots are given back once the deliveries are in `ready` (stop() waits for both).
+        void this.dispatch(claimed, leasedAfter).finally(() => {
+          settle();
+          this.claimForNotifiedTenants();
+        });
       },
       cancel: () => {
         if (settle()) this.claimForNotifiedTenants();
@@ -334,11 +340,14 @@ export class Dispatcher {
     };
   }
 
-  /** Takes `n` slots for a claim under way outside the loop; the function given back returns them (once: true). */
-  private reserve(n: number): () => boolean {
+  /**
+   * Takes `n` slots for a claim under way outside the loop; the function given back returns
+   * them (once: true), and tells whether it has not yet (`open`).
+   */
+  private reserve(n: number): { (): boolean; readonly open: boolean } {
     this.reserved += n;
     let open = true;
-    return () => {
+    const settle = () => {
       if (!open) return false;
       open = false;
       this.reserved -= n;
@@ -348,6 +357,7 @@ export class Dispatcher {
       }
       return true;
     };
+    return Object.defineProperty(settle, 'open', { get: () => open }) as { (): boolean; readonly open: boolean };
   }
 
   private retryTimer: NodeJS.Timeout | undefined;
@@ -510,7 +520,7 @@ export class Dispatcher {
           try {
             claimed = await this.claim(room, this.tenantsBusy(2 * perTenant));
             this.lastClaimFull = claimed.length === claimSize(room);
-            if (claimed.length) await this.dispatch(claimed);
+            if (claimed.length) await this.dispatch(claimed, claimStarted);
           } finally {
             this.loopClaiming = false;
             this.claimForNotifiedTenants(); // held while this claim ran
@@ -654,10 +664,11 @@ export class Dispatcher {
   }
 
   private async claimForTenant(tenantId: string, limit: number, tenantsBusy: ReadonlyMap<string, number>): Promise<void> {
+    const sentAt = Date.now();
     const claimed = await this.claim(limit, tenantsBusy, tenantId);
     // More of its deliveries may be due: it goes round again (at the back).
     if (claimed.length === limit) this.notifiedTenants.add(tenantId);
-    if (claimed.length) await this.dispatch(claimed);
+    if (claimed.length) await this.dispatch(claimed, sentAt);
   }
 
   /**
@@ -689,7 +700,8 @@ export class Dispatcher {
     });
   }
 
-  private async dispatch(claimed: ClaimedDelivery[]): Promise<void> {
+  /** Takes claimed deliveries in, to send as slots free up; their leases began after `leasedAfter` (this process's clock). */
+  private async dispatch(claimed: ClaimedDelivery[], leasedAfter: number): Promise<void> {
     const orphans = claimed.filter((d) => d.secret === null).map((d) => d.id);
     const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
     try {
@@ -703,8 +715,8 @@ export class Dispatcher {
     // The claim gives each event's body once; its other deliveries share it.
     const bodies = new Map<string, string>();
     for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);
-    // The lease began before the claim answered: counted from now, less a second, it ends later than this.
-    const deadline = Date.now() + this.leaseMs - 1_000 - this.options.config.deliveryTimeoutMs - RECORD_MARGIN_MS;
+    // The latest start that still leaves the attempt and its record within the lease.
+    const deadline = leasedAfter + this.leaseMs - this.options.config.deliveryTimeoutMs - RECORD_MARGIN_MS;
     for (const delivery of live) {
       this.count(this.held, delivery.subscriptionId, 1);
       if (delivery.subscriptionId) this.subscriptionTenant.set(delivery.subscriptionId, delivery.tenantId);

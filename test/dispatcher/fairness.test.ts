@@ -185,9 +185,9 @@ it('several subscriptions to one host are sent to at once, each up to its own sh
 }, 30_000);
 
 it('a delivery that could no longer be sent within its lease goes back to the queue, and is sent once', async () => {
-  // Leases of 5.5 s with a 1 s timeout leave a claimed delivery 0.5 s to start (the rest is
-  // its attempt, the record's margin, and a second for the claim's round trip). The second
-  // delivery of a subscription whose first hangs for 1 s waits longer than that.
+  // Leases of 4.5 s with a 1 s timeout leave a claimed delivery 0.5 s from the claim to start
+  // (the rest is its attempt and the record's margin). The second delivery of a subscription
+  // whose first hangs for 1 s waits longer than that.
   const lines: string[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
   const silent = await hangingReceiver();
@@ -195,7 +195,7 @@ it('a delivery that could no longer be sent within its lease goes back to the qu
   try {
     await subscribe(tenant.apiKey, `${silent.url}/patient`, ['invoice.*']);
     for (let i = 0; i < 2; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
-    await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { leaseMs: 5_500 }, log }, async () => {
+    await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { leaseMs: 4_500 }, log }, async () => {
       await silent.waitFor(2, 10_000);
       await new Promise((r) => setTimeout(r, 1_500));
       const ids = silent.received.map((r) => String(r.headers['x-webhook-delivery']));
