@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../services.js';
@@ -167,6 +167,10 @@ export class WebhookService {
       now,
       ...handOffParams(handOff),
     ]);
+    // The one subscription asked for was deleted after it was looked up (sendTestEvent): the
+    // event goes too (this transaction, or the caller's, is rolled back), rather than be kept
+    // with no delivery.
+    if (input.subscriptionId && !rows.some((r) => r.kind === 'delivery')) throw notFound('webhook subscription', input.subscriptionId);
     const event = rows.find((r) => r.kind === 'event')!.row;
     const { deliveries, claimed } = splitHandedOff(
       rows.filter((r) => r.kind === 'delivery').map((r) => toDelivery(r.row)),

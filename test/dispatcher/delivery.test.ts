@@ -443,6 +443,20 @@ describe('subscriptions and the queue', () => {
     await settled(res.data.sendTestEvent.id, 'DELIVERED');
   });
 
+  it('a test event for a subscription deleted after it was looked up is refused, and writes nothing', async () => {
+    // What sendTestEvent does after finding the subscription, had it been deleted in between.
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key);
+    const events = async () => (await hl.dataSource.query(`select count(*)::int as n from webhook_events where tenant_id = $1`, [tenantId]))[0].n;
+    const before = await events();
+    const error = await hl.services.webhooks
+      .triggerEvent({ tenantId: tenantId as never, event: 'test.event', data: { n: 1 }, subscriptionId: subscription.id })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'NOT_FOUND' });
+    expect(await events()).toBe(before);
+  });
+
   it('matches exact names, prefix.* patterns and *', async () => {
     const exact = await receiverWith();
     const prefix = await receiverWith();
