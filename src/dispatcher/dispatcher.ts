@@ -74,10 +74,24 @@ function refusedData(error: unknown): boolean {
   return typeof code === 'string' && /^2[23]/.test(code);
 }
 
+/**
+ * The database was away or busy, not the statement wrong: no SQLSTATE (the connection failed or
+ * timed out), or connection exception (08), insufficient resources (53), operator intervention
+ * (57: shutdown, crash, a statement cancelled by its timeout), transaction rollback (40:
+ * serialization, deadlock), lock not available (55P03). The same statement may pass later.
+ */
+function transient(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code !== 'string' || /^(08|53|57|40)/.test(code) || code === '55P03';
+}
+
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
 /** Outcomes the database could not take (each try itself retried for about 9 s) are tried again this much later. */
 const RECORD_AGAIN_MS = 1_000;
+/** The most outcomes one record statement writes, and the most kept while the database is away. */
+const MAX_RECORD_BATCH = 1_000;
+const MAX_KEPT = 10_000;
 /** An attempt unanswered for this long gives its slot back (at most half the delivery timeout). */
 const SLOW_AFTER_MS = 1_000;
 /** Slow attempts in flight at once, as many times the concurrency: past that, they keep their slots. */
@@ -121,7 +135,8 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const KEEP_ALIVE_AFTER_MS = 10_000;
 /**
  * A dispatcher not heard from for this long has died: its deliveries are taken back (by any
- * dispatcher's reclaim, every 5 s), whatever their leases. It says it runs four times as often.
+ * dispatcher's reclaim, every 5 s), whatever their leases. It says it runs four times as often,
+ * on a connection of its own.
  */
 const WORKER_LOST_AFTER_MS = 20_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
@@ -212,6 +227,11 @@ export class Dispatcher {
   private listener: pg.Client | undefined;
   private reclaimTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly heartbeatPool: pg.Pool;
+  private heartbeating: Promise<void> | undefined;
+  /** This process's clock: since when it has been heard from without a gap (0: it is not), and last. */
+  private heardSince = 0;
+  private heardLast = 0;
   private readonly lostAfterMs: number;
   private readonly idle = new Set<() => void>();
   private readonly keys = new Map<string, Buffer>();
@@ -232,7 +252,10 @@ export class Dispatcher {
       keepAlive: true,
       keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
       // pg-pool waits for it before handing the new connection out (and drops the connection if it fails).
-      onConnect: (client) => client.query(QUEUE_SESSION_SETTINGS),
+      // The server gives a statement up before this process does: one that timed out here
+      // might still have committed (a claim, its rows then SENDING for nobody until the lease).
+      onConnect: (client) =>
+        client.query(`${QUEUE_SESSION_SETTINGS}; set statement_timeout = ${Math.round(0.8 * (options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS))}`),
     });
     this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.agent = createGuardedAgent({
@@ -252,6 +275,17 @@ export class Dispatcher {
     this.pollIntervalMs = options.pollIntervalMs ?? 1_000;
     this.reclaimIntervalMs = options.reclaimIntervalMs ?? 5_000;
     this.lostAfterMs = options.workerLostAfterMs ?? Math.min(WORKER_LOST_AFTER_MS, this.leaseMs);
+    // Its own connection: a busy pool must not keep it from saying it runs in time.
+    this.heartbeatPool = new pg.Pool({
+      connectionString: options.databaseUrl,
+      max: 1,
+      application_name: 'hookline-dispatcher-heartbeat',
+      query_timeout: this.lostAfterMs / 4,
+      connectionTimeoutMillis: this.lostAfterMs / 4,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
+    });
+    this.heartbeatPool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
     this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
@@ -260,9 +294,13 @@ export class Dispatcher {
 
   async start(): Promise<void> {
     // Known as running before it holds anything: a dispatcher unknown here is left to its leases.
+    await this.heartbeatPool.query('select 1'); // connected: the first round trip tells the clock
     await this.heartbeat();
     this.heartbeatTimer = setInterval(() => {
-      this.heartbeat().catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'));
+      if (this.heartbeating) return;
+      this.heartbeating = this.heartbeat()
+        .catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'))
+        .finally(() => (this.heartbeating = undefined));
     }, this.lostAfterMs / 4);
     this.heartbeatTimer.unref();
     this.running = true;
@@ -293,13 +331,15 @@ export class Dispatcher {
     for (const { delivery } of unsent) this.unhold(delivery);
     if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
-    await this.flush();
+    while (this.pending.length) await this.flush(); // a statement per MAX_RECORD_BATCH
     // Heard from until now (others would take its attempts in flight for lost), and it holds
     // nothing now: what it could not record is left to its lease.
     clearInterval(this.heartbeatTimer);
+    await this.heartbeating; // lest it land after the sign-off
     await signOff(this.pool, this.workerId).catch(() => {});
     await this.listener?.end().catch(() => {});
     await this.pool.end();
+    await this.heartbeatPool.end();
     await this.agent.close();
     this.log.info('dispatcher stopped');
   }
@@ -374,13 +414,42 @@ export class Dispatcher {
 
   /** How far the database's clock is ahead of this process's (ms), measured as it says it runs. */
   private skewMs = 0;
+  /** The quickest round trip that measured it, and when the last measure was taken (this process's clock). */
+  private skewRoundTripMs = Number.POSITIVE_INFINITY;
+  private skewMeasuredAt = 0;
 
+  /** Says this worker runs; notes since when it has been heard from without a gap, and the database's clock. */
   private async heartbeat(): Promise<void> {
     const before = Date.now();
-    const databaseMs = await heartbeat(this.pool, this.workerId);
+    let databaseMs: number;
+    try {
+      databaseMs = await heartbeat(this.heartbeatPool, this.workerId, this.lostAfterMs);
+    } catch (error) {
+      this.heardSince = 0;
+      throw error;
+    }
     const after = Date.now();
-    // Only from a quick round trip: half of it is the most the reckoning can be off by.
-    if (after - before < 200) this.skewMs = databaseMs - (before + after) / 2;
+    // A gap (this one late, or one before it failed): others may have taken it for dead meanwhile.
+    if (!this.heardSince || before - this.heardLast > this.lostAfterMs / 2) this.heardSince = before;
+    this.heardLast = after;
+    // Half the round trip is the most the reckoning can be off by: the quicker ones are kept,
+    // unless none has come for a minute.
+    const roundTrip = after - before;
+    if (roundTrip <= Math.max(20, 2 * this.skewRoundTripMs) || after - this.skewMeasuredAt > 60_000) {
+      this.skewMs = databaseMs - (before + after) / 2;
+      this.skewRoundTripMs = Math.min(this.skewRoundTripMs, roundTrip);
+      this.skewMeasuredAt = after;
+    }
+  }
+
+  /**
+   * Whether this worker may take others for dead by their silence: it has been heard from
+   * without a gap for as long as they may be silent. After an outage of the database, which
+   * silences everyone, no one is taken for dead until all have had the time to be heard again.
+   */
+  private mayJudge(): boolean {
+    const now = Date.now();
+    return this.heardSince > 0 && now - this.heardSince >= this.lostAfterMs && now - this.heardLast <= this.lostAfterMs / 2;
   }
 
   /** Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock; others' come by polling). */
@@ -473,7 +542,7 @@ export class Dispatcher {
 
   private async reclaim(): Promise<void> {
     try {
-      const count = await reclaimLostDeliveries(this.pool, { lostAfterMs: this.lostAfterMs, scheduleLength: this.options.config.retrySchedule.length });
+      const count = await reclaimLostDeliveries(this.pool, { workerId: this.workerId, judge: this.mayJudge() });
       if (count) {
         this.log.warn({ count }, 'deliveries of a lost worker returned to the queue');
         this.poke();
@@ -960,7 +1029,7 @@ export class Dispatcher {
       minTimeout: 100,
       maxTimeout: 2_000,
       // A value refused now is refused on every try.
-      shouldRetry: ({ error }) => !refusedData(error),
+      shouldRetry: ({ error }) => transient(error),
       onFailedAttempt: ({ error, attemptNumber }) =>
         this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
     });
@@ -986,21 +1055,24 @@ export class Dispatcher {
     this.flushTimer = undefined;
     while (this.flushing) await this.flushing;
     if (!this.pending.length) return;
-    const batch = this.pending.splice(0);
+    const batch = this.pending.splice(0, MAX_RECORD_BATCH);
     let kept = false;
     this.flushing = (async () => {
       try {
         await this.recordBatch(batch);
       } catch (error) {
-        if (batch.length > 1 && refusedData(error)) {
-          // One outcome PostgreSQL refuses must not keep the others unrecorded (and sent again):
-          // each is recorded on its own, and only the refused one is left to its lease.
+        if (batch.length > 1 && !transient(error)) {
+          // One outcome PostgreSQL refuses (its data, a trigger of the operator's) must not keep
+          // the others unrecorded (and sent again): each is recorded on its own, and only the
+          // refused one is left to its lease.
           this.log.warn({ err: error, count: batch.length }, 'a batch of attempts was refused; recording them one by one');
           for (const outcome of batch) await this.recordBatch([outcome]).catch((failed) => this.unrecorded(failed, [outcome]));
-        } else if (this.running && !refusedData(error)) {
+        } else if (this.running && transient(error)) {
           this.log.error({ err: error, count: batch.length }, 'could not record attempts yet; keeping them to try again');
           this.pending.unshift(...batch);
           kept = true;
+          // Bounded: past MAX_KEPT the oldest are left to their leases (sent again, never lost).
+          if (this.pending.length > MAX_KEPT) this.unrecorded(error, this.pending.splice(0, this.pending.length - MAX_KEPT));
         } else {
           this.unrecorded(error, batch);
         }

@@ -348,16 +348,14 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
   );
 }
 
-/** What a dispatcher that died leaves in its deliveries' attempt log, for each attempt it had under way. */
-export const LOST_ATTEMPT_ERROR = 'worker lost during the attempt: its outcome is unknown';
-
-/** A dispatcher says it runs (Dispatcher: at start, then four times per WORKER_LOST_AFTER_MS); gives the database's clock (ms). */
-export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string): Promise<number> {
+/** A dispatcher says it runs, and after how long silent it is to be taken for dead; gives the database's clock (ms). */
+export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string, lostAfterMs: number): Promise<number> {
   const { rows } = await db.query({
     name: 'hookline_worker_heartbeat',
-    text: `insert into hookline_workers (id) values ($1) on conflict (id) do update set seen_at = now()
+    text: `insert into hookline_workers (id, lost_after_ms) values ($1, $2)
+           on conflict (id) do update set seen_at = now(), lost_after_ms = $2
            returning extract(epoch from clock_timestamp()) * 1000 as "databaseMs"`,
-    values: [workerId],
+    values: [workerId, Math.round(lostAfterMs)],
   });
   return Number(rows[0].databaseMs);
 }
@@ -368,54 +366,40 @@ export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Pr
 }
 
 /**
- * Deliveries being sent by a dispatcher that died go back to the queue, due now: those of a
- * dispatcher not heard from for `lostAfterMs` (however long their leases), and those of one
- * unknown here whose lease expired. The attempt a dead dispatcher had under way is counted and
- * logged (LOST_ATTEMPT_ERROR: it may have reached the receiver), so a delivery that keeps
- * bringing its dispatchers down ends FAILED with the schedule (`scheduleLength` retries) rather
- * than be sent for ever. A dispatcher still heard from keeps its deliveries until `lostAfterMs`
- * past their lease: its record is late (the database struggling), and will count the attempt.
- * Dispatchers not heard from for a day are forgotten.
+ * Deliveries being sent by dispatchers that died go back to the queue, due now: those of a
+ * dispatcher silent for longer than it said it may be (`judge`: only when the dispatcher
+ * reclaiming has itself been heard from all that time, so that an outage of the database,
+ * which silences everyone, is not taken for everyone's death; never its own), and those whose
+ * lease expired, of a dispatcher unknown here (stopped) or, when it is still heard from and its
+ * record late, `lost_after_ms` past the lease. An attempt a dead dispatcher had under way is
+ * not counted: whether it was even started is unknown. Dispatchers silent for a day are
+ * forgotten.
  */
-export async function reclaimLostDeliveries(
-  db: pg.ClientBase | pg.Pool,
-  options: { lostAfterMs: number; scheduleLength: number },
-): Promise<number> {
+export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, options: { workerId: string; judge: boolean }): Promise<number> {
   const { rows } = await db.query({
     name: 'hookline_reclaim_lost',
     text: `
       with forgotten as (
         delete from hookline_workers where seen_at < now() - interval '1 day'
       ), lost as (
-        select d.id, (w.seen_at is null or w.seen_at < now() - make_interval(secs => $1::double precision / 1000)) as gone
+        select d.id
           from webhook_deliveries d
           left join hookline_workers w on w.id = d.locked_by
          where d.status = 'SENDING'
            and case when w.id is null then d.lease_expires_at < now()
-                    when w.seen_at < now() - make_interval(secs => $1::double precision / 1000) then true
-                    else d.lease_expires_at < now() - make_interval(secs => $1::double precision / 1000) end
+                    when $2::boolean and w.id <> $1 and w.seen_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) then true
+                    else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end
            for update of d skip locked
       ), reclaimed as (
         update webhook_deliveries d
-           set status = case when l.gone and d.schedule_attempts + 1 > $2 then 'FAILED' else 'PENDING' end,
-               paused = not (l.gone and d.schedule_attempts + 1 > $2) and ${SUBSCRIPTION_INACTIVE},
-               next_attempt_at = case when l.gone and d.schedule_attempts + 1 > $2 then null else now() end,
-               attempts = d.attempts + l.gone::int,
-               schedule_attempts = d.schedule_attempts + l.gone::int,
-               last_error = case when l.gone then '${LOST_ATTEMPT_ERROR}' else coalesce(d.last_error, 'the attempt was not recorded within its lease') end,
-               last_status_code = case when l.gone then null else d.last_status_code end,
-               lease_expires_at = null, locked_by = null, updated_at = now()
+           set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+               last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
           from lost l
          where d.id = l.id
-        returning d.id, d.tenant_id, d.attempts, l.gone
-      ), logged as (
-        insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
-        select r.id, r.attempts, r.tenant_id, now(), 0, null, '${LOST_ATTEMPT_ERROR}', null
-          from reclaimed r where r.gone
-        on conflict (delivery_id, number) do nothing
+        returning d.id
       )
       select count(*)::int as n from reclaimed`,
-    values: [options.lostAfterMs, options.scheduleLength],
+    values: [options.workerId, options.judge],
   });
   return rows[0].n;
 }

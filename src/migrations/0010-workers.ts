@@ -15,7 +15,9 @@ export class Workers1764300000010 implements MigrationInterface {
       create table hookline_workers (
         id text primary key,
         started_at timestamptz not null default now(),
-        seen_at timestamptz not null default now()
+        seen_at timestamptz not null default now(),
+        -- Not heard from for this long, it has died: its own figure, which it says as often as it needs.
+        lost_after_ms integer not null
       )`);
   }
 

@@ -98,3 +98,41 @@ it('a worker whose database goes silent goes on once it answers again, and stops
   const [{ n }] = await api.dataSource.query(`select count(*)::int as n from webhook_deliveries where status = 'DELIVERED'`);
   expect(n).toBe(6);
 });
+
+it('an outage of the database, which silences every worker, does not make them take each other for dead', { timeout: 60_000 }, async () => {
+  // Workers that may be silent 1.5 s; the database is silent for 3 s while one of them sends a
+  // delivery (a 5 s answer). When it answers again, each has been silent longer than that, but
+  // none was dead: the delivery is sent once.
+  const databaseUrl = await createTestDatabase();
+  const proxy = await silenceableProxy(new URL(databaseUrl));
+  cleanups.push(() => proxy.close());
+  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
+  cleanups.push(() => api.stop());
+  for (let i = 0; i < 2; i++) {
+    const worker = await startTestHookline(
+      { HOOKLINE_ROLE: 'worker', HOOKLINE_DELIVERY_TIMEOUT: '30s' },
+      { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, workerLostAfterMs: 1_500, reclaimIntervalMs: 300 } },
+    );
+    cleanups.push(() => worker.stop());
+  }
+  const receiver = await startReceiver(() => ({ status: 200, delayMs: 5_000 }));
+  cleanups.push(() => receiver.close());
+  const { apiKey } = await api.createTenant();
+  await api.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: receiver.url, events: ['test.event'] } },
+    apiKey,
+  );
+  // Both have been heard from for long enough to judge others.
+  await new Promise((r) => setTimeout(r, 2_000));
+  const res = await api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n: 1 } } }, apiKey);
+  const id = res.data.triggerEvent.deliveries[0].id as string;
+  await receiver.waitFor(1, 10_000);
+  proxy.silence();
+  await new Promise((r) => setTimeout(r, 3_000));
+  proxy.answer();
+  await new Promise((r) => setTimeout(r, 8_000));
+  const [row] = await api.dataSource.query(`select status, attempts from webhook_deliveries where id = $1`, [id]);
+  expect(row).toEqual({ status: 'DELIVERED', attempts: 1 });
+  expect(receiver.received).toHaveLength(1);
+});
