@@ -1066,7 +1066,7 @@ async function isolation(receiver: Receiver) {
   const gql = new GraphQLClient(all.url, newAgent(4));
   const quiet = await createTenant(gql, 'Bench quiet');
   const noisy = await createTenant(gql, 'Bench noisy');
-  await createSubscription(gql, quiet.apiKey, `${receiver.url}/quiet`);
+  const quietSubscription = await createSubscription(gql, quiet.apiKey, `${receiver.url}/quiet`);
   const burstSubscription = await createSubscription(gql, noisy.apiKey, `${receiver.url}/burst`);
   const single = new GraphQLClient(all.url, newAgent(1));
   /** `n` serial calls, or while `going()` says so (asked every tenth call), 20 to 5,000. */
@@ -1095,16 +1095,16 @@ async function isolation(receiver: Receiver) {
   const burstStart = Date.now();
   await seed(burstSubscription, `${receiver.url}/burst`);
   await sleep(200);
+  const burstGoing = async (c: pg.ClientBase, subscriptions = [burstSubscription]) => {
+    const { rows } = await c.query(
+      `select exists (select 1 from webhook_deliveries where subscription_id = any($1::uuid[]) and status <> 'DELIVERED') as going`,
+      [subscriptions],
+    );
+    return rows[0].going as boolean;
+  };
   // Calls as long as the burst lasts: a quiet tenant that gets through only once it is over
   // makes few calls, each waiting long.
-  const burst = await withClient(databaseUrl, (c) =>
-    series(n, async () => {
-      const { rows } = await c.query(`select exists (select 1 from webhook_deliveries where subscription_id = $1 and status <> 'DELIVERED') as going`, [
-        burstSubscription,
-      ]);
-      return rows[0].going;
-    }),
-  );
+  const burst = await withClient(databaseUrl, (c) => series(n, () => burstGoing(c)));
   const burstSeconds = await withClient(databaseUrl, async (c) => {
     for (const deadline = now() + 60_000; now() < deadline; await sleep(100)) {
       const { rows } = await c.query(
@@ -1116,6 +1116,47 @@ async function isolation(receiver: Receiver) {
     }
     throw new Error('isolation: the burst was not delivered within 60 s');
   });
+  // A retry falling due behind a burst: nothing announces it (a delivery that falls due on
+  // its own, written here with triggers off), and it is the newest due row. From its insert
+  // to its arrival, one after another while the burst lasts. The burst is spread over 100
+  // subscriptions, so that none is at its share (a claim then takes the oldest rows it may,
+  // all the burst's, rather than walk past a full share's to the others').
+  const SPREAD = 100;
+  const spread: string[] = [];
+  for (let i = 0; i < SPREAD; i++) spread.push(await createSubscription(gql, noisy.apiKey, `${receiver.url}/spread/${i}`));
+  log(`isolation: a quiet tenant's deliveries falling due unannounced while another tenant's ${SIZES.drain} drain (${SPREAD} subscriptions)`);
+  await withClient(databaseUrl, async (c) => {
+    // One transaction: the burst is due all at once.
+    await c.query('begin');
+    for (const [i, id] of spread.entries()) await seedDue(c, noisy.id, id, `${receiver.url}/spread/${i}`, SIZES.drain / SPREAD);
+    await c.query('commit');
+  });
+  await sleep(200);
+  const retries = await withClient(databaseUrl, async (c) => {
+    const waits: number[] = [];
+    for (let i = 0; i < 5_000 && (i < 3 || (await burstGoing(c, spread))); i++) {
+      await c.query('begin');
+      await c.query('set local session_replication_role = replica');
+      const { rows } = await c.query(
+        `with ev as (
+           insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, created_at)
+           select id, $1, 'test.event', 'test', null, $2::jsonb, replace($3, '${ZERO_UUID}', id::text), now()
+             from (select gen_random_uuid() as id) s
+           returning id, created_at
+         )
+         insert into webhook_deliveries (${DELIVERY_SEED_COLUMNS})
+         select $1, ev.id, $4, 'test.event', $5, 'PENDING', 1, 1, 500, ev.created_at, null, ev.created_at, ev.created_at from ev
+         returning id`,
+        [quiet.id, JSON.stringify({ pad: PAD }), envelopeOf(ZERO_UUID, quiet.id, PAD), quietSubscription, `${receiver.url}/quiet`],
+      );
+      const t = now();
+      await c.query('commit');
+      const r = await receiver.waitIds([rows[0].id], 60_000);
+      if (r.timedOut) throw new Error('isolation: a delivery falling due unannounced did not arrive within 60 s');
+      waits.push(r.times![0]! - t);
+    }
+    return latencyStats(waits);
+  });
   await withClient(databaseUrl, (c) => c.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where tenant_id = $1 and status = 'PENDING'`, [noisy.id]));
   const hangingSubscription = await createSubscription(gql, noisy.apiKey, `${receiver.url}/hang/noisy`);
   await withClient(databaseUrl, (c) => c.query(`update webhook_subscriptions set active = false where id = $1`, [burstSubscription]));
@@ -1123,10 +1164,11 @@ async function isolation(receiver: Receiver) {
   await seed(hangingSubscription, `${receiver.url}/hang/noisy`);
   await sleep(2_000);
   const hanging = await series(n);
-  results.isolation = { backlog: SIZES.drain, alone, burst, burstSeconds, hanging };
+  results.isolation = { backlog: SIZES.drain, alone, burst, burstSeconds, retries, hanging };
   log(
     `isolation: quiet tenant p50/p99 alone ${alone.p50Ms}/${alone.p99Ms} ms, during a burst ${burst.p50Ms}/${burst.p99Ms} ms ` +
-      `(${burst.n} calls; the burst took ${burstSeconds} s), beside a hanging endpoint ${hanging.p50Ms}/${hanging.p99Ms} ms`,
+      `(${burst.n} calls; the burst took ${burstSeconds} s), unannounced during a burst ${retries.p50Ms}/${retries.p99Ms} ms ` +
+      `(${retries.n}), beside a hanging endpoint ${hanging.p50Ms}/${hanging.p99Ms} ms`,
   );
   await all.stop('SIGTERM');
   await adminDb!.query(`drop database ${database} with (force)`);
@@ -1281,6 +1323,13 @@ function report() {
           `${fmt(r.isolation.hanging.p50Ms, 1)}/${fmt(r.isolation.hanging.p99Ms, 1)} ms`
         : '—',
       r.isolation ? `p99 ${x(r.isolation.burst.p99Ms / r.isolation.alone.p99Ms)} / ${x(r.isolation.hanging.p99Ms / r.isolation.alone.p99Ms)} of alone` : '',
+    ],
+    [
+      `isolation: a tenant's delivery falling due unannounced (a retry), during the burst`,
+      r.isolation?.retries
+        ? `p50/p99 ${fmt(r.isolation.retries.p50Ms, 1)}/${fmt(r.isolation.retries.p99Ms, 1)} ms, max ${fmt(r.isolation.retries.maxMs, 1)} ms`
+        : '—',
+      r.isolation?.retries ? `${r.isolation.retries.n} deliveries` : '',
     ],
   ];
   const targets: Array<{ target: string; value: number; limit: number; pass: boolean | null; interval?: [number, number] }> = [];
