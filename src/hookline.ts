@@ -114,6 +114,9 @@ export async function startHookline({ config, log, clock = systemClock, host, di
     }
 
     app.setReady(true);
+    if (config.adminTokenShort) {
+      log.warn('ADMIN_TOKEN is shorter than 16 characters: whoever guesses it can create tenants; choose a long random one');
+    }
     log.info({ url: app.url, role: config.role }, 'Hookline is ready');
     let stopping: Promise<void> | undefined;
     return {
