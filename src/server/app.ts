@@ -43,6 +43,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 const WS_CLOSE_REVOKED = 4401;
+/** Why a WebSocket connection without a valid key is closed (at most 123 bytes). */
+export const WS_UNAUTHENTICATED_REASON = 'UNAUTHENTICATED: connection parameter authorization: "Bearer <API key>" missing or invalid';
 
 interface SocketEntry {
   /** Resolved when the socket connected; each operation resolves it again from `authorization`. */
@@ -175,8 +177,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
         onConnect: async (ctx) => {
           const authorization = connectionAuthorization(ctx.connectionParams);
           const viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys);
-          if (viewer.kind === 'anonymous') return false; // graphql-ws closes with 4403 Forbidden
           const socket = (ctx.extra as any).socket as import('ws').WebSocket;
+          if (viewer.kind === 'anonymous') {
+            // 4403 Forbidden, as graphql-ws refuses a connection, with the contract's code in the reason.
+            socket.close(4403, WS_UNAUTHENTICATED_REASON);
+            return false;
+          }
           const entry: SocketEntry = { viewer, authorization, close: (code, reason) => socket.close(code, reason) };
           sockets.add(entry);
           socket.once('close', () => sockets.delete(entry));

@@ -215,12 +215,12 @@ describe('over WebSocket', () => {
     await client.dispose();
   });
 
-  it('refuses a connection without a valid key', async () => {
+  it('refuses a connection without a valid key, naming the contract\'s code', async () => {
     for (const token of [undefined, 'hkl_wrong']) {
       const client = hl.wsClient(token);
       const closed = nextClose(client);
       await expect(wsRequest(client, VIEWER)).rejects.toBeDefined();
-      expect((await closed).code).toBe(4403);
+      expect(await closed).toMatchObject({ code: 4403, reason: expect.stringMatching(/^UNAUTHENTICATED: /) });
       await client.dispose();
     }
   });
