@@ -1,4 +1,5 @@
 // The envelope every receiver gets (README, "What a receiver gets").
+import { randomUUID } from 'node:crypto';
 
 export interface EventEnvelope {
   id: string;
@@ -11,7 +12,8 @@ export interface EventEnvelope {
 }
 
 export interface FormatEventInput {
-  id: string;
+  /** The event's id; a new random one when not given (the guide's format_event_payload takes none). */
+  id?: string;
   event: string;
   resourceType?: string | null;
   resourceId?: string | null;
@@ -25,7 +27,7 @@ export class WebhookFormatter {
   static formatEventPayload(input: FormatEventInput): EventEnvelope {
     const timestamp = input.timestamp ?? new Date();
     return {
-      id: input.id,
+      id: input.id ?? randomUUID(),
       event: input.event,
       resource_type: input.resourceType ?? null,
       resource_id: input.resourceId ?? null,

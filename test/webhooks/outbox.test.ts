@@ -95,6 +95,14 @@ it('formats the envelope of the contract', () => {
   );
 });
 
+it('gives the envelope an id of its own when none is given, as the guide\'s format_event_payload is called', () => {
+  const input = { event: 'invoice.created', resourceType: 'invoice', resourceId: 'inv-1', tenantId: 't-1', data: { amount: '1.00' } };
+  const [a, b] = [WebhookFormatter.formatEventPayload(input), WebhookFormatter.formatEventPayload(input)];
+  expect(a.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  expect(b.id).not.toBe(a.id);
+  expect(Object.keys(a)).toEqual(['id', 'event', 'resource_type', 'resource_id', 'tenant_id', 'timestamp', 'data']);
+});
+
 it('splices already serialised data into exactly the bytes serialize() makes', () => {
   for (const data of [{}, { amount: '1500.00', customer: 'Acme' }, { nested: { list: [1, 'ñ', null, { deep: true }] }, emoji: '✓', quote: '"}' }]) {
     const envelope = WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data, timestamp: new Date(0) });
