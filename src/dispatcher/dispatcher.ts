@@ -8,6 +8,7 @@
 // failed attempt's next try is a row in the database, and a claimed delivery
 // waits for a slot for less than its lease.
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import pRetry from 'p-retry';
@@ -82,7 +83,13 @@ function refusedData(error: unknown): boolean {
  */
 function transient(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
-  return typeof code !== 'string' || /^(08|53|57|40)/.test(code) || code === '55P03';
+  // Not 57014, a statement cancelled by its timeout: the same statement would be as slow again.
+  return typeof code !== 'string' || (/^(08|53|57|40)/.test(code) && code !== '57014') || code === '55P03';
+}
+
+/** Drops a connection whose server may be silent: pg has no public way (end() waits for the server). */
+function dropConnection(client: pg.ClientBase): void {
+  (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
 }
 
 const FLUSH_BATCH = 100;
@@ -233,8 +240,7 @@ export class Dispatcher {
   private readonly checkedOut = new Map<pg.PoolClient, number>();
   private readonly heartbeatPool: pg.Pool;
   private heartbeating: Promise<void> | undefined;
-  /** This process's clock: since when it has been heard from without a gap (0: it is not), and last. */
-  private heardSince = 0;
+  /** When this worker was last heard from (performance.now(); 0: not yet). */
   private heardLast = 0;
   private readonly lostAfterMs: number;
   private readonly idle = new Set<() => void>();
@@ -259,12 +265,20 @@ export class Dispatcher {
       // pg-pool waits for it before handing the new connection out (and drops the connection if it fails).
       // The server gives a statement up before this process does: one that timed out here
       // might still have committed (a claim, its rows then SENDING for nobody until the lease).
-      onConnect: (client) =>
-        client.query(`${QUEUE_SESSION_SETTINGS}; set statement_timeout = ${Math.round(0.8 * (options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS))}`),
+      // pg-pool times neither it nor the connection's first statement: a connection silent from
+      // then on is dropped here, as the watchdog drops the others.
+      onConnect: async (client) => {
+        const timer = setTimeout(() => dropConnection(client), options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS);
+        try {
+          await client.query(`${QUEUE_SESSION_SETTINGS}; set statement_timeout = ${Math.round(0.8 * (options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS))}`);
+        } finally {
+          clearTimeout(timer);
+        }
+      },
     });
     this.pool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
     this.queryTimeoutMs = options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS;
-    this.pool.on('acquire', (client) => this.checkedOut.set(client, Date.now()));
+    this.pool.on('acquire', (client) => this.checkedOut.set(client, performance.now()));
     this.pool.on('release', (_error, client) => this.checkedOut.delete(client));
     this.agent = createGuardedAgent({
       allowPrivate: config.allowPrivateTargets,
@@ -341,15 +355,18 @@ export class Dispatcher {
     for (const { delivery } of unsent) this.unhold(delivery);
     if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
-    while (this.pending.length) await this.flush(); // a statement per MAX_RECORD_BATCH
-    // Heard from until now (others would take its attempts in flight for lost), and it holds
-    // nothing now: what it could not record is left to its lease.
+    // flush() first waits for one under way (the last attempt's own); a statement per MAX_RECORD_BATCH.
+    do await this.flush();
+    while (this.pending.length);
+    // Heard from until now: others would take its attempts in flight for lost.
     clearInterval(this.heartbeatTimer);
-    clearInterval(this.watchdogTimer);
     await this.heartbeating; // lest it land after the sign-off
+    // What it still holds (an outcome it could not record, a delivery it could not hand back)
+    // goes back to the queue with the sign-off.
     await signOff(this.pool, this.workerId).catch(() => {});
     await this.listener?.end().catch(() => {});
-    await this.pool.end();
+    await this.pool.end(); // the watchdog still drops statements of a silent database
+    clearInterval(this.watchdogTimer);
     await this.heartbeatPool.end();
     await this.agent.close();
     this.log.info('dispatcher stopped');
@@ -363,7 +380,7 @@ export class Dispatcher {
   handOff(tenantId: string): HandOff | undefined {
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     // Not beside a tenant's claim either: both would fill the same shares from the same counts.
-    if (!this.running || !this.drained || this.ready.length || this.claimingFor) return undefined;
+    if (!this.running || !this.drained || this.ready.length || this.claimingFor || this.fenced()) return undefined;
     const limit = Math.min(concurrency - (this.inFlight - this.slow) - this.reserved, 2 * perTenant - (this.tenantHeld.get(tenantId) ?? 0));
     if (limit <= 0) return undefined;
     const settle = this.reserve(limit);
@@ -429,20 +446,26 @@ export class Dispatcher {
   private skewRoundTripMs = Number.POSITIVE_INFINITY;
   private skewMeasuredAt = 0;
 
-  /** Says this worker runs; notes since when it has been heard from without a gap, and the database's clock. */
+  /**
+   * Says this worker runs (on its own connection, or the pool's should that one fail); notes
+   * when it was last heard from, and the database's clock. After a gap long enough for others
+   * to have taken it for dead, what it had claimed and not started goes back to the queue.
+   */
   private async heartbeat(): Promise<void> {
     const before = Date.now();
+    const sent = performance.now();
     let databaseMs: number;
     try {
-      databaseMs = await heartbeat(this.heartbeatPool, this.workerId, this.lostAfterMs);
+      databaseMs = await heartbeat(this.heartbeatPool, this.workerId, this.lostAfterMs).catch(() =>
+        heartbeat(this.pool, this.workerId, this.lostAfterMs),
+      );
     } catch (error) {
-      this.heardSince = 0;
+      this.pump(); // which stops starting attempts once the silence lasts (fenced())
       throw error;
     }
     const after = Date.now();
-    // A gap (this one late, or one before it failed): others may have taken it for dead meanwhile.
-    if (!this.heardSince || before - this.heardLast > this.lostAfterMs / 2) this.heardSince = before;
-    this.heardLast = after;
+    if (this.heardLast && sent - this.heardLast > this.lostAfterMs / 2) this.unfence();
+    this.heardLast = performance.now();
     // Half the round trip is the most the reckoning can be off by: the quicker ones are kept,
     // unless none has come for a minute.
     const roundTrip = after - before;
@@ -459,24 +482,38 @@ export class Dispatcher {
    * silent). The statement fails, its connection is dropped, and its step is tried again.
    */
   private watchStatements(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const [client, since] of this.checkedOut) {
       if (now - since <= this.queryTimeoutMs) continue;
       this.checkedOut.delete(client);
-      this.log.warn({ ms: now - since }, 'a database statement went unanswered; dropping its connection');
-      // pg has no public way to drop a connection whose server is silent (end() waits for it).
-      (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+      this.log.warn({ ms: Math.round(now - since) }, 'a database statement went unanswered; dropping its connection');
+      dropConnection(client);
     }
   }
 
   /**
-   * Whether this worker may take others for dead by their silence: it has been heard from
-   * without a gap for as long as they may be silent. After an outage of the database, which
-   * silences everyone, no one is taken for dead until all have had the time to be heard again.
+   * Not heard from for half the time after which others take it for dead: it starts no attempt
+   * and makes no claim, lest it send what another has taken back.
    */
-  private mayJudge(): boolean {
-    const now = Date.now();
-    return this.heardSince > 0 && now - this.heardSince >= this.lostAfterMs && now - this.heardLast <= this.lostAfterMs / 2;
+  private fenced(): boolean {
+    return this.heardLast > 0 && performance.now() - this.heardLast > this.lostAfterMs / 2;
+  }
+
+  /**
+   * Heard from again after such a gap: what it claimed and did not start may have been taken
+   * back and sent by another, so it goes back to the queue (a hand-back leaves rows no longer
+   * this worker's alone), and the loop claims afresh.
+   */
+  private unfence(): void {
+    const unsent = this.ready.splice(0);
+    this.parked = 0;
+    for (const { delivery } of unsent) this.unhold(delivery);
+    if (unsent.length) {
+      this.log.warn({ count: unsent.length }, 'not heard from for a while: claimed deliveries handed back to the queue');
+      void releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id))
+        .catch((error) => this.log.warn({ err: error }, 'could not hand claimed deliveries back; their worker being known, they wait for its lease'))
+        .finally(() => this.poke());
+    } else this.poke();
   }
 
   /** Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock; others' come by polling). */
@@ -569,7 +606,7 @@ export class Dispatcher {
 
   private async reclaim(): Promise<void> {
     try {
-      const count = await reclaimLostDeliveries(this.pool, { workerId: this.workerId, judge: this.mayJudge() });
+      const count = await reclaimLostDeliveries(this.pool, this.workerId);
       if (count) {
         this.log.warn({ count }, 'deliveries of a lost worker returned to the queue');
         this.poke();
@@ -605,6 +642,8 @@ export class Dispatcher {
         sleepMs = Math.min(sleepMs, backoffMs);
       } else if (this.claimingFor) {
         // A tenant's claim is under way; it wakes the loop when it ends.
+      } else if (this.fenced()) {
+        sleepMs = Math.min(sleepMs, 250); // until heard from again (unfence() pokes)
       } else if (!this.roomBound) {
         try {
           const claimStarted = Date.now();
@@ -708,7 +747,7 @@ export class Dispatcher {
    */
   private claimForNotifiedTenants(): void {
     // Slots reserved now are a hand-off's (an insert claiming for this worker): it settles soon.
-    if (this.claimingFor || this.loopClaiming || this.loopTurn || this.reserved || !this.notifiedTenants.size || !this.running) return;
+    if (this.claimingFor || this.loopClaiming || this.loopTurn || this.reserved || !this.notifiedTenants.size || !this.running || this.fenced()) return;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const room = Math.min(this.room(), TENANT_CLAIM_LIMIT);
     if (room <= 0) return; // a freed slot (release) or the loop comes back here
@@ -857,6 +896,7 @@ export class Dispatcher {
   /** Starts ready deliveries while slots are free, each subscription and tenant within its share. */
   private pump(): void {
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    if (this.fenced()) return; // unfence() hands `ready` back
     let i = 0;
     const now = Date.now();
     while (i < this.ready.length && this.inFlight - this.slow < concurrency && this.running) {

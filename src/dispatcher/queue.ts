@@ -348,46 +348,71 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
   );
 }
 
-/** A dispatcher says it runs, and after how long silent it is to be taken for dead; gives the database's clock (ms). */
+/**
+ * A dispatcher says it runs, and after how long silent it is to be taken for dead; gives the
+ * database's clock (ms). `heard_since` restarts when it had been silent for half that.
+ */
 export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string, lostAfterMs: number): Promise<number> {
   const { rows } = await db.query({
     name: 'hookline_worker_heartbeat',
-    text: `insert into hookline_workers (id, lost_after_ms) values ($1, $2)
-           on conflict (id) do update set seen_at = now(), lost_after_ms = $2
+    text: `insert into hookline_workers as w (id, lost_after_ms) values ($1, $2)
+           on conflict (id) do update
+             set heard_since = case when w.seen_at < now() - make_interval(secs => w.lost_after_ms / 2000.0) then now() else w.heard_since end,
+                 seen_at = now(), lost_after_ms = $2
            returning extract(epoch from clock_timestamp()) * 1000 as "databaseMs"`,
     values: [workerId, Math.round(lostAfterMs)],
   });
   return Number(rows[0].databaseMs);
 }
 
-/** A dispatcher that stopped cleanly: it holds nothing. */
+/**
+ * A dispatcher that stopped: whatever it still holds (an outcome it could not record, a
+ * delivery it could not hand back) goes back to the queue now, rather than wait for a lease,
+ * and it is forgotten.
+ */
 export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Promise<void> {
-  await db.query(`delete from hookline_workers where id = $1`, [workerId]);
+  await db.query(
+    `with back as (
+       update webhook_deliveries d
+          set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+              last_error = coalesce(d.last_error, 'worker stopped before recording the attempt'), updated_at = now()
+        where d.locked_by = $1 and d.status = 'SENDING'
+     )
+     delete from hookline_workers where id = $1`,
+    [workerId],
+  );
 }
 
 /**
  * Deliveries being sent by dispatchers that died go back to the queue, due now: those of a
- * dispatcher silent for longer than it said it may be (`judge`: only when the dispatcher
- * reclaiming has itself been heard from all that time, so that an outage of the database,
- * which silences everyone, is not taken for everyone's death; never its own), and those whose
- * lease expired, of a dispatcher unknown here (stopped) or, when it is still heard from and its
- * record late, `lost_after_ms` past the lease. An attempt a dead dispatcher had under way is
- * not counted: whether it was even started is unknown. Dispatchers silent for a day are
- * forgotten.
+ * dispatcher silent for longer than it said it may be, and those whose lease expired, of a
+ * dispatcher unknown here (stopped) or, when it is still heard from and its record late,
+ * `lost_after_ms` past the lease. Silence is judged by the database, at the moment the
+ * statement runs, and only by a dispatcher (`workerId`) itself heard from just now and
+ * without a gap for as long as either may be silent: after an outage of the database, or a
+ * partition that held this very statement up, which silence everyone, no one is taken for
+ * dead until all have had the time to be heard again. Never its own deliveries. An attempt a
+ * dead dispatcher had under way is not counted: whether it was even started is unknown.
+ * Dispatchers silent for a day are forgotten.
  */
-export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, options: { workerId: string; judge: boolean }): Promise<number> {
+export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerId: string): Promise<number> {
   const { rows } = await db.query({
     name: 'hookline_reclaim_lost',
     text: `
       with forgotten as (
         delete from hookline_workers where seen_at < now() - interval '1 day'
+      ), me as (
+        select heard_since, lost_after_ms from hookline_workers
+         where id = $1 and seen_at >= now() - make_interval(secs => lost_after_ms / 2000.0)
       ), lost as (
         select d.id
           from webhook_deliveries d
           left join hookline_workers w on w.id = d.locked_by
          where d.status = 'SENDING'
            and case when w.id is null then d.lease_expires_at < now()
-                    when $2::boolean and w.id <> $1 and w.seen_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) then true
+                    when w.id <> $1 and w.seen_at < now() - make_interval(secs => w.lost_after_ms / 1000.0)
+                         and exists (select from me where me.heard_since <= now() - make_interval(secs => greatest(me.lost_after_ms, w.lost_after_ms) / 1000.0))
+                      then true
                     else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end
            for update of d skip locked
       ), reclaimed as (
@@ -399,7 +424,7 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, options
         returning d.id
       )
       select count(*)::int as n from reclaimed`,
-    values: [options.workerId, options.judge],
+    values: [workerId],
   });
   return rows[0].n;
 }

@@ -16,6 +16,8 @@ export class Workers1764300000010 implements MigrationInterface {
         id text primary key,
         started_at timestamptz not null default now(),
         seen_at timestamptz not null default now(),
+        -- Heard from without a gap (each time within half its lost_after_ms) since then.
+        heard_since timestamptz not null default now(),
         -- Not heard from for this long, it has died: its own figure, which it says as often as it needs.
         lost_after_ms integer not null
       )`);

@@ -386,3 +386,34 @@ describe('at least once, with worker processes', () => {
     expect(rows).toEqual([{ attempts: 1 }]);
   });
 });
+
+describe('a worker that cannot say it runs', () => {
+  it('starts none of what it claimed once others may have taken it for dead', { timeout: 45_000 }, async () => {
+    const s = await scenario();
+    const receiver = await receiverWith(() => ({ status: 200, delayMs: 3_000 }));
+    await subscribe(s, `${receiver.url}/fenced`);
+    // One slot per subscription: of two deliveries, A sends one (3 s) and holds the other, ready.
+    const env = { HOOKLINE_ROLE: 'worker', HOOKLINE_DELIVERY_TIMEOUT: '10s', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1' };
+    const timings = { workerLostAfterMs: 1_500, reclaimIntervalMs: 300 };
+    const a = await startTestHookline(env, { databaseUrl: s.databaseUrl, dispatcher: timings });
+    cleanups.push(() => a.stop());
+    const [, second] = await triggerEvents(s, 2, 1);
+    await receiver.waitFor(1, 10_000);
+    // A's heartbeats now fail (its claims and records would not): others take it for dead.
+    await s.db.query(`
+      create function refuse_worker() returns trigger language plpgsql as $$
+      begin
+        if new.id = '${a.dispatcher!.workerId}' then raise exception 'refused'; end if;
+        return new;
+      end $$;
+      create trigger refuse_worker before insert or update on hookline_workers for each row execute function refuse_worker();`);
+    const b = await startTestHookline(env, { databaseUrl: s.databaseUrl, dispatcher: timings });
+    cleanups.push(() => b.stop());
+    await eventually(async () => (await statusCounts(s.db)).DELIVERED === 2, 30_000, 100);
+    await sleep(4_000); // A's attempt has ended, and its slot freed, long since
+    const { rows } = await s.db.query(`select d.id from webhook_deliveries d join webhook_events e on e.id = d.event_id where e.id = $1`, [second]);
+    // The one A held, ready, was sent by B alone (the one A was sending is sent again: its
+    // worker was taken for dead while it was in flight).
+    expect(countBy(receiver, 'webhook-id').get(rows[0].id)).toBe(1);
+  });
+});

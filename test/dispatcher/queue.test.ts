@@ -16,6 +16,7 @@ import {
   claimSize,
   claimSql,
   dueTenants,
+  heartbeat,
   reclaimLostDeliveries,
 } from '../../src/dispatcher/queue.js';
 import { createTestDatabase } from '../helpers/database.js';
@@ -235,9 +236,14 @@ it('the look for tenants with deliveries due walks the tenants, one probe each, 
 it('deliveries of dead workers go back to the queue, and those of live ones only long past their lease', async () => {
   await client.query(`reset all; ${QUEUE_SESSION_SETTINGS}`);
   const { rows: [row] } = await client.query(`select tenant_id, event_id, subscription_id from webhook_deliveries limit 1`);
+  // `self` reclaims: heard from just now, first without a gap for 10 s only (less than the 20 s
+  // the others may be silent), then for a minute.
   await client.query(
-    `insert into hookline_workers (id, seen_at, lost_after_ms) values
-       ('stale', now() - interval '1 minute', 20000), ('fresh', now(), 20000), ('self', now() - interval '1 minute', 20000)`,
+    `insert into hookline_workers (id, seen_at, heard_since, lost_after_ms) values
+       ('stale', now() - interval '1 minute', now() - interval '1 hour', 20000),
+       ('fresh', now(), now() - interval '1 hour', 20000),
+       ('self', now(), now() - interval '10 seconds', 20000),
+       ('silent-self', now() - interval '1 minute', now() - interval '1 hour', 20000)`,
   );
   // Worker, lease (from now): what it holds.
   const cases: Array<[string, string]> = [
@@ -246,7 +252,7 @@ it('deliveries of dead workers go back to the queue, and those of live ones only
     ['unknown', '1 hour'], // unknown here, lease running: left to it
     ['fresh', '-1 second'], // heard from, its record a little late: left to it
     ['fresh', '-1 hour'], // heard from, its record very late: back
-    ['self', '1 hour'], // silent, but the one reclaiming: never its own
+    ['self', '1 hour'], // the one reclaiming: never its own
   ];
   const ids: string[] = [];
   for (const [worker, lease] of cases) {
@@ -264,11 +270,22 @@ it('deliveries of dead workers go back to the queue, and those of live ones only
         [ids],
       )
     ).rows.map((r) => `${r.status}/${r.attempts}`);
-  // Not heard from without a gap itself (after an outage of the database, say): leases only.
-  expect(await reclaimLostDeliveries(client, { workerId: 'self', judge: false })).toBe(2);
+  // A reclaimer silent itself (a partition held its statement up, say) judges no one by silence.
+  expect(await reclaimLostDeliveries(client, 'silent-self')).toBe(2);
   expect(await states()).toEqual(['SENDING/1', 'PENDING/1', 'SENDING/1', 'SENDING/1', 'PENDING/1', 'SENDING/1']);
-  expect(await reclaimLostDeliveries(client, { workerId: 'self', judge: true })).toBe(1);
+  // Nor one heard from without a gap for less time than the others may be silent (after an outage).
+  expect(await reclaimLostDeliveries(client, 'self')).toBe(0);
+  await client.query(`update hookline_workers set heard_since = now() - interval '1 minute' where id = 'self'`);
+  expect(await reclaimLostDeliveries(client, 'self')).toBe(1);
   // Nothing counted: whether the lost attempts were even started is unknown.
   expect(await states()).toEqual(['PENDING/1', 'PENDING/1', 'SENDING/1', 'SENDING/1', 'PENDING/1', 'SENDING/1']);
+  // Its heartbeat restarts heard_since only after a silence of half its lost_after_ms.
+  const heardSince = async () => (await client.query(`select heard_since from hookline_workers where id = 'self'`)).rows[0].heard_since.getTime();
+  const before = await heardSince();
+  await heartbeat(client, 'self', 20_000);
+  expect(await heardSince()).toBe(before);
+  await client.query(`update hookline_workers set seen_at = now() - interval '11 seconds' where id = 'self'`);
+  await heartbeat(client, 'self', 20_000);
+  expect(await heardSince()).toBeGreaterThan(before + 30_000);
   await client.query(`update webhook_deliveries set status = 'CANCELED', locked_by = null, lease_expires_at = null, next_attempt_at = null where id = any($1::uuid[])`, [ids]);
 });

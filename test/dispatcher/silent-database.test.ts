@@ -136,3 +136,89 @@ it('an outage of the database, which silences every worker, does not make them t
   expect(row).toEqual({ status: 'DELIVERED', attempts: 1 });
   expect(receiver.received).toHaveLength(1);
 });
+
+it('a worker asked to stop while its database is silent stops', { timeout: 30_000 }, async () => {
+  const databaseUrl = await createTestDatabase();
+  const proxy = await silenceableProxy(new URL(databaseUrl));
+  cleanups.push(() => proxy.close());
+  // Reclaims every 100 ms: one is under way, unanswered, as the dispatcher ends its pool.
+  const worker = await startTestHookline(
+    { HOOKLINE_ROLE: 'worker' },
+    { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, reclaimIntervalMs: 100 } },
+  );
+  cleanups.push(() => worker.stop());
+  await new Promise((r) => setTimeout(r, 1_500));
+  proxy.silence();
+  const stopped = await Promise.race([worker.dispatcher!.stop().then(() => true), new Promise((r) => setTimeout(() => r(false), 15_000))]);
+  expect(stopped, 'the dispatcher stopped').toBe(true);
+});
+
+/**
+ * A TCP proxy to PostgreSQL whose new dispatcher pool connections, while `armed`, go silent at
+ * their first statement (the pool's session settings), after the connection itself was made.
+ */
+async function silentAtFirstStatement(target: URL) {
+  let armed = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    let first = true;
+    let victim = false;
+    let silent = false;
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.on('data', (d) => {
+      if (first) {
+        first = false;
+        victim = armed && d.toString('latin1').includes('\0application_name\0hookline-dispatcher\0');
+      } else if (victim && d[0] === 0x51) silent = true; // 'Q', a simple query
+      if (!silent) upstream.write(d);
+    });
+    upstream.on('data', (d) => !silent && client.write(d));
+    client.on('close', () => !silent && upstream.destroy());
+    upstream.on('close', () => !silent && client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    arm: () => (armed = true),
+    disarm: () => (armed = false),
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+it('a new connection that goes silent while it is being set up does not take a slot of the worker for ever', { timeout: 60_000 }, async () => {
+  const databaseUrl = await createTestDatabase();
+  const proxy = await silentAtFirstStatement(new URL(databaseUrl));
+  cleanups.push(() => proxy.close());
+  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
+  cleanups.push(() => api.stop());
+  const worker = await startTestHookline({ HOOKLINE_ROLE: 'worker' }, { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, pollIntervalMs: 200 } });
+  cleanups.push(() => worker.stop());
+  const receiver = await startReceiver();
+  cleanups.push(() => receiver.close());
+  const { apiKey } = await api.createTenant();
+  await api.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: receiver.url, events: ['test.event'] } },
+    apiKey,
+  );
+  const trigger = (n: number) => api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n } } }, apiKey);
+  await trigger(0);
+  await receiver.waitFor(1, 10_000);
+  // A blip: the pool's connections are dropped, and the new ones go silent once set up, for a moment.
+  proxy.arm();
+  await api.dataSource.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-dispatcher'`);
+  await new Promise((r) => setTimeout(r, 1_500));
+  proxy.disarm();
+  for (let n = 1; n <= 3; n++) await trigger(n);
+  await receiver.waitFor(4, 15_000);
+});
