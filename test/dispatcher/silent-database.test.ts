@@ -12,22 +12,33 @@ import { TRIGGER_EVENT } from '../helpers/operations.js';
 /**
  * A TCP proxy to PostgreSQL. `silence()` makes every connection open now go quiet for good
  * (nothing more is forwarded either way, nothing is closed), and new ones too, until `answer()`:
- * connections made after that work.
+ * connections made after that work. While `armed`, a new dispatcher pool connection goes quiet
+ * for good at its first statement (the pool's session settings), once the connection is made.
  */
 async function silenceableProxy(target: URL) {
   let generation = 0;
   let silent = false;
+  let armed = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const born = generation;
-    const alive = () => !silent && born === generation;
+    let first = true;
+    let victim = false;
+    let quiet = false;
+    const alive = () => !silent && !quiet && born === generation;
     const upstream = net.connect(Number(target.port), target.hostname);
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('error', () => {});
       s.on('close', () => sockets.delete(s));
     }
-    client.on('data', (d) => alive() && upstream.write(d));
+    client.on('data', (d) => {
+      if (first) {
+        first = false;
+        victim = armed && d.toString('latin1').includes('\0application_name\0hookline-dispatcher\0');
+      } else if (victim && d[0] === 0x51) quiet = true; // 'Q', a simple query
+      if (alive()) upstream.write(d);
+    });
     upstream.on('data', (d) => alive() && client.write(d));
     // A connection that ends while alive ends on the other side too; a silenced one never does.
     client.on('close', () => alive() && upstream.destroy());
@@ -45,6 +56,8 @@ async function silenceableProxy(target: URL) {
     answer() {
       silent = false;
     },
+    arm: () => (armed = true),
+    disarm: () => (armed = false),
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => server.close(resolve));
@@ -57,18 +70,17 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
 });
 
-it('a worker whose database goes silent goes on once it answers again, and stops when asked', { timeout: 60_000 }, async () => {
+/**
+ * A fresh database behind a proxy, an API-only Hookline on the database itself, a tenant with
+ * one subscription to a receiver answering as `respond` says; `trigger` gives the delivery's id.
+ */
+async function scenario(respond?: Receiver['respond']) {
   const databaseUrl = await createTestDatabase();
   const proxy = await silenceableProxy(new URL(databaseUrl));
   cleanups.push(() => proxy.close());
   const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
   cleanups.push(() => api.stop());
-  let worker: TestHookline | undefined = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker' },
-    { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, pollIntervalMs: 200 } },
-  );
-  cleanups.push(() => worker?.stop() ?? Promise.resolve());
-  const receiver: Receiver = await startReceiver();
+  const receiver = await startReceiver(respond);
   cleanups.push(() => receiver.close());
   const { apiKey } = await api.createTenant();
   await api.gql(
@@ -79,7 +91,24 @@ it('a worker whose database goes silent goes on once it answers again, and stops
   const trigger = async (n: number) => {
     const res = await api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n } } }, apiKey);
     expect(res.errors).toBeUndefined();
+    return res.data.triggerEvent.deliveries[0].id as string;
   };
+  /** A worker on the proxy. */
+  const worker = async (env: Record<string, string>, dispatcher: NonNullable<Parameters<typeof startTestHookline>[1]>['dispatcher']) => {
+    const started = await startTestHookline({ HOOKLINE_ROLE: 'worker', ...env }, { databaseUrl: proxy.url, dispatcher });
+    cleanups.push(() => started.stop());
+    return started;
+  };
+  return { proxy, api, receiver, trigger, worker };
+}
+
+/** Whether `promise` settles within `ms`. */
+const within = (promise: Promise<unknown>, ms: number) =>
+  Promise.race([promise.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
+it('a worker whose database goes silent goes on once it answers again, and stops when asked', { timeout: 60_000 }, async () => {
+  const { proxy, api, receiver, trigger, worker } = await scenario();
+  const w: TestHookline = await worker({}, { databaseTimeoutMs: 1_000, pollIntervalMs: 200 });
   await trigger(0);
   await receiver.waitFor(1, 10_000);
 
@@ -91,10 +120,7 @@ it('a worker whose database goes silent goes on once it answers again, and stops
 
   proxy.answer();
   await receiver.waitFor(6, 15_000);
-  const stopping = worker.stop();
-  const stopped = await Promise.race([stopping.then(() => true), new Promise((r) => setTimeout(() => r(false), 10_000))]);
-  expect(stopped, 'the worker stopped').toBe(true);
-  worker = undefined;
+  expect(await within(w.stop(), 10_000), 'the worker stopped').toBe(true);
   const [{ n }] = await api.dataSource.query(`select count(*)::int as n from webhook_deliveries where status = 'DELIVERED'`);
   expect(n).toBe(6);
 });
@@ -103,30 +129,13 @@ it('an outage of the database, which silences every worker, does not make them t
   // Workers that may be silent 1.5 s; the database is silent for 3 s while one of them sends a
   // delivery (a 5 s answer). When it answers again, each has been silent longer than that, but
   // none was dead: the delivery is sent once.
-  const databaseUrl = await createTestDatabase();
-  const proxy = await silenceableProxy(new URL(databaseUrl));
-  cleanups.push(() => proxy.close());
-  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
-  cleanups.push(() => api.stop());
+  const { proxy, api, receiver, trigger, worker } = await scenario(() => ({ status: 200, delayMs: 5_000 }));
   for (let i = 0; i < 2; i++) {
-    const worker = await startTestHookline(
-      { HOOKLINE_ROLE: 'worker', HOOKLINE_DELIVERY_TIMEOUT: '30s' },
-      { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, workerLostAfterMs: 1_500, reclaimIntervalMs: 300 } },
-    );
-    cleanups.push(() => worker.stop());
+    await worker({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, { databaseTimeoutMs: 1_000, workerLostAfterMs: 1_500, reclaimIntervalMs: 300 });
   }
-  const receiver = await startReceiver(() => ({ status: 200, delayMs: 5_000 }));
-  cleanups.push(() => receiver.close());
-  const { apiKey } = await api.createTenant();
-  await api.gql(
-    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: receiver.url, events: ['test.event'] } },
-    apiKey,
-  );
   // Both have been heard from for long enough to judge others.
   await new Promise((r) => setTimeout(r, 2_000));
-  const res = await api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n: 1 } } }, apiKey);
-  const id = res.data.triggerEvent.deliveries[0].id as string;
+  const id = await trigger(1);
   await receiver.waitFor(1, 10_000);
   proxy.silence();
   await new Promise((r) => setTimeout(r, 3_000));
@@ -138,80 +147,17 @@ it('an outage of the database, which silences every worker, does not make them t
 });
 
 it('a worker asked to stop while its database is silent stops', { timeout: 30_000 }, async () => {
-  const databaseUrl = await createTestDatabase();
-  const proxy = await silenceableProxy(new URL(databaseUrl));
-  cleanups.push(() => proxy.close());
+  const { proxy, worker } = await scenario();
   // Reclaims every 100 ms: one is under way, unanswered, as the dispatcher ends its pool.
-  const worker = await startTestHookline(
-    { HOOKLINE_ROLE: 'worker' },
-    { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, reclaimIntervalMs: 100 } },
-  );
-  cleanups.push(() => worker.stop());
+  const w = await worker({}, { databaseTimeoutMs: 1_000, reclaimIntervalMs: 100 });
   await new Promise((r) => setTimeout(r, 1_500));
   proxy.silence();
-  const stopped = await Promise.race([worker.dispatcher!.stop().then(() => true), new Promise((r) => setTimeout(() => r(false), 15_000))]);
-  expect(stopped, 'the dispatcher stopped').toBe(true);
+  expect(await within(w.dispatcher!.stop(), 15_000), 'the dispatcher stopped').toBe(true);
 });
 
-/**
- * A TCP proxy to PostgreSQL whose new dispatcher pool connections, while `armed`, go silent at
- * their first statement (the pool's session settings), after the connection itself was made.
- */
-async function silentAtFirstStatement(target: URL) {
-  let armed = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    let first = true;
-    let victim = false;
-    let silent = false;
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.on('data', (d) => {
-      if (first) {
-        first = false;
-        victim = armed && d.toString('latin1').includes('\0application_name\0hookline-dispatcher\0');
-      } else if (victim && d[0] === 0x51) silent = true; // 'Q', a simple query
-      if (!silent) upstream.write(d);
-    });
-    upstream.on('data', (d) => !silent && client.write(d));
-    client.on('close', () => !silent && upstream.destroy());
-    upstream.on('close', () => !silent && client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = new URL(target);
-  url.port = String((server.address() as net.AddressInfo).port);
-  return {
-    url: url.toString(),
-    arm: () => (armed = true),
-    disarm: () => (armed = false),
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
 it('a new connection that goes silent while it is being set up does not take a slot of the worker for ever', { timeout: 60_000 }, async () => {
-  const databaseUrl = await createTestDatabase();
-  const proxy = await silentAtFirstStatement(new URL(databaseUrl));
-  cleanups.push(() => proxy.close());
-  const api = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl });
-  cleanups.push(() => api.stop());
-  const worker = await startTestHookline({ HOOKLINE_ROLE: 'worker' }, { databaseUrl: proxy.url, dispatcher: { databaseTimeoutMs: 1_000, pollIntervalMs: 200 } });
-  cleanups.push(() => worker.stop());
-  const receiver = await startReceiver();
-  cleanups.push(() => receiver.close());
-  const { apiKey } = await api.createTenant();
-  await api.gql(
-    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: receiver.url, events: ['test.event'] } },
-    apiKey,
-  );
-  const trigger = (n: number) => api.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: { n } } }, apiKey);
+  const { proxy, api, receiver, trigger, worker } = await scenario();
+  await worker({}, { databaseTimeoutMs: 1_000, pollIntervalMs: 200 });
   await trigger(0);
   await receiver.waitFor(1, 10_000);
   // A blip: the pool's connections are dropped, and the new ones go silent once set up, for a moment.
