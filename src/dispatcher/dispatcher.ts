@@ -66,20 +66,11 @@ export interface DispatcherOptions {
 }
 
 /**
- * PostgreSQL refused a value or a row of the statement itself (SQLSTATE classes 22, data
- * exception, and 23, integrity constraint violation: e.g. a delivery deleted while it was
- * sent), not the connection or the server: trying the same statement again cannot help.
- */
-function refusedData(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && /^2[23]/.test(code);
-}
-
-/**
  * The database was away or busy, not the statement wrong: no SQLSTATE (the connection failed or
  * timed out), or connection exception (08), insufficient resources (53), operator intervention
- * (57: shutdown, crash, a statement cancelled by its timeout), transaction rollback (40:
- * serialization, deadlock), lock not available (55P03). The same statement may pass later.
+ * (57: shutdown, crash), transaction rollback (40: serialization, deadlock), lock not available
+ * (55P03). The same statement may pass later; anything else (a value or row refused, a statement
+ * cancelled by its timeout, a trigger's error) it would not.
  */
 function transient(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
