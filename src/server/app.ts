@@ -225,12 +225,18 @@ export async function buildApp(options: AppOptions): Promise<App> {
             errors = [error]; // GraphQL Armor's limits throw their refusal
           }
           if (errors.length) return forWebSocket(errors.map((error) => mask(error)));
+          let contextValue;
+          try {
+            contextValue = await contextFactory(); // refuses an operation over the key's rate limit
+          } catch (error) {
+            return forWebSocket([mask(error)]);
+          }
           return {
             schema,
             operationName: params.operationName,
             document,
             variableValues: params.variables,
-            contextValue: await contextFactory(),
+            contextValue,
             rootValue: { execute, subscribe },
           };
         },

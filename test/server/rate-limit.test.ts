@@ -2,6 +2,8 @@
 // rate, and requests over it are RATE_LIMITED (429 over HTTP) and write nothing.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectWs } from '../helpers/live.js';
+import { wsRequest } from '../helpers/ws.js';
 
 let hl: TestHookline;
 
@@ -44,4 +46,23 @@ it('limits each API key over REST and GraphQL, and no other key', async () => {
   // A second later the key has its rate back.
   await new Promise((r) => setTimeout(r, 1_100));
   expect((await rest(busy.apiKey)).status).toBe(202);
+});
+
+it('over WebSocket, refuses the operation over the rate and keeps the socket and its other operations', async () => {
+  const busy = await hl.createTenant('Busy over WebSocket');
+  const client = hl.wsClient(busy.apiKey);
+  let closed: unknown;
+  client.on('closed', (event) => (closed = event));
+  const live = collectWs(client); // takes the second's token
+  const refused = await wsRequest(client, '{ viewer { id } }').then(
+    () => undefined,
+    (errors) => errors,
+  );
+  expect(refused?.[0]).toMatchObject({ extensions: { code: 'RATE_LIMITED' } });
+  await new Promise((r) => setTimeout(r, 1_100));
+  expect((await wsRequest(client, '{ viewer { id } }')).data).toEqual({ viewer: { id: expect.any(String) } });
+  expect(closed).toBeUndefined();
+  expect(live.closed).toBe(false);
+  live.stop();
+  await client.dispose();
 });
