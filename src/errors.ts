@@ -38,15 +38,20 @@ export const badInput = (field: string, message: string) =>
   new HooklineError(ErrorCode.BAD_USER_INPUT, `${field}: ${message}`, field);
 
 // PostgreSQL stores no NUL character, in text or jsonb alike: without these
-// checks it fails the statement and the caller sees an unexpected error.
+// checks it fails the statement and the caller sees an unexpected error. Nor
+// does it store half of a UTF-16 surrogate pair: pg writes it as U+FFFD, so
+// what is stored would differ from what was accepted (two idempotency keys
+// differing only there would be one).
 const NUL_MESSAGE = 'must not contain the NUL character (\\u0000)';
+const SURROGATE_MESSAGE = 'holds text that is not valid Unicode (half of a UTF-16 surrogate pair)';
 
-/** Refuses a text input that holds a NUL character, naming the field. */
-export function rejectNul(field: string, value: string | null | undefined): void {
-  if (typeof value === 'string' && value.includes('\0')) throw badInput(field, NUL_MESSAGE);
+/** Refuses a text input that PostgreSQL cannot store as it is (a NUL character, half a surrogate pair), naming the field. */
+export function rejectUnstorableText(field: string, value: string | null | undefined): void {
+  if (typeof value !== 'string') return;
+  if (value.includes('\0')) throw badInput(field, NUL_MESSAGE);
+  if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) throw badInput(field, SURROGATE_MESSAGE);
 }
 
-/** The same for a JSON input, given as its JSON.stringify text (which escapes NUL as \u0000, in keys and values). */
 /**
  * Refuses JSON (as JSON.stringify wrote it) that PostgreSQL's jsonb cannot store: a NUL
  * character, or a lone UTF-16 surrogate (half of a pair, which JSON.stringify writes as a
@@ -55,7 +60,7 @@ export function rejectNul(field: string, value: string | null | undefined): void
 export function rejectUnstorableJson(field: string, json: string): void {
   // An even run of backslashes before it (none included) means the \u is an escape, not literal text.
   if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(json)) throw badInput(field, NUL_MESSAGE);
-  if (/(?:^|[^\\])(?:\\\\)*\\ud[89a-f]/.test(json)) throw badInput(field, 'holds text that is not valid Unicode (half of a UTF-16 surrogate pair)');
+  if (/(?:^|[^\\])(?:\\\\)*\\ud[89a-f]/.test(json)) throw badInput(field, SURROGATE_MESSAGE);
 }
 
 /** How deeply JSON input (event data, a schema) may nest objects and arrays: far beyond any real document. */
@@ -79,7 +84,36 @@ export function toJsonText(field: string, value: unknown): string {
   if (json.length > MAX_JSON_DEPTH && jsonDeeperThan(json, MAX_JSON_DEPTH)) {
     throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
   }
+  // JSON.stringify writes a number JSON cannot hold (1e999 parses as Infinity) as null: what
+  // is stored and sent would not be what was checked. Only then does the text hold a null.
+  if (json.includes('null')) {
+    const path = nonFinitePath(value, field, new Set());
+    if (path) throw badInput(field, `${path} is not a finite number (JSON has no Infinity or NaN; 1e999 is too large)`);
+  }
   return json;
+}
+
+/**
+ * The path (`data.amount`, `data.items[2]`) of the first number in `value` that is not
+ * finite. An object with toJSON (a Date) writes something else: not looked into.
+ */
+function nonFinitePath(value: unknown, path: string, seen: Set<object>): string | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : path;
+  if (value === null || typeof value !== 'object' || seen.has(value)) return undefined;
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  seen.add(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nonFinitePath(value[i], `${path}[${i}]`, seen);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  for (const key of Object.keys(value)) {
+    const found = nonFinitePath((value as Record<string, unknown>)[key], `${path}.${key}`, seen);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** Whether JSON text opens more than `max` objects and arrays at once (brackets in strings are text). */

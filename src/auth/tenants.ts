@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { ApiKey } from '../entities/api-key.js';
 import { Tenant } from '../entities/tenant.js';
-import { badInput, notFound, rejectNul } from '../errors.js';
+import { badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
@@ -17,7 +17,7 @@ export function generateApiKey(): string {
 }
 
 function checkName(field: string, name: string): string {
-  rejectNul(field, name);
+  rejectUnstorableText(field, name);
   const trimmed = name.trim();
   if (!trimmed) throw badInput(field, 'must not be empty');
   if (trimmed.length > 200) throw badInput(field, 'must be at most 200 characters');

@@ -61,8 +61,10 @@ function literalToJson(node: ValueNode, variables?: Record<string, unknown> | nu
       return Object.fromEntries(node.fields.map((f) => [f.name.value, literalToJson(f.value, variables)]));
     case Kind.VARIABLE:
       return variables?.[node.name.value];
+    case Kind.ENUM:
+      throw new GraphQLError(`JSON has no enum values: write ${node.value} as a string, "${node.value}"`);
     default:
-      throw new GraphQLError(`unsupported JSON literal ${node.kind}`);
+      throw new GraphQLError(`unsupported JSON literal ${(node as ValueNode).kind}`);
   }
 }
 

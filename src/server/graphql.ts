@@ -183,6 +183,9 @@ export function createGraphQLServer(services: Services): Yoga {
     // app.ts reads every body itself, within MAX_BODY_BYTES (413 PAYLOAD_TOO_LARGE), before Yoga
     // sees the request; Yoga's own limit would pipe each body through a TransformStream again.
     maxRequestBodySize: false,
+    // No file uploads: a multipart request's File in a JSON variable would be checked by its
+    // getters and stored by its internal fields.
+    multipart: false,
     context: async (initial) => {
       const request = (initial as { request?: Request }).request;
       const viewer =

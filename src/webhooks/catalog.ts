@@ -7,7 +7,7 @@ import formats from 'ajv-formats';
 import { RE2 } from 're2-wasm';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { badInput, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { HooklineError, badInput, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 
@@ -33,7 +33,7 @@ export function patternsFor(event: string): string[] {
 }
 
 export function checkEventName(field: string, name: string): void {
-  rejectNul(field, name);
+  rejectUnstorableText(field, name);
   if (name.length > MAX_EVENT_NAME) throw badInput(field, `must be at most ${MAX_EVENT_NAME} characters`);
   if (!EVENT_NAME.test(name)) {
     throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits and _)`);
@@ -112,9 +112,14 @@ export class EventCatalog {
   /** Validates `data` against the type's schema; BAD_USER_INPUT naming the field on mismatch. */
   validateData(entry: CatalogEntry, data: unknown, field = 'data'): void {
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput(field, 'must be a JSON object');
-    if (!entry.validate(data)) {
-      throw badInput(field, `does not match the schema of ${entry.name}: ${describeErrors(entry.validate).replaceAll(/^data/g, field)}`);
+    const valid: unknown = entry.validate(data);
+    if (valid === true) return;
+    if (valid instanceof Promise) {
+      // A schema stored before createEventType refused asynchronous ones: never taken as valid.
+      valid.catch(() => {});
+      throw badInput(field, `cannot be checked: the schema of ${entry.name} is asynchronous ($async)`);
     }
+    throw badInput(field, `does not match the schema of ${entry.name}: ${describeErrors(entry.validate).replaceAll(/^data/g, field)}`);
   }
 
   list(tenantId: TenantId): Promise<EventType[]> {
@@ -131,7 +136,7 @@ export class EventCatalog {
   async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
     const name = input.name.trim();
     checkEventName('name', name);
-    rejectNul('description', input.description);
+    rejectUnstorableText('description', input.description);
     const description = (input.description ?? '').trim();
     if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
     const schema = input.schema;
@@ -142,8 +147,10 @@ export class EventCatalog {
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;
-      if (valid) createAjv().compile(schema);
+      // An asynchronous schema's validator answers with a promise, which is no verdict here.
+      if (valid && (createAjv().compile(schema) as { $async?: boolean }).$async) throw badInput('schema', 'must not be asynchronous ($async): Hookline validates events as they come');
     } catch (error) {
+      if (error instanceof HooklineError) throw error;
       throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
     }
     if (!valid) {

@@ -1,7 +1,7 @@
 // Reading deliveries, their attempts and events, and putting a delivery back
 // on the queue. Tenant-scoped like everything else.
 import type { EntityManager } from 'typeorm';
-import { badInput, notFound, rejectNul } from '../errors.js';
+import { badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
@@ -82,7 +82,7 @@ export class DeliveryService {
 
   /** Deliveries, newest first. An unknown subscription id filters to nothing. */
   list(tenantId: TenantId, filter: DeliveryFilter, window: PageWindow): Promise<DeliveryRow[]> {
-    rejectNul('event', filter.event);
+    rejectUnstorableText('event', filter.event);
     return this.scoped(tenantId, (m) => {
       const where = ['tenant_id = $1'];
       const params: unknown[] = [tenantId];

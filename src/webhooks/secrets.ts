@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { badInput, rejectNul } from '../errors.js';
+import { badInput, rejectUnstorableText } from '../errors.js';
 import { secretKey } from '../signing/keys.js';
 
 /** After a rotation the previous secret keeps signing for this long. */
@@ -17,7 +17,7 @@ export function acceptSecret(secret: string | null | undefined, field = 'secret'
   if (secret.length < MIN_SECRET_LENGTH) throw badInput(field, `must be at least ${MIN_SECRET_LENGTH} characters`);
   if (secret.length > MAX_SECRET_LENGTH) throw badInput(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
   if (/\s/.test(secret)) throw badInput(field, 'must not contain white space');
-  rejectNul(field, secret);
+  rejectUnstorableText(field, secret);
   if (secret.startsWith('whsec_')) {
     let key: Buffer;
     try {

@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, notFound, rejectNul, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../services.js';
@@ -51,7 +51,7 @@ export interface TriggerResult {
 function checkText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
-  rejectNul(field, value);
+  rejectUnstorableText(field, value);
   if (value.length > max) throw badInput(field, `must be at most ${max} characters`);
   return value;
 }
@@ -88,7 +88,7 @@ export class WebhookService {
 
   private async accept(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
     const tenantId = input.tenantId as TenantId;
-    rejectNul('event', input.event);
+    rejectUnstorableText('event', input.event);
     const data = input.data;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
     const dataJson = toJsonText('data', data);

@@ -3,7 +3,7 @@
 import type { EntityManager } from 'typeorm';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { badInput, notFound, rejectNul } from '../errors.js';
+import { badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
@@ -44,7 +44,7 @@ export interface SubscriptionInput {
 type SubscriptionServices = Pick<Services, 'dataSource' | 'clock' | 'catalog' | 'targetGuard'>;
 
 async function checkUrl(guard: TargetGuard, url: string): Promise<string> {
-  rejectNul('url', url);
+  rejectUnstorableText('url', url);
   const parsed = validateTargetUrl(url, 'url');
   await guard.checkUrl(parsed, 'url');
   return parsed.toString();
@@ -56,7 +56,7 @@ async function checkEvents(manager: EntityManager, tenantId: TenantId, events: s
   if (unique.length > MAX_EVENTS_PER_SUBSCRIPTION) throw badInput('events', `at most ${MAX_EVENTS_PER_SUBSCRIPTION} entries`);
   const exact: string[] = [];
   for (const event of unique) {
-    rejectNul('events', event);
+    rejectUnstorableText('events', event);
     if (event === '*') continue;
     if (event.endsWith('.*')) {
       const prefix = event.slice(0, -2);
@@ -105,7 +105,7 @@ function checkHeaders(headers: unknown): Record<string, string> {
 
 function checkDescription(description: string | null | undefined): string | null {
   if (description === null || description === undefined) return null;
-  rejectNul('description', description);
+  rejectUnstorableText('description', description);
   if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
   return description;
 }
@@ -243,7 +243,7 @@ export class SubscriptionService {
       const where = ['tenant_id = $1', 'deleted_at is null'];
       const params: unknown[] = [tenantId];
       if (filter.event) {
-        rejectNul('event', filter.event);
+        rejectUnstorableText('event', filter.event);
         params.push(filter.event.endsWith('.*') || filter.event === '*' ? [filter.event] : patternsFor(filter.event));
         where.push(`events && $${params.length}::text[]`);
       }

@@ -1,7 +1,8 @@
 // Input that PostgreSQL or a receiver cannot take is refused up front with
 // BAD_USER_INPUT naming the field, over GraphQL and REST alike, and the
 // refused call writes nothing: subscription headers that are not an object of
-// strings, and a NUL character (\u0000) in any text or JSON input.
+// strings, a NUL character (\u0000) or half a surrogate pair in any text or JSON
+// input, numbers JSON cannot hold (1e999), asynchronous schemas, file uploads.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startTestHookline, type GraphQLResponse, type TestHookline } from '../helpers/hookline.js';
 import { ROTATE_WEBHOOK_SECRET as ROTATE, TRIGGER_EVENT as TRIGGER, WEBHOOK_SUBSCRIPTIONS as LIST } from '../helpers/operations.js';
@@ -150,6 +151,9 @@ describe('event data PostgreSQL or the process cannot take is BAD_USER_INPUT, an
     ['the other half alone, in a key', '{"\\udc00": 1}', /not valid Unicode/],
     ['101 levels of nesting', nested(101), /more than 100 levels/],
     ['10,000 levels of nesting', nested(10_000), /more than 100 levels/],
+    // JSON.parse makes Infinity of it, which JSON.stringify would store and send as null.
+    ['a number too large for JSON', '{"amount": 1e999, "customer": "Acme"}', /data\.amount is not a finite number/],
+    ['a number too large for JSON, in an array', '{"lines": [1, -1e999]}', /data\.lines\[1\] is not a finite number/],
   ];
   for (const [title, dataJson, message] of refused) {
     it(title, async () => {
@@ -173,6 +177,46 @@ describe('event data PostgreSQL or the process cannot take is BAD_USER_INPUT, an
     expect(await counts()).toEqual(before);
   });
 
+  it('a number too large for JSON written inline in the query is refused the same way', async () => {
+    const before = await counts();
+    const res = await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: { amount: 1e999 } }) { event { id } } }', {}, key);
+    expectBadInput(res, 'data', 'data.amount is not a finite number');
+    expect(await counts()).toEqual(before);
+  });
+
+  it('an enum value written inline in JSON data is refused, saying to write it as a string', async () => {
+    const res = await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: { status: PAID } }) { event { id } } }', {}, key);
+    expect(res.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('"PAID"') });
+  });
+
+  it('an event type schema with a number too large for JSON is refused (stored, it would become null and fail every event)', async () => {
+    const before = await counts();
+    const schema = '{"type": "object", "properties": {"kg": {"type": "number", "maximum": 1e999}}}';
+    const res: GraphQLResponse = await (
+      await post('/graphql', `{"query": ${JSON.stringify(CREATE_EVENT_TYPE)}, "variables": {"input": {"name": "parcel.heavy", "schema": ${schema}}}}`)
+    ).json();
+    expectBadInput(res, 'schema', 'schema.properties.kg.maximum is not a finite number');
+    expect(await counts()).toEqual(before);
+  });
+
+  it('an asynchronous event type schema ($async) is refused: its validator answers with a promise, not a verdict', async () => {
+    const before = await counts();
+    const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'order.synced', schema: { $async: true, type: 'object', required: ['id'] } } }, key);
+    expectBadInput(res, 'schema', '$async');
+    expect(await counts()).toEqual(before);
+  });
+
+  it('a multipart request (a file upload) is refused, and nothing is written', async () => {
+    const before = await counts();
+    const form = new FormData();
+    form.set('operations', JSON.stringify({ query: TRIGGER, variables: { input: { event: 'test.event', data: null } } }));
+    form.set('map', JSON.stringify({ 0: ['variables.input.data'] }));
+    form.set('0', new Blob(['{"name": "x"}'], { type: 'application/json' }), 'data.json');
+    const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: form });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(await counts()).toEqual(before);
+  });
+
   it('a whole surrogate pair (an emoji), 100 levels of nesting and a written-out backslash-u are accepted', async () => {
     for (const dataJson of ['{"note": "paid \\ud83d\\ude00"}', nested(100), '{"path": "C:\\\\ud800"}']) {
       const res = await trigger(dataJson);
@@ -181,11 +225,13 @@ describe('event data PostgreSQL or the process cannot take is BAD_USER_INPUT, an
   });
 });
 
-describe('a NUL character is refused with BAD_USER_INPUT naming the field, and nothing is written', () => {
-  const trigger = (input: Record<string, unknown>) =>
-    hl.gql(TRIGGER, { input: { event: 'test.event', data: { ok: true }, ...input } }, key);
+const triggerWith = (input: Record<string, unknown>) =>
+  hl.gql(TRIGGER, { input: { event: 'test.event', data: { ok: true }, ...input } }, key);
 
-  const cases: Array<[string, string, () => Promise<GraphQLResponse>]> = [
+/** Every text and JSON input, holding `NUL` (a character PostgreSQL cannot store as it is). */
+const unstorableCases = (NUL: string): Array<[string, string, () => Promise<GraphQLResponse>]> => {
+  const trigger = triggerWith;
+  return [
     ['triggerEvent event', 'event', () => trigger({ event: `test.event${NUL}` })],
     ['triggerEvent resourceType', 'resourceType', () => trigger({ resourceType: `invoice${NUL}` })],
     ['triggerEvent resourceId', 'resourceId', () => trigger({ resourceId: `inv-1${NUL}` })],
@@ -219,14 +265,24 @@ describe('a NUL character is refused with BAD_USER_INPUT naming the field, and n
     ['createEventType schema, in a key', 'schema', () =>
       hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.lost', schema: { type: 'object', properties: { [`i${NUL}d`]: {} } } } }, key)],
   ];
+};
 
-  for (const [title, field, call] of cases) {
-    it(title, async () => {
-      const before = await counts();
-      expectBadInput(await call(), field);
-      expect(await counts()).toEqual(before);
-    });
-  }
+// PostgreSQL would write half a surrogate pair as U+FFFD: stored, it would differ from what was
+// accepted (two idempotency keys differing only there would be one).
+for (const [what, bad] of [['a NUL character', NUL], ['half of a UTF-16 surrogate pair', '\ud800']]) {
+  describe(`${what} is refused with BAD_USER_INPUT naming the field, and nothing is written`, () => {
+    for (const [title, field, call] of unstorableCases(bad)) {
+      it(title, async () => {
+        const before = await counts();
+        expectBadInput(await call(), field);
+        expect(await counts()).toEqual(before);
+      });
+    }
+  });
+}
+
+describe('a NUL character elsewhere', () => {
+  const trigger = triggerWith;
 
   it('an escaped backslash before u0000 is text, not a NUL, and is accepted', async () => {
     const res = await trigger({ resourceId: 'inv-\\u0000', data: { note: 'C:\\u0000' } });
