@@ -59,6 +59,38 @@ const validationErrorCode: Plugin = {
 };
 
 /**
+ * The request's own shape, before any GraphQL: a `variables` or `extensions` parameter that
+ * is not JSON (in a GET's query string or a form body) made Yoga's parser throw a bare
+ * SyntaxError, answered as an internal error; and a content type no parser takes got an empty
+ * 415. Both are the client's to fix, and say so with BAD_USER_INPUT.
+ */
+const requestShapeErrors: Plugin = {
+  onRequestParse({ requestParser, setRequestParser, endResponse, fetchAPI, request }) {
+    if (!requestParser) {
+      const type = request.headers.get('content-type') ?? 'none';
+      const message = `content type ${type} is not supported: send application/json (or application/graphql, or a GET)`;
+      endResponse(
+        new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }), {
+          status: 415,
+          headers: { 'content-type': 'application/json; charset=utf-8' },
+        }),
+      );
+      return;
+    }
+    setRequestParser(async (req) => {
+      try {
+        return await requestParser(req);
+      } catch (error) {
+        if (!(error instanceof SyntaxError)) throw error;
+        throw createGraphQLError(`the request's variables or extensions are not valid JSON: ${error.message}`, {
+          extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } },
+        });
+      }
+    });
+  },
+};
+
+/**
  * Whether GraphQL refused the request itself, for the client to fix: its text (parse and
  * validation errors, Armor's limits among them), its variables, the operation to run, or an
  * argument's value. Such errors have no path (they come before any field runs), or come from
@@ -222,6 +254,7 @@ export function createGraphQLServer(services: Services): Yoga {
         // Field suggestions stay on: they help people exploring in GraphiQL.
         blockFieldSuggestion: { enabled: false },
       }),
+      requestShapeErrors,
       validationErrorCode,
       sharedLiveExecution(maskError),
     ],

@@ -79,6 +79,35 @@ describe('over HTTP', () => {
     expect(blank.errors?.[0]?.extensions).toEqual({ code: 'BAD_USER_INPUT', field: 'name' });
   });
 
+  it('refuses variables that are not JSON, in a GET query string or a form body, with BAD_USER_INPUT', async () => {
+    const auth = { authorization: `Bearer ${tenant.apiKey}` };
+    const answers = [
+      await fetch(`${hl.url}/graphql?query=${encodeURIComponent('{ viewer { id } }')}&variables=%7Bx`, { headers: auth }),
+      await fetch(`${hl.url}/graphql`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' },
+        body: `query=${encodeURIComponent('{ viewer { id } }')}&extensions=%7Bx`,
+      }),
+    ];
+    for (const res of answers) {
+      expect(res.status).toBe(400);
+      const body = await res.json();
+      expect(body.errors).toHaveLength(1);
+      expect(body.errors[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('not valid JSON') });
+    }
+  });
+
+  it('refuses a content type it cannot read with 415 and a BAD_USER_INPUT naming it', async () => {
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.apiKey}`, 'content-type': 'text/plain' },
+      body: '{ viewer { id } }',
+    });
+    expect(res.status).toBe(415);
+    const body = await res.json();
+    expect(body.errors[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('text/plain') });
+  });
+
   it('writes nothing when a mutation is refused', async () => {
     const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
@@ -130,6 +159,7 @@ describe('logs', () => {
       await quiet.gql('{ delivery(id: "00000000-0000-4000-8000-000000000000") { id } }', {}, apiKey);
       await quiet.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 'x' } } }, apiKey);
       await fetch(`${quiet.url}/api/v1/tenant/webhooks/deliveries`);
+      await fetch(`${quiet.url}/graphql?query=${encodeURIComponent('{ viewer { id } }')}&variables=%7Bx`, { headers: { authorization: `Bearer ${apiKey}` } });
       expect(lines.filter((l) => l.level >= 40)).toEqual([]);
     } finally {
       await quiet.stop();
