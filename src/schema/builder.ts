@@ -1,6 +1,7 @@
 // The one SchemaBuilder of Hookline: its plugins, scalars and Context type.
 // Each domain file adds its own query, mutation and subscription fields.
 import SchemaBuilder from '@pothos/core';
+import ComplexityPlugin from '@pothos/plugin-complexity';
 import RelayPlugin from '@pothos/plugin-relay';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { Viewer } from '../auth/viewer.js';
@@ -25,8 +26,12 @@ export const builder = new SchemaBuilder<{
     JSON: { Input: JsonValue; Output: JsonValue };
   };
 }>({
-  plugins: [RelayPlugin],
+  plugins: [ComplexityPlugin, RelayPlugin],
   defaultFieldNullability: false,
+  // Each field's cost, and how many times a list repeats its selection (a list's own
+  // `complexity` says how long it can be: see server/complexity.ts, which enforces the limit
+  // before anything runs, over every transport).
+  complexity: { defaultComplexity: 1, defaultListMultiplier: 1 },
   relay: {
     clientMutationId: 'omit',
     cursorType: 'String',

@@ -25,6 +25,7 @@ builder.queryField('eventTypes', (t) =>
   t.field({
     type: [EventTypeRef],
     description: 'The built-in event types and the tenant\'s own.',
+    complexity: { field: 1, multiplier: 50 },
     resolve: (_root, _args, { viewer, services }) => services.catalog.list(requireTenant(viewer)),
   }),
 );

@@ -2,8 +2,13 @@ import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
 import type { DeliveryRow } from '../webhooks/deliveries.js';
 import { builder, type Context } from './builder.js';
-import { pageOf } from './pagination.js';
+import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
+
+/** An event's deliveries, as its `deliveries` field lists them: at most this many. */
+const EVENT_DELIVERIES_LIMIT = 1000;
+/** How many attempts a delivery's log is reckoned to hold (the default schedule makes 8). */
+const ATTEMPTS_COMPLEXITY = 10;
 
 DeliveryAttemptRef.implement({
   description: 'One HTTP attempt of a delivery.',
@@ -65,6 +70,7 @@ DeliveryRef.implement({
     attemptLog: t.field({
       type: [DeliveryAttemptRef],
       description: 'Every attempt, oldest first.',
+      complexity: { field: 1, multiplier: ATTEMPTS_COMPLEXITY },
       resolve: (d, _args, { viewer, services }) => services.deliveries.attempts(requireTenant(viewer), d.id, d.attempts),
     }),
   }),
@@ -83,8 +89,9 @@ WebhookEventRef.implement({
     deliveries: t.field({
       type: [DeliveryRef],
       description: 'One per subscription the event went to.',
+      complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
       resolve: (e, _args, { viewer, services }) =>
-        services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: 1000, inverted: true }),
+        services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true }),
     }),
   }),
 });
@@ -107,7 +114,7 @@ const TriggerEventPayload = builder
     fields: (t) => ({
       duplicate: t.exposeBoolean('duplicate', { description: 'True when an earlier call with the same idempotencyKey made the event.' }),
       event: t.field({ type: WebhookEventRef, resolve: (p) => p.event }),
-      deliveries: t.field({ type: [DeliveryRef], resolve: (p) => p.deliveries }),
+      deliveries: t.field({ type: [DeliveryRef], complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT }, resolve: (p) => p.deliveries }),
     }),
   });
 
@@ -184,6 +191,7 @@ builder.queryField('deliveries', (t) =>
   t.connection({
     type: DeliveryRef,
     description: 'The tenant\'s deliveries, newest first.',
+    complexity: pageComplexity,
     args: {
       event: t.arg.string(),
       status: t.arg({ type: DeliveryStatusEnum }),

@@ -1,7 +1,7 @@
 import { requireTenant } from '../auth/viewer.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { builder } from './builder.js';
-import { pageOf } from './pagination.js';
+import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryRef, DeliveryStatusEnum, WebhookSubscriptionRef } from './refs.js';
 
 WebhookSubscriptionRef.implement({
@@ -23,6 +23,7 @@ WebhookSubscriptionRef.implement({
       type: DeliveryRef,
       description: 'Deliveries to this subscription, newest first.',
       args: { status: t.arg({ type: DeliveryStatusEnum }) },
+      complexity: pageComplexity,
       resolve: (subscription, args, { viewer, services }) =>
         pageOf(args, (window) =>
             services.deliveries.list(requireTenant(viewer), { subscriptionId: subscription.id, status: args.status }, window),
@@ -79,6 +80,7 @@ builder.queryField('webhookSubscriptions', (t) =>
   t.connection({
     type: WebhookSubscriptionRef,
     description: 'The tenant\'s subscriptions, oldest first.',
+    complexity: pageComplexity,
     args: {
       event: t.arg.string({ description: 'Only subscriptions that receive this event (or exactly this pattern).' }),
       active: t.arg.boolean(),

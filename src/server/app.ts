@@ -8,6 +8,7 @@ import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { unauthenticated } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
+import { complexityRefusal } from './complexity.js';
 import type { Yoga } from './graphql.js';
 import { BodyTooLargeError, MAX_BODY_BYTES, readBody } from './http-body.js';
 
@@ -231,6 +232,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
           } catch (error) {
             return forWebSocket([mask(error)]);
           }
+          // Here, for deliveryUpdated, which the subscribe below hands past Yoga's plugins.
+          const refusal = complexityRefusal({ schema, document, variableValues: params.variables, operationName: params.operationName, contextValue });
+          if (refusal) return forWebSocket([refusal]);
           return {
             schema,
             operationName: params.operationName,

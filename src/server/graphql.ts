@@ -6,6 +6,7 @@ import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
+import { complexityLimit } from './complexity.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
@@ -256,6 +257,7 @@ export function createGraphQLServer(services: Services): Yoga {
       }),
       requestShapeErrors,
       validationErrorCode,
+      complexityLimit,
       sharedLiveExecution(maskError),
     ],
   });

@@ -1,0 +1,94 @@
+// An operation that could ask for more than the limit (nested lists multiply: an event's
+// deliveries, each with its event, each with its deliveries...) is refused before anything
+// runs, over HTTP, WebSocket and Server-Sent Events alike, and writes nothing; pages are at
+// most 100 rows. What clients of the contract ask for stays well within it.
+import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_QUERY_COMPLEXITY } from '../../src/server/complexity.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectWs } from '../helpers/live.js';
+import { wsRequest } from '../helpers/ws.js';
+
+let hl: TestHookline;
+let tenant: { id: string; apiKey: string };
+let socket: Client;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  tenant = await hl.createTenant();
+  socket = hl.wsClient(tenant.apiKey);
+});
+afterAll(async () => {
+  await socket?.dispose();
+  await hl?.stop();
+});
+
+const CYCLE = 'deliveries { id webhookEvent { deliveries { id webhookEvent { deliveries { id } } } } }';
+const NESTED_QUERY = `query($id: ID!) { webhookEvent(id: $id) { ${CYCLE} } }`;
+const NESTED_MUTATION = `mutation { triggerEvent(input: { event: "test.event", data: { n: 1 } }) { event { ${CYCLE} } } }`;
+const NESTED_SUBSCRIPTION = `subscription { deliveryUpdated { id webhookEvent { ${CYCLE} } } }`;
+
+function expectRefused(errors: any[] | undefined) {
+  expect(errors).toHaveLength(1);
+  expect(errors![0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining(`more than ${MAX_QUERY_COMPLEXITY}`) });
+}
+
+const eventCount = async () =>
+  (await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]))[0].n as number;
+
+describe('over HTTP', () => {
+  it('refuses an event\'s deliveries nested in its deliveries\' events', async () => {
+    const res = await hl.gql(NESTED_QUERY, { id: '00000000-0000-4000-8000-000000000000' }, tenant.apiKey);
+    expectRefused(res.errors);
+    expect(res.data ?? null).toBeNull();
+  });
+
+  it('refuses such a mutation before it writes anything', async () => {
+    const res = await hl.gql(NESTED_MUTATION, {}, tenant.apiKey);
+    expectRefused(res.errors);
+    expect(await eventCount()).toBe(0);
+  });
+
+  it('reckons pages by the size asked for: 100 deliveries each with its event\'s deliveries is too much, 20 is not', async () => {
+    const query = 'query($first: Int) { deliveries(first: $first) { edges { node { id webhookEvent { deliveries { id status } } } } } }';
+    expectRefused((await hl.gql(query, { first: 100 }, tenant.apiKey)).errors);
+    expect((await hl.gql(query, { first: 20 }, tenant.apiKey)).errors).toBeUndefined();
+  });
+
+  it('refuses a page of more than 100 rows, naming the argument', async () => {
+    const res = await hl.gql('{ deliveries(first: 101) { edges { node { id } } } }', {}, tenant.apiKey);
+    expect(res.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'first' }, message: expect.stringContaining('at most 100') });
+    const last = await hl.gql('{ webhookSubscriptions(last: 500) { edges { node { id } } } }', {}, tenant.apiKey);
+    expect(last.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'last' } });
+  });
+
+  it('answers the contract\'s own operations, an event\'s 1,000 deliveries included', async () => {
+    const res = await hl.gql(
+      'query($id: ID!) { webhookEvent(id: $id) { id event resourceType resourceId data idempotencyKey createdAt deliveries { id status attempts } } }',
+      { id: '00000000-0000-4000-8000-000000000000' },
+      tenant.apiKey,
+    );
+    expect(res).toEqual({ data: { webhookEvent: null } });
+  });
+
+  it('refuses such a subscription over Server-Sent Events with a 400', async () => {
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${tenant.apiKey}` },
+      body: JSON.stringify({ query: NESTED_SUBSCRIPTION }),
+    });
+    expect(res.status).toBe(400);
+    const text = await res.text(); // the stream's one event: the refusal
+    expectRefused(JSON.parse(/^data: (.*)$/m.exec(text)![1]!).errors);
+  });
+});
+
+describe('over WebSocket', () => {
+  it('refuses such a query and such a subscription, and keeps the socket', async () => {
+    expectRefused(await wsRequest(socket, NESTED_QUERY, { id: '00000000-0000-4000-8000-000000000000' }).then(() => undefined, (errors) => errors));
+    const live = collectWs(socket, {}, NESTED_SUBSCRIPTION);
+    await live.waitFor(() => live.closed, 5_000);
+    expectRefused(live.errors[0] as any[]);
+    expect((await wsRequest(socket, '{ viewer { id } }')).data).toEqual({ viewer: { id: tenant.id } });
+  });
+});
