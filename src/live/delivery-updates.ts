@@ -200,8 +200,23 @@ export class LiveUpdates {
     /** Called at once when the subscriber is cut off: it may never read again to learn it. */
     onCutOff?: (error: SubscriberTooSlowError) => void,
   ): Promise<AsyncIterableIterator<DeliverySnapshot>> {
-    const stopHearing = await this.target.demand(DELIVERY_UPDATES_CHANNEL);
+    // The key's revocation is watched for from the start: hearing the channel may wait
+    // seconds (for transactions open since before), and a revocation acted on meanwhile
+    // would otherwise find nothing to end, and this stream would go on for ever.
     if (apiKeyId) this.keysInUse.set(apiKeyId, (this.keysInUse.get(apiKeyId) ?? 0) + 1);
+    let revokedWhileStarting = false;
+    let unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
+      if (revoked === apiKeyId) revokedWhileStarting = true;
+    });
+    let stopHearing: () => void;
+    try {
+      stopHearing = await this.target.demand(DELIVERY_UPDATES_CHANNEL);
+    } catch (error) {
+      unsubscribeRevoked();
+      this.releaseKey(apiKeyId);
+      throw error;
+    }
+    unsubscribeRevoked();
     const topic = `delivery:${tenantId}`;
     const buffer: DeliverySnapshot[] = [];
     let waiting: ((result: IteratorResult<DeliverySnapshot>) => void) | undefined;
@@ -232,17 +247,13 @@ export class LiveUpdates {
       this.target.removeEventListener(topic, listener);
       stopHearing();
       unsubscribeRevoked();
-      if (apiKeyId) {
-        const users = this.keysInUse.get(apiKeyId)! - 1;
-        if (users > 0) this.keysInUse.set(apiKeyId, users);
-        else this.keysInUse.delete(apiKeyId);
-      }
+      this.releaseKey(apiKeyId);
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });
       waiting = failWaiting = undefined;
       if (error instanceof SubscriberTooSlowError) onCutOff?.(error);
     };
-    const unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
+    unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
       if (revoked === apiKeyId) finish();
     });
     const matches = (d: DeliverySnapshot) =>
@@ -273,6 +284,7 @@ export class LiveUpdates {
       armStallCheck();
     };
     this.target.addEventListener(topic, listener);
+    if (revokedWhileStarting) finish();
 
     const iterator: AsyncIterableIterator<DeliverySnapshot> = {
       next() {
@@ -298,6 +310,14 @@ export class LiveUpdates {
       },
     };
     return iterator;
+  }
+
+  /** One live subscriber less for this API key. */
+  private releaseKey(apiKeyId: string | undefined): void {
+    if (!apiKeyId) return;
+    const users = this.keysInUse.get(apiKeyId)! - 1;
+    if (users > 0) this.keysInUse.set(apiKeyId, users);
+    else this.keysInUse.delete(apiKeyId);
   }
 
   async close(): Promise<void> {
