@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { ApiKey } from '../entities/api-key.js';
 import { Tenant } from '../entities/tenant.js';
-import { badInput, notFound, rejectUnstorableText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
@@ -44,9 +44,23 @@ async function insertApiKey(manager: import('typeorm').EntityManager, tenantId: 
   return { apiKey, record };
 }
 
+/**
+ * Active API keys a tenant may hold. Each key has a rate of its own (HOOKLINE_RATE_LIMIT):
+ * without a bound, a tenant could mint keys to multiply its share of a process.
+ */
+export const MAX_ACTIVE_API_KEYS = 100;
+
 export async function createApiKey(dataSource: DataSource, tenantId: TenantId, name: string): Promise<NewApiKey> {
   const keyName = checkName('name', name);
-  return withTenant(dataSource, tenantId, (manager) => insertApiKey(manager, tenantId, keyName));
+  return withTenant(dataSource, tenantId, async (manager) => {
+    // One creation at a time per tenant, so that concurrent ones cannot both pass the count.
+    await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline api keys ' || $1, 0))`, [tenantId]);
+    const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from api_keys where tenant_id = $1 and revoked_at is null', [tenantId]);
+    if (n >= MAX_ACTIVE_API_KEYS) {
+      throw new HooklineError(ErrorCode.BAD_USER_INPUT, `a tenant may hold at most ${MAX_ACTIVE_API_KEYS} active API keys: revoke one first (revokeApiKey)`);
+    }
+    return insertApiKey(manager, tenantId, keyName);
+  });
 }
 
 export async function revokeApiKey(dataSource: DataSource, tenantId: TenantId, id: string): Promise<boolean> {

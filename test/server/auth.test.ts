@@ -77,6 +77,21 @@ describe('over HTTP', () => {
     expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
   });
 
+  it('holds at most 100 active keys a tenant, even created at once (each key has a rate of its own); revoking frees a place', async () => {
+    const busy = await hl.createTenant('Many keys'); // its first key is one
+    const answers = await Promise.all(Array.from({ length: 110 }, (_, i) => hl.gql(CREATE_API_KEY, { name: `k${i}` }, busy.apiKey)));
+    const refused = answers.filter((a) => a.errors);
+    expect(refused).toHaveLength(11);
+    expect(refused[0]!.errors![0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('at most 100 active API keys') });
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from api_keys where tenant_id = $1 and revoked_at is null', [busy.id]);
+    expect(n).toBe(100);
+    const { id } = answers.find((a) => !a.errors)!.data.createApiKey;
+    expect((await hl.gql(REVOKE_API_KEY, { id }, busy.apiKey)).data.revokeApiKey).toBe(true);
+    expect((await hl.gql(CREATE_API_KEY, { name: 'after' }, busy.apiKey)).errors).toBeUndefined();
+    // Another tenant's count is its own.
+    expect((await hl.gql(CREATE_API_KEY, { name: 'other' }, tenant.apiKey)).errors).toBeUndefined();
+  });
+
   it('names the field of bad input with BAD_USER_INPUT and writes nothing', async () => {
     const res = await hl.gql(CREATE_API_KEY, { name: '   ' }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'name' });
