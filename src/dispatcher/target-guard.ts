@@ -29,7 +29,8 @@ export class TargetRefusedError extends Error {
     super(
       hostname === address
         ? `refusing to connect to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`
-        : `refusing to connect to ${hostname}: it resolves to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`,
+        : // Not which address: the tenant reads this, and the operator's internal names are not theirs to map.
+          `refusing to connect to ${hostname}: it resolves to ${describeRange(range)} address: ${REFUSAL_HINT}`,
     );
     this.name = 'TargetRefusedError';
   }
@@ -217,7 +218,8 @@ export class TargetGuard {
     for (const { address } of addresses) {
       const range = classifyAddress(address);
       if (range !== 'unicast') {
-        throw badInput(field, `host "${host}" resolves to ${address}, ${describeRange(range)} address: ${REFUSAL_HINT}`);
+        // Not which address (see TargetRefusedError).
+        throw badInput(field, `host "${host}" resolves to ${describeRange(range)} address: ${REFUSAL_HINT}`);
       }
     }
   }
