@@ -92,12 +92,20 @@ function checkHeaders(headers: unknown): Record<string, string> {
   const entries = Object.entries(headers);
   if (entries.length > MAX_CUSTOM_HEADERS) throw badInput('headers', `at most ${MAX_CUSTOM_HEADERS} headers`);
   const result: Record<string, string> = {};
+  const seen = new Map<string, string>();
   for (const [name, value] of entries) {
     if (!HEADER_NAME.test(name)) throw badInput('headers', `"${name}" is not a valid header name`);
+    // JSON.parse makes it an own key, but most code (TypeORM's copies among it) sets the
+    // object's prototype with it instead: the header would vanish without a word.
+    if (name === '__proto__') throw badInput('headers', '"__proto__" cannot be a header name here');
     if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline and cannot be overridden`);
     if (typeof value !== 'string' || !HEADER_VALUE.test(value) || value.length > 4096) {
       throw badInput('headers', `the value of "${name}" must be a string of at most 4096 printable ASCII characters (no line breaks or control characters)`);
     }
+    // Header names are case-insensitive: both would be sent, as one header with two values.
+    const other = seen.get(name.toLowerCase());
+    if (other !== undefined) throw badInput('headers', `"${other}" and "${name}" are the same header (names are case-insensitive): give it once`);
+    seen.set(name.toLowerCase(), name);
     result[name] = value;
   }
   return result;

@@ -87,6 +87,8 @@ describe('subscription headers must be an object of header names to strings', ()
     ['a value with a line break', { 'X-Split': 'a\r\nX-Injected: 1' }, 'X-Split'],
     ['a value that is not ASCII', { 'X-Euro': '€' }, 'X-Euro'],
     ['a value with a line separator', { 'X-Sep': 'a\u2028b' }, 'X-Sep'],
+    // Names are case-insensitive: both would go out, as one header with two values.
+    ['the same name twice, in two cases', { Authorization: 'Bearer a', authorization: 'Bearer b' }, 'authorization'],
   ];
 
   for (const [title, headers, headerName] of refused) {
@@ -107,6 +109,13 @@ describe('subscription headers must be an object of header names to strings', ()
       expect(before.headers).toEqual({ 'X-Tenant': 'acme' });
     });
   }
+
+  it('refuses a header named __proto__ (an own key of parsed JSON) rather than drop it', async () => {
+    const before = await counts();
+    const res = await hl.gql(CREATE, { input: { url: URL, events: ['invoice.created'], headers: JSON.parse('{"__proto__": "x", "X-After": "y"}') } }, key);
+    expectBadInput(res, 'headers', '__proto__');
+    expect(await counts()).toEqual(before);
+  });
 
   it('refuses a string written inline in the query, not only as a variable', async () => {
     const before = await counts();
