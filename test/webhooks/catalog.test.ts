@@ -253,6 +253,26 @@ describe('createEventType', () => {
     expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
   }, 30_000);
 
+  it('takes uniqueItems only over items of a scalar type, which are compared in linear time', async () => {
+    const tenant = await hl.createTenant('Unique items');
+    const schemaWith = (items?: unknown) => ({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true, ...(items ? { items } : {}) } } });
+    for (const items of [undefined, { type: 'object' }, { type: ['string', 'array'] }, {}]) {
+      const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'tags.set', schema: schemaWith(items) } }, tenant.apiKey);
+      expect(res.errors?.[0], JSON.stringify(items)).toMatchObject({
+        extensions: { code: 'BAD_USER_INPUT', field: 'schema' },
+        message: expect.stringContaining('schema.properties.tags: uniqueItems needs "items" with a scalar "type"'),
+      });
+    }
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from event_types where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(0);
+    const created = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'tags.set', schema: schemaWith({ type: ['string', 'null'] }) } }, tenant.apiKey);
+    expect(created.errors).toBeUndefined();
+    const twice = await hl.gql(TRIGGER, { input: { event: 'tags.set', data: { tags: ['a', 'b', 'a'] } } }, tenant.apiKey);
+    expect(twice.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+    const many = Array.from({ length: 30_000 }, (_, i) => `t${i}`);
+    expect((await hl.gql(TRIGGER, { input: { event: 'tags.set', data: { tags: many } } }, tenant.apiKey)).errors).toBeUndefined();
+  });
+
   it('enforces the standard formats a schema names (email here), rather than ignore them', async () => {
     const tenant = await hl.createTenant('Formats');
     const schema = { type: 'object', required: ['contact'], properties: { contact: { type: 'string', format: 'email' } } };
