@@ -79,9 +79,12 @@ export async function startEmbeddedPostgres(
   } finally {
     await client.end();
   }
-  log.info({ port, databaseDir, fresh }, 'embedded PostgreSQL started');
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  // Its address, for a tool or an app's outbox on the same database (the invoice example):
+  // its port is chosen afresh on each start, and it listens on loopback only.
+  log.info({ port, databaseDir, fresh, databaseUrl: url }, 'embedded PostgreSQL started');
   return {
-    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    url,
     stop: async () => {
       await server.stop();
       log.info('embedded PostgreSQL stopped');

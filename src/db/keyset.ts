@@ -4,7 +4,8 @@
 // position is the row's, looked up under the same tenant scope, so a foreign
 // cursor finds nothing; should the row have been deleted meanwhile, a cursor
 // with the time (GraphQL's, and REST's Link header) goes on from that time; a
-// bare id of a row that is gone is BAD_USER_INPUT rather than a silent end.
+// bare id of a row that is gone is BAD_USER_INPUT rather than a silent end (a
+// deleted subscription's row is kept, unseen, so its id still has a position).
 import type { EntityManager } from 'typeorm';
 import { badInput } from '../errors.js';
 import { isUuid } from '../ids.js';

@@ -54,10 +54,22 @@ function withCode(error: GraphQLError): GraphQLError {
 const validationErrorCode: Plugin = {
   onValidate() {
     return ({ result, setResult }) => {
-      if (result.length) setResult(result.map((error) => (error instanceof GraphQLError ? withCode(error) : error)));
+      if (result.length) setResult(result.map((error) => (error instanceof GraphQLError ? withCode(explained(error)) : error)));
     };
   },
 };
+
+/**
+ * graphql-js stops validating a query whose fields would take too long to compare with each
+ * other (hundreds of the same field side by side) and says only "Validation aborted.".
+ */
+function explained(error: GraphQLError): GraphQLError {
+  if (error.message !== 'Validation aborted.') return error;
+  return new GraphQLError(
+    'Validation aborted: the query selects too many fields side by side for them to be checked against each other; ask for each field once (use aliases sparingly)',
+    { extensions: error.extensions },
+  );
+}
 
 /**
  * The request's own shape, before any GraphQL: a `variables` or `extensions` parameter that

@@ -44,6 +44,7 @@ const CASES: Case[] = [
   { name: 'an unknown enum value in the text', query: '{ deliveries(status: LOST) { edges { node { id } } } }', names: /"LOST".*DeliveryStatus/, status: [200, 400] },
   { name: 'an unknown field', query: '{ viewer { nickname } }', names: /"nickname"/, status: [200, 400] },
   { name: 'a syntax error', query: '{ viewer { id ', names: /Syntax Error/, status: [200, 400] },
+  { name: 'hundreds of the same field side by side', query: `{ ${'viewer { id } '.repeat(700)}}`, names: /too many fields side by side/, status: [200, 400] },
   { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
 ];
 
