@@ -1,4 +1,5 @@
 import type { Client } from 'graphql-ws';
+import type { Hookline } from '../../src/hookline.js';
 
 export const DELIVERY_UPDATED = `subscription DeliveryUpdated($event: String, $subscriptionId: ID, $deliveryId: ID, $status: DeliveryStatus) {
   deliveryUpdated(event: $event, subscriptionId: $subscriptionId, deliveryId: $deliveryId, status: $status) {
@@ -117,3 +118,20 @@ export function collectSse(url: string, token: string, variables: Record<string,
 
 /** The statuses seen for one delivery, in order. */
 export const statusesOf = (items: any[], id: string) => items.filter((i) => i.id === id).map((i) => `${i.status}:${i.attempts}`);
+
+/**
+ * Call before subscribing `n` times to deliveryUpdated of an in-process Hookline; the returned
+ * function resolves once those subscriptions hear updates (a fixed wait is not enough on a busy
+ * machine: setting one up may wait for transactions open since before).
+ */
+export function moreSubscribers(hl: Pick<Hookline, 'services'>, n = 1, timeoutMs = 15_000): () => Promise<void> {
+  const target = hl.services.live!.target;
+  const wanted = target.listenersAddedTo('delivery:') + n;
+  return async () => {
+    const deadline = Date.now() + timeoutMs;
+    while (target.listenersAddedTo('delivery:') < wanted) {
+      if (Date.now() > deadline) throw new Error(`${n} more live subscribers expected within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+}

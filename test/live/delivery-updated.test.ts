@@ -2,7 +2,7 @@
 // delivery reaches the clients of its tenant whose filter matches, and no one else.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { collectSse, collectWs, DELIVERY_UPDATED, statusesOf } from '../helpers/live.js';
+import { collectSse, collectWs, DELIVERY_UPDATED, moreSubscribers, statusesOf } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { nextClose } from '../helpers/ws.js';
 import pg from 'pg';
@@ -60,10 +60,11 @@ const delivered = (id: string) => (items: any[]) => items.some((i) => i.id === i
 
 describe('over graphql-ws', () => {
   it('streams a flaky delivery: created, sending, its failed attempt, and DELIVERED', async () => {
+    const subscribed = moreSubscribers(hl, 2);
     const client = hl.wsClient(tenantA.apiKey);
     const all = collectWs(client);
     const other = collectWs(hl.wsClient(tenantB.apiKey));
-    await new Promise((r) => setTimeout(r, 200)); // subscriptions are set up
+    await subscribed();
     const id = await trigger(tenantA.apiKey);
     await all.waitFor(delivered(id));
     expect(lifeOf(all.items, id)).toEqual(FULL_LIFE);
@@ -78,12 +79,13 @@ describe('over graphql-ws', () => {
   });
 
   it('filters by event, subscription, delivery and status', async () => {
+    const subscribed = moreSubscribers(hl, 4);
     const client = hl.wsClient(tenantA.apiKey);
     const byEvent = collectWs(client, { event: 'payment.received' });
     const bySubscription = collectWs(client, { subscriptionId: subA });
     const byOtherSubscription = collectWs(client, { subscriptionId: '00000000-0000-0000-0000-000000000000' });
     const byStatus = collectWs(client, { status: 'DELIVERED' });
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     const invoice = await trigger(tenantA.apiKey);
     const byDelivery = collectWs(client, { deliveryId: invoice });
     const payment = await trigger(tenantA.apiKey, 'payment.received', {
@@ -124,10 +126,11 @@ describe('over graphql-ws', () => {
 
   it('does not leak listeners when clients go away', async () => {
     const before = hl.services.live!.target.listenerCount;
+    const subscribed = moreSubscribers(hl, 2);
     const client = hl.wsClient(tenantA.apiKey);
     collectWs(client);
     collectWs(client, { status: 'FAILED' });
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     expect(hl.services.live!.target.listenerCount).toBe(before + 2);
     await client.dispose();
     await new Promise((r) => setTimeout(r, 300));
@@ -149,9 +152,10 @@ describe('hearing delivery changes only while someone subscribes', () => {
     expect(first.value).toMatchObject({ id, attempts: 0 });
 
     // A second subscriber shares the LISTEN; it stays until the last one leaves.
+    const subscribed = moreSubscribers(hl);
     const client = hl.wsClient(tenantA.apiKey);
     const updates = collectWs(client);
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     await iterator.return!();
     expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(true);
     const next = await trigger(tenantA.apiKey);
@@ -268,9 +272,10 @@ describe('announcing delivery changes only while some process listens', () => {
 
 describe('losing the database connection', () => {
   it('reconnects its LISTEN connections and goes on streaming, without leaking listeners', async () => {
+    const subscribed = moreSubscribers(hl);
     const client = hl.wsClient(tenantA.apiKey);
     const updates = collectWs(client);
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     const listeners = hl.services.live!.target.listenerCount;
     const killed = await hl.dataSource.query(
       `select pg_terminate_backend(pid) from pg_stat_activity
@@ -293,10 +298,11 @@ describe('losing the database connection', () => {
 
 describe('over Server-Sent Events', () => {
   it('streams the same updates with the Authorization header, to the right tenant only', async () => {
+    const subscribed = moreSubscribers(hl, 2);
     const a = collectSse(hl.url, tenantA.apiKey);
     const b = collectSse(hl.url, tenantB.apiKey);
     await Promise.all([a.ready, b.ready]);
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     const id = await trigger(tenantA.apiKey);
     await a.waitFor(delivered(id));
     expect(lifeOf(a.items, id)).toEqual(FULL_LIFE);
@@ -317,9 +323,10 @@ describe('over Server-Sent Events', () => {
 
   it('ends the stream of a key when it is revoked', async () => {
     const created = await hl.gql('mutation { createApiKey(name: "sse") { id apiKey } }', {}, tenantA.apiKey);
+    const subscribed = moreSubscribers(hl);
     const stream = collectSse(hl.url, created.data.createApiKey.apiKey);
     await stream.ready;
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed();
     await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: created.data.createApiKey.id }, tenantA.apiKey);
     await stream.waitFor(() => stream.closed, 5_000);
   });

@@ -3,7 +3,7 @@
 // not once for the subscription's lifetime. Over graphql-ws and Server-Sent Events.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { collectSse, collectWs } from '../helpers/live.js';
+import { collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const UPDATES = `subscription Updates($subscriptionId: ID) {
@@ -54,12 +54,13 @@ const deliveredOf = (id: string) => (items: Update[]) => items.some((i) => i.id 
 it('sends each update with what the database holds then, over WebSocket and SSE alike', async () => {
   const created = await hl.gql(CREATE, { input: { url: first.url, events: ['invoice.*'] } }, tenant.apiKey);
   const subscriptionId = created.data.createWebhookSubscription.subscription.id;
+  const subscribed = moreSubscribers(hl, 3);
   const client = hl.wsClient(tenant.apiKey);
   // Two sockets' subscribers of one operation share each update's execution; SSE runs its own.
   const ws = [collectWs(client, { subscriptionId }, UPDATES), collectWs(hl.wsClient(tenant.apiKey), { subscriptionId }, UPDATES)];
   const sse = collectSse(hl.url, tenant.apiKey, { subscriptionId }, UPDATES);
   await sse.ready;
-  await new Promise((r) => setTimeout(r, 200)); // the subscriptions are set up
+  await subscribed();
   const all = [...ws, sse];
 
   // A delivery is announced before it is delivered (deliveredAt null), then DELIVERED.

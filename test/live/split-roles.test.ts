@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { collectWs, statusesOf } from '../helpers/live.js';
+import { collectWs, moreSubscribers, statusesOf } from '../helpers/live.js';
 import { killAllServices, spawnService } from '../helpers/processes.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
@@ -37,9 +37,10 @@ it('a client of the api process sees every change the worker process makes', asy
   await api.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', {
     input: { url: receiver.url, events: ['test.event'] },
   }, tenant.apiKey);
+  const subscribed = moreSubscribers(api);
   const client = api.wsClient(tenant.apiKey);
   const live = collectWs(client);
-  await new Promise((r) => setTimeout(r, 200));
+  await subscribed();
   const res = await api.gql('mutation { triggerEvent(input: { event: "test.event", data: { hello: "world" } }) { deliveries { id } } }', {}, tenant.apiKey);
   const id = res.data.triggerEvent.deliveries[0].id;
   await live.waitFor((items) => items.some((i) => i.id === id && i.status === 'DELIVERED'), 20_000);
