@@ -91,6 +91,11 @@ export class ApiKeyCache {
     this.entries.set(hash, { viewer, expires: Date.now() + this.ttlMs });
   }
 
+  /** Whether this process has heard that the key was revoked. */
+  isRevoked(apiKeyId: string): boolean {
+    return this.revoked.has(apiKeyId);
+  }
+
   invalidate(apiKeyId: string): void {
     if (this.revoked.size >= 100_000) this.revoked.clear();
     this.revoked.add(apiKeyId);

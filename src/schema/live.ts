@@ -34,23 +34,33 @@ builder.subscriptionField('deliveryUpdated', (t) =>
         counted = false;
       };
       const { socket, res } = ctx as { socket?: WebSocket; res?: import('node:http').ServerResponse };
-      const source = await live.subscribe(
-        tenantId,
-        ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined,
-        {
-          event: args.event,
-          subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
-          deliveryId: args.deliveryId ? String(args.deliveryId) : null,
-          status: args.status,
-        },
-        () => {
-          // The client is not reading, so it would never pull the error: close the connection now.
-          // Over WebSocket the close frame, with its reason, follows what is already queued.
-          uncount();
-          if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
-          else res?.destroy();
-        },
-      );
+      const apiKeyId = ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined;
+      let source: AsyncIterableIterator<DeliverySnapshot>;
+      try {
+        source = await live.subscribe(
+          tenantId,
+          apiKeyId,
+          {
+            event: args.event,
+            subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
+            deliveryId: args.deliveryId ? String(args.deliveryId) : null,
+            status: args.status,
+          },
+          () => {
+            // The client is not reading, so it would never pull the error: close the connection now.
+            // Over WebSocket the close frame, with its reason, follows what is already queued.
+            uncount();
+            if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
+            else res?.destroy();
+          },
+        );
+      } catch (error) {
+        uncount();
+        throw error;
+      }
+      // Revoked before the stream watched for it (while the request's key was being looked up,
+      // say): the notice found nothing to end. The stream ends at once.
+      if (apiKeyId && ctx.services.apiKeys.isRevoked(apiKeyId)) await source.return!();
       const iterator: AsyncIterableIterator<DeliverySnapshot> = {
         async next() {
           try {
