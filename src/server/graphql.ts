@@ -79,7 +79,8 @@ function explained(error: GraphQLError): GraphQLError {
  */
 const requestShapeErrors: Plugin = {
   onRequestParse({ requestParser, setRequestParser, endResponse, fetchAPI, request }) {
-    if (!requestParser) {
+    // Other methods are Yoga's to refuse (405 with Allow), after this hook.
+    if (!requestParser && request.method === 'POST') {
       const type = request.headers.get('content-type') ?? 'none';
       const message = `content type ${type} is not supported: send application/json (or application/graphql, or a GET)`;
       endResponse(
@@ -90,6 +91,7 @@ const requestShapeErrors: Plugin = {
       );
       return;
     }
+    if (!requestParser) return;
     setRequestParser(async (req) => {
       try {
         return await requestParser(req);

@@ -96,8 +96,13 @@ function checkUniqueItems(node: unknown, path = 'schema'): void {
       );
     }
   }
-  for (const [key, value] of Object.entries(schema)) checkUniqueItems(value, `${path}.${key}`);
+  for (const [key, value] of Object.entries(schema)) {
+    if (!DATA_KEYWORDS.has(key)) checkUniqueItems(value, `${path}.${key}`);
+  }
 }
+
+/** Keywords whose values are data, not schemas: a `{"uniqueItems": true}` there is a value. */
+const DATA_KEYWORDS = new Set(['const', 'default', 'enum', 'examples', 'example']);
 
 export class EventCatalog {
   private readonly ajv = createAjv();

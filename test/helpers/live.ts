@@ -126,10 +126,10 @@ export const statusesOf = (items: any[], id: string) => items.filter((i) => i.id
  */
 export function moreSubscribers(hl: Pick<Hookline, 'services'>, n = 1, timeoutMs = 15_000): () => Promise<void> {
   const target = hl.services.live!.target;
-  const wanted = target.listenersAddedTo('delivery:') + n;
+  const wanted = target.listenersAdded + n;
   return async () => {
     const deadline = Date.now() + timeoutMs;
-    while (target.listenersAddedTo('delivery:') < wanted) {
+    while (target.listenersAdded < wanted) {
       if (Date.now() > deadline) throw new Error(`${n} more live subscribers expected within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 10));
     }

@@ -98,6 +98,18 @@ describe('over HTTP', () => {
     }
   });
 
+  it('answers other methods than GET and POST with 405 and Allow, whatever their content type', async () => {
+    for (const method of ['PUT', 'PATCH', 'DELETE']) {
+      const res = await fetch(`${hl.url}/graphql`, {
+        method,
+        headers: { authorization: `Bearer ${tenant.apiKey}`, 'content-type': 'application/json' },
+        body: method === 'DELETE' ? undefined : JSON.stringify({ query: '{ viewer { id } }' }),
+      });
+      expect(res.status, method).toBe(405);
+      expect(res.headers.get('allow')).toMatch(/GET.*POST/);
+    }
+  });
+
   it('refuses a content type it cannot read with 415 and a BAD_USER_INPUT naming it', async () => {
     const res = await fetch(`${hl.url}/graphql`, {
       method: 'POST',

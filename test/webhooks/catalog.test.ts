@@ -265,6 +265,9 @@ describe('createEventType', () => {
     }
     const [{ n }] = await hl.dataSource.query('select count(*)::int as n from event_types where tenant_id = $1', [tenant.id]);
     expect(n).toBe(0);
+    // A {"uniqueItems": true} that is data (a const, a default, an example) is no keyword.
+    const asData = { type: 'object', properties: { kind: { const: { uniqueItems: true }, default: { uniqueItems: true }, examples: [{ uniqueItems: true }] } } };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'tags.described', schema: asData } }, tenant.apiKey)).errors).toBeUndefined();
     const created = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'tags.set', schema: schemaWith({ type: ['string', 'null'] }) } }, tenant.apiKey);
     expect(created.errors).toBeUndefined();
     const twice = await hl.gql(TRIGGER, { input: { event: 'tags.set', data: { tags: ['a', 'b', 'a'] } } }, tenant.apiKey);
