@@ -7,6 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { moreSubscribers } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -121,11 +122,12 @@ describe('GraphiQL in a real browser', () => {
         (res) => /text\/event-stream/.test(res.headers()['content-type'] ?? '') && res.url().includes('deliveryUpdated'),
         { timeout: 10_000 },
       );
+      const subscribed = moreSubscribers(hl);
       await page.locator('.graphiql-execute-button').click();
       // The subscription went out over SSE with the typed header, and the server answered with a stream.
       expect((await streaming).status()).toBe(200);
       expect(sseAuthorization).toEqual([`Bearer ${tenant.apiKey}`]);
-      await page.waitForTimeout(300); // margin for the server to listen before the trigger
+      await subscribed(); // the server hears delivery changes for it before the trigger
 
       // A trigger, from outside the browser, with the same key.
       const triggered = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { invoice_id: 'inv-7', amount: 42, customer: 'Acme' } } }, tenant.apiKey);
