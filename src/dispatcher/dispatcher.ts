@@ -664,7 +664,10 @@ export class Dispatcher {
             !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(this.cappedClaimGapMs, 4 * (Date.now() - claimStarted)) : 0;
           // A share freed while the claim ran may have left rows it could not see: not drained.
           if (!this.wakeRequested) this.drained = !capped && !this.shareFreed;
-          if (!claimed.length && !capped && !this.wakeRequested) {
+          // Also after a claim that found some: wakeAt() waits for this worker's earliest retry
+          // only, and the next ones, or another worker's, would wait for the poll, up to a
+          // second past their time.
+          if (!capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - this.dbNow()));
           }
