@@ -19,7 +19,7 @@ import type { Clock } from '../services.js';
 import { isUuid } from '../ids.js';
 import { decodeSecrets } from '../signing/standard-webhooks.js';
 import { signingSecrets } from '../webhooks/secrets.js';
-import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import {
   cancelOrphans,
   claimDeliveries,
@@ -139,6 +139,8 @@ const KEEP_ALIVE_AFTER_MS = 10_000;
 const WORKER_LOST_AFTER_MS = 20_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
+/** How long a subscription deleted or deactivated is remembered, for claims under way as it happened. */
+const STOPPED_MEMORY_MS = 60_000;
 
 
 export class Dispatcher {
@@ -162,6 +164,13 @@ export class Dispatcher {
   private readonly dueScanIntervalMs: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
   private readonly ready: Ready[] = [];
+  /**
+   * Subscriptions whose receiver answered this worker 410 Gone, until the deactivation that
+   * follows is recorded: their claimed deliveries are not started meanwhile.
+   */
+  private readonly goneHere = new Set<string>();
+  /** Subscriptions deleted or deactivated lately, with when this worker heard it (ms, this process's clock). */
+  private readonly stopped = new Map<string, number>();
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
   private readonly overdue: Flight[] = [];
   /** Per tenant: attempts slow or overdue. While slow ones are at capacity, such a tenant starts no more. */
@@ -499,12 +508,8 @@ export class Dispatcher {
     const unsent = this.ready.splice(0);
     this.parked = 0;
     for (const { delivery } of unsent) this.unhold(delivery);
-    if (unsent.length) {
-      this.log.warn({ count: unsent.length }, 'not heard from for a while: claimed deliveries handed back to the queue');
-      void releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id))
-        .catch((error) => this.log.warn({ err: error }, 'could not hand claimed deliveries back; their worker being known, they wait for its lease'))
-        .finally(() => this.poke());
-    } else this.poke();
+    if (unsent.length) this.handBack(unsent.map((r) => r.delivery.id), 'not heard from for a while: claimed deliveries handed back to the queue', 'warn');
+    else this.poke();
   }
 
   /** Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock; others' come by polling). */
@@ -558,7 +563,9 @@ export class Dispatcher {
       connectionTimeoutMillis: this.options.databaseTimeoutMs ?? CONNECT_TIMEOUT_MS,
       query_timeout: this.options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS,
     });
-    client.on('notification', ({ payload }) => this.notified(payload));
+    client.on('notification', ({ channel, payload }) =>
+      channel === SUBSCRIPTION_STOPPED_CHANNEL ? this.subscriptionStopped(payload) : this.notified(payload),
+    );
     client.on('error', (error) => {
       this.log.warn({ err: error }, 'LISTEN connection lost; reconnecting');
       this.reconnect(client);
@@ -566,7 +573,7 @@ export class Dispatcher {
     client.on('end', () => this.reconnect(client));
     try {
       await client.connect();
-      await client.query(`listen ${DELIVERIES_DUE_CHANNEL}`);
+      await client.query(`listen ${DELIVERIES_DUE_CHANNEL}; listen ${SUBSCRIPTION_STOPPED_CHANNEL}`);
     } catch (error) {
       await client.end().catch(() => {});
       throw error;
@@ -829,8 +836,54 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * A subscription was deleted or deactivated: what this worker claimed for it and has not
+   * started goes back to the queue, where it waits paused with the subscription's other
+   * deliveries, or is canceled by the next claim if it was deleted. An attempt under way
+   * finishes. Remembered a while for claims under way, which may have read it before.
+   */
+  private subscriptionStopped(subscriptionId: string | undefined): void {
+    if (!subscriptionId || !isUuid(subscriptionId)) return;
+    const now = Date.now();
+    for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
+    this.stopped.set(subscriptionId, now);
+    const back: ClaimedDelivery[] = [];
+    for (let i = 0; i < this.ready.length; ) {
+      const { delivery } = this.ready[i]!;
+      if (delivery.subscriptionId !== subscriptionId) {
+        i++;
+        continue;
+      }
+      this.ready.splice(i, 1);
+      this.unhold(delivery);
+      back.push(delivery);
+    }
+    this.handBack(back.map((d) => d.id), 'subscription deleted or deactivated: its claimed deliveries handed back to the queue');
+    this.pump(); // counts the parked ones again
+  }
+
+  /**
+   * Returns claimed deliveries, untried, to the queue (a deactivated subscription's stay
+   * paused); if that fails, their lease (or their worker's silence) returns them.
+   */
+  private handBack(ids: string[], message: string, level: 'info' | 'warn' = 'info'): void {
+    if (!ids.length) return;
+    this.log[level]({ count: ids.length }, message);
+    void releaseClaims(this.pool, this.workerId, ids)
+      .catch((error) => this.log.warn({ err: error }, 'could not hand claimed deliveries back; their lease will'))
+      .finally(() => this.poke());
+  }
+
   /** Takes claimed deliveries in, to send as slots free up; their leases began after `leasedAfter` (this process's clock). */
   private async dispatch(claimed: ClaimedDelivery[], leasedAfter: number): Promise<void> {
+    // A claim under way when a subscription stopped may have read it before: its deliveries go back.
+    if (this.stopped.size) {
+      const stale = claimed.filter((d) => d.subscriptionId && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
+      if (stale.length) {
+        claimed = claimed.filter((d) => !stale.includes(d));
+        this.handBack(stale.map((d) => d.id), 'subscription deleted or deactivated during a claim: its deliveries handed back to the queue');
+      }
+    }
     const orphans = claimed.filter((d) => d.secret === null).map((d) => d.id);
     const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
     try {
@@ -874,11 +927,7 @@ export class Dispatcher {
       this.unhold(delivery);
       late.push(delivery.id);
     }
-    if (!late.length) return;
-    this.log.warn({ count: late.length }, 'claimed deliveries waited too long for a slot; handed back to the queue');
-    void releaseClaims(this.pool, this.workerId, late)
-      .catch((error) => this.log.warn({ err: error }, 'could not hand back late deliveries; their lease will'))
-      .finally(() => this.poke());
+    this.handBack(late, 'claimed deliveries waited too long for a slot; handed back to the queue', 'warn');
   }
 
   private unhold(delivery: ClaimedDelivery): void {
@@ -901,7 +950,7 @@ export class Dispatcher {
       }
       const id = delivery.subscriptionId;
       if (
-        (id && (this.sending.get(id) ?? 0) >= perSubscription) ||
+        (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id))) ||
         (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
         // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
         // go to the others (its next attempt would only hold one, overdue).
@@ -1077,6 +1126,7 @@ export class Dispatcher {
 
   private record(outcome: AttemptOutcome): void {
     if (outcome.nextAttemptAt) this.wakeAt(outcome.nextAttemptAt.getTime());
+    if (outcome.gone && outcome.subscriptionId) this.goneHere.add(outcome.subscriptionId);
     this.pending.push(outcome);
     // Alone (nothing else in flight or waiting), there is nothing to batch with: record it now.
     if (this.pending.length >= FLUSH_BATCH || (this.inFlight === 1 && !this.ready.length)) void this.flush();
@@ -1095,9 +1145,14 @@ export class Dispatcher {
         this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
     });
     if (gone.length) this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
+    for (const id of gone) {
+      this.goneHere.delete(id);
+      this.subscriptionStopped(id); // without waiting for the notification
+    }
   }
 
   private unrecorded(error: unknown, batch: AttemptOutcome[]): void {
+    for (const outcome of batch) if (outcome.gone && outcome.subscriptionId) this.goneHere.delete(outcome.subscriptionId);
     // The leases expire and these deliveries are attempted again: at least once.
     this.log.error(
       { err: error, count: batch.length, deliveries: batch.slice(0, 10).map((o) => o.deliveryId) },

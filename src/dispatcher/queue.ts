@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import { checkOut } from '../db/query.js';
 import { isUuid } from '../ids.js';
+import { SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 
 export interface ClaimedDelivery {
   id: string;
@@ -342,8 +343,12 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
         where id = any($1::uuid[]) and active and deleted_at is null
        returning id
      )
-     update webhook_deliveries set paused = true, updated_at = now()
-      where subscription_id in (select id from s) and status = 'PENDING' and not paused`,
+     , paused as (
+       update webhook_deliveries set paused = true, updated_at = now()
+        where subscription_id in (select id from s) and status = 'PENDING' and not paused
+     )
+     -- Every dispatcher hands back what it claimed for them and has not started.
+     select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s`,
     [subscriptionIds, reason],
   );
 }

@@ -2,6 +2,11 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { enableTenantRls } from './sql.js';
 
 export const DELIVERIES_DUE_CHANNEL = 'hookline_deliveries_due';
+/**
+ * Notified (payload: its id) when a subscription is deleted or deactivated: dispatchers hand
+ * back what they claimed for it and have not started (no table or trigger: a plain NOTIFY).
+ */
+export const SUBSCRIPTION_STOPPED_CHANNEL = 'hookline_subscription_stopped';
 
 export class EventsAndDeliveries1764300000003 implements MigrationInterface {
   name = 'EventsAndDeliveries1764300000003';

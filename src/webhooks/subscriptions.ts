@@ -5,7 +5,7 @@ import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
-import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
@@ -211,6 +211,8 @@ export class SubscriptionService {
         [tenantId, id],
       );
       await manager.softDelete(WebhookSubscription, { id, tenantId });
+      // Deliveries a dispatcher claimed (SENDING) and has not started go back, then canceled.
+      await manager.query('select pg_notify($1, $2)', [SUBSCRIPTION_STOPPED_CHANNEL, id]);
       return true;
     });
   }
@@ -278,5 +280,8 @@ export async function setDeliveriesPaused(manager: EntityManager, tenantId: Tena
       where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused <> $3`,
     [tenantId, subscriptionId, paused],
   );
-  if (!paused) await manager.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
+  // Resumed: they are due. Paused: what a dispatcher claimed (SENDING) and has not started
+  // goes back, paused too.
+  if (paused) await manager.query('select pg_notify($1, $2)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]);
+  else await manager.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
 }
