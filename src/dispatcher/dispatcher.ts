@@ -139,6 +139,8 @@ const KEEP_ALIVE_AFTER_MS = 10_000;
 const WORKER_LOST_AFTER_MS = 20_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
+/** The wait before claiming again when the next due row was due already, yet not claimed (locked). */
+const LOCKED_DUE_GAP_MS = 20;
 /** How long a subscription deleted or deactivated is remembered, for claims under way as it happened. */
 const STOPPED_MEMORY_MS = 60_000;
 
@@ -676,7 +678,10 @@ export class Dispatcher {
           // second past their time.
           if (!capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
-            if (due) sleepMs = Math.max(0, Math.min(sleepMs, due.getTime() - this.dbNow()));
+            // Due already, yet not claimed: locked by a transaction (SKIP LOCKED passed it by).
+            // Claiming again at once would spin until it ends; a short wait will do.
+            const wait = due ? due.getTime() - this.dbNow() : sleepMs;
+            sleepMs = Math.min(sleepMs, wait > 0 ? wait : LOCKED_DUE_GAP_MS);
           }
           // Otherwise what falls due next comes by notification, by wakeAt() for this
           // worker's retries, or by the next poll.
@@ -844,6 +849,7 @@ export class Dispatcher {
    */
   private subscriptionStopped(subscriptionId: string | undefined): void {
     if (!subscriptionId || !isUuid(subscriptionId)) return;
+    subscriptionId = subscriptionId.toLowerCase(); // as the claim gives it
     const now = Date.now();
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
@@ -876,16 +882,8 @@ export class Dispatcher {
 
   /** Takes claimed deliveries in, to send as slots free up; their leases began after `leasedAfter` (this process's clock). */
   private async dispatch(claimed: ClaimedDelivery[], leasedAfter: number): Promise<void> {
-    // A claim under way when a subscription stopped may have read it before: its deliveries go back.
-    if (this.stopped.size) {
-      const stale = claimed.filter((d) => d.subscriptionId && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
-      if (stale.length) {
-        claimed = claimed.filter((d) => !stale.includes(d));
-        this.handBack(stale.map((d) => d.id), 'subscription deleted or deactivated during a claim: its deliveries handed back to the queue');
-      }
-    }
     const orphans = claimed.filter((d) => d.secret === null).map((d) => d.id);
-    const live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
+    let live = orphans.length ? claimed.filter((d) => d.secret !== null) : claimed;
     try {
       if (orphans.length) await this.retrying('canceling orphans', () => cancelOrphans(this.pool, this.workerId, orphans));
     } catch (error) {
@@ -893,6 +891,15 @@ export class Dispatcher {
       this.log.error({ err: error, count: claimed.length }, 'could not prepare a claimed batch; releasing it');
       await releaseClaims(this.pool, this.workerId, claimed.map((d) => d.id)).catch(() => {});
       return;
+    }
+    // A claim under way when a subscription stopped (up to now: the cancel above awaited) may
+    // have read it before: its deliveries go back.
+    if (this.stopped.size) {
+      const stale = live.filter((d) => d.subscriptionId && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
+      if (stale.length) {
+        live = live.filter((d) => !stale.includes(d));
+        this.handBack(stale.map((d) => d.id), 'subscription deleted or deactivated during a claim: its deliveries handed back to the queue');
+      }
     }
     // The claim gives each event's body once; its other deliveries share it.
     const bodies = new Map<string, string>();

@@ -212,7 +212,7 @@ export class SubscriptionService {
       );
       await manager.softDelete(WebhookSubscription, { id, tenantId });
       // Deliveries a dispatcher claimed (SENDING) and has not started go back, then canceled.
-      await manager.query('select pg_notify($1, $2)', [SUBSCRIPTION_STOPPED_CHANNEL, id]);
+      await manager.query('select pg_notify($1, $2::uuid::text)', [SUBSCRIPTION_STOPPED_CHANNEL, id]); // as stored: lower case
       return true;
     });
   }
@@ -282,6 +282,6 @@ export async function setDeliveriesPaused(manager: EntityManager, tenantId: Tena
   );
   // Resumed: they are due. Paused: what a dispatcher claimed (SENDING) and has not started
   // goes back, paused too.
-  if (paused) await manager.query('select pg_notify($1, $2)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]);
+  if (paused) await manager.query('select pg_notify($1, $2::uuid::text)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]);
   else await manager.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
 }

@@ -282,7 +282,8 @@ describe('subscriptions and the queue', () => {
       [tenantId, event.id, subscription.id, receiver.url],
     );
     await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
-    expect(await reclaimLostDeliveries(db, 'reclaiming')).toBe(1);
+    // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
+    expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(1);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
     const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
     expect(states).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);

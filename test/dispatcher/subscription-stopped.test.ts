@@ -62,6 +62,58 @@ it('deleting the subscription cancels the deliveries claimed but not started; th
   expect(arrived()).toBe(2);
 });
 
+it('the same when the id is given in upper case (a uuid in any case is the same subscription)', async () => {
+  const { tenant, subscriptionId, ids, arrived } = await setUp('deleted-upper');
+  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId.toUpperCase() }, tenant.apiKey);
+  expect(deleted.errors).toBeUndefined();
+  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
+  await new Promise((r) => setTimeout(r, 2_000));
+  expect(arrived()).toBe(2);
+});
+
+it('a subscription deleted while its claim is held up (canceling another\'s orphan, slowly) has nothing sent', async () => {
+  const tenant = await api.createTenant();
+  const create = async (path: string, active = true) =>
+    (await api.gql(CREATE, { input: { url: `${receiver.url}/${path}`, events: ['test.event'], active } }, tenant.apiKey)).data.createWebhookSubscription.subscription.id as string;
+  // An orphan: a delivery of a deleted subscription, put back in the queue.
+  const first = await create('orphan');
+  const [orphan] = (await api.gql(TRIGGER, { n: 0 }, tenant.apiKey)).data.triggerEvent.deliveries.map((d: { id: string }) => d.id);
+  await eventually(async () => (await statuses([orphan])).every((d) => d.status === 'DELIVERED'));
+  expect((await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: first }, tenant.apiKey)).errors).toBeUndefined();
+  const second = await create('held-up', false);
+  for (let n = 0; n < 3; n++) {
+    await api.dataSource.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at)
+       select tenant_id, event_id, $2, event, $3, 'PENDING', true, now() from webhook_deliveries where id = $1`,
+      [orphan, second, `${receiver.url}/held-up`],
+    );
+  }
+  // A slow database: canceling the orphan takes 3 s.
+  await api.dataSource.query(`create or replace function test_slow_cancel() returns trigger language plpgsql as $$
+    begin if old.status = 'SENDING' and new.status = 'CANCELED' then perform pg_sleep(3); end if; return new; end $$`);
+  await api.dataSource.query('create trigger test_slow_cancel before update on webhook_deliveries for each row execute function test_slow_cancel()');
+  try {
+    // One claim takes the orphan and the second subscription's three.
+    await api.dataSource.transaction(async (m) => {
+      await m.query(`update webhook_deliveries set status = 'PENDING', next_attempt_at = now(), delivered_at = null where id = $1`, [orphan]);
+      await m.query('update webhook_subscriptions set active = true where id = $1', [second]);
+      await m.query('update webhook_deliveries set paused = false where subscription_id = $1', [second]);
+      await m.query('select pg_notify($1, $2)', ['hookline_deliveries_due', tenant.id]);
+    });
+    await eventually(async () => {
+      const [{ n }] = await api.dataSource.query(`select count(*)::int as n from webhook_deliveries where status = 'SENDING' and (subscription_id = $1 or id = $2)`, [second, orphan]);
+      return n === 4;
+    });
+    await new Promise((r) => setTimeout(r, 300)); // the orphan's cancel is under way
+    expect((await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: second }, tenant.apiKey)).errors).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 5_000));
+    expect(receiver.received.filter((r) => r.path === '/held-up')).toHaveLength(0);
+  } finally {
+    await api.dataSource.query('drop trigger test_slow_cancel on webhook_deliveries');
+  }
+  await eventually(async () => (await api.dataSource.query('select status from webhook_deliveries where subscription_id = $1', [second])).every((r: { status: string }) => r.status === 'CANCELED'), 20_000);
+}, 60_000);
+
 it('deactivating it pauses them (not sent), and reactivating sends them', async () => {
   const { tenant, subscriptionId, ids, arrived } = await setUp('deactivated');
   const update = (active: boolean) =>
