@@ -36,6 +36,7 @@ import {
   type AttemptOutcome,
   type ClaimedDelivery,
 } from './queue.js';
+import { MinHeap } from './min-heap.js';
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
 import { createGuardedAgent } from './target-guard.js';
@@ -139,6 +140,8 @@ const KEEP_ALIVE_AFTER_MS = 10_000;
 const WORKER_LOST_AFTER_MS = 20_000;
 /** Time kept between an attempt's timeout and its lease's end, for the record. */
 const RECORD_MARGIN_MS = 3_000;
+/** Retries a worker wakes for itself at most (beyond, later ones come by the poll). */
+const MAX_RETRY_WAKES = 100_000;
 /** The wait before claiming again when the next due row was due already, yet not claimed (locked). */
 const LOCKED_DUE_GAP_MS = 20;
 /** How long a subscription deleted or deactivated is remembered, for claims under way as it happened. */
@@ -173,6 +176,8 @@ export class Dispatcher {
   private readonly goneHere = new Set<string>();
   /** Subscriptions deleted or deactivated lately, with when this worker heard it (ms, this process's clock). */
   private readonly stopped = new Map<string, number>();
+  /** LISTEN was up once: a later listen() is a reconnection, after which stops may have gone unheard. */
+  private listenedBefore = false;
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
   private readonly overdue: Flight[] = [];
   /** Per tenant: attempts slow or overdue. While slow ones are at capacity, such a tenant starts no more. */
@@ -431,7 +436,10 @@ export class Dispatcher {
   }
 
   private retryTimer: NodeJS.Timeout | undefined;
+  /** When the retry timer fires (the database's clock). */
   private retryAt = Number.POSITIVE_INFINITY;
+  /** The due times of the retries this worker scheduled and has not woken for yet. */
+  private readonly retryTimes = new MinHeap();
 
   /**
    * The database's clock, as this process reckons it: the times the queue compares with
@@ -514,17 +522,34 @@ export class Dispatcher {
     else this.poke();
   }
 
-  /** Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock; others' come by polling). */
+  /**
+   * Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock),
+   * and at each of the others it scheduled, in turn: the loop asks the database when the next
+   * row falls due only when its shares leave room (a subscription at its share, behind a slow
+   * receiver, would otherwise leave the other retries to the poll, up to a second late).
+   * Others' retries come by that question, or by polling.
+   */
   private wakeAt(at: number): void {
-    if (at >= this.retryAt) return;
+    const earliest = this.retryTimes.peek();
+    if (this.retryTimes.size >= MAX_RETRY_WAKES && earliest !== undefined && at >= earliest) return; // the poll will do
+    this.retryTimes.push(at);
+    this.armRetryTimer();
+  }
+
+  private armRetryTimer(): void {
+    const next = this.retryTimes.peek();
+    if (next === undefined || next >= this.retryAt) return;
     clearTimeout(this.retryTimer);
-    this.retryAt = at;
+    this.retryAt = next;
     // setTimeout takes at most 2^31-1 ms (24.8 days; more fires at once): a later retry wakes
-    // the loop then, early, and it sleeps again.
+    // the loop then, early, and the timer is armed again.
     this.retryTimer = setTimeout(() => {
       this.retryAt = Number.POSITIVE_INFINITY;
+      const due = this.dbNow() + 5;
+      while ((this.retryTimes.peek() ?? Number.POSITIVE_INFINITY) <= due) this.retryTimes.pop();
+      this.armRetryTimer();
       this.poke();
-    }, Math.min(Math.max(0, at - this.dbNow()) + 5, 2 ** 31 - 1));
+    }, Math.min(Math.max(0, next - this.dbNow()) + 5, 2 ** 31 - 1));
     this.retryTimer.unref();
   }
 
@@ -588,6 +613,27 @@ export class Dispatcher {
     this.listener = client;
     // Anything that became due while we were not listening.
     this.poke();
+    // And any subscription stopped meanwhile, unannounced to this worker.
+    if (this.listenedBefore) void this.recheckStopped();
+    this.listenedBefore = true;
+  }
+
+  /**
+   * After LISTEN was down: the subscriptions of the claimed deliveries not started yet that
+   * were deleted or deactivated meanwhile are dealt with as if announced.
+   */
+  private async recheckStopped(): Promise<void> {
+    const ids = [...new Set(this.ready.map((r) => r.delivery.subscriptionId).filter((id): id is string => id !== null))];
+    if (!ids.length) return;
+    try {
+      const { rows } = await this.pool.query<{ id: string }>(
+        'select id from webhook_subscriptions where id = any($1::uuid[]) and (deleted_at is not null or not active)',
+        [ids],
+      );
+      for (const { id } of rows) this.subscriptionStopped(id);
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not check the subscriptions of claimed deliveries after LISTEN came back');
+    }
   }
 
   private reconnect(client: pg.Client): void {

@@ -114,6 +114,16 @@ it('a subscription deleted while its claim is held up (canceling another\'s orph
   await eventually(async () => (await api.dataSource.query('select status from webhook_deliveries where subscription_id = $1', [second])).every((r: { status: string }) => r.status === 'CANCELED'), 20_000);
 }, 60_000);
 
+it('the same when the worker\'s LISTEN connection was down as it happened', async () => {
+  const { tenant, subscriptionId, ids, arrived } = await setUp('deleted-unheard');
+  await api.dataSource.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-dispatcher-listen' and datname = current_database()`);
+  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId }, tenant.apiKey);
+  expect(deleted.errors).toBeUndefined();
+  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
+  await new Promise((r) => setTimeout(r, 2_000));
+  expect(arrived()).toBe(2);
+});
+
 it('deactivating it pauses them (not sent), and reactivating sends them', async () => {
   const { tenant, subscriptionId, ids, arrived } = await setUp('deactivated');
   const update = (active: boolean) =>

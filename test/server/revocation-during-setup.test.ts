@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse } from '../helpers/live.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 let hl: TestHookline;
 let receiver: Receiver;
@@ -35,7 +35,7 @@ it('ends a stream whose key is revoked while it starts, and sends it nothing', a
   await open.query('select count(*) from live_listeners');
   try {
     const stream = collectSse(hl.url, key.apiKey);
-    await new Promise((r) => setTimeout(r, 300)); // its key checked, its set-up waiting
+    await eventually(() => hl.services.live!.apiKeyIdsInUse().includes(key.id)); // its key checked, its set-up waiting
     expect((await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: key.id }, tenant.apiKey)).data).toEqual({ revokeApiKey: true });
     await open.query('rollback');
     await stream.ready;
@@ -76,8 +76,7 @@ it('ends a stream whose key was revoked while its request\'s key lookup was answ
   };
   try {
     const stream = collectSse(hl.url, key.apiKey);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(delayed).toBe(true);
+    await eventually(() => delayed); // the lookup answered; its answer is on its way, for a second
     expect((await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: key.id }, tenant.apiKey)).data).toEqual({ revokeApiKey: true });
     pool.query = query;
     await stream.ready;
