@@ -353,6 +353,8 @@ export class Dispatcher {
     this.running = false;
     clearInterval(this.reclaimTimer);
     clearTimeout(this.retryTimer);
+    this.retryAt = Number.POSITIVE_INFINITY;
+    while (this.retryTimes.size) this.retryTimes.pop();
     this.poke();
     await this.loopDone;
     // Inserts that claim for this worker land in `ready`, and go back with the rest.
@@ -530,6 +532,7 @@ export class Dispatcher {
    * Others' retries come by that question, or by polling.
    */
   private wakeAt(at: number): void {
+    if (!this.running) return; // stopping: attempts still recording wake no one
     const earliest = this.retryTimes.peek();
     if (this.retryTimes.size >= MAX_RETRY_WAKES && earliest !== undefined && at >= earliest) return; // the poll will do
     this.retryTimes.push(at);
@@ -545,7 +548,9 @@ export class Dispatcher {
     // the loop then, early, and the timer is armed again.
     this.retryTimer = setTimeout(() => {
       this.retryAt = Number.POSITIVE_INFINITY;
-      const due = this.dbNow() + 5;
+      // Only what is due now: the timer fires 5 ms late, and a retry due in those 5 ms is not
+      // due yet for the claim this wakes; it keeps its own turn.
+      const due = this.dbNow();
       while ((this.retryTimes.peek() ?? Number.POSITIVE_INFINITY) <= due) this.retryTimes.pop();
       this.armRetryTimer();
       this.poke();
