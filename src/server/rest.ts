@@ -113,9 +113,18 @@ const REST_FIELD: Record<string, string> = {
 
 function restError(error: HooklineError): { field?: string; message: string } {
   if (!error.field) return { message: error.message };
-  const field = REST_FIELD[error.field] ?? error.field;
-  const message = error.message.startsWith(`${error.field}:`) ? field + error.message.slice(error.field.length) : error.message;
+  // Own entries only: a body's "__proto__" or "toString" is a field name like any other.
+  const field = Object.hasOwn(REST_FIELD, error.field) ? REST_FIELD[error.field]! : error.field;
+  let message = error.message.startsWith(`${error.field}:`) ? field + error.message.slice(error.field.length) : error.message;
+  // The paths inside the payload ("data.amount is required") too, where they follow ": " or "; ".
+  if (error.field === 'data') message = message.replace(/(?<=: |; )data(?=[.[ ]|$)/g, field);
   return { field, message };
+}
+
+/** An error about the subscription's `events` when the body gave `event` (the guide's form) names `event`. */
+function asGiven(error: unknown, body: Record<string, unknown>): unknown {
+  if (!(error instanceof HooklineError) || error.field !== 'events' || body.events !== undefined) return error;
+  return new HooklineError(error.code, `event${error.message.slice('events'.length)}`, 'event');
 }
 
 function checkKnownFields(body: Record<string, unknown>, allowed: readonly string[]): void {
@@ -195,14 +204,18 @@ const createSubscription: Handler = async (services, { tenantId, json }) => {
   }
   const url = optionalString(body, 'url');
   if (!url) throw badInput('url', 'is required');
-  const { subscription, secret } = await services.subscriptions.create(tenantId, {
-    url,
-    events: all,
-    secret: optionalString(body, 'secret'),
-    description: optionalString(body, 'description'),
-    headers: headers as Record<string, unknown> | null | undefined,
-    active: optionalBoolean(body, 'active'),
-  });
+  const { subscription, secret } = await services.subscriptions
+    .create(tenantId, {
+      url,
+      events: all,
+      secret: optionalString(body, 'secret'),
+      description: optionalString(body, 'description'),
+      headers: headers as Record<string, unknown> | null | undefined,
+      active: optionalBoolean(body, 'active'),
+    })
+    .catch((error: unknown) => {
+      throw asGiven(error, body);
+    });
   return { status: 201, body: subscriptionJson(subscription, secret) };
 };
 

@@ -228,7 +228,15 @@ describe('400 BAD_USER_INPUT', () => {
   it('names the field: missing url or event, unknown event, unknown field, bad types', async () => {
     expectError(await subscribe({ event: 'invoice.created' }), 400, 'BAD_USER_INPUT', 'url');
     expectError(await subscribe({ url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
-    expectError(await subscribe({ event: 'invoice.exploded', url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    // The guide's form gives `event`: that is the field named, not the list it becomes.
+    expectError(await subscribe({ event: 'invoice.exploded', url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
+    expectError(await subscribe({ events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    // Field names that every JavaScript object has are fields like any other.
+    for (const name of ['__proto__', 'toString', 'constructor']) {
+      const res = await rest('POST', 'subscriptions', { raw: `{"event": "invoice.created", "url": "${receiver.url}", "${name}": {"x": 1}}` });
+      expectError(res, 400, 'BAD_USER_INPUT', name);
+      expect(res.body.error.message).toMatch(new RegExp(`^${name}: is not a field`));
+    }
     expectError(await subscribe({ event: 'invoice.created', url: 'ftp://example.com' }), 400, 'BAD_USER_INPUT', 'url');
     expectError(await subscribe({ event: 'invoice.created', url: receiver.url, secret: 'short' }), 400, 'BAD_USER_INPUT', 'secret');
     expectError(await subscribe({ evnt: 'invoice.created', url: receiver.url }), 400, 'BAD_USER_INPUT', 'evnt');
@@ -244,6 +252,8 @@ describe('400 BAD_USER_INPUT', () => {
     const res = await trigger({ event: 'invoice.created', payload: { invoice_id: 'inv-1', amount: true } });
     expectError(res, 400, 'BAD_USER_INPUT', 'payload');
     expect(res.body.error.message).toMatch(/^payload: does not match the schema of invoice.created/);
+    expect(res.body.error.message).toMatch(/: payload\.(amount|customer)/); // the REST name, not GraphQL's data.
+    expect(res.body.error.message).not.toMatch(/\bdata\./);
     const gql = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }', {
       input: { event: 'invoice.created', data: { invoice_id: 'inv-1', amount: true } },
     }, key);

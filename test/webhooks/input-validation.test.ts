@@ -341,7 +341,7 @@ describe('over REST, a NUL character is a 400 BAD_USER_INPUT naming the field', 
   const cases: Array<[string, string, Record<string, unknown>, string]> = [
     ['subscription description', 'subscriptions', { event: 'invoice.created', url: URL, description: `a${NUL}` }, 'description'],
     ['subscription secret', 'subscriptions', { event: 'invoice.created', url: URL, secret: `0123456789abcdef${NUL}` }, 'secret'],
-    ['subscription event', 'subscriptions', { event: `invoice.created${NUL}`, url: URL }, 'events'],
+    ['subscription event', 'subscriptions', { event: `invoice.created${NUL}`, url: URL }, 'event'],
     ['subscription headers that are a string', 'subscriptions', { event: 'invoice.created', url: URL, headers: 'abc' }, 'headers'],
     ['delivery event', 'deliveries', { event: `test.event${NUL}`, payload: {} }, 'event'],
     ['delivery resource_id', 'deliveries', { event: 'test.event', payload: {}, resource_id: `r${NUL}` }, 'resource_id'],
