@@ -8,7 +8,6 @@ import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { unauthenticated } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
-import { complexityRefusal } from './complexity.js';
 import type { Yoga } from './graphql.js';
 import { BodyTooLargeError, MAX_BODY_BYTES, readBody } from './http-body.js';
 
@@ -83,6 +82,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     ? {
         ...(await import('./graphql.js')),
         ...(await import('../live/shared-execution.js')),
+        ...(await import('./complexity.js')),
         useServer: (await import('graphql-ws/use/ws')).useServer,
         WebSocketServer: (await import('ws')).WebSocketServer,
       }
@@ -232,8 +232,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
           } catch (error) {
             return forWebSocket([mask(error)]);
           }
-          // Here, for deliveryUpdated, which the subscribe below hands past Yoga's plugins.
-          const refusal = complexityRefusal({ schema, document, variableValues: params.variables, operationName: params.operationName, contextValue });
+          // Here, as a refusal of the operation like the checks above (an `error` message), and
+          // for deliveryUpdated, which the subscribe above hands past Yoga's plugins.
+          const refusal = api.complexityRefusal({ schema, document, variableValues: params.variables, operationName: params.operationName, contextValue });
           if (refusal) return forWebSocket([refusal]);
           return {
             schema,
