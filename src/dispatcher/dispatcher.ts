@@ -527,9 +527,9 @@ export class Dispatcher {
   /**
    * Wakes the loop when a retry this worker scheduled falls due at `at` (the database's clock),
    * and at each of the others it scheduled, in turn: the loop asks the database when the next
-   * row falls due only when its shares leave room (a subscription at its share, behind a slow
-   * receiver, would otherwise leave the other retries to the poll, up to a second late).
-   * Others' retries come by that question, or by polling.
+   * row falls due only after a claim that found nothing, with its shares leaving room, so the
+   * other retries would otherwise wait for the poll, up to a second late. Retries a worker that
+   * died scheduled come by that question, or by polling.
    */
   private wakeAt(at: number): void {
     if (!this.running) return; // stopping: attempts still recording wake no one
@@ -724,10 +724,10 @@ export class Dispatcher {
             !claimed.length && capped && !this.shareFreed ? Date.now() + Math.max(this.cappedClaimGapMs, 4 * (Date.now() - claimStarted)) : 0;
           // A share freed while the claim ran may have left rows it could not see: not drained.
           if (!this.wakeRequested) this.drained = !capped && !this.shareFreed;
-          // Also after a claim that found some: wakeAt() waits for this worker's earliest retry
-          // only, and the next ones, or another worker's, would wait for the poll, up to a
-          // second past their time.
-          if (!capped && !this.wakeRequested) {
+          // (After a claim that found some, this worker's retries still wake it each at its
+          // time: wakeAt(). Asking here after every claim was a query per delivery when they
+          // come one by one.)
+          if (!claimed.length && !capped && !this.wakeRequested) {
             const due = await nextDueAt(this.pool);
             // Due already, yet not claimed: locked by a transaction (SKIP LOCKED passed it by).
             // Claiming again at once would spin until it ends; a short wait will do.
