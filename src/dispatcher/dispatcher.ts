@@ -904,18 +904,8 @@ export class Dispatcher {
     const now = Date.now();
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
-    const back: ClaimedDelivery[] = [];
-    for (let i = 0; i < this.ready.length; ) {
-      const { delivery } = this.ready[i]!;
-      if (delivery.subscriptionId !== subscriptionId) {
-        i++;
-        continue;
-      }
-      this.ready.splice(i, 1);
-      this.unhold(delivery);
-      back.push(delivery);
-    }
-    this.handBack(back.map((d) => d.id), 'subscription deleted or deactivated: its claimed deliveries handed back to the queue');
+    const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId);
+    this.handBack(back, 'subscription deleted or deactivated: its claimed deliveries handed back to the queue');
     this.pump(); // counts the parked ones again
   }
 
@@ -946,9 +936,10 @@ export class Dispatcher {
     // A claim under way when a subscription stopped (up to now: the cancel above awaited) may
     // have read it before: its deliveries go back.
     if (this.stopped.size) {
-      const stale = live.filter((d) => d.subscriptionId && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
+      const isStale = (d: ClaimedDelivery) => d.subscriptionId !== null && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter;
+      const stale = live.filter(isStale);
       if (stale.length) {
-        live = live.filter((d) => !stale.includes(d));
+        live = live.filter((d) => !isStale(d));
         this.handBack(stale.map((d) => d.id), 'subscription deleted or deactivated during a claim: its deliveries handed back to the queue');
       }
     }
@@ -974,18 +965,23 @@ export class Dispatcher {
    */
   private releaseLate(from: number): void {
     const now = Date.now();
-    const late: string[] = [];
+    this.handBack(this.takeReady((r) => r.deadline <= now, from), 'claimed deliveries waited too long for a slot; handed back to the queue', 'warn');
+  }
+
+  /** Takes the ready deliveries `which` picks (from index `from` on) out of `ready` and the shares: their ids. */
+  private takeReady(which: (ready: Ready) => boolean, from = 0): string[] {
+    const taken: string[] = [];
     for (let i = from; i < this.ready.length; ) {
-      const { delivery, deadline } = this.ready[i]!;
-      if (deadline > now) {
+      const ready = this.ready[i]!;
+      if (!which(ready)) {
         i++;
         continue;
       }
       this.ready.splice(i, 1);
-      this.unhold(delivery);
-      late.push(delivery.id);
+      this.unhold(ready.delivery);
+      taken.push(ready.delivery.id);
     }
-    this.handBack(late, 'claimed deliveries waited too long for a slot; handed back to the queue', 'warn');
+    return taken;
   }
 
   private unhold(delivery: ClaimedDelivery): void {
