@@ -18,11 +18,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 it('wakes at each due time, one due 8 ms after another included', async () => {
   const { wakes, t0, wakeAt } = timerOnly();
-  for (const at of [100, 108, 300]) wakeAt(t0 + at);
-  await sleep(450);
-  expect(wakes).toHaveLength(3);
-  expect(wakes[1]).toBeGreaterThanOrEqual(108);
-  expect(wakes[2]).toBeGreaterThanOrEqual(300);
+  const dues = [100, 108, 700];
+  for (const at of dues) wakeAt(t0 + at);
+  await sleep(1100);
+  // One wake may serve both of the first two when the timer fires late on a loaded machine; what
+  // counts is that each due time has a wake at or after it, soon after (a retry due 108 ms dropped
+  // at the first wake would wait for the one at 700). Never more wakes than due times.
+  expect(wakes.length).toBeGreaterThanOrEqual(2);
+  expect(wakes.length).toBeLessThanOrEqual(3);
+  for (const at of dues) {
+    const woke = wakes.find((w) => w >= at);
+    expect(woke, `a wake at or after ${at} ms`).toBeDefined();
+    expect(woke! - at, `wake for ${at} ms`).toBeLessThan(400);
+  }
 });
 
 it('wakes no one once stopped', async () => {
