@@ -14,8 +14,10 @@ export function generateSecret(): string {
 /** A client's secret, or a new one when none is given. */
 export function acceptSecret(secret: string | null | undefined, field = 'secret'): string {
   if (secret === null || secret === undefined) return generateSecret();
-  if (secret.length < MIN_SECRET_LENGTH) throw badInput(field, `must be at least ${MIN_SECRET_LENGTH} characters`);
-  if (secret.length > MAX_SECRET_LENGTH) throw badInput(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
+  // Characters, not UTF-16 units: 8 emoji are 8 characters, short of the minimum.
+  const characters = [...secret].length;
+  if (characters < MIN_SECRET_LENGTH) throw badInput(field, `must be at least ${MIN_SECRET_LENGTH} characters`);
+  if (characters > MAX_SECRET_LENGTH) throw badInput(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
   if (/\s/.test(secret)) throw badInput(field, 'must not contain white space');
   rejectUnstorableText(field, secret);
   if (secret.startsWith('whsec_')) {

@@ -124,8 +124,18 @@ export class WebhookService {
     prepared: { dataJson: string; idempotencyKey: string | null; resourceType: string; resourceId: string | null },
     handOff?: HandOff,
   ): Promise<{ result: TriggerResult; claimed: ClaimedDelivery[] }> {
-    const entry = await this.catalog.find(manager, tenantId, input.event);
-    this.catalog.validateData(entry, input.data);
+    try {
+      const entry = await this.catalog.find(manager, tenantId, input.event);
+      this.catalog.validateData(entry, input.data);
+    } catch (error) {
+      // A retry of a request that was accepted returns its event even if the catalog has
+      // changed since (a type made stricter, or deactivated): the key decides, as the contract
+      // says, not the catalog of the moment. Only on refusal, so the common path asks nothing.
+      if (prepared.idempotencyKey && error instanceof HooklineError && (await this.keyHeld(manager, tenantId, prepared.idempotencyKey))) {
+        return { result: await this.existing(manager, tenantId, prepared.idempotencyKey), claimed: [] };
+      }
+      throw error;
+    }
     const now = this.clock.now();
     const eventId = randomUUID();
 
@@ -235,6 +245,16 @@ export class WebhookService {
   /** Ends the connections of the batched path (the DataSource stays the caller's). */
   close(): Promise<void> {
     return this.batcher.close();
+  }
+
+  /** Whether the tenant's key is held by an event of the last 24 hours. */
+  private async keyHeld(manager: Sql, tenantId: TenantId, key: string): Promise<boolean> {
+    const rows = await queryRows(manager, `select 1 from idempotency_keys where tenant_id = $1 and key = $2 and expires_at > $3`, [
+      tenantId,
+      key,
+      this.clock.now(),
+    ]);
+    return rows.length > 0;
   }
 
   private async existing(manager: Sql, tenantId: TenantId, key: string): Promise<TriggerResult> {

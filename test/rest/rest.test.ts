@@ -216,6 +216,26 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expect(again.body).toMatchObject({ event_id: first.body.event_id, duplicate: true });
     expect(again.body.deliveries.map((d: any) => d.id)).toEqual(first.body.deliveries.map((d: any) => d.id));
   });
+
+  it('answers the first event for a repeated idempotency_key even when the repeat would now be refused', async () => {
+    await subscribe({ event: 'invoice.created', url: receiver.url });
+    const first = await trigger({ event: 'invoice.created', payload: INVOICE, idempotency_key: 'k-2' });
+    expect(first.status).toBe(202);
+    const events = await countRows('webhook_events');
+    // The catalog's schema (amount required) or the name no longer accepted: the key decides.
+    for (const body of [
+      { event: 'invoice.created', payload: {}, idempotency_key: 'k-2' },
+      { event: 'invoice.exploded', payload: INVOICE, idempotency_key: 'k-2' },
+    ]) {
+      const again = await trigger(body);
+      expect(again.status, JSON.stringify(again.body)).toBe(202);
+      expect(again.body).toMatchObject({ event_id: first.body.event_id, duplicate: true });
+    }
+    // A key not used before gets the refusal, and nothing is written.
+    expectError(await trigger({ event: 'invoice.created', payload: {}, idempotency_key: 'k-3' }), 400, 'BAD_USER_INPUT', 'payload');
+    expect(await countRows('webhook_events')).toBe(events);
+    expect(await countRows('idempotency_keys')).toBe(1);
+  });
 });
 
 describe('400 BAD_USER_INPUT', () => {

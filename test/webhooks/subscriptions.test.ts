@@ -81,6 +81,7 @@ describe('bad input is refused with BAD_USER_INPUT naming the field, and writes 
     ['no events', { events: [] }, 'events'],
     ['bad pattern', { events: ['Invoice.*'] }, 'events'],
     ['short secret', { events: ['*'], secret: 'short' }, 'secret'],
+    ['secret of 8 characters in 16 UTF-16 units', { events: ['*'], secret: '\u{1F511}'.repeat(8) }, 'secret'],
     ['ftp url', { events: ['*'], url: 'ftp://example.com/x' }, 'url'],
     ['credentials in url', { events: ['*'], url: 'https://user:pw@example.com/x' }, 'url'],
     ['not a url', { events: ['*'], url: 'not a url' }, 'url'],
