@@ -10,7 +10,7 @@ import type { TenantId } from '../../src/db/tenant-scope.js';
 import type { ClaimedDelivery } from '../../src/dispatcher/queue.js';
 import { IngestBatcher, type BatchItem, type HandOff } from '../../src/webhooks/ingest-batcher.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const CREATE = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret subscription { id } } }';
 const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id status } } }';
@@ -87,7 +87,12 @@ describe('an idle process that serves the API and dispatches', () => {
       const payload = new StandardWebhook(secret).verify(request.body, request.headers as Record<string, string>) as any;
       expect(payload).toMatchObject({ id: results[i]!.event.id, event: 'invoice.created', data: { ...INVOICE, amount: i } });
     }
-    await new Promise((r) => setTimeout(r, 100)); // the last outcome is recorded
+    // Every outcome recorded (the last may still be on its way); recorded twice would show as
+    // attempts or logged of 2.
+    await eventually(async () => {
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where id = any($1) and status = 'DELIVERED'`, [ids]);
+      return n === ids.length;
+    });
     const rows = await hl.dataSource.query(
       `select d.status, d.attempts, d.locked_by, d.lease_expires_at, (select count(*)::int from delivery_attempts a where a.delivery_id = d.id) as logged
          from webhook_deliveries d where d.id = any($1)`,
@@ -256,9 +261,12 @@ describe('a process that is not idle', () => {
     const hl = await start({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '1', HOOKLINE_DELIVERY_TIMEOUT: '5s' });
     let open = 0;
     let most = 0;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
     const slow = await receiver(async () => {
       most = Math.max(most, ++open);
-      await new Promise((r) => setTimeout(r, 400));
+      await held; // the first answer waits until the test has triggered the rest
+      await new Promise((r) => setTimeout(r, 50));
       open--;
       return { status: 204 };
     });
@@ -279,7 +287,8 @@ describe('a process that is not idle', () => {
     }, apiKey);
     // Another subscription's fresh delivery is queued too while deliveries are due, and still goes out at once.
     expect(payment.data.triggerEvent.deliveries[0].status).toBe('PENDING');
-    await fast.waitFor(1, 1_000);
+    await fast.waitFor(1, 2_000); // while the slow subscription's first attempt still waits
+    release();
 
     await slow.waitFor(3, 5_000);
     expect(slow.received.map((r) => JSON.parse(r.body).data.amount)).toEqual([1, 2, 3]);

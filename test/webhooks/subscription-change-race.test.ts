@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QUEUE_SESSION_SETTINGS, recordAttempts } from '../../src/dispatcher/queue.js';
 import { failedOutcome } from '../helpers/outcomes.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually } from '../helpers/receiver.js';
 
 let hl: TestHookline;
 
@@ -45,6 +46,14 @@ it('a retry recorded while its subscription is being deactivated waits for the c
   await worker.connect();
   try {
     await worker.query(QUEUE_SESSION_SETTINGS);
+    const [{ pid: workerPid }] = (await worker.query('select pg_backend_pid() as pid')).rows;
+    /** Backends of this database other than the blocker waiting for a lock: their pids. */
+    const lockWaiters = async () =>
+      (
+        await blocker.query<{ pid: number }>(
+          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`,
+        )
+      ).rows.map((r) => r.pid);
     await blocker.query('begin');
     await blocker.query('select 1 from webhook_deliveries where id = $1 for update', [waiting.id]);
     const deactivating = hl.gql(
@@ -52,13 +61,14 @@ it('a retry recorded while its subscription is being deactivated waits for the c
       { id: subscriptionId, input: { active: false } },
       tenant.apiKey,
     );
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually(async () => (await lockWaiters()).some((pid) => pid !== workerPid), 10_000, 20); // the change, midway
     // The worker records a failed attempt of the delivery it was sending.
     let recorded = false;
     const recording = recordAttempts(worker, 'w1', [
       failedOutcome({ deliveryId: sending.id, tenantId: tenant.id, subscriptionId, lease: sending.lease }),
     ]).then(() => (recorded = true));
-    await new Promise((r) => setTimeout(r, 300));
+    // Either the record waits for a lock (the change's) or, wrongly, it is done.
+    await eventually(async () => recorded || (await lockWaiters()).includes(workerPid), 10_000, 20);
     expect(recorded, 'the record waits for the change under way').toBe(false);
     await blocker.query('commit');
     expect((await deactivating).data.updateWebhookSubscription).toEqual({ active: false });
