@@ -120,7 +120,7 @@ function processesUsing(dir: string, withPid = false): Array<string | { pid: num
   return withPid ? found : found.map((p) => p.args);
 }
 
-async function processesGone(dir: string, timeoutMs = 3_000): Promise<string[]> {
+async function processesGone(dir: string, timeoutMs = 15_000): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   let left = processesUsing(dir);
   while (left.length && Date.now() < deadline) {

@@ -368,9 +368,10 @@ describe('at least once, with worker processes', () => {
 
   it('a worker still heard from keeps an attempt that lasts longer than a lost worker is given', { timeout: 30_000 }, async () => {
     const s = await scenario();
-    const receiver = await receiverWith(() => ({ status: 200, delayMs: 4_000 }));
+    // Lost after 3 s (room for a busy machine's stalls), an answer after 6 s.
+    const receiver = await receiverWith(() => ({ status: 200, delayMs: 6_000 }));
     await subscribe(s, `${receiver.url}/slow-but-alive`);
-    const timings = { workerLostAfterMs: 1_500, reclaimIntervalMs: 300 };
+    const timings = { workerLostAfterMs: 3_000, reclaimIntervalMs: 300 };
     for (let i = 0; i < 2; i++) {
       const worker = await startTestHookline(
         { HOOKLINE_ROLE: 'worker', HOOKLINE_DELIVERY_TIMEOUT: '30s' },

@@ -2,7 +2,7 @@
 // PostgreSQL's now()), so they come on the schedule, neither at once nor late.
 import { afterEach, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
 
 const realNow = Date.now;
@@ -38,15 +38,19 @@ it.each([
     );
     return row as { attempts: number; dueIn: number };
   };
-  await new Promise((r) => setTimeout(r, 500));
-  const first = await dueIn();
-  expect(first.attempts).toBe(1);
-  expect(first.dueIn).toBeGreaterThan(1.5); // 3 s ± 20%, half a second ago
-  expect(first.dueIn).toBeLessThan(3.6);
+  // Once recorded: 3 s ± 20% from the attempt, which arrived `elapsed` seconds ago (both times
+  // read from the same skewed clock, so their difference is true); 10 minutes off otherwise.
+  const first = await eventually(async () => {
+    const row = await dueIn();
+    return row.attempts === 1 && { ...row, elapsed: (Date.now() - receiver.received[0]!.at) / 1000 };
+  });
+  expect(first.dueIn + first.elapsed).toBeGreaterThan(2.2);
+  expect(first.dueIn + first.elapsed).toBeLessThan(3.8);
   await receiver.waitFor(2, 8_000);
-  await new Promise((r) => setTimeout(r, 500));
-  const second = await dueIn();
-  expect(second.attempts).toBe(2);
+  const second = await eventually(async () => {
+    const row = await dueIn();
+    return row.attempts === 2 && row;
+  });
   expect(second.dueIn).toBeGreaterThan(4 * 60 - 5); // 5 m ± 20%
   expect(second.dueIn).toBeLessThan(6 * 60);
   expect(receiver.received).toHaveLength(2);

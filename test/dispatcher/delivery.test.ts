@@ -249,11 +249,14 @@ describe('failures and retries', () => {
 describe('subscriptions and the queue', () => {
   it('a delivery failing while its subscription is deactivated waits for it, like the others', async () => {
     let healthy = false;
-    const receiver = await receiverWith(() => (healthy ? { status: 200 } : { status: 500, delayMs: 300 }));
+    let deactivated!: () => void;
+    const answerAfterDeactivation = new Promise<void>((r) => (deactivated = r));
+    const receiver = await receiverWith(async () => (healthy ? { status: 200 } : (await answerAfterDeactivation, { status: 500 })));
     const { subscription } = await subscribe(receiver.url);
     const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
     await receiver.waitFor(1); // the first attempt is in flight...
     await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    deactivated();
     // ...and fails after the deactivation: its retry (due in 100 ms) must wait.
     await eventually(async () => (await deliveryOf(deliveries[0].id)).attempts === 1);
     await new Promise((r) => setTimeout(r, 500));
@@ -270,6 +273,8 @@ describe('subscriptions and the queue', () => {
     const { subscription } = await subscribe(receiver.url);
     // Two deliveries being sent: one by a worker that died (its lease has run out), one by a
     // worker that hands it back untried (releaseClaims: a batch it could not prepare, or stop()).
+    // Deactivated first: a reclaim of the process's own may come at any moment after the insert.
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
     const db = poolOf(hl.dataSource);
     const { rows: [event] } = await db.query(
       `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'invoice.created', '{}', '{}', now()) returning id`,
@@ -281,7 +286,6 @@ describe('subscriptions and the queue', () => {
        returning id, locked_by`,
       [tenantId, event.id, subscription.id, receiver.url],
     );
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
     // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
     expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(1);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);

@@ -4,7 +4,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 let hl: TestHookline;
 let receiver: Receiver;
@@ -28,6 +28,7 @@ it('claims a few times a second, not in a loop, while the next due delivery is l
   const res = await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: { n: 1 } }) { deliveries { id } } }', {}, tenant.apiKey);
   const id: string = res.data.triggerEvent.deliveries[0].id;
   await receiver.waitFor(1);
+  await eventually(async () => (await hl.dataSource.query('select status from webhook_deliveries where id = $1', [id]))[0].status === 'DELIVERED');
 
   const holder = new pg.Client({ connectionString: hl.databaseUrl });
   await holder.connect();

@@ -153,8 +153,10 @@ it('an insert that leaves deliveries due names their tenants to the dispatchers'
     await insert([[one, 'PENDING', false], [two, 'PENDING', false], [two, 'PENDING', false]]);
     await insert([[one, 'SENDING', false], [two, 'PENDING', true]]); // nothing claimable: no notification
     await insert([[two, 'PENDING', false]]);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(payloads.map((p) => p.split(',').sort().join(','))).toEqual([[one, two].sort().join(','), two]);
+    // Notifications come in commit order: once this one is heard, so are the inserts'.
+    await client.query(`select pg_notify('hookline_deliveries_due', 'end')`);
+    while (!payloads.includes('end')) await new Promise((r) => setTimeout(r, 10));
+    expect(payloads.slice(0, -1).map((p) => p.split(',').sort().join(','))).toEqual([[one, two].sort().join(','), two]);
   } finally {
     await listener.end();
   }

@@ -126,19 +126,19 @@ it('a worker whose database goes silent goes on once it answers again, and stops
 });
 
 it('an outage of the database, which silences every worker, does not make them take each other for dead', { timeout: 60_000 }, async () => {
-  // Workers that may be silent 1.5 s; the database is silent for 3 s while one of them sends a
-  // delivery (a 5 s answer). When it answers again, each has been silent longer than that, but
-  // none was dead: the delivery is sent once.
-  const { proxy, api, receiver, trigger, worker } = await scenario(() => ({ status: 200, delayMs: 5_000 }));
+  // Workers that may be silent 2.5 s (room for a busy machine's stalls); the database is silent
+  // for 4 s while one of them sends a delivery (a 7 s answer). When it answers again, each has
+  // been silent longer than that, but none was dead: the delivery is sent once.
+  const { proxy, api, receiver, trigger, worker } = await scenario(() => ({ status: 200, delayMs: 7_000 }));
   for (let i = 0; i < 2; i++) {
-    await worker({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, { databaseTimeoutMs: 1_000, workerLostAfterMs: 1_500, reclaimIntervalMs: 300 });
+    await worker({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, { databaseTimeoutMs: 1_000, workerLostAfterMs: 2_500, reclaimIntervalMs: 300 });
   }
   // Both have been heard from for long enough to judge others.
-  await new Promise((r) => setTimeout(r, 2_000));
+  await new Promise((r) => setTimeout(r, 3_000));
   const id = await trigger(1);
   await receiver.waitFor(1, 10_000);
   proxy.silence();
-  await new Promise((r) => setTimeout(r, 3_000));
+  await new Promise((r) => setTimeout(r, 4_000));
   proxy.answer();
   await new Promise((r) => setTimeout(r, 8_000));
   const [row] = await api.dataSource.query(`select status, attempts from webhook_deliveries where id = $1`, [id]);

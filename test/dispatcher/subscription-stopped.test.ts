@@ -14,6 +14,7 @@ const TRIGGER = 'mutation($n: Int!) { triggerEvent(input: { event: "test.event",
 let api: TestHookline;
 let worker: ServiceProcess;
 let receiver: Receiver;
+const gates = new Map<string, { held: Promise<void> }>();
 
 beforeAll(async () => {
   const databaseUrl = await createTestDatabase();
@@ -26,7 +27,15 @@ beforeAll(async () => {
     HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2',
   });
   await worker.waitReady();
-  receiver = await startReceiver((request) => ({ status: request.path === '/gone' ? 410 : 200, delayMs: 1_500 }));
+  // Each set-up's path answers when its test says (after the change it makes has been seen):
+  // so the attempts under way are still under way then, however slow the machine.
+  receiver = await startReceiver(async (request) => {
+    if (request.path === '/gone') return { status: 410, delayMs: 1_500 };
+    const gate = gates.get(request.path);
+    if (!gate) return { status: 200, delayMs: 1_500 };
+    await gate.held;
+    return { status: 200 };
+  });
 });
 afterAll(async () => {
   await killAllServices();
@@ -35,6 +44,8 @@ afterAll(async () => {
 });
 
 async function setUp(path: string) {
+  let release = () => {};
+  if (path !== 'gone') gates.set(`/${path}`, { held: new Promise<void>((r) => (release = r)) });
   const tenant = await api.createTenant();
   const created = await api.gql(CREATE, { input: { url: `${receiver.url}/${path}`, events: ['test.event'] } }, tenant.apiKey);
   expect(created.errors).toBeUndefined();
@@ -46,27 +57,29 @@ async function setUp(path: string) {
     const [{ sending }] = await api.dataSource.query(`select count(*)::int as sending from webhook_deliveries where subscription_id = $1 and status = 'SENDING'`, [subscriptionId]);
     return receiver.received.filter((r) => r.path === `/${path}`).length === 2 && sending === 4;
   });
-  return { tenant, subscriptionId, ids, arrived: () => receiver.received.filter((r) => r.path === `/${path}`).length };
+  return { tenant, subscriptionId, ids, release, arrived: () => receiver.received.filter((r) => r.path === `/${path}`).length };
 }
 
 const statuses = async (ids: string[]) =>
   (await api.dataSource.query('select status, paused from webhook_deliveries where id = any($1) order by status', [ids])) as Array<{ status: string; paused: boolean }>;
 
 it('deleting the subscription cancels the deliveries claimed but not started; the two under way finish', async () => {
-  const { tenant, subscriptionId, ids, arrived } = await setUp('deleted');
+  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted');
   const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId }, tenant.apiKey);
   expect(deleted.errors).toBeUndefined();
-  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'DELIVERED').length === 2, 10_000);
   await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
+  release();
+  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'DELIVERED').length === 2, 10_000);
   await new Promise((r) => setTimeout(r, 2_000)); // a claimed one, sent anyway, would arrive by now
   expect(arrived()).toBe(2);
 });
 
 it('the same when the id is given in upper case (a uuid in any case is the same subscription)', async () => {
-  const { tenant, subscriptionId, ids, arrived } = await setUp('deleted-upper');
+  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted-upper');
   const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId.toUpperCase() }, tenant.apiKey);
   expect(deleted.errors).toBeUndefined();
   await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
+  release();
   await new Promise((r) => setTimeout(r, 2_000));
   expect(arrived()).toBe(2);
 });
@@ -115,20 +128,23 @@ it('a subscription deleted while its claim is held up (canceling another\'s orph
 }, 60_000);
 
 it('the same when the worker\'s LISTEN connection was down as it happened', async () => {
-  const { tenant, subscriptionId, ids, arrived } = await setUp('deleted-unheard');
+  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted-unheard');
   await api.dataSource.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-dispatcher-listen' and datname = current_database()`);
   const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId }, tenant.apiKey);
   expect(deleted.errors).toBeUndefined();
   await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
+  release();
   await new Promise((r) => setTimeout(r, 2_000));
   expect(arrived()).toBe(2);
 });
 
 it('deactivating it pauses them (not sent), and reactivating sends them', async () => {
-  const { tenant, subscriptionId, ids, arrived } = await setUp('deactivated');
+  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deactivated');
   const update = (active: boolean) =>
     api.gql('mutation($id: ID!, $active: Boolean!) { updateWebhookSubscription(id: $id, input: { active: $active }) { id } }', { id: subscriptionId, active }, tenant.apiKey);
   expect((await update(false)).errors).toBeUndefined();
+  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'PENDING' && d.paused).length === 4, 10_000);
+  release();
   await eventually(async () => {
     const rows = await statuses(ids);
     return rows.filter((d) => d.status === 'DELIVERED').length === 2 && rows.filter((d) => d.status === 'PENDING' && d.paused).length === 4;

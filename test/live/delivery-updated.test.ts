@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, collectWs, DELIVERY_UPDATED, moreSubscribers, statusesOf } from '../helpers/live.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { nextClose } from '../helpers/ws.js';
 import pg from 'pg';
 import { DELIVERY_UPDATES_CHANNEL } from '../../src/migrations/0004-live-updates.js';
@@ -114,8 +114,9 @@ describe('over graphql-ws', () => {
     const { id, apiKey } = created.data.createApiKey;
     const client = hl.wsClient(apiKey);
     const closed = nextClose(client);
+    const subscribed = moreSubscribers(hl);
     const updates = collectWs(client);
-    await new Promise((r) => setTimeout(r, 200));
+    await subscribed(); // authenticated and streaming
     await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id }, tenantA.apiKey);
     const event = await closed;
     expect(event.code).toBe(4401);
@@ -133,7 +134,8 @@ describe('over graphql-ws', () => {
     await subscribed();
     expect(hl.services.live!.target.listenerCount).toBe(before + 2);
     await client.dispose();
-    await new Promise((r) => setTimeout(r, 300));
+    // A leak never clears; a slow machine only takes longer to.
+    await eventually(() => hl.services.live!.target.listenerCount === before, 5_000, 20).catch(() => {});
     expect(hl.services.live!.target.listenerCount).toBe(before);
   });
 });
@@ -141,7 +143,7 @@ describe('over graphql-ws', () => {
 describe('hearing delivery changes only while someone subscribes', () => {
   it('LISTENs for them from the first subscriber to the last, and misses none after a subscription starts', async () => {
     const target = hl.services.live!.target;
-    await new Promise((r) => setTimeout(r, 300)); // the clients of the tests above are gone
+    await eventually(() => !target.isListening(DELIVERY_UPDATES_CHANNEL), 5_000, 20).catch(() => {}); // the clients above are gone
     expect(target.isListening(DELIVERY_UPDATES_CHANNEL)).toBe(false);
 
     // Once subscribe() resolves, a change made at once reaches it.
@@ -278,11 +280,21 @@ describe('losing the database connection', () => {
     await subscribed();
     const listeners = hl.services.live!.target.listenerCount;
     const killed = await hl.dataSource.query(
-      `select pg_terminate_backend(pid) from pg_stat_activity
+      `select pid, pg_terminate_backend(pid) from pg_stat_activity
         where application_name in ('hookline-live', 'hookline-dispatcher-listen') and datname = current_database()`,
     );
     expect(killed.length).toBe(2);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Changes made while the LISTEN is down are not replayed (documented): trigger once a new
+    // connection LISTENs for updates again, however long the reconnect took.
+    const gone = killed.map((k: { pid: number }) => k.pid);
+    await eventually(async () => {
+      const [{ n }] = await hl.dataSource.query(
+        `select count(*)::int as n from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid
+          where l.channel = $1 and l.pid <> all($2::int[])`,
+        [DELIVERY_UPDATES_CHANNEL, gone],
+      );
+      return n > 0 && hl.services.live!.target.isListening(DELIVERY_UPDATES_CHANNEL);
+    }, 10_000, 20);
     const id = await trigger(tenantA.apiKey);
     await updates.waitFor(delivered(id));
     expect(lifeOf(updates.items, id)).toEqual(FULL_LIFE);

@@ -29,12 +29,14 @@ let hl: TestHookline;
 let first: Receiver;
 let second: Receiver;
 let tenant: { id: string; apiKey: string };
+let announced: Promise<void> = Promise.resolve();
 
 beforeAll(async () => {
   hl = await startTestHookline();
-  // Slow to answer: each delivery is announced (SENDING, deliveredAt null) well before it is DELIVERED.
-  first = await startReceiver(() => ({ status: 200, delayMs: 300 }));
-  second = await startReceiver(() => ({ status: 204, delayMs: 300 }));
+  // Answers once every stream has had a first update of the delivery: each is announced
+  // (SENDING, deliveredAt null) before it is DELIVERED, however slow the machine.
+  first = await startReceiver(async () => (await announced, { status: 200 }));
+  second = await startReceiver(async () => (await announced, { status: 204 }));
   tenant = await hl.createTenant();
 });
 afterAll(async () => {
@@ -43,10 +45,15 @@ afterAll(async () => {
   await second?.close();
 });
 
-async function trigger(): Promise<string> {
+/** Triggers an event; its delivery is answered once each of `streams` has an update of it. */
+async function trigger(streams: Array<{ waitFor(done: (items: Update[]) => boolean): Promise<unknown> }>): Promise<string> {
+  let release!: () => void;
+  announced = new Promise<void>((r) => (release = r));
   const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 10, customer: 'Acme' } } }, tenant.apiKey);
   if (res.errors) throw new Error(JSON.stringify(res.errors));
-  return res.data.triggerEvent.deliveries[0].id;
+  const id: string = res.data.triggerEvent.deliveries[0].id;
+  void Promise.all(streams.map((u) => u.waitFor((items) => items.some((i) => i.id === id)))).finally(release);
+  return id;
 }
 
 const deliveredOf = (id: string) => (items: Update[]) => items.some((i) => i.id === id && i.status === 'DELIVERED');
@@ -64,7 +71,7 @@ it('sends each update with what the database holds then, over WebSocket and SSE 
   const all = [...ws, sse];
 
   // A delivery is announced before it is delivered (deliveredAt null), then DELIVERED.
-  const id = await trigger();
+  const id = await trigger(all);
   for (const u of all) await u.waitFor(deliveredOf(id));
   const before = (await hl.gql(DELIVERY, { id }, tenant.apiKey)).data.delivery;
   expect(before.deliveredAt).toEqual(expect.any(String));
@@ -78,7 +85,7 @@ it('sends each update with what the database holds then, over WebSocket and SSE 
   // The subscription moves to another URL between two updates: the later ones show it.
   const updated = await hl.gql(UPDATE, { id: subscriptionId, input: { url: second.url } }, tenant.apiKey);
   expect(updated.data.updateWebhookSubscription.url).toMatch(`${second.url}`);
-  const next = await trigger();
+  const next = await trigger(all);
   for (const u of all) await u.waitFor(deliveredOf(next));
   await second.waitFor(1);
   const after = (await hl.gql(DELIVERY, { id: next }, tenant.apiKey)).data.delivery;

@@ -5,7 +5,7 @@
 // ones cut off.
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { collectSse, collectWs } from '../helpers/live.js';
+import { collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually } from '../helpers/receiver.js';
 import { nextClose, wsRequest } from '../helpers/ws.js';
@@ -65,11 +65,12 @@ it('refuses operations on an open socket and closes the streams of a key revoked
   const streamingSocket = a.wsClient(streaming.apiKey);
   expect((await wsRequest(operatingSocket, VIEWER)).data.viewer.id).toBe(tenant.id); // now remembered by a
   expect((await wsRequest(streamingSocket, VIEWER)).data.viewer.id).toBe(tenant.id);
+  const subscribed = moreSubscribers(a, 2);
   const wsUpdates = collectWs(streamingSocket);
   const sseUpdates = collectSse(a.url, streaming.apiKey);
   await sseUpdates.ready;
   const streamingClosed = nextClose(streamingSocket);
-  await new Promise((r) => setTimeout(r, 200)); // the subscriptions are set up
+  await subscribed(); // both streams are set up
   await Promise.all([a.gql(VIEWER, {}, tenant.apiKey), b.gql(VIEWER, {}, tenant.apiKey)]); // pooled connections are open
 
   // The LISTEN connections go down and cannot come back: the revocations' notices are lost.
