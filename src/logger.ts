@@ -6,9 +6,11 @@ export type { Logger };
 /**
  * What a log line never holds. A failed statement's error (TypeORM's QueryFailedError)
  * carries the statement's parameters, and those may be a subscription's signing secret
- * or a receiver's Authorization header; the statement's text stays, for diagnosis.
+ * or a receiver's Authorization header; PostgreSQL's detail of a failure can quote the
+ * row's values ("Failing row contains (...)", "Key (...)=(...)"). The statement's text and
+ * the error's message and code stay, for diagnosis.
  */
-export const REDACTED_PATHS = ['err.parameters', 'err.driverError.parameters', 'err.cause.parameters', 'err.cause.driverError.parameters'];
+export const REDACTED_PATHS = ['err', 'err.driverError', 'err.cause', 'err.cause.driverError'].flatMap((at) => [`${at}.parameters`, `${at}.detail`]);
 
 /** Structured JSON logs on stdout; one root logger per process, children per component. */
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {

@@ -18,9 +18,12 @@ afterAll(async () => {
   await hl?.stop();
 });
 
-it('logs a failed statement\'s text and error, not its parameters', () => {
+it('logs a failed statement\'s text and error, not its parameters or the values in its detail', () => {
   const log = createLogger('info', { write: (line: string) => void lines.push(line) });
-  const driverError = Object.assign(new Error('index row size 2728 exceeds btree version 4 maximum 2704'), { code: '54000' });
+  const driverError = Object.assign(new Error('index row size 2728 exceeds btree version 4 maximum 2704'), {
+    code: '54000',
+    detail: 'Failing row contains (whsec_ZGV0YWlsLXNpZ25pbmcta2V5, {"Authorization": "Bearer detail-token"}).',
+  });
   const failed = new QueryFailedError('insert into webhook_subscriptions (secret, headers) values ($1, $2)', ['whsec_c2VjcmV0LXNpZ25pbmcta2V5', { Authorization: 'Bearer receiver-token' }], driverError);
   lines.length = 0;
   log.error({ err: failed }, 'unexpected error in a GraphQL operation');
@@ -28,6 +31,8 @@ it('logs a failed statement\'s text and error, not its parameters', () => {
   const text = lines.join('\n');
   expect(text).not.toContain('c2VjcmV0');
   expect(text).not.toContain('receiver-token');
+  expect(text).not.toContain('ZGV0YWls');
+  expect(text).not.toContain('detail-token');
   expect(text).toContain('insert into webhook_subscriptions');
   expect(text).toContain('index row size');
 });
