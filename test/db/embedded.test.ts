@@ -1,9 +1,16 @@
 // The embedded PostgreSQL's data is held by the Hookline process that started it, and
 // only while that process runs: a killed one, not yet reaped by its parent (a zombie),
-// holds nothing, so a restart right after `kill -9` is not refused.
+// holds nothing, so a restart right after `kill -9` is not refused. Its superuser's password
+// is the data folder's own, not one every local user knows.
 import { spawn } from 'node:child_process';
-import { expect, it } from 'vitest';
-import { processAlive } from '../../src/db/embedded.js';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { DATABASE_URL_FILE, processAlive, startEmbeddedPostgres } from '../../src/db/embedded.js';
 
 it('tells a running process from a killed one, also before its parent reaps it', async () => {
   // `sleep 30` replaces the shell and never waits for the child it inherits: once that child
@@ -19,4 +26,66 @@ it('tells a running process from a killed one, also before its parent reaps it',
   } finally {
     parent.kill('SIGKILL');
   }
+});
+
+describe('the embedded PostgreSQL\'s password', () => {
+  const login = async (port: string, password: string) => {
+    const client = new pg.Client({ host: '127.0.0.1', port: Number(port), user: 'postgres', password, database: 'postgres' });
+    try {
+      await client.connect();
+      return 'in';
+    } catch (error) {
+      return (error as { code?: string }).code;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  };
+  const mode = async (file: string) => ((await stat(file)).mode & 0o777).toString(8);
+
+  it('is its data folder\'s own, on file for this user only, and an older folder\'s known one is replaced', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-embedded-'));
+    await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    try {
+      let db = await startEmbeddedPostgres(dir, log);
+      const url = new URL(db.url);
+      const password = decodeURIComponent(url.password);
+      expect(password).not.toBe('hookline');
+      expect(password.length).toBeGreaterThanOrEqual(32);
+      expect(await login(url.port, 'hookline')).toBe('28P01'); // the password everyone knows does not get in
+      expect(await login(url.port, password)).toBe('in');
+      expect((await readFile(join(dir, 'pg-password'), 'utf8')).trim()).toBe(password);
+      expect((await readFile(join(dir, DATABASE_URL_FILE), 'utf8')).trim()).toBe(db.url);
+      expect(await mode(join(dir, 'pg-password'))).toBe('600');
+      expect(await mode(join(dir, DATABASE_URL_FILE))).toBe('600');
+      const started = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'embedded PostgreSQL started');
+      expect(started.databaseUrlFile).toBe(join(dir, DATABASE_URL_FILE));
+      expect(lines.join('\n')).not.toContain(password);
+
+      // A folder made before: the old password, and no file for it.
+      const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]*$/, '/postgres') });
+      await admin.connect();
+      await admin.query(`alter role postgres password 'hookline'`);
+      await admin.end();
+      await db.stop();
+      await rm(join(dir, 'pg-password'));
+      db = await startEmbeddedPostgres(dir, log);
+      const renewed = new URL(db.url);
+      const replaced = decodeURIComponent(renewed.password);
+      expect(replaced).not.toBe('hookline');
+      expect(await login(renewed.port, 'hookline')).toBe('28P01');
+      expect(await login(renewed.port, replaced)).toBe('in');
+      expect((await readFile(join(dir, 'pg-password'), 'utf8')).trim()).toBe(replaced);
+      await db.stop();
+
+      // And the next start keeps it.
+      db = await startEmbeddedPostgres(dir, log);
+      expect(decodeURIComponent(new URL(db.url).password)).toBe(replaced);
+      await db.stop();
+      expect(existsSync(join(dir, DATABASE_URL_FILE)), 'no address of a database that is not running').toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
