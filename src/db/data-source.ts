@@ -2,10 +2,15 @@ import 'reflect-metadata';
 import { DataSource } from 'typeorm';
 import { entities } from '../entities/index.js';
 import { DueByTenant1764300000009, DueByTenantConcurrently1764300000009 } from '../migrations/0009-due-by-tenant.js';
+import { FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011 } from '../migrations/0011-failed-deliveries.js';
 import { migrations } from '../migrations/index.js';
 
-/** Hookline's own processes build migration 0009's index concurrently (see there). */
-const ownMigrations = migrations.map((m) => (m === DueByTenant1764300000009 ? DueByTenantConcurrently1764300000009 : m));
+/** Hookline's own processes build the queue's later indexes concurrently (see createQueueIndex). */
+const concurrently = new Map<Function, Function>([
+  [DueByTenant1764300000009, DueByTenantConcurrently1764300000009],
+  [FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011],
+]);
+const ownMigrations = migrations.map((m) => (concurrently.get(m) ?? m) as (typeof migrations)[number]);
 
 export interface DataSourceOptions {
   url: string;

@@ -1,5 +1,6 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { DELIVERIES_DUE_CHANNEL } from './0003-events-deliveries.js';
+import { createQueueIndex } from './sql.js';
 
 /** At most this many tenants are named in one notification; more make an empty one (anyone's). */
 export const DUE_NOTIFY_MAX_TENANTS = 32;
@@ -8,7 +9,7 @@ export const DUE_NOTIFY_MAX_TENANTS = 32;
 // `tenant_id <> all($7)` does not imply it, a tenant claim's `tenant_id = …` does. Otherwise,
 // with fresh statistics of a table holding scheduled retries, PostgreSQL 18 planned the
 // general claim as a skip scan of this index and a sort of every due row.
-const DUE_TENANT_INDEX = `webhook_deliveries_due_tenant on webhook_deliveries (tenant_id, next_attempt_at)
+const DUE_TENANT_INDEX = `on webhook_deliveries (tenant_id, next_attempt_at)
   where status = 'PENDING' and not paused and tenant_id is not null`;
 
 /**
@@ -25,24 +26,9 @@ const DUE_TENANT_INDEX = `webhook_deliveries_due_tenant on webhook_deliveries (t
 export class DueByTenant1764300000009 implements MigrationInterface {
   name = 'DueByTenant1764300000009';
 
-  /**
-   * In a transaction (an app's DataSource, whatever its migrationsTransactionMode: TypeORM
-   * refuses a migration of its own mode beside 'all', its default) the index is built plainly,
-   * holding writes to the deliveries table up for a scan of it. Hookline's own processes run
-   * DueByTenantConcurrently, outside a transaction.
-   */
+  /** The index is built concurrently by Hookline's own processes (see createQueueIndex). */
   async up(db: QueryRunner): Promise<void> {
-    if (db.isTransactionActive) {
-      await db.query(`create index ${DUE_TENANT_INDEX}`);
-    } else {
-      await db.query(`set lock_timeout = '60s'`);
-      try {
-        await db.query('drop index concurrently if exists webhook_deliveries_due_tenant');
-        await db.query(`create index concurrently ${DUE_TENANT_INDEX}`);
-      } finally {
-        await db.query('reset lock_timeout');
-      }
-    }
+    await createQueueIndex(db, 'webhook_deliveries_due_tenant', DUE_TENANT_INDEX);
     await db.query(`
       create or replace function hookline_notify_deliveries_due() returns trigger language plpgsql as $$
       declare
@@ -71,16 +57,7 @@ export class DueByTenant1764300000009 implements MigrationInterface {
   }
 }
 
-/**
- * The same migration outside a transaction, as Hookline's own processes run it (their
- * migrationsTransactionMode is 'each'): the index is built concurrently, so that deliveries
- * are inserted, claimed and recorded while it is made. An index left invalid by an earlier
- * attempt that failed half-way is dropped first (the migration was not recorded, so nothing
- * else made it). It waits for transactions older than itself at most a minute (then it fails,
- * and the next start tries again): a Hookline of an older version starting meanwhile waits in
- * pg_advisory_lock holding a snapshot, for the lock this process holds, a wait no deadlock
- * detector sees.
- */
+/** The same migration outside a transaction, as Hookline's own processes run it (see createQueueIndex). */
 export class DueByTenantConcurrently1764300000009 extends DueByTenant1764300000009 {
   transaction = false;
 }

@@ -8,6 +8,7 @@ import { LiveListeners1764300000007 } from './0007-live-listeners.js';
 import { SubscriptionTombstones1764300000008 } from './0008-subscription-tombstones.js';
 import { DueByTenant1764300000009 } from './0009-due-by-tenant.js';
 import { Workers1764300000010 } from './0010-workers.js';
+import { FailedDeliveries1764300000011 } from './0011-failed-deliveries.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -21,4 +22,5 @@ export const migrations = [
   SubscriptionTombstones1764300000008,
   DueByTenant1764300000009,
   Workers1764300000010,
+  FailedDeliveries1764300000011,
 ];

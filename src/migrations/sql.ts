@@ -3,6 +3,8 @@
 // transactions run as the role hookline_tenant with hookline.tenant_id set
 // (see db/tenant-scope.ts); the table owner, used by the dispatcher, is not
 // subject to the policies.
+import type { QueryRunner } from 'typeorm';
+
 export const TENANT_ROLE = 'hookline_tenant';
 
 /** Hookline's tables that row-level security binds to a tenant (see checkTenantRole). */
@@ -26,4 +28,30 @@ export function enableTenantRls(table: string, column = 'tenant_id'): string {
       with check (${column} = ${CURRENT_TENANT});
     grant select, insert, update, delete on ${table} to ${TENANT_ROLE};
   `;
+}
+
+/**
+ * Builds an index on a table the queue writes all the time. In a transaction (an app's
+ * DataSource, whatever its migrationsTransactionMode: TypeORM refuses a migration of its own
+ * mode beside 'all', its default) it is built plainly, holding writes to the table up for a
+ * scan of it. Outside one (Hookline's own processes, see db/data-source.ts) it is built
+ * concurrently, so that deliveries are inserted, claimed and recorded meanwhile; an index
+ * left invalid by an earlier attempt that failed half-way is dropped first (the migration was
+ * not recorded, so nothing else made it). It waits for transactions older than itself at most
+ * a minute (then it fails, and the next start tries again): a Hookline of an older version
+ * starting meanwhile waits in pg_advisory_lock holding a snapshot, for the lock this process
+ * holds, a wait no deadlock detector sees.
+ */
+export async function createQueueIndex(db: QueryRunner, name: string, definition: string): Promise<void> {
+  if (db.isTransactionActive) {
+    await db.query(`create index ${name} ${definition}`);
+    return;
+  }
+  await db.query(`set lock_timeout = '60s'`);
+  try {
+    await db.query(`drop index concurrently if exists ${name}`);
+    await db.query(`create index concurrently ${name} ${definition}`);
+  } finally {
+    await db.query('reset lock_timeout');
+  }
 }

@@ -1,6 +1,6 @@
 import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
-import type { DeliveryRow } from '../webhooks/deliveries.js';
+import { RETRY_FAILED_BATCH, type DeliveryRow } from '../webhooks/deliveries.js';
 import { builder, type Context } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
@@ -166,6 +166,27 @@ builder.mutationField('retryDelivery', (t) =>
       'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh; `attempts` keeps counting. A CANCELED delivery (its subscription was deleted) goes to the deleted subscription\'s last address, signed with its secret.',
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.retry(requireTenant(viewer), String(id)),
+  }),
+);
+
+const RetryFailedDeliveriesPayload = builder.objectRef<{ count: number; more: boolean }>('RetryFailedDeliveriesPayload').implement({
+  fields: (t) => ({
+    count: t.exposeInt('count', { description: 'How many deliveries were put back to PENDING.' }),
+    more: t.exposeBoolean('more', { description: `True when FAILED deliveries since then are left (at most ${RETRY_FAILED_BATCH} go back a call): call again.` }),
+  }),
+});
+
+builder.mutationField('retryFailedDeliveries', (t) =>
+  t.field({
+    type: RetryFailedDeliveriesPayload,
+    description:
+      `After an outage of a subscription's endpoint: retryDelivery for each of its FAILED deliveries created at or after \`since\`, oldest first, at most ${RETRY_FAILED_BATCH} a call. They go to its address of now; while it is inactive they wait paused, like its other deliveries.`,
+    args: {
+      subscriptionId: t.arg.id({ required: true }),
+      since: t.arg({ type: 'DateTime', required: true }),
+    },
+    resolve: (_root, { subscriptionId, since }, { viewer, services }) =>
+      services.deliveries.retryFailed(requireTenant(viewer), String(subscriptionId), since),
   }),
 );
 

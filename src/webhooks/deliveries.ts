@@ -200,4 +200,47 @@ export class DeliveryService {
       return row!;
     });
   }
+
+  /**
+   * retry() for a subscription's FAILED deliveries created at or after `since`, oldest first,
+   * at most RETRY_FAILED_BATCH a call (`more`: call again): after an outage of its endpoint.
+   * Inactive, they wait paused for it, as its other deliveries do.
+   */
+  async retryFailed(tenantId: TenantId, subscriptionId: string, since: Date): Promise<{ count: number; more: boolean }> {
+    if (!isUuid(subscriptionId)) throw notFound('webhook subscription', subscriptionId);
+    if (Number.isNaN(since.getTime())) throw badInput('since', 'is not a date');
+    return this.scoped(tenantId, async (m) => {
+      // Held as for retry(): a change of the subscription under way is waited for.
+      const [subscription] = await queryRows<{ active: boolean; url: string }>(
+        m,
+        'select active, url from webhook_subscriptions where tenant_id = $1 and id = $2 and deleted_at is null for share',
+        [tenantId, subscriptionId],
+      );
+      if (!subscription) throw notFound('webhook subscription', subscriptionId);
+      const rows = await queryRows<{ id: string }>(
+        m,
+        `with failed as (
+           select id from webhook_deliveries
+            where subscription_id = $2 and status = 'FAILED' and created_at >= $3 and tenant_id = $1
+            order by created_at, id limit $6 for update
+         )
+         update webhook_deliveries d
+            set status = 'PENDING', schedule_attempts = 0, next_attempt_at = now(), paused = $4, target_url = $5,
+                lease_expires_at = null, locked_by = null, retried_at = clock_timestamp(), updated_at = now()
+           from failed where d.id = failed.id and d.status = 'FAILED'
+         returning d.id`,
+        [tenantId, subscriptionId, since, !subscription.active, subscription.url, RETRY_FAILED_BATCH],
+      );
+      const [left] = await queryRows(
+        m,
+        `select 1 from webhook_deliveries where subscription_id = $2 and status = 'FAILED' and created_at >= $3 and tenant_id = $1 limit 1`,
+        [tenantId, subscriptionId, since],
+      );
+      if (rows.length && subscription.active) await m.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
+      return { count: rows.length, more: !!left };
+    });
+  }
 }
+
+/** At most this many deliveries are put back by one retryFailedDeliveries. */
+export const RETRY_FAILED_BATCH = 1_000;

@@ -31,6 +31,7 @@ const DELIVERIES = `query Deliveries($first: Int, $after: String, $event: String
   }
 }`;
 const RETRY = 'mutation RetryDelivery($id: ID!) { retryDelivery(id: $id) { id status nextAttemptAt } }';
+const RETRY_FAILED = 'mutation($subscriptionId: ID!, $since: DateTime!) { retryFailedDeliveries(subscriptionId: $subscriptionId, since: $since) { count more } }';
 const SEND_TEST = 'mutation SendTestEvent($subscriptionId: ID!) { sendTestEvent(subscriptionId: $subscriptionId) { id event status } }';
 const EVENT_TYPES = 'query EventTypes { eventTypes { name description schema builtIn } }';
 const CREATE_EVENT_TYPE = `mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name description schema builtIn } }`;
@@ -262,6 +263,15 @@ describe("tenant B cannot see tenant A's events and deliveries", () => {
       a.failedDeliveryId,
     ]);
     expect(after).toEqual(before);
+  });
+
+  it("retryFailedDeliveries(A's subscription) is NOT_FOUND and leaves its FAILED delivery FAILED", async () => {
+    const row = () => hl.dataSource.query('select status, attempts, next_attempt_at, updated_at from webhook_deliveries where id = $1', [a.failedDeliveryId]);
+    const [before] = await row();
+    expect(before.status).toBe('FAILED');
+    const since = new Date(0).toISOString();
+    expectNotFound(await hl.gql(RETRY_FAILED, { subscriptionId: a.failingSubId, since }, B.apiKey));
+    expect(await row()).toEqual([before]);
   });
 
   it('webhookEvent(A.id) is null for B', async () => {
