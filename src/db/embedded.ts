@@ -50,7 +50,17 @@ export const DATABASE_URL_FILE = 'database-url';
 
 const newPassword = () => randomBytes(24).toString('base64url');
 const readSecret = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim() || undefined : undefined);
-const writeSecret = (file: string, value: string) => writeFileSync(file, `${value}\n`, { mode: 0o600 });
+/**
+ * Written for this user only, whatever was there: a new file of mode 0600 put in its place
+ * (`mode` alone applies only when the file is created, and its content would be readable
+ * between a write and a chmod).
+ */
+const writeSecret = (file: string, value: string) => {
+  const fresh = `${file}.${process.pid}.tmp`;
+  rmSync(fresh, { force: true });
+  writeFileSync(fresh, `${value}\n`, { mode: 0o600, flag: 'wx' });
+  renameSync(fresh, file);
+};
 
 export async function startEmbeddedPostgres(
   dataDir: string,

@@ -4,7 +4,7 @@
 // is the data folder's own, not one every local user knows.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -79,8 +79,11 @@ describe('the embedded PostgreSQL\'s password', () => {
       expect((await readFile(join(dir, 'pg-password'), 'utf8')).trim()).toBe(replaced);
       await db.stop();
 
-      // And the next start keeps it.
+      // And the next start keeps it, with the address on file for this user only, whatever
+      // mode a file left there had.
+      await writeFile(join(dir, DATABASE_URL_FILE), 'stale\n', { mode: 0o644 });
       db = await startEmbeddedPostgres(dir, log);
+      expect(await mode(join(dir, DATABASE_URL_FILE))).toBe('600');
       expect(decodeURIComponent(new URL(db.url).password)).toBe(replaced);
       await db.stop();
       expect(existsSync(join(dir, DATABASE_URL_FILE)), 'no address of a database that is not running').toBe(false);
