@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
 
 export type { Logger };
@@ -7,12 +7,30 @@ export type { Logger };
  * What a log line never holds. A failed statement's error (TypeORM's QueryFailedError)
  * carries the statement's parameters, and those may be a subscription's signing secret
  * or a receiver's Authorization header; PostgreSQL's detail of a failure can quote the
- * row's values ("Failing row contains (...)", "Key (...)=(...)"). The statement's text and
- * the error's message and code stay, for diagnosis.
+ * row's values ("Failing row contains (...)", "Key (...)=(...)"). Dropped wherever they are in
+ * an error (its cause, driverError, an AggregateError's errors, however deep), and in what
+ * Yoga logs; the statement's text and the error's message and code stay, for diagnosis.
  */
-export const REDACTED_PATHS = ['err', 'err.driverError', 'err.cause', 'err.cause.driverError'].flatMap((at) => [`${at}.parameters`, `${at}.detail`]);
+const SECRET_KEYS = new Set(['parameters', 'detail']);
+const CENSOR = '[not logged]';
+
+function withoutSecrets(value: unknown, depth = 0): unknown {
+  if (value instanceof Error) value = stdSerializers.err(value);
+  if (value === null || typeof value !== 'object' || depth > 8) return value;
+  if (Array.isArray(value)) return value.map((item) => withoutSecrets(item, depth + 1));
+  const copy: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) copy[key] = SECRET_KEYS.has(key) ? CENSOR : withoutSecrets(item, depth + 1);
+  return copy;
+}
 
 /** Structured JSON logs on stdout; one root logger per process, children per component. */
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
-  return pino({ level, base: { service: 'hookline', pid: process.pid }, redact: { paths: REDACTED_PATHS, censor: '[not logged]' } }, destination);
+  return pino(
+    {
+      level,
+      base: { service: 'hookline', pid: process.pid },
+      serializers: { err: (error: unknown) => withoutSecrets(error), yoga: (args: unknown) => withoutSecrets(args) },
+    },
+    destination,
+  );
 }

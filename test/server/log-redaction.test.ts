@@ -28,6 +28,10 @@ it('logs a failed statement\'s text and error, not its parameters or the values 
   lines.length = 0;
   log.error({ err: failed }, 'unexpected error in a GraphQL operation');
   log.error({ err: new Error('wrapped', { cause: failed }) }, 'REST request failed');
+  // Other shapes: several errors at once, deeper causes, and what Yoga logs (its own arguments).
+  log.error({ err: new AggregateError([failed], 'several') }, 'aggregate');
+  log.error({ err: new Error('outer', { cause: new Error('middle', { cause: failed }) }) }, 'deep');
+  log.error({ yoga: ['an error', failed] }, 'yoga');
   const text = lines.join('\n');
   expect(text).not.toContain('c2VjcmV0');
   expect(text).not.toContain('receiver-token');
@@ -35,6 +39,7 @@ it('logs a failed statement\'s text and error, not its parameters or the values 
   expect(text).not.toContain('detail-token');
   expect(text).toContain('insert into webhook_subscriptions');
   expect(text).toContain('index row size');
+  expect(lines).toHaveLength(5);
 });
 
 it('refuses a pattern whose prefix is longer than an event name may be, naming the field', async () => {
