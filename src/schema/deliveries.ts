@@ -180,7 +180,7 @@ builder.mutationField('retryFailedDeliveries', (t) =>
   t.field({
     type: RetryFailedDeliveriesPayload,
     description:
-      `After an outage of a subscription's endpoint: retryDelivery for each of its FAILED deliveries created at or after \`since\`, oldest first, at most ${RETRY_FAILED_BATCH} a call. They go to its address of now; while it is inactive they wait paused, like its other deliveries.`,
+      `After an outage of a subscription's endpoint: puts back to PENDING, as retryDelivery does, each of its FAILED deliveries created at or after \`since\`, oldest first, at most ${RETRY_FAILED_BATCH} a call. They go to its address of now; while it is inactive they wait paused, like its other deliveries. A deleted subscription is NOT_FOUND (retryDelivery still takes its CANCELED deliveries one by one). One put back is FAILED again only once its retry schedule, started afresh, is exhausted.`,
     args: {
       subscriptionId: t.arg.id({ required: true }),
       since: t.arg({ type: 'DateTime', required: true }),

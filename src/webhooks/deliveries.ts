@@ -166,24 +166,32 @@ export class DeliveryService {
   async retry(tenantId: TenantId, id: string): Promise<DeliveryRow> {
     if (!isUuid(id)) throw notFound('delivery', id);
     return this.scoped(tenantId, async (m) => {
-      const [current] = await queryRows<{ status: DeliveryStatus; subscriptionId: string | null }>(
+      // Its subscription (which a delivery never changes) first, as last committed, held until
+      // this retry commits: a (de)activation or a new address under way is waited for, and one
+      // that follows sees this delivery PENDING. Then the delivery: the order in which a change
+      // of the subscription takes them too (the other order could deadlock with a new address).
+      const [owner] = await queryRows<{ subscriptionId: string | null }>(
         m,
-        `select status, subscription_id as "subscriptionId" from webhook_deliveries where tenant_id = $1 and id = $2 for update`,
+        `select subscription_id as "subscriptionId" from webhook_deliveries where tenant_id = $1 and id = $2`,
+        [tenantId, id],
+      );
+      if (!owner) throw notFound('delivery', id);
+      const [subscription] = owner.subscriptionId
+        ? await queryRows<{ active: boolean; url: string; deleted: boolean }>(
+            m,
+            'select active, url, deleted_at is not null as deleted from webhook_subscriptions where tenant_id = $1 and id = $2 for share',
+            [tenantId, owner.subscriptionId],
+          )
+        : [];
+      const [current] = await queryRows<{ status: DeliveryStatus }>(
+        m,
+        `select status from webhook_deliveries where tenant_id = $1 and id = $2 for update`,
         [tenantId, id],
       );
       if (!current) throw notFound('delivery', id);
       if (current.status !== 'FAILED' && current.status !== 'CANCELED') {
         throw badInput('id', `delivery ${id} is ${current.status}: only FAILED or CANCELED deliveries can be retried`);
       }
-      // Its subscription as last committed, held until this retry commits: a (de)activation or a
-      // new address under way is waited for, and one that follows sees this delivery PENDING.
-      const [subscription] = current.subscriptionId
-        ? await queryRows<{ active: boolean; url: string; deleted: boolean }>(
-            m,
-            'select active, url, deleted_at is not null as deleted from webhook_subscriptions where tenant_id = $1 and id = $2 for share',
-            [tenantId, current.subscriptionId],
-          )
-        : [];
       // Only deliveries from before subscriptions were kept when deleted have none left.
       if (!subscription) throw badInput('id', `delivery ${id} belongs to a subscription deleted for good: it has no endpoint to go to`);
       const [row] = await queryRows<DeliveryRow>(

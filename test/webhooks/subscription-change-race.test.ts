@@ -82,3 +82,55 @@ it('a retry recorded while its subscription is being deactivated waits for the c
     [{ id: waiting.id, status: 'PENDING', paused: true }, { id: sending.id, status: 'PENDING', paused: true }].sort((a, b) => a.id.localeCompare(b.id)),
   );
 });
+
+it('a retry and a new address of its subscription at the same moment both go through, in turn', async () => {
+  // A retry took the delivery, then its subscription; a change of address takes the
+  // subscription, then its deliveries: each could wait for the other (a deadlock, one of
+  // them refused). Both now take the subscription first.
+  const tenant = await hl.createTenant();
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: 'http://127.0.0.1:9/old', events: ['test.event'] } },
+    tenant.apiKey,
+  );
+  const subscriptionId = created.data.createWebhookSubscription.subscription.id as string;
+  const [{ id: eventId }] = await hl.dataSource.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenant.id],
+  );
+  const [failed] = await hl.dataSource.query(
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, attempts, next_attempt_at)
+     values ($1, $2, $3, 'test.event', 'http://127.0.0.1:9/old', 'FAILED', 3, null) returning id`,
+    [tenant.id, eventId, subscriptionId],
+  );
+  const blocker = new pg.Client({ connectionString: hl.databaseUrl });
+  await blocker.connect();
+  const lockWaiters = async () =>
+    Number(
+      (await blocker.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`))
+        .rows[0].n,
+    );
+  try {
+    // The delivery is held elsewhere for a moment, so the retry and the change meet.
+    await blocker.query('begin');
+    await blocker.query('select 1 from webhook_deliveries where id = $1 for update', [failed.id]);
+    const retrying = hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { status } }', { id: failed.id }, tenant.apiKey);
+    await eventually(async () => (await lockWaiters()) === 1, 10_000, 20);
+    const moving = hl.gql(
+      'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }',
+      { id: subscriptionId, input: { url: 'http://127.0.0.1:9/new' } },
+      tenant.apiKey,
+    );
+    await eventually(async () => (await lockWaiters()) === 2, 10_000, 20);
+    await blocker.query('commit');
+    const [retried, moved] = await Promise.all([retrying, moving]);
+    expect(retried.errors, JSON.stringify(retried.errors)).toBeUndefined();
+    expect(moved.errors, JSON.stringify(moved.errors)).toBeUndefined();
+    expect(retried.data.retryDelivery.status).toBe('PENDING');
+  } finally {
+    await blocker.end();
+  }
+  // The change came second: the delivery put back goes to the new address.
+  const [row] = await hl.dataSource.query('select status, target_url from webhook_deliveries where id = $1', [failed.id]);
+  expect(row).toEqual({ status: 'PENDING', target_url: 'http://127.0.0.1:9/new' });
+});
