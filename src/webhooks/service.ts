@@ -247,14 +247,25 @@ export class WebhookService {
     return this.batcher.close();
   }
 
-  /** Whether the tenant's key is held by an event of the last 24 hours. */
+  /**
+   * Whether the tenant's key is held by an event of the last 24 hours, waiting for a request
+   * with the same key still under way (as the accepted path's insert does): a probe insert,
+   * which waits for it and then conflicts if the key is held, undone whatever it did.
+   */
   private async keyHeld(manager: Sql, tenantId: TenantId, key: string): Promise<boolean> {
-    const rows = await queryRows(manager, `select 1 from idempotency_keys where tenant_id = $1 and key = $2 and expires_at > $3`, [
-      tenantId,
-      key,
-      this.clock.now(),
-    ]);
-    return rows.length > 0;
+    await queryRows(manager, 'savepoint hookline_key_probe');
+    try {
+      const free = await queryRows(
+        manager,
+        `insert into idempotency_keys (tenant_id, key, event_id, expires_at) values ($1, $2, '00000000-0000-0000-0000-000000000000', $3)
+         on conflict (tenant_id, key) do update set expires_at = excluded.expires_at where idempotency_keys.expires_at <= $3
+         returning 1`,
+        [tenantId, key, this.clock.now()],
+      );
+      return free.length === 0;
+    } finally {
+      await queryRows(manager, 'rollback to savepoint hookline_key_probe');
+    }
   }
 
   private async existing(manager: Sql, tenantId: TenantId, key: string): Promise<TriggerResult> {

@@ -109,3 +109,41 @@ it('splices already serialised data into exactly the bytes serialize() makes', (
     expect(WebhookFormatter.serializeWithData({ ...envelope, data: {} }, JSON.stringify(data))).toBe(WebhookFormatter.serialize(envelope));
   }
 });
+
+it('a repeat of an idempotency key the catalog would refuse waits for the first, still in its transaction, and gets its event', async () => {
+  let commit!: () => void;
+  const committing = new Promise<void>((r) => (commit = r));
+  let eventId = '';
+  const first = erp.transaction(async (manager) => {
+    const result = await webhooks.triggerEvent(
+      { tenantId: tenant.id, event: 'invoice.created', data: { amount: '10.00', customer: 'Acme' }, idempotencyKey: 'outbox-key-1' },
+      manager,
+    );
+    eventId = result.event.id;
+    await committing;
+  });
+  try {
+    await eventually(() => eventId !== '');
+    let answered = false;
+    // The repeat's data would be refused (no amount): the key decides, once the first is known.
+    const repeat = fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ event: 'invoice.created', payload: { customer: 'Acme' }, idempotency_key: 'outbox-key-1' }),
+    }).then(async (res) => {
+      answered = true;
+      return { status: res.status, body: (await res.json()) as any };
+    });
+    await eventually(async () => {
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+      return n > 0; // the repeat waits for the first's key
+    }, 10_000, 20);
+    expect(answered).toBe(false);
+    commit();
+    await first;
+    expect(await repeat).toMatchObject({ status: 202, body: { event_id: eventId, duplicate: true } });
+  } finally {
+    commit(); // whatever happened, the first's transaction ends
+    await first;
+  }
+});
