@@ -18,6 +18,11 @@ export interface Config {
   /** Delays between attempts, in ms; attempts in all = length + 1. */
   retrySchedule: number[];
   allowPrivateTargets: boolean;
+  /**
+   * A 410 Gone deactivates the subscription (Standard Webhooks' advice) instead of being a
+   * failed attempt like any other non-2xx answer, which is what the contract says by default.
+   */
+  disableOnGone: boolean;
   deliveryTimeoutMs: number;
   logLevel: LogLevel;
   /** Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset. */
@@ -131,6 +136,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }),
     retrySchedule: read(env, 'HOOKLINE_RETRY_SCHEDULE', DEFAULT_RETRY_SCHEDULE, parseRetrySchedule),
     allowPrivateTargets: read(env, 'HOOKLINE_ALLOW_PRIVATE_TARGETS', 'false', parseBoolean),
+    disableOnGone: read(env, 'HOOKLINE_DISABLE_ON_GONE', 'false', parseBoolean),
     deliveryTimeoutMs: read(env, 'HOOKLINE_DELIVERY_TIMEOUT', '15s', (t) => {
       const ms = parseDuration(t);
       if (ms > 300_000) throw new Error('must be at most 5m');

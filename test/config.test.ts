@@ -31,6 +31,10 @@ describe('defaults', () => {
     expect(config.allowPrivateTargets).toBe(false);
   });
 
+  it('takes a 410 Gone for a failed attempt like any other, as the contract says', () => {
+    expect(config.disableOnGone).toBe(false);
+  });
+
   it('dispatches 128 at once, 64 per subscription', () => {
     expect(config.dispatchConcurrency).toBe(128);
     expect(config.dispatchPerSubscription).toBe(64);
@@ -70,6 +74,7 @@ describe('given values', () => {
       HOOKLINE_ROLE: 'worker',
       HOOKLINE_RETRY_SCHEDULE: '250ms, 2s,1m ,1h',
       HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
+      HOOKLINE_DISABLE_ON_GONE: 'yes',
       HOOKLINE_DELIVERY_TIMEOUT: '2m',
       LOG_LEVEL: 'debug',
       HOOKLINE_DATA_DIR: '/var/lib/hookline',
@@ -86,6 +91,7 @@ describe('given values', () => {
       role: 'worker',
       retrySchedule: [250, 2_000, 60_000, 3_600_000],
       allowPrivateTargets: true,
+      disableOnGone: true,
       deliveryTimeoutMs: 120_000,
       logLevel: 'debug',
       dataDir: '/var/lib/hookline',
@@ -155,6 +161,7 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_RETRY_SCHEDULE', '721h'],
     ['HOOKLINE_DISPATCH_PER_TENANT', '0'],
     ['HOOKLINE_ALLOW_PRIVATE_TARGETS', 'maybe'],
+    ['HOOKLINE_DISABLE_ON_GONE', 'sometimes'],
     ['HOOKLINE_DELIVERY_TIMEOUT', '-1s'],
     ['HOOKLINE_DELIVERY_TIMEOUT', '0s'],
     ['HOOKLINE_DELIVERY_TIMEOUT', '15'],

@@ -1174,7 +1174,8 @@ export class Dispatcher {
       error: result.error,
       responseBody: result.responseBody,
       nextAttemptAt: step.kind === 'exhausted' ? null : new Date(this.dbNow() + step.delayMs),
-      gone: result.statusCode === 410,
+      // Only when asked for (HOOKLINE_DISABLE_ON_GONE): otherwise a 410 follows the schedule.
+      gone: result.statusCode === 410 && this.options.config.disableOnGone,
     };
   }
 

@@ -14,7 +14,7 @@ WebhookSubscriptionRef.implement({
     active: t.exposeBoolean('active', { description: 'Deliveries of an inactive subscription wait until it is active again.' }),
     disabledReason: t.exposeString('disabledReason', {
       nullable: true,
-      description: 'Why Hookline deactivated it (e.g. the endpoint answered 410 Gone).',
+      description: 'Why Hookline deactivated it (the endpoint answered 410 Gone, with HOOKLINE_DISABLE_ON_GONE=true).',
     }),
     headers: t.expose('headers', { type: 'JSON', description: 'Extra headers sent with every delivery.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),

@@ -19,7 +19,9 @@ let tenantId: string;
 const receivers: Receiver[] = [];
 
 beforeAll(async () => {
-  hl = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms,100ms', HOOKLINE_DELIVERY_TIMEOUT: '1s' });
+  // 410 Gone deactivating the subscription is asked for here (its tests below); the default,
+  // a 410 that follows the schedule, has its own test with a process of its own.
+  hl = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms,100ms', HOOKLINE_DELIVERY_TIMEOUT: '1s', HOOKLINE_DISABLE_ON_GONE: 'true' });
 });
 // Each test has a tenant of its own, so earlier tests' subscriptions receive nothing of it.
 beforeEach(async () => {
@@ -243,6 +245,32 @@ describe('failures and retries', () => {
     await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
     const delivered = await settled(deliveries[0].id, 'DELIVERED');
     expect(delivered.attempts).toBe(2);
+  });
+
+  it('without HOOKLINE_DISABLE_ON_GONE, a 410 Gone is a failed attempt like any other: the schedule, then FAILED', async () => {
+    const plain = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms,100ms', HOOKLINE_DELIVERY_TIMEOUT: '1s' });
+    try {
+      const receiver = await receiverWith(() => ({ status: 410 }));
+      const tenant = await plain.createTenant();
+      const created = await plain.gql(
+        'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+        { input: { url: receiver.url, events: ['invoice.*'] } },
+        tenant.apiKey,
+      );
+      const subscriptionId = created.data.createWebhookSubscription.subscription.id;
+      const res = await plain.gql(TRIGGER, { input: { event: 'invoice.created', data: INVOICE } }, tenant.apiKey);
+      const id = res.data.triggerEvent.deliveries[0].id as string;
+      const failed = await eventually(async () => {
+        const [row] = await plain.dataSource.query('select status, attempts, last_status_code, last_error from webhook_deliveries where id = $1', [id]);
+        return row.status === 'FAILED' && row;
+      });
+      expect(failed).toEqual({ status: 'FAILED', attempts: 3, last_status_code: 410, last_error: 'HTTP 410' });
+      expect(receiver.received).toHaveLength(3);
+      const sub = await plain.gql('query($id: ID!) { webhookSubscription(id: $id) { active disabledReason } }', { id: subscriptionId }, tenant.apiKey);
+      expect(sub.data.webhookSubscription).toEqual({ active: true, disabledReason: null });
+    } finally {
+      await plain.stop();
+    }
   });
 });
 

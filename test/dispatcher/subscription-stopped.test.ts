@@ -25,6 +25,7 @@ beforeAll(async () => {
     HOOKLINE_ROLE: 'worker',
     HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
     HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2',
+    HOOKLINE_DISABLE_ON_GONE: 'true',
   });
   await worker.waitReady();
   // Each set-up's path answers when its test says (after the change it makes has been seen):
