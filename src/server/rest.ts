@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { requireTenant, resolveViewer } from '../auth/viewer.js';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
+import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
@@ -155,10 +155,14 @@ function booleanParam(query: URLSearchParams, name: string): boolean | undefined
   throw badInput(name, 'must be true or false');
 }
 
-/** `?limit=&after=`: a keyset page, as GraphQL's `first`/`after` (newest or oldest first per list). */
+/**
+ * `?limit=&after=`: a keyset page, as GraphQL's `first`/`after` (newest or oldest first per list).
+ * With no limit, the most a page may hold: the contract's `GET deliveries` answers "a JSON array
+ * of deliveries", and a client reading it as the whole list sees as much as it can.
+ */
 function pageWindow(query: URLSearchParams): PageWindow {
   const raw = query.get('limit');
-  let limit = DEFAULT_PAGE_SIZE;
+  let limit = MAX_PAGE_SIZE;
   if (raw !== null && raw !== '') {
     limit = Number(raw);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) throw badInput('limit', `must be an integer from 1 to ${MAX_PAGE_SIZE}`);

@@ -161,6 +161,15 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
   });
 
+  it('answers up to 100 deliveries when no limit is given', async () => {
+    await subscribe({ event: 'test.event', url: `${receiver.url}/many` });
+    for (let i = 0; i < 30; i++) await trigger({ event: 'test.event', payload: { n: i } });
+    const all = await rest('GET', 'deliveries?event=test.event');
+    expect(all.status).toBe(200);
+    expect(all.body).toHaveLength(30);
+    expect(all.headers.get('link')).toBeNull(); // the whole list: no next page
+  });
+
   it('shows a delivery and its attempt log as of the same moment', async () => {
     await subscribe({ event: 'test.event', url: `${receiver.url}/moment` });
     const id = (await trigger({ event: 'test.event', payload: { n: 1 } })).body.deliveries[0].id;
