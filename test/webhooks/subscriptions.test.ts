@@ -32,6 +32,14 @@ async function create(input: Record<string, unknown>, apiKey = key) {
 }
 
 describe('create, read, update, delete', () => {
+  it('takes a client\'s whsec_ secret of 16 characters or more, whatever its key\'s length', async () => {
+    for (const secret of ['whsec_QUJDREVGR0hJSktM', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']) {
+      const res = await create({ events: ['invoice.created'], secret });
+      expect(res.errors, secret).toBeUndefined();
+      expect(res.data.createWebhookSubscription.secret).toBe(secret);
+    }
+  });
+
   it('creates with a generated whsec_ secret shown once', async () => {
     const res = await create({ events: ['invoice.created'], description: 'ERP invoices', headers: { 'X-Tenant': 'acme' } });
     expect(res.errors).toBeUndefined();
@@ -82,6 +90,7 @@ describe('bad input is refused with BAD_USER_INPUT naming the field, and writes 
     ['bad pattern', { events: ['Invoice.*'] }, 'events'],
     ['short secret', { events: ['*'], secret: 'short' }, 'secret'],
     ['secret of 8 characters in 16 UTF-16 units', { events: ['*'], secret: '\u{1F511}'.repeat(8) }, 'secret'],
+    ['whsec_ secret that is not base64', { events: ['*'], secret: 'whsec_not-base64-at-all!' }, 'secret'],
     ['ftp url', { events: ['*'], url: 'ftp://example.com/x' }, 'url'],
     ['credentials in url', { events: ['*'], url: 'https://user:pw@example.com/x' }, 'url'],
     ['not a url', { events: ['*'], url: 'not a url' }, 'url'],
