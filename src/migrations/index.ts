@@ -9,6 +9,7 @@ import { SubscriptionTombstones1764300000008 } from './0008-subscription-tombsto
 import { DueByTenant1764300000009 } from './0009-due-by-tenant.js';
 import { Workers1764300000010 } from './0010-workers.js';
 import { FailedDeliveries1764300000011 } from './0011-failed-deliveries.js';
+import { BuiltInIds1764300000012 } from './0012-builtin-ids.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -23,4 +24,5 @@ export const migrations = [
   DueByTenant1764300000009,
   Workers1764300000010,
   FailedDeliveries1764300000011,
+  BuiltInIds1764300000012,
 ];

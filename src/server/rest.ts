@@ -254,7 +254,7 @@ const createDeliveries: Handler = async (services, { tenantId, json }) => {
     event,
     data: body.payload as Record<string, unknown>,
     resourceType: optionalString(body, 'resource_type'),
-    resourceId: optionalString(body, 'resource_id'),
+    resourceId: Number.isSafeInteger(body.resource_id) ? (body.resource_id as number) : optionalString(body, 'resource_id'),
     idempotencyKey: optionalString(body, 'idempotency_key'),
   });
   return {

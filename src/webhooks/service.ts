@@ -30,7 +30,8 @@ export interface TriggerEventInput {
   event: string;
   data: Record<string, unknown>;
   resourceType?: string | null;
-  resourceId?: string | null;
+  /** The record's id; an integer is taken as its decimal text. */
+  resourceId?: string | number | null;
   idempotencyKey?: string | null;
   /** Send to this subscription only (sendTestEvent), whatever its patterns. */
   subscriptionId?: string;
@@ -98,7 +99,9 @@ export class WebhookService {
     rejectUnstorableJson('data', dataJson);
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
     const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
-    const resourceId = checkText('resourceId', input.resourceId, 200) ?? resourceIdOf(resourceType, data);
+    // A record's id as the app has it: the guide passes `resource_id=invoice.id`, often a number.
+    const givenId = typeof input.resourceId === 'number' && Number.isSafeInteger(input.resourceId) ? String(input.resourceId) : input.resourceId;
+    const resourceId = checkText('resourceId', givenId as string | null | undefined, 200) ?? resourceIdOf(resourceType, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
     // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.

@@ -161,6 +161,15 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
   });
 
+  it('takes a resource_id given as a number (the guide passes invoice.id), as its text', async () => {
+    await subscribe({ event: 'invoice.created', url: `${receiver.url}/numeric-id` });
+    const res = await trigger({ event: 'invoice.created', payload: { ...INVOICE, invoice_id: 42 }, resource_type: 'invoice', resource_id: 42 });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    const got = await eventually(() => receiver.received.find((r) => r.path === '/numeric-id'));
+    expect(JSON.parse(got.body)).toMatchObject({ resource_type: 'invoice', resource_id: '42', data: { invoice_id: 42 } });
+    expectError(await trigger({ event: 'invoice.created', payload: INVOICE, resource_id: 4.2 }), 400, 'BAD_USER_INPUT', 'resource_id');
+  });
+
   it('answers up to 100 deliveries when no limit is given', async () => {
     await subscribe({ event: 'test.event', url: `${receiver.url}/many` });
     for (let i = 0; i < 30; i++) await trigger({ event: 'test.event', payload: { n: i } });

@@ -181,6 +181,14 @@ describe('built-in schemas accept the guide\'s example data', () => {
     for (const { event, data } of GUIDE_EVENTS) await expectAccepted(event, { ...data, extra_field: { nested: [1, 2, 3] } });
   });
 
+  it('takes an app\'s record ids as integers as well as strings', async () => {
+    for (const { event, data } of GUIDE_EVENTS) {
+      const ids = Object.fromEntries(Object.keys(data).filter((k) => /^(invoice|payment|customer|order)_id$/.test(k)).map((k, i) => [k, 1000 + i]));
+      if (Object.keys(ids).length) await expectAccepted(event, { ...data, ...ids });
+    }
+    await expectRejected('invoice.sent', { ...GUIDE_EVENTS.find((e) => e.event === 'invoice.sent')!.data, invoice_id: 1.5 }, ['invoice_id']);
+  });
+
   it('test.event accepts any object', async () => {
     await expectAccepted('test.event', { test: true });
     await expectAccepted('test.event', {});
