@@ -14,7 +14,9 @@ import { withTenant, type TenantId } from '../db/tenant-scope.js';
 // ajv-formats is CommonJS: as imported here, its function is the module's `default`.
 const addFormats = formats.default;
 
-export const EVENT_NAME = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
+export const EVENT_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/;
+/** What comes before `.*` in a pattern: one or more words of an event name. */
+export const EVENT_PREFIX = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/;
 export const MAX_EVENT_NAME = 100;
 
 export interface CatalogEntry {
@@ -36,7 +38,7 @@ export function checkEventName(field: string, name: string): void {
   rejectUnstorableText(field, name);
   if (name.length > MAX_EVENT_NAME) throw badInput(field, `must be at most ${MAX_EVENT_NAME} characters`);
   if (!EVENT_NAME.test(name)) {
-    throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits and _)`);
+    throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits, _ and -)`);
   }
 }
 

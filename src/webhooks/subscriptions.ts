@@ -10,7 +10,7 @@ import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
-import { MAX_EVENT_NAME, checkEventName, patternsFor } from './catalog.js';
+import { EVENT_PREFIX, MAX_EVENT_NAME, checkEventName, patternsFor } from './catalog.js';
 import { acceptSecret, generateSecret, ROTATION_GRACE_MS } from './secrets.js';
 import { validateTargetUrl } from './target-url.js';
 
@@ -61,7 +61,7 @@ async function checkEvents(manager: EntityManager, tenantId: TenantId, events: s
     if (event.endsWith('.*')) {
       const prefix = event.slice(0, -2);
       if (prefix.length > MAX_EVENT_NAME) throw badInput('events', `a pattern's prefix must be at most ${MAX_EVENT_NAME} characters, as event names are`);
-      if (!/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/.test(prefix)) throw badInput('events', `"${event}" is not a valid prefix.* pattern`);
+      if (!EVENT_PREFIX.test(prefix)) throw badInput('events', `"${event}" is not a valid prefix.* pattern`);
       continue;
     }
     checkEventName('events', event);

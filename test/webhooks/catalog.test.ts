@@ -301,6 +301,21 @@ describe('createEventType', () => {
     properties: { tracking: { type: 'string' }, carrier: { type: 'string' } },
   };
 
+  it('takes a name with hyphens (sales-order.shipped), selectable by its prefix', async () => {
+    const { apiKey } = await hl.createTenant('Hyphens');
+    const created = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'sales-order.shipped', schema: { type: 'object' } } }, apiKey);
+    expect(created.errors, JSON.stringify(created.errors)).toBeUndefined();
+    const sub = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { events } } }',
+      { input: { url: 'http://127.0.0.1:9/hook', events: ['sales-order.*'] } },
+      apiKey,
+    );
+    expect(sub.errors, JSON.stringify(sub.errors)).toBeUndefined();
+    const res = await hl.gql('mutation { triggerEvent(input: { event: "sales-order.shipped", data: {} }) { deliveries { id } } }', {}, apiKey);
+    expect(res.errors).toBeUndefined();
+    expect(res.data.triggerEvent.deliveries).toHaveLength(1);
+  });
+
   it('registers an own type that is listed, validated by triggerEvent and selectable by a subscription', async () => {
     const tenant = await hl.createTenant('Shipper');
     const before = await count('event_types');
@@ -370,6 +385,7 @@ describe('createEventType', () => {
       ['a name with upper case', { name: 'Shipment', schema: SHIPMENT_SCHEMA }, 'name'],
       ['a name with upper case and a dot', { name: 'Shipment.Dispatched', schema: SHIPMENT_SCHEMA }, 'name'],
       ['a name without a dot', { name: 'nodot', schema: SHIPMENT_SCHEMA }, 'name'],
+      ['a name with a word that does not start with a letter', { name: 'parcel.-lost', schema: SHIPMENT_SCHEMA }, 'name'],
       ['an empty name', { name: '', schema: SHIPMENT_SCHEMA }, 'name'],
       ['the name of a built-in type', { name: 'invoice.created', schema: SHIPMENT_SCHEMA }, 'name'],
       ['the name of a built-in type (test.event)', { name: 'test.event', schema: { type: 'object' } }, 'name'],
