@@ -18,7 +18,10 @@ export function acceptSecret(secret: string | null | undefined, field = 'secret'
   const characters = secret.length > 2 * MAX_SECRET_LENGTH ? secret.length : [...secret].length; // no array of a huge one
   if (characters < MIN_SECRET_LENGTH) throw badInput(field, `must be at least ${MIN_SECRET_LENGTH} characters`);
   if (characters > MAX_SECRET_LENGTH) throw badInput(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
-  if (/\s/.test(secret)) throw badInput(field, 'must not contain white space');
+  // Spaces inside are the client's choice (a passphrase); at either end, or a line break or
+  // other control character anywhere, a copy and paste or a config file would lose or change.
+  if (/^\s|\s$/.test(secret)) throw badInput(field, 'must not start or end with white space');
+  if (/[\p{Cc}\u2028\u2029]/u.test(secret)) throw badInput(field, 'must not contain control characters or line breaks');
   rejectUnstorableText(field, secret);
   if (secret.startsWith('whsec_')) {
     let key: Buffer;

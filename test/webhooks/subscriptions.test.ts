@@ -32,8 +32,8 @@ async function create(input: Record<string, unknown>, apiKey = key) {
 }
 
 describe('create, read, update, delete', () => {
-  it('takes a client\'s whsec_ secret of 16 characters or more, whatever its key\'s length', async () => {
-    for (const secret of ['whsec_QUJDREVGR0hJSktM', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']) {
+  it('takes a client\'s secret of 16 characters or more: a whsec_ one whatever its key\'s length, a passphrase with spaces', async () => {
+    for (const secret of ['whsec_QUJDREVGR0hJSktM', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'my webhook secret value']) {
       const res = await create({ events: ['invoice.created'], secret });
       expect(res.errors, secret).toBeUndefined();
       expect(res.data.createWebhookSubscription.secret).toBe(secret);
@@ -91,6 +91,8 @@ describe('bad input is refused with BAD_USER_INPUT naming the field, and writes 
     ['short secret', { events: ['*'], secret: 'short' }, 'secret'],
     ['secret of 8 characters in 16 UTF-16 units', { events: ['*'], secret: '\u{1F511}'.repeat(8) }, 'secret'],
     ['whsec_ secret that is not base64', { events: ['*'], secret: 'whsec_not-base64-at-all!' }, 'secret'],
+    ['secret with a trailing space', { events: ['*'], secret: 'my webhook secret value ' }, 'secret'],
+    ['secret with a line break', { events: ['*'], secret: 'my webhook\nsecret value' }, 'secret'],
     ['ftp url', { events: ['*'], url: 'ftp://example.com/x' }, 'url'],
     ['credentials in url', { events: ['*'], url: 'https://user:pw@example.com/x' }, 'url'],
     ['not a url', { events: ['*'], url: 'not a url' }, 'url'],
