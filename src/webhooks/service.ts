@@ -267,7 +267,10 @@ export class WebhookService {
       );
       return free.length === 0;
     } finally {
+      // Undone, and gone: a savepoint left open would nest the caller's later statements in
+      // subtransactions, one more for each refusal (past 64 a cost to the whole server).
       await queryRows(manager, 'rollback to savepoint hookline_key_probe');
+      await queryRows(manager, 'release savepoint hookline_key_probe');
     }
   }
 

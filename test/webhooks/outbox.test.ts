@@ -147,3 +147,20 @@ it('a repeat of an idempotency key the catalog would refuse waits for the first,
     await first;
   }
 });
+
+it('a refusal checked against an idempotency key leaves no savepoint open in the caller\'s transaction', async () => {
+  await erp.transaction(async (manager) => {
+    for (let i = 0; i < 3; i++) {
+      const refused = await webhooks
+        .triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { customer: 'Acme' }, idempotencyKey: `probe-${i}` }, manager)
+        .catch((error: Error) => error);
+      expect(refused).toMatchObject({ code: 'BAD_USER_INPUT' });
+    }
+    // Each probe wrote in a subtransaction of its own: none is left open to nest what follows
+    // (as another session sees this one).
+    const [{ pid }] = await manager.query('select pg_backend_pid() as pid');
+    const [{ open }] = await hl.dataSource.query(`select s.subxact_count as open from pg_stat_get_backend_idset() as b(id), lateral pg_stat_get_backend_subxact(b.id) as s
+        where pg_stat_get_backend_pid(b.id) = $1`, [pid]);
+    expect(open).toBe(0);
+  });
+});
