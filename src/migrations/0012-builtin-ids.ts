@@ -13,19 +13,21 @@ export class BuiltInIds1764300000012 implements MigrationInterface {
   name = 'BuiltInIds1764300000012';
 
   async up(db: QueryRunner): Promise<void> {
-    await this.setIdType(db, ['string', 'integer']);
+    // Integers JSON parsers keep exactly (a larger one arrives rounded): bigger ids go as text.
+    const safe = Number.MAX_SAFE_INTEGER;
+    await this.setIdSchema(db, { type: ['string', 'integer'], minimum: -safe, maximum: safe });
   }
 
   async down(db: QueryRunner): Promise<void> {
-    await this.setIdType(db, 'string');
+    await this.setIdSchema(db, { type: 'string' });
   }
 
-  private async setIdType(db: QueryRunner, type: string | string[]): Promise<void> {
+  private async setIdSchema(db: QueryRunner, schema: object): Promise<void> {
     for (const field of ID_FIELDS) {
       await db.query(
-        `update event_types set schema = jsonb_set(schema, array['properties', $1], jsonb_build_object('type', $2::jsonb))
+        `update event_types set schema = jsonb_set(schema, array['properties', $1], $2::jsonb)
           where tenant_id is null and schema->'properties' ? $1`,
-        [field, JSON.stringify(type)],
+        [field, JSON.stringify(schema)],
       );
     }
   }

@@ -61,7 +61,8 @@ export function resourceTypeOf(event: string): string {
 export function resourceIdOf(resourceType: string, data: Record<string, unknown>): string | null {
   for (const key of [`${resourceType}_id`, 'id']) {
     const value = data[key];
-    if (typeof value === 'string' || typeof value === 'number') return String(value);
+    // A number only when it is a whole one JSON keeps exactly (not 1e+21, not a rounded id).
+    if (typeof value === 'string' || (typeof value === 'number' && Number.isSafeInteger(value))) return String(value);
   }
   return null;
 }

@@ -100,7 +100,10 @@ export class WebhookService {
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
     const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
     // A record's id as the app has it: the guide passes `resource_id=invoice.id`, often a number.
-    const givenId = typeof input.resourceId === 'number' && Number.isSafeInteger(input.resourceId) ? String(input.resourceId) : input.resourceId;
+    if (typeof input.resourceId === 'number' && !Number.isSafeInteger(input.resourceId)) {
+      throw badInput('resourceId', 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
+    }
+    const givenId = typeof input.resourceId === 'number' ? String(input.resourceId) : input.resourceId;
     const resourceId = checkText('resourceId', givenId as string | null | undefined, 200) ?? resourceIdOf(resourceType, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };

@@ -167,7 +167,9 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(202);
     const got = await eventually(() => receiver.received.find((r) => r.path === '/numeric-id'));
     expect(JSON.parse(got.body)).toMatchObject({ resource_type: 'invoice', resource_id: '42', data: { invoice_id: 42 } });
-    expectError(await trigger({ event: 'invoice.created', payload: INVOICE, resource_id: 4.2 }), 400, 'BAD_USER_INPUT', 'resource_id');
+    for (const resource_id of [4.2, 2 ** 53, true]) {
+      expectError(await trigger({ event: 'invoice.created', payload: INVOICE, resource_id }), 400, 'BAD_USER_INPUT', 'resource_id');
+    }
   });
 
   it('answers up to 100 deliveries when no limit is given', async () => {
