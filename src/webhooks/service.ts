@@ -308,6 +308,9 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
   let text = recordTexts.get(key);
   if (text) return text;
   const target = oneSubscription ? 's.id = $9 and s.deleted_at is null' : 's.active and s.deleted_at is null and s.events && $9::text[]';
+  // sendTestEvent's delivery goes out to an inactive subscription too (a test before it is
+  // turned on); should it fail, its retry waits, paused, for the subscription like the others.
+  const sendable = (row: string) => (oneSubscription ? 'true' : `${row}.active`);
   const event = `ev as (
          insert into webhook_events (id, tenant_id, event, resource_type, resource_id, data, body, idempotency_key, created_at)
          values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $10)
@@ -315,7 +318,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        )`;
   text = handOff
     ? `with ${event}, matched as (
-         select s.id, s.url, s.active, s.active and 1 <= $16::int - coalesce(b.n, 0) as ok
+         select s.id, s.url, s.active, ${sendable('s')} and 1 <= $16::int - coalesce(b.n, 0) as ok
            from webhook_subscriptions s
            left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
           where s.tenant_id = $2 and ${target}
@@ -323,7 +326,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        ), d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, next_attempt_at, created_at,
                                          updated_at, ${HAND_OFF_COLUMNS})
-         select $2, $1, m.id, $3, m.url, not m.active, now(), now(), now(), ${handOffValues('m.mine')}
+         select $2, $1, m.id, $3, m.url, not ${sendable('m')}, now(), now(), now(), ${handOffValues('m.mine')}
            from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
          returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease
        )
@@ -336,7 +339,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
          from d`
     : `with ${event}, d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
-         select $2, $1, s.id, $3, s.url, 'PENDING', not s.active, now(), now(), now()
+         select $2, $1, s.id, $3, s.url, 'PENDING', not ${sendable('s')}, now(), now(), now()
            from webhook_subscriptions s
           where s.tenant_id = $2 and ${target}
             for key share of s

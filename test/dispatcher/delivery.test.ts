@@ -476,6 +476,24 @@ describe('subscriptions and the queue', () => {
     await settled(res.data.sendTestEvent.id, 'DELIVERED');
   });
 
+  it('sends a test event to an inactive subscription too; a retry of it waits for the subscription', async () => {
+    let healthy = true;
+    const receiver = await receiverWith(() => ({ status: healthy ? 200 : 500 }));
+    const { subscription } = await subscribe(receiver.url);
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    const sent = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscription.id }, key);
+    await settled(sent.data.sendTestEvent.id, 'DELIVERED');
+    expect(receiver.received).toHaveLength(1);
+
+    healthy = false;
+    const failing = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscription.id }, key);
+    const id = failing.data.sendTestEvent.id as string;
+    await eventually(async () => (await deliveryOf(id)).attempts === 1);
+    await new Promise((r) => setTimeout(r, 400)); // its retry (due in 100 ms) waits
+    expect(receiver.received).toHaveLength(2);
+    expect((await hl.dataSource.query('select status, paused from webhook_deliveries where id = $1', [id]))[0]).toEqual({ status: 'PENDING', paused: true });
+  });
+
   it('a test event for a subscription deleted after it was looked up is refused, and writes nothing', async () => {
     // What sendTestEvent does after finding the subscription, had it been deleted in between.
     const receiver = await receiverWith();

@@ -127,22 +127,21 @@ describe('calls written in a statement of their own', () => {
     const test = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id status } }', { id: subscription.id }, apiKey);
     expect(test.data.sendTestEvent.status).toBe('SENDING');
     await target.waitFor(2);
-    // An inactive subscription's test event waits, paused, like its other deliveries.
-    const paused = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id status } }', { id: idle2.subscription.id }, apiKey);
-    expect(paused.data.sendTestEvent.status).toBe('PENDING');
+    // An inactive subscription's test event goes out all the same (a test before turning it on).
+    const inactive = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id status } }', { id: idle2.subscription.id }, apiKey);
+    expect(inactive.data.sendTestEvent.status).toBe('SENDING');
+    await target.waitFor(3);
 
     await new Promise((r) => setTimeout(r, 200));
-    expect(target.received.map((r) => r.headers['webhook-id'])).toEqual([first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id]);
-    expect(await hl.metric('hookline_deliveries_handed_off_total')).toBe(2);
-    const rows = await hl.dataSource.query(
-      `select status, attempts, locked_by from webhook_deliveries where id = any($1) order by status`,
-      [[first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id, paused.data.sendTestEvent.id]],
-    );
-    expect(rows).toEqual([
-      { status: 'DELIVERED', attempts: 1, locked_by: null },
-      { status: 'DELIVERED', attempts: 1, locked_by: null },
-      { status: 'PENDING', attempts: 0, locked_by: null },
-    ]);
+    const ids = [first.data.triggerEvent.deliveries[0].id, test.data.sendTestEvent.id, inactive.data.sendTestEvent.id];
+    expect(target.received.map((r) => r.headers['webhook-id'])).toEqual(ids);
+    expect(await hl.metric('hookline_deliveries_handed_off_total')).toBe(3);
+    await eventually(async () => {
+      const rows = await hl.dataSource.query(`select status, attempts, locked_by from webhook_deliveries where id = any($1)`, [ids]);
+      return rows.every((r: { status: string }) => r.status === 'DELIVERED') && rows;
+    });
+    const rows = await hl.dataSource.query(`select status, attempts, locked_by from webhook_deliveries where id = any($1)`, [ids]);
+    expect(rows).toEqual(ids.map(() => ({ status: 'DELIVERED', attempts: 1, locked_by: null })));
   });
 });
 
