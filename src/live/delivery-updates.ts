@@ -73,6 +73,9 @@ export class SubscriberTooSlowError extends Error {
   }
 }
 
+/** At most this many changes made while a LISTEN connection was down are announced again. */
+export const REPLAY_LIMIT = 10_000;
+
 /** A client that has not read for this long while updates wait is stuck, not just busy. */
 export const STALL_MS = 5_000;
 
@@ -106,6 +109,33 @@ export class LiveUpdates {
       [DELIVERY_UPDATES_CHANNEL],
     );
     this.pubSub = createPubSub<LiveTopics>({ eventTarget: this.target as never });
+    this.target.onResume = (since) => this.replay(since, log);
+  }
+
+  /**
+   * The changes a lost LISTEN connection did not hear, for the tenants with subscribers here:
+   * each delivery changed since then (at most REPLAY_LIMIT, the latest), announced again as
+   * its notification would have been. Heard again before this runs, a change may come twice,
+   * each time with what the database holds then.
+   */
+  private async replay(sinceMs: number, log: Logger): Promise<void> {
+    const tenants = this.target.topics('delivery:').map((topic) => topic.slice('delivery:'.length));
+    if (!tenants.length) return;
+    const rows = await this.target.query<{ row: Row }>(
+      `select json_build_array(id, tenant_id, subscription_id, event_id, event, status, attempts, last_status_code,
+                               next_attempt_at, updated_at, last_error) as row
+         from webhook_deliveries
+        where tenant_id = any($1::uuid[]) and updated_at >= to_timestamp($2::float8 / 1000)
+        order by updated_at desc
+        limit ${REPLAY_LIMIT + 1}`,
+      [tenants, sinceMs],
+    );
+    if (rows.length > REPLAY_LIMIT) {
+      log.warn({ tenants: tenants.length, replayed: REPLAY_LIMIT }, 'live updates: more changed while LISTEN was down than are announced again; the latest are');
+    }
+    const missed = rows.slice(0, REPLAY_LIMIT).reverse().map((r) => r.row);
+    for (const [topic, snapshot] of parseRows(JSON.stringify(missed))) this.target.dispatchEvent(new CustomEvent(topic, { detail: snapshot }));
+    if (missed.length) log.info({ count: missed.length }, 'live updates: changes made while LISTEN was down announced again');
   }
 
   async start(): Promise<void> {

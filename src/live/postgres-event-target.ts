@@ -9,6 +9,8 @@ import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 
 /** How long hearing a channel waits for transactions that had already decided not to announce on it. */
 const EARLIER_WRITERS_WAIT_MS = 5_000;
+/** Before the moment a loss was noticed, how far back what changed is looked up again. */
+const RESUME_MARGIN_MS = 10_000;
 
 export type Route = (payload: string) => Iterable<[topic: string, detail: unknown]>;
 
@@ -31,6 +33,18 @@ export class PostgresEventTarget implements EventTarget {
   private connecting: Promise<void> | undefined;
   /** Called each time the LISTEN connection is (re)established. */
   onConnect: () => void = () => {};
+  /**
+   * Called once the connection is back after a loss, with the database's time (ms) from which
+   * notifications may have been missed; what it resolves to is taken as caught up. Its own
+   * loss (the connection lost again) keeps the window open for the next time.
+   */
+  onResume: (missedSinceMs: number) => Promise<void> | void = () => {};
+  /** When (this process's clock) notifications stopped being heard, until onResume has dealt with it. */
+  private lostAt: number | undefined;
+  /** How many times onResume has dealt with a loss (tests wait for it). */
+  resumes = 0;
+  /** The database's clock less this process's, as last measured on the LISTEN connection. */
+  private skewMs = 0;
 
   /** True while notifications are being heard. */
   get connected(): boolean {
@@ -167,6 +181,7 @@ export class PostgresEventTarget implements EventTarget {
     client.on('notification', (message) => this.deliver(message.channel, message.payload ?? ''));
     const lost = (error?: Error) => {
       if (this.client !== client || this.closed) return;
+      this.lostAt ??= Date.now();
       this.client = undefined;
       this.current = false;
       this.listening.clear();
@@ -187,6 +202,9 @@ export class PostgresEventTarget implements EventTarget {
     client.on('error', lost);
     client.on('end', () => lost());
     await client.connect();
+    const sent = Date.now();
+    const [{ now }] = (await client.query<{ now: number }>('select (extract(epoch from clock_timestamp()) * 1000)::float8 as now')).rows;
+    this.skewMs = now! - (sent + Date.now()) / 2;
     for (const channel of Object.keys(this.routes)) {
       if (this.onDemand.includes(channel)) continue;
       // Written in live_listeners too, so that a process can tell who hears the channel
@@ -209,7 +227,41 @@ export class PostgresEventTarget implements EventTarget {
     if (this.client === client) {
       this.onConnect();
       this.current = true;
+      const lostAt = this.lostAt;
+      if (lostAt !== undefined) {
+        // Heard again from here on: what changed since the loss is looked up once (a margin
+        // before it, for a loss noticed late), and the window closes only once that is done.
+        void (async () => {
+          try {
+            await this.onResume(lostAt + this.skewMs - RESUME_MARGIN_MS);
+            if (this.client === client && this.lostAt === lostAt) this.lostAt = undefined;
+            this.resumes++;
+          } catch (error) {
+            this.log.warn({ err: error }, 'live updates: could not look up what changed while LISTEN was down');
+          }
+        })();
+      }
     }
+  }
+
+  /**
+   * A query on the LISTEN connection (none while it is down), given at most `timeoutMs`: the
+   * notifications it must go on reading wait for nothing longer.
+   */
+  async query<R extends pg.QueryResultRow>(text: string, values: unknown[], timeoutMs = 10_000): Promise<R[]> {
+    const client = this.client;
+    if (!client) throw new Error('the LISTEN connection is down');
+    await client.query(`set statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+    try {
+      return (await client.query<R>(text, values)).rows;
+    } finally {
+      await client.query('reset statement_timeout').catch(() => {});
+    }
+  }
+
+  /** The topics with listeners whose names start with `prefix`. */
+  topics(prefix: string): string[] {
+    return [...this.listeners.keys()].filter((topic) => topic.startsWith(prefix));
   }
 
   private deliver(channel: string, payload: string): void {

@@ -284,9 +284,10 @@ describe('losing the database connection', () => {
         where application_name in ('hookline-live', 'hookline-dispatcher-listen') and datname = current_database()`,
     );
     expect(killed.length).toBe(2);
-    // Changes made while the LISTEN is down are not replayed (documented): trigger once a new
-    // connection LISTENs for updates again, however long the reconnect took.
+    // Trigger once a new connection LISTENs for updates again and what changed meanwhile has
+    // been announced again (listen-outage.test.ts), however long the reconnect took.
     const gone = killed.map((k: { pid: number }) => k.pid);
+    const resumes = hl.services.live!.target.resumes;
     await eventually(async () => {
       const [{ n }] = await hl.dataSource.query(
         `select count(*)::int as n from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid
@@ -295,6 +296,8 @@ describe('losing the database connection', () => {
       );
       return n > 0 && hl.services.live!.target.isListening(DELIVERY_UPDATES_CHANNEL);
     }, 10_000, 20);
+    // And what changed while it was down announced again (earlier deliveries, none of this one).
+    await eventually(() => hl.services.live!.target.resumes > resumes, 10_000, 20);
     const id = await trigger(tenantA.apiKey);
     await updates.waitFor(delivered(id));
     expect(lifeOf(updates.items, id)).toEqual(FULL_LIFE);
