@@ -237,7 +237,8 @@ export class PostgresEventTarget implements EventTarget {
             if (this.client === client && this.lostAt === lostAt) this.lostAt = undefined;
             this.resumes++;
           } catch (error) {
-            this.log.warn({ err: error }, 'live updates: could not look up what changed while LISTEN was down');
+            // Lost again (or closing): the window stays open for the next connection.
+            if (!this.closed) this.log.warn({ err: error }, 'live updates: could not look up what changed while LISTEN was down');
           }
         })();
       }
