@@ -140,17 +140,6 @@ function optionalString(body: Record<string, unknown>, field: string): string | 
   return value;
 }
 
-/** A record's id: text, or a whole number JSON keeps exactly (larger ones must come as text). */
-function optionalId(body: Record<string, unknown>, field: string): string | number | null | undefined {
-  const value = body[field];
-  if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) throw badInput(field, 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
-    return value;
-  }
-  if (value !== undefined && value !== null && typeof value !== 'string') throw badInput(field, 'must be a string or a whole number');
-  return value as string | null | undefined;
-}
-
 function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
   const value = body[field];
   if (value === undefined || value === null) return undefined;
@@ -265,7 +254,8 @@ const createDeliveries: Handler = async (services, { tenantId, json }) => {
     event,
     data: body.payload as Record<string, unknown>,
     resourceType: optionalString(body, 'resource_type'),
-    resourceId: optionalId(body, 'resource_id'),
+    // Checked by the service (text or a whole number), its errors named resource_id here.
+    resourceId: body.resource_id as string | number | null | undefined,
     idempotencyKey: optionalString(body, 'idempotency_key'),
   });
   return {

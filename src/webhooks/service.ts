@@ -57,6 +57,19 @@ function checkText(field: string, value: string | null | undefined, max: number)
   return value;
 }
 
+/**
+ * A record's id as the app has it: text, or a whole number (the guide passes
+ * `resource_id=invoice.id`), kept as its decimal text; one JSON cannot hold exactly is refused.
+ */
+function checkResourceId(value: unknown): string | null {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw badInput('resourceId', 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
+    return String(value);
+  }
+  if (value !== null && value !== undefined && typeof value !== 'string') throw badInput('resourceId', 'must be a string or a whole number');
+  return checkText('resourceId', value, 200);
+}
+
 export class WebhookService {
   private readonly catalog: EventCatalog;
   private readonly batcher: IngestBatcher;
@@ -99,12 +112,7 @@ export class WebhookService {
     rejectUnstorableJson('data', dataJson);
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
     const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
-    // A record's id as the app has it: the guide passes `resource_id=invoice.id`, often a number.
-    if (typeof input.resourceId === 'number' && !Number.isSafeInteger(input.resourceId)) {
-      throw badInput('resourceId', 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
-    }
-    const givenId = typeof input.resourceId === 'number' ? String(input.resourceId) : input.resourceId;
-    const resourceId = checkText('resourceId', givenId as string | null | undefined, 200) ?? resourceIdOf(resourceType, data);
+    const resourceId = checkResourceId(input.resourceId) ?? resourceIdOf(resourceType, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
     // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.
