@@ -16,7 +16,8 @@ const CENSOR = '[not logged]';
 
 function withoutSecrets(value: unknown, depth = 0): unknown {
   if (value instanceof Error) value = stdSerializers.err(value);
-  if (value === null || typeof value !== 'object' || depth > 8) return value;
+  if (value === null || typeof value !== 'object') return value;
+  if (depth > 8) return CENSOR; // not walked, so not shown
   if (Array.isArray(value)) return value.map((item) => withoutSecrets(item, depth + 1));
   const copy: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) copy[key] = SECRET_KEYS.has(key) ? CENSOR : withoutSecrets(item, depth + 1);

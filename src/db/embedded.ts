@@ -181,8 +181,10 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
       failure = error;
       continue;
     }
-    if (password === candidates[0] && password !== LEGACY_PASSWORD && readSecret(passwordFile) === password) return { client, password };
+    if (password === readSecret(passwordFile)) return { client, password };
     try {
+      // The pending one (a change cut short) or the old one everyone knows: the pending file
+      // holds the password that works, or is about to, and takes the place of the other.
       let current = password;
       if (password === LEGACY_PASSWORD) {
         current = newPassword();
@@ -190,7 +192,6 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
         await client.query(`alter role ${pg.escapeIdentifier(USER)} password ${client.escapeLiteral(current)}`);
         log.info({ passwordFile }, 'embedded PostgreSQL: replaced the password of an older data folder with one of its own');
       }
-      writeSecret(pendingFile, current);
       renameSync(pendingFile, passwordFile);
       return { client, password: current };
     } catch (error) {
