@@ -61,28 +61,31 @@ async function setUp(path: string) {
   return { tenant, subscriptionId, ids, release, arrived: () => receiver.received.filter((r) => r.path === `/${path}`).length };
 }
 
-const statuses = async (ids: string[]) =>
-  (await api.dataSource.query('select status, paused from webhook_deliveries where id = any($1) order by status', [ids])) as Array<{ status: string; paused: boolean }>;
-
-it('deleting the subscription cancels the deliveries claimed but not started; the two under way finish', async () => {
-  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted');
-  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId }, tenant.apiKey);
+/**
+ * Deletes the subscription `id` names (as given) and expects the four claimed or queued
+ * deliveries CANCELED, then, the two under way answered, nothing more sent.
+ */
+async function expectDeletionCancels(setUpDone: Awaited<ReturnType<typeof setUp>>, id = setUpDone.subscriptionId) {
+  const { tenant, ids, release, arrived } = setUpDone;
+  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id }, tenant.apiKey);
   expect(deleted.errors).toBeUndefined();
   await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
   release();
   await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'DELIVERED').length === 2, 10_000);
   await new Promise((r) => setTimeout(r, 2_000)); // a claimed one, sent anyway, would arrive by now
   expect(arrived()).toBe(2);
+}
+
+const statuses = async (ids: string[]) =>
+  (await api.dataSource.query('select status, paused from webhook_deliveries where id = any($1) order by status', [ids])) as Array<{ status: string; paused: boolean }>;
+
+it('deleting the subscription cancels the deliveries claimed but not started; the two under way finish', async () => {
+  await expectDeletionCancels(await setUp('deleted'));
 });
 
 it('the same when the id is given in upper case (a uuid in any case is the same subscription)', async () => {
-  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted-upper');
-  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId.toUpperCase() }, tenant.apiKey);
-  expect(deleted.errors).toBeUndefined();
-  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
-  release();
-  await new Promise((r) => setTimeout(r, 2_000));
-  expect(arrived()).toBe(2);
+  const done = await setUp('deleted-upper');
+  await expectDeletionCancels(done, done.subscriptionId.toUpperCase());
 });
 
 it('a subscription deleted while its claim is held up (canceling another\'s orphan, slowly) has nothing sent', async () => {
@@ -129,14 +132,9 @@ it('a subscription deleted while its claim is held up (canceling another\'s orph
 }, 60_000);
 
 it('the same when the worker\'s LISTEN connection was down as it happened', async () => {
-  const { tenant, subscriptionId, ids, release, arrived } = await setUp('deleted-unheard');
+  const done = await setUp('deleted-unheard');
   await api.dataSource.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-dispatcher-listen' and datname = current_database()`);
-  const deleted = await api.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscriptionId }, tenant.apiKey);
-  expect(deleted.errors).toBeUndefined();
-  await eventually(async () => (await statuses(ids)).filter((d) => d.status === 'CANCELED').length === 4, 10_000);
-  release();
-  await new Promise((r) => setTimeout(r, 2_000));
-  expect(arrived()).toBe(2);
+  await expectDeletionCancels(done);
 });
 
 it('deactivating it pauses them (not sent), and reactivating sends them', async () => {

@@ -16,11 +16,12 @@ beforeAll(async () => {
 });
 afterAll(() => hl?.stop());
 
-it('a retry recorded while its subscription is being deactivated waits for the change and stays paused', async () => {
+/** A tenant, a subscription of it to `url`, and an event for deliveries the test writes itself. */
+async function subscriptionWithEvent(url: string) {
   const tenant = await hl.createTenant();
   const created = await hl.gql(
     'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: 'http://127.0.0.1:9/hook', events: ['test.event'] } },
+    { input: { url, events: ['test.event'] } },
     tenant.apiKey,
   );
   const subscriptionId = created.data.createWebhookSubscription.subscription.id as string;
@@ -28,6 +29,11 @@ it('a retry recorded while its subscription is being deactivated waits for the c
     `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
     [tenant.id],
   );
+  return { tenant, subscriptionId, eventId: eventId as string };
+}
+
+it('a retry recorded while its subscription is being deactivated waits for the change and stays paused', async () => {
+  const { tenant, subscriptionId, eventId } = await subscriptionWithEvent('http://127.0.0.1:9/hook');
   const insert = (status: string, lockedBy: string | null) =>
     hl.dataSource.query(
       `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, locked_by, lease_expires_at)
@@ -87,17 +93,7 @@ it('a retry and a new address of its subscription at the same moment both go thr
   // A retry took the delivery, then its subscription; a change of address takes the
   // subscription, then its deliveries: each could wait for the other (a deadlock, one of
   // them refused). Both now take the subscription first.
-  const tenant = await hl.createTenant();
-  const created = await hl.gql(
-    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: 'http://127.0.0.1:9/old', events: ['test.event'] } },
-    tenant.apiKey,
-  );
-  const subscriptionId = created.data.createWebhookSubscription.subscription.id as string;
-  const [{ id: eventId }] = await hl.dataSource.query(
-    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-    [tenant.id],
-  );
+  const { tenant, subscriptionId, eventId } = await subscriptionWithEvent('http://127.0.0.1:9/old');
   const [failed] = await hl.dataSource.query(
     `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, attempts, next_attempt_at)
      values ($1, $2, $3, 'test.event', 'http://127.0.0.1:9/old', 'FAILED', 3, null) returning id`,
