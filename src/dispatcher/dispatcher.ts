@@ -354,7 +354,7 @@ export class Dispatcher {
     clearInterval(this.reclaimTimer);
     clearTimeout(this.retryTimer);
     this.retryAt = Number.POSITIVE_INFINITY;
-    while (this.retryTimes.size) this.retryTimes.pop();
+    this.retryTimes.clear();
     this.poke();
     await this.loopDone;
     // Inserts that claim for this worker land in `ready`, and go back with the rest.

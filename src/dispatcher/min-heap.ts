@@ -6,6 +6,10 @@ export class MinHeap {
     return this.items.length;
   }
 
+  clear(): void {
+    this.items.length = 0;
+  }
+
   peek(): number | undefined {
     return this.items[0];
   }

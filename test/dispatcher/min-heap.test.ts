@@ -22,4 +22,11 @@ it('gives numbers back smallest first, duplicates and interleaved pushes include
   const tail = popped.slice(50 * 25);
   expect(tail).toEqual(tail.slice().sort((a, b) => a - b));
   expect(popped.slice(0, 25)).toEqual(popped.slice(0, 25).sort((a, b) => a - b));
+  // Cleared (a dispatcher that stops), it is empty and takes new times.
+  for (const v of [5, 3, 9]) heap.push(v);
+  heap.clear();
+  expect(heap.size).toBe(0);
+  expect(heap.peek()).toBeUndefined();
+  heap.push(7);
+  expect(heap.pop()).toBe(7);
 });
