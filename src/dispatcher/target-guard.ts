@@ -13,6 +13,7 @@ import ipaddr from 'ipaddr.js';
 import { Agent, buildConnector } from 'undici';
 import { badInput } from '../errors.js';
 import { validateTargetUrl } from '../webhooks/target-url.js';
+import { sharedResolver } from './resolver.js';
 
 export const TARGET_REFUSED = 'HOOKLINE_TARGET_REFUSED' as const;
 
@@ -109,11 +110,11 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | dns.
 export type CallbackLookup = (hostname: string, options: dns.LookupAllOptions, callback: (err: NodeJS.ErrnoException | null, addresses: dns.LookupAddress[]) => void) => void;
 
 /**
- * A `lookup` for net/tls.connect that resolves with `lookup` (default dns.lookup)
- * and fails with TargetRefusedError when any address is not public, so the
+ * A `lookup` for net/tls.connect that resolves with `lookup` (default the process's resolver,
+ * see resolver.ts) and fails with TargetRefusedError when any address is not public, so the
  * address actually connected to is the one checked.
  */
-export function guardedLookup(allowPrivate: boolean, lookup: CallbackLookup = dns.lookup): net.LookupFunction {
+export function guardedLookup(allowPrivate: boolean, lookup: CallbackLookup = sharedResolver()): net.LookupFunction {
   return (hostname: string, options: dns.LookupOptions | number | LookupCallback, callback?: LookupCallback) => {
     let cb = callback;
     let opts: dns.LookupOptions = {};
@@ -145,7 +146,7 @@ export type GuardedAgentOptions = Omit<Agent.Options, 'connect'> & {
   allowPrivate: boolean;
   /** Options for undici's buildConnector (timeout, TLS, ...); `lookup` and `socketPath` are ours. */
   connect?: Omit<buildConnector.BuildOptions, 'lookup' | 'socketPath'>;
-  /** The resolver behind the guard (tests); default dns.lookup. */
+  /** The resolver behind the guard (tests); default the process's (resolver.ts). */
   lookup?: CallbackLookup;
 };
 
@@ -175,20 +176,29 @@ export function createGuardedAgent(options: GuardedAgentOptions): Agent {
 
 export type PromiseLookup = (hostname: string, options: { all: true }) => Promise<dns.LookupAddress[]>;
 
+function promiseLookup(lookup: CallbackLookup): PromiseLookup {
+  return (hostname, options) =>
+    new Promise((resolve, reject) => lookup(hostname, options, (err, addresses) => (err ? reject(err) : resolve(addresses))));
+}
+
 export interface TargetGuardOptions {
   allowPrivate: boolean;
-  /** Resolver for host names; default dns.promises.lookup. */
+  /** Resolver for host names; default the process's (resolver.ts). */
   lookup?: PromiseLookup;
+  /** How long the save-time look-up may take before the name is accepted unchecked (ms); default 3,000. */
+  lookupTimeoutMs?: number;
 }
 
 /** The save-time check: validates a target URL and the addresses its host resolves to now. */
 export class TargetGuard {
   readonly allowPrivate: boolean;
   private readonly lookup: PromiseLookup;
+  private readonly lookupTimeoutMs: number;
 
   constructor(opts: TargetGuardOptions) {
     this.allowPrivate = opts.allowPrivate;
-    this.lookup = opts.lookup ?? ((hostname, options) => dns.promises.lookup(hostname, options));
+    this.lookup = opts.lookup ?? promiseLookup(sharedResolver());
+    this.lookupTimeoutMs = opts.lookupTimeoutMs ?? 3_000;
   }
 
   /**
@@ -197,7 +207,8 @@ export class TargetGuard {
    * resolve now is accepted: it may tomorrow (a receiver not deployed yet, a resolver down
    * for a moment, a machine with no DNS, where the guide's Test 1 script must still run), and
    * whatever it resolves to is checked again at each connection; attempts fail meanwhile,
-   * on the retry schedule, with the resolver's error.
+   * on the retry schedule, with the resolver's error. So is one whose DNS is slower than
+   * lookupTimeoutMs to answer, for the same reasons.
    */
   async checkUrl(url: URL | string, field = 'url'): Promise<void> {
     const parsed = validateTargetUrl(typeof url === 'string' ? url : url.href, field);
@@ -210,10 +221,14 @@ export class TargetGuard {
     }
     if (this.allowPrivate) return;
     let addresses: dns.LookupAddress[];
+    let timer: NodeJS.Timeout | undefined;
     try {
-      addresses = await this.lookup(host, { all: true });
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), this.lookupTimeoutMs)));
+      addresses = await Promise.race([this.lookup(host, { all: true }), late]);
     } catch {
       return;
+    } finally {
+      clearTimeout(timer);
     }
     for (const { address } of addresses) {
       const range = classifyAddress(address);
