@@ -1,6 +1,8 @@
 #!/bin/bash
-# The integration guide's "Test 1: Crear Suscripción y Enviar Evento", as
-# written, against Hookline. Needs curl and jq.
+# The integration guide's "Test 1: Crear Suscripción y Enviar Evento" against
+# Hookline: its three requests unchanged, the address, key, target (and secret)
+# taken from the environment, and a stop when the subscription is refused.
+# Needs curl and jq.
 #
 #   HOOKLINE_URL=http://localhost:4000 HOOKLINE_TOKEN=hkl_... \
 #   TARGET_URL=https://webhook.site/<your-id> bash examples/test-webhooks.sh
