@@ -317,3 +317,91 @@ describe('examples/python/verify_webhook.py', () => {
     expect(readme).toContain(functions);
   });
 });
+
+describe('examples/python/webhook_service.py (the guide\'s Método 2, for a Python app)', () => {
+  // The guide's create_invoice, with sqlite3 as the app's database: the invoice and its event in
+  // one transaction, then relay() sends what the outbox holds.
+  const APP = `
+import json, os, sqlite3, sys
+sys.path.insert(0, os.environ["EXAMPLES"])
+from webhook_service import RelayError, WebhookService, create_outbox, relay
+
+db = sqlite3.connect(os.environ["APP_DB"])
+create_outbox(db)
+db.execute("create table if not exists invoices (id integer primary key, number text unique, total text)")
+db.commit()
+service = WebhookService(db)
+tenant_id = os.environ["TENANT_ID"]
+token = lambda tenant: os.environ["TOKEN"] if tenant == tenant_id else None
+url = os.environ["HOOKLINE"]
+
+def create_invoice(number, total, fail=False):
+    with db:
+        invoice_id = db.execute("insert into invoices (number, total) values (?, ?)", (number, total)).lastrowid
+        service.trigger_event(tenant_id=tenant_id, event="invoice.created", resource_type="invoice", resource_id=invoice_id,
+                              data={"invoice_number": number, "amount": total, "currency": "USD", "customer": "Acme Corp", "status": "issued"})
+        if fail:
+            raise RuntimeError("the invoice's own write failed")
+
+step = sys.argv[1]
+if step == "create":
+    create_invoice("001-001-000000001", "1500.00")
+    try:
+        create_invoice("001-001-000000002", "99.00", fail=True)
+    except RuntimeError:
+        pass
+    with db:
+        service.trigger_event(tenant_id=tenant_id, event="invoice.exploded", data={})
+    print(json.dumps([relay(db, url, token), relay(db, url, token)]))
+elif step == "crash-after-send":
+    with db:
+        db.execute("update hookline_outbox set sent_at = null where refused is null")
+    print(json.dumps(relay(db, url, token)))
+elif step == "hookline-down":
+    create_invoice("001-001-000000003", "20.00")
+    try:
+        relay(db, "http://127.0.0.1:9", token)
+    except RelayError as error:
+        print(json.dumps({"error": str(error)[:40]}))
+print(json.dumps({"outbox": db.execute("select event, resource_id, sent_at is not null, event_id, refused is not null from hookline_outbox order by created_at").fetchall()}))
+`;
+
+  async function app(step: string, appDb: string) {
+    const { stdout } = await run('python3', ['-c', APP, step], {
+      env: { ...process.env, EXAMPLES: join(ROOT, 'examples/python'), APP_DB: appDb, TENANT_ID: tenantId, TOKEN: key, HOOKLINE: hl.url },
+      timeout: 20_000,
+    });
+    return stdout.trim().split('\n').map((line) => JSON.parse(line));
+  }
+
+  it('sends the committed invoice\'s event once, nothing for the rolled-back one, and keeps what Hookline refuses', async () => {
+    const target = await receiverWith();
+    await rest('POST', 'subscriptions', { event: 'invoice.created', url: `${target.url}/erp` });
+    const appDb = join(tmp, `app-${tenantId}.sqlite`);
+
+    const [[first, second], { outbox }] = await app('create', appDb);
+    expect(first).toEqual({ sent: 1, duplicates: 0, refused: 1 });
+    expect(second).toEqual({ sent: 0, duplicates: 0, refused: 0 });
+    expect(outbox).toEqual([
+      ['invoice.created', '1', 1, expect.stringMatching(/^[0-9a-f-]{36}$/), 0],
+      ['invoice.exploded', null, 0, null, 1],
+    ]);
+    const [arrived] = await target.waitFor(1);
+    const envelope = JSON.parse(arrived!.body);
+    expect(envelope).toMatchObject({ id: outbox[0][3], event: 'invoice.created', resource_type: 'invoice', resource_id: '1', tenant_id: tenantId });
+    expect(envelope.data).toEqual({ invoice_number: '001-001-000000001', amount: '1500.00', currency: 'USD', customer: 'Acme Corp', status: 'issued' });
+    await delivered(arrived!.headers['webhook-id'] as string);
+
+    // A crash after Hookline's 202 and before the row was marked: sent again, still one event.
+    const [again, after] = await app('crash-after-send', appDb);
+    expect(again).toEqual({ sent: 0, duplicates: 1, refused: 0 });
+    expect(after.outbox[0][3]).toBe(outbox[0][3]);
+    expect((await rest('GET', 'deliveries?event=invoice.created')).length).toBe(1);
+
+    // Hookline out of reach: the new row waits for the next run.
+    const [down, { outbox: waiting }] = await app('hookline-down', appDb);
+    expect(down.error).toMatch(/^Hookline could not be reached/);
+    expect(waiting[2]).toEqual(['invoice.created', '2', 0, null, 0]);
+    expect(target.received).toHaveLength(1);
+  });
+});
