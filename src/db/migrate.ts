@@ -3,6 +3,7 @@
 // wait by asking again every 100 ms, not in a blocking pg_advisory_lock: a
 // statement waiting there holds a snapshot, which CREATE INDEX CONCURRENTLY (in
 // the lock holder's migration) would wait for in turn, a deadlock.
+import pg from 'pg';
 import type { DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
 import { TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
@@ -37,6 +38,7 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
  * would see every tenant. Hookline refuses to start then.
  */
 export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE): Promise<void> {
+  await checkCanEnterRole(dataSource, role);
   const [found] = await queryRows<{ super: boolean; bypass: boolean; owns: string[] | null; unprotected: string[] | null }>(
     poolOf(dataSource),
     // Hookline's own tables, in the schema its statements use: an app sharing the database
@@ -62,5 +64,34 @@ export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE
       `tenant isolation would be off: ${problems.join('; ')}. Make ${role} an ordinary role ` +
         `(ALTER ROLE ${role} NOSUPERUSER NOBYPASSRLS), owning nothing, with row-level security on every tenant table`,
     );
+  }
+}
+
+/**
+ * Every tenant-scoped transaction switches to the role (db/tenant-scope.ts). A user who may
+ * not (not a member: the role was made by another user, for another database on the server,
+ * and was not ours to grant in migration 0001) would start, and then fail every tenant's call.
+ * Tried rather than looked up in pg_auth_members: superusers need no membership, and from
+ * PostgreSQL 16 a member may still be refused SET.
+ */
+async function checkCanEnterRole(dataSource: DataSource, role: string): Promise<void> {
+  const client = await poolOf(dataSource).connect();
+  try {
+    const { rows } = await client.query<{ user: string }>('select current_user as user');
+    try {
+      await client.query(`begin; set local role ${pg.escapeIdentifier(role)}`);
+    } catch (error) {
+      if ((error as { code?: string }).code !== '42501') throw error; // insufficient_privilege
+      const user = pg.escapeIdentifier(rows[0]!.user);
+      throw new Error(
+        `the database user ${user} cannot switch to the role ${role}, as every tenant's call does: ` +
+          `make it a member, as a superuser or the role's creator: GRANT ${role} TO ${user}`,
+        { cause: error },
+      );
+    } finally {
+      await client.query('rollback');
+    }
+  } finally {
+    client.release();
   }
 }

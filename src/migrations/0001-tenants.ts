@@ -13,10 +13,13 @@ export class Tenants1764300000001 implements MigrationInterface {
       exception when duplicate_object or unique_violation then null;
       end $$;
     `);
+    // A role made by another database's Hookline, under another user, may not be ours to
+    // grant: the start's check (checkTenantRole) then says how to fix it. Nothing else is
+    // passed over, so any other failure is seen.
     await db.query(`
       do $$ begin
         execute format('grant ${TENANT_ROLE} to %I', current_user);
-      exception when others then null; -- superusers need no membership
+      exception when insufficient_privilege then null;
       end $$;
     `);
     await db.query(`grant usage on schema public to ${TENANT_ROLE}`);

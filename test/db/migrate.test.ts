@@ -56,6 +56,31 @@ it('refuses to go on when the tenant role could see past row-level security', as
   }
 });
 
+it('refuses to start, saying what to grant, when the database user cannot switch to the tenant role', async () => {
+  // The role exists already (made by the test run's template, as by another database's
+  // Hookline), under another user: a user with CREATEROLE may not grant it to itself.
+  const admin = new pg.Client({ connectionString: inject('postgresUrl').replace(/\/[^/]*$/, '/postgres') });
+  await admin.connect();
+  const user = `hookline_app_${process.pid}`;
+  const name = `hookline_not_member_${Date.now()}`;
+  await admin.query(`create role ${user} login password 'apppw' createrole`);
+  await admin.query(`create database ${name} owner ${user}`);
+  const url = new URL(inject('postgresUrl'));
+  Object.assign(url, { username: user, password: 'apppw', pathname: `/${name}` });
+  const source = createDataSource({ url: String(url), poolSize: 2 });
+  await source.initialize();
+  try {
+    await expect(runMigrations(source)).rejects.toThrow(`cannot switch to the role hookline_tenant, as every tenant's call does: make it a member, as a superuser or the role's creator: GRANT hookline_tenant TO "${user}"`);
+    await admin.query(`grant hookline_tenant to ${user}`);
+    await expect(runMigrations(source)).resolves.toEqual([]); // applied the first time; checked each time
+  } finally {
+    await source.destroy();
+    await admin.query(`drop database if exists ${name}`).catch(() => {});
+    await admin.query(`drop role if exists ${user}`).catch(() => {});
+    await admin.end();
+  }
+});
+
 it('an app\'s DataSource applies Hookline\'s migrations with TypeORM\'s defaults (all in one transaction) and with each in its own', async () => {
   // The package exports them for apps' own DataSources (src/index.ts); TypeORM runs them all
   // in one transaction by default, where CREATE INDEX CONCURRENTLY (migration 0009) is refused.
