@@ -490,7 +490,12 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
 
     const second = startService({ ...env, PORT: String(await freePort()) });
     await waitReady(second);
-    expect(second.output().stdout).toContain('stopping the embedded PostgreSQL a killed Hookline process left running');
+    const stopping = second.output().stdout.split('\n').filter((line) => line.includes('stopping the embedded PostgreSQL a killed Hookline process left running'));
+    expect(stopping).toHaveLength(1);
+    // pino's own `pid` is the process that logs; the PostgreSQL's is a field of its own.
+    const { pid, postgresPid } = JSON.parse(stopping[0]!);
+    expect(pid).toBe(second.child.pid);
+    expect(left.map((p) => p.pid)).toContain(postgresPid);
     expect((await gql(second.url, 'query { viewer { name } }', apiKey)).body).toEqual({ data: { viewer: { name: 'Killed' } } });
     for (const { pid } of left) expect(processesUsing(dataDir, true).some((p) => p.pid === pid), `pid ${pid} is gone`).toBe(false);
     const exit = await terminate(second);

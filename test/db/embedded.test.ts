@@ -109,3 +109,43 @@ describe('the embedded PostgreSQL\'s password', () => {
     }
   });
 });
+
+describe('the numbers on file of a PostgreSQL that is gone (a reboot, a container restarted)', () => {
+  /** A program with nothing to do with Hookline that says when it is sent SIGINT (and ends then). */
+  async function bystander() {
+    const child = spawn(process.execPath, ['-e', `process.on('SIGINT', () => { console.log('SIGINT'); process.exit(0) }); console.log('ready'); setInterval(() => {}, 1000)`], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let output = '';
+    await new Promise<void>((ready) => child.stdout!.on('data', (chunk) => ((output += chunk), output.includes('ready') && ready())));
+    return { pid: child.pid!, signalled: () => output.includes('SIGINT'), kill: () => child.kill('SIGKILL') };
+  }
+
+  it('are not taken for Hookline\'s: no other program is signalled, and the start goes on', { timeout: 90_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-embedded-'));
+    await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
+    const log = pino({ level: 'silent' });
+    const inPostmasterPid = await bystander();
+    const inOwnerFile = await bystander();
+    const gone = spawn('true');
+    await new Promise((exited) => gone.once('exit', exited));
+    try {
+      await (await startEmbeddedPostgres(dir, log)).stop();
+      // The owner's number gone; the PostgreSQL's now another program's.
+      await writeFile(join(dir, 'pgdata', 'postmaster.pid'), `${inPostmasterPid.pid}\n${join(dir, 'pgdata')}\n`);
+      await writeFile(join(dir, 'hookline-owner.pid'), String(gone.pid));
+      await (await startEmbeddedPostgres(dir, log)).stop();
+      expect(inPostmasterPid.signalled(), 'the program with the PostgreSQL\'s old number was not signalled').toBe(false);
+      // Both numbers now other programs': none is taken for a Hookline holding the data.
+      await writeFile(join(dir, 'pgdata', 'postmaster.pid'), `${inPostmasterPid.pid}\n${join(dir, 'pgdata')}\n`);
+      await writeFile(join(dir, 'hookline-owner.pid'), String(inOwnerFile.pid));
+      await (await startEmbeddedPostgres(dir, log)).stop();
+      expect(inPostmasterPid.signalled()).toBe(false);
+      expect(inOwnerFile.signalled()).toBe(false);
+    } finally {
+      inPostmasterPid.kill();
+      inOwnerFile.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
