@@ -28,6 +28,11 @@ export interface StartOptions {
   log: Logger;
   clock?: Clock;
   host?: string;
+  /**
+   * Called when the process can no longer serve and should stop: its embedded PostgreSQL
+   * ended on its own. Without it, that is only logged.
+   */
+  onFatal?: (error: Error) => void;
   /** The dispatcher's timings, for tests. */
   dispatcher?: Pick<
     DispatcherOptions,
@@ -35,7 +40,7 @@ export interface StartOptions {
   >;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host, dispatcher: timings }: StartOptions): Promise<Hookline> {
+export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings }: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -46,7 +51,7 @@ export async function startHookline({ config, log, clock = systemClock, host, di
   try {
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
-      embedded = await startEmbeddedPostgres(config.dataDir, log);
+      embedded = await startEmbeddedPostgres(config.dataDir, log, { onUnexpectedExit: onFatal });
       stops.push(embedded.stop);
       databaseUrl = embedded.url;
     }

@@ -25,7 +25,10 @@ async function main(): Promise<void> {
     process.exit(1);
   };
   for (const signal of SIGNALS) process.on(signal, early);
-  const hookline = await startHookline({ config, log });
+  // Its embedded PostgreSQL gone (the error is logged where it is seen): the service stops,
+  // with a code that says it failed, for a supervisor to restart it.
+  let fatal: (error: Error) => void = () => process.exit(1);
+  const hookline = await startHookline({ config, log, onFatal: (error) => fatal(error) });
   for (const signal of SIGNALS) process.off(signal, early);
   if (config.adminTokenGenerated) {
     // Printed once, on stdout, for the person who started the service.
@@ -35,14 +38,15 @@ async function main(): Promise<void> {
     );
   }
   let signalled = false;
-  const shutdown = (signal: string) => {
+  /** Stops the roles, then exits with `code`, or 1 should the stop fail or take too long. */
+  const shutdown = (why: { signal: string } | { cause: string }, code = 0) => {
     if (signalled) {
       // Asked again (a second Ctrl-C): whatever is still in flight is left to its lease.
-      log.warn({ signal }, 'signalled again while shutting down; exiting now');
+      log.warn(why, 'signalled again while shutting down; exiting now');
       process.exit(1);
     }
     signalled = true;
-    log.info({ signal }, 'shutting down');
+    log.info(why, 'shutting down');
     // Attempts in flight end within the delivery timeout and are recorded just after; a
     // database that no longer answers would hold the rest up for long, so it gets this much.
     const graceMs = config.deliveryTimeoutMs + SHUTDOWN_MARGIN_MS;
@@ -51,14 +55,15 @@ async function main(): Promise<void> {
       process.exit(1);
     }, graceMs).unref();
     hookline.stop().then(
-      () => process.exit(0),
+      () => process.exit(code),
       (error) => {
         log.error({ err: error }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
-  for (const signal of SIGNALS) process.on(signal, () => shutdown(signal));
+  for (const signal of SIGNALS) process.on(signal, () => shutdown({ signal }));
+  fatal = () => shutdown({ cause: 'the embedded PostgreSQL exited' }, 1);
 }
 
 /** The time a shutdown gets beyond the delivery timeout, to record the last attempts and stop. */

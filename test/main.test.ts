@@ -503,6 +503,19 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
   });
 
+  it('a service whose PostgreSQL dies under it says so and exits non-zero, rather than stay healthy without a database', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    await waitReady(service);
+    const postmaster = processesUsing(dataDir, true).find((p) => /\bpostgres\b.*-D\s/.test(p.args))!.pid;
+    process.kill(postmaster, 'SIGKILL'); // the OOM killer, say
+    const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
+    expect(exit, service.output().stdout).toEqual({ code: 1, signal: null });
+    const logged = service.output().stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line));
+    expect(logged.find((l) => l.msg === 'embedded PostgreSQL exited unexpectedly')).toMatchObject({ level: 50, postgresPid: postmaster });
+    expect(logged.find((l) => l.msg === 'shutting down')).toMatchObject({ cause: 'the embedded PostgreSQL exited' });
+  });
+
   it('a second service on the same data refuses to start, saying which process has it', SLOW, async () => {
     const dataDir = await freshDataDir();
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };

