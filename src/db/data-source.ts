@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
 import { entities } from '../entities/index.js';
+import { connectionLimits } from './connection.js';
 import { DueByTenant1764300000009, DueByTenantConcurrently1764300000009 } from '../migrations/0009-due-by-tenant.js';
 import { FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011 } from '../migrations/0011-failed-deliveries.js';
 import { migrations } from '../migrations/index.js';
@@ -28,6 +29,6 @@ export function createDataSource({ url, poolSize = 20, applicationName = 'hookli
     migrationsTransactionMode: 'each',
     synchronize: false,
     logging: false,
-    extra: { max: poolSize, application_name: applicationName },
+    extra: { max: poolSize, application_name: applicationName, ...connectionLimits },
   });
 }

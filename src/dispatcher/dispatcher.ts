@@ -36,6 +36,7 @@ import {
   type AttemptOutcome,
   type ClaimedDelivery,
 } from './queue.js';
+import { CONNECT_TIMEOUT_MS, KEEP_ALIVE_AFTER_MS } from '../db/connection.js';
 import { MinHeap } from './min-heap.js';
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
@@ -129,9 +130,6 @@ const DUE_SCAN_WALK = 256;
  * without a reset, a connection dropped by a firewall).
  */
 const QUERY_TIMEOUT_MS = 30_000;
-const CONNECT_TIMEOUT_MS = 10_000;
-/** TCP keep-alive probes after this much silence: dead peers are found, idle connections kept open through NAT. */
-const KEEP_ALIVE_AFTER_MS = 10_000;
 /**
  * A dispatcher not heard from for this long has died: its deliveries are taken back (by any
  * dispatcher's reclaim, every 5 s), whatever their leases. It says it runs four times as often,

@@ -4,7 +4,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
+import type pg from 'pg';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
+import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
@@ -73,6 +75,29 @@ function jsonObjectBody(req: IncomingMessage, buffer: Buffer): Record<string, un
   return parsed as Record<string, unknown>;
 }
 
+/** How long /readyz waits for the database: a load balancer's probe gives up after a few seconds. */
+export const READINESS_TIMEOUT_MS = 3_000;
+
+/**
+ * A round trip to the database, failing past READINESS_TIMEOUT_MS: a server that went silent
+ * (stopped, its host lost) would otherwise hold the check, and the probe, forever. The
+ * statement's own time limit fails it in pg, which then drops its connection rather than
+ * leave it stuck in the pool; waiting for a connection is timed by the race.
+ */
+async function databaseAnswers(pool: pg.Pool): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${READINESS_TIMEOUT_MS} ms`)), READINESS_TIMEOUT_MS);
+  });
+  const answer = pool.query({ text: 'select 1', query_timeout: READINESS_TIMEOUT_MS } as pg.QueryConfig);
+  answer.catch(() => {}); // once too late, no one waits for it
+  try {
+    await Promise.race([answer, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function buildApp(options: AppOptions): Promise<App> {
   const { services, metrics, serveApi } = options;
   const { log, dataSource } = services;
@@ -102,7 +127,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         return true;
       }
       try {
-        await dataSource.query('select 1');
+        await databaseAnswers(poolOf(dataSource));
         sendJson(res, 200, { status: 'ready' });
       } catch (error) {
         // The detail (the database's address, say) goes to the log, not to whoever asks.

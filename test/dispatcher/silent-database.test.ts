@@ -2,68 +2,12 @@
 // connection dropped by a firewall): the worker must not wait on it forever. Its statements
 // time out, their connections are dropped, and once the database answers again on new
 // connections the worker goes on, and stops when asked.
-import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
-
-/**
- * A TCP proxy to PostgreSQL. `silence()` makes every connection open now go quiet for good
- * (nothing more is forwarded either way, nothing is closed), and new ones too, until `answer()`:
- * connections made after that work. While `armed`, a new dispatcher pool connection goes quiet
- * for good at its first statement (the pool's session settings), once the connection is made.
- */
-async function silenceableProxy(target: URL) {
-  let generation = 0;
-  let silent = false;
-  let armed = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const born = generation;
-    let first = true;
-    let victim = false;
-    let quiet = false;
-    const alive = () => !silent && !quiet && born === generation;
-    const upstream = net.connect(Number(target.port), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.on('data', (d) => {
-      if (first) {
-        first = false;
-        victim = armed && d.toString('latin1').includes('\0application_name\0hookline-dispatcher\0');
-      } else if (victim && d[0] === 0x51) quiet = true; // 'Q', a simple query
-      if (alive()) upstream.write(d);
-    });
-    upstream.on('data', (d) => alive() && client.write(d));
-    // A connection that ends while alive ends on the other side too; a silenced one never does.
-    client.on('close', () => alive() && upstream.destroy());
-    upstream.on('close', () => alive() && client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = new URL(target);
-  url.port = String((server.address() as net.AddressInfo).port);
-  return {
-    url: url.toString(),
-    silence() {
-      silent = true;
-      generation++;
-    },
-    answer() {
-      silent = false;
-    },
-    arm: () => (armed = true),
-    disarm: () => (armed = false),
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
+import { silenceableProxy } from '../helpers/silent-proxy.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {

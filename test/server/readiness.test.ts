@@ -1,8 +1,15 @@
 // /readyz says whether the process can serve: 503 when its database does not
-// answer, without telling the caller (unauthenticated) where the database is.
+// answer, without telling the caller (unauthenticated) where the database is, and
+// within seconds when the database hangs rather than refuses.
+import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createDataSource } from '../../src/db/data-source.js';
+import { poolOf } from '../../src/db/query.js';
+import { READINESS_TIMEOUT_MS } from '../../src/server/app.js';
+import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { silenceableProxy } from '../helpers/silent-proxy.js';
 
 let hl: TestHookline;
 let admin: pg.Client;
@@ -32,4 +39,50 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections true`);
   for (let i = 0; i < 50 && (await fetch(`${hl.url}/readyz`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
   expect((await fetch(`${hl.url}/readyz`)).status).toBe(200);
+});
+
+it('answers 503 within seconds while the database hangs (stopped, its host lost), and 200 once it answers again', { timeout: 60_000 }, async () => {
+  const proxy = await silenceableProxy(new URL(await createTestDatabase()));
+  const hanging = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl: proxy.url });
+  try {
+    expect((await fetch(`${hanging.url}/readyz`)).status).toBe(200);
+    proxy.silence(); // connections open and new ones alike get no answer, and are not closed
+    for (const _ of [1, 2]) {
+      const asked = Date.now();
+      const down = await fetch(`${hanging.url}/readyz`, { signal: AbortSignal.timeout(15_000) });
+      expect(down.status).toBe(503);
+      expect(await down.json()).toEqual({ status: 'unavailable', error: 'the database does not answer' });
+      expect(Date.now() - asked).toBeLessThan(READINESS_TIMEOUT_MS + 2_000);
+    }
+    proxy.answer(); // new connections work; the silenced ones stay silent
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      status = (await fetch(`${hanging.url}/readyz`, { signal: AbortSignal.timeout(15_000) })).status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(status).toBe(200);
+    const pool = poolOf(hanging.dataSource);
+    expect(pool.totalCount - pool.idleCount, 'no connection is left checked out on a check that hung').toBe(0);
+  } finally {
+    await proxy.close(); // what still hangs on the silenced connections fails, so the stop can finish
+    await hanging.stop();
+  }
+});
+
+it('an API data source gives up connecting to a server that accepts and never answers', { timeout: 30_000 }, async () => {
+  const silent = net.createServer(() => {}); // accepts, says nothing
+  const sockets = new Set<net.Socket>();
+  silent.on('connection', (socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as net.AddressInfo;
+  const source = createDataSource({ url: `postgres://hookline:x@127.0.0.1:${port}/hookline`, poolSize: 1 });
+  try {
+    const started = Date.now();
+    const outcome = await Promise.race([source.initialize().then(() => 'connected', (error: Error) => error.message), new Promise((r) => setTimeout(() => r('still waiting'), 20_000))]);
+    expect(outcome).toMatch(/timeout/i);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
 });

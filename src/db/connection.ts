@@ -1,0 +1,13 @@
+// How Hookline's pools reach PostgreSQL, the API's and the dispatcher's alike: none waits
+// forever for a server that went silent (a host lost without a reset, a stopped process).
+
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** TCP keep-alive probes after this much silence: dead peers are found, idle connections kept open through NAT. */
+export const KEEP_ALIVE_AFTER_MS = 10_000;
+
+/** pg's connection options for the above. */
+export const connectionLimits = {
+  connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+  keepAlive: true,
+  keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
+} as const;
