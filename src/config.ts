@@ -66,6 +66,16 @@ export function parseDuration(text: string): number {
   return ms;
 }
 
+/**
+ * A duration that feeds a timer: setTimeout takes at most 2^31-1 ms (24.8 days) and fires at
+ * once past it, so each such variable has a bound of its own, well below, that says what makes sense.
+ */
+function parseDurationUpTo(text: string, maxMs: number, max: string): number {
+  const ms = parseDuration(text);
+  if (ms > maxMs) throw new Error(`"${text}" is too long: it must be at most ${max}`);
+  return ms;
+}
+
 export const DEFAULT_RETRY_SCHEDULE = '5s,5m,30m,2h,5h,10h,10h';
 
 const MAX_RETRY_DELAY_MS = 30 * 24 * 3_600_000;
@@ -137,11 +147,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     retrySchedule: read(env, 'HOOKLINE_RETRY_SCHEDULE', DEFAULT_RETRY_SCHEDULE, parseRetrySchedule),
     allowPrivateTargets: read(env, 'HOOKLINE_ALLOW_PRIVATE_TARGETS', 'false', parseBoolean),
     disableOnGone: read(env, 'HOOKLINE_DISABLE_ON_GONE', 'false', parseBoolean),
-    deliveryTimeoutMs: read(env, 'HOOKLINE_DELIVERY_TIMEOUT', '15s', (t) => {
-      const ms = parseDuration(t);
-      if (ms > 300_000) throw new Error('must be at most 5m');
-      return ms;
-    }),
+    deliveryTimeoutMs: read(env, 'HOOKLINE_DELIVERY_TIMEOUT', '15s', (t) => parseDurationUpTo(t, 300_000, '5m')),
     logLevel: read(env, 'LOG_LEVEL', 'info', (t) => {
       if (!(LOG_LEVELS as readonly string[]).includes(t)) throw new Error(`"${t}" must be one of ${LOG_LEVELS.join(', ')}`);
       return t as LogLevel;
@@ -151,7 +157,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '64', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerTenant: read(env, 'HOOKLINE_DISPATCH_PER_TENANT', '256', (t) => parseInteger(t, 1, 100_000)),
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
-    liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', parseDuration),
+    liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', (t) => parseDurationUpTo(t, 3_600_000, '1h')),
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {

@@ -175,6 +175,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_BUFFER', '0'],
     ['HOOKLINE_LIVE_BUFFER', 'lots'],
     ['HOOKLINE_LIVE_STALL', '5'],
+    ['HOOKLINE_LIVE_STALL', '1000h'],
+    ['HOOKLINE_LIVE_STALL', '61m'],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {
@@ -186,6 +188,14 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     const error = caught as ConfigError;
     expect(error.variable).toBe(variable);
     expect(error.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it('bounds every duration that feeds a timer, naming the variable and its bound', () => {
+    // Past 2^31-1 ms setTimeout fires at once: a 1000h stall limit would be a timer spinning every millisecond.
+    expect(() => loadConfig({ HOOKLINE_LIVE_STALL: '1000h' })).toThrow('HOOKLINE_LIVE_STALL: "1000h" is too long: it must be at most 1h');
+    expect(loadConfig({ HOOKLINE_LIVE_STALL: '1h' }).liveStallMs).toBe(3_600_000);
+    expect(() => loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '6m' })).toThrow('HOOKLINE_DELIVERY_TIMEOUT: "6m" is too long: it must be at most 5m');
+    expect(() => loadConfig({ HOOKLINE_RETRY_SCHEDULE: '5s,721h' })).toThrow(/^HOOKLINE_RETRY_SCHEDULE: each delay must be at most 720h/);
   });
 
   it('names the wrong variable even when others are right', () => {
