@@ -130,7 +130,10 @@ export async function startHookline({ config, log, clock = systemClock, host, on
       dataSource,
       databaseUrl,
       dispatcher,
-      stop: () => (stopping ??= stopAll()),
+      stop: () => {
+        app.setReady(false);
+        return (stopping ??= stopAll());
+      },
     };
   } catch (error) {
     await stopAll();

@@ -29,7 +29,10 @@ export interface App {
   yoga?: Yoga;
   url: string;
   port: number;
-  /** /readyz answers 200 only once every role of the process has started. */
+  /**
+   * /readyz answers 200 only once every role of the process has started, and 503 again from
+   * the moment it starts to stop (setReady(false) after true), while it finishes what is in flight.
+   */
   setReady(ready: boolean): void;
   /** The API keys of the open WebSocket connections. */
   apiKeyIdsInUse(): string[];
@@ -113,7 +116,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       }
     : undefined;
   const yoga = api?.createGraphQLServer(services);
-  let ready = false;
+  let state: 'starting' | 'ready' | 'stopping' = 'starting';
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const path = (req.url ?? '/').split('?')[0];
@@ -122,8 +125,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
       return true;
     }
     if (path === '/readyz') {
-      if (!ready) {
-        sendJson(res, 503, { status: 'starting' });
+      if (state !== 'ready') {
+        // Stopping: a load balancer sends no more, while what is in flight finishes.
+        sendJson(res, 503, { status: state });
         return true;
       }
       try {
@@ -290,7 +294,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     url,
     port,
     setReady(value) {
-      ready = value;
+      state = value ? 'ready' : state === 'starting' ? 'starting' : 'stopping';
     },
     apiKeyIdsInUse() {
       const ids = new Set<string>();

@@ -1,6 +1,6 @@
 // /readyz says whether the process can serve: 503 when its database does not
 // answer, without telling the caller (unauthenticated) where the database is, and
-// within seconds when the database hangs rather than refuses.
+// within seconds when the database hangs rather than refuses; 503 too while it stops.
 import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { poolOf } from '../../src/db/query.js';
 import { READINESS_TIMEOUT_MS } from '../../src/server/app.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { startReceiver } from '../helpers/receiver.js';
 import { silenceableProxy } from '../helpers/silent-proxy.js';
 
 let hl: TestHookline;
@@ -84,5 +85,38 @@ it('an API data source gives up connecting to a server that accepts and never an
   } finally {
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
+it('answers 503 "stopping" from the moment the process starts to stop, while its deliveries in flight finish', { timeout: 60_000 }, async () => {
+  const stopping = await startTestHookline();
+  let release!: () => void;
+  const held = new Promise<void>((done) => (release = done));
+  const receiver = await startReceiver(async () => {
+    await held;
+    return { status: 204 };
+  });
+  try {
+    const { apiKey } = await stopping.createTenant();
+    const rest = (path: string, body: unknown) =>
+      fetch(`${stopping.url}/api/v1/tenant/webhooks/${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    expect((await rest('subscriptions', { event: 'test.event', url: receiver.url })).status).toBe(201);
+    expect((await rest('deliveries', { event: 'test.event', payload: {} })).status).toBe(202);
+    await receiver.waitFor(1); // the attempt is in flight, its answer held
+    expect((await fetch(`${stopping.url}/readyz`)).status).toBe(200);
+    const stopped = stopping.stop();
+    const during = await fetch(`${stopping.url}/readyz`);
+    expect(during.status).toBe(503);
+    expect(await during.json()).toEqual({ status: 'stopping' });
+    release();
+    await stopped;
+  } finally {
+    release();
+    await stopping.stop();
+    await receiver.close();
   }
 });
