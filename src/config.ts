@@ -121,6 +121,8 @@ function read<T>(env: Env, name: string, fallback: string | undefined, parse: (t
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const databaseUrl = read(env, 'DATABASE_URL', '', (text) => {
     if (text === '') return undefined;
+    // URL would read past them, pg would not (a host named after the blank, say).
+    if (text.trim() !== text) throw new Error('has spaces or line breaks around it');
     let url: URL;
     try {
       url = new URL(text);

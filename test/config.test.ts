@@ -169,6 +169,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['LOG_LEVEL', 'loud'],
     ['DATABASE_URL', 'mysql://x'],
     ['DATABASE_URL', 'not a url'],
+    ['DATABASE_URL', ' postgres://u:p@db.example/hookline'],
+    ['DATABASE_URL', 'postgres://u:p@db.example/hookline\n'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', '0'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', 'many'],
     ['HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '0'],
