@@ -4,10 +4,17 @@
 // all of them, so it is computed once and shared: with a thousand dashboards
 // open, an update costs one execution and a thousand sends.
 //
-// Each execution gets its own context (contextForEvent): what it loads (the
-// loaders' caches) belongs to that one update, so the next update reads the
-// database afresh, and a subscription that lives for days holds nothing from
-// the updates it has sent.
+// Updates are executed ahead of the client, several at once, and sent in their
+// order: executed one at a time, each waiting for its database reads before the
+// next began, a busy tenant's updates piled up behind the server's own work and
+// a client reading promptly was cut off as too slow. Only LOOKAHEAD updates are
+// taken ahead of what the client has read, so one that stops reading still
+// leaves the rest waiting in its buffer, where the limits apply.
+//
+// The updates taken together share one context (contextForEvent): their lookups
+// (a delivery's subscription, say) go to the database as one batched query, and
+// what they load belongs to them, so later updates read the database afresh, and
+// a subscription that lives for days holds nothing from the updates it has sent.
 import {
   createSourceEventStream,
   execute,
@@ -25,9 +32,9 @@ export interface SharedExecutionOptions {
   /** Masks the errors of the results (see server/graphql.ts). */
   mask: Mask;
   /**
-   * The context of one execution, from the subscriber's: fresh per update, so nothing
-   * loaded for one update is served for the next. It is shared by every subscriber of
-   * the update, which all belong to the snapshot's tenant.
+   * The context of the executions of updates taken together, from the subscriber's: fresh
+   * for each such batch, so nothing loaded for it is served for later updates. It is shared
+   * by every subscriber of those updates, which all belong to the snapshot's tenant.
    */
   contextForEvent: (context: unknown) => unknown;
 }
@@ -49,6 +56,9 @@ function maskResult(result: ExecutionResult, mask: Mask): ExecutionResult {
   return result.errors ? { ...result, errors: result.errors.map((e) => mask(e)) } : result;
 }
 
+/** Updates executed, or being executed, ahead of what the client has read. */
+export const LOOKAHEAD = 100;
+
 export async function subscribeShared(
   args: ExecutionArgs,
   { mask, contextForEvent }: SharedExecutionOptions,
@@ -59,32 +69,105 @@ export async function subscribeShared(
   if (documentId === undefined) documentIds.set(args.document, (documentId = ++lastDocumentId));
   const key = `${documentId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}`;
   const events = (source as AsyncIterable<object>)[Symbol.asyncIterator]();
-  let finished = false;
 
-  const iterator: AsyncIterableIterator<ExecutionResult> = {
-    async next() {
-      if (finished) return { value: undefined, done: true };
+  /** What the client will read next, in order: results (settled or not), then the end. */
+  const ahead: Array<Promise<IteratorResult<ExecutionResult>>> = [];
+  let finished = false; // returned by the client
+  let pumping = false;
+  // The client waits for `ahead` to fill, the pump for it to empty: each wakes the other.
+  let waiters: Array<() => void> = [];
+  const wake = () => {
+    const woken = waiters;
+    waiters = [];
+    for (const resolve of woken) resolve();
+  };
+  const nextChange = () => new Promise<void>((resolve) => waiters.push(resolve));
+
+  // Executions run in batches, one batch at a time: the updates taken while one runs make the
+  // next, with one context, so their loaders read the database once for them all however many
+  // there are, and one subscriber never has more than one batch of reads under way.
+  let batch: Array<{ event: object; settle: (result: Promise<ExecutionResult>) => void }> = [];
+  let running = false;
+  const runBatches = async () => {
+    running = true;
+    while (batch.length) {
+      const taken = batch.splice(0, LOOKAHEAD);
+      const contextValue = contextForEvent(args.contextValue);
+      const executions = taken.map(({ event, settle }) => {
+        const result = Promise.resolve()
+          .then(() => execute({ ...args, rootValue: event, contextValue }))
+          .then((r) => maskResult(r, mask), (error: unknown) => ({ errors: [mask(error)] }));
+        settle(result);
+        return result;
+      });
+      await Promise.all(executions);
+    }
+    running = false;
+  };
+  const resultOf = (event: object): Promise<ExecutionResult> => {
+    let byKey = results.get(event);
+    if (!byKey) results.set(event, (byKey = new Map()));
+    let result = byKey.get(key);
+    if (!result) {
+      result = new Promise((settle) => batch.push({ event, settle }));
+      byKey.set(key, result);
+      // After this turn of the event loop: the updates waiting now are taken in one batch.
+      if (!running) {
+        running = true;
+        setImmediate(() => void runBatches());
+      }
+    }
+    return result;
+  };
+
+  // Takes updates from the source as they come, while the client is less than LOOKAHEAD behind.
+  const pump = async () => {
+    while (!finished) {
+      if (ahead.length >= LOOKAHEAD) {
+        await nextChange();
+        continue;
+      }
       let event: IteratorResult<object>;
       try {
         event = await events.next();
       } catch (error) {
-        // The stream ended with an error (a subscriber cut off, say): say why, then end.
-        finished = true;
-        return { value: { errors: [mask(error)] }, done: false };
+        // The stream ended with an error (a subscriber cut off, say): say why, after what came before.
+        ahead.push(Promise.resolve({ value: { errors: [mask(error)] }, done: false }));
+        ahead.push(Promise.resolve({ value: undefined, done: true }));
+        wake();
+        return;
       }
-      if (event.done) return event;
-      let byKey = results.get(event.value);
-      if (!byKey) results.set(event.value, (byKey = new Map()));
-      let result = byKey.get(key);
-      if (!result) {
-        const contextValue = contextForEvent(args.contextValue);
-        result = Promise.resolve(execute({ ...args, rootValue: event.value, contextValue })).then((r) => maskResult(r, mask));
-        byKey.set(key, result);
+      if (finished) return;
+      if (event.done) {
+        ahead.push(Promise.resolve({ value: undefined, done: true }));
+        wake();
+        return;
       }
-      return { value: await result, done: false };
+      ahead.push(resultOf(event.value).then((value) => ({ value, done: false })));
+      wake();
+    }
+  };
+
+  const iterator: AsyncIterableIterator<ExecutionResult> = {
+    async next() {
+      if (!pumping) {
+        pumping = true;
+        void pump();
+      }
+      while (!ahead.length) {
+        if (finished) return { value: undefined, done: true };
+        await nextChange();
+      }
+      const head = ahead.shift()!;
+      wake(); // room for one more
+      const result = await head;
+      if (result.done) finished = true;
+      return result;
     },
     async return() {
       finished = true;
+      ahead.length = 0;
+      wake();
       await events.return?.();
       return { value: undefined, done: true };
     },

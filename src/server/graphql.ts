@@ -147,7 +147,7 @@ export function createErrorMasker(log: Services['log']) {
   };
 }
 
-/** A context for one execution of a live update: the subscriber's, with loaders of its own (see shared-execution.ts). */
+/** A context for the executions of a batch of live updates: the subscriber's, with loaders of their own (see shared-execution.ts). */
 export function contextForLiveUpdate(context: unknown): Context {
   const subscriber = context as Context;
   return { ...subscriber, loaders: createLoaders(subscriber.services, subscriber.viewer) };
@@ -155,7 +155,7 @@ export function contextForLiveUpdate(context: unknown): Context {
 
 /**
  * deliveryUpdated over Server-Sent Events runs through shared-execution.ts: executed once
- * per update for all its subscribers, each time with fresh loaders. Over WebSocket, app.ts
+ * per update for all its subscribers, each batch of updates with fresh loaders. Over WebSocket, app.ts
  * hands it to shared-execution.ts itself, past Yoga's per-subscriber handling of each result.
  */
 function sharedLiveExecution(mask: ReturnType<typeof createErrorMasker>): Plugin {
