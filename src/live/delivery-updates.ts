@@ -30,7 +30,7 @@ export interface DeliverySnapshot {
 
 type Row = [string, string, string | null, string, string, DeliveryStatus, number, number | null, string | null, string, string | null];
 
-function parseRows(payload: string): Iterable<[string, DeliverySnapshot]> {
+function parseRows(payload: string): Array<[string, DeliverySnapshot]> {
   const rows = JSON.parse(payload) as Row[];
   return rows.map((r) => [
     `delivery:${r[1]}`,
@@ -86,6 +86,11 @@ export class LiveUpdates {
   /** The API keys of the live subscribers, with how many use each. */
   private readonly keysInUse = new Map<string, number>();
   private revocations: AsyncIterator<string> | undefined;
+  /**
+   * While what a lost LISTEN connection missed is yet to be announced again: the deliveries
+   * announced since, each with the number of the connection that heard it (see replay).
+   */
+  private readonly heardWhileResuming = new Map<string, number>();
 
   /**
    * @param bufferLimit updates one subscriber may have waiting; beyond it, it is disconnected
@@ -100,7 +105,7 @@ export class LiveUpdates {
     this.target = new PostgresEventTarget(
       databaseUrl,
       {
-        [DELIVERY_UPDATES_CHANNEL]: parseRows,
+        [DELIVERY_UPDATES_CHANNEL]: (payload) => this.heard(parseRows(payload)),
         [API_KEY_REVOKED_CHANNEL]: (payload) => [['api-key-revoked', payload]],
         [API_KEY_REVOCATION_HEARD_CHANNEL]: (payload) => [['api-key-revocation-heard', payload]],
       },
@@ -112,13 +117,32 @@ export class LiveUpdates {
     this.target.onResume = (since) => this.replay(since, log);
   }
 
+  private heard(rows: Array<[string, DeliverySnapshot]>): Array<[string, DeliverySnapshot]> {
+    if (this.target.resuming) for (const [, { id }] of rows) this.heardWhileResuming.set(id, this.target.connections);
+    return rows;
+  }
+
   /**
    * The changes a lost LISTEN connection did not hear, for the tenants with subscribers here:
    * each delivery changed since then (at most REPLAY_LIMIT, the latest), announced again as
    * its notification would have been. Heard again before this runs, a change may come twice,
    * each time with what the database holds then.
+   *
+   * A delivery announced on this connection meanwhile is left out: what the query read of it
+   * is no newer than that announcement (every change committed before the query is heard
+   * before its answer) and may be older (a change committed while it ran), and announced
+   * after it, it would take the delivery's state backwards.
    */
   private async replay(sinceMs: number, log: Logger): Promise<void> {
+    const connection = this.target.connections;
+    try {
+      await this.replayOn(connection, sinceMs, log);
+    } finally {
+      for (const [id, heardOn] of this.heardWhileResuming) if (heardOn <= connection) this.heardWhileResuming.delete(id);
+    }
+  }
+
+  private async replayOn(connection: number, sinceMs: number, log: Logger): Promise<void> {
     const tenants = this.target.topics('delivery:').map((topic) => topic.slice('delivery:'.length));
     if (!tenants.length) return;
     const rows = await this.target.query<{ row: Row }>(
@@ -133,7 +157,11 @@ export class LiveUpdates {
     if (rows.length > REPLAY_LIMIT) {
       log.warn({ tenants: tenants.length, replayed: REPLAY_LIMIT }, 'live updates: more changed while LISTEN was down than are announced again; the latest are');
     }
-    const missed = rows.slice(0, REPLAY_LIMIT).reverse().map((r) => r.row);
+    const missed = rows
+      .slice(0, REPLAY_LIMIT)
+      .reverse()
+      .map((r) => r.row)
+      .filter((row) => this.heardWhileResuming.get(row[0]) !== connection);
     for (const [topic, snapshot] of parseRows(JSON.stringify(missed))) this.target.dispatchEvent(new CustomEvent(topic, { detail: snapshot }));
     if (missed.length) log.info({ count: missed.length }, 'live updates: changes made while LISTEN was down announced again');
   }

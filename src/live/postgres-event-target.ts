@@ -43,12 +43,19 @@ export class PostgresEventTarget implements EventTarget {
   private lostAt: number | undefined;
   /** How many times onResume has dealt with a loss (tests wait for it). */
   resumes = 0;
+  /** LISTEN connections made so far: the number of the current one tells what was heard on it. */
+  connections = 0;
   /** The database's clock less this process's, as last measured on the LISTEN connection. */
   private skewMs = 0;
 
   /** True while notifications are being heard. */
   get connected(): boolean {
     return this.client !== undefined;
+  }
+
+  /** True from the loss of the connection until onResume has dealt with what it missed. */
+  get resuming(): boolean {
+    return this.lostAt !== undefined;
   }
 
   /**
@@ -178,6 +185,7 @@ export class PostgresEventTarget implements EventTarget {
 
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'hookline-live' });
+    this.connections++;
     client.on('notification', (message) => this.deliver(message.channel, message.payload ?? ''));
     const lost = (error?: Error) => {
       if (this.client !== client || this.closed) return;
