@@ -24,9 +24,13 @@ import {
   type DocumentNode,
   type ExecutionArgs,
   type ExecutionResult,
+  type FragmentDefinitionNode,
 } from 'graphql';
+// graphql-js's own, so a root field is found exactly as execution will find it.
+import { collectFields } from 'graphql/execution/collectFields.js';
 
 type Mask = (error: unknown) => GraphQLError;
+type SubscriptionArgs = Pick<ExecutionArgs, 'schema' | 'document' | 'operationName' | 'variableValues'>;
 
 export interface SharedExecutionOptions {
   /** Masks the errors of the results (see server/graphql.ts). */
@@ -39,12 +43,22 @@ export interface SharedExecutionOptions {
   contextForEvent: (context: unknown) => unknown;
 }
 
-/** Only deliveryUpdated is known to emit shared, tenant-scoped snapshots. */
-export function isSharedSubscription(document: DocumentNode, operationName?: string | null): boolean {
+/**
+ * Only deliveryUpdated is known to emit shared, tenant-scoped snapshots. Its root field is
+ * found as execution finds it, through fragments too: one in a fragment, taken for another
+ * subscription, would be executed by Yoga with the subscriber's context for every update,
+ * its loaders serving what they loaded first (a subscription's old url) for ever.
+ */
+export function isSharedSubscription({ schema, document, operationName, variableValues }: SubscriptionArgs): boolean {
   const operation = getOperationAST(document, operationName);
-  if (operation?.operation !== 'subscription') return false;
-  const [field, ...others] = operation.selectionSet.selections;
-  return !others.length && field?.kind === Kind.FIELD && field.name.value === 'deliveryUpdated';
+  const subscriptionType = schema.getSubscriptionType();
+  if (operation?.operation !== 'subscription' || !subscriptionType) return false;
+  const fragments: Record<string, FragmentDefinitionNode> = {};
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments[definition.name.value] = definition;
+  }
+  const fields = [...collectFields(schema, fragments, variableValues ?? {}, subscriptionType, operation.selectionSet).values()];
+  return fields.length === 1 && fields[0]!.every((field) => field.name.value === 'deliveryUpdated');
 }
 
 const documentIds = new WeakMap<DocumentNode, number>();

@@ -201,7 +201,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         // straight from graphql-ws: Yoga's subscribe would wrap each subscriber's results.
         execute: (args: any) => args.rootValue.execute(args),
         subscribe: (args: any) =>
-          api.isSharedSubscription(args.document, args.operationName)
+          api.isSharedSubscription(args)
             ? api.subscribeShared({ ...args, rootValue: undefined }, { mask, contextForEvent: api.contextForLiveUpdate })
             : args.rootValue.subscribe(args),
         onConnect: async (ctx) => {

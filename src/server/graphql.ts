@@ -161,7 +161,7 @@ export function contextForLiveUpdate(context: unknown): Context {
 function sharedLiveExecution(mask: ReturnType<typeof createErrorMasker>): Plugin {
   return {
     onSubscribe({ args, setSubscribeFn }) {
-      if (!isSharedSubscription(args.document, args.operationName)) return;
+      if (!isSharedSubscription(args)) return;
       setSubscribeFn((subscribeArgs) => subscribeShared(subscribeArgs, { mask, contextForEvent: contextForLiveUpdate }));
     },
   };

@@ -6,12 +6,16 @@ import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
-const UPDATES = `subscription Updates($subscriptionId: ID) {
-  deliveryUpdated(subscriptionId: $subscriptionId) {
+const FIELDS = `deliveryUpdated(subscriptionId: $subscriptionId) {
     id status attempts deliveredAt targetUrl
     subscription { id url }
-  }
-}`;
+  }`;
+/** The same operation, with its root field as is, in a named fragment and in an inline one. */
+const OPERATIONS = {
+  'a root field': `subscription Updates($subscriptionId: ID) { ${FIELDS} }`,
+  'a fragment': `subscription Updates($subscriptionId: ID) { ...Updates } fragment Updates on Subscription { ${FIELDS} }`,
+  'an inline fragment': `subscription Updates($subscriptionId: ID) { ... on Subscription { ${FIELDS} } }`,
+};
 const CREATE = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }';
 const UPDATE = 'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }';
 const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { deliveries { id } } }';
@@ -37,7 +41,6 @@ beforeAll(async () => {
   // (SENDING, deliveredAt null) before it is DELIVERED, however slow the machine.
   first = await startReceiver(async () => (await announced, { status: 200 }));
   second = await startReceiver(async () => (await announced, { status: 204 }));
-  tenant = await hl.createTenant();
 });
 afterAll(async () => {
   await hl?.stop();
@@ -58,7 +61,9 @@ async function trigger(streams: Array<{ waitFor(done: (items: Update[]) => boole
 
 const deliveredOf = (id: string) => (items: Update[]) => items.some((i) => i.id === id && i.status === 'DELIVERED');
 
-it('sends each update with what the database holds then, over WebSocket and SSE alike', async () => {
+it.each(Object.entries(OPERATIONS))('sends each update with what the database holds then, over WebSocket and SSE alike, with %s', async (_, UPDATES) => {
+  // A tenant of its own: the other tests' subscriptions get none of its events.
+  tenant = await hl.createTenant();
   const created = await hl.gql(CREATE, { input: { url: first.url, events: ['invoice.*'] } }, tenant.apiKey);
   const subscriptionId = created.data.createWebhookSubscription.subscription.id;
   const subscribed = moreSubscribers(hl, 3);
