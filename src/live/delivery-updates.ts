@@ -68,7 +68,14 @@ export interface DeliveryFilter {
 }
 
 export class SubscriberTooSlowError extends Error {
-  constructor(readonly waiting: number) {
+  /**
+   * @param stalled true when the client has read nothing for the stall limit; false when it
+   *   fell a whole buffer behind, and may still be reading (then it can be told why)
+   */
+  constructor(
+    readonly waiting: number,
+    readonly stalled: boolean,
+  ) {
     super(`live updates: the client stopped reading with ${waiting} updates waiting and was disconnected; reconnect and re-read the deliveries`);
   }
 }
@@ -291,7 +298,7 @@ export class LiveUpdates {
       stallTimer = setTimeout(() => {
         stallTimer = undefined;
         if (!buffer.length || ended) return;
-        if (Date.now() - lastRead >= stallMs) finish(new SubscriberTooSlowError(buffer.length));
+        if (Date.now() - lastRead >= stallMs) finish(new SubscriberTooSlowError(buffer.length, true));
         else armStallCheck();
       }, Math.max(10, lastRead + stallMs - Date.now()));
       stallTimer.unref();
@@ -335,8 +342,9 @@ export class LiveUpdates {
       buffer.push(value);
       // Bursts are normal (one dispatcher batch announces up to a hundred rows at once);
       // a client that stops reading, or falls hopelessly behind, is not.
-      if (buffer.length >= bufferLimit || Date.now() - lastRead > stallMs) {
-        finish(new SubscriberTooSlowError(buffer.length));
+      const stalled = Date.now() - lastRead > stallMs;
+      if (buffer.length >= bufferLimit || stalled) {
+        finish(new SubscriberTooSlowError(buffer.length, stalled));
         return;
       }
       armStallCheck();

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { createGraphQLError } from 'graphql-yoga';
 import type { WebSocket } from 'ws';
 import { requireTenant } from '../auth/viewer.js';
@@ -8,6 +9,22 @@ import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
 
 /** WebSocket close code for a subscriber that fell too far behind. */
 export const WS_CLOSE_TOO_SLOW = 4429;
+
+/**
+ * Over Server-Sent Events, a client that fell a buffer behind may still be reading: the stream
+ * ends with the RATE_LIMITED error (see next()), after what is already queued, as the WebSocket
+ * close does. One that reads nothing (stalled, or still not at that end within the stall limit)
+ * would never pull it: its connection is cut.
+ */
+function closeWhenStuck(res: ServerResponse, error: SubscriberTooSlowError, stallMs: number): void {
+  if (error.stalled) {
+    res.destroy();
+    return;
+  }
+  const timer = setTimeout(() => res.destroy(), stallMs);
+  timer.unref();
+  res.once('close', () => clearTimeout(timer));
+}
 
 builder.subscriptionType({ description: 'Live updates, over graphql-ws (WebSocket) or Server-Sent Events on /graphql.' });
 
@@ -33,7 +50,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
         if (counted) metrics?.liveClients.dec();
         counted = false;
       };
-      const { socket, res } = ctx as { socket?: WebSocket; res?: import('node:http').ServerResponse };
+      const { socket, res } = ctx as { socket?: WebSocket; res?: ServerResponse };
       const apiKeyId = ctx.viewer.kind === 'tenant' ? ctx.viewer.apiKeyId : undefined;
       let source: AsyncIterableIterator<DeliverySnapshot>;
       try {
@@ -46,12 +63,11 @@ builder.subscriptionField('deliveryUpdated', (t) =>
             deliveryId: args.deliveryId ? String(args.deliveryId) : null,
             status: args.status,
           },
-          () => {
-            // The client is not reading, so it would never pull the error: close the connection now.
-            // Over WebSocket the close frame, with its reason, follows what is already queued.
+          (error) => {
             uncount();
+            // Over WebSocket the close frame, with its reason, follows what is already queued.
             if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
-            else res?.destroy();
+            else if (res) closeWhenStuck(res, error, live.stallMs);
           },
         );
       } catch (error) {
