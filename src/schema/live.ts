@@ -59,8 +59,9 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           apiKeyId,
           {
             event: args.event,
-            subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
-            deliveryId: args.deliveryId ? String(args.deliveryId) : null,
+            // Compared with the lower-case ids PostgreSQL writes; queries take ids in either case.
+            subscriptionId: args.subscriptionId ? String(args.subscriptionId).toLowerCase() : null,
+            deliveryId: args.deliveryId ? String(args.deliveryId).toLowerCase() : null,
             status: args.status,
           },
           (error) => {

@@ -78,16 +78,18 @@ describe('over graphql-ws', () => {
     await client.dispose();
   });
 
-  it('filters by event, subscription, delivery and status', async () => {
-    const subscribed = moreSubscribers(hl, 4);
+  it('filters by event, subscription, delivery and status (ids in either case, as queries take them)', async () => {
+    const subscribed = moreSubscribers(hl, 5);
     const client = hl.wsClient(tenantA.apiKey);
     const byEvent = collectWs(client, { event: 'payment.received' });
     const bySubscription = collectWs(client, { subscriptionId: subA });
+    const bySubscriptionUpper = collectWs(client, { subscriptionId: subA.toUpperCase() });
     const byOtherSubscription = collectWs(client, { subscriptionId: '00000000-0000-0000-0000-000000000000' });
     const byStatus = collectWs(client, { status: 'DELIVERED' });
     await subscribed();
     const invoice = await trigger(tenantA.apiKey);
     const byDelivery = collectWs(client, { deliveryId: invoice });
+    const byDeliveryUpper = collectWs(client, { deliveryId: invoice.toUpperCase() });
     const payment = await trigger(tenantA.apiKey, 'payment.received', {
       payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: '2024-02-14T11:00:00',
     });
@@ -97,6 +99,9 @@ describe('over graphql-ws', () => {
     expect(byStatus.items.every((i) => i.status === 'DELIVERED')).toBe(true);
     await byDelivery.waitFor(delivered(invoice));
     expect(byDelivery.items.every((i) => i.id === invoice)).toBe(true);
+    await byDeliveryUpper.waitFor(delivered(invoice));
+    expect(byDeliveryUpper.items.every((i) => i.id === invoice)).toBe(true);
+    await bySubscriptionUpper.waitFor((items) => delivered(invoice)(items) && delivered(payment)(items));
     expect(byOtherSubscription.items).toEqual([]);
     await client.dispose();
   });
