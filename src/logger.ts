@@ -7,11 +7,13 @@ export type { Logger };
  * What a log line never holds. A failed statement's error (TypeORM's QueryFailedError)
  * carries the statement's parameters, and those may be a subscription's signing secret
  * or a receiver's Authorization header; PostgreSQL's detail of a failure can quote the
- * row's values ("Failing row contains (...)", "Key (...)=(...)"). Dropped wherever they are in
+ * row's values ("Failing row contains (...)", "Key (...)=(...)"). pg-pool hands an idle
+ * connection's error on with the whole pg client attached (`client`: its socket, its queue of
+ * statements with their values, its settings), kilobytes of which nothing helps. Dropped wherever they are in
  * an error (its cause, driverError, an AggregateError's errors, however deep), and in what
  * Yoga logs; the statement's text and the error's message and code stay, for diagnosis.
  */
-const SECRET_KEYS = new Set(['parameters', 'detail']);
+const SECRET_KEYS = new Set(['parameters', 'detail', 'client']);
 const CENSOR = '[not logged]';
 
 function withoutSecrets(value: unknown, depth = 0): unknown {

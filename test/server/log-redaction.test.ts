@@ -2,6 +2,7 @@
 // parameters: those may be a subscription's signing secret or a receiver's
 // Authorization header. And the input that made one such failure reachable (a
 // pattern too long for the index on events) is refused as BAD_USER_INPUT.
+import pg from 'pg';
 import { QueryFailedError } from 'typeorm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
@@ -40,6 +41,35 @@ it('logs a failed statement\'s text and error, not its parameters or the values 
   expect(text).toContain('insert into webhook_subscriptions');
   expect(text).toContain('index row size');
   expect(lines).toHaveLength(5);
+});
+
+it('logs the error of a pool\'s idle connection that failed without the pg client pg-pool attaches to it', async () => {
+  const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+  const pool = new pg.Pool({ connectionString: hl.databaseUrl, max: 1 });
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    const client = await pool.connect();
+    // A statement with a secret in its values, kept by the client (prepared, named).
+    await client.query({ name: 'probe', text: 'select $1::text as secret', values: ['whsec_aWRsZS1jbGllbnQtc2VjcmV0'] });
+    const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
+    client.release();
+    const failed = new Promise<Error & { client?: unknown }>((resolve) => pool.once('error', resolve));
+    await admin.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
+    const error = await failed;
+    expect(error.client).toBeDefined(); // what pg-pool does
+    lines.length = 0;
+    log.warn({ err: error }, 'idle database connection failed');
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0]!);
+    expect(line.err.message).toMatch(/terminat/);
+    expect(line.err.client).toBe('[not logged]');
+    expect(lines[0]).not.toContain('aWRsZS1jbGllbnQtc2VjcmV0');
+    expect(lines[0]!.length).toBeLessThan(2_000);
+  } finally {
+    await admin.end();
+    await pool.end();
+  }
 });
 
 it('refuses a pattern whose prefix is longer than an event name may be, naming the field', async () => {
