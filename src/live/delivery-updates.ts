@@ -10,6 +10,7 @@ import { DELIVERY_UPDATES_CHANNEL } from '../migrations/0004-live-updates.js';
 import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import { PostgresEventTarget } from './postgres-event-target.js';
+import { SERVER_BEHIND, type ServerBehindAware } from './shared-execution.js';
 
 /** A delivery as announced: the fields that change, and what filters need. */
 export interface DeliverySnapshot {
@@ -289,6 +290,9 @@ export class LiveUpdates {
     let ended = false;
     let failure: Error | undefined;
     let lastRead = Date.now();
+    // The client waits for an update the server has yet to execute (SERVER_BEHIND): it reads.
+    let serverBehind = false;
+    const stalledNow = () => !serverBehind && Date.now() - lastRead >= stallMs;
     const { bufferLimit, stallMs } = this;
 
     // Also when no further update comes: a stalled client must not hold its buffer for ever.
@@ -298,7 +302,7 @@ export class LiveUpdates {
       stallTimer = setTimeout(() => {
         stallTimer = undefined;
         if (!buffer.length || ended) return;
-        if (Date.now() - lastRead >= stallMs) finish(new SubscriberTooSlowError(buffer.length, true));
+        if (stalledNow()) finish(new SubscriberTooSlowError(buffer.length, true));
         else armStallCheck();
       }, Math.max(10, lastRead + stallMs - Date.now()));
       stallTimer.unref();
@@ -342,7 +346,7 @@ export class LiveUpdates {
       buffer.push(value);
       // Bursts are normal (one dispatcher batch announces up to a hundred rows at once);
       // a client that stops reading, or falls hopelessly behind, is not.
-      const stalled = Date.now() - lastRead > stallMs;
+      const stalled = stalledNow();
       if (buffer.length >= bufferLimit || stalled) {
         finish(new SubscriberTooSlowError(buffer.length, stalled));
         return;
@@ -352,7 +356,7 @@ export class LiveUpdates {
     this.target.addEventListener(topic, listener);
     if (revokedWhileStarting) finish();
 
-    const iterator: AsyncIterableIterator<DeliverySnapshot> = {
+    const iterator: AsyncIterableIterator<DeliverySnapshot> & ServerBehindAware = {
       next() {
         lastRead = Date.now();
         if (buffer.length) return Promise.resolve({ value: buffer.shift()!, done: false });
@@ -370,6 +374,10 @@ export class LiveUpdates {
       return() {
         finish();
         return Promise.resolve({ value: undefined, done: true });
+      },
+      [SERVER_BEHIND](behind: boolean) {
+        serverBehind = behind;
+        lastRead = Date.now();
       },
       [Symbol.asyncIterator]() {
         return iterator;

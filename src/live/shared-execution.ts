@@ -73,6 +73,18 @@ function maskResult(result: ExecutionResult, mask: Mask): ExecutionResult {
 /** Updates executed, or being executed, ahead of what the client has read. */
 export const LOOKAHEAD = 100;
 
+/**
+ * A source may have this method: called with true while the client waits for an update the
+ * server is still executing (its reads held up by a lock, a slow database), and with false
+ * once it has it. Meanwhile the client is not the one behind, and must not be cut off as if
+ * it had stopped reading (see LiveUpdates.subscribe).
+ */
+export const SERVER_BEHIND = Symbol.for('hookline.live.serverBehind');
+
+export interface ServerBehindAware {
+  [SERVER_BEHIND]?: (behind: boolean) => void;
+}
+
 export async function subscribeShared(
   args: ExecutionArgs,
   { mask, contextForEvent }: SharedExecutionOptions,
@@ -82,10 +94,15 @@ export async function subscribeShared(
   let documentId = documentIds.get(args.document);
   if (documentId === undefined) documentIds.set(args.document, (documentId = ++lastDocumentId));
   const key = `${documentId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}`;
-  const events = (source as AsyncIterable<object>)[Symbol.asyncIterator]();
+  const events = (source as AsyncIterable<object>)[Symbol.asyncIterator]() as AsyncIterator<object> & ServerBehindAware;
 
   /** What the client will read next, in order: results (settled or not), then the end. */
-  const ahead: Array<Promise<IteratorResult<ExecutionResult>>> = [];
+  const ahead: Array<{ result: Promise<IteratorResult<ExecutionResult>>; settled: boolean }> = [];
+  const push = (result: Promise<IteratorResult<ExecutionResult>>) => {
+    const entry = { result, settled: false };
+    void result.then(() => (entry.settled = true));
+    ahead.push(entry);
+  };
   let finished = false; // returned by the client
   let pumping = false;
   // The client waits for `ahead` to fill, the pump for it to empty: each wakes the other.
@@ -104,19 +121,23 @@ export async function subscribeShared(
   let running = false;
   const runBatches = async () => {
     running = true;
-    while (batch.length) {
-      const taken = batch.splice(0, LOOKAHEAD);
-      const contextValue = contextForEvent(args.contextValue);
-      const executions = taken.map(({ event, settle }) => {
-        const result = Promise.resolve()
-          .then(() => execute({ ...args, rootValue: event, contextValue }))
-          .then((r) => maskResult(r, mask), (error: unknown) => ({ errors: [mask(error)] }));
-        settle(result);
-        return result;
-      });
-      await Promise.all(executions);
+    try {
+      while (batch.length) {
+        const taken = batch.splice(0, LOOKAHEAD);
+        // Made inside the executions, so that a failure to make it is theirs, answered as an error.
+        let contextValue: unknown;
+        const executions = taken.map(({ event, settle }) => {
+          const result = Promise.resolve()
+            .then(() => execute({ ...args, rootValue: event, contextValue: (contextValue ??= contextForEvent(args.contextValue)) }))
+            .then((r) => maskResult(r, mask), (error: unknown) => ({ errors: [mask(error)] }));
+          settle(result);
+          return result;
+        });
+        await Promise.all(executions);
+      }
+    } finally {
+      running = false;
     }
-    running = false;
   };
   const resultOf = (event: object): Promise<ExecutionResult> => {
     let byKey = results.get(event);
@@ -146,18 +167,18 @@ export async function subscribeShared(
         event = await events.next();
       } catch (error) {
         // The stream ended with an error (a subscriber cut off, say): say why, after what came before.
-        ahead.push(Promise.resolve({ value: { errors: [mask(error)] }, done: false }));
-        ahead.push(Promise.resolve({ value: undefined, done: true }));
+        push(Promise.resolve({ value: { errors: [mask(error)] }, done: false }));
+        push(Promise.resolve({ value: undefined, done: true }));
         wake();
         return;
       }
       if (finished) return;
       if (event.done) {
-        ahead.push(Promise.resolve({ value: undefined, done: true }));
+        push(Promise.resolve({ value: undefined, done: true }));
         wake();
         return;
       }
-      ahead.push(resultOf(event.value).then((value) => ({ value, done: false })));
+      push(resultOf(event.value).then((value) => ({ value, done: false })));
       wake();
     }
   };
@@ -174,7 +195,17 @@ export async function subscribeShared(
       }
       const head = ahead.shift()!;
       wake(); // room for one more
-      const result = await head;
+      let result: IteratorResult<ExecutionResult>;
+      if (head.settled) result = await head.result;
+      else {
+        // The client is reading: it is the server that has yet to execute what it will read.
+        events[SERVER_BEHIND]?.(true);
+        try {
+          result = await head.result;
+        } finally {
+          events[SERVER_BEHIND]?.(false);
+        }
+      }
       if (result.done) finished = true;
       return result;
     },

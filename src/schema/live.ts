@@ -3,6 +3,7 @@ import { createGraphQLError } from 'graphql-yoga';
 import type { WebSocket } from 'ws';
 import { requireTenant } from '../auth/viewer.js';
 import { SubscriberTooSlowError, type DeliverySnapshot } from '../live/delivery-updates.js';
+import { SERVER_BEHIND, type ServerBehindAware } from '../live/shared-execution.js';
 import type { DeliveryRow } from '../webhooks/deliveries.js';
 import { builder } from './builder.js';
 import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
@@ -78,7 +79,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
       // Revoked before the stream watched for it (while the request's key was being looked up,
       // say): the notice found nothing to end. The stream ends at once.
       if (apiKeyId && ctx.services.apiKeys.isRevoked(apiKeyId)) await source.return!();
-      const iterator: AsyncIterableIterator<DeliverySnapshot> = {
+      const iterator: AsyncIterableIterator<DeliverySnapshot> & ServerBehindAware = {
         async next() {
           try {
             const result = await source.next();
@@ -96,6 +97,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           uncount();
           return source.return!();
         },
+        [SERVER_BEHIND]: (behind: boolean) => (source as ServerBehindAware)[SERVER_BEHIND]?.(behind),
         [Symbol.asyncIterator]() {
           return iterator;
         },
