@@ -3,10 +3,13 @@
 // dns.lookup (getaddrinfo) runs on the thread pool, 4 threads by default. A tenant whose
 // target's DNS never answers holds a thread until the system resolver gives up (10-30 s), so
 // a few such attempts stalled every other tenant's connections (and fs, crypto and zlib in the
-// same process). Names are asked of DNS directly instead (c-ares, asynchronous, with a
-// timeout), and only a name DNS answers it does not know as written (one from /etc/hosts, one
-// that needs a search domain) falls back to dns.lookup, a few at a time.
+// same process). Names are looked up as getaddrinfo would ("files dns"), without it: in the
+// hosts file first (read here), then asked of DNS directly (c-ares, asynchronous, with a
+// timeout); only a name DNS answers it does not know as written (one that needs a search
+// domain, or another source of the system's) falls back to dns.lookup, a few at a time.
 import dns from 'node:dns';
+import { readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
 import type { CallbackLookup } from './target-guard.js';
 
 export interface ResolverOptions {
@@ -22,7 +25,14 @@ export interface ResolverOptions {
   fallbackConcurrency?: number;
   /** How long a fallback lookup may wait for its turn (ms); default 10,000. */
   fallbackWaitMs?: number;
+  /** The hosts file; default /etc/hosts. */
+  hostsFile?: string;
 }
+
+/** Once one family's addresses are in, how long the other's query is waited for (ms), as Happy Eyeballs does. */
+const OTHER_FAMILY_GRACE_MS = 300;
+/** How often the hosts file is checked for changes, at most (ms). */
+const HOSTS_CHECK_MS = 1_000;
 
 type Address = dns.LookupAddress;
 
@@ -44,6 +54,85 @@ function localhostAddresses(hostname: string): Address[] | null {
     { address: '127.0.0.1', family: 4 },
     { address: '::1', family: 6 },
   ];
+}
+
+/**
+ * The hosts file's names and their addresses, in the file's order; read again when it
+ * changes (checked at most once a second). A file that cannot be read holds no names.
+ */
+class HostsFile {
+  private names = new Map<string, Address[]>();
+  private checkedAt = -Infinity;
+  private version = '';
+
+  constructor(private readonly path: string) {}
+
+  addresses(hostname: string): Address[] | undefined {
+    this.refresh();
+    return this.names.get(hostname.toLowerCase().replace(/\.$/, ''));
+  }
+
+  private refresh(): void {
+    const now = performance.now();
+    if (now - this.checkedAt < HOSTS_CHECK_MS) return;
+    this.checkedAt = now;
+    let version: string;
+    try {
+      const stat = statSync(this.path);
+      version = `${stat.mtimeMs}:${stat.size}:${stat.ino}`;
+    } catch {
+      version = 'none';
+    }
+    if (version === this.version) return;
+    this.version = version;
+    const names = new Map<string, Address[]>();
+    let text = '';
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch {
+      // no file: no names
+    }
+    for (const line of text.split('\n')) {
+      const [address, ...hostnames] = line.replace(/#.*/, '').trim().split(/\s+/);
+      const family = address ? net.isIP(address) : 0;
+      if (family === 0) continue;
+      for (const name of hostnames) {
+        const key = name.toLowerCase().replace(/\.$/, '');
+        const list = names.get(key) ?? [];
+        if (!list.some((a) => a.address === address)) list.push({ address: address!, family });
+        names.set(key, list);
+      }
+    }
+    this.names = names;
+  }
+}
+
+/**
+ * The answers of the queries, once all are in, or once one has addresses and the others have
+ * had OTHER_FAMILY_GRACE_MS more (a server that never answers AAAA would hold a known A
+ * record back for its whole timeout). Results not in by then count as not found.
+ */
+function gather(queries: Array<Promise<Address[]>>): Promise<Array<PromiseSettledResult<Address[]>>> {
+  return new Promise((resolve) => {
+    const results: Array<PromiseSettledResult<Address[]> | undefined> = queries.map(() => undefined);
+    let pending = queries.length;
+    let grace: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(grace);
+      resolve(results.map((result) => result ?? { status: 'rejected', reason: lookupError('ENODATA', '') }));
+    };
+    queries.forEach((query, i) =>
+      query.then(
+        (value) => (results[i] = { status: 'fulfilled', value }),
+        (reason: unknown) => (results[i] = { status: 'rejected', reason }),
+      ).then(() => {
+        pending -= 1;
+        if (pending === 0) return done();
+        const answered = results[i];
+        if (!grace && answered?.status === 'fulfilled' && answered.value.length > 0) grace = setTimeout(done, OTHER_FAMILY_GRACE_MS);
+      }),
+    );
+  });
 }
 
 /** A queue that lets `limit` tasks run at once; a task not started within `waitMs` fails. */
@@ -91,6 +180,7 @@ export function createResolver(options: ResolverOptions = {}): CallbackLookup {
   if (options.servers) resolver.setServers(options.servers);
   const fallback = options.fallback ?? (dns.lookup as unknown as CallbackLookup);
   const turns = new Turns(options.fallbackConcurrency ?? 2, options.fallbackWaitMs ?? 10_000);
+  const hosts = new HostsFile(options.hostsFile ?? '/etc/hosts');
 
   const fallBack = (hostname: string, family: number, callback: (err: NodeJS.ErrnoException | null, addresses: Address[]) => void) =>
     turns.run(
@@ -110,10 +200,17 @@ export function createResolver(options: ResolverOptions = {}): CallbackLookup {
       process.nextTick(() => callback(null, addresses));
       return;
     }
+    // The hosts file first, as the system's resolver does; a name there is not asked of DNS
+    // (for the family asked: one listed for the other only is).
+    const listed = hosts.addresses(hostname)?.filter((a) => family === 0 || a.family === family);
+    if (listed?.length) {
+      process.nextTick(() => callback(null, listed));
+      return;
+    }
     const queries: Array<Promise<Address[]>> = [];
     if (family !== 6) queries.push(resolver.resolve4(hostname).then((list) => list.map((address) => ({ address, family: 4 }))));
     if (family !== 4) queries.push(resolver.resolve6(hostname).then((list) => list.map((address) => ({ address, family: 6 }))));
-    void Promise.allSettled(queries).then((results) => {
+    void gather(queries).then((results) => {
       const addresses = results.flatMap((result) => (result.status === 'fulfilled' ? result.value : []));
       if (addresses.length > 0) return callback(null, addresses);
       const failure = results
@@ -121,8 +218,8 @@ export function createResolver(options: ResolverOptions = {}): CallbackLookup {
         .find((error) => error && !UNKNOWN_NAME.has(error.code ?? ''));
       // DNS failed (timed out, refused...): that is the answer, and the thread pool is spared.
       if (failure) return callback(failure, []);
-      // DNS answered that it does not know the name as written: the system's resolver (hosts
-      // file, search domains), a few at a time.
+      // DNS answered that it does not know the name as written: the system's resolver (search
+      // domains, its other sources), a few at a time.
       fallBack(hostname, family, callback);
     });
   };

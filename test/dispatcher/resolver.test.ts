@@ -2,6 +2,9 @@
 // NXDOMAIN to others and never answers names under hang.test, with real deliveries beside it.
 import crypto from 'node:crypto';
 import type dns from 'node:dns';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
@@ -19,6 +22,8 @@ beforeAll(async () => {
     'receiver.test': ['127.0.0.1'],
     'dual.test': ['93.184.216.34', '2606:2800:220:1::1'],
     'private.test': ['10.1.2.3'],
+    'internal.v6hang.test': ['10.1.2.3'],
+    'public.v6hang.test': ['93.184.216.34'],
   });
 });
 afterAll(() => dnsServer.close());
@@ -109,7 +114,51 @@ describe('createResolver', () => {
     }
     expect(calls).toEqual([]); // a DNS failure is the answer: not asked again of the system resolver
   });
+
+  it('uses the A records once in when the AAAA query goes unanswered, rather than wait for its timeout', async () => {
+    const lookup = createResolver({ servers: [dnsServer.server], timeoutMs: 2_000, tries: 2 });
+    const started = performance.now();
+    expect(await resolve(lookup, 'public.v6hang.test')).toEqual([{ address: '93.184.216.34', family: 4 }]);
+    expect(performance.now() - started).toBeLessThan(1_500); // the AAAA query's own timeout is 6 s
+  });
+
+  it('reads the hosts file first, as the system does, also when DNS cannot be reached', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-hosts-'));
+    const hostsFile = join(dir, 'hosts');
+    try {
+      await writeFile(hostsFile, ['# comment', '127.0.0.1 app.hosts.test Alias.Hosts.Test  # trailing', '::1 app.hosts.test v6.hosts.test', '', 'not-an-address bad.hosts.test'].join('\n'));
+      const { fallback, calls } = recordingFallback();
+      // No DNS server on this port: every query is refused.
+      const lookup = createResolver({ servers: ['127.0.0.1:9'], hostsFile, fallback });
+      expect(await resolve(lookup, 'app.hosts.test')).toEqual([
+        { address: '127.0.0.1', family: 4 },
+        { address: '::1', family: 6 },
+      ]);
+      expect(await resolve(lookup, 'alias.hosts.test.', { all: true, family: 4 })).toEqual([{ address: '127.0.0.1', family: 4 }]);
+      expect(await resolve(lookup, 'V6.hosts.test')).toEqual([{ address: '::1', family: 6 }]);
+      expect((await failure(resolve(lookup, 'bad.hosts.test')))?.code).toBe('ECONNREFUSED');
+      expect(calls).toEqual([]);
+      // A change to the file is seen (within a second).
+      await writeFile(hostsFile, '192.0.2.9 new.hosts.test\n');
+      const seen = await eventuallyResolves(lookup, 'new.hosts.test');
+      expect(seen).toEqual([{ address: '192.0.2.9', family: 4 }]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
+
+async function eventuallyResolves(lookup: CallbackLookup, hostname: string): Promise<dns.LookupAddress[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    try {
+      return await resolve(lookup, hostname);
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((done) => setTimeout(done, 100));
+    }
+  }
+}
 
 describe('deliveries beside a tenant whose DNS never answers', () => {
   it('reach another tenant at once, and the hanging ones fail on their own', async () => {
@@ -143,11 +192,13 @@ describe('TargetGuard.checkUrl', () => {
   it('checks what DNS answers, and accepts a name whose DNS is too slow to answer', async () => {
     const lookup = createResolver({ servers: [dnsServer.server], timeoutMs: 2_000, tries: 2 });
     const promised = (hostname: string, options: { all: true }) => resolve(lookup, hostname, options);
-    const guard = new TargetGuard({ allowPrivate: false, lookup: promised, lookupTimeoutMs: 300 });
+    const guard = new TargetGuard({ allowPrivate: false, lookup: promised, lookupTimeoutMs: 1_000 });
     await expect(guard.checkUrl('https://private.test/hook')).rejects.toThrow(/resolves to a private address/);
     await expect(guard.checkUrl('https://dual.test/hook')).resolves.toBeUndefined();
+    // Its A record private, its AAAA query unanswered: refused all the same.
+    await expect(guard.checkUrl('https://internal.v6hang.test/hook')).rejects.toThrow(/resolves to a private address/);
     const started = performance.now();
     await expect(guard.checkUrl('https://slow.hang.test/hook')).resolves.toBeUndefined();
-    expect(performance.now() - started).toBeLessThan(1_500);
+    expect(performance.now() - started).toBeLessThan(2_500); // its DNS would take 6 s to fail
   });
 });

@@ -1,6 +1,7 @@
 // A DNS server on loopback UDP for the resolver's tests: it answers A and AAAA queries for
 // the names it holds, never answers names under `hang.test` (a DNS server that does not
-// answer), and answers NXDOMAIN for everything else.
+// answer), nor AAAA queries for names under `v6hang.test` (one that drops them), and answers
+// NXDOMAIN for everything else.
 import dgram from 'node:dgram';
 import net from 'node:net';
 
@@ -41,7 +42,8 @@ export async function startDnsServer(records: Record<string, string[]>): Promise
     const [name, end] = readName(message, 12);
     const type = message.readUInt16BE(end);
     questions.push(`${name} ${type === A ? 'A' : type === AAAA ? 'AAAA' : type}`);
-    if (name.toLowerCase().endsWith('hang.test')) return;
+    if (name.toLowerCase().endsWith('.hang.test')) return;
+    if (name.toLowerCase().endsWith('.v6hang.test') && type === AAAA) return;
     const known = records[name.toLowerCase()];
     const answers = (known ?? []).filter((address) => net.isIP(address) === (type === A ? 4 : type === AAAA ? 6 : -1));
     const header = Buffer.alloc(12);
