@@ -83,56 +83,76 @@ class WebhookService:
 
 
 class RelayError(Exception):
-    """Hookline could not be reached, or answered 5xx or 429: the rows wait for the next run."""
+    """Hookline could not be reached, answered 5xx, or has no such endpoint (404: a wrong
+    ``hookline_url``): the rows wait for the next run."""
 
 
 def relay(db, hookline_url: str, token_for_tenant, placeholder: str = "?", limit: int = 100, timeout: float = 10.0) -> dict:
-    """Sends up to ``limit`` unsent outbox rows to Hookline, committing after each.
+    """Sends up to ``limit`` unsent outbox rows to Hookline, oldest first, committing after each
+    (the rows of tenants held, below, are passed over and not counted).
 
-    Returns counts: ``sent`` (202, a new event), ``duplicates`` (202 for a row Hookline had
-    already taken) and ``refused`` (400/404/413: Hookline will never take it; the answer is kept
-    in the row's ``refused`` column and the row is not sent again). Raises RelayError when Hookline
-    cannot take rows now (network error, 401/403: a wrong token, 429, 5xx), leaving the rest for
-    the next run.
+    Returns ``sent`` (202, a new event), ``duplicates`` (202 for a row Hookline had already
+    taken), ``refused`` (400 or 413: Hookline will never take that row; its answer is kept in the
+    row's ``refused`` column and it is not sent again) and ``held``: the tenants whose rows wait
+    for the next run because Hookline would not take them now (401 or 403: a wrong or revoked
+    token; 429: the key's rate limit), with its answer; the other tenants' rows go on. Raises
+    RelayError when Hookline cannot take any row now, leaving them all for the next run.
     """
     p = placeholder
-    rows = _execute(
-        db,
-        "select id, tenant_id, event, resource_type, resource_id, data from hookline_outbox"
-        f" where sent_at is null and refused is null order by created_at, id limit {int(limit)}"
-    ).fetchall()
-    db.commit()  # the read alone, so the sends below are not inside a long transaction
-    counts = {"sent": 0, "duplicates": 0, "refused": 0}
-    for row_id, tenant_id, event, resource_type, resource_id, data in rows:
-        body = {"event": event, "payload": json.loads(data), "idempotency_key": f"outbox-{row_id}"}
-        if resource_type is not None:
-            body["resource_type"] = resource_type
-        if resource_id is not None:
-            body["resource_id"] = resource_id
-        request = urllib.request.Request(
-            hookline_url.rstrip("/") + "/api/v1/tenant/webhooks/deliveries",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Authorization": f"Bearer {token_for_tenant(tenant_id)}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                answer = json.load(response)
-        except urllib.error.HTTPError as error:
-            text = error.read().decode("utf-8", "replace")
-            if error.code in (400, 404, 413):
-                _execute(db, f"update hookline_outbox set refused = {p} where id = {p}", (f"{error.code} {text}", row_id))
-                db.commit()
-                counts["refused"] += 1
-                continue
-            raise RelayError(f"Hookline answered {error.code}: {text}") from error
-        except (urllib.error.URLError, OSError) as error:
-            raise RelayError(f"Hookline could not be reached: {error}") from error
-        _execute(
+    url = hookline_url.rstrip("/") + "/api/v1/tenant/webhooks/deliveries"
+    counts = {"sent": 0, "duplicates": 0, "refused": 0, "held": {}}
+    held = counts["held"]
+    handled = 0
+    while handled < limit:
+        skip = ""
+        if held:
+            skip = f" and tenant_id not in ({', '.join([p] * len(held))})"
+        rows = _execute(
             db,
-            f"update hookline_outbox set sent_at = {p}, event_id = {p} where id = {p}",
-            (datetime.now(timezone.utc).isoformat(), answer["event_id"], row_id),
-        )
-        db.commit()
-        counts["duplicates" if answer.get("duplicate") else "sent"] += 1
+            "select id, tenant_id, event, resource_type, resource_id, data from hookline_outbox"
+            f" where sent_at is null and refused is null{skip} order by created_at, id limit {int(limit - handled)}",
+            tuple(held),
+        ).fetchall()
+        db.commit()  # the read alone, so the sends below are not inside a long transaction
+        if not rows:
+            break
+        for row_id, tenant_id, event, resource_type, resource_id, data in rows:
+            if tenant_id in held or handled >= limit:
+                continue
+            body = {"event": event, "payload": json.loads(data), "idempotency_key": f"outbox-{row_id}"}
+            if resource_type is not None:
+                body["resource_type"] = resource_type
+            if resource_id is not None:
+                body["resource_id"] = resource_id
+            request = urllib.request.Request(
+                url,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Authorization": f"Bearer {token_for_tenant(tenant_id)}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    answer = json.load(response)
+            except urllib.error.HTTPError as error:
+                text = error.read().decode("utf-8", "replace")
+                if error.code in (400, 413):
+                    _execute(db, f"update hookline_outbox set refused = {p} where id = {p}", (f"{error.code} {text}", row_id))
+                    db.commit()
+                    counts["refused"] += 1
+                    handled += 1
+                elif error.code in (401, 403, 429):
+                    held[tenant_id] = f"{error.code} {text}"
+                else:
+                    raise RelayError(f"Hookline answered {error.code}: {text}") from error
+                continue
+            except (urllib.error.URLError, OSError) as error:
+                raise RelayError(f"Hookline could not be reached: {error}") from error
+            _execute(
+                db,
+                f"update hookline_outbox set sent_at = {p}, event_id = {p} where id = {p}",
+                (datetime.now(timezone.utc).isoformat(), answer["event_id"], row_id),
+            )
+            db.commit()
+            counts["duplicates" if answer.get("duplicate") else "sent"] += 1
+            handled += 1
     return counts

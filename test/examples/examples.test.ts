@@ -359,10 +359,17 @@ elif step == "crash-after-send":
     print(json.dumps(relay(db, url, token)))
 elif step == "hookline-down":
     create_invoice("001-001-000000003", "20.00")
-    try:
-        relay(db, "http://127.0.0.1:9", token)
-    except RelayError as error:
-        print(json.dumps({"error": str(error)[:40]}))
+    for wrong in ("http://127.0.0.1:9", url + "/not-hookline"):
+        try:
+            relay(db, wrong, token)
+        except RelayError as error:
+            print(json.dumps({"error": str(error)[:40]}))
+elif step == "another-tenant":
+    with db:  # older than the waiting invoice's row; this app has no token for that tenant
+        db.execute("update hookline_outbox set created_at = '2000-01-01' where resource_id = '2'")
+        service.trigger_event(tenant_id="another-tenant", event="invoice.created", data={"invoice_number": "X"})
+        db.execute("update hookline_outbox set created_at = '1999-01-01' where tenant_id = 'another-tenant'")
+    print(json.dumps(relay(db, url, token, limit=1)))
 print(json.dumps({"outbox": db.execute("select event, resource_id, sent_at is not null, event_id, refused is not null from hookline_outbox order by created_at").fetchall()}))
 `;
 
@@ -380,8 +387,8 @@ print(json.dumps({"outbox": db.execute("select event, resource_id, sent_at is no
     const appDb = join(tmp, `app-${tenantId}.sqlite`);
 
     const [[first, second], { outbox }] = await app('create', appDb);
-    expect(first).toEqual({ sent: 1, duplicates: 0, refused: 1 });
-    expect(second).toEqual({ sent: 0, duplicates: 0, refused: 0 });
+    expect(first).toEqual({ sent: 1, duplicates: 0, refused: 1, held: {} });
+    expect(second).toEqual({ sent: 0, duplicates: 0, refused: 0, held: {} });
     expect(outbox).toEqual([
       ['invoice.created', '1', 1, expect.stringMatching(/^[0-9a-f-]{36}$/), 0],
       ['invoice.exploded', null, 0, null, 1],
@@ -394,14 +401,22 @@ print(json.dumps({"outbox": db.execute("select event, resource_id, sent_at is no
 
     // A crash after Hookline's 202 and before the row was marked: sent again, still one event.
     const [again, after] = await app('crash-after-send', appDb);
-    expect(again).toEqual({ sent: 0, duplicates: 1, refused: 0 });
+    expect(again).toEqual({ sent: 0, duplicates: 1, refused: 0, held: {} });
     expect(after.outbox[0][3]).toBe(outbox[0][3]);
     expect((await rest('GET', 'deliveries?event=invoice.created')).length).toBe(1);
 
-    // Hookline out of reach: the new row waits for the next run.
-    const [down, { outbox: waiting }] = await app('hookline-down', appDb);
+    // Hookline out of reach, or a wrong address (a 404 for every row): the new row waits.
+    const [down, wrongUrl, { outbox: waiting }] = await app('hookline-down', appDb);
     expect(down.error).toMatch(/^Hookline could not be reached/);
+    expect(wrongUrl.error).toMatch(/^Hookline answered 404/);
     expect(waiting[2]).toEqual(['invoice.created', '2', 0, null, 0]);
     expect(target.received).toHaveLength(1);
+
+    // A tenant Hookline will not take rows of now (401: no token for it here) holds up no other.
+    const [run, { outbox: last }] = await app('another-tenant', appDb);
+    expect(run).toMatchObject({ sent: 1, duplicates: 0, refused: 0, held: { 'another-tenant': expect.stringMatching(/^401 /) } });
+    expect(last.find((row: unknown[]) => row[1] === '2')).toEqual(['invoice.created', '2', 1, expect.any(String), 0]);
+    expect(last.filter((row: unknown[]) => row[2] === 0 && row[4] === 0)).toHaveLength(1); // the other tenant's, waiting
+    await target.waitFor(2);
   });
 });
