@@ -12,10 +12,9 @@ import { DeliveryService } from './webhooks/deliveries.js';
 import { WebhookService } from './webhooks/service.js';
 import { SubscriptionService } from './webhooks/subscriptions.js';
 
-export interface Clock {
-  now(): Date;
-}
-export const systemClock: Clock = { now: () => new Date() };
+import { systemClock, type Clock } from './clock.js';
+
+export { systemClock, type Clock };
 
 export interface Services {
   config: Readonly<Config>;
@@ -43,7 +42,7 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
   return {
     ...base,
     subscriptions: new SubscriptionService(base),
-    webhooks: new WebhookService(dataSource, catalog, clock),
+    webhooks: new WebhookService(dataSource, catalog, clock, { tenantSessions: true }),
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),

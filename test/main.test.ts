@@ -191,9 +191,18 @@ it('an app imports the package by name, with plain node and with its types', asy
   const files = (packed.files as Array<{ path: string }>).map((f) => f.path);
   expect(files).toEqual(expect.arrayContaining(['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/main.js', 'scripts/prepare.mjs']));
   expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/'))).toEqual([]);
-  // And TypeScript finds the declarations through the package's exports.
-  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, types: [] }, files: ['app.ts'] }));
-  await writeFile(join(app, 'app.ts'), `import { WebhookSignature } from 'hookline';\nconst ok: boolean = WebhookSignature.verifyRaw('s', 'b', 'sha256=00');\nexport { ok };\n`);
+  // And TypeScript finds the declarations through the package's exports, and checks them (an
+  // app's default: skipLibCheck off) without the server's own types coming along; an app's
+  // interface types are data.
+  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', lib: ['ES2022'], strict: true, noEmit: true, skipLibCheck: false, types: [] }, files: ['app.ts'] }));
+  await writeFile(
+    join(app, 'app.ts'),
+    `import { WebhookSignature, WebhookService } from 'hookline';
+     const ok: boolean = WebhookSignature.verifyRaw('s', 'b', 'sha256=00');
+     interface OrderCreated { order_id: string; total: number }
+     export const trigger = (webhooks: WebhookService, order: OrderCreated) => webhooks.triggerEvent({ tenantId: 't', event: 'order.created', data: order });
+     export { ok };\n`,
+  );
   execFileSync(TSC, ['-p', 'tsconfig.json'], { cwd: app, stdio: 'pipe' });
 });
 

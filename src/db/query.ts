@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { DataSource, EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 
 /** Where SQL can run: a TypeORM manager (maybe a caller's transaction), a DataSource, or a pg client. */
 export type Sql = EntityManager | DataSource | pg.ClientBase | pg.Pool;
@@ -16,8 +16,24 @@ function statementName(sql: string): string {
   return name;
 }
 
+// TypeORM's objects are told apart by their shape, not `instanceof`: an app using Hookline as
+// a library may hand it a DataSource or manager of its own copy of typeorm (a linked install,
+// a hoisting that kept two), whose classes are not Hookline's.
+
+/** A TypeORM DataSource, of whichever copy of typeorm. */
+export function isDataSource(source: unknown): source is DataSource {
+  const s = source as Partial<DataSource> | null;
+  return typeof s?.createQueryRunner === 'function' && typeof s.manager === 'object' && typeof s.driver === 'object';
+}
+
+/** A TypeORM EntityManager, of whichever copy of typeorm. */
+export function isEntityManager(source: unknown): source is EntityManager {
+  const s = source as Partial<EntityManager> | null;
+  return typeof s?.getRepository === 'function' && typeof s.transaction === 'function' && typeof s.connection === 'object' && !isDataSource(s);
+}
+
 function isPg(source: Sql): source is pg.ClientBase | pg.Pool {
-  return !(source instanceof EntityManager) && !(source instanceof DataSource);
+  return !isEntityManager(source) && !isDataSource(source);
 }
 
 /**
@@ -28,9 +44,9 @@ function isPg(source: Sql): source is pg.ClientBase | pg.Pool {
  */
 export async function queryRows<T = Record<string, any>>(source: Sql, sql: string, params: unknown[] = []): Promise<T[]> {
   if (isPg(source)) return (await source.query({ name: statementName(sql), text: sql, values: params })).rows as T[];
-  const existing = source instanceof EntityManager ? source.queryRunner : undefined;
+  const existing = isEntityManager(source) ? source.queryRunner : undefined;
   if (existing) return (await existing.query(sql, params, true)).records as T[];
-  const dataSource = source instanceof EntityManager ? source.connection : source;
+  const dataSource = isEntityManager(source) ? source.connection : source;
   const runner = dataSource.createQueryRunner();
   try {
     return (await runner.query(sql, params, true)).records as T[];

@@ -3,9 +3,10 @@
 // second wall behind the tenant-scoped finders.
 import pgModule from 'pg';
 import type pg from 'pg';
-import { DataSource, type EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { isUuid } from '../ids.js';
-import { checkOut, connectionLost, poolOf } from './query.js';
+import { connectionLimits } from './connection.js';
+import { checkOut, connectionLost, isDataSource, poolOf } from './query.js';
 import { TENANT_ROLE } from '../migrations/sql.js';
 
 export type TenantId = string & { readonly __tenant?: unique symbol };
@@ -27,7 +28,7 @@ export async function withTenant<T>(
   tenantId: TenantId,
   fn: (manager: EntityManager) => Promise<T>,
 ): Promise<T> {
-  const manager = source instanceof DataSource ? source.manager : source;
+  const manager = isDataSource(source) ? source.manager : source;
   if (manager.queryRunner?.isTransactionActive) {
     // One round trip: the caller's settings are read (the materialized CTE runs first), then replaced.
     const [previous] = await manager.query(
@@ -99,7 +100,7 @@ export class TenantSessions {
   private readonly tenantOf = new WeakMap<pg.PoolClient, string>();
 
   constructor(connectionString: string, onError: (error: Error) => void, max = 8) {
-    this.pool = new pgModule.Pool({ connectionString, max, application_name: 'hookline-ingest' });
+    this.pool = new pgModule.Pool({ connectionString, max, application_name: 'hookline-ingest', ...connectionLimits });
     this.pool.on('error', onError);
   }
 

@@ -1,7 +1,7 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryColumn } from 'typeorm';
 
 /** An API key of one tenant. Only the SHA-256 of the key is stored. */
-@Entity('api_keys')
+@Entity('api_keys', { synchronize: false })
 export class ApiKey {
   @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;

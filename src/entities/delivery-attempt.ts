@@ -1,7 +1,7 @@
 import { Column, Entity, PrimaryColumn } from 'typeorm';
 
 /** One HTTP attempt of a delivery, kept for the attempt log. */
-@Entity('delivery_attempts')
+@Entity('delivery_attempts', { synchronize: false })
 export class DeliveryAttempt {
   @PrimaryColumn('uuid', { name: 'delivery_id' })
   deliveryId!: string;

@@ -1,7 +1,7 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
 
 /** The event catalog: built-in types have no tenant; tenants may add their own. */
-@Entity('event_types')
+@Entity('event_types', { synchronize: false })
 export class EventType {
   @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;

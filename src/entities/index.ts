@@ -1,3 +1,7 @@
+// Every entity says `synchronize: false`: the tables are made by Hookline's migrations, with
+// indexes, checks, triggers and defaults the entities do not describe, so an app's
+// `synchronize` or `migration:generate` (its DataSource holds these entities too) must leave
+// them alone rather than "fix" them.
 import { ApiKey } from './api-key.js';
 import { DeliveryAttempt } from './delivery-attempt.js';
 import { EventType } from './event-type.js';

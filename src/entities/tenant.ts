@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
 
-@Entity('tenants')
+@Entity('tenants', { synchronize: false })
 export class Tenant {
   @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;

@@ -7,7 +7,7 @@ export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
  * One event to one subscription. This table is the queue: the dispatcher
  * claims PENDING rows that are due, and the schedule lives in next_attempt_at.
  */
-@Entity('webhook_deliveries')
+@Entity('webhook_deliveries', { synchronize: false })
 export class WebhookDelivery {
   @PrimaryColumn('uuid')
   id!: string;

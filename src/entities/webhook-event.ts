@@ -1,6 +1,6 @@
 import { Column, Entity, PrimaryColumn } from 'typeorm';
 
-@Entity('webhook_events')
+@Entity('webhook_events', { synchronize: false })
 export class WebhookEvent {
   @PrimaryColumn('uuid')
   id!: string;

@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, DeleteDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
 
-@Entity('webhook_subscriptions')
+@Entity('webhook_subscriptions', { synchronize: false })
 export class WebhookSubscription {
   @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;

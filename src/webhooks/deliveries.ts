@@ -1,13 +1,12 @@
 // Reading deliveries, their attempts and events, and putting a delivery back
 // on the queue. Tenant-scoped like everything else.
-import type { EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { badInput, notFound, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
-import type { Services } from '../services.js';
 import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
 
 export interface DeliveryRow {
@@ -60,7 +59,8 @@ export interface DeliveryFilter {
   eventId?: string | null;
 }
 
-type DeliveryServices = Pick<Services, 'dataSource'>;
+/** What it needs of Services (not imported: the library's declarations would bring the server's in). */
+type DeliveryServices = { dataSource: DataSource };
 
 export class DeliveryService {
   constructor(private readonly services: DeliveryServices) {}

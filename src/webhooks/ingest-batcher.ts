@@ -51,14 +51,23 @@ export const MAX_BATCH = 200;
 export class IngestBatcher {
   private readonly queues = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
-  /** Tenant-bound connections, when the DataSource names its database by URL. */
+  /** Tenant-bound connections: Hookline's own processes only (see constructor). */
   private readonly sessions: TenantSessions | undefined;
   /** The dispatcher of this process, when it runs one (see HandOff). */
   handOff: ((tenantId: TenantId) => HandOff | undefined) | undefined;
 
-  constructor(private readonly dataSource: DataSource) {
+  /**
+   * @param tenantSessions keep a pool of tenant-bound connections of its own (one round trip a
+   *   batch) for the DataSource's URL: for Hookline's own processes, whose DataSource it made.
+   *   An app's DataSource (the library) is used as it is: its pool, with its settings (TLS,
+   *   size, timeouts), and nothing left open that would keep the app's process from ending.
+   */
+  constructor(
+    private readonly dataSource: DataSource,
+    { tenantSessions = false }: { tenantSessions?: boolean } = {},
+  ) {
     const url = (dataSource.options as { url?: string }).url;
-    this.sessions = url ? new TenantSessions(url, () => {}) : undefined;
+    this.sessions = tenantSessions && url ? new TenantSessions(url, () => {}) : undefined;
   }
 
   /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */

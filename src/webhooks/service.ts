@@ -5,9 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { isUuid } from '../ids.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
-import type { Clock } from '../services.js';
+import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
@@ -28,7 +29,8 @@ export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 export interface TriggerEventInput {
   tenantId: string;
   event: string;
-  data: Record<string, unknown>;
+  /** A JSON object (an app's interface types fit: no index signature is asked of them). */
+  data: object;
   resourceType?: string | null;
   /** The record's id; an integer is taken as its decimal text. */
   resourceId?: string | number | null;
@@ -75,14 +77,18 @@ export class WebhookService {
   private readonly batcher: IngestBatcher;
   private eventsCounter: { inc(): void } | undefined;
 
-  /** `new WebhookService(dataSource)` is enough for library use; the rest is shared when given. */
+  /**
+   * `new WebhookService(dataSource)` is enough for library use; the rest is shared when given,
+   * and `tenantSessions` is for Hookline's own processes (see IngestBatcher).
+   */
   constructor(
     private readonly dataSource: DataSource,
     catalog?: EventCatalog,
     private readonly clock: Clock = { now: () => new Date() },
+    options: { tenantSessions?: boolean } = {},
   ) {
     this.catalog = catalog ?? new EventCatalog(dataSource);
-    this.batcher = new IngestBatcher(dataSource);
+    this.batcher = new IngestBatcher(dataSource, options);
   }
 
   /**
@@ -101,9 +107,11 @@ export class WebhookService {
   }
 
   private async accept(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
+    // The library's callers pass it themselves: not an id at all is their input's fault, named.
+    if (typeof input.tenantId !== 'string' || !isUuid(input.tenantId)) throw badInput('tenantId', 'is not a tenant id (a UUID)');
     const tenantId = input.tenantId as TenantId;
     rejectUnstorableText('event', input.event);
-    const data = input.data;
+    const data = input.data as Record<string, unknown>;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
     const dataJson = toJsonText('data', data);
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
@@ -174,7 +182,7 @@ export class WebhookService {
         resourceType: prepared.resourceType,
         resourceId: prepared.resourceId,
         tenantId,
-        data: input.data,
+        data: input.data as Record<string, unknown>,
         timestamp: now,
       }),
     );
@@ -241,7 +249,7 @@ export class WebhookService {
       event: input.event,
       resourceType: prepared.resourceType,
       resourceId: prepared.resourceId,
-      data: input.data,
+      data: input.data as Record<string, unknown>,
       idempotencyKey: null,
       createdAt,
     };

@@ -1,12 +1,17 @@
 // The transactional outbox from a caller's point of view (the guide's
 // "Método 2"): the business row and its webhooks commit or roll back together.
 import 'reflect-metadata';
-import { DataSource } from 'typeorm';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { hooklineEntities, hooklineMigrations, WebhookFormatter, WebhookService } from '../../src/index.js';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { DataSource, type EntityManager } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HooklineError, hooklineEntities, hooklineMigrations, WebhookFormatter, WebhookService } from '../../src/index.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
+const ROOT = resolve(import.meta.dirname, '../..');
 let hl: TestHookline;
 let receiver: Receiver;
 let erp: DataSource;
@@ -162,5 +167,61 @@ it('a refusal checked against an idempotency key leaves no savepoint open in the
     const [{ open }] = await hl.dataSource.query(`select s.subxact_count as open from pg_stat_get_backend_idset() as b(id), lateral pg_stat_get_backend_subxact(b.id) as s
         where pg_stat_get_backend_pid(b.id) = $1`, [pid]);
     expect(open).toBe(0);
+  });
+});
+
+describe('an app\'s own DataSource', () => {
+  it('of another copy of typeorm (a linked install, two copies hoisted) joins its transactions all the same', async () => {
+    // A second copy of the package, as npm leaves one under a linked hookline: its classes are not Hookline's.
+    const copy = resolve(ROOT, 'node_modules/.cache/hookline-test-second-typeorm/node_modules/typeorm');
+    if (!existsSync(copy)) {
+      mkdirSync(dirname(copy), { recursive: true });
+      execFileSync('cp', ['-al', resolve(ROOT, 'node_modules/typeorm'), copy]);
+    }
+    const other = createRequire(join(copy, 'package.json'))(copy) as typeof import('typeorm');
+    expect(other.DataSource).not.toBe(DataSource);
+    const app = new other.DataSource({ type: 'postgres', url: hl.databaseUrl });
+    await app.initialize();
+    try {
+      const result = await app.transaction((manager) =>
+        new WebhookService(app as unknown as DataSource).triggerEvent(
+          { tenantId: tenant.id, event: 'invoice.created', data: { invoice_id: 'inv-copy', amount: '1.00', customer: 'Acme Corp' } },
+          manager as unknown as EntityManager,
+        ),
+      );
+      expect(result.deliveries).toHaveLength(1);
+      await eventually(() => receiver.received.find((r) => JSON.parse(r.body).id === result.event.id));
+    } finally {
+      await app.destroy();
+    }
+  });
+
+  it('leaves Hookline\'s tables alone when it synchronizes its schema (or generates a migration)', async () => {
+    const { upQueries } = await erp.driver.createSchemaBuilder().log();
+    expect(upQueries.map((q) => q.query)).toEqual([]);
+  });
+
+  it('without a transaction, writes through the app\'s own pool, opening no connections of Hookline\'s', async () => {
+    const ingestConnections = async () => {
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'hookline-ingest'`);
+      return n as number;
+    };
+    const before = await ingestConnections();
+    const { event } = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { invoice_id: 'inv-pool', amount: '2.00', customer: 'Acme Corp' } });
+    const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where id = $1', [event.id]);
+    expect(n).toBe(1);
+    expect(await ingestConnections()).toBe(before);
+  });
+
+  it('refuses a tenantId that is no id, naming it, before anything is written in the caller\'s transaction', async () => {
+    await erp.transaction(async (manager) => {
+      const refused = await webhooks
+        .triggerEvent({ tenantId: 'acme', event: 'invoice.created', data: { invoice_id: 'x', amount: '1', customer: 'Acme' } }, manager)
+        .catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(HooklineError);
+      expect(refused).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tenantId' });
+      // The transaction goes on.
+      expect(await manager.query('select 1 as one')).toEqual([{ one: 1 }]);
+    });
   });
 });
