@@ -10,6 +10,7 @@ import { DueByTenant1764300000009 } from './0009-due-by-tenant.js';
 import { Workers1764300000010 } from './0010-workers.js';
 import { FailedDeliveries1764300000011 } from './0011-failed-deliveries.js';
 import { BuiltInIds1764300000012 } from './0012-builtin-ids.js';
+import { LiveAnyIsolation1764300000013 } from './0013-live-any-isolation.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -25,4 +26,5 @@ export const migrations = [
   Workers1764300000010,
   FailedDeliveries1764300000011,
   BuiltInIds1764300000012,
+  LiveAnyIsolation1764300000013,
 ];

@@ -9,6 +9,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HooklineError, hooklineEntities, hooklineMigrations, WebhookFormatter, WebhookService } from '../../src/index.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectWs, moreSubscribers } from '../helpers/live.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -212,6 +213,35 @@ describe('an app\'s own DataSource', () => {
     expect(n).toBe(1);
     expect(await ingestConnections()).toBe(before);
   });
+
+  for (const isolation of ['REPEATABLE READ', 'SERIALIZABLE'] as const) {
+    it(`announces what a ${isolation} transaction wrote to a live subscriber that came after its snapshot`, async () => {
+      const runner = erp.createQueryRunner();
+      await runner.connect();
+      const client = hl.wsClient(tenant.apiKey);
+      try {
+        await runner.startTransaction(isolation);
+        await runner.query('select count(*) from invoices'); // the transaction's snapshot, taken now
+        const subscribed = moreSubscribers(hl);
+        const live = collectWs(client);
+        await subscribed(); // its listener row is written after that snapshot
+        const { deliveries } = await webhooks.triggerEvent(
+          { tenantId: tenant.id, event: 'invoice.created', data: { invoice_id: `inv-${isolation}`, amount: '3.00', customer: 'Acme Corp' } },
+          runner.manager,
+        );
+        await runner.commitTransaction();
+        // The dispatcher's own changes are announced whatever happens: the creation is what is at stake.
+        const id = deliveries[0]!.id;
+        await live.waitFor((items) => items.some((i) => i.id === id && i.status === 'DELIVERED'));
+        expect(live.items.find((i) => i.id === id)).toMatchObject({ status: 'PENDING', attempts: 0 });
+        live.stop();
+      } finally {
+        if (runner.isTransactionActive) await runner.rollbackTransaction();
+        await runner.release();
+        await client.dispose();
+      }
+    });
+  }
 
   it('refuses a tenantId that is no id, naming it, before anything is written in the caller\'s transaction', async () => {
     await erp.transaction(async (manager) => {
