@@ -1,8 +1,10 @@
 // The transactional outbox from a caller's point of view (the guide's
 // "Método 2"): the business row and its webhooks commit or roll back together.
 import 'reflect-metadata';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -13,6 +15,7 @@ import { collectWs, moreSubscribers } from '../helpers/live.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
+const run = promisify(execFile);
 let hl: TestHookline;
 let receiver: Receiver;
 let erp: DataSource;
@@ -202,16 +205,57 @@ describe('an app\'s own DataSource', () => {
     expect(upQueries.map((q) => q.query)).toEqual([]);
   });
 
-  it('without a transaction, writes through the app\'s own pool, opening no connections of Hookline\'s', async () => {
-    const ingestConnections = async () => {
-      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'hookline-ingest'`);
-      return n as number;
-    };
-    const before = await ingestConnections();
-    const { event } = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { invoice_id: 'inv-pool', amount: '2.00', customer: 'Acme Corp' } });
-    const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where id = $1', [event.id]);
-    expect(n).toBe(1);
-    expect(await ingestConnections()).toBe(before);
+  it('without a manager, in as many of the app\'s transactions at once as its pool has connections: none waits for ever', async () => {
+    // The app's pool: two connections, both held by its transactions while they trigger.
+    const app = new DataSource({ type: 'postgres', url: hl.databaseUrl, extra: { max: 2 } });
+    await app.initialize();
+    const service = new WebhookService(app);
+    try {
+      const calls = [1, 2].map((n) =>
+        app.transaction(async (manager) => {
+          await manager.query('select 1');
+          return service.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { invoice_id: `inv-held-${n}`, amount: '1', customer: 'Acme' } });
+        }),
+      );
+      const results = await Promise.race([Promise.all(calls), new Promise<'stuck'>((done) => setTimeout(() => done('stuck'), 10_000))]);
+      expect(results).not.toBe('stuck');
+      expect((results as Array<{ deliveries: unknown[] }>).map((r) => r.deliveries.length)).toEqual([1, 1]);
+    } finally {
+      await service.close();
+      await app.destroy();
+    }
+  });
+
+  it('without a manager, connects as the app\'s DataSource does (given by fields or by a URL) and keeps no process alive', async () => {
+    const url = new URL(hl.databaseUrl);
+    // Inside the checkout (under node_modules/.cache), so that its imports find the packages.
+    mkdirSync(join(ROOT, 'node_modules/.cache'), { recursive: true });
+    const script = join(await mkdtemp(join(ROOT, 'node_modules/.cache/hookline-test-app-')), 'app.mts');
+    await writeFile(
+      script,
+      `import 'reflect-metadata';
+       import { DataSource } from 'typeorm';
+       import { WebhookService } from ${JSON.stringify(join(ROOT, 'src/index.ts'))};
+       const app = new DataSource({ type: 'postgres', host: ${JSON.stringify(url.hostname)}, port: ${Number(url.port)},
+         username: ${JSON.stringify(decodeURIComponent(url.username))}, password: ${JSON.stringify(decodeURIComponent(url.password))},
+         database: ${JSON.stringify(url.pathname.slice(1))} });
+       const byUrl = new DataSource({ type: 'postgres', url: ${JSON.stringify(hl.databaseUrl)} });
+       for (const source of [app, byUrl]) {
+         await source.initialize();
+         const { event } = await new WebhookService(source).triggerEvent({ tenantId: ${JSON.stringify(tenant.id)}, event: 'invoice.created',
+           data: { invoice_id: 'inv-fields', amount: '1', customer: 'Acme' } });
+         await source.destroy(); // and nothing else: the process ends by itself
+         console.log(event.id);
+       }`,
+    );
+    const started = Date.now();
+    const { stdout } = await run(join(ROOT, 'node_modules/.bin/tsx'), [script], { cwd: ROOT, timeout: 30_000 });
+    const elapsed = Date.now() - started;
+    const ids = stdout.trim().split('\n');
+    expect(ids).toHaveLength(2);
+    const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where id = any($1::uuid[])', [ids]);
+    expect(n).toBe(2);
+    expect(elapsed).toBeLessThan(8_000); // an idle pool kept open holds a process 10 s more
   });
 
   for (const isolation of ['REPEATABLE READ', 'SERIALIZABLE'] as const) {
