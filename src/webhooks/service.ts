@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { isUuid } from '../ids.js';
-import { poolOf, queryRows, type Sql } from '../db/query.js';
+import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
