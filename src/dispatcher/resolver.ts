@@ -33,6 +33,12 @@ export interface ResolverOptions {
 const OTHER_FAMILY_GRACE_MS = 300;
 /** How often the hosts file is checked for changes, at most (ms). */
 const HOSTS_CHECK_MS = 1_000;
+/**
+ * A hosts file larger than this is not read here (a blocklist of hundreds of thousands of
+ * names would stall every delivery for the second its parse takes, and hold a map of them):
+ * its names go to DNS, and those DNS does not know to the system's resolver, which reads it.
+ */
+export const MAX_HOSTS_BYTES = 1024 * 1024;
 
 type Address = dns.LookupAddress;
 
@@ -77,8 +83,10 @@ class HostsFile {
     if (now - this.checkedAt < HOSTS_CHECK_MS) return;
     this.checkedAt = now;
     let version: string;
+    let size = 0;
     try {
       const stat = statSync(this.path);
+      size = stat.size;
       version = `${stat.mtimeMs}:${stat.size}:${stat.ino}`;
     } catch {
       version = 'none';
@@ -88,7 +96,7 @@ class HostsFile {
     const names = new Map<string, Address[]>();
     let text = '';
     try {
-      text = readFileSync(this.path, 'utf8');
+      if (size <= MAX_HOSTS_BYTES) text = readFileSync(this.path, 'utf8');
     } catch {
       // no file: no names
     }

@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createResolver } from '../../src/dispatcher/resolver.js';
+import { createResolver, MAX_HOSTS_BYTES } from '../../src/dispatcher/resolver.js';
 import { Sender } from '../../src/dispatcher/sender.js';
 import { createGuardedAgent, TargetGuard, type CallbackLookup } from '../../src/dispatcher/target-guard.js';
 import { decodeSecrets } from '../../src/signing/standard-webhooks.js';
@@ -142,11 +142,27 @@ describe('createResolver', () => {
       await writeFile(hostsFile, '192.0.2.9 new.hosts.test\n');
       const seen = await eventuallyResolves(lookup, 'new.hosts.test');
       expect(seen).toEqual([{ address: '192.0.2.9', family: 4 }]);
+      // One too large to read here (a blocklist) is left to the system's resolver.
+      const big = `192.0.2.10 big.hosts.test\n${'0.0.0.0 blocked.example\n'.repeat(MAX_HOSTS_BYTES / 24 + 1)}`;
+      await writeFile(hostsFile, big);
+      const started = performance.now();
+      expect(await eventuallyFails(lookup, 'new.hosts.test')).toBe('ECONNREFUSED');
+      expect(performance.now() - started).toBeLessThan(3_000);
+      expect((await failure(resolve(lookup, 'big.hosts.test')))?.code).toBe('ECONNREFUSED'); // DNS was asked, not the file
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
 });
+
+async function eventuallyFails(lookup: CallbackLookup, hostname: string): Promise<string | undefined> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const error = await failure(resolve(lookup, hostname));
+    if (error || Date.now() > deadline) return error?.code;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+}
 
 async function eventuallyResolves(lookup: CallbackLookup, hostname: string): Promise<dns.LookupAddress[]> {
   const deadline = Date.now() + 5_000;
