@@ -110,6 +110,8 @@ export class WebhookService {
     const data = input.data as Record<string, unknown>;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
     const dataJson = toJsonText('data', data);
+    // An object whose JSON is not one (a Date is a string; toJSON may return anything).
+    if (!dataJson.startsWith('{')) throw badInput('data', 'must be a JSON object');
     if (Buffer.byteLength(dataJson) > MAX_DATA_BYTES) {
       throw new HooklineError(ErrorCode.PAYLOAD_TOO_LARGE, `data: is larger than ${MAX_DATA_BYTES / 1024} KiB`, 'data');
     }

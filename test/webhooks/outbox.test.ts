@@ -294,6 +294,9 @@ describe('an app\'s own DataSource', () => {
         .catch((error: unknown) => error);
       expect(refused).toBeInstanceOf(HooklineError);
       expect(refused).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tenantId' });
+      // Nor is an object whose JSON is no object (a Date is a string) taken for data.
+      const notObject = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: new Date() }, manager).catch((error: unknown) => error);
+      expect(notObject).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
       // The transaction goes on.
       expect(await manager.query('select 1 as one')).toEqual([{ one: 1 }]);
     });
