@@ -42,7 +42,7 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
   return {
     ...base,
     subscriptions: new SubscriptionService(base),
-    webhooks: new WebhookService(dataSource, catalog, clock),
+    webhooks: new WebhookService(dataSource, catalog, clock, { tenantSessions: true }),
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),

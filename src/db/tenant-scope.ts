@@ -99,21 +99,8 @@ export class TenantSessions {
   private readonly pool: pg.Pool;
   private readonly tenantOf = new WeakMap<pg.PoolClient, string>();
 
-  /**
-   * @param settings how to connect: those of the DataSource's own pool (its address, TLS,
-   *   credentials, timeouts), which an app's DataSource may give in any of TypeORM's forms
-   */
-  constructor(settings: pg.PoolConfig, onError: (error: Error) => void, max = 8) {
-    this.pool = new pgModule.Pool({
-      ...connectionLimits,
-      ...settings,
-      // Not enumerable in a pool's options (pg-pool hides it from logs), so not spread.
-      password: settings.password,
-      max,
-      application_name: 'hookline-ingest',
-      // Idle, they keep no process alive: an app that ends needs not close them first.
-      allowExitOnIdle: true,
-    });
+  constructor(connectionString: string, onError: (error: Error) => void, max = 8) {
+    this.pool = new pgModule.Pool({ connectionString, max, application_name: 'hookline-ingest', ...connectionLimits });
     this.pool.on('error', onError);
   }
 

@@ -125,11 +125,6 @@ export class EventCatalog {
   private readonly byName = new Map<string, CatalogEntry>();
 
   /** The type named `event` for this tenant (own first, then built-in), or a BAD_USER_INPUT. */
-  /** The entry find() would answer from its cache, if it has it. */
-  cached(tenantId: TenantId, event: string): CatalogEntry | undefined {
-    return this.byName.get(`${tenantId}:${event}`);
-  }
-
   async find(manager: Sql, tenantId: TenantId, event: string, field = 'event'): Promise<CatalogEntry> {
     const key = `${tenantId}:${event}`;
     const cached = this.byName.get(key);

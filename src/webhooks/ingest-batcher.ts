@@ -4,8 +4,7 @@
 // (and one commit) per batch however many events it holds; alone, a call waits
 // for nothing but the next turn of the event loop.
 import type { DataSource } from 'typeorm';
-import type pg from 'pg';
-import { connectionLost, poolOf, queryRows } from '../db/query.js';
+import { connectionLost, queryRows } from '../db/query.js';
 import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
@@ -52,35 +51,23 @@ export const MAX_BATCH = 200;
 export class IngestBatcher {
   private readonly queues = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
-  /** Tenant-bound connections, made at the first write (see sessionsFor). */
-  private sessions: TenantSessions | undefined;
+  /** Tenant-bound connections: Hookline's own processes only (see constructor). */
+  private readonly sessions: TenantSessions | undefined;
   /** The dispatcher of this process, when it runs one (see HandOff). */
   handOff: ((tenantId: TenantId) => HandOff | undefined) | undefined;
 
-  constructor(private readonly dataSource: DataSource) {}
-
   /**
-   * A pool of tenant-bound connections of its own (one round trip a batch), connected as the
-   * DataSource's pool is (its settings: an app's TLS and credentials, in whichever of TypeORM's
-   * forms it gave them). Its own, not the DataSource's: a call without a manager made inside
-   * an app's transaction would otherwise wait for a second connection of the app's pool, which
-   * calls doing the same at once could have taken (a pool of N, N such calls: none ends).
+   * @param tenantSessions keep a pool of tenant-bound connections of its own (one round trip a
+   *   batch) for the DataSource's URL: for Hookline's own processes, whose DataSource it made.
+   *   An app's DataSource (the library) is used as it is: its pool, with its settings (TLS,
+   *   size, timeouts), and nothing left open that would keep the app's process from ending.
    */
-  private sessionsFor(): TenantSessions | undefined {
-    if (!this.sessions) {
-      const settings = (poolOf(this.dataSource) as (pg.Pool & { options?: pg.PoolConfig }) | undefined)?.options;
-      if (settings) this.sessions = new TenantSessions(settings, () => {});
-    }
-    return this.sessions;
-  }
-
-  /**
-   * One statement as the tenant, on a tenant-bound connection of this batcher's own (one round
-   * trip), or in a transaction on the DataSource's pool when it has none to copy.
-   */
-  asTenant<T>(tenantId: TenantId, statement: (client: pg.ClientBase) => Promise<T>): Promise<T> {
-    const sessions = this.sessionsFor();
-    return sessions ? sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement);
+  constructor(
+    private readonly dataSource: DataSource,
+    { tenantSessions = false }: { tenantSessions?: boolean } = {},
+  ) {
+    const url = (dataSource.options as { url?: string }).url;
+    this.sessions = tenantSessions && url ? new TenantSessions(url, () => {}) : undefined;
   }
 
   /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */
@@ -89,7 +76,7 @@ export class IngestBatcher {
     const { deliveries } = await writeHandingOff(
       handOff,
       async () => {
-        const rows = await this.asTenant(tenantId, statement);
+        const rows = await (this.sessions ? this.sessions.run(tenantId, statement) : withTenantClient(this.dataSource, tenantId, statement));
         if (!handOff) return { deliveries: rows, claimed: [] };
         const bodies = new Map(items.map((i) => [i.id, i.body]));
         return splitHandedOff(rows, (eventId) => bodies.get(eventId)!);

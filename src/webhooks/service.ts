@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { isUuid } from '../ids.js';
-import { queryRows, type Sql } from '../db/query.js';
+import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
@@ -77,14 +77,18 @@ export class WebhookService {
   private readonly batcher: IngestBatcher;
   private eventsCounter: { inc(): void } | undefined;
 
-  /** `new WebhookService(dataSource)` is enough for library use; the rest is shared when given. */
+  /**
+   * `new WebhookService(dataSource)` is enough for library use; the rest is shared when given,
+   * and `tenantSessions` is for Hookline's own processes (see IngestBatcher).
+   */
   constructor(
     private readonly dataSource: DataSource,
     catalog?: EventCatalog,
     private readonly clock: Clock = { now: () => new Date() },
+    options: { tenantSessions?: boolean } = {},
   ) {
     this.catalog = catalog ?? new EventCatalog(dataSource);
-    this.batcher = new IngestBatcher(dataSource);
+    this.batcher = new IngestBatcher(dataSource, options);
   }
 
   /**
@@ -215,12 +219,8 @@ export class WebhookService {
     input: TriggerEventInput,
     prepared: { dataJson: string; resourceType: string; resourceId: string | null },
   ): Promise<TriggerResult> {
-    // The catalog lookup is scoped by tenant in its SQL and cached after the first call; made on
-    // the batcher's connections, as its write is (not the DataSource's pool: an app calling
-    // without a manager from inside its own transactions could have taken all of that).
-    const entry =
-      this.catalog.cached(tenantId, input.event) ??
-      (await this.batcher.asTenant(tenantId, (client) => this.catalog.find(client, tenantId, input.event)));
+    // The catalog lookup is scoped by tenant in its SQL and cached after the first call.
+    const entry = await this.catalog.find(poolOf(this.dataSource), tenantId, input.event);
     this.catalog.validateData(entry, input.data);
     const createdAt = this.clock.now();
     const id = randomUUID();

@@ -45,7 +45,7 @@ it('withTenantClient: the statement fails, the process goes on, and the next cal
 });
 
 it('TenantSessions: a session cut by the server is not handed out again', async () => {
-  const sessions = new TenantSessions({ connectionString: databaseUrl }, () => {}, 1);
+  const sessions = new TenantSessions(databaseUrl, () => {}, 1);
   try {
     await expect(sessions.run(tenantId, sleepAndBeCut)).rejects.toThrow(/terminat/);
     // At once, as the batcher retries each event of a failed batch: a fresh connection, set to the tenant.

@@ -161,7 +161,7 @@ describe('the room and the shares', () => {
 
   /** A batcher on the test database for `fn`, closed after. */
   async function withBatcher(fn: (batcher: IngestBatcher) => Promise<void>): Promise<void> {
-    const batcher = new IngestBatcher(hl.dataSource);
+    const batcher = new IngestBatcher(hl.dataSource, { tenantSessions: true });
     try {
       await fn(batcher);
     } finally {
@@ -308,7 +308,7 @@ describe('stopping', () => {
     expect(offer).toBeDefined();
     const stopping = hl.dispatcher!.stop();
     expect(hl.dispatcher!.handOff(tenant.id)).toBeUndefined(); // no new offers once stopping
-    const batcher = new IngestBatcher(hl.dataSource);
+    const batcher = new IngestBatcher(hl.dataSource, { tenantSessions: true });
     try {
       batcher.handOff = () => offer;
       const [created] = await batcher.add(tenant.id as TenantId, item());

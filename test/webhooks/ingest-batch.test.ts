@@ -69,7 +69,7 @@ it('50 concurrent calls: each its own event and deliveries, written in fewer tra
 });
 
 it('an event that cannot be written fails alone; the rest of its batch is written', async () => {
-  const batcher = new IngestBatcher(hl.dataSource);
+  const batcher = new IngestBatcher(hl.dataSource, { tenantSessions: true });
   const [first, bad, other] = await Promise.allSettled([
     batcher.add(tenant.id as TenantId, batchItem()),
     batcher.add(tenant.id as TenantId, { ...batchItem(), dataJson: '{not json' }), // PostgreSQL refuses this one
@@ -83,7 +83,7 @@ it('an event that cannot be written fails alone; the rest of its batch is writte
 });
 
 it('an event found written already (its answer lost with the connection) is answered, not written twice', async () => {
-  const batcher = new IngestBatcher(hl.dataSource);
+  const batcher = new IngestBatcher(hl.dataSource, { tenantSessions: true });
   const id = randomUUID();
   const written = await batcher.add(tenant.id as TenantId, batchItem(id));
   // The same event again, in a batch with another: as the retry of a batch whose commit went through.
@@ -98,7 +98,7 @@ it('an event found written already (its answer lost with the connection) is answ
 
 it('writes on tenant-bound connections that never write another tenant\'s rows', async () => {
   const other = await hl.createTenant('Other');
-  const batcher = new IngestBatcher(hl.dataSource);
+  const batcher = new IngestBatcher(hl.dataSource, { tenantSessions: true });
   // Alternating tenants on the same few connections: each write is as its own tenant.
   for (let i = 0; i < 6; i++) {
     const tenantId = (i % 2 ? other.id : tenant.id) as TenantId;
