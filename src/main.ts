@@ -30,8 +30,8 @@ async function main(): Promise<void> {
   let fatal: (error: Error) => void = () => process.exit(1);
   const hookline = await startHookline({ config, log, onFatal: (error) => fatal(error) });
   for (const signal of SIGNALS) process.off(signal, early);
-  if (config.adminTokenGenerated) {
-    // Printed once, on stdout, for the person who started the service.
+  if (config.adminTokenGenerated && config.role !== 'worker') {
+    // Printed once, on stdout, for the person who started the service (a worker serves no API).
     process.stdout.write(
       `\nHookline admin token (generated; set ADMIN_TOKEN to choose one): ${config.adminToken}\n` +
         `GraphiQL: ${hookline.app.url}/graphql\n\n`,

@@ -310,13 +310,14 @@ describe('HOOKLINE_ROLE=worker on the embedded PostgreSQL', () => {
   it('serves /healthz, /readyz and /metrics, and no API', SLOW, async () => {
     const dataDir = await freshDataDir();
     const port = await freePort();
+    // No ADMIN_TOKEN: a worker has no API to print a token or a GraphiQL address for.
     const service = startService({
       HOOKLINE_DATA_DIR: dataDir,
       PORT: String(port),
-      ADMIN_TOKEN: KNOWN_ADMIN_TOKEN,
       HOOKLINE_ROLE: 'worker',
     });
     await waitReady(service);
+    expect(service.output().stdout).not.toMatch(/admin token|GraphiQL/);
 
     expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${service.url}/readyz`)).status).toBe(200);
