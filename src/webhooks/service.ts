@@ -106,6 +106,22 @@ export class WebhookService {
     this.eventsCounter = counter;
   }
 
+  /** Tenants found to exist by checkTenant. */
+  private readonly knownTenants = new Set<string>();
+
+  /**
+   * In a caller's transaction, an id of no tenant is named (BAD_USER_INPUT) before anything is
+   * written: the events' foreign key would refuse it too, but its error would abort the
+   * caller's whole transaction. One look per tenant (the tenant role sees its own row only).
+   */
+  private async checkTenant(tx: EntityManager, tenantId: TenantId): Promise<void> {
+    if (this.knownTenants.has(tenantId)) return;
+    const rows = await queryRows(tx, 'select 1 from tenants where id = $1', [tenantId]);
+    if (!rows.length) throw badInput('tenantId', 'is the id of no tenant');
+    if (this.knownTenants.size >= 100_000) this.knownTenants.clear();
+    this.knownTenants.add(tenantId);
+  }
+
   private async accept(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
     // The library's callers pass it themselves: not an id at all is their input's fault, named.
     if (typeof input.tenantId !== 'string' || !isUuid(input.tenantId)) throw badInput('tenantId', 'is not a tenant id (a UUID)');
@@ -126,7 +142,14 @@ export class WebhookService {
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
     // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.
-    if (manager) return (await withTenant(manager, tenantId, (tx) => this.record(tx, tenantId, input, prepared))).result;
+    if (manager) {
+      return (
+        await withTenant(manager, tenantId, async (tx) => {
+          await this.checkTenant(tx, tenantId);
+          return this.record(tx, tenantId, input, prepared);
+        })
+      ).result;
+    }
     // Idempotency keys and single-subscription sends need their own statement, in a transaction
     // of their own: what it claims for this process's dispatcher goes to it once committed.
     if (idempotencyKey || input.subscriptionId) {

@@ -293,11 +293,16 @@ describe('an app\'s own DataSource', () => {
         .catch((error: unknown) => error);
       expect(refused).toBeInstanceOf(HooklineError);
       expect(refused).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tenantId' });
+      // Nor an id of no tenant (the events' foreign key would abort the transaction).
+      const unknown = await webhooks
+        .triggerEvent({ tenantId: '00000000-0000-4000-8000-000000000000', event: 'test.event', data: {} }, manager)
+        .catch((error: unknown) => error);
+      expect(unknown).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tenantId' });
       // Nor is an object whose JSON is no object (a Date is a string) taken for data.
       const notObject = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: new Date() }, manager).catch((error: unknown) => error);
       expect(notObject).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
-      // The transaction goes on.
-      expect(await manager.query('select 1 as one')).toEqual([{ one: 1 }]);
+      // The transaction goes on, as the caller.
+      expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
     });
   });
 });
