@@ -76,7 +76,8 @@ export async function revokeApiKey(dataSource: DataSource, tenantId: TenantId, i
       [id, tenantId],
     );
     if (!rows.length) throw notFound('API key', id);
-    await manager.query('select pg_notify($1, $2)', [API_KEY_REVOKED_CHANNEL, id]);
+    // The id as stored (lower case), which every listener compares with.
+    await manager.query('select pg_notify($1, $2)', [API_KEY_REVOKED_CHANNEL, rows[0]!.id]);
     return true;
   });
 }

@@ -74,18 +74,21 @@ builder.mutationField('revokeApiKey', (t) =>
     args: { id: t.arg.id({ required: true }) },
     resolve: async (_root, { id }, { viewer, services }) => {
       const tenantId = requireTenant(viewer);
-      const expected = services.live?.expectRevocation(String(id));
+      // As PostgreSQL writes it: caches, live streams and notices compare ids as text, and an
+      // id typed in upper case (which the database matches) revoked the key there only.
+      const keyId = String(id).toLowerCase();
+      const expected = services.live?.expectRevocation(keyId);
       let revoked: boolean;
       try {
-        revoked = await revokeApiKey(services.dataSource, tenantId, String(id));
+        revoked = await revokeApiKey(services.dataSource, tenantId, keyId);
       } catch (error) {
         expected?.cancel();
         throw error;
       }
-      services.apiKeys.invalidate(String(id));
+      services.apiKeys.invalidate(keyId);
       // Other API processes hear it by NOTIFY: answered once each has dropped the key.
       const heard = await expected?.heard(poolOf(services.dataSource), REVOCATION_WAIT_MS);
-      if (heard?.missing) services.log.warn({ apiKeyId: String(id), ...heard }, 'API processes did not acknowledge a revoked key in time');
+      if (heard?.missing) services.log.warn({ apiKeyId: keyId, ...heard }, 'API processes did not acknowledge a revoked key in time');
       return revoked;
     },
   }),

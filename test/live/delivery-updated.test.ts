@@ -114,7 +114,7 @@ describe('over graphql-ws', () => {
     await client.dispose();
   });
 
-  it('closes the socket of a key when it is revoked', async () => {
+  it('closes the socket of a key when it is revoked (its id given in upper case, as queries take ids), and HTTP refuses it at once', async () => {
     const created = await hl.gql('mutation { createApiKey(name: "dashboard") { id apiKey } }', {}, tenantA.apiKey);
     const { id, apiKey } = created.data.createApiKey;
     const client = hl.wsClient(apiKey);
@@ -122,7 +122,9 @@ describe('over graphql-ws', () => {
     const subscribed = moreSubscribers(hl);
     const updates = collectWs(client);
     await subscribed(); // authenticated and streaming
-    await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id }, tenantA.apiKey);
+    expect((await hl.gql('{ viewer { id } }', {}, apiKey)).errors).toBeUndefined(); // cached as valid now
+    await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: id.toUpperCase() }, tenantA.apiKey);
+    expect((await hl.gql('{ viewer { id } }', {}, apiKey)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     const event = await closed;
     expect(event.code).toBe(4401);
     expect(event.reason).toMatch(/revoked/);
