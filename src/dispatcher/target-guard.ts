@@ -14,6 +14,7 @@ import { Agent, buildConnector } from 'undici';
 import { badInput } from '../errors.js';
 import { validateTargetUrl } from '../webhooks/target-url.js';
 import { sharedResolver } from './resolver.js';
+import { within } from '../within.js';
 
 export const TARGET_REFUSED = 'HOOKLINE_TARGET_REFUSED' as const;
 
@@ -221,14 +222,10 @@ export class TargetGuard {
     }
     if (this.allowPrivate) return;
     let addresses: dns.LookupAddress[];
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), this.lookupTimeoutMs)));
-      addresses = await Promise.race([this.lookup(host, { all: true }), late]);
+      addresses = await within(this.lookup(host, { all: true }), this.lookupTimeoutMs, 'timed out');
     } catch {
       return;
-    } finally {
-      clearTimeout(timer);
     }
     for (const { address } of addresses) {
       const range = classifyAddress(address);

@@ -117,10 +117,9 @@ export async function subscribeShared(
   // Executions run in batches, one batch at a time: the updates taken while one runs make the
   // next, with one context, so their loaders read the database once for them all however many
   // there are, and one subscriber never has more than one batch of reads under way.
-  let batch: Array<{ event: object; settle: (result: Promise<ExecutionResult>) => void }> = [];
-  let running = false;
+  const batch: Array<{ event: object; settle: (result: Promise<ExecutionResult>) => void }> = [];
+  let running = false; // set when a run is scheduled (resultOf), cleared when it ends
   const runBatches = async () => {
-    running = true;
     try {
       while (batch.length) {
         const taken = batch.splice(0, LOOKAHEAD);

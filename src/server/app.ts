@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
+import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
@@ -88,17 +89,8 @@ export const READINESS_TIMEOUT_MS = 3_000;
  * leave it stuck in the pool; waiting for a connection is timed by the race.
  */
 async function databaseAnswers(pool: pg.Pool): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${READINESS_TIMEOUT_MS} ms`)), READINESS_TIMEOUT_MS);
-  });
   const answer = pool.query({ text: 'select 1', query_timeout: READINESS_TIMEOUT_MS } as pg.QueryConfig);
-  answer.catch(() => {}); // once too late, no one waits for it
-  try {
-    await Promise.race([answer, late]);
-  } finally {
-    clearTimeout(timer);
-  }
+  await within(answer, READINESS_TIMEOUT_MS, `no answer within ${READINESS_TIMEOUT_MS} ms`);
 }
 
 export async function buildApp(options: AppOptions): Promise<App> {
