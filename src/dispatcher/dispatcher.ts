@@ -1109,7 +1109,12 @@ export class Dispatcher {
       let result: Awaited<ReturnType<Sender['send']>>;
       try {
         const secrets = signingSecrets(
-          { secret: delivery.secret!, previousSecret: delivery.previousSecret, previousSecretExpiresAt: delivery.previousSecretExpiresAt },
+          {
+            secret: delivery.secret!,
+            previousSecret: delivery.previousSecret,
+            previousSecretExpiresAt: delivery.previousSecretExpiresAt,
+            earlierSecrets: delivery.earlierSecrets,
+          },
           this.clock.now(),
         );
         result = await this.sender.send({

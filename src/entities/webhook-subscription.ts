@@ -1,4 +1,5 @@
 import { Column, CreateDateColumn, DeleteDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+import type { EarlierSecret } from '../webhooks/secrets.js';
 
 @Entity('webhook_subscriptions', { synchronize: false })
 export class WebhookSubscription {
@@ -37,6 +38,10 @@ export class WebhookSubscription {
 
   @Column('timestamptz', { name: 'previous_secret_expires_at', nullable: true })
   previousSecretExpiresAt!: Date | null;
+
+  /** Secrets replaced before the previous one that still sign, newest first (see secrets.ts). */
+  @Column('jsonb', { name: 'earlier_secrets', nullable: true })
+  earlierSecrets!: EarlierSecret[] | null;
 
   @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
   createdAt!: Date;

@@ -11,6 +11,7 @@ import { Workers1764300000010 } from './0010-workers.js';
 import { FailedDeliveries1764300000011 } from './0011-failed-deliveries.js';
 import { BuiltInIds1764300000012 } from './0012-builtin-ids.js';
 import { LiveAnyIsolation1764300000013 } from './0013-live-any-isolation.js';
+import { EarlierSecrets1764300000014 } from './0014-earlier-secrets.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -27,4 +28,5 @@ export const migrations = [
   FailedDeliveries1764300000011,
   BuiltInIds1764300000012,
   LiveAnyIsolation1764300000013,
+  EarlierSecrets1764300000014,
 ];

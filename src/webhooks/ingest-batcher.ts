@@ -9,6 +9,7 @@ import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-sc
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
+import type { EarlierSecret } from './secrets.js';
 
 /**
  * A dispatcher of this process that has nothing due and room to send: the
@@ -201,7 +202,7 @@ export async function writeHandingOff<T>(
  */
 export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) => string): { deliveries: DeliveryRow[]; claimed: ClaimedDelivery[] } {
   const claimed: ClaimedDelivery[] = [];
-  const deliveries = rows.map(({ handedOff, lease, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, headers, ...row }) => {
+  const deliveries = rows.map(({ handedOff, lease, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, earlierSecrets, headers, ...row }) => {
     if (handedOff) {
       claimed.push({
         ...row,
@@ -210,6 +211,7 @@ export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) =>
         secret: secret ?? null,
         previousSecret: previousSecret ?? null,
         previousSecretExpiresAt: previousSecretExpiresAt ? new Date(previousSecretExpiresAt) : null,
+        earlierSecrets: earlierSecrets ?? null,
         headers: headers ?? null,
         body: bodyOf(row.eventId),
       });
@@ -228,6 +230,7 @@ export type InsertedRow = DeliveryRow & {
   secret?: string | null;
   previousSecret?: string | null;
   previousSecretExpiresAt?: Date | null;
+  earlierSecrets?: EarlierSecret[] | null;
   headers?: Record<string, string> | null;
 };
 
@@ -276,7 +279,8 @@ function insertSql(handOff: boolean): string {
                  cross join lateral (select m.k <= $16 - coalesce(b.n, 0) as ok) share) m
        returning *
      )
-     select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt", s.headers
+     select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
+            s.earlier_secrets as "earlierSecrets", s.headers
        from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease,
                     schedule_attempts as "scheduleAttempts" from d) x
        left join webhook_subscriptions s on x."handedOff" and s.id = x."subscriptionId"`

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { badInput, rejectUnstorableText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, rejectUnstorableText } from '../errors.js';
 import { secretKey } from '../signing/keys.js';
 
 /** After a rotation the previous secret keeps signing for this long. */
@@ -37,13 +37,64 @@ export function acceptSecret(secret: string | null | undefined, field = 'secret'
   return secret;
 }
 
-/** The secrets that sign now: the newest first, then the previous one during its grace period. */
-export function signingSecrets(
-  row: { secret: string; previousSecret: string | null; previousSecretExpiresAt: Date | null },
-  now: Date,
-): string[] {
-  if (row.previousSecret && row.previousSecretExpiresAt && row.previousSecretExpiresAt > now) {
-    return [row.secret, row.previousSecret];
+/** A secret replaced before a subscription's previous one, signing until `expiresAt` (ISO 8601). */
+export interface EarlierSecret {
+  secret: string;
+  expiresAt: string;
+}
+
+/** What of a subscription signs: its secret, and those replaced within the last 24 hours. */
+export interface SecretsRow {
+  secret: string;
+  previousSecret: string | null;
+  previousSecretExpiresAt: Date | null;
+  earlierSecrets?: EarlierSecret[] | null;
+}
+
+/** Secrets replaced within 24 hours that one subscription keeps signing with, at most. */
+export const MAX_RETIRED_SECRETS = 10;
+
+/** The secrets that sign now: the newest first, then each one replaced less than 24 hours ago, newest first. */
+export function signingSecrets(row: SecretsRow, now: Date): string[] {
+  const secrets = [row.secret];
+  if (row.previousSecret && row.previousSecretExpiresAt && row.previousSecretExpiresAt > now && row.previousSecret !== row.secret) {
+    secrets.push(row.previousSecret);
   }
-  return [row.secret];
+  if (row.earlierSecrets) {
+    for (const { secret, expiresAt } of row.earlierSecrets) {
+      if (Date.parse(expiresAt) > now.getTime() && !secrets.includes(secret)) secrets.push(secret);
+    }
+  }
+  return secrets;
+}
+
+/**
+ * What a rotation to `next` leaves signing beside it: the secret it replaces for 24 hours,
+ * and every one replaced before whose 24 hours still run (a second rotation within the day,
+ * a retried one, keeps the promise made by the first). `next` itself is not among them.
+ */
+export function retireSecret(row: SecretsRow, next: string, now: Date): Omit<SecretsRow, 'secret'> {
+  if (next === row.secret) {
+    throw badInput('secret', "is the subscription's secret already: give another, or none to have one generated");
+  }
+  const retired: Array<{ secret: string; expiresAt: Date }> = [{ secret: row.secret, expiresAt: new Date(now.getTime() + ROTATION_GRACE_MS) }];
+  const keep = (secret: string, expiresAt: Date) => {
+    if (expiresAt > now && secret !== next && !retired.some((r) => r.secret === secret)) retired.push({ secret, expiresAt });
+  };
+  if (row.previousSecret && row.previousSecretExpiresAt) keep(row.previousSecret, row.previousSecretExpiresAt);
+  for (const earlier of row.earlierSecrets ?? []) keep(earlier.secret, new Date(earlier.expiresAt));
+  if (retired.length > MAX_RETIRED_SECRETS) {
+    const oldest = retired.reduce((a, b) => (a.expiresAt < b.expiresAt ? a : b));
+    throw new HooklineError(
+      ErrorCode.RATE_LIMITED,
+      `this subscription's secret was replaced ${MAX_RETIRED_SECRETS} times within 24 hours, and each replaced one signs for 24 hours: ` +
+        `rotate again after ${oldest.expiresAt.toISOString()}, or create a new subscription`,
+    );
+  }
+  const [previous, ...earlier] = retired;
+  return {
+    previousSecret: previous!.secret,
+    previousSecretExpiresAt: previous!.expiresAt,
+    earlierSecrets: earlier.length ? earlier.map((e) => ({ secret: e.secret, expiresAt: e.expiresAt.toISOString() })) : null,
+  };
 }

@@ -375,7 +375,8 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        union all
        select 'delivery', to_jsonb(d) || coalesce(
                 (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
-                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'headers', s.headers)
+                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'earlierSecrets', s.earlier_secrets,
+                                           'headers', s.headers)
                    from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
          from d`
     : `with ${event}, d as (

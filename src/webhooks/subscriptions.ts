@@ -11,14 +11,14 @@ import { queryRows } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
 import { EVENT_PREFIX, MAX_EVENT_NAME, checkEventName, patternsFor } from './catalog.js';
-import { acceptSecret, generateSecret, ROTATION_GRACE_MS } from './secrets.js';
+import { acceptSecret, generateSecret, retireSecret } from './secrets.js';
 import { validateTargetUrl } from './target-url.js';
 
 export const MAX_EVENTS_PER_SUBSCRIPTION = 100;
 /** The columns of a subscription under its entity's names. */
 const SUBSCRIPTION_COLUMNS = `id, tenant_id as "tenantId", url, events, description, active, disabled_reason as "disabledReason",
   headers, secret, previous_secret as "previousSecret", previous_secret_expires_at as "previousSecretExpiresAt",
-  created_at as "createdAt", updated_at as "updatedAt"`;
+  earlier_secrets as "earlierSecrets", created_at as "createdAt", updated_at as "updatedAt"`;
 export const MAX_CUSTOM_HEADERS = 20;
 /**
  * Headers Hookline sets itself, and those that would change how the request travels
@@ -156,6 +156,7 @@ export class SubscriptionService {
           secret,
           previousSecret: null,
           previousSecretExpiresAt: null,
+          earlierSecrets: null,
           createdAt: now,
           updatedAt: now,
         }),
@@ -217,14 +218,13 @@ export class SubscriptionService {
     });
   }
 
-  /** A new secret (given or generated); the old one keeps signing beside it for 24 hours. */
+  /** A new secret (given or generated); the one it replaces, and any replaced within the last 24 hours, keep signing beside it for their 24 hours. */
   async rotateSecret(tenantId: TenantId, id: string, secret?: string | null): Promise<{ subscription: WebhookSubscription; secret: string }> {
     const next = secret === undefined || secret === null ? generateSecret() : acceptSecret(secret);
     return withTenant(this.services.dataSource, tenantId, async (manager) => {
       const subscription = await findOwn(manager, tenantId, id);
       const now = this.services.clock.now();
-      subscription.previousSecret = subscription.secret;
-      subscription.previousSecretExpiresAt = new Date(now.getTime() + ROTATION_GRACE_MS);
+      Object.assign(subscription, retireSecret(subscription, next, now));
       subscription.secret = next;
       subscription.updatedAt = now;
       return { subscription: await manager.save(subscription), secret: next };

@@ -55,7 +55,7 @@ describe('secret rotation at delivery time', () => {
   let receiver: Receiver;
   let now = Date.now();
   beforeAll(async () => {
-    hl = await startTestHookline({}, { clock: { now: () => new Date(now) } });
+    hl = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms' }, { clock: { now: () => new Date(now) } });
     receiver = await startReceiver();
   });
   afterAll(async () => {
@@ -99,5 +99,53 @@ describe('secret rotation at delivery time', () => {
     expect(String(after.headers['webhook-signature']).split(' ')).toHaveLength(1);
     expect(verifies(oldSecret, after)).toBe(false);
     expect(verifies(newSecret, after)).toBe(true);
+  });
+
+  it('keeps every secret replaced within 24 hours signing for its own 24 hours: a second rotation (a retried one) drops none', async () => {
+    const { apiKey } = await hl.createTenant();
+    const created = await hl.gql(CREATE, { input: { url: `${receiver.url}/twice`, events: ['test.event'], secret: 'secret-A-0123456789' } }, apiKey);
+    const id = created.data.createWebhookSubscription.subscription.id;
+    const rotate = async (secret?: string) => {
+      const res = await hl.gql('mutation($id: ID!, $secret: String) { rotateWebhookSecret(id: $id, secret: $secret) { secret } }', { id, secret }, apiKey);
+      expect(res.errors).toBeUndefined();
+      return res.data.rotateWebhookSecret.secret as string;
+    };
+    const signers = async (n: number, attempt = 1) => {
+      if (attempt === 1) await hl.gql(TRIGGER, { input: { event: 'test.event', data: { twice: n } } }, apiKey);
+      const request = await eventually(() => receiver.received.filter((r) => r.path === '/twice' && JSON.parse(r.body).data.twice === n)[attempt - 1]);
+      const signatures = String(request.headers['webhook-signature']).split(' ');
+      return { signatures: signatures.length, verified: secrets.filter((secret) => verifiesRaw(secret, request)) };
+    };
+    // The first attempt of event 1 fails: its retry is claimed from the queue, not handed off.
+    receiver.respond = (r) => (r.path === '/twice' && JSON.parse(r.body).data.twice === 1 && !retried++ ? { status: 500 } : { status: 204 });
+    let retried = 0;
+    const verifiesRaw = (secret: string, r: { body: string; headers: any }) => {
+      try {
+        new StandardWebhook(Buffer.from(secret, 'utf8'), { format: 'raw' }).verify(r.body, r.headers);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const secrets = ['secret-A-0123456789', 'secret-B-0123456789', 'secret-C-0123456789'];
+    const start = now;
+    await rotate(secrets[1]); // A signs until start + 24h
+    now = start + 60 * 60 * 1000;
+    await rotate(secrets[2]); // B until start + 25h; A still until start + 24h
+    expect(await signers(1)).toEqual({ signatures: 3, verified: secrets });
+    expect(await signers(1, 2)).toEqual({ signatures: 3, verified: secrets });
+    now = start + 24.5 * 60 * 60 * 1000;
+    expect(await signers(2)).toEqual({ signatures: 2, verified: [secrets[1], secrets[2]] });
+    now = start + 25.5 * 60 * 60 * 1000;
+    expect(await signers(3)).toEqual({ signatures: 1, verified: [secrets[2]] });
+
+    // Back to a secret replaced within the day: it signs once, as the newest, and the one it
+    // replaces signs beside it.
+    await rotate(secrets[0]);
+    await rotate(secrets[1]);
+    await rotate(secrets[0]);
+    const back = await signers(4);
+    expect(back.signatures).toBe(3);
+    expect(back.verified).toEqual(secrets);
   });
 });

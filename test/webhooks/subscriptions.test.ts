@@ -177,4 +177,30 @@ describe('secret rotation', () => {
     expect(row.secret).toBe('third-secret-0123456789');
     expect(row.previous_secret).toBe(generated.data.rotateWebhookSecret.secret);
   });
+
+  it('refuses the secret it has already, which would end the grace of the one it replaced, and writes nothing', async () => {
+    const { data } = await create({ events: ['*'], secret: 'first-secret-0123456789' });
+    const id = data.createWebhookSubscription.subscription.id;
+    await hl.gql(ROTATE, { id, secret: 'second-secret-0123456789' }, key);
+    const read = () => hl.dataSource.query('select secret, previous_secret, earlier_secrets, updated_at from webhook_subscriptions where id = $1', [id]);
+    const [before] = await read();
+    const again = await hl.gql(ROTATE, { id, secret: 'second-secret-0123456789' }, key);
+    expect(again.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'secret' });
+    expect(again.errors?.[0]?.message).toMatch(/secret already/);
+    expect(await read()).toEqual([before]);
+    expect(before).toMatchObject({ secret: 'second-secret-0123456789', previous_secret: 'first-secret-0123456789', earlier_secrets: null });
+  });
+
+  it('keeps at most ten replaced secrets signing: an eleventh rotation within 24 hours is RATE_LIMITED, saying when it can be done', async () => {
+    const { data } = await create({ events: ['*'] });
+    const id = data.createWebhookSubscription.subscription.id;
+    for (let i = 0; i < 10; i++) expect((await hl.gql(ROTATE, { id }, key)).errors).toBeUndefined();
+    const read = () => hl.dataSource.query('select secret, previous_secret, earlier_secrets from webhook_subscriptions where id = $1', [id]);
+    const [before] = await read();
+    expect(before.earlier_secrets).toHaveLength(9);
+    const eleventh = await hl.gql(ROTATE, { id }, key);
+    expect(eleventh.errors?.[0]?.extensions?.code).toBe('RATE_LIMITED');
+    expect(eleventh.errors?.[0]?.message).toMatch(/replaced 10 times within 24 hours.*rotate again after \d{4}-/);
+    expect(await read()).toEqual([before]);
+  });
 });
