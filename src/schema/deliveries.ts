@@ -214,7 +214,7 @@ builder.queryField('deliveries', (t) =>
     description: 'The tenant\'s deliveries, newest first.',
     complexity: pageComplexity,
     args: {
-      event: t.arg.string(),
+      event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused).' }),
       status: t.arg({ type: DeliveryStatusEnum }),
       subscriptionId: t.arg.id(),
     },

@@ -42,6 +42,24 @@ export function checkEventName(field: string, name: string): void {
   }
 }
 
+/**
+ * What a subscription's `events` entry, or a filter of subscriptions by event, may be: an event
+ * name, a `prefix.*` pattern or `*`. Answers whether it is a name (patterns select events; a name
+ * is one). Check it before patternsFor(), whose work grows with the square of the name's length.
+ */
+export function checkEventPattern(field: string, pattern: string): 'name' | 'pattern' {
+  rejectUnstorableText(field, pattern);
+  if (pattern === '*') return 'pattern';
+  if (pattern.endsWith('.*')) {
+    const prefix = pattern.slice(0, -2);
+    if (prefix.length > MAX_EVENT_NAME) throw badInput(field, `a pattern's prefix must be at most ${MAX_EVENT_NAME} characters, as event names are`);
+    if (!EVENT_PREFIX.test(prefix)) throw badInput(field, `"${pattern}" is not a valid prefix.* pattern`);
+    return 'pattern';
+  }
+  checkEventName(field, pattern);
+  return 'name';
+}
+
 /** Formats ajv's first errors as `data.amount: must be string,number`. */
 function describeErrors(validate: ValidateFunction): string {
   return (validate.errors ?? [])

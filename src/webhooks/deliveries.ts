@@ -1,13 +1,14 @@
 // Reading deliveries, their attempts and events, and putting a delivery back
 // on the queue. Tenant-scoped like everything else.
 import type { DataSource, EntityManager } from 'typeorm';
-import { badInput, notFound, rejectUnstorableText } from '../errors.js';
+import { badInput, notFound } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import { DELIVERIES_DUE_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import { checkEventName } from './catalog.js';
 
 export interface DeliveryRow {
   id: string;
@@ -82,7 +83,9 @@ export class DeliveryService {
 
   /** Deliveries, newest first. An unknown subscription id filters to nothing. */
   list(tenantId: TenantId, filter: DeliveryFilter, window: PageWindow): Promise<DeliveryRow[]> {
-    rejectUnstorableText('event', filter.event);
+    // An exact name (deliveries are of one event each): one that cannot be is refused, as a
+    // subscriptions filter refuses it, rather than silently matching nothing.
+    if (filter.event) checkEventName('event', filter.event);
     return this.scoped(tenantId, (m) => {
       const where = ['tenant_id = $1'];
       const params: unknown[] = [tenantId];

@@ -103,6 +103,21 @@ describe('200 GET subscriptions', () => {
     expect((await rest('GET', `subscriptions/${a.body.id}`)).body).toMatchObject({ id: a.body.id, event: 'invoice.created' });
     expectError(await rest('GET', 'subscriptions?active=yes'), 400, 'BAD_USER_INPUT', 'active');
   });
+
+  it('refuses an event filter that is no event name or pattern, as GraphQL does, and lists nothing for an unknown name', async () => {
+    await subscribe({ events: ['invoice.*'], url: receiver.url });
+    // Long enough to have taken 80 ms, but within a URL's length (a request line of 16 KiB and more is refused with 431).
+    for (const event of [`${'a.'.repeat(4000)}b`, `invoice.${'a'.repeat(93)}`, 'Invoice.Created', 'invoice']) {
+      const res = await rest('GET', `subscriptions?event=${encodeURIComponent(event)}`);
+      expectError(res, 400, 'BAD_USER_INPUT', 'event');
+      expect(res.body.error.message).toMatch(/^event: /);
+      expectError(await rest('GET', `deliveries?event=${encodeURIComponent(event)}`), 400, 'BAD_USER_INPUT', 'event');
+    }
+    expectError(await rest('GET', 'deliveries?event=invoice.*'), 400, 'BAD_USER_INPUT', 'event');
+    expect((await rest('GET', 'subscriptions?event=invoice.paid')).body).toHaveLength(1);
+    expect((await rest('GET', 'subscriptions?event=parcel.lost')).body).toEqual([]);
+    expect((await rest('GET', 'deliveries?event=parcel.lost')).body).toEqual([]);
+  });
 });
 
 describe('202 POST deliveries and 200 GET deliveries', () => {

@@ -328,6 +328,21 @@ describe('a NUL character elsewhere', () => {
   });
 });
 
+describe('the deliveries event filter is an event name', () => {
+  const DELIVERIES = 'query($event: String) { deliveries(first: 5, event: $event) { edges { node { id event } } } }';
+
+  it('one that cannot be (too long, a pattern, not dotted) is BAD_USER_INPUT naming event; an unknown one lists nothing', async () => {
+    const made = await triggerWith({ event: 'test.event' });
+    expect(made.errors).toBeUndefined();
+    for (const event of [`${'a.'.repeat(16_000)}b`, `test.${'a'.repeat(96)}`, 'test.*', '*', 'Test.Event', 'test']) {
+      expectBadInput(await hl.gql(DELIVERIES, { event }, key), 'event');
+    }
+    const listed = await hl.gql(DELIVERIES, { event: 'test.event' }, key);
+    expect(listed.data.deliveries.edges.map((e: any) => e.node.event)).toContain('test.event');
+    expect((await hl.gql(DELIVERIES, { event: `parcel.${'a'.repeat(93)}` }, key)).data.deliveries.edges).toEqual([]);
+  });
+});
+
 describe('over REST, a NUL character is a 400 BAD_USER_INPUT naming the field', () => {
   async function post(path: string, body: unknown) {
     const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, {

@@ -163,6 +163,33 @@ describe('listing', () => {
   });
 });
 
+describe('the event filter', () => {
+  const ids = (res: any) => res.data.webhookSubscriptions.edges.map((e: any) => e.node.id);
+
+  it('is an event name (at most 100 characters), a prefix.* pattern or *; anything else is BAD_USER_INPUT naming event, at once', async () => {
+    const tenant = await hl.createTenant('Filterer');
+    const made = (await create({ events: ['invoice.*'] }, tenant.apiKey)).data.createWebhookSubscription.subscription.id;
+    // Each prefix of a name is a pattern to look for: a long name made every one of them
+    // (32 KB of "a.": 5 s and 700 MB, every tenant of the process waiting).
+    const long = `${'a.'.repeat(16_000)}b`;
+    const started = Date.now();
+    const res = await hl.gql(LIST, { event: long }, tenant.apiKey);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+    expect(res.errors?.[0]?.message).toMatch(/^event: must be at most 100 characters/);
+    for (const event of [`${'a'.repeat(50)}.${'b'.repeat(50)}`, `${'a'.repeat(101)}.*`, 'Invoice.Created', 'invoice', 'invoice.', '.*', 'invoice.*.*', '**']) {
+      const refused = await hl.gql(LIST, { event }, tenant.apiKey);
+      expect(refused.errors?.[0]?.extensions, event).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+    }
+    // Well-formed: 100 characters, and a pattern of a 100-character prefix, select what they select.
+    expect(ids(await hl.gql(LIST, { event: `invoice.${'a'.repeat(92)}` }, tenant.apiKey))).toEqual([made]);
+    expect(ids(await hl.gql(LIST, { event: `invoice.${'a'.repeat(92)}.*` }, tenant.apiKey))).toEqual([]);
+    expect(ids(await hl.gql(LIST, { event: 'invoice.*' }, tenant.apiKey))).toEqual([made]);
+    expect(ids(await hl.gql(LIST, { event: '*' }, tenant.apiKey))).toEqual([]);
+    expect(ids(await hl.gql(LIST, { event: 'parcel.lost' }, tenant.apiKey))).toEqual([]); // in no catalog: nothing receives it
+  });
+});
+
 describe('secret rotation', () => {
   it('returns the new secret and keeps the old one signing for 24 hours', async () => {
     const { data } = await create({ events: ['*'], secret: 'first-secret-0123456789' });
