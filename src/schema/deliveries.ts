@@ -222,7 +222,7 @@ builder.queryField('deliveries', (t) =>
       pageOf(args, (window) =>
         services.deliveries.list(
           requireTenant(viewer),
-          { event: args.event, status: args.status, subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null },
+          { event: args.event, status: args.status, subscriptionId: args.subscriptionId == null ? null : String(args.subscriptionId) },
           window,
         ),
       ),
