@@ -53,6 +53,24 @@ export function rejectUnstorableText(field: string, value: string | null | undef
 }
 
 /**
+ * Whether `text` is longer than `max` characters, counted as the README's limits and PostgreSQL's
+ * char_length count them: code points, not UTF-16 units (an emoji is one character, two units).
+ * Text of more than twice `max` units is too long whatever it holds, so a huge one is not walked.
+ */
+export function longerThan(text: string, max: number): boolean {
+  if (text.length <= max) return false;
+  if (text.length > 2 * max) return true;
+  let characters = 0;
+  for (const _ of text) if (++characters > max) return true;
+  return false;
+}
+
+/** Refuses text of more than `max` characters (see longerThan), naming the field. */
+export function rejectLongText(field: string, text: string, max: number): void {
+  if (longerThan(text, max)) throw badInput(field, `must be at most ${max} characters`);
+}
+
+/**
  * Refuses JSON (as JSON.stringify wrote it) that PostgreSQL's jsonb cannot store: a NUL
  * character, or a lone UTF-16 surrogate (half of a pair, which JSON.stringify writes as a
  * \ud800-\udfff escape; a whole pair it writes as it is).

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { ApiKey } from '../entities/api-key.js';
 import { Tenant } from '../entities/tenant.js';
-import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from '../db/query.js';
 import { enterTenant, withTenant, type TenantId } from '../db/tenant-scope.js';
@@ -20,7 +20,7 @@ function checkName(field: string, name: string): string {
   rejectUnstorableText(field, name);
   const trimmed = name.trim();
   if (!trimmed) throw badInput(field, 'must not be empty');
-  if (trimmed.length > 200) throw badInput(field, 'must be at most 200 characters');
+  rejectLongText(field, trimmed, 200);
   return trimmed;
 }
 

@@ -7,7 +7,7 @@ import formats from 'ajv-formats';
 import { RE2 } from 're2-wasm';
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { HooklineError, badInput, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { HooklineError, badInput, longerThan, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 
@@ -36,7 +36,7 @@ export function patternsFor(event: string): string[] {
 
 export function checkEventName(field: string, name: string): void {
   rejectUnstorableText(field, name);
-  if (name.length > MAX_EVENT_NAME) throw badInput(field, `must be at most ${MAX_EVENT_NAME} characters`);
+  rejectLongText(field, name, MAX_EVENT_NAME);
   if (!EVENT_NAME.test(name)) {
     throw badInput(field, `"${name}" is not a dotted event name like invoice.created (lower case, digits, _ and -)`);
   }
@@ -52,7 +52,7 @@ export function checkEventPattern(field: string, pattern: string): 'name' | 'pat
   if (pattern === '*') return 'pattern';
   if (pattern.endsWith('.*')) {
     const prefix = pattern.slice(0, -2);
-    if (prefix.length > MAX_EVENT_NAME) throw badInput(field, `a pattern's prefix must be at most ${MAX_EVENT_NAME} characters, as event names are`);
+    if (longerThan(prefix, MAX_EVENT_NAME)) throw badInput(field, `a pattern's prefix must be at most ${MAX_EVENT_NAME} characters, as event names are`);
     if (!EVENT_PREFIX.test(prefix)) throw badInput(field, `"${pattern}" is not a valid prefix.* pattern`);
     return 'pattern';
   }
@@ -190,7 +190,7 @@ export class EventCatalog {
     checkEventName('name', name);
     rejectUnstorableText('description', input.description);
     const description = (input.description ?? '').trim();
-    if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
+    rejectLongText('description', description, 1000);
     const schema = input.schema;
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');

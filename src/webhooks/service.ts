@@ -4,7 +4,7 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
@@ -55,7 +55,7 @@ function checkText(field: string, value: string | null | undefined, max: number)
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
   rejectUnstorableText(field, value);
-  if (value.length > max) throw badInput(field, `must be at most ${max} characters`);
+  rejectLongText(field, value, max);
   return value;
 }
 

@@ -3,7 +3,7 @@
 import type { EntityManager } from 'typeorm';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { badInput, notFound, rejectUnstorableText } from '../errors.js';
+import { badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
@@ -105,7 +105,7 @@ function checkHeaders(headers: unknown): Record<string, string> {
 function checkDescription(description: string | null | undefined): string | null {
   if (description === null || description === undefined) return null;
   rejectUnstorableText('description', description);
-  if (description.length > 1000) throw badInput('description', 'must be at most 1000 characters');
+  rejectLongText('description', description, 1000);
   return description;
 }
 

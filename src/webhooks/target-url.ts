@@ -1,7 +1,7 @@
 // Syntax rules for a subscription's target URL. Whether the host it names is
 // an acceptable place to send webhooks (public address) is the job of
 // src/dispatcher/target-guard.ts; this module only checks the shape.
-import { badInput } from '../errors.js';
+import { badInput, longerThan } from '../errors.js';
 
 export const MAX_TARGET_URL_LENGTH = 2048;
 
@@ -16,8 +16,8 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (typeof url !== 'string' || url.trim() === '') {
     throw badInput(field, 'a target URL is required, like https://example.com/webhooks');
   }
-  if (url.length > MAX_TARGET_URL_LENGTH) {
-    throw badInput(field, `the target URL is ${url.length} characters long; at most ${MAX_TARGET_URL_LENGTH} are allowed`);
+  if (longerThan(url, MAX_TARGET_URL_LENGTH)) {
+    throw badInput(field, `the target URL must be at most ${MAX_TARGET_URL_LENGTH} characters`);
   }
   let parsed: URL;
   try {

@@ -354,6 +354,70 @@ describe('the deliveries event filter is an event name', () => {
   });
 });
 
+describe('limits in characters count characters, not UTF-16 units (an emoji is one character, two units)', () => {
+  const EMOJI = '\u{1F600}';
+  const text = (n: number) => EMOJI.repeat(n);
+  const restPost = async (path: string, body: Record<string, unknown>) => {
+    const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+  /** [input, field, its limit, a call with text of n characters] */
+  const cases: Array<[string, string, number, (n: number) => Promise<GraphQLResponse>]> = [
+    ['createWebhookSubscription description', 'description', 1000, (n) => hl.gql(CREATE, { input: { url: URL, events: ['*'], description: text(n) } }, key)],
+    ['triggerEvent idempotencyKey', 'idempotencyKey', 200, (n) => triggerWith({ idempotencyKey: `${n}${text(n - String(n).length)}` })],
+    ['triggerEvent resourceType', 'resourceType', 200, (n) => triggerWith({ resourceType: text(n) })],
+    ['triggerEvent resourceId', 'resourceId', 200, (n) => triggerWith({ resourceId: text(n) })],
+    ['createEventType description', 'description', 1000, (n) =>
+      hl.gql(CREATE_EVENT_TYPE, { input: { name: `emoji.type${n}`, description: text(n), schema: { type: 'object' } } }, key)],
+    ['createApiKey name', 'name', 200, (n) => hl.gql(CREATE_API_KEY, { name: text(n) }, key)],
+    ['createTenant name', 'name', 200, (n) => hl.gql(CREATE_TENANT, { name: text(n) }, ADMIN_TOKEN)],
+  ];
+  for (const [title, field, max, call] of cases) {
+    it(`${title}: ${max} emoji are accepted, ${max + 1} refused naming the field, and nothing is written`, async () => {
+      const accepted = await call(max);
+      expect(accepted.errors, JSON.stringify(accepted.errors)).toBeUndefined();
+      const before = await counts();
+      const refused = await call(max + 1);
+      expectBadInput(refused, field, `at most ${max} characters`);
+      expect(await counts()).toEqual(before);
+    });
+  }
+
+  it('stores the text as given, and updateWebhookSubscription counts the same way', async () => {
+    const id = await createSubscription({ description: text(1000) });
+    expect((await subscriptionRow(id)).description).toBe(text(1000));
+    const event = await triggerWith({ resourceType: text(200), resourceId: text(200), idempotencyKey: `stored${text(194)}` });
+    expect(event.data.triggerEvent.event).toMatchObject({ resourceType: text(200), resourceId: text(200) });
+    expect((await hl.gql(UPDATE, { id, input: { description: `${text(999)}x` } }, key)).errors).toBeUndefined();
+    const before = await subscriptionRow(id);
+    expectBadInput(await hl.gql(UPDATE, { id, input: { description: text(1001) } }, key), 'description');
+    expect(await subscriptionRow(id)).toEqual(before);
+  });
+
+  it('REST counts the same way', async () => {
+    const subscription = await restPost('subscriptions', { event: 'invoice.created', url: URL, description: text(1000) });
+    expect(subscription.status, JSON.stringify(subscription.body)).toBe(201);
+    const delivery = await restPost('deliveries', { event: 'test.event', payload: {}, resource_type: text(200), resource_id: text(200), idempotency_key: `rest${text(196)}` });
+    expect(delivery.status, JSON.stringify(delivery.body)).toBe(202);
+    const before = await counts();
+    for (const [path, body, field] of [
+      ['subscriptions', { event: 'invoice.created', url: URL, description: text(1001) }, 'description'],
+      ['deliveries', { event: 'test.event', payload: {}, resource_type: text(201) }, 'resource_type'],
+      ['deliveries', { event: 'test.event', payload: {}, resource_id: text(201) }, 'resource_id'],
+      ['deliveries', { event: 'test.event', payload: {}, idempotency_key: text(201) }, 'idempotency_key'],
+    ] as const) {
+      const res = await restPost(path, body);
+      expect(res.status).toBe(400);
+      expect(res.body.error).toMatchObject({ code: 'BAD_USER_INPUT', field });
+    }
+    expect(await counts()).toEqual(before);
+  });
+});
+
 describe('over REST, a NUL character is a 400 BAD_USER_INPUT naming the field', () => {
   async function post(path: string, body: unknown) {
     const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, {
