@@ -106,3 +106,37 @@ it('refuses an unknown or deleted subscription (NOT_FOUND) and a time that is no
   expect((await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription }, tenant.apiKey)).errors).toBeUndefined();
   expect((await hl.gql(RETRY_FAILED, { subscriptionId: subscription, since }, tenant.apiKey)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
 });
+
+it('takes since as an RFC 3339 date-time of the years 0001-9999 only, as a variable or written in the query; a refused call puts nothing back', async () => {
+  const tenant = await hl.createTenant();
+  const subscription = (await hl.gql(CREATE, { input: { url: `${receiver.url}/since`, events: ['test.event'] } }, tenant.apiKey)).data
+    .createWebhookSubscription.subscription.id as string;
+  const [{ id: eventId }] = await hl.dataSource.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenant.id],
+  );
+  await hl.dataSource.query(
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, attempts, next_attempt_at)
+     values ($1, $2, $3, 'test.event', $4, 'FAILED', 2, null)`,
+    [tenant.id, eventId, subscription, `${receiver.url}/since`],
+  );
+  const failed = async () =>
+    (await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where subscription_id = $1 and status = 'FAILED'`, [subscription]))[0].n;
+  const literal = (since: string) =>
+    hl.gql(`mutation { retryFailedDeliveries(subscriptionId: "${subscription}", since: ${JSON.stringify(since)}) { count more } }`, {}, tenant.apiKey);
+  // Years PostgreSQL cannot store failed the statement (INTERNAL_SERVER_ERROR); no offset, a day
+  // that is not there (moved into March), a date alone: each read one way or another.
+  for (const since of ['-010000-01-01T00:00:00Z', '+010000-01-01T00:00:00Z', '0000-12-31T00:00:00Z', '2024-02-30T00:00:00Z', '2024-02-14T10:30:00', '2024-02-14', '2024-02-14T25:00:00Z']) {
+    for (const res of [await hl.gql(RETRY_FAILED, { subscriptionId: subscription, since }, tenant.apiKey), await literal(since)]) {
+      expect(res.errors?.[0]?.extensions?.code, `${since}: ${JSON.stringify(res.errors)}`).toBe('BAD_USER_INPUT');
+      expect(res.errors?.[0]?.message).toContain('DateTime must be an RFC 3339');
+    }
+  }
+  expect((await hl.gql(`mutation { retryFailedDeliveries(subscriptionId: "${subscription}", since: 5) { count } }`, {}, tenant.apiKey)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  expect(await failed()).toBe(1);
+  // The bounds, and an offset, are taken, as a variable and written in the query.
+  expect((await hl.gql(RETRY_FAILED, { subscriptionId: subscription, since: '9999-12-31T23:59:59.999Z' }, tenant.apiKey)).data.retryFailedDeliveries).toEqual({ count: 0, more: false });
+  expect((await literal('2999-01-01T00:00:00+01:00')).data.retryFailedDeliveries).toEqual({ count: 0, more: false });
+  expect(await failed()).toBe(1);
+  expect((await literal('0001-01-01T00:00:00Z')).data.retryFailedDeliveries).toEqual({ count: 1, more: false });
+});
