@@ -9,13 +9,26 @@ export const pageComplexity = (args: { first?: number | null; last?: number | nu
   return { field: 1, multiplier: Math.min(Math.max(args.first ?? args.last ?? DEFAULT_PAGE_SIZE, 0), MAX_PAGE_SIZE) };
 };
 
-/** A Relay connection page of rows in (created_at, id) order (see db/keyset.ts). */
-export function pageOf<T extends { id: string; createdAt: Date }>(args: DefaultConnectionArguments, fetch: (window: PageWindow) => Promise<T[]>) {
+interface Page<T> {
+  edges: Array<{ cursor: string; node: T }>;
+  pageInfo: { hasNextPage: boolean; hasPreviousPage: boolean; startCursor?: string | null; endCursor?: string | null };
+}
+
+/**
+ * A Relay connection page of rows in (created_at, id) order (see db/keyset.ts). An empty page
+ * with no cursor given (first: 0, or a list with nothing in it) has no cursor to give either:
+ * null, where Pothos answers "", which this list would refuse as `after`. So first: 0 answers
+ * hasNextPage with endCursor null, and the next page is asked for with no `after`, from the start.
+ */
+export async function pageOf<T extends { id: string; createdAt: Date }>(args: DefaultConnectionArguments, fetch: (window: PageWindow) => Promise<T[]>): Promise<Page<T>> {
   for (const field of ['first', 'last'] as const) {
     if ((args[field] ?? 0) > MAX_PAGE_SIZE) throw badInput(field, `must be at most ${MAX_PAGE_SIZE} (a page holds at most ${MAX_PAGE_SIZE} rows)`);
   }
-  return resolveCursorConnection(
+  const page = (await resolveCursorConnection(
     { args, defaultSize: DEFAULT_PAGE_SIZE, maxSize: MAX_PAGE_SIZE, toCursor: (row: T) => cursorOf(row) },
     (window: PageWindow): Promise<T[]> => fetch(window),
-  ) as Promise<{ edges: Array<{ cursor: string; node: T }>; pageInfo: { hasNextPage: boolean; hasPreviousPage: boolean; startCursor?: string | null; endCursor?: string | null } }>;
+  )) as Page<T>;
+  if (page.pageInfo.startCursor === '') page.pageInfo.startCursor = null;
+  if (page.pageInfo.endCursor === '') page.pageInfo.endCursor = null;
+  return page;
 }

@@ -163,6 +163,43 @@ describe('listing', () => {
   });
 });
 
+describe('page cursors', () => {
+  const PAGE = `query($first: Int, $after: String) {
+    webhookSubscriptions(first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
+  }`;
+
+  it('are null on an empty page with no cursor given (first: 0, an empty list), never a cursor the list then refuses', async () => {
+    const empty = await hl.createTenant('Nothing yet');
+    const none = await hl.gql(PAGE, { first: 5 }, empty.apiKey);
+    expect(none.data.webhookSubscriptions).toEqual({
+      edges: [],
+      pageInfo: { hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null },
+    });
+    const deliveries = await hl.gql('{ deliveries(first: 5) { edges { cursor } pageInfo { startCursor endCursor } } }', {}, empty.apiKey);
+    expect(deliveries.data.deliveries).toEqual({ edges: [], pageInfo: { startCursor: null, endCursor: null } });
+
+    const tenant = await hl.createTenant('Zero first');
+    const made = [];
+    for (let i = 0; i < 2; i++) made.push((await create({ events: ['*'] }, tenant.apiKey)).data.createWebhookSubscription.subscription.id);
+    // first: 0 is an empty page: more follow, from no cursor, that is from the start.
+    const zero = await hl.gql(PAGE, { first: 0 }, tenant.apiKey);
+    expect(zero.errors).toBeUndefined();
+    expect(zero.data.webhookSubscriptions).toEqual({
+      edges: [],
+      pageInfo: { hasNextPage: true, hasPreviousPage: false, startCursor: null, endCursor: null },
+    });
+    const next = await hl.gql(PAGE, { first: 5, after: zero.data.webhookSubscriptions.pageInfo.endCursor }, tenant.apiKey);
+    expect(next.errors).toBeUndefined();
+    expect(next.data.webhookSubscriptions.edges.map((e: any) => e.node.id)).toEqual(made);
+    // Past the end: an empty page whose cursors are the one given, which still works.
+    const { endCursor } = next.data.webhookSubscriptions.pageInfo;
+    const past = await hl.gql(PAGE, { first: 5, after: endCursor }, tenant.apiKey);
+    expect(past.data.webhookSubscriptions.pageInfo).toMatchObject({ hasNextPage: false, startCursor: endCursor, endCursor });
+    // "" was never handed out, and is no cursor of this list.
+    expect((await hl.gql(PAGE, { first: 5, after: '' }, tenant.apiKey)).errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+  });
+});
+
 describe('the event filter', () => {
   const ids = (res: any) => res.data.webhookSubscriptions.edges.map((e: any) => e.node.id);
 
