@@ -4,6 +4,7 @@ import type { WebSocket } from 'ws';
 import { requireTenant } from '../auth/viewer.js';
 import { SubscriberTooSlowError, type DeliverySnapshot } from '../live/delivery-updates.js';
 import { SERVER_BEHIND, type ServerBehindAware } from '../live/shared-execution.js';
+import { checkEventName } from '../webhooks/catalog.js';
 import type { DeliveryRow } from '../webhooks/deliveries.js';
 import { builder } from './builder.js';
 import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
@@ -42,6 +43,8 @@ builder.subscriptionField('deliveryUpdated', (t) =>
     },
     subscribe: async (_root, args, ctx) => {
       const tenantId = requireTenant(ctx.viewer);
+      // As the deliveries query takes it: an event name ("" is one no more than "Invoice").
+      if (args.event !== undefined && args.event !== null) checkEventName('event', args.event);
       const live = ctx.services.live;
       if (!live) throw new Error('live updates are not served by this process');
       const metrics = ctx.services.metrics;
@@ -61,8 +64,8 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           {
             event: args.event,
             // Compared with the lower-case ids PostgreSQL writes; queries take ids in either case.
-            subscriptionId: args.subscriptionId ? String(args.subscriptionId).toLowerCase() : null,
-            deliveryId: args.deliveryId ? String(args.deliveryId).toLowerCase() : null,
+            subscriptionId: args.subscriptionId == null ? null : String(args.subscriptionId).toLowerCase(),
+            deliveryId: args.deliveryId == null ? null : String(args.deliveryId).toLowerCase(),
             status: args.status,
           },
           (error) => {

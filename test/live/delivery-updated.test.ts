@@ -106,6 +106,24 @@ describe('over graphql-ws', () => {
     await client.dispose();
   });
 
+  it('takes an empty filter as a value: subscriptionId or deliveryId "" matches nothing, event "" is BAD_USER_INPUT naming event', async () => {
+    const subscribed = moreSubscribers(hl, 3);
+    const client = hl.wsClient(tenantA.apiKey);
+    const all = collectWs(client);
+    const bySubscription = collectWs(client, { subscriptionId: '' });
+    const byDelivery = collectWs(client, { deliveryId: '' });
+    const byEvent = collectWs(client, { event: '' });
+    await subscribed();
+    const invoice = await trigger(tenantA.apiKey);
+    await all.waitFor(delivered(invoice));
+    await byEvent.waitFor(() => byEvent.errors.length > 0);
+    expect(byEvent.errors[0]).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'event' }) })]);
+    expect(byEvent.items).toEqual([]);
+    expect(bySubscription.items).toEqual([]);
+    expect(byDelivery.items).toEqual([]);
+    await client.dispose();
+  });
+
   it('refuses an unauthenticated socket', async () => {
     const client = hl.wsClient(undefined);
     const closed = nextClose(client);
