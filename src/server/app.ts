@@ -12,7 +12,7 @@ import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
-import { BodyTooLargeError, MAX_BODY_BYTES, readBody } from './http-body.js';
+import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, readBody } from './http-body.js';
 
 export interface AppOptions {
   services: Services;
@@ -42,9 +42,9 @@ export interface App {
   stop(): Promise<void>;
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'content-type': `${type}; charset=utf-8`, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
@@ -64,19 +64,28 @@ interface SocketEntry {
  * parsed, for Yoga to use as it is, as it does for frameworks that parse bodies. Given the
  * Buffer, its server adapter first lists the Buffer's keys, one per byte, on every request.
  * Anything else (another type, invalid JSON, not an object) goes to Yoga as read, for its
- * own answer.
+ * own answer. `text` is the body decoded (bodyText), whatever the type.
  */
-function jsonObjectBody(req: IncomingMessage, buffer: Buffer): Record<string, unknown> | undefined {
+function jsonObjectBody(req: IncomingMessage, text: string): Record<string, unknown> | undefined {
   const type = req.headers['content-type']?.split(',')[0];
   if (type !== 'application/json' && !type?.startsWith('application/json;')) return undefined;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(buffer.toString('utf8'));
+    parsed = JSON.parse(text);
   } catch {
     return undefined;
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.keys(parsed).length) return undefined;
   return parsed as Record<string, unknown>;
+}
+
+/** The media type Yoga answers in: the first of its two JSON types that `accept` lists, else application/json. */
+function graphqlResponseType(accept: string | undefined): string {
+  for (const range of accept?.split(',') ?? []) {
+    const type = range.split(';')[0]!.trim().toLowerCase();
+    if (type === 'application/graphql-response+json' || type === 'application/json') return type;
+  }
+  return 'application/json';
 }
 
 /** How long /readyz waits for the database: a load balancer's probe gives up after a few seconds. */
@@ -151,20 +160,26 @@ export async function buildApp(options: AppOptions): Promise<App> {
     const readOnce = async () => (body ??= await readBody(req));
     if (options.routes && (await options.routes(req, res, readOnce))) return;
     if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
-      // Read (and limit) the body here; Yoga then uses it instead of the consumed stream.
+      // Read (and limit) the body here; Yoga then uses it instead of the consumed stream. Its
+      // bytes must be UTF-8 whatever the type: Yoga's own decoding would put U+FFFD in their place.
       const buffer = await readOnce();
-      if (buffer.length) (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, buffer) ?? buffer;
+      if (buffer.length) (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, bodyText(buffer)) ?? buffer;
     }
     await yoga.requestListener(req, res);
   }
 
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
-      if (error instanceof BodyTooLargeError) {
-        const refusal = { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` };
-        // In the shape each client reads: GraphQL's errors on /graphql, REST's error elsewhere.
+      if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error) {
+        const [status, refusal] =
+          error instanceof BodyTooLargeError
+            ? [413, { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` }]
+            : [400, { code: error.code, message: error.message }];
+        // In the shape each client reads: GraphQL's errors on /graphql (in the media type Yoga
+        // answers a malformed body in), REST's error elsewhere.
         const graphql = (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql';
-        sendJson(res, 413, graphql ? { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] } : { error: refusal });
+        if (graphql) sendJson(res, status, { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] }, graphqlResponseType(req.headers.accept));
+        else sendJson(res, status, { error: refusal });
         req.resume();
         return;
       }

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { ErrorCode, HooklineError } from '../errors.js';
 
 export const MAX_BODY_BYTES = 1024 * 1024; // 1 MiB, as in the contract
 
@@ -50,4 +51,28 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
     req.on('error', onError);
     req.on('close', onClose);
   });
+}
+
+/** A body whose bytes are not UTF-8: refused (BAD_USER_INPUT), where decoding would put U+FFFD in their place. */
+export class BodyNotUtf8Error extends HooklineError {
+  constructor() {
+    super(ErrorCode.BAD_USER_INPUT, 'the request body is not valid UTF-8');
+  }
+}
+
+// Fatal: a lenient decoder (Buffer#toString) turns invalid bytes into U+FFFD, which was then
+// stored, signed and delivered as if the client had sent it. Reused: without `stream`, each
+// decode() starts afresh. A leading byte order mark is dropped, as RFC 8259 allows.
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A request body's text. JSON is UTF-8 (RFC 8259 defines no charset parameter for it), so a
+ * content type's `charset` changes nothing: the bytes are UTF-8 or the body is refused.
+ */
+export function bodyText(body: Buffer): string {
+  try {
+    return utf8.decode(body);
+  } catch {
+    throw new BodyNotUtf8Error();
+  }
 }

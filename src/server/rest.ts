@@ -15,7 +15,7 @@ import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound 
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { sendJson } from './app.js';
-import { BodyTooLargeError } from './http-body.js';
+import { BodyTooLargeError, bodyText } from './http-body.js';
 
 export const REST_PREFIX = '/api/v1/tenant/webhooks';
 
@@ -360,7 +360,7 @@ export function createRestRoutes(services: Services): Routes {
       const tenantId = requireTenant(viewer);
       if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
       const json = async (): Promise<Record<string, unknown>> => {
-        const raw = (await readBody()).toString('utf8');
+        const raw = bodyText(await readBody());
         let parsed: unknown;
         try {
           parsed = JSON.parse(raw);

@@ -30,14 +30,14 @@ interface Answer {
   body: any;
 }
 
-async function rest(method: string, path: string, options: { token?: string | null; body?: unknown; raw?: string } = {}): Promise<Answer> {
+async function rest(method: string, path: string, options: { token?: string | null; body?: unknown; raw?: string | Uint8Array<ArrayBuffer>; type?: string } = {}): Promise<Answer> {
   const token = options.token === undefined ? key : options.token;
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
-  let body: string | undefined;
+  let body: string | Uint8Array<ArrayBuffer> | undefined;
   if (options.raw !== undefined) body = options.raw;
   else if (options.body !== undefined) body = JSON.stringify(options.body);
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (body !== undefined) headers['content-type'] = options.type ?? 'application/json';
   const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/${path}`, { method, headers, body });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined };
@@ -280,6 +280,36 @@ describe('400 BAD_USER_INPUT', () => {
     expectError(await rest('POST', 'subscriptions', { raw: '{"event": "invoice.created", "url": ' }), 400, 'BAD_USER_INPUT');
     expectError(await rest('POST', 'deliveries', { raw: '[1, 2]' }), 400, 'BAD_USER_INPUT');
     expectError(await rest('POST', 'deliveries', { raw: '' }), 400, 'BAD_USER_INPUT');
+  });
+
+  it('refuses a body that is not UTF-8, whatever charset its content type names, and writes nothing', async () => {
+    // Latin-1 bytes ("José", and a byte no UTF-8 text holds), which were decoded to U+FFFD and kept:
+    // the receiver got "Jos\uFFFD \uFFFD", and the subscription a secret other than the one sent.
+    const latin1 = (value: unknown) => new Uint8Array(Buffer.from(JSON.stringify(value), 'latin1'));
+    const secret = 'my-webhook-secret-Jos\u00e9';
+    for (const type of ['application/json', 'application/json; charset=iso-8859-1']) {
+      for (const [path, body] of [
+        ['subscriptions', { event: 'test.event', url: receiver.url, secret }],
+        ['deliveries', { event: 'test.event', payload: { name: 'Jos\u00e9 \u00ff' } }],
+      ] as const) {
+        const res = await rest('POST', path, { raw: latin1(body), type });
+        expectError(res, 400, 'BAD_USER_INPUT');
+        expect(res.body.error.message).toBe('the request body is not valid UTF-8');
+      }
+    }
+    expect(await countRows('webhook_subscriptions')).toBe(0);
+    expect(await countRows('webhook_events')).toBe(0);
+
+    // The same text in UTF-8 is taken as sent, whatever the charset says (JSON is UTF-8, RFC 8259).
+    const type = 'application/json; charset=iso-8859-1';
+    const created = await rest('POST', 'subscriptions', { raw: JSON.stringify({ event: 'test.event', url: `${receiver.url}/utf8`, secret }), type });
+    expect(created.status).toBe(201);
+    expect(created.body.secret).toBe(secret);
+    const sent = await rest('POST', 'deliveries', { raw: JSON.stringify({ event: 'test.event', payload: { name: 'Jos\u00e9 \u00ff' } }), type });
+    expect(sent.status).toBe(202);
+    const got = await eventually(() => receiver.received.find((r) => r.body.includes(sent.body.event_id)));
+    expect(JSON.parse(got.body).data).toEqual({ name: 'Jos\u00e9 \u00ff' });
+    expect(got.headers['x-signature']).toBe(`sha256=${createHmac('sha256', Buffer.from(secret, 'utf8')).update(got.body).digest('hex')}`);
   });
 
   it('names the field: missing url or event, unknown event, unknown field, bad types', async () => {

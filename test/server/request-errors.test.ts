@@ -121,6 +121,38 @@ describe('over HTTP', () => {
     expect(body.errors[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT' }, message: expect.stringContaining('text/plain') });
   });
 
+  it('refuses a body that is not UTF-8 with BAD_USER_INPUT, as it answers malformed JSON, and writes nothing', async () => {
+    // Latin-1 bytes ("José", and a byte no UTF-8 text holds), which were decoded to U+FFFD and kept:
+    // delivered as "Jos\uFFFD \uFFFD", and a subscription signed with a secret other than the one sent.
+    const latin1 = (text: string) => new Uint8Array(Buffer.from(text, 'latin1'));
+    const subscribe = 'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }';
+    const bodies: Array<[type: string, body: Uint8Array<ArrayBuffer>]> = [
+      ['application/json', latin1(JSON.stringify({ query: TRIGGER, variables: { input: { event: 'test.event', data: { name: 'Jos\u00e9 \u00ff' } } } }))],
+      ['application/json', latin1(JSON.stringify({ query: subscribe, variables: { input: { events: ['test.event'], url: 'http://127.0.0.1:9/hooks', secret: 'my-webhook-secret-Jos\u00e9' } } }))],
+      ['application/graphql', latin1('mutation { createApiKey(name: "Jos\u00e9") { id } }')],
+    ];
+    const own = await hl.createTenant('Latin-1');
+    const post = (type: string, accept: string, body: string | Uint8Array<ArrayBuffer>) =>
+      fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': type, accept, authorization: `Bearer ${own.apiKey}` }, body });
+    for (const accept of ['application/json', 'application/graphql-response+json']) {
+      const malformed = await post('application/json', accept, '{"query": ');
+      for (const [type, body] of bodies) {
+        for (const charset of ['', '; charset=iso-8859-1']) {
+          const res = await post(type + charset, accept, body);
+          expect(res.status).toBe(400);
+          expect(res.status).toBe(malformed.status);
+          expect(res.headers.get('content-type')).toBe(malformed.headers.get('content-type'));
+          expect(await res.json()).toEqual({ errors: [{ message: 'the request body is not valid UTF-8', extensions: { code: 'BAD_USER_INPUT' } }] });
+        }
+      }
+    }
+    // Its one API key is the one createTenant made.
+    for (const [table, rows] of [['webhook_events', 0], ['webhook_subscriptions', 0], ['api_keys', 1]] as const) {
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from ${table} where tenant_id = $1`, [own.id]);
+      expect(n, table).toBe(rows);
+    }
+  });
+
   it('writes nothing when a mutation is refused', async () => {
     const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
