@@ -52,6 +52,15 @@ export function rejectUnstorableText(field: string, value: string | null | undef
   if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) throw badInput(field, SURROGATE_MESSAGE);
 }
 
+/** A text input that may be absent: else non-blank, storable and at most `max` characters. */
+export function checkText(field: string, value: string | null | undefined, max: number): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
+  rejectUnstorableText(field, value);
+  rejectLongText(field, value, max);
+  return value;
+}
+
 /**
  * Whether `text` is longer than `max` characters, counted as the README's limits and PostgreSQL's
  * char_length count them: code points, not UTF-16 units (an emoji is one character, two units).

@@ -1,10 +1,12 @@
-// The envelope every receiver gets (README, "What a receiver gets").
+// The envelope every receiver gets (README, "What a receiver gets"), and the rules for its
+// resource fields, which triggerEvent and the library's formatEventPayload share.
 import { randomUUID } from 'node:crypto';
+import { badInput, checkText } from '../errors.js';
 
 export interface EventEnvelope {
   id: string;
   event: string;
-  resource_type: string | null;
+  resource_type: string;
   resource_id: string | null;
   tenant_id: string;
   timestamp: string;
@@ -15,26 +17,55 @@ export interface FormatEventInput {
   /** The event's id; a new random one when not given (the guide's format_event_payload takes none). */
   id?: string;
   event: string;
+  /** Default: the event's prefix (`invoice` for `invoice.created`). */
   resourceType?: string | null;
-  resourceId?: string | null;
+  /** The record's id (an integer is taken as its decimal text). Default: `data.<resource type>_id`, else `data.id`. */
+  resourceId?: string | number | null;
   tenantId: string;
   data: Record<string, unknown>;
+  /** Default: now. A date and time without an offset is UTC, as the guide's `datetime.utcnow().isoformat()` writes it. */
   timestamp?: Date | string;
 }
 
+/** The envelope's fields once decided: what triggerEvent records. */
+export interface EnvelopeFields {
+  id: string;
+  event: string;
+  resourceType: string;
+  resourceId: string | null;
+  tenantId: string;
+  data: Record<string, unknown>;
+  timestamp: Date;
+}
+
+/** The envelope of fields already decided; keys in the contract's order. */
+export function envelopeOf(fields: EnvelopeFields): EventEnvelope {
+  return {
+    id: fields.id,
+    event: fields.event,
+    resource_type: fields.resourceType,
+    resource_id: fields.resourceId,
+    tenant_id: fields.tenantId,
+    timestamp: fields.timestamp.toISOString(),
+    data: fields.data,
+  };
+}
+
 export class WebhookFormatter {
-  /** Builds the envelope; keys in the contract's order. */
+  /**
+   * The envelope the dispatcher sends for this event, as triggerEvent makes it: the resource
+   * fields checked and defaulted by the same rules, the timestamp in the contract's form
+   * (`2024-02-14T10:30:00.000Z`). Input triggerEvent would refuse is BAD_USER_INPUT here too.
+   */
   static formatEventPayload(input: FormatEventInput): EventEnvelope {
-    const timestamp = input.timestamp ?? new Date();
-    return {
+    return envelopeOf({
+      ...resourceOf(input, input.data),
       id: input.id ?? randomUUID(),
       event: input.event,
-      resource_type: input.resourceType ?? null,
-      resource_id: input.resourceId ?? null,
-      tenant_id: input.tenantId,
-      timestamp: typeof timestamp === 'string' ? timestamp : timestamp.toISOString(),
+      tenantId: input.tenantId,
       data: input.data,
-    };
+      timestamp: timestampOf(input.timestamp),
+    });
   }
 
   /** The exact bytes sent: serialised once, stored, and sent unchanged on every attempt. */
@@ -65,4 +96,37 @@ export function resourceIdOf(resourceType: string, data: Record<string, unknown>
     if (typeof value === 'string' || (typeof value === 'number' && Number.isSafeInteger(value))) return String(value);
   }
   return null;
+}
+
+/**
+ * A record's id as the app has it: text, or a whole number (the guide passes
+ * `resource_id=invoice.id`), kept as its decimal text; one JSON cannot hold exactly is refused.
+ */
+export function checkResourceId(value: unknown): string | null {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw badInput('resourceId', 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
+    return String(value);
+  }
+  if (value !== null && value !== undefined && typeof value !== 'string') throw badInput('resourceId', 'must be a string or a whole number');
+  return checkText('resourceId', value, 200);
+}
+
+/** `resource_type` and `resource_id` as given (checked), else their defaults (README). */
+export function resourceOf(
+  input: { event: string; resourceType?: string | null; resourceId?: string | number | null },
+  data: Record<string, unknown>,
+): { resourceType: string; resourceId: string | null } {
+  const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
+  return { resourceType, resourceId: checkResourceId(input.resourceId) ?? resourceIdOf(resourceType, data) };
+}
+
+/** A date and time with no offset (`2024-02-14T10:30:00`), which JavaScript would read as local time. */
+const NO_OFFSET = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$/;
+
+/** The contract's form of a timestamp; one that is not a date is BAD_USER_INPUT. */
+function timestampOf(value: Date | string | undefined): Date {
+  if (value === undefined) return new Date();
+  const date = typeof value === 'string' ? new Date(NO_OFFSET.test(value) ? `${value}Z` : value) : value;
+  if (!(date instanceof Date) || Number.isNaN(date.getTime())) throw badInput('timestamp', 'must be a date, e.g. 2024-02-14T10:30:00.000Z');
+  return date;
 }

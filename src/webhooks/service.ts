@@ -4,13 +4,13 @@
 // its webhooks commit or roll back together.
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, checkText, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
-import { WebhookFormatter, resourceIdOf, resourceTypeOf } from './formatter.js';
+import { WebhookFormatter, envelopeOf, resourceOf } from './formatter.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
 import {
   HAND_OFF_COLUMNS,
@@ -49,27 +49,6 @@ export interface TriggerResult {
   duplicate: boolean;
   event: TriggeredEvent;
   deliveries: CreatedDelivery[];
-}
-
-function checkText(field: string, value: string | null | undefined, max: number): string | null {
-  if (value === null || value === undefined) return null;
-  if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
-  rejectUnstorableText(field, value);
-  rejectLongText(field, value, max);
-  return value;
-}
-
-/**
- * A record's id as the app has it: text, or a whole number (the guide passes
- * `resource_id=invoice.id`), kept as its decimal text; one JSON cannot hold exactly is refused.
- */
-function checkResourceId(value: unknown): string | null {
-  if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) throw badInput('resourceId', 'must be a string or a whole number up to 9007199254740991 (send a larger id as a string)');
-    return String(value);
-  }
-  if (value !== null && value !== undefined && typeof value !== 'string') throw badInput('resourceId', 'must be a string or a whole number');
-  return checkText('resourceId', value, 200);
 }
 
 export class WebhookService {
@@ -137,8 +116,7 @@ export class WebhookService {
     }
     rejectUnstorableJson('data', dataJson);
     const idempotencyKey = checkText('idempotencyKey', input.idempotencyKey, 200);
-    const resourceType = checkText('resourceType', input.resourceType, 200) ?? resourceTypeOf(input.event);
-    const resourceId = checkResourceId(input.resourceId) ?? resourceIdOf(resourceType, data);
+    const { resourceType, resourceId } = resourceOf(input, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
     // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.
@@ -201,7 +179,7 @@ export class WebhookService {
     }
 
     const body = WebhookFormatter.serialize(
-      WebhookFormatter.formatEventPayload({
+      envelopeOf({
         id: eventId,
         event: input.event,
         resourceType: prepared.resourceType,
@@ -248,7 +226,7 @@ export class WebhookService {
     const createdAt = this.clock.now();
     const id = randomUUID();
     const body = WebhookFormatter.serializeWithData(
-      WebhookFormatter.formatEventPayload({
+      envelopeOf({
         id,
         event: input.event,
         resourceType: prepared.resourceType,

@@ -119,6 +119,76 @@ it('splices already serialised data into exactly the bytes serialize() makes', (
   }
 });
 
+describe('formatEventPayload, for library users', () => {
+  // An app that formats the envelope itself (the guide's Método 1) must get what the dispatcher
+  // sends for the same event: a numeric resourceId as text, the defaults, the contract's timestamp.
+  async function sentFor(input: Parameters<WebhookService['triggerEvent']>[0], inTransaction: boolean) {
+    const result = inTransaction ? await erp.transaction((manager) => webhooks.triggerEvent(input, manager)) : await webhooks.triggerEvent(input);
+    const request = await eventually(() => receiver.received.find((r) => JSON.parse(r.body).id === result.event.id));
+    return { event: result.event, body: request.body };
+  }
+
+  it('makes, byte for byte, the body the receiver gets for the same event, in a transaction or not', async () => {
+    const data = { invoice_id: 'inv-77', amount: '1500.00', customer: 'Acme Corp' };
+    const cases = [
+      // The guide passes `resource_id=invoice.id`, a number.
+      { input: { tenantId: tenant.id, event: 'invoice.created', resourceType: 'invoice', resourceId: 123, data }, inTransaction: true },
+      // No resource fields: the event's prefix, and data.invoice_id.
+      { input: { tenantId: tenant.id, event: 'invoice.created', data }, inTransaction: false },
+      // data.id when there is no data.test_id; a number, as text.
+      { input: { tenantId: tenant.id, event: 'test.event', data: { id: 42 } }, inTransaction: true },
+    ];
+    await hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', {
+      input: { url: receiver.url, events: ['test.event'] },
+    }, tenant.apiKey);
+    for (const { input, inTransaction } of cases) {
+      const { event, body } = await sentFor(input, inTransaction);
+      const formatted = WebhookFormatter.formatEventPayload({ ...input, id: event.id, timestamp: event.createdAt });
+      expect(WebhookFormatter.serialize(formatted)).toBe(body);
+      // The timestamp as the receiver read it gives the same bytes.
+      expect(WebhookFormatter.serialize(WebhookFormatter.formatEventPayload({ ...input, id: event.id, timestamp: JSON.parse(body).timestamp }))).toBe(body);
+    }
+    expect(JSON.parse((await sentFor(cases[0]!.input, true)).body)).toMatchObject({ resource_type: 'invoice', resource_id: '123' });
+  });
+
+  it('writes a resource id given as a number as its text, and the defaults when none is given', () => {
+    const base = { id: 'evt-1', tenantId: 't-1', timestamp: new Date(0) };
+    const numbered = WebhookFormatter.formatEventPayload({ ...base, event: 'invoice.created', resourceType: 'invoice', resourceId: 123, data: {} });
+    expect(numbered).toMatchObject({ resource_type: 'invoice', resource_id: '123' });
+    const defaulted = WebhookFormatter.formatEventPayload({ ...base, event: 'payment.received', data: { payment_id: 9, id: 'other' } });
+    expect(defaulted).toMatchObject({ resource_type: 'payment', resource_id: '9' });
+    const none = WebhookFormatter.formatEventPayload({ ...base, event: 'test.event', data: { name: 'x' } });
+    expect(none).toMatchObject({ resource_type: 'test', resource_id: null });
+    // What triggerEvent refuses, refused alike.
+    for (const resourceId of [1.5, 2 ** 53, '']) {
+      expect(() => WebhookFormatter.formatEventPayload({ ...base, event: 'invoice.created', resourceId, data: {} })).toThrow(
+        expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'resourceId' }),
+      );
+    }
+  });
+
+  it('writes a timestamp given as text in the contract\'s form, a date and time without an offset as UTC, and refuses one that is no date', () => {
+    const at = (timestamp: string) => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp }).timestamp;
+    const zone = process.env.TZ;
+    process.env.TZ = 'America/Guayaquil'; // UTC-5: JavaScript alone would read 10:30 there as 15:30Z
+    try {
+      expect(at('2024-02-14T10:30:00')).toBe('2024-02-14T10:30:00.000Z');
+      expect(at('2024-02-14T10:30:00.123456')).toBe('2024-02-14T10:30:00.123Z'); // Python's isoformat() with microseconds
+      expect(at('2024-02-14T10:30:00Z')).toBe('2024-02-14T10:30:00.000Z');
+      expect(at('2024-02-14T10:30:00+01:00')).toBe('2024-02-14T09:30:00.000Z');
+    } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    }
+    for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00']) {
+      expect(() => at(timestamp)).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }));
+    }
+    expect(() => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp: new Date(Number.NaN) })).toThrow(
+      expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }),
+    );
+  });
+});
+
 it('a repeat of an idempotency key the catalog would refuse waits for the first, still in its transaction, and gets its event', async () => {
   let commit!: () => void;
   const committing = new Promise<void>((r) => (commit = r));
