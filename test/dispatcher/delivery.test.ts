@@ -1,6 +1,7 @@
 // Durable delivery end to end: triggerEvent -> signed POST to a real receiver
 // on loopback -> recorded status and attempts.
 import { createHmac } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -124,6 +125,28 @@ describe('a delivery that succeeds', () => {
     const key = Buffer.from(secret, 'utf8');
     expect(request!.headers['x-signature']).toBe(`sha256=${createHmac('sha256', key).update(request!.body).digest('hex')}`);
     expect(new StandardWebhook(key as unknown as string, { format: 'raw' }).verify(request!.body, request!.headers as any)).toBeTruthy();
+  });
+
+  it('signs a secret that is not whsec_ and not ASCII so that standardwebhooks and svix verify it as the README says', async () => {
+    // The README's way: the secret's UTF-8 bytes, format raw. The packages' own reading of a
+    // string (base64, or with format raw one byte per character) gives another key.
+    const recipe = "new Webhook(Buffer.from(secret, 'utf8'), { format: 'raw' })";
+    const readme = (await readFile(new URL('../../README.md', import.meta.url), 'utf8')).replace(/\s+/g, ' ');
+    expect(readme.includes(recipe), `README.md shows ${recipe}`).toBe(true);
+    const receiver = await receiverWith();
+    const { secret } = await subscribe(receiver.url, ['payment.*'], 'clave-secreta-de-Ñandú-🧾');
+    await trigger({
+      event: 'payment.received',
+      data: { payment_id: 'pay-457', invoice_id: 'inv-123', amount: '1500.00', method: 'bank_transfer', reference: 'TR-2024-002', received_at: '2024-02-14T11:00:00' },
+    });
+    const [request] = await receiver.waitFor(1);
+    const headers = request!.headers as Record<string, string>;
+    const svixNames = { 'svix-id': headers['webhook-id']!, 'svix-timestamp': headers['webhook-timestamp']!, 'svix-signature': headers['webhook-signature']! };
+    const envelope = JSON.parse(request!.body);
+    expect(new StandardWebhook(Buffer.from(secret, 'utf8'), { format: 'raw' }).verify(request!.body, headers)).toEqual(envelope);
+    expect(new SvixWebhook(Buffer.from(secret, 'utf8'), { format: 'raw' }).verify(request!.body, svixNames)).toEqual(envelope);
+    expect(() => new StandardWebhook(secret, { format: 'raw' }).verify(request!.body, headers)).toThrow(/No matching signature/);
+    expect(() => new SvixWebhook(secret, { format: 'raw' }).verify(request!.body, svixNames)).toThrow(/No matching signature/);
   });
 });
 
