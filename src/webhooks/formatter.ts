@@ -1,7 +1,9 @@
 // The envelope every receiver gets (README, "What a receiver gets"), and the rules for its
 // resource fields, which triggerEvent and the library's formatEventPayload share.
 import { randomUUID } from 'node:crypto';
+import { DATE_TIME_EXPECTED, parseDateTime } from '../date-time.js';
 import { badInput, checkText } from '../errors.js';
+import { checkEventName } from './catalog.js';
 
 export interface EventEnvelope {
   id: string;
@@ -58,6 +60,8 @@ export class WebhookFormatter {
    * (`2024-02-14T10:30:00.000Z`). Input triggerEvent would refuse is BAD_USER_INPUT here too.
    */
   static formatEventPayload(input: FormatEventInput): EventEnvelope {
+    checkEventName('event', input.event);
+    if (input.data === null || typeof input.data !== 'object' || Array.isArray(input.data)) throw badInput('data', 'must be a JSON object');
     return envelopeOf({
       ...resourceOf(input, input.data),
       id: input.id ?? randomUUID(),
@@ -120,13 +124,14 @@ export function resourceOf(
   return { resourceType, resourceId: checkResourceId(input.resourceId) ?? resourceIdOf(resourceType, data) };
 }
 
-/** A date and time with no offset (`2024-02-14T10:30:00`), which JavaScript would read as local time. */
-const NO_OFFSET = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$/;
-
-/** The contract's form of a timestamp; one that is not a date is BAD_USER_INPUT. */
+/** The contract's form of a timestamp: text is read as RFC 3339 (no offset: UTC), anything else is BAD_USER_INPUT. */
 function timestampOf(value: Date | string | undefined): Date {
   if (value === undefined) return new Date();
-  const date = typeof value === 'string' ? new Date(NO_OFFSET.test(value) ? `${value}Z` : value) : value;
-  if (!(date instanceof Date) || Number.isNaN(date.getTime())) throw badInput('timestamp', 'must be a date, e.g. 2024-02-14T10:30:00.000Z');
-  return date;
+  if (typeof value === 'string') {
+    const parsed = parseDateTime(value, { utcWithoutOffset: true });
+    if ('problem' in parsed) throw badInput('timestamp', `must be a Date or ${DATE_TIME_EXPECTED}; ${JSON.stringify(value.slice(0, 100))} ${parsed.problem}`);
+    return parsed;
+  }
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw badInput('timestamp', `must be a Date or ${DATE_TIME_EXPECTED}`);
+  return value;
 }

@@ -167,6 +167,18 @@ describe('formatEventPayload, for library users', () => {
     }
   });
 
+  it('refuses what triggerEvent refuses: an event name that is none, data that is no object', () => {
+    const base = { id: 'e', tenantId: 't', timestamp: new Date(0) };
+    for (const event of ['foo', '', 'Invoice.Created']) {
+      expect(() => WebhookFormatter.formatEventPayload({ ...base, event, data: {} })).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'event' }));
+    }
+    for (const data of [null, undefined, [], 'text']) {
+      expect(() => WebhookFormatter.formatEventPayload({ ...base, event: 'test.event', data: data as any })).toThrow(
+        expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'data' }),
+      );
+    }
+  });
+
   it('writes a timestamp given as text in the contract\'s form, a date and time without an offset as UTC, and refuses one that is no date', () => {
     const at = (timestamp: string) => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp }).timestamp;
     const zone = process.env.TZ;
@@ -180,7 +192,9 @@ describe('formatEventPayload, for library users', () => {
       if (zone === undefined) delete process.env.TZ;
       else process.env.TZ = zone;
     }
-    for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00']) {
+    // No day that is not there (JavaScript moves February 30th into March), no other text
+    // JavaScript reads as a date ("1" as 2001, a local time written another way).
+    for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00', '2024-02-30T10:00:00Z', '1', '2024/02/14 10:30:00', 'Feb 14 2024 10:30']) {
       expect(() => at(timestamp)).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }));
     }
     expect(() => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp: new Date(Number.NaN) })).toThrow(
