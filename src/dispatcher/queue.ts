@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { checkOut } from '../db/query.js';
 import { isUuid } from '../ids.js';
 import { SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
-import type { EarlierSecret } from '../webhooks/secrets.js';
+import { EARLIER_SECRETS, type EarlierSecret } from '../webhooks/secrets.js';
 
 export interface ClaimedDelivery {
   id: string;
@@ -126,7 +126,7 @@ export function claimSql(limit: number, tenantId?: string): string {
              -- anything else of it is canceled (created or in flight as it was deleted).
              case when s.deleted_at is null or c.retried_at > s.deleted_at then s.secret end as secret,
              s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
-             s.earlier_secrets as "earlierSecrets", s.headers,
+             ${EARLIER_SECRETS} as "earlierSecrets", s.headers,
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         join webhook_events e on e.id = c.event_id

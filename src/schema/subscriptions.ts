@@ -122,7 +122,7 @@ builder.mutationField('rotateWebhookSecret', (t) =>
   t.field({
     type: SubscriptionWithSecret,
     description:
-      'Replaces the signing secret. The one replaced keeps signing webhook-signature beside the new one for 24 hours, as does each replaced before it within its own 24 hours (at most 10 such: RATE_LIMITED beyond). The current secret is refused as the new one (BAD_USER_INPUT).',
+      'Replaces the signing secret. The one replaced keeps signing webhook-signature beside the new one for 24 hours, as does each replaced before it within its own 24 hours (the 10 replaced last; an 11th rotation within the day ends the oldest one\'s early). Given the secret the subscription has (a retried call), it changes nothing.',
     args: { id: t.arg.id({ required: true }), secret: t.arg.string({ description: 'The new secret; generated when omitted.' }) },
     resolve: (_root, { id, secret }, { viewer, services }) =>
       services.subscriptions.rotateSecret(requireTenant(viewer), String(id), secret),

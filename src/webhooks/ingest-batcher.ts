@@ -9,7 +9,7 @@ import { TenantSessions, withTenantClient, type TenantId } from '../db/tenant-sc
 import { patternsFor } from './catalog.js';
 import { DELIVERY_COLUMNS, type DeliveryRow } from './deliveries.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
-import type { EarlierSecret } from './secrets.js';
+import { EARLIER_SECRETS, type EarlierSecret } from './secrets.js';
 
 /**
  * A dispatcher of this process that has nothing due and room to send: the
@@ -280,7 +280,7 @@ function insertSql(handOff: boolean): string {
        returning *
      )
      select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
-            s.earlier_secrets as "earlierSecrets", s.headers
+            ${EARLIER_SECRETS} as "earlierSecrets", s.headers
        from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease,
                     schedule_attempts as "scheduleAttempts" from d) x
        left join webhook_subscriptions s on x."handedOff" and s.id = x."subscriptionId"`

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, HooklineError, badInput, rejectUnstorableText } from '../errors.js';
+import { badInput, rejectUnstorableText } from '../errors.js';
 import { secretKey } from '../signing/keys.js';
 
 /** After a rotation the previous secret keeps signing for this long. */
@@ -51,6 +51,13 @@ export interface SecretsRow {
   earlierSecrets?: EarlierSecret[] | null;
 }
 
+/**
+ * A subscription `s`'s earlier secrets as the dispatcher reads them: none once the previous
+ * secret's 24 hours are over, as theirs are then too (the previous one was replaced last), so
+ * a list left by the last rotation is not read and parsed for every delivery after.
+ */
+export const EARLIER_SECRETS = 'case when s.previous_secret_expires_at > now() then s.earlier_secrets end';
+
 /** Secrets replaced within 24 hours that one subscription keeps signing with, at most. */
 export const MAX_RETIRED_SECRETS = 10;
 
@@ -71,26 +78,19 @@ export function signingSecrets(row: SecretsRow, now: Date): string[] {
 /**
  * What a rotation to `next` leaves signing beside it: the secret it replaces for 24 hours,
  * and every one replaced before whose 24 hours still run (a second rotation within the day,
- * a retried one, keeps the promise made by the first). `next` itself is not among them.
+ * a retried one, keeps the promise made by the first), at most MAX_RETIRED_SECRETS: beyond,
+ * the one whose 24 hours end first stops early (a rotation is never refused: it may be the
+ * way out of a leaked secret). `next` itself is not among them.
  */
 export function retireSecret(row: SecretsRow, next: string, now: Date): Omit<SecretsRow, 'secret'> {
-  if (next === row.secret) {
-    throw badInput('secret', "is the subscription's secret already: give another, or none to have one generated");
-  }
   const retired: Array<{ secret: string; expiresAt: Date }> = [{ secret: row.secret, expiresAt: new Date(now.getTime() + ROTATION_GRACE_MS) }];
   const keep = (secret: string, expiresAt: Date) => {
     if (expiresAt > now && secret !== next && !retired.some((r) => r.secret === secret)) retired.push({ secret, expiresAt });
   };
   if (row.previousSecret && row.previousSecretExpiresAt) keep(row.previousSecret, row.previousSecretExpiresAt);
   for (const earlier of row.earlierSecrets ?? []) keep(earlier.secret, new Date(earlier.expiresAt));
-  if (retired.length > MAX_RETIRED_SECRETS) {
-    const oldest = retired.reduce((a, b) => (a.expiresAt < b.expiresAt ? a : b));
-    throw new HooklineError(
-      ErrorCode.RATE_LIMITED,
-      `this subscription's secret was replaced ${MAX_RETIRED_SECRETS} times within 24 hours, and each replaced one signs for 24 hours: ` +
-        `rotate again after ${oldest.expiresAt.toISOString()}, or create a new subscription`,
-    );
-  }
+  retired.sort((a, b) => b.expiresAt.getTime() - a.expiresAt.getTime());
+  retired.length = Math.min(retired.length, MAX_RETIRED_SECRETS);
   const [previous, ...earlier] = retired;
   return {
     previousSecret: previous!.secret,

@@ -11,6 +11,7 @@ import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, envelopeOf, resourceOf } from './formatter.js';
+import { EARLIER_SECRETS } from './secrets.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
 import {
   HAND_OFF_COLUMNS,
@@ -353,7 +354,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        union all
        select 'delivery', to_jsonb(d) || coalesce(
                 (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
-                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'earlierSecrets', s.earlier_secrets,
+                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'earlierSecrets', ${EARLIER_SECRETS},
                                            'headers', s.headers)
                    from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
          from d`

@@ -214,6 +214,9 @@ export class SubscriptionService {
     const next = secret === undefined || secret === null ? generateSecret() : acceptSecret(secret);
     return withTenant(this.services.dataSource, tenantId, async (manager) => {
       const subscription = await findOwn(manager, tenantId, id);
+      // Its secret already (a retried call that gave it): done, and the grace of the secret it
+      // replaced goes on.
+      if (next === subscription.secret) return { subscription, secret: next };
       const now = this.services.clock.now();
       Object.assign(subscription, retireSecret(subscription, next, now));
       subscription.secret = next;
