@@ -325,12 +325,11 @@ export class LiveUpdates {
     unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
       if (revoked === apiKeyId) finish();
     });
-    // Only null and undefined mean no filter: "" is a value, which matches nothing.
     const matches = (d: DeliverySnapshot) =>
-      (filter.event == null || d.event === filter.event) &&
-      (filter.subscriptionId == null || d.subscriptionId === filter.subscriptionId) &&
-      (filter.deliveryId == null || d.id === filter.deliveryId) &&
-      (filter.status == null || d.status === filter.status);
+      (!filter.event || d.event === filter.event) &&
+      (!filter.subscriptionId || d.subscriptionId === filter.subscriptionId) &&
+      (!filter.deliveryId || d.id === filter.deliveryId) &&
+      (!filter.status || d.status === filter.status);
 
     // Listens on the PubSub's event target itself: each update is taken synchronously, as it
     // is dispatched, whatever the client's pace (no intermediate queue per subscriber).

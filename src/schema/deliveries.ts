@@ -214,15 +214,15 @@ builder.queryField('deliveries', (t) =>
     description: 'The tenant\'s deliveries, newest first.',
     complexity: pageComplexity,
     args: {
-      event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused).' }),
+      event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused). Empty, as every filter: no filter.' }),
       status: t.arg({ type: DeliveryStatusEnum }),
-      subscriptionId: t.arg.id(),
+      subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty, as every filter: no filter (a dashboard\'s "all").' }),
     },
     resolve: (_root, args, { viewer, services }) =>
       pageOf(args, (window) =>
         services.deliveries.list(
           requireTenant(viewer),
-          { event: args.event, status: args.status, subscriptionId: args.subscriptionId == null ? null : String(args.subscriptionId) },
+          { event: args.event, status: args.status, subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null },
           window,
         ),
       ),

@@ -36,15 +36,15 @@ builder.subscriptionField('deliveryUpdated', (t) =>
     description:
       'Emits a delivery of the tenant when it is created and on every change of its status or attempts, whichever process made it. All filters are optional.',
     args: {
-      event: t.arg.string(),
-      subscriptionId: t.arg.id(),
-      deliveryId: t.arg.id(),
+      event: t.arg.string({ description: 'Only deliveries of this event: an event name. Empty, as every filter: no filter.' }),
+      subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty: no filter.' }),
+      deliveryId: t.arg.id({ description: 'Only this delivery. Empty: no filter.' }),
       status: t.arg({ type: DeliveryStatusEnum }),
     },
     subscribe: async (_root, args, ctx) => {
       const tenantId = requireTenant(ctx.viewer);
-      // As the deliveries query takes it: an event name ("" is one no more than "Invoice").
-      if (args.event !== undefined && args.event !== null) checkEventName('event', args.event);
+      // As the deliveries query takes it: an event name; "" is no filter, as for every filter.
+      if (args.event) checkEventName('event', args.event);
       const live = ctx.services.live;
       if (!live) throw new Error('live updates are not served by this process');
       const metrics = ctx.services.metrics;
@@ -64,8 +64,8 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           {
             event: args.event,
             // Compared with the lower-case ids PostgreSQL writes; queries take ids in either case.
-            subscriptionId: args.subscriptionId == null ? null : String(args.subscriptionId).toLowerCase(),
-            deliveryId: args.deliveryId == null ? null : String(args.deliveryId).toLowerCase(),
+            subscriptionId: args.subscriptionId ? String(args.subscriptionId).toLowerCase() : null,
+            deliveryId: args.deliveryId ? String(args.deliveryId).toLowerCase() : null,
             status: args.status,
           },
           (error) => {

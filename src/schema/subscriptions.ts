@@ -82,7 +82,7 @@ builder.queryField('webhookSubscriptions', (t) =>
     description: 'The tenant\'s subscriptions, oldest first.',
     complexity: pageComplexity,
     args: {
-      event: t.arg.string({ description: 'Only subscriptions that receive this event (or exactly this pattern): an event name, a `prefix.*` pattern or `*`.' }),
+      event: t.arg.string({ description: 'Only subscriptions that receive this event (or exactly this pattern): an event name, a `prefix.*` pattern or `*`. Empty: no filter.' }),
       active: t.arg.boolean(),
     },
     resolve: (_root, args, { viewer, services }) =>

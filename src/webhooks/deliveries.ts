@@ -85,7 +85,7 @@ export class DeliveryService {
   list(tenantId: TenantId, filter: DeliveryFilter, window: PageWindow): Promise<DeliveryRow[]> {
     // An exact name (deliveries are of one event each): one that cannot be is refused, as a
     // subscriptions filter refuses it, rather than silently matching nothing.
-    if (filter.event !== undefined && filter.event !== null) checkEventName('event', filter.event);
+    if (filter.event) checkEventName('event', filter.event);
     return this.scoped(tenantId, (m) => {
       const where = ['tenant_id = $1'];
       const params: unknown[] = [tenantId];
@@ -93,9 +93,8 @@ export class DeliveryService {
         params.push(value);
         where.push(sql.replace('?', `$${params.length}`));
       };
-      // Only null and undefined mean no filter: "" is a value, which matches nothing.
-      if (filter.event !== undefined && filter.event !== null) add('event = ?', filter.event);
-      if (filter.status !== undefined && filter.status !== null) add('status = ?', filter.status);
+      if (filter.event) add('event = ?', filter.event);
+      if (filter.status) add('status = ?', filter.status);
       for (const key of ['subscriptionId', 'eventId'] as const) {
         const value = filter[key];
         if (value === undefined || value === null) continue;

@@ -246,7 +246,7 @@ export class SubscriptionService {
     return withTenant(this.services.dataSource, tenantId, async (manager) => {
       const where = ['tenant_id = $1', 'deleted_at is null'];
       const params: unknown[] = [tenantId];
-      if (filter.event !== undefined && filter.event !== null) {
+      if (filter.event) {
         // Checked first: patternsFor() of a name of any length would take seconds and the
         // memory of every prefix (32 KB of "a.": 5 s, 700 MB), for every tenant of the process.
         params.push(checkEventPattern('event', filter.event) === 'name' ? patternsFor(filter.event) : [filter.event]);

@@ -117,7 +117,7 @@ describe('200 GET subscriptions', () => {
     expect((await rest('GET', 'subscriptions?event=invoice.paid')).body).toHaveLength(1);
     expect((await rest('GET', 'subscriptions?event=parcel.lost')).body).toEqual([]);
     expect((await rest('GET', 'deliveries?event=parcel.lost')).body).toEqual([]);
-    // An empty parameter in a query string (a form's empty field) is no filter, as for status, active, limit and after.
+    // An empty parameter in a query string (a form's empty field) is no filter, as in GraphQL.
     expect((await rest('GET', 'subscriptions?event=')).body).toHaveLength(1);
   });
 });
