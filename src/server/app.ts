@@ -12,7 +12,7 @@ import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
-import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, readBody } from './http-body.js';
+import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, checkFormUtf8, readBody } from './http-body.js';
 
 export interface AppOptions {
   services: Services;
@@ -163,7 +163,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
       // Read (and limit) the body here; Yoga then uses it instead of the consumed stream. Its
       // bytes must be UTF-8 whatever the type: Yoga's own decoding would put U+FFFD in their place.
       const buffer = await readOnce();
-      if (buffer.length) (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, bodyText(buffer)) ?? buffer;
+      if (buffer.length) {
+        const text = bodyText(buffer);
+        if (req.headers['content-type']?.toLowerCase().startsWith('application/x-www-form-urlencoded')) checkFormUtf8(text);
+        (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, text) ?? buffer;
+      }
     }
     await yoga.requestListener(req, res);
   }

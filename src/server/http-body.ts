@@ -55,8 +55,8 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
 
 /** A body whose bytes are not UTF-8: refused (BAD_USER_INPUT), where decoding would put U+FFFD in their place. */
 export class BodyNotUtf8Error extends HooklineError {
-  constructor() {
-    super(ErrorCode.BAD_USER_INPUT, 'the request body is not valid UTF-8');
+  constructor(message = 'the request body is not valid UTF-8') {
+    super(ErrorCode.BAD_USER_INPUT, message);
   }
 }
 
@@ -74,5 +74,21 @@ export function bodyText(body: Buffer): string {
     return utf8.decode(body);
   } catch {
     throw new BodyNotUtf8Error();
+  }
+}
+
+/**
+ * Refuses a form body (`application/x-www-form-urlencoded`, which GraphQL over HTTP takes too)
+ * whose percent-encoded bytes are not UTF-8: its text is ASCII, so bodyText() passes it, and
+ * the parser's URLSearchParams would put U+FFFD in their place (`secret=...%FF...`).
+ */
+export function checkFormUtf8(text: string): void {
+  if (!text.includes('%')) return;
+  for (const part of text.split('&')) {
+    try {
+      decodeURIComponent(part.replaceAll('+', ' '));
+    } catch {
+      throw new BodyNotUtf8Error('the request body\'s percent-encoded bytes are not valid UTF-8');
+    }
   }
 }

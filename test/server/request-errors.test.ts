@@ -153,6 +153,26 @@ describe('over HTTP', () => {
     }
   });
 
+  it('refuses a form body whose percent-encoded bytes are not UTF-8, and writes nothing; a form in UTF-8 works', async () => {
+    const own = await hl.createTenant('Latin-1 form');
+    const form = (query: string) =>
+      fetch(`${hl.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: `Bearer ${own.apiKey}` },
+        body: `query=${query}`,
+      });
+    // "José" in Latin-1 (%E9), and a byte no UTF-8 text holds (%FF): URLSearchParams made them U+FFFD.
+    for (const query of ['mutation+%7B+createApiKey(name%3A+%22Jos%E9%22)+%7B+id+%7D+%7D', 'mutation { createApiKey(name: "key-%FF%FE") { id } }']) {
+      const res = await form(query);
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ errors: [{ message: "the request body's percent-encoded bytes are not valid UTF-8", extensions: { code: 'BAD_USER_INPUT' } }] });
+    }
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from api_keys where tenant_id = $1', [own.id]);
+    expect(n).toBe(1);
+    const utf8 = await form('mutation+%7B+createApiKey(name%3A+%22Jos%C3%A9%22)+%7B+name+%7D+%7D');
+    expect(await utf8.json()).toEqual({ data: { createApiKey: { name: 'José' } } });
+  });
+
   it('writes nothing when a mutation is refused', async () => {
     const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
