@@ -84,12 +84,22 @@ export async function checkOut(pool: pg.Pool): Promise<{ client: pg.PoolClient; 
 }
 
 /**
+ * The SQLSTATE of an error the database answered, or undefined for any other error: one of
+ * the connection (Node's `ECONNREFUSED`, `EPIPE`…, whose codes may look like a SQLSTATE) or
+ * of pg itself. The server's errors are the ones that carry a severity.
+ */
+export function sqlState(error: unknown): string | undefined {
+  const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
+  return typeof code === 'string' && typeof severity === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/**
  * The connection is no good any more: not an answer of the database to a statement, or
  * one that ends the session (class 08, connection exception; 57P01-57P03, the server
  * shutting down or restarting), which pg reports before the socket closes.
  */
 export function connectionLost(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  const code = sqlState(error);
+  if (code === undefined) return true;
   return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03';
 }

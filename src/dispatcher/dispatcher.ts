@@ -37,6 +37,7 @@ import {
   type ClaimedDelivery,
 } from './queue.js';
 import { CONNECT_TIMEOUT_MS, KEEP_ALIVE_AFTER_MS } from '../db/connection.js';
+import { sqlState } from '../db/query.js';
 import { MinHeap } from './min-heap.js';
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
@@ -68,16 +69,17 @@ export interface DispatcherOptions {
 }
 
 /**
- * The database was away or busy, not the statement wrong: no SQLSTATE (the connection failed or
- * timed out), or connection exception (08), insufficient resources (53), operator intervention
+ * The database was away or busy, not the statement wrong: no answer of the database (the
+ * connection refused, reset or timed out: Node's ECONNREFUSED and the like, which are no
+ * SQLSTATE), or connection exception (08), insufficient resources (53), operator intervention
  * (57: shutdown, crash), transaction rollback (40: serialization, deadlock), lock not available
  * (55P03). The same statement may pass later; anything else (a value or row refused, a statement
  * cancelled by its timeout, a trigger's error) it would not.
  */
 function transient(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
+  const code = sqlState(error);
   // Not 57014, a statement cancelled by its timeout: the same statement would be as slow again.
-  return typeof code !== 'string' || (/^(08|53|57|40)/.test(code) && code !== '57014') || code === '55P03';
+  return code === undefined || (/^(08|53|57|40)/.test(code) && code !== '57014') || code === '55P03';
 }
 
 /** Drops a connection whose server may be silent: pg has no public way (end() waits for the server). */

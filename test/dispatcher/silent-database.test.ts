@@ -69,6 +69,33 @@ it('a worker whose database goes silent goes on once it answers again, and stops
   expect(n).toBe(6);
 });
 
+it('outcomes a worker could not record while its database restarted (connections refused) are recorded after, not sent again', { timeout: 60_000 }, async () => {
+  // Answers after 1.5 s: the outcomes come while the database is down.
+  const { proxy, api, receiver, trigger, worker } = await scenario(() => ({ status: 204, delayMs: 1_500 }));
+  await worker({}, { databaseTimeoutMs: 2_000, pollIntervalMs: 200 });
+  const ids = await Promise.all([1, 2, 3, 4, 5].map(trigger));
+  await receiver.waitFor(5, 10_000);
+  await proxy.down();
+  await new Promise((r) => setTimeout(r, 4_000)); // the answers come, and their records are refused
+  await proxy.up();
+  // Recorded once the database is back (kept, not dropped: a dropped one stays SENDING until its
+  // lease runs out, about 30 s, and is then sent again).
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const rows: Array<{ status: string; attempts: number }> = await api.dataSource.query(
+      'select status, attempts from webhook_deliveries where id = any($1::uuid[])',
+      [ids],
+    );
+    if (rows.every((r) => r.status === 'DELIVERED')) {
+      expect(rows.map((r) => r.attempts)).toEqual([1, 1, 1, 1, 1]);
+      break;
+    }
+    if (Date.now() > deadline) throw new Error(`not recorded after the restart: ${JSON.stringify(rows)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(receiver.received).toHaveLength(5);
+});
+
 it('an outage of the database, which silences every worker, does not make them take each other for dead', { timeout: 60_000 }, async () => {
   // Workers that may be silent 2.5 s (room for a busy machine's stalls); the database is silent
   // for 4 s while one of them sends a delivery (a 7 s answer). When it answers again, each has

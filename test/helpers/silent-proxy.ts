@@ -1,5 +1,6 @@
 // A PostgreSQL that goes silent, with no reset and no FIN (its host lost in a failover, a
-// connection dropped by a firewall, a server stopped with SIGSTOP), through a TCP proxy.
+// connection dropped by a firewall, a server stopped with SIGSTOP), or restarts (refusing
+// connections for a while), through a TCP proxy.
 import net from 'node:net';
 
 /**
@@ -51,6 +52,15 @@ export async function silenceableProxy(target: URL) {
     },
     arm: () => (armed = true),
     disarm: () => (armed = false),
+    /**
+     * A database restart as clients see it: every connection is cut, and new ones are refused
+     * (ECONNREFUSED, nothing listens on the port) until `up()`.
+     */
+    async down() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+    up: () => new Promise<void>((resolve) => server.listen(Number(url.port), '127.0.0.1', resolve)),
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => server.close(resolve));
