@@ -40,6 +40,31 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Whether nothing listens on `port` of loopback now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', () => resolveFree(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolveFree(true)));
+  });
+}
+
+/** Beside the data: the port the database last listened on, taken again when it is free. */
+const PORT_FILE = 'pg-port';
+
+/**
+ * The port of the last start when it is still free, so that what was given the address (a
+ * `worker` or an app's outbox started with DATABASE_URL=$(cat .hookline/database-url)) reaches
+ * the database again after the service restarts; else a free one.
+ */
+async function portFor(dataDir: string): Promise<number> {
+  const file = resolve(dataDir, PORT_FILE);
+  const last = existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : Number.NaN;
+  if (Number.isInteger(last) && last >= 1024 && last <= 65535 && (await portFree(last))) return last;
+  return freePort();
+}
+
 const USER = 'postgres';
 /** The password of data folders made before each got its own: changed at their next start. */
 const LEGACY_PASSWORD = 'hookline';
@@ -107,7 +132,7 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
   const passwordFile = resolve(dataDir, PASSWORD_FILE);
-  const port = await freePort();
+  const port = await portFor(dataDir);
   const isRoot = process.getuid?.() === 0;
   const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
   // A superuser password of its own for each data folder: the database listens on loopback,
@@ -151,10 +176,11 @@ export async function startEmbeddedPostgres(
   const address = (secret: string) => `postgres://${USER}:${secret}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
   const url = address(encodeURIComponent(password));
   // Its address, for a tool or an app's outbox on the same database (the invoice example):
-  // its port is chosen afresh on each start, and it listens on loopback only. In a file only
+  // its port is the last start's when that is free (see portFor), and it listens on loopback only. In a file only
   // this user can read; the log line gives it without the password.
   const urlFile = resolve(dataDir, DATABASE_URL_FILE);
   writeSecret(urlFile, url);
+  writeFileSync(resolve(dataDir, PORT_FILE), `${port}\n`);
   log.info({ port, databaseDir, fresh, databaseUrl: address('****'), databaseUrlFile: urlFile }, 'embedded PostgreSQL started');
   return {
     url,

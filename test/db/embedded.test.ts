@@ -4,6 +4,7 @@
 // is the data folder's own, not one every local user knows.
 import { spawn } from 'node:child_process';
 import { existsSync, watch } from 'node:fs';
+import { createServer } from 'node:net';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,6 +89,7 @@ describe('the embedded PostgreSQL\'s password', () => {
       await rm(join(dir, 'pg-password'));
       db = await startEmbeddedPostgres(dir, log);
       const renewed = new URL(db.url);
+      expect(renewed.port, 'the port of the last start, free again').toBe(url.port);
       const replaced = decodeURIComponent(renewed.password);
       expect(replaced).not.toBe('hookline');
       expect(await login(renewed.port, 'hookline')).toBe('28P01');
@@ -98,7 +100,15 @@ describe('the embedded PostgreSQL\'s password', () => {
       // And the next start keeps it, with the address on file for this user only, whatever
       // mode a file left there had.
       await writeFile(join(dir, DATABASE_URL_FILE), 'stale\n', { mode: 0o644 });
-      db = await startEmbeddedPostgres(dir, log);
+      // Its port taken by another program meanwhile: another one.
+      const squatter = createServer();
+      await new Promise<void>((r) => squatter.listen(Number(url.port), '127.0.0.1', r));
+      try {
+        db = await startEmbeddedPostgres(dir, log);
+      } finally {
+        await new Promise((r) => squatter.close(r));
+      }
+      expect(new URL(db.url).port).not.toBe(url.port);
       expect(await mode(join(dir, DATABASE_URL_FILE))).toBe('600');
       expect(decodeURIComponent(new URL(db.url).password)).toBe(replaced);
       await db.stop();
