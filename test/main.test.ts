@@ -507,6 +507,10 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(pid).toBe(second.child.pid);
     expect(left.map((p) => p.pid)).toContain(postgresPid);
     expect((await gql(second.url, 'query { viewer { name } }', apiKey)).body).toEqual({ data: { viewer: { name: 'Killed' } } });
+    // On the port it had (the leftover stopped first): a worker given its address reconnects.
+    const postgresPort = (service: typeof first) =>
+      service.output().stdout.split('\n').filter((line) => line.includes('"embedded PostgreSQL started"')).map((line) => JSON.parse(line).port)[0];
+    expect(postgresPort(second)).toBe(postgresPort(first));
     for (const { pid } of left) expect(processesUsing(dataDir, true).some((p) => p.pid === pid), `pid ${pid} is gone`).toBe(false);
     const exit = await terminate(second);
     expect(exit, second.output().stderr).toEqual({ code: 0, signal: null });

@@ -132,9 +132,11 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
   const passwordFile = resolve(dataDir, PASSWORD_FILE);
+  const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
+  // First, as it frees the port of the last start (a killed service's PostgreSQL holds it).
+  if (!fresh) await stopLeftover(databaseDir, log);
   const port = await portFor(dataDir);
   const isRoot = process.getuid?.() === 0;
-  const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
   // A superuser password of its own for each data folder: the database listens on loopback,
   // where any local user could otherwise log in with a password everyone knows.
   await mkdir(resolve(dataDir), { recursive: true });
@@ -155,8 +157,6 @@ export async function startEmbeddedPostgres(
   if (fresh) {
     log.info({ databaseDir }, 'initialising embedded PostgreSQL');
     await initialiseWithPrivateTemp(embedded, dataDir);
-  } else {
-    await stopLeftover(databaseDir, log);
   }
   const server = await startServer(databaseDir, port, ['-c', 'listen_addresses=127.0.0.1', ...(options.postgresFlags ?? [])], log, options.onUnexpectedExit);
   const database = options.database ?? 'hookline';
