@@ -89,9 +89,10 @@ export function retireSecret(row: SecretsRow, next: string, now: Date): Omit<Sec
   };
   if (row.previousSecret && row.previousSecretExpiresAt) keep(row.previousSecret, row.previousSecretExpiresAt);
   for (const earlier of row.earlierSecrets ?? []) keep(earlier.secret, new Date(earlier.expiresAt));
-  retired.sort((a, b) => b.expiresAt.getTime() - a.expiresAt.getTime());
-  retired.length = Math.min(retired.length, MAX_RETIRED_SECRETS);
-  const [previous, ...earlier] = retired;
+  // The one replaced now is the previous one whatever the clocks said before (a rotation by a
+  // process whose clock ran ahead); of the others, those whose 24 hours end last are kept.
+  const [previous, ...others] = retired;
+  const earlier = others.sort((a, b) => b.expiresAt.getTime() - a.expiresAt.getTime()).slice(0, MAX_RETIRED_SECRETS - 1);
   return {
     previousSecret: previous!.secret,
     previousSecretExpiresAt: previous!.expiresAt,
