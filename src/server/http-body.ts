@@ -84,11 +84,16 @@ export function bodyText(body: Buffer): string {
  */
 export function checkFormUtf8(text: string): void {
   if (!text.includes('%')) return;
-  for (const part of text.split('&')) {
+  // Each run of escapes on its own: what lies between is whole characters (the text is UTF-8),
+  // so a character split across a run's end is invalid either way. A `%` not followed by two
+  // hex digits stays as it is, as URLSearchParams leaves it ("50% off").
+  for (const [run] of text.matchAll(PERCENT_ESCAPES)) {
     try {
-      decodeURIComponent(part.replaceAll('+', ' '));
+      utf8.decode(Buffer.from(run.replaceAll('%', ''), 'hex'));
     } catch {
       throw new BodyNotUtf8Error('the request body\'s percent-encoded bytes are not valid UTF-8');
     }
   }
 }
+
+const PERCENT_ESCAPES = /(?:%[0-9A-Fa-f]{2})+/g;

@@ -171,6 +171,11 @@ describe('over HTTP', () => {
     expect(n).toBe(1);
     const utf8 = await form('mutation+%7B+createApiKey(name%3A+%22Jos%C3%A9%22)+%7B+name+%7D+%7D');
     expect(await utf8.json()).toEqual({ data: { createApiKey: { name: 'José' } } });
+    // A % that starts no escape is a % (as curl -d sends "50% off"), and raw UTF-8 is UTF-8.
+    const stray = await form('mutation { createApiKey(name: "50% off, 100%") { name } }');
+    expect(await stray.json()).toEqual({ data: { createApiKey: { name: '50% off, 100%' } } });
+    const raw = await form('mutation { createApiKey(name: "Año %C3%B1") { name } }');
+    expect(await raw.json()).toEqual({ data: { createApiKey: { name: 'Año ñ' } } });
   });
 
   it('writes nothing when a mutation is refused', async () => {
