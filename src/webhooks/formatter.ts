@@ -124,14 +124,19 @@ export function resourceOf(
   return { resourceType, resourceId: checkResourceId(input.resourceId) ?? resourceIdOf(resourceType, data) };
 }
 
-/** The contract's form of a timestamp: text is read as RFC 3339 (no offset: UTC), anything else is BAD_USER_INPUT. */
+/**
+ * The contract's form of a timestamp: text is read as ISO 8601's usual forms (RFC 3339's, and
+ * see date-time.ts; no offset: UTC), anything else is BAD_USER_INPUT.
+ */
 function timestampOf(value: Date | string | undefined): Date {
   if (value === undefined) return new Date();
   if (typeof value === 'string') {
-    const parsed = parseDateTime(value, { utcWithoutOffset: true });
+    const parsed = parseDateTime(value, { utcWithoutOffset: true, lenient: true });
     if ('problem' in parsed) throw badInput('timestamp', `must be a Date or ${DATE_TIME_EXPECTED}; ${JSON.stringify(value.slice(0, 100))} ${parsed.problem}`);
     return parsed;
   }
-  if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw badInput('timestamp', `must be a Date or ${DATE_TIME_EXPECTED}`);
+  // Years past 9999 (or before 1) toISOString() writes as +010000-…, not the contract's form.
+  const year = value instanceof Date ? value.getUTCFullYear() : Number.NaN;
+  if (!(year >= 1 && year <= 9999)) throw badInput('timestamp', `must be a Date or ${DATE_TIME_EXPECTED}`);
   return value;
 }

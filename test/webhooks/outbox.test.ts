@@ -188,6 +188,10 @@ describe('formatEventPayload, for library users', () => {
       expect(at('2024-02-14T10:30:00.123456')).toBe('2024-02-14T10:30:00.123Z'); // Python's isoformat() with microseconds
       expect(at('2024-02-14T10:30:00Z')).toBe('2024-02-14T10:30:00.000Z');
       expect(at('2024-02-14T10:30:00+01:00')).toBe('2024-02-14T09:30:00.000Z');
+      // ISO 8601's other usual forms: PostgreSQL's timestamptz text, strftime's %z, no seconds.
+      expect(at('2024-02-14 10:30:00.123456+00')).toBe('2024-02-14T10:30:00.123Z');
+      expect(at('2024-02-14T10:30:00+0100')).toBe('2024-02-14T09:30:00.000Z');
+      expect(at('2024-02-14T10:30')).toBe('2024-02-14T10:30:00.000Z');
     } finally {
       if (zone === undefined) delete process.env.TZ;
       else process.env.TZ = zone;
@@ -197,9 +201,11 @@ describe('formatEventPayload, for library users', () => {
     for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00', '2024-02-30T10:00:00Z', '1', '2024/02/14 10:30:00', 'Feb 14 2024 10:30']) {
       expect(() => at(timestamp)).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }));
     }
-    expect(() => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp: new Date(Number.NaN) })).toThrow(
-      expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }),
-    );
+    for (const timestamp of [new Date(Number.NaN), new Date('+010000-01-01T00:00:00Z')]) {
+      expect(() => WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data: {}, timestamp })).toThrow(
+        expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }),
+      );
+    }
   });
 });
 
