@@ -38,9 +38,11 @@ export interface StartOptions {
     DispatcherOptions,
     'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs' | 'workerLostAfterMs'
   >;
+  /** How often the live LISTEN connection must answer (ms), for tests; by default LIVENESS_MS. */
+  livenessMs?: number;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings }: StartOptions): Promise<Hookline> {
+export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs }: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -70,7 +72,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     let recheckKeysInUse: (() => Promise<void>) | undefined;
     if (serveApi) {
       const { LiveUpdates } = await import('./live/delivery-updates.js');
-      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs);
+      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs, livenessMs);
       // Revocations may have been missed while not listening: forget every cached key, and
       // check the keys of the open connections and live subscriptions.
       live.target.onConnect = () => {

@@ -1,4 +1,4 @@
-// A promise given a time limit: what /readyz and the save-time address check wait for.
+// A promise given a time limit: what /readyz, the save-time address check and the LISTEN connections' checks wait for.
 
 /**
  * `promise`'s outcome, or a rejection with `message` once `ms` have passed first. The promise

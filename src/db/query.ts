@@ -83,6 +83,11 @@ export async function checkOut(pool: pg.Pool): Promise<{ client: pg.PoolClient; 
   };
 }
 
+/** Drops a connection whose server may be silent: pg has no public way (end() waits for the server). */
+export function dropConnection(client: pg.ClientBase): void {
+  (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+}
+
 /**
  * The SQLSTATE of an error the database answered, or undefined for any other error: one of
  * the connection (Node's `ECONNREFUSED`, `EPIPE`…, whose codes may look like a SQLSTATE) or

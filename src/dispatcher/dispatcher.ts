@@ -17,6 +17,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../services.js';
 import { isUuid } from '../ids.js';
+import { within } from '../within.js';
 import { decodeSecrets } from '../signing/standard-webhooks.js';
 import { signingSecrets } from '../webhooks/secrets.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
@@ -37,7 +38,7 @@ import {
   type ClaimedDelivery,
 } from './queue.js';
 import { CONNECT_TIMEOUT_MS, KEEP_ALIVE_AFTER_MS } from '../db/connection.js';
-import { sqlState } from '../db/query.js';
+import { dropConnection, sqlState } from '../db/query.js';
 import { MinHeap } from './min-heap.js';
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
@@ -82,10 +83,6 @@ function transient(error: unknown): boolean {
   return code === undefined || (/^(08|53|57|40)/.test(code) && code !== '57014') || code === '55P03';
 }
 
-/** Drops a connection whose server may be silent: pg has no public way (end() waits for the server). */
-function dropConnection(client: pg.ClientBase): void {
-  (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
-}
 
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
@@ -132,6 +129,8 @@ const DUE_SCAN_WALK = 256;
  * without a reset, a connection dropped by a firewall).
  */
 const QUERY_TIMEOUT_MS = 30_000;
+/** How long the LISTEN connection may take to answer its check (see checkListener). */
+const LISTENER_ANSWER_MS = 5_000;
 /**
  * A dispatcher not heard from for this long has died: its deliveries are taken back (by any
  * dispatcher's reclaim, every 5 s), whatever their leases. It says it runs four times as often,
@@ -239,6 +238,7 @@ export class Dispatcher {
   private readonly unreserved = new Set<() => void>();
   private loopDone: Promise<void> | undefined;
   private listener: pg.Client | undefined;
+  private checkingListener = false;
   private reclaimTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
@@ -326,6 +326,7 @@ export class Dispatcher {
     await this.heartbeatPool.query('select 1'); // connected: the first round trip tells the clock
     await this.heartbeat();
     this.heartbeatTimer = setInterval(() => {
+      this.checkListener();
       if (this.heartbeating) return;
       this.heartbeating = this.heartbeat()
         .catch((error) => this.log.warn({ err: error }, 'could not say this worker runs'))
@@ -639,6 +640,26 @@ export class Dispatcher {
     } catch (error) {
       this.log.warn({ err: error }, 'could not check the subscriptions of claimed deliveries after LISTEN came back');
     }
+  }
+
+  /**
+   * Asks the LISTEN connection for an answer. It only reads: a server gone silent (its host
+   * lost, no reset) would leave this worker deaf to notifications (new deliveries waiting for
+   * the poll, stopped subscriptions unheard) for the minutes TCP keep-alive takes. One that
+   * gives no answer in time is dropped, and so reconnected.
+   */
+  private checkListener(): void {
+    const client = this.listener;
+    if (!client || this.checkingListener) return;
+    this.checkingListener = true;
+    const limit = Math.min(this.lostAfterMs / 4, LISTENER_ANSWER_MS);
+    within(client.query('select 1'), limit, `no answer on the LISTEN connection within ${limit} ms`)
+      .catch((error: unknown) => {
+        if (this.listener !== client) return;
+        this.log.warn({ err: error }, 'the LISTEN connection went silent; dropping it');
+        dropConnection(client);
+      })
+      .finally(() => (this.checkingListener = false));
   }
 
   private reconnect(client: pg.Client): void {

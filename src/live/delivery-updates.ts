@@ -109,6 +109,7 @@ export class LiveUpdates {
     log: Logger,
     readonly bufferLimit = 10_000,
     readonly stallMs = STALL_MS,
+    livenessMs?: number,
   ) {
     this.target = new PostgresEventTarget(
       databaseUrl,
@@ -120,6 +121,7 @@ export class LiveUpdates {
       log,
       // Every delivery change of every tenant: heard only while someone here subscribes.
       [DELIVERY_UPDATES_CHANNEL],
+      livenessMs,
     );
     this.pubSub = createPubSub<LiveTopics>({ eventTarget: this.target as never });
     this.target.onResume = (since) => this.replay(since, log);

@@ -4,13 +4,25 @@
 // into (topic, detail) events, parsed once however many subscribe.
 import pg from 'pg';
 import pRetry from 'p-retry';
+import { connectionLimits } from '../db/connection.js';
+import { dropConnection } from '../db/query.js';
 import type { Logger } from '../logger.js';
+import { within } from '../within.js';
 import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 
 /** How long hearing a channel waits for transactions that had already decided not to announce on it. */
 const EARLIER_WRITERS_WAIT_MS = 5_000;
 /** Before the moment a loss was noticed, how far back what changed is looked up again. */
 const RESUME_MARGIN_MS = 10_000;
+/**
+ * How often the LISTEN connection is asked for an answer, and how long one may take. It only
+ * reads: a server gone silent (its host lost in a failover, a network cut, with no reset)
+ * would go unnoticed for minutes with TCP keep-alive alone, and every notification with it,
+ * while the process looked healthy. A silent one is dropped, and so reconnected.
+ */
+export const LIVENESS_MS = 5_000;
+/** Setting a connection up (its LISTENs, the wait for earlier writers) takes at most this long. */
+const SETUP_TIMEOUT_MS = 30_000;
 
 export type Route = (payload: string) => Iterable<[topic: string, detail: unknown]>;
 
@@ -47,6 +59,10 @@ export class PostgresEventTarget implements EventTarget {
   connections = 0;
   /** The database's clock less this process's, as last measured on the LISTEN connection. */
   private skewMs = 0;
+  /** When the current connection last answered (this process's clock). */
+  private answeredAt = 0;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  private checking = false;
 
   /** True while notifications are being heard. */
   get connected(): boolean {
@@ -64,7 +80,8 @@ export class PostgresEventTarget implements EventTarget {
    * may be trusted only then.
    */
   get caughtUp(): boolean {
-    return this.current && this.client !== undefined;
+    // And lately heard from: a connection that went silent is not yet known to be lost.
+    return this.current && this.client !== undefined && Date.now() - this.answeredAt < 3 * this.livenessMs;
   }
 
   /**
@@ -93,6 +110,7 @@ export class PostgresEventTarget implements EventTarget {
     private readonly routes: Record<string, Route>,
     private readonly log: Logger,
     private readonly onDemand: readonly string[] = [],
+    private readonly livenessMs = LIVENESS_MS,
   ) {}
 
   /**
@@ -180,11 +198,43 @@ export class PostgresEventTarget implements EventTarget {
 
   /** Connects and LISTENs to every routed channel; reconnects by itself after a loss. */
   start(): Promise<void> {
+    if (!this.livenessTimer && !this.closed) {
+      this.livenessTimer = setInterval(() => this.checkAlive(), this.livenessMs);
+      this.livenessTimer.unref();
+    }
     return (this.connecting ??= this.connect().finally(() => (this.connecting = undefined)));
   }
 
+  /** Asks the connection for an answer; one that gives none in time is dropped (see LIVENESS_MS). */
+  private checkAlive(): void {
+    const client = this.client;
+    if (!client || this.checking) return;
+    this.checking = true;
+    within(client.query('select 1'), this.livenessMs, `no answer on the LISTEN connection within ${this.livenessMs} ms`)
+      .then(() => {
+        if (this.client === client) this.answeredAt = Date.now();
+      })
+      .catch((error: unknown) => {
+        if (this.client !== client) return;
+        this.log.warn({ err: error }, 'live updates: the LISTEN connection went silent; dropping it');
+        dropConnection(client); // its end is the loss: reconnected, and what was missed announced again
+      })
+      .finally(() => (this.checking = false));
+  }
+
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'hookline-live' });
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'hookline-live', ...connectionLimits });
+    try {
+      await within(this.setUp(client), SETUP_TIMEOUT_MS, `the LISTEN connection was not set up within ${SETUP_TIMEOUT_MS} ms`);
+    } catch (error) {
+      // A server gone silent while it was set up would hold this start for ever: dropped (if it
+      // was taken already, that is its loss, and it is reconnected).
+      dropConnection(client);
+      throw error;
+    }
+  }
+
+  private async setUp(client: pg.Client): Promise<void> {
     this.connections++;
     client.on('notification', (message) => this.deliver(message.channel, message.payload ?? ''));
     const lost = (error?: Error) => {
@@ -229,6 +279,7 @@ export class PostgresEventTarget implements EventTarget {
       return;
     }
     this.client = client;
+    this.answeredAt = Date.now();
     this.listening.clear();
     await this.reconcile();
     // Lost during the reconcile: the reconnect under way calls onConnect() when it is back.
@@ -334,12 +385,16 @@ export class PostgresEventTarget implements EventTarget {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.livenessTimer);
     await this.connecting?.catch(() => {});
     const client = this.client;
     this.client = undefined;
     this.current = false;
+    if (!client) return;
     // No longer a listener (a connection that just ends leaves its rows for the next one to clear).
-    if (client) await client.query(`delete from ${LIVE_LISTENERS_TABLE} where pid = pg_backend_pid()`).catch(() => {});
-    await client?.end().catch(() => {});
+    // Neither waits for a server gone silent: the shutdown would never end.
+    const silent = `the LISTEN connection gave no answer within ${this.livenessMs} ms`;
+    await within(client.query(`delete from ${LIVE_LISTENERS_TABLE} where pid = pg_backend_pid()`), this.livenessMs, silent).catch(() => {});
+    await within(client.end(), this.livenessMs, silent).catch(() => dropConnection(client));
   }
 }

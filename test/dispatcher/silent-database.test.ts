@@ -96,6 +96,21 @@ it('outcomes a worker could not record while its database restarted (connections
   expect(receiver.received).toHaveLength(5);
 });
 
+it('a worker whose LISTEN connection goes silent replaces it: new deliveries go out at once, not at the next poll', { timeout: 60_000 }, async () => {
+  const { proxy, receiver, trigger, worker } = await scenario();
+  // Polls once a minute: only the notification sends a new delivery sooner. Checks its LISTEN
+  // connection each second (a quarter of workerLostAfterMs).
+  await worker({}, { pollIntervalMs: 60_000, workerLostAfterMs: 4_000 });
+  await trigger(0);
+  await receiver.waitFor(1, 10_000);
+  expect(proxy.silenceConnectionsOf('hookline-dispatcher-listen')).toBe(1);
+  await new Promise((r) => setTimeout(r, 3_000)); // found silent, and replaced
+  const sent = Date.now();
+  await trigger(1);
+  await receiver.waitFor(2, 15_000);
+  expect(Date.now() - sent).toBeLessThan(5_000);
+});
+
 it('an outage of the database, which silences every worker, does not make them take each other for dead', { timeout: 60_000 }, async () => {
   // Workers that may be silent 2.5 s (room for a busy machine's stalls); the database is silent
   // for 4 s while one of them sends a delivery (a 7 s answer). When it answers again, each has

@@ -14,11 +14,14 @@ export async function silenceableProxy(target: URL) {
   let silent = false;
   let armed = false;
   const sockets = new Set<net.Socket>();
+  /** Each open connection's application_name, and how to silence it. */
+  const connections = new Map<net.Socket, { application: string; silence: () => void }>();
   const server = net.createServer((client) => {
     const born = generation;
     let first = true;
     let victim = false;
     let quiet = false;
+    client.on('close', () => connections.delete(client));
     const alive = () => !silent && !quiet && born === generation;
     const upstream = net.connect(Number(target.port), target.hostname);
     for (const s of [client, upstream]) {
@@ -29,7 +32,9 @@ export async function silenceableProxy(target: URL) {
     client.on('data', (d) => {
       if (first) {
         first = false;
-        victim = armed && d.toString('latin1').includes('\0application_name\0hookline-dispatcher\0');
+        const application = /\0application_name\0([^\0]*)\0/.exec(d.toString('latin1'))?.[1] ?? '';
+        connections.set(client, { application, silence: () => (quiet = true) });
+        victim = armed && application === 'hookline-dispatcher';
       } else if (victim && d[0] === 0x51) quiet = true; // 'Q', a simple query
       if (alive()) upstream.write(d);
     });
@@ -51,6 +56,12 @@ export async function silenceableProxy(target: URL) {
       silent = false;
     },
     arm: () => (armed = true),
+    /** Silences the connections open now whose application_name is `application` (new ones work). */
+    silenceConnectionsOf(application: string): number {
+      let n = 0;
+      for (const connection of connections.values()) if (connection.application === application && ++n) connection.silence();
+      return n;
+    },
     disarm: () => (armed = false),
     /**
      * A database restart as clients see it: every connection is cut, and new ones are refused
