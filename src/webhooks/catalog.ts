@@ -78,12 +78,38 @@ function describeErrors(validate: ValidateFunction): string {
  * every tenant. RE2 runs in time linear in the input, and refuses what it cannot run so
  * (backreferences, lookarounds) when the schema is created.
  */
-const re2: RegExpEngine = Object.assign((pattern: string, flags: string) => new RE2(pattern, flags.includes('u') ? flags : `${flags}u`), {
-  code: 'new (require("re2-wasm").RE2)',
-});
+const re2: RegExpEngine = Object.assign(
+  (pattern: string, flags: string) => {
+    const made = new RE2(pattern, flags.includes('u') ? flags : `${flags}u`);
+    collecting?.push(made);
+    return made;
+  },
+  { code: 'new (require("re2-wasm").RE2)' },
+);
 
-// addUsedSchema: false, so two tenants' schemas with the same $id never collide.
-const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, code: { regExp: re2 } };
+/** RE2 objects made while a throwaway compile runs (see compiledOnce). */
+let collecting: RE2[] | undefined;
+
+/**
+ * Runs a compile whose validator is thrown away, and frees the RE2 objects it made: RE2 runs
+ * in WebAssembly, in one memory of a fixed size for the whole process, where nothing is freed
+ * on its own, so each check of a schema at createEventType would take some of it for good.
+ */
+function compiledOnce<T>(compile: () => T): T {
+  const made: RE2[] = [];
+  collecting = made;
+  try {
+    return compile();
+  } finally {
+    collecting = undefined;
+    for (const regExp of made) (regExp as unknown as { wrapper?: { delete?: () => void } }).wrapper?.delete?.();
+  }
+}
+
+// addUsedSchema: false, so two tenants' schemas with the same $id never collide. inlineRefs:
+// false, so a $ref used in many places is compiled once, not copied into each (200 uses of a
+// definition of 200 properties took 13 s and 1.5 GB to compile).
+const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, code: { regExp: re2 } };
 
 /** An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…) enforced, not ignored. */
 function createAjv(): Ajv {
@@ -124,6 +150,113 @@ function checkUniqueItems(node: unknown, path = 'schema'): void {
 /** Keywords whose values are data, not schemas: a `{"uniqueItems": true}` there is a value. */
 const DATA_KEYWORDS = new Set(['const', 'default', 'enum', 'examples', 'example']);
 
+/**
+ * What checking data against a tenant's schema may cost, bounded when the type is created, as
+ * the check runs in the process every tenant shares. The schema's size with each `$ref`
+ * counted as what it refers to: every part of a schema may apply to every value of the data, so
+ * that size bounds the work per value (a `$ref` that leads back to itself does not: with `anyOf`
+ * over nested arrays, 190 bytes of data took 16 s; nor does a chain of definitions each using
+ * the next twice). And its patterns: how many, how long, how many times a part of one repeats.
+ */
+export const SCHEMA_LIMITS = { nodes: 1_000, patterns: 20, patternLength: 256, repetition: 100 } as const;
+
+/** Refuses a schema whose checks could cost more than SCHEMA_LIMITS, naming where. */
+export function checkSchemaCost(root: Record<string, unknown>): void {
+  const sizes = new Map<object, number>();
+  const visiting = new Set<object>();
+  let patterns = 0;
+  const pattern = (text: unknown, path: string) => {
+    if (typeof text !== 'string') return;
+    if (++patterns > SCHEMA_LIMITS.patterns) throw badInput('schema', `${path}: at most ${SCHEMA_LIMITS.patterns} patterns in a schema`);
+    checkPatternCost(text, path);
+  };
+  const sizeOf = (node: unknown, path: string): number => {
+    if (node === null || typeof node !== 'object') return 0;
+    const known = sizes.get(node);
+    if (known !== undefined) return known;
+    if (visiting.has(node)) throw badInput('schema', `${path}: a $ref that leads back to where it is (recursion) is not supported`);
+    visiting.add(node);
+    let size = 1;
+    for (const [key, value] of Object.entries(node)) {
+      if (!Array.isArray(node) && DATA_KEYWORDS.has(key)) continue;
+      const at = Array.isArray(node) ? `${path}[${key}]` : `${path}.${key}`;
+      if (key === '$ref' && typeof value === 'string' && !Array.isArray(node)) {
+        size += sizeOf(resolvePointer(root, value, at), `schema${value.slice(1).replaceAll('/', '.')}`);
+        continue;
+      }
+      if (key === '$dynamicRef' || key === '$recursiveRef') throw badInput('schema', `${at}: ${key} is not supported`);
+      if (key === 'pattern') pattern(value, at);
+      if (key === 'patternProperties' && value && typeof value === 'object') for (const name of Object.keys(value)) pattern(name, `${at}.${name}`);
+      size += sizeOf(value, at);
+    }
+    visiting.delete(node);
+    sizes.set(node, size);
+    if (size > SCHEMA_LIMITS.nodes) {
+      throw badInput('schema', `${path}: too large, counting each $ref as what it refers to (at most ${SCHEMA_LIMITS.nodes} parts): checks would take too long`);
+    }
+    return size;
+  };
+  sizeOf(root, 'schema');
+}
+
+/** What a `$ref` within the schema (`#`, `#/$defs/name`) refers to; any other is refused. */
+function resolvePointer(root: Record<string, unknown>, ref: string, path: string): unknown {
+  if (ref !== '#' && !ref.startsWith('#/')) {
+    throw badInput('schema', `${path}: only a $ref within the schema (#/...) is supported, not ${JSON.stringify(ref.slice(0, 100))}`);
+  }
+  let node: unknown = root;
+  for (const part of ref === '#' ? [] : ref.slice(2).split('/')) {
+    let key: string;
+    try {
+      key = decodeURIComponent(part).replaceAll('~1', '/').replaceAll('~0', '~');
+    } catch {
+      return undefined;
+    }
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined; // ajv refuses it
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
+
+/**
+ * Bounds one pattern's size for RE2: its length, and how many times a part of it repeats, with
+ * counted repetitions inside counted repetitions multiplied (`(?:a?){1000}b` over 255 KB of data
+ * filled RE2's memory, every tenant's patterns failing after).
+ */
+function checkPatternCost(text: string, path: string): void {
+  if (text.length > SCHEMA_LIMITS.patternLength) throw badInput('schema', `${path}: a pattern may be at most ${SCHEMA_LIMITS.patternLength} characters`);
+  const groups: number[] = [1]; // the largest repetition inside each open group
+  let last = 1; // the repetition of the atom just read
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\\') {
+      i++;
+      last = 1;
+    } else if (c === '[') {
+      for (i++; i < text.length && text[i] !== ']'; i++) if (text[i] === '\\') i++;
+      last = 1;
+    } else if (c === '(') {
+      groups.push(1);
+      continue;
+    } else if (c === ')') {
+      last = groups.length > 1 ? groups.pop()! : 1;
+    } else if (c === '{') {
+      const counted = /^\{(\d+)(,(\d*))?\}/.exec(text.slice(i));
+      if (counted) {
+        const times = counted[3] ? Number(counted[3]) : Number(counted[1]) + (counted[2] ? 1 : 0);
+        last *= Math.max(times, 1);
+        i += counted[0].length - 1;
+      } else last = 1;
+    } else if (c !== '*' && c !== '+' && c !== '?' && c !== '|') {
+      last = 1;
+    }
+    if (last > SCHEMA_LIMITS.repetition) {
+      throw badInput('schema', `${path}: a pattern may repeat a part at most ${SCHEMA_LIMITS.repetition} times, counted repetitions inside others multiplied`);
+    }
+    groups[groups.length - 1] = Math.max(groups[groups.length - 1]!, last);
+  }
+}
+
 export class EventCatalog {
   private readonly ajv = createAjv();
   private readonly validators = new Map<string, CatalogEntry>();
@@ -133,6 +266,12 @@ export class EventCatalog {
   private compile(row: { id: string; name: string; schema: object }): CatalogEntry {
     let entry = this.validators.get(row.id);
     if (!entry) {
+      // A type created before these bounds were checked is not run unchecked either.
+      try {
+        checkSchemaCost(row.schema as Record<string, unknown>);
+      } catch (error) {
+        throw badInput('event', `the schema of ${row.name} costs too much to check (${(error as Error).message}): create the type again within the limits`);
+      }
       if (this.validators.size > 10_000) this.validators.clear();
       entry = { id: row.id, name: row.name, validate: this.ajv.compile(row.schema) };
       this.validators.set(row.id, entry);
@@ -197,14 +336,18 @@ export class EventCatalog {
     }
     rejectUnstorableJson('schema', toJsonText('schema', schema));
     checkUniqueItems(schema);
+    checkSchemaCost(schema as Record<string, unknown>);
     let valid: boolean;
     try {
       valid = this.ajv.validateSchema(schema) as boolean;
       // An asynchronous schema's validator answers with a promise, which is no verdict here.
-      if (valid && (createAjv().compile(schema) as { $async?: boolean }).$async) throw badInput('schema', 'must not be asynchronous ($async): Hookline validates events as they come');
+      if (valid && (compiledOnce(() => createAjv().compile(schema)) as { $async?: boolean }).$async) {
+        throw badInput('schema', 'must not be asynchronous ($async): Hookline validates events as they come');
+      }
     } catch (error) {
       if (error instanceof HooklineError) throw error;
-      throw badInput('schema', `cannot be compiled: ${(error as Error).message}`);
+      // Its first line only: an engine's failure may carry its stack (paths of this server).
+      throw badInput('schema', `cannot be compiled: ${String((error as Error).message).split('\n')[0]!.slice(0, 300)}`);
     }
     if (!valid) {
       throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);

@@ -263,6 +263,79 @@ describe('createEventType', () => {
     expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
   }, 30_000);
 
+  it('bounds what checking data may cost: no recursive $ref, no schema too large counting each $ref as its target, patterns bounded; nothing is written', async () => {
+    const tenant = await hl.createTenant('Costly schemas');
+    const defs: Record<string, unknown> = { d30: { type: 'string' } };
+    for (let i = 0; i < 30; i++) defs[`d${i}`] = { allOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+    const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`p${i}`, { type: 'string' }])) };
+    const refused: Array<[schema: Record<string, unknown>, message: string]> = [
+      // With anyOf over nested arrays, 190 bytes of data took 16 s (every tenant waiting).
+      [
+        { type: 'object', properties: { x: { $ref: '#/$defs/a' } }, $defs: { a: { anyOf: [{ allOf: [{ items: { $ref: '#/$defs/a' } }, { const: 'never' }] }, { items: { $ref: '#/$defs/a' } }] } } },
+        'schema.$defs.a: a $ref that leads back to where it is (recursion) is not supported',
+      ],
+      [{ type: 'object', properties: { self: { $ref: '#' } } }, 'recursion'],
+      // Each definition using the next twice: 2^30 checks per value.
+      [{ $ref: '#/$defs/d0', $defs: defs }, 'too large, counting each $ref as what it refers to (at most 1000 parts)'],
+      // 200 uses of a definition of 200 properties: 13 s and 1.5 GB to compile.
+      [{ type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { $ref: '#/$defs/leaf' }])), $defs: { leaf } }, 'too large'],
+      [{ $ref: 'https://example.com/schema.json' }, 'only a $ref within the schema (#/...) is supported'],
+      // RE2's memory, the whole process's: one such pattern over a long string filled it.
+      [{ type: 'object', properties: { s: { type: 'string', pattern: '(?:a?){1000}b' } } }, 'schema.properties.s.pattern: a pattern may repeat a part at most 100 times'],
+      [{ type: 'object', properties: { s: { type: 'string', pattern: '((ab){20}c){20}' } } }, 'counted repetitions inside others multiplied'],
+      [{ type: 'object', properties: { s: { type: 'string', pattern: 'a'.repeat(257) } } }, 'at most 256 characters'],
+      [{ type: 'object', patternProperties: Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`^k${i}$`, { type: 'string' }])) }, 'at most 20 patterns in a schema'],
+    ];
+    for (const [schema, message] of refused) {
+      const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'costly.event', schema } }, tenant.apiKey);
+      expect(res.errors?.[0], message).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'schema' }, message: expect.stringContaining(message) });
+    }
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from event_types where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(0);
+
+    // Within the bounds: a definition used in several places, a pattern repeating 100 times.
+    const fine = {
+      type: 'object',
+      properties: { from: { $ref: '#/$defs/address' }, to: { $ref: '#/$defs/address' }, code: { type: 'string', pattern: '^(?:[A-Z]{2}-){0,10}[0-9]{1,100}$' } },
+      $defs: { address: { type: 'object', required: ['city'], properties: { city: { type: 'string', minLength: 1 } } } },
+    };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.moved', schema: fine } }, tenant.apiKey)).errors).toBeUndefined();
+    const wrong = await hl.gql(TRIGGER, { input: { event: 'parcel.moved', data: { from: { city: 'Quito' }, to: {}, code: 'EC-12' } } }, tenant.apiKey);
+    expect(wrong.errors?.[0]?.message).toContain('data.to.city is required');
+    const right = await hl.gql(TRIGGER, { input: { event: 'parcel.moved', data: { from: { city: 'Quito' }, to: { city: 'Lima' }, code: 'EC-PE-12' } } }, tenant.apiKey);
+    expect(right.errors).toBeUndefined();
+  });
+
+  it('gives back the memory of the patterns it checks at creation (RE2\'s, one fixed size for the whole process)', async () => {
+    const tenant = await hl.createTenant('Many patterns');
+    // 16,000 distinct patterns checked: without being freed they filled RE2's memory (about
+    // 14,000 did), and then every tenant's patterns failed.
+    for (let batch = 0; batch < 40; batch++) {
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, i) => {
+          const n = batch * 20 + i;
+          const schema = { type: 'object', patternProperties: Object.fromEntries(Array.from({ length: 20 }, (_, k) => [`^p${n}x${k}[a-z]{1,8}$`, { type: 'string' }])) };
+          const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: `many.p${n}`, schema } }, tenant.apiKey);
+          expect(res.errors).toBeUndefined();
+        }),
+      );
+    }
+    const sku = { type: 'object', required: ['sku'], properties: { sku: { type: 'string', pattern: '^[A-Z]{3}-[0-9]+$' } } };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'many.sku', schema: sku } }, tenant.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'ABC-12' } } }, tenant.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'abc' } } }, tenant.apiKey)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  }, 60_000);
+
+  it('does not run a costly schema stored before the bounds were checked', async () => {
+    const tenant = await hl.createTenant('Stored before');
+    const schema = { type: 'object', properties: { x: { $ref: '#/$defs/a' } }, $defs: { a: { anyOf: [{ items: { $ref: '#/$defs/a' } }, { type: 'string' }] } } };
+    await hl.dataSource.query(`insert into event_types (tenant_id, name, description, schema) values ($1, 'legacy.nested', '', $2)`, [tenant.id, schema]);
+    const res = await hl.gql(TRIGGER, { input: { event: 'legacy.nested', data: { x: [[['deep']]] } } }, tenant.apiKey);
+    expect(res.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'event' }, message: expect.stringContaining('the schema of legacy.nested costs too much to check') });
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(0);
+  });
+
   it('takes uniqueItems only over items of a scalar type, which are compared in linear time', async () => {
     const tenant = await hl.createTenant('Unique items');
     const schemaWith = (items?: unknown) => ({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true, ...(items ? { items } : {}) } } });
