@@ -11,7 +11,7 @@ import { runMigrations } from './db/migrate.js';
 import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
-import { buildApp, type App } from './server/app.js';
+import { buildApp, type App, type RequestTimeouts } from './server/app.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
 
 export interface Hookline {
@@ -40,9 +40,11 @@ export interface StartOptions {
   >;
   /** How often the live LISTEN connection must answer (ms), for tests; by default LIVENESS_MS. */
   livenessMs?: number;
+  /** How long a client may take to send a request, for tests; by default REQUEST_TIMEOUTS. */
+  requestTimeouts?: RequestTimeouts;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs }: StartOptions): Promise<Hookline> {
+export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs, requestTimeouts }: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -87,7 +89,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
       services.live = live;
     }
     const routes = serveApi ? (await import('./server/rest.js')).createRestRoutes(services) : undefined;
-    const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes });
+    const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes, timeouts: requestTimeouts });
     stops.push(() => app.stop());
     // A revoked key stops working at once in every API process: its cached lookup is
     // dropped and its live connections close.

@@ -23,7 +23,25 @@ export interface AppOptions {
   host?: string;
   /** Extra routes tried before GraphQL (REST); answers true when it handled the request. */
   routes?: (req: IncomingMessage, res: ServerResponse, body: () => Promise<Buffer>) => Promise<boolean>;
+  /** How long a client may take to send a request (see REQUEST_TIMEOUTS); shorter in tests. */
+  timeouts?: RequestTimeouts;
 }
+
+export interface RequestTimeouts {
+  /** To send the request's headers (ms). */
+  headersMs: number;
+  /** To send the whole request, body included (ms). */
+  requestMs: number;
+}
+
+/**
+ * A client that opens a request and sends it slowly, or stops half-way, holds its connection and
+ * what it sent (up to a 1 MiB body): Node's own limit is 300 s for the whole request, so a thousand
+ * such clients held a gigabyte for five minutes without a key. Headers come at once, and a 1 MiB
+ * body over a slow link (300 kbit/s) still fits: past these the client is answered 408 and cut.
+ * Answers (a Server-Sent Events stream, say) take as long as they take; an upgraded WebSocket is not a request.
+ */
+export const REQUEST_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000 };
 
 export interface App {
   server: Server;
@@ -172,7 +190,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     await yoga.requestListener(req, res);
   }
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((error: unknown) => {
       if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error) {
         const [status, refusal] =
@@ -195,7 +213,17 @@ export async function buildApp(options: AppOptions): Promise<App> {
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' } });
       else res.destroy();
     });
-  });
+  };
+  const timeouts = options.timeouts ?? REQUEST_TIMEOUTS;
+  const server = createServer(
+    {
+      headersTimeout: timeouts.headersMs,
+      requestTimeout: timeouts.requestMs,
+      // How often they are checked: Node's default, 30 s, would let a request have twice its time.
+      connectionsCheckingInterval: Math.min(1_000, timeouts.headersMs / 4),
+    },
+    onRequest,
+  );
   server.keepAliveTimeout = 65_000;
 
   const sockets = new Set<SocketEntry>();
