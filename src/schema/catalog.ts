@@ -1,13 +1,14 @@
 import { requireTenant } from '../auth/viewer.js';
 import type { EventType as EventTypeRow } from '../entities/event-type.js';
+import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
 import { builder } from './builder.js';
 
 export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').implement({
   description: 'An entry of the event catalog: a name, what it means, and the JSON Schema its `data` must match.',
   fields: (t) => ({
     name: t.exposeString('name', { description: 'Dotted name, e.g. invoice.created.' }),
-    description: t.exposeString('description'),
-    schema: t.expose('schema', { type: 'JSON', description: 'JSON Schema of the event `data`.' }),
+    description: t.exposeString('description', { complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
+    schema: t.expose('schema', { type: 'JSON', description: `JSON Schema of the event \`data\`. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     builtIn: t.boolean({ description: 'True for Hookline\'s own types; false for the tenant\'s.', resolve: (e) => e.tenantId === null }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),

@@ -1,6 +1,9 @@
 import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
 import { RETRY_FAILED_BATCH, type DeliveryRow } from '../webhooks/deliveries.js';
+import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
+import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
+import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
 import { builder, type Context } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
@@ -18,7 +21,12 @@ DeliveryAttemptRef.implement({
     durationMs: t.exposeInt('durationMs'),
     statusCode: t.exposeInt('statusCode', { nullable: true }),
     error: t.exposeString('error', { nullable: true }),
-    responseBody: t.exposeString('responseBody', { nullable: true, description: 'The first 4 KiB of the answer, as UTF-8 text (a NUL character shows as U+FFFD).' }),
+    responseBody: t.exposeString('responseBody', {
+      nullable: true,
+      description: 'The first 4 KiB of the answer, as UTF-8 text (a NUL character shows as U+FFFD).',
+      // Each byte that is not UTF-8 becomes U+FFFD, three bytes.
+      complexity: sizeComplexity(3 * RESPONSE_EXCERPT_BYTES),
+    }),
   }),
 });
 
@@ -47,10 +55,11 @@ DeliveryRef.implement({
     }),
     createdAt: t.field({ type: 'DateTime', resolve: async (d, _args, ctx) => (await complete(d, ctx)).createdAt }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-    targetUrl: t.field({ type: 'String', resolve: async (d, _args, ctx) => (await complete(d, ctx)).targetUrl }),
+    targetUrl: t.field({ type: 'String', complexity: sizeComplexity(MAX_TARGET_URL_LENGTH), resolve: async (d, _args, ctx) => (await complete(d, ctx)).targetUrl }),
     payload: t.field({
       type: 'JSON',
-      description: 'The exact envelope sent (parsed).',
+      description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
+      complexity: LARGE_VALUE_COMPLEXITY,
       resolve: (d, _args, { viewer, services }) => services.deliveries.payload(requireTenant(viewer), d.eventId),
     }),
     webhookEvent: t.field({
@@ -83,7 +92,7 @@ WebhookEventRef.implement({
     event: t.exposeString('event'),
     resourceType: t.exposeString('resourceType', { nullable: true }),
     resourceId: t.exposeString('resourceId', { nullable: true }),
-    data: t.expose('data', { type: 'JSON' }),
+    data: t.expose('data', { type: 'JSON', description: `As triggered: up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     idempotencyKey: t.exposeString('idempotencyKey', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({

@@ -1,5 +1,9 @@
 import { requireTenant } from '../auth/viewer.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
+import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
+import { MAX_EVENT_NAME } from '../webhooks/catalog.js';
+import { MAX_EVENTS_PER_SUBSCRIPTION } from '../webhooks/subscriptions.js';
+import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { builder } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryRef, DeliveryStatusEnum, WebhookSubscriptionRef } from './refs.js';
@@ -8,15 +12,19 @@ WebhookSubscriptionRef.implement({
   description: 'Where a tenant\'s events go: a URL and the events it receives.',
   fields: (t) => ({
     id: t.exposeID('id'),
-    url: t.exposeString('url'),
-    events: t.exposeStringList('events', { description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
-    description: t.exposeString('description', { nullable: true }),
+    url: t.exposeString('url', { complexity: sizeComplexity(MAX_TARGET_URL_LENGTH) }),
+    events: t.exposeStringList('events', {
+      description: 'Exact event names, `prefix.*` patterns, or `*`.',
+      // Each written with its quotes and comma (and a pattern's `.*`).
+      complexity: sizeComplexity(MAX_EVENTS_PER_SUBSCRIPTION * (MAX_EVENT_NAME + 5)),
+    }),
+    description: t.exposeString('description', { nullable: true, complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
     active: t.exposeBoolean('active', { description: 'Deliveries of an inactive subscription wait until it is active again.' }),
     disabledReason: t.exposeString('disabledReason', {
       nullable: true,
       description: 'Why Hookline deactivated it (the endpoint answered 410 Gone, with HOOKLINE_DISABLE_ON_GONE=true).',
     }),
-    headers: t.expose('headers', { type: 'JSON', description: 'Extra headers sent with every delivery.' }),
+    headers: t.expose('headers', { type: 'JSON', description: `Extra headers sent with every delivery. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
     deliveries: t.connection({

@@ -4,6 +4,11 @@
 // `complexity` in src/schema). Depth alone does not bound the work: an event's deliveries,
 // each with its event, each with its deliveries... multiplies by the fan-out at every level,
 // and one tenant's request could keep the process busy for every tenant.
+//
+// Nor does counting fields bound the answer: a field that holds up to 256 KiB (an event's
+// `data`, a delivery's `payload`) counted 1 like an id, so 822 bytes of query (8 aliases of a
+// page of 100 deliveries with their payloads and events' data) built a 408 MB answer, and the
+// process 2 GB, while other tenants waited. Such a field costs by its size: see sizeComplexity.
 import { createComplexityRule } from '@pothos/plugin-complexity';
 import { GraphQLError, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
@@ -11,6 +16,21 @@ import { ErrorCode } from '../errors.js';
 
 /** At most this cost per operation: 50 pages of 100 rows of 10 fields, or one event's 1,000 deliveries 16 times over. */
 export const MAX_QUERY_COMPLEXITY = 50_000;
+
+/**
+ * The cost of a value of up to 256 KiB (an event's `data`, a delivery's `payload`, an event type's
+ * `schema`): an operation reads at most 125 of them, about 31 MiB, and a page of 100 deliveries
+ * with their payloads (the largest page) still fits.
+ */
+export const LARGE_VALUE_COMPLEXITY = 400;
+
+/** Said in the descriptions of the fields that cost LARGE_VALUE_COMPLEXITY. */
+export const LARGE_VALUE_NOTE = `A large value: it counts ${LARGE_VALUE_COMPLEXITY} toward the ${MAX_QUERY_COMPLEXITY.toLocaleString('en')} an operation may cost, where most fields count 1.`;
+
+/** The cost of a field whose value may take up to `bytes`: as a large value's, in proportion, and at least 1 (a value of up to 655 bytes). */
+export function sizeComplexity(bytes: number): number {
+  return Math.max(1, Math.ceil((LARGE_VALUE_COMPLEXITY * bytes) / (256 * 1024)));
+}
 
 export interface OperationArgs {
   schema: GraphQLSchema;
@@ -62,7 +82,7 @@ export function complexityRefusal(args: OperationArgs): GraphQLError | undefined
   }
   if (complexity <= MAX_QUERY_COMPLEXITY) return undefined;
   return new GraphQLError(
-    `the operation could read about ${complexity} fields, more than ${MAX_QUERY_COMPLEXITY}: ask for smaller pages (first/last) or fewer nested lists (an event's deliveries count as 1,000)`,
+    `the operation could cost ${complexity}, more than ${MAX_QUERY_COMPLEXITY} (a field costs 1, a value of up to 256 KiB such as payload, data, schema or headers ${LARGE_VALUE_COMPLEXITY}, and a list its selection once per row it can hold): ask for smaller pages (first/last), fewer nested lists (an event's deliveries count as 1,000) or fewer large values`,
     { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } },
   );
 }

@@ -1,10 +1,12 @@
 // An operation that could ask for more than the limit (nested lists multiply: an event's
 // deliveries, each with its event, each with its deliveries...) is refused before anything
 // runs, over HTTP, WebSocket and Server-Sent Events alike, and writes nothing; pages are at
-// most 100 rows. What clients of the contract ask for stays well within it.
+// most 100 rows. A value of up to 256 KiB (a payload, an event's data) costs 400, so a small
+// query cannot build an answer of hundreds of MB out of one large event. What clients of the
+// contract ask for stays well within it.
 import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_QUERY_COMPLEXITY } from '../../src/server/complexity.js';
+import { LARGE_VALUE_COMPLEXITY, MAX_QUERY_COMPLEXITY } from '../../src/server/complexity.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs } from '../helpers/live.js';
 import { wsRequest } from '../helpers/ws.js';
@@ -84,6 +86,60 @@ describe('over HTTP', () => {
     expect(res.status).toBe(400);
     const text = await res.text(); // the stream's one event: the refusal
     expectRefused(JSON.parse(/^data: (.*)$/m.exec(text)![1]!).errors);
+  });
+});
+
+describe('large values', () => {
+  // The review's query: 822 bytes, which read one event of 255 KB 1,600 times (408 MB).
+  const page = 'deliveries(first: 100, event: "big.data") { edges { node { payload webhookEvent { data } } } }';
+  const EIGHT_PAGES = `{ ${Array.from({ length: 8 }, (_, i) => `p${i}: ${page}`).join(' ')} }`;
+  const data = { blob: 'x'.repeat(100_000) };
+
+  beforeAll(async () => {
+    const type = await hl.gql('mutation { createEventType(input: { name: "big.data", schema: { type: "object" } }) { name } }', {}, tenant.apiKey);
+    expect(type.errors).toBeUndefined();
+    for (let i = 0; i < 3; i++) {
+      const created = await hl.gql(
+        'mutation { createWebhookSubscription(input: { url: "http://127.0.0.1:9/hook", events: ["big.data"] }) { subscription { id } } }',
+        {},
+        tenant.apiKey,
+      );
+      expect(created.errors).toBeUndefined();
+    }
+    const triggered = await hl.gql('mutation($data: JSON!) { triggerEvent(input: { event: "big.data", data: $data }) { deliveries { id } } }', { data }, tenant.apiKey);
+    expect(triggered.data?.triggerEvent.deliveries).toHaveLength(3);
+  });
+
+  it('refuses pages of payloads and events\' data that add up to hundreds of MB, before reading any', async () => {
+    expect(EIGHT_PAGES.length).toBeLessThan(900);
+    const res = await hl.gql(EIGHT_PAGES, {}, tenant.apiKey);
+    expectRefused(res.errors);
+    expect(res.errors![0]!.message).toContain(`${LARGE_VALUE_COMPLEXITY}`);
+    expect(res.data ?? null).toBeNull();
+  });
+
+  it('answers a dashboard\'s page of 20 deliveries with their payloads and events\' data, and a page of 100 payloads', async () => {
+    const twenty = await hl.gql(
+      `{ deliveries(first: 20, event: "big.data") { edges { cursor node { id event status attempts lastError lastStatusCode nextAttemptAt createdAt
+           targetUrl payload webhookEvent { id data } subscription { id url events description headers } attemptLog { number responseBody } } } } }`,
+      {},
+      tenant.apiKey,
+    );
+    expect(twenty.errors).toBeUndefined();
+    expect(twenty.data.deliveries.edges).toHaveLength(3);
+    for (const { node } of twenty.data.deliveries.edges) {
+      expect(node.payload.data).toEqual(data);
+      expect(node.webhookEvent.data).toEqual(data);
+    }
+    const hundred = await hl.gql('{ deliveries(first: 100) { edges { node { id payload } } } }', {}, tenant.apiKey);
+    expect(hundred.errors).toBeUndefined();
+    expect(hundred.data.deliveries.edges).toHaveLength(3);
+  });
+
+  it('answers the contract\'s event types with their schemas', async () => {
+    const res = await hl.gql('query EventTypes { eventTypes { name description schema } }', {}, tenant.apiKey);
+    expect(res.errors).toBeUndefined();
+    expect(res.data.eventTypes.map((t: { name: string }) => t.name)).toContain('big.data');
   });
 });
 
