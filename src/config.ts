@@ -42,6 +42,10 @@ export interface Config {
   liveStallMs: number;
   /** Requests per second one API key may make to one API process (0: no limit). */
   rateLimitPerSecond: number;
+  /** deliveryUpdated subscriptions open at once for one API key in one API process (WebSocket and Server-Sent Events). */
+  liveSubscriptionsPerKey: number;
+  /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
+  liveSubscriptionsPerConnection: number;
 }
 
 export class ConfigError extends Error {
@@ -161,6 +165,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', (t) => parseDurationUpTo(t, 3_600_000, '1h')),
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
+    liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
+    liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

@@ -74,7 +74,10 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     let recheckKeysInUse: (() => Promise<void>) | undefined;
     if (serveApi) {
       const { LiveUpdates } = await import('./live/delivery-updates.js');
-      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs, livenessMs);
+      const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs, livenessMs, {
+        perKey: config.liveSubscriptionsPerKey,
+        perConnection: config.liveSubscriptionsPerConnection,
+      });
       // Revocations may have been missed while not listening: forget every cached key, and
       // check the keys of the open connections and live subscriptions.
       live.target.onConnect = () => {

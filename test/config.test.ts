@@ -179,6 +179,9 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_STALL', '5'],
     ['HOOKLINE_LIVE_STALL', '1000h'],
     ['HOOKLINE_LIVE_STALL', '61m'],
+    ['HOOKLINE_LIVE_PER_KEY', '0'],
+    ['HOOKLINE_LIVE_PER_KEY', 'lots'],
+    ['HOOKLINE_LIVE_PER_CONNECTION', '0'],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {

@@ -5,6 +5,7 @@
 import { createPubSub, type PubSub } from 'graphql-yoga';
 import type pg from 'pg';
 import { API_KEY_REVOKED_CHANNEL } from '../auth/tenants.js';
+import { ErrorCode, HooklineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DELIVERY_UPDATES_CHANNEL } from '../migrations/0004-live-updates.js';
 import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
@@ -81,6 +82,26 @@ export class SubscriberTooSlowError extends Error {
   }
 }
 
+/**
+ * How many subscribers one API key may have in this process, and one WebSocket connection: each
+ * is a buffer, and each update is executed and sent once per subscriber. Unbounded, one key opened
+ * 10,000 (2,000 connections of 5), and one event for 100 subscriptions made a million messages
+ * while another tenant's request waited 26 s.
+ */
+export interface SubscriberLimits {
+  perKey: number;
+  perConnection: number;
+}
+
+export const DEFAULT_SUBSCRIBER_LIMITS: SubscriberLimits = { perKey: 100, perConnection: 20 };
+
+/** A subscription refused because its key or its connection has as many as it may (RATE_LIMITED). */
+export class TooManySubscribersError extends HooklineError {
+  constructor(message: string) {
+    super(ErrorCode.RATE_LIMITED, message);
+  }
+}
+
 /** At most this many changes made while a LISTEN connection was down are announced again. */
 export const REPLAY_LIMIT = 10_000;
 
@@ -91,8 +112,10 @@ export class LiveUpdates {
   readonly target: PostgresEventTarget;
   readonly pubSub: PubSub<LiveTopics>;
   private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
-  /** The API keys of the live subscribers, with how many use each. */
+  /** The API keys of the live subscribers, with how many use each (at most limits.perKey). */
   private readonly keysInUse = new Map<string, number>();
+  /** How many live subscribers each WebSocket connection has (at most limits.perConnection). */
+  private readonly connectionsInUse = new WeakMap<object, number>();
   private revocations: AsyncIterator<string> | undefined;
   /**
    * While what a lost LISTEN connection missed is yet to be announced again: the deliveries
@@ -110,6 +133,7 @@ export class LiveUpdates {
     readonly bufferLimit = 10_000,
     readonly stallMs = STALL_MS,
     livenessMs?: number,
+    readonly limits: SubscriberLimits = DEFAULT_SUBSCRIBER_LIMITS,
   ) {
     this.target = new PostgresEventTarget(
       databaseUrl,
@@ -267,11 +291,14 @@ export class LiveUpdates {
     filter: DeliveryFilter,
     /** Called at once when the subscriber is cut off: it may never read again to learn it. */
     onCutOff?: (error: SubscriberTooSlowError) => void,
+    /** The WebSocket connection it comes on, if any (its subscribers are limited too). */
+    connection?: object,
   ): Promise<AsyncIterableIterator<DeliverySnapshot>> {
-    // The key's revocation is watched for from the start: hearing the channel may wait
-    // seconds (for transactions open since before), and a revocation acted on meanwhile
+    // Counted from the start, as the key's revocation is watched for: hearing the channel may
+    // wait seconds (for transactions open since before), and a revocation acted on meanwhile
     // would otherwise find nothing to end, and this stream would go on for ever.
-    if (apiKeyId) this.keysInUse.set(apiKeyId, (this.keysInUse.get(apiKeyId) ?? 0) + 1);
+    this.takeSlot(apiKeyId, connection);
+    const release = () => this.releaseSlot(apiKeyId, connection);
     let revokedWhileStarting = false;
     let unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
       if (revoked === apiKeyId) revokedWhileStarting = true;
@@ -281,7 +308,7 @@ export class LiveUpdates {
       stopHearing = await this.target.demand(DELIVERY_UPDATES_CHANNEL);
     } catch (error) {
       unsubscribeRevoked();
-      this.releaseKey(apiKeyId);
+      release();
       throw error;
     }
     unsubscribeRevoked();
@@ -318,7 +345,7 @@ export class LiveUpdates {
       this.target.removeEventListener(topic, listener);
       stopHearing();
       unsubscribeRevoked();
-      this.releaseKey(apiKeyId);
+      release();
       if (error && failWaiting) failWaiting(error);
       else waiting?.({ value: undefined, done: true });
       waiting = failWaiting = undefined;
@@ -388,12 +415,33 @@ export class LiveUpdates {
     return iterator;
   }
 
-  /** One live subscriber less for this API key. */
-  private releaseKey(apiKeyId: string | undefined): void {
-    if (!apiKeyId) return;
-    const users = this.keysInUse.get(apiKeyId)! - 1;
-    if (users > 0) this.keysInUse.set(apiKeyId, users);
-    else this.keysInUse.delete(apiKeyId);
+  /** One live subscriber more for this API key and connection, or TooManySubscribersError. */
+  private takeSlot(apiKeyId: string | undefined, connection: object | undefined): void {
+    const { perKey, perConnection } = this.limits;
+    const ofKey = apiKeyId ? (this.keysInUse.get(apiKeyId) ?? 0) : 0;
+    const ofConnection = connection ? (this.connectionsInUse.get(connection) ?? 0) : 0;
+    if (ofKey >= perKey) {
+      throw new TooManySubscribersError(
+        `live updates: this API key already has ${perKey} deliveryUpdated subscriptions open on this server, the most it may have (WebSocket and Server-Sent Events together); end one, or let one subscription with a wider filter (or none) serve several`,
+      );
+    }
+    if (ofConnection >= perConnection) {
+      throw new TooManySubscribersError(
+        `live updates: this connection already has ${perConnection} deliveryUpdated subscriptions open, the most one connection may have; end one, or let one subscription with a wider filter (or none) serve several`,
+      );
+    }
+    if (apiKeyId) this.keysInUse.set(apiKeyId, ofKey + 1);
+    if (connection) this.connectionsInUse.set(connection, ofConnection + 1);
+  }
+
+  /** One live subscriber less for this API key and connection. */
+  private releaseSlot(apiKeyId: string | undefined, connection: object | undefined): void {
+    if (apiKeyId) {
+      const users = this.keysInUse.get(apiKeyId)! - 1;
+      if (users > 0) this.keysInUse.set(apiKeyId, users);
+      else this.keysInUse.delete(apiKeyId);
+    }
+    if (connection) this.connectionsInUse.set(connection, this.connectionsInUse.get(connection)! - 1);
   }
 
   async close(): Promise<void> {

@@ -74,6 +74,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
             if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
             else if (res) closeWhenStuck(res, error, live.stallMs);
           },
+          socket,
         );
       } catch (error) {
         uncount();
