@@ -5,7 +5,7 @@ const str = { type: 'string' };
 const amount = { type: ['string', 'number'] };
 
 /** Built-in event types: the guide's events, requiring the fields every example of each carries. */
-const BUILT_IN_EVENT_TYPES: Array<{ name: string; description: string; required: Record<string, object> }> = [
+export const BUILT_IN_EVENT_TYPES: Array<{ name: string; description: string; required: Record<string, object> }> = [
   { name: 'invoice.created', description: 'An invoice was created.', required: { amount, customer: str } },
   { name: 'invoice.sent', description: 'An invoice was sent to the customer.', required: { invoice_id: str, invoice_number: str, sent_at: str } },
   {

@@ -1,6 +1,8 @@
 import { requireTenant } from '../auth/viewer.js';
 import type { EventType as EventTypeRow } from '../entities/event-type.js';
-import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
+import { BUILT_IN_EVENT_TYPES } from '../migrations/0002-catalog-subscriptions.js';
+import { MAX_QUERY_COMPLEXITY, sizeComplexity } from '../server/complexity.js';
+import { SCHEMA_LIMITS } from '../webhooks/catalog.js';
 import { builder } from './builder.js';
 
 export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').implement({
@@ -8,7 +10,11 @@ export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').impleme
   fields: (t) => ({
     name: t.exposeString('name', { description: 'Dotted name, e.g. invoice.created.' }),
     description: t.exposeString('description', { complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
-    schema: t.expose('schema', { type: 'JSON', description: `JSON Schema of the event \`data\`. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
+    schema: t.expose('schema', {
+      type: 'JSON',
+      description: `JSON Schema of the event \`data\`: up to ${SCHEMA_LIMITS.bytes / 1024} KiB, counting ${sizeComplexity(SCHEMA_LIMITS.bytes)} toward the ${MAX_QUERY_COMPLEXITY.toLocaleString('en')} an operation may cost.`,
+      complexity: sizeComplexity(SCHEMA_LIMITS.bytes),
+    }),
     builtIn: t.boolean({ description: 'True for Hookline\'s own types; false for the tenant\'s.', resolve: (e) => e.tenantId === null }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
@@ -26,7 +32,8 @@ builder.queryField('eventTypes', (t) =>
   t.field({
     type: [EventTypeRef],
     description: 'The built-in event types and the tenant\'s own.',
-    complexity: { field: 1, multiplier: 50 },
+    // The built-in types and at most SCHEMA_LIMITS.typesPerTenant of the tenant's own.
+    complexity: { field: 1, multiplier: BUILT_IN_EVENT_TYPES.length + SCHEMA_LIMITS.typesPerTenant },
     resolve: (_root, _args, { viewer, services }) => services.catalog.list(requireTenant(viewer)),
   }),
 );

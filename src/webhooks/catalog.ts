@@ -158,7 +158,7 @@ const DATA_KEYWORDS = new Set(['const', 'default', 'enum', 'examples', 'example'
  * over nested arrays, 190 bytes of data took 16 s; nor does a chain of definitions each using
  * the next twice). And its patterns: how many, how long, how many times a part of one repeats.
  */
-export const SCHEMA_LIMITS = { nodes: 1_000, patterns: 20, patternLength: 256, repetition: 100 } as const;
+export const SCHEMA_LIMITS = { bytes: 64 * 1024, nodes: 1_000, patterns: 20, patternLength: 256, repetition: 100, typesPerTenant: 100 } as const;
 
 /** Refuses a schema whose checks could cost more than SCHEMA_LIMITS, naming where. */
 export function checkSchemaCost(root: Record<string, unknown>): void {
@@ -178,7 +178,10 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
     visiting.add(node);
     let size = 1;
     for (const [key, value] of Object.entries(node)) {
-      if (!Array.isArray(node) && DATA_KEYWORDS.has(key)) continue;
+      if (!Array.isArray(node) && DATA_KEYWORDS.has(key)) {
+        if (key === 'enum' && Array.isArray(value)) size += value.length; // each value is compared
+        continue;
+      }
       const at = Array.isArray(node) ? `${path}[${key}]` : `${path}.${key}`;
       if (key === '$ref' && typeof value === 'string' && !Array.isArray(node)) {
         size += sizeOf(resolvePointer(root, value, at), `schema${value.slice(1).replaceAll('/', '.')}`);
@@ -334,7 +337,9 @@ export class EventCatalog {
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
     }
-    rejectUnstorableJson('schema', toJsonText('schema', schema));
+    const text = toJsonText('schema', schema);
+    rejectUnstorableJson('schema', text);
+    if (Buffer.byteLength(text) > SCHEMA_LIMITS.bytes) throw badInput('schema', `may be at most ${SCHEMA_LIMITS.bytes / 1024} KiB as JSON`);
     checkUniqueItems(schema);
     checkSchemaCost(schema as Record<string, unknown>);
     let valid: boolean;
@@ -359,6 +364,12 @@ export class EventCatalog {
         [name, tenantId],
       );
       if (taken.length) throw badInput('name', `event type "${name}" already exists`);
+      // One creation at a time per tenant, so that creations at once cannot pass the count together.
+      await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline event types ' || $1, 0))`, [tenantId]);
+      const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from event_types where tenant_id = $1', [tenantId]);
+      if (n >= SCHEMA_LIMITS.typesPerTenant) {
+        throw badInput('name', `a tenant may have at most ${SCHEMA_LIMITS.typesPerTenant} event types of its own`);
+      }
       try {
         return await manager.save(manager.create(EventType, { tenantId, name, description, schema: schema as Record<string, unknown> }));
       } catch (error) {

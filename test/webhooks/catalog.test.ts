@@ -286,6 +286,11 @@ describe('createEventType', () => {
       [{ type: 'object', properties: { s: { type: 'string', pattern: 'a'.repeat(257) } } }, 'at most 256 characters'],
       [{ type: 'object', patternProperties: Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`^k${i}$`, { type: 'string' }])) }, 'at most 20 patterns in a schema'],
     ];
+    refused.push(
+      // Each value of an enum is compared with the data.
+      [{ type: 'object', properties: { s: { enum: Array.from({ length: 1_000 }, (_, i) => `v${i}`) } } }, 'too large'],
+      [{ type: 'object', description: 'x'.repeat(64 * 1024) }, 'may be at most 64 KiB as JSON'],
+    );
     for (const [schema, message] of refused) {
       const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'costly.event', schema } }, tenant.apiKey);
       expect(res.errors?.[0], message).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'schema' }, message: expect.stringContaining(message) });
@@ -307,24 +312,45 @@ describe('createEventType', () => {
   });
 
   it('gives back the memory of the patterns it checks at creation (RE2\'s, one fixed size for the whole process)', async () => {
-    const tenant = await hl.createTenant('Many patterns');
-    // 16,000 distinct patterns checked: without being freed they filled RE2's memory (about
-    // 14,000 did), and then every tenant's patterns failed.
+    // 16,000 distinct patterns checked (800 types of 20, 100 a tenant): without being freed they
+    // filled RE2's memory (about 14,000 did), and then every tenant's patterns failed.
+    const tenants = await Promise.all(Array.from({ length: 8 }, (_, i) => hl.createTenant(`Many patterns ${i}`)));
     for (let batch = 0; batch < 40; batch++) {
       await Promise.all(
         Array.from({ length: 20 }, async (_, i) => {
           const n = batch * 20 + i;
           const schema = { type: 'object', patternProperties: Object.fromEntries(Array.from({ length: 20 }, (_, k) => [`^p${n}x${k}[a-z]{1,8}$`, { type: 'string' }])) };
-          const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: `many.p${n}`, schema } }, tenant.apiKey);
+          const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: `many.p${n}`, schema } }, tenants[Math.floor(batch / 5)]!.apiKey);
           expect(res.errors).toBeUndefined();
         }),
       );
     }
     const sku = { type: 'object', required: ['sku'], properties: { sku: { type: 'string', pattern: '^[A-Z]{3}-[0-9]+$' } } };
-    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'many.sku', schema: sku } }, tenant.apiKey)).errors).toBeUndefined();
-    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'ABC-12' } } }, tenant.apiKey)).errors).toBeUndefined();
-    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'abc' } } }, tenant.apiKey)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    const other = await hl.createTenant('After many patterns');
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'many.sku', schema: sku } }, other.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'ABC-12' } } }, other.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER, { input: { event: 'many.sku', data: { sku: 'abc' } } }, other.apiKey)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
   }, 60_000);
+
+  it('holds at most 100 event types of a tenant\'s own', async () => {
+    const tenant = await hl.createTenant('Many types');
+    const schema = { type: 'object' };
+    for (let batch = 0; batch < 10; batch++) {
+      await Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: `kind.t${batch * 10 + i}`, schema } }, tenant.apiKey);
+          expect(res.errors).toBeUndefined();
+        }),
+      );
+    }
+    const over = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'kind.t100', schema } }, tenant.apiKey);
+    expect(over.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'name' }, message: expect.stringContaining('at most 100 event types') });
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from event_types where tenant_id = $1', [tenant.id]);
+    expect(n).toBe(100);
+    // Another tenant's count is its own.
+    const other = await hl.createTenant('Few types');
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'kind.t100', schema } }, other.apiKey)).errors).toBeUndefined();
+  });
 
   it('does not run a costly schema stored before the bounds were checked', async () => {
     const tenant = await hl.createTenant('Stored before');
