@@ -63,6 +63,8 @@ export class PostgresEventTarget implements EventTarget {
   private answeredAt = 0;
   private livenessTimer: NodeJS.Timeout | undefined;
   private checking = false;
+  /** Queries under way on the connection (see query()). */
+  private querying = 0;
 
   /** True while notifications are being heard. */
   get connected(): boolean {
@@ -208,7 +210,7 @@ export class PostgresEventTarget implements EventTarget {
   /** Asks the connection for an answer; one that gives none in time is dropped (see LIVENESS_MS). */
   private checkAlive(): void {
     const client = this.client;
-    if (!client || this.checking) return;
+    if (!client || this.checking || this.querying) return;
     this.checking = true;
     within(client.query('select 1'), this.livenessMs, `no answer on the LISTEN connection within ${this.livenessMs} ms`)
       .then(() => {
@@ -311,11 +313,27 @@ export class PostgresEventTarget implements EventTarget {
   async query<R extends pg.QueryResultRow>(text: string, values: unknown[], timeoutMs = 10_000): Promise<R[]> {
     const client = this.client;
     if (!client) throw new Error('the LISTEN connection is down');
-    await client.query(`set statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+    const run = async () => {
+      await client.query(`set statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+      try {
+        return (await client.query<R>(text, values)).rows;
+      } finally {
+        await client.query('reset statement_timeout').catch(() => {});
+      }
+    };
+    // While it runs the liveness check waits behind it: it has its own limit instead (the
+    // server's statement_timeout, or, from a server gone silent, no answer: dropped).
+    this.querying++;
     try {
-      return (await client.query<R>(text, values)).rows;
+      const limit = timeoutMs + this.livenessMs;
+      const rows = await within(run(), limit, `no answer on the LISTEN connection within ${limit} ms`).catch((error: unknown) => {
+        if (this.client === client && (error as Error).message.startsWith('no answer on the LISTEN connection')) dropConnection(client);
+        throw error;
+      });
+      if (this.client === client) this.answeredAt = Date.now();
+      return rows;
     } finally {
-      await client.query('reset statement_timeout').catch(() => {});
+      this.querying--;
     }
   }
 

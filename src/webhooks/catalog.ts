@@ -118,37 +118,10 @@ function createAjv(): Ajv {
   return ajv;
 }
 
-const SCALAR_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null']);
-
-/**
- * `uniqueItems` compares every pair of items unless `items` says they are all scalars
- * (then ajv hashes them): 36,000 untyped numbers in 256 KiB of data held the process for 3 s,
- * for every tenant. So it needs `items` with a scalar `type`.
- */
-function checkUniqueItems(node: unknown, path = 'schema'): void {
-  if (node === null || typeof node !== 'object') return;
-  if (Array.isArray(node)) {
-    node.forEach((item, i) => checkUniqueItems(item, `${path}[${i}]`));
-    return;
-  }
-  const schema = node as Record<string, unknown>;
-  if (schema.uniqueItems === true) {
-    const items = schema.items as { type?: unknown } | undefined;
-    const types = items && typeof items === 'object' && !Array.isArray(items) ? [items.type].flat() : [];
-    if (!types.length || !types.every((t) => typeof t === 'string' && SCALAR_TYPES.has(t))) {
-      throw badInput(
-        'schema',
-        `${path}: uniqueItems needs "items" with a scalar "type" (string, number, integer, boolean, null): comparing other items takes time growing with the square of their number`,
-      );
-    }
-  }
-  for (const [key, value] of Object.entries(schema)) {
-    if (!DATA_KEYWORDS.has(key)) checkUniqueItems(value, `${path}.${key}`);
-  }
-}
-
 /** Keywords whose values are data, not schemas: a `{"uniqueItems": true}` there is a value. */
 const DATA_KEYWORDS = new Set(['const', 'default', 'enum', 'examples', 'example']);
+/** Keywords whose values map names to schemas: a property named `default` is a schema there. */
+const SCHEMA_MAPS = new Set(['properties', 'patternProperties', 'definitions', '$defs', 'dependentSchemas', 'dependencies']);
 
 /**
  * What checking data against a tenant's schema may cost, bounded when the type is created, as
@@ -156,44 +129,79 @@ const DATA_KEYWORDS = new Set(['const', 'default', 'enum', 'examples', 'example'
  * counted as what it refers to: every part of a schema may apply to every value of the data, so
  * that size bounds the work per value (a `$ref` that leads back to itself does not: with `anyOf`
  * over nested arrays, 190 bytes of data took 16 s; nor does a chain of definitions each using
- * the next twice). And its patterns: how many, how long, how many times a part of one repeats.
+ * the next twice). An enum's values count a tenth each (each is compared). And its patterns: how
+ * many, how long, how many times a part of one repeats.
  */
 export const SCHEMA_LIMITS = { bytes: 64 * 1024, nodes: 1_000, patterns: 20, patternLength: 256, repetition: 100, typesPerTenant: 100 } as const;
 
-/** Refuses a schema whose checks could cost more than SCHEMA_LIMITS, naming where. */
+/** Whether checkSchemaCost() passes the schema. */
+function withinSchemaLimits(schema: Record<string, unknown>): boolean {
+  try {
+    checkSchemaCost(schema);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Refuses a schema whose checks could cost more than SCHEMA_LIMITS, naming where. Walked by
+ * keyword: the values of `properties`, `$defs`… are schemas whatever their names, those of
+ * `enum`, `default`… data.
+ */
 export function checkSchemaCost(root: Record<string, unknown>): void {
   const sizes = new Map<object, number>();
   const visiting = new Set<object>();
+  let anchors: Map<string, unknown> | undefined;
   let patterns = 0;
   const pattern = (text: unknown, path: string) => {
     if (typeof text !== 'string') return;
     if (++patterns > SCHEMA_LIMITS.patterns) throw badInput('schema', `${path}: at most ${SCHEMA_LIMITS.patterns} patterns in a schema`);
     checkPatternCost(text, path);
   };
-  const sizeOf = (node: unknown, path: string): number => {
-    if (node === null || typeof node !== 'object') return 0;
-    const known = sizes.get(node);
+  const resolve = (ref: string, path: string): unknown => {
+    if (ref === '#' || ref.startsWith('#/')) return resolvePointer(root, ref);
+    if (/^#[A-Za-z][\w.-]*$/.test(ref)) return (anchors ??= anchorsOf(root)).get(ref.slice(1)); // a draft-07 anchor ($id "#name")
+    throw badInput('schema', `${path}: only a $ref within the schema (#/... or an anchor #name) is supported, not ${JSON.stringify(ref.slice(0, 100))}`);
+  };
+  const sizeOf = (schema: unknown, path: string): number => {
+    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return 0; // true, false
+    const known = sizes.get(schema);
     if (known !== undefined) return known;
-    if (visiting.has(node)) throw badInput('schema', `${path}: a $ref that leads back to where it is (recursion) is not supported`);
-    visiting.add(node);
+    if (visiting.has(schema)) throw badInput('schema', `${path}: a $ref that leads back to where it is (recursion) is not supported`);
+    visiting.add(schema);
+    const node = schema as Record<string, unknown>;
+    checkUniqueItems(node, path);
+    // Another $id would make its $refs relative to another address than the one checked here.
+    if (node !== root && typeof node.$id === 'string' && !node.$id.startsWith('#')) {
+      throw badInput('schema', `${path}: $id is supported only at the top of the schema (or as an anchor, "#name")`);
+    }
     let size = 1;
     for (const [key, value] of Object.entries(node)) {
-      if (!Array.isArray(node) && DATA_KEYWORDS.has(key)) {
-        if (key === 'enum' && Array.isArray(value)) size += value.length; // each value is compared
+      const at = `${path}.${key}`;
+      if (DATA_KEYWORDS.has(key)) {
+        if (key === 'enum' && Array.isArray(value)) size += Math.ceil(value.length / 10);
         continue;
       }
-      const at = Array.isArray(node) ? `${path}[${key}]` : `${path}.${key}`;
-      if (key === '$ref' && typeof value === 'string' && !Array.isArray(node)) {
-        size += sizeOf(resolvePointer(root, value, at), `schema${value.slice(1).replaceAll('/', '.')}`);
-        continue;
+      if (key === '$ref' && typeof value === 'string') {
+        size += sizeOf(resolve(value, at), value.startsWith('#/') ? `schema${value.slice(1).replaceAll('/', '.')}` : at);
+      } else if (key === '$dynamicRef' || key === '$recursiveRef') {
+        throw badInput('schema', `${at}: ${key} is not supported`);
+      } else if (key === 'pattern') {
+        pattern(value, at);
+      } else if (SCHEMA_MAPS.has(key) && value !== null && typeof value === 'object' && !Array.isArray(value)) {
+        for (const [name, sub] of Object.entries(value)) {
+          if (key === 'patternProperties') pattern(name, `${at}.${name}`);
+          size += sizeOf(sub, `${at}.${name}`);
+        }
+      } else if (Array.isArray(value)) {
+        value.forEach((sub, i) => (size += sizeOf(sub, `${at}[${i}]`)));
+      } else {
+        size += sizeOf(value, at);
       }
-      if (key === '$dynamicRef' || key === '$recursiveRef') throw badInput('schema', `${at}: ${key} is not supported`);
-      if (key === 'pattern') pattern(value, at);
-      if (key === 'patternProperties' && value && typeof value === 'object') for (const name of Object.keys(value)) pattern(name, `${at}.${name}`);
-      size += sizeOf(value, at);
     }
-    visiting.delete(node);
-    sizes.set(node, size);
+    visiting.delete(schema);
+    sizes.set(schema, size);
     if (size > SCHEMA_LIMITS.nodes) {
       throw badInput('schema', `${path}: too large, counting each $ref as what it refers to (at most ${SCHEMA_LIMITS.nodes} parts): checks would take too long`);
     }
@@ -202,11 +210,43 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
   sizeOf(root, 'schema');
 }
 
-/** What a `$ref` within the schema (`#`, `#/$defs/name`) refers to; any other is refused. */
-function resolvePointer(root: Record<string, unknown>, ref: string, path: string): unknown {
-  if (ref !== '#' && !ref.startsWith('#/')) {
-    throw badInput('schema', `${path}: only a $ref within the schema (#/...) is supported, not ${JSON.stringify(ref.slice(0, 100))}`);
+const SCALAR_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null']);
+
+/**
+ * `uniqueItems` compares every pair of items unless `items` says they are all scalars
+ * (then ajv hashes them): 36,000 untyped numbers in 256 KiB of data held the process for 3 s,
+ * for every tenant. So it needs `items` with a scalar `type`.
+ */
+function checkUniqueItems(schema: Record<string, unknown>, path: string): void {
+  if (schema.uniqueItems !== true) return;
+  const items = schema.items as { type?: unknown } | undefined;
+  const types = items && typeof items === 'object' && !Array.isArray(items) ? [items.type].flat() : [];
+  if (!types.length || !types.every((t) => typeof t === 'string' && SCALAR_TYPES.has(t))) {
+    throw badInput(
+      'schema',
+      `${path}: uniqueItems needs "items" with a scalar "type" (string, number, integer, boolean, null): comparing other items takes time growing with the square of their number`,
+    );
   }
+}
+
+/** The draft-07 anchors of a schema: `$id: "#name"` (and `$anchor: "name"`) anywhere in it. */
+function anchorsOf(root: unknown): Map<string, unknown> {
+  const found = new Map<string, unknown>();
+  const seen = new Set<object>();
+  const walk = (node: unknown) => {
+    if (node === null || typeof node !== 'object' || seen.has(node)) return;
+    seen.add(node);
+    const { $id, $anchor } = node as { $id?: unknown; $anchor?: unknown };
+    if (typeof $id === 'string' && $id.startsWith('#')) found.set($id.slice(1), node);
+    if (typeof $anchor === 'string') found.set($anchor, node);
+    for (const value of Object.values(node)) walk(value);
+  };
+  walk(root);
+  return found;
+}
+
+/** What a JSON pointer `$ref` (`#`, `#/$defs/name`) refers to, or undefined (ajv refuses it). */
+function resolvePointer(root: Record<string, unknown>, ref: string): unknown {
   let node: unknown = root;
   for (const part of ref === '#' ? [] : ref.slice(2).split('/')) {
     let key: string;
@@ -215,7 +255,7 @@ function resolvePointer(root: Record<string, unknown>, ref: string, path: string
     } catch {
       return undefined;
     }
-    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined; // ajv refuses it
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
     node = (node as Record<string, unknown>)[key];
   }
   return node;
@@ -232,11 +272,25 @@ function checkPatternCost(text: string, path: string): void {
   let last = 1; // the repetition of the atom just read
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
-    if (c === '\\') {
+    if (c === '\\' && text[i + 1] === 'Q') {
+      const end = text.indexOf('\\E', i + 2); // literal text up to \E
+      i = end < 0 ? text.length : end + 1;
+      last = 1;
+    } else if (c === '\\') {
       i++;
       last = 1;
     } else if (c === '[') {
-      for (i++; i < text.length && text[i] !== ']'; i++) if (text[i] === '\\') i++;
+      // A class: a ] first (after any ^) is a character of it, as are [:alpha:] names.
+      i++;
+      if (text[i] === '^') i++;
+      if (text[i] === ']') i++;
+      for (; i < text.length && text[i] !== ']'; i++) {
+        if (text[i] === '\\') i++;
+        else if (text[i] === '[' && text[i + 1] === ':') {
+          const end = text.indexOf(':]', i + 2);
+          if (end >= 0) i = end + 1;
+        }
+      }
       last = 1;
     } else if (c === '(') {
       groups.push(1);
@@ -254,7 +308,10 @@ function checkPatternCost(text: string, path: string): void {
       last = 1;
     }
     if (last > SCHEMA_LIMITS.repetition) {
-      throw badInput('schema', `${path}: a pattern may repeat a part at most ${SCHEMA_LIMITS.repetition} times, counted repetitions inside others multiplied`);
+      throw badInput(
+        'schema',
+        `${path}: a pattern may repeat a part at most ${SCHEMA_LIMITS.repetition} times, counted repetitions inside others multiplied (for a length, use minLength and maxLength)`,
+      );
     }
     groups[groups.length - 1] = Math.max(groups[groups.length - 1]!, last);
   }
@@ -273,7 +330,7 @@ export class EventCatalog {
       try {
         checkSchemaCost(row.schema as Record<string, unknown>);
       } catch (error) {
-        throw badInput('event', `the schema of ${row.name} costs too much to check (${(error as Error).message}): create the type again within the limits`);
+        throw badInput('event', `the schema of ${row.name} costs too much to check (${(error as Error).message}): createEventType with its name and a schema within the limits replaces it`);
       }
       if (this.validators.size > 10_000) this.validators.clear();
       entry = { id: row.id, name: row.name, validate: this.ajv.compile(row.schema) };
@@ -340,7 +397,6 @@ export class EventCatalog {
     const text = toJsonText('schema', schema);
     rejectUnstorableJson('schema', text);
     if (Buffer.byteLength(text) > SCHEMA_LIMITS.bytes) throw badInput('schema', `may be at most ${SCHEMA_LIMITS.bytes / 1024} KiB as JSON`);
-    checkUniqueItems(schema);
     checkSchemaCost(schema as Record<string, unknown>);
     let valid: boolean;
     try {
@@ -358,14 +414,22 @@ export class EventCatalog {
       throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);
     }
     return withTenant(this.dataSource, tenantId, async (manager) => {
-      const taken = await queryRows(
-        manager,
-        'select 1 from event_types where name = $1 and (tenant_id is null or tenant_id = $2)',
-        [name, tenantId],
-      );
-      if (taken.length) throw badInput('name', `event type "${name}" already exists`);
       // One creation at a time per tenant, so that creations at once cannot pass the count together.
       await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline event types ' || $1, 0))`, [tenantId]);
+      const [taken] = await queryRows<{ id: string; tenantId: string | null; schema: Record<string, unknown> }>(
+        manager,
+        'select id, tenant_id as "tenantId", schema from event_types where name = $1 and (tenant_id is null or tenant_id = $2)',
+        [name, tenantId],
+      );
+      if (taken) {
+        // The tenant's own type stored before its schema's cost was bounded, beyond the bounds
+        // (triggerEvent refuses it): created again, its schema is replaced, so the name is usable.
+        if (taken.tenantId === tenantId && !withinSchemaLimits(taken.schema)) {
+          await manager.query('update event_types set schema = $2, description = $3 where id = $1', [taken.id, schema, description]);
+          return (await manager.findOneByOrFail(EventType, { id: taken.id }));
+        }
+        throw badInput('name', `event type "${name}" already exists`);
+      }
       const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from event_types where tenant_id = $1', [tenantId]);
       if (n >= SCHEMA_LIMITS.typesPerTenant) {
         throw badInput('name', `a tenant may have at most ${SCHEMA_LIMITS.typesPerTenant} event types of its own`);

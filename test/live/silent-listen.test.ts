@@ -47,6 +47,12 @@ it('a LISTEN connection gone silent is replaced: subscribers hear what changed, 
   const delivered = (id: string) => (items: any[]) => items.some((i) => i.id === id && i.status === 'DELIVERED');
   const viewer = () => watcher.gql('{ viewer { id } }', {}, second.apiKey);
 
+  // A query of its own longer than the check's limit (a replay, say) is no silence.
+  const target = watcher.services.live!.target;
+  const connections = target.connections;
+  await target.query('select pg_sleep(1.5)', [], 3_000);
+  expect(target.connections).toBe(connections);
+
   const subscribed = moreSubscribers(watcher, 1);
   const client = watcher.wsClient(tenant.apiKey);
   const updates = collectWs(client);

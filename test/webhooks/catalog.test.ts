@@ -279,7 +279,7 @@ describe('createEventType', () => {
       [{ $ref: '#/$defs/d0', $defs: defs }, 'too large, counting each $ref as what it refers to (at most 1000 parts)'],
       // 200 uses of a definition of 200 properties: 13 s and 1.5 GB to compile.
       [{ type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { $ref: '#/$defs/leaf' }])), $defs: { leaf } }, 'too large'],
-      [{ $ref: 'https://example.com/schema.json' }, 'only a $ref within the schema (#/...) is supported'],
+      [{ $ref: 'https://example.com/schema.json' }, 'only a $ref within the schema (#/... or an anchor #name) is supported'],
       // RE2's memory, the whole process's: one such pattern over a long string filled it.
       [{ type: 'object', properties: { s: { type: 'string', pattern: '(?:a?){1000}b' } } }, 'schema.properties.s.pattern: a pattern may repeat a part at most 100 times'],
       [{ type: 'object', properties: { s: { type: 'string', pattern: '((ab){20}c){20}' } } }, 'counted repetitions inside others multiplied'],
@@ -287,8 +287,23 @@ describe('createEventType', () => {
       [{ type: 'object', patternProperties: Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`^k${i}$`, { type: 'string' }])) }, 'at most 20 patterns in a schema'],
     ];
     refused.push(
-      // Each value of an enum is compared with the data.
-      [{ type: 'object', properties: { s: { enum: Array.from({ length: 1_000 }, (_, i) => `v${i}`) } } }, 'too large'],
+      // Each value of an enum is compared with the data (a tenth of a part each).
+      [{ type: 'object', properties: { s: { enum: Array.from({ length: 10_500 }, (_, i) => i) } } }, 'too large'],
+      // Under a property named as a data keyword, a schema all the same.
+      [{ type: 'object', properties: { example: { type: 'string', pattern: '(?:a?){1000}b' } } }, 'schema.properties.example.pattern: a pattern may repeat'],
+      [
+        { definitions: { r: { anyOf: [{ type: 'array', items: { type: 'object', properties: { default: { $ref: '#/definitions/r' } } } }, { type: 'string' }] } }, properties: { default: { $ref: '#/definitions/r' } } },
+        'recursion',
+      ],
+      [{ type: 'object', properties: { default: { type: 'array', uniqueItems: true } } }, 'uniqueItems needs'],
+      // A class whose first character is ], or a POSIX class holding one, is one class.
+      [{ type: 'object', properties: { s: { type: 'string', pattern: '(?:(?:a?){100}[])]?){10}b' } } }, 'a pattern may repeat'],
+      [{ type: 'object', properties: { s: { type: 'string', pattern: '(?:(?:a?){100}[[:alpha:])]?){10}b' } } }, 'a pattern may repeat'],
+      // Another $id inside would make $refs there relative to it, not to what is checked.
+      [
+        { definitions: { d: { type: 'string' } }, properties: { x: { $id: 'http://e.test/n.json', definitions: { d: { anyOf: [{ type: 'array', items: { $ref: '#/definitions/d' } }, { type: 'integer' }] } }, allOf: [{ $ref: '#/definitions/d' }] } } },
+        '$id is supported only at the top of the schema',
+      ],
       [{ type: 'object', description: 'x'.repeat(64 * 1024) }, 'may be at most 64 KiB as JSON'],
     );
     for (const [schema, message] of refused) {
@@ -305,6 +320,18 @@ describe('createEventType', () => {
       $defs: { address: { type: 'object', required: ['city'], properties: { city: { type: 'string', minLength: 1 } } } },
     };
     expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'parcel.moved', schema: fine } }, tenant.apiKey)).errors).toBeUndefined();
+    // A draft-07 anchor, an enum of 155 currencies used six times, \Q…\E literal text.
+    const currency = { enum: Array.from({ length: 155 }, (_, i) => `C${String(i).padStart(2, '0')}`) };
+    const invoice = {
+      type: 'object',
+      definitions: { currency, address: { $id: '#address', type: 'object' } },
+      properties: {
+        ...Object.fromEntries(['currency', 'subtotal', 'tax', 'total', 'discount', 'lines'].map((k) => [k, { $ref: '#/definitions/currency' }])),
+        billing: { $ref: '#address' },
+        note: { type: 'string', pattern: '^\\Q{1000}\\E' },
+      },
+    };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'invoice.priced', schema: invoice } }, tenant.apiKey)).errors).toBeUndefined();
     const wrong = await hl.gql(TRIGGER, { input: { event: 'parcel.moved', data: { from: { city: 'Quito' }, to: {}, code: 'EC-12' } } }, tenant.apiKey);
     expect(wrong.errors?.[0]?.message).toContain('data.to.city is required');
     const right = await hl.gql(TRIGGER, { input: { event: 'parcel.moved', data: { from: { city: 'Quito' }, to: { city: 'Lima' }, code: 'EC-PE-12' } } }, tenant.apiKey);
@@ -360,6 +387,15 @@ describe('createEventType', () => {
     expect(res.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'event' }, message: expect.stringContaining('the schema of legacy.nested costs too much to check') });
     const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
     expect(n).toBe(0);
+    // Created again within the bounds, its name is usable again (a type within them is not replaced).
+    const flat = { type: 'object', properties: { x: { type: 'array', items: { type: 'array' } } } };
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'legacy.nested', schema: flat } }, tenant.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER, { input: { event: 'legacy.nested', data: { x: [['deep']] } } }, tenant.apiKey)).errors).toBeUndefined();
+    const again = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'legacy.nested', schema: { type: 'object' } } }, tenant.apiKey);
+    expect(again.errors?.[0]?.message).toContain('already exists');
+    // Nor is a built-in type, whatever its name.
+    const builtIn = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'invoice.created', schema: { type: 'object' } } }, tenant.apiKey);
+    expect(builtIn.errors?.[0]?.message).toContain('already exists');
   });
 
   it('takes uniqueItems only over items of a scalar type, which are compared in linear time', async () => {
