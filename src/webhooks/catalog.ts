@@ -150,23 +150,18 @@ function withinSchemaLimits(schema: Record<string, unknown>): boolean {
  * `enum`, `default`… data.
  */
 export function checkSchemaCost(root: Record<string, unknown>): void {
-  const sizes = new Map<object, number>();
+  // Each part's cost counted as often as it is used: a pattern used through 495 $refs runs 495 times.
+  const costs = new Map<object, { size: number; patterns: number }>();
   const visiting = new Set<object>();
   let anchors: Map<string, unknown> | undefined;
-  let patterns = 0;
-  const pattern = (text: unknown, path: string) => {
-    if (typeof text !== 'string') return;
-    if (++patterns > SCHEMA_LIMITS.patterns) throw badInput('schema', `${path}: at most ${SCHEMA_LIMITS.patterns} patterns in a schema`);
-    checkPatternCost(text, path);
-  };
   const resolve = (ref: string, path: string): unknown => {
     if (ref === '#' || ref.startsWith('#/')) return resolvePointer(root, ref);
     if (/^#[A-Za-z][\w.-]*$/.test(ref)) return (anchors ??= anchorsOf(root)).get(ref.slice(1)); // a draft-07 anchor ($id "#name")
     throw badInput('schema', `${path}: only a $ref within the schema (#/... or an anchor #name) is supported, not ${JSON.stringify(ref.slice(0, 100))}`);
   };
-  const sizeOf = (schema: unknown, path: string): number => {
-    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return 0; // true, false
-    const known = sizes.get(schema);
+  const costOf = (schema: unknown, path: string): { size: number; patterns: number } => {
+    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return { size: 0, patterns: 0 }; // true, false
+    const known = costs.get(schema);
     if (known !== undefined) return known;
     if (visiting.has(schema)) throw badInput('schema', `${path}: a $ref that leads back to where it is (recursion) is not supported`);
     visiting.add(schema);
@@ -176,38 +171,77 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
     if (node !== root && typeof node.$id === 'string' && !node.$id.startsWith('#')) {
       throw badInput('schema', `${path}: $id is supported only at the top of the schema (or as an anchor, "#name")`);
     }
-    let size = 1;
+    const cost = { size: 1, patterns: 0 };
+    const add = (part: { size: number; patterns: number }) => {
+      cost.size += part.size;
+      cost.patterns += part.patterns;
+    };
     for (const [key, value] of Object.entries(node)) {
       const at = `${path}.${key}`;
       if (DATA_KEYWORDS.has(key)) {
-        if (key === 'enum' && Array.isArray(value)) size += Math.ceil(value.length / 10);
+        // Each value of an enum is compared with the data: a scalar cheaply, another deeply.
+        if (key === 'enum' && Array.isArray(value)) {
+          for (const option of value) cost.size += option !== null && typeof option === 'object' ? 1 + Math.ceil(JSON.stringify(option).length / 10) : 0.5;
+        }
         continue;
       }
       if (key === '$ref' && typeof value === 'string') {
-        size += sizeOf(resolve(value, at), value.startsWith('#/') ? `schema${value.slice(1).replaceAll('/', '.')}` : at);
+        add(costOf(resolve(value, at), value.startsWith('#/') ? `schema${value.slice(1).replaceAll('/', '.')}` : at));
       } else if (key === '$dynamicRef' || key === '$recursiveRef') {
         throw badInput('schema', `${at}: ${key} is not supported`);
       } else if (key === 'pattern') {
-        pattern(value, at);
+        if (typeof value === 'string') {
+          cost.patterns++;
+          checkPatternWork(checkPatternCost(value, at), node.maxLength, at);
+        }
       } else if (SCHEMA_MAPS.has(key) && value !== null && typeof value === 'object' && !Array.isArray(value)) {
         for (const [name, sub] of Object.entries(value)) {
-          if (key === 'patternProperties') pattern(name, `${at}.${name}`);
-          size += sizeOf(sub, `${at}.${name}`);
+          if (key === 'patternProperties') {
+            cost.patterns++;
+            // A property's name has no maxLength of its own here: a pattern of names repeats little.
+            if (checkPatternCost(name, `${at}.${name}`) > NAME_PATTERN_REPETITION) {
+              throw badInput('schema', `${at}.${name}: a pattern of property names may repeat a part at most ${NAME_PATTERN_REPETITION} times`);
+            }
+          }
+          add(costOf(sub, `${at}.${name}`));
         }
       } else if (Array.isArray(value)) {
-        value.forEach((sub, i) => (size += sizeOf(sub, `${at}[${i}]`)));
+        value.forEach((sub, i) => add(costOf(sub, `${at}[${i}]`)));
       } else {
-        size += sizeOf(value, at);
+        add(costOf(value, at));
       }
     }
     visiting.delete(schema);
-    sizes.set(schema, size);
-    if (size > SCHEMA_LIMITS.nodes) {
+    costs.set(schema, cost);
+    if (cost.size > SCHEMA_LIMITS.nodes) {
       throw badInput('schema', `${path}: too large, counting each $ref as what it refers to (at most ${SCHEMA_LIMITS.nodes} parts): checks would take too long`);
     }
-    return size;
+    if (cost.patterns > SCHEMA_LIMITS.patterns) {
+      throw badInput('schema', `${path}: at most ${SCHEMA_LIMITS.patterns} patterns in a schema, counting each $ref as what it refers to`);
+    }
+    return cost;
   };
-  sizeOf(root, 'schema');
+  costOf(root, 'schema');
+}
+
+/** How many times a part of a pattern of property names may repeat (see checkSchemaCost). */
+const NAME_PATTERN_REPETITION = 10;
+/**
+ * A pattern repeating a part many times can make RE2's fast matcher give up for a slow one (a
+ * 250 KB string took 4 s against `[ab]*a[ab]{20}c`): one repeating a part more than
+ * FREE_REPETITION times needs a `maxLength` beside it, its repetition times that length at most
+ * PATTERN_WORK (a string too long fails maxLength first). Up to 10 (`^[A-Z]{3}-[0-9]{4}$`), none.
+ */
+const FREE_REPETITION = 10;
+const PATTERN_WORK = 100_000;
+
+function checkPatternWork(repetition: number, maxLength: unknown, path: string): void {
+  if (repetition <= FREE_REPETITION) return;
+  if (typeof maxLength === 'number' && maxLength * repetition <= PATTERN_WORK) return;
+  throw badInput(
+    'schema',
+    `${path}: a pattern repeating a part more than ${FREE_REPETITION} times needs a maxLength beside it of at most ${Math.floor(PATTERN_WORK / repetition)} (the repetition, ${repetition}, times the length at most ${PATTERN_WORK})`,
+  );
 }
 
 const SCALAR_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null']);
@@ -229,17 +263,32 @@ function checkUniqueItems(schema: Record<string, unknown>, path: string): void {
   }
 }
 
-/** The draft-07 anchors of a schema: `$id: "#name"` (and `$anchor: "name"`) anywhere in it. */
+/**
+ * The draft-07 anchors of a schema: `$id: "#name"` (and `$anchor: "name"`) where a schema is,
+ * not in data (a `default` holding one is no anchor to ajv); one name twice is refused.
+ */
 function anchorsOf(root: unknown): Map<string, unknown> {
   const found = new Map<string, unknown>();
   const seen = new Set<object>();
+  const name = (anchor: string, node: unknown) => {
+    if (found.has(anchor) && found.get(anchor) !== node) throw badInput('schema', `the anchor #${anchor} is defined more than once`);
+    found.set(anchor, node);
+  };
   const walk = (node: unknown) => {
     if (node === null || typeof node !== 'object' || seen.has(node)) return;
     seen.add(node);
+    if (Array.isArray(node)) {
+      node.forEach(walk);
+      return;
+    }
     const { $id, $anchor } = node as { $id?: unknown; $anchor?: unknown };
-    if (typeof $id === 'string' && $id.startsWith('#')) found.set($id.slice(1), node);
-    if (typeof $anchor === 'string') found.set($anchor, node);
-    for (const value of Object.values(node)) walk(value);
+    if (typeof $id === 'string' && $id.startsWith('#')) name($id.slice(1), node);
+    if (typeof $anchor === 'string') name($anchor, node);
+    for (const [key, value] of Object.entries(node)) {
+      if (DATA_KEYWORDS.has(key)) continue;
+      if (SCHEMA_MAPS.has(key) && value !== null && typeof value === 'object' && !Array.isArray(value)) Object.values(value).forEach(walk);
+      else walk(value);
+    }
   };
   walk(root);
   return found;
@@ -264,9 +313,10 @@ function resolvePointer(root: Record<string, unknown>, ref: string): unknown {
 /**
  * Bounds one pattern's size for RE2: its length, and how many times a part of it repeats, with
  * counted repetitions inside counted repetitions multiplied (`(?:a?){1000}b` over 255 KB of data
- * filled RE2's memory, every tenant's patterns failing after).
+ * filled RE2's memory, every tenant's patterns failing after). Answers that repetition.
  */
-function checkPatternCost(text: string, path: string): void {
+function checkPatternCost(text: string, path: string): number {
+  let most = 1;
   if (text.length > SCHEMA_LIMITS.patternLength) throw badInput('schema', `${path}: a pattern may be at most ${SCHEMA_LIMITS.patternLength} characters`);
   const groups: number[] = [1]; // the largest repetition inside each open group
   let last = 1; // the repetition of the atom just read
@@ -314,7 +364,9 @@ function checkPatternCost(text: string, path: string): void {
       );
     }
     groups[groups.length - 1] = Math.max(groups[groups.length - 1]!, last);
+    most = Math.max(most, last);
   }
+  return most;
 }
 
 export class EventCatalog {
