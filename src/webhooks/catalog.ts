@@ -156,7 +156,13 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
   let anchors: Map<string, unknown> | undefined;
   const resolve = (ref: string, path: string): unknown => {
     if (ref === '#' || ref.startsWith('#/')) return resolvePointer(root, ref);
-    if (/^#[A-Za-z][\w.-]*$/.test(ref)) return (anchors ??= anchorsOf(root)).get(ref.slice(1)); // a draft-07 anchor ($id "#name")
+    if (/^#[A-Za-z][\w.-]*$/.test(ref)) {
+      // A draft-07 anchor ($id "#name"), where a schema is: one in data (an example) is no
+      // schema here, while ajv would find it.
+      const target = (anchors ??= anchorsOf(root)).get(ref.slice(1));
+      if (target === undefined) throw badInput('schema', `${path}: no schema has the anchor ${ref} (one in data, as an example's, is none)`);
+      return target;
+    }
     throw badInput('schema', `${path}: only a $ref within the schema (#/... or an anchor #name) is supported, not ${JSON.stringify(ref.slice(0, 100))}`);
   };
   const costOf = (schema: unknown, path: string): { size: number; patterns: number } => {
@@ -198,9 +204,10 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
         for (const [name, sub] of Object.entries(value)) {
           if (key === 'patternProperties') {
             cost.patterns++;
-            // A property's name has no maxLength of its own here: a pattern of names repeats little.
-            if (checkPatternCost(name, `${at}.${name}`) > NAME_PATTERN_REPETITION) {
-              throw badInput('schema', `${at}.${name}: a pattern of property names may repeat a part at most ${NAME_PATTERN_REPETITION} times`);
+            // A property's name has no maxLength of its own here.
+            const names = checkPatternCost(name, `${at}.${name}`);
+            if (!names.bounded && names.size > FREE_SIZE) {
+              throw badInput('schema', `${at}.${name}: a pattern of property names of more than ${FREE_SIZE} parts must be anchored at both ends (^…$) with nothing unbounded`);
             }
           }
           add(costOf(sub, `${at}.${name}`));
@@ -224,23 +231,22 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
   costOf(root, 'schema');
 }
 
-/** How many times a part of a pattern of property names may repeat (see checkSchemaCost). */
-const NAME_PATTERN_REPETITION = 10;
 /**
- * A pattern repeating a part many times can make RE2's fast matcher give up for a slow one (a
- * 250 KB string took 4 s against `[ab]*a[ab]{20}c`): one repeating a part more than
- * FREE_REPETITION times needs a `maxLength` beside it, its repetition times that length at most
- * PATTERN_WORK (a string too long fails maxLength first). Up to 10 (`^[A-Z]{3}-[0-9]{4}$`), none.
+ * A pattern can make RE2's fast matcher give up for a slow one over a long string (250 KB took 4 s
+ * against `[ab]*a[ab]{20}c`, and as long spelt out, `[ab]{7}[ab]{7}`): one of more than FREE_SIZE
+ * parts once its counted repetitions are spelt out needs a `maxLength` beside it, that size times
+ * the length at most PATTERN_WORK (a string too long fails maxLength first); unless it is anchored
+ * at both ends with nothing unbounded (`^[0-9]{13}$` reads at most 13 characters).
  */
-const FREE_REPETITION = 10;
+const FREE_SIZE = 10;
 const PATTERN_WORK = 100_000;
 
-function checkPatternWork(repetition: number, maxLength: unknown, path: string): void {
-  if (repetition <= FREE_REPETITION) return;
-  if (typeof maxLength === 'number' && maxLength * repetition <= PATTERN_WORK) return;
+function checkPatternWork(cost: PatternCost, maxLength: unknown, path: string): void {
+  if (cost.bounded || cost.size <= FREE_SIZE) return;
+  if (typeof maxLength === 'number' && maxLength * cost.size <= PATTERN_WORK) return;
   throw badInput(
     'schema',
-    `${path}: a pattern repeating a part more than ${FREE_REPETITION} times needs a maxLength beside it of at most ${Math.floor(PATTERN_WORK / repetition)} (the repetition, ${repetition}, times the length at most ${PATTERN_WORK})`,
+    `${path}: a pattern of more than ${FREE_SIZE} parts (${cost.size}, counted repetitions spelt out) not anchored at both ends (^…$) with nothing unbounded needs a maxLength beside it of at most ${Math.floor(PATTERN_WORK / cost.size)}`,
   );
 }
 
@@ -310,25 +316,43 @@ function resolvePointer(root: Record<string, unknown>, ref: string): unknown {
   return node;
 }
 
+/** What a pattern may cost RE2 (see checkPatternCost). */
+interface PatternCost {
+  /** The most any part of it repeats, counted repetitions inside others multiplied. */
+  repetition: number;
+  /** Its parts with counted repetitions spelled out (`[ab]{7}[ab]{7}` is 14). */
+  size: number;
+  /** Anchored at both ends, with no unbounded repetition nor alternation outside groups: it reads at most `size` characters. */
+  bounded: boolean;
+}
+
 /**
  * Bounds one pattern's size for RE2: its length, and how many times a part of it repeats, with
  * counted repetitions inside counted repetitions multiplied (`(?:a?){1000}b` over 255 KB of data
- * filled RE2's memory, every tenant's patterns failing after). Answers that repetition.
+ * filled RE2's memory, every tenant's patterns failing after). Answers what it may cost.
  */
-function checkPatternCost(text: string, path: string): number {
-  let most = 1;
+function checkPatternCost(text: string, path: string): PatternCost {
   if (text.length > SCHEMA_LIMITS.patternLength) throw badInput('schema', `${path}: a pattern may be at most ${SCHEMA_LIMITS.patternLength} characters`);
-  const groups: number[] = [1]; // the largest repetition inside each open group
-  let last = 1; // the repetition of the atom just read
+  const frames = [{ size: 0, repetition: 1 }]; // each open group: its size, the most repeated inside
+  let lastSize = 0; // the part just read: its size and repetition
+  let lastRepetition = 1;
+  let most = 1;
+  let unbounded = false;
+  let alternatives = false;
+  const atom = (size = 1) => {
+    lastSize = size;
+    lastRepetition = 1;
+    frames[frames.length - 1]!.size += size;
+  };
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (c === '\\' && text[i + 1] === 'Q') {
       const end = text.indexOf('\\E', i + 2); // literal text up to \E
+      atom(Math.max((end < 0 ? text.length : end) - i - 2, 1));
       i = end < 0 ? text.length : end + 1;
-      last = 1;
     } else if (c === '\\') {
       i++;
-      last = 1;
+      atom();
     } else if (c === '[') {
       // A class: a ] first (after any ^) is a character of it, as are [:alpha:] names.
       i++;
@@ -341,32 +365,42 @@ function checkPatternCost(text: string, path: string): number {
           if (end >= 0) i = end + 1;
         }
       }
-      last = 1;
+      atom();
     } else if (c === '(') {
-      groups.push(1);
+      frames.push({ size: 0, repetition: 1 });
+      lastSize = 0;
       continue;
     } else if (c === ')') {
-      last = groups.length > 1 ? groups.pop()! : 1;
-    } else if (c === '{') {
-      const counted = /^\{(\d+)(,(\d*))?\}/.exec(text.slice(i));
-      if (counted) {
-        const times = counted[3] ? Number(counted[3]) : Number(counted[1]) + (counted[2] ? 1 : 0);
-        last *= Math.max(times, 1);
-        i += counted[0].length - 1;
-      } else last = 1;
-    } else if (c !== '*' && c !== '+' && c !== '?' && c !== '|') {
-      last = 1;
+      const group = frames.length > 1 ? frames.pop()! : { size: 0, repetition: 1 };
+      frames[frames.length - 1]!.size += group.size;
+      lastSize = group.size;
+      lastRepetition = group.repetition;
+    } else if (c === '{' && /^\{(\d+)(,(\d*))?\}/.test(text.slice(i))) {
+      const counted = /^\{(\d+)(,(\d*))?\}/.exec(text.slice(i))!;
+      const times = Math.max(counted[3] ? Number(counted[3]) : Number(counted[1]) + (counted[2] ? 1 : 0), 1);
+      if (counted[2] && !counted[3]) unbounded = true;
+      frames[frames.length - 1]!.size += lastSize * (times - 1);
+      lastSize *= times;
+      lastRepetition *= times;
+      i += counted[0].length - 1;
+    } else if (c === '*' || c === '+') {
+      unbounded = true;
+    } else if (c === '|') {
+      if (frames.length === 1) alternatives = true;
+    } else if (c !== '?') {
+      atom();
     }
-    if (last > SCHEMA_LIMITS.repetition) {
+    if (lastRepetition > SCHEMA_LIMITS.repetition) {
       throw badInput(
         'schema',
         `${path}: a pattern may repeat a part at most ${SCHEMA_LIMITS.repetition} times, counted repetitions inside others multiplied (for a length, use minLength and maxLength)`,
       );
     }
-    groups[groups.length - 1] = Math.max(groups[groups.length - 1]!, last);
-    most = Math.max(most, last);
+    frames[frames.length - 1]!.repetition = Math.max(frames[frames.length - 1]!.repetition, lastRepetition);
+    most = Math.max(most, lastRepetition);
   }
-  return most;
+  const anchored = text.startsWith('^') && text.endsWith('$') && !text.endsWith('\\$');
+  return { repetition: most, size: frames[0]!.size, bounded: anchored && !unbounded && !alternatives };
 }
 
 export class EventCatalog {
