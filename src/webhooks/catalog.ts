@@ -152,6 +152,13 @@ function withinSchemaLimits(schema: Record<string, unknown>): boolean {
 export function checkSchemaCost(root: Record<string, unknown>): void {
   // Each part's cost counted as often as it is used: a pattern used through 495 $refs runs 495 times.
   const costs = new Map<object, { size: number; patterns: number }>();
+  // What RE2 compiles, each pattern once: a Unicode property is a large automaton (20 patterns
+  // of \pL{10} took 3.7 s to compile).
+  let compiledSize = 0;
+  const compiled = (size: number, path: string) => {
+    compiledSize += size;
+    if (compiledSize > MAX_PATTERN_SIZE * 2) throw badInput('schema', `${path}: the schema's patterns may hold at most ${MAX_PATTERN_SIZE * 2} parts together (see the one pattern's limit)`);
+  };
   const visiting = new Set<object>();
   let anchors: Map<string, unknown> | undefined;
   const resolve = (ref: string, path: string): unknown => {
@@ -198,7 +205,9 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
       } else if (key === 'pattern') {
         if (typeof value === 'string') {
           cost.patterns++;
-          checkPatternWork(checkPatternCost(value, at), node.maxLength, at);
+          const work = checkPatternCost(value, at);
+          compiled(work.size, at);
+          checkPatternWork(work, node.maxLength, at);
         }
       } else if (SCHEMA_MAPS.has(key) && value !== null && typeof value === 'object' && !Array.isArray(value)) {
         for (const [name, sub] of Object.entries(value)) {
@@ -206,8 +215,9 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
             cost.patterns++;
             // A property's name has no maxLength of its own here.
             const names = checkPatternCost(name, `${at}.${name}`);
-            if (!names.bounded && names.size > FREE_SIZE) {
-              throw badInput('schema', `${at}.${name}: a pattern of property names of more than ${FREE_SIZE} parts must be anchored at both ends (^…$) with nothing unbounded`);
+            compiled(names.size, `${at}.${name}`);
+            if (!names.bounded && names.tail > FREE_SIZE) {
+              throw badInput('schema', `${at}.${name}: a pattern of property names may hold at most ${FREE_SIZE} parts matching more than one character after an unbounded repetition or an unsure start`);
             }
           }
           add(costOf(sub, `${at}.${name}`));
@@ -234,19 +244,21 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
 /**
  * A pattern can make RE2's fast matcher give up for a slow one over a long string (250 KB took 4 s
  * against `[ab]*a[ab]{20}c`, and as long spelt out, `[ab]{7}[ab]{7}`): one of more than FREE_SIZE
- * parts once its counted repetitions are spelt out needs a `maxLength` beside it, that size times
+ * parts (see PatternCost) once its counted repetitions are spelt out needs a `maxLength` beside it, that size times
  * the length at most PATTERN_WORK (a string too long fails maxLength first); unless it is anchored
  * at both ends with nothing unbounded (`^[0-9]{13}$` reads at most 13 characters).
  */
-const FREE_SIZE = 10;
+const FREE_SIZE = 12;
 const PATTERN_WORK = 100_000;
+/** A pattern's size at most, whatever it is (see PatternCost): what RE2 compiles stays small. */
+const MAX_PATTERN_SIZE = 1_000;
 
 function checkPatternWork(cost: PatternCost, maxLength: unknown, path: string): void {
-  if (cost.bounded || cost.size <= FREE_SIZE) return;
-  if (typeof maxLength === 'number' && maxLength * cost.size <= PATTERN_WORK) return;
+  if (cost.bounded || cost.tail <= FREE_SIZE) return;
+  if (typeof maxLength === 'number' && maxLength * cost.tail <= PATTERN_WORK) return;
   throw badInput(
     'schema',
-    `${path}: a pattern of more than ${FREE_SIZE} parts (${cost.size}, counted repetitions spelt out) not anchored at both ends (^…$) with nothing unbounded needs a maxLength beside it of at most ${Math.floor(PATTERN_WORK / cost.size)}`,
+    `${path}: a pattern with more than ${FREE_SIZE} parts matching more than one character (${cost.tail}, counted repetitions spelt out) after an unbounded repetition or an unsure start (no bare ^ first) needs a maxLength beside it of at most ${Math.floor(PATTERN_WORK / cost.tail)}`,
   );
 }
 
@@ -320,11 +332,23 @@ function resolvePointer(root: Record<string, unknown>, ref: string): unknown {
 interface PatternCost {
   /** The most any part of it repeats, counted repetitions inside others multiplied. */
   repetition: number;
-  /** Its parts with counted repetitions spelled out (`[ab]{7}[ab]{7}` is 14). */
+  /**
+   * Its parts that match more than one character (classes, `.`, `\d`…; a Unicode property,
+   * `\pL`, as 100: RE2 compiles it to a large automaton), counted repetitions spelt out
+   * (`[ab]{7}[ab]{7}` is 14). Plain characters do not count.
+   */
   size: number;
-  /** Anchored at both ends, with no unbounded repetition nor alternation outside groups: it reads at most `size` characters. */
+  /**
+   * The part of `size` that can multiply RE2's states over a long string: what follows the first
+   * unbounded repetition, or all of it without a sure start (`[ab]*a[ab]{20}c`: 20).
+   */
+  tail: number;
+  /** Anchored at both ends (a bare ^ first, a bare $ last, no (?m)), with nothing unbounded (*, +, {n,}) nor | outside groups. */
   bounded: boolean;
 }
+
+/** A Unicode property class's weight in a pattern's size (see PatternCost). */
+const UNICODE_CLASS_SIZE = 100;
 
 /**
  * Bounds one pattern's size for RE2: its length, and how many times a part of it repeats, with
@@ -339,22 +363,34 @@ function checkPatternCost(text: string, path: string): PatternCost {
   let most = 1;
   let unbounded = false;
   let alternatives = false;
-  const atom = (size = 1) => {
+  let multiline = false;
+  let tokens = 0; // tokens read, to know the first
+  let startAnchored = false;
+  let endAnchored = false; // the last token read was a bare $ outside groups
+  let beforeLoop: number | undefined; // the size read up to the first unbounded repetition
+  const total = () => frames.reduce((sum, frame) => sum + frame.size, 0);
+  const atom = (size: number) => {
     lastSize = size;
     lastRepetition = 1;
     frames[frames.length - 1]!.size += size;
   };
   for (let i = 0; i < text.length; i++) {
-    const c = text[i];
+    const c = text[i]!;
+    const first = tokens++ === 0;
+    let bareEnd = false;
     if (c === '\\' && text[i + 1] === 'Q') {
       const end = text.indexOf('\\E', i + 2); // literal text up to \E
-      atom(Math.max((end < 0 ? text.length : end) - i - 2, 1));
       i = end < 0 ? text.length : end + 1;
+      atom(0);
     } else if (c === '\\') {
-      i++;
-      atom();
+      const next = text[++i] ?? '';
+      // A class escape matches many characters; any other escape (\. \- \$) is one character.
+      atom(next === 'p' || next === 'P' ? UNICODE_CLASS_SIZE : /[dDwWsSbB]/.test(next) ? 1 : 0);
+      // The property's name: one letter (\pL), or in braces (\p{Greek}).
+      if (next === 'p' || next === 'P') i = text[i + 1] === '{' ? Math.max(i + 1, text.indexOf('}', i)) : i + 1;
     } else if (c === '[') {
       // A class: a ] first (after any ^) is a character of it, as are [:alpha:] names.
+      const start = i;
       i++;
       if (text[i] === '^') i++;
       if (text[i] === ']') i++;
@@ -365,10 +401,14 @@ function checkPatternCost(text: string, path: string): PatternCost {
           if (end >= 0) i = end + 1;
         }
       }
-      atom();
+      atom(/\\[pP]/.test(text.slice(start, i)) ? UNICODE_CLASS_SIZE : 1);
     } else if (c === '(') {
+      // Inline flags: with m, ^ and $ are the ends of lines, not of the text.
+      const flags = /^\(\?([a-zA-Z]*)(?:-[a-zA-Z]*)?[:)]/.exec(text.slice(i));
+      if (flags?.[1]?.includes('m')) multiline = true;
       frames.push({ size: 0, repetition: 1 });
       lastSize = 0;
+      lastRepetition = 1;
       continue;
     } else if (c === ')') {
       const group = frames.length > 1 ? frames.pop()! : { size: 0, repetition: 1 };
@@ -378,18 +418,33 @@ function checkPatternCost(text: string, path: string): PatternCost {
     } else if (c === '{' && /^\{(\d+)(,(\d*))?\}/.test(text.slice(i))) {
       const counted = /^\{(\d+)(,(\d*))?\}/.exec(text.slice(i))!;
       const times = Math.max(counted[3] ? Number(counted[3]) : Number(counted[1]) + (counted[2] ? 1 : 0), 1);
-      if (counted[2] && !counted[3]) unbounded = true;
+      if (tokens === 2) startAnchored = false; // ^{0,1}: the start is no longer sure
       frames[frames.length - 1]!.size += lastSize * (times - 1);
       lastSize *= times;
       lastRepetition *= times;
+      if (counted[2] && !counted[3]) {
+        unbounded = true;
+        beforeLoop ??= total();
+      }
       i += counted[0].length - 1;
-    } else if (c === '*' || c === '+') {
-      unbounded = true;
+    } else if (c === '*' || c === '+' || c === '?') {
+      if (c !== '?') {
+        unbounded = true;
+        beforeLoop ??= total();
+      }
+      if (tokens === 2) startAnchored = false; // ^? or ^*: the start is no longer sure
     } else if (c === '|') {
       if (frames.length === 1) alternatives = true;
-    } else if (c !== '?') {
-      atom();
+    } else if (c === '^') {
+      if (first) startAnchored = true;
+      atom(0);
+    } else if (c === '$') {
+      bareEnd = frames.length === 1;
+      atom(0);
+    } else {
+      atom(c === '.' ? 1 : 0);
     }
+    endAnchored = bareEnd;
     if (lastRepetition > SCHEMA_LIMITS.repetition) {
       throw badInput(
         'schema',
@@ -399,8 +454,15 @@ function checkPatternCost(text: string, path: string): PatternCost {
     frames[frames.length - 1]!.repetition = Math.max(frames[frames.length - 1]!.repetition, lastRepetition);
     most = Math.max(most, lastRepetition);
   }
-  const anchored = text.startsWith('^') && text.endsWith('$') && !text.endsWith('\\$');
-  return { repetition: most, size: frames[0]!.size, bounded: anchored && !unbounded && !alternatives };
+  const size = frames[0]!.size;
+  if (size > MAX_PATTERN_SIZE) {
+    throw badInput('schema', `${path}: a pattern may hold at most ${MAX_PATTERN_SIZE} parts that match more than one character (${size}, counted repetitions spelt out, a Unicode property as ${UNICODE_CLASS_SIZE})`);
+  }
+  // What follows the first unbounded repetition (or everything, without a sure start: RE2 then
+  // tries every position) is what can multiply RE2's states.
+  const anchored = startAnchored && !multiline && !alternatives;
+  const tail = anchored ? (beforeLoop === undefined ? 0 : size - beforeLoop) : size;
+  return { repetition: most, size, tail, bounded: anchored && endAnchored && !unbounded };
 }
 
 export class EventCatalog {
