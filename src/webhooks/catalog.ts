@@ -248,7 +248,7 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
  * the length at most PATTERN_WORK (a string too long fails maxLength first); unless it is anchored
  * at both ends with nothing unbounded (`^[0-9]{13}$` reads at most 13 characters).
  */
-const FREE_SIZE = 12;
+const FREE_SIZE = 10;
 const PATTERN_WORK = 100_000;
 /** A pattern's size at most, whatever it is (see PatternCost): what RE2 compiles stays small. */
 const MAX_PATTERN_SIZE = 1_000;
