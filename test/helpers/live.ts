@@ -1,5 +1,8 @@
 import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll } from 'vitest';
 import type { Hookline } from '../../src/hookline.js';
+import { startTestHookline, type TestHookline } from './hookline.js';
+import { startReceiver, type Receiver } from './receiver.js';
 
 export const DELIVERY_UPDATED = `subscription DeliveryUpdated($event: String, $subscriptionId: ID, $deliveryId: ID, $status: DeliveryStatus) {
   deliveryUpdated(event: $event, subscriptionId: $subscriptionId, deliveryId: $deliveryId, status: $status) {
@@ -134,4 +137,22 @@ export function moreSubscribers(hl: Pick<Hookline, 'services'>, n = 1, timeoutMs
       await new Promise((r) => setTimeout(r, 10));
     }
   };
+}
+
+/**
+ * For a test file: an `api` process (no dispatcher, so deliveries change only as the test
+ * changes them) whose live subscribers may have `buffer` updates waiting, and a receiver;
+ * both started before the file's tests and stopped after them.
+ */
+export function apiWithLiveBuffer(buffer: number): { hl: TestHookline; receiver: Receiver } {
+  const fixture = {} as { hl: TestHookline; receiver: Receiver };
+  beforeAll(async () => {
+    fixture.hl = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_LIVE_BUFFER: String(buffer) });
+    fixture.receiver = await startReceiver();
+  });
+  afterAll(async () => {
+    await fixture.hl?.stop();
+    await fixture.receiver?.close();
+  });
+  return fixture;
 }

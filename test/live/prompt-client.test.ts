@@ -5,32 +5,21 @@
 // more updates wait than the server executes ahead of a client (LOOKAHEAD), for longer than
 // the stall limit, the client waiting for them is not taken for one that stopped reading.
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { LOOKAHEAD } from '../../src/live/shared-execution.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
+import { apiWithLiveBuffer, collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
-import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually } from '../helpers/receiver.js';
 
 const BUFFER = 20;
 const DELIVERIES = 3;
 const CHANGES = 60; // three times the buffer
 
-let hl: TestHookline;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  // No dispatcher: the deliveries change only as this test changes them.
-  hl = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_LIVE_BUFFER: String(BUFFER) });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await hl?.stop();
-  await receiver?.close();
-});
+const fixture = apiWithLiveBuffer(BUFFER);
 
 it('keeps a client that reads promptly while updates wait on the server\'s own reads', async () => {
-  await promptClientsGetAll(hl, CHANGES, 0);
+  await promptClientsGetAll(fixture.hl, CHANGES, 0);
 }, 90_000);
 
 it('keeps it when more than the server executes ahead wait, for longer than the stall limit', async () => {
@@ -61,7 +50,7 @@ async function changesWhileLocked(hl: TestHookline, locker: pg.Client, writer: p
   const tenant = await hl.createTenant();
   const created = await hl.gql(
     'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: receiver.url, events: ['invoice.*'] } },
+    { input: { url: fixture.receiver.url, events: ['invoice.*'] } },
     tenant.apiKey,
   );
   const subscriptionId = created.data.createWebhookSubscription.subscription.id;
