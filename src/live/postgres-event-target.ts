@@ -326,8 +326,9 @@ export class PostgresEventTarget implements EventTarget {
     this.querying++;
     try {
       const limit = timeoutMs + this.livenessMs;
-      const rows = await within(run(), limit, `no answer on the LISTEN connection within ${limit} ms`).catch((error: unknown) => {
-        if (this.client === client && (error as Error).message.startsWith('no answer on the LISTEN connection')) dropConnection(client);
+      const silent = `no answer on the LISTEN connection within ${limit} ms`;
+      const rows = await within(run(), limit, silent).catch((error: unknown) => {
+        if (this.client === client && (error as Error).message === silent) dropConnection(client);
         throw error;
       });
       if (this.client === client) this.answeredAt = Date.now();
