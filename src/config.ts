@@ -46,6 +46,10 @@ export interface Config {
   liveSubscriptionsPerKey: number;
   /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
   liveSubscriptionsPerConnection: number;
+  /** Threads that check events' data against tenants' own schemas (see validation-pool.ts). */
+  validationThreads: number;
+  /** How long one such check may run before it is refused and its thread replaced (ms). */
+  validationTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -167,6 +171,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
     liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
+    validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),
+    validationTimeoutMs: read(env, 'HOOKLINE_VALIDATION_TIMEOUT', '2s', (t) => parseDurationUpTo(t, 60_000, '1m')),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

@@ -66,6 +66,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
 
     const metrics = createMetrics();
     const services = createServices(config, dataSource, log, clock);
+    stops.push(() => services.catalog.close());
     stops.push(() => services.webhooks.close());
     services.metrics = metrics;
     services.webhooks.countEventsIn(metrics.eventsTriggered);

@@ -36,7 +36,7 @@ export interface Services {
 }
 
 export function createServices(config: Readonly<Config>, dataSource: DataSource, log: Logger, clock: Clock = systemClock): Services {
-  const catalog = new EventCatalog(dataSource);
+  const catalog = new EventCatalog(dataSource, { threads: config.validationThreads, deadlineMs: config.validationTimeoutMs });
   const targetGuard = new TargetGuard({ allowPrivate: config.allowPrivateTargets });
   const base = { config, dataSource, log, clock, catalog, targetGuard };
   return {

@@ -35,6 +35,11 @@ describe('defaults', () => {
     expect(config.disableOnGone).toBe(false);
   });
 
+  it("checks tenants' schemas in 2 threads, each check within 2 s", () => {
+    expect(config.validationThreads).toBe(2);
+    expect(config.validationTimeoutMs).toBe(2_000);
+  });
+
   it('dispatches 128 at once, 64 per subscription', () => {
     expect(config.dispatchConcurrency).toBe(128);
     expect(config.dispatchPerSubscription).toBe(64);
@@ -182,6 +187,10 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_PER_KEY', '0'],
     ['HOOKLINE_LIVE_PER_KEY', 'lots'],
     ['HOOKLINE_LIVE_PER_CONNECTION', '0'],
+    ['HOOKLINE_VALIDATION_THREADS', '0'],
+    ['HOOKLINE_VALIDATION_THREADS', '65'],
+    ['HOOKLINE_VALIDATION_TIMEOUT', '2'],
+    ['HOOKLINE_VALIDATION_TIMEOUT', '2m'],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {

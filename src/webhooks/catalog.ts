@@ -1,18 +1,14 @@
 // The event catalog: built-in types and each tenant's own, each with a JSON
 // Schema of its `data`. Types never change once created, so compiled
-// validators are cached for the life of the process.
-import { Ajv, type Options, type ValidateFunction } from 'ajv';
-import type { RegExpEngine } from 'ajv/dist/types/index.js';
-import formats from 'ajv-formats';
-import { RE2 } from 're2-wasm';
+// validators are kept: the built-in types' here, tenants' in the validation
+// threads that run them (see validation-pool.ts).
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { HooklineError, badInput, longerThan, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, longerThan, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
-
-// ajv-formats is CommonJS: as imported here, its function is the module's `default`.
-const addFormats = formats.default;
+import { createAjv, verdictOf, type ValidateFunction } from './schema-engine.js';
+import { CheckPool, type CheckOutcome, type CheckPoolOptions } from './validation-pool.js';
 
 export const EVENT_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/;
 /** What comes before `.*` in a pattern: one or more words of an event name. */
@@ -22,7 +18,11 @@ export const MAX_EVENT_NAME = 100;
 export interface CatalogEntry {
   id: string;
   name: string;
-  validate: ValidateFunction;
+  /** Null for a built-in type. */
+  tenantId: string | null;
+  schema: object;
+  /** A built-in type's validator, run here; a tenant's schema runs in a validation thread. */
+  validate?: ValidateFunction;
 }
 
 /** Every pattern that selects an event: its name, each `prefix.*` above it, and `*`. */
@@ -58,64 +58,6 @@ export function checkEventPattern(field: string, pattern: string): 'name' | 'pat
   }
   checkEventName(field, pattern);
   return 'name';
-}
-
-/** Formats ajv's first errors as `data.amount: must be string,number`. */
-function describeErrors(validate: ValidateFunction): string {
-  return (validate.errors ?? [])
-    .slice(0, 3)
-    .map((e) => {
-      const path = e.instancePath ? `data${e.instancePath.replaceAll('/', '.')}` : 'data';
-      if (e.keyword === 'required') return `${path}.${(e.params as { missingProperty: string }).missingProperty} is required`;
-      return `${path} ${e.message}`;
-    })
-    .join('; ');
-}
-
-/**
- * A tenant's schema may hold any `pattern`: JavaScript's backtracking engine can take
- * exponential time on one (`^(a+)+$` against 40 a's and a !), blocking the process for
- * every tenant. RE2 runs in time linear in the input, and refuses what it cannot run so
- * (backreferences, lookarounds) when the schema is created.
- */
-const re2: RegExpEngine = Object.assign(
-  (pattern: string, flags: string) => {
-    const made = new RE2(pattern, flags.includes('u') ? flags : `${flags}u`);
-    collecting?.push(made);
-    return made;
-  },
-  { code: 'new (require("re2-wasm").RE2)' },
-);
-
-/** RE2 objects made while a throwaway compile runs (see compiledOnce). */
-let collecting: RE2[] | undefined;
-
-/**
- * Runs a compile whose validator is thrown away, and frees the RE2 objects it made: RE2 runs
- * in WebAssembly, in one memory of a fixed size for the whole process, where nothing is freed
- * on its own, so each check of a schema at createEventType would take some of it for good.
- */
-function compiledOnce<T>(compile: () => T): T {
-  const made: RE2[] = [];
-  collecting = made;
-  try {
-    return compile();
-  } finally {
-    collecting = undefined;
-    for (const regExp of made) (regExp as unknown as { wrapper?: { delete?: () => void } }).wrapper?.delete?.();
-  }
-}
-
-// addUsedSchema: false, so two tenants' schemas with the same $id never collide. inlineRefs:
-// false, so a $ref used in many places is compiled once, not copied into each (200 uses of a
-// definition of 200 properties took 13 s and 1.5 GB to compile).
-const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, code: { regExp: re2 } };
-
-/** An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…) enforced, not ignored. */
-function createAjv(): Ajv {
-  const ajv = new Ajv(AJV_OPTIONS);
-  addFormats(ajv);
-  return ajv;
 }
 
 /** Keywords whose values are data, not schemas: a `{"uniqueItems": true}` there is a value. */
@@ -466,12 +408,24 @@ function checkPatternCost(text: string, path: string): PatternCost {
 }
 
 export class EventCatalog {
+  /** Built-in types' schemas only: tenants' run in the validation threads. */
   private readonly ajv = createAjv();
+  private readonly checks: CheckPool;
   private readonly validators = new Map<string, CatalogEntry>();
 
-  constructor(private readonly dataSource: DataSource) {}
+  constructor(
+    private readonly dataSource: DataSource,
+    options: CheckPoolOptions = {},
+  ) {
+    this.checks = new CheckPool(options);
+  }
 
-  private compile(row: { id: string; name: string; schema: object }): CatalogEntry {
+  /** Ends the validation threads. */
+  close(): Promise<void> {
+    return this.checks.close();
+  }
+
+  private compile(row: { id: string; name: string; tenantId: string | null; schema: object }): CatalogEntry {
     let entry = this.validators.get(row.id);
     if (!entry) {
       // A type created before these bounds were checked is not run unchecked either.
@@ -481,7 +435,7 @@ export class EventCatalog {
         throw badInput('event', `the schema of ${row.name} costs too much to check (${(error as Error).message}): createEventType with its name and a schema within the limits replaces it`);
       }
       if (this.validators.size > 10_000) this.validators.clear();
-      entry = { id: row.id, name: row.name, validate: this.ajv.compile(row.schema) };
+      entry = { ...row, validate: row.tenantId === null ? this.ajv.compile(row.schema) : undefined };
       this.validators.set(row.id, entry);
     }
     return entry;
@@ -494,9 +448,9 @@ export class EventCatalog {
     const key = `${tenantId}:${event}`;
     const cached = this.byName.get(key);
     if (cached) return cached;
-    const rows = await queryRows<{ id: string; name: string; schema: object }>(
+    const rows = await queryRows<{ id: string; name: string; tenantId: string | null; schema: object }>(
       manager,
-      `select id, name, schema from event_types
+      `select id, name, tenant_id as "tenantId", schema from event_types
         where name = $1 and (tenant_id = $2 or tenant_id is null)
         order by tenant_id nulls last limit 1`,
       [event, tenantId],
@@ -508,17 +462,42 @@ export class EventCatalog {
     return entry;
   }
 
-  /** Validates `data` against the type's schema; BAD_USER_INPUT naming the field on mismatch. */
-  validateData(entry: CatalogEntry, data: unknown, field = 'data'): void {
+  /**
+   * Validates `data` (whose JSON is `dataJson`, what is stored and sent) against the type's
+   * schema; BAD_USER_INPUT naming the field on mismatch. A tenant's schema runs in a validation
+   * thread, in the tenant's turn, within a deadline.
+   */
+  async validateData(tenantId: TenantId, entry: CatalogEntry, data: unknown, dataJson: string, field = 'data'): Promise<void> {
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput(field, 'must be a JSON object');
-    const valid: unknown = entry.validate(data);
-    if (valid === true) return;
-    if (valid instanceof Promise) {
-      // A schema stored before createEventType refused asynchronous ones: never taken as valid.
-      valid.catch(() => {});
-      throw badInput(field, `cannot be checked: the schema of ${entry.name} is asynchronous ($async)`);
+    let verdict: { errors: string } | { async: true } | undefined;
+    if (entry.validate) {
+      verdict = verdictOf(entry.validate, data);
+    } else {
+      const outcome = await this.checks.check(tenantId, { kind: 'data', typeId: entry.id, schema: entry.schema, dataJson });
+      verdict = (this.settled(outcome, field, `checked against the schema of ${entry.name}`) as { verdict?: typeof verdict }).verdict;
     }
-    throw badInput(field, `does not match the schema of ${entry.name}: ${describeErrors(entry.validate).replaceAll(/^data/g, field)}`);
+    if (!verdict) return;
+    if ('async' in verdict) throw badInput(field, `cannot be checked: the schema of ${entry.name} is asynchronous ($async)`);
+    throw badInput(field, `does not match the schema of ${entry.name}: ${verdict.errors.replaceAll(/(^|; )data/g, `$1${field}`)}`);
+  }
+
+  /** The reply of a check that ran, or the error of one that did not. */
+  private settled(outcome: CheckOutcome, field: string, what: string): object {
+    switch (outcome.kind) {
+      case 'done':
+        return outcome.reply;
+      case 'timeout':
+        if (outcome.phase === 'compile') throw badInput(field, `could not be ${what}: the schema took more than ${this.checks.deadline('compile') / 1000} s to compile (fewer or simpler patterns)`);
+        throw badInput(field, `could not be ${what} within ${this.checks.deadline('check') / 1000} s: the schema costs too much for this value (fewer or simpler patterns, a maxLength on long strings, fewer alternatives)`);
+      case 'failed':
+        throw badInput(field, `could not be ${what}: the check failed (${outcome.message}); the schema costs too much for this value`);
+      case 'busy':
+        throw new HooklineError(ErrorCode.RATE_LIMITED, `${field}: too many of this tenant's checks are waiting for a validation thread; try again shortly`);
+      case 'unavailable':
+        throw new Error(`no validation thread: ${outcome.message}`);
+      case 'closed':
+        throw new Error('the event catalog is closed');
+    }
   }
 
   list(tenantId: TenantId): Promise<EventType[]> {
@@ -546,21 +525,9 @@ export class EventCatalog {
     rejectUnstorableJson('schema', text);
     if (Buffer.byteLength(text) > SCHEMA_LIMITS.bytes) throw badInput('schema', `may be at most ${SCHEMA_LIMITS.bytes / 1024} KiB as JSON`);
     checkSchemaCost(schema as Record<string, unknown>);
-    let valid: boolean;
-    try {
-      valid = this.ajv.validateSchema(schema) as boolean;
-      // An asynchronous schema's validator answers with a promise, which is no verdict here.
-      if (valid && (compiledOnce(() => createAjv().compile(schema)) as { $async?: boolean }).$async) {
-        throw badInput('schema', 'must not be asynchronous ($async): Hookline validates events as they come');
-      }
-    } catch (error) {
-      if (error instanceof HooklineError) throw error;
-      // Its first line only: an engine's failure may carry its stack (paths of this server).
-      throw badInput('schema', `cannot be compiled: ${String((error as Error).message).split('\n')[0]!.slice(0, 300)}`);
-    }
-    if (!valid) {
-      throw badInput('schema', `is not a valid JSON Schema: ${this.ajv.errorsText(this.ajv.errors, { dataVar: 'schema' })}`);
-    }
+    // Compiled in a validation thread, within its deadline, as its checks will run.
+    const { problem } = this.settled(await this.checks.check(tenantId, { kind: 'schema', schema }), 'schema', 'compiled') as { problem?: string };
+    if (problem) throw badInput('schema', problem);
     return withTenant(this.dataSource, tenantId, async (manager) => {
       // One creation at a time per tenant, so that creations at once cannot pass the count together.
       await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline event types ' || $1, 0))`, [tenantId]);

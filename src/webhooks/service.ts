@@ -54,6 +54,8 @@ export interface TriggerResult {
 
 export class WebhookService {
   private readonly catalog: EventCatalog;
+  /** Made here (library use), so closed here too. */
+  private readonly ownCatalog: boolean;
   private readonly batcher: IngestBatcher;
   private eventsCounter: { inc(): void } | undefined;
 
@@ -68,6 +70,7 @@ export class WebhookService {
     options: { tenantSessions?: boolean } = {},
   ) {
     this.catalog = catalog ?? new EventCatalog(dataSource);
+    this.ownCatalog = !catalog;
     this.batcher = new IngestBatcher(dataSource, options);
   }
 
@@ -152,7 +155,7 @@ export class WebhookService {
   ): Promise<{ result: TriggerResult; claimed: ClaimedDelivery[] }> {
     try {
       const entry = await this.catalog.find(manager, tenantId, input.event);
-      this.catalog.validateData(entry, input.data);
+      await this.catalog.validateData(tenantId, entry, input.data, prepared.dataJson);
     } catch (error) {
       // A retry of a request that was accepted returns its event even if the catalog has
       // changed since (a type made stricter, or deactivated): the key decides, as the contract
@@ -223,7 +226,7 @@ export class WebhookService {
   ): Promise<TriggerResult> {
     // The catalog lookup is scoped by tenant in its SQL and cached after the first call.
     const entry = await this.catalog.find(poolOf(this.dataSource), tenantId, input.event);
-    this.catalog.validateData(entry, input.data);
+    await this.catalog.validateData(tenantId, entry, input.data, prepared.dataJson);
     const createdAt = this.clock.now();
     const id = randomUUID();
     const body = WebhookFormatter.serializeWithData(
@@ -269,8 +272,9 @@ export class WebhookService {
   }
 
   /** Ends the connections of the batched path (the DataSource stays the caller's). */
-  close(): Promise<void> {
-    return this.batcher.close();
+  async close(): Promise<void> {
+    await this.batcher.close();
+    if (this.ownCatalog) await this.catalog.close();
   }
 
   /**
