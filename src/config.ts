@@ -42,6 +42,8 @@ export interface Config {
   liveStallMs: number;
   /** Requests per second one API key may make to one API process (0: no limit). */
   rateLimitPerSecond: number;
+  /** Requests per second one client address may make to one API process without a valid API key (0: no limit). */
+  anonymousRateLimitPerSecond: number;
   /** deliveryUpdated subscriptions open at once for one API key in one API process (WebSocket and Server-Sent Events). */
   liveSubscriptionsPerKey: number;
   /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
@@ -169,6 +171,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     liveBufferLimit: read(env, 'HOOKLINE_LIVE_BUFFER', '10000', (t) => parseInteger(t, 1, 1_000_000)),
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', (t) => parseDurationUpTo(t, 3_600_000, '1h')),
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
+    anonymousRateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT_ANONYMOUS', '200', (t) => parseInteger(t, 0, 10_000_000)),
     liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),

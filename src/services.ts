@@ -30,6 +30,8 @@ export interface Services {
   apiKeys: ApiKeyCache;
   /** Requests per second per API key. */
   rateLimiter: RateLimiter;
+  /** Requests per second per client address that come without a valid key (see resolveViewer). */
+  addressLimiter: RateLimiter;
   /** Set in processes that serve the API. */
   live?: LiveUpdates;
   metrics?: Metrics;
@@ -46,5 +48,6 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),
+    addressLimiter: new RateLimiter(config.anonymousRateLimitPerSecond, 'requests without a valid API key from this address'),
   };
 }

@@ -35,6 +35,10 @@ describe('defaults', () => {
     expect(config.disableOnGone).toBe(false);
   });
 
+  it('takes 200 requests a second from an address without a valid API key', () => {
+    expect(config.anonymousRateLimitPerSecond).toBe(200);
+  });
+
   it("checks tenants' schemas in 2 threads, each check within 2 s", () => {
     expect(config.validationThreads).toBe(2);
     expect(config.validationTimeoutMs).toBe(2_000);
@@ -187,6 +191,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_PER_KEY', '0'],
     ['HOOKLINE_LIVE_PER_KEY', 'lots'],
     ['HOOKLINE_LIVE_PER_CONNECTION', '0'],
+    ['HOOKLINE_RATE_LIMIT_ANONYMOUS', '-1'],
+    ['HOOKLINE_RATE_LIMIT_ANONYMOUS', 'lots'],
     ['HOOKLINE_VALIDATION_THREADS', '0'],
     ['HOOKLINE_VALIDATION_THREADS', '65'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],

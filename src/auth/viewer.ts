@@ -5,6 +5,7 @@ import type { DataSource } from 'typeorm';
 import { forbidden, unauthenticated } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { poolOf, queryRows } from '../db/query.js';
+import type { AddressLimit } from './rate-limit.js';
 
 export type Viewer =
   | { kind: 'anonymous'; reason?: string }
@@ -108,22 +109,35 @@ export class ApiKeyCache {
   }
 }
 
+/**
+ * Who the Authorization header names. With `limit`, what comes without a valid key counts
+ * against the client address's rate (no header, a malformed one, a token that names no key;
+ * RateLimitedError past it), and once the address has used it no key is looked up: a client
+ * trying tokens cannot make the database search for each. Valid keys and the admin token do
+ * not count.
+ */
 export async function resolveViewer(
   dataSource: DataSource,
   adminToken: string,
   authorization: string | null | undefined,
   cache?: ApiKeyCache,
+  limit?: AddressLimit,
 ): Promise<Viewer> {
-  if (!authorization) return { kind: 'anonymous' };
+  const refused = (reason?: string): Viewer => {
+    limit?.take();
+    return reason ? { kind: 'anonymous', reason } : { kind: 'anonymous' };
+  };
+  if (!authorization) return refused();
   const token = bearerToken(authorization);
-  if (!token) return { kind: 'anonymous', reason: 'the Authorization header must be "Bearer <token>"' };
+  if (!token) return refused('the Authorization header must be "Bearer <token>"');
   const hash = hashApiKey(token);
   if (isAdminToken(hash, adminToken)) return { kind: 'admin' };
-  if (!token.startsWith(API_KEY_PREFIX)) return { kind: 'anonymous', reason: 'the API key is not valid' };
+  if (!token.startsWith(API_KEY_PREFIX)) return refused('the API key is not valid');
   const key = hash.toString('hex');
   const cached = cache?.get(key);
   if (cached) return cached;
-  if (cache?.isInvalid(key)) return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
+  if (cache?.isInvalid(key)) return refused('the API key is not valid or has been revoked');
+  limit?.check();
   const begun = cache?.begin() ?? -1;
   const rows = await queryRows<{ id: string; tenant_id: string }>(
     poolOf(dataSource),
@@ -133,7 +147,7 @@ export async function resolveViewer(
   const row = rows[0];
   if (!row) {
     cache?.setInvalid(key);
-    return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' };
+    return refused('the API key is not valid or has been revoked');
   }
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
   cache?.set(key, viewer, begun);

@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
+import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
@@ -69,6 +70,9 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, typ
 const WS_CLOSE_REVOKED = 4401;
 /** Why a WebSocket connection without a valid key is closed (at most 123 bytes). */
 export const WS_UNAUTHENTICATED_REASON = 'UNAUTHENTICATED: connection parameter authorization: "Bearer <API key>" missing or invalid';
+/** A connection refused as its address made too many requests without a valid key (HOOKLINE_RATE_LIMIT_ANONYMOUS). */
+export const WS_RATE_LIMITED = 4429;
+export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a valid API key from this address; retry later';
 
 interface SocketEntry {
   /** Resolved when the socket connected; each operation resolves it again from `authorization`. */
@@ -245,8 +249,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
             : args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
           const authorization = connectionAuthorization(ctx.connectionParams);
-          const viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys);
           const socket = (ctx.extra as any).socket as import('ws').WebSocket;
+          const address = ((ctx.extra as any).request as IncomingMessage).socket.remoteAddress;
+          let viewer: Viewer;
+          try {
+            viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys, addressLimit(services.addressLimiter, address));
+          } catch (error) {
+            if (!(error instanceof RateLimitedError)) throw error;
+            socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
+            return false;
+          }
           if (viewer.kind === 'anonymous') {
             // 4403 Forbidden, as graphql-ws refuses a connection, with the contract's code in the reason.
             socket.close(4403, WS_UNAUTHENTICATED_REASON);
@@ -265,7 +277,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
           // the same cache): the notice of its revocation may have been lost.
           let viewer: Viewer;
           try {
-            viewer = await resolveViewer(dataSource, adminToken, entry.authorization, services.apiKeys);
+            viewer = await resolveViewer(dataSource, adminToken, entry.authorization, services.apiKeys, addressLimit(services.addressLimiter, extra.request?.socket?.remoteAddress));
           } catch (error) {
             return forWebSocket([mask(error)]);
           }

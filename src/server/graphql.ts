@@ -1,11 +1,12 @@
 // Yoga, with GraphiQL from the installed assets, GraphQL Armor's limits, the
 // contract's error codes, and masking of everything unexpected.
+import type { IncomingMessage } from 'node:http';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { RateLimitedError } from '../auth/rate-limit.js';
+import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError } from '../errors.js';
@@ -235,28 +236,27 @@ export function createGraphQLServer(services: Services): Yoga {
     multipart: false,
     context: async (initial) => {
       const request = (initial as { request?: Request }).request;
-      const viewer =
-        initial.viewer ??
-        (await resolveViewer(
-          dataSource,
-          config.adminToken,
-          request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
-          services.apiKeys,
-        ));
-      if (viewer.kind === 'tenant') {
-        try {
-          services.rateLimiter.take(viewer.apiKeyId);
-        } catch (error) {
-          if (!(error instanceof RateLimitedError)) throw error;
-          throw createGraphQLError(error.message, {
-            extensions: {
-              code: error.code,
-              http: { status: 429, headers: { 'retry-after': String(error.retryAfterSeconds) } },
-            },
-          });
-        }
+      try {
+        const viewer =
+          initial.viewer ??
+          (await resolveViewer(
+            dataSource,
+            config.adminToken,
+            request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
+            services.apiKeys,
+            addressLimit(services.addressLimiter, (initial as { req?: IncomingMessage }).req?.socket.remoteAddress),
+          ));
+        if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
+        return { viewer, services, log, loaders: createLoaders(services, viewer) };
+      } catch (error) {
+        if (!(error instanceof RateLimitedError)) throw error;
+        throw createGraphQLError(error.message, {
+          extensions: {
+            code: error.code,
+            http: { status: 429, headers: { 'retry-after': String(error.retryAfterSeconds) } },
+          },
+        });
       }
-      return { viewer, services, log, loaders: createLoaders(services, viewer) };
     },
     maskedErrors: { maskError },
     plugins: [

@@ -5,7 +5,7 @@
 // same error codes. This file only translates JSON in (snake_case) to service
 // calls and rows out to snake_case JSON.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RateLimitedError } from '../auth/rate-limit.js';
+import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
 import { requireTenant, resolveViewer } from '../auth/viewer.js';
 import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
@@ -356,7 +356,13 @@ export function createRestRoutes(services: Services): Routes {
     }
 
     try {
-      const viewer = await resolveViewer(services.dataSource, services.config.adminToken, req.headers.authorization, services.apiKeys);
+      const viewer = await resolveViewer(
+        services.dataSource,
+        services.config.adminToken,
+        req.headers.authorization,
+        services.apiKeys,
+        addressLimit(services.addressLimiter, req.socket.remoteAddress),
+      );
       const tenantId = requireTenant(viewer);
       if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
       const json = async (): Promise<Record<string, unknown>> => {

@@ -483,6 +483,7 @@ describe('500 for the unexpected', () => {
       dataSource: { driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },
       rateLimiter: { take() {} },
+      addressLimiter: { take() {}, check() {} },
       deliveries: {
         list: async () => {
           throw new Error('connection reset: password=hunter2');
@@ -501,7 +502,7 @@ describe('500 for the unexpected', () => {
         text = t;
       },
     } as any;
-    const req = { url: '/api/v1/tenant/webhooks/deliveries', method: 'GET', headers: { authorization: 'Bearer hkl_x' } } as any;
+    const req = { url: '/api/v1/tenant/webhooks/deliveries', method: 'GET', headers: { authorization: 'Bearer hkl_x' }, socket: { remoteAddress: '127.0.0.1' } } as any;
     const handled = await createRestRoutes(services)(req, res, async () => Buffer.alloc(0));
     expect(handled).toBe(true);
     expect(status).toBe(500);

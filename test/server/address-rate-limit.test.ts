@@ -1,0 +1,125 @@
+// What comes without a valid API key (no key, a malformed header, a token that names no key)
+// counts against the client address's rate: nobody can make the API answer introspection or
+// look keys up in the database without end. Valid keys and the admin token do not count.
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { addressKey } from '../../src/auth/rate-limit.js';
+import { WS_RATE_LIMITED, WS_RATE_LIMITED_REASON } from '../../src/server/app.js';
+import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
+
+const RATE = 4;
+let hl: TestHookline;
+let apiKey: string;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_RATE_LIMIT_ANONYMOUS: String(RATE) });
+  apiKey = (await hl.createTenant('Known')).apiKey;
+});
+afterAll(() => hl?.stop());
+
+/** A GraphQL POST from a loopback address of the caller's choice (127.0.0.1 unless said). */
+function graphql(query: string, authorization?: string, localAddress = '127.0.0.1'): Promise<{ status: number; retryAfter?: string; body: any }> {
+  return new Promise((resolve, reject) => {
+    const body = JSON.stringify({ query });
+    const req = request(
+      `${hl.url}/graphql`,
+      {
+        method: 'POST',
+        localAddress,
+        headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body: JSON.parse(text) }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const rest = (authorization: string | undefined, localAddress: string) =>
+  new Promise<{ status: number; body: any }>((resolve, reject) => {
+    const req = request(`${hl.url}/api/v1/tenant/webhooks/deliveries`, { localAddress, headers: authorization ? { authorization } : {} }, (res) => {
+      let text = '';
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
+/** Uses up the address's second of requests, with tokens that name no key. */
+async function exhaust(localAddress: string): Promise<void> {
+  const answers = await Promise.all(Array.from({ length: RATE }, (_, i) => graphql('{ viewer { name } }', `Bearer hkl_nosuchkey${i}${localAddress}`, localAddress)));
+  for (const answer of answers) expect(answer.body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+}
+
+describe('requests without a valid API key', () => {
+  it('are limited per address over GraphQL and REST, named RATE_LIMITED with a Retry-After', async () => {
+    await exhaust('127.0.0.2');
+    // A new token is not looked up any more, nor is a request with no key answered.
+    for (const authorization of ['Bearer hkl_yetanotherkey', undefined, 'Basic abc']) {
+      const answer = await graphql('{ __typename }', authorization, '127.0.0.2');
+      expect(answer.status).toBe(429);
+      expect(answer.retryAfter).toBe('1');
+      expect(answer.body.errors[0]).toMatchObject({
+        extensions: { code: 'RATE_LIMITED' },
+        message: `rate limit of ${RATE} requests per second for requests without a valid API key from this address exceeded; retry after 1 s`,
+      });
+    }
+    const refused = await rest('Bearer hkl_nosuchkey', '127.0.0.2');
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.code).toBe('RATE_LIMITED');
+  });
+
+  it('leave other addresses, keys in use and the admin token alone', async () => {
+    // The key in use: this process knows it (for a minute).
+    expect((await graphql('{ viewer { name } }', `Bearer ${apiKey}`, '127.0.0.3')).status).toBe(200);
+    await exhaust('127.0.0.3');
+    // Another address has its own rate.
+    expect((await graphql('{ __typename }', undefined, '127.0.0.4')).body).toEqual({ data: { __typename: 'Query' } });
+    // The key in use and the admin token still work from the address.
+    expect((await graphql('{ viewer { name } }', `Bearer ${apiKey}`, '127.0.0.3')).body).toEqual({ data: { viewer: { name: 'Known' } } });
+    expect((await graphql('{ __typename }', `Bearer ${ADMIN_TOKEN}`, '127.0.0.3')).status).toBe(200);
+    expect((await rest(`Bearer ${apiKey}`, '127.0.0.3')).status).toBe(200);
+  });
+
+  it('while over it, have a key this process does not know yet wait too: a lookup is what the rate guards', async () => {
+    const fresh = (await hl.createTenant('Fresh')).apiKey;
+    await exhaust('127.0.0.6');
+    expect((await graphql('{ viewer { name } }', `Bearer ${fresh}`, '127.0.0.6')).status).toBe(429);
+    expect((await graphql('{ viewer { name } }', `Bearer ${fresh}`, '127.0.0.7')).body).toEqual({ data: { viewer: { name: 'Fresh' } } });
+  });
+
+  it('get their rate back as time passes', async () => {
+    await exhaust('127.0.0.5');
+    expect((await graphql('{ __typename }', undefined, '127.0.0.5')).status).toBe(429);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect((await graphql('{ __typename }', undefined, '127.0.0.5')).body).toEqual({ data: { __typename: 'Query' } });
+  });
+
+  it('close a WebSocket with 4429 and RATE_LIMITED once the address has used its rate', async () => {
+    // ws connects from 127.0.0.1: the address of the test's other clients, exhausted here.
+    await exhaust('127.0.0.1');
+    const socket = new WebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: 'Bearer hkl_nosuchkey' } })));
+    expect(await closed).toEqual({ code: WS_RATE_LIMITED, reason: WS_RATE_LIMITED_REASON });
+  });
+});
+
+describe('the address a request counts against', () => {
+  it('is an IPv4 address as it is, also when mapped into IPv6', () => {
+    expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+  });
+
+  it("is an IPv6 address's /64, which one host can pick any address of", () => {
+    expect(addressKey('2001:db8:1:2:aaaa::1')).toBe(addressKey('2001:db8:1:2:ffff:1:2:3'));
+    expect(addressKey('2001:db8:1:2::1')).not.toBe(addressKey('2001:db8:1:3::1'));
+  });
+});
