@@ -11,7 +11,7 @@ import { runMigrations } from './db/migrate.js';
 import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
-import { buildApp, type App, type RequestTimeouts } from './server/app.js';
+import { buildApp, checkPortFree, type App, type RequestTimeouts } from './server/app.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
 
 export interface Hookline {
@@ -53,6 +53,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     }
   };
   try {
+    await checkPortFree(config.port, host);
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
       embedded = await startEmbeddedPostgres(config.dataDir, log, { onUnexpectedExit: onFatal });
@@ -148,3 +149,4 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     throw error;
   }
 }
+

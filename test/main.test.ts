@@ -3,9 +3,10 @@
 // generated admin token, stops cleanly on SIGTERM, and on the next start
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { connect } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
@@ -543,5 +544,21 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
     expect(await terminate(first)).toEqual({ code: 0, signal: null });
     expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+
+  it('a PORT another process listens on is refused at once, before any PostgreSQL starts', SLOW, async () => {
+    const dataDir = join(await freshDataDir(), 'data');
+    const taken = createNetServer();
+    await new Promise<void>((done) => taken.listen(0, '127.0.0.1', done));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(port) });
+      expect(await service.exited).toEqual({ code: 1, signal: null });
+      expect(service.output().stderr).toContain(`PORT ${port} is already in use on 0.0.0.0: stop what listens there, or set PORT to another port`);
+      // The embedded PostgreSQL was never started: not even its data folder was made.
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      taken.close();
+    }
   });
 });

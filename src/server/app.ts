@@ -2,7 +2,7 @@
 // /readyz and /metrics; roles `all` and `api` also serve GraphQL (HTTP, SSE
 // and graphql-ws on /graphql) and the REST routes of the guide.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
 import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
@@ -333,7 +333,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   }
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portTaken(options.port, options.host ?? '0.0.0.0') : error));
     server.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
@@ -378,3 +378,21 @@ export async function buildApp(options: AppOptions): Promise<App> {
 }
 
 export { WS_CLOSE_REVOKED };
+
+/**
+ * Refuses a PORT that another process listens on at once, rather than after the embedded
+ * PostgreSQL and the migrations (seconds) only to stop them again. (The port may still be
+ * taken in between: the listen's own error says so then.)
+ */
+export async function checkPortFree(port: number, host = '0.0.0.0'): Promise<void> {
+  if (!port) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portTaken(port, host) : error));
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+function portTaken(port: number, host: string): Error {
+  return new Error(`PORT ${port} is already in use on ${host}: stop what listens there, or set PORT to another port`);
+}
