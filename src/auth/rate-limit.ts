@@ -76,7 +76,7 @@ export interface AddressLimit {
   check(): void;
 }
 
+/** The limit of one client's address; its key is worked out only if asked (a valid key never is). */
 export function addressLimit(limiter: RateLimiter, address: string | undefined): AddressLimit {
-  const key = addressKey(address);
-  return { take: () => limiter.take(key), check: () => void limiter.check(key) };
+  return { take: () => limiter.take(addressKey(address)), check: () => void limiter.check(addressKey(address)) };
 }
