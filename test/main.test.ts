@@ -4,7 +4,7 @@
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -560,5 +560,38 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     } finally {
       taken.close();
     }
+  });
+
+  it('two first starts at once on an empty folder: one makes and runs it, the other is refused naming it', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
+    const services = [startService({ ...env, PORT: String(await freePort()) }), startService({ ...env, PORT: String(await freePort()) })];
+    // Whichever is refused ends; the other runs.
+    const refusedIndex = await Promise.race(services.map((service, index) => service.exited.then(() => index)));
+    const [refused, running] = refusedIndex === 0 ? services : [services[1]!, services[0]!];
+    expect(await refused!.exited).toEqual({ code: 1, signal: null });
+    expect(refused!.output().stderr).toMatch(new RegExp(`is (being created|in use) by Hookline process ${running!.child.pid}`));
+    await waitReady(running!);
+    expect((await gql(running!.url, '{ __typename }', KNOWN_ADMIN_TOKEN)).body.data).toEqual({ __typename: 'Query' });
+    expect(await terminate(running!)).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    // And it starts again on what was made.
+    const again = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(again);
+    expect(await terminate(again)).toEqual({ code: 0, signal: null });
+  });
+
+  it('a first start killed while it made the folder leaves a lock and half a folder: the next start takes both over', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    // A process number that no longer runs, and what initdb had written when it was killed.
+    const gone = spawn(process.execPath, ['-e', '']);
+    await new Promise((done) => gone.once('exit', done));
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    await mkdir(join(dataDir, 'pgdata', 'base'), { recursive: true });
+    await writeFile(join(dataDir, 'pgdata', 'postgresql.conf'), '# half-made\n');
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    await waitReady(service);
+    expect(existsSync(join(dataDir, 'hookline-initialising.pid'))).toBe(false);
+    expect(await terminate(service)).toEqual({ code: 0, signal: null });
   });
 });

@@ -131,15 +131,39 @@ export async function startEmbeddedPostgres(
   } = {},
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
+  await mkdir(resolve(dataDir), { recursive: true });
+  let fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
+  let releaseInit: (() => void) | undefined;
+  if (fresh) {
+    releaseInit = takeInitLock(dataDir, databaseDir);
+    // Another start may have made it meanwhile (and released its lock once its PostgreSQL ran).
+    fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
+    if (!fresh) {
+      releaseInit();
+      releaseInit = undefined;
+    }
+  }
+  try {
+    return await startOn(dataDir, databaseDir, fresh, log, options);
+  } finally {
+    releaseInit?.();
+  }
+}
+
+async function startOn(
+  dataDir: string,
+  databaseDir: string,
+  fresh: boolean,
+  log: Logger,
+  options: { database?: string; postgresFlags?: string[]; onUnexpectedExit?: (error: Error) => void },
+): Promise<EmbeddedDatabase> {
   const passwordFile = resolve(dataDir, PASSWORD_FILE);
-  const fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
   // First, as it frees the port of the last start (a killed service's PostgreSQL holds it).
   if (!fresh) await stopLeftover(databaseDir, log);
   const port = await portFor(dataDir);
   const isRoot = process.getuid?.() === 0;
   // A superuser password of its own for each data folder: the database listens on loopback,
   // where any local user could otherwise log in with a password everyone knows.
-  await mkdir(resolve(dataDir), { recursive: true });
   let password = readSecret(passwordFile);
   if (fresh && !password) writeSecret(passwordFile, (password = newPassword()));
   const embedded = new EmbeddedPostgres({
@@ -235,6 +259,45 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
     `cannot log in to the embedded PostgreSQL in ${dataDir}: ${why}. Put its password there, or start afresh by removing ${resolve(dataDir, 'pgdata')} (its data goes with it)`,
     { cause: failure },
   );
+}
+
+/** Beside the data while a first start makes it: the pid of that start's process. */
+const INIT_LOCK_FILE = 'hookline-initialising.pid';
+
+/**
+ * Taken by the start that makes a fresh data folder, until its PostgreSQL runs (and its
+ * owner file says whose it is): a second start meanwhile is refused, naming the first,
+ * rather than run initdb over the first's half-made folder. The lock of a start that died
+ * is taken over, and the folder it left half-made (initdb never finished: no PG_VERSION)
+ * removed, as initdb refuses a folder that is not empty. Answers its release.
+ */
+function takeInitLock(dataDir: string, databaseDir: string): () => void {
+  const lockFile = resolve(dataDir, INIT_LOCK_FILE);
+  for (;;) {
+    try {
+      writeFileSync(lockFile, String(process.pid), { flag: 'wx' });
+      return () => rmSync(lockFile, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let holder = Number.NaN;
+    try {
+      holder = Number.parseInt(readFileSync(lockFile, 'utf8'), 10);
+    } catch {
+      continue; // released meanwhile
+    }
+    // No number yet: just taken, not yet written. A number is trusted while it runs and, where
+    // /proc tells, is a Node.js process (after a container's restart it may be another program's).
+    const info = Number.isInteger(holder) ? processInfo(holder) : undefined;
+    const held = !Number.isInteger(holder) || (holder !== process.pid && alive(holder) && (!info || basename(info.args[0] ?? '').startsWith('node')));
+    if (held) {
+      throw new Error(
+        `the embedded PostgreSQL in ${databaseDir} is being created by ${Number.isInteger(holder) ? `Hookline process ${holder}` : 'another Hookline process'}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`,
+      );
+    }
+    rmSync(lockFile, { force: true });
+    if (!existsSync(resolve(databaseDir, 'PG_VERSION'))) rmSync(databaseDir, { recursive: true, force: true });
+  }
 }
 
 /** Beside the data: the pid of the process whose PostgreSQL runs on it. */
