@@ -10,6 +10,7 @@ import type { EntityManager } from 'typeorm';
 import { badInput } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from './query.js';
+import type { TenantId } from './tenant-scope.js';
 
 export interface PageWindow {
   after?: string;
@@ -29,6 +30,8 @@ export const MAX_PAGE_SIZE = 100;
 export async function keysetPage<Row>(
   manager: EntityManager,
   options: {
+    /** Whose rows: the cursors' own rows are looked up within the tenant's too (not by row-level security alone). */
+    tenantId: TenantId;
     table: string;
     columns: string;
     where: string[];
@@ -40,6 +43,8 @@ export async function keysetPage<Row>(
   const { table, columns, window } = options;
   const where = [...options.where];
   const params = [...options.params];
+  // Added only with a cursor: a parameter no statement uses has no type PostgreSQL can tell.
+  let tenantParam: string | undefined;
   // Walking backwards (before/last) reverses the order; Pothos puts the page back in order.
   const descending = options.newestFirst !== window.inverted;
   for (const [name, cursor, forward] of [
@@ -52,6 +57,7 @@ export async function keysetPage<Row>(
     if (!isUuid(id!) || rest.length || (at !== null && !(Number.isSafeInteger(at) && at >= 0))) {
       throw badInput(name, 'is not a cursor of this list');
     }
+    if (!tenantParam) tenantParam = `$${params.push(options.tenantId)}`;
     params.push(id, at);
     const [idParam, atParam] = [`$${params.length - 1}`, `$${params.length}`];
     const towardsEnd = forward !== options.newestFirst; // ascending walk past the cursor
@@ -59,7 +65,7 @@ export async function keysetPage<Row>(
     // The row's own time, to the microsecond; the cursor's millisecond only if the row is gone,
     // taken at the side that skips nothing (rows of that millisecond may then come again).
     const gone = `to_timestamp((${atParam}::bigint + ${towardsEnd ? 0 : 1}) / 1000.0)`;
-    where.push(`(created_at, id) ${op} (coalesce((select created_at from ${table} where id = ${idParam}::uuid), ${gone}), ${idParam}::uuid)`);
+    where.push(`(created_at, id) ${op} (coalesce((select created_at from ${table} where tenant_id = ${tenantParam} and id = ${idParam}::uuid), ${gone}), ${idParam}::uuid)`);
   }
   params.push(window.limit);
   const order = descending ? 'desc' : 'asc';
@@ -70,17 +76,17 @@ export async function keysetPage<Row>(
     params,
   );
   // An empty page after a bare id: the end of the list, or a row that is not there to go on from.
-  if (!rows.length) await checkBareCursors(manager, table, window);
+  if (!rows.length) await checkBareCursors(manager, options.tenantId, table, window);
   return rows;
 }
 
-async function checkBareCursors(manager: EntityManager, table: string, window: PageWindow): Promise<void> {
+async function checkBareCursors(manager: EntityManager, tenantId: TenantId, table: string, window: PageWindow): Promise<void> {
   for (const [name, cursor] of [
     ['after', window.after],
     ['before', window.before],
   ] as const) {
     if (cursor === undefined || cursor.includes('~')) continue;
-    const [found] = await queryRows(manager, `select 1 from ${table} where id = $1`, [cursor]);
+    const [found] = await queryRows(manager, `select 1 from ${table} where tenant_id = $1 and id = $2`, [tenantId, cursor]);
     if (!found) {
       throw badInput(name, `no item of this list has the id ${cursor} (deleted since?); page with the cursors Hookline gives (REST: the Link header), which go on past a deleted item`);
     }

@@ -129,8 +129,9 @@ export function claimSql(limit: number, tenantId?: string): string {
              ${EARLIER_SECRETS} as "earlierSecrets", s.headers,
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
-        join webhook_events e on e.id = c.event_id
-        left join webhook_subscriptions s on s.id = c.subscription_id`;
+        -- Within the delivery's tenant, whatever the foreign keys allow: its secret is never another's.
+        join webhook_events e on e.id = c.event_id and e.tenant_id = c.tenant_id
+        left join webhook_subscriptions s on s.id = c.subscription_id and s.tenant_id = c.tenant_id`;
     if (tenantId === undefined) claimTexts.set(limit, text);
   }
   return text;
@@ -243,7 +244,7 @@ async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcom
  * began would otherwise miss this row and be undone by it.
  */
 const SUBSCRIPTION_INACTIVE = `coalesce((select not s.active and s.deleted_at is null
-                                           from webhook_subscriptions s where s.id = d.subscription_id for share), false)`;
+                                           from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id for share), false)`;
 
 /**
  * The record statement. Its rows are found by primary key: a row this worker still

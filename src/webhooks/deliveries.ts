@@ -102,6 +102,7 @@ export class DeliveryService {
         add(key === 'subscriptionId' ? 'subscription_id = ?' : 'event_id = ?', value);
       }
       return keysetPage<DeliveryRow>(m, {
+        tenantId,
         table: 'webhook_deliveries',
         columns: DELIVERY_COLUMNS,
         where,

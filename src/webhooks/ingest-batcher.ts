@@ -99,7 +99,7 @@ export class IngestBatcher {
       const { code, constraint } = error as { code?: string; constraint?: string };
       if (code !== '23505' || constraint !== 'webhook_events_pkey') throw error;
       return withTenantClient(this.dataSource, tenantId, (client) =>
-        queryRows<DeliveryRow>(client, `select ${DELIVERY_COLUMNS} from webhook_deliveries where event_id = $1 order by id`, [item.id]),
+        queryRows<DeliveryRow>(client, `select ${DELIVERY_COLUMNS} from webhook_deliveries where tenant_id = $1 and event_id = $2 order by id`, [tenantId, item.id]),
       );
     }
   }
@@ -283,7 +283,7 @@ function insertSql(handOff: boolean): string {
             ${EARLIER_SECRETS} as "earlierSecrets", s.headers
        from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease,
                     schedule_attempts as "scheduleAttempts" from d) x
-       left join webhook_subscriptions s on x."handedOff" and s.id = x."subscriptionId"`
+       left join webhook_subscriptions s on x."handedOff" and s.tenant_id = $1 and s.id = x."subscriptionId"`
          : `
      insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
      select $1, m.event_id, m.subscription_id, m.event, m.url, 'PENDING', false, now(), now(), now()

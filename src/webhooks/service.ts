@@ -360,7 +360,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
                 (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
                                            'previousSecretExpiresAt', s.previous_secret_expires_at, 'earlierSecrets', ${EARLIER_SECRETS},
                                            'headers', s.headers)
-                   from webhook_subscriptions s where d."handedOff" and s.id = d."subscriptionId"), '{}')
+                   from webhook_subscriptions s where d."handedOff" and s.tenant_id = $2 and s.id = d."subscriptionId"), '{}')
          from d`
     : `with ${event}, d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)

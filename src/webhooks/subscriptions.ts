@@ -257,6 +257,7 @@ export class SubscriptionService {
         where.push(`active = $${params.length}`);
       }
       return keysetPage<WebhookSubscription>(manager, {
+        tenantId,
         table: 'webhook_subscriptions',
         columns: SUBSCRIPTION_COLUMNS,
         where,
