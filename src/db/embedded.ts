@@ -132,19 +132,9 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
   await mkdir(resolve(dataDir), { recursive: true });
-  let fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
-  let releaseInit: (() => void) | undefined;
-  if (fresh) {
-    releaseInit = takeInitLock(dataDir, databaseDir);
-    // Another start may have made it meanwhile (and released its lock once its PostgreSQL ran).
-    fresh = !existsSync(resolve(databaseDir, 'PG_VERSION'));
-    if (!fresh) {
-      releaseInit();
-      releaseInit = undefined;
-    }
-  }
+  const releaseInit = initLock(dataDir, databaseDir);
   try {
-    return await startOn(dataDir, databaseDir, fresh, log, options);
+    return await startOn(dataDir, databaseDir, !!releaseInit, log, options);
   } finally {
     releaseInit?.();
   }
@@ -265,38 +255,44 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
 const INIT_LOCK_FILE = 'hookline-initialising.pid';
 
 /**
- * Taken by the start that makes a fresh data folder, until its PostgreSQL runs (and its
- * owner file says whose it is): a second start meanwhile is refused, naming the first,
- * rather than run initdb over the first's half-made folder. The lock of a start that died
- * is taken over, and the folder it left half-made (initdb never finished: no PG_VERSION)
- * removed, as initdb refuses a folder that is not empty. Answers its release.
+ * The start that makes a fresh data folder holds a lock beside it until its PostgreSQL runs
+ * (and its owner file says whose it is): a second start meanwhile is refused, naming the
+ * first, rather than run initdb over the first's half-made folder or start a PostgreSQL on it
+ * (initdb writes PG_VERSION early). The lock of a start that died is taken over, and a folder
+ * it left that never ran (no pg_control yet) made afresh, as initdb refuses a folder that is
+ * not empty. Answers the lock's release if this start is to make the folder, else undefined.
  */
-function takeInitLock(dataDir: string, databaseDir: string): () => void {
+function initLock(dataDir: string, databaseDir: string): (() => void) | undefined {
   const lockFile = resolve(dataDir, INIT_LOCK_FILE);
   for (;;) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(lockFile, 'utf8');
+    } catch {
+      text = undefined;
+    }
+    if (text !== undefined) {
+      const holder = Number.parseInt(text, 10);
+      // No number yet: just taken, not yet written. A number is trusted while it runs and, where
+      // /proc tells, is a Node.js process (after a container's restart it may be another program's).
+      const info = Number.isInteger(holder) ? processInfo(holder) : undefined;
+      const held = !Number.isInteger(holder) || (holder !== process.pid && alive(holder) && (!info || basename(info.args[0] ?? '').startsWith('node')));
+      if (held) {
+        throw new Error(
+          `the embedded PostgreSQL in ${databaseDir} is being created by ${Number.isInteger(holder) ? `Hookline process ${holder}` : 'another Hookline process'}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`,
+        );
+      }
+      rmSync(lockFile, { force: true });
+      if (!existsSync(resolve(databaseDir, 'global', 'pg_control'))) rmSync(databaseDir, { recursive: true, force: true });
+      continue;
+    }
+    if (existsSync(resolve(databaseDir, 'PG_VERSION'))) return undefined; // made, and no start making it
     try {
       writeFileSync(lockFile, String(process.pid), { flag: 'wx' });
       return () => rmSync(lockFile, { force: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    let holder = Number.NaN;
-    try {
-      holder = Number.parseInt(readFileSync(lockFile, 'utf8'), 10);
-    } catch {
-      continue; // released meanwhile
-    }
-    // No number yet: just taken, not yet written. A number is trusted while it runs and, where
-    // /proc tells, is a Node.js process (after a container's restart it may be another program's).
-    const info = Number.isInteger(holder) ? processInfo(holder) : undefined;
-    const held = !Number.isInteger(holder) || (holder !== process.pid && alive(holder) && (!info || basename(info.args[0] ?? '').startsWith('node')));
-    if (held) {
-      throw new Error(
-        `the embedded PostgreSQL in ${databaseDir} is being created by ${Number.isInteger(holder) ? `Hookline process ${holder}` : 'another Hookline process'}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`,
-      );
-    }
-    rmSync(lockFile, { force: true });
-    if (!existsSync(resolve(databaseDir, 'PG_VERSION'))) rmSync(databaseDir, { recursive: true, force: true });
   }
 }
 
