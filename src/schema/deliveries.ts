@@ -1,6 +1,7 @@
 import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
 import { RETRY_FAILED_BATCH, type DeliveryRow } from '../webhooks/deliveries.js';
+import { DATA_IS_JSON } from '../webhooks/service.js';
 import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
@@ -140,6 +141,7 @@ builder.mutationField('triggerEvent', (t) =>
         resourceType: input.resourceType,
         resourceId: input.resourceId,
         idempotencyKey: input.idempotencyKey,
+        [DATA_IS_JSON]: true,
       });
       return result;
     },
@@ -162,6 +164,7 @@ builder.mutationField('sendTestEvent', (t) =>
         resourceType: 'test',
         resourceId: subscription.id,
         subscriptionId: subscription.id,
+        [DATA_IS_JSON]: true,
       });
       return result.deliveries[0]!;
     },

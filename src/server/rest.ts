@@ -14,6 +14,7 @@ import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
+import { DATA_IS_JSON } from '../webhooks/service.js';
 import { sendJson } from './app.js';
 import { BodyTooLargeError, bodyText } from './http-body.js';
 
@@ -257,6 +258,7 @@ const createDeliveries: Handler = async (services, { tenantId, json }) => {
     // Checked by the service (text or a whole number), its errors named resource_id here.
     resourceId: body.resource_id as string | number | null | undefined,
     idempotencyKey: optionalString(body, 'idempotency_key'),
+    [DATA_IS_JSON]: true,
   });
   return {
     status: 202,

@@ -8,7 +8,7 @@ import { ErrorCode, HooklineError, badInput, longerThan, rejectLongText, rejectU
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, type TenantId } from '../db/tenant-scope.js';
 import { createAjv, verdictOf, type ValidateFunction } from './schema-engine.js';
-import { CheckPool, type CheckOutcome, type CheckPoolOptions } from './validation-pool.js';
+import { CheckPool, sharedCheckPool, type CheckOutcome, type CheckPoolOptions } from './validation-pool.js';
 
 export const EVENT_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/;
 /** What comes before `.*` in a pattern: one or more words of an event name. */
@@ -23,6 +23,8 @@ export interface CatalogEntry {
   schema: object;
   /** A built-in type's validator, run here; a tenant's schema runs in a validation thread. */
   validate?: ValidateFunction;
+  /** Why its schema cannot be run (it did not compile), once found. */
+  broken?: string;
 }
 
 /** Every pattern that selects an event: its name, each `prefix.*` above it, and `*`. */
@@ -411,18 +413,26 @@ export class EventCatalog {
   /** Built-in types' schemas only: tenants' run in the validation threads. */
   private readonly ajv = createAjv();
   private readonly checks: CheckPool;
+  /** Whether close() ends the pool: not the process's shared one. */
+  private readonly ownChecks: boolean;
   private readonly validators = new Map<string, CatalogEntry>();
 
+  /**
+   * With `checks`, this catalog's own validation threads (Hookline's processes, from its
+   * configuration), which close() ends; without, the process's shared ones (the library's),
+   * whose threads end when idle.
+   */
   constructor(
     private readonly dataSource: DataSource,
-    options: CheckPoolOptions = {},
+    checks?: CheckPoolOptions,
   ) {
-    this.checks = new CheckPool(options);
+    this.checks = checks ? new CheckPool(checks) : sharedCheckPool();
+    this.ownChecks = !!checks;
   }
 
-  /** Ends the validation threads. */
-  close(): Promise<void> {
-    return this.checks.close();
+  /** Ends this catalog's own validation threads. */
+  async close(): Promise<void> {
+    if (this.ownChecks) await this.checks.close();
   }
 
   private compile(row: { id: string; name: string; tenantId: string | null; schema: object }): CatalogEntry {
@@ -463,17 +473,24 @@ export class EventCatalog {
   }
 
   /**
-   * Validates `data` (whose JSON is `dataJson`, what is stored and sent) against the type's
+   * Validates data, as its JSON `dataJson` (what is stored and sent), against the type's
    * schema; BAD_USER_INPUT naming the field on mismatch. A tenant's schema runs in a validation
-   * thread, in the tenant's turn, within a deadline.
+   * thread, in the tenant's turn, within a deadline; a built-in type's here, on `parsed` if
+   * given (data known to be that JSON's parse: a request's), or on the JSON parsed afresh (an
+   * app's object may hold a Date, which the JSON holds as a string).
    */
-  async validateData(tenantId: TenantId, entry: CatalogEntry, data: unknown, dataJson: string, field = 'data'): Promise<void> {
-    if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput(field, 'must be a JSON object');
+  async validateData(tenantId: TenantId, entry: CatalogEntry, dataJson: string, parsed?: unknown, field = 'data'): Promise<void> {
     let verdict: { errors: string } | { async: true } | undefined;
+    if (entry.broken) throw badInput('event', entry.broken);
     if (entry.validate) {
-      verdict = verdictOf(entry.validate, data);
+      verdict = verdictOf(entry.validate, parsed ?? JSON.parse(dataJson));
     } else {
       const outcome = await this.checks.check(tenantId, { kind: 'data', typeId: entry.id, schema: entry.schema, dataJson });
+      if (outcome.kind === 'invalid') {
+        // Stored before RE2 checked patterns at creation, say: the same answer every time.
+        entry.broken = `the schema of ${entry.name} ${outcome.message}`;
+        throw badInput('event', entry.broken);
+      }
       verdict = (this.settled(outcome, field, `checked against the schema of ${entry.name}`) as { verdict?: typeof verdict }).verdict;
     }
     if (!verdict) return;
@@ -489,10 +506,18 @@ export class EventCatalog {
       case 'timeout':
         if (outcome.phase === 'compile') throw badInput(field, `could not be ${what}: the schema took more than ${this.checks.deadline('compile') / 1000} s to compile (fewer or simpler patterns)`);
         throw badInput(field, `could not be ${what} within ${this.checks.deadline('check') / 1000} s: the schema costs too much for this value (fewer or simpler patterns, a maxLength on long strings, fewer alternatives)`);
+      case 'invalid':
+        throw badInput(field, outcome.message);
       case 'failed':
         throw badInput(field, `could not be ${what}: the check failed (${outcome.message}); the schema costs too much for this value`);
-      case 'busy':
-        throw new HooklineError(ErrorCode.RATE_LIMITED, `${field}: too many of this tenant's checks are waiting for a validation thread; try again shortly`);
+      case 'busy': {
+        const why = {
+          tenant: "too many of this tenant's events are waiting to be checked against their schemas",
+          process: 'too many events are waiting to be checked against their schemas in this process',
+          waited: `the validation threads were busy with this tenant's checks for ${this.checks.waitMs / 1000} s`,
+        }[outcome.why];
+        throw new HooklineError(ErrorCode.RATE_LIMITED, `${field}: ${why}; try again shortly`);
+      }
       case 'unavailable':
         throw new Error(`no validation thread: ${outcome.message}`);
       case 'closed':

@@ -67,21 +67,22 @@ export function createAjv(): Ajv {
   return ajv;
 }
 
-/** What is wrong with a schema as createEventType is given it (its cost aside), or undefined. */
+/**
+ * What is wrong with a schema as createEventType is given it (its cost aside), or undefined;
+ * throws if it does not compile (see compileProblem).
+ */
 export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
-  let valid: boolean;
-  try {
-    valid = ajv.validateSchema(schema) as boolean;
-    // An asynchronous schema's validator answers with a promise, which is no verdict here.
-    if (valid && (compiledOnce(() => createAjv().compile(schema)) as { $async?: boolean }).$async) {
-      return 'must not be asynchronous ($async): Hookline validates events as they come';
-    }
-  } catch (error) {
-    // Its first line only: an engine's failure may carry its stack (paths of this server).
-    return `cannot be compiled: ${String((error as Error).message).split('\n')[0]!.slice(0, 300)}`;
+  if (!(ajv.validateSchema(schema) as boolean)) return `is not a valid JSON Schema: ${ajv.errorsText(ajv.errors, { dataVar: 'schema' })}`;
+  // An asynchronous schema's validator answers with a promise, which is no verdict here.
+  if ((compiledOnce(() => createAjv().compile(schema)) as { $async?: boolean }).$async) {
+    return 'must not be asynchronous ($async): Hookline validates events as they come';
   }
-  if (!valid) return `is not a valid JSON Schema: ${ajv.errorsText(ajv.errors, { dataVar: 'schema' })}`;
   return undefined;
+}
+
+/** A compile's failure as said to the tenant: its first line only (an engine's may carry its stack, paths of this server). */
+export function compileProblem(error: unknown): string {
+  return `cannot be compiled: ${String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300)}`;
 }
 
 /** The verdict of one validator on one value: undefined when it passes, else what is wrong. */

@@ -38,7 +38,12 @@ export interface TriggerEventInput {
   idempotencyKey?: string | null;
   /** Send to this subscription only (sendTestEvent), whatever its patterns. */
   subscriptionId?: string;
+  /** Set by Hookline's own API: `data` is a request's parsed JSON, so it is what is stored (see validateData). */
+  [DATA_IS_JSON]?: true;
 }
+
+/** Marks a TriggerEventInput whose data was parsed from JSON (GraphQL's and REST's). */
+export const DATA_IS_JSON = Symbol('hookline: data parsed from JSON');
 
 /** The event as recorded (the same shape webhookEvent reads). */
 export type TriggeredEvent = EventRow;
@@ -134,16 +139,31 @@ export class WebhookService {
     }
     // Idempotency keys and single-subscription sends need their own statement, in a transaction
     // of their own: what it claims for this process's dispatcher goes to it once committed.
+    // The data is checked first, so that no connection waits in a transaction for a
+    // validation thread (a tenant's checks waiting their turn would hold the pool).
     if (idempotencyKey || input.subscriptionId) {
+      const refusal = await this.validate(poolOf(this.dataSource), tenantId, input, prepared).then(
+        () => undefined,
+        (error: unknown) => {
+          if (error instanceof HooklineError) return error;
+          throw error;
+        },
+      );
       const handOff = this.batcher.handOff?.(tenantId);
       const recorded = await writeHandingOff(
         handOff,
-        () => withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff)),
+        () => withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff, { refusal })),
         (written) => written.claimed,
       );
       return recorded.result;
     }
     return this.recordInBatch(tenantId, input, prepared);
+  }
+
+  /** The event's type, and its data checked against the type's schema (BAD_USER_INPUT, RATE_LIMITED). */
+  private async validate(manager: Sql, tenantId: TenantId, input: TriggerEventInput, prepared: { dataJson: string }): Promise<void> {
+    const entry = await this.catalog.find(manager, tenantId, input.event);
+    await this.catalog.validateData(tenantId, entry, prepared.dataJson, input[DATA_IS_JSON] ? input.data : undefined);
   }
 
   private async record(
@@ -152,18 +172,25 @@ export class WebhookService {
     input: TriggerEventInput,
     prepared: { dataJson: string; idempotencyKey: string | null; resourceType: string; resourceId: string | null },
     handOff?: HandOff,
+    checked?: { refusal?: HooklineError },
   ): Promise<{ result: TriggerResult; claimed: ClaimedDelivery[] }> {
-    try {
-      const entry = await this.catalog.find(manager, tenantId, input.event);
-      await this.catalog.validateData(tenantId, entry, input.data, prepared.dataJson);
-    } catch (error) {
+    let refusal = checked?.refusal;
+    if (!checked) {
+      try {
+        await this.validate(manager, tenantId, input, prepared);
+      } catch (error) {
+        if (!(error instanceof HooklineError)) throw error;
+        refusal = error;
+      }
+    }
+    if (refusal) {
       // A retry of a request that was accepted returns its event even if the catalog has
       // changed since (a type made stricter, or deactivated): the key decides, as the contract
       // says, not the catalog of the moment. Only on refusal, so the common path asks nothing.
-      if (prepared.idempotencyKey && error instanceof HooklineError && (await this.keyHeld(manager, tenantId, prepared.idempotencyKey))) {
+      if (prepared.idempotencyKey && (await this.keyHeld(manager, tenantId, prepared.idempotencyKey))) {
         return { result: await this.existing(manager, tenantId, prepared.idempotencyKey), claimed: [] };
       }
-      throw error;
+      throw refusal;
     }
     const now = this.clock.now();
     const eventId = randomUUID();
@@ -225,8 +252,7 @@ export class WebhookService {
     prepared: { dataJson: string; resourceType: string; resourceId: string | null },
   ): Promise<TriggerResult> {
     // The catalog lookup is scoped by tenant in its SQL and cached after the first call.
-    const entry = await this.catalog.find(poolOf(this.dataSource), tenantId, input.event);
-    await this.catalog.validateData(tenantId, entry, input.data, prepared.dataJson);
+    await this.validate(poolOf(this.dataSource), tenantId, input, prepared);
     const createdAt = this.clock.now();
     const id = randomUUID();
     const body = WebhookFormatter.serializeWithData(

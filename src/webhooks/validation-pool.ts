@@ -1,10 +1,11 @@
 // Tenants' schemas are checked in threads of their own, with a deadline. The bounds of
-// checkSchemaCost make a check cheap, not free: a schema within them can still take a second
-// over a large event, and RE2's one fixed memory can fill. On the thread that serves every
-// tenant's requests, that second would be every tenant's. Here a check that runs past its
-// deadline ends with its thread (a fresh one takes its place, with fresh memory), and a tenant
-// has one check running at a time, taking turns with the others, so one tenant's costly checks
-// leave the other thread to the rest.
+// checkSchemaCost make a check cheap, not free: a schema within them can still take a tenth of
+// a second over a large event, and RE2's one fixed memory can fill. On the thread that serves
+// every tenant's requests, that time would be every tenant's. Here a check that runs past its
+// deadline ends with its thread (a fresh one takes its place, with fresh memory), a tenant has
+// one check running at a time, and tenants take turns, so one tenant's costly checks leave the
+// other thread to the rest. What waits is bounded too, in time and in bytes: a check that has
+// not started within waitMs is refused (RATE_LIMITED), so a request never waits without end.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -20,19 +21,29 @@ export type CheckReply =
   | { seq: number; problem?: string }
   | { seq: number; verdict?: { errors: string } | { async: true } }
   | { seq: number; unknownType: true }
+  /** The schema did not compile (a pattern RE2 cannot run, stored before RE2 was used, say). */
+  | { seq: number; invalid: string }
   | { seq: number; failed: string };
+
+/** What a thread says besides replies: loaded, or done compiling (the check's own deadline starts). */
+type Notice = { ready: true } | { seq: number; compiled: true };
 
 /** How a check ended, as the caller sees it. */
 export type CheckOutcome =
   | { kind: 'done'; reply: CheckReply }
   /** Ran past the deadline (of the schema's compile, or of the check): its thread was ended. */
   | { kind: 'timeout'; phase: 'compile' | 'check' }
+  /** The schema does not compile, on a fresh thread too. */
+  | { kind: 'invalid'; message: string }
   /** The engine failed twice, or ran out of its memory limit. */
   | { kind: 'failed'; message: string }
   /** No thread could be started (twice): Hookline's fault, not the schema's. */
   | { kind: 'unavailable'; message: string }
-  /** The tenant already has this many checks waiting. */
-  | { kind: 'busy' }
+  /**
+   * Not run: the tenant (`tenant`) or the process (`process`) has as many checks waiting as
+   * it may, or this one waited waitMs without starting (`waited`).
+   */
+  | { kind: 'busy'; why: 'tenant' | 'process' | 'waited' }
   | { kind: 'closed' };
 
 export interface CheckPoolOptions {
@@ -42,28 +53,42 @@ export interface CheckPoolOptions {
   deadlineMs?: number;
   /** How long compiling a schema may take, apart from its check (default the greater of 5 s and deadlineMs). */
   compileDeadlineMs?: number;
+  /** How long a check may wait for its turn before it is refused (default 5 s). */
+  waitMs?: number;
   /** A thread that has compiled this many types is replaced, which frees RE2's memory (default 500). */
   typesPerThread?: number;
-  /** Checks of one tenant waiting for a thread at most (default 1,000). */
+  /** Checks of one tenant waiting at most (default 100). */
   waitingPerTenant?: number;
+  /** The data of one tenant's waiting checks at most, in characters of JSON (default 16 Mi). */
+  waitingBytesPerTenant?: number;
+  /** The data of all waiting checks at most (default 64 Mi). */
+  waitingBytes?: number;
   /** A thread's JavaScript heap at most, in MB (default 256). */
   memoryMb?: number;
+  /** A thread idle this long ends, and its memory with it (default 60 s). */
+  idleMs?: number;
 }
 
 interface Job {
   tenantId: string;
   request: CheckAsk;
+  /** What its data holds in memory while it waits. */
+  bytes: number;
   resolve: (outcome: CheckOutcome) => void;
   retried: boolean;
+  waitTimer?: NodeJS.Timeout;
 }
 
 interface Thread {
   worker: Worker;
-  /** Types whose validators it holds. */
+  /** Types whose validators it holds (or is compiling). */
   known: Set<string>;
+  /** Compiles it was asked for: one that fails on a thread's first is the schema's doing. */
+  compiles: number;
   /** Whether it has loaded: a check's clock starts then, as loading is not the check's time. */
   online: boolean;
   job?: Job & { seq: number; phase: 'compile' | 'check'; timer?: NodeJS.Timeout };
+  idleTimer?: NodeJS.Timeout;
 }
 
 const HERE = import.meta.url;
@@ -81,30 +106,56 @@ function startWorker(memoryMb: number): Worker {
   return new Worker(load, { eval: true, resourceLimits });
 }
 
+let shared: CheckPool | undefined;
+
+/**
+ * The pool of catalogs made without options (the library's `new WebhookService(dataSource)`):
+ * one per process, whatever the number of catalogs, its threads ending when idle.
+ */
+export function sharedCheckPool(): CheckPool {
+  return (shared ??= new CheckPool());
+}
+
 export class CheckPool {
   private readonly threads: Array<Thread | undefined>;
   private readonly deadlineMs: number;
   private readonly compileDeadlineMs: number;
+  readonly waitMs: number;
   private readonly typesPerThread: number;
   private readonly waitingPerTenant: number;
+  private readonly waitingBytesPerTenant: number;
+  private readonly waitingBytesLimit: number;
   private readonly memoryMb: number;
-  /** Waiting checks by tenant; the order of the keys is the order tenants take turns in. */
+  private readonly idleMs: number;
+  /** Waiting checks by tenant. */
   private readonly waiting = new Map<string, Job[]>();
+  private readonly bytesByTenant = new Map<string, number>();
+  private waitingBytes = 0;
   /** Tenants with a check running. */
   private readonly running = new Set<string>();
-  /** When each tenant with checks waiting or running last had a turn: the longest waiting goes next. */
+  /**
+   * The turn each tenant with checks waiting or running last had, or (less a half) the turn it
+   * came in at: the lowest goes next, so a tenant back after a pause takes its place behind
+   * those that have waited since before, not before them.
+   */
   private readonly lastTurn = new Map<string, number>();
   private turns = 0;
   private seq = 0;
+  private started = 0;
+  private done = 0;
   private closed = false;
 
   constructor(options: CheckPoolOptions = {}) {
     this.threads = new Array<Thread | undefined>(Math.max(1, options.threads ?? 2)).fill(undefined);
     this.deadlineMs = options.deadlineMs ?? 2_000;
     this.compileDeadlineMs = options.compileDeadlineMs ?? Math.max(5_000, this.deadlineMs);
+    this.waitMs = options.waitMs ?? 5_000;
     this.typesPerThread = options.typesPerThread ?? 500;
-    this.waitingPerTenant = options.waitingPerTenant ?? 1_000;
+    this.waitingPerTenant = options.waitingPerTenant ?? 100;
+    this.waitingBytesPerTenant = options.waitingBytesPerTenant ?? 16 * 1024 * 1024;
+    this.waitingBytesLimit = options.waitingBytes ?? 64 * 1024 * 1024;
     this.memoryMb = options.memoryMb ?? 256;
+    this.idleMs = options.idleMs ?? 60_000;
   }
 
   /** How long a phase may take, in ms. */
@@ -112,14 +163,26 @@ export class CheckPool {
     return phase === 'compile' ? this.compileDeadlineMs : this.deadlineMs;
   }
 
+  /** Threads started so far (replacements included). */
+  get threadsStarted(): number {
+    return this.started;
+  }
+
+  /** Checks answered so far. */
+  get checksDone(): number {
+    return this.done;
+  }
+
   /** Runs one check for the tenant, in its turn. */
   check(tenantId: string, request: CheckAsk): Promise<CheckOutcome> {
     if (this.closed) return Promise.resolve({ kind: 'closed' });
-    const jobs = this.waiting.get(tenantId) ?? [];
-    if (jobs.length >= this.waitingPerTenant) return Promise.resolve({ kind: 'busy' });
+    const bytes = request.kind === 'data' ? request.dataJson.length : 0;
+    if ((this.waiting.get(tenantId)?.length ?? 0) >= this.waitingPerTenant || (this.bytesByTenant.get(tenantId) ?? 0) + bytes > this.waitingBytesPerTenant) {
+      return Promise.resolve({ kind: 'busy', why: 'tenant' });
+    }
+    if (this.waitingBytes + bytes > this.waitingBytesLimit) return Promise.resolve({ kind: 'busy', why: 'process' });
     return new Promise((resolve) => {
-      jobs.push({ tenantId, request, resolve, retried: false });
-      if (jobs.length === 1) this.waiting.set(tenantId, jobs);
+      this.enqueue({ tenantId, request, bytes, resolve, retried: false });
       this.pump();
     });
   }
@@ -127,20 +190,64 @@ export class CheckPool {
   /** Ends the threads; checks waiting or running end as `closed`. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const jobs of this.waiting.values()) for (const job of jobs) job.resolve({ kind: 'closed' });
+    for (const jobs of this.waiting.values()) {
+      for (const job of jobs) {
+        clearTimeout(job.waitTimer);
+        job.resolve({ kind: 'closed' });
+      }
+    }
     this.waiting.clear();
+    this.bytesByTenant.clear();
+    this.waitingBytes = 0;
     this.lastTurn.clear();
     await Promise.all(
       this.threads.map((thread, index) => {
         if (!thread) return undefined;
         this.threads[index] = undefined;
-        if (thread.job) {
-          clearTimeout(thread.job.timer);
-          thread.job.resolve({ kind: 'closed' });
+        clearTimeout(thread.idleTimer);
+        const job = thread.job;
+        thread.job = undefined;
+        if (job) {
+          clearTimeout(job.timer);
+          job.resolve({ kind: 'closed' });
         }
         return thread.worker.terminate();
       }),
     );
+  }
+
+  private enqueue(job: Job, front = false): void {
+    let jobs = this.waiting.get(job.tenantId);
+    if (!jobs) this.waiting.set(job.tenantId, (jobs = []));
+    if (front) jobs.unshift(job);
+    else jobs.push(job);
+    // Coming in now: behind those who had a turn before now, ahead of the one that just had it.
+    if (!this.lastTurn.has(job.tenantId)) this.lastTurn.set(job.tenantId, this.turns - 0.5);
+    this.bytesByTenant.set(job.tenantId, (this.bytesByTenant.get(job.tenantId) ?? 0) + job.bytes);
+    this.waitingBytes += job.bytes;
+    job.waitTimer = setTimeout(() => this.waitedTooLong(job), this.waitMs);
+  }
+
+  /** Takes a job out of the waiting ones (to run it, or to refuse it). */
+  private unqueue(job: Job): void {
+    clearTimeout(job.waitTimer);
+    const jobs = this.waiting.get(job.tenantId);
+    const at = jobs?.indexOf(job) ?? -1;
+    if (at < 0) return;
+    jobs!.splice(at, 1);
+    if (!jobs!.length) {
+      this.waiting.delete(job.tenantId);
+      if (!this.running.has(job.tenantId)) this.lastTurn.delete(job.tenantId);
+    }
+    const left = (this.bytesByTenant.get(job.tenantId) ?? 0) - job.bytes;
+    if (left > 0) this.bytesByTenant.set(job.tenantId, left);
+    else this.bytesByTenant.delete(job.tenantId);
+    this.waitingBytes -= job.bytes;
+  }
+
+  private waitedTooLong(job: Job): void {
+    this.unqueue(job);
+    job.resolve({ kind: 'busy', why: 'waited' });
   }
 
   private pump(): void {
@@ -152,22 +259,19 @@ export class CheckPool {
     }
   }
 
-  /**
-   * The first waiting check of the tenant, among those with none running, whose last turn is
-   * the oldest (none: first come first served).
-   */
+  /** The first waiting check of the tenant, among those with none running, whose turn is the oldest. */
   private next(): Job | undefined {
     let chosen: string | undefined;
     let oldest = Infinity;
     for (const tenantId of this.waiting.keys()) {
       if (this.running.has(tenantId)) continue;
-      const turn = this.lastTurn.get(tenantId) ?? -1;
+      const turn = this.lastTurn.get(tenantId)!;
       if (turn < oldest) [chosen, oldest] = [tenantId, turn];
     }
     if (chosen === undefined) return undefined;
-    const jobs = this.waiting.get(chosen)!;
-    const job = jobs.shift()!;
-    if (!jobs.length) this.waiting.delete(chosen);
+    const job = this.waiting.get(chosen)![0]!;
+    this.running.add(chosen); // before unqueue, which forgets the turn of a tenant with nothing left
+    this.unqueue(job);
     this.lastTurn.set(chosen, ++this.turns);
     return job;
   }
@@ -177,10 +281,11 @@ export class CheckPool {
     const typeId = job.request.kind === 'data' ? job.request.typeId : undefined;
     if (thread && typeId && !thread.known.has(typeId) && thread.known.size >= this.typesPerThread) {
       // Its validators (and what they hold in RE2's memory) go with it.
-      void thread.worker.terminate();
+      this.retire(index, thread);
       thread = undefined;
     }
     thread ??= this.spawn(index);
+    clearTimeout(thread.idleTimer);
     const seq = ++this.seq;
     let request = { ...job.request, seq } as CheckRequest;
     // What the thread must compile first has the compile's allowance, then the check's (see replied).
@@ -189,26 +294,27 @@ export class CheckPool {
       if (thread.known.has(request.typeId)) [request, phase] = [{ ...request, schema: undefined }, 'check'];
       thread.known.add(request.typeId);
     }
+    if (phase === 'compile') thread.compiles++;
     thread.job = { ...job, seq, phase };
     if (thread.online) this.startClock(index, thread);
     else thread.job.timer = setTimeout(() => this.lost(index, thread, `the validation thread did not start within ${START_MS / 1000} s`), START_MS);
-    this.running.add(job.tenantId);
     thread.worker.ref();
     thread.worker.postMessage(request);
   }
 
   private startClock(index: number, thread: Thread): void {
     const job = thread.job;
-    if (!job) return;
+    if (!job || this.closed) return;
     clearTimeout(job.timer);
     job.timer = setTimeout(() => this.timedOut(index, thread), this.deadline(job.phase));
   }
 
   private spawn(index: number): Thread {
     const worker = startWorker(this.memoryMb);
-    const thread: Thread = { worker, known: new Set(), online: false };
+    this.started++;
+    const thread: Thread = { worker, known: new Set(), compiles: 0, online: false };
     worker.unref();
-    worker.on('message', (reply: CheckReply | { ready: true } | { seq: number; compiled: true }) => this.replied(index, thread, reply));
+    worker.on('message', (reply: CheckReply | Notice) => this.replied(index, thread, reply));
     // An uncaught error or the heap limit: the thread is gone.
     worker.on('error', (error) => this.lost(index, thread, error.message));
     worker.on('exit', () => this.lost(index, thread, 'the validation thread stopped'));
@@ -223,11 +329,18 @@ export class CheckPool {
     thread.job = undefined;
     this.running.delete(job.tenantId);
     if (!this.waiting.has(job.tenantId)) this.lastTurn.delete(job.tenantId);
-    if (this.threads[index] === thread) thread.worker.unref();
+    if (this.threads[index] === thread) {
+      thread.worker.unref();
+      // Ends when idle, and what it holds with it (pump() may give it a job first).
+      thread.idleTimer = setTimeout(() => {
+        if (!thread.job && this.threads[index] === thread) this.retire(index, thread);
+      }, this.idleMs);
+      thread.idleTimer.unref();
+    }
     return job;
   }
 
-  private replied(index: number, thread: Thread, reply: CheckReply | { ready: true } | { seq: number; compiled: true }): void {
+  private replied(index: number, thread: Thread, reply: CheckReply | Notice): void {
     if ('ready' in reply) {
       thread.online = true;
       this.startClock(index, thread);
@@ -240,13 +353,22 @@ export class CheckPool {
       this.startClock(index, thread);
       return;
     }
+    const freshCompile = thread.compiles === 1;
     const job = this.finish(index, thread)!;
-    if ('failed' in reply || 'unknownType' in reply) {
+    if ('invalid' in reply) {
+      if (job.request.kind === 'data') thread.known.delete(job.request.typeId);
+      // On a thread's first compile it is the schema; on a used one, maybe RE2's memory: a fresh one tries.
+      if (freshCompile || job.retried) job.resolve({ kind: 'invalid', message: reply.invalid });
+      else this.tryAgain(index, thread, job);
+    } else if ('failed' in reply || 'unknownType' in reply) {
       // A fresh thread, with fresh memory, gets one more try; then it is the schema's doing.
-      this.retire(index, thread);
-      if (!job.retried) this.retry(job);
-      else job.resolve({ kind: 'failed', message: 'failed' in reply ? reply.failed : 'the validation thread lost the type' });
+      if (!job.retried) this.tryAgain(index, thread, job);
+      else {
+        this.retire(index, thread);
+        job.resolve({ kind: 'failed', message: 'failed' in reply ? reply.failed : 'the validation thread lost the type' });
+      }
     } else {
+      this.done++;
       job.resolve({ kind: 'done', reply });
     }
     this.pump();
@@ -263,23 +385,22 @@ export class CheckPool {
     if (this.threads[index] !== thread) return;
     this.retire(index, thread);
     const job = this.finish(index, thread);
-    if (job && !job.retried) this.retry(job);
-    else job?.resolve(thread.online ? { kind: 'failed', message } : { kind: 'unavailable', message });
+    if (job && !job.retried && !this.closed) this.enqueue({ ...job, retried: true }, true);
+    else job?.resolve(this.closed ? { kind: 'closed' } : thread.online ? { kind: 'failed', message } : { kind: 'unavailable', message });
     this.pump();
   }
 
   /** Ends a thread and frees its place. */
   private retire(index: number, thread: Thread): void {
+    clearTimeout(thread.idleTimer);
     if (this.threads[index] === thread) this.threads[index] = undefined;
     void thread.worker.terminate();
   }
 
-  /** Back to the front of its tenant's turn. */
-  private retry(job: Job): void {
+  /** Once more, on a fresh thread, at the front of its tenant's checks. */
+  private tryAgain(index: number, thread: Thread, job: Job): void {
+    this.retire(index, thread);
     if (this.closed) return job.resolve({ kind: 'closed' });
-    const jobs = this.waiting.get(job.tenantId);
-    const again = { ...job, retried: true };
-    if (jobs) jobs.unshift(again);
-    else this.waiting.set(job.tenantId, [again]);
+    this.enqueue({ ...job, retried: true }, true);
   }
 }

@@ -1,18 +1,28 @@
 // A validation thread (see validation-pool.ts): compiles tenants' schemas and checks events'
 // data against them, off the thread that serves every tenant's requests.
 import { parentPort } from 'node:worker_threads';
-import { createAjv, schemaProblem, verdictOf, type ValidateFunction } from './schema-engine.js';
+import { compileProblem, createAjv, schemaProblem, verdictOf, type ValidateFunction } from './schema-engine.js';
 import type { CheckReply, CheckRequest } from './validation-pool.js';
 
 const ajv = createAjv();
 const validators = new Map<string, ValidateFunction>();
 
 function answer(request: CheckRequest): CheckReply {
-  if (request.kind === 'schema') return { seq: request.seq, problem: schemaProblem(ajv, request.schema) };
+  if (request.kind === 'schema') {
+    try {
+      return { seq: request.seq, problem: schemaProblem(ajv, request.schema) };
+    } catch (error) {
+      return { seq: request.seq, invalid: compileProblem(error) };
+    }
+  }
   let validate = validators.get(request.typeId);
   if (!validate) {
     if (!request.schema) return { seq: request.seq, unknownType: true };
-    validate = ajv.compile(request.schema);
+    try {
+      validate = ajv.compile(request.schema);
+    } catch (error) {
+      return { seq: request.seq, invalid: compileProblem(error) };
+    }
     validators.set(request.typeId, validate);
     // The check's own deadline starts now.
     parentPort!.postMessage({ seq: request.seq, compiled: true });
@@ -25,8 +35,8 @@ parentPort!.on('message', (request: CheckRequest) => {
   try {
     reply = answer(request);
   } catch (error) {
-    // An engine's failure (RE2's fixed memory full, a compile that throws): this thread is
-    // replaced, and the check tried once more on a fresh one.
+    // An engine's failure (RE2's fixed memory full): this thread is replaced, and the check
+    // tried once more on a fresh one.
     reply = { seq: request.seq, failed: String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300) };
   }
   parentPort!.postMessage(reply);
