@@ -178,6 +178,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'this process runs the worker role: only /healthz, /readyz and /metrics' } });
       return;
     }
+    // A query string's escapes too (GET /graphql, REST's filters): decoded leniently, a byte no
+    // UTF-8 text holds would become U+FFFD, a filter the client did not send.
+    const query = req.url?.indexOf('?') ?? -1;
+    if (query >= 0) checkFormUtf8(req.url!.slice(query + 1), "the query string's");
     let body: Buffer | undefined;
     const readOnce = async () => (body ??= await readBody(req));
     if (options.routes && (await options.routes(req, res, readOnce))) return;

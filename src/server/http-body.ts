@@ -82,7 +82,7 @@ export function bodyText(body: Buffer): string {
  * whose percent-encoded bytes are not UTF-8: its text is ASCII, so bodyText() passes it, and
  * the parser's URLSearchParams would put U+FFFD in their place (`secret=...%FF...`).
  */
-export function checkFormUtf8(text: string): void {
+export function checkFormUtf8(text: string, what = "the request body's"): void {
   if (!text.includes('%')) return;
   // Each run of escapes on its own: what lies between is whole characters (the text is UTF-8),
   // so a character split across a run's end is invalid either way. A `%` not followed by two
@@ -91,7 +91,7 @@ export function checkFormUtf8(text: string): void {
     try {
       utf8.decode(Buffer.from(run.replaceAll('%', ''), 'hex'));
     } catch {
-      throw new BodyNotUtf8Error('the request body\'s percent-encoded bytes are not valid UTF-8');
+      throw new BodyNotUtf8Error(`${what} percent-encoded bytes are not valid UTF-8`);
     }
   }
 }

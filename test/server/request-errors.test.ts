@@ -178,6 +178,19 @@ describe('over HTTP', () => {
     expect(await raw.json()).toEqual({ data: { createApiKey: { name: 'Año ñ' } } });
   });
 
+  it("refuses a query string whose percent-encoded bytes are not UTF-8, over GraphQL and REST; one in UTF-8 works", async () => {
+    const own = await hl.createTenant('Latin-1 query string');
+    const get = (path: string) => fetch(`${hl.url}${path}`, { headers: { accept: 'application/json', authorization: `Bearer ${own.apiKey}` } });
+    const graphql = await get('/graphql?query=%7B+webhookSubscriptions(event%3A+%22caf%E9.*%22)+%7B+edges+%7B+node+%7B+id+%7D+%7D+%7D+%7D');
+    expect(graphql.status).toBe(400);
+    expect(await graphql.json()).toEqual({ errors: [{ message: "the query string's percent-encoded bytes are not valid UTF-8", extensions: { code: 'BAD_USER_INPUT' } }] });
+    const rest = await get('/api/v1/tenant/webhooks/deliveries?event=invoice.%FFcreated');
+    expect(rest.status).toBe(400);
+    expect(await rest.json()).toEqual({ error: { code: 'BAD_USER_INPUT', message: "the query string's percent-encoded bytes are not valid UTF-8" } });
+    const utf8 = await get('/graphql?query=%7B+viewer+%7B+name+%7D+%7D&x=caf%C3%A9');
+    expect(await utf8.json()).toEqual({ data: { viewer: { name: 'Latin-1 query string' } } });
+  });
+
   it('writes nothing when a mutation is refused', async () => {
     const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
