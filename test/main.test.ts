@@ -570,7 +570,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const refusedIndex = await Promise.race(services.map((service, index) => service.exited.then(() => index)));
     const [refused, running] = refusedIndex === 0 ? services : [services[1]!, services[0]!];
     expect(await refused!.exited).toEqual({ code: 1, signal: null });
-    expect(refused!.output().stderr).toMatch(new RegExp(`is (being created|in use) by Hookline process ${running!.child.pid}`));
+    expect(refused!.output().stderr).toMatch(new RegExp(`is (being started by|in use by) (Hookline process ${running!.child.pid}|another Hookline process)`));
     await waitReady(running!);
     expect((await gql(running!.url, '{ __typename }', KNOWN_ADMIN_TOKEN)).body.data).toEqual({ __typename: 'Query' });
     expect(await terminate(running!)).toEqual({ code: 0, signal: null });
@@ -593,5 +593,32 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     await waitReady(service);
     expect(existsSync(join(dataDir, 'hookline-initialising.pid'))).toBe(false);
     expect(await terminate(service)).toEqual({ code: 0, signal: null });
+  });
+
+  it('three starts at once after a first start was killed half-way: one makes the folder afresh, the others are refused', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const gone = spawn(process.execPath, ['-e', '']);
+    await new Promise((done) => gone.once('exit', done));
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    await mkdir(join(dataDir, 'pgdata', 'global'), { recursive: true });
+    await writeFile(join(dataDir, 'pgdata', 'PG_VERSION'), '18\n');
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
+    const services = await Promise.all([0, 1, 2].map(async () => startService({ ...env, PORT: String(await freePort()) })));
+    const outcomes = await Promise.all(
+      services.map((service) =>
+        Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))]),
+      ),
+    );
+    const ready = outcomes.filter((o) => o.exit === 'ready');
+    expect(ready).toHaveLength(1);
+    for (const refused of outcomes.filter((o) => o.exit !== 'ready')) {
+      expect(refused.exit).toEqual({ code: 1, signal: null });
+      expect(refused.service.output().stderr).toMatch(/is (being started by|in use by) /);
+    }
+    expect(await terminate(ready[0]!.service)).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    const again = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(again);
+    expect(await terminate(again)).toEqual({ code: 0, signal: null });
   });
 });

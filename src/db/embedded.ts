@@ -2,8 +2,8 @@
 // data lives under ./.hookline/ and is reused on the next start. A free port
 // is chosen on every start, so two checkouts never collide.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
@@ -132,12 +132,110 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(dataDir, 'pgdata');
   await mkdir(resolve(dataDir), { recursive: true });
-  const releaseInit = initLock(dataDir, databaseDir);
-  try {
-    return await startOn(dataDir, databaseDir, !!releaseInit, log, options);
-  } finally {
-    releaseInit?.();
+  const mutex = await startMutex(databaseDir);
+  if (mutex === 'held') {
+    throw new Error(`the embedded PostgreSQL in ${databaseDir} is being started by ${starter(dataDir)}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
   }
+  if (!mutex) {
+    // No start mutex here (not Linux): the lock file alone.
+    const releaseInit = initLock(dataDir, databaseDir);
+    try {
+      return await startOn(dataDir, databaseDir, !!releaseInit, log, options);
+    } finally {
+      releaseInit?.();
+    }
+  }
+  const startingFile = resolve(dataDir, STARTING_FILE);
+  try {
+    writeFileSync(startingFile, String(process.pid));
+    const made = await makeUnderMutex(dataDir, databaseDir, log);
+    const database = await startOn(dataDir, databaseDir, !!made, log, options);
+    // Only once its PostgreSQL runs: a start that ends before leaves the marker, and the next
+    // start makes the folder afresh.
+    made?.();
+    return database;
+  } finally {
+    rmSync(startingFile, { force: true });
+    await mutex();
+  }
+}
+
+/** Beside the data while a start holds the start mutex: its pid, for the message of a second start. */
+const STARTING_FILE = 'hookline-starting.pid';
+
+/** Who is starting on the data, as a message says it. */
+function starter(dataDir: string): string {
+  try {
+    const pid = Number.parseInt(readFileSync(resolve(dataDir, STARTING_FILE), 'utf8'), 10);
+    if (Number.isInteger(pid) && pid > 0) return `Hookline process ${pid}`;
+  } catch {
+    // not written yet, or already removed
+  }
+  return 'another Hookline process';
+}
+
+/**
+ * On Linux, a start holds an abstract Unix socket named after its data folder from before it
+ * looks at the folder until its PostgreSQL runs: the kernel gives a name to one process at a
+ * time and frees it when the process ends, however it ends, so two starts can neither both
+ * make the folder nor take over each other's work, and a killed start holds nothing. Answers
+ * its release, 'held' if another process has it, or undefined where there is none (not Linux).
+ */
+async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 'held' | undefined> {
+  if (platform() !== 'linux') return undefined;
+  const name = `\0hookline-start-${createHash('sha256').update(databaseDir).digest('hex').slice(0, 40)}`;
+  const server = createServer();
+  try {
+    await new Promise<void>((listening, fail) => {
+      server.once('error', fail);
+      server.listen(name, () => listening());
+    });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') return 'held';
+    throw error;
+  }
+  server.unref();
+  return () => new Promise<void>((closed) => server.close(() => closed()));
+}
+
+/**
+ * Under the start mutex: whether this start makes the folder (answering the removal of the
+ * marker that says so, for once its PostgreSQL runs). A marker left by an earlier start means
+ * that start ended before its PostgreSQL ran for anyone (nothing in the folder is data): what
+ * it left running is stopped, and the folder made afresh; an initdb it left still at work is
+ * waited for by refusing to start (initdb outlives a killed parent).
+ */
+async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger): Promise<(() => void) | undefined> {
+  const marker = resolve(dataDir, INIT_LOCK_FILE);
+  if (existsSync(marker)) {
+    await stopLeftover(databaseDir, log);
+    const left = processesOn(databaseDir);
+    if (left.length) {
+      throw new Error(`process ${left.join(', ')} (an initdb a killed start left) is still making ${databaseDir}; start again once it has ended`);
+    }
+    log.warn({ databaseDir }, 'making afresh the data folder a start that ended early left half-made');
+    rmSync(databaseDir, { recursive: true, force: true });
+  } else if (existsSync(resolve(databaseDir, 'PG_VERSION'))) {
+    return undefined;
+  }
+  writeFileSync(marker, String(process.pid));
+  return () => rmSync(marker, { force: true });
+}
+
+/** Processes whose arguments name the data folder (`-D <dir>`, `--pgdata=<dir>`), where /proc tells. */
+function processesOn(databaseDir: string): number[] {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+  return pids
+    .map(Number)
+    .filter((pid) => {
+      const args = processInfo(pid)?.args ?? [];
+      return args.some((arg, i) => (arg === '-D' && args[i + 1] !== undefined && resolve(args[i + 1]!) === databaseDir) || (arg.startsWith('--pgdata=') && resolve(arg.slice(9)) === databaseDir));
+    });
 }
 
 async function startOn(
@@ -251,11 +349,12 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
   );
 }
 
-/** Beside the data while a first start makes it: the pid of that start's process. */
+/** Beside the data while a start makes it (and after, if that start ended before its PostgreSQL ran): its pid. */
 const INIT_LOCK_FILE = 'hookline-initialising.pid';
 
 /**
- * The start that makes a fresh data folder holds a lock beside it until its PostgreSQL runs
+ * Where there is no start mutex (not Linux): the start that makes a fresh data folder holds a
+ * lock file beside it until its PostgreSQL runs
  * (and its owner file says whose it is): a second start meanwhile is refused, naming the
  * first, rather than run initdb over the first's half-made folder or start a PostgreSQL on it
  * (initdb writes PG_VERSION early). The lock of a start that died is taken over, and a folder
