@@ -48,6 +48,6 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),
-    addressLimiter: new RateLimiter(config.anonymousRateLimitPerSecond, 'requests without a valid API key from this address'),
+    addressLimiter: new RateLimiter(config.anonymousRateLimitPerSecond, 'requests without a valid API key and key lookups from this address'),
   };
 }

@@ -34,6 +34,12 @@ export class RateLimiter {
     if (bucket) bucket.tokens -= 1;
   }
 
+  /** Gives back a token taken (a key lookup that found a valid key). */
+  giveBack(key: string): void {
+    const bucket = this.buckets.get(key);
+    if (bucket) bucket.tokens = Math.min(this.perSecond, bucket.tokens + 1);
+  }
+
   /** Throws RateLimitedError if the key has no token left, taking none. */
   check(key: string, now = performance.now()): { tokens: number } | undefined {
     if (!this.perSecond) return undefined;
@@ -70,13 +76,13 @@ export function addressKey(address: string | undefined): string {
 
 /** What resolveViewer asks of a client address's limit (see resolveViewer). */
 export interface AddressLimit {
-  /** Counts a request that came without a valid key; RateLimitedError past the rate. */
+  /** Counts a request without a valid key, or a key lookup about to be made; RateLimitedError past the rate. */
   take(): void;
-  /** Refuses, without counting, once the address has used its rate (before a key lookup). */
-  check(): void;
+  /** Gives back what a lookup took once it found a valid key. */
+  giveBack(): void;
 }
 
-/** The limit of one client's address; its key is worked out only if asked (a valid key never is). */
+/** The limit of one client's address; its key is worked out only if asked (a key known to the process never is). */
 export function addressLimit(limiter: RateLimiter, address: string | undefined): AddressLimit {
-  return { take: () => limiter.take(addressKey(address)), check: () => void limiter.check(addressKey(address)) };
+  return { take: () => limiter.take(addressKey(address)), giveBack: () => limiter.giveBack(addressKey(address)) };
 }

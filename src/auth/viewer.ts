@@ -112,9 +112,10 @@ export class ApiKeyCache {
 /**
  * Who the Authorization header names. With `limit`, what comes without a valid key counts
  * against the client address's rate (no header, a malformed one, a token that names no key;
- * RateLimitedError past it), and once the address has used it no key is looked up: a client
- * trying tokens cannot make the database search for each. Valid keys and the admin token do
- * not count.
+ * RateLimitedError past it), and so does each key lookup, taken before it is made (many at
+ * once cannot pass together) and given back if it finds a valid key: a client trying tokens
+ * cannot make the database search for more than the rate. Keys the process knows and the
+ * admin token do not count.
  */
 export async function resolveViewer(
   dataSource: DataSource,
@@ -137,7 +138,7 @@ export async function resolveViewer(
   const cached = cache?.get(key);
   if (cached) return cached;
   if (cache?.isInvalid(key)) return refused('the API key is not valid or has been revoked');
-  limit?.check();
+  limit?.take();
   const begun = cache?.begin() ?? -1;
   const rows = await queryRows<{ id: string; tenant_id: string }>(
     poolOf(dataSource),
@@ -147,8 +148,9 @@ export async function resolveViewer(
   const row = rows[0];
   if (!row) {
     cache?.setInvalid(key);
-    return refused('the API key is not valid or has been revoked');
+    return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' }; // counted before the lookup
   }
+  limit?.giveBack();
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
   cache?.set(key, viewer, begun);
   return viewer;

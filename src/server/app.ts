@@ -70,8 +70,12 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, typ
 const WS_CLOSE_REVOKED = 4401;
 /** Why a WebSocket connection without a valid key is closed (at most 123 bytes). */
 export const WS_UNAUTHENTICATED_REASON = 'UNAUTHENTICATED: connection parameter authorization: "Bearer <API key>" missing or invalid';
-/** A connection refused as its address made too many requests without a valid key (HOOKLINE_RATE_LIMIT_ANONYMOUS). */
-export const WS_RATE_LIMITED = 4429;
+/**
+ * A connection refused as its address made too many requests without a valid key
+ * (HOOKLINE_RATE_LIMIT_ANONYMOUS): not 4429, which graphql-ws's client takes for fatal and
+ * never retries, where this one passes once the rate refills.
+ */
+export const WS_RATE_LIMITED = 4503;
 export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a valid API key from this address; retry later';
 
 interface SocketEntry {
@@ -393,7 +397,8 @@ export async function checkPortFree(port: number, host = '0.0.0.0'): Promise<voi
   await new Promise<void>((resolve, reject) => {
     const probe = createNetServer();
     probe.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portTaken(port, host) : error));
-    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+    // Not exclusive: a cluster's workers share the primary's handle, as their listen() will.
+    probe.listen({ port, host }, () => probe.close(() => resolve()));
   });
 }
 

@@ -68,12 +68,30 @@ describe('requests without a valid API key', () => {
       expect(answer.retryAfter).toBe('1');
       expect(answer.body.errors[0]).toMatchObject({
         extensions: { code: 'RATE_LIMITED' },
-        message: `rate limit of ${RATE} requests per second for requests without a valid API key from this address exceeded; retry after 1 s`,
+        message: `rate limit of ${RATE} requests per second for requests without a valid API key and key lookups from this address exceeded; retry after 1 s`,
       });
     }
     const refused = await rest('Bearer hkl_nosuchkey', '127.0.0.2');
     expect(refused.status).toBe(429);
     expect(refused.body.error.code).toBe('RATE_LIMITED');
+  });
+
+  it('count a lookup before it is made: many tokens at once get no more lookups than the rate', async () => {
+    const answers = await Promise.all(Array.from({ length: RATE * 5 }, (_, i) => graphql('{ viewer { name } }', `Bearer hkl_burst${i}`, '127.0.0.8')));
+    const codes = answers.map((answer) => answer.body.errors?.[0]?.extensions?.code);
+    expect(codes.filter((code) => code === 'UNAUTHENTICATED')).toHaveLength(RATE);
+    expect(codes.filter((code) => code === 'RATE_LIMITED')).toHaveLength(RATE * 4);
+  });
+
+  it('give back what a lookup took when it finds a valid key: new valid keys do not use up the rate', async () => {
+    const keys = [];
+    for (let i = 0; i < RATE + 2; i++) keys.push((await hl.createTenant(`New ${i}`)).apiKey);
+    for (const [i, key] of keys.entries()) {
+      expect((await graphql('{ viewer { name } }', `Bearer ${key}`, '127.0.0.9')).body).toEqual({ data: { viewer: { name: `New ${i}` } } });
+    }
+    // And the address still has its whole rate for requests without a key.
+    const anonymous = await Promise.all(Array.from({ length: RATE }, () => graphql('{ __typename }', undefined, '127.0.0.9')));
+    expect(anonymous.map((answer) => answer.status)).toEqual(Array(RATE).fill(200));
   });
 
   it('leave other addresses, keys in use and the admin token alone', async () => {
@@ -102,13 +120,21 @@ describe('requests without a valid API key', () => {
     expect((await graphql('{ __typename }', undefined, '127.0.0.5')).body).toEqual({ data: { __typename: 'Query' } });
   });
 
-  it('close a WebSocket with 4429 and RATE_LIMITED once the address has used its rate', async () => {
+  it('close a WebSocket with 4503 and RATE_LIMITED once the address has used its rate (a code graphql-ws retries)', async () => {
     // ws connects from 127.0.0.1: the address of the test's other clients, exhausted here.
     await exhaust('127.0.0.1');
     const socket = new WebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
     const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
     socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: 'Bearer hkl_nosuchkey' } })));
     expect(await closed).toEqual({ code: WS_RATE_LIMITED, reason: WS_RATE_LIMITED_REASON });
+    // graphql-ws's own client tries again on that code (on 4429 it would give up at once); the
+    // address is still over its rate for both tries.
+    let attempts = 0;
+    const client = hl.wsClient('hkl_nosuchkey', { lazy: true, retryAttempts: 1, retryWait: async () => {}, on: { connecting: () => attempts++ } });
+    const failed = await new Promise<unknown>((resolve) => client.subscribe({ query: '{ __typename }' }, { next: () => {}, error: resolve, complete: () => resolve('complete') }));
+    expect(failed).toMatchObject({ code: WS_RATE_LIMITED });
+    expect(attempts).toBe(2);
+    await client.dispose();
   });
 });
 
