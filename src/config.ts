@@ -2,6 +2,7 @@
 // and is then passed down as a plain frozen object. A wrong value stops the
 // process with a message naming the variable (see main.ts).
 import { randomBytes } from 'node:crypto';
+import { parseTrustedProxies, type TrustedProxies } from './auth/rate-limit.js';
 
 export type Role = 'all' | 'api' | 'worker';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -44,6 +45,8 @@ export interface Config {
   rateLimitPerSecond: number;
   /** Requests per second one client address may make to one API process without a valid API key (0: no limit). */
   anonymousRateLimitPerSecond: number;
+  /** Proxies whose X-Forwarded-For gives the client's address (for anonymousRateLimitPerSecond). */
+  trustedProxies: TrustedProxies;
   /** deliveryUpdated subscriptions open at once for one API key in one API process (WebSocket and Server-Sent Events). */
   liveSubscriptionsPerKey: number;
   /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
@@ -172,6 +175,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     liveStallMs: read(env, 'HOOKLINE_LIVE_STALL', '5s', (t) => parseDurationUpTo(t, 3_600_000, '1h')),
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
     anonymousRateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT_ANONYMOUS', '200', (t) => parseInteger(t, 0, 10_000_000)),
+    trustedProxies: read(env, 'HOOKLINE_TRUSTED_PROXIES', '', parseTrustedProxies),
     liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),

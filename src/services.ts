@@ -1,6 +1,6 @@
 // What resolvers, REST routes and the dispatcher share in one process.
 import type { DataSource } from 'typeorm';
-import { RateLimiter } from './auth/rate-limit.js';
+import { AddressLimiter, RateLimiter } from './auth/rate-limit.js';
 import { ApiKeyCache } from './auth/viewer.js';
 import type { Config } from './config.js';
 import { TargetGuard } from './dispatcher/target-guard.js';
@@ -31,7 +31,7 @@ export interface Services {
   /** Requests per second per API key. */
   rateLimiter: RateLimiter;
   /** Requests per second per client address that come without a valid key (see resolveViewer). */
-  addressLimiter: RateLimiter;
+  addressLimiter: AddressLimiter;
   /** Set in processes that serve the API. */
   live?: LiveUpdates;
   metrics?: Metrics;
@@ -48,6 +48,6 @@ export function createServices(config: Readonly<Config>, dataSource: DataSource,
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),
-    addressLimiter: new RateLimiter(config.anonymousRateLimitPerSecond, 'requests without a valid API key and key lookups from this address'),
+    addressLimiter: new AddressLimiter(config.anonymousRateLimitPerSecond, config.trustedProxies),
   };
 }

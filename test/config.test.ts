@@ -193,6 +193,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_PER_CONNECTION', '0'],
     ['HOOKLINE_RATE_LIMIT_ANONYMOUS', '-1'],
     ['HOOKLINE_RATE_LIMIT_ANONYMOUS', 'lots'],
+    ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.0/33'],
+    ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.1, proxy.internal'],
     ['HOOKLINE_VALIDATION_THREADS', '0'],
     ['HOOKLINE_VALIDATION_THREADS', '65'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],

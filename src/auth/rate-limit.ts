@@ -3,6 +3,7 @@
 // valid key, so nobody can make the API look up keys (or answer introspection)
 // without end. Each process keeps its own buckets: with N API processes behind a
 // balancer a key gets up to N times the rate.
+import type { IncomingMessage } from 'node:http';
 import ipaddr from 'ipaddr.js';
 import { ErrorCode, HooklineError } from '../errors.js';
 
@@ -82,7 +83,64 @@ export interface AddressLimit {
   giveBack(): void;
 }
 
-/** The limit of one client's address; its key is worked out only if asked (a key known to the process never is). */
-export function addressLimit(limiter: RateLimiter, address: string | undefined): AddressLimit {
-  return { take: () => limiter.take(addressKey(address)), giveBack: () => limiter.giveBack(addressKey(address)) };
+/** Proxies whose X-Forwarded-For is believed: address ranges (HOOKLINE_TRUSTED_PROXIES). */
+export type TrustedProxies = ReadonlyArray<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
+
+/** Parses `10.0.0.0/8, 192.0.2.7, fd00::/8`; throws naming the entry that is none. */
+export function parseTrustedProxies(text: string): TrustedProxies {
+  return text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      try {
+        if (entry.includes('/')) return ipaddr.parseCIDR(entry);
+        const address = ipaddr.parse(entry);
+        return [address, address.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
+      } catch {
+        throw new Error(`"${entry}" is not an address or a range like 10.0.0.0/8`);
+      }
+    });
+}
+
+function trusted(address: string, proxies: TrustedProxies): boolean {
+  if (!ipaddr.isValid(address)) return false;
+  const parsed = ipaddr.process(address); // an IPv4-mapped IPv6 address as IPv4
+  return proxies.some(([range, bits]) => range.kind() === parsed.kind() && parsed.match(range as never, bits));
+}
+
+/**
+ * Where a request comes from: its socket's address, or, when that is a trusted proxy, the
+ * last address of X-Forwarded-For that is not one (what a trusted proxy appended; what a
+ * client wrote to the left of it is not believed).
+ */
+export function clientAddress(req: IncomingMessage | undefined, proxies: TrustedProxies): string | undefined {
+  let address = req?.socket?.remoteAddress;
+  if (!address || !proxies.length || !trusted(address, proxies)) return address;
+  const header = req!.headers['x-forwarded-for'];
+  const hops = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((hop) => hop.trim()).filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) {
+    address = hops[i]!;
+    if (!trusted(address, proxies)) return address;
+  }
+  return address;
+}
+
+/** Per-address limits of requests without a valid key (HOOKLINE_RATE_LIMIT_ANONYMOUS), behind the trusted proxies. */
+export class AddressLimiter {
+  private readonly limiter: RateLimiter;
+
+  constructor(
+    perSecond: number,
+    private readonly proxies: TrustedProxies = [],
+  ) {
+    this.limiter = new RateLimiter(perSecond, 'requests without a valid API key and key lookups from this address');
+  }
+
+  /** The limit of one request's client; its address is worked out only if asked (a key known to the process never is). */
+  of(req: IncomingMessage | undefined): AddressLimit {
+    let key: string | undefined;
+    const bucket = () => (key ??= addressKey(clientAddress(req, this.proxies)));
+    return { take: () => this.limiter.take(bucket()), giveBack: () => this.limiter.giveBack(bucket()) };
+  }
 }

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
-import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
+import { RateLimitedError } from '../auth/rate-limit.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
@@ -258,10 +258,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
         onConnect: async (ctx) => {
           const authorization = connectionAuthorization(ctx.connectionParams);
           const socket = (ctx.extra as any).socket as import('ws').WebSocket;
-          const address = ((ctx.extra as any).request as IncomingMessage).socket.remoteAddress;
           let viewer: Viewer;
           try {
-            viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys, addressLimit(services.addressLimiter, address));
+            viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys, services.addressLimiter.of((ctx.extra as any).request));
           } catch (error) {
             if (!(error instanceof RateLimitedError)) throw error;
             socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
@@ -285,7 +284,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
           // the same cache): the notice of its revocation may have been lost.
           let viewer: Viewer;
           try {
-            viewer = await resolveViewer(dataSource, adminToken, entry.authorization, services.apiKeys, addressLimit(services.addressLimiter, extra.request?.socket?.remoteAddress));
+            viewer = await resolveViewer(dataSource, adminToken, entry.authorization, services.apiKeys, services.addressLimiter.of(extra.request));
           } catch (error) {
             return forWebSocket([mask(error)]);
           }

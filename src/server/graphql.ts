@@ -6,7 +6,7 @@ import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
+import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError } from '../errors.js';
@@ -244,7 +244,7 @@ export function createGraphQLServer(services: Services): Yoga {
             config.adminToken,
             request?.headers.get('authorization') ?? connectionAuthorization(initial.connectionParams),
             services.apiKeys,
-            addressLimit(services.addressLimiter, (initial as { req?: IncomingMessage }).req?.socket.remoteAddress),
+            services.addressLimiter.of((initial as { req?: IncomingMessage }).req),
           ));
         if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
         return { viewer, services, log, loaders: createLoaders(services, viewer) };

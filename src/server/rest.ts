@@ -5,7 +5,7 @@
 // same error codes. This file only translates JSON in (snake_case) to service
 // calls and rows out to snake_case JSON.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RateLimitedError, addressLimit } from '../auth/rate-limit.js';
+import { RateLimitedError } from '../auth/rate-limit.js';
 import { requireTenant, resolveViewer } from '../auth/viewer.js';
 import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
@@ -363,7 +363,7 @@ export function createRestRoutes(services: Services): Routes {
         services.config.adminToken,
         req.headers.authorization,
         services.apiKeys,
-        addressLimit(services.addressLimiter, req.socket.remoteAddress),
+        services.addressLimiter.of(req),
       );
       const tenantId = requireTenant(viewer);
       if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);

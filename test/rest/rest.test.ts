@@ -483,7 +483,7 @@ describe('500 for the unexpected', () => {
       dataSource: { driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },
       rateLimiter: { take() {} },
-      addressLimiter: { take() {}, check() {} },
+      addressLimiter: { of: () => ({ take() {}, giveBack() {} }) },
       deliveries: {
         list: async () => {
           throw new Error('connection reset: password=hunter2');

@@ -138,6 +138,39 @@ describe('requests without a valid API key', () => {
   });
 });
 
+describe('behind trusted proxies (HOOKLINE_TRUSTED_PROXIES)', () => {
+  let proxied: TestHookline;
+  beforeAll(async () => {
+    proxied = await startTestHookline({ HOOKLINE_RATE_LIMIT_ANONYMOUS: String(RATE), HOOKLINE_TRUSTED_PROXIES: '127.0.0.1, 10.0.0.0/8' });
+  });
+  afterAll(() => proxied?.stop());
+
+  const via = (localAddress: string, forwardedFor?: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = request(`${proxied.url}/graphql?query=%7B__typename%7D`, { localAddress, headers: forwardedFor ? { 'x-forwarded-for': forwardedFor } : {} }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const burst = (localAddress: string, forwardedFor?: string) => Promise.all(Array.from({ length: RATE }, () => via(localAddress, forwardedFor)));
+
+  it("count a trusted proxy's requests against the client it names, the last address not a proxy", async () => {
+    // A client's own X-Forwarded-For (left of what the proxies appended) is not believed.
+    expect(await burst('127.0.0.1', 'spoofed-by-client, 203.0.113.5, 10.1.2.3')).toEqual(Array(RATE).fill(200));
+    expect(await via('127.0.0.1', 'something-else, 203.0.113.5')).toBe(429);
+    // Another client behind the same proxy has its own rate.
+    expect(await via('127.0.0.1', '203.0.113.6')).toBe(200);
+  });
+
+  it('ignore X-Forwarded-For from an address that is no trusted proxy', async () => {
+    expect(await burst('127.0.0.2', '203.0.113.7')).toEqual(Array(RATE).fill(200));
+    // Counted against 127.0.0.2 itself, whatever client it names.
+    expect(await via('127.0.0.2', '203.0.113.8')).toBe(429);
+  });
+});
+
 describe('the address a request counts against', () => {
   it('is an IPv4 address as it is, also when mapped into IPv6', () => {
     expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
