@@ -75,8 +75,11 @@ function literalToJson(node: ValueNode, variables?: Record<string, unknown> | nu
       return node.values.map((v) => literalToJson(v, variables));
     case Kind.OBJECT:
       return Object.fromEntries(node.fields.map((f) => [f.name.value, literalToJson(f.value, variables)]));
-    case Kind.VARIABLE:
-      return variables?.[node.name.value];
+    case Kind.VARIABLE: {
+      // As JSON: a variable coerced by its own type (a DateTime is a Date) is JSON's string in data.
+      const value = variables?.[node.name.value];
+      return value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as JsonValue);
+    }
     case Kind.ENUM:
       throw new GraphQLError(`JSON has no enum values: write ${node.value} as a string, "${node.value}"`);
     default:

@@ -514,7 +514,7 @@ export class EventCatalog {
         const why = {
           tenant: "too many of this tenant's events are waiting to be checked against their schemas",
           process: 'too many events are waiting to be checked against their schemas in this process',
-          waited: `the validation threads were busy with this tenant's checks for ${this.checks.waitMs / 1000} s`,
+          waited: `no validation thread was free for it within ${this.checks.waitMs / 1000} s (costly checks under way)`,
         }[outcome.why];
         throw new HooklineError(ErrorCode.RATE_LIMITED, `${field}: ${why}; try again shortly`);
       }

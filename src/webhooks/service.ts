@@ -209,16 +209,18 @@ export class WebhookService {
       if (!claimed.length) return { result: await this.existing(manager, tenantId, prepared.idempotencyKey), claimed: [] };
     }
 
-    const body = WebhookFormatter.serialize(
+    // With the data's JSON as checked and stored: the app's object may have changed since.
+    const body = WebhookFormatter.serializeWithData(
       envelopeOf({
         id: eventId,
         event: input.event,
         resourceType: prepared.resourceType,
         resourceId: prepared.resourceId,
         tenantId,
-        data: input.data as Record<string, unknown>,
+        data: {},
         timestamp: now,
       }),
+      prepared.dataJson,
     );
     const rows = await queryRows<{ kind: 'event' | 'delivery'; row: any }>(manager, recordSql(!!input.subscriptionId, !!handOff), [
       eventId,

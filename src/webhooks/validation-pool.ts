@@ -75,6 +75,7 @@ interface Job {
   /** What its data holds in memory while it waits. */
   bytes: number;
   resolve: (outcome: CheckOutcome) => void;
+  /** Tried once already: this try runs on a thread started for it, with fresh memory. */
   retried: boolean;
   waitTimer?: NodeJS.Timeout;
 }
@@ -255,7 +256,14 @@ export class CheckPool {
       if (this.threads[index]?.job) continue;
       const job = this.next();
       if (!job) return;
-      this.start(index, job);
+      try {
+        this.start(index, job);
+      } catch (error) {
+        // No thread could be made (the system's limit of threads): this check ends, the others go on.
+        this.running.delete(job.tenantId);
+        if (!this.waiting.has(job.tenantId)) this.lastTurn.delete(job.tenantId);
+        job.resolve({ kind: 'unavailable', message: String((error as Error)?.message ?? error) });
+      }
     }
   }
 
@@ -279,8 +287,10 @@ export class CheckPool {
   private start(index: number, job: Job): void {
     let thread = this.threads[index];
     const typeId = job.request.kind === 'data' ? job.request.typeId : undefined;
-    if (thread && typeId && !thread.known.has(typeId) && thread.known.size >= this.typesPerThread) {
-      // Its validators (and what they hold in RE2's memory) go with it.
+    // A retry runs on a thread of its own (whatever filled the other's memory is not in it); a
+    // thread that compiled its share of types is replaced, and its validators (and what they
+    // hold in RE2's memory) go with it.
+    if (thread && (job.retried || (typeId && !thread.known.has(typeId) && thread.known.size >= this.typesPerThread))) {
       this.retire(index, thread);
       thread = undefined;
     }
@@ -310,7 +320,7 @@ export class CheckPool {
   }
 
   private spawn(index: number): Thread {
-    const worker = startWorker(this.memoryMb);
+    const worker = startWorker(this.memoryMb); // throws if the system gives no thread (see pump)
     this.started++;
     const thread: Thread = { worker, known: new Set(), compiles: 0, online: false };
     worker.unref();

@@ -7,12 +7,22 @@ import type { CheckReply, CheckRequest } from './validation-pool.js';
 const ajv = createAjv();
 const validators = new Map<string, ValidateFunction>();
 
+/**
+ * A compile's error, unless it is the engine's own failure (RE2's fixed memory full: an
+ * emscripten abort), which is thrown on: the thread's, not the schema's (see the `failed` reply).
+ */
+function engineFailure(error: unknown): unknown {
+  const message = String((error as Error)?.message ?? error);
+  if (error instanceof WebAssembly.RuntimeError || /abort\(|enlarge memory|out of memory|memory access out of bounds/i.test(message)) throw error;
+  return error;
+}
+
 function answer(request: CheckRequest): CheckReply {
   if (request.kind === 'schema') {
     try {
       return { seq: request.seq, problem: schemaProblem(ajv, request.schema) };
     } catch (error) {
-      return { seq: request.seq, invalid: compileProblem(error) };
+      return { seq: request.seq, invalid: compileProblem(engineFailure(error)) };
     }
   }
   let validate = validators.get(request.typeId);
@@ -21,7 +31,7 @@ function answer(request: CheckRequest): CheckReply {
     try {
       validate = ajv.compile(request.schema);
     } catch (error) {
-      return { seq: request.seq, invalid: compileProblem(error) };
+      return { seq: request.seq, invalid: compileProblem(engineFailure(error)) };
     }
     validators.set(request.typeId, validate);
     // The check's own deadline starts now.
@@ -36,8 +46,9 @@ parentPort!.on('message', (request: CheckRequest) => {
     reply = answer(request);
   } catch (error) {
     // An engine's failure (RE2's fixed memory full): this thread is replaced, and the check
-    // tried once more on a fresh one.
-    reply = { seq: request.seq, failed: String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300) };
+    // tried once more on a fresh one. Its own words stay in the log's reach, not the tenant's.
+    const message = String((error as Error)?.message ?? error);
+    reply = { seq: request.seq, failed: /abort\(|enlarge memory|out of memory/i.test(message) ? 'the pattern engine ran out of memory' : message.split('\n')[0]!.slice(0, 300) };
   }
   parentPort!.postMessage(reply);
 });

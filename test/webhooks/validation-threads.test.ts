@@ -71,7 +71,7 @@ describe('the validation threads', () => {
   });
 
   it("let tenants take turns: one tenant's waiting checks do not go before another's", async () => {
-    pool = new CheckPool({ threads: 1, deadlineMs: 150 });
+    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitMs: 60_000 });
     const order: string[] = [];
     const checks: Array<Promise<unknown>> = [];
     for (let i = 1; i <= 4; i++) checks.push(pool.check('a', ENDLESS).then(() => order.push(`a${i}`)));
@@ -82,7 +82,7 @@ describe('the validation threads', () => {
   });
 
   it('let a tenant with checks waiting go before tenants that come back one check at a time', async () => {
-    pool = new CheckPool({ threads: 1, deadlineMs: 150 });
+    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitMs: 60_000 });
     const order: string[] = [];
     const backlog = [1, 2].map((i) => pool!.check('y', ENDLESS).then(() => order.push(`y${i}`)));
     // Three tenants each sending their next check as soon as the last is answered.
@@ -98,7 +98,7 @@ describe('the validation threads', () => {
   });
 
   it("refuse a tenant's check when that tenant has as many waiting as it may, in number or in bytes", async () => {
-    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitingPerTenant: 2 });
+    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitingPerTenant: 2, waitMs: 60_000 });
     const outcomes: Array<Promise<CheckOutcome>> = [];
     // The first runs; two wait; the fourth is one too many. Another tenant still gets in.
     for (let i = 0; i < 4; i++) outcomes.push(pool.check('a', ENDLESS));
@@ -110,7 +110,7 @@ describe('the validation threads', () => {
 
     // Bytes: the data of the checks waiting, per tenant and for the whole process.
     const big = { ...OBJECT, dataJson: JSON.stringify({ id: 1, pad: 'x'.repeat(1_000) }) };
-    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitingBytesPerTenant: 2_500, waitingBytes: 3_500 });
+    pool = new CheckPool({ threads: 1, deadlineMs: 150, waitingBytesPerTenant: 2_500, waitingBytes: 3_500, waitMs: 60_000 });
     const running = pool.check('a', ENDLESS);
     const waiting = [pool.check('a', big), pool.check('a', big)];
     expect(await pool.check('a', big)).toEqual({ kind: 'busy', why: 'tenant' });
@@ -149,6 +149,18 @@ describe('the validation threads', () => {
     expect(await pool.check('a', deep)).toEqual({ kind: 'failed', message: expect.stringContaining('call stack') });
     expect(pool.threadsStarted).toBe(2);
     expect((await pool.check('a', OBJECT)).kind).toBe('done');
+    expect(pool.threadsStarted).toBe(3);
+  });
+
+  it('try again on a thread started for it, not on one that has done other work', async () => {
+    pool = new CheckPool({ threads: 2 });
+    // B's check compiles for a few tenths of a second (a Unicode property), then overflows the stack.
+    const schema = { $defs: { n: { type: 'array', items: { $ref: '#/$defs/n' } } }, type: 'object', properties: { a: { $ref: '#/$defs/n' }, s: { type: 'string', pattern: '^\\pL{10}$' } } };
+    const deep = { kind: 'data' as const, typeId: 'deep-slow', schema, dataJson: `{"a":${'['.repeat(100_000)}${']'.repeat(100_000)}}` };
+    const [a, b] = await Promise.all([pool.check('a', OBJECT), pool.check('b', deep)]);
+    expect(a.kind).toBe('done');
+    expect(b).toMatchObject({ kind: 'failed' });
+    // A's thread, B's, and the one started for B's second try (A's, idle then, was not it).
     expect(pool.threadsStarted).toBe(3);
   });
 
@@ -243,7 +255,8 @@ describe("a tenant's costly schema, through the API", () => {
   let other: string;
 
   beforeAll(async () => {
-    [hl, quick] = await Promise.all([startTestHookline(), startTestHookline({ HOOKLINE_VALIDATION_TIMEOUT: '500ms' })]);
+    // hl: a deadline no busy machine reaches for the costly checks that must pass.
+    [hl, quick] = await Promise.all([startTestHookline({ HOOKLINE_VALIDATION_TIMEOUT: '30s' }), startTestHookline({ HOOKLINE_VALIDATION_TIMEOUT: '500ms' })]);
     for (const server of [hl, quick]) {
       const a = await server.createTenant('Costly');
       const b = (await server.createTenant('Other')).apiKey;
@@ -295,7 +308,7 @@ describe("a tenant's costly schema, through the API", () => {
     stalls.disable();
     expect(order).toHaveLength(3);
     expect(order.at(-1)).toBe('costly');
-    // The check took about a second; on the request's thread that second would be one stall.
+    // The check took about a second (more on a busy machine); on the request's thread that would be one stall.
     expect(stalls.max / 1e6).toBeLessThan(300);
   });
 
@@ -337,6 +350,25 @@ describe("a tenant's costly schema, through the API", () => {
     expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'visit.logged', schema: { type: 'object', properties: { at: { type: 'string' } }, required: ['at'] } } }, costly.apiKey)).errors).toBeUndefined();
     const own = await webhooks.triggerEvent({ tenantId: costly.id, event: 'visit.logged', data: { at: sentAt } });
     expect(await stored(own.event.id)).toEqual({ at: '2024-02-14T10:30:00.000Z' });
+
+    // What is sent is what was checked and stored, though the app changes its object meanwhile
+    // (a keyed event is checked before its transaction, and waits for its thread).
+    const data: Record<string, unknown> = { at: 'first' };
+    const pending = webhooks.triggerEvent({ tenantId: costly.id, event: 'visit.logged', idempotencyKey: 'changed-after', data });
+    data.at = 'changed';
+    const keyed = await pending;
+    const [row] = await hl.dataSource.query('select data, body from webhook_events where id = $1', [keyed.event.id]);
+    expect(row.data).toEqual({ at: 'first' });
+    expect(JSON.parse(row.body).data).toEqual({ at: 'first' });
+
+    // A GraphQL variable inside a literal is its JSON too (a DateTime variable is a date, its JSON a string).
+    const viaVariable = await hl.gql(
+      'mutation($d: DateTime!) { triggerEvent(input: { event: "invoice.sent", data: { invoice_id: "inv-2", invoice_number: "002", sent_at: $d } }) { event { id } } }',
+      { d: '2024-02-14T10:30:00Z' },
+      costly.apiKey,
+    );
+    expect(viaVariable.errors).toBeUndefined();
+    expect(await stored(viaVariable.data.triggerEvent.event.id)).toEqual({ invoice_id: 'inv-2', invoice_number: '002', sent_at: '2024-02-14T10:30:00.000Z' });
   });
 
   it("shares one pool of threads among the library's catalogs, however many services an app makes", async () => {
