@@ -621,4 +621,33 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     await waitReady(again);
     expect(await terminate(again)).toEqual({ code: 0, signal: null });
   });
+
+  it('a folder with files but no PG_VERSION (a copy under way) is refused and left as it is, then, and after', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    await mkdir(join(dataDir, 'pgdata', 'base'), { recursive: true });
+    await writeFile(join(dataDir, 'pgdata', 'precious'), 'restored so far\n');
+    for (let i = 0; i < 2; i++) {
+      const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+      expect(await service.exited).toEqual({ code: 1, signal: null });
+      expect(service.output().stderr).toContain('is not empty but holds no PostgreSQL data (no PG_VERSION)');
+      expect(await readFile(join(dataDir, 'pgdata', 'precious'), 'utf8')).toBe('restored so far\n');
+    }
+  });
+
+  it('two first starts at once, one through a symlink to the folder: one makes it, the other is refused', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const link = `${dataDir}-link`;
+    await symlink(dataDir, link);
+    dirs.push(link);
+    const services = await Promise.all([dataDir, link].map(async (dir) => startService({ HOOKLINE_DATA_DIR: dir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) })));
+    const outcomes = await Promise.all(
+      services.map((service) => Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))])),
+    );
+    expect(outcomes.filter((o) => o.exit === 'ready')).toHaveLength(1);
+    const refused = outcomes.find((o) => o.exit !== 'ready')!;
+    expect(refused.exit).toEqual({ code: 1, signal: null });
+    expect(refused.service.output().stderr).toMatch(/is (being started by|being created by|in use by) /);
+    const running = outcomes.find((o) => o.exit === 'ready')!.service;
+    expect(await terminate(running)).toEqual({ code: 0, signal: null });
+  });
 });

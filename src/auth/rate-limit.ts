@@ -120,10 +120,21 @@ export function clientAddress(req: IncomingMessage | undefined, proxies: Trusted
   const header = req!.headers['x-forwarded-for'];
   const hops = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((hop) => hop.trim()).filter(Boolean);
   for (let i = hops.length - 1; i >= 0; i--) {
-    address = hops[i]!;
+    const hop = bareAddress(hops[i]!);
+    // Not an address (`unknown`, garbage): counted against the proxy that passed it on.
+    if (!hop) return address;
+    address = hop;
     if (!trusted(address, proxies)) return address;
   }
   return address;
+}
+
+/** An X-Forwarded-For entry's address without a port or brackets (`203.0.113.7:51234`, `[2001:db8::1]:443`), or undefined. */
+function bareAddress(hop: string): string | undefined {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(hop);
+  const withPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(hop);
+  const address = bracketed?.[1] ?? withPort?.[1] ?? hop;
+  return ipaddr.isValid(address) ? address : undefined;
 }
 
 /** Per-address limits of requests without a valid key (HOOKLINE_RATE_LIMIT_ANONYMOUS), behind the trusted proxies. */

@@ -3,7 +3,7 @@
 // is chosen on every start, so two checkouts never collide.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
@@ -167,7 +167,7 @@ const STARTING_FILE = 'hookline-starting.pid';
 function starter(dataDir: string): string {
   try {
     const pid = Number.parseInt(readFileSync(resolve(dataDir, STARTING_FILE), 'utf8'), 10);
-    if (Number.isInteger(pid) && pid > 0) return `Hookline process ${pid}`;
+    if (Number.isInteger(pid) && pid > 0 && alive(pid)) return `Hookline process ${pid}`;
   } catch {
     // not written yet, or already removed
   }
@@ -183,8 +183,10 @@ function starter(dataDir: string): string {
  */
 async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 'held' | undefined> {
   if (platform() !== 'linux') return undefined;
-  const name = `\0hookline-start-${createHash('sha256').update(databaseDir).digest('hex').slice(0, 40)}`;
-  const server = createServer();
+  // The folder's real path, so that a symlink to it names the same mutex.
+  const name = `\0hookline-start-${createHash('sha256').update(realpathSync(dirname(databaseDir))).digest('hex').slice(0, 40)}`;
+  // Nothing is said over it: whoever connects is cut off (a connection held open would keep close() waiting).
+  const server = createServer((socket) => socket.destroy());
   try {
     await new Promise<void>((listening, fail) => {
       server.once('error', fail);
@@ -208,6 +210,13 @@ async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 
 async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger): Promise<(() => void) | undefined> {
   const marker = resolve(dataDir, INIT_LOCK_FILE);
   if (existsSync(marker)) {
+    // A start at work on this folder under another path (a symlink), which the mutex cannot tell.
+    const holder = Number.parseInt(readFileSync(marker, 'utf8'), 10);
+    if (Number.isInteger(holder) && holder !== process.pid && alive(holder) && isNode(holder)) {
+      throw new Error(`the embedded PostgreSQL in ${databaseDir} is being created by Hookline process ${holder}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
+    }
+    // The marker is written only by a start that found no folder (or an empty one), and removed
+    // once its PostgreSQL ran: what is in the folder was never anyone's data.
     await stopLeftover(databaseDir, log);
     const left = processesOn(databaseDir);
     if (left.length) {
@@ -217,6 +226,9 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
     rmSync(databaseDir, { recursive: true, force: true });
   } else if (existsSync(resolve(databaseDir, 'PG_VERSION'))) {
     return undefined;
+  } else if (existsSync(databaseDir) && readdirSync(databaseDir).length) {
+    // Not made by a start of Hookline's (it would have left the marker): never touched.
+    throw new Error(`${databaseDir} is not empty but holds no PostgreSQL data (no PG_VERSION): a copy or a restore under way? Finish it, or move the folder away`);
   }
   writeFileSync(marker, String(process.pid));
   return () => rmSync(marker, { force: true });
@@ -433,6 +445,12 @@ function processInfo(pid: number): { args: string[]; parentPid: number } | undef
   }
 }
 
+/** Whether the process is a Node.js one, where /proc tells (otherwise taken to be). */
+function isNode(pid: number): boolean {
+  const info = processInfo(pid);
+  return !info || basename(info.args[0] ?? '').startsWith('node');
+}
+
 /** Whether the arguments are those of a PostgreSQL server on databaseDir (started as startServer does). */
 function postgresOn(args: string[], databaseDir: string): boolean {
   const dir = args[args.indexOf('-D') + 1];
@@ -516,6 +534,10 @@ async function startServer(
           gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' })),
         }
       : {};
+  const ownerFile = resolve(databaseDir, '..', OWNER_FILE);
+  // Before it starts: a start killed before its PostgreSQL is ready leaves one whose owner is
+  // known to be gone, which the next start stops (see stopLeftover).
+  writeFileSync(ownerFile, String(process.pid));
   const child: ChildProcess = spawn(postgres, ['-D', databaseDir, '-p', String(port), ...flags], {
     ...ids,
     env: { ...process.env, LC_MESSAGES: 'C' },
@@ -523,7 +545,6 @@ async function startServer(
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
-  const ownerFile = resolve(databaseDir, '..', OWNER_FILE);
   // Whatever way this process ends short of SIGKILL, its PostgreSQL ends with it.
   const onExit = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
@@ -544,9 +565,9 @@ async function startServer(
     );
   }).catch((error) => {
     process.off('exit', onExit);
+    rmSync(ownerFile, { force: true });
     throw error;
   });
-  writeFileSync(ownerFile, String(process.pid));
   // Nothing restarts it (the crash may repeat, and what it held is for the next start to
   // sort out): the process is told, and the service ends with it (main.ts), rather than
   // answer /healthz with no database behind it.

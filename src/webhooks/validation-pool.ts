@@ -84,8 +84,6 @@ interface Thread {
   worker: Worker;
   /** Types whose validators it holds (or is compiling). */
   known: Set<string>;
-  /** Compiles it was asked for: one that fails on a thread's first is the schema's doing. */
-  compiles: number;
   /** Whether it has loaded: a check's clock starts then, as loading is not the check's time. */
   online: boolean;
   job?: Job & { seq: number; phase: 'compile' | 'check'; timer?: NodeJS.Timeout };
@@ -256,8 +254,12 @@ export class CheckPool {
       if (this.threads[index]?.job) continue;
       const job = this.next();
       if (!job) return;
+      // A retry takes a place with no thread if there is one, rather than end a warm idle one.
+      const place = job.retried ? this.threads.findIndex((thread) => !thread) : -1;
+      const at = place >= 0 ? place : index;
+      if (at !== index) index--; // this place is still free for the next job
       try {
-        this.start(index, job);
+        this.start(at, job);
       } catch (error) {
         // No thread could be made (the system's limit of threads): this check ends, the others go on.
         this.running.delete(job.tenantId);
@@ -304,7 +306,6 @@ export class CheckPool {
       if (thread.known.has(request.typeId)) [request, phase] = [{ ...request, schema: undefined }, 'check'];
       thread.known.add(request.typeId);
     }
-    if (phase === 'compile') thread.compiles++;
     thread.job = { ...job, seq, phase };
     if (thread.online) this.startClock(index, thread);
     else thread.job.timer = setTimeout(() => this.lost(index, thread, `the validation thread did not start within ${START_MS / 1000} s`), START_MS);
@@ -322,7 +323,7 @@ export class CheckPool {
   private spawn(index: number): Thread {
     const worker = startWorker(this.memoryMb); // throws if the system gives no thread (see pump)
     this.started++;
-    const thread: Thread = { worker, known: new Set(), compiles: 0, online: false };
+    const thread: Thread = { worker, known: new Set(), online: false };
     worker.unref();
     worker.on('message', (reply: CheckReply | Notice) => this.replied(index, thread, reply));
     // An uncaught error or the heap limit: the thread is gone.
@@ -363,13 +364,11 @@ export class CheckPool {
       this.startClock(index, thread);
       return;
     }
-    const freshCompile = thread.compiles === 1;
     const job = this.finish(index, thread)!;
     if ('invalid' in reply) {
+      // The schema's own error (the engine's failures come as `failed`): final, and the thread goes on.
       if (job.request.kind === 'data') thread.known.delete(job.request.typeId);
-      // On a thread's first compile it is the schema; on a used one, maybe RE2's memory: a fresh one tries.
-      if (freshCompile || job.retried) job.resolve({ kind: 'invalid', message: reply.invalid });
-      else this.tryAgain(index, thread, job);
+      job.resolve({ kind: 'invalid', message: reply.invalid });
     } else if ('failed' in reply || 'unknownType' in reply) {
       // A fresh thread, with fresh memory, gets one more try; then it is the schema's doing.
       if (!job.retried) this.tryAgain(index, thread, job);

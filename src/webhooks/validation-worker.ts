@@ -12,9 +12,17 @@ const validators = new Map<string, ValidateFunction>();
  * emscripten abort), which is thrown on: the thread's, not the schema's (see the `failed` reply).
  */
 function engineFailure(error: unknown): unknown {
-  const message = String((error as Error)?.message ?? error);
-  if (error instanceof WebAssembly.RuntimeError || /abort\(|enlarge memory|out of memory|memory access out of bounds/i.test(message)) throw error;
+  if (isEngineFailure(error)) throw error;
   return error;
+}
+
+/**
+ * Told by its kind, not by words a tenant's pattern could hold (a SyntaxError quotes the
+ * pattern): WebAssembly's own error, or emscripten's abort, whose message starts so.
+ */
+function isEngineFailure(error: unknown): boolean {
+  if (error instanceof SyntaxError) return false;
+  return error instanceof WebAssembly.RuntimeError || /^(abort\(|Cannot enlarge memory)/.test(String((error as Error)?.message ?? error));
 }
 
 function answer(request: CheckRequest): CheckReply {
@@ -47,8 +55,7 @@ parentPort!.on('message', (request: CheckRequest) => {
   } catch (error) {
     // An engine's failure (RE2's fixed memory full): this thread is replaced, and the check
     // tried once more on a fresh one. Its own words stay in the log's reach, not the tenant's.
-    const message = String((error as Error)?.message ?? error);
-    reply = { seq: request.seq, failed: /abort\(|enlarge memory|out of memory/i.test(message) ? 'the pattern engine ran out of memory' : message.split('\n')[0]!.slice(0, 300) };
+    reply = { seq: request.seq, failed: isEngineFailure(error) ? 'the pattern engine ran out of memory' : String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300) };
   }
   parentPort!.postMessage(reply);
 });

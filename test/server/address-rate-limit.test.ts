@@ -164,6 +164,18 @@ describe('behind trusted proxies (HOOKLINE_TRUSTED_PROXIES)', () => {
     expect(await via('127.0.0.1', '203.0.113.6')).toBe(200);
   });
 
+  it('read an entry with a port or brackets as its address, and count what is no address against the proxy', async () => {
+    // A new port each time is the same client.
+    expect(await Promise.all(Array.from({ length: RATE }, (_, i) => via('127.0.0.1', `198.51.100.9:${50_000 + i}`)))).toEqual(Array(RATE).fill(200));
+    expect(await via('127.0.0.1', '198.51.100.9:61000')).toBe(429);
+    expect(await via('127.0.0.1', '198.51.100.9')).toBe(429);
+    expect(await Promise.all(Array.from({ length: RATE }, (_, i) => via('127.0.0.1', `[2001:db8::${i + 1}]:443`)))).toEqual(Array(RATE).fill(200));
+    expect(await via('127.0.0.1', '[2001:db8::99]:8443')).toBe(429); // the same /64
+    // Garbage names no client: it is the proxy's own request (10.9.9.9 here), with the proxy's rate.
+    expect(await Promise.all(Array.from({ length: RATE }, (_, i) => via('127.0.0.1', `garbage-${i}, 10.9.9.9`)))).toEqual(Array(RATE).fill(200));
+    expect(await via('127.0.0.1', 'other-garbage, 10.9.9.9')).toBe(429);
+  });
+
   it('ignore X-Forwarded-For from an address that is no trusted proxy', async () => {
     expect(await burst('127.0.0.2', '203.0.113.7')).toEqual(Array(RATE).fill(200));
     // Counted against 127.0.0.2 itself, whatever client it names.
