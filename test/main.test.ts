@@ -650,4 +650,40 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const running = outcomes.find((o) => o.exit === 'ready')!.service;
     expect(await terminate(running)).toEqual({ code: 0, signal: null });
   });
+
+  it('a start through a symlink to a folder a running service has is refused, and leaves that service alone', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const link = `${dataDir}-link`;
+    await symlink(dataDir, link);
+    dirs.push(link);
+    const first = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    await waitReady(first);
+    const second = startService({ HOOKLINE_DATA_DIR: link, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    expect(await second.exited).toEqual({ code: 1, signal: null });
+    expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
+    // The first one's PostgreSQL keeps its lock file and its owner (PostgreSQL stops itself once its lock file is gone).
+    expect(existsSync(join(dataDir, 'pgdata', 'postmaster.pid'))).toBe(true);
+    expect(await readFile(join(dataDir, 'hookline-owner.pid'), 'utf8')).toBe(String(first.child.pid));
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    expect(await terminate(first)).toEqual({ code: 0, signal: null });
+  });
+
+  it("a marker of a start that ended early beside a folder PostgreSQL has run on is no reason to delete it", SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
+    const first = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(first);
+    const created = await gql(first.url, 'mutation { createTenant(name: "Kept") { apiKey } }', KNOWN_ADMIN_TOKEN);
+    expect(created.body.errors).toBeUndefined();
+    const apiKey: string = created.body.data.createTenant.apiKey;
+    expect(await terminate(first)).toEqual({ code: 0, signal: null });
+    // A marker naming a process that is gone (a start that failed, say, before data was restored here).
+    const gone = spawn(process.execPath, ['-e', '']);
+    await new Promise((done) => gone.once('exit', done));
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    const again = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(again);
+    expect((await gql(again.url, '{ viewer { name } }', apiKey)).body).toEqual({ data: { viewer: { name: 'Kept' } } });
+    expect(await terminate(again)).toEqual({ code: 0, signal: null });
+  });
 });

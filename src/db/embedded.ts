@@ -130,8 +130,11 @@ export async function startEmbeddedPostgres(
     onUnexpectedExit?: (error: Error) => void;
   } = {},
 ): Promise<EmbeddedDatabase> {
-  const databaseDir = resolve(dataDir, 'pgdata');
   await mkdir(resolve(dataDir), { recursive: true });
+  // Its real path, everywhere below: a start through a symlink must know the PostgreSQL of a
+  // start through the real path (see postgresOn) as the same folder's.
+  dataDir = realpathSync(dataDir);
+  const databaseDir = resolve(dataDir, 'pgdata');
   const mutex = await startMutex(databaseDir);
   if (mutex === 'held') {
     throw new Error(`the embedded PostgreSQL in ${databaseDir} is being started by ${starter(dataDir)}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
@@ -184,7 +187,7 @@ function starter(dataDir: string): string {
 async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 'held' | undefined> {
   if (platform() !== 'linux') return undefined;
   // The folder's real path, so that a symlink to it names the same mutex.
-  const name = `\0hookline-start-${createHash('sha256').update(realpathSync(dirname(databaseDir))).digest('hex').slice(0, 40)}`;
+  const name = `\0hookline-start-${createHash('sha256').update(databaseDir).digest('hex').slice(0, 40)}`;
   // Nothing is said over it: whoever connects is cut off (a connection held open would keep close() waiting).
   const server = createServer((socket) => socket.destroy());
   try {
@@ -221,6 +224,12 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
     const left = processesOn(databaseDir);
     if (left.length) {
       throw new Error(`process ${left.join(', ')} (an initdb a killed start left) is still making ${databaseDir}; start again once it has ended`);
+    }
+    if (existsSync(resolve(databaseDir, 'global', 'pg_control'))) {
+      // Made that far (or restored there since): not deleted, whichever it is. Started as it
+      // is, PostgreSQL says if it is not a data folder it can run.
+      rmSync(marker, { force: true });
+      return undefined;
     }
     log.warn({ databaseDir }, 'making afresh the data folder a start that ended early left half-made');
     rmSync(databaseDir, { recursive: true, force: true });
@@ -445,6 +454,14 @@ function processInfo(pid: number): { args: string[]; parentPid: number } | undef
   }
 }
 
+function readOwner(ownerFile: string): number | undefined {
+  try {
+    return Number.parseInt(readFileSync(ownerFile, 'utf8'), 10);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether the process is a Node.js one, where /proc tells (otherwise taken to be). */
 function isNode(pid: number): boolean {
   const info = processInfo(pid);
@@ -565,7 +582,8 @@ async function startServer(
     );
   }).catch((error) => {
     process.off('exit', onExit);
-    rmSync(ownerFile, { force: true });
+    // Only its own: another start's (on this folder, however it got past the checks) stays.
+    if (readOwner(ownerFile) === process.pid) rmSync(ownerFile, { force: true });
     throw error;
   });
   // Nothing restarts it (the crash may repeat, and what it held is for the next start to
