@@ -4,7 +4,7 @@
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -668,7 +668,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(await terminate(first)).toEqual({ code: 0, signal: null });
   });
 
-  it("a marker of a start that ended early beside a folder PostgreSQL has run on is no reason to delete it", SLOW, async () => {
+  it("a marker of a start that ended early beside a folder PostgreSQL has run on is no reason to delete it: it is set aside", SLOW, async () => {
     const dataDir = await freshDataDir();
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
     const first = startService({ ...env, PORT: String(await freePort()) });
@@ -683,7 +683,27 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
     const again = startService({ ...env, PORT: String(await freePort()) });
     await waitReady(again);
-    expect((await gql(again.url, '{ viewer { name } }', apiKey)).body).toEqual({ data: { viewer: { name: 'Kept' } } });
+    // Set aside whole, beside a folder made afresh.
+    expect((await gql(again.url, '{ viewer { name } }', apiKey)).body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const aside = (await readdir(dataDir)).filter((name) => name.startsWith('pgdata.half-made-'));
+    expect(aside).toHaveLength(1);
+    expect(existsSync(join(dataDir, aside[0]!, 'global', 'pg_control'))).toBe(true);
     expect(await terminate(again)).toEqual({ code: 0, signal: null });
+  });
+
+  it('a start on a folder a running service has, moved since with a symlink in its place, is refused and leaves it alone', SLOW, async () => {
+    const base = await freshDataDir();
+    const dataDir = join(base, 'data');
+    const first = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    await waitReady(first);
+    await rename(dataDir, join(base, 'moved'));
+    await symlink(join(base, 'moved'), dataDir);
+    const second = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
+    expect(await second.exited).toEqual({ code: 1, signal: null });
+    expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
+    expect(existsSync(join(base, 'moved', 'pgdata', 'postmaster.pid'))).toBe(true);
+    expect(await readFile(join(base, 'moved', 'hookline-owner.pid'), 'utf8')).toBe(String(first.child.pid));
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    expect(await terminate(first)).toEqual({ code: 0, signal: null });
   });
 });

@@ -3,7 +3,7 @@
 // is chosen on every start, so two checkouts never collide.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
@@ -206,9 +206,9 @@ async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 
 /**
  * Under the start mutex: whether this start makes the folder (answering the removal of the
  * marker that says so, for once its PostgreSQL runs). A marker left by an earlier start means
- * that start ended before its PostgreSQL ran for anyone (nothing in the folder is data): what
- * it left running is stopped, and the folder made afresh; an initdb it left still at work is
- * waited for by refusing to start (initdb outlives a killed parent).
+ * that start ended before its PostgreSQL ran for anyone: what it left running is stopped, the
+ * folder set aside and made afresh; an initdb it left still at work is waited for by refusing
+ * to start (initdb outlives a killed parent).
  */
 async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger): Promise<(() => void) | undefined> {
   const marker = resolve(dataDir, INIT_LOCK_FILE);
@@ -219,20 +219,19 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
       throw new Error(`the embedded PostgreSQL in ${databaseDir} is being created by Hookline process ${holder}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
     }
     // The marker is written only by a start that found no folder (or an empty one), and removed
-    // once its PostgreSQL ran: what is in the folder was never anyone's data.
+    // once its PostgreSQL ran: what that start left is never anyone's data, yet what is there
+    // now may be (restored since), so it is set aside, not deleted.
     await stopLeftover(databaseDir, log);
     const left = processesOn(databaseDir);
     if (left.length) {
       throw new Error(`process ${left.join(', ')} (an initdb a killed start left) is still making ${databaseDir}; start again once it has ended`);
     }
-    if (existsSync(resolve(databaseDir, 'global', 'pg_control'))) {
-      // Made that far (or restored there since): not deleted, whichever it is. Started as it
-      // is, PostgreSQL says if it is not a data folder it can run.
-      rmSync(marker, { force: true });
-      return undefined;
+    if (existsSync(databaseDir)) {
+      // Never deleted (something may have been restored there since): set aside, and made afresh.
+      const aside = `${databaseDir}.half-made-${new Date().toISOString().replaceAll(/[:.]/g, '-')}`;
+      renameSync(databaseDir, aside);
+      log.warn({ databaseDir, aside }, 'a start that ended early left this data folder: set aside (remove it if it holds nothing of yours), and made afresh');
     }
-    log.warn({ databaseDir }, 'making afresh the data folder a start that ended early left half-made');
-    rmSync(databaseDir, { recursive: true, force: true });
   } else if (existsSync(resolve(databaseDir, 'PG_VERSION'))) {
     return undefined;
   } else if (existsSync(databaseDir) && readdirSync(databaseDir).length) {
@@ -255,7 +254,7 @@ function processesOn(databaseDir: string): number[] {
     .map(Number)
     .filter((pid) => {
       const args = processInfo(pid)?.args ?? [];
-      return args.some((arg, i) => (arg === '-D' && args[i + 1] !== undefined && resolve(args[i + 1]!) === databaseDir) || (arg.startsWith('--pgdata=') && resolve(arg.slice(9)) === databaseDir));
+      return args.some((arg, i) => (arg === '-D' && args[i + 1] !== undefined && sameFolder(args[i + 1]!, databaseDir)) || (arg.startsWith('--pgdata=') && sameFolder(arg.slice(9), databaseDir)));
     });
 }
 
@@ -469,9 +468,22 @@ function isNode(pid: number): boolean {
 }
 
 /** Whether the arguments are those of a PostgreSQL server on databaseDir (started as startServer does). */
-function postgresOn(args: string[], databaseDir: string): boolean {
-  const dir = args[args.indexOf('-D') + 1];
-  return basename(args[0] ?? '') === 'postgres' && args.includes('-D') && dir !== undefined && resolve(dir) === databaseDir;
+function postgresOn(args: string[], databaseDir: string, pid?: number): boolean {
+  if (basename(args[0] ?? '') !== 'postgres') return false;
+  const dir = args.includes('-D') ? args[args.indexOf('-D') + 1] : undefined;
+  // The same folder, whatever path names it (a symlink, a folder moved since, a bind mount):
+  // its -D, or the folder PostgreSQL works in (it changes into its data folder).
+  return (dir !== undefined && sameFolder(dir, databaseDir)) || (pid !== undefined && sameFolder(`/proc/${pid}/cwd`, databaseDir));
+}
+
+/** Whether two paths name one folder (the same device and inode); false if either cannot be read. */
+function sameFolder(a: string, b: string): boolean {
+  try {
+    const [x, y] = [statSync(a), statSync(b)];
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -495,7 +507,11 @@ async function stopLeftover(databaseDir: string, log: Logger): Promise<void> {
   }
   if (!Number.isInteger(postgresPid) || postgresPid <= 0 || !alive(postgresPid)) return; // a stale lock file PostgreSQL clears itself
   const postgres = processInfo(postgresPid);
-  if (postgres && !postgresOn(postgres.args, databaseDir)) {
+  if (postgres && !postgresOn(postgres.args, databaseDir, postgresPid)) {
+    if (basename(postgres.args[0] ?? '') === 'postgres') {
+      // A PostgreSQL whose folder cannot be told (its /proc entry unreadable): never its lock file.
+      throw new Error(`a PostgreSQL (pid ${postgresPid}) may be running on ${databaseDir}; stop it first, or remove ${lockFile} if it is not`);
+    }
     // PostgreSQL asks only whether the number runs, and would refuse to start.
     log.warn({ postgresPid, databaseDir }, 'removing a stale postmaster.pid: its process number now belongs to another program');
     rmSync(lockFile, { force: true });
@@ -553,7 +569,11 @@ async function startServer(
       : {};
   const ownerFile = resolve(databaseDir, '..', OWNER_FILE);
   // Before it starts: a start killed before its PostgreSQL is ready leaves one whose owner is
-  // known to be gone, which the next start stops (see stopLeftover).
+  // known to be gone, which the next start stops (see stopLeftover). Never over a live owner's.
+  const owner = readOwner(ownerFile);
+  if (owner && owner !== process.pid && alive(owner) && isNode(owner)) {
+    throw new Error(`the embedded PostgreSQL in ${databaseDir} is in use by Hookline process ${owner}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
+  }
   writeFileSync(ownerFile, String(process.pid));
   const child: ChildProcess = spawn(postgres, ['-D', databaseDir, '-p', String(port), ...flags], {
     ...ids,
