@@ -569,11 +569,8 @@ async function startServer(
       : {};
   const ownerFile = resolve(databaseDir, '..', OWNER_FILE);
   // Before it starts: a start killed before its PostgreSQL is ready leaves one whose owner is
-  // known to be gone, which the next start stops (see stopLeftover). Never over a live owner's.
-  const owner = readOwner(ownerFile);
-  if (owner && owner !== process.pid && alive(owner) && isNode(owner)) {
-    throw new Error(`the embedded PostgreSQL in ${databaseDir} is in use by Hookline process ${owner}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
-  }
+  // known to be gone, which the next start stops (see stopLeftover, which has made sure that no
+  // PostgreSQL runs on the folder: a number on file now is another program's).
   writeFileSync(ownerFile, String(process.pid));
   const child: ChildProcess = spawn(postgres, ['-D', databaseDir, '-p', String(port), ...flags], {
     ...ids,
