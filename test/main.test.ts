@@ -83,6 +83,18 @@ async function waitReady(service: Service, timeoutMs = 45_000): Promise<void> {
   throw new Error(`${exited ? 'exited' : `not ready within ${timeoutMs / 1000} s`}\nstdout:\n${stdout}\nstderr:\n${stderr}`);
 }
 
+/** Whichever comes first: the service ready, or its exit. */
+function readyOrExited(service: Service): Promise<{ service: Service; exit: 'ready' | { code: number | null; signal: NodeJS.Signals | null } }> {
+  return Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))]);
+}
+
+/** A process number that no longer runs (a start that was killed). */
+async function goneProcessNumber(): Promise<number> {
+  const gone = spawn(process.execPath, ['-e', '']);
+  await new Promise((done) => gone.once('exit', done));
+  return gone.pid!;
+}
+
 /** Waits until stdout matches pattern. */
 async function waitForOutput(service: Service, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -584,9 +596,8 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
   it('a first start killed while it made the folder leaves a lock and half a folder: the next start takes both over', SLOW, async () => {
     const dataDir = await freshDataDir();
     // A process number that no longer runs, and what initdb had written when it was killed.
-    const gone = spawn(process.execPath, ['-e', '']);
-    await new Promise((done) => gone.once('exit', done));
-    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    const gone = await goneProcessNumber();
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone));
     await mkdir(join(dataDir, 'pgdata', 'base'), { recursive: true });
     await writeFile(join(dataDir, 'pgdata', 'postgresql.conf'), '# half-made\n');
     const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) });
@@ -597,18 +608,13 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
 
   it('three starts at once after a first start was killed half-way: one makes the folder afresh, the others are refused', SLOW, async () => {
     const dataDir = await freshDataDir();
-    const gone = spawn(process.execPath, ['-e', '']);
-    await new Promise((done) => gone.once('exit', done));
-    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    const gone = await goneProcessNumber();
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone));
     await mkdir(join(dataDir, 'pgdata', 'global'), { recursive: true });
     await writeFile(join(dataDir, 'pgdata', 'PG_VERSION'), '18\n');
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
     const services = await Promise.all([0, 1, 2].map(async () => startService({ ...env, PORT: String(await freePort()) })));
-    const outcomes = await Promise.all(
-      services.map((service) =>
-        Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))]),
-      ),
-    );
+    const outcomes = await Promise.all(services.map(readyOrExited));
     const ready = outcomes.filter((o) => o.exit === 'ready');
     expect(ready).toHaveLength(1);
     for (const refused of outcomes.filter((o) => o.exit !== 'ready')) {
@@ -640,9 +646,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     await symlink(dataDir, link);
     dirs.push(link);
     const services = await Promise.all([dataDir, link].map(async (dir) => startService({ HOOKLINE_DATA_DIR: dir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(await freePort()) })));
-    const outcomes = await Promise.all(
-      services.map((service) => Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))])),
-    );
+    const outcomes = await Promise.all(services.map(readyOrExited));
     expect(outcomes.filter((o) => o.exit === 'ready')).toHaveLength(1);
     const refused = outcomes.find((o) => o.exit !== 'ready')!;
     expect(refused.exit).toEqual({ code: 1, signal: null });
@@ -678,9 +682,8 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const apiKey: string = created.body.data.createTenant.apiKey;
     expect(await terminate(first)).toEqual({ code: 0, signal: null });
     // A marker naming a process that is gone (a start that failed, say, before data was restored here).
-    const gone = spawn(process.execPath, ['-e', '']);
-    await new Promise((done) => gone.once('exit', done));
-    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone.pid));
+    const gone = await goneProcessNumber();
+    await writeFile(join(dataDir, 'hookline-initialising.pid'), String(gone));
     const again = startService({ ...env, PORT: String(await freePort()) });
     await waitReady(again);
     // Set aside whole, beside a folder made afresh.
