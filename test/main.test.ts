@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
 import { startReceiver } from './helpers/receiver.js';
+import { goneProcessNumber } from './helpers/processes.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // Each test starts a real process (and PostgreSQL); on a busy machine that can take a while.
@@ -86,13 +87,6 @@ async function waitReady(service: Service, timeoutMs = 45_000): Promise<void> {
 /** Whichever comes first: the service ready, or its exit. */
 function readyOrExited(service: Service): Promise<{ service: Service; exit: 'ready' | { code: number | null; signal: NodeJS.Signals | null } }> {
   return Promise.race([service.exited.then((exit) => ({ service, exit })), waitReady(service).then(() => ({ service, exit: 'ready' as const }))]);
-}
-
-/** A process number that no longer runs (a start that was killed). */
-async function goneProcessNumber(): Promise<number> {
-  const gone = spawn(process.execPath, ['-e', '']);
-  await new Promise((done) => gone.once('exit', done));
-  return gone.pid!;
 }
 
 /** Waits until stdout matches pattern. */

@@ -128,6 +128,11 @@ export async function startEmbeddedPostgres(
     postgresFlags?: string[];
     /** Called when the PostgreSQL ends after its start other than by stop() (killed, crashed). */
     onUnexpectedExit?: (error: Error) => void;
+    /**
+     * How starts on one folder keep out of each other's way: an abstract Unix socket (Linux's,
+     * the default there) or a lock file (elsewhere; on Linux for the tests of that path).
+     */
+    startMutex?: 'socket' | 'file';
   } = {},
 ): Promise<EmbeddedDatabase> {
   await mkdir(resolve(dataDir), { recursive: true });
@@ -135,22 +140,13 @@ export async function startEmbeddedPostgres(
   // start through the real path (see postgresOn) as the same folder's.
   dataDir = realpathSync(dataDir);
   const databaseDir = resolve(dataDir, 'pgdata');
-  const mutex = await startMutex(databaseDir);
+  const mutex = await startMutex(dataDir, databaseDir, options.startMutex ?? (platform() === 'linux' ? 'socket' : 'file'));
   if (mutex === 'held') {
     throw new Error(`the embedded PostgreSQL in ${databaseDir} is being started by ${starter(dataDir)}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
   }
-  if (!mutex) {
-    // No start mutex here (not Linux): the lock file alone.
-    const releaseInit = initLock(dataDir, databaseDir);
-    try {
-      return await startOn(dataDir, databaseDir, !!releaseInit, log, options);
-    } finally {
-      releaseInit?.();
-    }
-  }
   const startingFile = resolve(dataDir, STARTING_FILE);
   try {
-    writeFileSync(startingFile, String(process.pid));
+    if (mutex.kind === 'socket') writeFileSync(startingFile, String(process.pid)); // the file mutex is that file
     const made = await makeUnderMutex(dataDir, databaseDir, log);
     const database = await startOn(dataDir, databaseDir, !!made, log, options);
     // Only once its PostgreSQL runs: a start that ends before leaves the marker, and the next
@@ -158,8 +154,8 @@ export async function startEmbeddedPostgres(
     made?.();
     return database;
   } finally {
-    rmSync(startingFile, { force: true });
-    await mutex();
+    if (mutex.kind === 'socket') rmSync(startingFile, { force: true });
+    await mutex.release();
   }
 }
 
@@ -178,14 +174,16 @@ function starter(dataDir: string): string {
 }
 
 /**
- * On Linux, a start holds an abstract Unix socket named after its data folder from before it
- * looks at the folder until its PostgreSQL runs: the kernel gives a name to one process at a
- * time and frees it when the process ends, however it ends, so two starts can neither both
- * make the folder nor take over each other's work, and a killed start holds nothing. Answers
- * its release, 'held' if another process has it, or undefined where there is none (not Linux).
+ * A start holds the start mutex from before it looks at the folder until its PostgreSQL runs,
+ * so two starts can neither both make the folder nor take over each other's work. On Linux an
+ * abstract Unix socket named after the folder: the kernel gives a name to one process at a
+ * time and frees it when the process ends, however it ends, so a killed start holds nothing.
+ * Elsewhere the starting file, made only if absent: one a killed start left is taken over once
+ * the process it names has ended (or, where /proc tells, is no Node.js process: a number
+ * reused). Answers its release, or 'held' if another start has it.
  */
-async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 'held' | undefined> {
-  if (platform() !== 'linux') return undefined;
+async function startMutex(dataDir: string, databaseDir: string, kind: 'socket' | 'file'): Promise<{ kind: 'socket' | 'file'; release: () => Promise<void> } | 'held'> {
+  if (kind === 'file') return fileMutex(resolve(dataDir, STARTING_FILE));
   // The folder's real path, so that a symlink to it names the same mutex.
   const name = `\0hookline-start-${createHash('sha256').update(databaseDir).digest('hex').slice(0, 40)}`;
   // Nothing is said over it: whoever connects is cut off (a connection held open would keep close() waiting).
@@ -200,7 +198,50 @@ async function startMutex(databaseDir: string): Promise<(() => Promise<void>) | 
     throw error;
   }
   server.unref();
-  return () => new Promise<void>((closed) => server.close(() => closed()));
+  return { kind, release: () => new Promise<void>((closed) => server.close(() => closed())) };
+}
+
+/** The file mutex of startMutex: `lockFile`, made only if absent, holding this process's number. */
+function fileMutex(lockFile: string): { kind: 'file'; release: () => Promise<void> } | 'held' {
+  const own = String(process.pid);
+  const release = async () => {
+    if (readText(lockFile) === own) rmSync(lockFile, { force: true });
+  };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      writeFileSync(lockFile, own, { flag: 'wx' });
+      return { kind: 'file', release };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const text = readText(lockFile);
+    if (text === undefined) continue; // let go meanwhile
+    const holder = Number.parseInt(text, 10);
+    if (!Number.isInteger(holder)) {
+      // Made but not yet written, or left so by a start killed at that moment: held for 10 s.
+      let age = 0;
+      try {
+        age = Date.now() - statSync(lockFile).mtimeMs;
+      } catch {
+        continue;
+      }
+      if (age < 10_000) return 'held';
+    } else if (alive(holder) && (holder === process.pid || isNode(holder))) {
+      return 'held'; // another start, this process's own included
+    }
+    // A killed start's: taken over, unless another start has taken it over meanwhile.
+    if (readText(lockFile) === text) rmSync(lockFile, { force: true });
+  }
+  return 'held';
+}
+
+/** A file's text, or undefined if it cannot be read. */
+function readText(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -371,49 +412,6 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
 
 /** Beside the data while a start makes it (and after, if that start ended before its PostgreSQL ran): its pid. */
 const INIT_LOCK_FILE = 'hookline-initialising.pid';
-
-/**
- * Where there is no start mutex (not Linux): the start that makes a fresh data folder holds a
- * lock file beside it until its PostgreSQL runs
- * (and its owner file says whose it is): a second start meanwhile is refused, naming the
- * first, rather than run initdb over the first's half-made folder or start a PostgreSQL on it
- * (initdb writes PG_VERSION early). The lock of a start that died is taken over, and a folder
- * it left that never ran (no pg_control yet) made afresh, as initdb refuses a folder that is
- * not empty. Answers the lock's release if this start is to make the folder, else undefined.
- */
-function initLock(dataDir: string, databaseDir: string): (() => void) | undefined {
-  const lockFile = resolve(dataDir, INIT_LOCK_FILE);
-  for (;;) {
-    let text: string | undefined;
-    try {
-      text = readFileSync(lockFile, 'utf8');
-    } catch {
-      text = undefined;
-    }
-    if (text !== undefined) {
-      const holder = Number.parseInt(text, 10);
-      // No number yet: just taken, not yet written. A number is trusted while it runs and, where
-      // /proc tells, is a Node.js process (after a container's restart it may be another program's).
-      const info = Number.isInteger(holder) ? processInfo(holder) : undefined;
-      const held = !Number.isInteger(holder) || (holder !== process.pid && alive(holder) && (!info || basename(info.args[0] ?? '').startsWith('node')));
-      if (held) {
-        throw new Error(
-          `the embedded PostgreSQL in ${databaseDir} is being created by ${Number.isInteger(holder) ? `Hookline process ${holder}` : 'another Hookline process'}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`,
-        );
-      }
-      rmSync(lockFile, { force: true });
-      if (!existsSync(resolve(databaseDir, 'global', 'pg_control'))) rmSync(databaseDir, { recursive: true, force: true });
-      continue;
-    }
-    if (existsSync(resolve(databaseDir, 'PG_VERSION'))) return undefined; // made, and no start making it
-    try {
-      writeFileSync(lockFile, String(process.pid), { flag: 'wx' });
-      return () => rmSync(lockFile, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-  }
-}
 
 /** Beside the data: the pid of the process whose PostgreSQL runs on it. */
 const OWNER_FILE = 'hookline-owner.pid';

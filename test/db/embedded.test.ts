@@ -5,13 +5,14 @@
 import { spawn } from 'node:child_process';
 import { existsSync, watch } from 'node:fs';
 import { createServer } from 'node:net';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { DATABASE_URL_FILE, processAlive, startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { goneProcessNumber } from '../helpers/processes.js';
 
 it('tells a running process from a killed one, also before its parent reaps it', async () => {
   // `sleep 30` replaces the shell and never waits for the child it inherits: once that child
@@ -155,6 +156,78 @@ describe('the numbers on file of a PostgreSQL that is gone (a reboot, a containe
     } finally {
       inPostmasterPid.kill();
       inOwnerFile.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the start mutex as a lock file (where there is no abstract socket: not Linux)', () => {
+  const STARTING = 'hookline-starting.pid';
+  const log = pino({ level: 'silent' });
+  const start = (dir: string) => startEmbeddedPostgres(dir, log, { startMutex: 'file' });
+  async function folder() {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-embedded-'));
+    await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
+    return dir;
+  }
+
+  it('two first starts at once: one makes and runs the folder, the other is refused naming it; the lock is let go', { timeout: 90_000 }, async () => {
+    const dir = await folder();
+    try {
+      const outcomes = await Promise.allSettled([start(dir), start(dir)]);
+      const started = outcomes.filter((o) => o.status === 'fulfilled');
+      const refused = outcomes.filter((o) => o.status === 'rejected');
+      expect(started).toHaveLength(1);
+      expect(refused).toHaveLength(1);
+      expect(String(refused[0]!.reason)).toContain(`is being started by Hookline process ${process.pid}`);
+      expect(existsSync(join(dir, STARTING)), 'let go once PostgreSQL runs').toBe(false);
+      await started[0]!.value.stop();
+      // And it starts again on what was made.
+      await (await start(dir)).stop();
+      expect(existsSync(join(dir, STARTING))).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a killed start's lock is taken over, and the half-made folder it left set aside, never deleted", { timeout: 90_000 }, async () => {
+    const dir = await folder();
+    try {
+      const gone = await goneProcessNumber();
+      await writeFile(join(dir, STARTING), String(gone));
+      await writeFile(join(dir, 'hookline-initialising.pid'), String(gone));
+      await mkdir(join(dir, 'pgdata', 'base'), { recursive: true });
+      await writeFile(join(dir, 'pgdata', 'PG_VERSION'), '18\n');
+      await writeFile(join(dir, 'pgdata', 'restored'), 'perhaps precious\n');
+      const db = await start(dir);
+      await db.stop();
+      const aside = (await readdir(dir)).filter((name) => name.startsWith('pgdata.half-made-'));
+      expect(aside).toHaveLength(1);
+      expect(await readFile(join(dir, aside[0]!, 'restored'), 'utf8')).toBe('perhaps precious\n');
+      expect(existsSync(join(dir, 'pgdata', 'global', 'pg_control')), 'made afresh').toBe(true);
+      expect(existsSync(join(dir, STARTING))).toBe(false);
+      expect(existsSync(join(dir, 'hookline-initialising.pid'))).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a lock naming a running Node.js process, or just made and not yet written, is held; an empty one 10 s old is not', { timeout: 90_000 }, async () => {
+    const dir = await folder();
+    const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      await writeFile(join(dir, STARTING), String(holder.pid));
+      await expect(start(dir)).rejects.toThrow(`is being started by Hookline process ${holder.pid}`);
+      expect(existsSync(join(dir, 'pgdata')), 'nothing made').toBe(false);
+      expect(await readFile(join(dir, STARTING), 'utf8'), 'nor the lock taken').toBe(String(holder.pid));
+      await writeFile(join(dir, STARTING), '');
+      await expect(start(dir)).rejects.toThrow('is being started by another Hookline process');
+      const past = new Date(Date.now() - 11_000);
+      await utimes(join(dir, STARTING), past, past);
+      await (await start(dir)).stop();
+      expect(existsSync(join(dir, STARTING))).toBe(false);
+    } finally {
+      holder.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -106,3 +106,10 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 export async function killAllServices(): Promise<void> {
   await Promise.all([...running].map((s) => s.kill('SIGKILL')));
 }
+
+/** A process number that no longer runs (a start that was killed). */
+export async function goneProcessNumber(): Promise<number> {
+  const gone = spawn(process.execPath, ['-e', '']);
+  await new Promise((done) => gone.once('exit', done));
+  return gone.pid!;
+}
