@@ -55,6 +55,8 @@ export interface Config {
   validationThreads: number;
   /** How long one such check may run before it is refused and its thread replaced (ms). */
   validationTimeoutMs: number;
+  /** The bearer token GET /metrics asks for; undefined: it asks for none. */
+  metricsToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -180,6 +182,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),
     validationTimeoutMs: read(env, 'HOOKLINE_VALIDATION_TIMEOUT', '2s', (t) => parseDurationUpTo(t, 60_000, '1m')),
+    metricsToken: read(env, 'HOOKLINE_METRICS_TOKEN', '', (t) => {
+      if (t && !/^[\x21-\x7e]+$/.test(t)) throw new Error('must be printable ASCII without spaces (it is sent as "Authorization: Bearer <token>")');
+      return t || undefined;
+    }),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {
     config.dispatchPerSubscription = config.dispatchConcurrency;

@@ -17,6 +17,7 @@ describe('defaults', () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.dataDir).toBe('.hookline');
     expect(config.logLevel).toBe('info');
+    expect(config.metricsToken, '/metrics asks for no token').toBeUndefined();
   });
 
   it('retries on 5s,5m,30m,2h,5h,10h,10h: 7 delays, 8 attempts in all', () => {
@@ -91,6 +92,7 @@ describe('given values', () => {
       HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2',
       HOOKLINE_LIVE_BUFFER: '50',
       HOOKLINE_LIVE_STALL: '750ms',
+      HOOKLINE_METRICS_TOKEN: 'prometheus-scrape-token',
     });
     expect(config).toMatchObject({
       databaseUrl: 'postgres://u:p@db.example:5432/hookline',
@@ -108,6 +110,7 @@ describe('given values', () => {
       dispatchPerSubscription: 2,
       liveBufferLimit: 50,
       liveStallMs: 750,
+      metricsToken: 'prometheus-scrape-token',
     });
   });
 
@@ -199,6 +202,7 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_VALIDATION_THREADS', '65'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2m'],
+    ['HOOKLINE_METRICS_TOKEN', 'two words'],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {

@@ -25,6 +25,11 @@ export function bearerToken(header: string | null | undefined): string | undefin
   return match?.[1];
 }
 
+/** Whether `given` is `expected`, compared as digests: in the same time whatever is given. */
+export function sameSecret(given: string | undefined, expected: string): boolean {
+  return given !== undefined && timingSafeEqual(hashApiKey(given), hashApiKey(expected));
+}
+
 const adminHashes = new Map<string, Buffer>();
 /** Compares digests, so the comparison takes the same time whatever the token; the admin token's is computed once. */
 function isAdminToken(tokenHash: Buffer, adminToken: string): boolean {

@@ -6,7 +6,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
 import { RateLimitedError } from '../auth/rate-limit.js';
-import { resolveViewer, type Viewer } from '../auth/viewer.js';
+import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
 import { within } from '../within.js';
@@ -168,6 +168,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
       return true;
     }
     if (path === '/metrics') {
+      const token = services.config.metricsToken;
+      if (token && !sameSecret(bearerToken(req.headers.authorization), token)) {
+        res.setHeader('www-authenticate', 'Bearer realm="metrics"');
+        sendJson(res, 401, { error: { code: 'UNAUTHENTICATED', message: 'GET /metrics asks for "Authorization: Bearer <HOOKLINE_METRICS_TOKEN>"' } });
+        return true;
+      }
       const text = await metrics.registry.metrics();
       res.writeHead(200, { 'content-type': metrics.registry.contentType });
       res.end(text);

@@ -216,6 +216,29 @@ describe('limits and malformed requests', () => {
   });
 });
 
+describe('GET /metrics with HOOKLINE_METRICS_TOKEN', () => {
+  it('answers only its bearer, 401 with WWW-Authenticate otherwise; health stays open', async () => {
+    const guarded = await startTestHookline({ HOOKLINE_METRICS_TOKEN: 'scrape-7f3a9c' });
+    try {
+      for (const authorization of [undefined, 'Bearer scrape-7f3a9', 'Bearer scrape-7f3a9c0', `Bearer ${ADMIN_TOKEN}`, 'Basic scrape-7f3a9c']) {
+        const res = await fetch(`${guarded.url}/metrics`, { headers: authorization ? { authorization } : {} });
+        expect(res.status, String(authorization)).toBe(401);
+        expect(res.headers.get('www-authenticate')).toBe('Bearer realm="metrics"');
+        const body = await res.json();
+        expect(body.error.code).toBe('UNAUTHENTICATED');
+        expect(JSON.stringify(body)).not.toContain('hookline_');
+      }
+      const res = await fetch(`${guarded.url}/metrics`, { headers: { authorization: 'Bearer scrape-7f3a9c' } });
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('hookline_process_cpu_user_seconds_total');
+      expect((await fetch(`${guarded.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${guarded.url}/readyz`)).status).toBe(200);
+    } finally {
+      await guarded.stop();
+    }
+  });
+});
+
 describe('over WebSocket', () => {
   it('runs operations with the key of the connection parameter', async () => {
     const client = hl.wsClient(tenant.apiKey);
