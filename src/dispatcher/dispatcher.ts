@@ -1011,32 +1011,49 @@ export class Dispatcher {
     this.count(this.tenantHeld, delivery.tenantId, -1);
   }
 
-  /** Starts ready deliveries while slots are free, each subscription and tenant within its share. */
+  /**
+   * Starts ready deliveries while slots are free, each subscription and tenant within its
+   * share. Each free slot goes to the tenant with the fewest attempts being sent (its oldest
+   * ready delivery; between equals, the oldest): a tenant whose backlog fills `ready` (its
+   * endpoints answering just under a second, never slow) would otherwise have every delivery
+   * of it go before another tenant's that came after.
+   */
   private pump(): void {
-    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const { dispatchConcurrency: concurrency } = this.options.config;
     if (this.fenced()) return; // unfence() hands `ready` back
-    let i = 0;
+    // Ready deliveries ahead of the first that may start: they wait for their shares (parked),
+    // and a start only fills shares further, so the next look begins after them.
+    let parked = 0;
     const now = Date.now();
-    while (i < this.ready.length && this.inFlight - this.slow < concurrency && this.running) {
-      const { delivery, body, deadline } = this.ready[i]!;
-      if (deadline <= now) {
-        this.releaseLate(i);
-        continue;
-      }
-      const id = delivery.subscriptionId;
-      if (
-        (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id))) ||
-        (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
-        // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
-        // go to the others (its next attempt would only hold one, overdue).
-        (this.slow >= this.slowCapacity && this.tenantLingering.has(delivery.tenantId))
-      ) {
+    while (this.inFlight - this.slow < concurrency && this.running) {
+      let pick = -1;
+      let fewest = Infinity;
+      const oneTenant = this.tenantHeld.size <= 1;
+      let i = parked;
+      parked = this.ready.length;
+      while (i < this.ready.length) {
+        const ready = this.ready[i]!;
+        if (ready.deadline <= now) {
+          this.releaseLate(i); // takes every late one from i on
+          continue;
+        }
+        if (!this.mayStart(ready.delivery)) {
+          i++;
+          continue;
+        }
+        if (pick < 0) parked = i;
+        const sending = oneTenant ? 0 : (this.tenantSending.get(ready.delivery.tenantId) ?? 0);
+        if (sending < fewest) {
+          pick = i;
+          fewest = sending;
+          if (sending === 0) break; // none fewer
+        }
         i++;
-        continue;
       }
-      this.ready.splice(i, 1);
+      if (pick < 0) break;
+      const [{ delivery, body }] = this.ready.splice(pick, 1) as [Ready];
       this.inFlight++;
-      this.count(this.sending, id, 1);
+      this.count(this.sending, delivery.subscriptionId, 1);
       this.count(this.tenantSending, delivery.tenantId, 1);
       this.options.metrics?.inFlight.inc();
       const flight: Flight = { delivery, slow: false, overdue: false, done: false, timer: undefined };
@@ -1044,7 +1061,20 @@ export class Dispatcher {
       flight.timer.unref();
       void this.attempt(delivery, body).finally(() => this.release(flight));
     }
-    this.parked = i;
+    this.parked = Math.min(parked, this.ready.length);
+  }
+
+  /** Whether a ready delivery may start now: its subscription and tenant within their shares. */
+  private mayStart(delivery: ClaimedDelivery): boolean {
+    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const id = delivery.subscriptionId;
+    return !(
+      (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id))) ||
+      (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
+      // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
+      // go to the others (its next attempt would only hold one, overdue).
+      (this.slow >= this.slowCapacity && this.tenantLingering.has(delivery.tenantId))
+    );
   }
 
   /** An attempt still unanswered: its slot goes to the next delivery, if slow ones have room. */

@@ -536,3 +536,34 @@ it('behind another tenant\'s backlog, a delivery that falls due with no notifica
     await steady.close();
   }
 }, 60_000);
+
+it("a freed slot goes to the tenant with the fewest attempts in flight: another's backlog, answered just under a second, does not go first", async () => {
+  // Tenant L's endpoints answer in 200-800 ms, under the second after which an attempt gives
+  // its slot back, so they hold every slot, and the deliveries L has claimed wait, ready, for
+  // the next. Tenant N's delivery, claimed at the first slot freed after it, is started at the
+  // next: before, it waited for every ready one of L's (16 here, and in production up to 128
+  // answers of L's, a second each).
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const steady = await startReceiver(() => ({ status: 200, delayMs: 200 + Math.floor(Math.random() * 600) }));
+  const l = await hl.createTenant('Long answers L');
+  const n = await hl.createTenant('Next N');
+  try {
+    for (let i = 0; i < 2; i++) await subscribe(l.apiKey, `${steady.url}/long-${i}`, ['invoice.*']);
+    await subscribe(n.apiKey, `${fast.url}/next-n`, ['payment.*']);
+    for (let i = 0; i < 120; i++) await trigger(l.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+    const worker = { HOOKLINE_DISPATCH_CONCURRENCY: '16', HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '8', HOOKLINE_DELIVERY_TIMEOUT: '5s' };
+    await withWorker(worker, {}, async () => {
+      await steady.waitFor(40, 10_000); // slots full, and more of L's claimed behind them
+      const started = Date.now();
+      await trigger(n.apiKey, 'payment.received', { payment_id: 'p', invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+      await arrivedWithin(fast, (path) => path === '/next-n', 1, started, 5_000, "N's delivery");
+      const arrived = fast.received.find((r) => r.path === '/next-n')!.at;
+      const before = steady.received.filter((r) => r.at > started && r.at < arrived).length;
+      expect(before, "L's attempts started between N's trigger and its arrival").toBeLessThanOrEqual(4);
+      const [{ pending }] = await hl.dataSource.query(`select count(*)::int as pending from webhook_deliveries where tenant_id = $1 and status in ('PENDING', 'SENDING')`, [l.id]);
+      expect(pending, "L's backlog was still there").toBeGreaterThan(50);
+    }, [steady]);
+  } finally {
+    await steady.close();
+  }
+}, 60_000);
