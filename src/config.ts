@@ -47,6 +47,8 @@ export interface Config {
   anonymousRateLimitPerSecond: number;
   /** Proxies whose X-Forwarded-For gives the client's address (for anonymousRateLimitPerSecond). */
   trustedProxies: TrustedProxies;
+  /** deliveryUpdated subscriptions open at once for one tenant in one API process (all its keys). */
+  liveSubscriptionsPerTenant: number;
   /** deliveryUpdated subscriptions open at once for one API key in one API process (WebSocket and Server-Sent Events). */
   liveSubscriptionsPerKey: number;
   /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
@@ -178,6 +180,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     rateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT', '10000', (t) => parseInteger(t, 0, 10_000_000)),
     anonymousRateLimitPerSecond: read(env, 'HOOKLINE_RATE_LIMIT_ANONYMOUS', '200', (t) => parseInteger(t, 0, 10_000_000)),
     trustedProxies: read(env, 'HOOKLINE_TRUSTED_PROXIES', '', parseTrustedProxies),
+    liveSubscriptionsPerTenant: read(env, 'HOOKLINE_LIVE_PER_TENANT', '200', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),

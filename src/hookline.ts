@@ -77,6 +77,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     if (serveApi) {
       const { LiveUpdates } = await import('./live/delivery-updates.js');
       const live = new LiveUpdates(databaseUrl, log.child({ component: 'live' }), config.liveBufferLimit, config.liveStallMs, livenessMs, {
+        perTenant: config.liveSubscriptionsPerTenant,
         perKey: config.liveSubscriptionsPerKey,
         perConnection: config.liveSubscriptionsPerConnection,
       });

@@ -93,6 +93,7 @@ describe('given values', () => {
       HOOKLINE_LIVE_BUFFER: '50',
       HOOKLINE_LIVE_STALL: '750ms',
       HOOKLINE_METRICS_TOKEN: 'prometheus-scrape-token',
+      HOOKLINE_LIVE_PER_TENANT: '300',
     });
     expect(config).toMatchObject({
       databaseUrl: 'postgres://u:p@db.example:5432/hookline',
@@ -111,6 +112,7 @@ describe('given values', () => {
       liveBufferLimit: 50,
       liveStallMs: 750,
       metricsToken: 'prometheus-scrape-token',
+      liveSubscriptionsPerTenant: 300,
     });
   });
 
@@ -194,6 +196,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_LIVE_PER_KEY', '0'],
     ['HOOKLINE_LIVE_PER_KEY', 'lots'],
     ['HOOKLINE_LIVE_PER_CONNECTION', '0'],
+    ['HOOKLINE_LIVE_PER_TENANT', '0'],
+    ['HOOKLINE_LIVE_PER_TENANT', 'many'],
     ['HOOKLINE_RATE_LIMIT_ANONYMOUS', '-1'],
     ['HOOKLINE_RATE_LIMIT_ANONYMOUS', 'lots'],
     ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.0/33'],

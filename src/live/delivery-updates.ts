@@ -83,19 +83,22 @@ export class SubscriberTooSlowError extends Error {
 }
 
 /**
- * How many subscribers one API key may have in this process, and one WebSocket connection: each
- * is a buffer, and each update is executed and sent once per subscriber. Unbounded, one key opened
- * 10,000 (2,000 connections of 5), and one event for 100 subscriptions made a million messages
- * while another tenant's request waited 26 s.
+ * How many subscribers one tenant may have in this process, one of its API keys, and one
+ * WebSocket connection: each is a buffer, and each update is executed and sent once per
+ * subscriber whose operation differs (a name, an alias). Unbounded, one key opened 10,000
+ * (2,000 connections of 5), and one event for 100 subscriptions made a million messages while
+ * another tenant's request waited 26 s; bounded per key only, a tenant's 20 keys opened 2,000
+ * and one event for 50 subscriptions held another tenant's request 54 s.
  */
 export interface SubscriberLimits {
+  perTenant: number;
   perKey: number;
   perConnection: number;
 }
 
-export const DEFAULT_SUBSCRIBER_LIMITS: SubscriberLimits = { perKey: 100, perConnection: 20 };
+export const DEFAULT_SUBSCRIBER_LIMITS: SubscriberLimits = { perTenant: 200, perKey: 100, perConnection: 20 };
 
-/** A subscription refused because its key or its connection has as many as it may (RATE_LIMITED). */
+/** A subscription refused because its tenant, key or connection has as many as it may (RATE_LIMITED). */
 export class TooManySubscribersError extends HooklineError {
   constructor(message: string) {
     super(ErrorCode.RATE_LIMITED, message);
@@ -114,6 +117,8 @@ export class LiveUpdates {
   private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
   /** The API keys of the live subscribers, with how many use each (at most limits.perKey). */
   private readonly keysInUse = new Map<string, number>();
+  /** How many live subscribers each tenant has (at most limits.perTenant). */
+  private readonly tenantsInUse = new Map<string, number>();
   /** How many live subscribers each WebSocket connection has (at most limits.perConnection). */
   private readonly connectionsInUse = new WeakMap<object, number>();
   private revocations: AsyncIterator<string> | undefined;
@@ -297,8 +302,8 @@ export class LiveUpdates {
     // Counted from the start, as the key's revocation is watched for: hearing the channel may
     // wait seconds (for transactions open since before), and a revocation acted on meanwhile
     // would otherwise find nothing to end, and this stream would go on for ever.
-    this.takeSlot(apiKeyId, connection);
-    const release = () => this.releaseSlot(apiKeyId, connection);
+    this.takeSlot(tenantId, apiKeyId, connection);
+    const release = () => this.releaseSlot(tenantId, apiKeyId, connection);
     let revokedWhileStarting = false;
     let unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
       if (revoked === apiKeyId) revokedWhileStarting = true;
@@ -415,27 +420,38 @@ export class LiveUpdates {
     return iterator;
   }
 
-  /** One live subscriber more for this API key and connection, or TooManySubscribersError. */
-  private takeSlot(apiKeyId: string | undefined, connection: object | undefined): void {
-    const { perKey, perConnection } = this.limits;
+  /** One live subscriber more for this tenant, API key and connection, or TooManySubscribersError. */
+  private takeSlot(tenantId: string, apiKeyId: string | undefined, connection: object | undefined): void {
+    const { perTenant, perKey, perConnection } = this.limits;
+    const ofTenant = this.tenantsInUse.get(tenantId) ?? 0;
     const ofKey = apiKeyId ? (this.keysInUse.get(apiKeyId) ?? 0) : 0;
     const ofConnection = connection ? (this.connectionsInUse.get(connection) ?? 0) : 0;
+    const wider = 'end one, or let one subscription with a wider filter (or none) serve several';
     if (ofKey >= perKey) {
       throw new TooManySubscribersError(
-        `live updates: this API key already has ${perKey} deliveryUpdated subscriptions open on this server, the most it may have (WebSocket and Server-Sent Events together); end one, or let one subscription with a wider filter (or none) serve several`,
+        `live updates: this API key already has ${perKey} deliveryUpdated subscriptions open on this server, the most it may have (WebSocket and Server-Sent Events together); ${wider}`,
+      );
+    }
+    if (ofTenant >= perTenant) {
+      throw new TooManySubscribersError(
+        `live updates: this tenant already has ${perTenant} deliveryUpdated subscriptions open on this server, the most it may have (all its API keys, WebSocket and Server-Sent Events together); ${wider}`,
       );
     }
     if (ofConnection >= perConnection) {
       throw new TooManySubscribersError(
-        `live updates: this connection already has ${perConnection} deliveryUpdated subscriptions open, the most one connection may have; end one, or let one subscription with a wider filter (or none) serve several`,
+        `live updates: this connection already has ${perConnection} deliveryUpdated subscriptions open, the most one connection may have; ${wider}`,
       );
     }
+    this.tenantsInUse.set(tenantId, ofTenant + 1);
     if (apiKeyId) this.keysInUse.set(apiKeyId, ofKey + 1);
     if (connection) this.connectionsInUse.set(connection, ofConnection + 1);
   }
 
-  /** One live subscriber less for this API key and connection. */
-  private releaseSlot(apiKeyId: string | undefined, connection: object | undefined): void {
+  /** One live subscriber less for this tenant, API key and connection. */
+  private releaseSlot(tenantId: string, apiKeyId: string | undefined, connection: object | undefined): void {
+    const left = (this.tenantsInUse.get(tenantId) ?? 1) - 1;
+    if (left > 0) this.tenantsInUse.set(tenantId, left);
+    else this.tenantsInUse.delete(tenantId);
     if (apiKeyId) {
       const users = this.keysInUse.get(apiKeyId)! - 1;
       if (users > 0) this.keysInUse.set(apiKeyId, users);

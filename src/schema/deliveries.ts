@@ -31,10 +31,38 @@ DeliveryAttemptRef.implement({
   }),
 });
 
+/**
+ * What the fields of one live snapshot load, loaded once for all its subscribers: every
+ * subscriber of its tenant gets that snapshot object, and executes its own operation on it
+ * (one execution per operation, and anyone may name or alias theirs apart), so that each
+ * subscriber's lookups would be the database's work once per subscriber. Keyed by tenant as
+ * well, whoever's the snapshot is; gone with the snapshot, so later updates read afresh.
+ */
+const snapshotLoads = new WeakMap<object, Map<string, Promise<unknown>>>();
+
+function isSnapshot(d: DeliveryRow): boolean {
+  return !!(d as { snapshot?: boolean }).snapshot;
+}
+
+/** `load()`, or for a live snapshot what it gave for the snapshot's first subscriber asking. */
+function loadOnce<T>(d: DeliveryRow, viewer: Context['viewer'], what: string, load: () => Promise<T>): Promise<T> {
+  if (!isSnapshot(d)) return load();
+  let loads = snapshotLoads.get(d);
+  if (!loads) snapshotLoads.set(d, (loads = new Map()));
+  const key = `${requireTenant(viewer)}:${what}`;
+  let loaded = loads.get(key) as Promise<T> | undefined;
+  if (!loaded) {
+    loaded = load();
+    loads.set(key, loaded);
+    loaded.catch(() => loads.delete(key)); // a failure is not served to later subscribers
+  }
+  return loaded;
+}
+
 /** A live snapshot lacks a few fields; they are loaded by id (batched) when asked for. */
-async function complete(d: DeliveryRow, { loaders }: Context): Promise<DeliveryRow> {
-  if (!(d as { snapshot?: boolean }).snapshot) return d;
-  const full = await loaders.delivery.load(d.id);
+async function complete(d: DeliveryRow, { loaders, viewer }: Context): Promise<DeliveryRow> {
+  if (!isSnapshot(d)) return d;
+  const full = await loadOnce(d, viewer, 'delivery', () => loaders.delivery.load(d.id));
   if (!full) throw notFound('delivery', d.id);
   return full;
 }
@@ -61,12 +89,12 @@ DeliveryRef.implement({
       type: 'JSON',
       description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
       complexity: LARGE_VALUE_COMPLEXITY,
-      resolve: (d, _args, { viewer, services }) => services.deliveries.payload(requireTenant(viewer), d.eventId),
+      resolve: (d, _args, { viewer, services }) => loadOnce(d, viewer, 'payload', () => services.deliveries.payload(requireTenant(viewer), d.eventId)),
     }),
     webhookEvent: t.field({
       type: WebhookEventRef,
-      resolve: async (d, _args, { loaders }) => {
-        const event = await loaders.event.load(d.eventId);
+      resolve: async (d, _args, { loaders, viewer }) => {
+        const event = await loadOnce(d, viewer, 'event', () => loaders.event.load(d.eventId));
         if (!event) throw notFound('event', d.eventId);
         return event;
       },
@@ -75,13 +103,13 @@ DeliveryRef.implement({
       type: WebhookSubscriptionRef,
       nullable: true,
       description: 'Null once the subscription was deleted.',
-      resolve: (d, _args, { loaders }) => (d.subscriptionId ? loaders.subscription.load(d.subscriptionId) : null),
+      resolve: (d, _args, { loaders, viewer }) => (d.subscriptionId ? loadOnce(d, viewer, 'subscription', () => loaders.subscription.load(d.subscriptionId!)) : null),
     }),
     attemptLog: t.field({
       type: [DeliveryAttemptRef],
       description: 'Every attempt, oldest first.',
       complexity: { field: 1, multiplier: ATTEMPTS_COMPLEXITY },
-      resolve: (d, _args, { viewer, services }) => services.deliveries.attempts(requireTenant(viewer), d.id, d.attempts),
+      resolve: (d, _args, { viewer, services }) => loadOnce(d, viewer, 'attempts', () => services.deliveries.attempts(requireTenant(viewer), d.id, d.attempts)),
     }),
   }),
 });

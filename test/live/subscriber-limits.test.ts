@@ -1,6 +1,7 @@
-// One API key may have only so many deliveryUpdated subscriptions open in a process (WebSocket
-// and Server-Sent Events together; 100 by default, 5 here), and one WebSocket connection only so
-// many (20 by default, 3 here): beyond that a subscription is refused with RATE_LIMITED and a
+// One tenant may have only so many deliveryUpdated subscriptions open in a process, whatever
+// its keys (200 by default, 8 here), one API key only so many (WebSocket and Server-Sent Events
+// together; 100 by default, 5 here), and one WebSocket connection only so many (20 by default,
+// 3 here): beyond that a subscription is refused with RATE_LIMITED and a
 // message saying the limit, and the connection stays. A slot is free again once its
 // subscription completes, is cut off, or its socket or stream closes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { collectSse, collectWs, moreSubscribers, type Collected } from '../helpe
 import { eventually } from '../helpers/receiver.js';
 import { wsRequest } from '../helpers/ws.js';
 
+const PER_TENANT = 8;
 const PER_KEY = 5;
 const PER_CONNECTION = 3;
 
@@ -19,6 +21,7 @@ const open: Array<{ dispose(): unknown }> = [];
 beforeAll(async () => {
   hl = await startTestHookline({
     HOOKLINE_ROLE: 'api',
+    HOOKLINE_LIVE_PER_TENANT: String(PER_TENANT),
     HOOKLINE_LIVE_PER_KEY: String(PER_KEY),
     HOOKLINE_LIVE_PER_CONNECTION: String(PER_CONNECTION),
     HOOKLINE_LIVE_BUFFER: '3',
@@ -60,6 +63,7 @@ async function expectRefused(live: Collected, limit: RegExp) {
 }
 
 const PER_KEY_MESSAGE = new RegExp(`API key already has ${PER_KEY} deliveryUpdated subscriptions open`);
+const PER_TENANT_MESSAGE = new RegExp(`tenant already has ${PER_TENANT} deliveryUpdated subscriptions open`);
 const PER_CONNECTION_MESSAGE = new RegExp(`connection already has ${PER_CONNECTION} deliveryUpdated subscriptions open`);
 
 async function createApiKey(apiKey: string): Promise<{ id: string; apiKey: string }> {
@@ -68,9 +72,32 @@ async function createApiKey(apiKey: string): Promise<{ id: string; apiKey: strin
   return res.data.createApiKey;
 }
 
-it('are 100 a key and 20 a connection by default', () => {
+it('are 200 a tenant, 100 a key and 20 a connection by default', () => {
   const config = loadConfig({});
-  expect([config.liveSubscriptionsPerKey, config.liveSubscriptionsPerConnection]).toEqual([100, 20]);
+  expect([config.liveSubscriptionsPerTenant, config.liveSubscriptionsPerKey, config.liveSubscriptionsPerConnection]).toEqual([200, 100, 20]);
+});
+
+describe('a tenant', () => {
+  it('has its subscriptions refused past its limit whatever its keys, others\' untouched, and its slots back as they end', async () => {
+    const baseline = await hl.metric('hookline_live_subscriptions');
+    const tenant = await hl.createTenant();
+    const keys = [tenant.apiKey, (await createApiKey(tenant.apiKey)).apiKey, (await createApiKey(tenant.apiKey)).apiKey];
+    // 3 + 3 + 2 on three keys, none at its own limit (5).
+    const streams = [...(await subscribed(3, () => sse(keys[0]!))), ...(await subscribed(3, () => sse(keys[1]!))), ...(await subscribed(2, () => sse(keys[2]!)))];
+    await expectRefused(await sse(keys[2]!), PER_TENANT_MESSAGE);
+    await expectRefused(collectWs(wsClient(keys[0]!)), PER_TENANT_MESSAGE);
+    // Another tenant's are its own.
+    const other = await hl.createTenant('Other');
+    const others = await subscribed(PER_KEY, () => sse(other.apiKey));
+    // One ends: the tenant has its slot back, on any of its keys.
+    const before = await hl.metric('hookline_live_subscriptions');
+    streams[0]!.stop();
+    await eventually(async () => (await hl.metric('hookline_live_subscriptions')) === before - 1, 5_000);
+    const [again] = await subscribed(1, () => collectWs(wsClient(keys[2]!)));
+    await expectRefused(await sse(keys[1]!), PER_TENANT_MESSAGE);
+    for (const live of [...streams, ...others, again!]) live.stop();
+    await eventually(async () => (await hl.metric('hookline_live_subscriptions')) === baseline, 5_000);
+  });
 });
 
 describe('a WebSocket connection', () => {
