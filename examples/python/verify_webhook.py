@@ -3,7 +3,8 @@
     python3 verify_webhook.py <secret> <body-file> <headers-json-file>
 
 prints "valid" (exit 0) or "invalid: <reason>" (exit 1). The headers file is a
-JSON object of the request's headers (any letter case).
+JSON object of the request's headers (any letter case). Imported, it also gives the guide's
+WebhookSignature (sign, verify, verify_raw), keyed by the contract's rule.
 """
 import base64
 import binascii
@@ -56,6 +57,39 @@ def verify_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300
         )
     except (binascii.Error, ValueError, TypeError):
         return False  # a whsec_ secret that is not base64, or a non-ASCII header value
+
+
+def _payload_bytes(payload) -> bytes:
+    """bytes as they are, a str as its UTF-8, anything else as compact JSON (as JSON.stringify writes it)."""
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class WebhookSignature:
+    """The guide's helper (its Test 2 and receiver), with the contract's key rule: a drop-in for
+    `from app.modules.webhooks.utils import WebhookSignature`. Receivers use verify_raw on the raw body."""
+
+    @staticmethod
+    def sign_raw(secret: str, body: bytes) -> str:
+        return "sha256=" + hmac.new(webhook_key(secret), body, hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def sign(secret: str, payload) -> str:
+        return WebhookSignature.sign_raw(secret, _payload_bytes(payload))
+
+    @staticmethod
+    def verify(secret: str, payload, signature: str) -> bool:
+        return WebhookSignature.verify_raw(secret, _payload_bytes(payload), signature)
+
+    @staticmethod
+    def verify_raw(secret: str, body, signature: str) -> bool:
+        try:
+            return verify_x_signature(secret, _payload_bytes(body) if isinstance(body, str) else body, signature)
+        except (binascii.Error, ValueError, TypeError):
+            return False  # a whsec_ secret that is not base64, or a signature that is not ASCII
 
 
 if __name__ == "__main__":

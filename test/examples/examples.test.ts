@@ -310,6 +310,58 @@ describe('examples/python/verify_webhook.py', () => {
     }
   });
 
+  it("gives the guide's WebhookSignature: its Test 2 runs as written, and verify_raw takes real deliveries (whsec_ and plain secrets)", async () => {
+    // The guide's "Test 2: Test Signature Verification (Python)", as written but for its import.
+    const test2 = `from verify_webhook import WebhookSignature
+import json
+
+# Payload
+payload = {
+    "invoice_id": "inv-123",
+    "amount": 1500.00,
+    "customer": "Acme Corp",
+}
+
+# Secret
+secret = "my-webhook-secret"
+
+# Sign
+signature = WebhookSignature.sign(secret, payload)
+print(f"Signature: {signature}")
+
+# Verify
+is_valid = WebhookSignature.verify(secret, payload, signature)
+print(f"Valid: {is_valid}")
+
+# Test tampered payload
+tampered = {
+    "invoice_id": "inv-123",
+    "amount": 2000.00,  # Changed
+    "customer": "Acme Corp",
+}
+is_valid = WebhookSignature.verify(secret, tampered, signature)
+print(f"Valid (tampered): {is_valid}")  # Should be False
+`;
+    const env = { ...process.env, PYTHONPATH: join(ROOT, 'examples/python') };
+    const { stdout } = await run('python3', ['-c', test2], { env });
+    expect(stdout).toMatch(/^Signature: sha256=[0-9a-f]{64}\nValid: True\nValid \(tampered\): False\n$/);
+    // The guide's receiver: WebhookSignature.verify_raw(WEBHOOK_SECRET, body, signature) on the raw body.
+    const receiver = 'import sys\nfrom verify_webhook import WebhookSignature\nbody = open(sys.argv[2], "rb").read()\nprint(WebhookSignature.verify_raw(sys.argv[1], body, sys.argv[3]))';
+    for (const given of [undefined, 'my-webhook-secret']) {
+      const { request, secret } = await captureDelivery('invoice.created', INVOICE_DATA, given);
+      const bodyFile = join(tmp, `${Math.random().toString(36).slice(2)}.body`);
+      await writeFile(bodyFile, request.body);
+      const verifyRaw = async (key: string, signature: string) => (await run('python3', ['-c', receiver, key, bodyFile, signature], { env })).stdout.trim();
+      expect(await verifyRaw(secret, String(request.headers['x-signature']))).toBe('True');
+      expect(await verifyRaw(`${secret}x`, String(request.headers['x-signature']))).toBe('False');
+      expect(await verifyRaw(secret, 'sha256=zz')).toBe('False');
+      // And what it signs is what Hookline's TypeScript helper signs.
+      expect((await run('python3', ['-c', `from verify_webhook import WebhookSignature\nprint(WebhookSignature.sign_raw(${JSON.stringify(secret)}, open(${JSON.stringify(bodyFile)}, "rb").read()))`], { env })).stdout.trim()).toBe(
+        request.headers['x-signature'],
+      );
+    }
+  });
+
   it('is the code the README shows', async () => {
     const python = await readFile(script, 'utf8');
     const functions = python.slice(python.indexOf('import base64'), python.indexOf('\n\nif __name__'));
