@@ -919,7 +919,7 @@ async function queueFloor() {
     const cpu0 = sampleCpu(what);
     const t0 = now();
     const busy = new Map<string, number>();
-    let recording: Promise<void> = Promise.resolve();
+    let recording: Promise<unknown> = Promise.resolve();
     let done = 0;
     for (;;) {
       const claimed = await claimDeliveries(db, {

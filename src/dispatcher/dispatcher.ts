@@ -220,6 +220,9 @@ export class Dispatcher {
   /** Ready deliveries the last pump passed over, their subscription or tenant at its share. */
   private parked = 0;
   private readonly pending: AttemptOutcome[] = [];
+  /** Outcomes waiting for their subscription's row (see defer). */
+  private readonly deferred: AttemptOutcome[] = [];
+  private deferTimer: NodeJS.Timeout | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -368,6 +371,16 @@ export class Dispatcher {
     // flush() first waits for one under way (the last attempt's own); a statement per MAX_RECORD_BATCH.
     do await this.flush();
     while (this.pending.length);
+    // Outcomes waiting for a subscription's row: tried once more, then left to the sign-off.
+    clearTimeout(this.deferTimer);
+    this.deferTimer = undefined;
+    if (this.deferred.length) {
+      this.pending.push(...this.deferred.splice(0));
+      do await this.flush();
+      while (this.pending.length);
+      clearTimeout(this.deferTimer);
+      if (this.deferred.length) this.unrecorded(new Error('their subscription was still held by another transaction'), this.deferred.splice(0));
+    }
     // Heard from until now: others would take its attempts in flight for lost.
     clearInterval(this.heartbeatTimer);
     await this.heartbeating; // lest it land after the sign-off
@@ -1245,8 +1258,9 @@ export class Dispatcher {
   }
 
   /** Records a batch in one statement (one transaction with a 410's deactivation), retried on transient errors. */
-  private async recordBatch(batch: AttemptOutcome[]): Promise<void> {
-    const gone = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
+  /** Records a batch; answers the outcomes left for later (see recordAttempts). */
+  private async recordBatch(batch: AttemptOutcome[]): Promise<AttemptOutcome[]> {
+    const { gone, deferred } = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
       retries: 8,
       minTimeout: 100,
       maxTimeout: 2_000,
@@ -1260,6 +1274,23 @@ export class Dispatcher {
       this.goneHere.delete(id);
       this.subscriptionStopped(id); // without waiting for the notification
     }
+    return deferred;
+  }
+
+  /**
+   * Retries whose subscription's row another transaction holds (a change of it under way, or
+   * anyone's lock): recorded again every RECORD_AGAIN_MS until it is let go, the others of
+   * their batch recorded meanwhile.
+   */
+  private defer(outcomes: AttemptOutcome[]): void {
+    if (!outcomes.length) return;
+    this.log.info({ count: outcomes.length, subscriptions: [...new Set(outcomes.map((o) => o.subscriptionId))].slice(0, 10) }, 'a subscription is held by another transaction: the outcomes of its retries are recorded once it is let go');
+    this.deferred.push(...outcomes);
+    this.deferTimer ??= setTimeout(() => {
+      this.deferTimer = undefined;
+      this.pending.push(...this.deferred.splice(0));
+      void this.flush();
+    }, RECORD_AGAIN_MS);
   }
 
   private unrecorded(error: unknown, batch: AttemptOutcome[]): void {
@@ -1286,14 +1317,14 @@ export class Dispatcher {
     let kept = false;
     this.flushing = (async () => {
       try {
-        await this.recordBatch(batch);
+        this.defer(await this.recordBatch(batch));
       } catch (error) {
         if (batch.length > 1 && !transient(error)) {
           // One outcome PostgreSQL refuses (its data, a trigger of the operator's) must not keep
           // the others unrecorded (and sent again): each is recorded on its own, and only the
           // refused one is left to its lease.
           this.log.warn({ err: error, count: batch.length }, 'a batch of attempts was refused; recording them one by one');
-          for (const outcome of batch) await this.recordBatch([outcome]).catch((failed) => this.unrecorded(failed, [outcome]));
+          for (const outcome of batch) await this.recordBatch([outcome]).then((deferred) => this.defer(deferred), (failed) => this.unrecorded(failed, [outcome]));
         } else if (this.running && transient(error)) {
           this.log.error({ err: error, count: batch.length }, 'could not record attempts yet; keeping them to try again');
           this.pending.unshift(...batch);

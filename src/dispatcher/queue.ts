@@ -203,21 +203,33 @@ export interface AttemptOutcome {
  * Records a batch of attempts: the attempt log rows and each delivery's new
  * state, in one statement. A delivery claimed again after this attempt's lease
  * expired keeps the new claim's state; this attempt is still counted and logged.
+ * Answers the outcomes left for later: retries whose subscription's row another
+ * transaction holds, to be recorded again once it is let go.
  */
-export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
+export async function recordAttempts(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<AttemptOutcome[]> {
   // Two outcomes of one delivery (an attempt whose lease expired, and the one made under the
   // claim that followed) cannot be one statement's: it updates a row once. They go in turn.
   const seen = new Set<string>();
   const now = outcomes.filter((o) => !seen.has(o.deliveryId) && seen.add(o.deliveryId));
   const later = now.length < outcomes.length ? outcomes.filter((o) => !now.includes(o)) : [];
-  await recordRound(db, workerId, now);
-  if (later.length) await recordAttempts(db, workerId, later);
+  const deferred = await recordRound(db, workerId, now);
+  // A later outcome of a delivery whose earlier one waits waits too (they are recorded in turn).
+  const waiting = new Set(deferred.map((o) => o.deliveryId));
+  if (later.length) {
+    deferred.push(...later.filter((o) => waiting.has(o.deliveryId)));
+    deferred.push(...(await recordAttempts(db, workerId, later.filter((o) => !waiting.has(o.deliveryId)))));
+  }
+  return deferred;
 }
 
-async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<void> {
-  if (!outcomes.length) return;
+/**
+ * One statement's record: the outcomes it left for later, retries whose subscription's row
+ * another transaction holds (see RECORD_SQL), unrecorded.
+ */
+async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcomes: AttemptOutcome[]): Promise<AttemptOutcome[]> {
+  if (!outcomes.length) return [];
   const column = <K extends keyof AttemptOutcome>(key: K) => outcomes.map((o) => o[key]);
-  await db.query({
+  const { rows } = await db.query<{ id: string }>({
     name: 'hookline_record_attempts',
     text: RECORD_SQL,
     values: [
@@ -234,6 +246,9 @@ async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcom
       column('lease'),
     ],
   });
+  if (!rows.length) return [];
+  const deferred = new Set(rows.map((r) => r.id));
+  return outcomes.filter((o) => deferred.has(o.deliveryId));
 }
 
 /**
@@ -272,11 +287,26 @@ export const RECORD_SQL = `
                unnest($3::text[]) as status, unnest($4::timestamptz[]) as started_at, unnest($5::int[]) as duration_ms,
                unnest($6::int[]) as status_code, unnest($7::text[]) as error, unnest($8::text[]) as response_body,
                unnest($9::timestamptz[]) as next_attempt_at, unnest($11::timestamptz[]) as lease
+      ), retried as materialized (
+        -- The subscriptions of the retries, share-locked as SUBSCRIPTION_INACTIVE does, but not
+        -- waited for: one whose row a transaction holds (a change under way, anyone's lock) is
+        -- left out, and its retries with it (deferred), recorded once it is let go. Waiting,
+        -- one held row kept every tenant's outcomes of the batch unrecorded, and sent again.
+        select s.id, not s.active and s.deleted_at is null as inactive
+          from webhook_subscriptions s
+         where (s.id, s.tenant_id) in (select d.subscription_id, d.tenant_id from results r join webhook_deliveries d on d.id = r.delivery_id
+                                        where r.status = 'PENDING' and d.subscription_id is not null)
+           for share skip locked
+      ), deferred as materialized (
+        select r.delivery_id from results r join webhook_deliveries d on d.id = r.delivery_id
+         where r.status = 'PENDING' and d.subscription_id is not null
+           and not exists (select from retried x where x.id = d.subscription_id)
+           and exists (select from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id)
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
                -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
-               paused = r.status = 'PENDING' and ${SUBSCRIPTION_INACTIVE},
+               paused = r.status = 'PENDING' and coalesce((select x.inactive from retried x where x.id = d.subscription_id), false),
                attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
@@ -288,12 +318,14 @@ export const RECORD_SQL = `
                updated_at = now()
           from results r
          where d.id = r.delivery_id and d.locked_by = $10 and d.lease_expires_at = r.lease
+           and not exists (select from deferred x where x.delivery_id = r.delivery_id)
         returning d.id, d.attempts
       ), late as materialized (
         -- Outcomes of claims whose lease expired first (normally none: nothing to look up),
         -- unless already recorded (this statement run again after its commit's answer was lost).
         select r.delivery_id from results r
          where not exists (select from updated u where u.id = r.delivery_id)
+           and not exists (select from deferred x where x.delivery_id = r.delivery_id)
            and not exists (select from delivery_attempts a where a.delivery_id = r.delivery_id and a.started_at = r.started_at)
       ), counted as (
         update webhook_deliveries d set attempts = d.attempts + 1, updated_at = now()
@@ -301,11 +333,14 @@ export const RECORD_SQL = `
          where d.id = l.delivery_id
         returning d.id, d.attempts
       )
-      insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
-      select r.delivery_id, n.attempts, r.tenant_id, r.started_at, r.duration_ms, r.status_code, r.error, r.response_body
-        from results r
-        join (select id, attempts from updated union all select id, attempts from counted) n on n.id = r.delivery_id
-      on conflict (delivery_id, number) do nothing`;
+      , logged as (
+        insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error, response_body)
+        select r.delivery_id, n.attempts, r.tenant_id, r.started_at, r.duration_ms, r.status_code, r.error, r.response_body
+          from results r
+          join (select id, attempts from updated union all select id, attempts from counted) n on n.id = r.delivery_id
+        on conflict (delivery_id, number) do nothing
+      )
+      select delivery_id as id from deferred`;
 
 /**
  * Records a batch as recordAttempts() does. When receivers answered 410 Gone, their
@@ -315,20 +350,22 @@ export const RECORD_SQL = `
  * the transaction takes each subscription's row lock once, exclusively, rather than share
  * it with another worker's record and then both wait to upgrade it.
  */
-export async function recordOutcomes(pool: pg.Pool, workerId: string, outcomes: AttemptOutcome[], goneReason: string): Promise<string[]> {
+export async function recordOutcomes(
+  pool: pg.Pool,
+  workerId: string,
+  outcomes: AttemptOutcome[],
+  goneReason: string,
+): Promise<{ gone: string[]; deferred: AttemptOutcome[] }> {
   const gone = [...new Set(outcomes.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
-  if (!gone.length) {
-    await recordAttempts(pool, workerId, outcomes);
-    return gone;
-  }
+  if (!gone.length) return { gone, deferred: await recordAttempts(pool, workerId, outcomes) };
   const { client, release } = await checkOut(pool);
   let broken = false;
   try {
     await client.query('begin');
     await disableGoneSubscriptions(client, gone, goneReason);
-    await recordAttempts(client, workerId, outcomes);
+    const deferred = await recordAttempts(client, workerId, outcomes);
     await client.query('commit');
-    return gone;
+    return { gone, deferred };
   } catch (error) {
     await client.query('rollback').catch(() => (broken = true));
     throw error;

@@ -115,13 +115,14 @@ async function recordDuring(change: { active: boolean }, subscriptionId: string,
     await other.query('begin');
     await other.query(`update webhook_subscriptions set active = $2 where id = $1`, [subscriptionId, change.active]);
     await other.query(`update webhook_deliveries set paused = $2 where subscription_id = $1 and status = 'PENDING'`, [subscriptionId, !change.active]);
-    let recorded = false;
-    const recording = recordAttempts(worker, 'w1', [failedAttempt(deliveryId, subscriptionId, await leaseOf(deliveryId))]).then(() => (recorded = true));
-    await new Promise((r) => setTimeout(r, 300));
-    // The record waits for the change under way rather than act on the state before it.
-    expect(recorded).toBe(false);
+    const outcome = failedAttempt(deliveryId, subscriptionId, await leaseOf(deliveryId));
+    // The record does not act on the state before the change under way, nor wait for it
+    // (holding up the rest of its batch): it leaves the outcome for later, the row as it was.
+    expect((await recordAttempts(worker, 'w1', [outcome])).map((o) => o.deliveryId)).toEqual([deliveryId]);
+    const { rows: [held] } = await db.query(`select status, locked_by from webhook_deliveries where id = $1`, [deliveryId]);
+    expect(held).toEqual({ status: 'SENDING', locked_by: 'w1' });
     await other.query('commit');
-    await recording;
+    expect(await recordAttempts(worker, 'w1', [outcome])).toEqual([]);
   } finally {
     await other.end();
     await worker.end();

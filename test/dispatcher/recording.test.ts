@@ -120,3 +120,48 @@ it('keeps outcomes the database cannot take for longer than its retries last, an
     await admin.end();
   }
 }, 40_000);
+
+it("records the rest of a batch at once while a retry's subscription is held by another transaction, and the retry once it is let go", async () => {
+  // A failed attempt going back to the queue reads its subscription's row, share-locked (a
+  // deactivation under way must not be missed). Waited for, one row held (an operator's
+  // transaction, a change of a subscription with a large backlog) kept every tenant's outcomes
+  // of the batch unrecorded: past the lease, they were sent again.
+  let release!: () => void;
+  const together = new Promise<void>((resolve) => (release = resolve));
+  const receiver = await receiverWith(async (request) => {
+    await together;
+    return { status: request.path === '/failing' ? 500 : 204 };
+  });
+  await subscribe(`${receiver.url}/failing`);
+  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/failing`]);
+  const failing = await trigger(1);
+  const other = await hl.createTenant('Other');
+  key = other.apiKey;
+  await subscribe(`${receiver.url}/fine`);
+  const fine = await trigger(2);
+  await receiver.waitFor(2);
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query('begin');
+    await admin.query('select 1 from webhook_subscriptions where id = $1 for update', [held]);
+    release(); // both answers come back together: one batch
+    const delivered = await eventually(async () => {
+      const found = await deliveryOf(fine);
+      return found.status === 'DELIVERED' ? found : undefined;
+    }, 5_000);
+    expect(delivered.attemptLog).toEqual([expect.objectContaining({ number: 1, statusCode: 204 })]);
+    const [waiting] = await hl.dataSource.query('select status, attempts from webhook_deliveries where id = $1', [failing]);
+    expect(waiting).toEqual({ status: 'SENDING', attempts: 0 });
+    await admin.query('commit');
+  } finally {
+    await admin.query('rollback').catch(() => {});
+    await admin.end();
+  }
+  const [retry] = await eventually(async () => {
+    const rows = await hl.dataSource.query('select status, attempts, paused from webhook_deliveries where id = $1', [failing]);
+    return rows[0].status === 'PENDING' ? rows : undefined;
+  }, 5_000);
+  expect(retry).toEqual({ status: 'PENDING', attempts: 1, paused: false });
+  expect(receiver.received.map((r) => r.path).sort()).toEqual(['/failing', '/fine']); // each sent once
+});

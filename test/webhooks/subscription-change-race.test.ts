@@ -68,17 +68,15 @@ it('a retry recorded while its subscription is being deactivated waits for the c
       tenant.apiKey,
     );
     await eventually(async () => (await lockWaiters()).some((pid) => pid !== workerPid), 10_000, 20); // the change, midway
-    // The worker records a failed attempt of the delivery it was sending.
-    let recorded = false;
-    const recording = recordAttempts(worker, 'w1', [
-      failedOutcome({ deliveryId: sending.id, tenantId: tenant.id, subscriptionId, lease: sending.lease }),
-    ]).then(() => (recorded = true));
-    // Either the record waits for a lock (the change's) or, wrongly, it is done.
-    await eventually(async () => recorded || (await lockWaiters()).includes(workerPid), 10_000, 20);
-    expect(recorded, 'the record waits for the change under way').toBe(false);
+    // The worker records a failed attempt of the delivery it was sending: not on the state
+    // before the change under way, nor waiting for it, but left for later, the row as it was.
+    const outcome = failedOutcome({ deliveryId: sending.id, tenantId: tenant.id, subscriptionId, lease: sending.lease });
+    expect((await recordAttempts(worker, 'w1', [outcome])).map((o) => o.deliveryId), 'left for later').toEqual([sending.id]);
+    expect((await lockWaiters()).includes(workerPid), 'and not waiting').toBe(false);
+    expect((await hl.dataSource.query('select status from webhook_deliveries where id = $1', [sending.id]))[0].status).toBe('SENDING');
     await blocker.query('commit');
     expect((await deactivating).data.updateWebhookSubscription).toEqual({ active: false });
-    await recording;
+    expect(await recordAttempts(worker, 'w1', [outcome])).toEqual([]);
   } finally {
     await blocker.end();
     await worker.end();
