@@ -260,9 +260,10 @@ async function startHookline(role: 'api' | 'worker' | 'all', databaseUrl: string
     ADMIN_TOKEN,
     HOOKLINE_ROLE: role,
     HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true',
-    // Item 7's subscribers are one tenant's dashboards sharing one key: its cap (100 a process
-    // by default) raised to their number.
+    // Item 7's subscribers are one tenant's dashboards sharing one key: its caps (100 a key and
+    // 200 a tenant in a process by default) raised to their number.
     HOOKLINE_LIVE_PER_KEY: String(Math.max(SIZES.subscribers, 100)),
+    HOOKLINE_LIVE_PER_TENANT: String(Math.max(SIZES.subscribers, 200)),
     LOG_LEVEL: 'warn',
     PORT: String(port),
   });
