@@ -105,6 +105,13 @@ export class TooManySubscribersError extends HooklineError {
   }
 }
 
+/** Why a subscription of a key revoked while it was open ends (a WebSocket is closed with 4401 too). */
+export class ApiKeyRevokedError extends HooklineError {
+  constructor() {
+    super(ErrorCode.UNAUTHENTICATED, 'live updates: the API key of this subscription was revoked; subscribe again with a valid key');
+  }
+}
+
 /** At most this many changes made while a LISTEN connection was down are announced again. */
 export const REPLAY_LIMIT = 10_000;
 
@@ -357,7 +364,7 @@ export class LiveUpdates {
       if (error instanceof SubscriberTooSlowError) onCutOff?.(error);
     };
     unsubscribeRevoked = this.onApiKeyRevoked((revoked) => {
-      if (revoked === apiKeyId) finish();
+      if (revoked === apiKeyId) finish(new ApiKeyRevokedError());
     });
     const matches = (d: DeliverySnapshot) =>
       (!filter.event || d.event === filter.event) &&
@@ -388,7 +395,7 @@ export class LiveUpdates {
       armStallCheck();
     };
     this.target.addEventListener(topic, listener);
-    if (revokedWhileStarting) finish();
+    if (revokedWhileStarting) finish(new ApiKeyRevokedError());
 
     const iterator: AsyncIterableIterator<DeliverySnapshot> & ServerBehindAware = {
       next() {

@@ -364,5 +364,7 @@ describe('over Server-Sent Events', () => {
     await subscribed();
     await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: created.data.createApiKey.id }, tenantA.apiKey);
     await stream.waitFor(() => stream.closed, 5_000);
+    // Saying why, as a WebSocket's close code does.
+    expect(stream.errors).toEqual([[expect.objectContaining({ message: expect.stringMatching(/API key of this subscription was revoked/), extensions: { code: 'UNAUTHENTICATED' } })]]);
   });
 });
