@@ -60,6 +60,8 @@ export class WebhookFormatter {
    * (`2024-02-14T10:30:00.000Z`). Input triggerEvent would refuse is BAD_USER_INPUT here too.
    */
   static formatEventPayload(input: FormatEventInput): EventEnvelope {
+    refuseUnknownFields(input, FORMAT_FIELDS, 'formatEventPayload');
+    if (typeof input.tenantId !== 'string' || !input.tenantId) throw badInput('tenantId', 'is required: the id of the tenant whose event it is');
     checkEventName('event', input.event);
     if (input.data === null || typeof input.data !== 'object' || Array.isArray(input.data)) throw badInput('data', 'must be a JSON object');
     return envelopeOf({
@@ -84,6 +86,22 @@ export class WebhookFormatter {
   static serializeWithData(envelope: EventEnvelope, dataJson: string): string {
     const head = JSON.stringify({ ...envelope, data: 0 });
     return `${head.slice(0, -2)}${dataJson}}`;
+  }
+}
+
+const FORMAT_FIELDS: ReadonlySet<string> = new Set(['id', 'event', 'resourceType', 'resourceId', 'tenantId', 'data', 'timestamp']);
+
+/**
+ * A library call's input with a field it does not know (the guide's `resource_id` for
+ * `resourceId`, say, from JavaScript, where no type says so) is BAD_USER_INPUT naming it:
+ * left out silently, the envelope would lack what the caller meant it to hold.
+ */
+export function refuseUnknownFields(input: object, known: ReadonlySet<string>, call: string): void {
+  for (const field of Object.keys(input)) {
+    if (!known.has(field)) {
+      const camel = field.replaceAll(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+      throw badInput(field, `is not a field of ${call}'s input${known.has(camel) ? ` (did you mean ${camel}?)` : ''}; it takes ${[...known].join(', ')}`);
+    }
   }
 }
 

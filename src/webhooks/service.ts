@@ -10,7 +10,7 @@ import { poolOf, queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
-import { WebhookFormatter, envelopeOf, resourceOf } from './formatter.js';
+import { WebhookFormatter, envelopeOf, refuseUnknownFields, resourceOf } from './formatter.js';
 import { EARLIER_SECRETS } from './secrets.js';
 import { DELIVERY_COLUMNS, EVENT_COLUMNS, type DeliveryRow, type EventRow } from './deliveries.js';
 import {
@@ -41,6 +41,8 @@ export interface TriggerEventInput {
   /** Set by Hookline's own API: `data` is a request's parsed JSON, so it is what is stored (see validateData). */
   [DATA_IS_JSON]?: true;
 }
+
+const TRIGGER_FIELDS: ReadonlySet<string> = new Set(['tenantId', 'event', 'data', 'resourceType', 'resourceId', 'idempotencyKey', 'subscriptionId']);
 
 /** Marks a TriggerEventInput whose data was parsed from JSON (GraphQL's and REST's). */
 export const DATA_IS_JSON = Symbol('hookline: data parsed from JSON');
@@ -111,6 +113,7 @@ export class WebhookService {
   }
 
   private async accept(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
+    refuseUnknownFields(input, TRIGGER_FIELDS, 'triggerEvent');
     // The library's callers pass it themselves: not an id at all is their input's fault, named.
     if (typeof input.tenantId !== 'string' || !isUuid(input.tenantId)) throw badInput('tenantId', 'is not a tenant id (a UUID)');
     const tenantId = input.tenantId as TenantId;

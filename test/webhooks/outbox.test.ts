@@ -151,6 +151,33 @@ describe('formatEventPayload, for library users', () => {
     expect(JSON.parse((await sentFor(cases[0]!.input, true)).body)).toMatchObject({ resource_type: 'invoice', resource_id: '123' });
   });
 
+  it("refuses a field it does not know (the guide's snake_case, from JavaScript), naming it, and a missing tenantId", async () => {
+    const refusal = (call: () => unknown) => {
+      try {
+        call();
+      } catch (error) {
+        return { code: (error as HooklineError).code, field: (error as HooklineError).field, message: (error as Error).message };
+      }
+      return undefined;
+    };
+    const snake = { event: 'invoice.created', resource_id: 123, tenant_id: tenant.id, data: { amount: 1 } } as never;
+    expect(refusal(() => WebhookFormatter.formatEventPayload(snake))).toEqual({
+      code: 'BAD_USER_INPUT',
+      field: 'resource_id',
+      message: expect.stringContaining('did you mean resourceId?'),
+    });
+    expect(refusal(() => WebhookFormatter.formatEventPayload({ event: 'invoice.created', data: {} } as never))).toMatchObject({ field: 'tenantId' });
+    // triggerEvent alike, before anything is written.
+    const [{ n: before }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
+    await expect(webhooks.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: {}, idempotency_key: 'k' } as never)).rejects.toMatchObject({
+      code: 'BAD_USER_INPUT',
+      field: 'idempotency_key',
+      message: expect.stringContaining('did you mean idempotencyKey?'),
+    });
+    const [{ n: after }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
+    expect(after).toBe(before);
+  });
+
   it('writes a resource id given as a number as its text, and the defaults when none is given', () => {
     const base = { id: 'evt-1', tenantId: 't-1', timestamp: new Date(0) };
     const numbered = WebhookFormatter.formatEventPayload({ ...base, event: 'invoice.created', resourceType: 'invoice', resourceId: 123, data: {} });
