@@ -252,14 +252,30 @@ async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcom
 }
 
 /**
- * Whether a delivery `d` going back to the queue (retried, reclaimed, handed back) must wait,
- * paused, for its subscription: one deactivated while the delivery was being sent. FOR SHARE
- * reads the subscription as last committed, and waits for a change under way: a
- * (de)activation pauses or resumes only PENDING rows, so one committed after this statement
- * began would otherwise miss this row and be undone by it.
+ * For deliveries going back to the queue (retried, reclaimed, handed back), the CTE `subs`:
+ * the subscriptions of the deliveries `ids` (a query of their ids) that have one, with whether
+ * each is inactive, read FOR SHARE: as last committed, and no (de)activation commits while the
+ * statement runs (one pauses or resumes only PENDING rows, so one committed after this
+ * statement began would miss these rows, and be undone by them). SKIP LOCKED: a subscription
+ * whose row another transaction holds (a change under way, anyone's lock) is not waited for,
+ * and its deliveries are left out (SUBSCRIPTION_HELD) for a later statement: waited for, one
+ * held row held up every tenant's deliveries of the statement, till its timeout.
  */
-const SUBSCRIPTION_INACTIVE = `coalesce((select not s.active and s.deleted_at is null
-                                           from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id for share), false)`;
+function subscriptionsOf(ids: string): string {
+  return `subs as materialized (
+        select s.id, not s.active and s.deleted_at is null as inactive
+          from webhook_subscriptions s
+         where (s.id, s.tenant_id) in (select q.subscription_id, q.tenant_id from webhook_deliveries q where q.id in (${ids}) and q.subscription_id is not null)
+           for share skip locked
+      )`;
+}
+
+/** Whether delivery `d` waits, paused, for its subscription, one deactivated meanwhile (see subscriptionsOf). */
+const SUBSCRIPTION_INACTIVE = `coalesce((select x.inactive from subs x where x.id = d.subscription_id), false)`;
+
+/** Whether delivery `d`'s subscription is held by another transaction: `d` is left for later (see subscriptionsOf). */
+const SUBSCRIPTION_HELD = `(d.subscription_id is not null and not exists (select from subs x where x.id = d.subscription_id)
+         and exists (select from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id))`;
 
 /**
  * The record statement. Its rows are found by primary key: a row this worker still
@@ -287,26 +303,15 @@ export const RECORD_SQL = `
                unnest($3::text[]) as status, unnest($4::timestamptz[]) as started_at, unnest($5::int[]) as duration_ms,
                unnest($6::int[]) as status_code, unnest($7::text[]) as error, unnest($8::text[]) as response_body,
                unnest($9::timestamptz[]) as next_attempt_at, unnest($11::timestamptz[]) as lease
-      ), retried as materialized (
-        -- The subscriptions of the retries, share-locked as SUBSCRIPTION_INACTIVE does, but not
-        -- waited for: one whose row a transaction holds (a change under way, anyone's lock) is
-        -- left out, and its retries with it (deferred), recorded once it is let go. Waiting,
-        -- one held row kept every tenant's outcomes of the batch unrecorded, and sent again.
-        select s.id, not s.active and s.deleted_at is null as inactive
-          from webhook_subscriptions s
-         where (s.id, s.tenant_id) in (select d.subscription_id, d.tenant_id from results r join webhook_deliveries d on d.id = r.delivery_id
-                                        where r.status = 'PENDING' and d.subscription_id is not null)
-           for share skip locked
-      ), deferred as materialized (
+      ), ${subscriptionsOf(`select r.delivery_id from results r where r.status = 'PENDING'`)}, deferred as materialized (
+        -- Retries whose subscription another transaction holds: recorded once it is let go.
         select r.delivery_id from results r join webhook_deliveries d on d.id = r.delivery_id
-         where r.status = 'PENDING' and d.subscription_id is not null
-           and not exists (select from retried x where x.id = d.subscription_id)
-           and exists (select from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id)
+         where r.status = 'PENDING' and ${SUBSCRIPTION_HELD}
       ), updated as (
         update webhook_deliveries d
            set status = r.status,
                -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
-               paused = r.status = 'PENDING' and coalesce((select x.inactive from retried x where x.id = d.subscription_id), false),
+               paused = r.status = 'PENDING' and ${SUBSCRIPTION_INACTIVE},
                attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
@@ -362,10 +367,14 @@ export async function recordOutcomes(
   let broken = false;
   try {
     await client.query('begin');
-    await disableGoneSubscriptions(client, gone, goneReason);
-    const deferred = await recordAttempts(client, workerId, outcomes);
+    // A subscription another transaction holds is not waited for either: the outcomes of its
+    // deliveries are left for later, with its 410, and the rest recorded now.
+    const held = new Set(await disableGoneSubscriptions(client, gone, goneReason));
+    const now = held.size ? outcomes.filter((o) => !(o.subscriptionId && held.has(o.subscriptionId))) : outcomes;
+    const deferred = await recordAttempts(client, workerId, now);
     await client.query('commit');
-    return { gone, deferred };
+    if (held.size) deferred.push(...outcomes.filter((o) => o.subscriptionId && held.has(o.subscriptionId)));
+    return { gone: gone.filter((id) => !held.has(id)), deferred };
   } catch (error) {
     await client.query('rollback').catch(() => (broken = true));
     throw error;
@@ -374,14 +383,19 @@ export async function recordOutcomes(
   }
 }
 
-/** 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. */
-export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<void> {
-  await db.query(
-    `with s as (
+/**
+ * 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. Answers those
+ * another transaction holds (left as they are, not waited for: see subscriptionsOf).
+ */
+export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<string[]> {
+  const { rows } = await db.query<{ held: string[] }>(
+    `with taken as materialized (
+       select id, active and deleted_at is null as live from webhook_subscriptions where id = any($1::uuid[]) for update skip locked
+     ), s as (
        update webhook_subscriptions set active = false, disabled_reason = $2, updated_at = now()
         -- A deleted one (a retried delivery of it answered 410) stays as it was: it cannot be
         -- made active again, so its other retried deliveries must not wait for it.
-        where id = any($1::uuid[]) and active and deleted_at is null
+        where id in (select id from taken where live)
        returning id
      )
      , paused as (
@@ -389,9 +403,13 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
         where subscription_id in (select id from s) and status = 'PENDING' and not paused
      )
      -- Every dispatcher hands back what it claimed for them and has not started.
-     select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s`,
+     select (select count(*) from (select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s) n) as notified,
+            array(select h.id::text from unnest($1::uuid[]) as h(id)
+                   where not exists (select from taken t where t.id = h.id)
+                     and exists (select from webhook_subscriptions x where x.id = h.id)) as held`,
     [subscriptionIds, reason],
   );
+  return rows[0]!.held;
 }
 
 /**
@@ -418,11 +436,12 @@ export async function heartbeat(db: pg.ClientBase | pg.Pool, workerId: string, l
  */
 export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Promise<void> {
   await db.query(
-    `with back as (
+    `with ${subscriptionsOf(`select m.id from webhook_deliveries m where m.locked_by = $1 and m.status = 'SENDING'`)}, back as (
        update webhook_deliveries d
           set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
               last_error = coalesce(d.last_error, 'worker stopped before recording the attempt'), updated_at = now()
-        where d.locked_by = $1 and d.status = 'SENDING'
+        -- One whose subscription is held stays as it is: its lease returns it (reclaimLostDeliveries).
+        where d.locked_by = $1 and d.status = 'SENDING' and not ${SUBSCRIPTION_HELD}
      )
      delete from hookline_workers where id = $1`,
     [workerId],
@@ -461,12 +480,13 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
                       then true
                     else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end
            for update of d skip locked
-      ), reclaimed as (
+      ), ${subscriptionsOf('select l.id from lost l')}, reclaimed as (
         update webhook_deliveries d
            set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
                last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
           from lost l
-         where d.id = l.id
+         -- One whose subscription is held waits for the next look.
+         where d.id = l.id and not ${SUBSCRIPTION_HELD}
         returning d.id
       )
       select count(*)::int as n from reclaimed`,
@@ -541,8 +561,10 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 /** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
 export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
   await db.query(
-    `update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
-      where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING'`,
+    `with ${subscriptionsOf('select unnest($1::uuid[])')}
+     update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
+      -- One whose subscription is held stays claimed: its lease returns it (reclaimLostDeliveries).
+      where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}`,
     [ids, workerId],
   );
 }

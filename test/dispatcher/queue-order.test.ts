@@ -6,7 +6,7 @@
 // attempt recorded after its lease expired leaves a later claim of it alone.
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { QUEUE_SESSION_SETTINGS, claimDeliveries, recordAttempts, recordOutcomes, type AttemptOutcome } from '../../src/dispatcher/queue.js';
+import { QUEUE_SESSION_SETTINGS, claimDeliveries, reclaimLostDeliveries, recordAttempts, recordOutcomes, releaseClaims, signOff, type AttemptOutcome } from '../../src/dispatcher/queue.js';
 import { failedOutcome } from '../helpers/outcomes.js';
 import { createTestDatabase } from '../helpers/database.js';
 
@@ -151,10 +151,13 @@ it('two workers recording a 410 Gone of one subscription at once both finish, an
       const ids = [await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w2' })];
       const gone = async (id: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true });
       const outcomes = [await gone(ids[0]!), await gone(ids[1]!)];
-      await Promise.all([
-        recordOutcomes(pools[0]!, 'w1', [outcomes[0]!], 'the endpoint answered 410 Gone'),
-        recordOutcomes(pools[1]!, 'w2', [outcomes[1]!], 'the endpoint answered 410 Gone'),
-      ]);
+      // One may find the subscription held by the other's record: it tries again, as the dispatcher does.
+      const record = async (pool: pg.Pool, worker: string, outcome: AttemptOutcome) => {
+        for (let left = [outcome]; left.length; await new Promise((r) => setTimeout(r, 10))) {
+          ({ deferred: left } = await recordOutcomes(pool, worker, left, 'the endpoint answered 410 Gone'));
+        }
+      };
+      await Promise.all([record(pools[0]!, 'w1', outcomes[0]!), record(pools[1]!, 'w2', outcomes[1]!)]);
       const { rows: [sub] } = await db.query('select active, disabled_reason from webhook_subscriptions where id = $1', [s]);
       expect(sub).toEqual({ active: false, disabled_reason: 'the endpoint answered 410 Gone' });
       const { rows } = await db.query('select status, paused from webhook_deliveries where id = any($1) order by id', [ids]);
@@ -225,4 +228,59 @@ it('a late outcome and the new claim\'s outcome in one batch are both counted an
     { number: 1, status_code: 500 },
     { number: 2, status_code: 204 },
   ]);
+});
+
+it("a subscription another transaction holds holds up none of the others' deliveries going back to the queue: they go, its own once it is let go", async () => {
+  // An operator's open transaction, say, or a change of a subscription with a large backlog.
+  // Waited for (FOR SHARE), one held row kept a whole record, hand-back, reclaim or sign-off
+  // waiting, every tenant's deliveries of it, till the statement's timeout.
+  const [held, free] = [await subscription(), await subscription()];
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, onConnect: (c) => c.query(QUEUE_SESSION_SETTINGS) });
+  const holder = await connect();
+  const within = <T>(promise: Promise<T>) =>
+    Promise.race([promise, new Promise<never>((_, fail) => setTimeout(() => fail(new Error('waited for the held subscription')), 3_000))]);
+  const state = async (ids: string[]) =>
+    (await db.query('select id, status, locked_by from webhook_deliveries where id = any($1)', [ids])).rows.map((r) => [r.id === ids[0] ? 'held' : 'free', r.status, r.locked_by]).sort();
+  try {
+    await holder.query('begin');
+    // As an update of it does (FOR UPDATE would also hold up the inserts of its deliveries' foreign key).
+    await holder.query('select 1 from webhook_subscriptions where id = $1 for no key update', [held]);
+
+    // A 410 Gone of each, in one batch: the free one is retired and recorded, the held one's left for later.
+    let ids = [await delivery({ subscriptionId: held, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: free, status: 'SENDING', lockedBy: 'w1' })];
+    const gone = async (id: string, s: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true });
+    const result = await within(recordOutcomes(pool, 'w1', [await gone(ids[0]!, held), await gone(ids[1]!, free)], 'the endpoint answered 410 Gone'));
+    expect(result.gone).toEqual([free]);
+    expect(result.deferred.map((o) => o.deliveryId)).toEqual([ids[0]]);
+    expect(await state(ids)).toEqual([['free', 'PENDING', null], ['held', 'SENDING', 'w1']]);
+
+    // Claimed deliveries handed back.
+    ids = [await delivery({ subscriptionId: held, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: free, status: 'SENDING', lockedBy: 'w1' })];
+    await within(releaseClaims(pool, 'w1', ids));
+    expect(await state(ids)).toEqual([['free', 'PENDING', null], ['held', 'SENDING', 'w1']]);
+
+    // Deliveries of a dispatcher that stopped, their leases run out, reclaimed by another.
+    await db.query(`delete from webhook_deliveries where status = 'SENDING'`);
+    ids = [await delivery({ subscriptionId: held, status: 'SENDING', lockedBy: 'gone' }), await delivery({ subscriptionId: free, status: 'SENDING', lockedBy: 'gone' })];
+    await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where id = any($1)`, [ids]);
+    await db.query(`insert into hookline_workers (id, lost_after_ms) values ('w2', 20000) on conflict (id) do update set seen_at = now()`);
+    expect(await within(reclaimLostDeliveries(pool, 'w2'))).toBe(1);
+    expect(await state(ids)).toEqual([['free', 'PENDING', null], ['held', 'SENDING', 'gone']]);
+
+    // A dispatcher signing off.
+    await db.query(`delete from webhook_deliveries where status = 'SENDING'`);
+    ids = [await delivery({ subscriptionId: held, status: 'SENDING', lockedBy: 'w3' }), await delivery({ subscriptionId: free, status: 'SENDING', lockedBy: 'w3' })];
+    await within(signOff(pool, 'w3'));
+    expect(await state(ids)).toEqual([['free', 'PENDING', null], ['held', 'SENDING', 'w3']]);
+
+    // Let go: what was left goes too.
+    await holder.query('commit');
+    await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where id = $1`, [ids[0]]);
+    expect(await reclaimLostDeliveries(pool, 'w2')).toBe(1);
+    expect(await state(ids)).toEqual([['free', 'PENDING', null], ['held', 'PENDING', null]]);
+  } finally {
+    await holder.query('rollback').catch(() => {});
+    await holder.end();
+    await pool.end();
+  }
 });
