@@ -202,7 +202,7 @@ async function startMutex(dataDir: string, databaseDir: string, kind: 'socket' |
 }
 
 /** The file mutex of startMutex: `lockFile`, made only if absent, holding this process's number. */
-function fileMutex(lockFile: string): { kind: 'file'; release: () => Promise<void> } | 'held' {
+export function fileMutex(lockFile: string): { kind: 'file'; release: () => Promise<void> } | 'held' {
   const own = String(process.pid);
   const release = async () => {
     if (readText(lockFile) === own) rmSync(lockFile, { force: true });
@@ -229,10 +229,32 @@ function fileMutex(lockFile: string): { kind: 'file'; release: () => Promise<voi
     } else if (alive(holder) && (holder === process.pid || isNode(holder))) {
       return 'held'; // another start, this process's own included
     }
-    // A killed start's: taken over, unless another start has taken it over meanwhile.
-    if (readText(lockFile) === text) rmSync(lockFile, { force: true });
+    // A killed start's: taken over, under a guard only one start at a time can make, so that
+    // of starts that all read the dead one's number, none removes a lock another has made since.
+    const guard = `${lockFile}.takeover`;
+    try {
+      writeFileSync(guard, own, { flag: 'wx' });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      // Another start is taking over; a guard left by a start killed in that instant goes after 10 s.
+      if (Date.now() - (statOrUndefined(guard)?.mtimeMs ?? Date.now()) > 10_000) rmSync(guard, { force: true });
+      return 'held';
+    }
+    try {
+      if (readText(lockFile) === text) rmSync(lockFile, { force: true });
+    } finally {
+      rmSync(guard, { force: true });
+    }
   }
   return 'held';
+}
+
+function statOrUndefined(file: string): import('node:fs').Stats | undefined {
+  try {
+    return statSync(file);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A file's text, or undefined if it cannot be read. */

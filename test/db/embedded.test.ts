@@ -212,6 +212,42 @@ describe('the start mutex as a lock file (where there is no abstract socket: not
     }
   });
 
+  it("starts that all find a killed start's lock at once: one of them at a time takes it over, never two", { timeout: 90_000 }, async () => {
+    // Each process waits for the same instant, then takes the mutex and holds it 300 ms, or is refused.
+    const script = `import { appendFileSync } from 'node:fs';
+      import { fileMutex } from ${JSON.stringify(join(import.meta.dirname, '../../src/db/embedded.ts'))};
+      const [lock, log, at] = process.argv.slice(1);
+      while (Date.now() < Number(at)) {}
+      const mutex = fileMutex(lock);
+      if (mutex !== 'held') {
+        const from = Date.now();
+        await new Promise((r) => setTimeout(r, 300));
+        appendFileSync(log, from + ' ' + Date.now() + '\\n');
+        await mutex.release();
+      }`;
+    const dir = await folder();
+    try {
+      for (let trial = 0; trial < 5; trial++) {
+        const [lock, log] = [join(dir, `lock-${trial}`), join(dir, `log-${trial}`)];
+        await writeFile(lock, String(await goneProcessNumber()));
+        await writeFile(log, '');
+        const at = String(Date.now() + 2_500);
+        await Promise.all(
+          Array.from({ length: 5 }, () => {
+            const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, lock, log, at], { stdio: 'inherit' });
+            return new Promise((exited) => child.once('exit', exited));
+          }),
+        );
+        const holds = (await readFile(log, 'utf8')).trim().split('\n').filter(Boolean).map((line) => line.split(' ').map(Number) as [number, number]);
+        expect(holds.length, 'someone took it over').toBeGreaterThanOrEqual(1);
+        holds.sort((a, b) => a[0] - b[0]);
+        for (let i = 1; i < holds.length; i++) expect(holds[i]![0], `trial ${trial}: two held it at once`).toBeGreaterThanOrEqual(holds[i - 1]![1]);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a lock naming a running Node.js process, or just made and not yet written, is held; an empty one 10 s old is not', { timeout: 90_000 }, async () => {
     const dir = await folder();
     const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
