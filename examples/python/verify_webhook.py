@@ -82,14 +82,20 @@ class WebhookSignature:
 
     @staticmethod
     def verify(secret: str, payload, signature: str) -> bool:
-        return WebhookSignature.verify_raw(secret, _payload_bytes(payload), signature)
+        """As sign made it, from this payload: a receiver verifies the raw body instead (verify_raw),
+        as Python writes some numbers (1.5e-07) otherwise than JSON.stringify (1.5e-7)."""
+        try:
+            body = _payload_bytes(payload)
+        except (TypeError, ValueError):
+            return False  # no JSON for it, or a lone surrogate UTF-8 cannot encode
+        return WebhookSignature.verify_raw(secret, body, signature)
 
     @staticmethod
     def verify_raw(secret: str, body, signature: str) -> bool:
         try:
             return verify_x_signature(secret, _payload_bytes(body) if isinstance(body, str) else body, signature)
         except (binascii.Error, ValueError, TypeError):
-            return False  # a whsec_ secret that is not base64, or a signature that is not ASCII
+            return False  # a whsec_ secret that is not base64, a signature that is not ASCII, a lone surrogate
 
 
 if __name__ == "__main__":
