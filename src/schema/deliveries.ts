@@ -89,7 +89,7 @@ DeliveryRef.implement({
       type: 'JSON',
       description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
       complexity: LARGE_VALUE_COMPLEXITY,
-      resolve: (d, _args, { viewer, services }) => loadOnce(d, viewer, 'payload', () => services.deliveries.payload(requireTenant(viewer), d.eventId)),
+      resolve: (d, _args, { viewer, loaders }) => loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId)),
     }),
     webhookEvent: t.field({
       type: WebhookEventRef,
@@ -109,7 +109,7 @@ DeliveryRef.implement({
       type: [DeliveryAttemptRef],
       description: 'Every attempt, oldest first.',
       complexity: { field: 1, multiplier: ATTEMPTS_COMPLEXITY },
-      resolve: (d, _args, { viewer, services }) => loadOnce(d, viewer, 'attempts', () => services.deliveries.attempts(requireTenant(viewer), d.id, d.attempts)),
+      resolve: (d, _args, { viewer, loaders }) => loadOnce(d, viewer, 'attempts', () => loaders.attempts.load({ id: d.id, upTo: d.attempts })),
     }),
   }),
 });

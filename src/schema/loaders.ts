@@ -6,12 +6,16 @@ import { queryRows } from '../db/query.js';
 import { withTenant } from '../db/tenant-scope.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import type { Services } from '../services.js';
-import { EVENT_COLUMNS, type DeliveryRow, type EventRow } from '../webhooks/deliveries.js';
+import { EVENT_COLUMNS, type AttemptRow, type DeliveryRow, type EventRow } from '../webhooks/deliveries.js';
 
 export interface Loaders {
   delivery: DataLoader<string, DeliveryRow | null>;
   subscription: DataLoader<string, WebhookSubscription | null>;
   event: DataLoader<string, EventRow | null>;
+  /** An event's body, parsed (a delivery's payload), by event id: each read once for a page. */
+  payload: DataLoader<string, unknown>;
+  /** A delivery's attempt log, up to the attempts its row counts. */
+  attempts: DataLoader<{ id: string; upTo: number }, AttemptRow[], string>;
 }
 
 function byId<T extends { id: string }>(ids: readonly string[], rows: T[]): Array<T | null> {
@@ -34,5 +38,16 @@ export function createLoaders(services: Services, viewer: Viewer): Loaders {
       );
       return byId(ids, rows);
     }),
+    payload: new DataLoader(async (ids) => {
+      const bodies = await services.deliveries.payloads(requireTenant(viewer), ids);
+      return ids.map((id) => bodies.get(id) ?? null);
+    }),
+    attempts: new DataLoader(
+      async (keys) => {
+        const logs = await services.deliveries.attemptLogs(requireTenant(viewer), keys);
+        return keys.map((k) => logs.get(k.id) ?? []);
+      },
+      { cacheKeyFn: (k) => `${k.id}:${k.upTo}` },
+    ),
   };
 }

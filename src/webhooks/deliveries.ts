@@ -142,12 +142,42 @@ export class DeliveryService {
     );
   }
 
+  /**
+   * The attempt logs of several deliveries at once (a page's, through a loader), each as
+   * attempts() gives it: one statement, not one a delivery.
+   */
+  async attemptLogs(tenantId: TenantId, deliveries: ReadonlyArray<{ id: string; upTo: number }>): Promise<Map<string, AttemptRow[]>> {
+    const logs = new Map<string, AttemptRow[]>(deliveries.map((d) => [d.id, []]));
+    const valid = deliveries.filter((d) => isUuid(d.id));
+    if (!valid.length) return logs;
+    const rows = await this.scoped(tenantId, (m) =>
+      queryRows<AttemptRow & { deliveryId: string }>(
+        m,
+        `select a.delivery_id as "deliveryId", a.number, a.started_at as "startedAt", a.duration_ms as "durationMs",
+                a.status_code as "statusCode", a.error, a.response_body as "responseBody"
+           from unnest($2::uuid[], $3::int[]) as w(id, up_to)
+           join delivery_attempts a on a.tenant_id = $1 and a.delivery_id = w.id and a.number <= w.up_to
+          order by a.delivery_id, a.number`,
+        [tenantId, valid.map((d) => d.id), valid.map((d) => d.upTo)],
+      ),
+    );
+    for (const { deliveryId, ...attempt } of rows) logs.get(deliveryId)?.push(attempt);
+    return logs;
+  }
+
   /** The exact body the delivery sends, parsed for display. */
   async payload(tenantId: TenantId, eventId: string): Promise<unknown> {
-    const [row] = await this.scoped(tenantId, (m) =>
-      queryRows<{ body: string }>(m, 'select body from webhook_events where tenant_id = $1 and id = $2', [tenantId, eventId]),
+    return (await this.payloads(tenantId, [eventId])).get(eventId) ?? null;
+  }
+
+  /** The bodies of several events at once (a page's deliveries', through a loader), each read once, parsed. */
+  async payloads(tenantId: TenantId, eventIds: readonly string[]): Promise<Map<string, unknown>> {
+    const valid = [...new Set(eventIds.filter(isUuid))];
+    if (!valid.length) return new Map();
+    const rows = await this.scoped(tenantId, (m) =>
+      queryRows<{ id: string; body: string }>(m, 'select id, body from webhook_events where tenant_id = $1 and id = any($2)', [tenantId, valid]),
     );
-    return row ? JSON.parse(row.body) : null;
+    return new Map(rows.map((row) => [row.id, JSON.parse(row.body)]));
   }
 
   findEvent(tenantId: TenantId, id: string): Promise<EventRow | null> {

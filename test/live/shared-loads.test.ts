@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs, moreSubscribers, type Collected } from '../helpers/live.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 let hl: TestHookline;
 let receiver: Receiver;
@@ -38,9 +38,9 @@ it("are made once for all of a tenant's subscribers, whatever their operations, 
     tenant.apiKey,
   );
   const subscriptionId: string = created.data.createWebhookSubscription.subscription.id;
-  const payloads = counted(hl.services.deliveries, 'payload');
+  const payloads = counted(hl.services.deliveries, 'payloads');
   const rows = counted(hl.services.deliveries, 'findMany');
-  const attempts = counted(hl.services.deliveries, 'attempts');
+  const attempts = counted(hl.services.deliveries, 'attemptLogs');
   const subscriptions = counted(hl.services.subscriptions, 'findMany');
 
   const SUBSCRIBERS = 12;
@@ -83,4 +83,40 @@ it("are made once for all of a tenant's subscribers, whatever their operations, 
     expect(count.calls, what).toBeLessThanOrEqual(updates);
   }
   expect(theirs.items, 'another tenant hears none of it').toEqual([]);
+});
+
+it("a page's payloads and attempt logs are read in one statement each, not one a delivery", async () => {
+  // One per delivery, a page of 100 took 200 of the API's 20 connections in turn: a tenant's
+  // few such pages at once held every other tenant's requests for seconds, then failed them.
+  const tenant = await hl.createTenant('Paged');
+  for (let i = 0; i < 3; i++) {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      { input: { url: `${receiver.url}/paged-${i}`, events: ['test.event'] } },
+      tenant.apiKey,
+    );
+    expect(created.errors).toBeUndefined();
+  }
+  const events: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const triggered = await hl.gql('mutation($data: JSON!) { triggerEvent(input: { event: "test.event", data: $data }) { event { id } } }', { data: { n: i } }, tenant.apiKey);
+    expect(triggered.errors).toBeUndefined();
+    events.push(triggered.data.triggerEvent.event.id);
+  }
+  await eventually(async () => {
+    const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where tenant_id = $1 and status = 'DELIVERED'`, [tenant.id]);
+    return n === 12;
+  }, 10_000);
+  const payloads = counted(hl.services.deliveries, 'payloads');
+  const attempts = counted(hl.services.deliveries, 'attemptLogs');
+  const page = await hl.gql('{ deliveries(first: 100) { edges { node { id eventId: webhookEvent { id } payload attemptLog { number statusCode } } } } }', {}, tenant.apiKey);
+  expect(page.errors).toBeUndefined();
+  const nodes = page.data.deliveries.edges.map((e: any) => e.node);
+  expect(nodes).toHaveLength(12);
+  for (const node of nodes) {
+    expect(node.payload.id).toBe(node.eventId.id);
+    expect(node.payload.data).toEqual({ n: events.indexOf(node.eventId.id) });
+    expect(node.attemptLog).toEqual([{ number: 1, statusCode: 204 }]);
+  }
+  expect([payloads.calls, attempts.calls]).toEqual([1, 1]);
 });
