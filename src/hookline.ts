@@ -7,12 +7,16 @@ import { unusableApiKeys } from './auth/viewer.js';
 import type { Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
+import { shareConnections } from './db/tenant-scope.js';
 import { runMigrations } from './db/migrate.js';
 import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, checkPortFree, type App, type RequestTimeouts } from './server/app.js';
 import { createServices, systemClock, type Clock, type Services } from './services.js';
+
+/** Connections of a process's API pool (the dispatcher and the ingest have their own). */
+const API_POOL_SIZE = 20;
 
 export interface Hookline {
   app: App;
@@ -60,7 +64,9 @@ export async function startHookline({ config, log, clock = systemClock, host, on
       stops.push(embedded.stop);
       databaseUrl = embedded.url;
     }
-    const dataSource = createDataSource({ url: databaseUrl, applicationName: `hookline-${config.role}` });
+    const dataSource = createDataSource({ url: databaseUrl, poolSize: API_POOL_SIZE, applicationName: `hookline-${config.role}` });
+    // A quarter of the connections per tenant: however many costly requests one sends, the rest are others'.
+    shareConnections(dataSource, Math.max(2, Math.floor(API_POOL_SIZE / 4)));
     await dataSource.initialize();
     stops.push(() => dataSource.destroy());
     await runMigrations(dataSource, log);

@@ -1,11 +1,13 @@
 // Every access to tenant data goes through withTenant(): one transaction in
 // which PostgreSQL's row-level security sees only that tenant's rows, as the
 // second wall behind the tenant-scoped finders.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pgModule from 'pg';
 import type pg from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
 import { isUuid } from '../ids.js';
-import { connectionLimits } from './connection.js';
+import { CONNECT_TIMEOUT_MS, connectionLimits } from './connection.js';
+import { ErrorCode, HooklineError } from '../errors.js';
 import { checkOut, connectionLost, isDataSource, poolOf } from './query.js';
 import { TENANT_ROLE } from '../migrations/sql.js';
 
@@ -19,9 +21,80 @@ export async function enterTenant(manager: EntityManager, tenantId: TenantId): P
 }
 
 /**
+ * A tenant's share of a pool of Hookline's own (the API's): how many of its transactions
+ * withTenant() runs at once there, the others waiting their turn (in order, at most `waitMs`,
+ * then RATE_LIMITED). Without it, one tenant's costly requests, enough of them at once, took
+ * every connection, and every other tenant's requests waited for one, then failed.
+ */
+class TenantShares {
+  private readonly running = new Map<string, number>();
+  private readonly waiting = new Map<string, Array<() => void>>();
+
+  constructor(
+    readonly perTenant: number,
+    readonly waitMs: number,
+  ) {}
+
+  async take(tenantId: string): Promise<() => void> {
+    const release = () => this.release(tenantId);
+    const n = this.running.get(tenantId) ?? 0;
+    if (n < this.perTenant) {
+      this.running.set(tenantId, n + 1);
+      return release;
+    }
+    let queue = this.waiting.get(tenantId);
+    if (!queue) this.waiting.set(tenantId, (queue = []));
+    if (queue.length >= MAX_WAITING) throw this.busy();
+    await new Promise<void>((resolve, reject) => {
+      const turn = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        queue.splice(queue.indexOf(turn), 1);
+        if (!queue.length && this.waiting.get(tenantId) === queue) this.waiting.delete(tenantId);
+        reject(this.busy());
+      }, this.waitMs);
+      queue.push(turn);
+    });
+    return release; // the slot was handed over by release()
+  }
+
+  private release(tenantId: string): void {
+    const queue = this.waiting.get(tenantId);
+    const next = queue?.shift();
+    if (queue && !queue.length) this.waiting.delete(tenantId);
+    if (next) return next(); // the slot goes to the next in line
+    const n = (this.running.get(tenantId) ?? 1) - 1;
+    if (n > 0) this.running.set(tenantId, n);
+    else this.running.delete(tenantId);
+  }
+
+  private busy(): HooklineError {
+    return new HooklineError(
+      ErrorCode.RATE_LIMITED,
+      `this tenant has ${this.perTenant} database operations running in this process, the most it may have, and more waiting than get a turn within ${this.waitMs / 1000} s; send fewer at once, or cheaper ones`,
+    );
+  }
+}
+
+/** Operations of one tenant waiting for its share, at most. */
+const MAX_WAITING = 1_000;
+
+const shares = new WeakMap<DataSource, TenantShares>();
+/** The tenants whose share the current operation holds (a nested withTenant takes none more). */
+const holding = new AsyncLocalStorage<ReadonlySet<string>>();
+
+/** Gives each tenant at most `perTenant` of this DataSource's connections at once (see TenantShares). */
+export function shareConnections(dataSource: DataSource, perTenant: number, waitMs = CONNECT_TIMEOUT_MS): void {
+  shares.set(dataSource, new TenantShares(perTenant, waitMs));
+}
+
+/**
  * Runs fn in a transaction scoped to one tenant. With a caller's manager that
  * is already inside a transaction, joins it (the outbox case) and restores the
- * previous role afterwards.
+ * previous role afterwards. On a DataSource with shares (shareConnections), within the
+ * tenant's share.
  */
 export async function withTenant<T>(
   source: DataSource | EntityManager,
@@ -55,10 +128,25 @@ export async function withTenant<T>(
     await restore();
     return result;
   }
-  return manager.transaction(async (tx) => {
-    await enterTenant(tx, tenantId);
-    return fn(tx);
-  });
+  const share = isDataSource(source) ? shares.get(source) : undefined;
+  const held = holding.getStore();
+  if (!share || held?.has(tenantId)) {
+    return manager.transaction(async (tx) => {
+      await enterTenant(tx, tenantId);
+      return fn(tx);
+    });
+  }
+  const release = await share.take(tenantId);
+  try {
+    return await holding.run(new Set([...(held ?? []), tenantId]), () =>
+      manager.transaction(async (tx) => {
+        await enterTenant(tx, tenantId);
+        return fn(tx);
+      }),
+    );
+  } finally {
+    release();
+  }
 }
 
 /**

@@ -1,0 +1,97 @@
+// A tenant's share of the API's database connections: however many of its requests wait on the
+// database at once (a costly page, a row another transaction holds), they hold at most a quarter
+// of the pool (5 of 20), the rest waiting their turn, so other tenants' requests still get one.
+// Before, 25 of one tenant's requests held all 20, and another tenant's waited 10 s, then failed.
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createDataSource } from '../../src/db/data-source.js';
+import { shareConnections, withTenant } from '../../src/db/tenant-scope.js';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { eventually } from '../helpers/receiver.js';
+
+let hl: TestHookline;
+
+beforeAll(async () => {
+  hl = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+});
+afterAll(async () => {
+  await hl?.stop();
+});
+
+const UPDATE = 'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { description } }';
+
+it("one tenant's requests held up on the database leave connections for the others, and all go through once let go", async () => {
+  const [busy, other] = [await hl.createTenant('Busy'), await hl.createTenant('Other')];
+  const created = await hl.gql(
+    'mutation { createWebhookSubscription(input: { url: "http://127.0.0.1:9/hook", events: ["test.event"] }) { subscription { id } } }',
+    {},
+    busy.apiKey,
+  );
+  const subscriptionId: string = created.data.createWebhookSubscription.subscription.id;
+  const holder = new pg.Client({ connectionString: hl.databaseUrl });
+  await holder.connect();
+  // Outside the holder's transaction, whose statistics would be read once and kept.
+  const watcher = new pg.Client({ connectionString: hl.databaseUrl });
+  await watcher.connect();
+  const waitingOnLocks = async () =>
+    Number(
+      (await watcher.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`))
+        .rows[0].n,
+    );
+  try {
+    // The busy tenant's updates of one subscription each wait for its row, holding a connection.
+    await holder.query('begin');
+    await holder.query('select 1 from webhook_subscriptions where id = $1 for update', [subscriptionId]);
+    const updates = Array.from({ length: 25 }, (_, i) => hl.gql(UPDATE, { id: subscriptionId, input: { description: `update ${i}` } }, busy.apiKey));
+    await eventually(async () => (await waitingOnLocks()) >= 5, 10_000);
+    await new Promise((r) => setTimeout(r, 300)); // any more that would take a connection, have
+    expect(await waitingOnLocks(), 'at most its share of connections waits on the database').toBe(5);
+    // The other tenant is served at once, reads and writes.
+    const started = Date.now();
+    const page = await hl.gql('{ webhookSubscriptions(first: 10) { edges { node { id } } } }', {}, other.apiKey);
+    expect(page.errors).toBeUndefined();
+    const made = await hl.gql(
+      'mutation { createWebhookSubscription(input: { url: "http://127.0.0.1:9/other", events: ["test.event"] }) { subscription { id } } }',
+      {},
+      other.apiKey,
+    );
+    expect(made.errors).toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // Let go: every one of the busy tenant's updates goes through, in turn.
+    await holder.query('commit');
+    const results = await Promise.all(updates);
+    expect(results.filter((r) => r.errors)).toEqual([]);
+  } finally {
+    await holder.query('rollback').catch(() => {});
+    await holder.end();
+    await watcher.end();
+  }
+}, 30_000);
+
+it('a share: one more waits its turn, in order, at most its wait (then RATE_LIMITED); one nested in a held one takes none more', async () => {
+  const dataSource = createDataSource({ url: hl.databaseUrl, poolSize: 4 });
+  await dataSource.initialize();
+  shareConnections(dataSource, 1, 300);
+  const [{ id: tenantId }] = await dataSource.query(`insert into tenants (name) values ('Shared') returning id`);
+  try {
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const order: string[] = [];
+    const first = withTenant(dataSource, tenantId, async () => {
+      // Nested, within the share it holds: no deadlock.
+      await withTenant(dataSource, tenantId, async (m) => m.query('select 1'));
+      await held;
+      order.push('first');
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = withTenant(dataSource, tenantId, async () => order.push('never')).catch((error) => error);
+    expect(await refused).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('database operations running') });
+    const second = withTenant(dataSource, tenantId, async () => order.push('second'));
+    const third = withTenant(dataSource, tenantId, async () => order.push('third'));
+    letGo();
+    await Promise.all([first, second, third]);
+    expect(order).toEqual(['first', 'second', 'third']);
+  } finally {
+    await dataSource.destroy();
+  }
+});
