@@ -70,8 +70,51 @@ function maskResult(result: ExecutionResult, mask: Mask): ExecutionResult {
   return result.errors ? { ...result, errors: result.errors.map((e) => mask(e)) } : result;
 }
 
+/**
+ * The executions of every subscriber go through one line, one subscriber's batch a turn of the
+ * event loop, tenants taking turns: so every request and socket gets its turn between them.
+ * Started at once, each by a setImmediate of its own, the batches of a tenant's 200 subscribers
+ * (whose operations differ, a name or an alias) ran in one go at each update, and every other
+ * tenant's request waited behind them, seconds under that tenant's stream of updates.
+ */
+export class LiveTurns {
+  /** Tasks by tenant; the map's order is the tenants' turns. */
+  private readonly queues = new Map<string, Array<() => void>>();
+  private scheduled = false;
+
+  add(tenant: string, task: () => void): void {
+    let queue = this.queues.get(tenant);
+    if (!queue) this.queues.set(tenant, (queue = []));
+    queue.push(task);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // Set within the check phase, an immediate runs at the next turn of the loop, after its I/O.
+    setImmediate(() => this.turn());
+  }
+
+  private turn(): void {
+    this.scheduled = false;
+    const next = this.queues.entries().next();
+    if (next.done) return;
+    const [tenant, queue] = next.value;
+    const task = queue.shift()!;
+    this.queues.delete(tenant);
+    if (queue.length) this.queues.set(tenant, queue); // behind the other tenants
+    if (this.queues.size) this.schedule();
+    task();
+  }
+}
+
+const liveTurns = new LiveTurns();
+
 /** Updates executed, or being executed, ahead of what the client has read. */
 export const LOOKAHEAD = 100;
+/** Updates one subscriber's turn executes, at most. */
+const TURN_BATCH = 25;
 
 /**
  * A source may have this method: called with true while the client waits for an update the
@@ -119,23 +162,24 @@ export async function subscribeShared(
   // there are, and one subscriber never has more than one batch of reads under way.
   const batch: Array<{ event: object; settle: (result: Promise<ExecutionResult>) => void }> = [];
   let running = false; // set when a run is scheduled (resultOf), cleared when it ends
+  let tenant = '';
+  // One batch a turn (see liveTurns); once its reads are done, the next waits for another turn.
   const runBatches = async () => {
     try {
-      while (batch.length) {
-        const taken = batch.splice(0, LOOKAHEAD);
-        // Made inside the executions, so that a failure to make it is theirs, answered as an error.
-        let contextValue: unknown;
-        const executions = taken.map(({ event, settle }) => {
-          const result = Promise.resolve()
-            .then(() => execute({ ...args, rootValue: event, contextValue: (contextValue ??= contextForEvent(args.contextValue)) }))
-            .then((r) => maskResult(r, mask), (error: unknown) => ({ errors: [mask(error)] }));
-          settle(result);
-          return result;
-        });
-        await Promise.all(executions);
-      }
+      const taken = batch.splice(0, TURN_BATCH);
+      // Made inside the executions, so that a failure to make it is theirs, answered as an error.
+      let contextValue: unknown;
+      const executions = taken.map(({ event, settle }) => {
+        const result = Promise.resolve()
+          .then(() => execute({ ...args, rootValue: event, contextValue: (contextValue ??= contextForEvent(args.contextValue)) }))
+          .then((r) => maskResult(r, mask), (error: unknown) => ({ errors: [mask(error)] }));
+        settle(result);
+        return result;
+      });
+      await Promise.all(executions);
     } finally {
-      running = false;
+      if (batch.length) liveTurns.add(tenant, () => void runBatches());
+      else running = false;
     }
   };
   const resultOf = (event: object): Promise<ExecutionResult> => {
@@ -145,10 +189,11 @@ export async function subscribeShared(
     if (!result) {
       result = new Promise((settle) => batch.push({ event, settle }));
       byKey.set(key, result);
-      // After this turn of the event loop: the updates waiting now are taken in one batch.
+      // At this subscriber's turn (see liveTurns): the updates waiting then are taken in one batch.
       if (!running) {
         running = true;
-        setImmediate(() => void runBatches());
+        tenant = String((event as { tenantId?: unknown }).tenantId ?? '');
+        liveTurns.add(tenant, () => void runBatches());
       }
     }
     return result;
