@@ -43,10 +43,7 @@ export function createLoaders(services: Services, viewer: Viewer): Loaders {
       return ids.map((id) => bodies.get(id) ?? null);
     }),
     attempts: new DataLoader(
-      async (keys) => {
-        const logs = await services.deliveries.attemptLogs(requireTenant(viewer), keys);
-        return keys.map((k) => logs.get(k.id) ?? []);
-      },
+      (keys) => services.deliveries.attemptLogs(requireTenant(viewer), keys),
       { cacheKeyFn: (k) => `${k.id}:${k.upTo}` },
     ),
   };

@@ -146,22 +146,23 @@ export class DeliveryService {
    * The attempt logs of several deliveries at once (a page's, through a loader), each as
    * attempts() gives it: one statement, not one a delivery.
    */
-  async attemptLogs(tenantId: TenantId, deliveries: ReadonlyArray<{ id: string; upTo: number }>): Promise<Map<string, AttemptRow[]>> {
-    const logs = new Map<string, AttemptRow[]>(deliveries.map((d) => [d.id, []]));
-    const valid = deliveries.filter((d) => isUuid(d.id));
-    if (!valid.length) return logs;
+  async attemptLogs(tenantId: TenantId, deliveries: ReadonlyArray<{ id: string; upTo: number }>): Promise<AttemptRow[][]> {
+    const logs = deliveries.map((): AttemptRow[] => []);
+    const asked = deliveries.map((d, index) => ({ ...d, index })).filter((d) => isUuid(d.id));
+    if (!asked.length) return logs;
+    // One delivery may be asked for up to several counts (live snapshots of it): each its own log.
     const rows = await this.scoped(tenantId, (m) =>
-      queryRows<AttemptRow & { deliveryId: string }>(
+      queryRows<AttemptRow & { asked: number }>(
         m,
-        `select a.delivery_id as "deliveryId", a.number, a.started_at as "startedAt", a.duration_ms as "durationMs",
+        `select w.asked, a.number, a.started_at as "startedAt", a.duration_ms as "durationMs",
                 a.status_code as "statusCode", a.error, a.response_body as "responseBody"
-           from unnest($2::uuid[], $3::int[]) as w(id, up_to)
+           from unnest($2::uuid[], $3::int[], $4::int[]) as w(id, up_to, asked)
            join delivery_attempts a on a.tenant_id = $1 and a.delivery_id = w.id and a.number <= w.up_to
-          order by a.delivery_id, a.number`,
-        [tenantId, valid.map((d) => d.id), valid.map((d) => d.upTo)],
+          order by w.asked, a.number`,
+        [tenantId, asked.map((d) => d.id), asked.map((d) => d.upTo), asked.map((d) => d.index)],
       ),
     );
-    for (const { deliveryId, ...attempt } of rows) logs.get(deliveryId)?.push(attempt);
+    for (const { asked: index, ...attempt } of rows) logs[index]!.push(attempt);
     return logs;
   }
 

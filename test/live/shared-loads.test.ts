@@ -5,6 +5,7 @@
 // subscriber: 200 subscribers and one event for 50 subscriptions made 20,000 payload queries
 // and held another tenant's request 3.4 s.
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createLoaders } from '../../src/schema/loaders.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs, moreSubscribers, type Collected } from '../helpers/live.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -119,4 +120,24 @@ it("a page's payloads and attempt logs are read in one statement each, not one a
     expect(node.attemptLog).toEqual([{ number: 1, statusCode: 204 }]);
   }
   expect([payloads.calls, attempts.calls]).toEqual([1, 1]);
+});
+
+it('one delivery asked for up to two counts in one batch (two live snapshots of it) gets each log as it counts', async () => {
+  const tenant = await hl.createTenant('Two counts');
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: `${receiver.url}/two-counts`, events: ['test.event'] } },
+    tenant.apiKey,
+  );
+  expect(created.errors).toBeUndefined();
+  const triggered = await hl.gql('mutation { triggerEvent(input: { event: "test.event", data: {} }) { deliveries { id } } }', {}, tenant.apiKey);
+  const id: string = triggered.data.triggerEvent.deliveries[0].id;
+  await eventually(async () => (await hl.dataSource.query('select status from webhook_deliveries where id = $1', [id]))[0].status === 'DELIVERED', 10_000);
+  await hl.dataSource.query(
+    'insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code) values ($1, 2, $2, now(), 1, 500)',
+    [id, tenant.id],
+  );
+  const loaders = createLoaders(hl.services, { kind: 'tenant', tenantId: tenant.id, apiKeyId: 'test' } as never);
+  const [one, two] = await Promise.all([loaders.attempts.load({ id, upTo: 1 }), loaders.attempts.load({ id, upTo: 2 })]);
+  expect([one.map((a) => a.number), two.map((a) => a.number)]).toEqual([[1], [1, 2]]);
 });
