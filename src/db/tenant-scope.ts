@@ -128,22 +128,22 @@ export async function withTenant<T>(
     await restore();
     return result;
   }
-  const share = isDataSource(source) ? shares.get(source) : undefined;
-  const held = holding.getStore();
-  if (!share || held?.has(tenantId)) {
-    return manager.transaction(async (tx) => {
+  return withinShare(isDataSource(source) ? source : undefined, tenantId, () =>
+    manager.transaction(async (tx) => {
       await enterTenant(tx, tenantId);
       return fn(tx);
-    });
-  }
+    }),
+  );
+}
+
+/** Runs `fn` within the tenant's share of `dataSource`'s connections, if it has shares and this operation holds none yet. */
+async function withinShare<T>(dataSource: DataSource | undefined, tenantId: TenantId, fn: () => Promise<T>): Promise<T> {
+  const share = dataSource ? shares.get(dataSource) : undefined;
+  const held = holding.getStore();
+  if (!share || held?.has(tenantId)) return fn();
   const release = await share.take(tenantId);
   try {
-    return await holding.run(new Set([...(held ?? []), tenantId]), () =>
-      manager.transaction(async (tx) => {
-        await enterTenant(tx, tenantId);
-        return fn(tx);
-      }),
-    );
+    return await holding.run(new Set([...(held ?? []), tenantId]), fn);
   } finally {
     release();
   }
@@ -157,23 +157,25 @@ export async function withTenant<T>(
 export async function withTenantClient<T>(dataSource: DataSource, tenantId: TenantId, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   // The id goes into the SQL text (a simple query cannot take parameters), so it must be a UUID.
   if (!isUuid(tenantId)) throw new Error(`not a tenant id: ${tenantId}`);
-  const { client, release } = await checkOut(poolOf(dataSource));
-  let broken = false;
-  try {
-    await client.query(
-      `begin; select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', '${tenantId}', true)`,
-    );
-    const result = await fn(client);
-    await client.query('commit');
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => {
-      broken = true;
-    });
-    throw error;
-  } finally {
-    release(broken);
-  }
+  return withinShare(dataSource, tenantId, async () => {
+    const { client, release } = await checkOut(poolOf(dataSource));
+    let broken = false;
+    try {
+      await client.query(
+        `begin; select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', '${tenantId}', true)`,
+      );
+      const result = await fn(client);
+      await client.query('commit');
+      return result;
+    } catch (error) {
+      await client.query('rollback').catch(() => {
+        broken = true;
+      });
+      throw error;
+    } finally {
+      release(broken);
+    }
+  });
 }
 
 /**

@@ -19,8 +19,13 @@ afterAll(async () => {
 });
 
 const UPDATE = 'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { description } }';
+const KEYED_TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate } }';
 
-it("one tenant's requests held up on the database leave connections for the others, and all go through once let go", async () => {
+it.each([
+  ['updates of a subscription', (subscriptionId: string, i: number): [string, Record<string, unknown>] => [UPDATE, { id: subscriptionId, input: { description: `update ${i}` } }]],
+  // Keyed events are written on a connection of the API's pool too (the group commit's are not).
+  ['events with idempotency keys', (_: string, i: number): [string, Record<string, unknown>] => [KEYED_TRIGGER, { input: { event: 'test.event', data: { i }, idempotencyKey: `key-${i}` } }]],
+])("one tenant's requests held up on the database (%s) leave connections for the others, and all go through once let go", async (_kind, request) => {
   const [busy, other] = [await hl.createTenant('Busy'), await hl.createTenant('Other')];
   const created = await hl.gql(
     'mutation { createWebhookSubscription(input: { url: "http://127.0.0.1:9/hook", events: ["test.event"] }) { subscription { id } } }',
@@ -39,10 +44,14 @@ it("one tenant's requests held up on the database leave connections for the othe
         .rows[0].n,
     );
   try {
-    // The busy tenant's updates of one subscription each wait for its row, holding a connection.
+    // The busy tenant's requests each wait for its subscription's row (an update for the row, an
+    // event's delivery for its foreign key), holding a connection.
     await holder.query('begin');
     await holder.query('select 1 from webhook_subscriptions where id = $1 for update', [subscriptionId]);
-    const updates = Array.from({ length: 25 }, (_, i) => hl.gql(UPDATE, { id: subscriptionId, input: { description: `update ${i}` } }, busy.apiKey));
+    const updates = Array.from({ length: 25 }, (_, i) => {
+      const [query, variables] = request(subscriptionId, i);
+      return hl.gql(query, variables, busy.apiKey);
+    });
     await eventually(async () => (await waitingOnLocks()) >= 5, 10_000);
     await new Promise((r) => setTimeout(r, 300)); // any more that would take a connection, have
     expect(await waitingOnLocks(), 'at most its share of connections waits on the database').toBe(5);
