@@ -1,7 +1,6 @@
 // Every access to tenant data goes through withTenant(): one transaction in
 // which PostgreSQL's row-level security sees only that tenant's rows, as the
 // second wall behind the tenant-scoped finders.
-import { AsyncLocalStorage } from 'node:async_hooks';
 import pgModule from 'pg';
 import type pg from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
@@ -82,8 +81,6 @@ class TenantShares {
 const MAX_WAITING = 1_000;
 
 const shares = new WeakMap<DataSource, TenantShares>();
-/** The tenants whose share the current operation holds (a nested withTenant takes none more). */
-const holding = new AsyncLocalStorage<ReadonlySet<string>>();
 
 /** Gives each tenant at most `perTenant` of this DataSource's connections at once (see TenantShares). */
 export function shareConnections(dataSource: DataSource, perTenant: number, waitMs = CONNECT_TIMEOUT_MS): void {
@@ -136,14 +133,19 @@ export async function withTenant<T>(
   );
 }
 
-/** Runs `fn` within the tenant's share of `dataSource`'s connections, if it has shares and this operation holds none yet. */
+/**
+ * Runs `fn` within the tenant's share of `dataSource`'s connections, if it has shares. Work
+ * nested in a tenant's transaction uses its manager (withTenant joins it, taking no share);
+ * given the DataSource again, it would open a transaction of its own and wait for a share like
+ * any other. (No AsyncLocalStorage to tell such a call apart: in Node 20 it slows every promise
+ * of the process.)
+ */
 async function withinShare<T>(dataSource: DataSource | undefined, tenantId: TenantId, fn: () => Promise<T>): Promise<T> {
   const share = dataSource ? shares.get(dataSource) : undefined;
-  const held = holding.getStore();
-  if (!share || held?.has(tenantId)) return fn();
+  if (!share) return fn();
   const release = await share.take(tenantId);
   try {
-    return await holding.run(new Set([...(held ?? []), tenantId]), fn);
+    return await fn();
   } finally {
     release();
   }

@@ -77,7 +77,7 @@ it.each([
   }
 }, 30_000);
 
-it('a share: one more waits its turn, in order, at most its wait (then RATE_LIMITED); one nested in a held one takes none more', async () => {
+it("a share: one more waits its turn, in order, at most its wait (then RATE_LIMITED); work nested in a held one's transaction takes none more", async () => {
   const dataSource = createDataSource({ url: hl.databaseUrl, poolSize: 4 });
   await dataSource.initialize();
   shareConnections(dataSource, 1, 300);
@@ -86,9 +86,9 @@ it('a share: one more waits its turn, in order, at most its wait (then RATE_LIMI
     let letGo!: () => void;
     const held = new Promise<void>((resolve) => (letGo = resolve));
     const order: string[] = [];
-    const first = withTenant(dataSource, tenantId, async () => {
-      // Nested, within the share it holds: no deadlock.
-      await withTenant(dataSource, tenantId, async (m) => m.query('select 1'));
+    const first = withTenant(dataSource, tenantId, async (manager) => {
+      // Nested, in its transaction (as the library's outbox joins a caller's): no share taken, no deadlock.
+      await withTenant(manager, tenantId, async (m) => m.query('select 1'));
       await held;
       order.push('first');
     });
