@@ -143,7 +143,8 @@ export async function subscribeShared(
   const ahead: Array<{ result: Promise<IteratorResult<ExecutionResult>>; settled: boolean }> = [];
   const push = (result: Promise<IteratorResult<ExecutionResult>>) => {
     const entry = { result, settled: false };
-    void result.then(() => (entry.settled = true));
+    const settled = () => (entry.settled = true);
+    void result.then(settled, settled);
     ahead.push(entry);
   };
   let finished = false; // returned by the client
@@ -176,7 +177,7 @@ export async function subscribeShared(
         settle(result);
         return result;
       });
-      await Promise.all(executions);
+      await Promise.allSettled(executions); // (each answers its failure as an error result)
     } finally {
       if (batch.length) liveTurns.add(tenant, () => void runBatches());
       else running = false;
