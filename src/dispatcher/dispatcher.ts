@@ -222,6 +222,8 @@ export class Dispatcher {
   private readonly pending: AttemptOutcome[] = [];
   /** Outcomes waiting for their subscription's row (see defer). */
   private readonly deferred: AttemptOutcome[] = [];
+  /** Subscriptions with outcomes deferred: none of their deliveries starts meanwhile. */
+  private readonly heldSubscriptions = new Set<string>();
   private deferTimer: NodeJS.Timeout | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
@@ -1082,7 +1084,7 @@ export class Dispatcher {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const id = delivery.subscriptionId;
     return !(
-      (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id))) ||
+      (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id) || this.heldSubscriptions.has(id))) ||
       (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
       // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
       // go to the others (its next attempt would only hold one, overdue).
@@ -1285,12 +1287,26 @@ export class Dispatcher {
   private defer(outcomes: AttemptOutcome[]): void {
     if (!outcomes.length) return;
     this.log.info({ count: outcomes.length, subscriptions: [...new Set(outcomes.map((o) => o.subscriptionId))].slice(0, 10) }, 'a subscription is held by another transaction: the outcomes of its retries are recorded once it is let go');
+    // Meanwhile its deliveries start no attempts here (mayStart): each failing one would add an
+    // outcome to keep, for as long as the row is held.
+    for (const o of outcomes) if (o.subscriptionId) this.heldSubscriptions.add(o.subscriptionId);
     this.deferred.push(...outcomes);
     this.deferTimer ??= setTimeout(() => {
       this.deferTimer = undefined;
       this.pending.push(...this.deferred.splice(0));
       void this.flush();
     }, RECORD_AGAIN_MS);
+  }
+
+  /** Subscriptions whose outcomes were deferred and are now recorded: their deliveries start again. */
+  private letGo(batch: AttemptOutcome[], deferred: AttemptOutcome[]): void {
+    if (!this.heldSubscriptions.size) return;
+    const still = new Set(deferred.map((o) => o.subscriptionId));
+    let freed = false;
+    for (const o of batch) {
+      if (o.subscriptionId && !still.has(o.subscriptionId) && this.heldSubscriptions.delete(o.subscriptionId)) freed = true;
+    }
+    if (freed) this.pump();
   }
 
   private unrecorded(error: unknown, batch: AttemptOutcome[]): void {
@@ -1317,14 +1333,21 @@ export class Dispatcher {
     let kept = false;
     this.flushing = (async () => {
       try {
-        this.defer(await this.recordBatch(batch));
+        const deferred = await this.recordBatch(batch);
+        this.letGo(batch, deferred);
+        this.defer(deferred);
       } catch (error) {
         if (batch.length > 1 && !transient(error)) {
           // One outcome PostgreSQL refuses (its data, a trigger of the operator's) must not keep
           // the others unrecorded (and sent again): each is recorded on its own, and only the
           // refused one is left to its lease.
           this.log.warn({ err: error, count: batch.length }, 'a batch of attempts was refused; recording them one by one');
-          for (const outcome of batch) await this.recordBatch([outcome]).then((deferred) => this.defer(deferred), (failed) => this.unrecorded(failed, [outcome]));
+          for (const outcome of batch) {
+            await this.recordBatch([outcome]).then(
+              (deferred) => (this.letGo([outcome], deferred), this.defer(deferred)),
+              (failed) => this.unrecorded(failed, [outcome]),
+            );
+          }
         } else if (this.running && transient(error)) {
           this.log.error({ err: error, count: batch.length }, 'could not record attempts yet; keeping them to try again');
           this.pending.unshift(...batch);

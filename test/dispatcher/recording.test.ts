@@ -165,3 +165,37 @@ it("records the rest of a batch at once while a retry's subscription is held by 
   expect(retry).toEqual({ status: 'PENDING', attempts: 1, paused: false });
   expect(receiver.received.map((r) => r.path).sort()).toEqual(['/failing', '/fine']); // each sent once
 });
+
+it("while a retry's outcome waits for its held subscription, that subscription's other deliveries start no attempts; once let go, they do", async () => {
+  // Each would fail, and add an outcome to keep and try again every second, for as long as the
+  // row is held (an idle transaction can hold it for hours).
+  const receiver = await receiverWith(() => ({ status: 500 }));
+  await subscribe(`${receiver.url}/held-retries`);
+  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/held-retries`]);
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query('begin');
+    // As an update of it does (FOR UPDATE would hold up its deliveries' inserts too).
+    await admin.query('select 1 from webhook_subscriptions where id = $1 for no key update', [held]);
+    const first = await trigger(1);
+    await receiver.waitFor(1);
+    await new Promise((r) => setTimeout(r, 300)); // its outcome deferred
+    const later = [await trigger(2), await trigger(3), await trigger(4)];
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(receiver.received, 'no attempt started while its first outcome waits').toHaveLength(1);
+    const [waiting] = await hl.dataSource.query('select status, attempts from webhook_deliveries where id = $1', [first]);
+    expect(waiting).toEqual({ status: 'SENDING', attempts: 0 });
+    await admin.query('commit');
+    await receiver.waitFor(4, 10_000);
+    const rows = await eventually(async () => {
+      const found = await hl.dataSource.query(`select id, status, attempts from webhook_deliveries where id = any($1) and status = 'PENDING' and attempts = 1`, [[first, ...later]]);
+      return found.length === 4 ? found : undefined;
+    }, 10_000);
+    expect(rows).toHaveLength(4);
+    expect(receiver.received).toHaveLength(4); // each once
+  } finally {
+    await admin.query('rollback').catch(() => {});
+    await admin.end();
+  }
+});
