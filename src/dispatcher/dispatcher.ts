@@ -1311,6 +1311,8 @@ export class Dispatcher {
 
   private unrecorded(error: unknown, batch: AttemptOutcome[]): void {
     for (const outcome of batch) if (outcome.gone && outcome.subscriptionId) this.goneHere.delete(outcome.subscriptionId);
+    // Given up on: what waited for its subscription waits no more (nor do the subscription's deliveries).
+    this.letGo(batch, [...this.deferred, ...this.pending]);
     // The leases expire and these deliveries are attempted again: at least once.
     this.log.error(
       { err: error, count: batch.length, deliveries: batch.slice(0, 10).map((o) => o.deliveryId) },

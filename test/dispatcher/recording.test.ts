@@ -199,3 +199,34 @@ it("while a retry's outcome waits for its held subscription, that subscription's
     await admin.end();
   }
 });
+
+it('a subscription whose waiting outcome is given up on (the database refuses it) starts attempts again', async () => {
+  const receiver = await receiverWith(() => ({ status: 500 }));
+  await subscribe(`${receiver.url}/given-up`);
+  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/given-up`]);
+  const admin = new pg.Client({ connectionString: hl.databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query('begin');
+    await admin.query('select 1 from webhook_subscriptions where id = $1 for no key update', [held]);
+    const first = await trigger(1);
+    await receiver.waitFor(1);
+    await new Promise((r) => setTimeout(r, 300)); // its outcome deferred
+    // Once the row is let go, its outcome's record is refused (an operator's trigger, say).
+    await hl.dataSource.query(`
+      create function refuse_given_up() returns trigger language plpgsql as $$
+      begin
+        if new.delivery_id = '${first}' then raise exception 'refused by an operator''s trigger'; end if;
+        return new;
+      end $$;
+      create trigger refuse_given_up before insert on delivery_attempts for each row execute function refuse_given_up();`);
+    await admin.query('commit');
+    await new Promise((r) => setTimeout(r, 1_500)); // tried again, refused, given up on
+    await trigger(2);
+    await receiver.waitFor(2, 5_000);
+  } finally {
+    await admin.query('rollback').catch(() => {});
+    await admin.end();
+    await hl.dataSource.query('drop trigger if exists refuse_given_up on delivery_attempts; drop function if exists refuse_given_up()');
+  }
+});
