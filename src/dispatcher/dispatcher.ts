@@ -86,6 +86,8 @@ function transient(error: unknown): boolean {
 
 const FLUSH_BATCH = 100;
 const FLUSH_DELAY_MS = 2;
+/** How often claimed deliveries whose subscription another transaction holds are tried to hand back, a second apart. */
+const HAND_BACK_TRIES = 30;
 /** Outcomes the database could not take (each try itself retried for about 9 s) are tried again this much later. */
 const RECORD_AGAIN_MS = 1_000;
 /** The most outcomes one record statement writes, and the most kept while the database is away. */
@@ -949,10 +951,17 @@ export class Dispatcher {
    * Returns claimed deliveries, untried, to the queue (a deactivated subscription's stay
    * paused); if that fails, their lease (or their worker's silence) returns them.
    */
-  private handBack(ids: string[], message: string, level: 'info' | 'warn' = 'info'): void {
+  private handBack(ids: string[], message: string, level: 'info' | 'warn' = 'info', tries = 0): void {
     if (!ids.length) return;
-    this.log[level]({ count: ids.length }, message);
+    if (!tries) this.log[level]({ count: ids.length }, message);
     void releaseClaims(this.pool, this.workerId, ids)
+      .then((left) => {
+        // Their subscription held by another transaction (a deactivation, another 410's record):
+        // handed back once it is let go, tried every second for a while; then their lease will.
+        if (left.length && tries < HAND_BACK_TRIES && this.running) {
+          setTimeout(() => this.handBack(left, message, level, tries + 1), RECORD_AGAIN_MS).unref();
+        }
+      })
       .catch((error) => this.log.warn({ err: error }, 'could not hand claimed deliveries back; their lease will'))
       .finally(() => this.poke());
   }

@@ -559,12 +559,17 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 }
 
 /** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
-export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
-  await db.query(
-    `with ${subscriptionsOf('select unnest($1::uuid[])')}
-     update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
-      -- One whose subscription is held stays claimed: its lease returns it (reclaimLostDeliveries).
-      where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}`,
+export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `with ${subscriptionsOf('select unnest($1::uuid[])')}, released as (
+       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
+        where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}
+       returning d.id
+     )
+     -- Those whose subscription another transaction holds stay claimed: answered, to hand back later.
+     select d.id from webhook_deliveries d
+      where d.id = any($1::uuid[]) and d.locked_by = $2 and d.status = 'SENDING' and not exists (select from released r where r.id = d.id)`,
     [ids, workerId],
   );
+  return rows.map((r) => r.id);
 }

@@ -2,7 +2,9 @@
 // slots) are "waiting" ones: deleting the subscription cancels them, deactivating it pauses
 // them, as for those still in the queue. Only attempts under way finish. Workers in other
 // processes hear it too (a NOTIFY), so the test runs two: an api process and a worker.
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { SUBSCRIPTION_STOPPED_CHANNEL } from '../../src/migrations/0003-events-deliveries.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { killAllServices, spawnService, type ServiceProcess } from '../helpers/processes.js';
@@ -165,3 +167,36 @@ it('a 410 Gone, which deactivates it, pauses the claimed ones too', async () => 
   await new Promise((r) => setTimeout(r, 2_000));
   expect(arrived()).toBe(2);
 });
+
+it("claimed deliveries handed back while another transaction holds their subscription's row go back once it is let go, not at their lease", async () => {
+  // The hand-back skips a held subscription (rather than keep the others waiting): it tries again
+  // every second. Left to the lease, they waited 35 s and more (a 410's record holding the row as
+  // its deactivation's notice arrived, in a run of this file).
+  const { subscriptionId, ids, release } = await setUp('handed-back');
+  const holder = new pg.Client({ connectionString: api.databaseUrl });
+  await holder.connect();
+  try {
+    // The four it holds (two under way, two claimed), with the leases of their claims.
+    const claims = async () =>
+      (await api.dataSource.query(`select id, lease_expires_at::text as lease from webhook_deliveries where id = any($1) and status = 'SENDING'`, [ids])) as Array<{ id: string; lease: string }>;
+    const before = await claims();
+    expect(before).toHaveLength(4);
+    const unchanged = async () => {
+      const now = new Map((await claims()).map((c) => [c.id, c.lease]));
+      return before.filter((c) => now.get(c.id) === c.lease).length;
+    };
+    await holder.query('begin');
+    await holder.query('select 1 from webhook_subscriptions where id = $1 for no key update', [subscriptionId]);
+    // As a deactivation's notice would (sent apart: a notice in the holder's transaction waits for its commit).
+    await api.dataSource.query('select pg_notify($1, $2)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await unchanged(), 'the claimed two not handed back while the row is held').toBe(4);
+    await holder.query('commit');
+    // Handed back within a few seconds (back in the queue, or claimed anew): not at the lease's end.
+    await eventually(async () => (await unchanged()) === 2, 5_000);
+  } finally {
+    await holder.query('rollback').catch(() => {});
+    await holder.end();
+    release();
+  }
+}, 30_000);
