@@ -1268,8 +1268,10 @@ export class Dispatcher {
     else this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
 
-  /** Records a batch in one statement (one transaction with a 410's deactivation), retried on transient errors. */
-  /** Records a batch; answers the outcomes left for later (see recordAttempts). */
+  /**
+   * Records a batch in one statement (one transaction with a 410's deactivation), retried on
+   * transient errors; answers the outcomes left for later (see recordAttempts).
+   */
   private async recordBatch(batch: AttemptOutcome[]): Promise<AttemptOutcome[]> {
     const { gone, deferred } = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
       retries: 8,
