@@ -164,13 +164,9 @@ const STARTING_FILE = 'hookline-starting.pid';
 
 /** Who is starting on the data, as a message says it. */
 function starter(dataDir: string): string {
-  try {
-    const pid = Number.parseInt(readFileSync(resolve(dataDir, STARTING_FILE), 'utf8'), 10);
-    if (Number.isInteger(pid) && pid > 0 && alive(pid)) return `Hookline process ${pid}`;
-  } catch {
-    // not written yet, or already removed
-  }
-  return 'another Hookline process';
+  // Not written yet, or already removed: no number.
+  const pid = Number.parseInt(readText(resolve(dataDir, STARTING_FILE)) ?? '', 10);
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? `Hookline process ${pid}` : 'another Hookline process';
 }
 
 /**
@@ -218,14 +214,10 @@ export function fileMutex(lockFile: string): { kind: 'file'; release: () => Prom
     if (text === undefined) continue; // let go meanwhile
     const holder = Number.parseInt(text, 10);
     if (!Number.isInteger(holder)) {
-      // Made but not yet written, or left so by a start killed at that moment: held for 10 s.
-      let age = 0;
-      try {
-        age = Date.now() - statSync(lockFile).mtimeMs;
-      } catch {
-        continue;
-      }
-      if (age < 10_000) return 'held';
+      // Made but not yet written, or left so by a start killed at that moment: held for a while.
+      const age = ageOf(lockFile);
+      if (age === undefined) continue; // let go meanwhile
+      if (age < STALE_AFTER_MS) return 'held';
     } else if (alive(holder) && (holder === process.pid || isNode(holder))) {
       return 'held'; // another start, this process's own included
     }
@@ -236,8 +228,8 @@ export function fileMutex(lockFile: string): { kind: 'file'; release: () => Prom
       writeFileSync(guard, own, { flag: 'wx' });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      // Another start is taking over; a guard left by a start killed in that instant goes after 10 s.
-      if (Date.now() - (statOrUndefined(guard)?.mtimeMs ?? Date.now()) > 10_000) rmSync(guard, { force: true });
+      // Another start is taking over; a guard left by a start killed in that instant goes after a while.
+      if ((ageOf(guard) ?? 0) > STALE_AFTER_MS) rmSync(guard, { force: true });
       return 'held';
     }
     try {
@@ -249,9 +241,13 @@ export function fileMutex(lockFile: string): { kind: 'file'; release: () => Prom
   return 'held';
 }
 
-function statOrUndefined(file: string): import('node:fs').Stats | undefined {
+/** An empty lock file or a takeover guard older than this was left by a start killed as it made it. */
+const STALE_AFTER_MS = 10_000;
+
+/** How long ago the file was last written (ms), or undefined if it is gone. */
+function ageOf(file: string): number | undefined {
   try {
-    return statSync(file);
+    return Date.now() - statSync(file).mtimeMs;
   } catch {
     return undefined;
   }
@@ -474,11 +470,8 @@ function processInfo(pid: number): { args: string[]; parentPid: number } | undef
 }
 
 function readOwner(ownerFile: string): number | undefined {
-  try {
-    return Number.parseInt(readFileSync(ownerFile, 'utf8'), 10);
-  } catch {
-    return undefined;
-  }
+  const text = readText(ownerFile);
+  return text === undefined ? undefined : Number.parseInt(text, 10);
 }
 
 /** Whether the process is a Node.js one, where /proc tells (otherwise taken to be). */
