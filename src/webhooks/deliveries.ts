@@ -130,16 +130,8 @@ export class DeliveryService {
    * `attempts` as read), so that a row and its log read a moment apart agree (an attempt
    * recorded in between is in neither). Each attempt's number is the count it made.
    */
-  attempts(tenantId: TenantId, deliveryId: string, upTo: number): Promise<AttemptRow[]> {
-    return this.scoped(tenantId, (m) =>
-      queryRows<AttemptRow>(
-        m,
-        `select number, started_at as "startedAt", duration_ms as "durationMs", status_code as "statusCode", error,
-                response_body as "responseBody"
-           from delivery_attempts where tenant_id = $1 and delivery_id = $2 and number <= $3 order by number`,
-        [tenantId, deliveryId, upTo],
-      ),
-    );
+  async attempts(tenantId: TenantId, deliveryId: string, upTo: number): Promise<AttemptRow[]> {
+    return (await this.attemptLogs(tenantId, [{ id: deliveryId, upTo }]))[0]!;
   }
 
   /**
@@ -166,12 +158,7 @@ export class DeliveryService {
     return logs;
   }
 
-  /** The exact body the delivery sends, parsed for display. */
-  async payload(tenantId: TenantId, eventId: string): Promise<unknown> {
-    return (await this.payloads(tenantId, [eventId])).get(eventId) ?? null;
-  }
-
-  /** The bodies of several events at once (a page's deliveries', through a loader), each read once, parsed. */
+  /** The exact bodies deliveries send, parsed for display: several events' at once (a page's, through a loader), each read once. */
   async payloads(tenantId: TenantId, eventIds: readonly string[]): Promise<Map<string, unknown>> {
     const valid = [...new Set(eventIds.filter(isUuid))];
     if (!valid.length) return new Map();
