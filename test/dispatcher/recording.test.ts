@@ -166,27 +166,40 @@ it("records the rest of a batch at once while a retry's subscription is held by 
   expect(receiver.received.map((r) => r.path).sort()).toEqual(['/failing', '/fine']); // each sent once
 });
 
-it("while a retry's outcome waits for its held subscription, that subscription's other deliveries start no attempts; once let go, they do", async () => {
-  // Each would fail, and add an outcome to keep and try again every second, for as long as the
-  // row is held (an idle transaction can hold it for hours).
+/**
+ * A subscription whose endpoint answers 500 and whose row another transaction holds (as an update
+ * of it does: FOR UPDATE would hold up its deliveries' inserts too), its first delivery attempted
+ * and that retry's outcome left waiting for the row; `run` lets the row go with `letGo()`.
+ */
+async function firstRetryWaiting(path: string, run: (held: { receiver: Receiver; first: string; letGo: () => Promise<unknown> }) => Promise<void>) {
   const receiver = await receiverWith(() => ({ status: 500 }));
-  await subscribe(`${receiver.url}/held-retries`);
-  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/held-retries`]);
+  await subscribe(`${receiver.url}/${path}`);
+  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/${path}`]);
   const admin = new pg.Client({ connectionString: hl.databaseUrl });
   await admin.connect();
   try {
     await admin.query('begin');
-    // As an update of it does (FOR UPDATE would hold up its deliveries' inserts too).
     await admin.query('select 1 from webhook_subscriptions where id = $1 for no key update', [held]);
     const first = await trigger(1);
     await receiver.waitFor(1);
     await new Promise((r) => setTimeout(r, 300)); // its outcome deferred
+    await run({ receiver, first, letGo: () => admin.query('commit') });
+  } finally {
+    await admin.query('rollback').catch(() => {});
+    await admin.end();
+  }
+}
+
+it("while a retry's outcome waits for its held subscription, that subscription's other deliveries start no attempts; once let go, they do", async () => {
+  // Each would fail, and add an outcome to keep and try again every second, for as long as the
+  // row is held (an idle transaction can hold it for hours).
+  await firstRetryWaiting('held-retries', async ({ receiver, first, letGo }) => {
     const later = [await trigger(2), await trigger(3), await trigger(4)];
     await new Promise((r) => setTimeout(r, 1_500));
     expect(receiver.received, 'no attempt started while its first outcome waits').toHaveLength(1);
     const [waiting] = await hl.dataSource.query('select status, attempts from webhook_deliveries where id = $1', [first]);
     expect(waiting).toEqual({ status: 'SENDING', attempts: 0 });
-    await admin.query('commit');
+    await letGo();
     await receiver.waitFor(4, 10_000);
     const rows = await eventually(async () => {
       const found = await hl.dataSource.query(`select id, status, attempts from webhook_deliveries where id = any($1) and status = 'PENDING' and attempts = 1`, [[first, ...later]]);
@@ -194,39 +207,26 @@ it("while a retry's outcome waits for its held subscription, that subscription's
     }, 10_000);
     expect(rows).toHaveLength(4);
     expect(receiver.received).toHaveLength(4); // each once
-  } finally {
-    await admin.query('rollback').catch(() => {});
-    await admin.end();
-  }
+  });
 });
 
 it('a subscription whose waiting outcome is given up on (the database refuses it) starts attempts again', async () => {
-  const receiver = await receiverWith(() => ({ status: 500 }));
-  await subscribe(`${receiver.url}/given-up`);
-  const [{ id: held }] = await hl.dataSource.query(`select id from webhook_subscriptions where url = $1`, [`${receiver.url}/given-up`]);
-  const admin = new pg.Client({ connectionString: hl.databaseUrl });
-  await admin.connect();
   try {
-    await admin.query('begin');
-    await admin.query('select 1 from webhook_subscriptions where id = $1 for no key update', [held]);
-    const first = await trigger(1);
-    await receiver.waitFor(1);
-    await new Promise((r) => setTimeout(r, 300)); // its outcome deferred
-    // Once the row is let go, its outcome's record is refused (an operator's trigger, say).
-    await hl.dataSource.query(`
-      create function refuse_given_up() returns trigger language plpgsql as $$
-      begin
-        if new.delivery_id = '${first}' then raise exception 'refused by an operator''s trigger'; end if;
-        return new;
-      end $$;
-      create trigger refuse_given_up before insert on delivery_attempts for each row execute function refuse_given_up();`);
-    await admin.query('commit');
-    await new Promise((r) => setTimeout(r, 1_500)); // tried again, refused, given up on
-    await trigger(2);
-    await receiver.waitFor(2, 5_000);
+    await firstRetryWaiting('given-up', async ({ receiver, first, letGo }) => {
+      // Once the row is let go, its outcome's record is refused (an operator's trigger, say).
+      await hl.dataSource.query(`
+        create function refuse_given_up() returns trigger language plpgsql as $$
+        begin
+          if new.delivery_id = '${first}' then raise exception 'refused by an operator''s trigger'; end if;
+          return new;
+        end $$;
+        create trigger refuse_given_up before insert on delivery_attempts for each row execute function refuse_given_up();`);
+      await letGo();
+      await new Promise((r) => setTimeout(r, 1_500)); // tried again, refused, given up on
+      await trigger(2);
+      await receiver.waitFor(2, 5_000);
+    });
   } finally {
-    await admin.query('rollback').catch(() => {});
-    await admin.end();
     await hl.dataSource.query('drop trigger if exists refuse_given_up on delivery_attempts; drop function if exists refuse_given_up()');
   }
 });

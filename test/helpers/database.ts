@@ -26,3 +26,15 @@ export async function createTestDatabase(): Promise<string> {
   }
   return templateUrl.replace(/\/[^/]*$/, `/${name}`);
 }
+
+/**
+ * The backends of this database, other than `db`'s own, waiting for a lock: their pids. Asked on
+ * a connection outside any transaction: within one, PostgreSQL reads the backends' states once
+ * and keeps them.
+ */
+export async function lockWaiters(db: pg.ClientBase | pg.Pool): Promise<number[]> {
+  const { rows } = await db.query<{ pid: number }>(
+    `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`,
+  );
+  return rows.map((r) => r.pid);
+}

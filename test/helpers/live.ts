@@ -145,9 +145,14 @@ export function moreSubscribers(hl: Pick<Hookline, 'services'>, n = 1, timeoutMs
  * both started before the file's tests and stopped after them.
  */
 export function apiWithLiveBuffer(buffer: number): { hl: TestHookline; receiver: Receiver } {
+  return hooklineAndReceiver({ HOOKLINE_ROLE: 'api', HOOKLINE_LIVE_BUFFER: String(buffer) });
+}
+
+/** For a test file: a Hookline (with `env`) and a receiver, started before its tests and stopped after them. */
+export function hooklineAndReceiver(env: Record<string, string> = {}): { hl: TestHookline; receiver: Receiver } {
   const fixture = {} as { hl: TestHookline; receiver: Receiver };
   beforeAll(async () => {
-    fixture.hl = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_LIVE_BUFFER: String(buffer) });
+    fixture.hl = await startTestHookline(env);
     fixture.receiver = await startReceiver();
   });
   afterAll(async () => {

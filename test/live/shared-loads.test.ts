@@ -4,23 +4,12 @@
 // lookups of the delivery's payload, row, event, subscription and attempts were made once per
 // subscriber: 200 subscribers and one event for 50 subscriptions made 20,000 payload queries
 // and held another tenant's request 3.4 s.
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createLoaders } from '../../src/schema/loaders.js';
-import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { collectWs, moreSubscribers, type Collected } from '../helpers/live.js';
-import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
+import { collectWs, hooklineAndReceiver, moreSubscribers, type Collected } from '../helpers/live.js';
+import { eventually } from '../helpers/receiver.js';
 
-let hl: TestHookline;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  hl = await startTestHookline();
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await hl?.stop();
-  await receiver?.close();
-});
+const fixture = hooklineAndReceiver();
 
 /** Counts the calls of a service method (which still does its work). */
 function counted<T extends object, K extends keyof T>(target: T, name: K): { calls: number } {
@@ -31,6 +20,7 @@ function counted<T extends object, K extends keyof T>(target: T, name: K): { cal
 }
 
 it("are made once for all of a tenant's subscribers, whatever their operations, and each gets what it asked for", async () => {
+  const { hl, receiver } = fixture;
   const tenant = await hl.createTenant();
   const other = await hl.createTenant('Other');
   const created = await hl.gql(
@@ -87,6 +77,7 @@ it("are made once for all of a tenant's subscribers, whatever their operations, 
 });
 
 it("a page's payloads and attempt logs are read in one statement each, not one a delivery", async () => {
+  const { hl, receiver } = fixture;
   // One per delivery, a page of 100 took 200 of the API's 20 connections in turn: a tenant's
   // few such pages at once held every other tenant's requests for seconds, then failed them.
   const tenant = await hl.createTenant('Paged');
@@ -123,6 +114,7 @@ it("a page's payloads and attempt logs are read in one statement each, not one a
 });
 
 it('one delivery asked for up to two counts in one batch (two live snapshots of it) gets each log as it counts', async () => {
+  const { hl, receiver } = fixture;
   const tenant = await hl.createTenant('Two counts');
   const created = await hl.gql(
     'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',

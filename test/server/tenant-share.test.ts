@@ -6,6 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { shareConnections, withTenant } from '../../src/db/tenant-scope.js';
+import { lockWaiters } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually } from '../helpers/receiver.js';
 
@@ -35,14 +36,10 @@ it.each([
   const subscriptionId: string = created.data.createWebhookSubscription.subscription.id;
   const holder = new pg.Client({ connectionString: hl.databaseUrl });
   await holder.connect();
-  // Outside the holder's transaction, whose statistics would be read once and kept.
+  // Outside the holder's transaction (see lockWaiters), and the API's pool, which may be taken.
   const watcher = new pg.Client({ connectionString: hl.databaseUrl });
   await watcher.connect();
-  const waitingOnLocks = async () =>
-    Number(
-      (await watcher.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`))
-        .rows[0].n,
-    );
+  const waitingOnLocks = async () => (await lockWaiters(watcher)).length;
   try {
     // The busy tenant's requests each wait for its subscription's row (an update for the row, an
     // event's delivery for its foreign key), holding a connection.

@@ -5,6 +5,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { QUEUE_SESSION_SETTINGS, recordAttempts } from '../../src/dispatcher/queue.js';
+import { poolOf } from '../../src/db/query.js';
+import { lockWaiters } from '../helpers/database.js';
 import { failedOutcome } from '../helpers/outcomes.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually } from '../helpers/receiver.js';
@@ -53,13 +55,7 @@ it('a retry recorded while its subscription is being deactivated waits for the c
   try {
     await worker.query(QUEUE_SESSION_SETTINGS);
     const [{ pid: workerPid }] = (await worker.query('select pg_backend_pid() as pid')).rows;
-    /** Backends of this database other than the blocker waiting for a lock: their pids. */
-    const lockWaiters = async () =>
-      (
-        await blocker.query<{ pid: number }>(
-          `select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`,
-        )
-      ).rows.map((r) => r.pid);
+    const lockedOut = () => lockWaiters(poolOf(hl.dataSource));
     await blocker.query('begin');
     await blocker.query('select 1 from webhook_deliveries where id = $1 for update', [waiting.id]);
     const deactivating = hl.gql(
@@ -67,12 +63,12 @@ it('a retry recorded while its subscription is being deactivated waits for the c
       { id: subscriptionId, input: { active: false } },
       tenant.apiKey,
     );
-    await eventually(async () => (await lockWaiters()).some((pid) => pid !== workerPid), 10_000, 20); // the change, midway
+    await eventually(async () => (await lockedOut()).some((pid) => pid !== workerPid), 10_000, 20); // the change, midway
     // The worker records a failed attempt of the delivery it was sending: not on the state
     // before the change under way, nor waiting for it, but left for later, the row as it was.
     const outcome = failedOutcome({ deliveryId: sending.id, tenantId: tenant.id, subscriptionId, lease: sending.lease });
     expect((await recordAttempts(worker, 'w1', [outcome])).map((o) => o.deliveryId), 'left for later').toEqual([sending.id]);
-    expect((await lockWaiters()).includes(workerPid), 'and not waiting').toBe(false);
+    expect((await lockedOut()).includes(workerPid), 'and not waiting').toBe(false);
     expect((await hl.dataSource.query('select status from webhook_deliveries where id = $1', [sending.id]))[0].status).toBe('SENDING');
     await blocker.query('commit');
     expect((await deactivating).data.updateWebhookSubscription).toEqual({ active: false });
@@ -99,23 +95,18 @@ it('a retry and a new address of its subscription at the same moment both go thr
   );
   const blocker = new pg.Client({ connectionString: hl.databaseUrl });
   await blocker.connect();
-  const lockWaiters = async () =>
-    Number(
-      (await blocker.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`))
-        .rows[0].n,
-    );
   try {
     // The delivery is held elsewhere for a moment, so the retry and the change meet.
     await blocker.query('begin');
     await blocker.query('select 1 from webhook_deliveries where id = $1 for update', [failed.id]);
     const retrying = hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { status } }', { id: failed.id }, tenant.apiKey);
-    await eventually(async () => (await lockWaiters()) === 1, 10_000, 20);
+    await eventually(async () => (await lockWaiters(poolOf(hl.dataSource))).length === 1, 10_000, 20);
     const moving = hl.gql(
       'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }',
       { id: subscriptionId, input: { url: 'http://127.0.0.1:9/new' } },
       tenant.apiKey,
     );
-    await eventually(async () => (await lockWaiters()) === 2, 10_000, 20);
+    await eventually(async () => (await lockWaiters(poolOf(hl.dataSource))).length === 2, 10_000, 20);
     await blocker.query('commit');
     const [retried, moved] = await Promise.all([retrying, moving]);
     expect(retried.errors, JSON.stringify(retried.errors)).toBeUndefined();
