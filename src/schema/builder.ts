@@ -6,6 +6,7 @@ import RelayPlugin from '@pothos/plugin-relay';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { Viewer } from '../auth/viewer.js';
 import { DATE_TIME_EXPECTED, parseDateTime } from '../date-time.js';
+import { InexactNumberError, keptExactly } from '../json-numbers.js';
 import type { Services } from '../services.js';
 import type { Logger } from '../logger.js';
 import type { Loaders } from './loaders.js';
@@ -68,6 +69,7 @@ function literalToJson(node: ValueNode, variables?: Record<string, unknown> | nu
       return node.value;
     case Kind.INT:
     case Kind.FLOAT:
+      if (!keptExactly(node.value)) throw new InexactNumberError(node.value, '');
       return Number(node.value);
     case Kind.NULL:
       return null;

@@ -14,6 +14,7 @@ import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
 import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, checkFormUtf8, readBody } from './http-body.js';
+import { InexactNumberError, inexactNumber, inexactNumberError, refuseInexactNumbers } from '../json-numbers.js';
 
 export interface AppOptions {
   services: Services;
@@ -102,7 +103,25 @@ function jsonObjectBody(req: IncomingMessage, text: string): Record<string, unkn
     return undefined;
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.keys(parsed).length) return undefined;
+  refuseInexactNumbers(text);
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * Refuses a form body's `variables` (JSON, as GraphQL over HTTP sends them there) holding a
+ * number JavaScript would not keep exactly. (A GET's cannot be a mutation, and no query takes
+ * JSON.) Invalid JSON is left to Yoga's answer.
+ */
+function refuseInexactVariables(form: string): void {
+  if (!form.includes('variables')) return;
+  const variables = new URLSearchParams(form).get('variables');
+  if (!variables || !inexactNumber(variables)) return;
+  try {
+    JSON.parse(variables);
+  } catch {
+    return;
+  }
+  refuseInexactNumbers(variables, 'variables');
 }
 
 /** The media type Yoga answers in: the first of its two JSON types that `accept` lists, else application/json. */
@@ -201,7 +220,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
       const buffer = await readOnce();
       if (buffer.length) {
         const text = bodyText(buffer);
-        if (req.headers['content-type']?.toLowerCase().startsWith('application/x-www-form-urlencoded')) checkFormUtf8(text);
+        if (req.headers['content-type']?.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+          checkFormUtf8(text);
+          refuseInexactVariables(text);
+        }
         (req as IncomingMessage & { body?: unknown }).body = jsonObjectBody(req, text) ?? buffer;
       }
     }
@@ -210,7 +232,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((error: unknown) => {
-      if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error) {
+      if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error || error instanceof InexactNumberError) {
         const [status, refusal] =
           error instanceof BodyTooLargeError
             ? [413, { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` }]
@@ -251,6 +273,27 @@ export async function buildApp(options: AppOptions): Promise<App> {
     const mask = api.createErrorMasker(log);
     const { adminToken } = services.config;
     wss = new api.WebSocketServer({ server, path: '/graphql', maxPayload: MAX_BODY_BYTES });
+    // graphql-ws reads each message with JSON.parse, which rounds a number a double cannot hold:
+    // this listener, added before graphql-ws's, sees the message's text first and notes such a
+    // number of a `subscribe`, and onSubscribe refuses that operation with it.
+    const inexactOperations = new WeakMap<object, Map<string, InexactNumberError>>();
+    wss.on('connection', (socket) => {
+      socket.on('message', (data) => {
+        const text = String(data);
+        const error = inexactNumberError(text);
+        if (!error) return;
+        let message: { type?: unknown; id?: unknown } | null;
+        try {
+          message = JSON.parse(text);
+        } catch {
+          return; // graphql-ws closes the socket
+        }
+        if (message?.type !== 'subscribe' || typeof message.id !== 'string') return;
+        let noted = inexactOperations.get(socket);
+        if (!noted) inexactOperations.set(socket, (noted = new Map()));
+        noted.set(message.id, error);
+      });
+    });
     api.useServer<Record<string, unknown>, { entry?: SocketEntry }>(
       {
         // Yoga's enveloped execute and subscribe, as onSubscribe hands them over. deliveryUpdated
@@ -283,9 +326,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
           ctx.extra.entry = entry;
           return true;
         },
-        onSubscribe: async (ctx, _id, params) => {
+        onSubscribe: async (ctx, id, params) => {
           const extra = ctx.extra as any;
           const entry = extra.entry as SocketEntry;
+          const noted = inexactOperations.get(extra.socket);
+          const inexact = noted?.get(id);
+          noted?.delete(id);
           // The key is checked again for every operation, as for every HTTP request (through
           // the same cache): the notice of its revocation may have been lost.
           let viewer: Viewer;
@@ -299,6 +345,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
             setImmediate(() => entry.close(WS_CLOSE_REVOKED, 'API key revoked'));
             return forWebSocket([mask(unauthenticated('the API key of this connection is no longer valid (revoked)'))]);
           }
+          if (inexact) return forWebSocket([mask(inexact)]);
           const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
             ...ctx,
             req: extra.request,

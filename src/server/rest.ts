@@ -17,6 +17,7 @@ import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
 import { sendJson } from './app.js';
 import { BodyTooLargeError, bodyText } from './http-body.js';
+import { refuseInexactNumbers } from '../json-numbers.js';
 
 export const REST_PREFIX = '/api/v1/tenant/webhooks';
 
@@ -375,6 +376,7 @@ export function createRestRoutes(services: Services): Routes {
         } catch (error) {
           throw new HooklineError(ErrorCode.BAD_USER_INPUT, `the request body is not valid JSON: ${(error as Error).message}`);
         }
+        refuseInexactNumbers(raw);
         if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
           throw new HooklineError(ErrorCode.BAD_USER_INPUT, 'the request body must be a JSON object');
         }
