@@ -33,7 +33,12 @@ export function parseDateTime(text: string, options: { utcWithoutOffset?: boolea
   date.setUTCFullYear(year, month - 1, day);
   date.setUTCHours(hour, minute, second, Number((fraction ?? '0').slice(0, 3).padEnd(3, '0')));
   const offset = sign ? (sign === '-' ? -1 : 1) * (Number(offsetHours) * 60 + Number(offsetMinutes ?? 0)) : 0;
-  return new Date(date.getTime() - offset * 60_000);
+  const moment = new Date(date.getTime() - offset * 60_000);
+  // An offset can move the moment out of the years written (9999-12-31T23:59:59-01:00 is in
+  // 10000 in UTC), which toISOString() writes as +010000-… and PostgreSQL may not take.
+  const utcYear = moment.getUTCFullYear();
+  if (utcYear < 1 || utcYear > 9999) return { problem: 'is outside the years 0001 to 9999 in UTC' };
+  return moment;
 }
 
 function isLeapYear(year: number): boolean {

@@ -225,7 +225,8 @@ describe('formatEventPayload, for library users', () => {
     }
     // No day that is not there (JavaScript moves February 30th into March), no other text
     // JavaScript reads as a date ("1" as 2001, a local time written another way).
-    for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00', '2024-02-30T10:00:00Z', '1', '2024/02/14 10:30:00', 'Feb 14 2024 10:30']) {
+    // Nor one that its offset takes out of the years 0001-9999 (toISOString() would write +010000-…).
+    for (const timestamp of ['yesterday', '', '2024-13-45T10:30:00', '2024-02-30T10:00:00Z', '1', '2024/02/14 10:30:00', 'Feb 14 2024 10:30', '9999-12-31T23:59:59-01:00', '0001-01-01T00:00:00+01:00']) {
       expect(() => at(timestamp)).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'timestamp' }));
     }
     for (const timestamp of [new Date(Number.NaN), new Date('+010000-01-01T00:00:00Z')]) {
