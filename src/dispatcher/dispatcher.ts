@@ -726,7 +726,7 @@ export class Dispatcher {
       // Tenants' claims go when the loop will not claim (backing off; without room, unless it
       // is the loop's turn, which it keeps until it claims), or after its claim.
       if (backoffMs > 0) this.loopTurn = false;
-      if (backoffMs > 0 || (this.roomBound && !this.loopTurn)) this.claimForNotifiedTenants();
+      if (backoffMs > 0 || this.roomBound) this.claimForNotifiedTenants();
       if (backoffMs > 0) {
         sleepMs = Math.min(sleepMs, backoffMs);
       } else if (this.claimingFor) {
@@ -842,32 +842,49 @@ export class Dispatcher {
    */
   private claimForNotifiedTenants(): void {
     // Slots reserved now are a hand-off's (an insert claiming for this worker): it settles soon.
-    if (this.claimingFor || this.loopClaiming || this.loopTurn || this.reserved || !this.notifiedTenants.size || !this.running || this.fenced()) return;
-    const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
-    const room = Math.min(this.room(), TENANT_CLAIM_LIMIT);
-    if (room <= 0) return; // a freed slot (release) or the loop comes back here
+    if (this.claimingFor || this.loopClaiming || this.reserved || !this.notifiedTenants.size || !this.running || this.fenced()) return;
+    const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
+    const room = this.room();
+    if (room + concurrency <= 0) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
     const tenantsBusy = this.tenantsBusy(2 * perTenant);
+    // The tenant holding the fewest deliveries here goes first (between equals, the first
+    // notified), as a freed slot goes to the tenant with the fewest in flight (pump). One holding
+    // none goes even beyond the room (by up to one concurrency's worth) and before the loop's
+    // turn: otherwise, with the room kept full by others' backlogs (ready to start at the next
+    // freed slot, each of their claims refilling it), its delivery waited behind each of their
+    // claims in turn, and then the loop's, one freed slot each.
+    let pick: string | undefined;
+    let fewest = Infinity;
     for (const tenantId of this.notifiedTenants) {
-      this.notifiedTenants.delete(tenantId);
-      const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
-      if (full.has(tenantId) || window <= 0) continue;
-      const limit = claimSize(Math.min(room, window));
-      this.claimingFor = tenantId;
-      const settle = this.reserve(limit);
-      void this.claimForTenant(tenantId, limit, tenantsBusy)
-        .catch((error) => this.log.error({ err: error, tenantId }, 'claiming deliveries for a tenant failed'))
-        .finally(() => {
-          settle();
-          this.claimingFor = undefined;
-          // Taking turns: the loop's claim (retries that fell due, rows handed back, tenants
-          // no notification named) does not wait for every notified tenant's backlog.
-          this.loopTurn = true;
-          this.wakeLoop();
-        });
-      return;
+      if (full.has(tenantId) || 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0) <= 0) {
+        this.notifiedTenants.delete(tenantId);
+        continue;
+      }
+      const held = this.tenantHeld.get(tenantId) ?? 0;
+      if (held >= fewest || (held > 0 && (room <= 0 || this.loopTurn))) continue;
+      pick = tenantId;
+      fewest = held;
+      if (held === 0) break;
     }
+    if (pick === undefined) return;
+    this.notifiedTenants.delete(pick);
+    const tenantId = pick;
+    const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
+    const limit = claimSize(Math.min(fewest === 0 ? room + concurrency : room, TENANT_CLAIM_LIMIT, window));
+    this.claimingFor = tenantId;
+    const settle = this.reserve(limit);
+    void this.claimForTenant(tenantId, limit, tenantsBusy)
+      .catch((error) => this.log.error({ err: error, tenantId }, 'claiming deliveries for a tenant failed'))
+      .finally(() => {
+        settle();
+        this.claimingFor = undefined;
+        // Taking turns: the loop's claim (retries that fell due, rows handed back, tenants
+        // no notification named) does not wait for every notified tenant's backlog.
+        this.loopTurn = true;
+        this.wakeLoop();
+      });
   }
 
   /**
