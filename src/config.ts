@@ -125,6 +125,10 @@ function parseInteger(text: string, min: number, max: number): number {
 
 type Env = Record<string, string | undefined>;
 
+/** What a token sent as `Authorization: Bearer <token>` may hold: printable ASCII, no spaces. */
+const BEARER_TOKEN = /^[\x21-\x7e]+$/;
+const BEARER_TOKEN_RULE = 'must be printable ASCII without spaces (it is sent as "Authorization: Bearer <token>")';
+
 function read<T>(env: Env, name: string, fallback: string | undefined, parse: (text: string) => T): T {
   const raw = env[name];
   const text = raw === undefined || raw === '' ? fallback : raw;
@@ -151,7 +155,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
     return text;
   });
-  const adminTokenRaw = env.ADMIN_TOKEN;
+  const adminTokenRaw = read(env, 'ADMIN_TOKEN', '', (t) => {
+    // A bearer token is one word (viewer.ts reads `Bearer <token>`): one with a space or a line
+    // break (as a file or a secret store may end it) would be accepted here and never matched.
+    if (t && !BEARER_TOKEN.test(t)) throw new Error(`${BEARER_TOKEN_RULE}; a line break at its end, as a file or secret may add, included`);
+    return t;
+  });
   const adminTokenGenerated = !adminTokenRaw;
   const config: Config = {
     databaseUrl,
@@ -186,7 +195,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),
     validationTimeoutMs: read(env, 'HOOKLINE_VALIDATION_TIMEOUT', '2s', (t) => parseDurationUpTo(t, 60_000, '1m')),
     metricsToken: read(env, 'HOOKLINE_METRICS_TOKEN', '', (t) => {
-      if (t && !/^[\x21-\x7e]+$/.test(t)) throw new Error('must be printable ASCII without spaces (it is sent as "Authorization: Bearer <token>")');
+      if (t && !BEARER_TOKEN.test(t)) throw new Error(BEARER_TOKEN_RULE);
       return t || undefined;
     }),
   };

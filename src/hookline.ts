@@ -1,10 +1,12 @@
 // Starts the roles of one Hookline process on a database: migrations, the
 // HTTP server (API or health only) and, later, the dispatcher. Tests start it
 // in-process; main.ts starts it from the environment.
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
 import { unusableApiKeys } from './auth/viewer.js';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { shareConnections } from './db/tenant-scope.js';
@@ -60,6 +62,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     await checkPortFree(config.port, host);
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
+      await usableDataDir(config.dataDir);
       embedded = await startEmbeddedPostgres(config.dataDir, log, { onUnexpectedExit: onFatal });
       stops.push(embedded.stop);
       databaseUrl = embedded.url;
@@ -157,3 +160,14 @@ export async function startHookline({ config, log, clock = systemClock, host, on
   }
 }
 
+/**
+ * Makes HOOKLINE_DATA_DIR if need be; one that cannot be a folder (a file is there, or a folder
+ * above it is not one's to write) is a configuration error naming the variable.
+ */
+async function usableDataDir(dataDir: string): Promise<void> {
+  try {
+    await mkdir(resolve(dataDir), { recursive: true });
+  } catch (error) {
+    throw new ConfigError('HOOKLINE_DATA_DIR', `${JSON.stringify(dataDir)} cannot be the embedded PostgreSQL's data folder: ${(error as Error).message}`);
+  }
+}

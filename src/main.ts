@@ -70,6 +70,11 @@ async function main(): Promise<void> {
 const SHUTDOWN_MARGIN_MS = 10_000;
 
 main().catch((error) => {
+  if (error instanceof ConfigError) {
+    // Found only once it was used (HOOKLINE_DATA_DIR): said as a wrong value read at start-up is.
+    process.stderr.write(`hookline: invalid configuration: ${error.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`hookline: failed to start: ${(error as Error)?.stack ?? error}\n`);
   process.exit(1);
 });

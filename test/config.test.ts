@@ -1,7 +1,9 @@
 // Configuration from the environment: defaults, units, and a ConfigError
 // naming the variable for every wrong value, in-process and as a real start.
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseDuration } from '../src/config.js';
 
@@ -207,6 +209,9 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2m'],
     ['HOOKLINE_METRICS_TOKEN', 'two words'],
+    // Accepted, such a token could never be sent: every admin call would be UNAUTHENTICATED.
+    ['ADMIN_TOKEN', 'a-chosen-admin-token\n'],
+    ['ADMIN_TOKEN', 'a chosen admin token'],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {
@@ -263,6 +268,19 @@ describe('the process', () => {
     expect(stderr).toContain('PORT');
     expect(stderr).toMatch(/invalid configuration: PORT: "abc"/);
     expect(stdout).not.toContain('admin token');
+  });
+
+  it('exits with code 1 and names HOOKLINE_DATA_DIR when it cannot be a folder, before starting PostgreSQL', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-config-'));
+    try {
+      const file = join(dir, 'a-file');
+      await writeFile(file, '');
+      const { code, stderr } = await run({ HOOKLINE_DATA_DIR: file, PORT: '0' });
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/^hookline: invalid configuration: HOOKLINE_DATA_DIR: ".*a-file" cannot be the embedded PostgreSQL's data folder: EEXIST/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('exits with code 1 and names HOOKLINE_ROLE when it is wrong', { timeout: 60_000 }, async () => {
