@@ -106,7 +106,7 @@ const writeSecret = (file: string, value: string) => {
  * list it, so the file's random name cannot be found.
  */
 async function initialiseWithPrivateTemp(embedded: EmbeddedPostgres, dataDir: string): Promise<void> {
-  const temp = resolve(dataDir, `.initdb-${randomBytes(12).toString('hex')}`);
+  const temp = resolve(dataDir, `${INITDB_TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
   mkdirSync(temp, { mode: 0o711 });
   chmodSync(temp, 0o711); // whatever the umask
   const before = process.env.TMPDIR;
@@ -119,6 +119,19 @@ async function initialiseWithPrivateTemp(embedded: EmbeddedPostgres, dataDir: st
     rmSync(temp, { recursive: true, force: true });
   }
 }
+
+/**
+ * Removes what a start killed during initdb left of initialiseWithPrivateTemp's folders (its
+ * `finally` never ran): the password file in one is the superuser's, kept by the next start.
+ * Under the start mutex, so none is a running start's.
+ */
+function removeLeftInitdbFolders(dataDir: string): void {
+  for (const name of readdirSync(dataDir)) {
+    if (name.startsWith(INITDB_TEMP_PREFIX)) rmSync(resolve(dataDir, name), { recursive: true, force: true });
+  }
+}
+
+const INITDB_TEMP_PREFIX = '.initdb-';
 
 export async function startEmbeddedPostgres(
   dataDir: string,
@@ -147,6 +160,7 @@ export async function startEmbeddedPostgres(
   const startingFile = resolve(dataDir, STARTING_FILE);
   try {
     if (mutex.kind === 'socket') writeFileSync(startingFile, String(process.pid)); // the file mutex is that file
+    removeLeftInitdbFolders(dataDir);
     const made = await makeUnderMutex(dataDir, databaseDir, log);
     const database = await startOn(dataDir, databaseDir, !!made, log, options);
     // Only once its PostgreSQL runs: a start that ends before leaves the marker, and the next

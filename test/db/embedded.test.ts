@@ -161,6 +161,23 @@ describe('the numbers on file of a PostgreSQL that is gone (a reboot, a containe
   });
 });
 
+it("a start removes what a start killed during initdb left of its password folder (the password of the database it kept)", { timeout: 60_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'hookline-embedded-'));
+  await chmod(dir, 0o755); // as root, PostgreSQL runs as another user and must reach it
+  const log = pino({ level: 'silent' });
+  try {
+    await (await startEmbeddedPostgres(dir, log)).stop();
+    // As initialiseWithPrivateTemp's folder is left when its start is killed: its finally never ran.
+    const left = join(dir, '.initdb-0123456789abcdef01234567');
+    await mkdir(left, { mode: 0o711 });
+    await writeFile(join(left, 'pg-password-1w1sh96ngu'), await readFile(join(dir, 'pg-password'), 'utf8'), { mode: 0o644 });
+    await (await startEmbeddedPostgres(dir, log)).stop();
+    expect((await readdir(dir)).filter((name) => name.startsWith('.initdb-'))).toEqual([]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 describe('the start mutex as a lock file (where there is no abstract socket: not Linux)', () => {
   const STARTING = 'hookline-starting.pid';
   const log = pino({ level: 'silent' });
