@@ -1,8 +1,10 @@
 // Keyset pagination over (created_at, id): stable under inserts, and each page
 // costs an index range scan however deep it is. The cursor is the row's id
 // (REST's `after`), to which GraphQL's cursors add its creation time in ms. The
-// position is the row's, looked up under the same tenant scope, so a foreign
-// cursor finds nothing; should the row have been deleted meanwhile, a cursor
+// position is the row's, looked up under the same tenant scope, so another tenant's
+// row gives no position (a bare id of one is BAD_USER_INPUT, as below; with a time,
+// only that time is used, as for a deleted row: nothing of the other tenant's is read);
+// should the row have been deleted meanwhile, a cursor
 // with the time (GraphQL's, and REST's Link header) goes on from that time; a
 // bare id of a row that is gone is BAD_USER_INPUT rather than a silent end (a
 // deleted subscription's row is kept, unseen, so its id still has a position).
@@ -53,8 +55,9 @@ export async function keysetPage<Row>(
   ] as const) {
     if (cursor === undefined) continue;
     const [id, ms, ...rest] = cursor.split('~');
-    const at = ms === undefined ? null : Number(ms);
-    if (!isUuid(id!) || rest.length || (at !== null && !(Number.isSafeInteger(at) && at >= 0))) {
+    // Digits only: Number() also reads '' (as 0), ' 1' and '0x0', cursors this list never wrote.
+    const at = ms === undefined || !/^\d{1,15}$/.test(ms) ? null : Number(ms);
+    if (!isUuid(id!) || rest.length || (ms !== undefined && at === null)) {
       throw badInput(name, 'is not a cursor of this list');
     }
     if (!tenantParam) tenantParam = `$${params.push(options.tenantId)}`;

@@ -197,6 +197,12 @@ describe('page cursors', () => {
     expect(past.data.webhookSubscriptions.pageInfo).toMatchObject({ hasNextPage: false, startCursor: endCursor, endCursor });
     // "" was never handed out, and is no cursor of this list.
     expect((await hl.gql(PAGE, { first: 5, after: '' }, tenant.apiKey)).errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+    // Nor is a time its cursors never hold: what Number() would read, as 0, 1 or 0, included.
+    const [id] = endCursor.split('~');
+    for (const after of [`${id}~`, `${id}~ 1`, `${id}~0x0`, `${id}~1e3`, `${id}~-1`, `${id}~1.5`]) {
+      expect((await hl.gql(PAGE, { first: 5, after }, tenant.apiKey)).errors?.[0]?.extensions, after).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+    }
+    expect((await hl.gql(PAGE, { first: 5, after: endCursor }, tenant.apiKey)).errors).toBeUndefined();
   });
 });
 
