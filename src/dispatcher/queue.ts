@@ -263,12 +263,19 @@ async function recordRound(db: pg.ClientBase | pg.Pool, workerId: string, outcom
  */
 function subscriptionsOf(ids: string): string {
   return `subs as materialized (
-        select s.id, not s.active and s.deleted_at is null as inactive
+        select s.id, not s.active and s.deleted_at is null as inactive, case when s.deleted_at is null then s.url end as url
           from webhook_subscriptions s
          where (s.id, s.tenant_id) in (select q.subscription_id, q.tenant_id from webhook_deliveries q where q.id in (${ids}) and q.subscription_id is not null)
            for share skip locked
       )`;
 }
+
+/**
+ * Where delivery `d` goes next: its subscription's address now (see subscriptionsOf), as a
+ * change of it leaves a delivery being sent alone (that attempt goes, and is shown going, to the
+ * address it was claimed with); a deleted subscription's, or a held one's, stays as it was.
+ */
+const SUBSCRIPTION_URL = `coalesce((select x.url from subs x where x.id = d.subscription_id), d.target_url)`;
 
 /** Whether delivery `d` waits, paused, for its subscription, one deactivated meanwhile (see subscriptionsOf). */
 const SUBSCRIPTION_INACTIVE = `coalesce((select x.inactive from subs x where x.id = d.subscription_id), false)`;
@@ -312,6 +319,7 @@ export const RECORD_SQL = `
            set status = r.status,
                -- A retry of a subscription deactivated meanwhile waits for it, like its other deliveries.
                paused = r.status = 'PENDING' and ${SUBSCRIPTION_INACTIVE},
+               target_url = case when r.status = 'PENDING' then ${SUBSCRIPTION_URL} else d.target_url end,
                attempts = d.attempts + 1,
                schedule_attempts = d.schedule_attempts + 1,
                last_error = r.error,
@@ -438,7 +446,7 @@ export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Pr
   await db.query(
     `with ${subscriptionsOf(`select m.id from webhook_deliveries m where m.locked_by = $1 and m.status = 'SENDING'`)}, back as (
        update webhook_deliveries d
-          set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+          set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
               last_error = coalesce(d.last_error, 'worker stopped before recording the attempt'), updated_at = now()
         -- One whose subscription is held stays as it is: its lease returns it (reclaimLostDeliveries).
         where d.locked_by = $1 and d.status = 'SENDING' and not ${SUBSCRIPTION_HELD}
@@ -482,7 +490,7 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
            for update of d skip locked
       ), ${subscriptionsOf('select l.id from lost l')}, reclaimed as (
         update webhook_deliveries d
-           set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+           set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
                last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
           from lost l
          -- One whose subscription is held waits for the next look.
@@ -562,7 +570,7 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     `with ${subscriptionsOf('select unnest($1::uuid[])')}, released as (
-       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, lease_expires_at = null, locked_by = null, updated_at = now()
+       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, lease_expires_at = null, locked_by = null, updated_at = now()
         where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}
        returning d.id
      )

@@ -4,7 +4,7 @@
 // waits and then sees it inactive, and the retry waits paused with the others.
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { QUEUE_SESSION_SETTINGS, recordAttempts } from '../../src/dispatcher/queue.js';
+import { QUEUE_SESSION_SETTINGS, recordAttempts, releaseClaims } from '../../src/dispatcher/queue.js';
 import { poolOf } from '../../src/db/query.js';
 import { lockWaiters } from '../helpers/database.js';
 import { failedOutcome } from '../helpers/outcomes.js';
@@ -118,4 +118,40 @@ it('a retry and a new address of its subscription at the same moment both go thr
   // The change came second: the delivery put back goes to the new address.
   const [row] = await hl.dataSource.query('select status, target_url from webhook_deliveries where id = $1', [failed.id]);
   expect(row).toEqual({ status: 'PENDING', target_url: 'http://127.0.0.1:9/new' });
+});
+
+it('a new address leaves a delivery being sent shown going where it goes; its next try, or its return untried, takes the new one', async () => {
+  const { tenant, subscriptionId, eventId } = await subscriptionWithEvent('http://127.0.0.1:9/old');
+  const sending = async () =>
+    (
+      await hl.dataSource.query(
+        `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at, locked_by, lease_expires_at)
+         values ($1, $2, $3, 'test.event', 'http://127.0.0.1:9/old', 'SENDING', now(), 'w1', now() + interval '1 minute')
+         returning id, lease_expires_at::text as lease`,
+        [tenant.id, eventId, subscriptionId],
+      )
+    )[0] as { id: string; lease: string };
+  const [delivered, failing, untried] = [await sending(), await sending(), await sending()];
+  const moved = await hl.gql(
+    'mutation($id: ID!, $input: UpdateWebhookSubscriptionInput!) { updateWebhookSubscription(id: $id, input: $input) { url } }',
+    { id: subscriptionId, input: { url: 'http://127.0.0.1:9/new' } },
+    tenant.apiKey,
+  );
+  expect(moved.errors).toBeUndefined();
+  const worker = new pg.Client({ connectionString: hl.databaseUrl });
+  await worker.connect();
+  try {
+    const claim = (d: { id: string; lease: string }) => ({ deliveryId: d.id, tenantId: tenant.id, subscriptionId, lease: d.lease });
+    const success = { ...failedOutcome(claim(delivered)), status: 'DELIVERED' as const, statusCode: 200, error: null, nextAttemptAt: null };
+    expect(await recordAttempts(worker, 'w1', [success, failedOutcome(claim(failing))])).toEqual([]);
+    expect(await releaseClaims(worker, 'w1', [untried.id])).toEqual([]);
+  } finally {
+    await worker.end();
+  }
+  const rows = await hl.dataSource.query('select id, status, target_url from webhook_deliveries where id = any($1)', [[delivered.id, failing.id, untried.id]]);
+  const byId = new Map(rows.map((r: any) => [r.id, { status: r.status, target_url: r.target_url }]));
+  // Delivered where its attempt went, not where it never went.
+  expect(byId.get(delivered.id)).toEqual({ status: 'DELIVERED', target_url: 'http://127.0.0.1:9/old' });
+  expect(byId.get(failing.id)).toEqual({ status: 'PENDING', target_url: 'http://127.0.0.1:9/new' });
+  expect(byId.get(untried.id)).toEqual({ status: 'PENDING', target_url: 'http://127.0.0.1:9/new' });
 });
