@@ -26,11 +26,14 @@ export interface DeliverySnapshot {
   nextAttemptAt: Date | null;
   updatedAt: Date;
   lastError: string | null;
+  /** The last error was longer than a notification carries (6000 bytes): loaded by id, like the fields below. */
+  lastErrorLeftOut?: true;
   /** Marks a snapshot: fields it lacks (targetUrl, createdAt, …) are loaded by id. */
   snapshot: true;
 }
 
-type Row = [string, string, string | null, string, string, DeliveryStatus, number, number | null, string | null, string, string | null];
+// The twelfth element, true when the last error was left out, since migration 0015.
+type Row = [string, string, string | null, string, string, DeliveryStatus, number, number | null, string | null, string, string | null, boolean?];
 
 function parseRows(payload: string): Array<[string, DeliverySnapshot]> {
   const rows = JSON.parse(payload) as Row[];
@@ -48,6 +51,7 @@ function parseRows(payload: string): Array<[string, DeliverySnapshot]> {
       nextAttemptAt: r[8] ? new Date(r[8]) : null,
       updatedAt: new Date(r[9]),
       lastError: r[10],
+      ...(r[11] ? { lastErrorLeftOut: true as const } : {}),
       snapshot: true,
     },
   ]);

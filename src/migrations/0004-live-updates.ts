@@ -7,15 +7,26 @@ export const ROWS_PER_NOTIFICATION = 10;
 /**
  * The two trigger functions: created deliveries (new rows), and changed ones (whose
  * status or attempts differ from the old row). `guard` is plpgsql run first, which
- * may return early (migration 0007 skips the work when no process listens).
+ * may return early (migration 0007 skips the work when no process listens). A row's
+ * last error went in its first 200 characters, which kept ten rows within the payload
+ * limit. With `wholeErrors` (migration 0015) a row whose error is longer (in bytes) goes in
+ * a notification of its own, its error whole up to 6000 bytes; past that (no error Hookline
+ * writes is as long) the error is left out and marked so (a twelfth element, true), for the
+ * reader to load it.
  */
-export function liveNotifyFunctions(guard = ''): string {
+export function liveNotifyFunctions(guard = '', { wholeErrors = false } = {}): string {
+  const lastError = wholeErrors
+    ? 'case when octet_length(c.last_error) <= 6000 then c.last_error end, octet_length(c.last_error) > 6000'
+    : 'left(c.last_error, 200)';
+  const group = wholeErrors
+    ? `case when octet_length(r.last_error) > 200 then -row_number() over () else (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} end`
+    : `(row_number() over () - 1) / ${ROWS_PER_NOTIFICATION}`;
   const notifyChunks = (source: string) => `
       ${guard}
       for chunk in
         select json_agg(json_build_array(c.id, c.tenant_id, c.subscription_id, c.event_id, c.event, c.status, c.attempts,
-                                         c.last_status_code, c.next_attempt_at, c.updated_at, left(c.last_error, 200)))::text
-          from (select r.*, (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} as grp from (${source}) r) c
+                                         c.last_status_code, c.next_attempt_at, c.updated_at, ${lastError}))::text
+          from (select r.*, ${group} as grp from (${source}) r) c
          group by c.grp
       loop
         perform pg_notify('${DELIVERY_UPDATES_CHANNEL}', chunk);

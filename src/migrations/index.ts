@@ -12,6 +12,7 @@ import { FailedDeliveries1764300000011 } from './0011-failed-deliveries.js';
 import { BuiltInIds1764300000012 } from './0012-builtin-ids.js';
 import { LiveAnyIsolation1764300000013 } from './0013-live-any-isolation.js';
 import { EarlierSecrets1764300000014 } from './0014-earlier-secrets.js';
+import { LiveLongErrors1764300000015 } from './0015-live-long-errors.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -29,4 +30,5 @@ export const migrations = [
   BuiltInIds1764300000012,
   LiveAnyIsolation1764300000013,
   EarlierSecrets1764300000014,
+  LiveLongErrors1764300000015,
 ];

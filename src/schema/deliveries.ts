@@ -74,7 +74,11 @@ DeliveryRef.implement({
     event: t.exposeString('event'),
     status: t.field({ type: DeliveryStatusEnum, resolve: (d) => d.status }),
     attempts: t.exposeInt('attempts', { description: 'Attempts ever made, retries included.' }),
-    lastError: t.exposeString('lastError', { nullable: true }),
+    lastError: t.string({
+      nullable: true,
+      // A live update's snapshot leaves out a long one (see migration 0015): loaded whole.
+      resolve: async (d, _args, ctx) => ((d as { lastErrorLeftOut?: true }).lastErrorLeftOut ? (await complete(d, ctx)).lastError : d.lastError),
+    }),
     lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true }),
     nextAttemptAt: t.expose('nextAttemptAt', { type: 'DateTime', nullable: true }),
     deliveredAt: t.field({

@@ -1,0 +1,45 @@
+// A live update carries a delivery's last error whole, as a query of the delivery shows it:
+// a notification holds only the first 200 characters of each row's, so a longer one is
+// sent in a notification of its own (it was cut at 200, mid-word, for live subscribers only),
+// and one longer than a notification holds is marked left out, and loaded by id.
+import { expect, it } from 'vitest';
+import { apiWithLiveBuffer, collectWs, moreSubscribers } from '../helpers/live.js';
+import { TRIGGER_EVENT } from '../helpers/operations.js';
+
+const fixture = apiWithLiveBuffer(1000);
+
+it('a long last error reaches live subscribers whole, a short one as it is', async () => {
+  const { hl, receiver } = fixture;
+  const tenant = await hl.createTenant();
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: receiver.url, events: ['invoice.*'] } },
+    tenant.apiKey,
+  );
+  expect(created.errors).toBeUndefined();
+  const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'invoice.created', data: { amount: 1, customer: 'Acme' } } }, tenant.apiKey);
+  const id = triggered.data.triggerEvent.deliveries[0].id as string;
+  const client = hl.wsClient(tenant.apiKey);
+  try {
+    const subscribed = moreSubscribers(hl);
+    const live = collectWs(client, { deliveryId: id });
+    await subscribed();
+    const long = `ENOTFOUND: getaddrinfo ENOTFOUND ${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.invalid`;
+    // As a retry's record writes it (an `api` process has no dispatcher: the test plays it).
+    await hl.dataSource.query(`update webhook_deliveries set attempts = attempts + 1, last_error = $2 where id = $1`, [id, long]);
+    await hl.dataSource.query(`update webhook_deliveries set attempts = attempts + 1, last_error = 'HTTP 500' where id = $1`, [id]);
+    // Longer than a notification holds (no error Hookline writes is): left out, and loaded.
+    const huge = `not sent: ${'x'.repeat(7_000)}`;
+    await hl.dataSource.query(`update webhook_deliveries set attempts = attempts + 1, last_error = $2 where id = $1`, [id, huge]);
+    const items = await live.waitFor((got) => got.length >= 3);
+    expect(items.map((d) => [d.attempts, d.lastError])).toEqual([
+      [1, long],
+      [2, 'HTTP 500'],
+      [3, huge],
+    ]);
+    expect(long.length).toBeGreaterThan(200);
+    expect(live.errors).toEqual([]);
+  } finally {
+    await client.dispose();
+  }
+});
