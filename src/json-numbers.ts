@@ -8,14 +8,6 @@ import { ErrorCode, HooklineError } from './errors.js';
  * naming where it is, so the caller can send it as a string.
  */
 
-/**
- * Only text with a run of 16 digits (and points), or an exponent of three digits, can hold
- * such a number: a decimal of at most 15 significant digits within the exponents a double
- * keeps reads back as itself (DBL_DIG). Most bodies are passed by this one test.
- */
-const MAYBE_INEXACT = /[\d.]{16}|[eE][+-]?\d{3}/;
-/** In valid JSON, a string (skipped whole: digits in it are text) or a number. */
-const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 const DECIMAL = /^(-?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 
 /** A decimal's value as sign, significant digits and exponent (`-12.50` is `-125e-1`), zero as `0`. */
@@ -34,15 +26,45 @@ function normalized(text: string): string {
  */
 export function keptExactly(text: string): boolean {
   const value = Number(text);
-  return !Number.isFinite(value) || normalized(text) === normalized(String(value));
+  if (!Number.isFinite(value)) return true;
+  const written = String(value);
+  // Most often written back the same (a double as JavaScript writes it): no more to compare.
+  return written === text || normalized(text) === normalized(written);
 }
 
-/** A number in valid JSON text that is not kept exactly, with where it starts; undefined if none. */
+/**
+ * A number in valid JSON text (parsed already: invalid text is not looked at) that is not
+ * kept exactly, with where it starts; undefined if none. One pass, character by character, in
+ * time linear in the text: strings are skipped whole, and only a number of 16 characters or
+ * more, or with an exponent, is looked at closely (a decimal of at most 15 significant digits
+ * reads back as itself: DBL_DIG).
+ */
 export function inexactNumber(json: string): { text: string; offset: number } | undefined {
-  if (!MAYBE_INEXACT.test(json)) return undefined;
-  for (const match of json.matchAll(STRING_OR_NUMBER)) {
-    const [token] = match;
-    if (token.charCodeAt(0) !== 0x22 /* " */ && !keptExactly(token)) return { text: token, offset: match.index };
+  const n = json.length;
+  for (let i = 0; i < n; ) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < n; i++) {
+        const d = json.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+      i++;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const start = i;
+      let exponent = false;
+      for (i++; i < n; i++) {
+        const d = json.charCodeAt(i);
+        if (d === 0x65 || d === 0x45 /* e E */) exponent = true;
+        else if (!((d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x2b || d === 0x2d)) break;
+      }
+      if (exponent || i - start >= 16) {
+        const text = json.slice(start, i);
+        if (!keptExactly(text)) return { text, offset: start };
+      }
+    } else {
+      i++;
+    }
   }
   return undefined;
 }
@@ -81,10 +103,13 @@ export function pathAt(json: string, offset: number, root = ''): string {
   let path = root;
   for (const { array, at } of stack) {
     if (array) path += `[${at}]`;
-    else if (at !== undefined) path += path ? `.${at}` : `${at}`;
+    // A key that would read as more than one step (`a.b`, `x[0]`) is written quoted.
+    else if (at !== undefined) path += !PLAIN_KEY.test(String(at)) ? `[${JSON.stringify(at)}]` : path ? `.${at}` : `${at}`;
   }
   return path;
 }
+
+const PLAIN_KEY = /^[^.[\]"\\]+$/;
 
 /** A request refused for a number it would not keep (BAD_USER_INPUT), naming its path. */
 export class InexactNumberError extends HooklineError {
@@ -102,11 +127,14 @@ export class InexactNumberError extends HooklineError {
 /**
  * The refusal of valid JSON text holding a number it would not keep exactly, naming its path
  * within `root` (`variables`), its field the path's first key (REST's `payload`); undefined if none.
+ * The text must be valid JSON (parsed already).
  */
-export function inexactNumberError(json: string, root = ''): InexactNumberError | undefined {
+export function inexactNumberError(json: string, root = '', within = ''): InexactNumberError | undefined {
   const found = inexactNumber(json);
   if (!found) return undefined;
-  const path = pathAt(json, found.offset, root);
+  // `within`: a prefix of the path left out (a graphql-ws message's `payload.`).
+  let path = pathAt(json, found.offset, root);
+  if (within && path.startsWith(within)) path = path.slice(within.length);
   return new InexactNumberError(found.text, path, path.split(/[.[]/)[0] || undefined);
 }
 

@@ -14,7 +14,7 @@ import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
 import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, checkFormUtf8, readBody } from './http-body.js';
-import { InexactNumberError, inexactNumber, inexactNumberError, refuseInexactNumbers } from '../json-numbers.js';
+import { InexactNumberError, inexactNumberError, refuseInexactNumbers } from '../json-numbers.js';
 
 export interface AppOptions {
   services: Services;
@@ -94,16 +94,17 @@ interface SocketEntry {
  * own answer. `text` is the body decoded (bodyText), whatever the type.
  */
 function jsonObjectBody(req: IncomingMessage, text: string): Record<string, unknown> | undefined {
-  const type = req.headers['content-type']?.split(',')[0];
-  if (type !== 'application/json' && !type?.startsWith('application/json;')) return undefined;
+  const type = jsonMediaType(req);
+  if (type === 'application/graphql+json') refuseInexactJson(text); // left to Yoga to read
+  if (type !== 'application/json') return undefined;
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
     return undefined;
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.keys(parsed).length) return undefined;
   refuseInexactNumbers(text);
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed) || !Object.keys(parsed).length) return undefined;
   return parsed as Record<string, unknown>;
 }
 
@@ -113,15 +114,24 @@ function jsonObjectBody(req: IncomingMessage, text: string): Record<string, unkn
  * JSON.) Invalid JSON is left to Yoga's answer.
  */
 function refuseInexactVariables(form: string): void {
-  if (!form.includes('variables')) return;
-  const variables = new URLSearchParams(form).get('variables');
-  if (!variables || !inexactNumber(variables)) return;
+  for (const variables of new URLSearchParams(form).getAll('variables')) refuseInexactJson(variables, 'variables');
+}
+
+/** refuseInexactNumbers for text that may not be JSON: parsed first (invalid JSON is left to Yoga's answer). */
+function refuseInexactJson(text: string, root = ''): void {
   try {
-    JSON.parse(variables);
+    JSON.parse(text);
   } catch {
     return;
   }
-  refuseInexactNumbers(variables, 'variables');
+  refuseInexactNumbers(text, root);
+}
+
+/** The JSON media types Yoga reads a POST body as (its isPOSTJsonRequest), as it tells them. */
+function jsonMediaType(req: IncomingMessage): 'application/json' | 'application/graphql+json' | undefined {
+  const type = req.headers['content-type']?.split(',')[0];
+  for (const json of ['application/json', 'application/graphql+json'] as const) if (type === json || type?.startsWith(`${json};`)) return json;
+  return undefined;
 }
 
 /** The media type Yoga answers in: the first of its two JSON types that `accept` lists, else application/json. */
@@ -280,8 +290,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
     wss.on('connection', (socket) => {
       socket.on('message', (data) => {
         const text = String(data);
-        const error = inexactNumberError(text);
-        if (!error) return;
         let message: { type?: unknown; id?: unknown } | null;
         try {
           message = JSON.parse(text);
@@ -289,6 +297,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
           return; // graphql-ws closes the socket
         }
         if (message?.type !== 'subscribe' || typeof message.id !== 'string') return;
+        // The operation's path (`variables.…`), as over HTTP, not the message's (`payload.variables.…`).
+        const error = inexactNumberError(text, '', 'payload.');
+        if (!error) return;
         let noted = inexactOperations.get(socket);
         if (!noted) inexactOperations.set(socket, (noted = new Map()));
         noted.set(message.id, error);
