@@ -57,7 +57,10 @@ export async function queryRows<T = Record<string, any>>(source: Sql, sql: strin
 
 /** The pg pool behind a TypeORM DataSource, for the hot paths that skip TypeORM's machinery. */
 export function poolOf(dataSource: DataSource): pg.Pool {
-  return (dataSource.driver as unknown as { master: pg.Pool }).master;
+  const pool = (dataSource.driver as unknown as { master?: pg.Pool }).master;
+  // Not yet initialized, or destroyed: said so, rather than a TypeError reading its pool.
+  if (!pool || !dataSource.isInitialized) throw new Error('the DataSource is not initialized (call its initialize() first; a destroyed one cannot be used)');
+  return pool;
 }
 
 /**

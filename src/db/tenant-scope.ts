@@ -14,9 +14,54 @@ export type TenantId = string & { readonly __tenant?: unique symbol };
 
 /** Switches the current transaction to the tenant role with the tenant set. */
 export async function enterTenant(manager: EntityManager, tenantId: TenantId): Promise<void> {
-  await manager.query(`select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true)`, [
-    tenantId,
-  ]);
+  await manager
+    .query(`select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true)`, [tenantId])
+    .catch(roleRefused);
+}
+
+/**
+ * A switch to the tenant role the database refused (insufficient_privilege: an app's user,
+ * through the library, that is no member of it), thrown as what to do about it; anything
+ * else as it is. Hookline's processes check the role at start-up (see db/migrate.ts).
+ */
+export function roleRefused(error: unknown): never {
+  const { code, driverError } = error as { code?: string; driverError?: { code?: string } };
+  if ((code ?? driverError?.code) !== '42501') throw error;
+  throw new Error(
+    `the database user cannot switch to the role ${TENANT_ROLE}, as every tenant's call does: ` +
+      `make it a member, as a superuser or the role's creator: GRANT ${TENANT_ROLE} TO <the user>`,
+    { cause: error },
+  );
+}
+
+/**
+ * Whether the database user may switch to the tenant role (roleRefused says what to grant if
+ * not), tried once by the library before its first call: a user that is no member of it reads
+ * no table either, and was refused with the first table's "permission denied". In a caller's
+ * transaction, tried in a savepoint rolled back either way, so the transaction goes on.
+ */
+export async function probeTenantRole(source: DataSource | EntityManager): Promise<void> {
+  const manager = isDataSource(source) ? undefined : source;
+  if (manager?.queryRunner?.isTransactionActive) {
+    await manager.query('savepoint hookline_role_probe');
+    try {
+      await manager.query(`set local role ${TENANT_ROLE}`);
+    } catch (error) {
+      await manager.query('rollback to savepoint hookline_role_probe');
+      roleRefused(error);
+    }
+    await manager.query('rollback to savepoint hookline_role_probe');
+    await manager.query('release savepoint hookline_role_probe');
+    return;
+  }
+  const { client, release } = await checkOut(poolOf(isDataSource(source) ? source : source.connection));
+  let broken = false;
+  try {
+    await client.query(`begin; set local role ${TENANT_ROLE}`).catch(roleRefused);
+  } finally {
+    await client.query('rollback').catch(() => (broken = true));
+    release(broken);
+  }
 }
 
 /**
@@ -107,7 +152,7 @@ export async function withTenant<T>(
        )
        select role, tenant, set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true) from previous`,
       [tenantId],
-    );
+    ).catch(roleRefused);
     const restore = () =>
       manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
         previous.role,
@@ -163,9 +208,9 @@ export async function withTenantClient<T>(dataSource: DataSource, tenantId: Tena
     const { client, release } = await checkOut(poolOf(dataSource));
     let broken = false;
     try {
-      await client.query(
-        `begin; select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', '${tenantId}', true)`,
-      );
+      await client
+        .query(`begin; select set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', '${tenantId}', true)`)
+        .catch(roleRefused);
       const result = await fn(client);
       await client.query('commit');
       return result;
@@ -205,9 +250,9 @@ export class TenantSessions {
       const current = this.tenantOf.get(client);
       if (current !== tenantId) {
         this.tenantOf.delete(client);
-        await client.query(
-          `${current === undefined ? `set role ${TENANT_ROLE}; ` : ''}select set_config('hookline.tenant_id', '${tenantId}', false)`,
-        );
+        await client
+          .query(`${current === undefined ? `set role ${TENANT_ROLE}; ` : ''}select set_config('hookline.tenant_id', '${tenantId}', false)`)
+          .catch(roleRefused);
         this.tenantOf.set(client, tenantId);
       }
       return await statement(client);

@@ -24,7 +24,8 @@ export interface FormatEventInput {
   /** The record's id (an integer is taken as its decimal text). Default: `data.<resource type>_id`, else `data.id`. */
   resourceId?: string | number | null;
   tenantId: string;
-  data: Record<string, unknown>;
+  /** Any object type, an interface too (as triggerEvent's `data`). */
+  data: object;
   /** Default: now. A date and time without an offset is UTC, as the guide's `datetime.utcnow().isoformat()` writes it. */
   timestamp?: Date | string;
 }
@@ -65,11 +66,11 @@ export class WebhookFormatter {
     checkEventName('event', input.event);
     if (input.data === null || typeof input.data !== 'object' || Array.isArray(input.data)) throw badInput('data', 'must be a JSON object');
     return envelopeOf({
-      ...resourceOf(input, input.data),
+      ...resourceOf(input, input.data as Record<string, unknown>),
       id: input.id ?? randomUUID(),
       event: input.event,
       tenantId: input.tenantId,
-      data: input.data,
+      data: input.data as Record<string, unknown>,
       timestamp: timestampOf(input.timestamp),
     });
   }

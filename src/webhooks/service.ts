@@ -7,7 +7,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { ErrorCode, HooklineError, badInput, checkText, notFound, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { poolOf, queryRows, type Sql } from '../db/query.js';
-import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
+import { probeTenantRole, withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
 import type { Clock } from '../clock.js';
 import { EventCatalog, patternsFor } from './catalog.js';
 import { WebhookFormatter, envelopeOf, refuseUnknownFields, resourceOf } from './formatter.js';
@@ -96,6 +96,9 @@ export class WebhookService {
     this.eventsCounter = counter;
   }
 
+  /** Whether the database user was found to switch to the tenant role (probeTenantRole). */
+  private roleProbed = false;
+
   /** Tenants found to exist by checkTenant. */
   private readonly knownTenants = new Set<string>();
 
@@ -117,6 +120,9 @@ export class WebhookService {
     // The library's callers pass it themselves: not an id at all is their input's fault, named.
     if (typeof input.tenantId !== 'string' || !isUuid(input.tenantId)) throw badInput('tenantId', 'is not a tenant id (a UUID)');
     const tenantId = input.tenantId as TenantId;
+    if (input.subscriptionId !== undefined && (typeof input.subscriptionId !== 'string' || !isUuid(input.subscriptionId))) {
+      throw badInput('subscriptionId', 'is not a webhook subscription id (a UUID)');
+    }
     rejectUnstorableText('event', input.event);
     const data = input.data as Record<string, unknown>;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');
@@ -131,6 +137,10 @@ export class WebhookService {
     const { resourceType, resourceId } = resourceOf(input, data);
 
     const prepared = { dataJson, idempotencyKey, resourceType, resourceId };
+    if (!this.roleProbed) {
+      await probeTenantRole(manager ?? this.dataSource);
+      this.roleProbed = true;
+    }
     // In the caller's transaction, through TypeORM: nothing is sent before the caller commits.
     if (manager) {
       return (
@@ -195,6 +205,17 @@ export class WebhookService {
       }
       throw refusal;
     }
+    // The one subscription asked for, looked up before anything is written: in a caller's
+    // transaction a NOT_FOUND after the insert left the event written, should the caller go on
+    // and commit. FOR KEY SHARE, as the insert reads it: it cannot be deleted in between. (A
+    // repeat of an idempotency key returns its event whatever became of the subscription.)
+    if (input.subscriptionId && !(prepared.idempotencyKey && (await this.keyHeld(manager, tenantId, prepared.idempotencyKey)))) {
+      const own = await queryRows(manager, 'select 1 from webhook_subscriptions where id = $1 and tenant_id = $2 and deleted_at is null for key share', [
+        input.subscriptionId,
+        tenantId,
+      ]);
+      if (!own.length) throw notFound('webhook subscription', input.subscriptionId);
+    }
     const now = this.clock.now();
     const eventId = randomUUID();
 
@@ -238,9 +259,7 @@ export class WebhookService {
       now,
       ...handOffParams(handOff),
     ]);
-    // The one subscription asked for was deleted after it was looked up (sendTestEvent): the
-    // event goes too (this transaction, or the caller's, is rolled back), rather than be kept
-    // with no delivery.
+    // Looked up above, and held: a safety net, the event going with the transaction.
     if (input.subscriptionId && !rows.some((r) => r.kind === 'delivery')) throw notFound('webhook subscription', input.subscriptionId);
     const event = rows.find((r) => r.kind === 'event')!.row;
     const { deliveries, claimed } = splitHandedOff(

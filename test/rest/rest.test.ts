@@ -480,7 +480,7 @@ describe('500 for the unexpected', () => {
     const services = {
       config: { adminToken: 'admin' },
       // The API-key lookup runs on the DataSource's pg pool.
-      dataSource: { driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
+      dataSource: { isInitialized: true, driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },
       rateLimiter: { take() {} },
       addressLimiter: { of: () => ({ take() {}, giveBack() {} }) },

@@ -186,6 +186,13 @@ describe('formatEventPayload, for library users', () => {
     expect(defaulted).toMatchObject({ resource_type: 'payment', resource_id: '9' });
     const none = WebhookFormatter.formatEventPayload({ ...base, event: 'test.event', data: { name: 'x' } });
     expect(none).toMatchObject({ resource_type: 'test', resource_id: null });
+    // Data of an interface type, as triggerEvent takes it (a type check: this file is compiled by tsc).
+    interface PaymentData {
+      payment_id: string;
+      amount: string;
+    }
+    const payment: PaymentData = { payment_id: 'pay-1', amount: '10.00' };
+    expect(WebhookFormatter.formatEventPayload({ ...base, event: 'payment.received', data: payment })).toMatchObject({ resource_id: 'pay-1', data: payment });
     // What triggerEvent refuses, refused alike.
     for (const resourceId of [1.5, 2 ** 53, '']) {
       expect(() => WebhookFormatter.formatEventPayload({ ...base, event: 'invoice.created', resourceId, data: {} })).toThrow(
@@ -422,5 +429,62 @@ describe('an app\'s own DataSource', () => {
       // The transaction goes on, as the caller.
       expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
     });
+  });
+
+  it("refuses a subscriptionId that is no id, or no subscription of the tenant's, before anything is written in the caller's transaction", async () => {
+    const other = await hl.createTenant('Other ERP');
+    const made = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      { input: { url: receiver.url, events: ['test.event'] } },
+      other.apiKey,
+    );
+    const othersSubscription = made.data.createWebhookSubscription.subscription.id as string;
+    const events = async () => Number((await erp.query('select count(*) as n from webhook_events'))[0].n);
+    const before = await events();
+    // The caller catches the refusal and commits what else it did: no event may be in it.
+    await erp.transaction(async (manager) => {
+      const notId = await webhooks
+        .triggerEvent({ tenantId: tenant.id, event: 'test.event', data: {}, subscriptionId: 'nope' }, manager)
+        .catch((error: unknown) => error);
+      expect(notId).toMatchObject({ code: 'BAD_USER_INPUT', field: 'subscriptionId' });
+      for (const idempotencyKey of [undefined, 'other-subscription']) {
+        const others = await webhooks
+          .triggerEvent({ tenantId: tenant.id, event: 'test.event', data: { marker: 'others' }, subscriptionId: othersSubscription, idempotencyKey }, manager)
+          .catch((error: unknown) => error);
+        expect(others).toBeInstanceOf(HooklineError);
+        expect(others).toMatchObject({ code: 'NOT_FOUND' });
+      }
+      expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
+    });
+    expect(await events()).toBe(before);
+    expect((await erp.query(`select count(*)::int as n from idempotency_keys where key = 'other-subscription'`))[0].n).toBe(0);
+  });
+
+  it('says when its DataSource is not initialized, or is destroyed', async () => {
+    const idle = new DataSource({ type: 'postgres', url: hl.databaseUrl });
+    const service = new WebhookService(idle);
+    const input = { tenantId: tenant.id, event: 'test.event', data: {} };
+    await expect(service.triggerEvent(input)).rejects.toThrow('the DataSource is not initialized');
+    await idle.initialize();
+    await idle.destroy();
+    await expect(service.triggerEvent(input)).rejects.toThrow('the DataSource is not initialized');
+  });
+
+  it("says what to grant when the app's user may not switch to the tenant role", async () => {
+    await erp.query(`drop role if exists hookline_app_nomember; create role hookline_app_nomember login password 'nomember'`);
+    const url = new URL(hl.databaseUrl);
+    url.username = 'hookline_app_nomember';
+    url.password = 'nomember';
+    const app = new DataSource({ type: 'postgres', url: url.toString() });
+    await app.initialize();
+    try {
+      const service = new WebhookService(app);
+      const input = { tenantId: tenant.id, event: 'test.event', data: {} };
+      await expect(service.triggerEvent(input)).rejects.toThrow(/cannot switch to the role hookline_tenant.*GRANT hookline_tenant TO/);
+      await expect(app.transaction((manager) => service.triggerEvent(input, manager))).rejects.toThrow(/GRANT hookline_tenant TO/);
+    } finally {
+      await app.destroy();
+      await erp.query('drop role hookline_app_nomember');
+    }
   });
 });
