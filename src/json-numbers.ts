@@ -10,13 +10,20 @@ import { ErrorCode, HooklineError } from './errors.js';
 
 const DECIMAL = /^(-?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 
-/** A decimal's value as sign, significant digits and exponent (`-12.50` is `-125e-1`), zero as `0`. */
+/**
+ * A decimal's value as sign, significant digits and exponent (`-12.50` is `-125e-1`), zero as
+ * `0`. The zeros at either end are found by walking to them: `/0+$/` took time in the square of
+ * a run of zeros not at the end (`1.000…0001`), and a request held the process for seconds.
+ */
 function normalized(text: string): string {
   const [, sign, whole = '', fraction = '', exponent = '0'] = DECIMAL.exec(text)!;
-  const digits = `${whole}${fraction}`.replace(/^0+/, '');
-  if (!digits) return '0';
-  const significant = digits.replace(/0+$/, '');
-  return `${sign}${significant}e${Number(exponent) - fraction.length + digits.length - significant.length}`;
+  const digits = `${whole}${fraction}`;
+  let first = 0;
+  while (first < digits.length && digits.charCodeAt(first) === 0x30) first++;
+  if (first === digits.length) return '0';
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 0x30) end--;
+  return `${sign}${digits.slice(first, end)}e${Number(exponent) - fraction.length + digits.length - end}`;
 }
 
 /**
