@@ -9,17 +9,18 @@ export const ROWS_PER_NOTIFICATION = 10;
  * status or attempts differ from the old row). `guard` is plpgsql run first, which
  * may return early (migration 0007 skips the work when no process listens). A row's
  * last error went in its first 200 characters, which kept ten rows within the payload
- * limit. With `wholeErrors` (migration 0015) a row whose error is longer (in bytes) goes in
- * a notification of its own, its error whole up to 6000 bytes; past that (no error Hookline
- * writes is as long) the error is left out and marked so (a twelfth element, true), for the
- * reader to load it.
+ * limit. With `wholeErrors` (migrations 0015 and 0016) a row whose error is longer (in bytes,
+ * as JSON writes it) goes in a notification of its own, its error whole up to 6000 bytes; past
+ * that (no error Hookline writes is as long) the error is left out and marked so (a twelfth
+ * element, true), for the reader to load it.
  */
 export function liveNotifyFunctions(guard = '', { wholeErrors = false } = {}): string {
-  const lastError = wholeErrors
-    ? 'case when octet_length(c.last_error) <= 6000 then c.last_error end, octet_length(c.last_error) > 6000'
-    : 'left(c.last_error, 200)';
+  // Its length as written into the payload: JSON escapes (a quote, a control character) take
+  // up to six bytes a character, and a payload over the limit fails the statement that wrote it.
+  const written = (row: string) => `octet_length(to_json(${row}.last_error)::text)`;
+  const lastError = wholeErrors ? `case when ${written('c')} <= 6000 then c.last_error end, ${written('c')} > 6000` : 'left(c.last_error, 200)';
   const group = wholeErrors
-    ? `case when octet_length(r.last_error) > 200 then -row_number() over () else (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} end`
+    ? `case when ${written('r')} > 200 then -row_number() over () else (row_number() over () - 1) / ${ROWS_PER_NOTIFICATION} end`
     : `(row_number() over () - 1) / ${ROWS_PER_NOTIFICATION}`;
   const notifyChunks = (source: string) => `
       ${guard}

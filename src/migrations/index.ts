@@ -13,6 +13,7 @@ import { BuiltInIds1764300000012 } from './0012-builtin-ids.js';
 import { LiveAnyIsolation1764300000013 } from './0013-live-any-isolation.js';
 import { EarlierSecrets1764300000014 } from './0014-earlier-secrets.js';
 import { LiveLongErrors1764300000015 } from './0015-live-long-errors.js';
+import { LiveErrorsAsWritten1764300000016 } from './0016-live-errors-as-written.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -31,4 +32,5 @@ export const migrations = [
   LiveAnyIsolation1764300000013,
   EarlierSecrets1764300000014,
   LiveLongErrors1764300000015,
+  LiveErrorsAsWritten1764300000016,
 ];

@@ -43,3 +43,38 @@ it('a long last error reaches live subscribers whole, a short one as it is', asy
     await client.dispose();
   }
 });
+
+it('an error JSON writes longer than it is (quotes, control characters) never takes a notification over its limit', async () => {
+  // Measured as stored, 3,990 quotes were within 6,000 bytes, and ten errors of 150 control
+  // characters within 200 each: written as JSON, 7,980 and ten times 900 bytes, over the 8,000
+  // a notification may hold, and the statement that changed the deliveries failed.
+  const { hl, receiver } = fixture;
+  const tenant = await hl.createTenant();
+  await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: receiver.url, events: ['invoice.*'] } },
+    tenant.apiKey,
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'invoice.created', data: { amount: i, customer: 'Acme' } } }, tenant.apiKey);
+    ids.push(triggered.data.triggerEvent.deliveries[0].id);
+  }
+  const client = hl.wsClient(tenant.apiKey);
+  try {
+    const subscribed = moreSubscribers(hl);
+    const live = collectWs(client);
+    await subscribed();
+    const controls = '\u0001'.repeat(150);
+    await hl.dataSource.query(`update webhook_deliveries set attempts = attempts + 1, last_error = $2 where id = any($1)`, [ids, controls]);
+    // Past the 6,000 bytes a notification gives one error: left out, and loaded (the last change).
+    const quotes = '"'.repeat(3_990);
+    await hl.dataSource.query(`update webhook_deliveries set attempts = attempts + 1, last_error = $2 where id = $1`, [ids[0], quotes]);
+    const items = await live.waitFor((got) => got.length >= 11);
+    expect(items.slice(0, 10).map((d) => d.id).sort()).toEqual([...ids].sort());
+    expect(items.slice(0, 10).every((d) => d.lastError === controls && d.attempts === 1)).toBe(true);
+    expect(items[10]).toMatchObject({ id: ids[0], attempts: 2, lastError: quotes });
+  } finally {
+    await client.dispose();
+  }
+});
