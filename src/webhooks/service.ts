@@ -120,7 +120,8 @@ export class WebhookService {
     // The library's callers pass it themselves: not an id at all is their input's fault, named.
     if (typeof input.tenantId !== 'string' || !isUuid(input.tenantId)) throw badInput('tenantId', 'is not a tenant id (a UUID)');
     const tenantId = input.tenantId as TenantId;
-    if (input.subscriptionId !== undefined && (typeof input.subscriptionId !== 'string' || !isUuid(input.subscriptionId))) {
+    // null, as undefined, names none (a JavaScript caller's "no subscription").
+    if (input.subscriptionId != null && (typeof input.subscriptionId !== 'string' || !isUuid(input.subscriptionId))) {
       throw badInput('subscriptionId', 'is not a webhook subscription id (a UUID)');
     }
     rejectUnstorableText('event', input.event);

@@ -447,6 +447,9 @@ describe('an app\'s own DataSource', () => {
         .triggerEvent({ tenantId: tenant.id, event: 'test.event', data: {}, subscriptionId: 'nope' }, manager)
         .catch((error: unknown) => error);
       expect(notId).toMatchObject({ code: 'BAD_USER_INPUT', field: 'subscriptionId' });
+      // null names none, as undefined does: the event goes to its subscribers.
+      const none = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: {}, subscriptionId: null as unknown as undefined }, manager);
+      expect(none.duplicate).toBe(false);
       for (const idempotencyKey of [undefined, 'other-subscription']) {
         const others = await webhooks
           .triggerEvent({ tenantId: tenant.id, event: 'test.event', data: { marker: 'others' }, subscriptionId: othersSubscription, idempotencyKey }, manager)
@@ -456,7 +459,7 @@ describe('an app\'s own DataSource', () => {
       }
       expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
     });
-    expect(await events()).toBe(before);
+    expect(await events()).toBe(before + 1); // the null one's
     expect((await erp.query(`select count(*)::int as n from idempotency_keys where key = 'other-subscription'`))[0].n).toBe(0);
   });
 
