@@ -134,6 +134,12 @@ function jsonMediaType(req: IncomingMessage): 'application/json' | 'application/
   return undefined;
 }
 
+/** A browser's page load of /graphql (a GET that takes HTML), as Yoga tells one. */
+function wantsGraphiQL(req: IncomingMessage): boolean {
+  const path = (req.url ?? '').split('?')[0];
+  return (path === '/graphql' || path === '/graphql/') && !!req.headers.accept?.includes('text/html');
+}
+
 /** The media type Yoga answers in: the first of its two JSON types that `accept` lists, else application/json. */
 function graphqlResponseType(accept: string | undefined): string {
   for (const range of accept?.split(',') ?? []) {
@@ -224,6 +230,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
     let body: Buffer | undefined;
     const readOnce = async () => (body ??= await readBody(req));
     if (options.routes && (await options.routes(req, res, readOnce))) return;
+    if (api && req.method === 'GET' && wantsGraphiQL(req)) {
+      serveGraphiQL(req, res, api.graphiqlPage());
+      return;
+    }
     if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
       // Read (and limit) the body here; Yoga then uses it instead of the consumed stream. Its
       // bytes must be UTF-8 whatever the type: Yoga's own decoding would put U+FFFD in their place.
@@ -238,6 +248,41 @@ export async function buildApp(options: AppOptions): Promise<App> {
       }
     }
     await yoga.requestListener(req, res);
+  }
+
+  /**
+   * GraphiQL's page: one page load counts against its address's limit on requests without a
+   * key (a browser sends none), and is answered from the page rendered once, gzipped if the
+   * client takes it, revalidated by its ETag, and not to be framed by another site.
+   */
+  function serveGraphiQL(req: IncomingMessage, res: ServerResponse, page: import('./graphql.js').GraphiQLPage): void {
+    try {
+      services.addressLimiter.of(req).take();
+    } catch (error) {
+      if (!(error instanceof RateLimitedError)) throw error;
+      res.writeHead(429, { 'content-type': 'text/plain; charset=utf-8', 'retry-after': String(error.retryAfterSeconds) });
+      res.end(`${error.message}\n`);
+      return;
+    }
+    const headers: Record<string, string | number> = {
+      'content-type': 'text/html; charset=utf-8',
+      etag: page.etag,
+      'cache-control': 'no-cache',
+      vary: 'Accept-Encoding',
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'content-security-policy': "frame-ancestors 'none'",
+      'referrer-policy': 'no-referrer',
+    };
+    if (req.headers['if-none-match'] === page.etag) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    const gzip = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
+    const body = gzip ? page.gzip : page.html;
+    res.writeHead(200, { ...headers, 'content-length': body.length, ...(gzip ? { 'content-encoding': 'gzip' } : {}) });
+    res.end(body);
   }
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {

@@ -2,6 +2,8 @@
 // contract's error codes, and masking of everything unexpected.
 import type { IncomingMessage } from 'node:http';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import { GraphQLError } from 'graphql';
@@ -192,6 +194,36 @@ export function connectionAuthorization(params: Record<string, unknown> | undefi
   return typeof value === 'string' ? value : undefined;
 }
 
+const GRAPHIQL_OPTIONS = {
+  title: 'Hookline GraphiQL',
+  defaultQuery: '# Set the header {"Authorization": "Bearer <your API key>"} below, then run:\nquery Viewer {\n  viewer { id name createdAt }\n}\n',
+  // The Authorization header holds an API key: kept for the page's life, never written to
+  // the browser's storage (which any script of the origin, or the next user, can read).
+  shouldPersistHeaders: false,
+  subscriptionsProtocol: 'SSE' as const,
+};
+
+export interface GraphiQLPage {
+  html: Buffer;
+  gzip: Buffer;
+  etag: string;
+}
+
+let graphiql: GraphiQLPage | undefined;
+
+/**
+ * GraphiQL's page (its scripts inlined, from the installed assets: about 9 MB), rendered once
+ * and gzipped once (about 2 MB), shared by every answer: however many load it at once, or
+ * never read it, they hold no copy of their own.
+ */
+export function graphiqlPage(): GraphiQLPage {
+  if (!graphiql) {
+    const html = Buffer.from(renderGraphiQL(GRAPHIQL_OPTIONS));
+    graphiql = { html, gzip: gzipSync(html), etag: `"${createHash('sha256').update(html).digest('base64url').slice(0, 27)}"` };
+  }
+  return graphiql;
+}
+
 export function createGraphQLServer(services: Services): Yoga {
   const { log, dataSource, config } = services;
   const maskError = createErrorMasker(log);
@@ -219,15 +251,9 @@ export function createGraphQLServer(services: Services): Yoga {
         }
       },
     },
-    graphiql: {
-      title: 'Hookline GraphiQL',
-      defaultQuery: '# Set the header {"Authorization": "Bearer <your API key>"} below, then run:\nquery Viewer {\n  viewer { id name createdAt }\n}\n',
-      // The Authorization header holds an API key: kept for the page's life, never written to
-      // the browser's storage (which any script of the origin, or the next user, can read).
-      shouldPersistHeaders: false,
-      subscriptionsProtocol: 'SSE',
-    },
-    renderGraphiQL,
+    // GraphiQL's page is served by app.ts (graphiqlPage): Yoga rendered its 9 MB afresh for
+    // every GET, before any limit, and held each copy until the client had read it all.
+    graphiql: false,
     // app.ts reads every body itself, within MAX_BODY_BYTES (413 PAYLOAD_TOO_LARGE), before Yoga
     // sees the request; Yoga's own limit would pipe each body through a TransformStream again.
     maxRequestBodySize: false,

@@ -216,6 +216,47 @@ describe('limits and malformed requests', () => {
   });
 });
 
+describe("GraphiQL's page", () => {
+  // Yoga rendered its 9 MB afresh for every GET, before any limit, and kept each copy until
+  // the client read it: 250 page loads that were never read took an `all` process's heap.
+  it('is rendered once, gzipped, revalidated by its ETag, and not to be framed by another site', async () => {
+    const { graphiqlPage } = await import('../../src/server/graphql.js');
+    expect(graphiqlPage()).toBe(graphiqlPage());
+    const hl = await startTestHookline();
+    try {
+      const page = await fetch(`${hl.url}/graphql`, { headers: { accept: 'text/html', 'accept-encoding': 'gzip' } });
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-encoding')).toBe('gzip');
+      expect(Number(page.headers.get('content-length'))).toBe(graphiqlPage().gzip.length);
+      expect(graphiqlPage().gzip.length).toBeLessThan(graphiqlPage().html.length / 2);
+      expect(await page.text()).toBe(graphiqlPage().html.toString());
+      expect(page.headers.get('x-frame-options')).toBe('DENY');
+      expect(page.headers.get('content-security-policy')).toBe("frame-ancestors 'none'");
+      expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+      const again = await fetch(`${hl.url}/graphql/`, { headers: { accept: 'text/html', 'if-none-match': page.headers.get('etag')! } });
+      expect(again.status).toBe(304);
+    } finally {
+      await hl.stop();
+    }
+  });
+
+  it('counts each load against its address\'s limit on requests without a key', async () => {
+    const hl = await startTestHookline({ HOOKLINE_RATE_LIMIT_ANONYMOUS: '3' });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const page = await fetch(`${hl.url}/graphql`, { headers: { accept: 'text/html' } });
+        await page.arrayBuffer();
+        statuses.push(page.status);
+      }
+      expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(4); // 3 a second, a second's burst
+      expect(statuses).toContain(429);
+    } finally {
+      await hl.stop();
+    }
+  });
+});
+
 describe('GET /metrics with HOOKLINE_METRICS_TOKEN', () => {
   it('answers only its bearer, 401 with WWW-Authenticate otherwise; health stays open', async () => {
     const guarded = await startTestHookline({ HOOKLINE_METRICS_TOKEN: 'scrape-7f3a9c' });
