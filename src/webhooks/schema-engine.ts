@@ -9,17 +9,50 @@ import { RE2 } from 're2-wasm';
 // ajv-formats is CommonJS: as imported here, its function is the module's `default`.
 const addFormats = formats.default;
 
-/** Formats ajv's first errors as `data.amount: must be string,number`. */
+/**
+ * Formats ajv's first errors as `data.amount: must be string,number`, naming the property an
+ * error is about where ajv says it apart (a missing one, one not allowed, a name refused).
+ */
 export function describeErrors(errors: ErrorObject[] | null | undefined): string {
   return (errors ?? [])
     .slice(0, 3)
     .map((e) => {
-      const path = e.instancePath ? `data${e.instancePath.replaceAll('/', '.')}` : 'data';
-      if (e.keyword === 'required') return `${path}.${(e.params as { missingProperty: string }).missingProperty} is required`;
+      // A JSON pointer's steps, unescaped (`a~1b` is the key `a/b`).
+      const path = `data${e.instancePath
+        .split('/')
+        .slice(1)
+        .map((step) => `.${step.replaceAll('~1', '/').replaceAll('~0', '~')}`)
+        .join('')}`;
+      const params = e.params as { missingProperty?: string; additionalProperty?: string; propertyName?: string };
+      if (e.keyword === 'required') return `${path}.${params.missingProperty} is required`;
+      if (e.keyword === 'additionalProperties') return `${path}.${params.additionalProperty} is not allowed (the schema allows no other properties)`;
+      if (e.keyword === 'propertyNames') return `${path} has a property name the schema refuses: ${JSON.stringify(params.propertyName)}`;
       return `${path} ${e.message}`;
     })
     .join('; ');
 }
+
+/**
+ * Keywords of the JSON Schema drafts after draft-07 (2019-09, 2020-12). Hookline validates
+ * draft-07, as ajv's default does, which would ignore them: a schema using them is refused at
+ * creation rather than never enforced. (Other keywords it does not know, annotations like
+ * `x-…` or `example`, are left alone, as draft-07 says.)
+ */
+const LATER_DRAFT_KEYWORDS = new Set([
+  'unevaluatedProperties',
+  'unevaluatedItems',
+  'dependentRequired',
+  'dependentSchemas',
+  'prefixItems',
+  'minContains',
+  'maxContains',
+  '$anchor',
+  '$dynamicRef',
+  '$dynamicAnchor',
+  '$recursiveRef',
+  '$recursiveAnchor',
+  '$vocabulary',
+]);
 
 /**
  * A tenant's schema may hold any `pattern`: JavaScript's backtracking engine can take
@@ -58,11 +91,23 @@ export function compiledOnce<T>(compile: () => T): T {
 // addUsedSchema: false, so two tenants' schemas with the same $id never collide. inlineRefs:
 // false, so a $ref used in many places is compiled once, not copied into each (200 uses of a
 // definition of 200 properties took 13 s and 1.5 GB to compile).
-const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, code: { regExp: re2 } };
+// multipleOfPrecision: 19.99 is a multiple of 0.01, which 19.99 / 0.01 = 1998.9999999999998
+// in doubles says it is not; to 9 decimal places it is (and 1.005 still is not).
+const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, multipleOfPrecision: 9, code: { regExp: re2 } };
 
-/** An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…) enforced, not ignored. */
-export function createAjv(): Ajv {
-  const ajv = new Ajv(AJV_OPTIONS);
+/**
+ * An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…)
+ * enforced, not ignored. With `notes`, as a schema is created: what its compile says of
+ * keywords it does not know goes there (see LATER_DRAFT_KEYWORDS), and a format it does not
+ * know is an error.
+ */
+export function createAjv(notes?: string[]): Ajv {
+  const note = (...args: unknown[]) => notes?.push(args.map(String).join(' '));
+  const ajv = new Ajv(
+    notes
+      ? { ...AJV_OPTIONS, strict: 'log', strictTypes: false, strictTuples: false, strictRequired: false, logger: { log() {}, warn: note, error: note } }
+      : AJV_OPTIONS,
+  );
   addFormats(ajv);
   return ajv;
 }
@@ -72,11 +117,25 @@ export function createAjv(): Ajv {
  * throws if it does not compile (see compileProblem).
  */
 export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
-  if (!(ajv.validateSchema(schema) as boolean)) return `is not a valid JSON Schema: ${ajv.errorsText(ajv.errors, { dataVar: 'schema' })}`;
-  // An asynchronous schema's validator answers with a promise, which is no verdict here.
-  if ((compiledOnce(() => createAjv().compile(schema)) as { $async?: boolean }).$async) {
-    return 'must not be asynchronous ($async): Hookline validates events as they come';
+  const dialect = (schema as { $schema?: unknown }).$schema;
+  if (typeof dialect === 'string' && !/^https?:\/\/json-schema\.org\/draft-07\/schema#?$/.test(dialect)) {
+    return `names $schema ${JSON.stringify(dialect.slice(0, 100))}: Hookline validates draft-07 JSON Schemas ("http://json-schema.org/draft-07/schema#", or no $schema)`;
   }
+  if (!(ajv.validateSchema(schema) as boolean)) return `is not a valid JSON Schema: ${ajv.errorsText(ajv.errors, { dataVar: 'schema' })}`;
+  const notes: string[] = [];
+  let compiled: { $async?: boolean };
+  try {
+    compiled = compiledOnce(() => createAjv(notes).compile(schema)) as { $async?: boolean };
+  } catch (error) {
+    // A format misspelt (`e-mail`) or of another validator would never be checked.
+    const unknown = /^unknown format "([^"]*)" ignored in schema at path "([^"]*)"/.exec((error as Error).message);
+    if (unknown) return `uses the format ${JSON.stringify(unknown[1])} at ${unknown[2]}, which Hookline does not know (it would never be checked): known are those of ajv-formats, such as email, date-time, uri, uuid`;
+    throw error;
+  }
+  const later = notes.map((note) => /unknown keyword: "([^"]+)"/.exec(note)?.[1]).find((keyword) => keyword && LATER_DRAFT_KEYWORDS.has(keyword));
+  if (later) return `uses "${later}", a keyword of a later JSON Schema draft (2019-09, 2020-12): Hookline validates draft-07, which would ignore it`;
+  // An asynchronous schema's validator answers with a promise, which is no verdict here.
+  if (compiled.$async) return 'must not be asynchronous ($async): Hookline validates events as they come';
   return undefined;
 }
 
