@@ -234,6 +234,22 @@ export async function buildApp(options: AppOptions): Promise<App> {
       serveGraphiQL(req, res, api.graphiqlPage());
       return;
     }
+    if (api && req.method !== 'OPTIONS' && (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql') {
+      // Who asks, before any of the request is read or parsed: a request without a valid key
+      // counts against its address's limit (a key's against the key's), whatever its document.
+      let viewer: Viewer;
+      try {
+        viewer = await resolveViewer(dataSource, services.config.adminToken, req.headers.authorization, services.apiKeys, services.addressLimiter.of(req));
+        if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
+      } catch (error) {
+        if (!(error instanceof RateLimitedError)) throw error;
+        res.setHeader('retry-after', String(error.retryAfterSeconds));
+        sendJson(res, 429, { errors: [{ message: error.message, extensions: { code: error.code } }] }, graphqlResponseType(req.headers.accept));
+        req.resume();
+        return;
+      }
+      api.requestViewers.set(req, viewer);
+    }
     if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
       // Read (and limit) the body here; Yoga then uses it instead of the consumed stream. Its
       // bytes must be UTF-8 whatever the type: Yoga's own decoding would put U+FFFD in their place.

@@ -224,6 +224,13 @@ export function graphiqlPage(): GraphiQLPage {
   return graphiql;
 }
 
+/**
+ * Who sent each HTTP request to /graphql, resolved (and counted against its key's or its
+ * address's limit) by app.ts before the request is read: a request without a valid key whose
+ * document failed to parse or validate never reached the context, and was never counted.
+ */
+export const requestViewers = new WeakMap<IncomingMessage, Viewer>();
+
 export function createGraphQLServer(services: Services): Yoga {
   const { log, dataSource, config } = services;
   const maskError = createErrorMasker(log);
@@ -262,9 +269,12 @@ export function createGraphQLServer(services: Services): Yoga {
     multipart: false,
     context: async (initial) => {
       const request = (initial as { request?: Request }).request;
+      // Resolved, and counted, by app.ts before the request was read (HTTP).
+      const known = requestViewers.get((initial as { req?: IncomingMessage }).req as IncomingMessage);
       try {
         const viewer =
           initial.viewer ??
+          known ??
           (await resolveViewer(
             dataSource,
             config.adminToken,
@@ -272,7 +282,7 @@ export function createGraphQLServer(services: Services): Yoga {
             services.apiKeys,
             services.addressLimiter.of((initial as { req?: IncomingMessage }).req),
           ));
-        if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
+        if (viewer.kind === 'tenant' && !known) services.rateLimiter.take(viewer.apiKeyId);
         return { viewer, services, log, loaders: createLoaders(services, viewer) };
       } catch (error) {
         if (!(error instanceof RateLimitedError)) throw error;

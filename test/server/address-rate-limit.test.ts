@@ -77,6 +77,17 @@ describe('requests without a valid API key', () => {
     expect(refused.body.error.code).toBe('RATE_LIMITED');
   });
 
+  it('count whatever their document: one that fails to parse or validate is counted before it is read', async () => {
+    // The limit was asked in the GraphQL context, which Yoga builds after parsing and
+    // validating: invalid documents without a key were never counted (316 a second from one
+    // address in a review, each costing 3 ms of the process's time).
+    const answers = [];
+    for (let i = 0; i < RATE + 3; i++) answers.push(await graphql(`{ ${'nope '.repeat(500)}}`, i % 2 ? undefined : `Bearer hkl_madeup${i}`, '127.0.0.19'));
+    expect(answers.slice(0, RATE).map((a) => a.status)).not.toContain(429);
+    expect(answers.slice(RATE).map((a) => a.status)).toEqual(Array(3).fill(429));
+    expect(answers[RATE]!.body.errors[0].extensions.code).toBe('RATE_LIMITED');
+  });
+
   it('count a lookup before it is made: many tokens at once get no more lookups than the rate', async () => {
     const answers = await Promise.all(Array.from({ length: RATE * 5 }, (_, i) => graphql('{ viewer { name } }', `Bearer hkl_burst${i}`, '127.0.0.8')));
     const codes = answers.map((answer) => answer.body.errors?.[0]?.extensions?.code);
