@@ -23,6 +23,8 @@ export interface CatalogEntry {
   schema: object;
   /** A built-in type's validator, run here; a tenant's schema runs in a validation thread. */
   validate?: ValidateFunction;
+  /** Why its schema cannot be run (it did not compile), once found. */
+  broken?: string;
 }
 
 /** Every pattern that selects an event: its name, each `prefix.*` above it, and `*`. */
@@ -479,16 +481,15 @@ export class EventCatalog {
    */
   async validateData(tenantId: TenantId, entry: CatalogEntry, dataJson: string, parsed?: unknown, field = 'data'): Promise<void> {
     let verdict: { errors: string } | { async: true } | undefined;
+    if (entry.broken) throw badInput('event', entry.broken);
     if (entry.validate) {
       verdict = verdictOf(entry.validate, parsed ?? JSON.parse(dataJson));
     } else {
       const outcome = await this.checks.check(tenantId, { kind: 'data', typeId: entry.id, schema: entry.schema, dataJson });
       if (outcome.kind === 'invalid') {
-        // Stored before RE2 checked patterns at creation, say. Not kept: created again, in this
-        // process or another, its schema is replaced (see create), and the next event reads it.
-        this.byName.delete(`${tenantId}:${entry.name}`);
-        this.validators.delete(entry.id);
-        throw badInput('event', `the schema of ${entry.name} ${outcome.message}: createEventType with its name and a schema that compiles replaces it`);
+        // Stored before RE2 checked patterns at creation, say: the same answer every time.
+        entry.broken = `the schema of ${entry.name} ${outcome.message}`;
+        throw badInput('event', entry.broken);
       }
       verdict = (this.settled(outcome, field, `checked against the schema of ${entry.name}`) as { verdict?: typeof verdict }).verdict;
     }
@@ -535,19 +536,6 @@ export class EventCatalog {
     );
   }
 
-  /**
-   * The stored schema of the tenant's own type `name` if it does not compile (triggerEvent
-   * refuses its every event), else undefined. Compiled in a validation thread, as checks are.
-   */
-  private async uncompilableOwn(tenantId: TenantId, name: string): Promise<Record<string, unknown> | undefined> {
-    const [own] = await withTenant(this.dataSource, tenantId, (manager) =>
-      queryRows<{ schema: Record<string, unknown> }>(manager, 'select schema from event_types where name = $1 and tenant_id = $2', [name, tenantId]),
-    );
-    if (!own || !withinSchemaLimits(own.schema)) return undefined;
-    const outcome = await this.checks.check(tenantId, { kind: 'schema', schema: own.schema });
-    return outcome.kind === 'invalid' ? own.schema : undefined;
-  }
-
   async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
     const name = input.name.trim();
     checkEventName('name', name);
@@ -565,7 +553,6 @@ export class EventCatalog {
     // Compiled in a validation thread, within its deadline, as its checks will run.
     const { problem } = this.settled(await this.checks.check(tenantId, { kind: 'schema', schema }), 'schema', 'compiled') as { problem?: string };
     if (problem) throw badInput('schema', problem);
-    const uncompilable = await this.uncompilableOwn(tenantId, name);
     return withTenant(this.dataSource, tenantId, async (manager) => {
       // One creation at a time per tenant, so that creations at once cannot pass the count together.
       await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline event types ' || $1, 0))`, [tenantId]);
@@ -577,10 +564,7 @@ export class EventCatalog {
       if (taken) {
         // The tenant's own type stored before its schema's cost was bounded, beyond the bounds
         // (triggerEvent refuses it): created again, its schema is replaced, so the name is usable.
-        // So is one whose stored schema does not compile (a pattern RE2 cannot run, stored
-        // before patterns ran on RE2), found so just before, if it is still that schema.
-        const stillUncompilable = uncompilable !== undefined && JSON.stringify(taken.schema) === JSON.stringify(uncompilable);
-        if (taken.tenantId === tenantId && (!withinSchemaLimits(taken.schema) || stillUncompilable)) {
+        if (taken.tenantId === tenantId && !withinSchemaLimits(taken.schema)) {
           await manager.query('update event_types set schema = $2, description = $3 where id = $1', [taken.id, schema, description]);
           return (await manager.findOneByOrFail(EventType, { id: taken.id }));
         }
