@@ -91,9 +91,9 @@ export function compiledOnce<T>(compile: () => T): T {
 // addUsedSchema: false, so two tenants' schemas with the same $id never collide. inlineRefs:
 // false, so a $ref used in many places is compiled once, not copied into each (200 uses of a
 // definition of 200 properties took 13 s and 1.5 GB to compile).
-// multipleOfPrecision: 19.99 is a multiple of 0.01, which 19.99 / 0.01 = 1998.9999999999998
-// in doubles says it is not; to 9 decimal places it is (and 1.005 still is not).
-const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, multipleOfPrecision: 9, code: { regExp: re2 } };
+// (No multipleOfPrecision: ajv's slack is on the quotient, so with multipleOf 1e10 it let
+// 50000000009 pass; a decimal multipleOf is judged in doubles, see README.)
+const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, code: { regExp: re2 } };
 
 /**
  * An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…)
@@ -118,8 +118,8 @@ export function createAjv(notes?: string[]): Ajv {
  */
 export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
   const dialect = (schema as { $schema?: unknown }).$schema;
-  if (typeof dialect === 'string' && !/^https?:\/\/json-schema\.org\/draft-07\/schema#?$/.test(dialect)) {
-    return `names $schema ${JSON.stringify(dialect.slice(0, 100))}: Hookline validates draft-07 JSON Schemas ("http://json-schema.org/draft-07/schema#", or no $schema)`;
+  if (typeof dialect === 'string' && !/^http:\/\/json-schema\.org\/draft-07\/schema#?$/.test(dialect)) {
+    return `names $schema ${JSON.stringify(dialect.slice(0, 100))}: Hookline validates draft-07 JSON Schemas ("http://json-schema.org/draft-07/schema#", as draft-07 writes it, or no $schema)`;
   }
   if (!(ajv.validateSchema(schema) as boolean)) return `is not a valid JSON Schema: ${ajv.errorsText(ajv.errors, { dataVar: 'schema' })}`;
   const notes: string[] = [];
@@ -132,7 +132,7 @@ export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
     if (unknown) return `uses the format ${JSON.stringify(unknown[1])} at ${unknown[2]}, which Hookline does not know (it would never be checked): known are those of ajv-formats, such as email, date-time, uri, uuid`;
     throw error;
   }
-  const later = notes.map((note) => /unknown keyword: "([^"]+)"/.exec(note)?.[1]).find((keyword) => keyword && LATER_DRAFT_KEYWORDS.has(keyword));
+  const later = notes.map((note) => /^strict mode: unknown keyword: "([^"]+)"$/.exec(note)?.[1]).find((keyword) => keyword && LATER_DRAFT_KEYWORDS.has(keyword));
   if (later) return `uses "${later}", a keyword of a later JSON Schema draft (2019-09, 2020-12): Hookline validates draft-07, which would ignore it`;
   // An asynchronous schema's validator answers with a promise, which is no verdict here.
   if (compiled.$async) return 'must not be asynchronous ($async): Hookline validates events as they come';

@@ -462,21 +462,10 @@ describe('createEventType', () => {
     expect(good.errors).toBeUndefined();
   });
 
-  it('takes multipleOf with decimals as JSON Schema means it (19.99 is a multiple of 0.01), and names the property an error is about', async () => {
+  it('names the property an error is about (one not allowed, a key with /)', async () => {
     const tenant = await hl.createTenant('Amounts');
-    const schema = {
-      type: 'object',
-      additionalProperties: false,
-      properties: { total: { type: 'number', multipleOf: 0.01 }, tenth: { type: 'number', multipleOf: 0.1 }, 'a/b': { type: 'string' } },
-    };
+    const schema = { type: 'object', additionalProperties: false, properties: { total: { type: 'number' }, 'a/b': { type: 'string' } } };
     expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'amount.set', schema } }, tenant.apiKey)).errors).toBeUndefined();
-    // In doubles, 19.99 / 0.01 is 1998.9999999999998: ajv alone refused it.
-    for (const data of [{ total: 19.99 }, { total: 0.07 }, { tenth: 0.3 }, { tenth: 0.7 }]) {
-      const res = await hl.gql(TRIGGER, { input: { event: 'amount.set', data } }, tenant.apiKey);
-      expect(res.errors, JSON.stringify(data)).toBeUndefined();
-    }
-    const fraction = await hl.gql(TRIGGER, { input: { event: 'amount.set', data: { total: 1.005 } } }, tenant.apiKey);
-    expect(fraction.errors?.[0]?.message).toContain('data.total must be multiple of 0.01');
     const extra = await hl.gql(TRIGGER, { input: { event: 'amount.set', data: { total: 1, coupon: 'X' } } }, tenant.apiKey);
     expect(extra.errors?.[0]?.message).toContain('data.coupon is not allowed');
     const slashed = await hl.gql(TRIGGER, { input: { event: 'amount.set', data: { 'a/b': 1 } } }, tenant.apiKey);
@@ -491,6 +480,7 @@ describe('createEventType', () => {
       [{ type: 'object', properties: { list: { type: 'array', prefixItems: [{ type: 'string' }] } } }, '"prefixItems"'],
       [{ type: 'object', properties: { contact: { type: 'string', format: 'e-mail' } } }, 'the format "e-mail" at #/properties/contact, which Hookline does not know'],
       [{ $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object' }, 'Hookline validates draft-07 JSON Schemas'],
+      [{ $schema: 'https://json-schema.org/draft-07/schema#', type: 'object' }, 'as draft-07 writes it'],
     ];
     for (const [schema, message] of refused) {
       const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.checked', schema } }, tenant.apiKey);
