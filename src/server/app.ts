@@ -77,6 +77,15 @@ export const WS_UNAUTHENTICATED_REASON = 'UNAUTHENTICATED: connection parameter 
  * never retries, where this one passes once the rate refills.
  */
 export const WS_RATE_LIMITED = 4503;
+/** What a WebSocket not yet accepted may send in one message: a connection_init, a ping. */
+const PRE_INIT_MESSAGE_BYTES = 16 * 1024;
+/** What may wait to be sent on a WebSocket: past it the client does not read, and is cut off. */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
+function wsMessageBytes(data: import('ws').RawData): number {
+  return Array.isArray(data) ? data.reduce((n, part) => n + part.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+}
+
 export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a valid API key from this address; retry later';
 
 interface SocketEntry {
@@ -348,8 +357,35 @@ export async function buildApp(options: AppOptions): Promise<App> {
     // this listener, added before graphql-ws's, sees the message's text first and notes such a
     // number of a `subscribe`, and onSubscribe refuses that operation with it.
     const inexactOperations = new WeakMap<object, Map<string, InexactNumberError>>();
-    wss.on('connection', (socket) => {
+    /** Sockets whose connection_init had a valid key (onConnect). */
+    const acceptedSockets = new WeakSet<object>();
+    wss.on('connection', (socket, request) => {
       socket.on('message', (data) => {
+        // Sent on after the server closed it (graphql-ws's init timeout, say): ws would wait 30 s
+        // for the client's close, parsing all the while.
+        if (socket.readyState !== socket.OPEN) return socket.terminate();
+        // graphql-ws answers a ping with its payload; a client that never reads would have the
+        // answers kept for it without end.
+        if (socket.bufferedAmount > MAX_BUFFERED_BYTES) return socket.terminate();
+        if (!acceptedSockets.has(socket)) {
+          // Not yet accepted (no valid key): each message but the connection_init is a request
+          // without a key, and none needs more than a connection_init's few bytes.
+          if (wsMessageBytes(data) > PRE_INIT_MESSAGE_BYTES) return socket.terminate();
+          let init = false;
+          try {
+            init = (JSON.parse(String(data)) as { type?: unknown } | null)?.type === 'connection_init';
+          } catch {
+            // not JSON: graphql-ws closes the socket
+          }
+          if (!init) {
+            try {
+              services.addressLimiter.of(request).take();
+            } catch (error) {
+              if (!(error instanceof RateLimitedError)) throw error;
+              return socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
+            }
+          }
+        }
         const text = String(data);
         let message: { type?: unknown; id?: unknown } | null;
         try {
@@ -393,6 +429,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
             return false;
           }
           const entry: SocketEntry = { viewer, authorization, close: (code, reason) => socket.close(code, reason) };
+          acceptedSockets.add(socket);
           sockets.add(entry);
           socket.once('close', () => sockets.delete(entry));
           ctx.extra.entry = entry;

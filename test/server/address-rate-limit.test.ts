@@ -132,6 +132,29 @@ describe('requests without a valid API key', () => {
     expect((await graphql('{ __typename }', undefined, '127.0.0.5')).body).toEqual({ data: { __typename: 'Query' } });
   });
 
+  it('count each message of a WebSocket not yet accepted, and cut off one that sends more than a connection_init needs', async () => {
+    // graphql-ws answers a ping, before connection_init too, with its payload: 5 sockets that
+    // sent 1 MiB pings and never read made a process hold 1.7 GB, none of it counted.
+    const open = () =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const socket = new WebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws', { localAddress: '127.0.0.1' });
+        socket.on('open', () => resolve(socket));
+        socket.on('error', reject);
+      });
+    const closeOf = (socket: WebSocket) => new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+    const big = await open();
+    const bigClosed = closeOf(big);
+    big.send(JSON.stringify({ type: 'ping', payload: { x: 'x'.repeat(100_000) } }));
+    expect(await bigClosed).toBe(1006); // terminated, no close frame
+    // Small pings count as requests without a key: past the rate, 4503 as for a connection.
+    await exhaust('127.0.0.1');
+    const chatty = await open();
+    const chattyClosed = closeOf(chatty);
+    chatty.send(JSON.stringify({ type: 'ping' }));
+    expect(await chattyClosed).toBe(WS_RATE_LIMITED);
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the rate back, for the tests after
+  });
+
   it('close a WebSocket with 4503 and RATE_LIMITED once the address has used its rate (a code graphql-ws retries)', async () => {
     // ws connects from 127.0.0.1: the address of the test's other clients, exhausted here.
     await exhaust('127.0.0.1');
