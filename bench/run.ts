@@ -264,6 +264,8 @@ async function startHookline(role: 'api' | 'worker' | 'all', databaseUrl: string
     // 200 a tenant in a process by default) raised to their number.
     HOOKLINE_LIVE_PER_KEY: String(Math.max(SIZES.subscribers, 100)),
     HOOKLINE_LIVE_PER_TENANT: String(Math.max(SIZES.subscribers, 200)),
+    // Each subscriber its own connection, all from loopback (256 an address by default).
+    HOOKLINE_MAX_CONNECTIONS_PER_ADDRESS: String(Math.max(SIZES.subscribers + 100, 256)),
     LOG_LEVEL: 'warn',
     PORT: String(port),
   });

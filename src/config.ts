@@ -53,6 +53,10 @@ export interface Config {
   liveSubscriptionsPerKey: number;
   /** deliveryUpdated subscriptions open at once on one WebSocket connection. */
   liveSubscriptionsPerConnection: number;
+  /** Connections (HTTP and WebSocket) open at once to one process; more are closed as they come. */
+  maxConnections: number;
+  /** Of those, from one client address (an IPv4 address, an IPv6 /64), trusted proxies apart. */
+  maxConnectionsPerAddress: number;
   /** Threads that check events' data against tenants' own schemas (see validation-pool.ts). */
   validationThreads: number;
   /** How long one such check may run before it is refused and its thread replaced (ms). */
@@ -192,6 +196,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     liveSubscriptionsPerTenant: read(env, 'HOOKLINE_LIVE_PER_TENANT', '200', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerKey: read(env, 'HOOKLINE_LIVE_PER_KEY', '100', (t) => parseInteger(t, 1, 1_000_000)),
     liveSubscriptionsPerConnection: read(env, 'HOOKLINE_LIVE_PER_CONNECTION', '20', (t) => parseInteger(t, 1, 1_000_000)),
+    maxConnections: read(env, 'HOOKLINE_MAX_CONNECTIONS', '10000', (t) => parseInteger(t, 1, 1_000_000)),
+    maxConnectionsPerAddress: read(env, 'HOOKLINE_MAX_CONNECTIONS_PER_ADDRESS', '256', (t) => parseInteger(t, 1, 1_000_000)),
     validationThreads: read(env, 'HOOKLINE_VALIDATION_THREADS', '2', (t) => parseInteger(t, 1, 64)),
     validationTimeoutMs: read(env, 'HOOKLINE_VALIDATION_TIMEOUT', '2s', (t) => parseDurationUpTo(t, 60_000, '1m')),
     metricsToken: read(env, 'HOOKLINE_METRICS_TOKEN', '', (t) => {

@@ -96,6 +96,8 @@ describe('given values', () => {
       HOOKLINE_LIVE_STALL: '750ms',
       HOOKLINE_METRICS_TOKEN: 'prometheus-scrape-token',
       HOOKLINE_LIVE_PER_TENANT: '300',
+      HOOKLINE_MAX_CONNECTIONS: '2000',
+      HOOKLINE_MAX_CONNECTIONS_PER_ADDRESS: '50',
     });
     expect(config).toMatchObject({
       databaseUrl: 'postgres://u:p@db.example:5432/hookline',
@@ -115,6 +117,8 @@ describe('given values', () => {
       liveStallMs: 750,
       metricsToken: 'prometheus-scrape-token',
       liveSubscriptionsPerTenant: 300,
+      maxConnections: 2_000,
+      maxConnectionsPerAddress: 50,
     });
   });
 
@@ -209,6 +213,8 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2m'],
     ['HOOKLINE_METRICS_TOKEN', 'two words'],
+    ['HOOKLINE_MAX_CONNECTIONS', '0'],
+    ['HOOKLINE_MAX_CONNECTIONS_PER_ADDRESS', 'many'],
     // Accepted, such a token could never be sent: every admin call would be UNAUTHENTICATED.
     ['ADMIN_TOKEN', 'a-chosen-admin-token\n'],
     ['ADMIN_TOKEN', 'a chosen admin token'],

@@ -103,7 +103,8 @@ export function parseTrustedProxies(text: string): TrustedProxies {
     });
 }
 
-function trusted(address: string, proxies: TrustedProxies): boolean {
+/** Whether `address` is one of the trusted proxies. */
+export function trusted(address: string, proxies: TrustedProxies): boolean {
   if (!ipaddr.isValid(address)) return false;
   const parsed = ipaddr.process(address); // an IPv4-mapped IPv6 address as IPv4
   return proxies.some(([range, bits]) => range.kind() === parsed.kind() && parsed.match(range as never, bits));

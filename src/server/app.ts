@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
-import { RateLimitedError } from '../auth/rate-limit.js';
+import { RateLimitedError, addressKey, trusted } from '../auth/rate-limit.js';
 import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { unauthenticated } from '../errors.js';
@@ -147,6 +147,34 @@ function jsonMediaType(req: IncomingMessage): 'application/json' | 'application/
 function wantsGraphiQL(req: IncomingMessage): boolean {
   const path = (req.url ?? '').split('?')[0];
   return (path === '/graphql' || path === '/graphql/') && !!req.headers.accept?.includes('text/html');
+}
+
+/**
+ * Caps the connections open at once (HTTP, WebSockets among them): in all, so that clients
+ * cannot use up the process's file descriptors (its database pool then fails to connect), and
+ * from one address (trusted proxies apart, whose connections are many clients'), so that one
+ * client cannot take them all. An idle keep-alive connection is held 65 s, renewed by one request
+ * a minute: a review held 20,000 with no key. One more is closed as it comes.
+ */
+function limitConnections(server: import('node:http').Server, config: Services['config']): void {
+  server.maxConnections = config.maxConnections;
+  const open = new Map<string, number>();
+  server.on('connection', (socket: import('node:net').Socket) => {
+    const address = socket.remoteAddress;
+    if (!address || trusted(address, config.trustedProxies)) return;
+    const key = addressKey(address);
+    const n = (open.get(key) ?? 0) + 1;
+    if (n > config.maxConnectionsPerAddress) {
+      socket.destroy();
+      return;
+    }
+    open.set(key, n);
+    socket.once('close', () => {
+      const left = open.get(key)! - 1;
+      if (left > 0) open.set(key, left);
+      else open.delete(key);
+    });
+  });
 }
 
 /** The media type Yoga answers in: the first of its two JSON types that `accept` lists, else application/json. */
@@ -345,6 +373,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     onRequest,
   );
   server.keepAliveTimeout = 65_000;
+  limitConnections(server, services.config);
 
   const sockets = new Set<SocketEntry>();
   let wss: WebSocketServer | undefined;
