@@ -143,10 +143,14 @@ function jsonMediaType(req: IncomingMessage): 'application/json' | 'application/
   return undefined;
 }
 
+/** Whether a request is to GraphQL's endpoint, /graphql (a query string, a trailing slash aside). */
+function toGraphQL(req: IncomingMessage): boolean {
+  return (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql';
+}
+
 /** A browser's page load of /graphql (a GET that takes HTML), as Yoga tells one. */
 function wantsGraphiQL(req: IncomingMessage): boolean {
-  const path = (req.url ?? '').split('?')[0];
-  return (path === '/graphql' || path === '/graphql/') && !!req.headers.accept?.includes('text/html');
+  return toGraphQL(req) && !!req.headers.accept?.includes('text/html');
 }
 
 /**
@@ -271,7 +275,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       serveGraphiQL(req, res, api.graphiqlPage());
       return;
     }
-    if (api && req.method !== 'OPTIONS' && (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql') {
+    if (api && req.method !== 'OPTIONS' && toGraphQL(req)) {
       // Who asks, before any of the request is read or parsed: a request without a valid key
       // counts against its address's limit (a key's against the key's), whatever its document.
       let viewer: Viewer;
@@ -347,7 +351,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
             : [400, { code: error.code, message: error.message }];
         // In the shape each client reads: GraphQL's errors on /graphql (in the media type Yoga
         // answers a malformed body in), REST's error elsewhere.
-        const graphql = (req.url ?? '').split('?')[0]!.replace(/\/+$/, '') === '/graphql';
+        const graphql = toGraphQL(req);
         if (graphql) sendJson(res, status, { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] }, graphqlResponseType(req.headers.accept));
         else sendJson(res, status, { error: refusal });
         req.resume();
@@ -396,31 +400,24 @@ export async function buildApp(options: AppOptions): Promise<App> {
         // graphql-ws answers a ping with its payload; a client that never reads would have the
         // answers kept for it without end.
         if (socket.bufferedAmount > MAX_BUFFERED_BYTES) return socket.terminate();
-        if (!acceptedSockets.has(socket)) {
-          // Not yet accepted (no valid key): each message but the connection_init is a request
-          // without a key, and none needs more than a connection_init's few bytes.
-          if (wsMessageBytes(data) > PRE_INIT_MESSAGE_BYTES) return socket.terminate();
-          let init = false;
-          try {
-            init = (JSON.parse(String(data)) as { type?: unknown } | null)?.type === 'connection_init';
-          } catch {
-            // not JSON: graphql-ws closes the socket
-          }
-          if (!init) {
-            try {
-              services.addressLimiter.of(request).take();
-            } catch (error) {
-              if (!(error instanceof RateLimitedError)) throw error;
-              return socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
-            }
-          }
-        }
+        // Not yet accepted (no valid key): none needs more than a connection_init's few bytes.
+        const accepted = acceptedSockets.has(socket);
+        if (!accepted && wsMessageBytes(data) > PRE_INIT_MESSAGE_BYTES) return socket.terminate();
         const text = String(data);
-        let message: { type?: unknown; id?: unknown } | null;
+        let message: { type?: unknown; id?: unknown } | null | undefined;
         try {
           message = JSON.parse(text);
         } catch {
-          return; // graphql-ws closes the socket
+          // not JSON: graphql-ws closes the socket (counted below all the same)
+        }
+        if (!accepted && message?.type !== 'connection_init') {
+          // Each message but the connection_init is a request without a key.
+          try {
+            services.addressLimiter.of(request).take();
+          } catch (error) {
+            if (!(error instanceof RateLimitedError)) throw error;
+            return socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
+          }
         }
         if (message?.type !== 'subscribe' || typeof message.id !== 'string') return;
         // The operation's path (`variables.…`), as over HTTP, not the message's (`payload.variables.…`).
