@@ -8,7 +8,8 @@ import { TRIGGER_EVENT } from '../helpers/operations.js';
 
 const fixture = apiWithLiveBuffer(1000);
 
-it('a long last error reaches live subscribers whole, a short one as it is', async () => {
+/** A tenant subscribed to invoice.* at the receiver, and the ids of `n` deliveries of its own (left PENDING: no dispatcher). */
+async function tenantWithDeliveries(n: number) {
   const { hl, receiver } = fixture;
   const tenant = await hl.createTenant();
   const created = await hl.gql(
@@ -17,8 +18,17 @@ it('a long last error reaches live subscribers whole, a short one as it is', asy
     tenant.apiKey,
   );
   expect(created.errors).toBeUndefined();
-  const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'invoice.created', data: { amount: 1, customer: 'Acme' } } }, tenant.apiKey);
-  const id = triggered.data.triggerEvent.deliveries[0].id as string;
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'invoice.created', data: { amount: i, customer: 'Acme' } } }, tenant.apiKey);
+    ids.push(triggered.data.triggerEvent.deliveries[0].id);
+  }
+  return { tenant, ids };
+}
+
+it('a long last error reaches live subscribers whole, a short one as it is', async () => {
+  const { hl } = fixture;
+  const { tenant, ids: [id] } = await tenantWithDeliveries(1);
   const client = hl.wsClient(tenant.apiKey);
   try {
     const subscribed = moreSubscribers(hl);
@@ -48,18 +58,8 @@ it('an error JSON writes longer than it is (quotes, control characters) never ta
   // Measured as stored, 3,990 quotes were within 6,000 bytes, and ten errors of 150 control
   // characters within 200 each: written as JSON, 7,980 and ten times 900 bytes, over the 8,000
   // a notification may hold, and the statement that changed the deliveries failed.
-  const { hl, receiver } = fixture;
-  const tenant = await hl.createTenant();
-  await hl.gql(
-    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-    { input: { url: receiver.url, events: ['invoice.*'] } },
-    tenant.apiKey,
-  );
-  const ids: string[] = [];
-  for (let i = 0; i < 10; i++) {
-    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'invoice.created', data: { amount: i, customer: 'Acme' } } }, tenant.apiKey);
-    ids.push(triggered.data.triggerEvent.deliveries[0].id);
-  }
+  const { hl } = fixture;
+  const { tenant, ids } = await tenantWithDeliveries(10);
   const client = hl.wsClient(tenant.apiKey);
   try {
     const subscribed = moreSubscribers(hl);
