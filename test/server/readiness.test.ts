@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { poolOf } from '../../src/db/query.js';
-import { READINESS_TIMEOUT_MS } from '../../src/server/app.js';
+import { READINESS_REUSE_MS, READINESS_TIMEOUT_MS } from '../../src/server/app.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { startReceiver } from '../helpers/receiver.js';
@@ -32,7 +32,7 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   expect((await fetch(`${hl.url}/readyz`)).status).toBe(200);
   await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections false`);
   await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1', [database]);
-  await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, READINESS_REUSE_MS + 200)); // the last answer stands that long
   const down = await fetch(`${hl.url}/readyz`);
   const body = await down.json();
   expect(down.status).toBe(503);
@@ -47,7 +47,15 @@ it('answers 503 within seconds while the database hangs (stopped, its host lost)
   const hanging = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl: proxy.url });
   try {
     expect((await fetch(`${hanging.url}/readyz`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, READINESS_REUSE_MS + 100)); // past the answer's reuse
     proxy.silence(); // connections open and new ones alike get no answer, and are not closed
+    const pool = poolOf(hanging.dataSource);
+    // Probes in numbers share one round trip: one connection waits on the silent database, and
+    // the pool stays free for the API.
+    const probes = Array.from({ length: 20 }, () => fetch(`${hanging.url}/readyz`, { signal: AbortSignal.timeout(15_000) }));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(pool.totalCount - pool.idleCount, 'connections waiting for the silent database').toBe(1);
+    expect((await Promise.all(probes)).map((r) => r.status)).toEqual(Array(20).fill(503));
     for (const _ of [1, 2]) {
       const asked = Date.now();
       const down = await fetch(`${hanging.url}/readyz`, { signal: AbortSignal.timeout(15_000) });
@@ -62,7 +70,6 @@ it('answers 503 within seconds while the database hangs (stopped, its host lost)
       if (status !== 200) await new Promise((r) => setTimeout(r, 100));
     }
     expect(status).toBe(200);
-    const pool = poolOf(hanging.dataSource);
     expect(pool.totalCount - pool.idleCount, 'no connection is left checked out on a check that hung').toBe(0);
   } finally {
     await proxy.close(); // what still hangs on the silenced connections fails, so the stop can finish
