@@ -553,6 +553,18 @@ export async function buildApp(options: AppOptions): Promise<App> {
       },
       wss,
     );
+    wss.on('connection', (socket) => {
+      // A socket's `error` is nearly always a client breaking the protocol (a message over
+      // maxPayload, a frame not masked: ws's WS_ERR_ codes), and ws has already closed the
+      // socket with the code that says so (1009, 1002). graphql-ws's own listener, added just
+      // before this one, printed each with its stack to stderr as "an internal error… check
+      // your implementation": lines out of the JSON log, as many as any client liked to cause.
+      socket.removeAllListeners('error');
+      socket.on('error', (error: Error & { code?: string }) => {
+        if (error.code?.startsWith('WS_ERR_')) log.debug({ code: error.code, reason: error.message }, 'WebSocket closed: the client broke the protocol');
+        else log.warn({ err: error }, 'WebSocket closed on an error');
+      });
+    });
   }
 
   await new Promise<void>((resolve, reject) => {
