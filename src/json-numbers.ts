@@ -108,12 +108,15 @@ export function pathAt(json: string, offset: number, root = ''): string {
     }
   }
   let path = root;
-  for (const { array, at } of stack) {
-    if (array) path += `[${at}]`;
-    // A key that would read as more than one step (`a.b`, `x[0]`) is written quoted.
-    else if (at !== undefined) path += !PLAIN_KEY.test(String(at)) ? `[${JSON.stringify(at)}]` : path ? `.${at}` : `${at}`;
-  }
+  for (const { array, at } of stack) if (at !== undefined) path = stepInto(path, array ? (at as number) : String(at));
   return path;
+}
+
+/** `path` one step further in: an array's index, or an object's key. */
+export function stepInto(path: string, at: string | number): string {
+  if (typeof at === 'number') return `${path}[${at}]`;
+  // A key that would read as more than one step (`a.b`, `x[0]`) is written quoted.
+  return !PLAIN_KEY.test(at) ? `${path}[${JSON.stringify(at)}]` : path ? `${path}.${at}` : at;
 }
 
 const PLAIN_KEY = /^[^.[\]"\\]+$/;

@@ -6,7 +6,7 @@ import RelayPlugin from '@pothos/plugin-relay';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { Viewer } from '../auth/viewer.js';
 import { DATE_TIME_EXPECTED, parseDateTime } from '../date-time.js';
-import { InexactNumberError, keptExactly } from '../json-numbers.js';
+import { InexactNumberError, keptExactly, stepInto } from '../json-numbers.js';
 import type { Services } from '../services.js';
 import type { Logger } from '../logger.js';
 import type { Loaders } from './loaders.js';
@@ -62,21 +62,22 @@ builder.scalarType('DateTime', {
   },
 });
 
-function literalToJson(node: ValueNode, variables?: Record<string, unknown> | null): JsonValue {
+/** A JSON literal as its value; `path` is where `node` is within the literal (a refusal names it). */
+function literalToJson(node: ValueNode, variables?: Record<string, unknown> | null, path = ''): JsonValue {
   switch (node.kind) {
     case Kind.STRING:
     case Kind.BOOLEAN:
       return node.value;
     case Kind.INT:
     case Kind.FLOAT:
-      if (!keptExactly(node.value)) throw new InexactNumberError(node.value, '');
+      if (!keptExactly(node.value)) throw new InexactNumberError(node.value, path);
       return Number(node.value);
     case Kind.NULL:
       return null;
     case Kind.LIST:
-      return node.values.map((v) => literalToJson(v, variables));
+      return node.values.map((v, i) => literalToJson(v, variables, stepInto(path, i)));
     case Kind.OBJECT:
-      return Object.fromEntries(node.fields.map((f) => [f.name.value, literalToJson(f.value, variables)]));
+      return Object.fromEntries(node.fields.map((f) => [f.name.value, literalToJson(f.value, variables, stepInto(path, f.name.value))]));
     case Kind.VARIABLE: {
       // As JSON: a variable coerced by its own type (a DateTime is a Date) is JSON's string in data.
       const value = variables?.[node.name.value];

@@ -100,8 +100,9 @@ describe('over the API', () => {
     });
     refusals.push({ status: escapedKey.status, error: (await escapedKey.json()).errors?.[0], where: 'variables.input.data.invoice.lines[1].account' });
 
-    const inline = await fixture.hl.gql('mutation { triggerEvent(input: { event: "test.event", data: { account: 12345678901234567890 } }) { event { id } } }', {}, key);
-    refusals.push({ error: inline.errors?.[0], where: '12345678901234567890' });
+    const inline = await fixture.hl.gql('mutation { triggerEvent(input: { event: "test.event", data: { invoice: { lines: [{}, { account: 12345678901234567890 }] } } }) { event { id } } }', {}, key);
+    // Where it is within the literal (graphql-js names the argument, with its text).
+    refusals.push({ error: inline.errors?.[0], where: 'invoice.lines[1].account: the number 12345678901234567890' });
 
     // graphql-ws's client writes with JSON.stringify, which cannot write such a number: the
     // message is written as text, as any other client could write it.
