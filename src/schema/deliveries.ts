@@ -130,7 +130,7 @@ WebhookEventRef.implement({
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({
       type: [DeliveryRef],
-      description: 'One per subscription the event went to.',
+      description: `One per subscription the event went to, oldest first: the first ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')} (an event sent to more subscriptions than that has them all in \`deliveries(eventId:)\`, a page at a time).`,
       complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
       resolve: (e, _args, { viewer, services }) =>
         services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true }),
@@ -261,12 +261,18 @@ builder.queryField('deliveries', (t) =>
       event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused). Empty, as every filter: no filter.' }),
       status: t.arg({ type: DeliveryStatusEnum }),
       subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty, as every filter: no filter (a dashboard\'s "all").' }),
+      eventId: t.arg.id({ description: 'Only deliveries of this event (a webhookEvent\'s id): all of them, where its `deliveries` field lists the first 1,000.' }),
     },
     resolve: (_root, args, { viewer, services }) =>
       pageOf(args, (window) =>
         services.deliveries.list(
           requireTenant(viewer),
-          { event: args.event, status: args.status, subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null },
+          {
+            event: args.event,
+            status: args.status,
+            subscriptionId: args.subscriptionId ? String(args.subscriptionId) : null,
+            eventId: args.eventId ? String(args.eventId) : null,
+          },
           window,
         ),
       ),

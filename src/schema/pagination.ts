@@ -24,6 +24,10 @@ export async function pageOf<T extends { id: string; createdAt: Date }>(args: De
   for (const field of ['first', 'last'] as const) {
     if ((args[field] ?? 0) > MAX_PAGE_SIZE) throw badInput(field, `must be at most ${MAX_PAGE_SIZE} (a page holds at most ${MAX_PAGE_SIZE} rows)`);
   }
+  // Together, one of them would be passed over (Pothos pages forward by `first`, last ignored).
+  if (args.first != null && args.last != null) {
+    throw badInput('last', 'cannot be given with first: page forward with first (and after), or backward with last (and before)');
+  }
   const page = (await resolveCursorConnection(
     { args, defaultSize: DEFAULT_PAGE_SIZE, maxSize: MAX_PAGE_SIZE, toCursor: (row: T) => cursorOf(row) },
     (window: PageWindow): Promise<T[]> => fetch(window),

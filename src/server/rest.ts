@@ -46,6 +46,8 @@ interface Route {
   /** Path segments after the prefix; ':id' matches one segment. */
   path: string[];
   methods: Partial<Record<Method, Handler>>;
+  /** The query parameters each method reads; any other is refused (see checkQuery). */
+  query?: Partial<Record<Method, readonly string[]>>;
 }
 
 // ---- JSON shapes (snake_case, as in the guide) ----------------------------
@@ -110,6 +112,7 @@ const REST_FIELD: Record<string, string> = {
   resourceId: 'resource_id',
   idempotencyKey: 'idempotency_key',
   subscriptionId: 'subscription_id',
+  eventId: 'event_id',
   disabledReason: 'disabled_reason',
 };
 
@@ -166,8 +169,9 @@ function pageWindow(query: URLSearchParams): PageWindow {
   const raw = query.get('limit');
   let limit = MAX_PAGE_SIZE;
   if (raw !== null && raw !== '') {
-    limit = Number(raw);
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_SIZE) throw badInput('limit', `must be an integer from 1 to ${MAX_PAGE_SIZE}`);
+    // Digits only: Number() also reads '0x10', '1e1' and ' 1'.
+    limit = /^\d{1,3}$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!(limit >= 1 && limit <= MAX_PAGE_SIZE)) throw badInput('limit', `must be an integer from 1 to ${MAX_PAGE_SIZE}`);
   }
   const after = query.get('after') || undefined;
   return { after, limit, inverted: false };
@@ -189,6 +193,22 @@ function pageAnswer<Row extends { id: string; createdAt: Date }>(request: RestRe
 // ---- handlers --------------------------------------------------------------
 
 const SUBSCRIPTION_FIELDS = ['event', 'events', 'url', 'secret', 'description', 'headers', 'active'] as const;
+
+/**
+ * The query parameters an endpoint reads, each at most once: another (a misspelt
+ * `subscripton_id`, an `offset` this API does not have) would otherwise be passed over and
+ * the answer look like the one asked for, unfiltered.
+ */
+function checkQuery(request: RestRequest, known: readonly string[]): void {
+  const seen = new Set<string>();
+  for (const name of request.query.keys()) {
+    if (!known.includes(name)) {
+      throw badInput(name, `is not a query parameter of ${request.path}; ${known.length ? `it reads ${known.join(', ')}` : 'it reads none'}`);
+    }
+    if (seen.has(name)) throw badInput(name, 'is given more than once');
+    seen.add(name);
+  }
+}
 
 const createSubscription: Handler = async (services, { tenantId, json }) => {
   const body = await json();
@@ -304,9 +324,13 @@ const getDelivery: Handler = async (services, { tenantId, params }) => {
 };
 
 const ROUTES: Route[] = [
-  { path: ['subscriptions'], methods: { GET: listSubscriptions, POST: createSubscription } },
+  { path: ['subscriptions'], methods: { GET: listSubscriptions, POST: createSubscription }, query: { GET: ['event', 'active', 'limit', 'after'] } },
   { path: ['subscriptions', ':id'], methods: { GET: getSubscription } },
-  { path: ['deliveries'], methods: { GET: listDeliveries, POST: createDeliveries } },
+  {
+    path: ['deliveries'],
+    methods: { GET: listDeliveries, POST: createDeliveries },
+    query: { GET: ['event', 'status', 'subscription_id', 'event_id', 'limit', 'after'] },
+  },
   { path: ['deliveries', ':id'], methods: { GET: getDelivery } },
 ];
 
@@ -350,7 +374,8 @@ export function createRestRoutes(services: Services): Routes {
       return true;
     }
     // HEAD is GET without the body (Node's server leaves it out).
-    const handler = found.route.methods[(req.method === 'HEAD' ? 'GET' : req.method) as Method];
+    const method = (req.method === 'HEAD' ? 'GET' : req.method) as Method;
+    const handler = found.route.methods[method];
     if (!handler) {
       const allowed = Object.keys(found.route.methods);
       res.setHeader('allow', (allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed).join(', '));
@@ -382,7 +407,9 @@ export function createRestRoutes(services: Services): Routes {
         }
         return parsed as Record<string, unknown>;
       };
-      const answer = await handler(services, { tenantId, params: found.params, path, query: url.searchParams, json });
+      const request: RestRequest = { tenantId, params: found.params, path, query: url.searchParams, json };
+      checkQuery(request, found.route.query?.[method] ?? []);
+      const answer = await handler(services, request);
       for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
       sendJson(res, answer.status, answer.body);
     } catch (error) {

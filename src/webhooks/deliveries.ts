@@ -98,7 +98,8 @@ export class DeliveryService {
       for (const key of ['subscriptionId', 'eventId'] as const) {
         const value = filter[key];
         if (value === undefined || value === null) continue;
-        if (!isUuid(value)) return Promise.resolve([]);
+        // No id of this API: a mistake to say so, not a filter that matches nothing.
+        if (!isUuid(value)) throw badInput(key, `is not an id Hookline gives (a UUID): ${JSON.stringify(value.slice(0, 100))}`);
         add(key === 'subscriptionId' ? 'subscription_id = ?' : 'event_id = ?', value);
       }
       return keysetPage<DeliveryRow>(m, {

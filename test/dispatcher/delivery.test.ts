@@ -607,6 +607,44 @@ describe('reading deliveries', () => {
     const pending = await hl.gql(LIST, { status: 'PENDING' }, key);
     expect(pending.data.deliveries.edges).toEqual([]);
   });
+
+  it('lists one event\'s deliveries page by page (eventId), refuses what is no id, and first with last', async () => {
+    const receiver = await receiverWith();
+    const subscriptions = [];
+    for (let i = 0; i < 3; i++) subscriptions.push((await subscribe(receiver.url, ['invoice.created'])).subscription.id);
+    const event = await trigger({ event: 'invoice.created', data: INVOICE });
+    const other = await trigger({ event: 'invoice.created', data: INVOICE });
+    expect(event.deliveries).toHaveLength(3);
+    const LIST = `query($first: Int, $last: Int, $after: String, $eventId: ID, $subscriptionId: ID) {
+      deliveries(first: $first, last: $last, after: $after, eventId: $eventId, subscriptionId: $subscriptionId) {
+        edges { node { id webhookEvent { id } } } pageInfo { hasNextPage endCursor } } }`;
+    const seen: string[] = [];
+    let after: string | null = null;
+    do {
+      const res: any = await hl.gql(LIST, { first: 2, after, eventId: event.event.id }, key);
+      expect(res.errors).toBeUndefined();
+      for (const { node } of res.data.deliveries.edges) {
+        expect(node.webhookEvent.id).toBe(event.event.id);
+        seen.push(node.id);
+      }
+      after = res.data.deliveries.pageInfo.hasNextPage ? res.data.deliveries.pageInfo.endCursor : null;
+    } while (after);
+    expect(seen.sort()).toEqual(event.deliveries.map((d: any) => d.id).sort());
+    expect(seen).not.toContain(other.deliveries[0].id);
+    // Another tenant's event: nothing of it.
+    const stranger = await hl.createTenant();
+    expect((await hl.gql(LIST, { eventId: event.event.id }, stranger.apiKey)).data.deliveries.edges).toEqual([]);
+
+    for (const field of ['eventId', 'subscriptionId']) {
+      const res = await hl.gql(LIST, { [field]: 'zzz' }, key);
+      expect(res.errors?.[0]?.extensions, field).toMatchObject({ code: 'BAD_USER_INPUT', field });
+      expect(res.errors?.[0]?.message).toContain(`${field}: is not an id Hookline gives (a UUID)`);
+    }
+    // Both a forward and a backward size: one would be passed over.
+    const both = await hl.gql(LIST, { first: 2, last: 1 }, key);
+    expect(both.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'last' });
+    expect(both.data?.deliveries ?? null).toBeNull();
+  });
 });
 
 describe('idempotency', () => {

@@ -176,6 +176,38 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     expect((await rest('GET', 'deliveries?status=PENDING')).body).toEqual([]);
     expectError(await rest('GET', 'deliveries?status=LOST'), 400, 'BAD_USER_INPUT', 'status');
     expectError(await rest('GET', 'deliveries?limit=1000'), 400, 'BAD_USER_INPUT', 'limit');
+    // What Number() would read is no limit of this API.
+    for (const limit of ['0x10', '1e1', '%201', '2.0', '0', '-1']) expectError(await rest('GET', `deliveries?limit=${limit}`), 400, 'BAD_USER_INPUT', 'limit');
+  });
+
+  it('refuses a query parameter an endpoint does not read, one given twice, and a filter id that is no id, naming it', async () => {
+    const sub = await subscribe({ event: 'test.event', url: `${receiver.url}/params` });
+    const made = (await trigger({ event: 'test.event', payload: {} })).body;
+    // A misspelt filter would have answered the whole list, as if filtered.
+    const misspelt = await rest('GET', `deliveries?subscripton_id=${sub.body.id}`);
+    expectError(misspelt, 400, 'BAD_USER_INPUT', 'subscripton_id');
+    expect(misspelt.body.error.message).toContain('subscripton_id: is not a query parameter of /api/v1/tenant/webhooks/deliveries; it reads event, status, subscription_id, event_id, limit, after');
+    for (const path of ['deliveries?offset=10', 'deliveries?page=2', 'subscriptions?status=DELIVERED', `deliveries/${made.deliveries[0].id}?expand=1`, `subscriptions/${sub.body.id}?x=`]) {
+      const name = /\?([^=]+)/.exec(path)![1]!;
+      expectError(await rest('GET', path), 400, 'BAD_USER_INPUT', name);
+    }
+    expectError(await rest('GET', 'deliveries?status=FAILED&status=DELIVERED'), 400, 'BAD_USER_INPUT', 'status');
+    for (const name of ['subscription_id', 'event_id']) {
+      const res = await rest('GET', `deliveries?${name}=zzz&after=garbage`);
+      expectError(res, 400, 'BAD_USER_INPUT', name);
+      expect(res.body.error.message).toContain(`${name}: is not an id Hookline gives (a UUID)`);
+    }
+    // A POST reads none either, and writes nothing.
+    const before = (await rest('GET', 'deliveries?event=test.event')).body.length;
+    const posted = await rest('POST', 'deliveries?dry_run=true', { body: { event: 'test.event', payload: {} } });
+    expectError(posted, 400, 'BAD_USER_INPUT', 'dry_run');
+    expect((await rest('GET', 'deliveries?event=test.event')).body).toHaveLength(before);
+    // The ones read, each once, still work: the Link header's own included.
+    const listed = await rest('GET', `deliveries?event=test.event&status=&subscription_id=${sub.body.id}&event_id=${made.event_id}&limit=1`);
+    expect(listed.status).toBe(200);
+    expect(listed.body.map((d: any) => d.id)).toEqual([made.deliveries[0].id]);
+    const next = /<([^>]+)>/.exec(listed.headers.get('link') ?? '')?.[1];
+    expect((await rest('GET', next!.replace('/api/v1/tenant/webhooks/', ''))).status).toBe(200);
   });
 
   it('takes a resource_id given as a number (the guide passes invoice.id), as its text', async () => {
