@@ -5,7 +5,7 @@ import { requireTenant } from '../auth/viewer.js';
 import { SubscriberTooSlowError, type DeliverySnapshot } from '../live/delivery-updates.js';
 import { SERVER_BEHIND, type ServerBehindAware } from '../live/shared-execution.js';
 import { checkEventName } from '../webhooks/catalog.js';
-import type { DeliveryRow } from '../webhooks/deliveries.js';
+import { checkFilterId, type DeliveryRow } from '../webhooks/deliveries.js';
 import { builder } from './builder.js';
 import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
 
@@ -45,6 +45,8 @@ builder.subscriptionField('deliveryUpdated', (t) =>
       const tenantId = requireTenant(ctx.viewer);
       // As the deliveries query takes it: an event name; "" is no filter, as for every filter.
       if (args.event) checkEventName('event', args.event);
+      if (args.subscriptionId) checkFilterId('subscriptionId', String(args.subscriptionId));
+      if (args.deliveryId) checkFilterId('deliveryId', String(args.deliveryId));
       const live = ctx.services.live;
       if (!live) throw new Error('live updates are not served by this process');
       const metrics = ctx.services.metrics;

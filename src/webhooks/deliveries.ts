@@ -60,6 +60,14 @@ export interface DeliveryFilter {
   eventId?: string | null;
 }
 
+/**
+ * A filter by id (`subscriptionId`, a live `deliveryId`…): what is no id of this API is refused,
+ * naming the filter, rather than matching nothing (a live subscription would wait for ever).
+ */
+export function checkFilterId(field: string, value: string | null | undefined): void {
+  if (value != null && !isUuid(value)) throw badInput(field, `is not an id Hookline gives (a UUID): ${JSON.stringify(value.slice(0, 100))}`);
+}
+
 /** What it needs of Services (not imported: the library's declarations would bring the server's in). */
 type DeliveryServices = { dataSource: DataSource };
 
@@ -81,11 +89,13 @@ export class DeliveryService {
     });
   }
 
-  /** Deliveries, newest first. An unknown subscription id filters to nothing. */
+  /** Deliveries, newest first. The id of no subscription or event of the tenant's filters to nothing. */
   list(tenantId: TenantId, filter: DeliveryFilter, window: PageWindow): Promise<DeliveryRow[]> {
     // An exact name (deliveries are of one event each): one that cannot be is refused, as a
-    // subscriptions filter refuses it, rather than silently matching nothing.
+    // subscriptions filter refuses it, rather than silently matching nothing; and so is what is
+    // no id of this API.
     if (filter.event) checkEventName('event', filter.event);
+    for (const key of ['subscriptionId', 'eventId'] as const) checkFilterId(key, filter[key]);
     return this.scoped(tenantId, (m) => {
       const where = ['tenant_id = $1'];
       const params: unknown[] = [tenantId];
@@ -98,8 +108,6 @@ export class DeliveryService {
       for (const key of ['subscriptionId', 'eventId'] as const) {
         const value = filter[key];
         if (value === undefined || value === null) continue;
-        // No id of this API: a mistake to say so, not a filter that matches nothing.
-        if (!isUuid(value)) throw badInput(key, `is not an id Hookline gives (a UUID): ${JSON.stringify(value.slice(0, 100))}`);
         add(key === 'subscriptionId' ? 'subscription_id = ?' : 'event_id = ?', value);
       }
       return keysetPage<DeliveryRow>(m, {

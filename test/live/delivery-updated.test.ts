@@ -106,16 +106,18 @@ describe('over graphql-ws', () => {
     await client.dispose();
   });
 
-  it('takes an empty filter as no filter, as the deliveries query does; an event that is no event name is BAD_USER_INPUT', async () => {
-    const subscribed = moreSubscribers(hl, 3); // the refused one never subscribes
+  it('takes an empty filter as no filter, as the deliveries query does; an event that is no event name, or an id that is no id, is BAD_USER_INPUT', async () => {
+    const subscribed = moreSubscribers(hl, 3); // the refused ones never subscribe
     const client = hl.wsClient(tenantA.apiKey);
     const empty = [collectWs(client, { subscriptionId: '' }), collectWs(client, { deliveryId: '' }), collectWs(client, { event: '' })];
-    const byBadEvent = collectWs(client, { event: 'Invoice' });
+    const refused = { event: collectWs(client, { event: 'Invoice' }), subscriptionId: collectWs(client, { subscriptionId: 'sub_1' }), deliveryId: collectWs(client, { deliveryId: '42' }) };
     await subscribed();
     const invoice = await trigger(tenantA.apiKey);
     for (const stream of empty) await stream.waitFor(delivered(invoice));
-    await byBadEvent.waitFor(() => byBadEvent.errors.length > 0);
-    expect(byBadEvent.errors[0]).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'event' }) })]);
+    for (const [field, stream] of Object.entries(refused)) {
+      await stream.waitFor(() => stream.errors.length > 0);
+      expect(stream.errors[0], field).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field }) })]);
+    }
     await client.dispose();
   });
 

@@ -342,14 +342,15 @@ describe('the deliveries event filter is an event name', () => {
     expect((await hl.gql(DELIVERIES, { event: `parcel.${'a'.repeat(93)}` }, key)).data.deliveries.edges).toEqual([]);
   });
 
-  it('an empty filter is no filter, as over REST and in deliveryUpdated (a dashboard\'s "all"); an id of no subscription matches nothing', async () => {
+  it('an empty filter is no filter, as over REST and in deliveryUpdated (a dashboard\'s "all"); an id of no subscription matches nothing, and what is no id is refused', async () => {
     const BY_SUBSCRIPTION = 'query($id: ID, $event: String) { deliveries(first: 5, subscriptionId: $id, event: $event) { edges { node { id } } } }';
     expect((await triggerWith({ event: 'test.event' })).errors).toBeUndefined();
     const all = (await hl.gql(BY_SUBSCRIPTION, {}, key)).data.deliveries.edges;
     expect(all.length).toBeGreaterThan(0);
     expect((await hl.gql(BY_SUBSCRIPTION, { id: '' }, key)).data.deliveries.edges).toEqual(all);
     expect((await hl.gql(BY_SUBSCRIPTION, { event: '' }, key)).data.deliveries.edges).toEqual(all);
-    expect((await hl.gql(BY_SUBSCRIPTION, { id: 'zz' }, key)).data.deliveries.edges).toEqual([]);
+    expect((await hl.gql(BY_SUBSCRIPTION, { id: '00000000-0000-4000-8000-000000000000' }, key)).data.deliveries.edges).toEqual([]);
+    expect((await hl.gql(BY_SUBSCRIPTION, { id: 'zz' }, key)).errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'subscriptionId' });
   });
 });
 
