@@ -1,6 +1,6 @@
 // When the next attempt is due after a failure: the configured schedule with
 // ±20% jitter, or the receiver's Retry-After (429/503) kept within 1× to 2× of
-// the scheduled delay.
+// the scheduled delay, and spread over the 20% after it.
 
 export const JITTER = 0.2;
 
@@ -27,7 +27,13 @@ export function nextAttempt(
 ): NextStep {
   const base = schedule[failedAttempts - 1];
   if (base === undefined) return { kind: 'exhausted' };
-  if (retryAfterMs !== undefined) return { kind: 'retry', delayMs: Math.min(Math.max(retryAfterMs, base), 2 * base) };
+  if (retryAfterMs !== undefined) {
+    // Never before the receiver asked, nor before the schedule's delay; and spread, as the
+    // schedule's own retries are: a receiver throttling a burst at once (`Retry-After: 1`, or
+    // the same date for all) would otherwise have all of it back at the same moment.
+    const wanted = Math.max(retryAfterMs, base) * (1 + random() * JITTER);
+    return { kind: 'retry', delayMs: Math.round(Math.min(wanted, 2 * base)) };
+  }
   const jitter = 1 + (random() * 2 - 1) * JITTER;
   return { kind: 'retry', delayMs: Math.round(base * jitter) };
 }

@@ -25,10 +25,18 @@ describe('nextAttempt', () => {
     expect(nextAttempt([], 1)).toEqual({ kind: 'exhausted' });
   });
 
-  it('honours Retry-After within 1x to 2x of the scheduled delay', () => {
-    expect(nextAttempt(SCHEDULE, 1, 7_000)).toEqual({ kind: 'retry', delayMs: 7_000 });
-    expect(nextAttempt(SCHEDULE, 1, 1_000)).toEqual({ kind: 'retry', delayMs: 5_000 });
-    expect(nextAttempt(SCHEDULE, 1, 3_600_000)).toEqual({ kind: 'retry', delayMs: 10_000 });
+  it('honours Retry-After within 1x to 2x of the scheduled delay, spread over the 20% after it', () => {
+    expect(nextAttempt(SCHEDULE, 1, 7_000, () => 0)).toEqual({ kind: 'retry', delayMs: 7_000 });
+    expect(nextAttempt(SCHEDULE, 1, 7_000, () => 1)).toEqual({ kind: 'retry', delayMs: 8_400 });
+    expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0)).toEqual({ kind: 'retry', delayMs: 5_000 });
+    expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0.5)).toEqual({ kind: 'retry', delayMs: 5_500 });
+    expect(nextAttempt(SCHEDULE, 1, 9_000, () => 1)).toEqual({ kind: 'retry', delayMs: 10_000 });
+    expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 0)).toEqual({ kind: 'retry', delayMs: 10_000 });
+    // A burst throttled with one Retry-After comes back spread out, never before it was asked to.
+    const delays = Array.from({ length: 200 }, () => (nextAttempt(SCHEDULE, 1, 1_000) as { delayMs: number }).delayMs);
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(5_000);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(6_000);
+    expect(new Set(delays).size).toBeGreaterThan(100);
   });
 });
 
