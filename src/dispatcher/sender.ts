@@ -94,7 +94,7 @@ export class Sender {
       let seen = 0;
 
       const answered = (): SendResult => {
-        const responseBody = kept ? storable(Buffer.concat(chunks, kept).toString('utf8')) : null;
+        const responseBody = kept ? storable(excerptText(Buffer.concat(chunks, kept), seen > kept)) : null;
         if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode, responseBody, durationMs: elapsed() };
         return {
           ok: false,
@@ -175,6 +175,15 @@ export class Sender {
       }
     });
   }
+}
+
+/**
+ * The answer's first bytes as text. Cut at RESPONSE_EXCERPT_BYTES, the cut may fall inside a
+ * character: its first bytes are left out (a streaming decoder holds them back), not shown as
+ * U+FFFD, which the receiver never sent. Bytes that are not UTF-8 elsewhere are U+FFFD.
+ */
+function excerptText(bytes: Buffer, cut: boolean): string {
+  return cut ? new TextDecoder().decode(bytes, { stream: true }) : bytes.toString('utf8');
 }
 
 /**

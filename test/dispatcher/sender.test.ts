@@ -102,6 +102,18 @@ describe('Sender', () => {
     expect(finished).toBe(false);
   });
 
+  it('keeps whole characters of a long answer: one the 4 KiB cut falls inside is left out, not made U+FFFD', async () => {
+    // "é" is 2 bytes, "€" 3: after 4095 bytes of "x", the cut falls inside the next character.
+    for (const [character, fits] of [['é', 0], ['€', 0], ['a', 1]] as const) {
+      const { url } = await serve((_req, res) => res.writeHead(500).end(`${'x'.repeat(RESPONSE_EXCERPT_BYTES - 1)}${character.repeat(10)}`));
+      const result = await send(new Sender(agent, 5_000), url);
+      expect(result.responseBody, character).toBe(`${'x'.repeat(RESPONSE_EXCERPT_BYTES - 1)}${character.repeat(fits)}`);
+    }
+    // A short answer that is not UTF-8 is kept as it was read: its bad bytes are U+FFFD.
+    const { url } = await serve((_req, res) => res.writeHead(500).end(Buffer.from([0x6f, 0x6b, 0xe2, 0x82])));
+    expect((await send(new Sender(agent, 5_000), url)).responseBody).toBe('ok\uFFFD');
+  });
+
   it('does not follow a redirect', async () => {
     const target = await serve((_req, res) => res.writeHead(204).end());
     const { url } = await serve((_req, res) => res.writeHead(301, { location: `${target.url}/moved` }).end());
