@@ -80,7 +80,11 @@ DeliveryRef.implement({
       resolve: async (d, _args, ctx) => ((d as { lastErrorLeftOut?: true }).lastErrorLeftOut ? (await complete(d, ctx)).lastError : d.lastError),
     }),
     lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true }),
-    nextAttemptAt: t.expose('nextAttemptAt', { type: 'DateTime', nullable: true }),
+    nextAttemptAt: t.expose('nextAttemptAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When a PENDING delivery is due; one of an inactive subscription waits for it past that time (`subscription { active }`), and goes as soon as it is active again.',
+    }),
     deliveredAt: t.field({
       type: 'DateTime',
       nullable: true,

@@ -12,6 +12,6 @@ export const WebhookEventRef = builder.objectRef<EventRow>('WebhookEvent');
 export const DeliveryAttemptRef = builder.objectRef<AttemptRow>('DeliveryAttempt');
 
 export const DeliveryStatusEnum = builder.enumType('DeliveryStatus', {
-  description: 'PENDING: waiting for its first or next attempt. SENDING: an attempt is under way. DELIVERED: a 2xx answer. FAILED: the retry schedule is exhausted. CANCELED: its subscription was deleted before it was made (retryDelivery sends it all the same).',
+  description: 'PENDING: waiting for its first or next attempt (or, while its subscription is inactive, for the subscription: its nextAttemptAt may then be past). SENDING: an attempt is under way. DELIVERED: a 2xx answer. FAILED: the retry schedule is exhausted. CANCELED: its subscription was deleted before it was made (retryDelivery sends it all the same).',
   values: DELIVERY_STATUSES,
 });
