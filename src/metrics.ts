@@ -49,6 +49,11 @@ export function createMetrics() {
       help: 'Live deliveryUpdated subscriptions connected to this process.',
       registers: [registry],
     }),
+    liveUpdatesAhead: new Gauge({
+      name: 'hookline_live_updates_ahead',
+      help: 'Live updates executed (or executing) for subscribers whose clients have not read them yet.',
+      registers: [registry],
+    }),
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

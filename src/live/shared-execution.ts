@@ -7,9 +7,10 @@
 // Updates are executed ahead of the client, several at once, and sent in their
 // order: executed one at a time, each waiting for its database reads before the
 // next began, a busy tenant's updates piled up behind the server's own work and
-// a client reading promptly was cut off as too slow. Only LOOKAHEAD updates are
-// taken ahead of what the client has read, so one that stops reading still
-// leaves the rest waiting in its buffer, where the limits apply.
+// a client reading promptly was cut off as too slow. Only so many updates are
+// taken ahead of what the client has read (LOOKAHEAD, fewer for an operation whose
+// answers can be large: see lookaheadFor), so one that stops reading still leaves
+// the rest waiting in its buffer, where the limits apply.
 //
 // The updates taken together share one context (contextForEvent): their lookups
 // (a delivery's subscription, say) go to the database as one batched query, and
@@ -28,6 +29,7 @@ import {
 } from 'graphql';
 // graphql-js's own, so a root field is found exactly as execution will find it.
 import { collectFields } from 'graphql/execution/collectFields.js';
+import { BYTES_PER_COMPLEXITY, operationComplexity } from '../server/complexity.js';
 
 type Mask = (error: unknown) => GraphQLError;
 type SubscriptionArgs = Pick<ExecutionArgs, 'schema' | 'document' | 'operationName' | 'variableValues'>;
@@ -41,6 +43,8 @@ export interface SharedExecutionOptions {
    * by every subscriber of those updates, which all belong to the snapshot's tenant.
    */
   contextForEvent: (context: unknown) => unknown;
+  /** Counts the updates taken ahead of the clients (hookline_live_updates_ahead). */
+  ahead?: { inc(n?: number): void; dec(n?: number): void };
 }
 
 /**
@@ -111,8 +115,22 @@ export class LiveTurns {
 
 const liveTurns = new LiveTurns();
 
-/** Updates executed, or being executed, ahead of what the client has read. */
+/** Updates executed, or being executed, ahead of what the client has read: at most this many. */
 export const LOOKAHEAD = 100;
+/**
+ * And at most about this much answer: an update's answer can be as large as its operation's
+ * cost allows (a delivery's payload and its event's data are 256 KiB each; an operation may
+ * cost 50,000, some 31 MiB), and a client that stops reading holds what was taken for it, as
+ * long as its socket lasts. 100 answers of payload and data ahead of each of a tenant's
+ * stalled subscribers took a process from 0.3 to 1.1 GB in seconds.
+ */
+export const LOOKAHEAD_BYTES = 2 * 1024 * 1024;
+
+/** How many updates are taken ahead of a client whose operation costs `cost` (at least 1). */
+export function lookaheadFor(cost: number | undefined): number {
+  if (cost === undefined) return 1;
+  return Math.max(1, Math.min(LOOKAHEAD, Math.floor(LOOKAHEAD_BYTES / (Math.max(cost, 1) * BYTES_PER_COMPLEXITY))));
+}
 /** Updates one subscriber's turn executes, at most. */
 const TURN_BATCH = 25;
 
@@ -130,10 +148,11 @@ export interface ServerBehindAware {
 
 export async function subscribeShared(
   args: ExecutionArgs,
-  { mask, contextForEvent }: SharedExecutionOptions,
+  { mask, contextForEvent, ahead: aheadGauge }: SharedExecutionOptions,
 ): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
   const source = await createSourceEventStream(args);
   if (!(Symbol.asyncIterator in source)) return maskResult(source, mask);
+  const lookahead = lookaheadFor(operationComplexity(args));
   let documentId = documentIds.get(args.document);
   if (documentId === undefined) documentIds.set(args.document, (documentId = ++lastDocumentId));
   const key = `${documentId}|${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}`;
@@ -146,6 +165,7 @@ export async function subscribeShared(
     const settled = () => (entry.settled = true);
     void result.then(settled, settled);
     ahead.push(entry);
+    aheadGauge?.inc();
   };
   let finished = false; // returned by the client
   let pumping = false;
@@ -200,10 +220,10 @@ export async function subscribeShared(
     return result;
   };
 
-  // Takes updates from the source as they come, while the client is less than LOOKAHEAD behind.
+  // Takes updates from the source as they come, while the client is less than `lookahead` behind.
   const pump = async () => {
     while (!finished) {
-      if (ahead.length >= LOOKAHEAD) {
+      if (ahead.length >= lookahead) {
         await nextChange();
         continue;
       }
@@ -239,6 +259,7 @@ export async function subscribeShared(
         await nextChange();
       }
       const head = ahead.shift()!;
+      aheadGauge?.dec();
       wake(); // room for one more
       let result: IteratorResult<ExecutionResult>;
       if (head.settled) result = await head.result;
@@ -256,6 +277,7 @@ export async function subscribeShared(
     },
     async return() {
       finished = true;
+      aheadGauge?.dec(ahead.length);
       ahead.length = 0;
       wake();
       await events.return?.();

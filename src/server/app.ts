@@ -464,7 +464,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         execute: (args: any) => args.rootValue.execute(args),
         subscribe: (args: any) =>
           api.isSharedSubscription(args)
-            ? api.subscribeShared({ ...args, rootValue: undefined }, { mask, contextForEvent: api.contextForLiveUpdate })
+            ? api.subscribeShared({ ...args, rootValue: undefined }, { mask, contextForEvent: api.contextForLiveUpdate, ahead: metrics.liveUpdatesAhead })
             : args.rootValue.subscribe(args),
         onConnect: async (ctx) => {
           const authorization = connectionAuthorization(ctx.connectionParams);

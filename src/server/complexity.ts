@@ -55,8 +55,21 @@ export function dependsOnArguments(ctx: unknown): void {
  */
 const fixedCosts = new WeakMap<DocumentNode, Map<string, number>>();
 
+/** About how many bytes of answer one unit of cost stands for (a large value's 256 KiB over its cost). */
+export const BYTES_PER_COMPLEXITY = (256 * 1024) / LARGE_VALUE_COMPLEXITY;
+
 /** The refusal of an operation that costs more than MAX_QUERY_COMPLEXITY, or undefined. */
 export function complexityRefusal(args: OperationArgs): GraphQLError | undefined {
+  const complexity = operationComplexity(args);
+  if (complexity === undefined || complexity <= MAX_QUERY_COMPLEXITY) return undefined;
+  return new GraphQLError(
+    `the operation could cost ${complexity}, more than ${MAX_QUERY_COMPLEXITY} (a field costs 1, a value of up to 256 KiB such as payload, data, schema or headers ${LARGE_VALUE_COMPLEXITY}, and a list its selection once per row it can hold): ask for smaller pages (first/last), fewer nested lists (an event's deliveries count as 1,000) or fewer large values`,
+    { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } },
+  );
+}
+
+/** What an operation could cost (see above), or undefined if it cannot be reckoned (an unknown operation name, say). */
+export function operationComplexity(args: OperationArgs): number | undefined {
   const name = args.operationName ?? '';
   let complexity = fixedCosts.get(args.document)?.get(name);
   if (complexity === undefined) {
@@ -80,11 +93,7 @@ export function complexityRefusal(args: OperationArgs): GraphQLError | undefined
       byName.set(name, complexity);
     }
   }
-  if (complexity <= MAX_QUERY_COMPLEXITY) return undefined;
-  return new GraphQLError(
-    `the operation could cost ${complexity}, more than ${MAX_QUERY_COMPLEXITY} (a field costs 1, a value of up to 256 KiB such as payload, data, schema or headers ${LARGE_VALUE_COMPLEXITY}, and a list its selection once per row it can hold): ask for smaller pages (first/last), fewer nested lists (an event's deliveries count as 1,000) or fewer large values`,
-    { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } },
-  );
+  return complexity;
 }
 
 /** Refuses a costly operation before it executes or subscribes (HTTP and Server-Sent Events; app.ts checks WebSocket operations). */

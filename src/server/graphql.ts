@@ -165,7 +165,9 @@ function sharedLiveExecution(mask: ReturnType<typeof createErrorMasker>): Plugin
   return {
     onSubscribe({ args, setSubscribeFn }) {
       if (!isSharedSubscription(args)) return;
-      setSubscribeFn((subscribeArgs) => subscribeShared(subscribeArgs, { mask, contextForEvent: contextForLiveUpdate }));
+      setSubscribeFn((subscribeArgs) =>
+        subscribeShared(subscribeArgs, { mask, contextForEvent: contextForLiveUpdate, ahead: (subscribeArgs.contextValue as Context).services.metrics?.liveUpdatesAhead }),
+      );
     },
   };
 }
