@@ -116,8 +116,18 @@ const REST_FIELD: Record<string, string> = {
   disabledReason: 'disabled_reason',
 };
 
+/**
+ * A refusal naming a query parameter or a body field by the name the client wrote: restError
+ * leaves it alone (`eventId` is not `event_id`, which this API reads).
+ */
+class AsWrittenError extends HooklineError {
+  constructor(field: string, message: string) {
+    super(ErrorCode.BAD_USER_INPUT, `${field}: ${message}`, field);
+  }
+}
+
 function restError(error: HooklineError): { field?: string; message: string } {
-  if (!error.field) return { message: error.message };
+  if (!error.field || error instanceof AsWrittenError) return { field: error.field, message: error.message };
   // Own entries only: a body's "__proto__" or "toString" is a field name like any other.
   const field = Object.hasOwn(REST_FIELD, error.field) ? REST_FIELD[error.field]! : error.field;
   let message = error.message.startsWith(`${error.field}:`) ? field + error.message.slice(error.field.length) : error.message;
@@ -134,7 +144,7 @@ function asGiven(error: unknown, body: Record<string, unknown>): unknown {
 
 function checkKnownFields(body: Record<string, unknown>, allowed: readonly string[]): void {
   for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) throw badInput(key, `is not a field of this request; expected ${allowed.join(', ')}`);
+    if (!allowed.includes(key)) throw new AsWrittenError(key, `is not a field of this request; expected ${allowed.join(', ')}`);
   }
 }
 
@@ -199,13 +209,13 @@ const SUBSCRIPTION_FIELDS = ['event', 'events', 'url', 'secret', 'description', 
  * `subscripton_id`, an `offset` this API does not have) would otherwise be passed over and
  * the answer look like the one asked for, unfiltered.
  */
-function checkQuery(request: RestRequest, known: readonly string[]): void {
+function checkQuery(request: RestRequest, method: Method, known: readonly string[]): void {
   const seen = new Set<string>();
   for (const name of request.query.keys()) {
-    if (!known.includes(name)) {
-      throw badInput(name, `is not a query parameter of ${request.path}; ${known.length ? `it reads ${known.join(', ')}` : 'it reads none'}`);
-    }
-    if (seen.has(name)) throw badInput(name, 'is given more than once');
+    const reads = known.length ? `it reads ${known.join(', ')}` : 'it reads none';
+    if (!name) throw new HooklineError(ErrorCode.BAD_USER_INPUT, `a query parameter has no name (…?=… or …&=…); ${method} ${request.path} ${reads}`);
+    if (!known.includes(name)) throw new AsWrittenError(name, `is not a query parameter of ${method} ${request.path}; ${reads}`);
+    if (seen.has(name)) throw new AsWrittenError(name, 'is given more than once');
     seen.add(name);
   }
 }
@@ -408,7 +418,7 @@ export function createRestRoutes(services: Services): Routes {
         return parsed as Record<string, unknown>;
       };
       const request: RestRequest = { tenantId, params: found.params, path, query: url.searchParams, json };
-      checkQuery(request, found.route.query?.[method] ?? []);
+      checkQuery(request, method, found.route.query?.[method] ?? []);
       const answer = await handler(services, request);
       for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
       sendJson(res, answer.status, answer.body);

@@ -186,7 +186,16 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     // A misspelt filter would have answered the whole list, as if filtered.
     const misspelt = await rest('GET', `deliveries?subscripton_id=${sub.body.id}`);
     expectError(misspelt, 400, 'BAD_USER_INPUT', 'subscripton_id');
-    expect(misspelt.body.error.message).toContain('subscripton_id: is not a query parameter of /api/v1/tenant/webhooks/deliveries; it reads event, status, subscription_id, event_id, limit, after');
+    expect(misspelt.body.error.message).toContain('subscripton_id: is not a query parameter of GET /api/v1/tenant/webhooks/deliveries; it reads event, status, subscription_id, event_id, limit, after');
+    // Named as written: GraphQL's spelling is not taken for the REST name it resembles.
+    for (const name of ['eventId', 'subscriptionId', 'data']) {
+      const res = await rest('GET', `deliveries?${name}=x`);
+      expectError(res, 400, 'BAD_USER_INPUT', name);
+      expect(res.body.error.message).toMatch(new RegExp(`^${name}: is not a query parameter`));
+    }
+    const nameless = await rest('GET', 'deliveries?=x');
+    expectError(nameless, 400, 'BAD_USER_INPUT');
+    expect(nameless.body.error.message).toContain('a query parameter has no name');
     for (const path of ['deliveries?offset=10', 'deliveries?page=2', 'subscriptions?status=DELIVERED', `deliveries/${made.deliveries[0].id}?expand=1`, `subscriptions/${sub.body.id}?x=`]) {
       const name = /\?([^=]+)/.exec(path)![1]!;
       expectError(await rest('GET', path), 400, 'BAD_USER_INPUT', name);
@@ -201,6 +210,11 @@ describe('202 POST deliveries and 200 GET deliveries', () => {
     const before = (await rest('GET', 'deliveries?event=test.event')).body.length;
     const posted = await rest('POST', 'deliveries?dry_run=true', { body: { event: 'test.event', payload: {} } });
     expectError(posted, 400, 'BAD_USER_INPUT', 'dry_run');
+    expect(posted.body.error.message).toContain('dry_run: is not a query parameter of POST /api/v1/tenant/webhooks/deliveries; it reads none');
+    // A body field, too, is named as written.
+    const camel = await rest('POST', 'deliveries', { body: { event: 'test.event', payload: {}, eventId: 'x' } });
+    expectError(camel, 400, 'BAD_USER_INPUT', 'eventId');
+    expect(camel.body.error.message).toMatch(/^eventId: is not a field of this request/);
     expect((await rest('GET', 'deliveries?event=test.event')).body).toHaveLength(before);
     // The ones read, each once, still work: the Link header's own included.
     const listed = await rest('GET', `deliveries?event=test.event&status=&subscription_id=${sub.body.id}&event_id=${made.event_id}&limit=1`);
