@@ -214,13 +214,14 @@ export const READINESS_REUSE_MS = 1_000;
  * slowed other requests to 75-120 ms); a database that went away is seen within a second.
  */
 function sharedReadiness(check: () => Promise<void>, onFailure: (error: unknown) => void): () => Promise<void> {
+  // On the monotonic clock: a wall clock set back an hour would keep an answer an hour.
   let last: { answer: Promise<void>; until: number } | undefined;
   return () => {
-    if (last && Date.now() < last.until) return last.answer;
+    if (last && performance.now() < last.until) return last.answer;
     const answer = check();
     const entry = { answer, until: Number.POSITIVE_INFINITY };
     last = entry;
-    const settled = () => (entry.until = Date.now() + READINESS_REUSE_MS);
+    const settled = () => (entry.until = performance.now() + READINESS_REUSE_MS);
     answer.then(settled, (error) => {
       settled();
       onFailure(error); // once per round trip, not once per probe
