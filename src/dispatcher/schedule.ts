@@ -1,6 +1,6 @@
 // When the next attempt is due after a failure: the configured schedule with
 // ±20% jitter, or the receiver's Retry-After (429/503) kept within 1× to 2× of
-// the scheduled delay, and spread over the 20% after it.
+// the scheduled delay, and spread by 20% (see nextAttempt).
 
 export const JITTER = 0.2;
 
@@ -28,11 +28,15 @@ export function nextAttempt(
   const base = schedule[failedAttempts - 1];
   if (base === undefined) return { kind: 'exhausted' };
   if (retryAfterMs !== undefined) {
-    // Never before the receiver asked, nor before the schedule's delay; and spread, as the
-    // schedule's own retries are: a receiver throttling a burst at once (`Retry-After: 1`, or
-    // the same date for all) would otherwise have all of it back at the same moment.
-    const wanted = Math.max(retryAfterMs, base) * (1 + random() * JITTER);
-    return { kind: 'retry', delayMs: Math.round(Math.min(wanted, 2 * base)) };
+    // Spread, as the schedule's own retries are: a receiver throttling a burst at once
+    // (`Retry-After: 1`, 60, or the same date for all) would otherwise have all of it back at
+    // the same moment. Over the 20% after the time asked for (or the schedule's delay, if
+    // later); where that would pass 2× the delay, over the 20% below that cap instead, which
+    // is earlier than asked only when the cap already is.
+    const wanted = Math.max(retryAfterMs, base);
+    const latest = Math.min(wanted * (1 + JITTER), 2 * base);
+    const earliest = Math.min(wanted, latest / (1 + JITTER));
+    return { kind: 'retry', delayMs: Math.round(earliest + random() * (latest - earliest)) };
   }
   const jitter = 1 + (random() * 2 - 1) * JITTER;
   return { kind: 'retry', delayMs: Math.round(base * jitter) };

@@ -30,13 +30,19 @@ describe('nextAttempt', () => {
     expect(nextAttempt(SCHEDULE, 1, 7_000, () => 1)).toEqual({ kind: 'retry', delayMs: 8_400 });
     expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0)).toEqual({ kind: 'retry', delayMs: 5_000 });
     expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0.5)).toEqual({ kind: 'retry', delayMs: 5_500 });
+    // Near or past the 2x cap, the spread is the 20% below the cap.
     expect(nextAttempt(SCHEDULE, 1, 9_000, () => 1)).toEqual({ kind: 'retry', delayMs: 10_000 });
-    expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 0)).toEqual({ kind: 'retry', delayMs: 10_000 });
-    // A burst throttled with one Retry-After comes back spread out, never before it was asked to.
-    const delays = Array.from({ length: 200 }, () => (nextAttempt(SCHEDULE, 1, 1_000) as { delayMs: number }).delayMs);
-    expect(Math.min(...delays)).toBeGreaterThanOrEqual(5_000);
-    expect(Math.max(...delays)).toBeLessThanOrEqual(6_000);
-    expect(new Set(delays).size).toBeGreaterThan(100);
+    expect(nextAttempt(SCHEDULE, 1, 9_000, () => 0)).toEqual({ kind: 'retry', delayMs: 8_333 });
+    expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 0)).toEqual({ kind: 'retry', delayMs: 8_333 });
+    expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 1)).toEqual({ kind: 'retry', delayMs: 10_000 });
+    // A burst throttled with one Retry-After comes back spread out, whatever it asked for.
+    const spread = (retryAfter: number) => Array.from({ length: 200 }, () => (nextAttempt(SCHEDULE, 1, retryAfter) as { delayMs: number }).delayMs);
+    for (const [retryAfter, low, high] of [[1_000, 5_000, 6_000], [7_000, 7_000, 8_400], [10_000, 8_333, 10_000], [60_000, 8_333, 10_000]] as const) {
+      const delays = spread(retryAfter);
+      expect(Math.min(...delays), String(retryAfter)).toBeGreaterThanOrEqual(low);
+      expect(Math.max(...delays), String(retryAfter)).toBeLessThanOrEqual(high);
+      expect(new Set(delays).size, String(retryAfter)).toBeGreaterThan(100);
+    }
   });
 });
 
