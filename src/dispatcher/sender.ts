@@ -92,9 +92,10 @@ export class Sender {
       const chunks: Buffer[] = [];
       let kept = 0;
       let seen = 0;
+      let ended = false; // the whole answer came (else it was cut by the timeout, or lost)
 
       const answered = (): SendResult => {
-        const responseBody = kept ? storable(excerptText(Buffer.concat(chunks, kept), seen > kept)) : null;
+        const responseBody = kept ? storable(excerptText(Buffer.concat(chunks, kept), seen > kept || !ended)) : null;
         if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode, responseBody, durationMs: elapsed() };
         return {
           ok: false,
@@ -146,6 +147,7 @@ export class Sender {
           if (seen > DRAIN_LIMIT_BYTES) ctl.abort(new AnswerTooLong());
         },
         onResponseEnd() {
+          ended = true;
           settle(answered());
         },
         onResponseError(_ctl, error) {
@@ -178,12 +180,13 @@ export class Sender {
 }
 
 /**
- * The answer's first bytes as text. Cut at RESPONSE_EXCERPT_BYTES, the cut may fall inside a
- * character: its first bytes are left out (a streaming decoder holds them back), not shown as
- * U+FFFD, which the receiver never sent. Bytes that are not UTF-8 elsewhere are U+FFFD.
+ * The answer's first bytes as text. Cut (at RESPONSE_EXCERPT_BYTES, or by the timeout or a lost
+ * connection), the cut may fall inside a character: its first bytes are left out (a streaming
+ * decoder holds them back), not shown as U+FFFD, which the receiver never sent. Bytes that are
+ * not UTF-8 elsewhere are U+FFFD; a byte order mark is kept, as in an answer read whole.
  */
 function excerptText(bytes: Buffer, cut: boolean): string {
-  return cut ? new TextDecoder().decode(bytes, { stream: true }) : bytes.toString('utf8');
+  return cut ? new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes, { stream: true }) : bytes.toString('utf8');
 }
 
 /**

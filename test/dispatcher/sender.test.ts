@@ -109,6 +109,15 @@ describe('Sender', () => {
       const result = await send(new Sender(agent, 5_000), url);
       expect(result.responseBody, character).toBe(`${'x'.repeat(RESPONSE_EXCERPT_BYTES - 1)}${character.repeat(fits)}`);
     }
+    // A byte order mark is kept in a cut answer, as in a whole one.
+    const bom = await serve((_req, res) => res.writeHead(500).end(`\uFEFF${'x'.repeat(RESPONSE_EXCERPT_BYTES)}`));
+    expect((await send(new Sender(agent, 5_000), bom.url)).responseBody).toBe(`\uFEFF${'x'.repeat(RESPONSE_EXCERPT_BYTES - 3)}`);
+    // Cut by the timeout inside a character: the bytes of it that came are left out too.
+    const stalled = await serve((_req, res) => {
+      res.writeHead(500);
+      res.write(Buffer.concat([Buffer.from('ab'), Buffer.from('€').subarray(0, 2)]));
+    });
+    expect(await send(new Sender(agent, 500), stalled.url)).toMatchObject({ statusCode: 500, responseBody: 'ab' });
     // A short answer that is not UTF-8 is kept as it was read: its bad bytes are U+FFFD.
     const { url } = await serve((_req, res) => res.writeHead(500).end(Buffer.from([0x6f, 0x6b, 0xe2, 0x82])));
     expect((await send(new Sender(agent, 5_000), url)).responseBody).toBe('ok\uFFFD');
