@@ -142,6 +142,8 @@ export async function withTenant<T>(
   source: DataSource | EntityManager,
   tenantId: TenantId,
   fn: (manager: EntityManager) => Promise<T>,
+  /** Of a transaction of its own (READ COMMITTED for a count behind a lock, whatever the server's default). */
+  isolation?: 'READ COMMITTED',
 ): Promise<T> {
   const manager = isDataSource(source) ? source.manager : source;
   if (manager.queryRunner?.isTransactionActive) {
@@ -170,12 +172,11 @@ export async function withTenant<T>(
     await restore();
     return result;
   }
-  return withinShare(isDataSource(source) ? source : undefined, tenantId, () =>
-    manager.transaction(async (tx) => {
-      await enterTenant(tx, tenantId);
-      return fn(tx);
-    }),
-  );
+  const run = async (tx: EntityManager) => {
+    await enterTenant(tx, tenantId);
+    return fn(tx);
+  };
+  return withinShare(isDataSource(source) ? source : undefined, tenantId, () => (isolation ? manager.transaction(isolation, run) : manager.transaction(run)));
 }
 
 /**

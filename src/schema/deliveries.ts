@@ -2,6 +2,7 @@ import { requireTenant } from '../auth/viewer.js';
 import { notFound } from '../errors.js';
 import { RETRY_FAILED_BATCH, type DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
+import { MAX_SUBSCRIPTIONS } from '../webhooks/subscriptions.js';
 import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
@@ -9,8 +10,8 @@ import { builder, type Context } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
 
-/** An event's deliveries, as its `deliveries` field lists them: at most this many. */
-const EVENT_DELIVERIES_LIMIT = 1000;
+/** An event's deliveries, as its `deliveries` field lists them: at most this many, one per subscription a tenant may have. */
+const EVENT_DELIVERIES_LIMIT = MAX_SUBSCRIPTIONS;
 /** How many attempts a delivery's log is reckoned to hold (the default schedule makes 8). */
 const ATTEMPTS_COMPLEXITY = 10;
 
@@ -134,7 +135,7 @@ WebhookEventRef.implement({
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({
       type: [DeliveryRef],
-      description: `One per subscription the event went to, oldest first: the first ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')} (an event sent to more subscriptions than that has them all in \`deliveries(eventId:)\`, a page at a time).`,
+      description: `One per subscription the event went to, oldest first: all of them (a tenant has at most ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')} subscriptions); \`deliveries(eventId:)\` pages through them.`,
       complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
       resolve: (e, _args, { viewer, services }) =>
         services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true }),
@@ -265,7 +266,7 @@ builder.queryField('deliveries', (t) =>
       event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused). Empty, as every filter: no filter.' }),
       status: t.arg({ type: DeliveryStatusEnum }),
       subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty, as every filter: no filter (a dashboard\'s "all").' }),
-      eventId: t.arg.id({ description: 'Only deliveries of this event (a webhookEvent\'s id): all of them, where its `deliveries` field lists the first 1,000.' }),
+      eventId: t.arg.id({ description: 'Only deliveries of this event (a webhookEvent\'s id), a page at a time.' }),
     },
     resolve: (_root, args, { viewer, services }) =>
       pageOf(args, (window) =>

@@ -3,7 +3,7 @@
 import type { EntityManager } from 'typeorm';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
@@ -122,6 +122,14 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
   return found;
 }
 
+/**
+ * Subscriptions a tenant may have (deleted ones aside). Each event is written to every one it
+ * selects in one statement, and answered with them all: without a bound, a tenant with tens of
+ * thousands would have each event insert as many rows, holding the shared database and the
+ * process that answers. An event's `deliveries` field lists this many.
+ */
+export const MAX_SUBSCRIPTIONS = 1000;
+
 export class SubscriptionService {
   constructor(private readonly services: SubscriptionServices) {}
 
@@ -132,28 +140,42 @@ export class SubscriptionService {
     const description = checkDescription(input.description);
     const headers = checkHeaders(input.headers ?? {});
     const url = await checkUrl(this.services.targetGuard, input.url);
-    return withTenant(this.services.dataSource, tenantId, async (manager) => {
-      const events = await checkEvents(manager, tenantId, input.events!);
-      const now = this.services.clock.now();
-      const subscription = await manager.save(
-        manager.create(WebhookSubscription, {
-          tenantId,
-          url,
-          events,
-          description,
-          active: input.active ?? true,
-          disabledReason: null,
-          headers,
-          secret,
-          previousSecret: null,
-          previousSecretExpiresAt: null,
-          earlierSecrets: null,
-          createdAt: now,
-          updatedAt: now,
-        }),
-      );
-      return { subscription, secret };
-    });
+    return withTenant(
+      this.services.dataSource,
+      tenantId,
+      async (manager) => {
+        const events = await checkEvents(manager, tenantId, input.events!);
+        // One creation at a time per tenant, counting what those before it committed (READ COMMITTED).
+        await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline subscriptions ' || $1, 0))`, [tenantId]);
+        const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from webhook_subscriptions where tenant_id = $1 and deleted_at is null', [tenantId]);
+        if (n >= MAX_SUBSCRIPTIONS) {
+          throw new HooklineError(
+            ErrorCode.BAD_USER_INPUT,
+            `a tenant may have at most ${MAX_SUBSCRIPTIONS.toLocaleString('en')} webhook subscriptions: delete one first (deleteWebhookSubscription), or give one several events (events: [...], patterns such as invoice.*)`,
+          );
+        }
+        const now = this.services.clock.now();
+        const subscription = await manager.save(
+          manager.create(WebhookSubscription, {
+            tenantId,
+            url,
+            events,
+            description,
+            active: input.active ?? true,
+            disabledReason: null,
+            headers,
+            secret,
+            previousSecret: null,
+            previousSecretExpiresAt: null,
+            earlierSecrets: null,
+            createdAt: now,
+            updatedAt: now,
+          }),
+        );
+        return { subscription, secret };
+      },
+      'READ COMMITTED',
+    );
   }
 
   async update(tenantId: TenantId, id: string, input: SubscriptionInput): Promise<WebhookSubscription> {

@@ -234,13 +234,14 @@ describe('failures and retries', () => {
   });
 
   it('honours Retry-After on 429 within 1x to 2x of the scheduled delay', async () => {
-    // Schedule delay 100 ms; Retry-After: 3600 s is capped at 2x = 200 ms, not an hour.
+    // Schedule delay 100 ms; Retry-After: 3600 s is capped at 2x = 200 ms, not an hour (spread
+    // over the 20% below the cap: 167-200 ms).
     const receiver = await receiverWith((_r, i) => (i === 0 ? { status: 429, headers: { 'retry-after': '3600' } } : { status: 200 }));
     await subscribe(receiver.url);
     const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
     const [first, second] = await receiver.waitFor(2);
     const gap = second!.at - first!.at;
-    expect(gap).toBeGreaterThanOrEqual(190);
+    expect(gap).toBeGreaterThanOrEqual(160);
     expect(gap).toBeLessThan(5_000);
     await settled(deliveries[0].id, 'DELIVERED');
   });
