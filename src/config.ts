@@ -63,6 +63,8 @@ export interface Config {
   validationTimeoutMs: number;
   /** The bearer token GET /metrics asks for; undefined: it asks for none. */
   metricsToken: string | undefined;
+  /** How long finished events are kept (ms, see dispatcher/retention.ts); undefined: for ever. */
+  retentionMs: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -75,12 +77,12 @@ export class ConfigError extends Error {
   }
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Parses `250ms`, `5s`, `30m`, `2h` into milliseconds; throws on anything else. */
+/** Parses `250ms`, `5s`, `30m`, `2h`, `30d` into milliseconds; throws on anything else. */
 export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
-  if (!match) throw new Error(`"${text}" is not a duration like 500ms, 5s, 30m or 2h`);
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!match) throw new Error(`"${text}" is not a duration like 500ms, 5s, 30m, 2h or 30d`);
   // Rounded first: 0.4ms would otherwise pass as 0 (an attempt timed out at once, a retry with no delay).
   const ms = Math.round(Number(match[1]) * UNIT_MS[match[2]!]!);
   if (!Number.isFinite(ms) || ms < 1) throw new Error(`"${text}" must be at least 1ms`);
@@ -203,6 +205,14 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     metricsToken: read(env, 'HOOKLINE_METRICS_TOKEN', '', (t) => {
       if (t && !BEARER_TOKEN.test(t)) throw new Error(BEARER_TOKEN_RULE);
       return t || undefined;
+    }),
+    retentionMs: read(env, 'HOOKLINE_RETENTION', '', (t) => {
+      if (!t) return undefined;
+      const ms = parseDuration(t);
+      // An idempotency key answers for 24 hours: its event must be there to answer with.
+      if (ms < 86_400_000) throw new Error(`"${t}" is too short: events are kept at least 1d (an idempotency key answers for 24 hours)`);
+      if (ms > 100 * 365 * 86_400_000) throw new Error(`"${t}" is too long: leave HOOKLINE_RETENTION unset to keep events for ever`);
+      return ms;
     }),
   };
   if (config.dispatchPerSubscription > config.dispatchConcurrency) {

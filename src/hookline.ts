@@ -8,10 +8,12 @@ import type { DataSource } from 'typeorm';
 import { unusableApiKeys } from './auth/viewer.js';
 import { ConfigError, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
+import { poolOf } from './db/query.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { shareConnections } from './db/tenant-scope.js';
 import { runMigrations } from './db/migrate.js';
 import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
+import { RetentionSweeper } from './dispatcher/retention.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildApp, checkPortFree, type App, type RequestTimeouts } from './server/app.js';
@@ -48,9 +50,11 @@ export interface StartOptions {
   livenessMs?: number;
   /** How long a client may take to send a request, for tests; by default REQUEST_TIMEOUTS. */
   requestTimeouts?: RequestTimeouts;
+  /** From the start to the first retention sweep (ms), for tests (see dispatcher/retention.ts). */
+  retentionFirstSweepMs?: number;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs, requestTimeouts }: StartOptions): Promise<Hookline> {
+export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs, requestTimeouts, retentionFirstSweepMs }: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -135,6 +139,11 @@ export async function startHookline({ config, log, clock = systemClock, host, on
       if (serveApi) services.webhooks.handOffTo(dispatcher);
       // Stopped before the HTTP server and the database (stops run in reverse).
       stops.push(() => dispatcher!.stop());
+      if (config.retentionMs) {
+        const sweeper = new RetentionSweeper(poolOf(dataSource), config.retentionMs, log.child({ component: 'retention' }), metrics);
+        sweeper.start(retentionFirstSweepMs);
+        stops.push(() => sweeper.stop());
+      }
     }
 
     app.setReady(true);

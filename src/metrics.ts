@@ -49,6 +49,12 @@ export function createMetrics() {
       help: 'Live deliveryUpdated subscriptions connected to this process.',
       registers: [registry],
     }),
+    retentionDeleted: new Counter({
+      name: 'hookline_retention_deleted_total',
+      help: 'Events, and their deliveries, deleted past HOOKLINE_RETENTION by this process, by kind (events, deliveries).',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     liveUpdatesAhead: new Gauge({
       name: 'hookline_live_updates_ahead',
       help: 'Live updates executed (or executing) for subscribers whose clients have not read them yet.',

@@ -146,12 +146,13 @@ describe('durations', () => {
     ['1.5s', 1_500],
     ['30m', 1_800_000],
     ['2h', 7_200_000],
+    ['30d', 30 * 86_400_000],
     [' 10s ', 10_000],
   ])('%s is %d ms', (text, ms) => {
     expect(parseDuration(text)).toBe(ms);
   });
 
-  it.each(['5', '5x', '5 s', 's', '-1s', '0s', '0.4ms', '0.0001s', '1d', ''])('"%s" is refused', (text) => {
+  it.each(['5', '5x', '5 s', 's', '-1s', '0s', '0.4ms', '0.0001s', '1w', ''])('"%s" is refused', (text) => {
     expect(() => parseDuration(text)).toThrow();
   });
 
@@ -215,6 +216,10 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_METRICS_TOKEN', 'two words'],
     ['HOOKLINE_MAX_CONNECTIONS', '0'],
     ['HOOKLINE_MAX_CONNECTIONS_PER_ADDRESS', 'many'],
+    // Shorter than the idempotency window, whose answer is the event; or not a duration.
+    ['HOOKLINE_RETENTION', '12h'],
+    ['HOOKLINE_RETENTION', 'forever'],
+    ['HOOKLINE_RETENTION', '100000d'],
     // Accepted, such a token could never be sent: every admin call would be UNAUTHENTICATED.
     ['ADMIN_TOKEN', 'a-chosen-admin-token\n'],
     ['ADMIN_TOKEN', 'a chosen admin token'],
@@ -237,6 +242,14 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     expect(loadConfig({ HOOKLINE_LIVE_STALL: '1h' }).liveStallMs).toBe(3_600_000);
     expect(() => loadConfig({ HOOKLINE_DELIVERY_TIMEOUT: '6m' })).toThrow('HOOKLINE_DELIVERY_TIMEOUT: "6m" is too long: it must be at most 5m');
     expect(() => loadConfig({ HOOKLINE_RETRY_SCHEDULE: '5s,721h' })).toThrow(/^HOOKLINE_RETRY_SCHEDULE: each delay must be at most 720h/);
+  });
+
+  it('keeps events for ever unless HOOKLINE_RETENTION says how long (at least 1d)', () => {
+    expect(loadConfig({}).retentionMs).toBeUndefined();
+    expect(loadConfig({ HOOKLINE_RETENTION: '' }).retentionMs).toBeUndefined();
+    expect(loadConfig({ HOOKLINE_RETENTION: '30d' }).retentionMs).toBe(30 * 86_400_000);
+    expect(loadConfig({ HOOKLINE_RETENTION: '24h' }).retentionMs).toBe(86_400_000);
+    expect(() => loadConfig({ HOOKLINE_RETENTION: '23h' })).toThrow(/^HOOKLINE_RETENTION: "23h" is too short: events are kept at least 1d/);
   });
 
   it('names the wrong variable even when others are right', () => {
