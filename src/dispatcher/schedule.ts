@@ -31,11 +31,11 @@ export function nextAttempt(
     // Spread, as the schedule's own retries are: a receiver throttling a burst at once
     // (`Retry-After: 1`, 60, or the same date for all) would otherwise have all of it back at
     // the same moment. Over the 20% after the time asked for (or the schedule's delay, if
-    // later); where that would pass 2× the delay, over the 20% below that cap instead, which
-    // is earlier than asked only when the cap already is.
+    // later), up to the 2× cap; where the time asked for is at or past the cap (which is then
+    // earlier than asked anyway), over the 20% below the cap.
     const wanted = Math.max(retryAfterMs, base);
     const latest = Math.min(wanted * (1 + JITTER), 2 * base);
-    const earliest = Math.min(wanted, latest / (1 + JITTER));
+    const earliest = wanted < 2 * base ? wanted : latest / (1 + JITTER);
     return { kind: 'retry', delayMs: Math.round(earliest + random() * (latest - earliest)) };
   }
   const jitter = 1 + (random() * 2 - 1) * JITTER;

@@ -30,14 +30,15 @@ describe('nextAttempt', () => {
     expect(nextAttempt(SCHEDULE, 1, 7_000, () => 1)).toEqual({ kind: 'retry', delayMs: 8_400 });
     expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0)).toEqual({ kind: 'retry', delayMs: 5_000 });
     expect(nextAttempt(SCHEDULE, 1, 1_000, () => 0.5)).toEqual({ kind: 'retry', delayMs: 5_500 });
-    // Near or past the 2x cap, the spread is the 20% below the cap.
+    // Below the 2x cap, never earlier than asked: the spread narrows to the cap.
     expect(nextAttempt(SCHEDULE, 1, 9_000, () => 1)).toEqual({ kind: 'retry', delayMs: 10_000 });
-    expect(nextAttempt(SCHEDULE, 1, 9_000, () => 0)).toEqual({ kind: 'retry', delayMs: 8_333 });
+    expect(nextAttempt(SCHEDULE, 1, 9_000, () => 0)).toEqual({ kind: 'retry', delayMs: 9_000 });
+    // At or past the cap (earlier than asked anyway), the 20% below it.
     expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 0)).toEqual({ kind: 'retry', delayMs: 8_333 });
     expect(nextAttempt(SCHEDULE, 1, 3_600_000, () => 1)).toEqual({ kind: 'retry', delayMs: 10_000 });
     // A burst throttled with one Retry-After comes back spread out, whatever it asked for.
     const spread = (retryAfter: number) => Array.from({ length: 200 }, () => (nextAttempt(SCHEDULE, 1, retryAfter) as { delayMs: number }).delayMs);
-    for (const [retryAfter, low, high] of [[1_000, 5_000, 6_000], [7_000, 7_000, 8_400], [10_000, 8_333, 10_000], [60_000, 8_333, 10_000]] as const) {
+    for (const [retryAfter, low, high] of [[1_000, 5_000, 6_000], [7_000, 7_000, 8_400], [9_000, 9_000, 10_000], [10_000, 8_333, 10_000], [60_000, 8_333, 10_000]] as const) {
       const delays = spread(retryAfter);
       expect(Math.min(...delays), String(retryAfter)).toBeGreaterThanOrEqual(low);
       expect(Math.max(...delays), String(retryAfter)).toBeLessThanOrEqual(high);
