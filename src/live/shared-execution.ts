@@ -231,6 +231,7 @@ export async function subscribeShared(
       try {
         event = await events.next();
       } catch (error) {
+        if (finished) return; // returned meanwhile: nothing more is read
         // The stream ended with an error (a subscriber cut off, say): say why, after what came before.
         push(Promise.resolve({ value: { errors: [mask(error)] }, done: false }));
         push(Promise.resolve({ value: undefined, done: true }));

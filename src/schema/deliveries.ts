@@ -135,7 +135,7 @@ WebhookEventRef.implement({
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({
       type: [DeliveryRef],
-      description: `One per subscription the event went to, oldest first: all of them (a tenant has at most ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')} subscriptions); \`deliveries(eventId:)\` pages through them.`,
+      description: `One per subscription the event went to, oldest first: at most ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')}, as many as a tenant may have subscriptions; \`deliveries(eventId:)\` pages through them.`,
       complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
       resolve: (e, _args, { viewer, services }) =>
         services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true }),
