@@ -1,8 +1,8 @@
 // HOOKLINE_RETENTION: events past it whose deliveries are all finished and unchanged as long
-// are deleted with their deliveries and attempts, in every tenant; an event with a delivery on
-// its way, or one changed within the retention (retried by hand), is kept, and the sweep goes on
-// past it. A delivery retried while the sweep looks at it is judged as retried. One sweep at a
-// time across processes.
+// are deleted with their deliveries, attempts and idempotency key, in every tenant; an event with
+// a delivery on its way, one changed within the retention (retried by hand), or a key that still
+// answers, is kept, and the sweep goes on past it. A delivery another writer holds is left alone
+// without waiting. One sweep at a time across processes; a lost connection fails only the sweep.
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
@@ -90,24 +90,66 @@ it('deletes finished events past the retention with their deliveries and attempt
   expect(retry.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
 });
 
-it('judges a delivery retried while the sweep looks at it as retried, and keeps its event', async () => {
+it('never waits for a row another writer holds: an event with a delivery being retried is kept, and gone once that is over and old', async () => {
   const tenant = await tenantWithSubscription();
   const failed = await event(tenant.apiKey, { status: 'FAILED', ageMs: 3 * DAY });
+  const other = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
   // A retry under way (its row updated, not yet committed) when the sweep reaches the event.
   const retrying = new pg.Client({ connectionString: hl.databaseUrl });
   await retrying.connect();
   try {
     await retrying.query('begin');
     await retrying.query(`update webhook_deliveries set status = 'PENDING', next_attempt_at = now(), updated_at = now() where id = $1`, [failed.delivery]);
-    const sweep = sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 });
-    await eventually(async () => (await db.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%with locked as%'`)).rowCount! > 0, 10_000);
-    await retrying.query('commit');
-    expect(await sweep).toMatchObject({ swept: true, events: 0, deliveries: 0 });
+    // Done while the retry still holds its row: nothing waited (no deadlock, no convoy).
+    expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toEqual({ swept: true, events: 1, deliveries: 1 });
+    expect(await exists('webhook_events', other.id)).toBe(false);
+    expect(await exists('webhook_deliveries', failed.delivery!)).toBe(true);
+    await retrying.query('rollback'); // the retry did not happen after all
   } finally {
     await retrying.end();
   }
-  expect(await exists('webhook_deliveries', failed.delivery!)).toBe(true);
-  expect((await db.query('select status from webhook_deliveries where id = $1', [failed.delivery])).rows[0].status).toBe('PENDING');
+  // Still FAILED and old: the next sweep takes it.
+  expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 1, deliveries: 1 });
+  expect(await exists('webhook_deliveries', failed.delivery!)).toBe(false);
+});
+
+it('keeps an event its idempotency key still answers with (the API\'s clock may be behind), and deletes the key with it', async () => {
+  const tenant = await tenantWithSubscription();
+  const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
+  const { event: { id }, deliveries: [{ id: delivery }] } = res.data.triggerEvent;
+  await db.query(`update webhook_events set created_at = now() - interval '3 days' where id = $1`, [id]);
+  await db.query(`update webhook_deliveries set status = 'DELIVERED', next_attempt_at = null, created_at = now() - interval '3 days', updated_at = now() - interval '3 days' where id = $1`, [delivery]);
+  // Its key expires in a minute: a repeat now answers with the event, so it stays.
+  await db.query(`update idempotency_keys set expires_at = now() + interval '1 minute' where event_id = $1`, [id]);
+  expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 0 });
+  const repeat = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate event { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
+  expect(repeat.data.triggerEvent).toEqual({ duplicate: true, event: { id } });
+  // Expired (and past the margin for clocks): the event goes, and its key with it.
+  await db.query(`update idempotency_keys set expires_at = now() - interval '2 hours' where event_id = $1`, [id]);
+  expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 1 });
+  expect((await db.query('select 1 from idempotency_keys where event_id = $1', [id])).rowCount).toBe(0);
+  const fresh = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate event { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
+  expect(fresh.data.triggerEvent.duplicate).toBe(false);
+});
+
+it('deletes in transactions of a bounded number of deliveries, each counted as it commits; a lost connection fails the sweep, not the process', async () => {
+  const tenant = await tenantWithSubscription();
+  for (let i = 0; i < 3; i++) await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
+  const batches: Array<[number, number]> = [];
+  const result = await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0, batchDeliveries: 1, onBatch: (e, d) => batches.push([e, d]) });
+  expect(result).toMatchObject({ events: 3, deliveries: 3 });
+  expect(batches).toEqual([[1, 1], [1, 1], [1, 1]]);
+
+  // Its session ended (a failover, say) between two batches: the sweep fails with what it had done counted.
+  for (let i = 0; i < 3; i++) await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
+  const counted: number[] = [];
+  const sweep = sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 1_000, batchDeliveries: 1, onBatch: (e) => counted.push(e) });
+  await eventually(() => counted.length === 1, 10_000);
+  await db.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and objid = (hashtextextended('hookline retention sweep', 0) & 4294967295)::oid`);
+  await expect(sweep).rejects.toThrow();
+  expect(counted).toEqual([1]);
+  // The lock went with the session: the next sweep runs, and finishes the work.
+  expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ swept: true, events: 2 });
 });
 
 it('sweeps one process at a time: another finds the lock taken and does nothing', async () => {
