@@ -10,10 +10,11 @@
 // or an idempotency key that still answers with it, is kept, and the sweep goes on past it. The
 // deliveries of those that look deletable are then locked, SKIP LOCKED, and judged again as they
 // are: an event one of whose deliveries is locked by another writer (a retry under way), or
-// changed meanwhile, is kept this time. The sweep never waits for a row lock, so it neither
-// deadlocks with the dispatcher or the API nor holds them up, and stops between two batches.
+// changed meanwhile, is kept this time; so is one whose event row or idempotency key another
+// holds. The sweep never waits for a row lock, so it neither deadlocks with the dispatcher or
+// the API nor holds them up, and stops between two batches.
 import type pg from 'pg';
-import { checkOut } from '../db/query.js';
+import { checkOut, sqlState } from '../db/query.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 
@@ -34,6 +35,9 @@ const KEY_MARGIN = `interval '1 hour'`;
 const SWEEP_LOCK = `hashtextextended('hookline retention sweep', 0)`;
 
 const FINISHED = `('DELIVERED', 'FAILED', 'CANCELED')`;
+
+/** lock_not_available, deadlock_detected: a batch left for the next sweep. */
+const SKIPPABLE = new Set(['55P03', '40P01']);
 
 /** Whether event `e` (of tenant $1) may go, as far as its rows say, against cutoff $2. */
 const DELETABLE = `not exists (select from webhook_deliveries d where d.event_id = e.id and (d.status not in ${FINISHED} or d.updated_at >= $2::timestamptz))
@@ -59,11 +63,21 @@ const DELETE_BATCH_SQL = `
      where d.event_id = any($3::uuid[]) and d.tenant_id = $1
      order by d.id
        for update skip locked
+  ), keyrows as (
+    -- The events' idempotency keys, as they are once locked; one another transaction holds
+    -- (taken over by a new event, say) is skipped, and keeps its event this time.
+    select k.key, k.event_id, k.expires_at from idempotency_keys k
+     where k.tenant_id = $1 and k.key in (select e.idempotency_key from webhook_events e where e.id = any($3::uuid[]) and e.tenant_id = $1)
+       for update skip locked
   ), doomed as (
     select e.id, e.idempotency_key from webhook_events e
      where e.id = any($3::uuid[]) and e.tenant_id = $1 and ${DELETABLE}
        and (select count(*) from locked l where l.event_id = e.id) = (select count(*) from webhook_deliveries d where d.event_id = e.id)
        and not exists (select from locked l where l.event_id = e.id and (l.status not in ${FINISHED} or l.updated_at >= $2::timestamptz))
+       and not exists (select from idempotency_keys k where k.tenant_id = $1 and k.key = e.idempotency_key
+                         and not exists (select from keyrows r where r.key = k.key))
+       and not exists (select from keyrows r where r.key = e.idempotency_key and r.event_id = e.id and r.expires_at > now() - ${KEY_MARGIN})
+       for update of e skip locked
   ), keys as (
     delete from idempotency_keys k using doomed where k.tenant_id = $1 and k.key = doomed.idempotency_key and k.event_id = doomed.id
   ), gone as (
@@ -136,7 +150,9 @@ export async function sweepRetention(
               options.onBatch?.(counts!.events, counts!.deliveries);
             } catch (error) {
               await client.query('rollback').catch(() => {});
-              throw error;
+              // Nothing should wait (SKIP LOCKED throughout), but should a lock still time out or
+              // a deadlock be found, that batch waits for the next sweep and this one goes on.
+              if (!SKIPPABLE.has(sqlState(error) ?? '')) throw error;
             }
             if (pauseMs) await new Promise((resolve) => setTimeout(resolve, pauseMs));
           };
@@ -161,7 +177,8 @@ export async function sweepRetention(
       });
     }
   } catch (error) {
-    broken = true;
+    // A connection that failed is dropped; one the database answered with an error is fine.
+    if (sqlState(error) === undefined) broken = true;
     throw error;
   } finally {
     release(broken);

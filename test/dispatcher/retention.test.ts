@@ -113,6 +113,35 @@ it('never waits for a row another writer holds: an event with a delivery being r
   expect(await exists('webhook_deliveries', failed.delivery!)).toBe(false);
 });
 
+it('never waits for an idempotency key or an event row another transaction holds either: that event is kept this time, the rest go', async () => {
+  const tenant = await tenantWithSubscription();
+  const keyed = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'held-key' } }, tenant.apiKey);
+  const withKey = { id: keyed.data.triggerEvent.event.id as string, delivery: keyed.data.triggerEvent.deliveries[0].id as string };
+  for (const [table, id] of [['webhook_events', withKey.id], ['webhook_deliveries', withKey.delivery]]) {
+    await db.query(`update ${table} set created_at = now() - interval '3 days' where id = $1`, [id]);
+  }
+  await db.query(`update webhook_deliveries set status = 'DELIVERED', next_attempt_at = null, updated_at = now() - interval '3 days' where id = $1`, [withKey.delivery]);
+  await db.query(`update idempotency_keys set expires_at = now() - interval '2 days' where event_id = $1`, [withKey.id]);
+  const rowHeld = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
+  const free = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
+  const holder = new pg.Client({ connectionString: hl.databaseUrl });
+  await holder.connect();
+  try {
+    await holder.query('begin');
+    // Its expired key being taken over by a new event, in a transaction not yet committed.
+    await holder.query(`update idempotency_keys set expires_at = now() + interval '1 day' where key = 'held-key'`);
+    await holder.query('select 1 from webhook_events where id = $1 for share', [rowHeld.id]);
+    expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ swept: true, events: 1, deliveries: 1 });
+    expect(await exists('webhook_events', free.id)).toBe(false);
+    expect(await exists('webhook_events', withKey.id)).toBe(true);
+    expect(await exists('webhook_events', rowHeld.id)).toBe(true);
+    await holder.query('rollback');
+  } finally {
+    await holder.end();
+  }
+  expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 2 });
+});
+
 it('keeps an event its idempotency key still answers with (the API\'s clock may be behind), and deletes the key with it', async () => {
   const tenant = await tenantWithSubscription();
   const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
