@@ -213,7 +213,7 @@ function checkQuery(request: RestRequest, method: Method, known: readonly string
   const seen = new Set<string>();
   for (const name of request.query.keys()) {
     const reads = known.length ? `it reads ${known.join(', ')}` : 'it reads none';
-    if (!name) throw new HooklineError(ErrorCode.BAD_USER_INPUT, `a query parameter has no name (…?=… or …&=…); ${method} ${request.path} ${reads}`);
+    if (!name) throw new HooklineError(ErrorCode.BAD_USER_INPUT, `a query parameter has no name (…?=… or …&=…); ${method} ${request.path}: ${reads}`);
     if (!known.includes(name)) throw new AsWrittenError(name, `is not a query parameter of ${method} ${request.path}; ${reads}`);
     if (seen.has(name)) throw new AsWrittenError(name, 'is given more than once');
     seen.add(name);
