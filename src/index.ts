@@ -10,7 +10,7 @@
 //     const invoice = await manager.save(Invoice, {...});
 //     await webhooks.triggerEvent({ tenantId, event: 'invoice.created', resourceId: invoice.id, data: {...} }, manager);
 //   });
-export { WebhookService, MAX_DATA_BYTES, type TriggerEventInput, type TriggerResult } from './webhooks/service.js';
+export { WebhookService, MAX_DATA_BYTES, type AppDataSource, type AppEntityManager, type TriggerEventInput, type TriggerResult } from './webhooks/service.js';
 export { WebhookFormatter, type EventEnvelope, type FormatEventInput } from './webhooks/formatter.js';
 export { EventCatalog } from './webhooks/catalog.js';
 export {

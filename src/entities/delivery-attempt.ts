@@ -1,29 +1,30 @@
-import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
 
 /** One HTTP attempt of a delivery, kept for the attempt log. */
-@Entity('delivery_attempts', { synchronize: false })
 export class DeliveryAttempt {
-  @PrimaryColumn('uuid', { name: 'delivery_id' })
   deliveryId!: string;
-
-  @PrimaryColumn('integer')
   number!: number;
-
-  @Column('uuid', { name: 'tenant_id' })
   tenantId!: string;
-
-  @Column('timestamptz', { name: 'started_at' })
   startedAt!: Date;
-
-  @Column('integer', { name: 'duration_ms' })
   durationMs!: number;
-
-  @Column('integer', { name: 'status_code', nullable: true })
   statusCode!: number | null;
-
-  @Column('text', { nullable: true })
   error!: string | null;
-
-  @Column('text', { name: 'response_body', nullable: true })
   responseBody!: string | null;
 }
+
+export const DeliveryAttemptSchema = new EntitySchema<DeliveryAttempt>({
+  name: 'DeliveryAttempt',
+  target: DeliveryAttempt,
+  tableName: 'delivery_attempts',
+  synchronize: false,
+  columns: {
+    deliveryId: { type: 'uuid', name: 'delivery_id', primary: true },
+    number: { type: 'integer', primary: true },
+    tenantId: { type: 'uuid', name: 'tenant_id' },
+    startedAt: { type: 'timestamptz', name: 'started_at' },
+    durationMs: { type: 'integer', name: 'duration_ms' },
+    statusCode: { type: 'integer', name: 'status_code', nullable: true },
+    error: { type: 'text', nullable: true },
+    responseBody: { type: 'text', name: 'response_body', nullable: true },
+  },
+});

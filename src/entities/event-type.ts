@@ -1,23 +1,26 @@
-import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
 
 /** The event catalog: built-in types have no tenant; tenants may add their own. */
-@Entity('event_types', { synchronize: false })
 export class EventType {
-  @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;
-
-  @Column('uuid', { name: 'tenant_id', nullable: true })
   tenantId!: string | null;
-
-  @Column('text')
   name!: string;
-
-  @Column('text')
   description!: string;
-
-  @Column('jsonb')
   schema!: Record<string, unknown>;
-
-  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
   createdAt!: Date;
 }
+
+export const EventTypeSchema = new EntitySchema<EventType>({
+  name: 'EventType',
+  target: EventType,
+  tableName: 'event_types',
+  synchronize: false,
+  columns: {
+    id: { type: 'uuid', primary: true, default: () => 'gen_random_uuid()' },
+    tenantId: { type: 'uuid', name: 'tenant_id', nullable: true },
+    name: { type: 'text' },
+    description: { type: 'text' },
+    schema: { type: 'jsonb' },
+    createdAt: { type: 'timestamptz', name: 'created_at', createDate: true },
+  },
+});

@@ -1,13 +1,19 @@
-import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
 
-@Entity('tenants', { synchronize: false })
 export class Tenant {
-  @PrimaryColumn('uuid', { default: () => 'gen_random_uuid()' })
   id!: string;
-
-  @Column('text')
   name!: string;
-
-  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
   createdAt!: Date;
 }
+
+export const TenantSchema = new EntitySchema<Tenant>({
+  name: 'Tenant',
+  target: Tenant,
+  tableName: 'tenants',
+  synchronize: false,
+  columns: {
+    id: { type: 'uuid', primary: true, default: () => 'gen_random_uuid()' },
+    name: { type: 'text' },
+    createdAt: { type: 'timestamptz', name: 'created_at', createDate: true },
+  },
+});

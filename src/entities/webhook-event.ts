@@ -1,32 +1,32 @@
-import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
 
-@Entity('webhook_events', { synchronize: false })
 export class WebhookEvent {
-  @PrimaryColumn('uuid')
   id!: string;
-
-  @Column('uuid', { name: 'tenant_id' })
   tenantId!: string;
-
-  @Column('text')
   event!: string;
-
-  @Column('text', { name: 'resource_type', nullable: true })
   resourceType!: string | null;
-
-  @Column('text', { name: 'resource_id', nullable: true })
   resourceId!: string | null;
-
-  @Column('jsonb')
   data!: Record<string, unknown>;
-
   /** The exact envelope sent by every delivery of this event. */
-  @Column('text')
   body!: string;
-
-  @Column('text', { name: 'idempotency_key', nullable: true })
   idempotencyKey!: string | null;
-
-  @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
 }
+
+export const WebhookEventSchema = new EntitySchema<WebhookEvent>({
+  name: 'WebhookEvent',
+  target: WebhookEvent,
+  tableName: 'webhook_events',
+  synchronize: false,
+  columns: {
+    id: { type: 'uuid', primary: true },
+    tenantId: { type: 'uuid', name: 'tenant_id' },
+    event: { type: 'text' },
+    resourceType: { type: 'text', name: 'resource_type', nullable: true },
+    resourceId: { type: 'text', name: 'resource_id', nullable: true },
+    data: { type: 'jsonb' },
+    body: { type: 'text' },
+    idempotencyKey: { type: 'text', name: 'idempotency_key', nullable: true },
+    createdAt: { type: 'timestamptz', name: 'created_at' },
+  },
+});

@@ -59,6 +59,22 @@ export interface TriggerResult {
   deliveries: CreatedDelivery[];
 }
 
+/**
+ * An app's DataSource, of its own copy of TypeORM (0.3 or 1.x): what Hookline calls of it, which
+ * both have, so that its types do not tie an app on 0.3 to 1.x's (their classes differ).
+ */
+export interface AppDataSource {
+  readonly isInitialized: boolean;
+  query(query: string, parameters?: any[]): Promise<any>;
+  transaction(...args: any[]): Promise<any>;
+}
+
+/** An EntityManager of the app's copy of TypeORM (0.3 or 1.x), a transaction's: see AppDataSource. */
+export interface AppEntityManager {
+  query(query: string, parameters?: any[]): Promise<any>;
+  transaction(...args: any[]): Promise<any>;
+}
+
 export class WebhookService {
   private readonly catalog: EventCatalog;
   /** Made here (library use), so closed here too. */
@@ -66,27 +82,30 @@ export class WebhookService {
   private readonly batcher: IngestBatcher;
   private eventsCounter: { inc(): void } | undefined;
 
+  private readonly dataSource: DataSource;
+
   /**
    * `new WebhookService(dataSource)` is enough for library use; the rest is shared when given,
    * and `tenantSessions` is for Hookline's own processes (see IngestBatcher).
    */
   constructor(
-    private readonly dataSource: DataSource,
+    dataSource: DataSource | AppDataSource,
     catalog?: EventCatalog,
     private readonly clock: Clock = { now: () => new Date() },
     options: { tenantSessions?: boolean } = {},
   ) {
-    this.catalog = catalog ?? new EventCatalog(dataSource);
+    this.dataSource = dataSource as DataSource;
+    this.catalog = catalog ?? new EventCatalog(this.dataSource);
     this.ownCatalog = !catalog;
-    this.batcher = new IngestBatcher(dataSource, options);
+    this.batcher = new IngestBatcher(this.dataSource, options);
   }
 
   /**
    * Records the event and its deliveries. With `manager` inside a transaction,
    * joins it: nothing is visible or sent until the caller commits.
    */
-  async triggerEvent(input: TriggerEventInput, manager?: EntityManager): Promise<TriggerResult> {
-    const result = await this.accept(input, manager);
+  async triggerEvent(input: TriggerEventInput, manager?: EntityManager | AppEntityManager): Promise<TriggerResult> {
+    const result = await this.accept(input, manager as EntityManager | undefined);
     if (!result.duplicate) this.eventsCounter?.inc();
     return result;
   }
