@@ -20,5 +20,17 @@ export { ApiKey, DeliveryAttempt, EventType, Tenant, WebhookDelivery, WebhookEve
 export type { DeliveryStatus } from './webhook-delivery.js';
 export { DELIVERY_STATUSES } from './webhook-delivery.js';
 
-/** Every entity of Hookline, for a DataSource of its own or a caller's. */
-export const entities = [TenantSchema, ApiKeySchema, EventTypeSchema, WebhookSubscriptionSchema, WebhookEventSchema, WebhookDeliverySchema, DeliveryAttemptSchema];
+/**
+ * Every entity of Hookline, for a DataSource of its own or a caller's. Typed as what every copy
+ * of TypeORM takes in `entities`: an EntitySchema of one copy is another type than another's
+ * (0.3's, or the same 1.x installed twice), which TypeScript refuses, where a Function is one.
+ */
+export const entities = [
+  TenantSchema,
+  ApiKeySchema,
+  EventTypeSchema,
+  WebhookSubscriptionSchema,
+  WebhookEventSchema,
+  WebhookDeliverySchema,
+  DeliveryAttemptSchema,
+] as unknown as Function[];
