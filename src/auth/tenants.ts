@@ -6,7 +6,7 @@ import { Tenant } from '../entities/tenant.js';
 import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from '../db/query.js';
-import { enterTenant, withTenant, type TenantId } from '../db/tenant-scope.js';
+import { withTenant, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import { API_KEY_PREFIX, hashApiKey } from './viewer.js';
 
 /** Channel on which a revocation is announced, so live connections using the key close at once. */
@@ -52,12 +52,7 @@ export const MAX_ACTIVE_API_KEYS = 100;
 
 export async function createApiKey(dataSource: DataSource, tenantId: TenantId, name: string): Promise<NewApiKey> {
   const keyName = checkName('name', name);
-  // READ COMMITTED whatever the server's default: the count must see what a creation that
-  // held the lock before committed (a REPEATABLE READ snapshot, taken before the lock, would not).
-  return dataSource.transaction('READ COMMITTED', async (manager) => {
-    await enterTenant(manager, tenantId);
-    // One creation at a time per tenant, so that concurrent ones cannot both pass the count.
-    await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline api keys ' || $1, 0))`, [tenantId]);
+  return withTenantCreation(dataSource, tenantId, 'api keys', async (manager) => {
     const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from api_keys where tenant_id = $1 and revoked_at is null', [tenantId]);
     if (n >= MAX_ACTIVE_API_KEYS) {
       throw new HooklineError(ErrorCode.BAD_USER_INPUT, `a tenant may hold at most ${MAX_ACTIVE_API_KEYS} active API keys: revoke one first (revokeApiKey)`);

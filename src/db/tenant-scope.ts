@@ -180,6 +180,25 @@ export async function withTenant<T>(
 }
 
 /**
+ * withTenant() for a creation a tenant has a cap on (`what`: its API keys, subscriptions, event
+ * types): one such creation at a time per tenant (an advisory lock), in a READ COMMITTED
+ * transaction whatever the server's default, so that the count `fn` makes sees what those before
+ * it committed (a REPEATABLE READ snapshot, taken before the lock, would not: racing creations
+ * then all passed the cap).
+ */
+export function withTenantCreation<T>(source: DataSource, tenantId: TenantId, what: string, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+  return withTenant(
+    source,
+    tenantId,
+    async (manager) => {
+      await manager.query(`select pg_advisory_xact_lock(hashtextextended($1 || $2, 0))`, [`hookline ${what} `, tenantId]);
+      return fn(manager);
+    },
+    'READ COMMITTED',
+  );
+}
+
+/**
  * Runs `fn` within the tenant's share of `dataSource`'s connections, if it has shares. Work
  * nested in a tenant's transaction uses its manager (withTenant joins it, taking no share);
  * given the DataSource again, it would open a transaction of its own and wait for a share like

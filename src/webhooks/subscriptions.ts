@@ -8,7 +8,7 @@ import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
 import { queryRows } from '../db/query.js';
-import { withTenant, withTenantClient, type TenantId } from '../db/tenant-scope.js';
+import { withTenant, withTenantClient, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
 import { checkEventPattern, patternsFor } from './catalog.js';
 import { acceptSecret, generateSecret, retireSecret } from './secrets.js';
@@ -140,42 +140,35 @@ export class SubscriptionService {
     const description = checkDescription(input.description);
     const headers = checkHeaders(input.headers ?? {});
     const url = await checkUrl(this.services.targetGuard, input.url);
-    return withTenant(
-      this.services.dataSource,
-      tenantId,
-      async (manager) => {
-        const events = await checkEvents(manager, tenantId, input.events!);
-        // One creation at a time per tenant, counting what those before it committed (READ COMMITTED).
-        await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline subscriptions ' || $1, 0))`, [tenantId]);
-        const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from webhook_subscriptions where tenant_id = $1 and deleted_at is null', [tenantId]);
-        if (n >= MAX_SUBSCRIPTIONS) {
-          throw new HooklineError(
-            ErrorCode.BAD_USER_INPUT,
-            `a tenant may have at most ${MAX_SUBSCRIPTIONS.toLocaleString('en')} webhook subscriptions: delete one first (deleteWebhookSubscription), or give one several events (events: [...], patterns such as invoice.*)`,
-          );
-        }
-        const now = this.services.clock.now();
-        const subscription = await manager.save(
-          manager.create(WebhookSubscription, {
-            tenantId,
-            url,
-            events,
-            description,
-            active: input.active ?? true,
-            disabledReason: null,
-            headers,
-            secret,
-            previousSecret: null,
-            previousSecretExpiresAt: null,
-            earlierSecrets: null,
-            createdAt: now,
-            updatedAt: now,
-          }),
+    return withTenantCreation(this.services.dataSource, tenantId, 'subscriptions', async (manager) => {
+      const events = await checkEvents(manager, tenantId, input.events!);
+      const [{ n }] = await queryRows<{ n: number }>(manager, 'select count(*)::int as n from webhook_subscriptions where tenant_id = $1 and deleted_at is null', [tenantId]);
+      if (n >= MAX_SUBSCRIPTIONS) {
+        throw new HooklineError(
+          ErrorCode.BAD_USER_INPUT,
+          `a tenant may have at most ${MAX_SUBSCRIPTIONS.toLocaleString('en')} webhook subscriptions: delete one first (deleteWebhookSubscription), or give one several events (events: [...], patterns such as invoice.*)`,
         );
-        return { subscription, secret };
-      },
-      'READ COMMITTED',
-    );
+      }
+      const now = this.services.clock.now();
+      const subscription = await manager.save(
+        manager.create(WebhookSubscription, {
+          tenantId,
+          url,
+          events,
+          description,
+          active: input.active ?? true,
+          disabledReason: null,
+          headers,
+          secret,
+          previousSecret: null,
+          previousSecretExpiresAt: null,
+          earlierSecrets: null,
+          createdAt: now,
+          updatedAt: now,
+        }),
+      );
+      return { subscription, secret };
+    });
   }
 
   async update(tenantId: TenantId, id: string, input: SubscriptionInput): Promise<WebhookSubscription> {
