@@ -6,7 +6,7 @@ import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
 import { ErrorCode, HooklineError, badInput, longerThan, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
-import { withTenant, type TenantId } from '../db/tenant-scope.js';
+import { withTenant, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import { createAjv, verdictOf, type ValidateFunction } from './schema-engine.js';
 import { CheckPool, sharedCheckPool, type CheckOutcome, type CheckPoolOptions } from './validation-pool.js';
 
@@ -553,9 +553,7 @@ export class EventCatalog {
     // Compiled in a validation thread, within its deadline, as its checks will run.
     const { problem } = this.settled(await this.checks.check(tenantId, { kind: 'schema', schema }), 'schema', 'compiled') as { problem?: string };
     if (problem) throw badInput('schema', problem);
-    return withTenant(this.dataSource, tenantId, async (manager) => {
-      // One creation at a time per tenant, so that creations at once cannot pass the count together.
-      await manager.query(`select pg_advisory_xact_lock(hashtextextended('hookline event types ' || $1, 0))`, [tenantId]);
+    return withTenantCreation(this.dataSource, tenantId, 'event types', async (manager) => {
       const [taken] = await queryRows<{ id: string; tenantId: string | null; schema: Record<string, unknown> }>(
         manager,
         'select id, tenant_id as "tenantId", schema from event_types where name = $1 and (tenant_id is null or tenant_id = $2)',

@@ -1,9 +1,10 @@
-// The caps on a tenant's active API keys (MAX_ACTIVE_API_KEYS) and its subscriptions
+// The caps on a tenant's active API keys (MAX_ACTIVE_API_KEYS), its subscriptions and its event types
 // (MAX_SUBSCRIPTIONS) hold for creations at once also on a database whose default isolation
 // is REPEATABLE READ: a creation that waited for another must count what that one committed.
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { MAX_ACTIVE_API_KEYS } from '../../src/auth/tenants.js';
+import { SCHEMA_LIMITS } from '../../src/webhooks/catalog.js';
 import { MAX_SUBSCRIPTIONS } from '../../src/webhooks/subscriptions.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
@@ -69,4 +70,31 @@ it(`holds at most ${MAX_SUBSCRIPTIONS} subscriptions a tenant when creations rac
   expect((await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: one }, tenant.apiKey)).errors).toBeUndefined();
   expect((await rest()).status).toBe(201);
   expect(await count()).toBe(MAX_SUBSCRIPTIONS);
+}, 120_000);
+
+it(`holds at most ${SCHEMA_LIMITS.typesPerTenant} event types of a tenant's own when creations wait for each other under REPEATABLE READ`, async () => {
+  const tenant = await hl.createTenant('Many event types');
+  const create = (name: string) => hl.gql('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }', { input: { name, schema: { type: 'object' } } }, tenant.apiKey);
+  for (let i = 0; i < SCHEMA_LIMITS.typesPerTenant - 1; i++) expect((await create(`own.type${i}`)).errors).toBeUndefined();
+  // One creation holds the tenant's creation lock (as a slow one would) while five more come.
+  const holder = new pg.Client({ connectionString: databaseUrl });
+  await holder.connect();
+  try {
+    await holder.query('begin');
+    await holder.query(`select pg_advisory_xact_lock(hashtextextended($1 || $2, 0))`, ['hookline event types ', tenant.id]);
+    const racing = Array.from({ length: 5 }, (_, i) => create(`late.type${i}`));
+    for (let waiting = 0; waiting < 5; ) {
+      await new Promise((r) => setTimeout(r, 50));
+      [{ waiting }] = (await holder.query(`select count(*)::int as waiting from pg_locks where locktype = 'advisory' and not granted`)).rows;
+    }
+    await holder.query('commit');
+    const answers = await Promise.all(racing);
+    // Each counted what the one before it committed: the first made the hundredth, the rest were refused.
+    expect(answers.filter((a) => !a.errors)).toHaveLength(1);
+    for (const refused of answers.filter((a) => a.errors)) expect(refused.errors![0]!.extensions!.code).toBe('BAD_USER_INPUT');
+  } finally {
+    await holder.end();
+  }
+  const [{ n }] = await hl.dataSource.query('select count(*)::int as n from event_types where tenant_id = $1', [tenant.id]);
+  expect(n).toBe(SCHEMA_LIMITS.typesPerTenant);
 }, 120_000);
