@@ -34,11 +34,13 @@ async function tenantWithSubscription() {
   return tenant;
 }
 
+const TRIGGER = 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate event { id } deliveries { id } } }';
+
 /** An event (test.event reaches the subscription; invoice.sent nothing), its delivery set as given, `ageMs` old. */
-async function event(apiKey: string, state: { status?: string; ageMs: number; changedMs?: number; name?: string }) {
+async function event(apiKey: string, state: { status?: string; ageMs: number; changedMs?: number; name?: string; idempotencyKey?: string }) {
   const name = state.name ?? 'test.event';
   const data = name === 'test.event' ? {} : { invoice_id: 'i', invoice_number: 'n', sent_at: 't' };
-  const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: name, data } }, apiKey);
+  const res = await hl.gql(TRIGGER, { input: { event: name, data, idempotencyKey: state.idempotencyKey } }, apiKey);
   expect(res.errors).toBeUndefined();
   const { event: { id }, deliveries } = res.data.triggerEvent;
   await db.query(`update webhook_events set created_at = now() - $2 * interval '1 millisecond' where id = $1`, [id, state.ageMs]);
@@ -51,6 +53,19 @@ async function event(apiKey: string, state: { status?: string; ageMs: number; ch
     await db.query(`insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code) select id, 1, tenant_id, updated_at, 5, 200 from webhook_deliveries where id = $1`, [d.id]);
   }
   return { id, delivery: deliveries[0]?.id as string | undefined };
+}
+
+/** Runs `fn` with another client's transaction open (what it locks held), then rolls that back. */
+async function whileAnotherTransaction(fn: (other: pg.Client) => Promise<void>) {
+  const other = new pg.Client({ connectionString: hl.databaseUrl });
+  await other.connect();
+  try {
+    await other.query('begin');
+    await fn(other);
+    await other.query('rollback');
+  } finally {
+    await other.end();
+  }
 }
 
 const exists = async (table: string, id: string) => (await db.query(`select 1 from ${table} where id = $1`, [id])).rowCount === 1;
@@ -94,20 +109,15 @@ it('never waits for a row another writer holds: an event with a delivery being r
   const tenant = await tenantWithSubscription();
   const failed = await event(tenant.apiKey, { status: 'FAILED', ageMs: 3 * DAY });
   const other = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
-  // A retry under way (its row updated, not yet committed) when the sweep reaches the event.
-  const retrying = new pg.Client({ connectionString: hl.databaseUrl });
-  await retrying.connect();
-  try {
-    await retrying.query('begin');
+  // A retry under way (its row updated, not yet committed) when the sweep reaches the event; it
+  // is rolled back after: the retry did not happen after all.
+  await whileAnotherTransaction(async (retrying) => {
     await retrying.query(`update webhook_deliveries set status = 'PENDING', next_attempt_at = now(), updated_at = now() where id = $1`, [failed.delivery]);
     // Done while the retry still holds its row: nothing waited (no deadlock, no convoy).
     expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toEqual({ swept: true, events: 1, deliveries: 1 });
     expect(await exists('webhook_events', other.id)).toBe(false);
     expect(await exists('webhook_deliveries', failed.delivery!)).toBe(true);
-    await retrying.query('rollback'); // the retry did not happen after all
-  } finally {
-    await retrying.end();
-  }
+  });
   // Still FAILED and old: the next sweep takes it.
   expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 1, deliveries: 1 });
   expect(await exists('webhook_deliveries', failed.delivery!)).toBe(false);
@@ -115,19 +125,11 @@ it('never waits for a row another writer holds: an event with a delivery being r
 
 it('never waits for an idempotency key or an event row another transaction holds either: that event is kept this time, the rest go', async () => {
   const tenant = await tenantWithSubscription();
-  const keyed = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'held-key' } }, tenant.apiKey);
-  const withKey = { id: keyed.data.triggerEvent.event.id as string, delivery: keyed.data.triggerEvent.deliveries[0].id as string };
-  for (const [table, id] of [['webhook_events', withKey.id], ['webhook_deliveries', withKey.delivery]]) {
-    await db.query(`update ${table} set created_at = now() - interval '3 days' where id = $1`, [id]);
-  }
-  await db.query(`update webhook_deliveries set status = 'DELIVERED', next_attempt_at = null, updated_at = now() - interval '3 days' where id = $1`, [withKey.delivery]);
+  const withKey = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY, idempotencyKey: 'held-key' });
   await db.query(`update idempotency_keys set expires_at = now() - interval '2 days' where event_id = $1`, [withKey.id]);
   const rowHeld = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
   const free = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY });
-  const holder = new pg.Client({ connectionString: hl.databaseUrl });
-  await holder.connect();
-  try {
-    await holder.query('begin');
+  await whileAnotherTransaction(async (holder) => {
     // Its expired key being taken over by a new event, in a transaction not yet committed.
     await holder.query(`update idempotency_keys set expires_at = now() + interval '1 day' where key = 'held-key'`);
     await holder.query('select 1 from webhook_events where id = $1 for share', [rowHeld.id]);
@@ -135,29 +137,23 @@ it('never waits for an idempotency key or an event row another transaction holds
     expect(await exists('webhook_events', free.id)).toBe(false);
     expect(await exists('webhook_events', withKey.id)).toBe(true);
     expect(await exists('webhook_events', rowHeld.id)).toBe(true);
-    await holder.query('rollback');
-  } finally {
-    await holder.end();
-  }
+  });
   expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 2 });
 });
 
 it('keeps an event its idempotency key still answers with (the API\'s clock may be behind), and deletes the key with it', async () => {
   const tenant = await tenantWithSubscription();
-  const res = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
-  const { event: { id }, deliveries: [{ id: delivery }] } = res.data.triggerEvent;
-  await db.query(`update webhook_events set created_at = now() - interval '3 days' where id = $1`, [id]);
-  await db.query(`update webhook_deliveries set status = 'DELIVERED', next_attempt_at = null, created_at = now() - interval '3 days', updated_at = now() - interval '3 days' where id = $1`, [delivery]);
+  const { id } = await event(tenant.apiKey, { status: 'DELIVERED', ageMs: 3 * DAY, idempotencyKey: 'order-1' });
   // Its key expires in a minute: a repeat now answers with the event, so it stays.
   await db.query(`update idempotency_keys set expires_at = now() + interval '1 minute' where event_id = $1`, [id]);
   expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 0 });
-  const repeat = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate event { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
-  expect(repeat.data.triggerEvent).toEqual({ duplicate: true, event: { id } });
+  const repeat = await hl.gql(TRIGGER, { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
+  expect(repeat.data.triggerEvent).toMatchObject({ duplicate: true, event: { id } });
   // Expired (and past the margin for clocks): the event goes, and its key with it.
   await db.query(`update idempotency_keys set expires_at = now() - interval '2 hours' where event_id = $1`, [id]);
   expect(await sweepRetention(poolOf(hl.dataSource), 2 * DAY, { pauseMs: 0 })).toMatchObject({ events: 1 });
   expect((await db.query('select 1 from idempotency_keys where event_id = $1', [id])).rowCount).toBe(0);
-  const fresh = await hl.gql('mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { duplicate event { id } } }', { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
+  const fresh = await hl.gql(TRIGGER, { input: { event: 'test.event', data: {}, idempotencyKey: 'order-1' } }, tenant.apiKey);
   expect(fresh.data.triggerEvent.duplicate).toBe(false);
 });
 
