@@ -7,8 +7,8 @@
 #   HOOKLINE_URL=http://localhost:4000 HOOKLINE_TOKEN=hkl_... \
 #   TARGET_URL=https://webhook.site/<your-id> bash examples/test-webhooks.sh
 #
-# The last step prints {status, attempts, last_error} of each invoice.created
-# delivery of the tenant (newest first).
+# The last step prints {status, attempts, last_error} of the tenant's newest
+# invoice.created deliveries (the first page: 100, newest first).
 set -euo pipefail
 
 BASE_URL="${HOOKLINE_URL:-http://localhost:4000}"
@@ -18,14 +18,14 @@ WEBHOOK_SECRET="${WEBHOOK_SECRET:-my-webhook-secret}"
 API="$BASE_URL/api/v1/tenant/webhooks"
 
 # 1. Create subscription
-CREATED=$(curl -s -X POST "$API/subscriptions" \
+CREATED=$(curl -sS -X POST "$API/subscriptions" \
   -H "Authorization: Bearer $TOKEN" \
   -H "Content-Type: application/json" \
   -d '{
     "event": "invoice.created",
     "url": "'"$TARGET_URL"'",
     "secret": "'"$WEBHOOK_SECRET"'"
-  }')
+  }') || { echo "Hookline not reachable at $BASE_URL" >&2; exit 1; }
 SUBSCRIPTION=$(echo "$CREATED" | jq '.id')
 if [ "$SUBSCRIPTION" = null ]; then
   # Hookline's answer says why (a bad token, a URL it refuses, ...): nothing more can work.

@@ -5,7 +5,8 @@
 //   2. the Standard Webhooks headers (StandardWebhookVerifier), whose
 //      timestamp tolerance refuses old captured requests;
 //   3. de-duplication by webhook-id, which is the same on every attempt of one
-//      delivery (Hookline delivers at least once);
+//      delivery (Hookline delivers at least once): an id is remembered once handled,
+//      and a retry that comes while it is still being handled gets 409;
 //   4. invoice.created and payment.received handled, other events accepted.
 //
 //   WEBHOOK_SECRET=my-webhook-secret PORT=8080 npx tsx examples/receiver/receiver.ts
@@ -23,7 +24,7 @@ export interface ReceivedEvent {
 export interface ReceiverOptions {
   /** The subscription's secret (`whsec_...` or the one you chose). */
   secret: string;
-  /** Called once per webhook-id after it was verified and handled; a throw answers 500, so Hookline retries. */
+  /** Called once per webhook-id after it was verified (a retry that comes while it runs gets 409); a throw answers 500, so Hookline retries. */
   onEvent?: (event: ReceivedEvent) => void | Promise<void>;
   /** Where lines like "Invoice created: ..." go; console.log by default. */
   log?: (line: string) => void;
@@ -40,6 +41,7 @@ class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -72,9 +74,9 @@ async function rawBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function reply(res: ServerResponse, status: number, body: unknown) {
+function reply(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
@@ -82,6 +84,7 @@ export function createReceiver(options: ReceiverOptions): Server {
   const { secret, onEvent, log = console.log, path = '/webhooks/gestiqcloud' } = options;
   const verifier = new StandardWebhookVerifier(secret, { toleranceSeconds: options.toleranceSeconds ?? 300 });
   const seen = new SeenIds(options.rememberIds ?? 10_000);
+  const handling = new Set<string>();
 
   const handlers: Record<string, (data: Record<string, any>) => void | Promise<void>> = {
     'invoice.created': (data) => log(`Invoice created: ${data.invoice_number ?? data.invoice_id}`),
@@ -111,15 +114,19 @@ export function createReceiver(options: ReceiverOptions): Server {
     // De-duplicate: a retried delivery carries the same webhook-id
     const webhookId = req.headers['webhook-id'] as string;
     if (seen.has(webhookId)) return { status: 'ok', duplicate: true };
-    seen.add(webhookId);
+    // A retry can come while the first attempt is still being handled (it timed out on Hookline's
+    // side): it is not done yet, and may still fail, so the retry is answered with a non-2xx and
+    // Hookline tries again later. An id is remembered as seen only once it was handled.
+    if (handling.has(webhookId)) throw new HttpError(409, 'Still handling this webhook-id', { 'retry-after': '5' });
+    handling.add(webhookId);
     try {
       // Handle event
       await handlers[envelope.event]?.(envelope.data);
       await onEvent?.({ webhookId, envelope });
-    } catch (error) {
-      seen.delete(webhookId); // not handled: let Hookline's retry try again
-      throw error;
+    } finally {
+      handling.delete(webhookId);
     }
+    seen.add(webhookId);
     return { status: 'ok' };
   }
 
@@ -130,7 +137,7 @@ export function createReceiver(options: ReceiverOptions): Server {
     receiveWebhook(req).then(
       (answer) => reply(res, 200, answer),
       (error: unknown) => {
-        if (error instanceof HttpError) return reply(res, error.status, { detail: error.message });
+        if (error instanceof HttpError) return reply(res, error.status, { detail: error.message }, error.headers);
         console.error('webhook handling failed', error);
         reply(res, 500, { detail: 'Internal error' });
       },

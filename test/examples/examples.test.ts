@@ -3,7 +3,7 @@
 // Python verifier.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -103,6 +103,24 @@ describe('examples/test-webhooks.sh (the guide\'s Test 1)', () => {
     expect(failed?.code).toBe(1);
     expect(failed?.stderr).toMatch(/Subscription not created: \{"code":"BAD_USER_INPUT".*"field":"url"/);
     expect((await rest('GET', 'deliveries')).length).toBe(before);
+  });
+
+  it('says so when Hookline cannot be reached', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => resolve(port));
+      });
+    });
+    const failed = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], {
+      env: { ...process.env, HOOKLINE_URL: `http://127.0.0.1:${closed}`, HOOKLINE_TOKEN: key, TARGET_URL: 'https://example.com/hook' },
+      timeout: 20_000,
+    }).then(
+      () => undefined,
+      (error: { code?: number; stderr?: string }) => error,
+    );
+    expect(failed?.code).toBe(1);
+    expect(failed?.stderr).toContain(`Hookline not reachable at http://127.0.0.1:${closed}`);
   });
 });
 
@@ -277,6 +295,30 @@ describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
     expect(first).toEqual({ status: 200, body: { status: 'ok' } });
     expect(replay).toEqual({ status: 200, body: { status: 'ok', duplicate: true } });
     expect(handled.slice(before).map((e) => e.webhookId)).toEqual([request.headers['webhook-id']]);
+  });
+
+  it('answers 409 to a retry that comes while the first attempt is still handled, so a failed handling is retried', async () => {
+    const { request } = await captureDelivery('payment.received', PAYMENT_DATA, secret);
+    let fail: ((error: Error) => void) | undefined;
+    let handledOk = 0;
+    let handle = () => new Promise<void>((_, reject) => (fail = reject));
+    const slow = createReceiver({ secret, log: () => {}, onEvent: () => handle() });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => slow.close(() => resolve())));
+    const slowUrl = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/webhooks/gestiqcloud`;
+    const send = () => fetch(slowUrl, { method: 'POST', headers: forwarded(request), body: request.body });
+    const first = send();
+    await expect.poll(() => fail, { timeout: 5_000 }).toBeTypeOf('function');
+    const retry = await send();
+    expect(retry.status).toBe(409);
+    expect(retry.headers.get('retry-after')).toBe('5');
+    fail!(new Error('the database is down'));
+    expect((await first).status).toBe(500);
+    // Not handled, so not remembered: the next retry is handled again (and now succeeds).
+    handle = async () => void handledOk++;
+    const third = await send();
+    expect({ status: third.status, body: await third.json() }).toEqual({ status: 200, body: { status: 'ok' } });
+    expect(handledOk).toBe(1);
   });
 });
 
