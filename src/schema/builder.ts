@@ -90,12 +90,34 @@ function literalToJson(node: ValueNode, variables?: Record<string, unknown> | nu
   }
 }
 
+/**
+ * A JSON value as a resolver gives it: wrapped, because the executor takes any value with a `then`
+ * key for a promise, a field's result and its serialized value alike (data `{"then": 1}`, or a
+ * schema's `if`/`then`, failed the field with "then is not a function" after the write). The JSON
+ * scalar unwraps it, but for an object with a `then` key, which it answers still wrapped: the
+ * response is written with JSON.stringify, which writes the value through `toJSON`.
+ */
+class JsonResult {
+  constructor(readonly value: unknown) {}
+  toJSON() {
+    return this.value;
+  }
+}
+
+/** What a JSON field's resolver returns for `value` (null stays null). */
+export function jsonResult(value: unknown): unknown {
+  return value === null || value === undefined ? value : new JsonResult(value);
+}
+
 builder.scalarType('JSON', {
   description: 'Any JSON value.',
-  serialize: (value) => value,
+  serialize: (value) => {
+    if (!(value instanceof JsonResult)) return value;
+    return (value.value as { then?: unknown }).then == null ? value.value : value;
+  },
   parseValue: (value) => value,
   parseLiteral: (node, variables) => literalToJson(node, variables),
 });
 
 builder.queryType({ description: 'Reads. Every field needs a tenant API key (Authorization: Bearer <key>).' });
-builder.mutationType({ description: 'Writes. A rejected call writes nothing.' });
+builder.mutationType({ description: 'Writes, one field an operation. A rejected call writes nothing.' });

@@ -3,15 +3,16 @@ import type { EventType as EventTypeRow } from '../entities/event-type.js';
 import { BUILT_IN_EVENT_TYPES } from '../migrations/0002-catalog-subscriptions.js';
 import { MAX_QUERY_COMPLEXITY, sizeComplexity } from '../server/complexity.js';
 import { SCHEMA_LIMITS } from '../webhooks/catalog.js';
-import { builder } from './builder.js';
+import { builder, jsonResult } from './builder.js';
 
 export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').implement({
   description: 'An entry of the event catalog: a name, what it means, and the JSON Schema its `data` must match.',
   fields: (t) => ({
     name: t.exposeString('name', { description: 'Dotted name, e.g. invoice.created.' }),
     description: t.exposeString('description', { complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
-    schema: t.expose('schema', {
+    schema: t.field({
       type: 'JSON',
+      resolve: (e) => jsonResult(e.schema),
       description: `JSON Schema of the event \`data\`: up to ${SCHEMA_LIMITS.bytes / 1024} KiB, counting ${sizeComplexity(SCHEMA_LIMITS.bytes)} toward the ${MAX_QUERY_COMPLEXITY.toLocaleString('en')} an operation may cost.`,
       complexity: sizeComplexity(SCHEMA_LIMITS.bytes),
     }),

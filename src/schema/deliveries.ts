@@ -6,7 +6,7 @@ import { MAX_SUBSCRIPTIONS } from '../webhooks/subscriptions.js';
 import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
-import { builder, type Context } from './builder.js';
+import { builder, jsonResult, type Context } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
 
@@ -98,7 +98,7 @@ DeliveryRef.implement({
       type: 'JSON',
       description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
       complexity: LARGE_VALUE_COMPLEXITY,
-      resolve: (d, _args, { viewer, loaders }) => loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId)),
+      resolve: async (d, _args, { viewer, loaders }) => jsonResult(await loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId))),
     }),
     webhookEvent: t.field({
       type: WebhookEventRef,
@@ -130,7 +130,7 @@ WebhookEventRef.implement({
     event: t.exposeString('event'),
     resourceType: t.exposeString('resourceType', { nullable: true }),
     resourceId: t.exposeString('resourceId', { nullable: true }),
-    data: t.expose('data', { type: 'JSON', description: `As triggered, the same JSON value (its keys may come in another order: a delivery's \`payload\` is the bytes sent): up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
+    data: t.field({ type: 'JSON', resolve: (e) => jsonResult(e.data), description: `As triggered, the same JSON value (its keys may come in another order: a delivery's \`payload\` is the bytes sent): up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     idempotencyKey: t.exposeString('idempotencyKey', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({

@@ -4,7 +4,7 @@ import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../ser
 import { MAX_EVENT_NAME } from '../webhooks/catalog.js';
 import { MAX_EVENTS_PER_SUBSCRIPTION } from '../webhooks/subscriptions.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
-import { builder } from './builder.js';
+import { builder, jsonResult } from './builder.js';
 import { pageComplexity, pageOf } from './pagination.js';
 import { DeliveryRef, DeliveryStatusEnum, WebhookSubscriptionRef } from './refs.js';
 
@@ -24,7 +24,7 @@ WebhookSubscriptionRef.implement({
       nullable: true,
       description: 'Why Hookline deactivated it (the endpoint answered 410 Gone, with HOOKLINE_DISABLE_ON_GONE=true).',
     }),
-    headers: t.expose('headers', { type: 'JSON', description: `Extra headers sent with every delivery. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
+    headers: t.field({ type: 'JSON', resolve: (s) => jsonResult(s.headers), description: `Extra headers sent with every delivery. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
     deliveries: t.connection({

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
-import { GraphQLError } from 'graphql';
+import { GraphQLError, Kind, type ASTVisitor, type SelectionSetNode, type ValidationContext } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
@@ -59,6 +59,69 @@ const validationErrorCode: Plugin = {
     return ({ result, setResult }) => {
       if (result.length) setResult(result.map((error) => (error instanceof GraphQLError ? withCode(explained(error)) : error)));
     };
+  },
+};
+
+/**
+ * A mutation operation has one field (`__typename` aside). Each field's write commits on its own,
+ * and the fields are non-null: one refused after another wrote answered `data: null`, losing what
+ * was written (a created tenant's only API key, an event whose retry would duplicate it).
+ */
+export function oneMutationField(context: ValidationContext): ASTVisitor {
+  return {
+    OperationDefinition(node) {
+      if (node.operation !== 'mutation') return;
+      const names = new Set<string>();
+      const spread = new Set<string>();
+      const collect = (selections: SelectionSetNode) => {
+        for (const selection of selections.selections) {
+          if (selection.kind === Kind.FIELD) {
+            if (selection.name.value !== '__typename') names.add(selection.alias?.value ?? selection.name.value);
+          } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+            collect(selection.selectionSet);
+          } else if (!spread.has(selection.name.value)) {
+            spread.add(selection.name.value);
+            const fragment = context.getFragment(selection.name.value);
+            if (fragment) collect(fragment.selectionSet);
+          }
+        }
+      };
+      collect(node.selectionSet);
+      if (names.size > 1) {
+        context.reportError(
+          new GraphQLError(
+            `a mutation operation may have one field, not ${names.size} (${[...names].join(', ')}): send each in a request of its own, so that each answer says what its call wrote`,
+            { nodes: node },
+          ),
+        );
+      }
+    },
+  };
+}
+
+/**
+ * graphql-js parses nested values and selections recursively: a document nesting a few thousand
+ * lists (`[[[…]]]`, within the token limit or just past it) overflowed the stack before GraphQL
+ * Armor's token count refused it, answered as an internal error and logged with its stack.
+ */
+const parseDepthRefusal: Plugin = {
+  onParse({ parseFn, setParseFn }) {
+    setParseFn((source, options) => {
+      try {
+        return parseFn(source, options);
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error;
+        throw createGraphQLError('Syntax Error: the document nests lists, objects or selections too deeply to be read', {
+          extensions: { code: ErrorCode.BAD_USER_INPUT, http: { spec: true, status: 400 } },
+        });
+      }
+    });
+  },
+};
+
+const oneMutationFieldRule: Plugin = {
+  onValidate({ addValidationRule }) {
+    addValidationRule(oneMutationField);
   },
 };
 
@@ -307,7 +370,9 @@ export function createGraphQLServer(services: Services): Yoga {
         // Field suggestions stay on: they help people exploring in GraphiQL.
         blockFieldSuggestion: { enabled: false },
       }),
+      parseDepthRefusal,
       requestShapeErrors,
+      oneMutationFieldRule,
       validationErrorCode,
       complexityLimit,
       sharedLiveExecution(maskError),

@@ -124,6 +124,7 @@ export function checkSchemaCost(root: Record<string, unknown>): void {
     visiting.add(schema);
     const node = schema as Record<string, unknown>;
     checkUniqueItems(node, path);
+    checkProtoNames(node, path);
     // Another $id would make its $refs relative to another address than the one checked here.
     if (node !== root && typeof node.$id === 'string' && !node.$id.startsWith('#')) {
       throw badInput('schema', `${path}: $id is supported only at the top of the schema (or as an anchor, "#name")`);
@@ -223,6 +224,23 @@ function checkUniqueItems(schema: Record<string, unknown>, path: string): void {
       `${path}: uniqueItems needs "items" with a scalar "type" (string, number, integer, boolean, null): comparing other items takes time growing with the square of their number`,
     );
   }
+}
+
+/** Where a schema names properties: ajv passes over one named "__proto__" there, checking nothing of it. */
+const NAMING_MAPS = ['properties', 'dependentSchemas', 'dependentRequired', 'dependencies'];
+const NAMING_LISTS = ['required'];
+
+function checkProtoNames(schema: Record<string, unknown>, path: string): void {
+  const refuse = (at: string) => {
+    throw badInput('schema', `${at}: a property named "__proto__" cannot be checked here (the schema engine passes over it); use patternProperties, e.g. {"^__proto__$": {...}}`);
+  };
+  for (const key of NAMING_MAPS) {
+    const map = schema[key];
+    if (map === null || typeof map !== 'object' || Array.isArray(map)) continue;
+    if (Object.hasOwn(map, '__proto__')) refuse(`${path}.${key}`);
+    for (const [name, names] of Object.entries(map)) if (Array.isArray(names) && names.includes('__proto__')) refuse(`${path}.${key}.${name}`);
+  }
+  for (const key of NAMING_LISTS) if (Array.isArray(schema[key]) && (schema[key] as unknown[]).includes('__proto__')) refuse(`${path}.${key}`);
 }
 
 /**
@@ -563,7 +581,7 @@ export class EventCatalog {
         // The tenant's own type stored before its schema's cost was bounded, beyond the bounds
         // (triggerEvent refuses it): created again, its schema is replaced, so the name is usable.
         if (taken.tenantId === tenantId && !withinSchemaLimits(taken.schema)) {
-          await manager.query('update event_types set schema = $2, description = $3 where id = $1', [taken.id, schema, description]);
+          await manager.query('update event_types set schema = $2::jsonb, description = $3 where id = $1', [taken.id, text, description]);
           return (await manager.findOneByOrFail(EventType, { id: taken.id }));
         }
         throw badInput('name', `event type "${name}" already exists`);
@@ -573,7 +591,15 @@ export class EventCatalog {
         throw badInput('name', `a tenant may have at most ${SCHEMA_LIMITS.typesPerTenant} event types of its own`);
       }
       try {
-        return await manager.save(manager.create(EventType, { tenantId, name, description, schema: schema as Record<string, unknown> }));
+        // Written as its JSON text, like events' data: an object copied property by property (as
+        // TypeORM's create does) loses a "__proto__" key, which JSON and JSON Schema allow.
+        const [created] = await queryRows<EventType>(
+          manager,
+          `insert into event_types (tenant_id, name, description, schema) values ($1, $2, $3, $4::jsonb)
+           returning id, tenant_id as "tenantId", name, description, schema, created_at as "createdAt"`,
+          [tenantId, name, description, text],
+        );
+        return Object.assign(new EventType(), created);
       } catch (error) {
         if ((error as { code?: string }).code === '23505') throw badInput('name', `event type "${name}" already exists`);
         throw error;

@@ -4,7 +4,7 @@
 import type { Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { wsRequest } from '../helpers/ws.js';
 
 let hl: TestHookline;
@@ -45,6 +45,13 @@ const CASES: Case[] = [
   { name: 'an unknown field', query: '{ viewer { nickname } }', names: /"nickname"/, status: [200, 400] },
   { name: 'a syntax error', query: '{ viewer { id ', names: /Syntax Error/, status: [200, 400] },
   { name: 'hundreds of the same field side by side', query: `{ ${'viewer { id } '.repeat(700)}}`, names: /too many fields side by side/, status: [200, 400] },
+  { name: 'two mutation fields', query: 'mutation { a: createApiKey(name: "a") { id } b: createApiKey(name: "") { id } }', names: /a mutation operation may have one field, not 2 \(a, b\)/, status: [200, 400] },
+  {
+    name: 'a second mutation field in a fragment',
+    query: 'mutation { ...More createApiKey(name: "x") { id } } fragment More on Mutation { __typename revokeApiKey(id: "00000000-0000-0000-0000-000000000000") }',
+    names: /one field, not 2 \(revokeApiKey, createApiKey\)/,
+    status: [200, 400],
+  },
   { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
 ];
 
@@ -197,6 +204,60 @@ describe('over HTTP', () => {
     expect(res.errors?.[0]?.message).toMatch(/"extra"/);
     const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [tenant.id]);
     expect(n).toBe(0);
+  });
+});
+
+describe('documents nested deeper than the parser can go', () => {
+  // graphql-js's parser recurses once or more per level: a few thousand nested lists overflowed its
+  // stack before the token limit (3000) refused them, at depths that depend on the stack's state.
+  const nested = (depth: number) => `mutation { triggerEvent(input: { event: "test.event", data: { a: ${'['.repeat(depth)}${']'.repeat(depth)} } }) { duplicate } }`;
+  const listArgument = (depth: number) => `{ deliveries(event: ${'['.repeat(depth)}"x"${']'.repeat(depth)}) { edges { node { id } } } }`;
+  const DEPTHS = [1500, 2000, 2500, 2750, 2900, 3000, 3100, 3500, 4000, 5000, 8000, 20_000];
+
+  it('are refused with BAD_USER_INPUT over HTTP, with a key or without', async () => {
+    for (const depth of DEPTHS) {
+      for (const query of [nested(depth), listArgument(depth)]) {
+        for (const token of [tenant.apiKey, undefined]) {
+          const res = await hl.gql(query, {}, token);
+          expect(res.errors?.[0]?.extensions?.code, `depth ${depth}`).toBe('BAD_USER_INPUT');
+          expect(res.errors![0]!.message).toMatch(/too deeply|Token limit|more than 100 levels/);
+        }
+      }
+    }
+  });
+
+  it('are refused with BAD_USER_INPUT over WebSocket, and the socket stays', async () => {
+    for (const depth of DEPTHS) {
+      const outcome = await wsRequest(socket, nested(depth)).then(
+        (result) => result.errors,
+        (errors: unknown) => errors as any[],
+      );
+      expect(outcome?.[0]?.extensions?.code, `depth ${depth}`).toBe('BAD_USER_INPUT');
+    }
+    expect((await wsRequest(socket, '{ viewer { id } }')).data.viewer.id).toBe(tenant.id);
+  });
+});
+
+describe('mutations of several fields', () => {
+  it('are refused before any field runs: nothing is written, no key or tenant lost', async () => {
+    const keys = async () => (await hl.dataSource.query('select count(*)::int as n from api_keys'))[0].n as number;
+    const tenants = async () => (await hl.dataSource.query('select count(*)::int as n from tenants'))[0].n as number;
+    const before = { keys: await keys(), tenants: await tenants() };
+    const orphan = await hl.gql('mutation { a: createTenant(name: "Orphan") { tenant { id } apiKey } b: createTenant(name: "") { apiKey } }', {}, ADMIN_TOKEN);
+    expect(orphan.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    const keyAndEvent = await hl.gql(
+      'mutation { ok: createApiKey(name: "alias-key") { id } bad: triggerEvent(input: { event: "nope.x", data: {} }) { duplicate } }',
+      {},
+      tenant.apiKey,
+    );
+    expect(keyAndEvent.errors?.[0]?.message).toMatch(/one field, not 2 \(ok, bad\)/);
+    expect({ keys: await keys(), tenants: await tenants() }).toEqual(before);
+  });
+
+  it('takes one field with __typename beside it, and one field written twice (one call)', async () => {
+    const res = await hl.gql('mutation { __typename createApiKey(name: "one") { name } createApiKey(name: "one") { id } }', {}, tenant.apiKey);
+    expect(res.errors).toBeUndefined();
+    expect(res.data).toEqual({ __typename: 'Mutation', createApiKey: { name: 'one', id: expect.any(String) } });
   });
 });
 

@@ -1,0 +1,118 @@
+// JSON values are answered as they were given, whatever their keys: an executor takes a field
+// result with a `then` key for a promise (a schema's if/then, data {"then": 1} failed with
+// INTERNAL_SERVER_ERROR after the write), and an object copied property by property loses a
+// "__proto__" key (a schema's property of that name vanished from what was stored).
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectWs, moreSubscribers } from '../helpers/live.js';
+import { TRIGGER_EVENT } from '../helpers/operations.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+
+let hl: TestHookline;
+let key: string;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  hl = await startTestHookline();
+  key = (await hl.createTenant()).apiKey;
+  receiver = await startReceiver();
+});
+afterAll(async () => {
+  await hl?.stop();
+  await receiver?.close();
+});
+
+async function ok<T = any>(query: string, variables?: Record<string, unknown>): Promise<T> {
+  const res = await hl.gql<T>(query, variables, key);
+  expect(res.errors).toBeUndefined();
+  return res.data!;
+}
+
+const CONDITIONAL = { type: 'object', if: { required: ['a'] }, then: { required: ['b'] }, else: { required: ['c'] } };
+
+it('answers an event type whose schema has a then key, when created and in the catalog', async () => {
+  const created = await ok('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name schema } }', {
+    input: { name: 'cond.checked', schema: CONDITIONAL },
+  });
+  expect(created.createEventType).toEqual({ name: 'cond.checked', schema: CONDITIONAL });
+  const { eventTypes } = await ok('{ eventTypes { name schema } }');
+  expect(eventTypes.find((t: any) => t.name === 'cond.checked')).toEqual({ name: 'cond.checked', schema: CONDITIONAL });
+  // The schema works as written.
+  const refused = await hl.gql(TRIGGER_EVENT, { input: { event: 'cond.checked', data: { a: 1 } } }, key);
+  expect(refused.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  await ok(TRIGGER_EVENT, { input: { event: 'cond.checked', data: { a: 1, b: 2 } } });
+});
+
+it('answers event data and subscription headers with a then key, inline literals too', async () => {
+  const { createWebhookSubscription: created } = await ok(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret subscription { id headers } } }',
+    { input: { url: `${receiver.url}/then`, events: ['test.event'], headers: { then: 'x' } } },
+  );
+  expect(created.secret).toMatch(/^whsec_/);
+  expect(created.subscription.headers).toEqual({ then: 'x' });
+  const { webhookSubscriptions } = await ok('{ webhookSubscriptions { edges { node { id headers } } } }');
+  expect(webhookSubscriptions.edges.map((e: any) => e.node)).toContainEqual({ id: created.subscription.id, headers: { then: 'x' } });
+
+  const { triggerEvent } = await ok('mutation { triggerEvent(input: { event: "test.event", data: { then: 1, catch: [2] } }) { event { id data } deliveries { id } } }');
+  expect(triggerEvent.event.data).toEqual({ then: 1, catch: [2] });
+  const { webhookEvent } = await ok('query($id: ID!) { webhookEvent(id: $id) { data } }', { id: triggerEvent.event.id });
+  expect(webhookEvent.data).toEqual({ then: 1, catch: [2] });
+  const { delivery } = await ok('query($id: ID!) { delivery(id: $id) { payload } }', { id: triggerEvent.deliveries[0].id });
+  expect(delivery.payload.data).toEqual({ then: 1, catch: [2] });
+  const [request] = await receiver.waitFor(1);
+  expect(request!.headers.then).toBe('x');
+  expect(JSON.parse(request!.body).data).toEqual({ then: 1, catch: [2] });
+});
+
+it('sends live updates whose event data has a then key', async () => {
+  await ok('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }', {
+    input: { url: `${receiver.url}/live`, events: ['test.event'] },
+  });
+  const client = hl.wsClient(key);
+  const subscribed = moreSubscribers(hl);
+  const live = collectWs(client, {}, 'subscription { deliveryUpdated(event: "test.event") { id webhookEvent { data } } }');
+  try {
+    await subscribed();
+    const { triggerEvent } = await ok('mutation { triggerEvent(input: { event: "test.event", data: { then: "live" } }) { deliveries { id } } }');
+    const ids = triggerEvent.deliveries.map((d: { id: string }) => d.id);
+    await live.waitFor((items) => ids.every((id: string) => items.some((i) => i.id === id)));
+    for (const id of ids) expect(live.items.find((i) => i.id === id)).toEqual({ id, webhookEvent: { data: { then: 'live' } } });
+    expect(live.errors).toEqual([]);
+  } finally {
+    live.stop();
+    await client.dispose();
+  }
+});
+
+it('stores a schema\'s "__proto__" keys as given, and checks data against them', async () => {
+  const schema = JSON.parse(
+    '{"type":"object","properties":{"meta":{"const":{"__proto__":"abc"}}},"patternProperties":{"^__proto__$":{"type":"string","maxLength":3}}}',
+  );
+  const created = await ok('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { schema } }', {
+    input: { name: 'proto.checked', schema },
+  });
+  expect(JSON.stringify(created.createEventType.schema)).toBe(JSON.stringify(schema));
+  const [row] = await hl.dataSource.query("select schema::text as text from event_types where name = 'proto.checked'");
+  expect(Object.getOwnPropertyDescriptor(JSON.parse(row.text).properties.meta.const, '__proto__')?.value).toBe('abc');
+  const { eventTypes } = await ok('{ eventTypes { name schema } }');
+  expect(JSON.stringify(eventTypes.find((t: any) => t.name === 'proto.checked').schema)).toBe(JSON.stringify(schema));
+
+  const trigger = (data: string) => hl.gql(TRIGGER_EVENT, { input: { event: 'proto.checked', data: JSON.parse(data) } }, key);
+  expect((await trigger('{"meta":{"__proto__":"abd"}}')).errors?.[0]?.message).toMatch(/data\.meta must be equal to constant/);
+  expect((await trigger('{"__proto__":"four"}')).errors?.[0]?.message).toMatch(/data\.__proto__ must NOT have more than 3 characters/);
+  expect((await trigger('{"meta":{"__proto__":"abc"},"__proto__":"abc"}')).errors).toBeUndefined();
+});
+
+it('refuses a schema naming a "__proto__" property where the schema engine would pass over it', async () => {
+  for (const [schema, at] of [
+    ['{"type":"object","properties":{"__proto__":{"type":"string","maxLength":3}}}', 'schema.properties'],
+    ['{"type":"object","required":["id","__proto__"]}', 'schema.required'],
+    ['{"type":"object","properties":{"a":{"type":"object","dependentRequired":{"b":["__proto__"]}}}}', 'schema.properties.a.dependentRequired.b'],
+  ] as const) {
+    const res = await hl.gql('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }', { input: { name: 'proto.refused', schema: JSON.parse(schema) } }, key);
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'schema' });
+    expect(res.errors?.[0]?.message).toContain(`${at}: a property named "__proto__" cannot be checked here`);
+  }
+  const [{ n }] = await hl.dataSource.query("select count(*)::int as n from event_types where name = 'proto.refused'");
+  expect(n).toBe(0);
+});
