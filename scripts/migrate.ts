@@ -1,8 +1,9 @@
 // npm run migrate: applies pending migrations to DATABASE_URL, or to the
 // embedded database under ./.hookline/ when DATABASE_URL is unset.
+import { dirname, join } from 'node:path';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createDataSource } from '../src/db/data-source.js';
-import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { EmbeddedInUseError, startEmbeddedPostgres } from '../src/db/embedded.js';
 import { runMigrations } from '../src/db/migrate.js';
 import { createLogger } from '../src/logger.js';
 
@@ -17,6 +18,12 @@ try {
   await dataSource.destroy();
   await embedded?.stop();
 } catch (error) {
-  console.error(error instanceof ConfigError ? `invalid configuration: ${error.message}` : error);
+  if (error instanceof EmbeddedInUseError) {
+    // The service runs on it: migrate through its PostgreSQL rather than start another.
+    const url = join(dirname(error.databaseDir), 'database-url');
+    console.error(`Hookline process ${error.owner} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat ${url}) npm run migrate`);
+  } else {
+    console.error(error instanceof ConfigError ? `invalid configuration: ${error.message}` : error);
+  }
   process.exit(1);
 }

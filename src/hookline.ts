@@ -1,7 +1,8 @@
 // Starts the roles of one Hookline process on a database: migrations, the
 // HTTP server (API or health only) and, later, the dispatcher. Tests start it
 // in-process; main.ts starts it from the environment.
-import { mkdir } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
@@ -176,6 +177,10 @@ export async function startHookline({ config, log, clock = systemClock, host, on
 async function usableDataDir(dataDir: string): Promise<void> {
   try {
     await mkdir(resolve(dataDir), { recursive: true });
+    // One that exists but is not this user's to write (made by root, the service run as another).
+    await access(resolve(dataDir), fsConstants.W_OK | fsConstants.X_OK).catch((error: NodeJS.ErrnoException) => {
+      throw new Error(`not writable by this user (${error.code})`);
+    });
   } catch (error) {
     throw new ConfigError('HOOKLINE_DATA_DIR', `${JSON.stringify(dataDir)} cannot be the embedded PostgreSQL's data folder: ${(error as Error).message}`);
   }

