@@ -55,11 +55,26 @@ import type { ReceiverReply, ReceiverStats, SubscribersReply } from './protocol.
 // Options and sizes
 
 const argv = process.argv.slice(2);
+const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'queue', 'scale', 'live', 'isolation'] as const;
+const USAGE = `npm run bench [-- options]: the full run (100-140 s on 2 cores), table printed and written to bench/results/
+  --quick                     10x smaller, for development
+  --only=part,part            some parts only: ${ALL_PARTS.join(', ')}
+  --cpu-prof=process,process  V8 CPU profiles of those processes (e.g. hookline-worker,hookline-api) in bench/results/profiles/
+  --statements                each phase's costliest SQL statements (loads pg_stat_statements: not the default settings)
+  --gw-concurrency=n          graphile-worker's jobs at once (64); --gw-pool=n its pool (as many)
+  --help                      this`;
+// A mistyped option must not start a run of minutes on a shared machine.
+const OPTION = /^--(quick|statements|help)$|^--(only|cpu-prof|gw-concurrency|gw-pool)=./;
+const unknown = argv.filter((a) => !OPTION.test(a));
+if (argv.includes('--help') || unknown.length) {
+  if (unknown.length) console.error(`unknown option${unknown.length > 1 ? 's' : ''}: ${unknown.join(' ')}\n`);
+  console.error(USAGE);
+  process.exit(unknown.length ? 2 : 0);
+}
 const QUICK = argv.includes('--quick');
 /** Diagnosis, off by default (it changes PostgreSQL's settings): pg_stat_statements' top statements per phase. */
 const STATEMENTS = argv.includes('--statements');
 const flag = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-const ALL_PARTS = ['ceiling', 'graphile', 'hookline', 'queue', 'scale', 'live', 'isolation'] as const;
 type Part = (typeof ALL_PARTS)[number];
 const ONLY = new Set<Part>((flag('only')?.split(',') as Part[] | undefined) ?? ALL_PARTS);
 for (const part of ONLY) if (!ALL_PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (${ALL_PARTS.join(', ')})`);

@@ -179,6 +179,23 @@ it('npm start builds, then runs the compiled service (what these tests start)', 
   expect(scripts.start).toBe('exec node dist/src/main.js');
 });
 
+it('npm run bench refuses an unknown option before anything starts, and --help lists them', async () => {
+  const bench = (...args: string[]) =>
+    new Promise<{ code: number | null; stderr: string }>((done) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (chunk) => (stderr += chunk));
+      child.on('exit', (code) => done({ code, stderr }));
+    });
+  const [typo, spaced, help] = await Promise.all([bench('--qiuck'), bench('--only', 'graphile'), bench('--help')]);
+  expect(typo.code).toBe(2);
+  expect(typo.stderr).toMatch(/^unknown option: --qiuck\n/);
+  expect(spaced.code).toBe(2);
+  expect(spaced.stderr).toMatch(/^unknown options: --only graphile\n/);
+  expect(help.code).toBe(0);
+  expect(help.stderr).toContain('--only=part,part            some parts only: ceiling, graphile, hookline, queue, scale, live, isolation');
+}, 30_000);
+
 it('an app imports the package by name, with plain node and with its types', async () => {
   // An app beside Hookline, with hookline in its node_modules (as `npm install <path>` links it).
   const app = await mkdtemp(join(tmpdir(), 'hookline-app-'));
