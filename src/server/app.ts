@@ -45,6 +45,9 @@ export interface RequestTimeouts {
  */
 export const REQUEST_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000 };
 
+/** How long a stopping server waits for the requests in flight before it closes their connections. */
+export const SHUTDOWN_REQUESTS_MS = 10_000;
+
 export interface App {
   server: Server;
   yoga?: Yoga;
@@ -371,7 +374,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
     res.end(body);
   }
 
+  const inFlight = new Set<ServerResponse>();
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    // Stopping: this request is served, and its connection closed after the answer (Connection:
+    // close), so that a keep-alive client sends no more on it, rather than have one cut mid-way;
+    // so are those in flight as the stop begins (see setReady).
+    if (state === 'stopping') res.shouldKeepAlive = false;
+    else {
+      inFlight.add(res);
+      res.once('close', () => inFlight.delete(res));
+    }
     handle(req, res).catch((error: unknown) => {
       if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error || error instanceof InexactNumberError) {
         const [status, refusal] =
@@ -391,8 +403,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
         return;
       }
       log.error({ err: error, url: req.url }, 'request failed');
-      if (!res.headersSent) sendJson(res, 500, { error: { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' } });
-      else res.destroy();
+      if (res.headersSent) return res.destroy();
+      // Before GraphQL (the caller's key looked up while the database is down, say): in GraphQL's shape on /graphql.
+      const failure = { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
+      if (toGraphQL(req)) sendJson(res, 500, { errors: [{ message: failure.message, extensions: { code: failure.code } }] }, graphqlResponseType(req.headers.accept));
+      else sendJson(res, 500, { error: failure });
     });
   };
   const timeouts = options.timeouts ?? REQUEST_TIMEOUTS;
@@ -582,6 +597,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     port,
     setReady(value) {
       state = value ? 'ready' : state === 'starting' ? 'starting' : 'stopping';
+      if (state === 'stopping') for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
     },
     apiKeyIdsInUse() {
       const ids = new Set<string>();
@@ -604,9 +620,13 @@ export async function buildApp(options: AppOptions): Promise<App> {
       const terminate = setTimeout(() => wss?.clients.forEach((client) => client.terminate()), 1_000);
       await new Promise<void>((resolve) => (wss ? wss.close(() => resolve()) : resolve()));
       clearTimeout(terminate);
+      // Server-Sent Events streams last as long as their subscriptions: ended like the sockets.
+      for (const res of inFlight) if (res.req.headers.accept?.includes('text/event-stream')) res.destroy();
       server.closeIdleConnections();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
-      const force = setTimeout(() => server.closeAllConnections(), 2_000);
+      // Requests in flight finish (each connection closes after its answer); one still running
+      // after SHUTDOWN_REQUESTS_MS is cut off.
+      const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_REQUESTS_MS);
       await closing;
       clearTimeout(force);
     },

@@ -34,9 +34,34 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (parsed.hostname === '') {
     throw badInput(field, 'must name a host');
   }
+  if (parsed.port === '0') {
+    throw badInput(field, 'port 0 cannot be connected to: name the port the receiver listens on, or none for the scheme\'s');
+  }
+  const problem = hostNameProblem(parsed.hostname);
+  if (problem) throw badInput(field, `host "${parsed.hostname}" ${problem}`);
   // Normalisation (punycode, percent-encoding) can make the href longer than the input.
   if (parsed.href.length > MAX_TARGET_URL_LENGTH) {
     throw badInput(field, `the normalised target URL is ${parsed.href.length} characters long; at most ${MAX_TARGET_URL_LENGTH} are allowed`);
   }
   return parsed;
+}
+
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+
+/**
+ * Why a host name (as the URL parser leaves it: lower case, international names in punycode) is
+ * no name DNS can look up, or undefined: `a..b`, `.com`, `-a.com` or a label of 64 characters
+ * would fail every attempt (EBADNAME). Address literals (IPv4, [IPv6]) pass; underscores pass,
+ * as some internal names have them.
+ */
+function hostNameProblem(hostname: string): string | undefined {
+  if (hostname.startsWith('[') || /^[0-9.]+$/.test(hostname)) return undefined; // the URL parser checked the address
+  const name = hostname.endsWith('.') ? hostname.slice(0, -1) : hostname;
+  if (name.length > 253) return 'is longer than the 253 characters of a DNS name';
+  for (const label of name.split('.')) {
+    if (label === '') return 'has an empty label (two dots in a row, or a dot at the start)';
+    if (label.length > 63) return `has a label of ${label.length} characters; DNS allows 63`;
+    if (!LABEL.test(label)) return `has a label, "${label}", that is no DNS name: letters, digits and hyphens, not at its start or end`;
+  }
+  return undefined;
 }

@@ -89,6 +89,22 @@ describe('validateTargetUrl', () => {
     expect(validateTargetUrl('https://example.com/hooks?x=1').hostname).toBe('example.com');
     expect(validateTargetUrl('http://[::1]:8080/x').hostname).toBe('[::1]');
   });
+  it('accepts every host name DNS can look up, and address literals', () => {
+    for (const url of [
+      'https://hooks.example.com./x',
+      'https://xn--bcher-kva.example/x',
+      'https://bücher.example/x',
+      'http://my_service:8080/x',
+      'http://a-b.c-d.example/x',
+      `https://${'a'.repeat(63)}.com/`,
+      'http://127.0.0.1:65535/',
+      'http://0x7f.1/',
+      'http://[2001:db8::1]/',
+      'http://localhost/',
+    ]) {
+      expect(() => validateTargetUrl(url), url).not.toThrow();
+    }
+  });
   it.each([
     ['ftp://example.com/file', /scheme "ftp"/],
     ['javascript:alert(1)', /scheme/],
@@ -100,6 +116,15 @@ describe('validateTargetUrl', () => {
     ['/relative/path', /not a valid absolute URL/],
     ['http://', /not a valid absolute URL/],
     ['', /required/],
+    ['http://example.com:0/', /port 0 cannot be connected to/],
+    ['http://[::1]:0/', /port 0/],
+    ['http://a..b/', /host "a..b" has an empty label/],
+    ['http://.com/', /host ".com" has an empty label/],
+    ['http://-a.com/', /host "-a.com" has a label, "-a", that is no DNS name/],
+    ['http://a-.com/', /label, "a-"/],
+    [`http://${'a'.repeat(64)}.com/`, /a label of 64 characters; DNS allows 63/],
+    [`http://${'abcdefghi.'.repeat(26)}com/`, /longer than the 253 characters/],
+    ['http://exa$mple.com/', /label, "exa\$mple"/],
   ])('refuses %s', (url, pattern) => {
     let error: unknown;
     try {

@@ -6,9 +6,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { poolOf } from '../../src/db/query.js';
-import { READINESS_REUSE_MS, READINESS_TIMEOUT_MS } from '../../src/server/app.js';
+import { READINESS_REUSE_MS, READINESS_TIMEOUT_MS, SHUTDOWN_REQUESTS_MS } from '../../src/server/app.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { collectSse, moreSubscribers } from '../helpers/live.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { silenceableProxy } from '../helpers/silent-proxy.js';
 
@@ -37,6 +38,14 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   const body = await down.json();
   expect(down.status).toBe(503);
   expect(body).toEqual({ status: 'unavailable', error: 'the database does not answer' });
+  // A GraphQL call whose key must be looked up fails before GraphQL runs: answered in GraphQL's shape.
+  const call = await fetch(`${hl.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer hkl_not-looked-up-before-0123456789' },
+    body: JSON.stringify({ query: '{ viewer { id } }' }),
+  });
+  expect(call.status).toBe(500);
+  expect(await call.json()).toEqual({ errors: [{ message: 'unexpected error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
   // The wall clock set back an hour (NTP, a VM resumed) does not keep the last answer an hour.
   const realNow = Date.now;
   Date.now = () => realNow() - 3_600_000;
@@ -126,11 +135,66 @@ it('answers 503 "stopping" from the moment the process starts to stop, while its
     const during = await fetch(`${stopping.url}/readyz`);
     expect(during.status).toBe(503);
     expect(await during.json()).toEqual({ status: 'stopping' });
+    // Served on a keep-alive connection, which the answer says it closes: the client sends no more on it.
+    expect(during.headers.get('connection')).toBe('close');
     release();
     await stopped;
   } finally {
     release();
     await stopping.stop();
     await receiver.close();
+  }
+});
+
+it('a request in flight as the process starts to stop gets its whole answer, with Connection: close, however long the stop takes', { timeout: 60_000 }, async () => {
+  const stopping = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  const holder = new pg.Client({ connectionString: stopping.databaseUrl });
+  await holder.connect();
+  try {
+    const tenant = await stopping.createTenant();
+    // The tenant's row held: creating an API key (its row refers to the tenant) waits for it.
+    await holder.query('begin');
+    await holder.query('select from tenants where id = $1 for update', [tenant.id]);
+    const call = fetch(`${stopping.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.apiKey}` },
+      body: JSON.stringify({ query: 'mutation { createApiKey(name: "during-stop") { id apiKey } }' }),
+    });
+    const settled = { done: false };
+    void call.finally(() => (settled.done = true)).catch(() => {});
+    await new Promise((r) => setTimeout(r, 500));
+    expect(settled.done).toBe(false);
+    const stopped = stopping.stop();
+    await new Promise((r) => setTimeout(r, 3_000)); // longer than a stopping server used to wait
+    await holder.query('commit');
+    const answer = await call;
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get('connection')).toBe('close');
+    const created = (await answer.json()) as { data: { createApiKey: { id: string; apiKey: string } } };
+    expect(created.data.createApiKey.apiKey).toMatch(/^hkl_/);
+    await stopped;
+    const [row] = (await holder.query('select name from api_keys where id = $1', [created.data.createApiKey.id])).rows;
+    expect(row).toEqual({ name: 'during-stop' });
+  } finally {
+    await holder.query('rollback').catch(() => {});
+    await holder.end();
+    await stopping.stop();
+  }
+});
+
+it('a stopping process ends its Server-Sent Events streams, as its WebSockets, rather than wait for them', { timeout: 60_000 }, async () => {
+  const stopping = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  try {
+    const { apiKey } = await stopping.createTenant();
+    const subscribed = moreSubscribers(stopping);
+    const stream = collectSse(stopping.url, apiKey);
+    await stream.ready;
+    await subscribed();
+    const started = Date.now();
+    await stopping.stop();
+    expect(Date.now() - started).toBeLessThan(SHUTDOWN_REQUESTS_MS / 2);
+    await stream.waitFor(() => stream.closed, 5_000);
+  } finally {
+    await stopping.stop();
   }
 });

@@ -112,6 +112,16 @@ it('gives the envelope an id of its own when none is given, as the guide\'s form
   expect(Object.keys(a)).toEqual(['id', 'event', 'resource_type', 'resource_id', 'tenant_id', 'timestamp', 'data']);
 });
 
+it('takes the default resource_id from data only as a given one could be: at most 200 characters, or a whole number', () => {
+  const id = (data: Record<string, unknown>) => WebhookFormatter.formatEventPayload({ event: 'invoice.created', tenantId: 't', data }).resource_id;
+  expect(id({ invoice_id: 'inv-1', id: 'other' })).toBe('inv-1');
+  expect(id({ id: 'ñ'.repeat(200) })).toBe('ñ'.repeat(200));
+  expect(id({ id: 42 })).toBe('42');
+  expect(id({ invoice_id: 'x'.repeat(201), id: 'short' })).toBe('short');
+  expect(id({ id: 'x'.repeat(300) })).toBeNull();
+  expect(id({ id: 2 ** 53 })).toBeNull();
+});
+
 it('splices already serialised data into exactly the bytes serialize() makes', () => {
   for (const data of [{}, { amount: '1500.00', customer: 'Acme' }, { nested: { list: [1, 'ñ', null, { deep: true }] }, emoji: '✓', quote: '"}' }]) {
     const envelope = WebhookFormatter.formatEventPayload({ id: 'e', event: 'test.event', tenantId: 't', data, timestamp: new Date(0) });
