@@ -375,15 +375,19 @@ export async function buildApp(options: AppOptions): Promise<App> {
   }
 
   const inFlight = new Set<ServerResponse>();
+  let closed = false;
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     // Stopping: this request is served, and its connection closed after the answer (Connection:
     // close), so that a keep-alive client sends no more on it, rather than have one cut mid-way;
     // so are those in flight as the stop begins (see setReady).
     if (state === 'stopping') res.shouldKeepAlive = false;
-    else {
-      inFlight.add(res);
-      res.once('close', () => inFlight.delete(res));
+    if (closed) {
+      // Past stop(): the port is closed; a request still coming on a connection is not begun.
+      sendJson(res, 503, { status: 'stopping' });
+      return;
     }
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
     handle(req, res).catch((error: unknown) => {
       if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error || error instanceof InexactNumberError) {
         const [status, refusal] =
@@ -621,7 +625,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
       await new Promise<void>((resolve) => (wss ? wss.close(() => resolve()) : resolve()));
       clearTimeout(terminate);
       // Server-Sent Events streams last as long as their subscriptions: ended like the sockets.
-      for (const res of inFlight) if (res.req.headers.accept?.includes('text/event-stream')) res.destroy();
+      closed = true;
+      for (const res of inFlight) if (isEventStream(res)) res.destroy();
       server.closeIdleConnections();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
       // Requests in flight finish (each connection closes after its answer); one still running
@@ -634,6 +639,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
 }
 
 export { WS_CLOSE_REVOKED };
+
+/**
+ * Whether `res` streams Server-Sent Events, by the head it wrote (a client may accept
+ * text/event-stream for any request, and is answered JSON but for a subscription). Read from the
+ * written head: Yoga's adapter may write its headers with writeHead, which getHeader does not see.
+ */
+function isEventStream(res: ServerResponse): boolean {
+  const head = (res as ServerResponse & { _header?: string | null })._header;
+  return typeof head === 'string' && /\r\ncontent-type: *text\/event-stream/i.test(head);
+}
 
 /**
  * Refuses a PORT that another process listens on at once, rather than after the embedded

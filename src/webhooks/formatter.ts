@@ -2,7 +2,7 @@
 // resource fields, which triggerEvent and the library's formatEventPayload share.
 import { randomUUID } from 'node:crypto';
 import { DATE_TIME_EXPECTED, parseDateTime } from '../date-time.js';
-import { badInput, checkText, longerThan } from '../errors.js';
+import { badInput, checkText } from '../errors.js';
 import { checkEventName } from './catalog.js';
 
 export interface EventEnvelope {
@@ -112,17 +112,19 @@ export function resourceTypeOf(event: string): string {
 }
 
 /**
- * `data.invoice_id` (or `data.id`) as the default resource id, when it is one a caller could have
- * given: a string within resourceId's 200 characters, or a whole number.
+ * `data.invoice_id` (or, without one, `data.id`) as the default resource id, when it is one a
+ * caller could have given (see checkResourceId): a whole number, or a string of at most 200
+ * characters that is not blank; otherwise none (not the other key's, another thing's id).
  */
 export function resourceIdOf(resourceType: string, data: Record<string, unknown>): string | null {
-  for (const key of [`${resourceType}_id`, 'id']) {
-    const value = data[key];
-    if (typeof value === 'string' && !longerThan(value, 200)) return value;
+  const own = data[`${resourceType}_id`];
+  const value = own === undefined || own === null ? data.id : own;
+  try {
     // A number only when it is a whole one JSON keeps exactly (not 1e+21, not a rounded id).
-    if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
+    return typeof value === 'string' || (typeof value === 'number' && Number.isSafeInteger(value)) ? checkResourceId(value) : null;
+  } catch {
+    return null;
   }
-  return null;
 }
 
 /**

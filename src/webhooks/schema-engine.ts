@@ -93,7 +93,10 @@ export function compiledOnce<T>(compile: () => T): T {
 // definition of 200 properties took 13 s and 1.5 GB to compile).
 // (No multipleOfPrecision: ajv's slack is on the quotient, so with multipleOf 1e10 it let
 // 50000000009 pass; a decimal multipleOf is judged in doubles, see README.)
-const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, code: { regExp: re2 } };
+// ownProperties: data is JSON, whose objects have only their own keys; without it ajv also reads
+// what every object inherits (an optional "constructor" property, absent, was "not a string";
+// a required one was there).
+const AJV_OPTIONS: Options = { allErrors: false, strict: false, addUsedSchema: false, inlineRefs: false, ownProperties: true, code: { regExp: re2 } };
 
 /**
  * An ajv for tenants' schemas: RE2 patterns, and the standard formats (email, date-time, uri…)

@@ -157,7 +157,12 @@ it('a request in flight as the process starts to stop gets its whole answer, wit
     await holder.query('select from tenants where id = $1 for update', [tenant.id]);
     const call = fetch(`${stopping.url}/graphql`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.apiKey}` },
+      // urql's default, which accepts an event stream for any operation (answered JSON here).
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/graphql-response+json, application/graphql+json, application/json, text/event-stream, multipart/mixed',
+        authorization: `Bearer ${tenant.apiKey}`,
+      },
       body: JSON.stringify({ query: 'mutation { createApiKey(name: "during-stop") { id apiKey } }' }),
     });
     const settled = { done: false };
@@ -196,5 +201,42 @@ it('a stopping process ends its Server-Sent Events streams, as its WebSockets, r
     await stream.waitFor(() => stream.closed, 5_000);
   } finally {
     await stopping.stop();
+  }
+});
+
+it('a Server-Sent Events stream opened while the process stops is ended with the others', { timeout: 60_000 }, async () => {
+  const stopping = await startTestHookline();
+  let release!: () => void;
+  const held = new Promise<void>((done) => (release = done));
+  const receiver = await startReceiver(async () => {
+    await held;
+    return { status: 204 };
+  });
+  try {
+    const { apiKey } = await stopping.createTenant();
+    const rest = (path: string, body: unknown) =>
+      fetch(`${stopping.url}/api/v1/tenant/webhooks/${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    expect((await rest('subscriptions', { event: 'test.event', url: receiver.url })).status).toBe(201);
+    expect((await rest('deliveries', { event: 'test.event', payload: {} })).status).toBe(202);
+    await receiver.waitFor(1); // the dispatcher's stop waits for this attempt
+    const stopped = stopping.stop();
+    expect((await fetch(`${stopping.url}/readyz`)).status).toBe(503);
+    const subscribed = moreSubscribers(stopping);
+    const stream = collectSse(stopping.url, apiKey);
+    await stream.ready;
+    await subscribed();
+    release();
+    const started = Date.now();
+    await stopped;
+    expect(Date.now() - started).toBeLessThan(SHUTDOWN_REQUESTS_MS / 2);
+    await stream.waitFor(() => stream.closed, 5_000);
+  } finally {
+    release();
+    await stopping.stop();
+    await receiver.close();
   }
 });

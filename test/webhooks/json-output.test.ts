@@ -116,3 +116,19 @@ it('refuses a schema naming a "__proto__" property where the schema engine would
   const [{ n }] = await hl.dataSource.query("select count(*)::int as n from event_types where name = 'proto.refused'");
   expect(n).toBe(0);
 });
+
+it('reads only data\'s own properties: one named like what every object inherits (constructor, toString) is checked as any other', async () => {
+  await ok('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }', {
+    input: { name: 'f1.race', schema: { type: 'object', properties: { driver: { type: 'string' }, constructor: { type: 'string' } }, required: ['driver'] } },
+  });
+  await ok('mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }', {
+    input: { name: 'f1.team', schema: { type: 'object', required: ['constructor', 'toString'] } },
+  });
+  await ok(TRIGGER_EVENT, { input: { event: 'f1.race', data: { driver: 'x' } } });
+  await ok(TRIGGER_EVENT, { input: { event: 'f1.race', data: { driver: 'x', constructor: 'Ferrari' } } });
+  const wrongType = await hl.gql(TRIGGER_EVENT, { input: { event: 'f1.race', data: { driver: 'x', constructor: 7 } } }, key);
+  expect(wrongType.errors?.[0]?.message).toMatch(/data\.constructor must be string/);
+  const missing = await hl.gql(TRIGGER_EVENT, { input: { event: 'f1.team', data: { driver: 'x' } } }, key);
+  expect(missing.errors?.[0]?.message).toMatch(/data\.constructor is required/);
+  await ok(TRIGGER_EVENT, { input: { event: 'f1.team', data: { constructor: 'Ferrari', toString: 'x' } } });
+});

@@ -112,13 +112,18 @@ it('gives the envelope an id of its own when none is given, as the guide\'s form
   expect(Object.keys(a)).toEqual(['id', 'event', 'resource_type', 'resource_id', 'tenant_id', 'timestamp', 'data']);
 });
 
-it('takes the default resource_id from data only as a given one could be: at most 200 characters, or a whole number', () => {
+it('takes the default resource_id from data only as a given one could be: at most 200 characters, not blank, or a whole number', () => {
   const id = (data: Record<string, unknown>) => WebhookFormatter.formatEventPayload({ event: 'invoice.created', tenantId: 't', data }).resource_id;
   expect(id({ invoice_id: 'inv-1', id: 'other' })).toBe('inv-1');
+  expect(id({ invoice_id: null, id: 'other' })).toBe('other');
   expect(id({ id: 'ñ'.repeat(200) })).toBe('ñ'.repeat(200));
   expect(id({ id: 42 })).toBe('42');
-  expect(id({ invoice_id: 'x'.repeat(201), id: 'short' })).toBe('short');
+  // Not another key's (another thing's id) when the resource's own is no id.
+  expect(id({ invoice_id: 'x'.repeat(201), id: 'short' })).toBeNull();
+  expect(id({ invoice_id: 1.5, id: 'short' })).toBeNull();
   expect(id({ id: 'x'.repeat(300) })).toBeNull();
+  expect(id({ id: '' })).toBeNull();
+  expect(id({ id: '   ' })).toBeNull();
   expect(id({ id: 2 ** 53 })).toBeNull();
 });
 
