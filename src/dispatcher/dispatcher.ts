@@ -960,7 +960,7 @@ export class Dispatcher {
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
     const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId);
-    this.handBack(back, 'subscription deleted or deactivated: its claimed deliveries handed back to the queue');
+    this.handBack(back, 'subscription deleted, deactivated or changed: its claimed deliveries handed back to the queue');
     this.pump(); // counts the parked ones again
   }
 
@@ -1002,7 +1002,7 @@ export class Dispatcher {
       const stale = live.filter(isStale);
       if (stale.length) {
         live = live.filter((d) => !isStale(d));
-        this.handBack(stale.map((d) => d.id), 'subscription deleted or deactivated during a claim: its deliveries handed back to the queue');
+        this.handBack(stale.map((d) => d.id), 'subscription deleted, deactivated or changed during a claim: its deliveries handed back to the queue');
       }
     }
     // The claim gives each event's body once; its other deliveries share it.

@@ -112,6 +112,8 @@ builder.mutationField('createWebhookSubscription', (t) =>
 builder.mutationField('updateWebhookSubscription', (t) =>
   t.field({
     type: WebhookSubscriptionRef,
+    description:
+      'Changes what is given. A new url or headers (and rotateWebhookSecret\'s secret) apply to every attempt not yet begun, its deliveries claimed by a dispatcher included; an attempt already on its way goes as it began.',
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateWebhookSubscriptionInput, required: true }) },
     resolve: (_root, { id, input }, { viewer, services }) =>
       services.subscriptions.update(requireTenant(viewer), String(id), input as Parameters<typeof services.subscriptions.update>[2]),

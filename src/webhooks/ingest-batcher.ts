@@ -258,7 +258,13 @@ function insertSql(handOff: boolean): string {
        -- FOR KEY SHARE, as the deliveries' foreign key takes anyway: a subscription being
        -- deleted (locked FOR UPDATE) is waited for, and read again once deleted, so none of its
        -- deliveries is written (or handed off) after its deletion cancelled the others.
-       select s.id, s.url, s.events from webhook_subscriptions s
+       -- A handed-off delivery's secrets and headers come from this same row version as its
+       -- url (one read after a lock wait is the updated row; a plain join would be the old).
+       select s.id, s.url, s.events${
+         handOff
+           ? `, s.secret, s.previous_secret, s.previous_secret_expires_at, ${EARLIER_SECRETS} as earlier_secrets, s.headers`
+           : ''
+       } from webhook_subscriptions s
         where s.tenant_id = $1 and s.active and s.deleted_at is null and s.events && array(select p.pattern from patterns p)
           for key share
      ), matched as (
@@ -280,10 +286,10 @@ function insertSql(handOff: boolean): string {
        returning *
      )
      select x.*, s.secret, s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
-            ${EARLIER_SECRETS} as "earlierSecrets", s.headers
+            s.earlier_secrets as "earlierSecrets", s.headers
        from (select ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease,
                     schedule_attempts as "scheduleAttempts" from d) x
-       left join webhook_subscriptions s on x."handedOff" and s.tenant_id = $1 and s.id = x."subscriptionId"`
+       left join subs s on x."handedOff" and s.id = x."subscriptionId"`
          : `
      insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
      select $1, m.event_id, m.subscription_id, m.event, m.url, 'PENDING', false, now(), now(), now()

@@ -412,7 +412,9 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        )`;
   text = handOff
     ? `with ${event}, matched as (
-         select s.id, s.url, s.active, ${sendable('s')} and 1 <= $16::int - coalesce(b.n, 0) as ok
+         -- Secrets and headers from the row version its url is (see ingest-batcher.ts).
+         select s.id, s.url, s.active, ${sendable('s')} and 1 <= $16::int - coalesce(b.n, 0) as ok,
+                s.secret, s.previous_secret, s.previous_secret_expires_at, ${EARLIER_SECRETS} as earlier_secrets, s.headers
            from webhook_subscriptions s
            left join unnest($14::uuid[], $15::int[]) as b(subscription_id, n) on b.subscription_id = s.id
           where s.tenant_id = $2 and ${target}
@@ -427,10 +429,10 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        select 'event' as kind, to_jsonb(ev) as row from ev
        union all
        select 'delivery', to_jsonb(d) || coalesce(
-                (select jsonb_build_object('scheduleAttempts', 0, 'secret', s.secret, 'previousSecret', s.previous_secret,
-                                           'previousSecretExpiresAt', s.previous_secret_expires_at, 'earlierSecrets', ${EARLIER_SECRETS},
-                                           'headers', s.headers)
-                   from webhook_subscriptions s where d."handedOff" and s.tenant_id = $2 and s.id = d."subscriptionId"), '{}')
+                (select jsonb_build_object('scheduleAttempts', 0, 'secret', m.secret, 'previousSecret', m.previous_secret,
+                                           'previousSecretExpiresAt', m.previous_secret_expires_at, 'earlierSecrets', m.earlier_secrets,
+                                           'headers', m.headers)
+                   from matched m where d."handedOff" and m.id = d."subscriptionId"), '{}')
          from d`
     : `with ${event}, d as (
          insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)

@@ -197,7 +197,12 @@ export class SubscriptionService {
         );
       }
       subscription.updatedAt = this.services.clock.now();
-      return manager.save(subscription);
+      const saved = await manager.save(subscription);
+      // Deliveries a dispatcher claimed with the old address or headers, and has not started, go
+      // back to the queue, to be claimed again with the new ones (not sent for seconds more to an
+      // address, or with a credential, the tenant has just replaced).
+      if (url !== undefined || headers !== undefined) await announceChanged(manager, id);
+      return saved;
     });
   }
 
@@ -220,7 +225,7 @@ export class SubscriptionService {
       );
       await manager.softDelete(WebhookSubscription, { id, tenantId });
       // Deliveries a dispatcher claimed (SENDING) and has not started go back, then canceled.
-      await manager.query('select pg_notify($1, $2::uuid::text)', [SUBSCRIPTION_STOPPED_CHANNEL, id]); // as stored: lower case
+      await announceChanged(manager, id);
       return true;
     });
   }
@@ -237,7 +242,9 @@ export class SubscriptionService {
       Object.assign(subscription, retireSecret(subscription, next, now));
       subscription.secret = next;
       subscription.updatedAt = now;
-      return { subscription: await manager.save(subscription), secret: next };
+      const saved = await manager.save(subscription);
+      await announceChanged(manager, id); // claimed deliveries not started are signed anew (see update)
+      return { subscription: saved, secret: next };
     });
   }
 
@@ -294,6 +301,15 @@ export async function setDeliveriesPaused(manager: EntityManager, tenantId: Tena
   );
   // Resumed: they are due. Paused: what a dispatcher claimed (SENDING) and has not started
   // goes back, paused too.
-  if (paused) await manager.query('select pg_notify($1, $2::uuid::text)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]);
+  if (paused) await announceChanged(manager, subscriptionId);
   else await manager.query('select pg_notify($1, $2)', [DELIVERIES_DUE_CHANNEL, tenantId]);
+}
+
+/**
+ * Tells every dispatcher, on commit, that the subscription was deleted, paused or changed: the
+ * deliveries of it they claimed and have not started go back to the queue untried (and claims
+ * under way as it committed are handed back too), to be claimed again as it is now.
+ */
+async function announceChanged(manager: EntityManager, subscriptionId: string): Promise<void> {
+  await manager.query('select pg_notify($1, $2::uuid::text)', [SUBSCRIPTION_STOPPED_CHANNEL, subscriptionId]); // as stored: lower case
 }
