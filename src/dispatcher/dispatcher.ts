@@ -995,10 +995,12 @@ export class Dispatcher {
       await releaseClaims(this.pool, this.workerId, claimed.map((d) => d.id)).catch(() => {});
       return;
     }
-    // A claim under way when a subscription stopped (up to now: the cancel above awaited) may
-    // have read it before: its deliveries go back.
-    if (this.stopped.size) {
-      const isStale = (d: ClaimedDelivery) => d.subscriptionId !== null && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter;
+    // A claim under way when a subscription stopped or changed (up to now: the cancel above
+    // awaited) may have read it before, or read its new address with its old headers and
+    // secrets: its deliveries go back (their address made the subscription's as they do).
+    if (this.stopped.size || live.some((d) => d.staleUrl)) {
+      const isStale = (d: ClaimedDelivery) =>
+        d.staleUrl === true || (d.subscriptionId !== null && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
       const stale = live.filter(isStale);
       if (stale.length) {
         live = live.filter((d) => !isStale(d));

@@ -23,6 +23,12 @@ export interface ClaimedDelivery {
   /** The envelope to send; given on the first delivery of each event in a batch, null on the others. */
   body: string | null;
   /**
+   * True when the claim read the delivery's address from a subscription change committed after
+   * the claim's snapshot, and the secrets and headers from before it (a change racing the claim):
+   * the delivery goes back to the queue rather than mix the two.
+   */
+  staleUrl?: boolean;
+  /**
    * When the claim's lease expires, as PostgreSQL wrote it (text, to the microsecond): it
    * tells this claim from a later one of the same delivery by the same worker, after the
    * lease expired and the delivery was reclaimed.
@@ -127,6 +133,7 @@ export function claimSql(limit: number, tenantId?: string): string {
              case when s.deleted_at is null or c.retried_at > s.deleted_at then s.secret end as secret,
              s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
              ${EARLIER_SECRETS} as "earlierSecrets", s.headers,
+             coalesce(s.deleted_at is null and s.url <> c.target_url, false) as "staleUrl",
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         -- Within the delivery's tenant, whatever the foreign keys allow: its secret is never another's.

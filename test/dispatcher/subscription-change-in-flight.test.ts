@@ -103,3 +103,25 @@ it('deliveries claimed but not started when the address, headers or secret chang
   const { WebhookSignature } = await import('../../src/index.js');
   for (const r of requests.slice(1)) expect(WebhookSignature.verifyRaw(newest, r.body, r.headers['x-signature'] as string)).toBe(true);
 });
+
+it('a claim that reads a delivery\'s new address with its subscription\'s old headers (a change racing it) hands it back, to go as the subscription now is', async () => {
+  const { hl, receiver, tenantId, subscriptionId } = await started({});
+  // The state such a claim sees: the delivery's address already changed, the subscription (as
+  // of the claim's snapshot) still the old one. Made here by writing the address alone.
+  const [{ id: eventId }] = await hl.dataSource.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{"n":3}', now()) returning id`,
+    [tenantId],
+  );
+  await hl.dataSource.query(
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at)
+     values ($1, $2, $3, 'test.event', $4, 'PENDING', now())`,
+    [tenantId, eventId, subscriptionId, `${receiver.url}/stale`],
+  );
+  const [request] = await receiver.waitFor(1);
+  expect({ path: request!.path, endpoint: request!.headers['x-endpoint'] }).toEqual({ path: '/old', endpoint: 'old-credential' });
+  const row = await eventually(async () => {
+    const [delivery] = await hl.dataSource.query('select status, attempts, target_url from webhook_deliveries where event_id = $1', [eventId]);
+    return delivery.status === 'DELIVERED' && delivery;
+  });
+  expect(row).toEqual({ status: 'DELIVERED', attempts: 1, target_url: `${receiver.url}/old` });
+});
