@@ -637,26 +637,20 @@ export class Dispatcher {
     // Anything that became due while we were not listening.
     this.poke();
     // And any subscription stopped meanwhile, unannounced to this worker.
-    if (this.listenedBefore) void this.recheckStopped();
+    if (this.listenedBefore) this.recheckStopped();
     this.listenedBefore = true;
   }
 
   /**
-   * After LISTEN was down: the subscriptions of the claimed deliveries not started yet that
-   * were deleted or deactivated meanwhile are dealt with as if announced.
+   * After LISTEN was down: a subscription of the claimed deliveries not started yet may have been
+   * deleted, deactivated or changed (address, headers, secret) meanwhile, unannounced to this
+   * worker. They all go back to the queue, to be claimed again as their subscriptions now are
+   * (canceled, paused, or sent as changed).
    */
-  private async recheckStopped(): Promise<void> {
-    const ids = [...new Set(this.ready.map((r) => r.delivery.subscriptionId).filter((id): id is string => id !== null))];
-    if (!ids.length) return;
-    try {
-      const { rows } = await this.pool.query<{ id: string }>(
-        'select id from webhook_subscriptions where id = any($1::uuid[]) and (deleted_at is not null or not active)',
-        [ids],
-      );
-      for (const { id } of rows) this.subscriptionStopped(id);
-    } catch (error) {
-      this.log.warn({ err: error }, 'could not check the subscriptions of claimed deliveries after LISTEN came back');
-    }
+  private recheckStopped(): void {
+    const back = this.takeReady(() => true);
+    this.handBack(back, 'LISTEN was down: claimed deliveries handed back, to be claimed again as their subscriptions now are');
+    this.pump();
   }
 
   /**

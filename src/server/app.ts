@@ -626,7 +626,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
       clearTimeout(terminate);
       // Server-Sent Events streams last as long as their subscriptions: ended like the sockets.
       closed = true;
-      for (const res of inFlight) if (isEventStream(res)) res.destroy();
+      for (const res of inFlight) {
+        if (isEventStream(res)) res.destroy();
+        else if (!res.headersSent) endIfEventStream(res); // one still being read or looked up may turn out a stream
+      }
       server.closeIdleConnections();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
       // Requests in flight finish (each connection closes after its answer); one still running
@@ -648,6 +651,16 @@ export { WS_CLOSE_REVOKED };
 function isEventStream(res: ServerResponse): boolean {
   const head = (res as ServerResponse & { _header?: string | null })._header;
   return typeof head === 'string' && /\r\ncontent-type: *text\/event-stream/i.test(head);
+}
+
+/** Ends `res` as soon as it writes its head, if that head begins an event stream (see stop()). */
+function endIfEventStream(res: ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, ...args: Parameters<ServerResponse['writeHead']>) {
+    const written = writeHead.apply(this, args);
+    if (isEventStream(this)) setImmediate(() => this.destroy());
+    return written;
+  } as ServerResponse['writeHead'];
 }
 
 /**

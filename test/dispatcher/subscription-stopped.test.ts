@@ -139,6 +139,38 @@ it('the same when the worker\'s LISTEN connection was down as it happened', asyn
   await expectDeletionCancels(done);
 });
 
+it('a new address while the worker\'s LISTEN connection was down: the claimed ones go to it, once the worker listens again', async () => {
+  const { tenant, subscriptionId, ids, release, arrived } = await setUp('changed-unheard');
+  // The LISTEN connection cut, and kept from coming back until the change has committed (the
+  // database takes no new connections meanwhile; the processes' open ones go on working).
+  const database = pg.escapeIdentifier(new URL(api.databaseUrl).pathname.slice(1));
+  const admin = new pg.Client({ connectionString: api.databaseUrl.replace(/\/[^/]*$/, '/postgres') });
+  await admin.connect();
+  try {
+    await admin.query(`alter database ${database} allow_connections false`);
+    await api.dataSource.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-dispatcher-listen' and datname = current_database()`);
+    const moved = await api.gql(
+      'mutation($id: ID!, $url: String!) { updateWebhookSubscription(id: $id, input: { url: $url }) { id } }',
+      { id: subscriptionId, url: `${receiver.url}/changed-unheard-new` },
+      tenant.apiKey,
+    );
+    expect(moved.errors).toBeUndefined();
+  } finally {
+    await admin.query(`alter database ${database} allow_connections true`);
+    await admin.end();
+  }
+  // The worker listens again (and hands back what it claimed) before the two under way finish.
+  await eventually(async () => {
+    const [{ n }] = await api.dataSource.query(`select count(*)::int as n from pg_stat_activity where application_name = 'hookline-dispatcher-listen' and datname = current_database()`);
+    return n === 1;
+  });
+  await new Promise((r) => setTimeout(r, 500));
+  release();
+  await eventually(async () => (await statuses(ids)).every((d) => d.status === 'DELIVERED'), 20_000);
+  expect(arrived()).toBe(2); // the two under way as the address changed
+  expect(receiver.received.filter((r) => r.path === '/changed-unheard-new')).toHaveLength(4);
+}, 40_000);
+
 it('deactivating it pauses them (not sent), and reactivating sends them', async () => {
   const { tenant, subscriptionId, ids, release, arrived } = await setUp('deactivated');
   const update = (active: boolean) =>

@@ -240,3 +240,27 @@ it('a Server-Sent Events stream opened while the process stops is ended with the
     await receiver.close();
   }
 });
+
+it('a Server-Sent Events request still being read as the process stops is ended once it turns out a stream', { timeout: 60_000 }, async () => {
+  const stopping = await startTestHookline({ HOOKLINE_ROLE: 'api' });
+  const { apiKey } = await stopping.createTenant();
+  const body = JSON.stringify({ query: 'subscription { deliveryUpdated { id status } }' });
+  const socket = net.connect(Number(new URL(stopping.url).port), '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk) => (answer += chunk));
+  const ended = new Promise<void>((done) => socket.on('close', () => done()));
+  await new Promise<void>((done) => socket.once('connect', () => done()));
+  socket.write(
+    `POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${apiKey}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`,
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const started = Date.now();
+  const stopped = stopping.stop();
+  await new Promise((r) => setTimeout(r, 300));
+  socket.write(body.slice(10));
+  await stopped;
+  expect(Date.now() - started).toBeLessThan(SHUTDOWN_REQUESTS_MS / 2);
+  await ended;
+  expect(answer).toMatch(/^HTTP\/1\.1 200/);
+  expect(answer.toLowerCase()).toContain('content-type: text/event-stream');
+});
