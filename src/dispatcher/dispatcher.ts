@@ -14,7 +14,7 @@ import pg from 'pg';
 import pRetry from 'p-retry';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../metrics.js';
+import { failureReason, type Metrics } from '../metrics.js';
 import type { Clock } from '../services.js';
 import { isUuid } from '../ids.js';
 import { within } from '../within.js';
@@ -1221,7 +1221,6 @@ export class Dispatcher {
         this.log.error({ err: error, deliveryId: delivery.id }, 'could not make an attempt');
         result = { ok: false, statusCode: null, responseBody: null, durationMs: 0, error: `not sent: ${(error as Error).message}` };
       }
-      this.options.metrics?.attempts.inc({ outcome: result.ok ? 'success' : 'failure' });
       this.options.metrics?.attemptDuration.observe(result.durationMs / 1000);
       outcome = result.ok
         ? {
@@ -1239,6 +1238,17 @@ export class Dispatcher {
             gone: false,
           }
         : this.failure(delivery, startedAt, result);
+    }
+    const metrics = this.options.metrics;
+    if (outcome.status === 'DELIVERED') metrics?.attempts.inc({ outcome: 'success' });
+    else {
+      const reason = failureReason(outcome.statusCode, outcome.error ?? '');
+      metrics?.attempts.inc({ outcome: 'failure' });
+      metrics?.failures.inc({ reason });
+      // Ids and the reason only: never the address (its query may hold a token) nor headers.
+      const fields = { deliveryId: delivery.id, subscriptionId: delivery.subscriptionId, tenantId: delivery.tenantId, reason, statusCode: outcome.statusCode };
+      if (outcome.status === 'FAILED') this.log.info({ ...fields, attempts: delivery.attempts + 1 }, 'delivery FAILED: its retry schedule is used up');
+      else this.log.debug({ ...fields, nextAttemptAt: outcome.nextAttemptAt }, 'delivery attempt failed; retried later');
     }
     this.record(outcome);
   }
