@@ -648,7 +648,7 @@ export class Dispatcher {
    * (canceled, paused, or sent as changed).
    */
   private recheckStopped(): void {
-    const back = this.takeReady(() => true);
+    const back = this.takeReady((r) => r.delivery.subscriptionActive !== false); // see subscriptionStopped
     this.handBack(back, 'LISTEN was down: claimed deliveries handed back, to be claimed again as their subscriptions now are');
     this.pump();
   }
@@ -953,7 +953,8 @@ export class Dispatcher {
     const now = Date.now();
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
-    const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId);
+    // Not a test event the claim took knowing its subscription inactive (see subscriptionActive).
+    const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId && r.delivery.subscriptionActive !== false);
     this.handBack(back, 'subscription deleted, deactivated or changed: its claimed deliveries handed back to the queue');
     this.pump(); // counts the parked ones again
   }
@@ -994,7 +995,8 @@ export class Dispatcher {
     // secrets: its deliveries go back (their address made the subscription's as they do).
     if (this.stopped.size || live.some((d) => d.staleUrl)) {
       const isStale = (d: ClaimedDelivery) =>
-        d.staleUrl === true || (d.subscriptionId !== null && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
+        d.staleUrl === true ||
+        (d.subscriptionId !== null && d.subscriptionActive !== false && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
       const stale = live.filter(isStale);
       if (stale.length) {
         live = live.filter((d) => !isStale(d));

@@ -29,6 +29,12 @@ export interface ClaimedDelivery {
    */
   staleUrl?: boolean;
   /**
+   * Whether the claim saw the subscription active. One it saw inactive was claimed knowingly (a
+   * sendTestEvent delivery, the only unpaused one an inactive subscription has): a notice of its
+   * deactivation that comes later is older than what the claim read, and does not hand it back.
+   */
+  subscriptionActive?: boolean | null;
+  /**
    * When the claim's lease expires, as PostgreSQL wrote it (text, to the microsecond): it
    * tells this claim from a later one of the same delivery by the same worker, after the
    * lease expired and the delivery was reclaimed.
@@ -133,7 +139,7 @@ export function claimSql(limit: number, tenantId?: string): string {
              case when s.deleted_at is null or c.retried_at > s.deleted_at then s.secret end as secret,
              s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
              ${EARLIER_SECRETS} as "earlierSecrets", s.headers,
-             coalesce(s.deleted_at is null and s.url <> c.target_url, false) as "staleUrl",
+             coalesce(s.deleted_at is null and s.url <> c.target_url, false) as "staleUrl", s.active as "subscriptionActive",
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         -- Within the delivery's tenant, whatever the foreign keys allow: its secret is never another's.

@@ -125,3 +125,34 @@ it('a claim that reads a delivery\'s new address with its subscription\'s old he
   });
   expect(row).toEqual({ status: 'DELIVERED', attempts: 1, target_url: `${receiver.url}/old` });
 });
+
+it('a test event claimed for an inactive subscription is sent even if the notice of its deactivation comes after the claim', async () => {
+  let release!: () => void;
+  const held = new Promise<void>((done) => (release = done));
+  const { hl, receiver, apiKey } = await started({ HOOKLINE_DISPATCH_CONCURRENCY: '1' }, async (request) => {
+    if (request.path === '/old') await held; // the one slot, held
+    return { status: 204 };
+  });
+  const inactive = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: `${receiver.url}/inactive`, events: ['invoice.created'], active: false } },
+    apiKey,
+  );
+  const inactiveId = inactive.data.createWebhookSubscription.subscription.id as string;
+  expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: {} } }, apiKey)).errors).toBeUndefined();
+  await receiver.waitFor(1); // the slot taken
+  const sent = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: inactiveId }, apiKey);
+  expect(sent.errors).toBeUndefined();
+  const testId = sent.data.sendTestEvent.id as string;
+  await eventually(async () => (await hl.dataSource.query('select status from webhook_deliveries where id = $1', [testId]))[0].status === 'SENDING');
+  // A notice of the subscription's deactivation (or any stop) arriving only now.
+  await hl.dataSource.query('select pg_notify($1, $2)', ['hookline_subscription_stopped', inactiveId]);
+  await new Promise((r) => setTimeout(r, 300));
+  release();
+  const row = await eventually(async () => {
+    const [delivery] = await hl.dataSource.query('select status, paused from webhook_deliveries where id = $1', [testId]);
+    return delivery.status === 'DELIVERED' && delivery;
+  });
+  expect(row).toEqual({ status: 'DELIVERED', paused: false });
+  expect(receiver.received.filter((r) => r.path === '/inactive')).toHaveLength(1);
+});
