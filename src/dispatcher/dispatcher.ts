@@ -177,6 +177,8 @@ export class Dispatcher {
   private readonly goneHere = new Set<string>();
   /** Subscriptions deleted or deactivated lately, with when this worker heard it (ms, this process's clock). */
   private readonly stopped = new Map<string, number>();
+  /** Deliveries claimed while their subscription was inactive (test events): handed back, they stay unpaused. */
+  private readonly claimedInactive = new Set<string>();
   /** LISTEN was up once: a later listen() is a reconnection, after which stops may have gone unheard. */
   private listenedBefore = false;
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
@@ -370,7 +372,10 @@ export class Dispatcher {
     // Claimed but not started: back to the queue for another worker, untried.
     const unsent = this.ready.splice(0);
     for (const { delivery } of unsent) this.unhold(delivery);
-    if (unsent.length) await releaseClaims(this.pool, this.workerId, unsent.map((r) => r.delivery.id)).catch(() => {});
+    if (unsent.length) {
+      const ids = unsent.map((r) => r.delivery.id);
+      await releaseClaims(this.pool, this.workerId, ids, ids.filter((id) => this.claimedInactive.has(id))).catch(() => {});
+    }
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
     // flush() first waits for one under way (the last attempt's own); a statement per MAX_RECORD_BATCH.
     do await this.flush();
@@ -648,7 +653,7 @@ export class Dispatcher {
    * (canceled, paused, or sent as changed).
    */
   private recheckStopped(): void {
-    const back = this.takeReady((r) => r.delivery.subscriptionActive !== false); // see subscriptionStopped
+    const back = this.takeReady(() => true);
     this.handBack(back, 'LISTEN was down: claimed deliveries handed back, to be claimed again as their subscriptions now are');
     this.pump();
   }
@@ -953,8 +958,7 @@ export class Dispatcher {
     const now = Date.now();
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
-    // Not a test event the claim took knowing its subscription inactive (see subscriptionActive).
-    const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId && r.delivery.subscriptionActive !== false);
+    const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId);
     this.handBack(back, 'subscription deleted, deactivated or changed: its claimed deliveries handed back to the queue');
     this.pump(); // counts the parked ones again
   }
@@ -966,8 +970,10 @@ export class Dispatcher {
   private handBack(ids: string[], message: string, level: 'info' | 'warn' = 'info', tries = 0): void {
     if (!ids.length) return;
     if (!tries) this.log[level]({ count: ids.length }, message);
-    void releaseClaims(this.pool, this.workerId, ids)
+    void releaseClaims(this.pool, this.workerId, ids, ids.filter((id) => this.claimedInactive.has(id)))
       .then((left) => {
+        const kept = new Set(left);
+        for (const id of ids) if (!kept.has(id)) this.claimedInactive.delete(id);
         // Their subscription held by another transaction (a deactivation, another 410's record):
         // handed back once it is let go, tried every second for a while; then their lease will.
         if (left.length && tries < HAND_BACK_TRIES && this.running) {
@@ -987,7 +993,8 @@ export class Dispatcher {
     } catch (error) {
       // Hand the batch back now rather than leave it to the lease; if even that fails, the lease will.
       this.log.error({ err: error, count: claimed.length }, 'could not prepare a claimed batch; releasing it');
-      await releaseClaims(this.pool, this.workerId, claimed.map((d) => d.id)).catch(() => {});
+      const ids = claimed.map((d) => d.id);
+      await releaseClaims(this.pool, this.workerId, ids, claimed.filter((d) => d.subscriptionActive === false).map((d) => d.id)).catch(() => {});
       return;
     }
     // A claim under way when a subscription stopped or changed (up to now: the cancel above
@@ -996,13 +1003,14 @@ export class Dispatcher {
     if (this.stopped.size || live.some((d) => d.staleUrl)) {
       const isStale = (d: ClaimedDelivery) =>
         d.staleUrl === true ||
-        (d.subscriptionId !== null && d.subscriptionActive !== false && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
+        (d.subscriptionId !== null && (this.stopped.get(d.subscriptionId) ?? -Infinity) >= leasedAfter);
       const stale = live.filter(isStale);
       if (stale.length) {
         live = live.filter((d) => !isStale(d));
         this.handBack(stale.map((d) => d.id), 'subscription deleted, deactivated or changed during a claim: its deliveries handed back to the queue');
       }
     }
+    for (const d of live) if (d.subscriptionActive === false) this.claimedInactive.add(d.id);
     // The claim gives each event's body once; its other deliveries share it.
     const bodies = new Map<string, string>();
     for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);
@@ -1285,6 +1293,7 @@ export class Dispatcher {
   }
 
   private record(outcome: AttemptOutcome): void {
+    this.claimedInactive.delete(outcome.deliveryId);
     if (outcome.nextAttemptAt) this.wakeAt(outcome.nextAttemptAt.getTime());
     if (outcome.gone && outcome.subscriptionId) this.goneHere.add(outcome.subscriptionId);
     this.pending.push(outcome);

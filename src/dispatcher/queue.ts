@@ -30,8 +30,8 @@ export interface ClaimedDelivery {
   staleUrl?: boolean;
   /**
    * Whether the claim saw the subscription active. One it saw inactive was claimed knowingly (a
-   * sendTestEvent delivery, the only unpaused one an inactive subscription has): a notice of its
-   * deactivation that comes later is older than what the claim read, and does not hand it back.
+   * sendTestEvent delivery, the only unpaused one an inactive subscription has): handed back, it
+   * stays unpaused (see releaseClaims).
    */
   subscriptionActive?: boolean | null;
   /**
@@ -580,17 +580,20 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 }
 
 /** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
-export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<string[]> {
+export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[], unpaused: string[] = []): Promise<string[]> {
+  // `unpaused`: test events claimed for a subscription already inactive (sendTestEvent's, the
+  // only unpaused deliveries such a subscription has) stay unpaused, to be claimed again and sent
+  // as the subscription now is (or canceled, deleted); others of an inactive one wait, paused.
   const { rows } = await db.query<{ id: string }>(
     `with ${subscriptionsOf('select unnest($1::uuid[])')}, released as (
-       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, lease_expires_at = null, locked_by = null, updated_at = now()
+       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE} and d.id <> all($3::uuid[]), target_url = ${SUBSCRIPTION_URL}, lease_expires_at = null, locked_by = null, updated_at = now()
         where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}
        returning d.id
      )
      -- Those whose subscription another transaction holds stay claimed: answered, to hand back later.
      select d.id from webhook_deliveries d
       where d.id = any($1::uuid[]) and d.locked_by = $2 and d.status = 'SENDING' and not exists (select from released r where r.id = d.id)`,
-    [ids, workerId],
+    [ids, workerId, unpaused],
   );
   return rows.map((r) => r.id);
 }

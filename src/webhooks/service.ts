@@ -429,7 +429,7 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
        select 'event' as kind, to_jsonb(ev) as row from ev
        union all
        select 'delivery', to_jsonb(d) || coalesce(
-                (select jsonb_build_object('scheduleAttempts', 0, 'secret', m.secret, 'previousSecret', m.previous_secret,
+                (select jsonb_build_object('scheduleAttempts', 0, 'subscriptionActive', m.active, 'secret', m.secret, 'previousSecret', m.previous_secret,
                                            'previousSecretExpiresAt', m.previous_secret_expires_at, 'earlierSecrets', m.earlier_secrets,
                                            'headers', m.headers)
                    from matched m where d."handedOff" and m.id = d."subscriptionId"), '{}')

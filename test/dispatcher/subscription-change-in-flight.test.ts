@@ -126,7 +126,11 @@ it('a claim that reads a delivery\'s new address with its subscription\'s old he
   expect(row).toEqual({ status: 'DELIVERED', attempts: 1, target_url: `${receiver.url}/old` });
 });
 
-it('a test event claimed for an inactive subscription is sent even if the notice of its deactivation comes after the claim', async () => {
+it.each([
+  ['a late notice of its deactivation', 'notice', '/inactive', 'DELIVERED'],
+  ['a new address', 'url', '/inactive-new', 'DELIVERED'],
+  ['its deletion', 'delete', null, 'CANCELED'],
+] as const)('a test event claimed for an inactive subscription, then %s: goes as the subscription now is', async (_, change, path, status) => {
   let release!: () => void;
   const held = new Promise<void>((done) => (release = done));
   const { hl, receiver, apiKey } = await started({ HOOKLINE_DISPATCH_CONCURRENCY: '1' }, async (request) => {
@@ -145,14 +149,20 @@ it('a test event claimed for an inactive subscription is sent even if the notice
   expect(sent.errors).toBeUndefined();
   const testId = sent.data.sendTestEvent.id as string;
   await eventually(async () => (await hl.dataSource.query('select status from webhook_deliveries where id = $1', [testId]))[0].status === 'SENDING');
-  // A notice of the subscription's deactivation (or any stop) arriving only now.
-  await hl.dataSource.query('select pg_notify($1, $2)', ['hookline_subscription_stopped', inactiveId]);
+  if (change === 'notice') await hl.dataSource.query('select pg_notify($1, $2)', ['hookline_subscription_stopped', inactiveId]);
+  if (change === 'url') {
+    const moved = await hl.gql('mutation($id: ID!, $url: String!) { updateWebhookSubscription(id: $id, input: { url: $url }) { id } }', { id: inactiveId, url: `${receiver.url}/inactive-new` }, apiKey);
+    expect(moved.errors).toBeUndefined();
+  }
+  if (change === 'delete') expect((await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: inactiveId }, apiKey)).errors).toBeUndefined();
   await new Promise((r) => setTimeout(r, 300));
   release();
   const row = await eventually(async () => {
     const [delivery] = await hl.dataSource.query('select status, paused from webhook_deliveries where id = $1', [testId]);
-    return delivery.status === 'DELIVERED' && delivery;
+    return delivery.status === status && delivery;
   });
-  expect(row).toEqual({ status: 'DELIVERED', paused: false });
-  expect(receiver.received.filter((r) => r.path === '/inactive')).toHaveLength(1);
+  expect(row).toEqual({ status, paused: false });
+  await new Promise((r) => setTimeout(r, 200));
+  const arrived = receiver.received.filter((r) => r.path.startsWith('/inactive')).map((r) => r.path);
+  expect(arrived).toEqual(path ? [path] : []);
 });
