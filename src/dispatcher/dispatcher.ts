@@ -997,6 +997,8 @@ export class Dispatcher {
       await releaseClaims(this.pool, this.workerId, ids, claimed.filter((d) => d.subscriptionActive === false).map((d) => d.id)).catch(() => {});
       return;
     }
+    // Before any hand-back below: a test event claimed for an inactive subscription stays unpaused.
+    for (const d of live) if (d.subscriptionActive === false) this.claimedInactive.add(d.id);
     // A claim under way when a subscription stopped or changed (up to now: the cancel above
     // awaited) may have read it before, or read its new address with its old headers and
     // secrets: its deliveries go back (their address made the subscription's as they do).
@@ -1010,7 +1012,6 @@ export class Dispatcher {
         this.handBack(stale.map((d) => d.id), 'subscription deleted, deactivated or changed during a claim: its deliveries handed back to the queue');
       }
     }
-    for (const d of live) if (d.subscriptionActive === false) this.claimedInactive.add(d.id);
     // The claim gives each event's body once; its other deliveries share it.
     const bodies = new Map<string, string>();
     for (const d of claimed) if (d.body !== null) bodies.set(d.eventId, d.body);

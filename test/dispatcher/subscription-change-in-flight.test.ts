@@ -166,3 +166,29 @@ it.each([
   const arrived = receiver.received.filter((r) => r.path.startsWith('/inactive')).map((r) => r.path);
   expect(arrived).toEqual(path ? [path] : []);
 });
+
+it('a test event for an inactive subscription handed back as its claim reads it (its address changed meanwhile) stays unpaused, and goes', async () => {
+  const { hl, receiver, tenantId, apiKey } = await started({});
+  const inactive = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: `${receiver.url}/inactive`, events: ['invoice.created'], active: false } },
+    apiKey,
+  );
+  const inactiveId = inactive.data.createWebhookSubscription.subscription.id as string;
+  // What sendTestEvent writes (unpaused, for an inactive subscription), its address changing as it is claimed.
+  const [{ id: eventId }] = await hl.dataSource.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{"n":4}', now()) returning id`,
+    [tenantId],
+  );
+  await hl.dataSource.query(
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at)
+     values ($1, $2, $3, 'test.event', $4, 'PENDING', false, now())`,
+    [tenantId, eventId, inactiveId, `${receiver.url}/stale`],
+  );
+  const row = await eventually(async () => {
+    const [delivery] = await hl.dataSource.query('select status, paused from webhook_deliveries where event_id = $1', [eventId]);
+    return delivery.status === 'DELIVERED' && delivery;
+  });
+  expect(row).toEqual({ status: 'DELIVERED', paused: false });
+  expect(receiver.received.map((r) => r.path)).toEqual(['/inactive']);
+});
