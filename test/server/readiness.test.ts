@@ -111,7 +111,11 @@ it('an API data source gives up connecting to a server that accepts and never an
   }
 });
 
-it('answers 503 "stopping" from the moment the process starts to stop, while its deliveries in flight finish', { timeout: 60_000 }, async () => {
+/**
+ * An `all` process whose dispatcher has one attempt in flight, its answer held until `release()`
+ * (so that the process's stop waits for it).
+ */
+async function withAttemptInFlight() {
   const stopping = await startTestHookline();
   let release!: () => void;
   const held = new Promise<void>((done) => (release = done));
@@ -119,17 +123,22 @@ it('answers 503 "stopping" from the moment the process starts to stop, while its
     await held;
     return { status: 204 };
   });
+  const { apiKey } = await stopping.createTenant();
+  const rest = (path: string, body: unknown) =>
+    fetch(`${stopping.url}/api/v1/tenant/webhooks/${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  expect((await rest('subscriptions', { event: 'test.event', url: receiver.url })).status).toBe(201);
+  expect((await rest('deliveries', { event: 'test.event', payload: {} })).status).toBe(202);
+  await receiver.waitFor(1);
+  return { stopping, apiKey, release, receiver };
+}
+
+it('answers 503 "stopping" from the moment the process starts to stop, while its deliveries in flight finish', { timeout: 60_000 }, async () => {
+  const { stopping, release, receiver } = await withAttemptInFlight();
   try {
-    const { apiKey } = await stopping.createTenant();
-    const rest = (path: string, body: unknown) =>
-      fetch(`${stopping.url}/api/v1/tenant/webhooks/${path}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-    expect((await rest('subscriptions', { event: 'test.event', url: receiver.url })).status).toBe(201);
-    expect((await rest('deliveries', { event: 'test.event', payload: {} })).status).toBe(202);
-    await receiver.waitFor(1); // the attempt is in flight, its answer held
     expect((await fetch(`${stopping.url}/readyz`)).status).toBe(200);
     const stopped = stopping.stop();
     const during = await fetch(`${stopping.url}/readyz`);
@@ -205,24 +214,8 @@ it('a stopping process ends its Server-Sent Events streams, as its WebSockets, r
 });
 
 it('a Server-Sent Events stream opened while the process stops is ended with the others', { timeout: 60_000 }, async () => {
-  const stopping = await startTestHookline();
-  let release!: () => void;
-  const held = new Promise<void>((done) => (release = done));
-  const receiver = await startReceiver(async () => {
-    await held;
-    return { status: 204 };
-  });
+  const { stopping, apiKey, release, receiver } = await withAttemptInFlight();
   try {
-    const { apiKey } = await stopping.createTenant();
-    const rest = (path: string, body: unknown) =>
-      fetch(`${stopping.url}/api/v1/tenant/webhooks/${path}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-    expect((await rest('subscriptions', { event: 'test.event', url: receiver.url })).status).toBe(201);
-    expect((await rest('deliveries', { event: 'test.event', payload: {} })).status).toBe(202);
-    await receiver.waitFor(1); // the dispatcher's stop waits for this attempt
     const stopped = stopping.stop();
     expect((await fetch(`${stopping.url}/readyz`)).status).toBe(503);
     const subscribed = moreSubscribers(stopping);
