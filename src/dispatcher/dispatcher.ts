@@ -177,8 +177,6 @@ export class Dispatcher {
   private readonly goneHere = new Set<string>();
   /** Subscriptions deleted or deactivated lately, with when this worker heard it (ms, this process's clock). */
   private readonly stopped = new Map<string, number>();
-  /** Deliveries claimed while their subscription was inactive (test events): handed back, they stay unpaused. */
-  private readonly claimedInactive = new Set<string>();
   /** LISTEN was up once: a later listen() is a reconnection, after which stops may have gone unheard. */
   private listenedBefore = false;
   /** Unanswered for a second while slow attempts were at capacity: they take the next room there. */
@@ -372,10 +370,7 @@ export class Dispatcher {
     // Claimed but not started: back to the queue for another worker, untried.
     const unsent = this.ready.splice(0);
     for (const { delivery } of unsent) this.unhold(delivery);
-    if (unsent.length) {
-      const ids = unsent.map((r) => r.delivery.id);
-      await releaseClaims(this.pool, this.workerId, ids, ids.filter((id) => this.claimedInactive.has(id))).catch(() => {});
-    }
+    if (unsent.length) await releaseUntried(this.pool, this.workerId, unsent.map((r) => r.delivery)).catch(() => {});
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.add(resolve));
     // flush() first waits for one under way (the last attempt's own); a statement per MAX_RECORD_BATCH.
     do await this.flush();
@@ -543,7 +538,7 @@ export class Dispatcher {
     const unsent = this.ready.splice(0);
     this.parked = 0;
     for (const { delivery } of unsent) this.unhold(delivery);
-    if (unsent.length) this.handBack(unsent.map((r) => r.delivery.id), 'not heard from for a while: claimed deliveries handed back to the queue', 'warn');
+    if (unsent.length) this.handBack(unsent.map((r) => r.delivery), 'not heard from for a while: claimed deliveries handed back to the queue', 'warn');
     else this.poke();
   }
 
@@ -965,15 +960,16 @@ export class Dispatcher {
 
   /**
    * Returns claimed deliveries, untried, to the queue (a deactivated subscription's stay
-   * paused); if that fails, their lease (or their worker's silence) returns them.
+   * paused, but for test events claimed for it inactive: see releaseUntried); if that fails,
+   * their lease (or their worker's silence) returns them.
    */
-  private handBack(ids: string[], message: string, level: 'info' | 'warn' = 'info', tries = 0): void {
-    if (!ids.length) return;
-    if (!tries) this.log[level]({ count: ids.length }, message);
-    void releaseClaims(this.pool, this.workerId, ids, ids.filter((id) => this.claimedInactive.has(id)))
-      .then((left) => {
-        const kept = new Set(left);
-        for (const id of ids) if (!kept.has(id)) this.claimedInactive.delete(id);
+  private handBack(deliveries: ClaimedDelivery[], message: string, level: 'info' | 'warn' = 'info', tries = 0): void {
+    if (!deliveries.length) return;
+    if (!tries) this.log[level]({ count: deliveries.length }, message);
+    void releaseUntried(this.pool, this.workerId, deliveries)
+      .then((leftIds) => {
+        const kept = new Set(leftIds);
+        const left = deliveries.filter((d) => kept.has(d.id));
         // Their subscription held by another transaction (a deactivation, another 410's record):
         // handed back once it is let go, tried every second for a while; then their lease will.
         if (left.length && tries < HAND_BACK_TRIES && this.running) {
@@ -993,12 +989,9 @@ export class Dispatcher {
     } catch (error) {
       // Hand the batch back now rather than leave it to the lease; if even that fails, the lease will.
       this.log.error({ err: error, count: claimed.length }, 'could not prepare a claimed batch; releasing it');
-      const ids = claimed.map((d) => d.id);
-      await releaseClaims(this.pool, this.workerId, ids, claimed.filter((d) => d.subscriptionActive === false).map((d) => d.id)).catch(() => {});
+      await releaseUntried(this.pool, this.workerId, claimed).catch(() => {});
       return;
     }
-    // Before any hand-back below: a test event claimed for an inactive subscription stays unpaused.
-    for (const d of live) if (d.subscriptionActive === false) this.claimedInactive.add(d.id);
     // A claim under way when a subscription stopped or changed (up to now: the cancel above
     // awaited) may have read it before, or read its new address with its old headers and
     // secrets: its deliveries go back (their address made the subscription's as they do).
@@ -1009,7 +1002,7 @@ export class Dispatcher {
       const stale = live.filter(isStale);
       if (stale.length) {
         live = live.filter((d) => !isStale(d));
-        this.handBack(stale.map((d) => d.id), 'subscription deleted, deactivated or changed during a claim: its deliveries handed back to the queue');
+        this.handBack(stale, 'subscription deleted, deactivated or changed during a claim: its deliveries handed back to the queue');
       }
     }
     // The claim gives each event's body once; its other deliveries share it.
@@ -1038,8 +1031,8 @@ export class Dispatcher {
   }
 
   /** Takes the ready deliveries `which` picks (from index `from` on) out of `ready` and the shares: their ids. */
-  private takeReady(which: (ready: Ready) => boolean, from = 0): string[] {
-    const taken: string[] = [];
+  private takeReady(which: (ready: Ready) => boolean, from = 0): ClaimedDelivery[] {
+    const taken: ClaimedDelivery[] = [];
     for (let i = from; i < this.ready.length; ) {
       const ready = this.ready[i]!;
       if (!which(ready)) {
@@ -1048,7 +1041,7 @@ export class Dispatcher {
       }
       this.ready.splice(i, 1);
       this.unhold(ready.delivery);
-      taken.push(ready.delivery.id);
+      taken.push(ready.delivery);
     }
     return taken;
   }
@@ -1294,7 +1287,6 @@ export class Dispatcher {
   }
 
   private record(outcome: AttemptOutcome): void {
-    this.claimedInactive.delete(outcome.deliveryId);
     if (outcome.nextAttemptAt) this.wakeAt(outcome.nextAttemptAt.getTime());
     if (outcome.gone && outcome.subscriptionId) this.goneHere.add(outcome.subscriptionId);
     this.pending.push(outcome);
@@ -1416,4 +1408,17 @@ export class Dispatcher {
     else if (this.pending.length >= FLUSH_BATCH) await this.flush();
     else if (this.pending.length) this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
+}
+
+/**
+ * Hands claimed deliveries back untried (releaseClaims): those claimed while their subscription
+ * was already inactive (test events) stay unpaused. Gives back the ids left claimed.
+ */
+function releaseUntried(pool: pg.Pool, workerId: string, deliveries: ClaimedDelivery[]): Promise<string[]> {
+  return releaseClaims(
+    pool,
+    workerId,
+    deliveries.map((d) => d.id),
+    deliveries.filter((d) => d.subscriptionActive === false).map((d) => d.id),
+  );
 }
