@@ -6,7 +6,20 @@ import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
-import { GraphQLError, Kind, type ASTVisitor, type SelectionSetNode, type ValidationContext } from 'graphql';
+import {
+  getOperationAST,
+  getVariableValues,
+  GraphQLError,
+  Kind,
+  type ASTVisitor,
+  type FieldNode,
+  type FragmentDefinitionNode,
+  type FragmentSpreadNode,
+  type InlineFragmentNode,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type ValidationContext,
+} from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
@@ -66,37 +79,80 @@ const validationErrorCode: Plugin = {
  * A mutation operation has one field (`__typename` aside). Each field's write commits on its own,
  * and the fields are non-null: one refused after another wrote answered `data: null`, losing what
  * was written (a created tenant's only API key, an event whose retry would duplicate it).
+ *
+ * Fields left out by `@skip`/`@include` do not count. Those whose directives are written as
+ * literals are settled when the document is validated; those that depend on a variable are
+ * counted again before execution, with the request's variables (`mutationFieldsAtExecution`).
  */
 export function oneMutationField(context: ValidationContext): ASTVisitor {
   return {
     OperationDefinition(node) {
       if (node.operation !== 'mutation') return;
-      const names = new Set<string>();
-      const spread = new Set<string>();
-      const collect = (selections: SelectionSetNode) => {
-        for (const selection of selections.selections) {
-          if (selection.kind === Kind.FIELD) {
-            if (selection.name.value !== '__typename') names.add(selection.alias?.value ?? selection.name.value);
-          } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-            collect(selection.selectionSet);
-          } else if (!spread.has(selection.name.value)) {
-            spread.add(selection.name.value);
-            const fragment = context.getFragment(selection.name.value);
-            if (fragment) collect(fragment.selectionSet);
-          }
-        }
-      };
-      collect(node.selectionSet);
-      if (names.size > 1) {
-        context.reportError(
-          new GraphQLError(
-            `a mutation operation may have one field, not ${names.size} (${[...names].join(', ')}): send each in a request of its own, so that each answer says what its call wrote`,
-            { nodes: node },
-          ),
-        );
-      }
+      const names = mutationFieldNames(node.selectionSet, (name) => context.getFragment(name));
+      if (names.size > 1) context.reportError(tooManyMutationFields(names, node));
     },
   };
+}
+
+type Included = boolean | 'depends on a variable';
+
+/**
+ * The root fields a mutation's selection set writes. Without `variables`, a field whose
+ * `@skip`/`@include` reads a variable is left out and the result says so in `conditional`.
+ */
+function mutationFieldNames(
+  selectionSet: SelectionSetNode,
+  fragment: (name: string) => FragmentDefinitionNode | undefined | null,
+  variables?: Record<string, unknown>,
+): Set<string> & { conditional?: boolean } {
+  const names: Set<string> & { conditional?: boolean } = new Set<string>();
+  const spread = new Set<string>();
+  const included = (node: FieldNode | FragmentSpreadNode | InlineFragmentNode): Included => {
+    let result: Included = true;
+    for (const directive of node.directives ?? []) {
+      const name = directive.name.value;
+      if (name !== 'skip' && name !== 'include') continue;
+      const condition = directive.arguments?.find((a) => a.name.value === 'if')?.value;
+      let value: unknown;
+      if (condition?.kind === Kind.BOOLEAN) value = condition.value;
+      else if (condition?.kind === Kind.VARIABLE && variables) value = variables[condition.name.value];
+      else if (condition?.kind === Kind.VARIABLE) {
+        result = 'depends on a variable';
+        continue;
+      }
+      // A condition that is not a Boolean is refused by validation or by the variables' coercion.
+      if (typeof value !== 'boolean') continue;
+      if (value === (name === 'skip')) return false;
+    }
+    return result;
+  };
+  const collect = (selections: SelectionSetNode) => {
+    for (const selection of selections.selections) {
+      const inclusion = included(selection);
+      if (inclusion !== true) {
+        if (inclusion) names.conditional = true;
+        continue;
+      }
+      if (selection.kind === Kind.FIELD) {
+        if (selection.name.value !== '__typename') names.add(selection.alias?.value ?? selection.name.value);
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        collect(selection.selectionSet);
+      } else if (!spread.has(selection.name.value)) {
+        spread.add(selection.name.value);
+        const definition = fragment(selection.name.value);
+        if (definition) collect(definition.selectionSet);
+      }
+    }
+  };
+  collect(selectionSet);
+  return names;
+}
+
+function tooManyMutationFields(names: Set<string>, node: OperationDefinitionNode): GraphQLError {
+  return createGraphQLError(
+    `a mutation operation may have one field, not ${names.size} (${[...names].join(', ')}): send each in a request of its own, so that each answer says what its call wrote`,
+    { nodes: node, extensions: { code: ErrorCode.BAD_USER_INPUT, http: { spec: true, status: 400 } } },
+  );
 }
 
 /**
@@ -122,6 +178,21 @@ const parseDepthRefusal: Plugin = {
 const oneMutationFieldRule: Plugin = {
   onValidate({ addValidationRule }) {
     addValidationRule(oneMutationField);
+  },
+  onExecute({ args, setResultAndStopExecution }) {
+    const operation = getOperationAST(args.document, args.operationName);
+    if (operation?.operation !== 'mutation') return;
+    const fragments = new Map<string, FragmentDefinitionNode>();
+    for (const definition of args.document.definitions) {
+      if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+    }
+    const fragment = (name: string) => fragments.get(name);
+    if (!mutationFieldNames(operation.selectionSet, fragment).conditional) return;
+    // Variables as execution will coerce them; if they cannot be, execution says so itself.
+    const coerced = getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {});
+    if (!coerced.coerced) return;
+    const names = mutationFieldNames(operation.selectionSet, fragment, coerced.coerced);
+    if (names.size > 1) setResultAndStopExecution({ errors: [tooManyMutationFields(names, operation)] });
   },
 };
 

@@ -52,6 +52,19 @@ const CASES: Case[] = [
     names: /one field, not 2 \(revokeApiKey, createApiKey\)/,
     status: [200, 400],
   },
+  {
+    name: 'a second mutation field included by a variable',
+    query: 'mutation($both: Boolean!) { a: createApiKey(name: "a") { id } b: createApiKey(name: "b") @include(if: $both) { id } }',
+    variables: { both: true },
+    names: /one field, not 2 \(a, b\)/,
+    status: [200, 400],
+  },
+  {
+    name: 'a second mutation field in a fragment a variable does not skip',
+    query: 'mutation($skip: Boolean = false) { createApiKey(name: "x") { id } ... @skip(if: $skip) { b: createApiKey(name: "y") { id } } }',
+    names: /one field, not 2 \(createApiKey, b\)/,
+    status: [200, 400],
+  },
   { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
 ];
 
@@ -252,6 +265,26 @@ describe('mutations of several fields', () => {
     );
     expect(keyAndEvent.errors?.[0]?.message).toMatch(/one field, not 2 \(ok, bad\)/);
     expect({ keys: await keys(), tenants: await tenants() }).toEqual(before);
+  });
+
+  it('counts only the fields @skip and @include leave in, written as literals or read from variables', async () => {
+    const keys = async () => (await hl.dataSource.query('select name from api_keys where tenant_id = $1 order by name', [tenant.id])).map((r: { name: string }) => r.name) as string[];
+    const before = await keys();
+    const literal = await hl.gql('mutation { a: createApiKey(name: "literal-a") { name } b: createApiKey(name: "literal-b") @skip(if: true) { name } }', {}, tenant.apiKey);
+    expect(literal).toEqual({ data: { a: { name: 'literal-a' } } });
+    const toggled = 'mutation($second: Boolean!) { a: createApiKey(name: "var-a") { name } ... on Mutation @include(if: $second) { b: createApiKey(name: "var-b") { name } } }';
+    expect(await hl.gql(toggled, { second: false }, tenant.apiKey)).toEqual({ data: { a: { name: 'var-a' } } });
+    const refused = await hl.gql(toggled, { second: true }, tenant.apiKey);
+    expect(refused.errors?.[0]?.message).toMatch(/one field, not 2 \(a, b\)/);
+    expect(refused.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    // Over WebSocket too, and nothing of the refused call is written.
+    const overSocket = await wsRequest(socket, toggled, { second: true }).then(
+      (result) => result.errors,
+      (errors: unknown) => errors as any[],
+    );
+    expect(overSocket?.[0]?.message).toMatch(/one field, not 2/);
+    expect((await wsRequest(socket, toggled, { second: false })).data).toEqual({ a: { name: 'var-a' } });
+    expect(await keys()).toEqual([...before, 'literal-a', 'var-a', 'var-a'].sort());
   });
 
   it('takes one field with __typename beside it, and one field written twice (one call)', async () => {
