@@ -960,7 +960,7 @@ export class Dispatcher {
 
   /**
    * Returns claimed deliveries, untried, to the queue (a deactivated subscription's stay
-   * paused, but for test events claimed for it inactive: see releaseUntried); if that fails,
+   * paused, but for untried test events: see releaseClaims); if that fails,
    * their lease (or their worker's silence) returns them.
    */
   private handBack(deliveries: ClaimedDelivery[], message: string, level: 'info' | 'warn' = 'info', tries = 0): void {
@@ -1410,15 +1410,7 @@ export class Dispatcher {
   }
 }
 
-/**
- * Hands claimed deliveries back untried (releaseClaims): those claimed while their subscription
- * was already inactive (test events) stay unpaused. Gives back the ids left claimed.
- */
+/** Hands claimed deliveries back untried (releaseClaims). Gives back the ids left claimed. */
 function releaseUntried(pool: pg.Pool, workerId: string, deliveries: ClaimedDelivery[]): Promise<string[]> {
-  return releaseClaims(
-    pool,
-    workerId,
-    deliveries.map((d) => d.id),
-    deliveries.filter((d) => d.subscriptionActive === false).map((d) => d.id),
-  );
+  return releaseClaims(pool, workerId, deliveries.map((d) => d.id));
 }

@@ -29,12 +29,6 @@ export interface ClaimedDelivery {
    */
   staleUrl?: boolean;
   /**
-   * Whether the claim saw the subscription active. One it saw inactive was claimed knowingly (a
-   * sendTestEvent delivery, the only unpaused one an inactive subscription has): handed back, it
-   * stays unpaused (see releaseClaims).
-   */
-  subscriptionActive?: boolean | null;
-  /**
    * When the claim's lease expires, as PostgreSQL wrote it (text, to the microsecond): it
    * tells this claim from a later one of the same delivery by the same worker, after the
    * lease expired and the delivery was reclaimed.
@@ -139,7 +133,7 @@ export function claimSql(limit: number, tenantId?: string): string {
              case when s.deleted_at is null or c.retried_at > s.deleted_at then s.secret end as secret,
              s.previous_secret as "previousSecret", s.previous_secret_expires_at as "previousSecretExpiresAt",
              ${EARLIER_SECRETS} as "earlierSecrets", s.headers,
-             coalesce(s.deleted_at is null and s.url <> c.target_url, false) as "staleUrl", s.active as "subscriptionActive",
+             coalesce(s.deleted_at is null and s.url <> c.target_url, false) as "staleUrl",
              case when row_number() over (partition by c.event_id order by c.id) = 1 then e.body end as body
         from claimed c
         -- Within the delivery's tenant, whatever the foreign keys allow: its secret is never another's.
@@ -292,6 +286,13 @@ const SUBSCRIPTION_URL = `coalesce((select x.url from subs x where x.id = d.subs
 
 /** Whether delivery `d` waits, paused, for its subscription, one deactivated meanwhile (see subscriptionsOf). */
 const SUBSCRIPTION_INACTIVE = `coalesce((select x.inactive from subs x where x.id = d.subscription_id), false)`;
+
+/**
+ * Whether delivery `d`, handed back untried (or taken from a lost worker, whose attempt is not
+ * counted), waits paused: as SUBSCRIPTION_INACTIVE, but for a sendTestEvent delivery not yet
+ * tried, which goes to an inactive subscription too (its retries wait like the others).
+ */
+const HANDED_BACK_PAUSED = `(${SUBSCRIPTION_INACTIVE} and not (d.test_event and d.attempts = 0))`;
 
 /** Whether delivery `d`'s subscription is held by another transaction: `d` is left for later (see subscriptionsOf). */
 const SUBSCRIPTION_HELD = `(d.subscription_id is not null and not exists (select from subs x where x.id = d.subscription_id)
@@ -459,7 +460,7 @@ export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Pr
   await db.query(
     `with ${subscriptionsOf(`select m.id from webhook_deliveries m where m.locked_by = $1 and m.status = 'SENDING'`)}, back as (
        update webhook_deliveries d
-          set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+          set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
               last_error = coalesce(d.last_error, 'worker stopped before recording the attempt'), updated_at = now()
         -- One whose subscription is held stays as it is: its lease returns it (reclaimLostDeliveries).
         where d.locked_by = $1 and d.status = 'SENDING' and not ${SUBSCRIPTION_HELD}
@@ -503,7 +504,7 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
            for update of d skip locked
       ), ${subscriptionsOf('select l.id from lost l')}, reclaimed as (
         update webhook_deliveries d
-           set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
+           set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
                last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
           from lost l
          -- One whose subscription is held waits for the next look.
@@ -580,20 +581,19 @@ export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: strin
 }
 
 /** Hands claimed deliveries back to the queue untried (the batch could not be prepared). */
-export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[], unpaused: string[] = []): Promise<string[]> {
-  // `unpaused`: test events claimed for a subscription already inactive (sendTestEvent's, the
-  // only unpaused deliveries such a subscription has) stay unpaused, to be claimed again and sent
-  // as the subscription now is (or canceled, deleted); others of an inactive one wait, paused.
+export async function releaseClaims(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<string[]> {
+  // An untried test event of an inactive subscription stays unpaused, to be claimed again and
+  // sent as the subscription now is (or canceled, deleted); others of an inactive one wait, paused.
   const { rows } = await db.query<{ id: string }>(
     `with ${subscriptionsOf('select unnest($1::uuid[])')}, released as (
-       update webhook_deliveries d set status = 'PENDING', paused = ${SUBSCRIPTION_INACTIVE} and d.id <> all($3::uuid[]), target_url = ${SUBSCRIPTION_URL}, lease_expires_at = null, locked_by = null, updated_at = now()
+       update webhook_deliveries d set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, lease_expires_at = null, locked_by = null, updated_at = now()
         where id = any($1::uuid[]) and locked_by = $2 and status = 'SENDING' and not ${SUBSCRIPTION_HELD}
        returning d.id
      )
      -- Those whose subscription another transaction holds stay claimed: answered, to hand back later.
      select d.id from webhook_deliveries d
       where d.id = any($1::uuid[]) and d.locked_by = $2 and d.status = 'SENDING' and not exists (select from released r where r.id = d.id)`,
-    [ids, workerId, unpaused],
+    [ids, workerId],
   );
   return rows.map((r) => r.id);
 }

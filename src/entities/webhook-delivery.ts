@@ -17,6 +17,8 @@ export class WebhookDelivery {
   status!: DeliveryStatus;
   /** True while the subscription is inactive: the delivery waits, unclaimed. */
   paused!: boolean;
+  /** A sendTestEvent delivery: until its first attempt, it goes whether or not the subscription is active. */
+  testEvent!: boolean;
   /** Attempts ever made, retries included. */
   attempts!: number;
   /** Attempts since the schedule last (re)started; indexes the retry schedule. */
@@ -47,6 +49,7 @@ export const WebhookDeliverySchema = new EntitySchema<WebhookDelivery>({
     targetUrl: { type: 'text', name: 'target_url' },
     status: { type: 'text' },
     paused: { type: 'boolean', default: false },
+    testEvent: { type: 'boolean', name: 'test_event', default: false },
     attempts: { type: 'integer', default: 0 },
     scheduleAttempts: { type: 'integer', name: 'schedule_attempts', default: 0 },
     lastError: { type: 'text', name: 'last_error', nullable: true },

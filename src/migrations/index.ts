@@ -14,6 +14,7 @@ import { LiveAnyIsolation1764300000013 } from './0013-live-any-isolation.js';
 import { EarlierSecrets1764300000014 } from './0014-earlier-secrets.js';
 import { LiveLongErrors1764300000015 } from './0015-live-long-errors.js';
 import { LiveErrorsAsWritten1764300000016 } from './0016-live-errors-as-written.js';
+import { TestDeliveries1764300000017 } from './0017-test-deliveries.js';
 
 /** Every migration, in the order it runs. New ones go at the end. */
 export const migrations = [
@@ -33,4 +34,5 @@ export const migrations = [
   EarlierSecrets1764300000014,
   LiveLongErrors1764300000015,
   LiveErrorsAsWritten1764300000016,
+  TestDeliveries1764300000017,
 ];

@@ -202,12 +202,11 @@ export async function writeHandingOff<T>(
  */
 export function splitHandedOff(rows: InsertedRow[], bodyOf: (eventId: string) => string): { deliveries: DeliveryRow[]; claimed: ClaimedDelivery[] } {
   const claimed: ClaimedDelivery[] = [];
-  const deliveries = rows.map(({ handedOff, lease, scheduleAttempts, subscriptionActive, secret, previousSecret, previousSecretExpiresAt, earlierSecrets, headers, ...row }) => {
+  const deliveries = rows.map(({ handedOff, lease, scheduleAttempts, secret, previousSecret, previousSecretExpiresAt, earlierSecrets, headers, ...row }) => {
     if (handedOff) {
       claimed.push({
         ...row,
         lease: lease!,
-        subscriptionActive,
         scheduleAttempts: scheduleAttempts ?? 0,
         secret: secret ?? null,
         previousSecret: previousSecret ?? null,
@@ -228,8 +227,6 @@ export type InsertedRow = DeliveryRow & {
   /** lease_expires_at as text, exact (see ClaimedDelivery.lease). */
   lease?: string | null;
   scheduleAttempts?: number;
-  /** Of a single event's insert (sendTestEvent's may be for an inactive subscription); the batch's are all active. */
-  subscriptionActive?: boolean;
   secret?: string | null;
   previousSecret?: string | null;
   previousSecretExpiresAt?: Date | null;

@@ -420,23 +420,24 @@ function recordSql(oneSubscription: boolean, handOff: boolean): string {
           where s.tenant_id = $2 and ${target}
             for key share of s -- see ingest-batcher.ts: a subscription being deleted is waited for
        ), d as (
-         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, next_attempt_at, created_at,
-                                         updated_at, ${HAND_OFF_COLUMNS})
-         select $2, $1, m.id, $3, m.url, not ${sendable('m')}, now(), now(), now(), ${handOffValues('m.mine')}
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, paused, test_event, next_attempt_at,
+                                         created_at, updated_at, ${HAND_OFF_COLUMNS})
+         select $2, $1, m.id, $3, m.url, not ${sendable('m')}, ${oneSubscription}, now(), now(), now(), ${handOffValues('m.mine')}
            from (select m.*, m.ok and count(*) filter (where m.ok) over (order by m.id) <= $13::int as mine from matched m) m
          returning ${DELIVERY_COLUMNS}, locked_by is not null as "handedOff", lease_expires_at::text as lease
        )
        select 'event' as kind, to_jsonb(ev) as row from ev
        union all
        select 'delivery', to_jsonb(d) || coalesce(
-                (select jsonb_build_object('scheduleAttempts', 0, 'subscriptionActive', m.active, 'secret', m.secret, 'previousSecret', m.previous_secret,
+                (select jsonb_build_object('scheduleAttempts', 0, 'secret', m.secret, 'previousSecret', m.previous_secret,
                                            'previousSecretExpiresAt', m.previous_secret_expires_at, 'earlierSecrets', m.earlier_secrets,
                                            'headers', m.headers)
                    from matched m where d."handedOff" and m.id = d."subscriptionId"), '{}')
          from d`
     : `with ${event}, d as (
-         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at, created_at, updated_at)
-         select $2, $1, s.id, $3, s.url, 'PENDING', not ${sendable('s')}, now(), now(), now()
+         insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, test_event, next_attempt_at,
+                                         created_at, updated_at)
+         select $2, $1, s.id, $3, s.url, 'PENDING', not ${sendable('s')}, ${oneSubscription}, now(), now(), now()
            from webhook_subscriptions s
           where s.tenant_id = $2 and ${target}
             for key share of s

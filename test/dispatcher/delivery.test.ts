@@ -347,6 +347,43 @@ describe('subscriptions and the queue', () => {
     expect(receiver.received).toHaveLength(2);
   });
 
+  it('a test event claimed for an inactive subscription by a worker then lost, or handed back, is sent all the same; once tried, its retry waits', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    const db = poolOf(hl.dataSource);
+    const { rows: [event] } = await db.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+      [tenantId],
+    );
+    // sendTestEvent's deliveries (test_event), claimed: untried by a worker that died and by one
+    // that hands it back; and one already tried once (a retry, as the dead worker had it).
+    const { rows } = await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at, attempts)
+       select $1, $2, $3, 'test.event', $4, 'SENDING', true, w, now() + l * interval '1 minute', now(), a
+         from unnest(array['dead', 'alive', 'dead'], array[-1, 1, -1], array[0, 0, 1]) as x(w, l, a)
+       returning id, locked_by, attempts`,
+      [tenantId, event.id, subscription.id, receiver.url],
+    );
+    expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(2);
+    await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
+    const untried = rows.filter((r) => r.attempts === 0);
+    for (const { id } of untried) await settled(id, 'DELIVERED');
+    expect(receiver.received).toHaveLength(2);
+    const retry = rows.find((r) => r.attempts === 1).id;
+    await eventually(async () => (await db.query('select status from webhook_deliveries where id = $1', [retry])).rows[0].status === 'PENDING');
+    expect((await db.query('select paused from webhook_deliveries where id = $1', [retry])).rows[0]).toEqual({ paused: true });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.received).toHaveLength(2);
+
+    // sendTestEvent marks what it writes; triggerEvent does not.
+    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    const test = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscription.id }, key);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    const marks = await db.query('select id, test_event from webhook_deliveries where id = any($1::uuid[])', [[test.data.sendTestEvent.id, deliveries[0].id]]);
+    expect(Object.fromEntries(marks.rows.map((r) => [r.id, r.test_event]))).toEqual({ [test.data.sendTestEvent.id]: true, [deliveries[0].id]: false });
+  });
+
   it('deleting a subscription cancels its pending deliveries', async () => {
     const receiver = await receiverWith(() => ({ status: 500 }));
     const { subscription } = await subscribe(receiver.url);

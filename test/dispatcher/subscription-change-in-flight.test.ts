@@ -181,8 +181,8 @@ it('a test event for an inactive subscription handed back as its claim reads it 
     [tenantId],
   );
   await hl.dataSource.query(
-    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, next_attempt_at)
-     values ($1, $2, $3, 'test.event', $4, 'PENDING', false, now())`,
+    `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, test_event, next_attempt_at)
+     values ($1, $2, $3, 'test.event', $4, 'PENDING', false, true, now())`,
     [tenantId, eventId, inactiveId, `${receiver.url}/stale`],
   );
   const row = await eventually(async () => {
