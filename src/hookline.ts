@@ -85,6 +85,8 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     stops.push(() => services.webhooks.close());
     services.metrics = metrics;
     services.webhooks.countEventsIn(metrics.eventsTriggered);
+    services.rateLimiter.countRefusalsIn(metrics.rateLimited.labels('api_key'));
+    services.addressLimiter.countRefusalsIn(metrics.rateLimited.labels('address'));
     const serveApi = config.role !== 'worker';
     /** Set once the API serves: finds revocations whose notice was lost among the keys in use. */
     let recheckKeysInUse: (() => Promise<void>) | undefined;

@@ -80,6 +80,17 @@ export function createMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    liveCutOff: new Counter({
+      name: 'hookline_live_subscriptions_cut_off_total',
+      help: 'Live deliveryUpdated subscriptions this process ended because their client stopped reading (RATE_LIMITED, WebSocket close 4429).',
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'hookline_requests_rate_limited_total',
+      help: 'Requests refused with RATE_LIMITED by this process, by limit: api_key (HOOKLINE_RATE_LIMIT), address (HOOKLINE_RATE_LIMIT_ANONYMOUS: requests without a valid key, key lookups, WebSocket connections).',
+      labelNames: ['limit'] as const,
+      registers: [registry],
+    }),
     liveUpdatesAhead: new Gauge({
       name: 'hookline_live_updates_ahead',
       help: 'Live updates executed (or executing) for subscribers whose clients have not read them yet.',
@@ -92,6 +103,7 @@ export function createMetrics() {
   for (const reason of FAILURE_REASONS) metrics.failures.inc({ reason }, 0);
   for (const result of ['found', 'empty']) metrics.claims.inc({ result }, 0);
   for (const kind of ['events', 'deliveries']) metrics.retentionDeleted.inc({ kind }, 0);
+  for (const limit of ['api_key', 'address']) metrics.rateLimited.inc({ limit }, 0);
   return metrics;
 }
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -19,6 +19,7 @@ export class RateLimitedError extends HooklineError {
 
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private refusals?: { inc(): void };
 
   /**
    * @param perSecond sustained rate per key; bursts of up to one second's worth pass. 0 turns it off.
@@ -28,6 +29,11 @@ export class RateLimiter {
     readonly perSecond: number,
     private readonly what = 'this API key',
   ) {}
+
+  /** Counts each refusal in `counter` (a metric). */
+  countRefusalsIn(counter: { inc(): void }): void {
+    this.refusals = counter;
+  }
 
   /** Takes one token for the key, or throws RateLimitedError. */
   take(key: string, now = performance.now()): void {
@@ -53,6 +59,7 @@ export class RateLimiter {
       bucket.at = now;
     }
     if (bucket.tokens < 1) {
+      this.refusals?.inc();
       throw new RateLimitedError(this.perSecond, Math.max(1, Math.ceil((1 - bucket.tokens) / this.perSecond)), this.what);
     }
     return bucket;
@@ -147,6 +154,10 @@ export class AddressLimiter {
     private readonly proxies: TrustedProxies = [],
   ) {
     this.limiter = new RateLimiter(perSecond, 'requests without a valid API key and key lookups from this address');
+  }
+
+  countRefusalsIn(counter: { inc(): void }): void {
+    this.limiter.countRefusalsIn(counter);
   }
 
   /** The limit of one request's client; its address is worked out only if asked (a key known to the process never is). */

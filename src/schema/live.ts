@@ -72,6 +72,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           },
           (error) => {
             uncount();
+            metrics?.liveCutOff.inc();
             // Over WebSocket the close frame, with its reason, follows what is already queued.
             if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
             else if (res) closeWhenStuck(res, error, live.stallMs);

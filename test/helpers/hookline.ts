@@ -21,8 +21,8 @@ export interface TestHookline extends Hookline {
   /** Creates a tenant with the admin token; returns its id and API key. */
   createTenant(name?: string): Promise<{ id: string; apiKey: string }>;
   wsClient(token?: string, extra?: Partial<Parameters<typeof createClient>[0]>): Client;
-  /** A counter or gauge of its GET /metrics, summed over its labels. */
-  metric(name: string): Promise<number>;
+  /** A counter or gauge of its GET /metrics, summed over its labels (those with the `labels` given). */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
 export async function startTestHookline(
@@ -65,9 +65,12 @@ export async function startTestHookline(
       if (res.errors) throw new Error(JSON.stringify(res.errors));
       return { id: res.data.createTenant.tenant.id, apiKey: res.data.createTenant.apiKey };
     },
-    async metric(name) {
+    async metric(name, labels = {}) {
       const text = await (await fetch(`${url}/metrics`)).text();
-      return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
+      const wanted = Object.entries(labels).map(([label, value]) => `${label}="${value}"`);
+      return [...text.matchAll(new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`, 'gm'))]
+        .filter((m) => wanted.every((pair) => (m[1] ?? '').split(',').includes(pair)))
+        .reduce((n, m) => n + Number(m[2]), 0);
     },
     wsClient(token, extra = {}) {
       return createClient({

@@ -58,8 +58,9 @@ it('disconnects a client that stops reading, while others receive everything', a
   expect(seen.errors).toEqual([]);
   expect(seen.closed).toBe(false);
 
-  // The server gave up on the stuck one (its subscription is gone)...
+  // The server gave up on the stuck one (its subscription is gone, counted as cut off)...
   await eventually(async () => (await liveSubscriptions()) === liveBefore - 1, 20_000);
+  expect(await hl.metric('hookline_live_subscriptions_cut_off_total')).toBe(1);
   // ...and once it reads again, it finds the reason at the end of what was sent.
   stuck.socket.resume();
   const close = closeCodeOf(await stuck.readUntil((f) => f.opcode === 8, 30_000));

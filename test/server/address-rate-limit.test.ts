@@ -60,7 +60,8 @@ async function exhaust(localAddress: string): Promise<void> {
 }
 
 describe('requests without a valid API key', () => {
-  it('are limited per address over GraphQL and REST, named RATE_LIMITED with a Retry-After', async () => {
+  it('are limited per address over GraphQL and REST, named RATE_LIMITED with a Retry-After, and counted', async () => {
+    const refusedBefore = await hl.metric('hookline_requests_rate_limited_total', { limit: 'address' });
     await exhaust('127.0.0.2');
     // A new token is not looked up any more, nor is a request with no key answered.
     for (const authorization of ['Bearer hkl_yetanotherkey', undefined, 'Basic abc']) {
@@ -75,6 +76,7 @@ describe('requests without a valid API key', () => {
     const refused = await rest('Bearer hkl_nosuchkey', '127.0.0.2');
     expect(refused.status).toBe(429);
     expect(refused.body.error.code).toBe('RATE_LIMITED');
+    expect(await hl.metric('hookline_requests_rate_limited_total', { limit: 'address' })).toBe(refusedBefore + 4);
   });
 
   it('count whatever their document: one that fails to parse or validate is counted before it is read', async () => {

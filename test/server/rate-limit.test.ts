@@ -20,6 +20,7 @@ const rest = (key: string) =>
   });
 
 it('limits each API key over REST and GraphQL, and no other key', async () => {
+  const refusedBefore = await hl.metric('hookline_requests_rate_limited_total', { limit: 'api_key' });
   const busy = await hl.createTenant('Busy');
   const quiet = await hl.createTenant('Quiet');
   const answers = await Promise.all(Array.from({ length: 4 }, () => rest(busy.apiKey)));
@@ -42,6 +43,9 @@ it('limits each API key over REST and GraphQL, and no other key', async () => {
 
   // Another tenant is not affected.
   expect((await rest(quiet.apiKey)).status).toBe(202);
+  // Each refusal is counted, as the key's; none as an address's.
+  expect(await hl.metric('hookline_requests_rate_limited_total', { limit: 'api_key' })).toBe(refusedBefore + 4);
+  expect(await hl.metric('hookline_requests_rate_limited_total', { limit: 'address' })).toBe(0);
 
   // A second later the key has its rate back.
   await new Promise((r) => setTimeout(r, 1_100));
