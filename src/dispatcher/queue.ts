@@ -421,8 +421,10 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
        returning id
      )
      , paused as (
-       update webhook_deliveries set paused = true, updated_at = now()
-        where subscription_id in (select id from s) and status = 'PENDING' and not paused
+       -- Test events too, claimed ones included (see setDeliveriesPaused).
+       update webhook_deliveries set paused = status = 'PENDING', test_event = false,
+              updated_at = case when status = 'PENDING' then now() else updated_at end
+        where subscription_id in (select id from s) and ((status = 'PENDING' and not paused) or (status = 'SENDING' and test_event))
      )
      -- Every dispatcher hands back what it claimed for them and has not started.
      select (select count(*) from (select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s) n) as notified,

@@ -5,7 +5,9 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  * active; a dispatcher that claimed one for an inactive subscription and was then lost (or could
  * not hand it back) left nothing to tell it from the subscription's other deliveries, and it came
  * back paused, never sent until the subscription was turned on. Marked, it comes back unpaused
- * until it has been tried. A constant default: no rewrite of the table.
+ * until it has been tried, unless the subscription was turned off after it was asked for (the mark
+goes then). A constant default: no rewrite of the table; test events waiting as this runs are
+not marked, and wait paused, as before, if a lost worker held one.
  */
 export class TestDeliveries1764300000017 implements MigrationInterface {
   name = 'TestDeliveries1764300000017';

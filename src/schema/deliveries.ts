@@ -188,7 +188,7 @@ builder.mutationField('triggerEvent', (t) =>
 builder.mutationField('sendTestEvent', (t) =>
   t.field({
     type: DeliveryRef,
-    description: 'Sends a test.event to one subscription, whatever events it selects, and also when it is inactive (a test before turning it on); should that attempt fail, its retries wait for the subscription to be active, like its other deliveries.',
+    description: 'Sends a test.event to one subscription, whatever events it selects, and also when it is inactive (a test before turning it on); should that attempt fail, or the subscription be turned off before it is made, it waits for the subscription to be active, like its other deliveries.',
     args: { subscriptionId: t.arg.id({ required: true }) },
     resolve: async (_root, { subscriptionId }, { viewer, services }) => {
       const tenantId = requireTenant(viewer);

@@ -292,12 +292,21 @@ export class SubscriptionService {
   }
 }
 
-/** Deliveries of an inactive subscription wait, unclaimed, until it is active again. */
+/**
+ * Deliveries of an inactive subscription wait, unclaimed, until it is active again. Turned off,
+ * its test events (sendTestEvent's, asked for while it was active or before) wait too, those a
+ * dispatcher has claimed included: their mark, which would send them inactive, goes (see
+ * HANDED_BACK_PAUSED in dispatcher/queue.ts).
+ */
 export async function setDeliveriesPaused(manager: EntityManager, tenantId: TenantId, subscriptionId: string, paused: boolean) {
   await manager.query(
-    `update webhook_deliveries set paused = $3, updated_at = now()
-      where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused <> $3`,
-    [tenantId, subscriptionId, paused],
+    paused
+      ? `update webhook_deliveries set paused = status = 'PENDING', test_event = false,
+                updated_at = case when status = 'PENDING' then now() else updated_at end
+          where tenant_id = $1 and subscription_id = $2 and ((status = 'PENDING' and not paused) or (status = 'SENDING' and test_event))`
+      : `update webhook_deliveries set paused = false, updated_at = now()
+          where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused`,
+    [tenantId, subscriptionId],
   );
   // Resumed: they are due. Paused: what a dispatcher claimed (SENDING) and has not started
   // goes back, paused too.

@@ -5,7 +5,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
-import { reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
+import { disableGoneSubscriptions, reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -382,6 +382,39 @@ describe('subscriptions and the queue', () => {
     const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
     const marks = await db.query('select id, test_event from webhook_deliveries where id = any($1::uuid[])', [[test.data.sendTestEvent.id, deliveries[0].id]]);
     expect(Object.fromEntries(marks.rows.map((r) => [r.id, r.test_event]))).toEqual({ [test.data.sendTestEvent.id]: true, [deliveries[0].id]: false });
+  });
+
+  it('test events asked for while the subscription was active wait for it once it is turned off, by hand or by a 410, claimed ones included', async () => {
+    const receiver = await receiverWith();
+    const db = poolOf(hl.dataSource);
+    for (const turnOff of ['update', '410'] as const) {
+      const { subscription } = await subscribe(receiver.url);
+      const { rows: [event] } = await db.query(
+        `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+        [tenantId],
+      );
+      // Claimed by a worker that then dies, by one that hands it back, and one waiting to be claimed.
+      const { rows } = await db.query(
+        `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
+         select $1, $2, $3, 'test.event', $4, s, true, w, now() + l * interval '1 minute', now() + interval '1 hour'
+           from unnest(array['SENDING', 'SENDING', 'PENDING'], array['dead', 'alive', null], array[-1, 1, null]) as x(s, w, l)
+         returning id, locked_by`,
+        [tenantId, event.id, subscription.id, receiver.url],
+      );
+      if (turnOff === 'update') {
+        await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+      } else {
+        expect(await disableGoneSubscriptions(db, [subscription.id], 'HTTP 410')).toEqual([]);
+      }
+      await reclaimLostDeliveries(db, 'reclaiming');
+      await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
+      await db.query(`update webhook_deliveries set next_attempt_at = now() where event_id = $1`, [event.id]);
+      await eventually(async () => (await db.query(`select count(*)::int as n from webhook_deliveries where event_id = $1 and status = 'PENDING'`, [event.id])).rows[0].n === 3);
+      const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+      expect(states, turnOff).toEqual(Array(3).fill({ status: 'PENDING', paused: true }));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.received).toHaveLength(0);
   });
 
   it('deleting a subscription cancels its pending deliveries', async () => {
