@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { DataSource } from 'typeorm';
+import { DataSource, type Logger } from 'typeorm';
 import { entities } from '../entities/index.js';
 import { connectionLimits } from './connection.js';
 import { DueByTenant1764300000009, DueByTenantConcurrently1764300000009 } from '../migrations/0009-due-by-tenant.js';
@@ -12,6 +12,13 @@ const concurrently = new Map<Function, Function>([
   [FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011],
 ]);
 const ownMigrations = migrations.map((m) => (concurrently.get(m) ?? m) as (typeof migrations)[number]);
+
+/**
+ * TypeORM's own console lines stay out of Hookline's JSON log: its logger writes a migration's
+ * failure to stdout whatever `logging` says, once a try when a migration waits for a lock (see
+ * db/migrate.ts), which reports what matters itself.
+ */
+const quiet: Logger = { logQuery() {}, logQueryError() {}, logQuerySlow() {}, logSchemaBuild() {}, logMigration() {}, log() {} };
 
 export interface DataSourceOptions {
   url: string;
@@ -29,6 +36,7 @@ export function createDataSource({ url, poolSize = 20, applicationName = 'hookli
     migrationsTransactionMode: 'each',
     synchronize: false,
     logging: false,
+    logger: quiet,
     extra: { max: poolSize, application_name: applicationName, ...connectionLimits },
   });
 }

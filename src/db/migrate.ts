@@ -3,13 +3,23 @@
 // wait by asking again every 100 ms, not in a blocking pg_advisory_lock: a
 // statement waiting there holds a snapshot, which CREATE INDEX CONCURRENTLY (in
 // the lock holder's migration) would wait for in turn, a deadlock.
+//
+// A migration that changes a table the service uses (a column added, a trigger made) needs a
+// lock that every other statement on the table then queues behind. Waiting for it behind a
+// long transaction (an app's, an operator's psql session left open) would stall the running
+// service's inserts, claims and records as long: a migration waits at most
+// MIGRATION_LOCK_TIMEOUT_MS for a lock, then lets go, and is tried again a moment later.
 import pg from 'pg';
-import type { DataSource } from 'typeorm';
+import { MigrationExecutor, type DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
 import { TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
-import { poolOf, queryRows } from './query.js';
+import { poolOf, queryRows, sqlState } from './query.js';
 
 const MIGRATION_LOCK = 7_426_551_001; // any constant; identifies Hookline's migrator
+/** The longest a migration's statement waits for a table's lock before letting the service's statements by. */
+export const MIGRATION_LOCK_TIMEOUT_MS = 1_000;
+/** How long a start keeps trying a migration that cannot get its lock before giving up. */
+const MIGRATION_LOCK_PATIENCE_MS = 10 * 60_000;
 
 export async function runMigrations(dataSource: DataSource, log?: Logger): Promise<string[]> {
   const runner = dataSource.createQueryRunner();
@@ -19,12 +29,36 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
       if (waited === 10_000) log?.warn('waiting for another process to finish migrating the database');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const applied = await dataSource.runMigrations({ transaction: 'each' });
-    const names = applied.map((m) => m.name);
+    // On this connection, which holds the advisory lock: each migration in its own transaction.
+    const executor = new MigrationExecutor(dataSource, runner);
+    executor.transaction = 'each';
+    const names = (await executor.getPendingMigrations()).map((m) => m.name);
+    await runner.query(`set lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
+    const giveUpAt = Date.now() + MIGRATION_LOCK_PATIENCE_MS;
+    for (let tries = 1; ; tries++) {
+      try {
+        await executor.executePendingMigrations(); // rolled back, a migration left its lock to the others
+        break;
+      } catch (error) {
+        if (sqlState(error) !== '55P03') throw error;
+        if (Date.now() >= giveUpAt) {
+          throw new Error(
+            `a migration could not get a table's lock in ${MIGRATION_LOCK_PATIENCE_MS / 60_000} minutes of tries: another transaction ` +
+              'keeps holding it (see pg_stat_activity and pg_locks); end it, and start again',
+            { cause: error },
+          );
+        }
+        if (tries === 1 || tries % 30 === 0) {
+          log?.warn({ tries }, 'a migration waits for a table another transaction holds (a long one: see pg_stat_activity); trying again every second or so');
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500 + Math.random() * 1_000));
+      }
+    }
     if (names.length && log) log.info({ migrations: names }, 'migrations applied');
     await checkTenantRole(dataSource);
     return names;
   } finally {
+    await runner.query('reset lock_timeout').catch(() => {});
     await runner.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
     await runner.release();
   }

@@ -47,11 +47,13 @@ export async function createQueueIndex(db: QueryRunner, name: string, definition
     await db.query(`create index ${name} ${definition}`);
     return;
   }
+  // As it was after (runMigrations's own, for the migrations that follow).
+  const [{ lock_timeout: before }] = await db.query('show lock_timeout');
   await db.query(`set lock_timeout = '60s'`);
   try {
     await db.query(`drop index concurrently if exists ${name}`);
     await db.query(`create index concurrently ${name} ${definition}`);
   } finally {
-    await db.query('reset lock_timeout');
+    await db.query(`select set_config('lock_timeout', $1, false)`, [before]);
   }
 }

@@ -3,10 +3,13 @@
 import 'reflect-metadata';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
+import { pino } from 'pino';
 import { expect, inject, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { checkTenantRole, runMigrations } from '../../src/db/migrate.js';
+import { within } from '../../src/within.js';
 import { createTestDatabase } from '../helpers/database.js';
+import { eventually } from '../helpers/receiver.js';
 import { migrations } from '../../src/migrations/index.js';
 import { hooklineMigrations } from '../../src/index.js';
 
@@ -111,5 +114,42 @@ it('an app\'s DataSource applies Hookline\'s migrations with TypeORM\'s defaults
     }
   } finally {
     await admin.end();
+  }
+}, 60_000);
+
+it("a migration waiting for a table a long transaction holds lets the service's statements by, and is applied once it can be", async () => {
+  const url = await createTestDatabase();
+  const source = createDataSource({ url, poolSize: 2 });
+  await source.initialize();
+  const holder = new pg.Client({ connectionString: url });
+  const service = new pg.Client({ connectionString: url });
+  await holder.connect();
+  await service.connect();
+  try {
+    await source.undoLastMigration({ transaction: 'each' }); // a database of the version before
+    const last = new migrations[migrations.length - 1]!().name;
+    // A long transaction (an app's, an operator's psql) that has read the table the migration alters.
+    await holder.query('begin');
+    await holder.query('select count(*) from webhook_deliveries');
+    const lines: Array<{ msg: string }> = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const migrating = runMigrations(source, log);
+    await eventually(() => lines.some((l) => /a migration waits for a table another transaction holds/.test(l.msg)));
+    // Meanwhile the service's statements on the table go on; queued behind the ALTER, they waited as long as the holder.
+    for (let i = 0; i < 3; i++) {
+      await within(service.query('select count(*) from webhook_deliveries'), 10_000, 'a statement on the table waited behind the migration');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await holder.query('commit');
+    expect(await migrating).toEqual([last]);
+    const [{ n }] = await source.query(`select count(*)::int as n from hookline_migrations where name = $1`, [last]);
+    expect(n).toBe(1);
+    // The lock timeout was the migration's only: the connection goes back to the pool as it was.
+    const timeouts = await Promise.all([0, 1].map(() => source.query('show lock_timeout')));
+    expect(timeouts.map(([row]) => row.lock_timeout)).toEqual(['0', '0']);
+  } finally {
+    await holder.end();
+    await service.end();
+    await source.destroy();
   }
 }, 60_000);
