@@ -153,3 +153,41 @@ it("a migration waiting for a table a long transaction holds lets the service's 
     await source.destroy();
   }
 }, 60_000);
+
+it('migration 0017 marks the test events waiting as it runs, and nothing else', async () => {
+  const source = createDataSource({ url: await createTestDatabase(), poolSize: 2 });
+  await source.initialize();
+  try {
+    await source.undoLastMigration({ transaction: 'each' });
+    const [{ id: tenant }] = await source.query(`insert into tenants (name) values ('Upgraded') returning id`);
+    const subscription = async (active: boolean) =>
+      (await source.query(`insert into webhook_subscriptions (tenant_id, url, events, secret, active) values ($1, 'https://example.com/hook', '{*}', 'whsec_upgrade', $2) returning id`, [tenant, active]))[0].id;
+    const [inactive, active] = [await subscription(false), await subscription(true)];
+    const [{ id: eventId }] = await source.query(`insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`, [tenant]);
+    const rows: Array<[name: string, subscription: string, status: string, paused: boolean, attempts: number, event: string, marked: boolean]> = [
+      ['untried test event waiting, inactive', inactive, 'PENDING', false, 0, 'test.event', true],
+      ['untried test event being sent, inactive', inactive, 'SENDING', false, 0, 'test.event', true],
+      ['paused delivery of an inactive one', inactive, 'PENDING', true, 0, 'invoice.created', false],
+      ['tried test event, its retry waiting', inactive, 'PENDING', true, 1, 'test.event', false],
+      ['delivery being sent to an inactive one', inactive, 'SENDING', false, 0, 'invoice.created', false],
+      ['waiting delivery of an active one', active, 'PENDING', false, 0, 'test.event', false],
+      ['delivered test event', inactive, 'DELIVERED', false, 1, 'test.event', false],
+    ];
+    const ids: string[] = [];
+    for (const [, sub, status, paused, attempts, event] of rows) {
+      const sending = status === 'SENDING';
+      const [{ id }] = await source.query(
+        `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, paused, attempts, next_attempt_at, locked_by, lease_expires_at)
+         values ($1, $2, $3, $4, 'https://example.com/hook', $5, $6, $7, now(), $8, $9) returning id`,
+        [tenant, eventId, sub, event, status, paused, attempts, sending ? 'old-worker' : null, sending ? new Date(Date.now() + 60_000) : null],
+      );
+      ids.push(id);
+    }
+    expect(await runMigrations(source)).toEqual([new migrations[migrations.length - 1]!().name]);
+    const marks = await source.query(`select id, test_event from webhook_deliveries where id = any($1::uuid[])`, [ids]);
+    const byId = new Map(marks.map((r: { id: string; test_event: boolean }) => [r.id, r.test_event]));
+    expect(Object.fromEntries(rows.map(([name], i) => [name, byId.get(ids[i]!)]))).toEqual(Object.fromEntries(rows.map(([name, , , , , , marked]) => [name, marked])));
+  } finally {
+    await source.destroy();
+  }
+});
