@@ -87,7 +87,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'hookline_requests_rate_limited_total',
-      help: 'Requests refused with RATE_LIMITED by this process, by limit: api_key (HOOKLINE_RATE_LIMIT), address (HOOKLINE_RATE_LIMIT_ANONYMOUS: requests without a valid key, key lookups, WebSocket connections).',
+      help: 'Requests refused by the request rate limits of this process, by limit: api_key (HOOKLINE_RATE_LIMIT), address (HOOKLINE_RATE_LIMIT_ANONYMOUS: requests without a valid key, key lookups, WebSocket connections). Not the limits on live subscriptions or schema checks, which answer RATE_LIMITED too.',
       labelNames: ['limit'] as const,
       registers: [registry],
     }),

@@ -294,6 +294,17 @@ const SUBSCRIPTION_INACTIVE = `coalesce((select x.inactive from subs x where x.i
  */
 const HANDED_BACK_PAUSED = `(${SUBSCRIPTION_INACTIVE} and not (d.test_event and d.attempts = 0))`;
 
+/**
+ * `claimed_tests`: the claimed, untried test events of the subscriptions `where` names, locked.
+ * Those another transaction holds are passed over rather than waited for: a worker recording
+ * them (in an order of its own, a deadlock with this one's) takes them out of the queue, or
+ * counts their attempt, either way leaving nothing the mark could send.
+ */
+export const CLAIMED_TEST_EVENTS = (where: string) => `claimed_tests as (
+         select id from webhook_deliveries where ${where} and status = 'SENDING' and test_event
+            for update skip locked
+       )`;
+
 /** Whether delivery `d`'s subscription is held by another transaction: `d` is left for later (see subscriptionsOf). */
 const SUBSCRIPTION_HELD = `(d.subscription_id is not null and not exists (select from subs x where x.id = d.subscription_id)
          and exists (select from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id))`;
@@ -420,11 +431,12 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
         where id in (select id from taken where live)
        returning id
      )
+     , ${CLAIMED_TEST_EVENTS('subscription_id in (select id from s)')}
      , paused as (
        -- Test events too, claimed ones included (see setDeliveriesPaused).
        update webhook_deliveries set paused = status = 'PENDING', test_event = false,
               updated_at = case when status = 'PENDING' then now() else updated_at end
-        where subscription_id in (select id from s) and ((status = 'PENDING' and not paused) or (status = 'SENDING' and test_event))
+        where subscription_id in (select id from s) and ((status = 'PENDING' and not paused) or id in (select id from claimed_tests))
      )
      -- Every dispatcher hands back what it claimed for them and has not started.
      select (select count(*) from (select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s) n) as notified,

@@ -6,6 +6,7 @@ import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
 import { disableGoneSubscriptions, reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
+import { within } from '../../src/within.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -415,6 +416,42 @@ describe('subscriptions and the queue', () => {
     }
     await new Promise((r) => setTimeout(r, 300));
     expect(receiver.received).toHaveLength(0);
+  });
+
+  it('turning a subscription off does not wait for a worker recording its claimed test events (nor deadlock with it)', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    const db = poolOf(hl.dataSource);
+    const { rows: [event] } = await db.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+      [tenantId],
+    );
+    const { rows } = await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
+       select $1, $2, $3, 'test.event', $4, 'SENDING', true, 'recording', now() + interval '1 minute', now() from generate_series(1, 2)
+       returning id`,
+      [tenantId, event.id, subscription.id, receiver.url],
+    );
+    const [recorded, handedBack] = rows.map((r) => r.id as string);
+    // A worker's record statement, under way: it has locked one of them, and will lock the other next.
+    const worker = await db.connect();
+    try {
+      await worker.query('begin');
+      await worker.query(`update webhook_deliveries set status = 'DELIVERED', attempts = 1, locked_by = null, lease_expires_at = null where id = $1`, [recorded]);
+      const off = await within(
+        hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { active } }', { id: subscription.id }, key),
+        10_000,
+        'turning the subscription off waited for the worker',
+      );
+      expect(off).toEqual({ data: { updateWebhookSubscription: { active: false } } });
+      await worker.query(`update webhook_deliveries set locked_by = locked_by where id = $1`, [handedBack]);
+      await worker.query('commit');
+    } finally {
+      worker.release();
+    }
+    await releaseClaims(db, 'recording', [handedBack]);
+    const { rows: states } = await db.query(`select id, status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+    expect(Object.fromEntries(states.map((s) => [s.id, [s.status, s.paused]]))).toEqual({ [recorded]: ['DELIVERED', false], [handedBack]: ['PENDING', true] });
   });
 
   it('deleting a subscription cancels its pending deliveries', async () => {
