@@ -7,11 +7,11 @@ import { FailedDeliveries1764300000011, FailedDeliveriesConcurrently176430000001
 import { migrations } from '../migrations/index.js';
 
 /** Hookline's own processes build the queue's later indexes concurrently (see createQueueIndex). */
-const concurrently = new Map<Function, Function>([
-  [DueByTenant1764300000009, DueByTenantConcurrently1764300000009],
-  [FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011],
+const concurrently = new Map<string, Function>([
+  [new DueByTenant1764300000009().name, DueByTenantConcurrently1764300000009],
+  [new FailedDeliveries1764300000011().name, FailedDeliveriesConcurrently1764300000011],
 ]);
-const ownMigrations = migrations.map((m) => (concurrently.get(m) ?? m) as (typeof migrations)[number]);
+const ownMigrations = migrations.map((m) => (concurrently.get(new m().name!) ?? m) as (typeof migrations)[number]);
 
 /**
  * TypeORM's own console lines stay out of Hookline's JSON log: its logger writes a migration's

@@ -12,8 +12,8 @@
 import pg from 'pg';
 import { MigrationExecutor, type DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
-import { TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
-import { poolOf, queryRows, sqlState } from './query.js';
+import { MIGRATION_LOCK_TIMEOUT_SETTING, MigrationLockBusy, TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
+import { poolOf, queryRows } from './query.js';
 
 const MIGRATION_LOCK = 7_426_551_001; // any constant; identifies Hookline's migrator
 /** The longest a migration's statement waits for a table's lock before letting the service's statements by. */
@@ -33,14 +33,15 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
     const executor = new MigrationExecutor(dataSource, runner);
     executor.transaction = 'each';
     const names = (await executor.getPendingMigrations()).map((m) => m.name);
-    await runner.query(`set lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
+    // Hookline's own migrations in a transaction wait briefly (see waitingBriefly); an app's as ever.
+    await runner.query(`select set_config('${MIGRATION_LOCK_TIMEOUT_SETTING}', $1, false)`, [String(MIGRATION_LOCK_TIMEOUT_MS)]);
     const giveUpAt = Date.now() + MIGRATION_LOCK_PATIENCE_MS;
     for (let tries = 1; ; tries++) {
       try {
         await executor.executePendingMigrations(); // rolled back, a migration left its lock to the others
         break;
       } catch (error) {
-        if (sqlState(error) !== '55P03') throw error;
+        if (!(error instanceof MigrationLockBusy)) throw error;
         if (Date.now() >= giveUpAt) {
           throw new Error(
             `a migration could not get a table's lock in ${MIGRATION_LOCK_PATIENCE_MS / 60_000} minutes of tries: another transaction ` +
@@ -58,7 +59,7 @@ export async function runMigrations(dataSource: DataSource, log?: Logger): Promi
     await checkTenantRole(dataSource);
     return names;
   } finally {
-    await runner.query('reset lock_timeout').catch(() => {});
+    await runner.query(`select set_config('${MIGRATION_LOCK_TIMEOUT_SETTING}', '', false)`).catch(() => {});
     await runner.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
     await runner.release();
   }

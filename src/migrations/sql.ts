@@ -3,7 +3,8 @@
 // transactions run as the role hookline_tenant with hookline.tenant_id set
 // (see db/tenant-scope.ts); the table owner, used by the dispatcher, is not
 // subject to the policies.
-import type { QueryRunner } from 'typeorm';
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { sqlState } from '../db/query.js';
 
 export const TENANT_ROLE = 'hookline_tenant';
 
@@ -56,4 +57,46 @@ export async function createQueueIndex(db: QueryRunner, name: string, definition
   } finally {
     await db.query(`select set_config('lock_timeout', $1, false)`, [before]);
   }
+}
+
+/**
+ * Set (to a lock_timeout, in ms) on the connection of Hookline's runMigrations, and only there:
+ * Hookline's migrations that run in a transaction then wait at most that long for a table's
+ * lock, and a refusal is a MigrationLockBusy, tried again (see db/migrate.ts). Under an app's
+ * own runner, and for its migrations, nothing changes: they wait as PostgreSQL makes them.
+ */
+export const MIGRATION_LOCK_TIMEOUT_SETTING = 'hookline.migration_lock_timeout';
+
+/** A Hookline migration gave up waiting for a lock (rolled back whole): to be tried again. */
+export class MigrationLockBusy extends Error {
+  constructor(migration: string, cause: unknown) {
+    super(`migration ${migration} waited too long for a table's lock`, { cause });
+  }
+}
+
+/** Migration `M`, waiting briefly for its locks when MIGRATION_LOCK_TIMEOUT_SETTING says so. */
+export function waitingBriefly<T extends new (...args: any[]) => MigrationInterface>(M: T): T {
+  return class extends M {
+    override async up(db: QueryRunner): Promise<void> {
+      let before: string | undefined;
+      if (db.isTransactionActive) {
+        const [{ ms, current }] = await db.query(
+          `select current_setting('${MIGRATION_LOCK_TIMEOUT_SETTING}', true) as ms, current_setting('lock_timeout') as current`,
+        );
+        if (ms) {
+          before = current;
+          await db.query(`select set_config('lock_timeout', $1, true)`, [ms]);
+        }
+      }
+      try {
+        await super.up(db);
+      } catch (error) {
+        if (before !== undefined && sqlState(error) === '55P03') {
+          throw new MigrationLockBusy(this.name ?? M.name, error);
+        }
+        throw error;
+      }
+      if (before !== undefined) await db.query(`select set_config('lock_timeout', $1, true)`, [before]);
+    }
+  };
 }

@@ -2,13 +2,14 @@
 // at once on an empty database must apply each migration exactly once.
 import 'reflect-metadata';
 import pg from 'pg';
-import { DataSource } from 'typeorm';
+import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
 import { pino } from 'pino';
 import { expect, inject, it } from 'vitest';
 import { createDataSource } from '../../src/db/data-source.js';
 import { checkTenantRole, runMigrations } from '../../src/db/migrate.js';
 import { within } from '../../src/within.js';
-import { createTestDatabase } from '../helpers/database.js';
+import { poolOf } from '../../src/db/query.js';
+import { createTestDatabase, lockWaiters } from '../helpers/database.js';
 import { eventually } from '../helpers/receiver.js';
 import { migrations } from '../../src/migrations/index.js';
 import { hooklineMigrations } from '../../src/index.js';
@@ -191,3 +192,44 @@ it('migration 0017 marks the test events waiting as it runs, and nothing else', 
     await source.destroy();
   }
 });
+
+it("an app's own migrations run by Hookline's runMigrations wait for their locks as PostgreSQL makes them, as under the app's runner", async () => {
+  const url = await createTestDatabase();
+  // An app's migration outside a transaction, of more than one step: a lock timeout half-way
+  // would leave its index invalid, and a try again would find it there.
+  class AppIndex1800000000001 implements MigrationInterface {
+    name = 'AppIndex1800000000001';
+    transaction = false as const;
+    async up(db: QueryRunner) {
+      await db.query('create index concurrently app_invoices_n on app_invoices (n)');
+    }
+    async down() {}
+  }
+  const app = new DataSource({
+    type: 'postgres',
+    url,
+    migrations: [...hooklineMigrations, AppIndex1800000000001],
+    migrationsTableName: 'hookline_migrations',
+    migrationsTransactionMode: 'each',
+    logging: false,
+  });
+  await app.initialize();
+  const holder = new pg.Client({ connectionString: url });
+  await holder.connect();
+  try {
+    await app.query('create table app_invoices (n int)');
+    // A transaction with a snapshot of its own, which CREATE INDEX CONCURRENTLY waits for.
+    await holder.query('begin isolation level repeatable read');
+    await holder.query('select count(*) from app_invoices');
+    const migrating = runMigrations(app);
+    await eventually(async () => (await lockWaiters(poolOf(app))).length > 0);
+    await new Promise((r) => setTimeout(r, 2_500)); // past Hookline's own migrations' lock timeout
+    await holder.query('commit');
+    expect(await migrating).toEqual(['AppIndex1800000000001']);
+    const [index] = await app.query(`select i.indisvalid as valid from pg_index i join pg_class c on c.oid = i.indexrelid where c.relname = 'app_invoices_n'`);
+    expect(index).toEqual({ valid: true });
+  } finally {
+    await holder.end();
+    await app.destroy();
+  }
+}, 60_000);
