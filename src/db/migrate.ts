@@ -7,8 +7,9 @@
 // A migration that changes a table the service uses (a column added, a trigger made) needs a
 // lock that every other statement on the table then queues behind. Waiting for it behind a
 // long transaction (an app's, an operator's psql session left open) would stall the running
-// service's inserts, claims and records as long: a migration waits at most
-// MIGRATION_LOCK_TIMEOUT_MS for a lock, then lets go, and is tried again a moment later.
+// service's inserts, claims and records as long: Hookline's own migrations that run in a
+// transaction wait at most MIGRATION_LOCK_TIMEOUT_MS for a lock, then let go (rolled back
+// whole), and are tried again a moment later (see waitingBriefly). An app's wait as ever.
 import pg from 'pg';
 import { MigrationExecutor, type DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';

@@ -295,15 +295,15 @@ const SUBSCRIPTION_INACTIVE = `coalesce((select x.inactive from subs x where x.i
 const HANDED_BACK_PAUSED = `(${SUBSCRIPTION_INACTIVE} and not (d.test_event and d.attempts = 0))`;
 
 /**
- * `claimed_tests`: the claimed, untried test events of the subscriptions `where` names, locked.
- * Those another transaction holds are passed over rather than waited for: a worker recording
- * them (in an order of its own, a deadlock with this one's) takes them out of the queue, or
- * counts their attempt, either way leaving nothing the mark could send.
+ * Takes the mark of the claimed test events of the subscriptions `where` names, being turned
+ * off: handed back, they wait paused like the others (see HANDED_BACK_PAUSED). Those another
+ * transaction holds are passed over rather than waited for: a worker recording them (in an order
+ * of its own, a deadlock with this one's) takes them out of the queue, or counts their attempt,
+ * either way leaving nothing the mark could send.
  */
-export const CLAIMED_TEST_EVENTS = (where: string) => `claimed_tests as (
-         select id from webhook_deliveries where ${where} and status = 'SENDING' and test_event
-            for update skip locked
-       )`;
+export const UNMARK_CLAIMED_TEST_EVENTS = (where: string) => `
+  update webhook_deliveries set test_event = false
+   where id in (select id from webhook_deliveries where ${where} and status = 'SENDING' and test_event for update skip locked)`;
 
 /** Whether delivery `d`'s subscription is held by another transaction: `d` is left for later (see subscriptionsOf). */
 const SUBSCRIPTION_HELD = `(d.subscription_id is not null and not exists (select from subs x where x.id = d.subscription_id)
@@ -418,10 +418,12 @@ export async function recordOutcomes(
 
 /**
  * 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. Answers those
- * another transaction holds (left as they are, not waited for: see subscriptionsOf).
+ * another transaction holds (left as they are, not waited for: see subscriptionsOf). Two
+ * statements: in a transaction (recordOutcomes's), for the dispatchers told to hand back to
+ * find both done.
  */
-export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subscriptionIds: string[], reason: string): Promise<string[]> {
-  const { rows } = await db.query<{ held: string[] }>(
+export async function disableGoneSubscriptions(db: pg.ClientBase, subscriptionIds: string[], reason: string): Promise<string[]> {
+  const { rows } = await db.query<{ held: string[]; disabled: string[] }>(
     `with taken as materialized (
        select id, active and deleted_at is null as live from webhook_subscriptions where id = any($1::uuid[]) for update skip locked
      ), s as (
@@ -431,21 +433,22 @@ export async function disableGoneSubscriptions(db: pg.ClientBase | pg.Pool, subs
         where id in (select id from taken where live)
        returning id
      )
-     , ${CLAIMED_TEST_EVENTS('subscription_id in (select id from s)')}
      , paused as (
-       -- Test events too, claimed ones included (see setDeliveriesPaused).
-       update webhook_deliveries set paused = status = 'PENDING', test_event = false,
-              updated_at = case when status = 'PENDING' then now() else updated_at end
-        where subscription_id in (select id from s) and ((status = 'PENDING' and not paused) or id in (select id from claimed_tests))
+       -- Test events too (see setDeliveriesPaused), the claimed ones below.
+       update webhook_deliveries set paused = true, test_event = false, updated_at = now()
+        where subscription_id in (select id from s) and status = 'PENDING' and not paused
      )
      -- Every dispatcher hands back what it claimed for them and has not started.
      select (select count(*) from (select pg_notify('${SUBSCRIPTION_STOPPED_CHANNEL}', id::text) from s) n) as notified,
             array(select h.id::text from unnest($1::uuid[]) as h(id)
                    where not exists (select from taken t where t.id = h.id)
-                     and exists (select from webhook_subscriptions x where x.id = h.id)) as held`,
+                     and exists (select from webhook_subscriptions x where x.id = h.id)) as held,
+            array(select id::text from s) as disabled`,
     [subscriptionIds, reason],
   );
-  return rows[0]!.held;
+  const { held, disabled } = rows[0]!;
+  if (disabled.length) await db.query(UNMARK_CLAIMED_TEST_EVENTS('subscription_id = any($1::uuid[])'), [disabled]);
+  return held;
 }
 
 /**

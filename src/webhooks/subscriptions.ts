@@ -1,7 +1,7 @@
 // Webhook subscriptions of one tenant: where its events go. Every function
 // takes the tenant explicitly and runs under withTenant().
 import type { EntityManager } from 'typeorm';
-import { CLAIMED_TEST_EVENTS } from '../dispatcher/queue.js';
+import { UNMARK_CLAIMED_TEST_EVENTS } from '../dispatcher/queue.js';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
@@ -301,15 +301,13 @@ export class SubscriptionService {
  */
 export async function setDeliveriesPaused(manager: EntityManager, tenantId: TenantId, subscriptionId: string, paused: boolean) {
   await manager.query(
-    paused
-      ? `with ${CLAIMED_TEST_EVENTS('subscription_id = $2 and tenant_id = $1')}
-         update webhook_deliveries set paused = status = 'PENDING', test_event = false,
-                updated_at = case when status = 'PENDING' then now() else updated_at end
-          where tenant_id = $1 and subscription_id = $2 and ((status = 'PENDING' and not paused) or id in (select id from claimed_tests))`
-      : `update webhook_deliveries set paused = false, updated_at = now()
-          where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused`,
-    [tenantId, subscriptionId],
+    `update webhook_deliveries set paused = $3, ${paused ? 'test_event = false, ' : ''}updated_at = now()
+      where tenant_id = $1 and subscription_id = $2 and status = 'PENDING' and paused <> $3`,
+    [tenantId, subscriptionId, paused],
   );
+  // A statement of its own, with a snapshot of its own: one a claim committed while the update
+  // above waited for its row (SENDING now, passed over there) is among them.
+  if (paused) await manager.query(UNMARK_CLAIMED_TEST_EVENTS('tenant_id = $1 and subscription_id = $2'), [tenantId, subscriptionId]);
   // Resumed: they are due. Paused: what a dispatcher claimed (SENDING) and has not started
   // goes back, paused too.
   if (paused) await announceChanged(manager, subscriptionId);

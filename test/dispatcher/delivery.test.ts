@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
 import { disableGoneSubscriptions, reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
 import { within } from '../../src/within.js';
+import { lockWaiters } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { DELIVERY, TRIGGER_EVENT as TRIGGER } from '../helpers/operations.js';
@@ -405,7 +406,14 @@ describe('subscriptions and the queue', () => {
       if (turnOff === 'update') {
         await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
       } else {
-        expect(await disableGoneSubscriptions(db, [subscription.id], 'HTTP 410')).toEqual([]);
+        const client = await db.connect();
+        try {
+          await client.query('begin');
+          expect(await disableGoneSubscriptions(client, [subscription.id], 'HTTP 410')).toEqual([]);
+          await client.query('commit');
+        } finally {
+          client.release();
+        }
       }
       await reclaimLostDeliveries(db, 'reclaiming');
       await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
@@ -452,6 +460,37 @@ describe('subscriptions and the queue', () => {
     await releaseClaims(db, 'recording', [handedBack]);
     const { rows: states } = await db.query(`select id, status, paused from webhook_deliveries where event_id = $1`, [event.id]);
     expect(Object.fromEntries(states.map((s) => [s.id, [s.status, s.paused]]))).toEqual({ [recorded]: ['DELIVERED', false], [handedBack]: ['PENDING', true] });
+  });
+
+  it('a test event a claim takes as its subscription is turned off waits for it too', async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    const db = poolOf(hl.dataSource);
+    const { rows: [event] } = await db.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+      [tenantId],
+    );
+    // Due later: the process's own dispatcher leaves it to the claim below.
+    const { rows: [{ id }] } = await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, next_attempt_at)
+       values ($1, $2, $3, 'test.event', $4, 'PENDING', true, now() + interval '1 hour') returning id`,
+      [tenantId, event.id, subscription.id, receiver.url],
+    );
+    // A claim under way: the deactivation's update of the waiting deliveries waits for its row.
+    const claim = await db.connect();
+    try {
+      await claim.query('begin');
+      await claim.query(`update webhook_deliveries set status = 'SENDING', locked_by = 'claiming', lease_expires_at = now() + interval '1 minute' where id = $1`, [id]);
+      const off = hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { active } }', { id: subscription.id }, key);
+      await eventually(async () => (await lockWaiters(db)).length > 0);
+      await claim.query('commit');
+      expect(await off).toEqual({ data: { updateWebhookSubscription: { active: false } } });
+    } finally {
+      claim.release();
+    }
+    await releaseClaims(db, 'claiming', [id]);
+    const { rows: [state] } = await db.query(`select status, paused, test_event from webhook_deliveries where id = $1`, [id]);
+    expect(state).toEqual({ status: 'PENDING', paused: true, test_event: false });
   });
 
   it('deleting a subscription cancels its pending deliveries', async () => {
