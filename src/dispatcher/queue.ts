@@ -487,6 +487,14 @@ export async function signOff(db: pg.ClientBase | pg.Pool, workerId: string): Pr
   );
 }
 
+/** Whether delivery `d`, claimed by worker `w` (if known), is lost, as reclaimLostDeliveries judges for worker $1 (`me`). */
+const LOST = `d.status = 'SENDING'
+           and case when w.id is null then d.lease_expires_at < now()
+                    when w.id <> $1 and w.seen_at < now() - make_interval(secs => w.lost_after_ms / 1000.0)
+                         and exists (select from me where me.heard_since <= now() - make_interval(secs => greatest(me.lost_after_ms, w.lost_after_ms) / 1000.0))
+                      then true
+                    else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end`;
+
 /**
  * Deliveries being sent by dispatchers that died go back to the queue, due now: those of a
  * dispatcher silent for longer than it said it may be, and those whose lease expired, of a
@@ -508,24 +516,22 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
       ), me as (
         select heard_since, lost_after_ms from hookline_workers
          where id = $1 and seen_at >= now() - make_interval(secs => lost_after_ms / 2000.0)
-      ), lost as (
+      ), candidates as (
+        select d.id from webhook_deliveries d left join hookline_workers w on w.id = d.locked_by where ${LOST}
+      ), ${subscriptionsOf('select c.id from candidates c')}, lost as (
+        -- Locked only if its subscription is not held: one whose turning off is under way is left
+        -- alone, for that to find it unlocked (see UNMARK_CLAIMED_TEST_EVENTS), and waits for the next look.
         select d.id
           from webhook_deliveries d
           left join hookline_workers w on w.id = d.locked_by
-         where d.status = 'SENDING'
-           and case when w.id is null then d.lease_expires_at < now()
-                    when w.id <> $1 and w.seen_at < now() - make_interval(secs => w.lost_after_ms / 1000.0)
-                         and exists (select from me where me.heard_since <= now() - make_interval(secs => greatest(me.lost_after_ms, w.lost_after_ms) / 1000.0))
-                      then true
-                    else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end
+         where d.id in (select c.id from candidates c) and ${LOST} and not ${SUBSCRIPTION_HELD}
            for update of d skip locked
-      ), ${subscriptionsOf('select l.id from lost l')}, reclaimed as (
+      ), reclaimed as (
         update webhook_deliveries d
            set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
                last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
           from lost l
-         -- One whose subscription is held waits for the next look.
-         where d.id = l.id and not ${SUBSCRIPTION_HELD}
+         where d.id = l.id
         returning d.id
       )
       select count(*)::int as n from reclaimed`,

@@ -493,6 +493,49 @@ describe('subscriptions and the queue', () => {
     expect(state).toEqual({ status: 'PENDING', paused: true, test_event: false });
   });
 
+  it("a test event of a lost worker, looked at by a reclaim as its subscription is turned off, waits for it too", async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    const db = poolOf(hl.dataSource);
+    const { rows: [event] } = await db.query(
+      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+      [tenantId],
+    );
+    // A lost worker's claim (its lease runs out in a second), and a delivery waiting, due later.
+    const { rows: [lost, waiting] } = await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
+       select $1, $2, $3, 'test.event', $4, s, true, w, now() + interval '1 second', now() + interval '1 hour'
+         from unnest(array['SENDING', 'PENDING'], array['gone-worker', null]) as x(s, w)
+       returning id`,
+      [tenantId, event.id, subscription.id, receiver.url],
+    );
+    const holder = await db.connect();
+    const reclaimer = await db.connect();
+    try {
+      // The turning off takes the subscription, then waits for the waiting delivery's row.
+      await holder.query('begin');
+      await holder.query('select from webhook_deliveries where id = $1 for update', [waiting.id]);
+      const off = hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { active } }', { id: subscription.id }, key);
+      await eventually(async () => (await lockWaiters(db)).length > 0);
+      await new Promise((r) => setTimeout(r, 1_200)); // the lease has run out
+      // A reclaim meanwhile, its transaction still open as the turning off goes on.
+      await reclaimer.query('begin');
+      expect(await reclaimLostDeliveries(reclaimer, 'reclaiming')).toBe(0);
+      await holder.query('commit');
+      expect(await off).toEqual({ data: { updateWebhookSubscription: { active: false } } });
+      await reclaimer.query('commit');
+    } finally {
+      holder.release();
+      reclaimer.release();
+    }
+    await reclaimLostDeliveries(db, 'reclaiming'); // or the process's own did
+    await eventually(async () => (await db.query(`select status from webhook_deliveries where id = $1`, [lost.id])).rows[0].status === 'PENDING');
+    const { rows: states } = await db.query(`select status, paused, test_event from webhook_deliveries where event_id = $1`, [event.id]);
+    expect(states).toEqual(Array(2).fill({ status: 'PENDING', paused: true, test_event: false }));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.received).toHaveLength(0);
+  });
+
   it('deleting a subscription cancels its pending deliveries', async () => {
     const receiver = await receiverWith(() => ({ status: 500 }));
     const { subscription } = await subscribe(receiver.url);
