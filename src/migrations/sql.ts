@@ -48,7 +48,7 @@ export async function createQueueIndex(db: QueryRunner, name: string, definition
     await db.query(`create index ${name} ${definition}`);
     return;
   }
-  // As it was after (runMigrations's own, for the migrations that follow).
+  // Put back as it was, for the statements that follow on this connection.
   const [{ lock_timeout: before }] = await db.query('show lock_timeout');
   await db.query(`set lock_timeout = '60s'`);
   try {
