@@ -162,6 +162,17 @@ function jsonDeeperThan(json: string, max: number): boolean {
 
 export const notFound = (what: string, id: string) =>
   new HooklineError(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
+
+/**
+ * A row an answer read a moment ago is gone (the retention sweep deleted an event with its
+ * deliveries between two reads of one request): a query meeting one is executed again, once or
+ * twice, and then reads a world without it (see retryVanished in server/graphql.ts).
+ */
+export class Vanished extends HooklineError {
+  constructor(what: string, id: string) {
+    super(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
+  }
+}
 export const unauthenticated = (message = 'a valid API key is required: Authorization: Bearer <key>') =>
   new HooklineError(ErrorCode.UNAUTHENTICATED, message);
 export const forbidden = (message: string) => new HooklineError(ErrorCode.FORBIDDEN, message);

@@ -1,5 +1,5 @@
 import { requireTenant } from '../auth/viewer.js';
-import { notFound } from '../errors.js';
+import { Vanished, notFound } from '../errors.js';
 import { RETRY_FAILED_BATCH, type DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
 import { MAX_SUBSCRIPTIONS } from '../webhooks/subscriptions.js';
@@ -98,13 +98,18 @@ DeliveryRef.implement({
       type: 'JSON',
       description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
       complexity: LARGE_VALUE_COMPLEXITY,
-      resolve: async (d, _args, { viewer, loaders }) => jsonResult(await loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId))),
+      resolve: async (d, _args, { viewer, loaders }) => {
+        const payload = await loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId));
+        // Read with the delivery, its event is gone since: deleted together, past the retention.
+        if (payload === null) throw new Vanished('event', d.eventId);
+        return jsonResult(payload);
+      },
     }),
     webhookEvent: t.field({
       type: WebhookEventRef,
       resolve: async (d, _args, { loaders, viewer }) => {
         const event = await loadOnce(d, viewer, 'event', () => loaders.event.load(d.eventId));
-        if (!event) throw notFound('event', d.eventId);
+        if (!event) throw new Vanished('event', d.eventId); // see payload
         return event;
       },
     }),
@@ -137,8 +142,12 @@ WebhookEventRef.implement({
       type: [DeliveryRef],
       description: `One per subscription the event went to, oldest first: at most ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')}, as many as a tenant may have subscriptions; \`deliveries(eventId:)\` pages through them.`,
       complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
-      resolve: (e, _args, { viewer, services }) =>
-        services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true }),
+      resolve: async (e, _args, { viewer, services }) => {
+        const deliveries = await services.deliveries.list(requireTenant(viewer), { eventId: e.id }, { limit: EVENT_DELIVERIES_LIMIT, inverted: true });
+        // None: an event no subscription matched, or one deleted (with its deliveries) since it was read.
+        if (!deliveries.length && !(await services.deliveries.eventExists(requireTenant(viewer), e.id))) throw new Vanished('event', e.id);
+        return deliveries;
+      },
     }),
   }),
 });

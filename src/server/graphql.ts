@@ -24,7 +24,7 @@ import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } 
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
 import { resolveViewer, type Viewer } from '../auth/viewer.js';
-import { ErrorCode, HooklineError } from '../errors.js';
+import { ErrorCode, HooklineError, Vanished } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
 import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
@@ -174,6 +174,32 @@ const parseDepthRefusal: Plugin = {
     });
   },
 };
+
+/**
+ * A query whose answer met a row gone since another of its reads (Vanished: the retention sweep
+ * deleted an event and its deliveries in between; each batch of loads reads on its own) is
+ * executed again with fresh loaders, twice at most, rather than answer a page wiped out by one
+ * missing non-null field, or an event without its deliveries. Then it answers as it finds.
+ */
+const retryVanished: Plugin<Context> = {
+  onExecute({ args, executeFn, setExecuteFn }) {
+    if (getOperationAST(args.document, args.operationName)?.operation !== 'query') return;
+    setExecuteFn(async (executeArgs) => {
+      const context = executeArgs.contextValue as Context;
+      let result = await executeFn(executeArgs);
+      for (let again = 0; again < 2 && vanished(result); again++) {
+        context.loaders = createLoaders(context.services, context.viewer);
+        result = await executeFn(executeArgs);
+      }
+      return result;
+    });
+  },
+};
+
+function vanished(result: unknown): boolean {
+  const errors = (result as { errors?: readonly GraphQLError[] }).errors;
+  return !!errors?.some((error) => error.originalError instanceof Vanished);
+}
 
 const oneMutationFieldRule: Plugin = {
   onValidate({ addValidationRule }) {
@@ -444,6 +470,7 @@ export function createGraphQLServer(services: Services): Yoga {
       parseDepthRefusal,
       requestShapeErrors,
       oneMutationFieldRule,
+      retryVanished,
       validationErrorCode,
       complexityLimit,
       sharedLiveExecution(maskError),

@@ -177,6 +177,11 @@ export class DeliveryService {
     return new Map(rows.map((row) => [row.id, JSON.parse(row.body)]));
   }
 
+  /** Whether the tenant's event is there (not deleted past the retention). */
+  eventExists(tenantId: TenantId, id: string): Promise<boolean> {
+    return this.scoped(tenantId, async (m) => (await queryRows(m, 'select 1 from webhook_events where tenant_id = $1 and id = $2', [tenantId, id])).length > 0);
+  }
+
   findEvent(tenantId: TenantId, id: string): Promise<EventRow | null> {
     if (!isUuid(id)) return Promise.resolve(null);
     return this.scoped(tenantId, async (m) => {
