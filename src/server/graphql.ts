@@ -82,7 +82,7 @@ const validationErrorCode: Plugin = {
  *
  * Fields left out by `@skip`/`@include` do not count. Those whose directives are written as
  * literals are settled when the document is validated; those that depend on a variable are
- * counted again before execution, with the request's variables (`mutationFieldsAtExecution`).
+ * counted again before execution, with the request's variables (oneMutationFieldRule).
  */
 export function oneMutationField(context: ValidationContext): ASTVisitor {
   return {
