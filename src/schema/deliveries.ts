@@ -123,7 +123,12 @@ DeliveryRef.implement({
       type: [DeliveryAttemptRef],
       description: 'Every attempt, oldest first.',
       complexity: { field: 1, multiplier: ATTEMPTS_COMPLEXITY },
-      resolve: (d, _args, { viewer, loaders }) => loadOnce(d, viewer, 'attempts', () => loaders.attempts.load({ id: d.id, upTo: d.attempts })),
+      resolve: async (d, _args, { viewer, loaders, services }) => {
+        const log = await loadOnce(d, viewer, 'attempts', () => loaders.attempts.load({ id: d.id, upTo: d.attempts }));
+        // Fewer than the row counts: deleted with its event since it was read (see payload).
+        if (log.length < d.attempts && !(await services.deliveries.eventExists(requireTenant(viewer), d.eventId))) throw new Vanished('event', d.eventId);
+        return log;
+      },
     }),
   }),
 });

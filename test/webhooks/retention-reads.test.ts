@@ -4,7 +4,7 @@
 // deliveries. Such a query is executed again and answers as the tables are after the sweep.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
 
 let hl: TestHookline;
@@ -62,6 +62,28 @@ it('a page of deliveries read as the sweep deletes one of its events answers wit
     expect(events).not.toContain(swept);
     for (const { node } of res.data.deliveries.edges) expect(node.payload.id).toBe(node.webhookEvent.id);
     expect(sweep.reads()).toBe(2); // read again once
+  } finally {
+    sweep.restore();
+  }
+});
+
+it('a delivered delivery read as the sweep deletes it is not shown with an empty attempt log', async () => {
+  const kept = await triggered(4);
+  const swept = await triggered(5);
+  await eventually(async () => {
+    const rows = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where event_id = any($1) and status = 'DELIVERED'`, [[kept, swept]]);
+    return rows[0].n === 2;
+  });
+  const sweep = sweepAfterNext('list', swept);
+  try {
+    const res = await hl.gql('{ deliveries(first: 10) { edges { node { id attempts attemptLog { number statusCode } } } } }', {}, tenant.apiKey);
+    expect(res.errors).toBeUndefined();
+    expect(sweep.reads()).toBe(2);
+    const nodes = res.data.deliveries.edges.map((e: any) => e.node);
+    expect(nodes.length).toBeGreaterThan(0);
+    for (const node of nodes) expect(node.attemptLog).toHaveLength(node.attempts);
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_deliveries where event_id = $1', [swept]);
+    expect(n).toBe(0);
   } finally {
     sweep.restore();
   }
