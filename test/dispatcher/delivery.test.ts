@@ -395,11 +395,13 @@ describe('subscriptions and the queue', () => {
         `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
         [tenantId],
       );
-      // Claimed by a worker that then dies, by one that hands it back, and one waiting to be claimed.
+      // Claimed by a worker that then dies (its lease runs out once the subscription is off: the
+      // process's own reclaim must not take it back before), by one that hands it back, and one
+      // waiting to be claimed.
       const { rows } = await db.query(
         `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
          select $1, $2, $3, 'test.event', $4, s, true, w, now() + l * interval '1 minute', now() + interval '1 hour'
-           from unnest(array['SENDING', 'SENDING', 'PENDING'], array['dead', 'alive', null], array[-1, 1, null]) as x(s, w, l)
+           from unnest(array['SENDING', 'SENDING', 'PENDING'], array['dead', 'alive', null], array[1, 1, null]) as x(s, w, l)
          returning id, locked_by`,
         [tenantId, event.id, subscription.id, receiver.url],
       );
@@ -415,6 +417,7 @@ describe('subscriptions and the queue', () => {
           client.release();
         }
       }
+      await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where locked_by = 'dead' and event_id = $1`, [event.id]);
       await reclaimLostDeliveries(db, 'reclaiming');
       await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
       await db.query(`update webhook_deliveries set next_attempt_at = now() where event_id = $1`, [event.id]);
