@@ -6,11 +6,11 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  * not hand it back) left nothing to tell it from the subscription's other deliveries, and it came
  * back paused, never sent until the subscription was turned on. Marked, it comes back unpaused
  * until it has been tried, unless the subscription was turned off after it was asked for (the mark
-goes then). A constant default: no rewrite of the table. Those waiting as this runs are marked
-too: an untried delivery, unpaused, of an inactive subscription is one (no other kind is), and so
-is an untried test.event being sent to one (a deactivation's claimed deliveries are handed back
-paused at once; the only other one left is a triggered test.event claimed just as its subscription
-was turned off). Both found through the queue's partial indexes.
+ * goes then). A constant default: no rewrite of the table. Those waiting as this runs are marked
+ * too: an untried delivery, unpaused, of an inactive subscription is one (no other kind is), and so
+ * is an untried test.event being sent to one (a deactivation's claimed deliveries are handed back
+ * paused at once; the only other one left is a triggered test.event claimed just as its subscription
+ * was turned off). Both found through the queue's partial indexes.
  */
 export class TestDeliveries1764300000017 implements MigrationInterface {
   name = 'TestDeliveries1764300000017';
