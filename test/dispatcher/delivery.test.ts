@@ -46,6 +46,21 @@ async function subscribe(url: string, events = ['invoice.created'], secret?: str
   return res.data.createWebhookSubscription as { secret: string; subscription: { id: string } };
 }
 
+/** Turns the subscription on or off, as its owner would. */
+async function setActive(subscriptionId: string, active: boolean) {
+  const res = await hl.gql('mutation($id: ID!, $active: Boolean!) { updateWebhookSubscription(id: $id, input: { active: $active }) { id } }', { id: subscriptionId, active }, key);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+}
+
+/** An event row of the test's tenant, written directly, for deliveries the test writes as a claim or a worker left them. */
+async function insertedEvent(event = 'test.event'): Promise<string> {
+  const { rows: [row] } = await poolOf(hl.dataSource).query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, $2, '{}', '{}', now()) returning id`,
+    [tenantId, event],
+  );
+  return row.id;
+}
+
 async function trigger(input: Record<string, unknown>, apiKey = key) {
   const res = await hl.gql(TRIGGER, { input }, apiKey);
   if (res.errors) throw new Error(JSON.stringify(res.errors));
@@ -264,7 +279,7 @@ describe('failures and retries', () => {
     expect(receiver.received).toHaveLength(1);
 
     gone = false;
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, true);
     const delivered = await settled(deliveries[0].id, 'DELIVERED');
     expect(delivered.attempts).toBe(2);
   });
@@ -305,7 +320,7 @@ describe('subscriptions and the queue', () => {
     const { subscription } = await subscribe(receiver.url);
     const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
     await receiver.waitFor(1); // the first attempt is in flight...
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, false);
     deactivated();
     // ...and fails after the deactivation: its retry (due in 100 ms) must wait.
     await eventually(async () => (await deliveryOf(deliveries[0].id)).attempts === 1);
@@ -314,7 +329,7 @@ describe('subscriptions and the queue', () => {
     expect((await deliveryOf(deliveries[0].id)).status).toBe('PENDING');
 
     healthy = true;
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, true);
     expect((await settled(deliveries[0].id, 'DELIVERED')).attempts).toBe(2);
   });
 
@@ -324,27 +339,24 @@ describe('subscriptions and the queue', () => {
     // Two deliveries being sent: one by a worker that died (its lease has run out), one by a
     // worker that hands it back untried (releaseClaims: a batch it could not prepare, or stop()).
     // Deactivated first: a reclaim of the process's own may come at any moment after the insert.
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, false);
     const db = poolOf(hl.dataSource);
-    const { rows: [event] } = await db.query(
-      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'invoice.created', '{}', '{}', now()) returning id`,
-      [tenantId],
-    );
+    const eventId = await insertedEvent('invoice.created');
     const { rows } = await db.query(
       `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at, next_attempt_at)
        select $1, $2, $3, 'invoice.created', $4, 'SENDING', w, now() + l * interval '1 minute', now() from unnest(array['dead', 'alive'], array[-1, 1]) as x(w, l)
        returning id, locked_by`,
-      [tenantId, event.id, subscription.id, receiver.url],
+      [tenantId, eventId, subscription.id, receiver.url],
     );
     // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
     expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(1);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
-    const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+    const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [eventId]);
     expect(states).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);
     await new Promise((r) => setTimeout(r, 500));
     expect(receiver.received).toHaveLength(0);
 
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, true);
     for (const { id } of rows) await settled(id, 'DELIVERED');
     expect(receiver.received).toHaveLength(2);
   });
@@ -352,12 +364,9 @@ describe('subscriptions and the queue', () => {
   it('a test event claimed for an inactive subscription by a worker then lost, or handed back, is sent all the same; once tried, its retry waits', async () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url);
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, false);
     const db = poolOf(hl.dataSource);
-    const { rows: [event] } = await db.query(
-      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-      [tenantId],
-    );
+    const eventId = await insertedEvent();
     // sendTestEvent's deliveries (test_event), claimed: untried by a worker that died and by one
     // that hands it back; and one already tried once (a retry, as the dead worker had it).
     const { rows } = await db.query(
@@ -365,7 +374,7 @@ describe('subscriptions and the queue', () => {
        select $1, $2, $3, 'test.event', $4, 'SENDING', true, w, now() + l * interval '1 minute', now(), a
          from unnest(array['dead', 'alive', 'dead'], array[-1, 1, -1], array[0, 0, 1]) as x(w, l, a)
        returning id, locked_by, attempts`,
-      [tenantId, event.id, subscription.id, receiver.url],
+      [tenantId, eventId, subscription.id, receiver.url],
     );
     expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(2);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
@@ -379,7 +388,7 @@ describe('subscriptions and the queue', () => {
     expect(receiver.received).toHaveLength(2);
 
     // sendTestEvent marks what it writes; triggerEvent does not.
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: true }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, true);
     const test = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscription.id }, key);
     const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
     const marks = await db.query('select id, test_event from webhook_deliveries where id = any($1::uuid[])', [[test.data.sendTestEvent.id, deliveries[0].id]]);
@@ -391,10 +400,7 @@ describe('subscriptions and the queue', () => {
     const db = poolOf(hl.dataSource);
     for (const turnOff of ['update', '410'] as const) {
       const { subscription } = await subscribe(receiver.url);
-      const { rows: [event] } = await db.query(
-        `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-        [tenantId],
-      );
+      const eventId = await insertedEvent();
       // Claimed by a worker that then dies (its lease runs out once the subscription is off: the
       // process's own reclaim must not take it back before), by one that hands it back, and one
       // waiting to be claimed.
@@ -403,10 +409,10 @@ describe('subscriptions and the queue', () => {
          select $1, $2, $3, 'test.event', $4, s, true, w, now() + l * interval '1 minute', now() + interval '1 hour'
            from unnest(array['SENDING', 'SENDING', 'PENDING'], array['dead', 'alive', null], array[1, 1, null]) as x(s, w, l)
          returning id, locked_by`,
-        [tenantId, event.id, subscription.id, receiver.url],
+        [tenantId, eventId, subscription.id, receiver.url],
       );
       if (turnOff === 'update') {
-        await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+        await setActive(subscription.id, false);
       } else {
         const client = await db.connect();
         try {
@@ -417,12 +423,12 @@ describe('subscriptions and the queue', () => {
           client.release();
         }
       }
-      await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where locked_by = 'dead' and event_id = $1`, [event.id]);
+      await db.query(`update webhook_deliveries set lease_expires_at = now() - interval '1 second' where locked_by = 'dead' and event_id = $1`, [eventId]);
       await reclaimLostDeliveries(db, 'reclaiming');
       await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
-      await db.query(`update webhook_deliveries set next_attempt_at = now() where event_id = $1`, [event.id]);
-      await eventually(async () => (await db.query(`select count(*)::int as n from webhook_deliveries where event_id = $1 and status = 'PENDING'`, [event.id])).rows[0].n === 3);
-      const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+      await db.query(`update webhook_deliveries set next_attempt_at = now() where event_id = $1`, [eventId]);
+      await eventually(async () => (await db.query(`select count(*)::int as n from webhook_deliveries where event_id = $1 and status = 'PENDING'`, [eventId])).rows[0].n === 3);
+      const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [eventId]);
       expect(states, turnOff).toEqual(Array(3).fill({ status: 'PENDING', paused: true }));
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -433,15 +439,12 @@ describe('subscriptions and the queue', () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url);
     const db = poolOf(hl.dataSource);
-    const { rows: [event] } = await db.query(
-      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-      [tenantId],
-    );
+    const eventId = await insertedEvent();
     const { rows } = await db.query(
       `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
        select $1, $2, $3, 'test.event', $4, 'SENDING', true, 'recording', now() + interval '1 minute', now() from generate_series(1, 2)
        returning id`,
-      [tenantId, event.id, subscription.id, receiver.url],
+      [tenantId, eventId, subscription.id, receiver.url],
     );
     const [recorded, handedBack] = rows.map((r) => r.id as string);
     // A worker's record statement, under way: it has locked one of them, and will lock the other next.
@@ -461,7 +464,7 @@ describe('subscriptions and the queue', () => {
       worker.release();
     }
     await releaseClaims(db, 'recording', [handedBack]);
-    const { rows: states } = await db.query(`select id, status, paused from webhook_deliveries where event_id = $1`, [event.id]);
+    const { rows: states } = await db.query(`select id, status, paused from webhook_deliveries where event_id = $1`, [eventId]);
     expect(Object.fromEntries(states.map((s) => [s.id, [s.status, s.paused]]))).toEqual({ [recorded]: ['DELIVERED', false], [handedBack]: ['PENDING', true] });
   });
 
@@ -469,15 +472,12 @@ describe('subscriptions and the queue', () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url);
     const db = poolOf(hl.dataSource);
-    const { rows: [event] } = await db.query(
-      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-      [tenantId],
-    );
+    const eventId = await insertedEvent();
     // Due later: the process's own dispatcher leaves it to the claim below.
     const { rows: [{ id }] } = await db.query(
       `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, next_attempt_at)
        values ($1, $2, $3, 'test.event', $4, 'PENDING', true, now() + interval '1 hour') returning id`,
-      [tenantId, event.id, subscription.id, receiver.url],
+      [tenantId, eventId, subscription.id, receiver.url],
     );
     // A claim under way: the deactivation's update of the waiting deliveries waits for its row.
     const claim = await db.connect();
@@ -500,17 +500,14 @@ describe('subscriptions and the queue', () => {
     const receiver = await receiverWith();
     const { subscription } = await subscribe(receiver.url);
     const db = poolOf(hl.dataSource);
-    const { rows: [event] } = await db.query(
-      `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-      [tenantId],
-    );
+    const eventId = await insertedEvent();
     // A lost worker's claim (its lease runs out in a second), and a delivery waiting, due later.
     const { rows: [lost, waiting] } = await db.query(
       `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, test_event, locked_by, lease_expires_at, next_attempt_at)
        select $1, $2, $3, 'test.event', $4, s, true, w, now() + interval '1 second', now() + interval '1 hour'
          from unnest(array['SENDING', 'PENDING'], array['gone-worker', null]) as x(s, w)
        returning id`,
-      [tenantId, event.id, subscription.id, receiver.url],
+      [tenantId, eventId, subscription.id, receiver.url],
     );
     const holder = await db.connect();
     const reclaimer = await db.connect();
@@ -533,7 +530,7 @@ describe('subscriptions and the queue', () => {
     }
     await reclaimLostDeliveries(db, 'reclaiming'); // or the process's own did
     await eventually(async () => (await db.query(`select status from webhook_deliveries where id = $1`, [lost.id])).rows[0].status === 'PENDING');
-    const { rows: states } = await db.query(`select status, paused, test_event from webhook_deliveries where event_id = $1`, [event.id]);
+    const { rows: states } = await db.query(`select status, paused, test_event from webhook_deliveries where event_id = $1`, [eventId]);
     expect(states).toEqual(Array(2).fill({ status: 'PENDING', paused: true, test_event: false }));
     await new Promise((r) => setTimeout(r, 300));
     expect(receiver.received).toHaveLength(0);
@@ -692,7 +689,7 @@ describe('subscriptions and the queue', () => {
     let healthy = true;
     const receiver = await receiverWith(() => ({ status: healthy ? 200 : 500 }));
     const { subscription } = await subscribe(receiver.url);
-    await hl.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { active: false }) { id } }', { id: subscription.id }, key);
+    await setActive(subscription.id, false);
     const sent = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscription.id }, key);
     await settled(sent.data.sendTestEvent.id, 'DELIVERED');
     expect(receiver.received).toHaveLength(1);
