@@ -12,6 +12,7 @@
 set -euo pipefail
 
 BASE_URL="${HOOKLINE_URL:-http://localhost:4000}"
+while [ "${BASE_URL%/}" != "$BASE_URL" ]; do BASE_URL="${BASE_URL%/}"; done # http://localhost:4000/ too
 TOKEN="${HOOKLINE_TOKEN:-YOUR_TOKEN}"
 TARGET_URL="${TARGET_URL:-https://webhook.site/12345-abcde}"
 WEBHOOK_SECRET="${WEBHOOK_SECRET:-my-webhook-secret}"
@@ -26,10 +27,12 @@ CREATED=$(curl -sS -X POST "$API/subscriptions" \
     "url": "'"$TARGET_URL"'",
     "secret": "'"$WEBHOOK_SECRET"'"
   }') || { echo "Hookline not reachable at $BASE_URL" >&2; exit 1; }
-SUBSCRIPTION=$(echo "$CREATED" | jq '.id')
-if [ "$SUBSCRIPTION" = null ]; then
+SUBSCRIPTION=$(echo "$CREATED" | jq '.id' 2>/dev/null || true)
+if [ -z "$SUBSCRIPTION" ] || [ "$SUBSCRIPTION" = null ]; then
   # Hookline's answer says why (a bad token, a URL it refuses, ...): nothing more can work.
-  echo "Subscription not created: $(echo "$CREATED" | jq -c '.error // .')" >&2
+  # Something else (no answer, or not JSON) is shown as it came.
+  REASON=$(echo "$CREATED" | jq -c '.error // .' 2>/dev/null || true)
+  echo "Subscription not created: ${REASON:-${CREATED:-an empty answer from $API/subscriptions}}" >&2
   exit 1
 fi
 

@@ -97,6 +97,10 @@ def relay(db, hookline_url: str, token_for_tenant, placeholder: str = "?", limit
     for the next run because Hookline would not take them now (401 or 403: a wrong or revoked
     token; 429: the key's rate limit), with its answer; the other tenants' rows go on. Raises
     RelayError when Hookline cannot take any row now, leaving them all for the next run.
+
+    The envelope's ``timestamp`` is when Hookline takes the event, not the row's ``created_at``:
+    a row relayed late carries the relay's time (put the change's own time in ``data`` if the
+    receivers need it).
     """
     p = placeholder
     url = hookline_url.rstrip("/") + "/api/v1/tenant/webhooks/deliveries"

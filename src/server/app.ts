@@ -307,6 +307,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
       serveGraphiQL(req, res, api.graphiqlPage());
       return;
     }
+    if (!toGraphQL(req)) {
+      // Nothing else is served: a mistyped address is told so in the API's own form (Yoga
+      // would answer an empty 404).
+      req.resume();
+      const path = (req.url ?? '/').split('?')[0]!;
+      sendJson(res, 404, {
+        error: { code: 'NOT_FOUND', message: `no such endpoint: ${path.slice(0, 200)}; GraphQL is at /graphql, and the README lists the REST endpoints` },
+      });
+      return;
+    }
     if (api && req.method !== 'OPTIONS' && toGraphQL(req)) {
       // Who asks, before any of the request is read or parsed: a request without a valid key
       // counts against its address's limit (a key's against the key's), whatever its document.

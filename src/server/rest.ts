@@ -360,6 +360,15 @@ function match(segments: string[]): { route: Route; params: string[] } | undefin
   return undefined;
 }
 
+/**
+ * The request's URL. An origin-form target is read as a path even when it begins with `//`
+ * (which `new URL(target, base)` would take for a host: `//api/v1/...` as host `api`).
+ */
+function requestUrl(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  return target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');
+}
+
 function sendError(res: ServerResponse, status: number, code: string, message: string, field?: string): void {
   sendJson(res, status, { error: { code, message, ...(field ? { field } : {}) } });
 }
@@ -367,8 +376,10 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 /** The `routes` hook of buildApp(): answers everything under REST_PREFIX, and nothing else. */
 export function createRestRoutes(services: Services): Routes {
   return async (req: IncomingMessage, res: ServerResponse, readBody: () => Promise<Buffer>): Promise<boolean> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
+    const url = requestUrl(req);
+    // Repeated slashes count as one, as behind nginx (its merge_slashes): a base URL written
+    // with a trailing slash (`http://host/` + `/api/...`) reaches the same endpoint.
+    const path = url.pathname.replace(/\/{2,}/g, '/');
     if (path !== REST_PREFIX && !path.startsWith(`${REST_PREFIX}/`)) return false;
 
     const segments = path.slice(REST_PREFIX.length).split('/').filter(Boolean);

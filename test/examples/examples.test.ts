@@ -105,6 +105,29 @@ describe('examples/test-webhooks.sh (the guide\'s Test 1)', () => {
     expect((await rest('GET', 'deliveries')).length).toBe(before);
   });
 
+  it('takes an address written with a trailing slash, and stops when what answers there is not Hookline\'s API', async () => {
+    const target = await receiverWith(() => ({ status: 200, body: 'ok' }));
+    const env = { ...process.env, HOOKLINE_TOKEN: key, TARGET_URL: `${target.url}/webhooks/test1` };
+    const { stdout } = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], { env: { ...env, HOOKLINE_URL: `${hl.url}/` }, timeout: 20_000 });
+    expect(stdout).toMatch(/^Subscription created: "[0-9a-f-]{36}"$/m);
+    expect(JSON.parse(stdout.slice(stdout.lastIndexOf('{\n  "status"')))).toEqual({ status: 'DELIVERED', attempts: 1, last_error: null });
+
+    const before = (await rest('GET', 'deliveries')).length;
+    const elsewhere = await receiverWith(() => ({ status: 404, body: '' }));
+    for (const [base, reason] of [
+      [`${hl.url}/hookline`, /Subscription not created: \{"code":"NOT_FOUND","message":"no such endpoint: \/hookline\/api\/v1\/tenant\/webhooks\/subscriptions/],
+      [elsewhere.url, /Subscription not created: an empty answer from http:\/\/127\.0\.0\.1:\d+\/api\/v1\/tenant\/webhooks\/subscriptions/],
+    ] as const) {
+      const failed = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], { env: { ...env, HOOKLINE_URL: base }, timeout: 20_000 }).then(
+        () => undefined,
+        (error: { code?: number; stderr?: string }) => error,
+      );
+      expect(failed?.code, base).toBe(1);
+      expect(failed?.stderr).toMatch(reason);
+    }
+    expect((await rest('GET', 'deliveries')).length).toBe(before);
+  });
+
   it('says so when Hookline cannot be reached', async () => {
     const closed = await new Promise<number>((resolve) => {
       const probe = createServer().listen(0, '127.0.0.1', () => {

@@ -430,6 +430,26 @@ describe('401, 403 and the other statuses', () => {
     expect(wrong.body.error.code).toBe('METHOD_NOT_ALLOWED');
   });
 
+  it('reaches an endpoint through repeated slashes (a base URL with a trailing slash), and answers a path nothing serves with a JSON 404', async () => {
+    for (const path of ['//api/v1/tenant/webhooks/subscriptions', '/api//v1/tenant/webhooks//subscriptions']) {
+      const res = await fetch(`${hl.url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+      expect(res.status, path).toBe(200);
+      expect(Array.isArray(await res.json()), path).toBe(true);
+    }
+    for (const path of ['/api/v2/tenant/webhooks/subscriptions', '/', '/graphq', '/nothing?x=1']) {
+      const res = await fetch(`${hl.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: '{"event": "invoice.created", "url": "https://example.com/hook"}',
+      });
+      expect(res.status, path).toBe(404);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code, path).toBe('NOT_FOUND');
+      expect(body.error.message).toContain(`no such endpoint: ${path.split('?')[0]}; GraphQL is at /graphql`);
+    }
+    expect(await countRows('webhook_subscriptions')).toBe(0);
+  });
+
   it('HEAD answers as GET does, without the body', async () => {
     const get = await rest('GET', 'subscriptions');
     const head = await rest('HEAD', 'subscriptions');
