@@ -2,7 +2,8 @@
 
     python3 verify_webhook.py <secret> <body-file> <headers-json-file>
 
-prints "valid" (exit 0) or "invalid: <reason>" (exit 1). The headers file is a
+prints "valid" (exit 0) or "invalid: ..." (exit 1; one message for every reason, as a receiver
+would not tell a caller which check failed). The headers file is a
 JSON object of the request's headers (any letter case). Imported, it also gives the guide's
 WebhookSignature (sign, verify, verify_raw), keyed by the contract's rule.
 """
