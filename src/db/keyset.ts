@@ -54,12 +54,7 @@ export async function keysetPage<Row>(
     ['before', window.before, false],
   ] as const) {
     if (cursor === undefined) continue;
-    const [id, ms, ...rest] = cursor.split('~');
-    // Digits only: Number() also reads '' (as 0), ' 1' and '0x0', cursors this list never wrote.
-    const at = ms === undefined || !/^\d{1,15}$/.test(ms) ? null : Number(ms);
-    if (!isUuid(id!) || rest.length || (ms !== undefined && at === null)) {
-      throw badInput(name, 'is not a cursor of this list');
-    }
+    const { id, at } = parseCursor(name, cursor);
     if (!tenantParam) tenantParam = `$${params.push(options.tenantId)}`;
     params.push(id, at);
     const [idParam, atParam] = [`$${params.length - 1}`, `$${params.length}`];
@@ -94,4 +89,18 @@ async function checkBareCursors(manager: EntityManager, tenantId: TenantId, tabl
       throw badInput(name, `no item of this list has the id ${cursor} (deleted since?); page with the cursors Hookline gives (REST: the Link header), which go on past a deleted item`);
     }
   }
+}
+
+/**
+ * A cursor as this list writes them: a row's id, and the millisecond of its time (`id~ms`), or a
+ * bare id. Anything else is refused, naming the argument (`after` or `before`).
+ */
+export function parseCursor(name: 'after' | 'before', cursor: string): { id: string; at: number | null } {
+  const [id, ms, ...rest] = cursor.split('~');
+  // Digits only: Number() also reads '' (as 0), ' 1' and '0x0', cursors this list never wrote.
+  const at = ms === undefined || !/^\d{1,15}$/.test(ms) ? null : Number(ms);
+  if (!isUuid(id!) || rest.length || (ms !== undefined && at === null)) {
+    throw badInput(name, 'is not a cursor of this list');
+  }
+  return { id: id!, at };
 }

@@ -1,5 +1,6 @@
 import { resolveCursorConnection, type DefaultConnectionArguments } from '@pothos/plugin-relay';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
+import { validateConnectionArguments } from '@pothos/core';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, cursorOf, parseCursor, type PageWindow } from '../db/keyset.js';
 import { badInput } from '../errors.js';
 import { dependsOnArguments } from '../server/complexity.js';
 
@@ -15,12 +16,14 @@ interface Page<T> {
 }
 
 /**
- * A Relay connection page of rows in (created_at, id) order (see db/keyset.ts). An empty page
- * with no cursor given (first: 0, or a list with nothing in it) has no cursor to give either:
- * null, where Pothos answers "", which this list would refuse as `after`. So first: 0 answers
- * hasNextPage with endCursor null, and the next page is asked for with no `after`, from the start.
+ * Whether a page's arguments can be answered, before anything is read: sizes within 0 and
+ * MAX_PAGE_SIZE, not `first` and `last` together, cursors of the form this list writes (whether
+ * a bare id's row is there is known only once read). Also run before a mutation executes, on
+ * every page its selection asks for (server/graphql.ts): one refused after the write would
+ * answer `data: null` for a change made.
  */
-export async function pageOf<T extends { id: string; createdAt: Date }>(args: DefaultConnectionArguments, fetch: (window: PageWindow) => Promise<T[]>): Promise<Page<T>> {
+export function checkPageArguments(args: DefaultConnectionArguments): void {
+  validateConnectionArguments(args);
   for (const field of ['first', 'last'] as const) {
     if ((args[field] ?? 0) > MAX_PAGE_SIZE) throw badInput(field, `must be at most ${MAX_PAGE_SIZE} (a page holds at most ${MAX_PAGE_SIZE} rows)`);
   }
@@ -28,6 +31,20 @@ export async function pageOf<T extends { id: string; createdAt: Date }>(args: De
   if (args.first != null && args.last != null) {
     throw badInput('last', 'cannot be given with first: page forward with first (and after), or backward with last (and before)');
   }
+  for (const field of ['after', 'before'] as const) {
+    const cursor = args[field];
+    if (cursor != null) parseCursor(field, cursor);
+  }
+}
+
+/**
+ * A Relay connection page of rows in (created_at, id) order (see db/keyset.ts). An empty page
+ * with no cursor given (first: 0, or a list with nothing in it) has no cursor to give either:
+ * null, where Pothos answers "", which this list would refuse as `after`. So first: 0 answers
+ * hasNextPage with endCursor null, and the next page is asked for with no `after`, from the start.
+ */
+export async function pageOf<T extends { id: string; createdAt: Date }>(args: DefaultConnectionArguments, fetch: (window: PageWindow) => Promise<T[]>): Promise<Page<T>> {
+  checkPageArguments(args);
   const page = (await resolveCursorConnection(
     { args, defaultSize: DEFAULT_PAGE_SIZE, maxSize: MAX_PAGE_SIZE, toCursor: (row: T) => cursorOf(row) },
     (window: PageWindow): Promise<T[]> => fetch(window),

@@ -7,12 +7,20 @@ import { gzipSync } from 'node:zlib';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import {
+  getArgumentValues,
+  getNamedType,
   getOperationAST,
   getVariableValues,
   GraphQLError,
+  isInterfaceType,
+  isObjectType,
   Kind,
   type ASTVisitor,
+  type DocumentNode,
   type FieldNode,
+  type GraphQLField,
+  type GraphQLNamedType,
+  type GraphQLSchema,
   type FragmentDefinitionNode,
   type FragmentSpreadNode,
   type InlineFragmentNode,
@@ -29,6 +37,8 @@ import { isSharedSubscription, subscribeShared } from '../live/shared-execution.
 import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
 import { createLoaders } from '../schema/loaders.js';
+import { checkPageArguments } from '../schema/pagination.js';
+import type { DefaultConnectionArguments } from '@pothos/plugin-relay';
 import type { Services } from '../services.js';
 
 export const MAX_QUERY_DEPTH = 10;
@@ -97,6 +107,30 @@ export function oneMutationField(context: ValidationContext): ASTVisitor {
 type Included = boolean | 'depends on a variable';
 
 /**
+ * Whether `@skip`/`@include` keep a selection. Without `variables`, one whose condition reads a
+ * variable is kept, and the answer says it depends on one.
+ */
+function included(node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables?: Record<string, unknown>): Included {
+  let result: Included = true;
+  for (const directive of node.directives ?? []) {
+    const name = directive.name.value;
+    if (name !== 'skip' && name !== 'include') continue;
+    const condition = directive.arguments?.find((a) => a.name.value === 'if')?.value;
+    let value: unknown;
+    if (condition?.kind === Kind.BOOLEAN) value = condition.value;
+    else if (condition?.kind === Kind.VARIABLE && variables) value = variables[condition.name.value];
+    else if (condition?.kind === Kind.VARIABLE) {
+      result = 'depends on a variable';
+      continue;
+    }
+    // A condition that is not a Boolean is refused by validation or by the variables' coercion.
+    if (typeof value !== 'boolean') continue;
+    if (value === (name === 'skip')) return false;
+  }
+  return result;
+}
+
+/**
  * The root fields a mutation's selection set writes. Without `variables`, a field whose
  * `@skip`/`@include` reads a variable is left out and the result says so in `conditional`.
  */
@@ -107,28 +141,9 @@ function mutationFieldNames(
 ): Set<string> & { conditional?: boolean } {
   const names: Set<string> & { conditional?: boolean } = new Set<string>();
   const spread = new Set<string>();
-  const included = (node: FieldNode | FragmentSpreadNode | InlineFragmentNode): Included => {
-    let result: Included = true;
-    for (const directive of node.directives ?? []) {
-      const name = directive.name.value;
-      if (name !== 'skip' && name !== 'include') continue;
-      const condition = directive.arguments?.find((a) => a.name.value === 'if')?.value;
-      let value: unknown;
-      if (condition?.kind === Kind.BOOLEAN) value = condition.value;
-      else if (condition?.kind === Kind.VARIABLE && variables) value = variables[condition.name.value];
-      else if (condition?.kind === Kind.VARIABLE) {
-        result = 'depends on a variable';
-        continue;
-      }
-      // A condition that is not a Boolean is refused by validation or by the variables' coercion.
-      if (typeof value !== 'boolean') continue;
-      if (value === (name === 'skip')) return false;
-    }
-    return result;
-  };
   const collect = (selections: SelectionSetNode) => {
     for (const selection of selections.selections) {
-      const inclusion = included(selection);
+      const inclusion = included(selection, variables);
       if (inclusion !== true) {
         if (inclusion) names.conditional = true;
         continue;
@@ -208,10 +223,7 @@ const oneMutationFieldRule: Plugin = {
   onExecute({ args, setResultAndStopExecution }) {
     const operation = getOperationAST(args.document, args.operationName);
     if (operation?.operation !== 'mutation') return;
-    const fragments = new Map<string, FragmentDefinitionNode>();
-    for (const definition of args.document.definitions) {
-      if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
-    }
+    const fragments = fragmentsOf(args.document);
     const fragment = (name: string) => fragments.get(name);
     if (!mutationFieldNames(operation.selectionSet, fragment).conditional) return;
     // Variables as execution will coerce them; if they cannot be, execution says so itself.
@@ -221,6 +233,98 @@ const oneMutationFieldRule: Plugin = {
     if (names.size > 1) setResultAndStopExecution({ errors: [tooManyMutationFields(names, operation)] });
   },
 };
+
+/**
+ * A mutation's pages, checked before it writes. A page its selection asks for (a subscription's
+ * `deliveries(first: 101)`, a cursor it never wrote) used to be refused once the mutation had
+ * written, and the non-null payload then answered `data: null`: a subscription created with a
+ * secret nobody saw, a rotation whose new secret was lost. Each page field's arguments, as
+ * execution will read them, get the checks its resolver makes (checkPageArguments); one that
+ * fails refuses the whole operation. Documents without a page field (triggerEvent's, say) are
+ * told apart once, by their parsed document.
+ */
+const mutationPagesRule: Plugin = {
+  onExecute({ args, setResultAndStopExecution }) {
+    const operation = getOperationAST(args.document, args.operationName);
+    if (operation?.operation !== 'mutation') return;
+    const root = args.schema.getMutationType();
+    if (!root) return;
+    const fragments = fragmentsOf(args.document);
+    let asks = pageFieldsAsked.get(operation);
+    if (asks === undefined) {
+      asks = false;
+      walkPages(args.schema, operation.selectionSet, root, fragments, undefined, () => (asks = true));
+      pageFieldsAsked.set(operation, asks);
+    }
+    if (!asks) return;
+    // Variables as execution will coerce them; if they cannot be, execution says so itself.
+    const coerced = getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {});
+    if (!coerced.coerced) return;
+    try {
+      walkPages(args.schema, operation.selectionSet, root, fragments, coerced.coerced, (field, node) =>
+        checkPageArguments(getArgumentValues(field, node, coerced.coerced) as DefaultConnectionArguments),
+      );
+    } catch (error) {
+      const refusal = pageRefusal(error);
+      if (!refusal) throw error;
+      setResultAndStopExecution({ errors: [refusal] });
+    }
+  },
+};
+
+const pageFieldsAsked = new WeakMap<OperationDefinitionNode, boolean>();
+
+function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode> {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+  }
+  return fragments;
+}
+
+/**
+ * Calls `page` for each connection field (one with `first` and `after` arguments) of a selection,
+ * its fragments' included, each fragment once. With `variables`, selections `@skip`/`@include`
+ * leave out are passed over; without, all are walked.
+ */
+function walkPages(
+  schema: GraphQLSchema,
+  selectionSet: SelectionSetNode,
+  parent: GraphQLNamedType,
+  fragments: Map<string, FragmentDefinitionNode>,
+  variables: Record<string, unknown> | undefined,
+  page: (field: GraphQLField<unknown, unknown>, node: FieldNode) => void,
+  spread = new Set<string>(),
+): void {
+  for (const selection of selectionSet.selections) {
+    if (variables && !included(selection, variables)) continue;
+    if (selection.kind === Kind.FIELD) {
+      const field = isObjectType(parent) || isInterfaceType(parent) ? parent.getFields()[selection.name.value] : undefined;
+      if (!field) continue;
+      if (field.args.some((a) => a.name === 'first') && field.args.some((a) => a.name === 'after')) page(field, selection);
+      if (selection.selectionSet) walkPages(schema, selection.selectionSet, getNamedType(field.type), fragments, variables, page, spread);
+    } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+      const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;
+      if (type) walkPages(schema, selection.selectionSet, type, fragments, variables, page, spread);
+    } else if (!spread.has(selection.name.value)) {
+      spread.add(selection.name.value);
+      const definition = fragments.get(selection.name.value);
+      const type = definition && schema.getType(definition.typeCondition.name.value);
+      if (definition && type) walkPages(schema, definition.selectionSet, type, fragments, variables, page, spread);
+    }
+  }
+}
+
+/** A page's refusal as the resolver's would have been answered (see createErrorMasker). */
+function pageRefusal(error: unknown): GraphQLError | undefined {
+  if (error instanceof HooklineError) {
+    return createGraphQLError(error.message, { extensions: { code: error.code, ...(error.field ? { field: error.field } : {}), http: { spec: true, status: 400 } } });
+  }
+  if (error instanceof PothosValidationError || error instanceof GraphQLError) {
+    return createGraphQLError(error.message, { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { spec: true, status: 400 } } });
+  }
+  return undefined;
+}
 
 /**
  * graphql-js stops validating a query whose fields would take too long to compare with each
@@ -470,6 +574,7 @@ export function createGraphQLServer(services: Services): Yoga {
       parseDepthRefusal,
       requestShapeErrors,
       oneMutationFieldRule,
+      mutationPagesRule,
       retryVanished,
       validationErrorCode,
       complexityLimit,
