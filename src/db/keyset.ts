@@ -78,7 +78,8 @@ export async function keysetPage<Row>(
   return rows;
 }
 
-async function checkBareCursors(manager: EntityManager, tenantId: TenantId, table: string, window: PageWindow): Promise<void> {
+/** A bare id given as `after` or `before` must be a row of the list (see keysetPage). */
+export async function checkBareCursors(manager: EntityManager, tenantId: TenantId, table: string, window: Pick<PageWindow, 'after' | 'before'>): Promise<void> {
   for (const [name, cursor] of [
     ['after', window.after],
     ['before', window.before],

@@ -7,7 +7,7 @@ import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../ser
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
 import { builder, jsonResult, type Context } from './builder.js';
-import { pageComplexity, pageOf } from './pagination.js';
+import { pageComplexity, pageOf, keysetTable } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
 
 /** An event's deliveries, as its `deliveries` field lists them: at most this many, one per subscription a tenant may have. */
@@ -276,6 +276,7 @@ builder.queryField('deliveries', (t) =>
     type: DeliveryRef,
     description: 'The tenant\'s deliveries, newest first.',
     complexity: pageComplexity,
+    extensions: keysetTable('webhook_deliveries'),
     args: {
       event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused). Empty, as every filter: no filter.' }),
       status: t.arg({ type: DeliveryStatusEnum }),

@@ -18,12 +18,22 @@ interface Page<T> {
 /**
  * Whether a page's arguments can be answered, before anything is read: sizes within 0 and
  * MAX_PAGE_SIZE, not `first` and `last` together, cursors of the form this list writes (whether
- * a bare id's row is there is known only once read). Also run before a mutation executes, on
- * every page its selection asks for (server/graphql.ts): one refused after the write would
- * answer `data: null` for a change made.
+ * a bare id's row is there is checked apart: checkBareCursors). Run before a mutation executes,
+ * on every page its selection asks for (server/graphql.ts): one refused after the write would
+ * answer `data: null` for a change made. A query's page is checked as it runs (pageOf, then
+ * the list's own filters, then the cursors), whose first refusal is the one answered.
  */
 export function checkPageArguments(args: DefaultConnectionArguments): void {
-  validateConnectionArguments(args);
+  checkPageSizes(args);
+  validateConnectionArguments(args); // what Pothos refuses next (negative sizes), with its words
+  for (const field of ['after', 'before'] as const) {
+    const cursor = args[field];
+    if (cursor != null) parseCursor(field, cursor);
+  }
+}
+
+/** The checks pageOf makes itself, in its order; Pothos's and the cursors' come after. */
+function checkPageSizes(args: DefaultConnectionArguments): void {
   for (const field of ['first', 'last'] as const) {
     if ((args[field] ?? 0) > MAX_PAGE_SIZE) throw badInput(field, `must be at most ${MAX_PAGE_SIZE} (a page holds at most ${MAX_PAGE_SIZE} rows)`);
   }
@@ -31,11 +41,13 @@ export function checkPageArguments(args: DefaultConnectionArguments): void {
   if (args.first != null && args.last != null) {
     throw badInput('last', 'cannot be given with first: page forward with first (and after), or backward with last (and before)');
   }
-  for (const field of ['after', 'before'] as const) {
-    const cursor = args[field];
-    if (cursor != null) parseCursor(field, cursor);
-  }
 }
+
+/**
+ * A page field's list, for the check of bare-id cursors before a mutation writes: the field's
+ * `extensions` (see server/graphql.ts).
+ */
+export const keysetTable = (table: string) => ({ keysetTable: table });
 
 /**
  * A Relay connection page of rows in (created_at, id) order (see db/keyset.ts). An empty page
@@ -44,7 +56,7 @@ export function checkPageArguments(args: DefaultConnectionArguments): void {
  * hasNextPage with endCursor null, and the next page is asked for with no `after`, from the start.
  */
 export async function pageOf<T extends { id: string; createdAt: Date }>(args: DefaultConnectionArguments, fetch: (window: PageWindow) => Promise<T[]>): Promise<Page<T>> {
-  checkPageArguments(args);
+  checkPageSizes(args);
   const page = (await resolveCursorConnection(
     { args, defaultSize: DEFAULT_PAGE_SIZE, maxSize: MAX_PAGE_SIZE, toCursor: (row: T) => cursorOf(row) },
     (window: PageWindow): Promise<T[]> => fetch(window),

@@ -5,7 +5,7 @@ import { MAX_EVENT_NAME } from '../webhooks/catalog.js';
 import { MAX_EVENTS_PER_SUBSCRIPTION } from '../webhooks/subscriptions.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { builder, jsonResult } from './builder.js';
-import { pageComplexity, pageOf } from './pagination.js';
+import { pageComplexity, pageOf, keysetTable } from './pagination.js';
 import { DeliveryRef, DeliveryStatusEnum, WebhookSubscriptionRef } from './refs.js';
 
 WebhookSubscriptionRef.implement({
@@ -32,6 +32,7 @@ WebhookSubscriptionRef.implement({
       description: 'Deliveries to this subscription, newest first.',
       args: { status: t.arg({ type: DeliveryStatusEnum }) },
       complexity: pageComplexity,
+      extensions: keysetTable('webhook_deliveries'),
       resolve: (subscription, args, { viewer, services }) =>
         pageOf(args, (window) =>
             services.deliveries.list(requireTenant(viewer), { subscriptionId: subscription.id, status: args.status }, window),
@@ -89,6 +90,7 @@ builder.queryField('webhookSubscriptions', (t) =>
     type: WebhookSubscriptionRef,
     description: 'The tenant\'s subscriptions, oldest first.',
     complexity: pageComplexity,
+    extensions: keysetTable('webhook_subscriptions'),
     args: {
       event: t.arg.string({ description: 'Only subscriptions that receive this event (or exactly this pattern): an event name, a `prefix.*` pattern or `*`. Empty: no filter.' }),
       active: t.arg.boolean(),

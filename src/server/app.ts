@@ -257,7 +257,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') {
+    // /health too: Yoga answered it (its own liveness check) before unknown paths were refused.
+    if (path === '/healthz' || path === '/health') {
       sendJson(res, 200, { status: 'ok' });
       return true;
     }

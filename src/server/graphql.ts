@@ -8,10 +8,13 @@ import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import {
   getArgumentValues,
+  getDirectiveValues,
   getNamedType,
   getOperationAST,
   getVariableValues,
   GraphQLError,
+  GraphQLIncludeDirective,
+  GraphQLSkipDirective,
   isInterfaceType,
   isObjectType,
   Kind,
@@ -38,6 +41,7 @@ import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
 import { createLoaders } from '../schema/loaders.js';
 import { checkPageArguments } from '../schema/pagination.js';
+import { checkBareCursors } from '../db/keyset.js';
 import type { DefaultConnectionArguments } from '@pothos/plugin-relay';
 import type { Services } from '../services.js';
 
@@ -235,44 +239,64 @@ const oneMutationFieldRule: Plugin = {
 };
 
 /**
- * A mutation's pages, checked before it writes. A page its selection asks for (a subscription's
- * `deliveries(first: 101)`, a cursor it never wrote) used to be refused once the mutation had
- * written, and the non-null payload then answered `data: null`: a subscription created with a
- * secret nobody saw, a rotation whose new secret was lost. Each page field's arguments, as
- * execution will read them, get the checks its resolver makes (checkPageArguments); one that
- * fails refuses the whole operation. Documents without a page field (triggerEvent's, say) are
- * told apart once, by their parsed document.
+ * What a mutation's answer asks for, checked before it writes. Anything refused once the
+ * mutation had written nulled its non-null payload (`data: null`): a subscription created with
+ * a secret nobody saw, a rotation whose new secret was lost, a client told its call failed.
+ * - Pages (a subscription's `deliveries(first: 101)`, a cursor the list never wrote, a bare id
+ *   of no row of the list): each page field's arguments, as execution will read them, get the
+ *   checks its resolver makes (checkPageArguments, checkBareCursors).
+ * - `@skip`/`@include` whose condition comes out null (`$s: Boolean = false` sent as null):
+ *   graphql-js refuses those as it collects the payload's fields, after the write.
+ * One that fails refuses the whole operation. Documents with neither (triggerEvent's, say) are
+ * told apart once, by their parsed operation.
  */
-const mutationPagesRule: Plugin = {
-  onExecute({ args, setResultAndStopExecution }) {
+const mutationAnswerRule: Plugin = {
+  async onExecute({ args, setResultAndStopExecution }) {
     const operation = getOperationAST(args.document, args.operationName);
     if (operation?.operation !== 'mutation') return;
     const root = args.schema.getMutationType();
     if (!root) return;
     const fragments = fragmentsOf(args.document);
-    let asks = pageFieldsAsked.get(operation);
+    let asks = answerAsks.get(operation);
     if (asks === undefined) {
-      asks = false;
-      walkPages(args.schema, operation.selectionSet, root, fragments, undefined, () => (asks = true));
-      pageFieldsAsked.set(operation, asks);
+      let found = false;
+      const ask = () => void (found = true);
+      walkAnswer(args.schema, operation.selectionSet, root, fragments, undefined, { page: ask, condition: ask });
+      asks = found;
+      answerAsks.set(operation, asks);
     }
     if (!asks) return;
     // Variables as execution will coerce them; if they cannot be, execution says so itself.
     const coerced = getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {});
     if (!coerced.coerced) return;
+    const variables = coerced.coerced;
     try {
-      walkPages(args.schema, operation.selectionSet, root, fragments, coerced.coerced, (field, node) =>
-        checkPageArguments(getArgumentValues(field, node, coerced.coerced) as DefaultConnectionArguments),
-      );
+      const pages: Array<{ table: unknown; args: DefaultConnectionArguments }> = [];
+      walkAnswer(args.schema, operation.selectionSet, root, fragments, variables, {
+        page(field, node) {
+          const pageArgs = getArgumentValues(field, node, variables) as DefaultConnectionArguments;
+          checkPageArguments(pageArgs);
+          pages.push({ table: field.extensions?.keysetTable, args: pageArgs });
+        },
+      });
+      const viewer = (args.contextValue as Partial<Context>).viewer;
+      const dataSource = (args.contextValue as Partial<Context>).services?.dataSource;
+      for (const page of pages) {
+        if (typeof page.table !== 'string' || viewer?.kind !== 'tenant' || !dataSource) continue;
+        const bare = { after: page.args.after ?? undefined, before: page.args.before ?? undefined };
+        if (bare.after?.includes('~') !== false && bare.before?.includes('~') !== false) continue;
+        await checkBareCursors(dataSource.manager, viewer.tenantId, page.table, bare);
+      }
     } catch (error) {
-      const refusal = pageRefusal(error);
+      const refusal = answerRefusal(error);
       if (!refusal) throw error;
       setResultAndStopExecution({ errors: [refusal] });
     }
   },
 };
 
-const pageFieldsAsked = new WeakMap<OperationDefinitionNode, boolean>();
+/** Whether an operation's answer has a page field or a condition that reads a variable. */
+const answerAsks = new WeakMap<OperationDefinitionNode, boolean>();
 
 function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode> {
   const fragments = new Map<string, FragmentDefinitionNode>();
@@ -283,40 +307,53 @@ function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode
 }
 
 /**
- * Calls `page` for each connection field (one with `first` and `after` arguments) of a selection,
- * its fragments' included, each fragment once. With `variables`, selections `@skip`/`@include`
- * leave out are passed over; without, all are walked.
+ * Walks a selection and the fragments it spreads, and calls `page` for each connection field
+ * (one with `first` and `after` arguments). With `variables`, selections that `@skip`/`@include`
+ * leave out are passed over and a condition that comes out null throws graphql-js's own error;
+ * without, everything is walked, and `condition` is called for each condition that reads a
+ * variable. As graphql-js collects fields, a fragment is taken once in a selection set (the
+ * fragments spread into it included), at its first spread that is kept.
  */
-function walkPages(
+function walkAnswer(
   schema: GraphQLSchema,
   selectionSet: SelectionSetNode,
   parent: GraphQLNamedType,
   fragments: Map<string, FragmentDefinitionNode>,
   variables: Record<string, unknown> | undefined,
-  page: (field: GraphQLField<unknown, unknown>, node: FieldNode) => void,
-  spread = new Set<string>(),
+  visit: { page(field: GraphQLField<unknown, unknown>, node: FieldNode): void; condition?(): void },
+  taken = new Set<string>(),
 ): void {
   for (const selection of selectionSet.selections) {
-    if (variables && !included(selection, variables)) continue;
+    if (variables) {
+      if (!keeps(selection, variables)) continue;
+    } else if (included(selection) === 'depends on a variable') {
+      visit.condition?.();
+    }
     if (selection.kind === Kind.FIELD) {
       const field = isObjectType(parent) || isInterfaceType(parent) ? parent.getFields()[selection.name.value] : undefined;
       if (!field) continue;
-      if (field.args.some((a) => a.name === 'first') && field.args.some((a) => a.name === 'after')) page(field, selection);
-      if (selection.selectionSet) walkPages(schema, selection.selectionSet, getNamedType(field.type), fragments, variables, page, spread);
+      if (field.args.some((a) => a.name === 'first') && field.args.some((a) => a.name === 'after')) visit.page(field, selection);
+      if (selection.selectionSet) walkAnswer(schema, selection.selectionSet, getNamedType(field.type), fragments, variables, visit);
     } else if (selection.kind === Kind.INLINE_FRAGMENT) {
       const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;
-      if (type) walkPages(schema, selection.selectionSet, type, fragments, variables, page, spread);
-    } else if (!spread.has(selection.name.value)) {
-      spread.add(selection.name.value);
+      if (type) walkAnswer(schema, selection.selectionSet, type, fragments, variables, visit, taken);
+    } else if (!taken.has(selection.name.value)) {
+      taken.add(selection.name.value);
       const definition = fragments.get(selection.name.value);
       const type = definition && schema.getType(definition.typeCondition.name.value);
-      if (definition && type) walkPages(schema, definition.selectionSet, type, fragments, variables, page, spread);
+      if (definition && type) walkAnswer(schema, definition.selectionSet, type, fragments, variables, visit, taken);
     }
   }
 }
 
-/** A page's refusal as the resolver's would have been answered (see createErrorMasker). */
-function pageRefusal(error: unknown): GraphQLError | undefined {
+/** graphql-js's own test of `@skip`/`@include` (its shouldIncludeNode), which throws for a null condition. */
+function keeps(node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables: Record<string, unknown>): boolean {
+  if (getDirectiveValues(GraphQLSkipDirective, node, variables)?.if === true) return false;
+  return getDirectiveValues(GraphQLIncludeDirective, node, variables)?.if !== false;
+}
+
+/** A refusal as the resolver's would have been answered (see createErrorMasker), before anything ran. */
+function answerRefusal(error: unknown): GraphQLError | undefined {
   if (error instanceof HooklineError) {
     return createGraphQLError(error.message, { extensions: { code: error.code, ...(error.field ? { field: error.field } : {}), http: { spec: true, status: 400 } } });
   }
@@ -574,7 +611,7 @@ export function createGraphQLServer(services: Services): Yoga {
       parseDepthRefusal,
       requestShapeErrors,
       oneMutationFieldRule,
-      mutationPagesRule,
+      mutationAnswerRule,
       retryVanished,
       validationErrorCode,
       complexityLimit,

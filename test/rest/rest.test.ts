@@ -412,6 +412,9 @@ describe('401, 403 and the other statuses', () => {
     await hl.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id }, key);
     expectError(await rest('GET', 'deliveries', { token: apiKey }), 401, 'UNAUTHENTICATED');
     expect(await countRows('webhook_subscriptions')).toBe(0);
+    // Yoga's own liveness answer, which /health had before unknown paths were refused, stays.
+    const health = await fetch(`${hl.url}/health`);
+    expect([health.status, await health.json()]).toEqual([200, { status: 'ok' }]);
   });
 
   it('403 FORBIDDEN for the admin token, which has no tenant', async () => {

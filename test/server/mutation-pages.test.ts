@@ -72,6 +72,27 @@ describe('a mutation whose selection asks for a page it cannot have', () => {
       message: /^last: cannot be given with first/,
     },
     {
+      name: 'createWebhookSubscription, a bare id of no row of the list (another tenant\'s, or deleted)',
+      query: `mutation { createWebhookSubscription(input: { url: "https://example.com/other", events: ["test.event"] }) { secret subscription { deliveries(first: 5, after: "3f0c0f0e-1111-4222-8333-444455556666") { ${PAGE} } } } }`,
+      field: 'after',
+      message: /^after: no item of this list has the id 3f0c0f0e-1111-4222-8333-444455556666/,
+    },
+    {
+      name: 'rotateWebhookSecret, an @include whose variable is sent as null',
+      query: `mutation($id: ID!, $s: Boolean = false) { rotateWebhookSecret(id: $id) { secret subscription { id @include(if: $s) } } }`,
+      variables: { s: null },
+      field: '',
+      message: /^Argument "if" of non-null type "Boolean!" must not be null/,
+    },
+    {
+      name: 'sendTestEvent, a @skip on a fragment spread whose variable is sent as null',
+      query: `mutation($id: ID!, $s: Boolean = true) { sendTestEvent(subscriptionId: $id) { id ...Status @skip(if: $s) } }
+        fragment Status on Delivery { status }`,
+      variables: { s: null },
+      field: '',
+      message: /^Argument "if" of non-null type "Boolean!" must not be null/,
+    },
+    {
       name: 'sendTestEvent, a negative first deep in an inline fragment',
       query: `mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id ... on Delivery { subscription { deliveries(first: -1) { ${PAGE} } } } } }`,
       field: '',
@@ -128,5 +149,18 @@ describe('a mutation whose selection asks for a page it cannot have', () => {
     expect(rotated.data.rotateWebhookSecret.secret).toMatch(/^whsec_/);
     expect(rotated.data.rotateWebhookSecret.subscription.deliveries).toEqual({ edges: [], pageInfo: { hasNextPage: false } });
     expect((await counts()).secret).not.toBe(before.secret);
+
+    // A bare id of a row of the list goes on from it; a fragment spread twice, skipped once, is taken.
+    const sent = await hl.gql('mutation($id: ID!) { sendTestEvent(subscriptionId: $id) { id } }', { id: subscriptionId }, tenant.apiKey);
+    const deliveryId = sent.data.sendTestEvent.id;
+    const fromOwn = await hl.gql(
+      `mutation($id: ID!, $after: String) { updateWebhookSubscription(id: $id, input: { description: "again" }) { ...Pages @skip(if: true) ...Pages } }
+        fragment Pages on WebhookSubscription { deliveries(first: 5, after: $after) { ${PAGE} } }`,
+      { id: subscriptionId, after: deliveryId },
+      tenant.apiKey,
+    );
+    expect(fromOwn.errors).toBeUndefined();
+    expect(fromOwn.data.updateWebhookSubscription.deliveries).toEqual({ edges: [], pageInfo: { hasNextPage: false } });
+    expect((await counts()).description).toBe('again');
   });
 });
