@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createDataSource } from '../src/db/data-source.js';
 import { EmbeddedInUseError, startEmbeddedPostgres } from '../src/db/embedded.js';
+import { StartRefused } from '../src/errors.js';
 import { runMigrations } from '../src/db/migrate.js';
 import { createLogger } from '../src/logger.js';
 
@@ -21,9 +22,11 @@ try {
   if (error instanceof EmbeddedInUseError) {
     // The service runs on it: migrate through its PostgreSQL rather than start another.
     const url = join(dirname(error.databaseDir), 'database-url');
-    console.error(`Hookline process ${error.owner} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat ${url}) npm run migrate`);
+    // Quoted for the shell when it must be (a space in the path, say).
+    const shellPath = /^[\w@%+=:,./-]+$/.test(url) ? url : `'${url.replaceAll("'", `'\\''`)}'`;
+    console.error(`Hookline process ${error.owner} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat ${shellPath}) npm run migrate`);
   } else {
-    console.error(error instanceof ConfigError ? `invalid configuration: ${error.message}` : error);
+    console.error(error instanceof ConfigError ? `invalid configuration: ${error.message}` : error instanceof StartRefused ? error.message : error);
   }
   process.exit(1);
 }

@@ -182,3 +182,9 @@ export function coerceError(error: unknown): Error {
   if (error instanceof Error) return error;
   return new Error(typeof error === 'string' ? error : `non-error thrown: ${JSON.stringify(error)}`, { cause: error });
 }
+
+/**
+ * A start refused for a reason its message says whole (the data folder or the port another
+ * process has): printed as it is, without a stack (main.ts).
+ */
+export class StartRefused extends Error {}

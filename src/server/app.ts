@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { RateLimitedError, addressKey, trusted } from '../auth/rate-limit.js';
 import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
-import { unauthenticated } from '../errors.js';
+import { StartRefused, unauthenticated } from '../errors.js';
 import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
@@ -690,5 +690,5 @@ export async function checkPortFree(port: number, host = '0.0.0.0'): Promise<voi
 }
 
 function portTaken(port: number, host: string): Error {
-  return new Error(`PORT ${port} is already in use on ${host}: stop what listens there, or set PORT to another port`);
+  return new StartRefused(`PORT ${port} is already in use on ${host}: stop what listens there, or set PORT to another port`);
 }
