@@ -255,7 +255,10 @@ const mutationAnswerRule: Plugin = {
     const operation = getOperationAST(args.document, args.operationName);
     if (operation?.operation !== 'mutation') return;
     const root = args.schema.getMutationType();
-    if (!root) return;
+    // A caller without a tenant's key is refused by the mutation itself (UNAUTHENTICATED,
+    // FORBIDDEN) before it writes, and told that first.
+    const viewer = (args.contextValue as Partial<Context>).viewer;
+    if (!root || viewer?.kind !== 'tenant') return;
     const fragments = fragmentsOf(args.document);
     let asks = answerAsks.get(operation);
     if (asks === undefined) {
@@ -279,10 +282,9 @@ const mutationAnswerRule: Plugin = {
           pages.push({ table: field.extensions?.keysetTable, args: pageArgs });
         },
       });
-      const viewer = (args.contextValue as Partial<Context>).viewer;
       const dataSource = (args.contextValue as Partial<Context>).services?.dataSource;
       for (const page of pages) {
-        if (typeof page.table !== 'string' || viewer?.kind !== 'tenant' || !dataSource) continue;
+        if (typeof page.table !== 'string' || !dataSource) continue;
         const bare = { after: page.args.after ?? undefined, before: page.args.before ?? undefined };
         if (bare.after?.includes('~') !== false && bare.before?.includes('~') !== false) continue;
         await checkBareCursors(dataSource.manager, viewer.tenantId, page.table, bare);

@@ -3,7 +3,7 @@
 // secret rotated, with the new secret never answered, and a client told its call failed.
 import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { wsRequest } from '../helpers/ws.js';
 
 let hl: TestHookline;
@@ -113,6 +113,18 @@ describe('a mutation whose selection asks for a page it cannot have', () => {
       expect(await counts()).toEqual(before);
     });
   }
+
+  it('tells a caller without a tenant\'s key that first, as the mutation itself does', async () => {
+    const before = await counts();
+    for (const [token, code] of [
+      ['not-a-key', 'UNAUTHENTICATED'],
+      [ADMIN_TOKEN, 'FORBIDDEN'],
+    ] as const) {
+      const res = await hl.gql(cases[1]!.query, { id: subscriptionId, ...cases[1]!.variables }, token);
+      expect(res.errors?.[0]?.extensions?.code, token).toBe(code);
+    }
+    expect(await counts()).toEqual(before);
+  });
 
   it('answers with the HTTP status of a request refused before execution (400 for graphql-response+json)', async () => {
     for (const [accept, status] of [
