@@ -37,3 +37,8 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     destination,
   );
 }
+
+/** Where a logger made by createLogger writes (pino's destination on stdout), for its errors. */
+export function destinationOf(log: Logger): NodeJS.EventEmitter | undefined {
+  return (log as unknown as Record<symbol, NodeJS.EventEmitter | undefined>)[pino.symbols.streamSym];
+}

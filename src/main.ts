@@ -4,7 +4,7 @@ import './node-env.js';
 import { ConfigError, loadConfig } from './config.js';
 import { StartRefused } from './errors.js';
 import { startHookline } from './hookline.js';
-import { createLogger } from './logger.js';
+import { createLogger, destinationOf } from './logger.js';
 
 async function main(): Promise<void> {
   let config;
@@ -18,6 +18,25 @@ async function main(): Promise<void> {
     throw error;
   }
   const log = createLogger(config.logLevel);
+  // The reader of its output gone (`npm start | head -1`, a log collector that died): the
+  // service stops as on SIGTERM, recording what is in flight, with a code that says it failed
+  // (a supervisor restarts it, with a reader). It neither runs on unseen (npm, whose own
+  // output broke too, is gone then, and Ctrl-C no longer reaches this process) nor ends on the
+  // spot, where the logger's flush on exit would retry the broken pipe for ever (sonic-boom).
+  let readerGone = false;
+  let stopForReader: (() => void) | undefined;
+  const outputFailed = (error: NodeJS.ErrnoException): boolean => {
+    if (error.code !== 'EPIPE') return false;
+    if (readerGone) return true;
+    readerGone = true;
+    destinationOf(log)?.emit('error', error); // pino then drops what is logged (its own broken-pipe handling)
+    stopForReader?.();
+    return true;
+  };
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (!outputFailed(error)) throw error;
+  });
+  destinationOf(log)?.on('error', outputFailed);
   // Until it has started there is nothing to finish: a signal ends the process, and the
   // embedded PostgreSQL with it (src/db/embedded.ts stops it on exit).
   const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
@@ -31,13 +50,7 @@ async function main(): Promise<void> {
   let fatal: (error: Error) => void = () => process.exit(1);
   const hookline = await startHookline({ config, log, onFatal: (error) => fatal(error) });
   for (const signal of SIGNALS) process.off(signal, early);
-  // Its reader gone (`npm start | head -1`): what is written there is dropped, as the logger
-  // (pino) drops its lines then, rather than end the process on the next write, whose exit
-  // could then hang in the logger's flush (sonic-boom retries a broken pipe for ever).
-  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EPIPE') throw error;
-  });
-  if (config.adminTokenGenerated && config.role !== 'worker') {
+  if (config.adminTokenGenerated && config.role !== 'worker' && !readerGone) {
     // Printed once, on stdout, for the person who started the service (a worker serves no API).
     process.stdout.write(
       `\nHookline admin token (generated; set ADMIN_TOKEN to choose one): ${config.adminToken}\n` +
@@ -74,6 +87,8 @@ async function main(): Promise<void> {
     );
   };
   for (const signal of SIGNALS) process.on(signal, () => shutdown({ signal }));
+  stopForReader = () => shutdown({ cause: 'the reader of its output is gone' }, 1);
+  if (readerGone) stopForReader();
   fatal = () => shutdown({ cause: 'the embedded PostgreSQL exited' }, 1);
 }
 
