@@ -251,7 +251,8 @@ const oneMutationFieldRule: Plugin = {
  * told apart once, by their parsed operation.
  */
 const mutationAnswerRule: Plugin = {
-  async onExecute({ args, setResultAndStopExecution }) {
+  // Not async: every other operation (a triggerEvent's, say) passes with no promise to wait for.
+  onExecute({ args, setResultAndStopExecution }) {
     const operation = getOperationAST(args.document, args.operationName);
     if (operation?.operation !== 'mutation') return;
     const root = args.schema.getMutationType();
@@ -259,12 +260,11 @@ const mutationAnswerRule: Plugin = {
     // FORBIDDEN) before it writes, and told that first.
     const viewer = (args.contextValue as Partial<Context>).viewer;
     if (!root || viewer?.kind !== 'tenant') return;
-    const fragments = fragmentsOf(args.document);
     let asks = answerAsks.get(operation);
     if (asks === undefined) {
       let found = false;
       const ask = () => void (found = true);
-      walkAnswer(args.schema, operation.selectionSet, root, fragments, undefined, { page: ask, condition: ask });
+      walkAnswer(args.schema, operation.selectionSet, root, fragmentsOf(args.document), undefined, { page: ask, condition: ask });
       asks = found;
       answerAsks.set(operation, asks);
     }
@@ -273,27 +273,34 @@ const mutationAnswerRule: Plugin = {
     const coerced = getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {});
     if (!coerced.coerced) return;
     const variables = coerced.coerced;
-    try {
-      const pages: Array<{ table: unknown; args: DefaultConnectionArguments }> = [];
-      walkAnswer(args.schema, operation.selectionSet, root, fragments, variables, {
-        page(field, node) {
-          const pageArgs = getArgumentValues(field, node, variables) as DefaultConnectionArguments;
-          checkPageArguments(pageArgs);
-          pages.push({ table: field.extensions?.keysetTable, args: pageArgs });
-        },
-      });
-      const dataSource = (args.contextValue as Partial<Context>).services?.dataSource;
-      for (const page of pages) {
-        if (typeof page.table !== 'string' || !dataSource) continue;
-        const bare = { after: page.args.after ?? undefined, before: page.args.before ?? undefined };
-        if (bare.after?.includes('~') !== false && bare.before?.includes('~') !== false) continue;
-        await checkBareCursors(dataSource.manager, viewer.tenantId, page.table, bare);
-      }
-    } catch (error) {
+    const refuse = (error: unknown) => {
       const refusal = answerRefusal(error);
       if (!refusal) throw error;
       setResultAndStopExecution({ errors: [refusal] });
+    };
+    const bare: Array<{ table: string; cursors: { after?: string; before?: string } }> = [];
+    try {
+      walkAnswer(args.schema, operation.selectionSet, root, fragmentsOf(args.document), variables, {
+        page(field, node) {
+          const page = getArgumentValues(field, node, variables) as DefaultConnectionArguments;
+          checkPageArguments(page);
+          const table = field.extensions?.keysetTable;
+          const cursors = { after: page.after ?? undefined, before: page.before ?? undefined };
+          if (typeof table === 'string' && (cursors.after?.includes('~') === false || cursors.before?.includes('~') === false)) bare.push({ table, cursors });
+        },
+      });
+    } catch (error) {
+      return refuse(error);
     }
+    const dataSource = (args.contextValue as Partial<Context>).services?.dataSource;
+    if (!bare.length || !dataSource) return;
+    return (async () => {
+      try {
+        for (const { table, cursors } of bare) await checkBareCursors(dataSource.manager, viewer.tenantId, table, cursors);
+      } catch (error) {
+        refuse(error);
+      }
+    })();
   },
 };
 
