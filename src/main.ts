@@ -87,7 +87,8 @@ async function main(): Promise<void> {
     );
   };
   for (const signal of SIGNALS) process.on(signal, () => shutdown({ signal }));
-  stopForReader = () => shutdown({ cause: 'the reader of its output is gone' }, 1);
+  // Already stopping (the shutdown's own log line may be what finds the reader gone): it goes on as it began.
+  stopForReader = () => signalled || shutdown({ cause: 'the reader of its output is gone' }, 1);
   if (readerGone) stopForReader();
   fatal = () => shutdown({ cause: 'the embedded PostgreSQL exited' }, 1);
 }

@@ -504,6 +504,21 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     }
   });
 
+  it('a SIGTERM after the reader of its output went away unnoticed still waits for the attempt in flight', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 3_000);
+    try {
+      service.child.stdout!.destroy(); // nothing is written until the shutdown's first log line
+      const t = performance.now();
+      service.child.kill('SIGTERM');
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
+      expect(performance.now() - t, 'it waited for the receiver\'s answer').toBeGreaterThan(1_500);
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
     const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
     try {

@@ -256,10 +256,13 @@ const mutationAnswerRule: Plugin = {
     const operation = getOperationAST(args.document, args.operationName);
     if (operation?.operation !== 'mutation') return;
     const root = args.schema.getMutationType();
-    // A caller without a tenant's key is refused by the mutation itself (UNAUTHENTICATED,
-    // FORBIDDEN) before it writes, and told that first.
-    const viewer = (args.contextValue as Partial<Context>).viewer;
-    if (!root || viewer?.kind !== 'tenant') return;
+    // A caller without a key is refused by every mutation (UNAUTHENTICATED) before it writes,
+    // and told that first; so is the admin token by a tenant's mutations (FORBIDDEN), the only
+    // ones whose answers have pages: for it, only the conditions are checked (createTenant's
+    // answer holds the new tenant's only API key).
+    const context = args.contextValue as Partial<Context>;
+    const viewer = context.viewer;
+    if (!root || !viewer || viewer.kind === 'anonymous') return;
     let asks = answerAsks.get(operation);
     if (asks === undefined) {
       let found = false;
@@ -274,14 +277,20 @@ const mutationAnswerRule: Plugin = {
     if (!coerced.coerced) return;
     const variables = coerced.coerced;
     const refuse = (error: unknown) => {
-      const refusal = answerRefusal(error);
-      if (!refusal) throw error;
+      let refusal = answerRefusal(error);
+      if (!refusal) {
+        // Answered as a resolver's failure is (masked, logged), not thrown: graphql-ws would
+        // close the whole connection, its other subscriptions with it.
+        context.services?.log.error({ err: error }, 'unexpected error in a GraphQL operation');
+        refusal = createGraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
+      }
       setResultAndStopExecution({ errors: [refusal] });
     };
     const bare: Array<{ table: string; cursors: { after?: string; before?: string } }> = [];
     try {
       walkAnswer(args.schema, operation.selectionSet, root, fragmentsOf(args.document), variables, {
         page(field, node) {
+          if (viewer.kind !== 'tenant') return;
           const page = getArgumentValues(field, node, variables) as DefaultConnectionArguments;
           checkPageArguments(page);
           const table = field.extensions?.keysetTable;
@@ -292,11 +301,12 @@ const mutationAnswerRule: Plugin = {
     } catch (error) {
       return refuse(error);
     }
-    const dataSource = (args.contextValue as Partial<Context>).services?.dataSource;
-    if (!bare.length || !dataSource) return;
+    const dataSource = context.services?.dataSource;
+    if (!bare.length || !dataSource || viewer.kind !== 'tenant') return;
+    const { tenantId } = viewer;
     return (async () => {
       try {
-        for (const { table, cursors } of bare) await checkBareCursors(dataSource.manager, viewer.tenantId, table, cursors);
+        for (const { table, cursors } of bare) await checkBareCursors(dataSource.manager, tenantId, table, cursors);
       } catch (error) {
         refuse(error);
       }

@@ -126,6 +126,37 @@ describe('a mutation whose selection asks for a page it cannot have', () => {
     expect(await counts()).toEqual(before);
   });
 
+  it('refuses the admin token\'s createTenant whose answer has a null condition, before the tenant (and its only key) is made', async () => {
+    const tenants = async () => (await hl.dataSource.query('select count(*)::int as n from tenants'))[0].n as number;
+    const before = await tenants();
+    const query = 'mutation($v: Boolean = true) { createTenant(name: "CondT") { apiKey @include(if: $v) tenant { id } } }';
+    expectRefused(await hl.gql(query, { v: null }, ADMIN_TOKEN), '', /^Argument "if" of non-null type "Boolean!" must not be null/);
+    expect(await tenants()).toBe(before);
+    const made = await hl.gql(query, { v: true }, ADMIN_TOKEN);
+    expect(made.data.createTenant.apiKey).toMatch(/^hkl_/);
+    expect(await tenants()).toBe(before + 1);
+  });
+
+  it('answers a failure of the bare cursor\'s lookup as an unexpected error, writing nothing, and keeps the WebSocket open', async () => {
+    const before = await counts();
+    const query = `mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret subscription { deliveries(first: 1, after: "6a3d8b5e-1111-4222-8333-944455556666") { ${PAGE} } } } }`;
+    await hl.dataSource.query('alter table webhook_deliveries rename to webhook_deliveries_away');
+    try {
+      const overHttp = await hl.gql(query, { id: subscriptionId }, tenant.apiKey);
+      expect(overHttp.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
+      expect(overHttp.errors?.[0]?.message).toBe('Unexpected error.');
+      const overSocket = await wsRequest(socket, query, { id: subscriptionId }).then(
+        (result) => result,
+        (errors: unknown) => ({ errors: errors as any[] }),
+      );
+      expect(overSocket.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
+    } finally {
+      await hl.dataSource.query('alter table webhook_deliveries_away rename to webhook_deliveries');
+    }
+    expect(await counts()).toEqual(before);
+    expect((await wsRequest(socket, '{ viewer { id } }')).data.viewer.id).toBe(tenant.id);
+  });
+
   it('answers with the HTTP status of a request refused before execution (400 for graphql-response+json)', async () => {
     for (const [accept, status] of [
       ['application/json', 200],
