@@ -65,6 +65,13 @@ async function main(): Promise<void> {
       // Ctrl-C on to this process, which the terminal signalled too (so does a stop by
       // systemd's default KillMode, to npm and to this process).
       if ('signal' in why && why.signal === signalled.signal && performance.now() - signalled.at < SAME_SIGNAL_MS) return;
+      // A shutdown the service began itself (its output's reader gone, unseen by whoever signals
+      // now): this signal is the first one asked for, and the shutdown goes on.
+      if ('signal' in why && !signalled.signal) {
+        signalled = { signal: why.signal, at: performance.now() };
+        log.info(why, 'shutting down already; a second signal ends it at once');
+        return;
+      }
       // Asked again (a second Ctrl-C): whatever is still in flight is left to its lease.
       log.warn(why, 'signalled again while shutting down; exiting now');
       process.exit(1);

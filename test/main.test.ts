@@ -519,6 +519,23 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     }
   });
 
+  it('a first signal during a shutdown the service began itself (its output\'s reader gone) lets it go on', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s', LOG_LEVEL: 'debug' }, 3_000);
+    try {
+      service.child.stdout!.destroy();
+      const t = performance.now();
+      await fetch(`${service.url}/graphql?query=%7B`).catch(() => {}); // logged at debug: the line that finds the reader gone
+      await new Promise((r) => setTimeout(r, 300));
+      service.child.kill('SIGTERM'); // the operator's first, who sees nothing
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
+      expect(performance.now() - t, 'it waited for the receiver\'s answer').toBeGreaterThan(1_500);
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
     const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
     try {

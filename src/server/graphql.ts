@@ -282,7 +282,7 @@ const mutationAnswerRule: Plugin = {
         // Answered as a resolver's failure is (masked, logged), not thrown: graphql-ws would
         // close the whole connection, its other subscriptions with it.
         context.services?.log.error({ err: error }, 'unexpected error in a GraphQL operation');
-        refusal = createGraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
+        refusal = createGraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR', http: { spec: true, status: 500 } } });
       }
       setResultAndStopExecution({ errors: [refusal] });
     };

@@ -145,6 +145,13 @@ describe('a mutation whose selection asks for a page it cannot have', () => {
       const overHttp = await hl.gql(query, { id: subscriptionId }, tenant.apiKey);
       expect(overHttp.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
       expect(overHttp.errors?.[0]?.message).toBe('Unexpected error.');
+      const strict = await fetch(`${hl.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', authorization: `Bearer ${tenant.apiKey}` },
+        body: JSON.stringify({ query, variables: { id: subscriptionId } }),
+      });
+      expect(strict.status, 'no data: a 5xx for graphql-response+json').toBe(500);
+      await strict.text();
       const overSocket = await wsRequest(socket, query, { id: subscriptionId }).then(
         (result) => result,
         (errors: unknown) => ({ errors: errors as any[] }),
