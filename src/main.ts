@@ -57,7 +57,7 @@ async function main(): Promise<void> {
         `GraphiQL: ${hookline.app.url}/graphql\n\n`,
     );
   }
-  let signalled: { signal?: string; at: number } | undefined;
+  let signalled: { signal?: string; cause?: string; at: number } | undefined;
   /** Stops the roles, then exits with `code`, or 1 should the stop fail or take too long. */
   const shutdown = (why: { signal: string } | { cause: string }, code = 0) => {
     if (signalled) {
@@ -65,10 +65,11 @@ async function main(): Promise<void> {
       // Ctrl-C on to this process, which the terminal signalled too (so does a stop by
       // systemd's default KillMode, to npm and to this process).
       if ('signal' in why && why.signal === signalled.signal && performance.now() - signalled.at < SAME_SIGNAL_MS) return;
-      // A shutdown the service began itself (its output's reader gone, unseen by whoever signals
-      // now): this signal is the first one asked for, and the shutdown goes on.
-      if ('signal' in why && !signalled.signal) {
-        signalled = { signal: why.signal, at: performance.now() };
+      // A shutdown begun because its output's reader is gone, unseen by whoever signals now:
+      // this signal is the first one asked for, and the shutdown goes on. (One begun because
+      // the embedded PostgreSQL exited can record nothing more: a signal ends it.)
+      if ('signal' in why && !signalled.signal && signalled.cause === READER_GONE) {
+        signalled = { ...signalled, signal: why.signal, at: performance.now() };
         log.info(why, 'shutting down already; a second signal ends it at once');
         return;
       }
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
       log.warn(why, 'signalled again while shutting down; exiting now');
       process.exit(1);
     }
-    signalled = { signal: 'signal' in why ? why.signal : undefined, at: performance.now() };
+    signalled = 'signal' in why ? { signal: why.signal, at: performance.now() } : { cause: why.cause, at: performance.now() };
     log.info(why, 'shutting down');
     // Attempts in flight end within the delivery timeout and are recorded just after; a
     // database that no longer answers would hold the rest up for long, so it gets this much.
@@ -95,10 +96,12 @@ async function main(): Promise<void> {
   };
   for (const signal of SIGNALS) process.on(signal, () => shutdown({ signal }));
   // Already stopping (the shutdown's own log line may be what finds the reader gone): it goes on as it began.
-  stopForReader = () => signalled || shutdown({ cause: 'the reader of its output is gone' }, 1);
+  stopForReader = () => signalled || shutdown({ cause: READER_GONE }, 1);
   if (readerGone) stopForReader();
   fatal = () => shutdown({ cause: 'the embedded PostgreSQL exited' }, 1);
 }
+
+const READER_GONE = 'the reader of its output is gone';
 
 /** A signal repeated within this is one signal delivered twice (see shutdown). */
 const SAME_SIGNAL_MS = 500;

@@ -536,6 +536,24 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     }
   });
 
+  it('a signal ends at once a shutdown begun because the embedded PostgreSQL exited (nothing more can be recorded)', SLOW, async () => {
+    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
+    try {
+      const postmaster = processesUsing(dataDir, true).find((p) => /\bpostgres\b.*-D\s/.test(p.args))!.pid;
+      process.kill(postmaster, 'SIGKILL');
+      await waitForOutput(service, /embedded PostgreSQL exited/);
+      await new Promise((r) => setTimeout(r, 300));
+      const t = performance.now();
+      service.child.kill('SIGTERM');
+      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 10_000))]);
+      expect(exit, service.output().stdout).toEqual({ code: 1, signal: null });
+      expect(performance.now() - t, 'not waiting for the receiver (20 s)').toBeLessThan(5_000);
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
     const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
     try {
