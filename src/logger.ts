@@ -42,3 +42,15 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
 export function destinationOf(log: Logger): NodeJS.EventEmitter | undefined {
   return (log as unknown as Record<symbol, NodeJS.EventEmitter | undefined>)[pino.symbols.streamSym];
 }
+
+/**
+ * Makes a logger drop what it is given from now on, its output gone: what pino does itself on
+ * EPIPE (and only then: on EIO, a closed terminal, it lets go of its handling, and sonic-boom's
+ * flush on exit then retries the write for ever).
+ */
+export function silence(log: Logger): void {
+  const destination = destinationOf(log) as unknown as Record<string, unknown> | undefined;
+  if (!destination) return;
+  const noop = () => {};
+  for (const method of ['write', 'end', 'flushSync', 'destroy']) if (typeof destination[method] === 'function') destination[method] = noop;
+}

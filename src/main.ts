@@ -4,7 +4,7 @@ import './node-env.js';
 import { ConfigError, loadConfig } from './config.js';
 import { StartRefused } from './errors.js';
 import { startHookline } from './hookline.js';
-import { createLogger, destinationOf } from './logger.js';
+import { createLogger, destinationOf, silence } from './logger.js';
 
 async function main(): Promise<void> {
   let config;
@@ -25,11 +25,12 @@ async function main(): Promise<void> {
   // spot, where the logger's flush on exit would retry the broken pipe for ever (sonic-boom).
   let readerGone = false;
   let stopForReader: (() => void) | undefined;
+  // EIO: the terminal it wrote to was closed (the window, an SSH session), which signals SIGHUP too.
   const outputFailed = (error: NodeJS.ErrnoException): boolean => {
-    if (error.code !== 'EPIPE') return false;
+    if (error.code !== 'EPIPE' && error.code !== 'EIO') return false;
     if (readerGone) return true;
     readerGone = true;
-    destinationOf(log)?.emit('error', error); // pino then drops what is logged (its own broken-pipe handling)
+    silence(log);
     stopForReader?.();
     return true;
   };

@@ -3,7 +3,7 @@
 // generated admin token, stops cleanly on SIGTERM, and on the next start
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -455,6 +455,54 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       await terminate(second);
     } finally {
       await receiver.close();
+    }
+  });
+
+  it('a closed terminal (SIGHUP, then EIO on every write) stops it cleanly: the attempt in flight recorded, no process left', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const receiver = await startReceiver(() => ({ status: 200, delayMs: 2_000 }));
+    const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true', HOOKLINE_DELIVERY_TIMEOUT: '10s' };
+    let node: number | undefined;
+    try {
+      // In a terminal of its own (script(1) makes one), as run from a terminal window.
+      const inTerminal = startService({ ...env, PORT: String(await freePort()) }, { ownGroup: true, command: ['script', '-qfec', `${process.execPath} dist/src/main.js`, '/dev/null'] });
+      await waitReady(inTerminal);
+      // The service's own process, below script(1) (and the shell it may run it through).
+      const table = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' })
+        .split('\n')
+        .map((line) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line))
+        .filter((m): m is RegExpExecArray => !!m)
+        .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), args: m[3]! }));
+      const below = (pid: number): boolean => {
+        const row = table.find((r) => r.pid === pid);
+        return !!row && (row.ppid === inTerminal.child.pid || below(row.ppid));
+      };
+      node = table.find((r) => /^\S*node dist\/src\/main\.js$/.test(r.args) && below(r.pid))!.pid;
+      const apiKey = await tenantWithSubscription(inTerminal, receiver.url);
+      const triggered = await gql(inTerminal.url, 'mutation { triggerEvent(input: { event: "test.event", data: { n: 1 } }) { deliveries { id } } }', apiKey);
+      const id = triggered.body.data.triggerEvent.deliveries[0].id as string;
+      await receiver.waitFor(1);
+      process.kill(inTerminal.child.pid!, 'SIGKILL'); // the window closed: its terminal is gone
+      const deadline = Date.now() + 20_000;
+      while (existsSync(`/proc/${node}`) && !readFileSync(`/proc/${node}/stat`, 'utf8').includes(') Z ')) {
+        if (Date.now() > deadline) throw new Error(`process ${node} still running 20 s after its terminal closed`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+
+      const second = startService({ ...env, PORT: String(await freePort()) });
+      await waitReady(second);
+      const { body } = await gql(second.url, DELIVERY, apiKey, { id });
+      expect(body.data.delivery).toEqual({ status: 'DELIVERED', attempts: 1, attemptLog: [{ number: 1, statusCode: 200 }] });
+      expect(receiver.received).toHaveLength(1);
+      await terminate(second);
+    } finally {
+      await receiver.close();
+      try {
+        if (node) process.kill(node, 'SIGKILL'); // not left behind should it hang
+      } catch {
+        // gone, as it should be
+      }
     }
   });
 
