@@ -25,18 +25,22 @@ async function main(): Promise<void> {
   // spot, where the logger's flush on exit would retry the broken pipe for ever (sonic-boom).
   let readerGone = false;
   let stopForReader: (() => void) | undefined;
-  // EIO: the terminal it wrote to was closed (the window, an SSH session), which signals SIGHUP too.
-  const outputFailed = (error: NodeJS.ErrnoException): boolean => {
-    if (error.code !== 'EPIPE' && error.code !== 'EIO') return false;
-    if (readerGone) return true;
+  // Any other failure to write (ENOSPC: the disk its output goes to is full; EBADF) loses the
+  // log lines from then on, and the service goes on: the logger's exit flush would retry the
+  // write for ever otherwise. (EAGAIN and EBUSY the logger retries itself.) EIO: the terminal
+  // it wrote to was closed (the window, an SSH session), which signals SIGHUP too.
+  let silenced = false;
+  const outputFailed = (error: NodeJS.ErrnoException): void => {
+    if (error.code === 'EAGAIN' || error.code === 'EBUSY') return;
+    if (!silenced) {
+      silenced = true;
+      silence(log);
+    }
+    if ((error.code !== 'EPIPE' && error.code !== 'EIO') || readerGone) return;
     readerGone = true;
-    silence(log);
     stopForReader?.();
-    return true;
   };
-  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (!outputFailed(error)) throw error;
-  });
+  process.stdout.on('error', outputFailed);
   destinationOf(log)?.on('error', outputFailed);
   // Until it has started there is nothing to finish: a signal ends the process, and the
   // embedded PostgreSQL with it (src/db/embedded.ts stops it on exit).

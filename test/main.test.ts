@@ -3,7 +3,7 @@
 // generated admin token, stops cleanly on SIGTERM, and on the next start
 // reuses the kept data. The worker role serves only health and metrics.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -550,6 +550,29 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       expect(exit, `${JSON.stringify(env)}: ${service.output().stderr}`).toEqual({ code: 1, signal: null });
       expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
     }
+  });
+
+  it('goes on when its output cannot be written (a full disk: /dev/full), losing the log lines, and stops on SIGTERM', SLOW, async () => {
+    const dataDir = await freshDataDir();
+    const port = await freePort();
+    const full = openSync('/dev/full', 'w');
+    // No ADMIN_TOKEN: the generated one is printed too, and cannot be.
+    const child = spawn(process.execPath, ['dist/src/main.js'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', HOOKLINE_DATA_DIR: dataDir, PORT: String(port) },
+      stdio: ['ignore', full, 'pipe'],
+    });
+    closeSync(full);
+    children.add(child);
+    let stderr = '';
+    child.stderr!.on('data', (chunk) => (stderr += chunk));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => child.on('exit', (code, signal) => done({ code, signal })));
+    const service: Service = { child, url: `http://127.0.0.1:${port}`, output: () => ({ stdout: '', stderr }), exited };
+    await waitReady(service);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(5_000) })).status).toBe(200);
+    expect(await terminate(service)).toEqual({ code: 0, signal: null });
+    expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
   });
 
   it('a SIGTERM after the reader of its output went away unnoticed still waits for the attempt in flight', SLOW, async () => {
