@@ -35,6 +35,11 @@ async function main(): Promise<void> {
     if (!silenced) {
       silenced = true;
       silence(log);
+      if (error.code !== 'EPIPE' && error.code !== 'EIO') {
+        // Said once where an operator may still see it (a stderr gone too loses only this line).
+        process.stderr.on('error', () => {});
+        process.stderr.write(`hookline: cannot write log lines to stdout (${error.code}): they are dropped until the service restarts\n`);
+      }
     }
     if ((error.code !== 'EPIPE' && error.code !== 'EIO') || readerGone) return;
     readerGone = true;

@@ -573,6 +573,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect((await fetch(`${service.url}/healthz`, { signal: AbortSignal.timeout(5_000) })).status).toBe(200);
     expect(await terminate(service)).toEqual({ code: 0, signal: null });
     expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
+    expect(stderr).toBe('hookline: cannot write log lines to stdout (ENOSPC): they are dropped until the service restarts\n');
   });
 
   it('a SIGTERM after the reader of its output went away unnoticed still waits for the attempt in flight', SLOW, async () => {
