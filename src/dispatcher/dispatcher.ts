@@ -145,6 +145,9 @@ const RECORD_MARGIN_MS = 3_000;
 const MAX_RETRY_WAKES = 100_000;
 /** The wait before claiming again when the next due row was due already, yet not claimed (locked). */
 const LOCKED_DUE_GAP_MS = 20;
+
+/** While the loop's claims keep failing, one log line in this long. */
+const CLAIM_FAILURE_LOG_MS = 30_000;
 /** How long a subscription deleted or deactivated is remembered, for claims under way as it happened. */
 const STOPPED_MEMORY_MS = 60_000;
 
@@ -238,6 +241,9 @@ export class Dispatcher {
    * slot has nothing to claim, so it does not ask.
    */
   private drained = false;
+  /** The loop's claims failed in a row, and when that was last logged. */
+  private claimFailures = 0;
+  private claimFailureLoggedAt = 0;
   /** The loop last stopped claiming for want of room (slots and ready deliveries), not of work. */
   private roomBound = false;
   /** Slots promised to inserts of this process that have not returned yet (see handOff()). */
@@ -737,6 +743,10 @@ export class Dispatcher {
           let claimed: ClaimedDelivery[];
           try {
             claimed = await this.claim(room, this.tenantsBusy(2 * perTenant));
+            if (this.claimFailures) {
+              this.log.info({ failures: this.claimFailures }, 'claiming deliveries works again');
+              this.claimFailures = 0;
+            }
             this.lastClaimFull = claimed.length === claimSize(room);
             if (claimed.length) await this.dispatch(claimed, claimStarted);
           } finally {
@@ -769,7 +779,13 @@ export class Dispatcher {
           // Otherwise what falls due next comes by notification, by wakeAt() for this
           // worker's retries, or by the next poll.
         } catch (error) {
-          this.log.error({ err: error }, 'claiming deliveries failed; retrying');
+          // Tried again every 500 ms (a database restarting, say), said at the first failure
+          // and then once every CLAIM_FAILURE_LOG_MS, not twice a second.
+          this.claimFailures++;
+          if (this.claimFailures === 1 || Date.now() - this.claimFailureLoggedAt >= CLAIM_FAILURE_LOG_MS) {
+            this.claimFailureLoggedAt = Date.now();
+            this.log.error({ err: error, failures: this.claimFailures }, 'claiming deliveries failed; trying again every 500 ms');
+          }
           sleepMs = 500;
         }
       }

@@ -84,3 +84,18 @@ it('counts each failed attempt by its reason, and logs the delivery that ends FA
   expect(failed.map((l) => l.reason).sort()).toEqual(['connection', 'status_429', 'status_4xx', 'status_5xx', 'timeout']);
   expect(JSON.stringify(lines)).not.toContain('secret-in-query');
 });
+
+it('says once that claiming fails while the database cannot claim (not twice a second), and when it works again', async () => {
+  const failing = () => lines.filter((l) => l.msg === 'claiming deliveries failed; trying again every 500 ms');
+  const before = failing().length;
+  await hl.dataSource.query('alter table webhook_deliveries rename to webhook_deliveries_away');
+  try {
+    // A claim at least every second (the poll), and every 500 ms once one has failed.
+    await new Promise((r) => setTimeout(r, 2_500));
+  } finally {
+    await hl.dataSource.query('alter table webhook_deliveries_away rename to webhook_deliveries');
+  }
+  expect(failing().length - before).toBe(1);
+  expect(failing().at(-1)).toMatchObject({ level: 50, failures: 1 });
+  await eventually(async () => lines.some((l) => l.msg === 'claiming deliveries works again' && (l.failures as number) >= 3), 5_000);
+});
