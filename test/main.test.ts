@@ -104,6 +104,11 @@ async function waitForOutput(service: Service, pattern: RegExp, timeoutMs = 15_0
   }
 }
 
+/** The service's exit, or `pending` if it is still running after `ms`. */
+function exitWithin(service: Service, ms: number, pending = 'no exit'): Promise<Awaited<Service['exited']> | string> {
+  return Promise.race([service.exited, new Promise<string>((r) => setTimeout(() => r(pending), ms))]);
+}
+
 /** Sends SIGTERM; resolves with the exit, or fails after timeoutMs. */
 async function terminate(service: Service, timeoutMs = 15_000) {
   service.child.kill('SIGTERM');
@@ -442,7 +447,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       const id = triggered.body.data.triggerEvent.deliveries[0].id as string;
       await receiver.waitFor(1);
       process.kill(-first.child.pid!, 'SIGINT');
-      const exit = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      const exit = await exitWithin(first, 20_000);
       expect(exit, first.output().stderr).toEqual({ code: 0, signal: null });
       expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
 
@@ -518,20 +523,27 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     return { dataDir, receiver, service };
   }
 
-  it('a signal delivered twice at once is one (npm start passes on the Ctrl-C the terminal sent it too): the shutdown waits for the attempt', SLOW, async () => {
-    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 1_500);
+  /** Runs `body` while sendingService's attempt is in flight; then no PostgreSQL may be left running. */
+  async function whileSending(env: Record<string, string>, answerMs: number, body: (sending: Awaited<ReturnType<typeof sendingService>>) => Promise<void>) {
+    const sending = await sendingService(env, answerMs);
     try {
+      await body(sending);
+      expect(await processesGone(sending.dataDir), 'no PostgreSQL left running').toEqual([]);
+    } finally {
+      await sending.receiver.close();
+    }
+  }
+
+  it('a signal delivered twice at once is one (npm start passes on the Ctrl-C the terminal sent it too): the shutdown waits for the attempt', SLOW, async () => {
+    await whileSending({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 1_500, async ({ service }) => {
       service.child.kill('SIGINT');
       await new Promise((r) => setTimeout(r, 20)); // npm's copy comes a moment later (two at once would be one)
       service.child.kill('SIGINT');
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      const exit = await exitWithin(service, 20_000);
       expect(exit, service.output().stdout).toEqual({ code: 0, signal: null });
       expect(service.output().stdout).not.toContain('signalled again');
       expect(service.output().stdout).toContain('dispatcher stopped');
-      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
-    } finally {
-      await receiver.close();
-    }
+    });
   });
 
   it('stops as on SIGTERM when the reader of its output goes away (npm start | head -1), rather than hang or run on unseen', SLOW, async () => {
@@ -546,7 +558,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
           done();
         }),
       );
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 30_000))]);
+      const exit = await exitWithin(service, 30_000);
       expect(exit, `${JSON.stringify(env)}: ${service.output().stderr}`).toEqual({ code: 1, signal: null });
       expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
     }
@@ -577,69 +589,53 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
   });
 
   it('a SIGTERM after the reader of its output went away unnoticed still waits for the attempt in flight', SLOW, async () => {
-    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 3_000);
-    try {
+    await whileSending({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 3_000, async ({ service }) => {
       service.child.stdout!.destroy(); // nothing is written until the shutdown's first log line
       const t = performance.now();
       service.child.kill('SIGTERM');
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      const exit = await exitWithin(service, 20_000);
       expect(exit, service.output().stderr).toEqual({ code: 0, signal: null });
       expect(performance.now() - t, 'it waited for the receiver\'s answer').toBeGreaterThan(1_500);
-      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
-    } finally {
-      await receiver.close();
-    }
+    });
   });
 
   it('a first signal during a shutdown the service began itself (its output\'s reader gone) lets it go on', SLOW, async () => {
-    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s', LOG_LEVEL: 'debug' }, 3_000);
-    try {
+    await whileSending({ HOOKLINE_DELIVERY_TIMEOUT: '30s', LOG_LEVEL: 'debug' }, 3_000, async ({ service }) => {
       service.child.stdout!.destroy();
       const t = performance.now();
       await fetch(`${service.url}/graphql?query=%7B`).catch(() => {}); // logged at debug: the line that finds the reader gone
       await new Promise((r) => setTimeout(r, 300));
       service.child.kill('SIGTERM'); // the operator's first, who sees nothing
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 20_000))]);
+      const exit = await exitWithin(service, 20_000);
       expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
       expect(performance.now() - t, 'it waited for the receiver\'s answer').toBeGreaterThan(1_500);
-      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
-    } finally {
-      await receiver.close();
-    }
+    });
   });
 
   it('a signal ends at once a shutdown begun because the embedded PostgreSQL exited (nothing more can be recorded)', SLOW, async () => {
-    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
-    try {
+    await whileSending({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000, async ({ dataDir, service }) => {
       const postmaster = processesUsing(dataDir, true).find((p) => /\bpostgres\b.*-D\s/.test(p.args))!.pid;
       process.kill(postmaster, 'SIGKILL');
       await waitForOutput(service, /embedded PostgreSQL exited/);
       await new Promise((r) => setTimeout(r, 300));
       const t = performance.now();
       service.child.kill('SIGTERM');
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 10_000))]);
+      const exit = await exitWithin(service, 10_000);
       expect(exit, service.output().stdout).toEqual({ code: 1, signal: null });
       expect(performance.now() - t, 'not waiting for the receiver (20 s)').toBeLessThan(5_000);
-      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
-    } finally {
-      await receiver.close();
-    }
+    });
   });
 
   it('a second signal ends a shutdown that waits for an attempt in flight at once', SLOW, async () => {
-    const { dataDir, receiver, service } = await sendingService({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000);
-    try {
+    await whileSending({ HOOKLINE_DELIVERY_TIMEOUT: '30s' }, 20_000, async ({ service }) => {
       service.child.kill('SIGTERM');
-      const waited = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('waiting'), 1_000))]);
+      const waited = await exitWithin(service, 1_000, 'waiting');
       expect(waited, 'the first signal waits for the attempt').toBe('waiting');
       service.child.kill('SIGTERM');
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 5_000))]);
+      const exit = await exitWithin(service, 5_000);
       expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
       expect(service.output().stdout).toContain('signalled again while shutting down');
-      expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
-    } finally {
-      await receiver.close();
-    }
+    });
   });
 
   it('a shutdown held up by a database that no longer answers ends after the delivery timeout and a margin', SLOW, async () => {
@@ -658,7 +654,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     try {
       const started = Date.now();
       service.child.kill('SIGTERM');
-      const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('no exit'), 25_000))]);
+      const exit = await exitWithin(service, 25_000);
       expect(exit, service.output().stderr).toEqual({ code: 1, signal: null });
       expect(Date.now() - started).toBeGreaterThanOrEqual(10_000); // 1 s + 10 s, less the attempt's head start
       expect(service.output().stdout).toContain('shutdown took too long');
@@ -711,7 +707,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     await waitReady(service);
     const postmaster = processesUsing(dataDir, true).find((p) => /\bpostgres\b.*-D\s/.test(p.args))!.pid;
     process.kill(postmaster, 'SIGKILL'); // the OOM killer, say
-    const exit = await Promise.race([service.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
+    const exit = await exitWithin(service, 30_000, 'still running');
     expect(exit, service.output().stdout).toEqual({ code: 1, signal: null });
     const logged = service.output().stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line));
     expect(logged.find((l) => l.msg === 'embedded PostgreSQL exited unexpectedly')).toMatchObject({ level: 50, postgresPid: postmaster });
@@ -750,7 +746,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     const first = startService({ ...env, PORT: String(await freePort()) });
     await waitReady(first);
     const second = startService({ ...env, PORT: String(await freePort()) });
-    const exit = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r('still running'), 30_000))]);
+    const exit = await exitWithin(second, 30_000, 'still running');
     expect(exit).toEqual({ code: 1, signal: null });
     expect(second.output().stderr).toContain(`is in use by Hookline process ${first.child.pid}`);
     expect(second.output().stderr, 'said whole, without a stack').not.toMatch(/\n\s+at /);
