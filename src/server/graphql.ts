@@ -280,9 +280,9 @@ const mutationAnswerRule: Plugin = {
       let refusal = answerRefusal(error);
       if (!refusal) {
         // Answered as a resolver's failure is (masked, logged), not thrown: graphql-ws would
-        // close the whole connection, its other subscriptions with it.
-        context.services?.log.error({ err: error }, 'unexpected error in a GraphQL operation');
-        refusal = createGraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR', http: { spec: true, status: 500 } } });
+        // close the whole connection, its other subscriptions with it. No data: a 5xx.
+        const masked = createErrorMasker(context.services!.log)(error);
+        refusal = createGraphQLError(masked.message, { extensions: { ...masked.extensions, http: { spec: true, status: 500 } } });
       }
       setResultAndStopExecution({ errors: [refusal] });
     };
