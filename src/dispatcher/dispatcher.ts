@@ -42,7 +42,7 @@ import { dropConnection, sqlState } from '../db/query.js';
 import { MinHeap } from './min-heap.js';
 import { nextAttempt, parseRetryAfter } from './schedule.js';
 import { Sender } from './sender.js';
-import { createGuardedAgent } from './target-guard.js';
+import { deliveryAgent } from './target-guard.js';
 import type { HandOff } from '../webhooks/ingest-batcher.js';
 
 export interface DispatcherOptions {
@@ -157,7 +157,7 @@ export class Dispatcher {
   private readonly log: Logger;
   private readonly pool: pg.Pool;
   private readonly sender: Sender;
-  private readonly agent: ReturnType<typeof createGuardedAgent>;
+  private readonly agent: ReturnType<typeof deliveryAgent>;
   private readonly leaseMs: number;
   private readonly pollIntervalMs: number;
   private readonly reclaimIntervalMs: number;
@@ -300,16 +300,7 @@ export class Dispatcher {
     this.queryTimeoutMs = options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS;
     this.pool.on('acquire', (client) => this.checkedOut.set(client, performance.now()));
     this.pool.on('release', (_error, client) => this.checkedOut.delete(client));
-    this.agent = createGuardedAgent({
-      allowPrivate: config.allowPrivateTargets,
-      // No limit per origin: the shares above bound what is sent at once, and a request
-      // queued in the pool would spend its attempt's timeout before it was even sent
-      // (several subscriptions, of several tenants, may share one host).
-      connections: null,
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 120_000,
-      connect: { timeout: Math.min(config.deliveryTimeoutMs, 10_000) },
-    });
+    this.agent = deliveryAgent(config.allowPrivateTargets, config.deliveryTimeoutMs);
     this.sender = new Sender(this.agent, config.deliveryTimeoutMs);
     // Long enough for an attempt and the flush that records it; short enough that a
     // dead worker's deliveries are retried well within a minute.

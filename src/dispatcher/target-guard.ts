@@ -175,6 +175,35 @@ export function createGuardedAgent(options: GuardedAgentOptions): Agent {
   return new Agent({ ...agentOptions, connect: guarded });
 }
 
+/** Headers of an answer read, at most: as much as its body's (sender.ts), not Node's 16 KiB. */
+export const MAX_ANSWER_HEADER_BYTES = 64 * 1024;
+
+/**
+ * How long an idle connection to a receiver is kept, when its answers name no `Keep-Alive:
+ * timeout` (undici's default): below the idle timeouts of common servers that send none
+ * (uvicorn's 5 s), so that Hookline lets a connection go before the receiver does. One closed
+ * by the receiver just as a delivery is written on it fails that attempt (undici sends a POST
+ * once), with `UND_ERR_SOCKET: other side closed`, to an endpoint that is up.
+ */
+export const IDLE_CONNECTION_MS = 4_000;
+
+/** The dispatcher's Agent: the guard, and how it keeps and reads connections to receivers. */
+export function deliveryAgent(allowPrivate: boolean, deliveryTimeoutMs: number, lookup?: CallbackLookup): Agent {
+  return createGuardedAgent({
+    allowPrivate,
+    lookup,
+    // No limit per origin: the dispatcher's shares bound what is sent at once, and a request
+    // queued in the pool would spend its attempt's timeout before it was even sent
+    // (several subscriptions, of several tenants, may share one host).
+    connections: null,
+    keepAliveTimeout: IDLE_CONNECTION_MS,
+    keepAliveMaxTimeout: 120_000,
+    // A 2xx with large headers (cookies, a long policy) is an answer, not a failed attempt.
+    maxHeaderSize: MAX_ANSWER_HEADER_BYTES,
+    connect: { timeout: Math.min(deliveryTimeoutMs, 10_000) },
+  });
+}
+
 export type PromiseLookup = (hostname: string, options: { all: true }) => Promise<dns.LookupAddress[]>;
 
 function promiseLookup(lookup: CallbackLookup): PromiseLookup {

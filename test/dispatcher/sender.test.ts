@@ -2,10 +2,10 @@
 // attempt records for each kind of answer, and that its timeout covers the
 // whole attempt, connection included.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Sender, RESPONSE_EXCERPT_BYTES } from '../../src/dispatcher/sender.js';
-import { createGuardedAgent } from '../../src/dispatcher/target-guard.js';
+import { IDLE_CONNECTION_MS, createGuardedAgent, deliveryAgent } from '../../src/dispatcher/target-guard.js';
 import { StandardWebhookVerifier, decodeSecrets } from '../../src/signing/standard-webhooks.js';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
@@ -190,5 +190,51 @@ describe('Sender', () => {
     expect(refused.ok || refused.error).toMatch(/ECONNREFUSED/);
     const malformed = await send(new Sender(agent, 5_000), 'not a url');
     expect(malformed).toMatchObject({ ok: false, statusCode: null });
+  });
+});
+
+describe("the dispatcher's agent", () => {
+  it('takes a 2xx with large headers (40 KiB of cookies) as delivered, not as a failed attempt', async () => {
+    const { url } = await serve((_req, res) => {
+      res.setHeader('set-cookie', Array.from({ length: 400 }, (_, i) => `c${i}=${'x'.repeat(90)}`));
+      res.writeHead(200).end('ok');
+    });
+    const dispatcherAgent = deliveryAgent(true, 5_000);
+    try {
+      expect(await send(new Sender(dispatcherAgent, 5_000), url)).toMatchObject({ ok: true, statusCode: 200, responseBody: 'ok' });
+      // Node's own limit (what undici reads by default) would have refused it.
+      expect(await send(new Sender(agent, 5_000), url)).toMatchObject({ ok: false, error: expect.stringMatching(/HEADERS_OVERFLOW/) });
+    } finally {
+      await dispatcherAgent.close();
+    }
+  });
+
+  it('lets an idle connection go before a receiver that names no keep-alive timeout closes it at 5 s (uvicorn)', async () => {
+    // A delivery written on a connection just as the receiver closes it fails, to an endpoint that is up.
+    let closedAfter: number | undefined;
+    const server = net.createServer((socket) => {
+      let request = '';
+      socket.on('data', (chunk) => {
+        request += chunk.toString('latin1');
+        const head = request.indexOf('\r\n\r\n');
+        const length = Number(/content-length: *(\d+)/i.exec(request)?.[1] ?? 0);
+        if (head < 0 || request.length < head + 4 + length) return;
+        socket.write('HTTP/1.1 204 No Content\r\n\r\n'); // no Keep-Alive hint
+        const answered = performance.now();
+        socket.on('end', () => (closedAfter = performance.now() - answered));
+      });
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    const dispatcherAgent = deliveryAgent(true, 5_000);
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      expect(await send(new Sender(dispatcherAgent, 5_000), url)).toMatchObject({ ok: true, statusCode: 204 });
+      await new Promise((done) => setTimeout(done, 5_000));
+      expect(closedAfter).toBeDefined();
+      expect(closedAfter!).toBeGreaterThanOrEqual(IDLE_CONNECTION_MS - 100);
+    } finally {
+      await dispatcherAgent.close();
+      await new Promise((done) => server.close(done));
+    }
   });
 });
