@@ -188,12 +188,13 @@ export class SubscriptionService {
         await setDeliveriesPaused(manager, tenantId, id, !input.active);
       }
       if (url !== undefined) {
-        // Deliveries not yet made go to the new address: those waiting, and a failed one retried
-        // later (retryDelivery). One being sent now goes, and is shown going, to the address it
-        // was claimed with; its next try (or its return to the queue untried) takes the new one.
+        // Deliveries waiting go to the new address. One being sent now goes, and is shown going,
+        // to the address it was claimed with; its next try (or its return to the queue untried)
+        // takes the new one. A finished one keeps the address its attempts went to (FAILED too:
+        // retryDelivery takes the subscription's address as it is then).
         await manager.query(
           `update webhook_deliveries set target_url = $3, updated_at = now()
-            where tenant_id = $1 and subscription_id = $2 and status in ('PENDING', 'FAILED')`,
+            where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
           [tenantId, id, url],
         );
       }

@@ -212,6 +212,9 @@ describe('failures and retries', () => {
       key,
     );
     expect(moved.errors).toBeUndefined();
+    // Until then it shows the address its attempts went to, unchanged.
+    const before = await hl.gql('query($id: ID!) { delivery(id: $id) { status targetUrl } }', { id: deliveries[0].id }, key);
+    expect(before.data.delivery).toEqual({ status: 'FAILED', targetUrl: `${broken.url}/old` });
     const retried = await hl.gql('mutation($id: ID!) { retryDelivery(id: $id) { targetUrl } }', { id: deliveries[0].id }, key);
     expect(retried.data.retryDelivery).toEqual({ targetUrl: `${fixed.url}/new` });
     await settled(deliveries[0].id, 'DELIVERED');
