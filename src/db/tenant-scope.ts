@@ -146,7 +146,37 @@ export async function withTenant<T>(
   isolation?: 'READ COMMITTED',
 ): Promise<T> {
   const manager = isDataSource(source) ? source.manager : source;
-  if (manager.queryRunner?.isTransactionActive) {
+  const runner = manager.queryRunner;
+  if (runner?.isTransactionActive) {
+    // Two at once would each save the other's role and tenant as the caller's, and the caller's
+    // next statement would run as the tenant role (permission denied on its own tables).
+    if (joinedTransactions.has(runner)) {
+      throw new HooklineError(
+        ErrorCode.BAD_USER_INPUT,
+        "manager: another of Hookline's calls is running in this transaction: await each call, one at a time on a transaction's manager, as for any of its statements",
+        'manager',
+      );
+    }
+    joinedTransactions.add(runner);
+    try {
+      return await joinTransaction(manager, tenantId, fn);
+    } finally {
+      joinedTransactions.delete(runner);
+    }
+  }
+  const run = async (tx: EntityManager) => {
+    await enterTenant(tx, tenantId);
+    return fn(tx);
+  };
+  return withinShare(isDataSource(source) ? source : undefined, tenantId, () => (isolation ? manager.transaction(isolation, run) : manager.transaction(run)));
+}
+
+/** Callers' transactions (their query runners) a call of Hookline's is running in. */
+const joinedTransactions = new WeakSet<object>();
+
+/** withTenant() in a caller's transaction: its role and tenant setting replaced for fn, then restored. */
+async function joinTransaction<T>(manager: EntityManager, tenantId: TenantId, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+  {
     // One round trip: the caller's settings are read (the materialized CTE runs first), then replaced.
     const [previous] = await manager.query(
       `with previous as materialized (
@@ -172,11 +202,6 @@ export async function withTenant<T>(
     await restore();
     return result;
   }
-  const run = async (tx: EntityManager) => {
-    await enterTenant(tx, tenantId);
-    return fn(tx);
-  };
-  return withinShare(isDataSource(source) ? source : undefined, tenantId, () => (isolation ? manager.transaction(isolation, run) : manager.transaction(run)));
 }
 
 /**

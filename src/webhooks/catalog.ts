@@ -37,6 +37,8 @@ export function patternsFor(event: string): string[] {
 }
 
 export function checkEventName(field: string, name: string): void {
+  // The library's JavaScript callers (formatEventPayload) may pass anything.
+  if (typeof name !== 'string') throw badInput(field, 'is required: an event name such as invoice.created');
   rejectUnstorableText(field, name);
   rejectLongText(field, name, MAX_EVENT_NAME);
   if (!EVENT_NAME.test(name)) {

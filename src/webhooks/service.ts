@@ -143,6 +143,8 @@ export class WebhookService {
     if (input.subscriptionId != null && (typeof input.subscriptionId !== 'string' || !isUuid(input.subscriptionId))) {
       throw badInput('subscriptionId', 'is not a webhook subscription id (a UUID)');
     }
+    // From JavaScript anything may come: the name's checks (and its resource type's default) read text.
+    if (typeof input.event !== 'string') throw badInput('event', 'is required: an event name such as invoice.created');
     rejectUnstorableText('event', input.event);
     const data = input.data as Record<string, unknown>;
     if (data === null || typeof data !== 'object' || Array.isArray(data)) throw badInput('data', 'must be a JSON object');

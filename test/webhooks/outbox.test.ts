@@ -218,8 +218,9 @@ describe('formatEventPayload, for library users', () => {
 
   it('refuses what triggerEvent refuses: an event name that is none, data that is no object', () => {
     const base = { id: 'e', tenantId: 't', timestamp: new Date(0) };
-    for (const event of ['foo', '', 'Invoice.Created']) {
-      expect(() => WebhookFormatter.formatEventPayload({ ...base, event, data: {} })).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'event' }));
+    // From JavaScript: none at all, or no text.
+    for (const event of ['foo', '', 'Invoice.Created', undefined, 42, null]) {
+      expect(() => WebhookFormatter.formatEventPayload({ ...base, event: event as string, data: {} })).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'event' }));
     }
     for (const data of [null, undefined, [], 'text']) {
       expect(() => WebhookFormatter.formatEventPayload({ ...base, event: 'test.event', data: data as any })).toThrow(
@@ -441,9 +442,36 @@ describe('an app\'s own DataSource', () => {
       // Nor is an object whose JSON is no object (a Date is a string) taken for data.
       const notObject = await webhooks.triggerEvent({ tenantId: tenant.id, event: 'test.event', data: new Date() }, manager).catch((error: unknown) => error);
       expect(notObject).toMatchObject({ code: 'BAD_USER_INPUT', field: 'data' });
+      // From JavaScript, an event that is missing or no text (it was a TypeError).
+      for (const event of [undefined, 42]) {
+        const noName = await webhooks.triggerEvent({ tenantId: tenant.id, event: event as any, data: {} }, manager).catch((error: unknown) => error);
+        expect(noName).toBeInstanceOf(HooklineError);
+        expect(noName).toMatchObject({ code: 'BAD_USER_INPUT', field: 'event' });
+      }
       // The transaction goes on, as the caller.
       expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
     });
+  });
+
+  it("refuses a second call at once on one transaction's manager, naming it, and leaves the transaction the caller's", async () => {
+    // Each saved the other's tenant role as the caller's: the caller's next statement ran as the
+    // tenant role (permission denied on its own table).
+    const data = { invoice_id: 'x', amount: '1', customer: 'Acme' };
+    const eventId = await erp.transaction(async (manager) => {
+      const both = await Promise.allSettled([
+        webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data }, manager),
+        webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data }, manager),
+      ]);
+      expect(both.map((r) => r.status)).toEqual(['fulfilled', 'rejected']);
+      const refused = (both[1] as PromiseRejectedResult).reason;
+      expect(refused).toBeInstanceOf(HooklineError);
+      expect(refused).toMatchObject({ code: 'BAD_USER_INPUT', field: 'manager', message: expect.stringMatching(/one at a time/) });
+      expect(await manager.query(`select current_setting('role') as role`)).toEqual([{ role: 'none' }]);
+      // One after the other, both go.
+      await webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data }, manager);
+      return (both[0] as PromiseFulfilledResult<{ event: { id: string } }>).value.event.id;
+    });
+    expect(await erp.query('select count(*)::int as n from webhook_events where id = $1', [eventId])).toEqual([{ n: 1 }]);
   });
 
   it("refuses a subscriptionId that is no id, or no subscription of the tenant's, before anything is written in the caller's transaction", async () => {
