@@ -8,7 +8,7 @@ import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUns
 import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
-import { queryRows } from '../db/query.js';
+import { queryRows, sqlState } from '../db/query.js';
 import { withTenant, withTenantClient, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
 import { checkEventPattern, patternsFor } from './catalog.js';
@@ -116,12 +116,31 @@ function checkDescription(description: string | null | undefined): string | null
  * the dispatcher, whose record of a retry reads the subscription FOR SHARE.
  */
 async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): Promise<WebhookSubscription> {
-  const found = isUuid(id)
-    ? await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } })
-    : null;
+  if (!isUuid(id)) throw notFound('webhook subscription', id);
+  // The lock waits for a transaction writing deliveries for it (triggerEvent's, FOR KEY SHARE), so
+  // that they are changed too; an application's transaction that triggered an event and stays
+  // open would hold the change, and one of the tenant's connection shares, for as long: at most
+  // this long, then the caller is told to try again.
+  const [{ previous }] = await manager.query(`select current_setting('lock_timeout') as previous, set_config('lock_timeout', $1, true)`, [
+    `${SUBSCRIPTION_LOCK_WAIT_MS}ms`,
+  ]);
+  let found: WebhookSubscription | null;
+  try {
+    found = await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } });
+  } catch (error) {
+    if (sqlState(error) !== '55P03') throw error;
+    throw new HooklineError(
+      ErrorCode.RATE_LIMITED,
+      `webhook subscription ${id} is held by another transaction, waited for ${SUBSCRIPTION_LOCK_WAIT_MS / 1000} s: an event being triggered for it in a transaction not yet committed (an application's, through the library), or another change of it; try again once it has ended`,
+    );
+  }
+  await manager.query(`select set_config('lock_timeout', $1, true)`, [previous]);
   if (!found) throw notFound('webhook subscription', id);
   return found;
 }
+
+/** How long a change of a subscription waits for its row (see findOwn). */
+export const SUBSCRIPTION_LOCK_WAIT_MS = 5_000;
 
 /**
  * Subscriptions a tenant may have (deleted ones aside). Each event is written to every one it

@@ -1,5 +1,7 @@
 // Subscriptions: CRUD, validation, pagination, filters, patterns and secret rotation.
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SUBSCRIPTION_LOCK_WAIT_MS } from '../../src/webhooks/subscriptions.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { DELETE_WEBHOOK_SUBSCRIPTION as DELETE, WEBHOOK_SUBSCRIPTIONS as LIST } from '../helpers/operations.js';
 
@@ -81,6 +83,47 @@ describe('create, read, update, delete', () => {
     expect((await hl.gql(DELETE, { id }, key)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
     expect((await hl.gql(UPDATE, { id, input: { active: true } }, key)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
   });
+});
+
+describe('a subscription an open transaction holds', () => {
+  it('is changed once it is let go; till then its changes wait a while, then are RATE_LIMITED, writing nothing, and keep no share of the tenant', async () => {
+    // An application's transaction that triggered an event through the library and stays open
+    // holds its subscriptions FOR KEY SHARE (the deliveries' foreign key). Changes waited for it
+    // with no bound, each holding one of the tenant's 5 connection shares: five of them and the
+    // tenant's every other call was RATE_LIMITED after 10 s.
+    const { apiKey } = await hl.createTenant('Held');
+    const { data } = await create({ events: ['invoice.created'], description: 'before' }, apiKey);
+    const id = data.createWebhookSubscription.subscription.id;
+    const app = new pg.Client({ connectionString: hl.databaseUrl });
+    await app.connect();
+    try {
+      await app.query('begin');
+      await app.query('select 1 from webhook_subscriptions where id = $1 for key share', [id]);
+      const changes = [
+        ...Array.from({ length: 4 }, (_, i) => hl.gql(UPDATE, { id, input: { description: `change ${i}` } }, apiKey)),
+        hl.gql(ROTATE, { id }, apiKey),
+      ];
+      await new Promise((done) => setTimeout(done, 500));
+      const read = hl.gql(GET, { id }, apiKey);
+      const bound = new Promise<'unbounded'>((done) => setTimeout(() => done('unbounded'), 2 * SUBSCRIPTION_LOCK_WAIT_MS + 2_000));
+      const answers = await Promise.race([Promise.all(changes), bound]);
+      expect(answers).not.toBe('unbounded');
+      for (const answer of answers as Array<{ errors?: Array<{ message: string; extensions: { code: string } }> }>) {
+        expect(answer.errors?.[0]).toMatchObject({ extensions: { code: 'RATE_LIMITED' }, message: expect.stringMatching(/is held by another transaction.*try again/) });
+      }
+      // The tenant's read went on once the changes let their shares go.
+      const shown = await read;
+      expect(shown.errors).toBeUndefined();
+      expect(shown.data.webhookSubscription.description).toBe('before');
+      await app.query('commit');
+    } finally {
+      await app.query('rollback').catch(() => {});
+      await app.end();
+    }
+    const changed = await hl.gql(UPDATE, { id, input: { description: 'after' } }, apiKey);
+    expect(changed.errors).toBeUndefined();
+    expect(changed.data.updateWebhookSubscription.description).toBe('after');
+  }, 30_000);
 });
 
 describe('bad input is refused with BAD_USER_INPUT naming the field, and writes nothing', () => {
