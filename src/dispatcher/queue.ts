@@ -309,6 +309,9 @@ export const UNMARK_CLAIMED_TEST_EVENTS = (where: string) => `
 const SUBSCRIPTION_HELD = `(d.subscription_id is not null and not exists (select from subs x where x.id = d.subscription_id)
          and exists (select from webhook_subscriptions s where s.id = d.subscription_id and s.tenant_id = d.tenant_id))`;
 
+/** In the record, for a late outcome `r` of delivery `d`: no attempt of `d` made after it is logged. */
+const NOTHING_LATER = `not exists (select from delivery_attempts a where a.delivery_id = d.id and a.started_at > r.started_at)`;
+
 /**
  * The record statement. Its rows are found by primary key: a row this worker still
  * holds has `locked_by` = the worker, which only a SENDING row can have (a check
@@ -366,8 +369,14 @@ export const RECORD_SQL = `
            and not exists (select from deferred x where x.delivery_id = r.delivery_id)
            and not exists (select from delivery_attempts a where a.delivery_id = r.delivery_id and a.started_at = r.started_at)
       ), counted as (
-        update webhook_deliveries d set attempts = d.attempts + 1, updated_at = now()
-          from late l
+        -- What it met is shown, unless an attempt made after it is recorded: the delivery taken
+        -- back for a lost worker's said so, but this attempt was made, and answered.
+        update webhook_deliveries d
+           set attempts = d.attempts + 1,
+               last_error = case when ${NOTHING_LATER} then r.error else d.last_error end,
+               last_status_code = case when ${NOTHING_LATER} then r.status_code else d.last_status_code end,
+               updated_at = now()
+          from late l join results r on r.delivery_id = l.delivery_id
          where d.id = l.delivery_id
         returning d.id, d.attempts
       )

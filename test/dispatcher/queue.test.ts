@@ -291,3 +291,50 @@ it('deliveries of dead workers go back to the queue, and those of live ones only
   expect(await heardSince()).toBeGreaterThan(before + 30_000);
   await client.query(`update webhook_deliveries set status = 'CANCELED', locked_by = null, lease_expires_at = null, next_attempt_at = null where id = any($1::uuid[])`, [ids]);
 });
+
+it("a late outcome (its lease expired, the delivery taken back meanwhile) is shown as the delivery's last error, unless a later attempt's is", async () => {
+  // Taken back as a lost worker's, the delivery said 'worker lost during an attempt', though that
+  // attempt was made, answered and logged (a review saw a 410 shown so).
+  await client.query(`reset all; ${QUEUE_SESSION_SETTINGS}`);
+  const { rows: [row] } = await client.query(`select tenant_id, event_id, subscription_id from webhook_deliveries limit 1`);
+  const claimed = async () => {
+    const { rows: [d] } = await client.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at)
+       values ($1, $2, $3, 'test.event', 'https://example.com/hook', 'SENDING', 'late-worker', now() - interval '1 second')
+       returning id, lease_expires_at::text as lease`,
+      [row.tenant_id, row.event_id, row.subscription_id],
+    );
+    // Taken back (reclaimLostDeliveries' update).
+    await client.query(
+      `update webhook_deliveries set status = 'PENDING', locked_by = null, lease_expires_at = null, next_attempt_at = now() + interval '1 hour',
+              last_error = coalesce(last_error, 'worker lost during an attempt') where id = $1`,
+      [d.id],
+    );
+    return d as { id: string; lease: string };
+  };
+  const record = (d: { id: string; lease: string }, startedAt: Date, statusCode: number) =>
+    client.query(RECORD_SQL, [
+      [d.id], [row.tenant_id], ['PENDING'], [startedAt], [12], [statusCode], [`HTTP ${statusCode}`], [null], [new Date(Date.now() + 60_000)],
+      'late-worker', [d.lease],
+    ]);
+  const state = async (id: string) =>
+    (await client.query('select status, attempts, last_error, last_status_code from webhook_deliveries where id = $1', [id])).rows[0];
+
+  const alone = await claimed();
+  await record(alone, new Date(Date.now() - 5_000), 410);
+  expect(await state(alone.id)).toEqual({ status: 'PENDING', attempts: 1, last_error: 'HTTP 410', last_status_code: 410 });
+
+  // An attempt made after it, recorded first, stays what the delivery shows.
+  const overtaken = await claimed();
+  await client.query(
+    `insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error) values ($1, 1, $2, now(), 5, 503, 'HTTP 503')`,
+    [overtaken.id, row.tenant_id],
+  );
+  await client.query(`update webhook_deliveries set attempts = 1, last_error = 'HTTP 503', last_status_code = 503 where id = $1`, [overtaken.id]);
+  await record(overtaken, new Date(Date.now() - 5_000), 410);
+  expect(await state(overtaken.id)).toEqual({ status: 'PENDING', attempts: 2, last_error: 'HTTP 503', last_status_code: 503 });
+  await client.query(
+    `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where id = any($1::uuid[])`,
+    [[alone.id, overtaken.id]],
+  );
+});
