@@ -15,6 +15,7 @@ import { MigrationExecutor, type DataSource } from 'typeorm';
 import type { Logger } from '../logger.js';
 import { MIGRATION_LOCK_TIMEOUT_SETTING, MigrationLockBusy, TENANT_ROLE, TENANT_TABLES } from '../migrations/sql.js';
 import { poolOf, queryRows } from './query.js';
+import { StartRefused } from '../errors.js';
 
 const MIGRATION_LOCK = 7_426_551_001; // any constant; identifies Hookline's migrator
 /** The longest a migration's statement waits for a table's lock before letting the service's statements by. */
@@ -83,7 +84,8 @@ export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE
        select c.* from pg_class c where c.oid = any (select to_regclass(t)::oid from unnest($2::text[]) t)
      )
      select r.rolsuper as super, r.rolbypassrls as bypass,
-            (select array_agg(c.relname::text order by c.relname) from ours c where c.relowner = r.oid) as owns,
+            -- Owning through a role it has the privileges of is owning (row-level security does not apply).
+            (select array_agg(c.relname::text order by c.relname) from ours c where not r.rolsuper and pg_has_role(r.oid, c.relowner, 'USAGE')) as owns,
             (select array_agg(c.relname::text order by c.relname) from ours c where not c.relrowsecurity) as unprotected
        from pg_roles r where r.rolname = $1`,
     [role, TENANT_TABLES],
@@ -96,9 +98,9 @@ export async function checkTenantRole(dataSource: DataSource, role = TENANT_ROLE
     found.unprotected?.length && `row-level security is off on ${found.unprotected.join(', ')}`,
   ].filter(Boolean);
   if (problems.length) {
-    throw new Error(
+    throw new StartRefused(
       `tenant isolation would be off: ${problems.join('; ')}. Make ${role} an ordinary role ` +
-        `(ALTER ROLE ${role} NOSUPERUSER NOBYPASSRLS), owning nothing, with row-level security on every tenant table`,
+        `(ALTER ROLE ${role} NOSUPERUSER NOBYPASSRLS), owning nothing (nor a member of a role that owns one), with row-level security on every tenant table`,
     );
   }
 }
@@ -119,7 +121,7 @@ async function checkCanEnterRole(dataSource: DataSource, role: string): Promise<
     } catch (error) {
       if ((error as { code?: string }).code !== '42501') throw error; // insufficient_privilege
       const user = pg.escapeIdentifier(rows[0]!.user);
-      throw new Error(
+      throw new StartRefused(
         `the database user ${user} cannot switch to the role ${role}, as every tenant's call does: ` +
           `make it a member, as a superuser or the role's creator: GRANT ${role} TO ${user}`,
         { cause: error },

@@ -1,4 +1,7 @@
+import pg from 'pg';
 import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { sqlState } from '../db/query.js';
+import { StartRefused } from '../errors.js';
 import { enableTenantRls, TENANT_ROLE } from './sql.js';
 
 export class Tenants1764300000001 implements MigrationInterface {
@@ -6,13 +9,27 @@ export class Tenants1764300000001 implements MigrationInterface {
 
   async up(db: QueryRunner): Promise<void> {
     // Roles are shared by the whole cluster: another database may create it at
-    // the same moment, so a duplicate is not an error.
-    await db.query(`
-      do $$ begin
-        create role ${TENANT_ROLE} nologin;
-      exception when duplicate_object or unique_violation then null;
-      end $$;
-    `);
+    // the same moment, so a duplicate is not an error. One that exists (made by a
+    // superuser for a user without CREATEROLE, who may not even try) is left as it is.
+    const [{ user }] = await db.query('select current_user as user');
+    try {
+      await db.query(`
+        do $$ begin
+          if not exists (select from pg_roles where rolname = '${TENANT_ROLE}') then
+            create role ${TENANT_ROLE} nologin;
+          end if;
+        exception when duplicate_object or unique_violation then null;
+        end $$;
+      `);
+    } catch (error) {
+      if (sqlState(error) !== '42501') throw error; // insufficient_privilege
+      const name = pg.escapeIdentifier(user);
+      throw new StartRefused(
+        `the database user ${name} may not create the role ${TENANT_ROLE} (it has no CREATEROLE), which tenant isolation needs: ` +
+          `a superuser runs CREATE ROLE ${TENANT_ROLE} NOLOGIN; GRANT ${TENANT_ROLE} TO ${name}; (or gives ${name} CREATEROLE), then start again`,
+        { cause: error },
+      );
+    }
     // A role made by another database's Hookline, under another user, may not be ours to
     // grant: the start's check (checkTenantRole) then says how to fix it. Nothing else is
     // passed over, so any other failure is seen.

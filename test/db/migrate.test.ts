@@ -52,10 +52,15 @@ it('refuses to go on when the tenant role could see past row-level security', as
     await expect(checkTenantRole(source, role)).resolves.toBeUndefined();
     await source.query(`alter table api_keys owner to ${role}`);
     await expect(checkTenantRole(source, role)).rejects.toThrow(/it owns api_keys/);
-    await source.query('alter table api_keys owner to current_user; alter table webhook_events disable row level security');
+    // Owning through membership of the owner is owning: row-level security does not apply either.
+    const owner = `${role}_owner`;
+    await source.query(`alter table api_keys owner to current_user; create role ${owner} nologin; grant ${owner} to ${role}; alter table webhook_events owner to ${owner}`);
+    await expect(checkTenantRole(source, role)).rejects.toThrow(/it owns webhook_events/);
+    await source.query(`alter table webhook_events owner to current_user; drop role ${owner}`);
+    await source.query('alter table webhook_events disable row level security');
     await expect(checkTenantRole(source, role)).rejects.toThrow(/row-level security is off on webhook_events/);
   } finally {
-    await source.query(`drop schema if exists erp cascade; drop role if exists ${role}`).catch(() => {});
+    await source.query(`drop schema if exists erp cascade; drop role if exists ${role}_owner; drop role if exists ${role}`).catch(() => {});
     await source.destroy();
   }
 });
@@ -77,6 +82,31 @@ it('refuses to start, saying what to grant, when the database user cannot switch
     await expect(runMigrations(source)).rejects.toThrow(`cannot switch to the role hookline_tenant, as every tenant's call does: make it a member, as a superuser or the role's creator: GRANT hookline_tenant TO "${user}"`);
     await admin.query(`grant hookline_tenant to ${user}`);
     await expect(runMigrations(source)).resolves.toEqual([]); // applied the first time; checked each time
+  } finally {
+    await source.destroy();
+    await admin.query(`drop database if exists ${name}`).catch(() => {});
+    await admin.query(`drop role if exists ${user}`).catch(() => {});
+    await admin.end();
+  }
+});
+
+it('migrates for a user without CREATEROLE once a superuser has made the tenant role and granted it (the least-privilege set-up)', async () => {
+  // The role exists (made by the test run's template, as by a DBA). Creating it anyway was
+  // refused, "permission denied to create role", before PostgreSQL looked whether it existed.
+  const admin = new pg.Client({ connectionString: inject('postgresUrl').replace(/\/[^/]*$/, '/postgres') });
+  await admin.connect();
+  const user = `hookline_plain_${process.pid}`;
+  const name = `hookline_plain_${Date.now()}`;
+  await admin.query(`create role ${user} login password 'apppw' nocreaterole`);
+  await admin.query(`create database ${name} owner ${user}`);
+  await admin.query(`grant hookline_tenant to ${user}`);
+  const url = new URL(inject('postgresUrl'));
+  Object.assign(url, { username: user, password: 'apppw', pathname: `/${name}` });
+  const source = createDataSource({ url: String(url), poolSize: 2 });
+  await source.initialize();
+  try {
+    const applied = await runMigrations(source);
+    expect(applied).toEqual(migrations.map((m) => new m().name));
   } finally {
     await source.destroy();
     await admin.query(`drop database if exists ${name}`).catch(() => {});
