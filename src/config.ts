@@ -152,7 +152,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (text.trim() !== text) throw new Error('has spaces or line breaks around it');
     let url: URL;
     try {
-      url = new URL(text);
+      // No host before the path (`postgres://user:pw@/db?host=/run/postgresql`, a socket's
+      // directory given as `host`, as behind the Cloud SQL proxy): pg and libpq take it; URL
+      // would not, so it is read as if the host were localhost (pg's default).
+      url = new URL(text.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=[/?#]|$)/i, '$1localhost'));
     } catch {
       throw new Error('is not a URL like postgres://user:password@host:5432/database');
     }

@@ -124,6 +124,10 @@ describe('given values', () => {
 
   it('accepts postgresql: URLs, port 0, roles api and all, and booleans 0/1/yes/no', () => {
     expect(loadConfig({ DATABASE_URL: 'postgresql://localhost/h' }).databaseUrl).toBe('postgresql://localhost/h');
+    // A socket's directory as `host`, no host before the path: pg takes it as it is.
+    for (const socket of ['postgres://u:p@/hookline?host=/run/postgresql&port=5433', 'postgresql:///hookline?host=/tmp', 'postgres://u@/h']) {
+      expect(loadConfig({ DATABASE_URL: socket }).databaseUrl).toBe(socket);
+    }
     expect(loadConfig({ PORT: '0' }).port).toBe(0);
     expect(loadConfig({ HOOKLINE_ROLE: 'api' }).role).toBe('api');
     expect(loadConfig({ HOOKLINE_ROLE: 'all' }).role).toBe('all');
