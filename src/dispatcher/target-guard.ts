@@ -45,6 +45,17 @@ const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3') as [ipaddr.IPv6, number];
 // The well-known NAT64 prefix (RFC 6052): the last 32 bits are an IPv4 address.
 const NAT64_WELL_KNOWN = ipaddr.parseCIDR('64:ff9b::/96') as [ipaddr.IPv6, number];
 
+/**
+ * Public addresses that answer only inside a cloud's own hosts, as a metadata service does:
+ * Azure's platform endpoint (WireServer), which hands a VM its configuration and certificates.
+ * (Other clouds' metadata services are link-local, 169.254.169.254, or unique-local, fd00:ec2::254.)
+ */
+const PLATFORM_ENDPOINTS = new Set(['168.63.129.16']);
+
+function ipv4Range(ip: ipaddr.IPv4): string {
+  return PLATFORM_ENDPOINTS.has(ip.toString()) ? 'cloudPlatform' : ip.range();
+}
+
 function stripBrackets(host: string): string {
   return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
 }
@@ -60,11 +71,11 @@ export function classifyAddress(address: string): string {
   // ipaddr.js alone would also accept forms like "0x7f000001" or "127.1".
   if (net.isIP(bare) === 0 || !ipaddr.isValid(bare)) return 'invalid';
   const ip = ipaddr.process(bare); // unwraps ::ffff:a.b.c.d to IPv4
-  if (ip.kind() === 'ipv4') return ip.range();
+  if (ip.kind() === 'ipv4') return ipv4Range(ip as ipaddr.IPv4);
   const v6 = ip as ipaddr.IPv6;
   if (v6.match(NAT64_WELL_KNOWN)) {
     const [, , , , , , hi, lo] = v6.parts as number[];
-    return new ipaddr.IPv4([hi! >> 8, hi! & 0xff, lo! >> 8, lo! & 0xff]).range();
+    return ipv4Range(new ipaddr.IPv4([hi! >> 8, hi! & 0xff, lo! >> 8, lo! & 0xff]));
   }
   const range = v6.range();
   if (range !== 'unicast') return range;
@@ -87,6 +98,7 @@ const RANGE_WORDS: Record<string, string> = {
   as112: 'AS112',
   as112v6: 'AS112',
   amt: 'AMT',
+  cloudPlatform: 'cloud platform (Azure WireServer)',
   invalid: 'unparseable',
 };
 

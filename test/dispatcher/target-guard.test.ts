@@ -82,6 +82,11 @@ describe('isPublicAddress', () => {
     expect(classifyAddress('::ffff:169.254.169.254')).toBe('linkLocal');
     expect(isPublicAddress('::ffff:93.184.216.34')).toBe(true);
   });
+  it("refuses Azure's platform endpoint, a public address that answers only inside Azure's hosts (as a metadata service)", () => {
+    for (const value of ['168.63.129.16', '::ffff:168.63.129.16', '64:ff9b::a83f:8110']) expect(classifyAddress(value)).toBe('cloudPlatform');
+    expect(isPublicAddress('168.63.129.17')).toBe(true);
+    expect(() => checkLiteralHost('168.63.129.16', false)).toThrow(/a cloud platform \(Azure WireServer\) address/);
+  });
 });
 
 describe('validateTargetUrl', () => {
