@@ -120,21 +120,23 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
   // The lock waits for a transaction writing deliveries for it (triggerEvent's, FOR KEY SHARE), so
   // that they are changed too; an application's transaction that triggered an event and stays
   // open would hold the change, and one of the tenant's connection shares, for as long: at most
-  // this long, then the caller is told to try again.
-  const [{ previous }] = await manager.query(`select current_setting('lock_timeout') as previous, set_config('lock_timeout', $1, true)`, [
+  // this long, then the caller is told to try again. The statement's time is bounded, not each
+  // wait's (lock_timeout): overlapping transactions, each short, may hold the row without a gap,
+  // and a change queued behind another waits for it, then for the holder.
+  const [{ previous }] = await manager.query(`select current_setting('statement_timeout') as previous, set_config('statement_timeout', $1, true)`, [
     `${SUBSCRIPTION_LOCK_WAIT_MS}ms`,
   ]);
   let found: WebhookSubscription | null;
   try {
     found = await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } });
   } catch (error) {
-    if (sqlState(error) !== '55P03') throw error;
+    if (sqlState(error) !== '57014') throw error; // query_canceled: by the timeout
     throw new HooklineError(
       ErrorCode.RATE_LIMITED,
       `webhook subscription ${id} is held by another transaction, waited for ${SUBSCRIPTION_LOCK_WAIT_MS / 1000} s: an event being triggered for it in a transaction not yet committed (an application's, through the library), or another change of it; try again once it has ended`,
     );
   }
-  await manager.query(`select set_config('lock_timeout', $1, true)`, [previous]);
+  await manager.query(`select set_config('statement_timeout', $1, true)`, [previous]);
   if (!found) throw notFound('webhook subscription', id);
   return found;
 }

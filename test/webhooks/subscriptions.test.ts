@@ -105,7 +105,8 @@ describe('a subscription an open transaction holds', () => {
       ];
       await new Promise((done) => setTimeout(done, 500));
       const read = hl.gql(GET, { id }, apiKey);
-      const bound = new Promise<'unbounded'>((done) => setTimeout(() => done('unbounded'), 2 * SUBSCRIPTION_LOCK_WAIT_MS + 2_000));
+      // Each change within its bound, also one queued behind another (which waited for it, then for the holder).
+      const bound = new Promise<'unbounded'>((done) => setTimeout(() => done('unbounded'), SUBSCRIPTION_LOCK_WAIT_MS + 3_000));
       const answers = await Promise.race([Promise.all(changes), bound]);
       expect(answers).not.toBe('unbounded');
       for (const answer of answers as Array<{ errors?: Array<{ message: string; extensions: { code: string } }> }>) {
@@ -123,6 +124,40 @@ describe('a subscription an open transaction holds', () => {
     const changed = await hl.gql(UPDATE, { id, input: { description: 'after' } }, apiKey);
     expect(changed.errors).toBeUndefined();
     expect(changed.data.updateWebhookSubscription.description).toBe('after');
+  }, 30_000);
+
+  it('is held by transactions that overlap, each short (an app triggering events for it all the time), for no longer', async () => {
+    // Each wait for a new holder had a bound of its own: the change waited for as long as they went on.
+    const { apiKey } = await hl.createTenant('Busy');
+    const { data } = await create({ events: ['invoice.created'] }, apiKey);
+    const id = data.createWebhookSubscription.subscription.id;
+    const holders = await Promise.all([0, 1, 2].map(async () => {
+      const c = new pg.Client({ connectionString: hl.databaseUrl });
+      await c.connect();
+      return c;
+    }));
+    let holding = true;
+    const hold = async (c: pg.Client, startMs: number) => {
+      await new Promise((done) => setTimeout(done, startMs));
+      while (holding) {
+        await c.query('begin');
+        await c.query('select 1 from webhook_subscriptions where id = $1 for key share', [id]);
+        await new Promise((done) => setTimeout(done, 300));
+        await c.query('commit');
+      }
+    };
+    const held = holders.map((c, i) => hold(c, i * 100));
+    try {
+      await new Promise((done) => setTimeout(done, 200));
+      const bound = new Promise<'unbounded'>((done) => setTimeout(() => done('unbounded'), SUBSCRIPTION_LOCK_WAIT_MS + 3_000));
+      const answer = await Promise.race([hl.gql(UPDATE, { id, input: { description: 'x' } }, apiKey), bound]);
+      expect(answer).not.toBe('unbounded');
+      expect((answer as { errors?: Array<{ extensions: { code: string } }> }).errors?.[0]?.extensions.code).toBe('RATE_LIMITED');
+    } finally {
+      holding = false;
+      await Promise.all(held);
+      await Promise.all(holders.map((c) => c.end()));
+    }
   }, 30_000);
 });
 
