@@ -159,7 +159,8 @@ export class DeliveryService {
                 a.status_code as "statusCode", a.error, a.response_body as "responseBody"
            from unnest($2::uuid[], $3::int[], $4::int[]) as w(id, up_to, asked)
            join delivery_attempts a on a.tenant_id = $1 and a.delivery_id = w.id and a.number <= w.up_to
-          order by w.asked, a.number`,
+          -- Oldest first: an attempt recorded late (its lease expired) is numbered when recorded.
+          order by w.asked, a.started_at, a.number`,
         [tenantId, asked.map((d) => d.id), asked.map((d) => d.upTo), asked.map((d) => d.index)],
       ),
     );

@@ -230,3 +230,23 @@ it('a subscription whose waiting outcome is given up on (the database refuses it
     await hl.dataSource.query('drop trigger if exists refuse_given_up on delivery_attempts; drop function if exists refuse_given_up()');
   }
 });
+
+it('shows the attempt log oldest first, also when an attempt was recorded after a later one (its lease had expired)', async () => {
+  // Such an attempt is numbered when it is recorded: after the attempt made under the claim that followed.
+  const receiver = await receiverWith(() => ({ status: 204 }));
+  await subscribe(`${receiver.url}/late`);
+  const id = await trigger(1);
+  const delivered = await eventually(async () => {
+    const found = await deliveryOf(id);
+    return found.status === 'DELIVERED' ? found : undefined;
+  }, 5_000);
+  const [{ tenant_id }] = await hl.dataSource.query('select tenant_id from webhook_deliveries where id = $1', [id]);
+  const earlier = new Date(new Date(delivered.attemptLog[0].startedAt).getTime() - 5_000);
+  await hl.dataSource.query(
+    `insert into delivery_attempts (delivery_id, number, tenant_id, started_at, duration_ms, status_code, error) values ($1, 2, $2, $3, 7, 503, 'HTTP 503')`,
+    [id, tenant_id, earlier],
+  );
+  await hl.dataSource.query('update webhook_deliveries set attempts = 2 where id = $1', [id]);
+  const shown = await deliveryOf(id);
+  expect(shown.attemptLog.map((a: { number: number; statusCode: number }) => [a.number, a.statusCode])).toEqual([[2, 503], [1, 204]]);
+});
