@@ -45,7 +45,7 @@ export interface StartOptions {
   /** The dispatcher's timings, for tests. */
   dispatcher?: Pick<
     DispatcherOptions,
-    'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs' | 'workerLostAfterMs'
+    'pollIntervalMs' | 'reclaimIntervalMs' | 'leaseMs' | 'slowCapacity' | 'slowAfterMs' | 'cappedClaimGapMs' | 'dueScanIntervalMs' | 'databaseTimeoutMs' | 'workerLostAfterMs'
   >;
   /** How often the live LISTEN connection must answer (ms), for tests; by default LIVENESS_MS. */
   livenessMs?: number;

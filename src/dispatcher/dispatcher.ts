@@ -59,6 +59,8 @@ export interface DispatcherOptions {
   leaseMs?: number;
   /** Slow attempts at once, for tests; by default 8 times the concurrency. */
   slowCapacity?: number;
+  /** How long an attempt keeps its slot before it counts as slow (ms), for tests; by default 1,000, or half the delivery timeout if shorter. */
+  slowAfterMs?: number;
   /** The least time between claims that find nothing while shares are full (ms), for tests; by default 100. */
   cappedClaimGapMs?: number;
   /** How often a busy worker looks for tenants with deliveries due (ms), for tests; by default 1,000. */
@@ -97,6 +99,13 @@ const MAX_KEPT = 10_000;
 const SLOW_AFTER_MS = 1_000;
 /** Slow attempts in flight at once, as many times the concurrency: past that, they keep their slots. */
 const SLOW_CAPACITY_FACTOR = 8;
+/**
+ * Of the slots, this share (of the concurrency, rounded down) is never filled by a tenant with slow
+ * attempts: a slot is given back only a second into an attempt, so slow tenants with backlogs,
+ * refilling each slot as it turns slow, held every one in waves, and another tenant's delivery
+ * waited up to that second (1.7 s with several such tenants) for the next wave to turn.
+ */
+const RESERVE_DIVISOR = 8;
 
 /** One attempt being made. */
 interface Flight {
@@ -169,6 +178,8 @@ export class Dispatcher {
   private slow = 0;
   private readonly slowAfterMs: number;
   private readonly slowCapacity: number;
+  /** Slots a tenant with slow attempts does not take (see RESERVE_DIVISOR). */
+  private readonly reservedSlots: number;
   private readonly cappedClaimGapMs: number;
   private readonly dueScanIntervalMs: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
@@ -319,8 +330,9 @@ export class Dispatcher {
       keepAliveInitialDelayMillis: KEEP_ALIVE_AFTER_MS,
     });
     this.heartbeatPool.on('error', (error) => this.log.warn({ err: error }, 'idle database connection failed'));
-    this.slowAfterMs = Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
+    this.slowAfterMs = options.slowAfterMs ?? Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
+    this.reservedSlots = Math.floor(config.dispatchConcurrency / RESERVE_DIVISOR);
     this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
     this.dueScanIntervalMs = options.dueScanIntervalMs ?? DUE_SCAN_INTERVAL_MS;
   }
@@ -1085,7 +1097,7 @@ export class Dispatcher {
           this.releaseLate(i); // takes every late one from i on
           continue;
         }
-        if (!this.mayStart(ready.delivery)) {
+        if (!this.mayStart(ready.delivery, concurrency - (this.inFlight - this.slow))) {
           i++;
           continue;
         }
@@ -1112,13 +1124,17 @@ export class Dispatcher {
     this.parked = Math.min(parked, this.ready.length);
   }
 
-  /** Whether a ready delivery may start now: its subscription and tenant within their shares. */
-  private mayStart(delivery: ClaimedDelivery): boolean {
+  /**
+   * Whether a ready delivery may start now, `free` slots left: its subscription and tenant within
+   * their shares, and the last slots (RESERVE_DIVISOR) for tenants with no slow attempts.
+   */
+  private mayStart(delivery: ClaimedDelivery, free: number): boolean {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const id = delivery.subscriptionId;
     return !(
       (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id) || this.heldSubscriptions.has(id))) ||
       (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
+      (free <= this.reservedSlots && this.tenantLingering.has(delivery.tenantId)) ||
       // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
       // go to the others (its next attempt would only hold one, overdue).
       (this.slow >= this.slowCapacity && this.tenantLingering.has(delivery.tenantId))

@@ -604,3 +604,35 @@ it('with slow attempts at capacity and the slots held by several tenants\' hangi
     expect(n).toBeGreaterThan(0);
   }, [silent]);
 }, 90_000);
+
+it("a tenant whose attempts turn slow leaves the last slots to the others: another tenant's delivery goes at once, not when the next wave of them turns slow", async () => {
+  // A slot is given back only once its attempt counts as slow (a second, by default; 4 s here).
+  // A tenant with a backlog to a hanging receiver refilled each slot as it was given back, so
+  // every slot was its own again until its next wave turned slow, and another tenant's delivery
+  // waited up to that long (a review: up to 1 s, 1.7 s with several such tenants).
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const silent = await hangingReceiver();
+  const h = await hl.createTenant('Hanging waves');
+  // Three subscriptions: one alone may have no more than the concurrency in flight, slow ones included.
+  for (let s = 0; s < 3; s++) await subscribe(h.apiKey, `${silent.url}/waves-${s}`, ['invoice.*']);
+  for (let i = 0; i < 20; i++) await trigger(h.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  const w = await hl.createTenant('Waiting W');
+  await subscribe(w.apiKey, `${fast.url}/wave-w`, ['payment.*']);
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DELIVERY_TIMEOUT: '30s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { slowAfterMs: 4_000 } }, async (worker) => {
+    // The first wave (8) turned slow: the tenant has slow attempts, and has filled the slots again.
+    for (const started = Date.now(); (await worker.metric('hookline_deliveries_slow_in_flight')) < 8; await new Promise((r) => setTimeout(r, 50))) {
+      expect(Date.now() - started, 'the first wave never turned slow').toBeLessThan(15_000);
+    }
+    const waits: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 700));
+      const started = Date.now();
+      await trigger(w.apiKey, 'payment.received', { payment_id: `w${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+      await arrivedWithin(fast, (path) => path === '/wave-w', i + 1, started, 10_000, "W's deliveries");
+      waits.push(Date.now() - started);
+    }
+    expect(Math.max(...waits), `W's waits: ${waits.join(', ')} ms`).toBeLessThan(1_500);
+    // The hanging tenant kept the other slots: 7 of 8 in each wave.
+    expect(await worker.metric('hookline_deliveries_in_flight')).toBeGreaterThanOrEqual(8 + 7);
+  }, [silent]);
+}, 60_000);
