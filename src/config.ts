@@ -155,7 +155,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       // No host before the path (`postgres://user:pw@/db?host=/run/postgresql`, a socket's
       // directory given as `host`, as behind the Cloud SQL proxy): pg and libpq take it; URL
       // would not, so it is read as if the host were localhost (pg's default).
-      url = new URL(text.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=[/?#]|$)/i, '$1localhost'));
+      url = new URL(text.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=\/)/i, '$1localhost'));
     } catch {
       throw new Error('is not a URL like postgres://user:password@host:5432/database');
     }

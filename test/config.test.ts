@@ -195,6 +195,9 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['DATABASE_URL', 'mysql://x'],
     ['DATABASE_URL', 'not a url'],
     ['DATABASE_URL', ' postgres://u:p@db.example/hookline'],
+    // No host and no path after it (a host variable left unset): pg cannot read these either.
+    ['DATABASE_URL', 'postgres://u:p@'],
+    ['DATABASE_URL', 'postgres://u@?host=/run/postgresql'],
     ['DATABASE_URL', 'postgres://u:p@db.example/hookline\n'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', '0'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', 'many'],

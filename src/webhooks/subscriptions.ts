@@ -123,17 +123,25 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
   // this long, then the caller is told to try again. The statement's time is bounded, not each
   // wait's (lock_timeout): overlapping transactions, each short, may hold the row without a gap,
   // and a change queued behind another waits for it, then for the holder.
-  const [{ previous }] = await manager.query(`select current_setting('statement_timeout') as previous, set_config('statement_timeout', $1, true)`, [
-    `${SUBSCRIPTION_LOCK_WAIT_MS}ms`,
-  ]);
+  // An operator's shorter statement_timeout stays the bound.
+  const [{ previous, bound }] = await manager.query(
+    `with p as materialized (select current_setting('statement_timeout') as previous,
+                                   extract(epoch from current_setting('statement_timeout')::interval) * 1000 as ms)
+     select previous, set_config('statement_timeout', (case when ms > 0 and ms < $1 then ms else $1 end)::int || 'ms', true) as bound from p`,
+    [SUBSCRIPTION_LOCK_WAIT_MS],
+  );
+  const started = performance.now();
   let found: WebhookSubscription | null;
   try {
     found = await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } });
   } catch (error) {
-    if (sqlState(error) !== '57014') throw error; // query_canceled: by the timeout
+    // query_canceled, by that timeout (not by an operator's pg_cancel_backend, say, which is
+    // answered as any failure is).
+    const waited = performance.now() - started;
+    if (sqlState(error) !== '57014' || waited < 0.9 * parseInt(bound, 10)) throw error;
     throw new HooklineError(
       ErrorCode.RATE_LIMITED,
-      `webhook subscription ${id} is held by another transaction, waited for ${SUBSCRIPTION_LOCK_WAIT_MS / 1000} s: an event being triggered for it in a transaction not yet committed (an application's, through the library), or another change of it; try again once it has ended`,
+      `webhook subscription ${id} is held by another transaction, waited for ${(waited / 1000).toFixed(1)} s: an event being triggered for it in a transaction not yet committed (an application's, through the library), or another change of it; try again once it has ended`,
     );
   }
   await manager.query(`select set_config('statement_timeout', $1, true)`, [previous]);

@@ -149,7 +149,7 @@ describe('TargetGuard.checkUrl', () => {
   const permissive = new TargetGuard({ allowPrivate: true });
 
   it.each(REFUSED_LITERALS)('refuses %s by literal address', async (address) => {
-    expectBadInput(await rejection(guard.checkUrl(urlFor(address))), 'url', /private targets are not allowed/);
+    expectBadInput(await rejection(guard.checkUrl(urlFor(address))), 'url', /private or internal targets are not allowed/);
   });
 
   it('names the range in the message', async () => {

@@ -126,6 +126,43 @@ describe('a subscription an open transaction holds', () => {
     expect(changed.data.updateWebhookSubscription.description).toBe('after');
   }, 30_000);
 
+  it("keeps an operator's shorter statement_timeout as the bound, and a wait canceled otherwise is no RATE_LIMITED", async () => {
+    const { apiKey } = await hl.createTenant('Held, bounded');
+    const { data } = await create({ events: ['invoice.created'] }, apiKey);
+    const id = data.createWebhookSubscription.subscription.id;
+    const database = new URL(hl.databaseUrl).pathname.slice(1);
+    const app = new pg.Client({ connectionString: hl.databaseUrl });
+    const admin = new pg.Client({ connectionString: hl.databaseUrl });
+    await Promise.all([app.connect(), admin.connect()]);
+    let other: TestHookline | undefined;
+    try {
+      await app.query('begin');
+      await app.query('select 1 from webhook_subscriptions where id = $1 for key share', [id]);
+      // A process whose connections have the database's statement_timeout of 2 s.
+      await admin.query(`alter database ${database} set statement_timeout = '2s'`);
+      other = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true' }, { databaseUrl: hl.databaseUrl });
+      const bounded = await other.gql(UPDATE, { id, input: { description: 'x' } }, apiKey);
+      await admin.query(`alter database ${database} reset statement_timeout`);
+      expect(bounded.errors?.[0]).toMatchObject({ extensions: { code: 'RATE_LIMITED' }, message: expect.stringMatching(/waited for [12]\.\d s/) });
+      // Canceled by an operator (pg_cancel_backend): a failure as any other, not "held".
+      const canceled = hl.gql(UPDATE, { id, input: { description: 'y' } }, apiKey);
+      for (let n = 0; n === 0; await new Promise((r) => setTimeout(r, 50))) {
+        ({ rows: [{ n }] } = await admin.query(
+          `select count(pg_cancel_backend(pid))::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        ));
+      }
+      const answer = await canceled;
+      expect(answer.errors?.[0]?.extensions?.code).not.toBe('RATE_LIMITED');
+      expect(answer.errors?.[0]?.extensions?.code).toBeDefined();
+    } finally {
+      await admin.query(`alter database ${database} reset statement_timeout`).catch(() => {});
+      await app.query('rollback').catch(() => {});
+      await Promise.all([app.end(), admin.end()]);
+      await other?.stop();
+    }
+    expect((await hl.gql(GET, { id }, apiKey)).data.webhookSubscription.description).toBeNull();
+  }, 30_000);
+
   it('is held by transactions that overlap, each short (an app triggering events for it all the time), for no longer', async () => {
     // Each wait for a new holder had a bound of its own: the change waited for as long as they went on.
     const { apiKey } = await hl.createTenant('Busy');
