@@ -21,6 +21,16 @@ const RESUME_MARGIN_MS = 10_000;
  * while the process looked healthy. A silent one is dropped, and so reconnected.
  */
 export const LIVENESS_MS = 5_000;
+/**
+ * It is asked five times as often as that, and what it taught (a cache of API keys) is trusted
+ * only while it answered within the last three asks: a connection gone silent, not yet dropped,
+ * must not keep a revoked key working for longer than revokeApiKey waits for it (see
+ * REVOCATION_WAIT_MS), which a trust of three liveness periods (15 s) did.
+ */
+const PROBES_PER_LIVENESS = 5;
+const TRUSTED_PROBES = 3;
+/** How long, with the default liveness, the cache is trusted after the LISTEN connection's last answer. */
+export const CACHE_TRUST_MS = (TRUSTED_PROBES * LIVENESS_MS) / PROBES_PER_LIVENESS;
 /** Setting a connection up (its LISTENs, the wait for earlier writers) takes at most this long. */
 const SETUP_TIMEOUT_MS = 30_000;
 
@@ -83,7 +93,7 @@ export class PostgresEventTarget implements EventTarget {
    */
   get caughtUp(): boolean {
     // And lately heard from: a connection that went silent is not yet known to be lost.
-    return this.current && this.client !== undefined && Date.now() - this.answeredAt < 3 * this.livenessMs;
+    return this.current && this.client !== undefined && Date.now() - this.answeredAt < (TRUSTED_PROBES * this.livenessMs) / PROBES_PER_LIVENESS;
   }
 
   /**
@@ -201,7 +211,7 @@ export class PostgresEventTarget implements EventTarget {
   /** Connects and LISTENs to every routed channel; reconnects by itself after a loss. */
   start(): Promise<void> {
     if (!this.livenessTimer && !this.closed) {
-      this.livenessTimer = setInterval(() => this.checkAlive(), this.livenessMs);
+      this.livenessTimer = setInterval(() => this.checkAlive(), this.livenessMs / PROBES_PER_LIVENESS);
       this.livenessTimer.unref();
     }
     return (this.connecting ??= this.connect().finally(() => (this.connecting = undefined)));

@@ -2,6 +2,7 @@ import { createApiKey, createTenant, findTenant, revokeApiKey } from '../auth/te
 import { requireAdmin, requireTenant } from '../auth/viewer.js';
 import type { Tenant as TenantRow } from '../entities/tenant.js';
 import { poolOf } from '../db/query.js';
+import { CACHE_TRUST_MS } from '../live/postgres-event-target.js';
 import { builder } from './builder.js';
 
 export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
@@ -65,8 +66,11 @@ builder.mutationField('createApiKey', (t) =>
   }),
 );
 
-/** How long revokeApiKey waits for every API process to drop the key from its cache. */
-const REVOCATION_WAIT_MS = 2_000;
+/**
+ * How long revokeApiKey waits for every API process to drop the key from its cache: past the
+ * time a process whose LISTEN connection went silent (and so heard nothing) still trusts it.
+ */
+const REVOCATION_WAIT_MS = CACHE_TRUST_MS + 500;
 
 builder.mutationField('revokeApiKey', (t) =>
   t.boolean({
