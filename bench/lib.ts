@@ -23,8 +23,8 @@ export function percentile(values: number[], p: number): number {
 /**
  * How far chance alone moves percentile(a, p) / percentile(b, p): the 2.5th and 97.5th
  * percentiles of that ratio over `rounds` bootstrap resamples (each series drawn again,
- * with replacement, to its own size). With 300 samples a p99 is the third-largest, so
- * two or three stalls of the machine decide it; the interval says whether a ratio above
+ * with replacement, to its own size). With 300 samples a p99 is the fourth-largest (the 297th), so
+ * three or four stalls of the machine decide it; the interval says whether a ratio above
  * 1 could be such luck. The generator is seeded, so a run's interval can be recomputed.
  */
 export function ratioInterval(a: number[], b: number[], p: number, rounds = 2000, seed = 1): [number, number] {
