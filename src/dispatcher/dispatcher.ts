@@ -1097,11 +1097,19 @@ export class Dispatcher {
           this.releaseLate(i); // takes every late one from i on
           continue;
         }
-        if (!this.mayStart(ready.delivery, concurrency - (this.inFlight - this.slow))) {
+        if (!this.mayStart(ready.delivery)) {
           i++;
           continue;
         }
-        if (pick < 0) parked = i;
+        if (concurrency - (this.inFlight - this.slow) <= this.reservedSlots && this.tenantLingering.has(ready.delivery.tenantId)) {
+          // The last slots are the others' (RESERVE_DIVISOR): it waits for a slot, not a share, so it
+          // is not parked but takes room (see room()), and no claim brings more of its tenant's rows
+          // only to wait past their deadline.
+          parked = Math.min(parked, i);
+          i++;
+          continue;
+        }
+        if (pick < 0) parked = Math.min(parked, i);
         const sending = oneTenant ? 0 : (this.tenantSending.get(ready.delivery.tenantId) ?? 0);
         if (sending < fewest) {
           pick = i;
@@ -1124,17 +1132,13 @@ export class Dispatcher {
     this.parked = Math.min(parked, this.ready.length);
   }
 
-  /**
-   * Whether a ready delivery may start now, `free` slots left: its subscription and tenant within
-   * their shares, and the last slots (RESERVE_DIVISOR) for tenants with no slow attempts.
-   */
-  private mayStart(delivery: ClaimedDelivery, free: number): boolean {
+  /** Whether a ready delivery may start now: its subscription and tenant within their shares. */
+  private mayStart(delivery: ClaimedDelivery): boolean {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const id = delivery.subscriptionId;
     return !(
       (id && ((this.sending.get(id) ?? 0) >= perSubscription || this.goneHere.has(id) || this.heldSubscriptions.has(id))) ||
       (this.tenantSending.get(delivery.tenantId) ?? 0) >= perTenant ||
-      (free <= this.reservedSlots && this.tenantLingering.has(delivery.tenantId)) ||
       // Slow attempts at capacity: a tenant whose receivers are slow waits, and the slots
       // go to the others (its next attempt would only hold one, overdue).
       (this.slow >= this.slowCapacity && this.tenantLingering.has(delivery.tenantId))
