@@ -61,10 +61,12 @@ const USAGE = `npm run bench [-- options]: the full run (100-140 s on 2 cores), 
   --only=part,part            some parts only: ${ALL_PARTS.join(', ')}
   --cpu-prof=process,process  V8 CPU profiles of those processes (e.g. hookline-worker,hookline-api) in bench/results/profiles/
   --statements                each phase's costliest SQL statements (loads pg_stat_statements: not the default settings)
-  --gw-concurrency=n          graphile-worker's jobs at once (64); --gw-pool=n its pool (as many)
+  --gw-concurrency=n          graphile-worker's jobs at once (64); --gw-pool=n its pool (25)
+  --gw-local-queue=n          graphile-worker's local queue for the drain, with batched completions (500; 0: none)
+  --gw-latency-local-queue=n  the same for its latency worker (0: graphile-worker's defaults)
   --help                      this`;
 // A mistyped option must not start a run of minutes on a shared machine.
-const OPTION = /^--(quick|statements|help)$|^--(only|cpu-prof|gw-concurrency|gw-pool)=./;
+const OPTION = /^--(quick|statements|help)$|^--(only|cpu-prof|gw-concurrency|gw-pool|gw-local-queue|gw-latency-local-queue)=./;
 const unknown = argv.filter((a) => !OPTION.test(a));
 if (argv.includes('--help') || unknown.length) {
   if (unknown.length) console.error(`unknown option${unknown.length > 1 ? 's' : ''}: ${unknown.join(' ')}\n`);
@@ -1583,6 +1585,7 @@ async function main(): Promise<void> {
         maxPoolSize: GW_POOL_SIZE,
         localQueue: GW_LOCAL_QUEUE,
         completeJobBatchDelay: GW_LOCAL_QUEUE ? 0 : 'none',
+        failJobBatchDelay: GW_LOCAL_QUEUE ? 0 : 'none',
         latencyWorkerLocalQueue: GW_LATENCY_LOCAL_QUEUE,
         pollInterval: 'default (2000 ms)',
       },

@@ -86,7 +86,8 @@ it('with the default liveness, a key revoked while the LISTEN connection is sile
     const viewer = () => quiet.gql('{ viewer { id } }', {}, second.apiKey);
     await eventually(() => quiet.services.live!.target.caughtUp, 10_000);
     expect((await viewer()).errors).toBeUndefined(); // cached
-    expect(proxy.silenceConnectionsOf('hookline-live')).toBe(1);
+    // Its LISTEN connection (and the watcher's, when this test runs alone).
+    expect(proxy.silenceConnectionsOf('hookline-live')).toBeGreaterThanOrEqual(1);
     expect((await writer.gql('mutation($id: ID!) { revokeApiKey(id: $id) }', { id: second.id }, tenant.apiKey)).data).toEqual({ revokeApiKey: true });
     expect((await viewer()).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   } finally {
