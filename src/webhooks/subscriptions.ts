@@ -126,8 +126,9 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
   // An operator's shorter statement_timeout stays the bound.
   const [{ previous, bound }] = await manager.query(
     `with p as materialized (select current_setting('statement_timeout') as previous,
-                                   extract(epoch from current_setting('statement_timeout')::interval) * 1000 as ms)
-     select previous, set_config('statement_timeout', (case when ms > 0 and ms < $1 then ms else $1 end)::int || 'ms', true) as bound from p`,
+                                   extract(epoch from current_setting('statement_timeout')::interval) * 1000 as ms),
+          b as materialized (select previous, (case when ms > 0 and ms < $1 then ms else $1 end)::int as bound from p)
+     select previous, bound, set_config('statement_timeout', bound || 'ms', true) from b`,
     [SUBSCRIPTION_LOCK_WAIT_MS],
   );
   const started = performance.now();
@@ -138,7 +139,7 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
     // query_canceled, by that timeout (not by an operator's pg_cancel_backend, say, which is
     // answered as any failure is).
     const waited = performance.now() - started;
-    if (sqlState(error) !== '57014' || waited < 0.9 * parseInt(bound, 10)) throw error;
+    if (sqlState(error) !== '57014' || waited < 0.9 * bound) throw error;
     throw new HooklineError(
       ErrorCode.RATE_LIMITED,
       `webhook subscription ${id} is held by another transaction, waited for ${(waited / 1000).toFixed(1)} s: an event being triggered for it in a transaction not yet committed (an application's, through the library), or another change of it; try again once it has ended`,

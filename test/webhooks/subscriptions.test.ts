@@ -130,7 +130,6 @@ describe('a subscription an open transaction holds', () => {
     const { apiKey } = await hl.createTenant('Held, bounded');
     const { data } = await create({ events: ['invoice.created'] }, apiKey);
     const id = data.createWebhookSubscription.subscription.id;
-    const database = new URL(hl.databaseUrl).pathname.slice(1);
     const app = new pg.Client({ connectionString: hl.databaseUrl });
     const admin = new pg.Client({ connectionString: hl.databaseUrl });
     await Promise.all([app.connect(), admin.connect()]);
@@ -138,11 +137,13 @@ describe('a subscription an open transaction holds', () => {
     try {
       await app.query('begin');
       await app.query('select 1 from webhook_subscriptions where id = $1 for key share', [id]);
-      // A process whose connections have the database's statement_timeout of 2 s.
-      await admin.query(`alter database ${database} set statement_timeout = '2s'`);
-      other = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true' }, { databaseUrl: hl.databaseUrl });
+      // A process whose connections have a statement_timeout of 2 s (as a role's or database's setting would give them).
+      other = await startTestHookline(
+        { HOOKLINE_ROLE: 'api', HOOKLINE_ALLOW_PRIVATE_TARGETS: 'true' },
+        { databaseUrl: `${hl.databaseUrl}?options=${encodeURIComponent('-c statement_timeout=2s')}` },
+      );
+      expect(await other.dataSource.query(`select current_setting('statement_timeout') as t`)).toEqual([{ t: '2s' }]);
       const bounded = await other.gql(UPDATE, { id, input: { description: 'x' } }, apiKey);
-      await admin.query(`alter database ${database} reset statement_timeout`);
       expect(bounded.errors?.[0]).toMatchObject({ extensions: { code: 'RATE_LIMITED' }, message: expect.stringMatching(/waited for [12]\.\d s/) });
       // Canceled by an operator (pg_cancel_backend): a failure as any other, not "held".
       const canceled = hl.gql(UPDATE, { id, input: { description: 'y' } }, apiKey);
@@ -155,7 +156,6 @@ describe('a subscription an open transaction holds', () => {
       expect(answer.errors?.[0]?.extensions?.code).not.toBe('RATE_LIMITED');
       expect(answer.errors?.[0]?.extensions?.code).toBeDefined();
     } finally {
-      await admin.query(`alter database ${database} reset statement_timeout`).catch(() => {});
       await app.query('rollback').catch(() => {});
       await Promise.all([app.end(), admin.end()]);
       await other?.stop();
