@@ -176,32 +176,30 @@ const joinedTransactions = new WeakSet<object>();
 
 /** withTenant() in a caller's transaction: its role and tenant setting replaced for fn, then restored. */
 async function joinTransaction<T>(manager: EntityManager, tenantId: TenantId, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
-  {
-    // One round trip: the caller's settings are read (the materialized CTE runs first), then replaced.
-    const [previous] = await manager.query(
-      `with previous as materialized (
-         select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant
-       )
-       select role, tenant, set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true) from previous`,
-      [tenantId],
-    ).catch(roleRefused);
-    const restore = () =>
-      manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
-        previous.role,
-        previous.tenant,
-      ]);
-    let result: T;
-    try {
-      result = await fn(manager);
-    } catch (error) {
-      // After a failed statement the transaction is aborted and the restore fails too;
-      // the caller must roll back (which undoes the setting), and needs the first error.
-      await restore().catch(() => {});
-      throw error;
-    }
-    await restore();
-    return result;
+  // One round trip: the caller's settings are read (the materialized CTE runs first), then replaced.
+  const [previous] = await manager.query(
+    `with previous as materialized (
+       select current_setting('role') as role, coalesce(current_setting('hookline.tenant_id', true), '') as tenant
+     )
+     select role, tenant, set_config('role', '${TENANT_ROLE}', true), set_config('hookline.tenant_id', $1, true) from previous`,
+    [tenantId],
+  ).catch(roleRefused);
+  const restore = () =>
+    manager.query(`select set_config('role', $1, true), set_config('hookline.tenant_id', $2, true)`, [
+      previous.role,
+      previous.tenant,
+    ]);
+  let result: T;
+  try {
+    result = await fn(manager);
+  } catch (error) {
+    // After a failed statement the transaction is aborted and the restore fails too;
+    // the caller must roll back (which undoes the setting), and needs the first error.
+    await restore().catch(() => {});
+    throw error;
   }
+  await restore();
+  return result;
 }
 
 /**
