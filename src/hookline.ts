@@ -109,6 +109,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
       await live.start();
       stops.push(() => live.close());
       services.live = live;
+      services.subscriptions.handBacks = (id) => live.expectHandBack(id);
     }
     const routes = serveApi ? (await import('./server/rest.js')).createRestRoutes(services) : undefined;
     const app = await buildApp({ services, metrics, serveApi, port: config.port, host, routes, timeouts: requestTimeouts });

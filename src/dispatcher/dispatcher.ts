@@ -20,7 +20,8 @@ import { isUuid } from '../ids.js';
 import { within } from '../within.js';
 import { decodeSecrets } from '../signing/standard-webhooks.js';
 import { signingSecrets } from '../webhooks/secrets.js';
-import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL, SUBSCRIPTION_STOPPED_HEARD_CHANNEL } from '../migrations/0003-events-deliveries.js';
+import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 import {
   cancelOrphans,
   claimDeliveries,
@@ -400,6 +401,7 @@ export class Dispatcher {
     // What it still holds (an outcome it could not record, a delivery it could not hand back)
     // goes back to the queue with the sign-off.
     await signOff(this.pool, this.workerId).catch(() => {});
+    // Its live_listeners row stays, passed over once its backend has gone (see listen()).
     await this.listener?.end().catch(() => {});
     await this.pool.end(); // the watchdog still drops statements of a silent database
     clearInterval(this.watchdogTimer);
@@ -623,7 +625,7 @@ export class Dispatcher {
       query_timeout: this.options.databaseTimeoutMs ?? QUERY_TIMEOUT_MS,
     });
     client.on('notification', ({ channel, payload }) =>
-      channel === SUBSCRIPTION_STOPPED_CHANNEL ? this.subscriptionStopped(payload) : this.notified(payload),
+      channel === SUBSCRIPTION_STOPPED_CHANNEL ? this.subscriptionStopped(payload, client) : this.notified(payload),
     );
     client.on('error', (error) => {
       this.log.warn({ err: error }, 'LISTEN connection lost; reconnecting');
@@ -633,6 +635,11 @@ export class Dispatcher {
     try {
       await client.connect();
       await client.query(`listen ${DELIVERIES_DUE_CHANNEL}; listen ${SUBSCRIPTION_STOPPED_CHANNEL}`);
+      // Said in live_listeners, so that a change of a subscription knows whose hand-back to wait
+      // for (see subscriptionStopped); a row left by a connection that died is passed over.
+      await client.query(`insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values ($1, pg_backend_pid()) on conflict do nothing`, [
+        SUBSCRIPTION_STOPPED_CHANNEL,
+      ]);
     } catch (error) {
       await client.end().catch(() => {});
       throw error;
@@ -966,13 +973,17 @@ export class Dispatcher {
    * deliveries, or is canceled by the next claim if it was deleted. An attempt under way
    * finishes. Remembered a while for claims under way, which may have read it before.
    */
-  private subscriptionStopped(subscriptionId: string | undefined): void {
+  private subscriptionStopped(subscriptionId: string | undefined, heardOn?: pg.Client): void {
     if (!subscriptionId || !isUuid(subscriptionId)) return;
     subscriptionId = subscriptionId.toLowerCase(); // as the claim gives it
     const now = Date.now();
     for (const [id, at] of this.stopped) if (now - at > STOPPED_MEMORY_MS) this.stopped.delete(id);
     this.stopped.set(subscriptionId, now);
     const back = this.takeReady((r) => r.delivery.subscriptionId === subscriptionId);
+    // None of them can start now: the change may answer its caller (LiveUpdates.expectHandBack).
+    heardOn
+      ?.query(`select pg_notify($1, $2 || ':' || pg_backend_pid())`, [SUBSCRIPTION_STOPPED_HEARD_CHANNEL, subscriptionId])
+      .catch(() => {});
     this.handBack(back, 'subscription deleted, deactivated or changed: its claimed deliveries handed back to the queue');
     this.pump(); // counts the parked ones again
   }

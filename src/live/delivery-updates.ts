@@ -8,6 +8,7 @@ import { API_KEY_REVOKED_CHANNEL } from '../auth/tenants.js';
 import { ErrorCode, HooklineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DELIVERY_UPDATES_CHANNEL } from '../migrations/0004-live-updates.js';
+import { SUBSCRIPTION_STOPPED_CHANNEL, SUBSCRIPTION_STOPPED_HEARD_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { LIVE_LISTENERS_TABLE } from '../migrations/0007-live-listeners.js';
 import type { DeliveryStatus } from '../entities/webhook-delivery.js';
 import { PostgresEventTarget } from './postgres-event-target.js';
@@ -61,7 +62,14 @@ export type LiveTopics = {
   [key: `delivery:${string}`]: [DeliverySnapshot];
   'api-key-revoked': [string];
   'api-key-revocation-heard': [string];
+  'subscription-stopped-heard': [string];
 };
+
+/** What a change waits for: `heard()` once it has committed, `cancel()` if it did not, or announced nothing. */
+export interface Acknowledgements {
+  heard(db: pg.Pool, timeoutMs: number): Promise<{ waitedFor: number; missing: number }>;
+  cancel(): void;
+}
 
 /** Each API process, once it has acted on a revoked key's notice, says so here: `<key id>:<backend pid>`. */
 export const API_KEY_REVOCATION_HEARD_CHANNEL = 'hookline_api_key_revocation_heard';
@@ -157,6 +165,7 @@ export class LiveUpdates {
         [DELIVERY_UPDATES_CHANNEL]: (payload) => this.heard(parseRows(payload)),
         [API_KEY_REVOKED_CHANNEL]: (payload) => [['api-key-revoked', payload]],
         [API_KEY_REVOCATION_HEARD_CHANNEL]: (payload) => [['api-key-revocation-heard', payload]],
+        [SUBSCRIPTION_STOPPED_HEARD_CHANNEL]: (payload) => [['subscription-stopped-heard', payload]],
       },
       log,
       // Every delivery change of every tenant: heard only while someone here subscribes.
@@ -239,23 +248,39 @@ export class LiveUpdates {
    * caughtUp), so the key fails there too; one that connects later starts with an empty
    * cache. So when revokeApiKey answers, the key works nowhere.
    */
-  expectRevocation(apiKeyId: string): { heard(db: pg.Pool, timeoutMs: number): Promise<{ waitedFor: number; missing: number }>; cancel(): void } {
+  expectRevocation(apiKeyId: string): Acknowledgements {
+    return this.expectAcknowledgements('api-key-revocation-heard', apiKeyId, API_KEY_REVOKED_CHANNEL);
+  }
+
+  /**
+   * Call before changing a subscription in a way its claimed deliveries must not go out as
+   * claimed (deleted, deactivated, a new address, headers or secret); once the change has
+   * committed, `heard()` resolves when every dispatcher that hears such changes has handed back
+   * what it claimed of it and not started (it answers on SUBSCRIPTION_STOPPED_HEARD_CHANNEL), or
+   * after `timeoutMs`.
+   */
+  expectHandBack(subscriptionId: string): Acknowledgements {
+    return this.expectAcknowledgements('subscription-stopped-heard', subscriptionId, SUBSCRIPTION_STOPPED_CHANNEL);
+  }
+
+  /** Acknowledgements of `id` on `topic`, from every backend that LISTENs to `channel` (live_listeners). */
+  private expectAcknowledgements(topic: 'api-key-revocation-heard' | 'subscription-stopped-heard', expectedId: string, channel: string): Acknowledgements {
     const acknowledged = new Set<number>();
     let changed: () => void = () => {};
     const listener = (event: Event) => {
       const [id, pid] = String((event as CustomEvent).detail).split(':');
-      if (id !== apiKeyId) return;
+      if (id !== expectedId) return;
       acknowledged.add(Number(pid));
       changed();
     };
-    this.target.addEventListener('api-key-revocation-heard', listener);
+    this.target.addEventListener(topic, listener);
     return {
-      cancel: () => this.target.removeEventListener('api-key-revocation-heard', listener),
+      cancel: () => this.target.removeEventListener(topic, listener),
       heard: async (db, timeoutMs) => {
         try {
           const { rows } = await db.query<{ pid: number }>(
             `select l.pid from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid where l.channel = $1`,
-            [API_KEY_REVOKED_CHANNEL],
+            [channel],
           );
           const expected = rows.map((r) => r.pid);
           const deadline = Date.now() + timeoutMs;
@@ -271,7 +296,7 @@ export class LiveUpdates {
           }
           return { waitedFor: expected.length, missing: missing() };
         } finally {
-          this.target.removeEventListener('api-key-revocation-heard', listener);
+          this.target.removeEventListener(topic, listener);
         }
       },
     };

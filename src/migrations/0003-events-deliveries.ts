@@ -7,6 +7,8 @@ export const DELIVERIES_DUE_CHANNEL = 'hookline_deliveries_due';
  * back what they claimed for it and have not started (no table or trigger: a plain NOTIFY).
  */
 export const SUBSCRIPTION_STOPPED_CHANNEL = 'hookline_subscription_stopped';
+/** Each dispatcher, once it has handed back what it claimed of a subscription changed, says so here: `<subscription id>:<backend pid>`. */
+export const SUBSCRIPTION_STOPPED_HEARD_CHANNEL = 'hookline_subscription_stopped_heard';
 
 export class EventsAndDeliveries1764300000003 implements MigrationInterface {
   name = 'EventsAndDeliveries1764300000003';

@@ -115,7 +115,7 @@ builder.mutationField('updateWebhookSubscription', (t) =>
   t.field({
     type: WebhookSubscriptionRef,
     description:
-      'Changes what is given. A new url or headers (and rotateWebhookSecret\'s secret) apply to every attempt not yet begun, its deliveries claimed by a dispatcher included (a dispatcher of another process hears of the change by a notification, within milliseconds: an attempt it begins before then goes as claimed); an attempt already on its way goes as it began.',
+      'Changes what is given. A new url or headers (and rotateWebhookSecret\'s secret) apply to every attempt not yet begun, its deliveries claimed by a dispatcher included (of any process: the change answers once each has handed them back, or after 2 s for one that does not answer); an attempt already on its way goes as it began.',
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateWebhookSubscriptionInput, required: true }) },
     resolve: (_root, { id, input }, { viewer, services }) =>
       services.subscriptions.update(requireTenant(viewer), String(id), input as Parameters<typeof services.subscriptions.update>[2]),

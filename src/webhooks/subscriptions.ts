@@ -8,9 +8,10 @@ import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUns
 import { isUuid } from '../ids.js';
 import { DELIVERIES_DUE_CHANNEL, SUBSCRIPTION_STOPPED_CHANNEL } from '../migrations/0003-events-deliveries.js';
 import { keysetPage, type PageWindow } from '../db/keyset.js';
-import { queryRows, sqlState } from '../db/query.js';
+import { poolOf, queryRows, sqlState } from '../db/query.js';
 import { withTenant, withTenantClient, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import type { Services } from '../services.js';
+import type { Acknowledgements } from '../live/delivery-updates.js';
 import { checkEventPattern, patternsFor } from './catalog.js';
 import { acceptSecret, generateSecret, retireSecret } from './secrets.js';
 import { validateTargetUrl } from './target-url.js';
@@ -42,7 +43,14 @@ export interface SubscriptionInput {
   secret?: string | null;
 }
 
-type SubscriptionServices = Pick<Services, 'dataSource' | 'clock' | 'catalog' | 'targetGuard'>;
+type SubscriptionServices = Pick<Services, 'dataSource' | 'clock' | 'catalog' | 'targetGuard' | 'log'>;
+
+/**
+ * How long a change of a subscription waits, once committed, for every dispatcher to have handed
+ * back what it claimed of it (one whose LISTEN connection is down hands back everything it
+ * claimed once it listens again).
+ */
+const HAND_BACK_WAIT_MS = 2_000;
 
 async function checkUrl(guard: TargetGuard, url: string): Promise<string> {
   rejectUnstorableText('url', url);
@@ -162,7 +170,36 @@ export const SUBSCRIPTION_LOCK_WAIT_MS = 5_000;
 export const MAX_SUBSCRIPTIONS = 1000;
 
 export class SubscriptionService {
+  /**
+   * Set where the API runs (LiveUpdates.expectHandBack): a change that deletes, deactivates or
+   * re-addresses, re-heads or re-signs a subscription answers once every dispatcher, in any
+   * process, has handed back what it claimed of it, so that none of those starts as claimed
+   * after the answer (they heard of it by a notification, milliseconds later).
+   */
+  handBacks?: (subscriptionId: string) => Acknowledgements;
+
   constructor(private readonly services: SubscriptionServices) {}
+
+  /** Runs `change`, which calls `announced()` if it told the dispatchers, then waits for their hand-backs. */
+  private async announcing<T>(id: string, change: (announced: () => void) => Promise<T>): Promise<T> {
+    const expected = isUuid(id) ? this.handBacks?.(id.toLowerCase()) : undefined; // listening before the commit
+    let told = false;
+    let result: T;
+    try {
+      result = await change(() => (told = true));
+    } catch (error) {
+      expected?.cancel();
+      throw error;
+    }
+    if (!expected) return result;
+    if (!told) {
+      expected.cancel();
+      return result;
+    }
+    const heard = await expected.heard(poolOf(this.services.dataSource), HAND_BACK_WAIT_MS);
+    if (heard.missing) this.services.log.warn({ subscriptionId: id, ...heard }, 'dispatchers did not acknowledge a changed subscription in time');
+    return result;
+  }
 
   async create(tenantId: TenantId, input: SubscriptionInput): Promise<{ subscription: WebhookSubscription; secret: string }> {
     if (!input.url) throw badInput('url', 'is required');
@@ -206,7 +243,7 @@ export class SubscriptionService {
     const url = input.url === undefined || input.url === null ? undefined : await checkUrl(this.services.targetGuard, input.url);
     const headers = input.headers === undefined || input.headers === null ? undefined : checkHeaders(input.headers);
     const description = input.description === undefined ? undefined : checkDescription(input.description);
-    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+    return this.announcing(id, (announced) => withTenant(this.services.dataSource, tenantId, async (manager) => {
       const subscription = await findOwn(manager, tenantId, id);
       if (input.events !== undefined && input.events !== null) subscription.events = await checkEvents(manager, tenantId, input.events);
       if (url !== undefined) subscription.url = url;
@@ -216,6 +253,7 @@ export class SubscriptionService {
         subscription.active = input.active;
         if (input.active) subscription.disabledReason = null;
         await setDeliveriesPaused(manager, tenantId, id, !input.active);
+        if (!input.active) announced();
       }
       if (url !== undefined) {
         // Deliveries waiting go to the new address. One being sent now goes, and is shown going,
@@ -233,9 +271,12 @@ export class SubscriptionService {
       // Deliveries a dispatcher claimed with the old address or headers, and has not started, go
       // back to the queue, to be claimed again with the new ones (not sent for seconds more to an
       // address, or with a credential, the tenant has just replaced).
-      if (url !== undefined || headers !== undefined) await announceChanged(manager, id);
+      if (url !== undefined || headers !== undefined) {
+        await announceChanged(manager, id);
+        announced();
+      }
       return saved;
-    });
+    }));
   }
 
   /**
@@ -247,7 +288,7 @@ export class SubscriptionService {
    * after is canceled by the dispatcher (see the claim).
    */
   async delete(tenantId: TenantId, id: string): Promise<boolean> {
-    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+    return this.announcing(id, (announced) => withTenant(this.services.dataSource, tenantId, async (manager) => {
       await findOwn(manager, tenantId, id);
       await manager.query(
         `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, last_error = coalesce(last_error, 'subscription deleted'),
@@ -258,14 +299,15 @@ export class SubscriptionService {
       await manager.softDelete(WebhookSubscription, { id, tenantId });
       // Deliveries a dispatcher claimed (SENDING) and has not started go back, then canceled.
       await announceChanged(manager, id);
+      announced();
       return true;
-    });
+    }));
   }
 
   /** A new secret (given or generated); the one it replaces, and any replaced within the last 24 hours, keep signing beside it for their 24 hours. */
   async rotateSecret(tenantId: TenantId, id: string, secret?: string | null): Promise<{ subscription: WebhookSubscription; secret: string }> {
     const next = secret === undefined || secret === null ? generateSecret() : acceptSecret(secret);
-    return withTenant(this.services.dataSource, tenantId, async (manager) => {
+    return this.announcing(id, (announced) => withTenant(this.services.dataSource, tenantId, async (manager) => {
       const subscription = await findOwn(manager, tenantId, id);
       // Its secret already (a retried call that gave it): done, and the grace of the secret it
       // replaced goes on.
@@ -276,8 +318,9 @@ export class SubscriptionService {
       subscription.updatedAt = now;
       const saved = await manager.save(subscription);
       await announceChanged(manager, id); // claimed deliveries not started are signed anew (see update)
+      announced();
       return { subscription: saved, secret: next };
-    });
+    }));
   }
 
   async find(tenantId: TenantId, id: string): Promise<WebhookSubscription | null> {
