@@ -179,6 +179,8 @@ export class Dispatcher {
   private slow = 0;
   private readonly slowAfterMs: number;
   private readonly slowCapacity: number;
+  /** The backend of the last LISTEN connection, whose live_listeners row the next one replaces. */
+  private listenerPid: number | undefined;
   /** Slots a tenant with slow attempts does not take (see RESERVE_DIVISOR). */
   private readonly reservedSlots: number;
   private readonly cappedClaimGapMs: number;
@@ -636,10 +638,14 @@ export class Dispatcher {
       await client.connect();
       await client.query(`listen ${DELIVERIES_DUE_CHANNEL}; listen ${SUBSCRIPTION_STOPPED_CHANNEL}`);
       // Said in live_listeners, so that a change of a subscription knows whose hand-back to wait
-      // for (see subscriptionStopped); a row left by a connection that died is passed over.
-      await client.query(`insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values ($1, pg_backend_pid()) on conflict do nothing`, [
-        SUBSCRIPTION_STOPPED_CHANNEL,
-      ]);
+      // for (see subscriptionStopped); a row left by a connection that died is passed over. The
+      // row of the connection this one replaces goes: one dropped for its silence (a network cut)
+      // may live on in the server for as long as TCP takes to find it dead, and never answer.
+      await client.query(
+        `with gone as (delete from ${LIVE_LISTENERS_TABLE} where channel = $1 and pid = $2)
+         insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values ($1, pg_backend_pid()) on conflict (channel, pid) do update set since = now()`,
+        [SUBSCRIPTION_STOPPED_CHANNEL, this.listenerPid ?? 0],
+      );
     } catch (error) {
       await client.end().catch(() => {});
       throw error;
@@ -650,6 +656,7 @@ export class Dispatcher {
       return;
     }
     this.listener = client;
+    this.listenerPid = (client as pg.Client & { processID?: number }).processID;
     // Anything that became due while we were not listening.
     this.poke();
     // And any subscription stopped meanwhile, unannounced to this worker.

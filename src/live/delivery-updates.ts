@@ -279,7 +279,8 @@ export class LiveUpdates {
       heard: async (db, timeoutMs) => {
         try {
           const { rows } = await db.query<{ pid: number }>(
-            `select l.pid from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid where l.channel = $1`,
+            // A backend that started after the row was written has the pid of one that died.
+            `select l.pid from ${LIVE_LISTENERS_TABLE} l join pg_stat_activity a on a.pid = l.pid and a.backend_start <= l.since where l.channel = $1`,
             [channel],
           );
           const expected = rows.map((r) => r.pid);

@@ -57,4 +57,21 @@ it("answers a change once the other process's dispatcher has handed back what it
   started = Date.now();
   expect((await api.gql(UPDATE, { id, input: { description: 'd' } }, apiKey)).errors).toBeUndefined();
   expect(Date.now() - started).toBeLessThan(1_500);
-}, 30_000);
+
+  // The worker drops the silent connection and listens on a new one. The old backend lives on in
+  // the server (nothing closed it there) and would never answer: its row goes with the new one's
+  // (every change waited 2 s for it, for as long as TCP took to find it dead).
+  const listeners = () =>
+    api.dataSource.query(
+      `select l.pid from live_listeners l join pg_stat_activity a on a.pid = l.pid where l.channel = 'hookline_subscription_stopped' and a.application_name = 'hookline-dispatcher-listen'`,
+    );
+  const [{ pid: silent }] = await listeners();
+  for (const began = Date.now(); (await listeners()).some((r: { pid: number }) => r.pid === silent); await new Promise((r) => setTimeout(r, 100))) {
+    expect(Date.now() - began, 'the silent connection was never replaced').toBeLessThan(20_000);
+  }
+  const [{ alive }] = await api.dataSource.query(`select count(*)::int as alive from pg_stat_activity where pid = $1`, [silent]);
+  expect(alive).toBe(1); // still there, silent
+  started = Date.now();
+  expect((await api.gql(UPDATE, { id, input: { url: 'http://127.0.0.1:9/d' } }, apiKey)).errors).toBeUndefined();
+  expect(Date.now() - started, 'acknowledged by the new connection, the old one not waited for').toBeLessThan(1_500);
+}, 45_000);
