@@ -71,6 +71,8 @@ export class PostgresEventTarget implements EventTarget {
   private skewMs = 0;
   /** When the current connection last answered (this process's clock). */
   private answeredAt = 0;
+  /** The backend of the LISTEN connection lost last, whose live_listeners rows the next one removes. */
+  private replacedPid: number | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
   private checking = false;
   /** Queries under way on the connection (see query()). */
@@ -251,6 +253,8 @@ export class PostgresEventTarget implements EventTarget {
     client.on('notification', (message) => this.deliver(message.channel, message.payload ?? ''));
     const lost = (error?: Error) => {
       if (this.client !== client || this.closed) return;
+      // Dropped for its silence, its backend may live on in the server (see below).
+      this.replacedPid = (client as pg.Client & { processID?: number }).processID ?? undefined;
       this.lostAt ??= Date.now();
       this.client = undefined;
       this.current = false;
@@ -284,8 +288,13 @@ export class PostgresEventTarget implements EventTarget {
          insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing`,
       );
     }
-    // Rows of connections that are gone (a process killed), lest a new backend reuse their pid.
-    await client.query(`delete from ${LIVE_LISTENERS_TABLE} l where not exists (select 1 from pg_stat_activity a where a.pid = l.pid)`);
+    // Rows of connections that are gone (a process killed), lest a new backend reuse their pid;
+    // and those of the connection this one replaces: dropped for its silence (a network cut), its
+    // backend lives on in the server until TCP finds it dead, and would never acknowledge.
+    await client.query(
+      `delete from ${LIVE_LISTENERS_TABLE} l where l.pid = $1 or not exists (select 1 from pg_stat_activity a where a.pid = l.pid)`,
+      [this.replacedPid ?? 0],
+    );
     if (this.closed) {
       await client.end();
       return;
