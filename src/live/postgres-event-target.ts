@@ -187,7 +187,7 @@ export class PostgresEventTarget implements EventTarget {
   private async hear(client: pg.Client, channel: string): Promise<void> {
     await client.query(
       `listen ${pg.escapeIdentifier(channel)};
-       insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing;
+       insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict (channel, pid) do update set since = now();
        delete from ${LIVE_LISTENERS_TABLE} l where not exists (select 1 from pg_stat_activity a where a.pid = l.pid)`,
     );
     const holdersOf = async (sql: string, values: unknown[] = []) => (await client.query<{ v: string[] }>(sql, values)).rows[0]!.v;
@@ -285,7 +285,7 @@ export class PostgresEventTarget implements EventTarget {
       // (revokeApiKey waits for each to acknowledge).
       await client.query(
         `listen ${pg.escapeIdentifier(channel)};
-         insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict do nothing`,
+         insert into ${LIVE_LISTENERS_TABLE} (channel, pid) values (${client.escapeLiteral(channel)}, pg_backend_pid()) on conflict (channel, pid) do update set since = now()`,
       );
     }
     // Rows of connections that are gone (a process killed), lest a new backend reuse their pid;
