@@ -431,6 +431,16 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     return apiKey;
   }
 
+  /** A service started again on `env` shows delivery `id` recorded by the one before, on its way out: sent once, not again. */
+  async function recordedOnce(env: Record<string, string>, apiKey: string, id: string, receiver: { received: unknown[] }) {
+    const second = startService({ ...env, PORT: String(await freePort()) });
+    await waitReady(second);
+    const { body } = await gql(second.url, DELIVERY, apiKey, { id });
+    expect(body.data.delivery).toEqual({ status: 'DELIVERED', attempts: 1, attemptLog: [{ number: 1, statusCode: 200 }] });
+    expect(receiver.received).toHaveLength(1);
+    await terminate(second);
+  }
+
   it('Ctrl-C in a terminal (SIGINT to the whole group) records the delivery in flight before PostgreSQL stops', SLOW, async () => {
     const dataDir = await freshDataDir();
     const receiver = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
@@ -451,13 +461,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       expect(exit, first.output().stderr).toEqual({ code: 0, signal: null });
       expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
 
-      const second = startService({ ...env, PORT: String(await freePort()) });
-      await waitReady(second);
-      const { body } = await gql(second.url, DELIVERY, apiKey, { id });
-      // Recorded by the first process, on its way out: not sent again.
-      expect(body.data.delivery).toEqual({ status: 'DELIVERED', attempts: 1, attemptLog: [{ number: 1, statusCode: 200 }] });
-      expect(receiver.received).toHaveLength(1);
-      await terminate(second);
+      await recordedOnce(env, apiKey, id, receiver);
     } finally {
       await receiver.close();
     }
@@ -495,12 +499,7 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
       }
       expect(await processesGone(dataDir), 'no PostgreSQL left running').toEqual([]);
 
-      const second = startService({ ...env, PORT: String(await freePort()) });
-      await waitReady(second);
-      const { body } = await gql(second.url, DELIVERY, apiKey, { id });
-      expect(body.data.delivery).toEqual({ status: 'DELIVERED', attempts: 1, attemptLog: [{ number: 1, statusCode: 200 }] });
-      expect(receiver.received).toHaveLength(1);
-      await terminate(second);
+      await recordedOnce(env, apiKey, id, receiver);
     } finally {
       await receiver.close();
       try {

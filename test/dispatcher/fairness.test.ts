@@ -138,6 +138,23 @@ it('an idle worker claims once per delivery: a freed slot does not ask again whe
   });
 }, 30_000);
 
+/**
+ * Trigger to arrival at `fast` of `count` payments of the tenant of `apiKey` (its subscription
+ * at `path`), one at a time, `gapMs` apart: each wait (ms).
+ */
+async function waitsOf(apiKey: string, path: string, count: number, gapMs: number): Promise<number[]> {
+  const waits: number[] = [];
+  const before = fast.received.filter((r) => r.path === path).length;
+  for (let i = 0; i < count; i++) {
+    await new Promise((r) => setTimeout(r, gapMs));
+    const started = Date.now();
+    await trigger(apiKey, 'payment.received', { payment_id: `${path}-${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+    await arrivedWithin(fast, (p) => p === path, before + i + 1, started, 10_000, `the deliveries to ${path}`);
+    waits.push(Date.now() - started);
+  }
+  return waits;
+}
+
 it('one tenant\'s slow endpoints, however many, do not hold up another tenant', async () => {
   // Tenant A: three subscriptions to a receiver that takes 4 s to answer, 10 events each.
   const glacial = await startReceiver(() => ({ status: 200, delayMs: 4_000 }));
@@ -590,14 +607,7 @@ it('with slow attempts at capacity and the slots held by several tenants\' hangi
       expect(Date.now() - started, 'the slow room never filled').toBeLessThan(15_000);
     }
     await new Promise((r) => setTimeout(r, 3_000)); // past the first slow attempts' ends: steady
-    const waits: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      await new Promise((r) => setTimeout(r, 200));
-      const started = Date.now();
-      await trigger(q.apiKey, 'payment.received', { payment_id: `q${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-      await arrivedWithin(fast, (path) => path === '/quick-q', i + 1, started, 10_000, "Q's deliveries");
-      waits.push(Date.now() - started);
-    }
+    const waits = await waitsOf(q.apiKey, '/quick-q', 10, 200);
     expect(Math.max(...waits), `Q's waits: ${waits.join(', ')} ms`).toBeLessThan(2_500);
     // The hanging tenants' backlogs were there all along.
     const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where target_url like $1 and status = 'PENDING'`, [`${silent.url}/h%`]);
@@ -623,14 +633,7 @@ it("a tenant whose attempts turn slow leaves the last slots to the others: anoth
     for (const started = Date.now(); (await worker.metric('hookline_deliveries_slow_in_flight')) < 8; await new Promise((r) => setTimeout(r, 50))) {
       expect(Date.now() - started, 'the first wave never turned slow').toBeLessThan(15_000);
     }
-    const waits: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      await new Promise((r) => setTimeout(r, 700));
-      const started = Date.now();
-      await trigger(w.apiKey, 'payment.received', { payment_id: `w${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
-      await arrivedWithin(fast, (path) => path === '/wave-w', i + 1, started, 10_000, "W's deliveries");
-      waits.push(Date.now() - started);
-    }
+    const waits = await waitsOf(w.apiKey, '/wave-w', 5, 700);
     expect(Math.max(...waits), `W's waits: ${waits.join(', ')} ms`).toBeLessThan(1_500);
     // The hanging tenant kept the other slots: 7 of 8 in each wave.
     expect(await worker.metric('hookline_deliveries_in_flight')).toBeGreaterThanOrEqual(8 + 7);
