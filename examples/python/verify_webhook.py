@@ -38,14 +38,19 @@ def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: 
     """webhook-signature: v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">, space-separated."""
     h = {k.lower(): v for k, v in headers.items()}
     msg_id, timestamp, signatures = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
-    if not (msg_id and timestamp and signatures) or not timestamp.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (msg_id and timestamp and signatures) or not (timestamp.isascii() and timestamp.isdigit()):
         return False
     if abs(time.time() - int(timestamp)) > tolerance:
         return False  # too old (a replay) or too far in the future
     signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(webhook_key(secret), signed, hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(hmac.new(webhook_key(secret), signed, hashlib.sha256).digest())
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged header's),
+    # which must be a mismatch, not an exception.
     return any(
-        hmac.compare_digest(expected, part[3:]) for part in signatures.split() if part.startswith("v1,")
+        hmac.compare_digest(expected, part[3:].encode("utf-8", "surrogateescape"))
+        for part in signatures.split()
+        if part.startswith("v1,")
     )
 
 
@@ -61,7 +66,12 @@ def verify_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300
 
 
 def _payload_bytes(payload) -> bytes:
-    """bytes as they are, a str as its UTF-8, anything else as compact JSON (as JSON.stringify writes it)."""
+    """bytes as they are, a str as its UTF-8, anything else as compact JSON (json.dumps, no spaces).
+
+    That is JSON.stringify's text for strings, integers, lists and objects, but not for every
+    float: Python writes 1500.0 and 1.5e-07 where JSON.stringify writes 1500 and 1.5e-7, so a
+    signature made here over such a payload differs from the TypeScript helper's. Sign and verify
+    the raw body (sign_raw, verify_raw) to agree byte for byte."""
     if isinstance(payload, (bytes, bytearray)):
         return bytes(payload)
     if isinstance(payload, str):
