@@ -394,6 +394,27 @@ function explained(error: GraphQLError): GraphQLError {
   );
 }
 
+/** The media types Yoga's result processors answer in (its useResultProcessors). */
+const ANSWER_TYPES = ['application/graphql-response+json', 'application/json', 'text/event-stream', 'multipart/mixed'] as const;
+
+/**
+ * Whether an Accept header lets Yoga answer, read as Yoga reads it (result-processor/accept.js):
+ * its media ranges, wildcards matching, a range with a charset other than UTF-8 passed over.
+ */
+export function acceptsAnAnswer(accept: string): boolean {
+  for (const range of accept.replace(/\s/g, '').toLowerCase().split(',')) {
+    const [mediaType = '', ...params] = range.split(';');
+    const charset = params.find((p) => p.includes('charset=')) ?? 'charset=utf-8';
+    if (charset !== 'charset=utf-8') continue;
+    const [pre, suf] = mediaType.split('/');
+    if (ANSWER_TYPES.some((type) => {
+      const [tpre, tsuf] = type.split('/');
+      return (pre === '*' || pre === tpre) && (suf === '*' || suf === tsuf);
+    })) return true;
+  }
+  return false;
+}
+
 /**
  * The request's own shape, before any GraphQL: a `variables` or `extensions` parameter that
  * is not JSON (in a GET's query string or a form body) made Yoga's parser throw a bare
@@ -402,6 +423,19 @@ function explained(error: GraphQLError): GraphQLError {
  */
 const requestShapeErrors: Plugin = {
   onRequestParse({ requestParser, setRequestParser, endResponse, fetchAPI, request }) {
+    // An answer the client cannot take is refused before the operation runs: Yoga finds out only
+    // once it has a result to format, and answered an empty 406 for a mutation already committed.
+    const accept = request.headers.get('accept');
+    if (accept !== null && !acceptsAnAnswer(accept)) {
+      const message = `the Accept header (${accept.slice(0, 200)}) takes none of the types GraphQL answers in: ${ANSWER_TYPES.join(', ')} (or leave Accept out)`;
+      endResponse(
+        new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }), {
+          status: 406,
+          headers: { 'content-type': 'application/json; charset=utf-8' },
+        }),
+      );
+      return;
+    }
     // Other methods are Yoga's to refuse (405 with Allow), after this hook.
     if (!requestParser && request.method === 'POST') {
       const type = request.headers.get('content-type') ?? 'none';
@@ -623,7 +657,10 @@ export function createGraphQLServer(services: Services): Yoga {
         maxAliases: { n: 30 },
         maxDirectives: { n: 20 },
         maxTokens: { n: 3000 },
-        costLimit: { maxCost: 20_000 },
+        // No cost limit of Armor's: Pothos's complexity (complexityLimit) is the one, counted as
+        // the README says; Armor's (20,000, times 1.5 a level, page sizes in the text only)
+        // refused ordinary nested pages as a "Syntax Error", and hid the check of `first`.
+        costLimit: { enabled: false },
         // Field suggestions stay on: they help people exploring in GraphiQL.
         blockFieldSuggestion: { enabled: false },
       }),

@@ -211,6 +211,54 @@ describe('over HTTP', () => {
     expect(await utf8.json()).toEqual({ data: { viewer: { name: 'Latin-1 query string' } } });
   });
 
+  it('refuses an Accept header that takes no answer GraphQL gives with 406 and BAD_USER_INPUT, before the operation runs', async () => {
+    // Yoga found out only once it had a result to format: an empty 406 for a mutation committed.
+    const own = await hl.createTenant('Accept');
+    const post = (token: string, accept: string, query: string, variables?: Record<string, unknown>) =>
+      fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', accept, authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) });
+    const trigger = { input: { event: 'test.event', data: {} } };
+    for (const accept of ['text/html', 'text/plain', 'application/xml', 'application/json; charset=iso-8859-1']) {
+      for (const [token, query, variables] of [
+        [own.apiKey, TRIGGER, trigger],
+        [own.apiKey, 'mutation { createApiKey(name: "second") { id } }', undefined],
+        [ADMIN_TOKEN, 'mutation { createTenant(name: "Accept probe") { apiKey } }', undefined],
+      ] as const) {
+        const res = await post(token, accept, query, variables);
+        expect(res.status, accept).toBe(406);
+        expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+        const body = await res.json();
+        expect(body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+        expect(body.errors[0].message).toContain('application/json');
+      }
+    }
+    for (const [table, rows] of [['webhook_events', 0], ['api_keys', 1]] as const) {
+      const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from ${table} where tenant_id = $1`, [own.id]);
+      expect(n, table).toBe(rows);
+    }
+    const [{ n: tenants }] = await hl.dataSource.query(`select count(*)::int as n from tenants where name = 'Accept probe'`);
+    expect(tenants).toBe(0);
+    // What takes one of its answers is answered as before.
+    for (const accept of ['*/*', 'application/*', 'text/html, application/json;q=0.9', 'application/graphql-response+json', 'text/event-stream']) {
+      const res = await post(own.apiKey, accept, '{ viewer { name } }');
+      expect(res.status, accept).toBe(200);
+      expect(await res.text()).toContain('"Accept"');
+    }
+  });
+
+  it("pages nested in pages are limited by the complexity the README counts, and a literal page size by first's own check", async () => {
+    // GraphQL Armor's cost limit (20,000, times 1.5 a level, page sizes written in the text only)
+    // refused these as a "Syntax Error", and answered a too-large literal first with its cost.
+    const nested = await hl.gql('{ webhookSubscriptions(first: 100) { edges { node { id url events active deliveries(first: 5) { edges { node { id status attempts createdAt lastError } } } } } } }', undefined, tenant.apiKey);
+    expect(nested.errors).toBeUndefined();
+    const twenty = await hl.gql('{ webhookSubscriptions(first: 20) { edges { node { id deliveries(first: 20) { edges { node { id status attempts } } } } } } }', undefined, tenant.apiKey);
+    expect(twenty.errors).toBeUndefined();
+    const huge = await hl.gql('{ deliveries(first: 2147483648) { edges { node { id } } } }', undefined, tenant.apiKey);
+    expect(huge.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(huge.errors?.[0]?.message).toMatch(/Int cannot represent non 32-bit signed integer value/);
+    const big = await hl.gql('{ deliveries(first: 1000) { edges { node { id } } } }', undefined, tenant.apiKey);
+    expect(big.errors?.[0]?.message).toMatch(/first.*at most 100/);
+  });
+
   it('writes nothing when a mutation is refused', async () => {
     const res = await hl.gql(TRIGGER, { input: { event: 'invoice.created', data: { amount: 1, customer: 'A' }, extra: 1 } }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
