@@ -19,6 +19,14 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (longerThan(url, MAX_TARGET_URL_LENGTH)) {
     throw badInput(field, `the target URL must be at most ${MAX_TARGET_URL_LENGTH} characters`);
   }
+  // The URL parser drops tabs and line breaks anywhere (a paste gone wrong) and mends forms like
+  // http:///path (the path taken for the host) or http:example.com: a target is written out.
+  if (/[\u0000-\u001f\u007f]/.test(url)) {
+    throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
+  }
+  if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {
+    throw badInput(field, 'must start with http:// or https:// and a host, like https://example.com/webhooks');
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -30,6 +38,10 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   }
   if (parsed.username !== '' || parsed.password !== '') {
     throw badInput(field, 'must not contain a username or password; authenticate receivers with the signing secret instead');
+  }
+  if (url.includes('#')) {
+    // Never sent (a fragment is the client's own): a token put there would be lost unseen.
+    throw badInput(field, 'must not have a fragment (#…): it is never sent to the receiver; put what it carries in the path or the query');
   }
   if (parsed.hostname === '') {
     throw badInput(field, 'must name a host');

@@ -119,7 +119,16 @@ describe('validateTargetUrl', () => {
     [`https://example.com/${'a'.repeat(2048)}`, /at most 2048/],
     ['not a url', /not a valid absolute URL/],
     ['/relative/path', /not a valid absolute URL/],
-    ['http://', /not a valid absolute URL/],
+    ['http://', /must start with http:\/\/ or https:\/\/ and a host/],
+    // Forms the URL parser mends, taking the path for the host, or dropping what was pasted in.
+    ['http:///path', /must start with http:\/\/ or https:\/\/ and a host/],
+    ['http:127.0.0.1:4000/hooks', /must start with http:\/\/ or https:\/\/ and a host/],
+    ['https:\\\\example.com\\hooks', /must start with http:\/\/ or https:\/\/ and a host/],
+    ['https://exa\nmple.com/hooks', /control characters/],
+    ['https://example.com/hooks\t', /control characters/],
+    // A fragment is never sent: what it carries (a token, say) would be lost.
+    ['https://example.com/hooks#token=abc', /must not have a fragment/],
+    ['https://example.com/hooks#', /must not have a fragment/],
     ['', /required/],
     ['http://example.com:0/', /port 0 cannot be connected to/],
     ['http://[::1]:0/', /port 0/],
