@@ -13,7 +13,7 @@ import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
 import type { Yoga } from './graphql.js';
-import { BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, checkFormUtf8, readBody } from './http-body.js';
+import { BodyEncodedError, BodyNotUtf8Error, BodyTooLargeError, MAX_BODY_BYTES, bodyText, checkFormUtf8, readBody } from './http-body.js';
 import { InexactNumberError, inexactNumberError, refuseInexactNumbers } from '../json-numbers.js';
 
 export interface AppOptions {
@@ -400,11 +400,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
     inFlight.add(res);
     res.once('close', () => inFlight.delete(res));
     handle(req, res).catch((error: unknown) => {
-      if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error || error instanceof InexactNumberError) {
+      if (error instanceof BodyTooLargeError || error instanceof BodyNotUtf8Error || error instanceof BodyEncodedError || error instanceof InexactNumberError) {
         const [status, refusal] =
           error instanceof BodyTooLargeError
             ? [413, { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${MAX_BODY_BYTES} bytes` }]
-            : [400, { code: error.code, message: error.message }];
+            : [error instanceof BodyEncodedError ? 415 : 400, { code: error.code, message: error.message }];
         // In the shape each client reads: GraphQL's errors on /graphql (in the media type Yoga
         // answers a malformed body in), REST's error elsewhere.
         const graphql = toGraphQL(req);

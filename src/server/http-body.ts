@@ -14,6 +14,8 @@ export class BodyTooLargeError extends Error {
  * With listeners rather than the stream's async iterator: this is on every request.
  */
 export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
+  const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+  if (encoding && encoding !== 'identity') return Promise.reject(new BodyEncodedError(encoding));
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLargeError());
   return new Promise((resolve, reject) => {
@@ -51,6 +53,16 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
     req.on('error', onError);
     req.on('close', onClose);
   });
+}
+
+/**
+ * A body sent compressed (Content-Encoding): refused with 415, where it was read as it came, so
+ * gzip's bytes were "not valid UTF-8" and a plain body labelled gzip was taken as it was.
+ */
+export class BodyEncodedError extends HooklineError {
+  constructor(encoding: string) {
+    super(ErrorCode.BAD_USER_INPUT, `Content-Encoding ${encoding.slice(0, 100)} is not supported: send the request body uncompressed`);
+  }
 }
 
 /** A body whose bytes are not UTF-8: refused (BAD_USER_INPUT), where decoding would put U+FFFD in their place. */

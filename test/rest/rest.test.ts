@@ -1,6 +1,7 @@
 // The guide's REST endpoints answer with each status code of the contract,
 // share their data with GraphQL (one service layer), and keep tenants apart.
 import { createHmac } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -326,6 +327,24 @@ describe('400 BAD_USER_INPUT', () => {
     expectError(await rest('POST', 'subscriptions', { raw: '{"event": "invoice.created", "url": ' }), 400, 'BAD_USER_INPUT');
     expectError(await rest('POST', 'deliveries', { raw: '[1, 2]' }), 400, 'BAD_USER_INPUT');
     expectError(await rest('POST', 'deliveries', { raw: '' }), 400, 'BAD_USER_INPUT');
+  });
+
+  it('refuses a compressed body (Content-Encoding) with BAD_USER_INPUT naming it, and writes nothing', async () => {
+    // gzip's bytes were "not valid UTF-8", and a plain body labelled gzip was taken as it came.
+    const own = await hl.createTenant('Encoded REST');
+    const body = JSON.stringify({ event: 'test.event', payload: {} });
+    const post = (headers: Record<string, string>, raw: Uint8Array<ArrayBuffer>) =>
+      fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries`, { method: 'POST', headers: { authorization: `Bearer ${own.apiKey}`, 'content-type': 'application/json', ...headers }, body: raw });
+    for (const [encoding, raw] of [['gzip', gzipSync(body)], ['gzip', Buffer.from(body)], ['br', Buffer.from(body)], ['GZIP, identity', gzipSync(body)]] as const) {
+      const res = await post({ 'content-encoding': encoding }, new Uint8Array(raw));
+      expect(res.status, encoding).toBe(400);
+      const answer = await res.json();
+      expect(answer.error.code).toBe('BAD_USER_INPUT');
+      expect(answer.error.message).toMatch(/^Content-Encoding .* is not supported/);
+    }
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [own.id]);
+    expect(n).toBe(0);
+    expect((await post({ 'content-encoding': 'identity' }, new Uint8Array(Buffer.from(body)))).status).toBe(202);
   });
 
   it('refuses a body that is not UTF-8, whatever charset its content type names, and writes nothing', async () => {

@@ -1,6 +1,7 @@
 // Requests GraphQL itself refuses (syntax, validation, variables, argument checks)
 // carry extensions.code BAD_USER_INPUT and a message naming what is wrong, over HTTP
 // and WebSocket, with the HTTP status Yoga gives them; other codes are unchanged.
+import { gzipSync } from 'node:zlib';
 import type { Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -209,6 +210,24 @@ describe('over HTTP', () => {
     expect(await rest.json()).toEqual({ error: { code: 'BAD_USER_INPUT', message: "the query string's percent-encoded bytes are not valid UTF-8" } });
     const utf8 = await get('/graphql?query=%7B+viewer+%7B+name+%7D+%7D&x=caf%C3%A9');
     expect(await utf8.json()).toEqual({ data: { viewer: { name: 'Latin-1 query string' } } });
+  });
+
+  it('refuses a compressed body (Content-Encoding) with 415 and BAD_USER_INPUT naming it, and writes nothing', async () => {
+    const own = await hl.createTenant('Encoded');
+    const body = JSON.stringify({ query: TRIGGER, variables: { input: { event: 'test.event', data: {} } } });
+    const post = (headers: Record<string, string>, raw: Uint8Array<ArrayBuffer>) =>
+      fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${own.apiKey}`, ...headers }, body: raw });
+    for (const [encoding, raw] of [['gzip', gzipSync(body)], ['gzip', Buffer.from(body)], ['deflate', Buffer.from(body)]] as const) {
+      const res = await post({ 'content-encoding': encoding }, new Uint8Array(raw));
+      expect(res.status, encoding).toBe(415);
+      const answer = await res.json();
+      expect(answer.errors[0].extensions.code).toBe('BAD_USER_INPUT');
+      expect(answer.errors[0].message).toBe(`Content-Encoding ${encoding} is not supported: send the request body uncompressed`);
+    }
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from webhook_events where tenant_id = $1', [own.id]);
+    expect(n).toBe(0);
+    const plain = await post({ 'content-encoding': 'identity' }, new Uint8Array(Buffer.from(body)));
+    expect(await plain.json()).toEqual({ data: { triggerEvent: { duplicate: false } } });
   });
 
   it('refuses an Accept header that takes no answer GraphQL gives with 406 and BAD_USER_INPUT, before the operation runs', async () => {
