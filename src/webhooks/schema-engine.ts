@@ -139,6 +139,11 @@ export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
   if (later) return `uses "${later}", a keyword of a later JSON Schema draft (2019-09, 2020-12): Hookline validates draft-07, which would ignore it`;
   // An asynchronous schema's validator answers with a promise, which is no verdict here.
   if (compiled.$async) return 'must not be asynchronous ($async): Hookline validates events as they come';
+  // An event's data is a JSON object: a schema whose top allows none would refuse every event.
+  const type = (schema as { type?: unknown }).type;
+  if (type !== undefined && !(type === 'object' || (Array.isArray(type) && type.includes('object')))) {
+    return `has "type": ${JSON.stringify(type)} at its top, so no event could pass (an event's data is a JSON object): give "type": "object", or leave "type" out`;
+  }
   return undefined;
 }
 

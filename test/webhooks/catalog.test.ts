@@ -481,6 +481,9 @@ describe('createEventType', () => {
       [{ type: 'object', properties: { contact: { type: 'string', format: 'e-mail' } } }, 'the format "e-mail" at #/properties/contact, which Hookline does not know'],
       [{ $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object' }, 'Hookline validates draft-07 JSON Schemas'],
       [{ $schema: 'https://json-schema.org/draft-07/schema#', type: 'object' }, 'as draft-07 writes it'],
+      // What no event's data (a JSON object) could ever pass: every trigger of the type would fail.
+      [{ type: 'string' }, 'has "type": "string" at its top, so no event could pass'],
+      [{ type: ['array', 'null'] }, 'has "type": ["array","null"] at its top'],
     ];
     for (const [schema, message] of refused) {
       const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.checked', schema } }, tenant.apiKey);
@@ -490,6 +493,7 @@ describe('createEventType', () => {
     // Annotations it does not know, and the draft-07 $schema, are as draft-07 says: fine.
     const schema = { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', 'x-owner': 'billing', properties: { a: { type: 'string', example: 'x' } } };
     expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.checked', schema } }, tenant.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.either', schema: { type: ['object', 'null'] } } }, tenant.apiKey)).errors).toBeUndefined();
   });
 
   const SHIPMENT_SCHEMA = {
