@@ -56,6 +56,8 @@ export function rejectUnstorableText(field: string, value: string | null | undef
 export function checkText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
+  // An id or a key, not text to lay out: a tab or a line break in one is a slip, kept unseen.
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   rejectUnstorableText(field, value);
   rejectLongText(field, value, max);
   return value;

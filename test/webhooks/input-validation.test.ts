@@ -290,6 +290,29 @@ for (const [what, bad] of [['a NUL character', NUL], ['half of a UTF-16 surrogat
   });
 }
 
+describe('control characters in an id or a key are refused, and nothing is written', () => {
+  // Kept as given, a tab or a line break went into the envelope's resource_id, or made an
+  // idempotency key that a retry typed without it would not match.
+  for (const [field, input] of [
+    ['resourceId', { resourceId: 'inv-1\t' }],
+    ['resourceType', { resourceType: 'invoice\n' }],
+    ['idempotencyKey', { idempotencyKey: 'key-1\r\n' }],
+  ] as const) {
+    it(field, async () => {
+      const before = await counts();
+      const res = await triggerWith(input);
+      expectBadInput(res, field);
+      expect(res.errors?.[0]?.message).toContain('control characters');
+      expect(await counts()).toEqual(before);
+    });
+  }
+  it('a default resource_id from data with one is left out, and the event taken', async () => {
+    const res = await triggerWith({ data: { id: 'inv-1\n' } });
+    expect(res.errors).toBeUndefined();
+    expect(res.data.triggerEvent.event.resourceId).toBeNull();
+  });
+});
+
 describe('a NUL character elsewhere', () => {
   const trigger = triggerWith;
 
