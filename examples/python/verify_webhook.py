@@ -38,17 +38,21 @@ def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: 
     """webhook-signature: v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">, space-separated."""
     h = {k.lower(): v for k, v in headers.items()}
     msg_id, timestamp, signatures = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
-    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-    if not (msg_id and timestamp and signatures) or not (timestamp.isascii() and timestamp.isdigit()):
+    # Unix seconds: a few ASCII digits (str.isdigit() also takes "²", which int() refuses, and
+    # hundreds of digits overflow the float the tolerance is reckoned in).
+    if not (msg_id and timestamp and signatures) or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return False
     if abs(time.time() - int(timestamp)) > tolerance:
         return False  # too old (a replay) or too far in the future
-    signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    try:
+        signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+    except UnicodeEncodeError:
+        return False  # a lone surrogate in the id: no request's bytes
     expected = base64.b64encode(hmac.new(webhook_key(secret), signed, hashlib.sha256).digest())
     # Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged header's),
     # which must be a mismatch, not an exception.
     return any(
-        hmac.compare_digest(expected, part[3:].encode("utf-8", "surrogateescape"))
+        hmac.compare_digest(expected, part[3:].encode("utf-8", "replace"))
         for part in signatures.split()
         if part.startswith("v1,")
     )
@@ -61,7 +65,7 @@ def verify_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300
         return verify_x_signature(secret, body, h.get("x-signature", "")) and verify_standard_webhook(
             secret, body, h, tolerance
         )
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeError):
         return False  # a whsec_ secret that is not base64, or a non-ASCII header value
 
 

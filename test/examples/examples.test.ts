@@ -413,13 +413,20 @@ print(f"Valid (tampered): {is_valid}")  # Should be False
     const odd = await run('python3', ['-c', `from verify_webhook import WebhookSignature as W\nprint(W.verify("s", {"a": "\\ud800"}, "sha256=00"), W.verify_raw("s", "\\ud800", "sha256=00"), W.verify("s", {"x": object()}, "x"))`], { env });
     expect(odd.stdout.trim()).toBe('False False False');
     // Nor on forged Standard Webhooks headers (README: rotation receivers call verify_standard_webhook
-    // alone): a non-ASCII signature, or a timestamp of digits int() refuses, is a mismatch.
+    // alone): each of these is a mismatch, not an exception.
+    const forgedHeaders = [
+      '{"webhook-id": "a", "webhook-timestamp": now, "webhook-signature": "v1,\\u00e9"}', // non-ASCII signature
+      '{"webhook-id": "a", "webhook-timestamp": "\\u00b2", "webhook-signature": "v1,x"}', // a digit int() refuses
+      '{"webhook-id": "a", "webhook-timestamp": "1" + "0" * 400, "webhook-signature": "v1,x"}', // overflows a float
+      '{"webhook-id": "\\ud800", "webhook-timestamp": now, "webhook-signature": "v1,x"}', // a lone surrogate
+      '{"webhook-id": "a", "webhook-timestamp": now, "webhook-signature": "v1,\\ud800"}',
+    ];
     const forged = await run(
       'python3',
-      ['-c', `import time\nfrom verify_webhook import verify_standard_webhook as v\nnow = str(int(time.time()))\nprint(v("s", b"{}", {"webhook-id": "a", "webhook-timestamp": now, "webhook-signature": "v1,\u00e9"}), v("s", b"{}", {"webhook-id": "a", "webhook-timestamp": "\u00b2", "webhook-signature": "v1,x"}))`],
+      ['-c', `import time\nfrom verify_webhook import verify_standard_webhook as v\nnow = str(int(time.time()))\nprint(${forgedHeaders.map((h) => `v("s", b"{}", ${h})`).join(', ')})`],
       { env },
     );
-    expect(forged.stdout.trim()).toBe('False False');
+    expect(forged.stdout.trim()).toBe('False False False False False');
     expect(stdout).toMatch(/^Signature: sha256=[0-9a-f]{64}\nValid: True\nValid \(tampered\): False\n$/);
     // The guide's receiver: WebhookSignature.verify_raw(WEBHOOK_SECRET, body, signature) on the raw body.
     const receiver = 'import sys\nfrom verify_webhook import WebhookSignature\nbody = open(sys.argv[2], "rb").read()\nprint(WebhookSignature.verify_raw(sys.argv[1], body, sys.argv[3]))';
