@@ -53,11 +53,14 @@ export function rejectUnstorableText(field: string, value: string | null | undef
 }
 
 /** A text input that may be absent: else non-blank, storable and at most `max` characters. */
+/** Control characters (C0, DEL, C1: a tab, a line break, NEL) and Unicode's line and paragraph separators. */
+export const CONTROL_CHARACTERS = /[\p{Cc}\u2028\u2029]/u;
+
 export function checkText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');
   // An id or a key, not text to lay out: a tab or a line break in one is a slip, kept unseen.
-  if (/[\u0000-\u001f\u007f]/.test(value)) throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
+  if (CONTROL_CHARACTERS.test(value)) throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   rejectUnstorableText(field, value);
   rejectLongText(field, value, max);
   return value;

@@ -425,8 +425,9 @@ const requestShapeErrors: Plugin = {
   onRequestParse({ requestParser, setRequestParser, endResponse, fetchAPI, request }) {
     // An answer the client cannot take is refused before the operation runs: Yoga finds out only
     // once it has a result to format, and answered an empty 406 for a mutation already committed.
+    // An empty header is none (Yoga reads it as */*).
     const accept = request.headers.get('accept');
-    if (accept !== null && !acceptsAnAnswer(accept)) {
+    if (accept && !acceptsAnAnswer(accept)) {
       const message = `the Accept header (${accept.slice(0, 200)}) takes none of the types GraphQL answers in: ${ANSWER_TYPES.join(', ')} (or leave Accept out)`;
       endResponse(
         new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] }), {

@@ -1,7 +1,7 @@
 // Syntax rules for a subscription's target URL. Whether the host it names is
 // an acceptable place to send webhooks (public address) is the job of
 // src/dispatcher/target-guard.ts; this module only checks the shape.
-import { badInput, longerThan } from '../errors.js';
+import { CONTROL_CHARACTERS, badInput, longerThan } from '../errors.js';
 
 export const MAX_TARGET_URL_LENGTH = 2048;
 
@@ -21,8 +21,13 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   }
   // The URL parser drops tabs and line breaks anywhere (a paste gone wrong) and mends forms like
   // http:///path (the path taken for the host) or http:example.com: a target is written out.
-  if (/[\u0000-\u001f\u007f]/.test(url)) {
+  if (CONTROL_CHARACTERS.test(url)) {
     throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
+  }
+  // Invisible formatting characters (a soft hyphen, a zero-width space), which the URL parser
+  // drops from a host or percent-encodes in a path: what is sent would not be what was seen.
+  if (/\p{Cf}/u.test(url)) {
+    throw badInput(field, 'must not contain invisible formatting characters (a soft hyphen or a zero-width space, say)');
   }
   if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {
     throw badInput(field, 'must start with http:// or https:// and a host, like https://example.com/webhooks');

@@ -126,6 +126,10 @@ describe('validateTargetUrl', () => {
     ['https:\\\\example.com\\hooks', /must start with http:\/\/ or https:\/\/ and a host/],
     ['https://exa\nmple.com/hooks', /control characters/],
     ['https://example.com/hooks\t', /control characters/],
+    ['https://example.com/\u0085x', /control characters/],
+    ['https://example.com/a\u2028b', /control characters/],
+    ['https://ex\u00adample.com/hooks', /invisible formatting characters/],
+    ['https://example.com/a\u200bb', /invisible formatting characters/],
     // A fragment is never sent: what it carries (a token, say) would be lost.
     ['https://example.com/hooks#token=abc', /must not have a fragment/],
     ['https://example.com/hooks#', /must not have a fragment/],

@@ -257,7 +257,7 @@ describe('over HTTP', () => {
     const [{ n: tenants }] = await hl.dataSource.query(`select count(*)::int as n from tenants where name = 'Accept probe'`);
     expect(tenants).toBe(0);
     // What takes one of its answers is answered as before.
-    for (const accept of ['*/*', 'application/*', 'text/html, application/json;q=0.9', 'application/graphql-response+json', 'text/event-stream']) {
+    for (const accept of ['', '*/*', 'application/*', 'text/html, application/json;q=0.9', 'application/graphql-response+json', 'text/event-stream']) {
       const res = await post(own.apiKey, accept, '{ viewer { name } }');
       expect(res.status, accept).toBe(200);
       expect(await res.text()).toContain('"Accept"');

@@ -297,8 +297,11 @@ describe('control characters in an id or a key are refused, and nothing is writt
     ['resourceId', { resourceId: 'inv-1\t' }],
     ['resourceType', { resourceType: 'invoice\n' }],
     ['idempotencyKey', { idempotencyKey: 'key-1\r\n' }],
+    ['resourceId', { resourceId: 'inv-1\u2028x' }],
+    ['resourceId', { resourceId: 'inv-1\u0085' }],
+    ['idempotencyKey', { idempotencyKey: 'k\u2029x' }],
   ] as const) {
-    it(field, async () => {
+    it(`${field} ${JSON.stringify(Object.values(input)[0])}`, async () => {
       const before = await counts();
       const res = await triggerWith(input);
       expectBadInput(res, field);
