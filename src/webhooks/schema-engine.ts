@@ -139,10 +139,49 @@ export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
   if (later) return `uses "${later}", a keyword of a later JSON Schema draft (2019-09, 2020-12): Hookline validates draft-07, which would ignore it`;
   // An asynchronous schema's validator answers with a promise, which is no verdict here.
   if (compiled.$async) return 'must not be asynchronous ($async): Hookline validates events as they come';
-  // An event's data is a JSON object: a schema whose top allows none would refuse every event.
-  const type = (schema as { type?: unknown }).type;
-  if (type !== undefined && !(type === 'object' || (Array.isArray(type) && type.includes('object')))) {
-    return `has "type": ${JSON.stringify(type)} at its top, so no event could pass (an event's data is a JSON object): give "type": "object", or leave "type" out`;
+  // An event's data is a JSON object: a schema that admits none would refuse every event.
+  const none = admitsNoObject(schema, schema, 'its top', 0);
+  if (none) return `has ${none}, so no event could pass (an event's data is a JSON object)`;
+  return undefined;
+}
+
+const isObject = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * Where and why `schema` (at `where` in `root`) admits no JSON object at all, or undefined when
+ * one may pass: only what holds for every object is judged (a `type`, `enum` or `const` leaving
+ * objects out, `not: {}`, `false`, through `allOf`, every branch of `anyOf`/`oneOf`, and a local
+ * `$ref`, which draft-07 takes alone); anything else may let some object through.
+ */
+function admitsNoObject(schema: unknown, root: object, where: string, depth: number): string | undefined {
+  if (schema === false) return `false at ${where}`;
+  if (!isObject(schema) || depth > 32) return undefined;
+  const node = schema as Record<string, unknown>;
+  if (typeof node.$ref === 'string') {
+    if (!node.$ref.startsWith('#')) return undefined;
+    let target: unknown = root;
+    for (const part of node.$ref.slice(1).split('/').slice(1)) {
+      const key = decodeURIComponent(part).replaceAll('~1', '/').replaceAll('~0', '~');
+      target = isObject(target) ? (target as Record<string, unknown>)[key] : undefined;
+    }
+    return target === undefined ? undefined : admitsNoObject(target, root, node.$ref, depth + 1);
+  }
+  const { type } = node;
+  if (type !== undefined && !(type === 'object' || (Array.isArray(type) && type.includes('object')))) return `"type": ${JSON.stringify(type)} at ${where}`;
+  if (Array.isArray(node.enum) && !node.enum.some(isObject)) return `an "enum" with no object at ${where}`;
+  if ('const' in node && !isObject(node.const)) return `a "const" that is no object at ${where}`;
+  if (node.not === true || (isObject(node.not) && Object.keys(node.not as object).length === 0)) return `"not": ${JSON.stringify(node.not)} at ${where}`;
+  if (Array.isArray(node.allOf)) {
+    for (const [i, part] of node.allOf.entries()) {
+      const why = admitsNoObject(part, root, `${where === 'its top' ? '#' : where}/allOf/${i}`, depth + 1);
+      if (why) return why;
+    }
+  }
+  for (const key of ['anyOf', 'oneOf'] as const) {
+    const branches = node[key];
+    if (!Array.isArray(branches) || !branches.length) continue;
+    const whys = branches.map((part, i) => admitsNoObject(part, root, `${where === 'its top' ? '#' : where}/${key}/${i}`, depth + 1));
+    if (whys.every(Boolean)) return `no branch of "${key}" at ${where} that admits an object (${whys[0]}, …)`;
   }
   return undefined;
 }

@@ -484,6 +484,12 @@ describe('createEventType', () => {
       // What no event's data (a JSON object) could ever pass: every trigger of the type would fail.
       [{ type: 'string' }, 'has "type": "string" at its top, so no event could pass'],
       [{ type: ['array', 'null'] }, 'has "type": ["array","null"] at its top'],
+      [{ not: {} }, 'has "not": {} at its top'],
+      [{ allOf: [{ required: ['a'] }, { type: 'string' }] }, 'has "type": "string" at #/allOf/1'],
+      [{ $ref: '#/definitions/x', definitions: { x: { type: 'array' } } }, 'has "type": "array" at #/definitions/x'],
+      [{ enum: [1, 2] }, 'has an "enum" with no object at its top'],
+      [{ const: 'a' }, 'has a "const" that is no object at its top'],
+      [{ anyOf: [{ type: 'string' }, { enum: [null] }] }, 'no branch of "anyOf" at its top that admits an object'],
     ];
     for (const [schema, message] of refused) {
       const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.checked', schema } }, tenant.apiKey);
@@ -493,7 +499,17 @@ describe('createEventType', () => {
     // Annotations it does not know, and the draft-07 $schema, are as draft-07 says: fine.
     const schema = { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', 'x-owner': 'billing', properties: { a: { type: 'string', example: 'x' } } };
     expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.checked', schema } }, tenant.apiKey)).errors).toBeUndefined();
-    expect((await hl.gql(CREATE_EVENT_TYPE, { input: { name: 'dialect.either', schema: { type: ['object', 'null'] } } }, tenant.apiKey)).errors).toBeUndefined();
+    // What some object may pass is taken, however narrow.
+    for (const [i, admits] of [
+      { type: ['object', 'null'] },
+      { enum: [{ a: 1 }, 'b'] },
+      { anyOf: [{ type: 'string' }, { type: 'object', required: ['a'] }] },
+      { not: { required: ['a'] } },
+      { $ref: '#/definitions/x', definitions: { x: { properties: { a: { type: 'string' } } } } },
+    ].entries()) {
+      const res = await hl.gql(CREATE_EVENT_TYPE, { input: { name: `dialect.either${i}`, schema: admits } }, tenant.apiKey);
+      expect(res.errors, JSON.stringify(admits)).toBeUndefined();
+    }
   });
 
   const SHIPMENT_SCHEMA = {
