@@ -220,9 +220,50 @@ function vanished(result: unknown): boolean {
   return !!errors?.some((error) => error.originalError instanceof Vanished);
 }
 
+/** How often an operation may read the schema's introspection fields at its root. */
+export const INTROSPECTION_LIMITS = { __schema: 1, __type: 10 } as const;
+
+/**
+ * Introspection within bounds: `__schema` once an operation, `__type` ten times. Neither is
+ * counted by the complexity limit, and 30 aliases of `__schema` (333 tokens, open to anyone)
+ * answered 2.7 MB; GraphiQL and code generators ask for `__schema` once.
+ */
+export function introspectionWithinLimits(context: ValidationContext): ASTVisitor {
+  return {
+    OperationDefinition(node) {
+      const counts = { __schema: 0, __type: 0 };
+      const walk = (set: SelectionSetNode, seen: ReadonlySet<string>) => {
+        for (const selection of set.selections) {
+          if (selection.kind === Kind.FIELD) {
+            const name = selection.name.value;
+            if (name === '__schema' || name === '__type') counts[name]++;
+          } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+            walk(selection.selectionSet, seen);
+          } else if (!seen.has(selection.name.value)) {
+            // A cycle is refused by its own rule; here it is walked once.
+            const fragment = context.getFragment(selection.name.value);
+            if (fragment) walk(fragment.selectionSet, new Set([...seen, selection.name.value]));
+          }
+        }
+      };
+      walk(node.selectionSet, new Set());
+      for (const name of ['__schema', '__type'] as const) {
+        if (counts[name] > INTROSPECTION_LIMITS[name]) {
+          context.reportError(
+            new GraphQLError(`an operation may read ${name} at most ${INTROSPECTION_LIMITS[name] === 1 ? 'once' : `${INTROSPECTION_LIMITS[name]} times`}; this one reads it ${counts[name]} times`, {
+              nodes: [node],
+            }),
+          );
+        }
+      }
+    },
+  };
+}
+
 const oneMutationFieldRule: Plugin = {
   onValidate({ addValidationRule }) {
     addValidationRule(oneMutationField);
+    addValidationRule(introspectionWithinLimits);
   },
   onExecute({ args, setResultAndStopExecution }) {
     const operation = getOperationAST(args.document, args.operationName);

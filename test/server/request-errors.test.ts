@@ -2,6 +2,7 @@
 // carry extensions.code BAD_USER_INPUT and a message naming what is wrong, over HTTP
 // and WebSocket, with the HTTP status Yoga gives them; other codes are unchanged.
 import { gzipSync } from 'node:zlib';
+import { getIntrospectionQuery } from 'graphql';
 import type { Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +67,14 @@ const CASES: Case[] = [
     names: /one field, not 2 \(createApiKey, b\)/,
     status: [200, 400],
   },
+  // Introspection, which the complexity limit does not count: 30 aliases of __schema answered 2.7 MB.
+  { name: 'the schema introspected twice', query: '{ a: __schema { queryType { name } } b: __schema { queryType { name } } }', names: /__schema at most once; this one reads it 2 times/, status: [200, 400] },
+  {
+    name: '__type eleven times, through a fragment',
+    query: `{ ...F } fragment F on Query { ${Array.from({ length: 11 }, (_, i) => `t${i}: __type(name: "Query") { name }`).join(' ')} }`,
+    names: /__type at most 10 times; this one reads it 11 times/,
+    status: [200, 400],
+  },
   { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
 ];
 
@@ -91,6 +100,14 @@ describe('over HTTP', () => {
       }
     });
   }
+
+  it("answers the introspection GraphiQL and code generators send, and __type ten times", async () => {
+    const full = await overHttp({ name: 'introspection', query: getIntrospectionQuery(), names: /./, status: [200, 200] }, 'application/json');
+    expect(full.status).toBe(200);
+    expect(full.body.errors).toBeUndefined();
+    const ten = await overHttp({ name: '__type', query: `{ ${Array.from({ length: 10 }, (_, i) => `t${i}: __type(name: "Query") { name }`).join(' ')} }`, names: /./, status: [200, 200] }, 'application/json');
+    expect(ten.body.errors).toBeUndefined();
+  });
 
   it('leaves the codes of the contract as they are', async () => {
     const unknown = await hl.gql('mutation { revokeApiKey(id: "00000000-0000-0000-0000-000000000000") }', {}, tenant.apiKey);
