@@ -29,13 +29,34 @@ export interface NewApiKey {
   record: ApiKey;
 }
 
-export async function createTenant(dataSource: DataSource, name: string): Promise<{ tenant: Tenant; apiKey: string }> {
+export async function createTenant(dataSource: DataSource, name: string): Promise<{ tenant: Tenant; apiKey: string; apiKeyId: string }> {
   const tenantName = checkName('name', name);
   return dataSource.transaction(async (manager) => {
     const tenant = await manager.save(manager.create(Tenant, { name: tenantName }));
-    const { apiKey } = await insertApiKey(manager, tenant.id as TenantId, 'default');
-    return { tenant, apiKey };
+    const { apiKey, record } = await insertApiKey(manager, tenant.id as TenantId, 'default');
+    // Its id, for revokeApiKey: without it, the first key could never be revoked.
+    return { tenant, apiKey, apiKeyId: record.id };
   });
+}
+
+export interface ApiKeyInfo {
+  id: string;
+  name: string;
+  createdAt: Date;
+}
+
+/** A tenant's active API keys (never the keys themselves: only their hashes are kept), oldest first. */
+export async function listApiKeys(dataSource: DataSource, tenantId: TenantId): Promise<ApiKeyInfo[]> {
+  return withTenant(dataSource, tenantId, (manager) =>
+    queryRows<ApiKeyInfo>(
+      manager,
+      `select id, name, created_at as "createdAt" from api_keys
+        where tenant_id = $1 and revoked_at is null
+        order by created_at, id
+        limit ${MAX_ACTIVE_API_KEYS}`,
+      [tenantId],
+    ),
+  );
 }
 
 async function insertApiKey(manager: import('typeorm').EntityManager, tenantId: TenantId, name: string): Promise<NewApiKey> {

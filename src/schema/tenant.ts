@@ -1,4 +1,4 @@
-import { createApiKey, createTenant, findTenant, revokeApiKey } from '../auth/tenants.js';
+import { MAX_ACTIVE_API_KEYS, createApiKey, createTenant, findTenant, listApiKeys, revokeApiKey, type ApiKeyInfo } from '../auth/tenants.js';
 import { requireAdmin, requireTenant } from '../auth/viewer.js';
 import type { Tenant as TenantRow } from '../entities/tenant.js';
 import { poolOf } from '../db/query.js';
@@ -15,13 +15,37 @@ export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
 });
 
 const CreateTenantPayload = builder
-  .objectRef<{ tenant: TenantRow; apiKey: string }>('CreateTenantPayload')
+  .objectRef<{ tenant: TenantRow; apiKey: string; apiKeyId: string }>('CreateTenantPayload')
   .implement({
     fields: (t) => ({
       tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }),
       apiKey: t.exposeString('apiKey', { description: 'The first API key of the tenant. Shown only here.' }),
+      apiKeyId: t.exposeID('apiKeyId', { description: 'The id of that key (named "default"), for revokeApiKey; `apiKeys` lists it too.' }),
     }),
   });
+
+const ApiKeyRef = builder.objectRef<ApiKeyInfo & { current: boolean }>('ApiKey').implement({
+  description: 'An active API key of the tenant. The key itself is never shown again: Hookline keeps only its hash.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    current: t.exposeBoolean('current', { description: 'Whether this is the key the request is made with.' }),
+  }),
+});
+
+builder.queryField('apiKeys', (t) =>
+  t.field({
+    type: [ApiKeyRef],
+    description: `The calling tenant's active API keys (at most ${MAX_ACTIVE_API_KEYS}), oldest first: what revokeApiKey takes.`,
+    complexity: { field: 1, multiplier: MAX_ACTIVE_API_KEYS },
+    resolve: async (_root, _args, { viewer, services }) => {
+      const keys = await listApiKeys(services.dataSource, requireTenant(viewer));
+      const inUse = viewer.kind === 'tenant' ? viewer.apiKeyId : undefined;
+      return keys.map((key) => ({ ...key, current: key.id === inUse }));
+    },
+  }),
+);
 
 const CreatedApiKey = builder
   .objectRef<{ apiKey: string; id: string; name: string; createdAt: Date }>('CreatedApiKey')

@@ -77,6 +77,35 @@ describe('over HTTP', () => {
     expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
   });
 
+  it("lists a tenant's active keys, its first among them, whose id createTenant gives: each can be revoked, the first too", async () => {
+    // The first key's id was never shown, and nothing listed keys: a leaked first key stayed valid for ever.
+    const API_KEYS = '{ apiKeys { id name createdAt current } }';
+    const created = await hl.gql('mutation($name: String!) { createTenant(name: $name) { tenant { id } apiKey apiKeyId } }', { name: 'Keyring' }, ADMIN_TOKEN);
+    const { apiKey: first, apiKeyId: firstId } = created.data.createTenant;
+    const second = (await hl.gql(CREATE_API_KEY, { name: 'ci' }, first)).data.createApiKey;
+    const third = (await hl.gql(CREATE_API_KEY, { name: 'erp' }, first)).data.createApiKey;
+    const listed = (await hl.gql(API_KEYS, {}, second.apiKey)).data.apiKeys;
+    expect(listed.map((k: { id: string; name: string; current: boolean }) => [k.id, k.name, k.current])).toEqual([
+      [firstId, 'default', false],
+      [second.id, 'ci', true],
+      [third.id, 'erp', false],
+    ]);
+    expect(JSON.stringify(listed)).not.toContain('hkl_');
+    // Another tenant sees only its own; the admin token has no tenant.
+    const other = (await hl.gql(API_KEYS, {}, tenant.apiKey)).data.apiKeys;
+    expect(other.map((k: { id: string }) => k.id)).not.toContain(firstId);
+    expect(other.every((k: { id: string }) => ![second.id, third.id].includes(k.id))).toBe(true);
+    expect((await hl.gql(API_KEYS, {}, ADMIN_TOKEN)).errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    // The first key, revoked by its id, stops working, and leaves the list.
+    expect((await hl.gql(REVOKE_API_KEY, { id: firstId }, second.apiKey)).data.revokeApiKey).toBe(true);
+    expect((await hl.gql(VIEWER, {}, first)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const after = (await hl.gql(API_KEYS, {}, third.apiKey)).data.apiKeys;
+    expect(after.map((k: { id: string; current: boolean }) => [k.id, k.current])).toEqual([
+      [second.id, false],
+      [third.id, true],
+    ]);
+  });
+
   it('holds at most 100 active keys a tenant, even created at once (each key has a rate of its own); revoking frees a place', async () => {
     const busy = await hl.createTenant('Many keys'); // its first key is one
     const answers = await Promise.all(Array.from({ length: 110 }, (_, i) => hl.gql(CREATE_API_KEY, { name: `k${i}` }, busy.apiKey)));
