@@ -24,9 +24,10 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (CONTROL_CHARACTERS.test(url)) {
     throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   }
-  // Invisible formatting characters (a soft hyphen, a zero-width space), which the URL parser
-  // drops from a host or percent-encodes in a path: what is sent would not be what was seen.
-  if (/\p{Cf}/u.test(url)) {
+  // Invisible formatting characters (a soft hyphen, a zero-width space, bidi controls), which
+  // the URL parser drops from a host or percent-encodes in a path: what is sent would not be what
+  // was seen. Joiners (ZWJ, ZWNJ) aside: Persian or Indic names and emoji sequences need them.
+  if (/(?![\u200c\u200d])\p{Cf}/u.test(url)) {
     throw badInput(field, 'must not contain invisible formatting characters (a soft hyphen or a zero-width space, say)');
   }
   if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {

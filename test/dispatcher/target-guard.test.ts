@@ -106,6 +106,9 @@ describe('validateTargetUrl', () => {
       'http://0x7f.1/',
       'http://[2001:db8::1]/',
       'http://localhost/',
+      // Joiners, which real names need: a Persian one with a ZWNJ, an emoji sequence with a ZWJ.
+      'https://\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example/hooks',
+      'https://example.com/\u{1F468}\u200d\u{1F469}\u200d\u{1F467}',
     ]) {
       expect(() => validateTargetUrl(url), url).not.toThrow();
     }
@@ -130,6 +133,7 @@ describe('validateTargetUrl', () => {
     ['https://example.com/a\u2028b', /control characters/],
     ['https://ex\u00adample.com/hooks', /invisible formatting characters/],
     ['https://example.com/a\u200bb', /invisible formatting characters/],
+    ['https://example.com/\u202eevil', /invisible formatting characters/],
     // A fragment is never sent: what it carries (a token, say) would be lost.
     ['https://example.com/hooks#token=abc', /must not have a fragment/],
     ['https://example.com/hooks#', /must not have a fragment/],
