@@ -25,7 +25,7 @@ def webhook_key(secret: str) -> bytes:
 
 def verify_x_signature(secret: str, body: bytes, signature: str) -> bool:
     """X-Signature: sha256=<hex HMAC-SHA256 of the raw body> (the guide's verify_raw)."""
-    if not signature:
+    if not signature or not isinstance(signature, str):
         return False
     given = signature.strip()
     if given.lower().startswith("sha256="):
@@ -40,7 +40,9 @@ def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: 
     msg_id, timestamp, signatures = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
     # Unix seconds: a few ASCII digits (str.isdigit() also takes "²", which int() refuses, and
     # hundreds of digits overflow the float the tolerance is reckoned in).
-    if not (msg_id and timestamp and signatures) or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+    if not all(isinstance(v, str) and v for v in (msg_id, timestamp, signatures)):
+        return False  # missing, or not text (a hand-written headers file's number, say)
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return False
     if abs(time.time() - int(timestamp)) > tolerance:
         return False  # too old (a replay) or too far in the future

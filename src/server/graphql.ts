@@ -224,19 +224,22 @@ function vanished(result: unknown): boolean {
 export const INTROSPECTION_LIMITS = { __schema: 1, __type: 10 } as const;
 
 /**
- * Introspection within bounds: `__schema` once an operation, `__type` ten times. Neither is
- * counted by the complexity limit, and 30 aliases of `__schema` (333 tokens, open to anyone)
- * answered 2.7 MB; GraphiQL and code generators ask for `__schema` once.
+ * Introspection within bounds: `__schema` once an operation and `__type` ten times (by response
+ * key, as graphql-js runs them), and no aliases inside them. The complexity limit does not count
+ * introspection: 30 aliases of `__schema`, or 29 of `types` in one, nested through fragments
+ * (a few hundred characters, open to anyone), answered 2.7 and 5.9 MB. GraphiQL and code
+ * generators send getIntrospectionQuery(): one `__schema`, no aliases.
  */
 export function introspectionWithinLimits(context: ValidationContext): ASTVisitor {
+  let aliasRefused = false;
   return {
     OperationDefinition(node) {
-      const counts = { __schema: 0, __type: 0 };
+      const keys = { __schema: new Set<string>(), __type: new Set<string>() };
       const walk = (set: SelectionSetNode, seen: ReadonlySet<string>) => {
         for (const selection of set.selections) {
           if (selection.kind === Kind.FIELD) {
             const name = selection.name.value;
-            if (name === '__schema' || name === '__type') counts[name]++;
+            if (name === '__schema' || name === '__type') keys[name].add(selection.alias?.value ?? name);
           } else if (selection.kind === Kind.INLINE_FRAGMENT) {
             walk(selection.selectionSet, seen);
           } else if (!seen.has(selection.name.value)) {
@@ -248,14 +251,19 @@ export function introspectionWithinLimits(context: ValidationContext): ASTVisito
       };
       walk(node.selectionSet, new Set());
       for (const name of ['__schema', '__type'] as const) {
-        if (counts[name] > INTROSPECTION_LIMITS[name]) {
+        const limit = INTROSPECTION_LIMITS[name];
+        if (keys[name].size > limit) {
           context.reportError(
-            new GraphQLError(`an operation may read ${name} at most ${INTROSPECTION_LIMITS[name] === 1 ? 'once' : `${INTROSPECTION_LIMITS[name]} times`}; this one reads it ${counts[name]} times`, {
-              nodes: [node],
-            }),
+            new GraphQLError(`an operation may read ${name} at most ${limit === 1 ? 'once' : `${limit} times`}; this one reads it ${keys[name].size} times`, { nodes: [node] }),
           );
         }
       }
+    },
+    Field(node) {
+      // Inside introspection (fields of __Schema, __Type, __Field…), an alias only repeats it.
+      if (!node.alias || aliasRefused || !context.getParentType()?.name.startsWith('__')) return;
+      aliasRefused = true;
+      context.reportError(new GraphQLError(`aliases are not taken inside introspection ("${node.alias.value}: ${node.name.value}"): ask for each field once`, { nodes: [node] }));
     },
   };
 }

@@ -140,7 +140,7 @@ export function schemaProblem(ajv: Ajv, schema: object): string | undefined {
   // An asynchronous schema's validator answers with a promise, which is no verdict here.
   if (compiled.$async) return 'must not be asynchronous ($async): Hookline validates events as they come';
   // An event's data is a JSON object: a schema that admits none would refuse every event.
-  const none = admitsNoObject(schema, schema, 'its top', 0);
+  const none = admitsNoObject(schema, schema, 'its top');
   if (none) return `has ${none}, so no event could pass (an event's data is a JSON object)`;
   return undefined;
 }
@@ -150,21 +150,33 @@ const isObject = (value: unknown) => value !== null && typeof value === 'object'
 /**
  * Where and why `schema` (at `where` in `root`) admits no JSON object at all, or undefined when
  * one may pass: only what holds for every object is judged (a `type`, `enum` or `const` leaving
- * objects out, `not: {}`, `false`, through `allOf`, every branch of `anyOf`/`oneOf`, and a local
- * `$ref`, which draft-07 takes alone); anything else may let some object through.
+ * objects out, `not: {}`, `false`, through `allOf`, every branch of `anyOf`/`oneOf`, and a `$ref`
+ * by JSON pointer, which draft-07 takes alone); anything else (an anchor, `if`, …) may let some
+ * object through. Each part of the schema is judged once (`judged`), so a web of `$ref`s costs no
+ * more than the schema's size.
  */
-function admitsNoObject(schema: unknown, root: object, where: string, depth: number): string | undefined {
+function admitsNoObject(schema: unknown, root: object, where: string, judged = new Map<object, string | undefined>()): string | undefined {
   if (schema === false) return `false at ${where}`;
-  if (!isObject(schema) || depth > 32) return undefined;
+  if (!isObject(schema)) return undefined;
   const node = schema as Record<string, unknown>;
+  if (judged.has(node)) return judged.get(node);
+  judged.set(node, undefined); // a $ref back to it (recursion) admits, while it is judged
+  const why = judge(node, root, where, judged);
+  judged.set(node, why);
+  return why;
+}
+
+function judge(node: Record<string, unknown>, root: object, where: string, judged: Map<object, string | undefined>): string | undefined {
+  const at = (path: string) => `${where === 'its top' ? '#' : where}/${path}`;
   if (typeof node.$ref === 'string') {
-    if (!node.$ref.startsWith('#')) return undefined;
+    // A JSON pointer within the schema; an anchor (#name) or another document is not judged.
+    if (node.$ref !== '#' && !node.$ref.startsWith('#/')) return undefined;
     let target: unknown = root;
-    for (const part of node.$ref.slice(1).split('/').slice(1)) {
+    for (const part of node.$ref.slice(2).split('/').filter((p, i) => p !== '' || i > 0)) {
       const key = decodeURIComponent(part).replaceAll('~1', '/').replaceAll('~0', '~');
       target = isObject(target) ? (target as Record<string, unknown>)[key] : undefined;
     }
-    return target === undefined ? undefined : admitsNoObject(target, root, node.$ref, depth + 1);
+    return target === undefined ? undefined : admitsNoObject(target, root, node.$ref, judged);
   }
   const { type } = node;
   if (type !== undefined && !(type === 'object' || (Array.isArray(type) && type.includes('object')))) return `"type": ${JSON.stringify(type)} at ${where}`;
@@ -173,15 +185,23 @@ function admitsNoObject(schema: unknown, root: object, where: string, depth: num
   if (node.not === true || (isObject(node.not) && Object.keys(node.not as object).length === 0)) return `"not": ${JSON.stringify(node.not)} at ${where}`;
   if (Array.isArray(node.allOf)) {
     for (const [i, part] of node.allOf.entries()) {
-      const why = admitsNoObject(part, root, `${where === 'its top' ? '#' : where}/allOf/${i}`, depth + 1);
+      const why = admitsNoObject(part, root, at(`allOf/${i}`), judged);
       if (why) return why;
     }
   }
   for (const key of ['anyOf', 'oneOf'] as const) {
     const branches = node[key];
     if (!Array.isArray(branches) || !branches.length) continue;
-    const whys = branches.map((part, i) => admitsNoObject(part, root, `${where === 'its top' ? '#' : where}/${key}/${i}`, depth + 1));
-    if (whys.every(Boolean)) return `no branch of "${key}" at ${where} that admits an object (${whys[0]}, …)`;
+    let first: string | undefined;
+    for (const [i, part] of branches.entries()) {
+      const why = admitsNoObject(part, root, at(`${key}/${i}`), judged);
+      if (!why) {
+        first = undefined;
+        break; // one branch may admit an object: so may the whole
+      }
+      first ??= why;
+    }
+    if (first) return `no branch of "${key}" at ${where} that admits an object (${first}, …)`;
   }
   return undefined;
 }

@@ -24,11 +24,13 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (CONTROL_CHARACTERS.test(url)) {
     throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   }
-  // Invisible formatting characters (a soft hyphen, a zero-width space, bidi controls), which
-  // the URL parser drops from a host or percent-encodes in a path: what is sent would not be what
-  // was seen. Joiners (ZWJ, ZWNJ) aside: Persian or Indic names and emoji sequences need them.
-  if (/(?![\u200c\u200d])\p{Cf}/u.test(url)) {
-    throw badInput(field, 'must not contain invisible formatting characters (a soft hyphen or a zero-width space, say)');
+  // Invisible formatting characters in the host (a soft hyphen, a zero-width space, bidi
+  // controls), which the URL parser drops from it: the host connected to would not be the one
+  // seen. Joiners (ZWJ, ZWNJ) aside, which Persian or Indic names need. In a path or a query
+  // they are percent-encoded as they are, and sent.
+  const host = url.replace(/^\s*https?:\/\//i, '').split(/[/?#\\]/)[0]!;
+  if (/(?![\u200c\u200d])\p{Cf}/u.test(host)) {
+    throw badInput(field, 'must not have invisible formatting characters in its host (a soft hyphen, a zero-width space or a bidi control, say)');
   }
   if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {
     throw badInput(field, 'must start with http:// or https:// and a host, like https://example.com/webhooks');

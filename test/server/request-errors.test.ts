@@ -70,6 +70,12 @@ const CASES: Case[] = [
   // Introspection, which the complexity limit does not count: 30 aliases of __schema answered 2.7 MB.
   { name: 'the schema introspected twice', query: '{ a: __schema { queryType { name } } b: __schema { queryType { name } } }', names: /__schema at most once; this one reads it 2 times/, status: [200, 400] },
   {
+    name: 'aliases inside introspection',
+    query: `{ __schema { ${Array.from({ length: 3 }, (_, i) => `a${i}: types { name }`).join(' ')} } }`,
+    names: /aliases are not taken inside introspection \("a0: types"\)/,
+    status: [200, 400],
+  },
+  {
     name: '__type eleven times, through a fragment',
     query: `{ ...F } fragment F on Query { ${Array.from({ length: 11 }, (_, i) => `t${i}: __type(name: "Query") { name }`).join(' ')} }`,
     names: /__type at most 10 times; this one reads it 11 times/,
@@ -107,6 +113,9 @@ describe('over HTTP', () => {
     expect(full.body.errors).toBeUndefined();
     const ten = await overHttp({ name: '__type', query: `{ ${Array.from({ length: 10 }, (_, i) => `t${i}: __type(name: "Query") { name }`).join(' ')} }`, names: /./, status: [200, 200] }, 'application/json');
     expect(ten.body.errors).toBeUndefined();
+    // The same response key twice is one field, as graphql-js runs it.
+    const merged = await overHttp({ name: 'merged', query: '{ __schema { types { name } } ...S } fragment S on Query { __schema { queryType { name } } }', names: /./, status: [200, 200] }, 'application/json');
+    expect(merged.body.errors).toBeUndefined();
   });
 
   it('leaves the codes of the contract as they are', async () => {
