@@ -107,6 +107,18 @@ describe('over HTTP', () => {
     });
   }
 
+  it('checks introspection in time linear in the document: fragments spreading fragments twice, 30 deep', async () => {
+    // Walked once per spread, this chain cost 2^30 walks (26 s for 24), the event loop held.
+    const depth = 30;
+    const fragments = Array.from({ length: depth }, (_, i) => `fragment F${i} on Query { ...F${i + 1} ...F${i + 1} }`).join(' ');
+    const query = `{ ...F0 } ${fragments} fragment F${depth} on Query { __typename }`;
+    const started = performance.now();
+    const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+    await res.text();
+    // Whatever the answer (the complexity of 2^30 fields is refused), it comes at once.
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
   it("answers the introspection GraphiQL and code generators send, and __type ten times", async () => {
     const full = await overHttp({ name: 'introspection', query: getIntrospectionQuery(), names: /./, status: [200, 200] }, 'application/json');
     expect(full.status).toBe(200);
