@@ -34,9 +34,19 @@ def verify_x_signature(secret: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected, given.lower())
 
 
+def _lowered(headers) -> "dict | None":
+    """The headers by lower-case name, or None for what is no mapping of names (a list, say)."""
+    try:
+        return {k.lower(): v for k, v in headers.items()}
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300) -> bool:
     """webhook-signature: v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">, space-separated."""
-    h = {k.lower(): v for k, v in headers.items()}
+    h = _lowered(headers)
+    if h is None:
+        return False
     msg_id, timestamp, signatures = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
     # Unix seconds: a few ASCII digits (str.isdigit() also takes "²", which int() refuses, and
     # hundreds of digits overflow the float the tolerance is reckoned in).
@@ -62,7 +72,9 @@ def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: 
 
 def verify_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300) -> bool:
     """Both schemes, as the TypeScript receiver does. `body` is the raw request body, not a re-serialised parse."""
-    h = {k.lower(): v for k, v in headers.items()}
+    h = _lowered(headers)
+    if h is None:
+        return False
     try:
         return verify_x_signature(secret, body, h.get("x-signature", "")) and verify_standard_webhook(
             secret, body, h, tolerance

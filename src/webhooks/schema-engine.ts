@@ -159,6 +159,9 @@ function admitsNoObject(schema: unknown, root: object, where: string, judged = n
   if (schema === false) return `false at ${where}`;
   if (!isObject(schema)) return undefined;
   const node = schema as Record<string, unknown>;
+  // A part with a base of its own resolves its $refs against it: not judged (what the API takes
+  // has none, checkSchemaCost refusing such an $id; an anchor, #name, sets no base).
+  if (node !== root && typeof node.$id === 'string' && !node.$id.startsWith('#')) return undefined;
   if (judged.has(node)) return judged.get(node);
   judged.set(node, undefined); // a $ref back to it (recursion) admits, while it is judged
   const why = judge(node, root, where, judged);

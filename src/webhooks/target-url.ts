@@ -24,13 +24,20 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (CONTROL_CHARACTERS.test(url)) {
     throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   }
-  // Invisible formatting characters in the host (a soft hyphen, a zero-width space, bidi
-  // controls), which the URL parser drops from it: the host connected to would not be the one
-  // seen. Joiners (ZWJ, ZWNJ) aside, which Persian or Indic names need. In a path or a query
-  // they are percent-encoded as they are, and sent.
+  // Invisible characters in the host (a soft hyphen, a zero-width space, a variation selector,
+  // bidi controls: Unicode's format and default-ignorable ones), which the URL parser drops from
+  // it, also percent-encoded: the host connected to would not be the one seen. Joiners (ZWJ,
+  // ZWNJ) aside, which Persian or Indic names need. In a path or a query they are
+  // percent-encoded as they are, and sent.
   const host = url.replace(/^\s*https?:\/\//i, '').split(/[/?#\\]/)[0]!;
-  if (/(?![\u200c\u200d])\p{Cf}/u.test(host)) {
-    throw badInput(field, 'must not have invisible formatting characters in its host (a soft hyphen, a zero-width space or a bidi control, say)');
+  let decodedHost = host;
+  try {
+    decodedHost = decodeURIComponent(host);
+  } catch {
+    // Not UTF-8 once decoded: the URL parser refuses it below.
+  }
+  if (/(?![\u200c\u200d])[\p{Cf}\p{Default_Ignorable_Code_Point}]/u.test(decodedHost)) {
+    throw badInput(field, 'must not have invisible characters in its host (a soft hyphen, a zero-width space, a variation selector or a bidi control, say)');
   }
   if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {
     throw badInput(field, 'must start with http:// or https:// and a host, like https://example.com/webhooks');

@@ -421,13 +421,14 @@ print(f"Valid (tampered): {is_valid}")  # Should be False
       '{"webhook-id": "\\ud800", "webhook-timestamp": now, "webhook-signature": "v1,x"}', // a lone surrogate
       '{"webhook-id": "a", "webhook-timestamp": now, "webhook-signature": "v1,\\ud800"}',
       '{"webhook-id": "a", "webhook-timestamp": int(now), "webhook-signature": "v1,x"}', // not text
+      '[["webhook-id", "a"]]', // no mapping of names
     ];
     const forged = await run(
       'python3',
       ['-c', `import time\nfrom verify_webhook import verify_standard_webhook as v\nnow = str(int(time.time()))\nprint(${forgedHeaders.map((h) => `v("s", b"{}", ${h})`).join(', ')})`],
       { env },
     );
-    expect(forged.stdout.trim()).toBe('False False False False False False');
+    expect(forged.stdout.trim()).toBe('False False False False False False False');
     expect(stdout).toMatch(/^Signature: sha256=[0-9a-f]{64}\nValid: True\nValid \(tampered\): False\n$/);
     // The guide's receiver: WebhookSignature.verify_raw(WEBHOOK_SECRET, body, signature) on the raw body.
     const receiver = 'import sys\nfrom verify_webhook import WebhookSignature\nbody = open(sys.argv[2], "rb").read()\nprint(WebhookSignature.verify_raw(sys.argv[1], body, sys.argv[3]))';
