@@ -13,6 +13,7 @@ import { poolOf } from './db/query.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { shareConnections } from './db/tenant-scope.js';
 import { runMigrations } from './db/migrate.js';
+import { StartRefused } from './errors.js';
 import { Dispatcher, type DispatcherOptions } from './dispatcher/dispatcher.js';
 import { RetentionSweeper } from './dispatcher/retention.js';
 import type { Logger } from './logger.js';
@@ -75,7 +76,14 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     const dataSource = createDataSource({ url: databaseUrl, poolSize: API_POOL_SIZE, applicationName: `hookline-${config.role}` });
     // A quarter of the connections per tenant: however many costly requests one sends, the rest are others'.
     shareConnections(dataSource, Math.max(2, Math.floor(API_POOL_SIZE / 4)));
-    await dataSource.initialize();
+    try {
+      await dataSource.initialize();
+    } catch (error) {
+      // A DATABASE_URL that names no database to be reached (a wrong host or port, a password
+      // refused): said in one line naming the variable, not as a stack.
+      if (!config.databaseUrl) throw error;
+      throw new StartRefused(`cannot connect to the database of DATABASE_URL (${databaseWhere(config.databaseUrl)}): ${(error as Error)?.message ?? error}`);
+    }
     stops.push(() => dataSource.destroy());
     await runMigrations(dataSource, log);
 
@@ -186,5 +194,16 @@ async function usableDataDir(dataDir: string): Promise<void> {
     });
   } catch (error) {
     throw new ConfigError('HOOKLINE_DATA_DIR', `${JSON.stringify(dataDir)} cannot be the embedded PostgreSQL's data folder: ${(error as Error).message}`);
+  }
+}
+
+/** Where a DATABASE_URL points (host, port, database), its user and password left out. */
+export function databaseWhere(url: string): string {
+  try {
+    const parsed = new URL(url.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=\/)/i, '$1localhost'));
+    const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost');
+    return `${host}${parsed.port ? `:${parsed.port}` : ''}${parsed.pathname || '/'}`;
+  } catch {
+    return 'unreadable';
   }
 }

@@ -739,6 +739,16 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(service.output().stderr).toMatch(/not writable|EACCES/);
   });
 
+  it('a DATABASE_URL that cannot be reached is refused in one line naming the variable, its password left out', SLOW, async () => {
+    const port = await freePort(); // nothing listens there
+    const service = startService({ DATABASE_URL: `postgres://hookline:s3cret-pw@127.0.0.1:${port}/hookline`, PORT: String(await freePort()) });
+    expect(await service.exited).toEqual({ code: 1, signal: null });
+    const stderr = service.output().stderr;
+    expect(stderr).toMatch(new RegExp(`^hookline: cannot connect to the database of DATABASE_URL \\(127\\.0\\.0\\.1:${port}/hookline\\): .*ECONNREFUSED`));
+    expect(stderr).not.toContain('s3cret-pw');
+    expect(stderr).not.toMatch(/\n\s+at /); // no stack
+  });
+
   it('a second service on the same data refuses to start, saying which process has it', SLOW, async () => {
     const dataDir = join(await freshDataDir(), 'my data'); // a space: the hint below quotes the path
     const env = { HOOKLINE_DATA_DIR: dataDir, ADMIN_TOKEN: KNOWN_ADMIN_TOKEN };
