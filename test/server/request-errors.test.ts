@@ -119,6 +119,21 @@ describe('over HTTP', () => {
     expect(performance.now() - started).toBeLessThan(5_000);
   });
 
+  it("checks a mutation's answer in time linear in the document: fields repeated in fragments spreading the next", async () => {
+    // Walked per path, each of the 8 levels repeating its field 10 times cost 10^8 walks: 15 s.
+    const m = 10;
+    const depth = 8;
+    const fragments = Array.from({ length: depth }, (_, i) =>
+      i % 2 === 0 ? `fragment L${i} on Delivery { ${`webhookEvent { ...L${i + 1} } `.repeat(m)}}` : `fragment L${i} on WebhookEvent { ${`deliveries { ...L${i + 1} } `.repeat(m)}}`,
+    ).join(' ');
+    const query = `mutation { retryDelivery(id: "00000000-0000-0000-0000-000000000000") { ...L0 } } ${fragments} fragment L${depth} on Delivery { id }`;
+    const started = performance.now();
+    const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tenant.apiKey}` }, body: JSON.stringify({ query }) });
+    const body = await res.json();
+    expect(body.errors?.[0]?.extensions?.code, JSON.stringify(body)).toBe('BAD_USER_INPUT');
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
   it("answers the introspection GraphiQL and code generators send, and __type ten times", async () => {
     const full = await overHttp({ name: 'introspection', query: getIntrospectionQuery(), names: /./, status: [200, 200] }, 'application/json');
     expect(full.status).toBe(200);
