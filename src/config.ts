@@ -162,6 +162,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
       throw new Error(`scheme "${url.protocol}" is not postgres: or postgresql:`);
     }
+    // Its user, password and database name are percent-decoded where they are used: a % that
+    // starts no escape (a generated password's, say) failed there, with a stack.
+    for (const [part, value] of [['user', url.username], ['password', url.password], ['database name', url.pathname]] as const) {
+      try {
+        decodeURIComponent(value);
+      } catch {
+        throw new Error(`its ${part} has a % that starts no escape (two hex digits): write a % there as %25`);
+      }
+    }
     return text;
   });
   const adminTokenRaw = read(env, 'ADMIN_TOKEN', '', (t) => {

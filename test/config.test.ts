@@ -124,6 +124,8 @@ describe('given values', () => {
 
   it('accepts postgresql: URLs, port 0, roles api and all, and booleans 0/1/yes/no', () => {
     expect(loadConfig({ DATABASE_URL: 'postgresql://localhost/h' }).databaseUrl).toBe('postgresql://localhost/h');
+    // A % written as %25 is a %.
+    expect(loadConfig({ DATABASE_URL: 'postgres://u:50%25off@db.example/h' }).databaseUrl).toBe('postgres://u:50%25off@db.example/h');
     // A socket's directory as `host`, no host before the path: pg takes it as it is.
     for (const socket of ['postgres://u:p@/hookline?host=/run/postgresql&port=5433', 'postgresql:///hookline?host=/tmp', 'postgres://u@/h']) {
       expect(loadConfig({ DATABASE_URL: socket }).databaseUrl).toBe(socket);
@@ -199,6 +201,10 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['DATABASE_URL', 'postgres://u:p@'],
     ['DATABASE_URL', 'postgres://u@?host=/run/postgresql'],
     ['DATABASE_URL', 'postgres://u:p@db.example/hookline\n'],
+    // A % that starts no escape, which the connection's decoding threw on (a stack at start-up).
+    ['DATABASE_URL', 'postgres://u:SECRET%zzPW@db.example/hookline'],
+    ['DATABASE_URL', 'postgres://u%:p@db.example/hookline'],
+    ['DATABASE_URL', 'postgres://u:p@db.example/hook%line'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', '0'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', 'many'],
     ['HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '0'],
