@@ -91,6 +91,27 @@ function wsMessageBytes(data: import('ws').RawData): number {
 
 export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a valid API key from this address; retry later';
 
+/**
+ * Messages a second an accepted WebSocket may send (subscribe, complete, ping…), bursts of a
+ * second's worth: a dashboard sends a few. Unbounded, one socket's flood of subscribe and
+ * complete (1.8 million pairs in 14 s) held every other tenant's requests for seconds, each
+ * subscribe looked up, parsed and validated before the key's own rate was counted.
+ */
+export const WS_MESSAGES_PER_SECOND = 1_000;
+export const WS_MESSAGES_REASON = `RATE_LIMITED: more than ${WS_MESSAGES_PER_SECOND} messages a second on this connection; retry later`;
+const messageBuckets = new WeakMap<object, { tokens: number; at: number }>();
+
+/** Takes one message of the socket's bucket; false when it is empty. */
+function takeMessage(socket: object, now = performance.now()): boolean {
+  const bucket = messageBuckets.get(socket) ?? { tokens: WS_MESSAGES_PER_SECOND, at: now };
+  bucket.tokens = Math.min(WS_MESSAGES_PER_SECOND, bucket.tokens + ((now - bucket.at) / 1000) * WS_MESSAGES_PER_SECOND);
+  bucket.at = now;
+  messageBuckets.set(socket, bucket);
+  if (bucket.tokens < 1) return false;
+  bucket.tokens -= 1;
+  return true;
+}
+
 interface SocketEntry {
   /** Resolved when the socket connected; each operation resolves it again from `authorization`. */
   viewer: Viewer;
@@ -462,6 +483,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
         // Not yet accepted (no valid key): none needs more than a connection_init's few bytes.
         const accepted = acceptedSockets.has(socket);
         if (!accepted && wsMessageBytes(data) > PRE_INIT_MESSAGE_BYTES) return socket.terminate();
+        // Closed at once: the messages it sends on find it closing, and end it (above).
+        if (accepted && !takeMessage(socket)) return socket.close(WS_RATE_LIMITED, WS_MESSAGES_REASON);
         const text = String(data);
         let message: { type?: unknown; id?: unknown } | null | undefined;
         try {

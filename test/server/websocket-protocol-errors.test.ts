@@ -9,9 +9,10 @@ import { createTestDatabase } from '../helpers/database.js';
 import { killAllServices, spawnService, type ServiceProcess } from '../helpers/processes.js';
 
 let service: ServiceProcess;
+const ADMIN_TOKEN = 'ws-protocol-admin-token-0123';
 
 beforeAll(async () => {
-  service = await spawnService({ DATABASE_URL: await createTestDatabase(), HOOKLINE_ROLE: 'api', LOG_LEVEL: 'debug' });
+  service = await spawnService({ DATABASE_URL: await createTestDatabase(), HOOKLINE_ROLE: 'api', LOG_LEVEL: 'debug', ADMIN_TOKEN });
   await service.waitReady();
 }, 60_000);
 afterAll(killAllServices);
@@ -53,5 +54,41 @@ it('closes a socket sending a frame not masked with 1002, logging one JSON line 
   expect(frame.readUInt16BE(2)).toBe(1002);
   const lines = (await logLines()).filter((line) => line.code === 'WS_ERR_EXPECTED_MASK');
   expect(lines).toEqual([expect.objectContaining({ level: 20, msg: 'WebSocket closed: the client broke the protocol' })]);
+  expect(service.output().stderr).toBe('');
+});
+
+it("closes an accepted socket flooding subscribe and complete with 4503 and a reason, nothing on stderr; a dashboard's pace passes", async () => {
+  // Unbounded, one socket's flood (1.8 million pairs in 14 s) held every other tenant's requests for seconds.
+  const created = await fetch(`${service.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: JSON.stringify({ query: 'mutation { createTenant(name: "Flood") { apiKey } }' }),
+  });
+  const { apiKey } = (await created.json()).data.createTenant;
+  const open = async () => {
+    const socket = new WebSocket(wsUrl(), 'graphql-transport-ws');
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    const acked = new Promise((resolve) => socket.on('message', (data) => String(data).includes('connection_ack') && resolve(undefined)));
+    socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${apiKey}` } }));
+    await acked;
+    return socket;
+  };
+  const pair = (id: string) => [
+    JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { deliveryUpdated { id } }' } }),
+    JSON.stringify({ id, type: 'complete' }),
+  ];
+  const paced = await open();
+  for (let i = 0; i < 100; i++) for (const message of pair(`p${i}`)) paced.send(message);
+  const flood = await open();
+  const closed = new Promise<[number, string]>((resolve) => flood.once('close', (code, reason) => resolve([code, String(reason)])));
+  for (let i = 0; i < 2_000; i++) for (const message of pair(`f${i}`)) flood.send(message);
+  expect(await closed).toEqual([4503, `RATE_LIMITED: more than 1000 messages a second on this connection; retry later`]);
+  // The paced one is still open and served.
+  const answered = new Promise((resolve) => paced.on('message', (data) => String(data).includes('"id":"last"') && resolve(undefined)));
+  paced.send(JSON.stringify({ id: 'last', type: 'subscribe', payload: { query: '{ __typename }' } }));
+  await answered;
+  expect(paced.readyState).toBe(WebSocket.OPEN);
+  paced.close();
+  await new Promise((r) => setTimeout(r, 300));
   expect(service.output().stderr).toBe('');
 });
