@@ -12,6 +12,9 @@ import { DeliveryRef, DeliveryStatusEnum } from './refs.js';
 /** WebSocket close code for a subscriber that fell too far behind. */
 export const WS_CLOSE_TOO_SLOW = 4429;
 
+/** The least time a WebSocket cut off as too slow has to take its close frame before it is terminated. */
+export const CUT_OFF_CLOSE_MS = 5_000;
+
 /**
  * Over Server-Sent Events, a client that fell a buffer behind may still be reading: the stream
  * ends with the RATE_LIMITED error (see next()), after what is already queued, as the WebSocket
@@ -73,9 +76,15 @@ builder.subscriptionField('deliveryUpdated', (t) =>
           (error) => {
             uncount();
             metrics?.liveCutOff.inc();
-            // Over WebSocket the close frame, with its reason, follows what is already queued.
-            if (socket) socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
-            else if (res) closeWhenStuck(res, error, live.stallMs);
+            // Over WebSocket the close frame, with its reason, follows what is already queued;
+            // a client that has not read it after the stall limit (at least CUT_OFF_CLOSE_MS) is
+            // cut: ws would wait 30 s for its answer, holding what is queued for it meanwhile,
+            // while its slot, free at once, took another subscriber (one tenant's dashboards that
+            // stopped reading and reconnected ran the process out of memory).
+            if (socket) {
+              socket.close(WS_CLOSE_TOO_SLOW, 'too slow: stopped reading live updates');
+              setTimeout(() => socket.terminate(), Math.max(live.stallMs, CUT_OFF_CLOSE_MS)).unref();
+            } else if (res) closeWhenStuck(res, error, live.stallMs);
           },
           socket,
         );
