@@ -483,8 +483,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
         // Not yet accepted (no valid key): none needs more than a connection_init's few bytes.
         const accepted = acceptedSockets.has(socket);
         if (!accepted && wsMessageBytes(data) > PRE_INIT_MESSAGE_BYTES) return socket.terminate();
-        // Closed at once: the messages it sends on find it closing, and end it (above).
-        if (accepted && !takeMessage(socket)) return socket.close(WS_RATE_LIMITED, WS_MESSAGES_REASON);
+        if (accepted && !takeMessage(socket)) {
+          // Closed with the reason, and read no more (graphql-ws takes none of what it sends on),
+          // then ended: reading its answer to the close frame would take its flood in too.
+          socket.close(WS_RATE_LIMITED, WS_MESSAGES_REASON);
+          socket.pause();
+          setTimeout(() => socket.terminate(), 1_000).unref();
+          return;
+        }
         const text = String(data);
         let message: { type?: unknown; id?: unknown } | null | undefined;
         try {
