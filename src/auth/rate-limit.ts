@@ -17,8 +17,21 @@ export class RateLimitedError extends HooklineError {
   }
 }
 
+/** A token bucket: `tokens` left as of `at` (performance.now()). */
+export interface TokenBucket {
+  tokens: number;
+  at: number;
+}
+
+/** Refills `bucket` up to `now` at `perSecond`, holding a second's worth at most. */
+export function refill(bucket: TokenBucket, perSecond: number, now: number): TokenBucket {
+  bucket.tokens = Math.min(perSecond, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
+  bucket.at = now;
+  return bucket;
+}
+
 export class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly buckets = new Map<string, TokenBucket>();
   private refusals?: { inc(): void };
 
   /**
@@ -55,8 +68,7 @@ export class RateLimiter {
       if (this.buckets.size >= 100_000) this.buckets.clear();
       this.buckets.set(key, (bucket = { tokens: this.perSecond, at: now }));
     } else {
-      bucket.tokens = Math.min(this.perSecond, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);
-      bucket.at = now;
+      refill(bucket, this.perSecond, now);
     }
     if (bucket.tokens < 1) {
       this.refusals?.inc();

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import type pg from 'pg';
-import { RateLimitedError, addressKey, trusted } from '../auth/rate-limit.js';
+import { RateLimitedError, addressKey, refill, trusted, type TokenBucket } from '../auth/rate-limit.js';
 import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
 import { StartRefused, unauthenticated } from '../errors.js';
@@ -99,13 +99,11 @@ export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a
  */
 export const WS_MESSAGES_PER_SECOND = 1_000;
 export const WS_MESSAGES_REASON = `RATE_LIMITED: more than ${WS_MESSAGES_PER_SECOND} messages a second on this connection; retry later`;
-const messageBuckets = new WeakMap<object, { tokens: number; at: number }>();
+const messageBuckets = new WeakMap<object, TokenBucket>();
 
 /** Takes one message of the socket's bucket; false when it is empty. */
 function takeMessage(socket: object, now = performance.now()): boolean {
-  const bucket = messageBuckets.get(socket) ?? { tokens: WS_MESSAGES_PER_SECOND, at: now };
-  bucket.tokens = Math.min(WS_MESSAGES_PER_SECOND, bucket.tokens + ((now - bucket.at) / 1000) * WS_MESSAGES_PER_SECOND);
-  bucket.at = now;
+  const bucket = refill(messageBuckets.get(socket) ?? { tokens: WS_MESSAGES_PER_SECOND, at: now }, WS_MESSAGES_PER_SECOND, now);
   messageBuckets.set(socket, bucket);
   if (bucket.tokens < 1) return false;
   bucket.tokens -= 1;
