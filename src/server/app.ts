@@ -100,6 +100,8 @@ export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a
 export const WS_MESSAGES_PER_SECOND = 1_000;
 export const WS_MESSAGES_REASON = `RATE_LIMITED: more than ${WS_MESSAGES_PER_SECOND} messages a second on this connection; retry later`;
 const messageBuckets = new WeakMap<object, TokenBucket>();
+/** Sockets closed for their message rate. */
+const overRate = new WeakSet<object>();
 
 /** Takes one message of the socket's bucket; false when it is empty. */
 function takeMessage(socket: object, now = performance.now()): boolean {
@@ -474,7 +476,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
       socket.on('message', (data) => {
         // Sent on after the server closed it (graphql-ws's init timeout, say): ws would wait 30 s
         // for the client's close, parsing all the while.
-        if (socket.readyState !== socket.OPEN) return socket.terminate();
+        // One closed for its message rate gets its second to take the close frame (see below).
+        if (socket.readyState !== socket.OPEN) return overRate.has(socket) ? undefined : socket.terminate();
         // graphql-ws answers a ping with its payload; a client that never reads would have the
         // answers kept for it without end.
         if (socket.bufferedAmount > MAX_BUFFERED_BYTES) return socket.terminate();
@@ -484,6 +487,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
         if (accepted && !takeMessage(socket)) {
           // Closed with the reason, and read no more (graphql-ws takes none of what it sends on),
           // then ended: reading its answer to the close frame would take its flood in too.
+          // Messages of the chunk already read still come (ws parses a chunk whole), and are passed over.
+          overRate.add(socket);
           socket.close(WS_RATE_LIMITED, WS_MESSAGES_REASON);
           socket.pause();
           setTimeout(() => socket.terminate(), 1_000).unref();
