@@ -57,7 +57,9 @@ export class Sender {
     let target = this.targets.get(url);
     if (!target) {
       const parsed = new URL(url);
-      target = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      // A bare `?` ends the URL with an empty query, which URL's `search` leaves out: sent as written.
+      const search = parsed.search || (url.includes('?') ? '?' : '');
+      target = { origin: parsed.origin, path: `${parsed.pathname}${search}` };
       if (this.targets.size >= 10_000) this.targets.clear();
       this.targets.set(url, target);
     }
@@ -211,5 +213,16 @@ function describe(error: unknown, timeoutMs: number): string {
   if (err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT') return `timeout after ${timeoutMs} ms`;
   const causeCode = (cause as { code?: string } | undefined)?.code;
   const code = err.code && err.code !== 'UND_ERR_SOCKET' ? err.code : (causeCode ?? err.code);
-  return code ? `${code}: ${err.message ?? String(error)}` : (err.message ?? String(error));
+  const message = readable(err.message ?? String(error));
+  return code ? `${code}: ${message}` : message;
+}
+
+/**
+ * OpenSSL's error strings (`80CC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version
+ * number:../deps/openssl/…/ssl3_record.c:350:` and a line break) name its source files; the
+ * reason is what the tenant can act on. Any message is trimmed.
+ */
+function readable(message: string): string {
+  const openSsl = /^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):/.exec(message);
+  return (openSsl ? openSsl[1]! : message).trim();
 }

@@ -181,6 +181,19 @@ describe('Sender', () => {
     }
   });
 
+  it('sends a URL ending in a bare ? as written (its empty query kept)', async () => {
+    const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
+    expect(await send(new Sender(agent, 5_000), `${url}/hooks?`)).toMatchObject({ ok: true });
+    expect(seen.map((s) => s.path)).toEqual(['/hooks?']);
+  });
+
+  it("records a TLS failure by OpenSSL's reason, not its source file and line", async () => {
+    const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
+    const result = await send(new Sender(agent, 5_000), `${url.replace('http:', 'https:')}/hooks`); // a plain HTTP port
+    expect(result).toMatchObject({ ok: false, statusCode: null, error: 'ERR_SSL_WRONG_VERSION_NUMBER: wrong version number' });
+    expect(seen).toHaveLength(0);
+  });
+
   it('records a refused connection and a malformed URL as failed attempts', async () => {
     const { url } = await serve((_req, res) => res.writeHead(204).end());
     const closed = servers.pop()!;
