@@ -98,7 +98,7 @@ function checkHeaders(headers: unknown): Record<string, string> {
     // JSON.parse makes it an own key, but most code (TypeORM's copies among it) sets the
     // object's prototype with it instead: the header would vanish without a word.
     if (name === '__proto__') throw badInput('headers', '"__proto__" cannot be a header name here');
-    if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline and cannot be overridden`);
+    if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline or governs how the request travels, and cannot be given`);
     if (typeof value !== 'string' || !HEADER_VALUE.test(value) || value.length > 4096) {
       throw badInput('headers', `the value of "${name}" must be a string of at most 4096 printable ASCII characters (no line breaks or control characters)`);
     }

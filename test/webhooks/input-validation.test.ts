@@ -110,6 +110,12 @@ describe('subscription headers must be an object of header names to strings', ()
     });
   }
 
+  it('says of a transport header that it governs how the request travels, not that Hookline sets it', async () => {
+    const res = await hl.gql(CREATE, { input: { url: URL, events: ['invoice.created'], headers: { Expect: '100-continue' } } }, key);
+    expectBadInput(res, 'headers', 'Expect');
+    expect(res.errors![0]!.message).toContain('governs how the request travels');
+  });
+
   it('refuses a header named __proto__ (an own key of parsed JSON) rather than drop it', async () => {
     const before = await counts();
     const res = await hl.gql(CREATE, { input: { url: URL, events: ['invoice.created'], headers: JSON.parse('{"__proto__": "x", "X-After": "y"}') } }, key);
