@@ -132,3 +132,25 @@ it('reads only data\'s own properties: one named like what every object inherits
   expect(missing.errors?.[0]?.message).toMatch(/data\.constructor is required/);
   await ok(TRIGGER_EVENT, { input: { event: 'f1.team', data: { constructor: 'Ferrari', toString: 'x' } } });
 });
+
+it("writes data's JSON afresh, as the README says: JSON.stringify's text, whatever the producer's", async () => {
+  const other = (await hl.createTenant()).apiKey;
+  const own = await startReceiver();
+  try {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+      { input: { url: `${own.url}/text`, events: ['test.event'] } },
+      other,
+    );
+    expect(created.errors).toBeUndefined();
+    // The request's text written by hand: spaces, escapes, a repeated key, keys that are array indices.
+    const data = '{ "b": 1, "10": 2, "a": "\\u00e9\\/", "2": 3.50, "b": 4, "x": {"1": 0, "01": 1, "0": 2} }';
+    const body = `{"query": "mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } } }", "variables": {"input": {"event": "test.event", "data": ${data}}}}`;
+    const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${other}` }, body });
+    expect(res.status).toBe(200);
+    const [request] = await own.waitFor(1);
+    expect(request!.body).toContain('"data":{"2":3.5,"10":2,"b":4,"a":"é/","x":{"0":2,"1":0,"01":1}}');
+  } finally {
+    await own.close();
+  }
+});
