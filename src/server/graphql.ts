@@ -650,6 +650,24 @@ export function graphiqlPage(): GraphiQLPage {
  */
 export const requestViewers = new WeakMap<IncomingMessage, Viewer>();
 
+/**
+ * What the debug log says of an error answered to a client: its code and where, and the message
+ * only when Hookline wrote it (its messages name fields, never their values). graphql-js's quote
+ * what was sent: a variable refused by coercion is printed whole, a signing secret or a
+ * receiver's Authorization header among it. The client has the message in its answer.
+ */
+function answeredError(error: Error): Record<string, unknown> {
+  const graphql = error instanceof GraphQLError ? error : undefined;
+  const own = graphql ? graphql.originalError instanceof HooklineError : error instanceof HooklineError;
+  return {
+    code: graphql?.extensions.code,
+    field: graphql?.extensions.field,
+    path: graphql?.path,
+    locations: graphql?.locations,
+    error: own ? error.message : `${error.name} (its message is not logged: it may quote the request's values)`,
+  };
+}
+
 export function createGraphQLServer(services: Services): Yoga {
   const { log, dataSource, config } = services;
   const maskError = createErrorMasker(log);
@@ -671,7 +689,7 @@ export function createGraphQLServer(services: Services): Yoga {
       // say) or an unexpected one, which createErrorMasker has logged already with its detail.
       error: (...args) => {
         if (args.length === 1 && args[0] instanceof Error) {
-          if (log.isLevelEnabled('debug')) log.debug({ err: args[0] }, 'yoga: error answered');
+          if (log.isLevelEnabled('debug')) log.debug(answeredError(args[0]), 'yoga: error answered');
         } else {
           log.error({ yoga: args }, 'yoga');
         }

@@ -82,3 +82,27 @@ it('refuses a pattern whose prefix is longer than an event name may be, naming t
   expect(res.errors?.[0]?.extensions, JSON.stringify(res.errors)).toMatchObject({ code: 'BAD_USER_INPUT', field: 'events' });
   expect(lines.join('\n')).not.toContain('my-very-secret-signing-key');
 });
+
+it('logs no variable or literal values at debug level: a refused input may hold a signing secret or a receiver\'s Authorization header', async () => {
+  const debugLines: string[] = [];
+  const debug = await startTestHookline({}, { log: createLogger('debug', { write: (line: string) => void debugLines.push(line) }) });
+  try {
+    const { apiKey } = await debug.createTenant();
+    const create = 'mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { secret } }';
+    const input = { events: ['invoice.created'], url: 'http://127.0.0.1:9/ok', secret: 'LEAKCHECK-VARSECRET-123456', headers: { Authorization: 'Bearer LEAKCHECK-VARHDR' } };
+    // Refused by graphql-js's coercion (an unknown field), whose message quotes the whole value.
+    const coerced = await debug.gql(create, { i: { ...input, bogus: 1 } }, apiKey);
+    expect(coerced.errors?.[0]?.message).toContain('bogus');
+    // Refused by Hookline's own check, and an inline literal refused by validation.
+    expect((await debug.gql(create, { i: { ...input, url: 'ftp://x' } }, apiKey)).errors).toHaveLength(1);
+    const inline = await debug.gql('mutation { createWebhookSubscription(input: { events: ["invoice.created"], url: 5, secret: "LEAKCHECK-INLINESECRET-1234" }) { secret } }', {}, apiKey);
+    expect(inline.errors?.length).toBeGreaterThan(0);
+    // And one that succeeds.
+    expect((await debug.gql(create, { i: input }, apiKey)).errors).toBeUndefined();
+    const text = debugLines.join('\n');
+    expect(text).toContain('yoga: error answered'); // the errors are logged, at debug
+    expect(text).not.toContain('LEAKCHECK');
+  } finally {
+    await debug.stop();
+  }
+});
