@@ -135,8 +135,15 @@ type Env = Record<string, string | undefined>;
 const BEARER_TOKEN = /^[\x21-\x7e]+$/;
 const BEARER_TOKEN_RULE = 'must be printable ASCII without spaces (it is sent as "Authorization: Bearer <token>")';
 
-function read<T>(env: Env, name: string, fallback: string | undefined, parse: (text: string) => T): T {
+/**
+ * A variable's value, parsed. An empty one counts as unset, but for variables given
+ * `ifEmpty`: there unset turns off what the variable was set for (a database of one's own,
+ * a token on /metrics), and an empty value is more likely a deployment's template with a
+ * secret missing (`DATABASE_URL=${DB_URL}`) than a wish for the default.
+ */
+function read<T>(env: Env, name: string, fallback: string | undefined, parse: (text: string) => T, ifEmpty?: string): T {
   const raw = env[name];
+  if (raw === '' && ifEmpty) throw new ConfigError(name, `is set but empty: ${ifEmpty}`);
   const text = raw === undefined || raw === '' ? fallback : raw;
   try {
     return parse(text as string);
@@ -172,7 +179,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       }
     }
     return text;
-  });
+  }, 'leave it unset for the embedded PostgreSQL (see HOOKLINE_DATA_DIR), or give a connection string');
   const adminTokenRaw = read(env, 'ADMIN_TOKEN', '', (t) => {
     // A bearer token is one word (viewer.ts reads `Bearer <token>`): one with a space or a line
     // break (as a file or a secret store may end it) would be accepted here and never matched.
@@ -198,7 +205,11 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       if (!(LOG_LEVELS as readonly string[]).includes(t)) throw new Error(`"${t}" must be one of ${LOG_LEVELS.join(', ')}`);
       return t as LogLevel;
     }),
-    dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => t),
+    dataDir: read(env, 'HOOKLINE_DATA_DIR', '.hookline', (t) => {
+      // A folder of that name would be made: a new, empty database beside the one meant.
+      if (t.trim() !== t) throw new Error('has spaces or line breaks around it');
+      return t;
+    }),
     dispatchConcurrency: read(env, 'HOOKLINE_DISPATCH_CONCURRENCY', '128', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerSubscription: read(env, 'HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '64', (t) => parseInteger(t, 1, 10_000)),
     dispatchPerTenant: read(env, 'HOOKLINE_DISPATCH_PER_TENANT', '256', (t) => parseInteger(t, 1, 100_000)),
@@ -217,7 +228,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     metricsToken: read(env, 'HOOKLINE_METRICS_TOKEN', '', (t) => {
       if (t && !BEARER_TOKEN.test(t)) throw new Error(BEARER_TOKEN_RULE);
       return t || undefined;
-    }),
+    }, 'leave it unset to serve /metrics to anyone, or give the token it asks for'),
     retentionMs: read(env, 'HOOKLINE_RETENTION', '', (t) => {
       if (!t) return undefined;
       const ms = parseDuration(t);

@@ -236,6 +236,12 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     // Accepted, such a token could never be sent: every admin call would be UNAUTHENTICATED.
     ['ADMIN_TOKEN', 'a-chosen-admin-token\n'],
     ['ADMIN_TOKEN', 'a chosen admin token'],
+    // Set but empty, where unset would turn off what the variable is set for (a template's secret missing).
+    ['DATABASE_URL', ''],
+    ['HOOKLINE_METRICS_TOKEN', ''],
+    // A folder of that name would hold a new, empty database.
+    ['HOOKLINE_DATA_DIR', '/var/lib/hookline '],
+    ['HOOKLINE_DATA_DIR', ' '],
   ])('%s=%s', (variable, value) => {
     let caught: unknown;
     try {
@@ -247,6 +253,15 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     const error = caught as ConfigError;
     expect(error.variable).toBe(variable);
     expect(error.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it('takes any other variable set but empty as unset, and says how to leave an empty DATABASE_URL unset', () => {
+    const defaults = loadConfig({ ADMIN_TOKEN: 'a-chosen-admin-token' });
+    const empty = Object.fromEntries(
+      ['PORT', 'HOOKLINE_ROLE', 'HOOKLINE_RETRY_SCHEDULE', 'LOG_LEVEL', 'HOOKLINE_DATA_DIR', 'HOOKLINE_RETENTION', 'HOOKLINE_TRUSTED_PROXIES'].map((name) => [name, '']),
+    );
+    expect(loadConfig({ ...empty, ADMIN_TOKEN: 'a-chosen-admin-token' })).toEqual(defaults);
+    expect(() => loadConfig({ DATABASE_URL: '' })).toThrow('DATABASE_URL: is set but empty: leave it unset for the embedded PostgreSQL');
   });
 
   it('bounds every duration that feeds a timer, naming the variable and its bound', () => {
