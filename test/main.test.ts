@@ -305,7 +305,8 @@ describe('npm start on the embedded PostgreSQL', () => {
   it('starts again on the kept data: the tenant and its key are still there', SLOW, async () => {
     expect(apiKey, 'the first start created a tenant').toBeDefined();
     const port = await freePort();
-    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(port), ADMIN_TOKEN: KNOWN_ADMIN_TOKEN });
+    // PGSSLMODE, set for other databases (pg reads it), does not apply to the embedded one: it has no TLS.
+    const service = startService({ HOOKLINE_DATA_DIR: dataDir, PORT: String(port), ADMIN_TOKEN: KNOWN_ADMIN_TOKEN, PGSSLMODE: 'require' });
     await waitReady(service);
     expect(service.output().stdout).not.toContain('Hookline admin token');
 

@@ -389,7 +389,9 @@ async function startOn(
   } finally {
     await client.end();
   }
-  const address = (secret: string) => `postgres://${USER}:${secret}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  // Without TLS, whatever PGSSLMODE says (pg reads it for a connection that names none): it is
+  // there for other databases, and this one, on loopback, has no certificate.
+  const address = (secret: string) => `postgres://${USER}:${secret}@127.0.0.1:${port}/${encodeURIComponent(database)}?sslmode=disable`;
   const url = address(encodeURIComponent(password));
   // Its address, for a tool or an app's outbox on the same database (the invoice example):
   // its port is the last start's when that is free (see portFor), and it listens on loopback only. In a file only
@@ -419,7 +421,7 @@ async function connectAsSuperuser(port: number, dataDir: string, log: Logger): P
   const candidates = [readSecret(passwordFile), readSecret(pendingFile), LEGACY_PASSWORD].filter((p): p is string => !!p);
   let failure: unknown;
   for (const password of candidates) {
-    const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password, database: 'postgres' });
+    const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password, database: 'postgres', ssl: false });
     try {
       await client.connect();
     } catch (error) {
