@@ -595,7 +595,9 @@ export class Dispatcher {
    * apart (claimForNotifiedTenants), or they would wait behind the backlog.
    */
   private notified(payload: string | undefined): void {
-    if (payload && !this.drained) {
+    // Drained, the next claim finds them at the head of the queue: unless it waits for room
+    // (taken by rows kept from the last slots, say), which a tenant's claim does not.
+    if (payload && (!this.drained || this.boundByRoom(this.room()))) {
       // Anything but tenant ids (no one else should notify here) is a notification of anyone's.
       for (const tenantId of payload.split(',')) if (isUuid(tenantId)) this.notifiedTenants.add(tenantId.toLowerCase());
       this.claimForNotifiedTenants();
@@ -734,7 +736,7 @@ export class Dispatcher {
       this.wakeRequested = false;
       let sleepMs = this.pollIntervalMs;
       const room = this.room();
-      this.roomBound = !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
+      this.roomBound = this.boundByRoom(room);
       const backoffMs = this.claimNotBefore - Date.now();
       if (backoffMs <= 0) this.claimNotBefore = 0; // waited out: freed slots refill as usual again
       // Behind a backlog, rows that fell due on their own (retries, above all) are nobody's
@@ -827,6 +829,11 @@ export class Dispatcher {
     return 2 * this.options.config.dispatchConcurrency - (this.inFlight - this.slow) - startable - this.reserved;
   }
 
+  /** Whether the loop's claim waits for room: a batch is ready to start, or `room` is taken. */
+  private boundByRoom(room: number): boolean {
+    return !(this.ready.length - this.parked < this.options.config.dispatchConcurrency && room > 0);
+  }
+
   /** A claim within each subscription's and tenant's share (`tenantId`: for that tenant alone), counted. */
   private async claim(limit: number, tenantsBusy: ReadonlyMap<string, number>, tenantId?: string): Promise<ClaimedDelivery[]> {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
@@ -872,16 +879,21 @@ export class Dispatcher {
     if (this.claimingFor || this.loopClaiming || this.reserved || !this.notifiedTenants.size || !this.running || this.fenced()) return;
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const room = this.room();
-    if (room + concurrency <= 0) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
     const tenantsBusy = this.tenantsBusy(2 * perTenant);
     // The tenant holding the fewest deliveries here goes first (between equals, the first
     // notified), as a freed slot goes to the tenant with the fewest in flight (pump). One holding
-    // none goes even beyond the room (by up to one concurrency's worth) and before the loop's
-    // turn: otherwise, with the room kept full by others' backlogs (ready to start at the next
-    // freed slot, each of their claims refilling it), its delivery waited behind each of their
-    // claims in turn, and then the loop's, one freed slot each.
+    // none goes even beyond the room, whatever others' backlogs take of it, and before the
+    // loop's turn: otherwise, with the room kept full by others' backlogs (ready to start at the
+    // next freed slot, each of their claims refilling it), its delivery waited behind each of
+    // their claims in turn, and then the loop's, one freed slot each. And with the room taken by
+    // the rows of tenants whose attempts turned slow, kept from the last slots (pump), which
+    // wait until their attempts end: its delivery, which may start in those last slots at once,
+    // was not claimed until they had (a review: 1-2 s, in waves, with two such tenants). Such a
+    // tenant's claim goes at most one concurrency's worth beyond the room, and takes at least the
+    // last slots' worth however little room is left: what it brings starts at once, or, if those
+    // slots are taken, goes back to the queue at its deadline (releaseLate).
     let pick: string | undefined;
     let fewest = Infinity;
     for (const tenantId of this.notifiedTenants) {
@@ -899,7 +911,7 @@ export class Dispatcher {
     this.notifiedTenants.delete(pick);
     const tenantId = pick;
     const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
-    const limit = claimSize(Math.min(fewest === 0 ? room + concurrency : room, TENANT_CLAIM_LIMIT, window));
+    const limit = claimSize(Math.min(fewest === 0 ? Math.max(room + concurrency, this.reservedSlots) : room, TENANT_CLAIM_LIMIT, window));
     this.claimingFor = tenantId;
     const settle = this.reserve(limit);
     void this.claimForTenant(tenantId, limit, tenantsBusy)
