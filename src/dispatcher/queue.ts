@@ -538,7 +538,7 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
       ), reclaimed as (
         update webhook_deliveries d
            set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
-               last_error = coalesce(d.last_error, 'worker lost during an attempt'), updated_at = now()
+               last_error = coalesce(d.last_error, 'worker lost while the delivery was claimed (an attempt may have been under way)'), updated_at = now()
           from lost l
          where d.id = l.id
         returning d.id

@@ -354,8 +354,13 @@ describe('subscriptions and the queue', () => {
     // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
     expect(await reclaimLostDeliveries(db, 'reclaiming')).toBeLessThanOrEqual(1);
     await releaseClaims(db, 'alive', [rows.find((r) => r.locked_by === 'alive').id]);
-    const { rows: states } = await db.query(`select status, paused from webhook_deliveries where event_id = $1`, [eventId]);
-    expect(states).toEqual([{ status: 'PENDING', paused: true }, { status: 'PENDING', paused: true }]);
+    const { rows: states } = await db.query(`select status, paused, last_error from webhook_deliveries where event_id = $1 order by last_error nulls last`, [eventId]);
+    // The lost worker's: whether it had begun an attempt is unknown, and its last error says no more (half of
+    // a dead worker's claimed rows were never tried, and read 'worker lost during an attempt').
+    expect(states).toEqual([
+      { status: 'PENDING', paused: true, last_error: 'worker lost while the delivery was claimed (an attempt may have been under way)' },
+      { status: 'PENDING', paused: true, last_error: null },
+    ]);
     await new Promise((r) => setTimeout(r, 500));
     expect(receiver.received).toHaveLength(0);
 

@@ -293,7 +293,7 @@ it('deliveries of dead workers go back to the queue, and those of live ones only
 });
 
 it("a late outcome (its lease expired, the delivery taken back meanwhile) is shown as the delivery's last error, unless a later attempt's is", async () => {
-  // Taken back as a lost worker's, the delivery said 'worker lost during an attempt', though that
+  // Taken back as a lost worker's, the delivery said its worker was lost, though that
   // attempt was made, answered and logged (a review saw a 410 shown so).
   await client.query(`reset all; ${QUEUE_SESSION_SETTINGS}`);
   const { rows: [row] } = await client.query(`select tenant_id, event_id, subscription_id from webhook_deliveries limit 1`);
@@ -307,7 +307,7 @@ it("a late outcome (its lease expired, the delivery taken back meanwhile) is sho
     // Taken back (reclaimLostDeliveries' update).
     await client.query(
       `update webhook_deliveries set status = 'PENDING', locked_by = null, lease_expires_at = null, next_attempt_at = now() + interval '1 hour',
-              last_error = coalesce(last_error, 'worker lost during an attempt') where id = $1`,
+              last_error = coalesce(last_error, 'worker lost while the delivery was claimed (an attempt may have been under way)') where id = $1`,
       [d.id],
     );
     return d as { id: string; lease: string };
