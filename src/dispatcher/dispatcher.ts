@@ -879,21 +879,26 @@ export class Dispatcher {
     if (this.claimingFor || this.loopClaiming || this.reserved || !this.notifiedTenants.size || !this.running || this.fenced()) return;
     const { dispatchConcurrency: concurrency, dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     const room = this.room();
+    // The tenant holding the fewest deliveries here goes first (between equals, the first
+    // notified), as a freed slot goes to the tenant with the fewest in flight (pump). One holding
+    // none goes even beyond the room (by up to one concurrency's worth) and before the loop's
+    // turn: otherwise, with the room kept full by others' backlogs (ready to start at the next
+    // freed slot, each of their claims refilling it), its delivery waited behind each of their
+    // claims in turn, and then the loop's, one freed slot each.
+    // Beyond even that (crowded), the room is taken by rows that wait for more than a freed
+    // slot: those of tenants whose attempts turned slow, kept from the last slots (pump) until
+    // their attempts end. A tenant holding none is still claimed for, for those last slots: its
+    // delivery was not claimed until they had drained, 0.7-2 s in waves with two such tenants (a
+    // review). But only while fewer rows than those slots are ready for them (of tenants with no
+    // slow attempts): claims beyond that for every tenant notified or found due brought rows that
+    // waited past their deadline, went back untried and were claimed again (a review: ready grew
+    // with the number of tenants, 300 rows handed back, some four times).
+    const crowded = room + concurrency <= 0;
+    const forLastSlots = crowded ? Math.max(this.reservedSlots, 1) - this.readyForLastSlots() : 0;
+    if (crowded && forLastSlots <= 0) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
     const tenantsBusy = this.tenantsBusy(2 * perTenant);
-    // The tenant holding the fewest deliveries here goes first (between equals, the first
-    // notified), as a freed slot goes to the tenant with the fewest in flight (pump). One holding
-    // none goes even beyond the room, whatever others' backlogs take of it, and before the
-    // loop's turn: otherwise, with the room kept full by others' backlogs (ready to start at the
-    // next freed slot, each of their claims refilling it), its delivery waited behind each of
-    // their claims in turn, and then the loop's, one freed slot each. And with the room taken by
-    // the rows of tenants whose attempts turned slow, kept from the last slots (pump), which
-    // wait until their attempts end: its delivery, which may start in those last slots at once,
-    // was not claimed until they had (a review: 1-2 s, in waves, with two such tenants). Such a
-    // tenant's claim goes at most one concurrency's worth beyond the room, and takes at least the
-    // last slots' worth however little room is left: what it brings starts at once, or, if those
-    // slots are taken, goes back to the queue at its deadline (releaseLate).
     let pick: string | undefined;
     let fewest = Infinity;
     for (const tenantId of this.notifiedTenants) {
@@ -911,7 +916,7 @@ export class Dispatcher {
     this.notifiedTenants.delete(pick);
     const tenantId = pick;
     const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
-    const limit = claimSize(Math.min(fewest === 0 ? Math.max(room + concurrency, this.reservedSlots) : room, TENANT_CLAIM_LIMIT, window));
+    const limit = claimSize(Math.min(fewest > 0 ? room : crowded ? forLastSlots : room + concurrency, TENANT_CLAIM_LIMIT, window));
     this.claimingFor = tenantId;
     const settle = this.reserve(limit);
     void this.claimForTenant(tenantId, limit, tenantsBusy)
@@ -924,6 +929,13 @@ export class Dispatcher {
         this.loopTurn = true;
         this.wakeLoop();
       });
+  }
+
+  /** Ready deliveries that may take the last slots (pump): of tenants with no slow attempts. */
+  private readyForLastSlots(): number {
+    let n = 0;
+    for (const { delivery } of this.ready) if (!this.tenantLingering.has(delivery.tenantId)) n++;
+    return n;
   }
 
   /**

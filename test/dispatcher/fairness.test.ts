@@ -677,3 +677,41 @@ it("two tenants' backlogs to slow receivers do not hold another tenant's deliver
     expect(n).toBe(2);
   }, [slowish]);
 }, 90_000);
+
+it('tenants notified while slow tenants take the room are claimed for only as far as the last slots can start: none claimed only to go back untried', async () => {
+  // Past the room, a tenant holding nothing is claimed for, for the last slots (see above). Each
+  // such claim, for every tenant notified or found due, made `ready` grow with the number of
+  // tenants: rows that waited past their deadline, went back untried, and were claimed again
+  // (a review: 300 hand-backs, some rows four times, with 200 tenants at concurrency 8).
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const slowish = await startReceiver(() => ({ status: 200, delayMs: 2_000 + Math.floor(Math.random() * 1_500) }));
+  const steady = await startReceiver(() => ({ status: 200, delayMs: 2_500 }));
+  for (let t = 0; t < 2; t++) {
+    const tenant = await hl.createTenant(`Crowding ${t}`);
+    for (let s = 0; s < 5; s++) await subscribe(tenant.apiKey, `${slowish.url}/c${t}-${s}`, ['invoice.*']);
+    for (let i = 0; i < 10; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  }
+  const many: string[] = [];
+  for (let t = 0; t < 120; t++) {
+    const tenant = await hl.createTenant(`Many ${t}`);
+    await subscribe(tenant.apiKey, `${steady.url}/m${t}`, ['payment.*']);
+    many.push(tenant.apiKey);
+  }
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const handedBackLate = () =>
+    lines.map((line) => JSON.parse(line)).filter((l) => String(l.msg).includes('waited too long for a slot')).reduce((sum, l) => sum + l.count, 0);
+  // A lease of 13 s: a claimed row must start within 6 s.
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DELIVERY_TIMEOUT: '4s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { log }, async (worker) => {
+    for (const started = Date.now(); (await worker.metric('hookline_deliveries_slow_in_flight')) < 8; await new Promise((r) => setTimeout(r, 50))) {
+      expect(Date.now() - started, 'no attempts turned slow').toBeLessThan(15_000);
+    }
+    for (let i = 0; i < 2; i++) {
+      await Promise.all(many.map((key, t) => trigger(key, 'payment.received', { payment_id: `m${t}-${i}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' })));
+    }
+    await new Promise((r) => setTimeout(r, 12_000));
+    expect(handedBackLate(), 'rows claimed and handed back untried past their deadline').toBeLessThan(20);
+    // And the many tenants' deliveries were being sent meanwhile.
+    expect(steady.received.length).toBeGreaterThan(0);
+  }, [slowish, steady]);
+}, 120_000);
