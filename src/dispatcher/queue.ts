@@ -504,6 +504,15 @@ const LOST = `d.status = 'SENDING'
                       then true
                     else d.lease_expires_at < now() - make_interval(secs => w.lost_after_ms / 1000.0) end`;
 
+/** The last error of a delivery taken back from a lost worker: whether it had been tried is unknown. */
+export const WORKER_LOST = 'worker lost while the delivery was claimed (an attempt may have been under way)';
+
+/**
+ * The last error of a delivery canceled by its subscription's deletion: an attempt's error stays,
+ * the note that a lost worker held it does not (it says nothing of the cancel).
+ */
+export const DELETED_LAST_ERROR = `case when last_error is null or last_error = '${WORKER_LOST}' then 'subscription deleted' else last_error end`;
+
 /**
  * Deliveries being sent by dispatchers that died go back to the queue, due now: those of a
  * dispatcher silent for longer than it said it may be, and those whose lease expired, of a
@@ -538,7 +547,7 @@ export async function reclaimLostDeliveries(db: pg.ClientBase | pg.Pool, workerI
       ), reclaimed as (
         update webhook_deliveries d
            set status = 'PENDING', paused = ${HANDED_BACK_PAUSED}, target_url = ${SUBSCRIPTION_URL}, next_attempt_at = now(), lease_expires_at = null, locked_by = null,
-               last_error = coalesce(d.last_error, 'worker lost while the delivery was claimed (an attempt may have been under way)'), updated_at = now()
+               last_error = coalesce(d.last_error, '${WORKER_LOST}'), updated_at = now()
           from lost l
          where d.id = l.id
         returning d.id
@@ -606,7 +615,7 @@ export async function dueTenants(db: pg.ClientBase | pg.Pool, after: string, wal
 export async function cancelOrphans(db: pg.ClientBase | pg.Pool, workerId: string, ids: string[]): Promise<void> {
   await db.query(
     `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, lease_expires_at = null, locked_by = null,
-            last_error = coalesce(last_error, 'subscription deleted'), updated_at = now()
+            last_error = ${DELETED_LAST_ERROR}, updated_at = now()
       where id = any($1::uuid[]) and locked_by = $2`,
     [ids, workerId],
   );

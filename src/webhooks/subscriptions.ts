@@ -1,7 +1,7 @@
 // Webhook subscriptions of one tenant: where its events go. Every function
 // takes the tenant explicitly and runs under withTenant().
 import type { EntityManager } from 'typeorm';
-import { UNMARK_CLAIMED_TEST_EVENTS } from '../dispatcher/queue.js';
+import { DELETED_LAST_ERROR, UNMARK_CLAIMED_TEST_EVENTS } from '../dispatcher/queue.js';
 import type { TargetGuard } from '../dispatcher/target-guard.js';
 import { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
@@ -291,7 +291,7 @@ export class SubscriptionService {
     return this.announcing(id, (announced) => withTenant(this.services.dataSource, tenantId, async (manager) => {
       await findOwn(manager, tenantId, id);
       await manager.query(
-        `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, last_error = coalesce(last_error, 'subscription deleted'),
+        `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null, last_error = ${DELETED_LAST_ERROR},
                 updated_at = now()
           where tenant_id = $1 and subscription_id = $2 and status = 'PENDING'`,
         [tenantId, id],

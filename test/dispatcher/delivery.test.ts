@@ -5,7 +5,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { poolOf } from '../../src/db/query.js';
-import { disableGoneSubscriptions, reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
+import { WORKER_LOST, disableGoneSubscriptions, reclaimLostDeliveries, releaseClaims } from '../../src/dispatcher/queue.js';
 import { within } from '../../src/within.js';
 import { lockWaiters } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
@@ -358,7 +358,7 @@ describe('subscriptions and the queue', () => {
     // The lost worker's: whether it had begun an attempt is unknown, and its last error says no more (half of
     // a dead worker's claimed rows were never tried, and read 'worker lost during an attempt').
     expect(states).toEqual([
-      { status: 'PENDING', paused: true, last_error: 'worker lost while the delivery was claimed (an attempt may have been under way)' },
+      { status: 'PENDING', paused: true, last_error: WORKER_LOST },
       { status: 'PENDING', paused: true, last_error: null },
     ]);
     await new Promise((r) => setTimeout(r, 500));
@@ -367,6 +367,33 @@ describe('subscriptions and the queue', () => {
     await setActive(subscription.id, true);
     for (const { id } of rows) await settled(id, 'DELIVERED');
     expect(receiver.received).toHaveLength(2);
+  });
+
+  it("a delivery canceled by its subscription's deletion says so, after a lost worker held it too; an attempt's error stays", async () => {
+    const receiver = await receiverWith();
+    const { subscription } = await subscribe(receiver.url);
+    await setActive(subscription.id, false); // nothing is sent meanwhile
+    const db = poolOf(hl.dataSource);
+    const eventId = await insertedEvent('invoice.created');
+    await db.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at, next_attempt_at, last_error)
+       select $1, $2, $3, 'invoice.created', $4, s, w, l, now(), e
+         from (values ('SENDING', 'dead', now() - interval '1 minute', null), ('PENDING', null, null, 'HTTP 500')) as x(s, w, l, e)`,
+      [tenantId, eventId, subscription.id, receiver.url],
+    );
+    // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
+    await reclaimLostDeliveries(db, 'reclaiming');
+    const lastErrors = async () =>
+      (await db.query(`select status, last_error from webhook_deliveries where event_id = $1 order by last_error`, [eventId])).rows;
+    expect(await lastErrors()).toEqual([
+      { status: 'PENDING', last_error: 'HTTP 500' },
+      { status: 'PENDING', last_error: WORKER_LOST },
+    ]);
+    expect((await hl.gql('mutation($id: ID!) { deleteWebhookSubscription(id: $id) }', { id: subscription.id }, key)).errors).toBeUndefined();
+    expect(await lastErrors()).toEqual([
+      { status: 'CANCELED', last_error: 'HTTP 500' },
+      { status: 'CANCELED', last_error: 'subscription deleted' },
+    ]);
   });
 
   it('a test event claimed for an inactive subscription by a worker then lost, or handed back, is sent all the same; once tried, its retry waits', async () => {

@@ -18,6 +18,7 @@ import {
   dueTenants,
   heartbeat,
   reclaimLostDeliveries,
+  WORKER_LOST,
 } from '../../src/dispatcher/queue.js';
 import { createTestDatabase } from '../helpers/database.js';
 
@@ -307,8 +308,8 @@ it("a late outcome (its lease expired, the delivery taken back meanwhile) is sho
     // Taken back (reclaimLostDeliveries' update).
     await client.query(
       `update webhook_deliveries set status = 'PENDING', locked_by = null, lease_expires_at = null, next_attempt_at = now() + interval '1 hour',
-              last_error = coalesce(last_error, 'worker lost while the delivery was claimed (an attempt may have been under way)') where id = $1`,
-      [d.id],
+              last_error = coalesce(last_error, $2) where id = $1`,
+      [d.id, WORKER_LOST],
     );
     return d as { id: string; lease: string };
   };
