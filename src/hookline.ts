@@ -2,7 +2,7 @@
 // HTTP server (API or health only) and, later, the dispatcher. Tests start it
 // in-process; main.ts starts it from the environment.
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
@@ -10,7 +10,7 @@ import { unusableApiKeys } from './auth/viewer.js';
 import { ConfigError, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { poolOf } from './db/query.js';
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
+import { makeFolders, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { shareConnections } from './db/tenant-scope.js';
 import { runMigrations } from './db/migrate.js';
 import { StartRefused } from './errors.js';
@@ -187,7 +187,7 @@ export async function startHookline({ config, log, clock = systemClock, host, on
  */
 async function usableDataDir(dataDir: string): Promise<void> {
   try {
-    await mkdir(resolve(dataDir), { recursive: true });
+    await makeFolders(dataDir);
     // One that exists but is not this user's to write (made by root, the service run as another).
     await access(resolve(dataDir), fsConstants.W_OK | fsConstants.X_OK).catch((error: NodeJS.ErrnoException) => {
       throw new Error(`not writable by this user (${error.code})`);

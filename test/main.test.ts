@@ -10,6 +10,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.js';
+import { within } from '../src/within.js';
 import { startReceiver } from './helpers/receiver.js';
 import { goneProcessNumber } from './helpers/processes.js';
 
@@ -738,6 +739,17 @@ describe('the embedded PostgreSQL belongs to the service that started it', () =>
     expect(await service.exited).toEqual({ code: 1, signal: null });
     expect(service.output().stderr).toContain(`invalid configuration: HOOKLINE_DATA_DIR: ${JSON.stringify(dataDir)} cannot be the embedded PostgreSQL's data folder`);
     expect(service.output().stderr).toMatch(/not writable|EACCES/);
+  });
+
+  it('a data folder that cannot be made under /proc is refused naming HOOKLINE_DATA_DIR (a recursive mkdir looped there for ever), and nested ones are made', SLOW, async () => {
+    const service = startService({ HOOKLINE_DATA_DIR: '/proc/hookline-nowhere/data', PORT: String(await freePort()) });
+    expect(await within(service.exited, 10_000, 'still starting after 10 s')).toEqual({ code: 1, signal: null });
+    expect(service.output().stderr).toContain('invalid configuration: HOOKLINE_DATA_DIR: "/proc/hookline-nowhere/data" cannot be the embedded PostgreSQL\'s data folder');
+    expect(service.output().stderr).toContain('ENOENT');
+    const nested = join(await freshDataDir(), 'a', 'b', 'c');
+    const made = startService({ HOOKLINE_DATA_DIR: nested, PORT: String(await freePort()) });
+    await waitReady(made);
+    expect(await terminate(made)).toEqual({ code: 0, signal: null });
   });
 
   it('a DATABASE_URL that cannot be reached is refused in one line naming the variable, its password left out', SLOW, async () => {

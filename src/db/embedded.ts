@@ -4,7 +4,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
@@ -159,7 +159,7 @@ export async function startEmbeddedPostgres(
     startMutex?: 'socket' | 'file';
   } = {},
 ): Promise<EmbeddedDatabase> {
-  await mkdir(resolve(dataDir), { recursive: true });
+  await makeFolders(dataDir);
   // Its real path, everywhere below: a start through a symlink must know the PostgreSQL of a
   // start through the real path (see postgresOn) as the same folder's.
   dataDir = realpathSync(dataDir);
@@ -665,4 +665,30 @@ async function startServer(
       rmSync(ownerFile, { force: true });
     },
   };
+}
+
+/**
+ * `mkdir -p`, a level at a time: Node's recursive mkdir loops for ever where a folder exists
+ * but none can be made in it (under /proc: ENOENT, so it makes the parent, which is there, and
+ * tries again); one level at a time, that ENOENT is the answer.
+ */
+export async function makeFolders(path: string): Promise<void> {
+  const missing: string[] = [];
+  for (let folder = resolve(path); ; folder = dirname(folder)) {
+    const there = await stat(folder).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return false;
+        throw error;
+      },
+    );
+    if (there) break;
+    missing.unshift(folder);
+    if (dirname(folder) === folder) break;
+  }
+  for (const folder of missing) {
+    await mkdir(folder).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error; // made meanwhile by another start
+    });
+  }
 }
