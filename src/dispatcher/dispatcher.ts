@@ -183,6 +183,8 @@ export class Dispatcher {
   private listenerPid: number | undefined;
   /** Slots a tenant with slow attempts does not take (see RESERVE_DIVISOR). */
   private readonly reservedSlots: number;
+  /** Tenants that may wait at once for their first slot, with deliveries claimed past the room (claimForNotifiedTenants). */
+  private readonly firstSlotQueue: number;
   private readonly cappedClaimGapMs: number;
   private readonly dueScanIntervalMs: number;
   /** Claimed, not yet started: sent as slots free up, without another round trip. */
@@ -336,6 +338,10 @@ export class Dispatcher {
     this.slowAfterMs = options.slowAfterMs ?? Math.min(SLOW_AFTER_MS, config.deliveryTimeoutMs / 2);
     this.slowCapacity = options.slowCapacity ?? SLOW_CAPACITY_FACTOR * config.dispatchConcurrency;
     this.reservedSlots = Math.floor(config.dispatchConcurrency / RESERVE_DIVISOR);
+    // Slots free up at least every slowAfterMs (an attempt gives its slot back by then), so this
+    // many tenants' first deliveries start within half the time a claimed delivery has to start.
+    const startWithinMs = this.leaseMs - config.deliveryTimeoutMs - RECORD_MARGIN_MS;
+    this.firstSlotQueue = Math.max(1, Math.floor((config.dispatchConcurrency * startWithinMs) / this.slowAfterMs / 2));
     this.cappedClaimGapMs = options.cappedClaimGapMs ?? CAPPED_CLAIM_GAP_MS;
     this.dueScanIntervalMs = options.dueScanIntervalMs ?? DUE_SCAN_INTERVAL_MS;
   }
@@ -885,17 +891,17 @@ export class Dispatcher {
     // turn: otherwise, with the room kept full by others' backlogs (ready to start at the next
     // freed slot, each of their claims refilling it), its delivery waited behind each of their
     // claims in turn, and then the loop's, one freed slot each.
-    // Beyond even that (crowded), the room is taken by rows that wait for more than a freed
-    // slot: those of tenants whose attempts turned slow, kept from the last slots (pump) until
-    // their attempts end. A tenant holding none is still claimed for, for those last slots: its
-    // delivery was not claimed until they had drained, 0.7-2 s in waves with two such tenants (a
-    // review). But only while fewer rows than those slots are ready for them (of tenants with no
-    // slow attempts): claims beyond that for every tenant notified or found due brought rows that
-    // waited past their deadline, went back untried and were claimed again (a review: ready grew
-    // with the number of tenants, 300 rows handed back, some four times).
+    // Beyond even that (crowded: the room taken by others' backlogs, or by the rows of tenants
+    // whose attempts turned slow, kept from the last slots until their attempts end), a tenant
+    // holding none is still claimed for, a delivery at a time: a freed slot goes to a tenant with
+    // nothing in flight first (pump), so it starts within a round of freed slots, where the
+    // general claim would find it only behind the backlogs (two tenants with slow receivers held
+    // it 0.7-2 s, in waves; 200 tenants' backlogs, 14 s: reviews). But only while fewer tenants
+    // wait so for their first slot than freed slots can start in time (firstSlotQueue): a claim
+    // for every tenant notified or found due brought more rows than that, handed back untried
+    // past their deadline and claimed again (a review: 300 hand-backs, some rows four times).
     const crowded = room + concurrency <= 0;
-    const forLastSlots = crowded ? Math.max(this.reservedSlots, 1) - this.readyForLastSlots() : 0;
-    if (crowded && forLastSlots <= 0) return; // a freed slot (release) or the loop comes back here
+    if (crowded && this.tenantsWaitingForFirstSlot() >= this.firstSlotQueue) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
     const tenantsBusy = this.tenantsBusy(2 * perTenant);
@@ -916,7 +922,7 @@ export class Dispatcher {
     this.notifiedTenants.delete(pick);
     const tenantId = pick;
     const window = 2 * perTenant - (tenantsBusy.get(tenantId) ?? 0);
-    const limit = claimSize(Math.min(fewest > 0 ? room : crowded ? forLastSlots : room + concurrency, TENANT_CLAIM_LIMIT, window));
+    const limit = claimSize(Math.min(fewest > 0 ? room : crowded ? 1 : room + concurrency, TENANT_CLAIM_LIMIT, window));
     this.claimingFor = tenantId;
     const settle = this.reserve(limit);
     void this.claimForTenant(tenantId, limit, tenantsBusy)
@@ -931,11 +937,11 @@ export class Dispatcher {
       });
   }
 
-  /** Ready deliveries that may take the last slots (pump): of tenants with no slow attempts. */
-  private readyForLastSlots(): number {
-    let n = 0;
-    for (const { delivery } of this.ready) if (!this.tenantLingering.has(delivery.tenantId)) n++;
-    return n;
+  /** Tenants with deliveries ready and none in flight: each freed slot goes to one of them first (pump). */
+  private tenantsWaitingForFirstSlot(): number {
+    const waiting = new Set<string>();
+    for (const { delivery } of this.ready) if (!this.tenantSending.has(delivery.tenantId)) waiting.add(delivery.tenantId);
+    return waiting.size;
   }
 
   /**

@@ -715,3 +715,32 @@ it('tenants notified while slow tenants take the room are claimed for only as fa
     expect(steady.received.length).toBeGreaterThan(0);
   }, [slowish, steady]);
 }, 120_000);
+
+it("with the room taken by many tenants' backlogs (none slow), another tenant's delivery is claimed for it alone and goes at a freed slot, not behind them", async () => {
+  // Many tenants notified at once are each claimed for beyond the room: `ready` holds two
+  // batches and more of their rows, and past that no tenant was claimed for apart, so a new
+  // tenant's delivery was found only by the general claim, behind every backlog (a review: 14 s
+  // at concurrency 128 with 200 tenants).
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const busy = await startReceiver(() => ({ status: 200, delayMs: 600 }));
+  const crowd: string[] = [];
+  for (let t = 0; t < 16; t++) {
+    const tenant = await hl.createTenant(`Crowd ${t}`);
+    await subscribe(tenant.apiKey, `${busy.url}/crowd-${t}`, ['invoice.*']);
+    crowd.push(tenant.apiKey);
+  }
+  const u = await hl.createTenant('Waiting U');
+  await subscribe(u.apiKey, `${fast.url}/crowd-u`, ['payment.*']);
+  await withWorker({ HOOKLINE_DISPATCH_CONCURRENCY: '8', HOOKLINE_DELIVERY_TIMEOUT: '10s', HOOKLINE_RETRY_SCHEDULE: '1h' }, {}, async (worker) => {
+    for (let i = 0; i < 15; i++) await Promise.all(crowd.map((key, t) => trigger(key, 'invoice.created', { amount: t * 100 + i, customer: 'Acme' })));
+    for (const started = Date.now(); (await worker.metric('hookline_deliveries_in_flight')) < 8; await new Promise((r) => setTimeout(r, 20))) {
+      expect(Date.now() - started, 'the slots never filled').toBeLessThan(10_000);
+    }
+    const waits = await waitsOf(u.apiKey, '/crowd-u', 8, 250);
+    // Its turn among the tenants with nothing in flight: 8 of 16 wait, 8 slots freed every 0.6 s.
+    expect(Math.max(...waits), `U's waits: ${waits.join(', ')} ms`).toBeLessThan(2_000);
+    // The crowd's backlog was there all along.
+    const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where target_url like $1 and status = 'PENDING'`, [`${busy.url}/crowd-%`]);
+    expect(n).toBeGreaterThan(50);
+  }, [busy]);
+}, 90_000);
