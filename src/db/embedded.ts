@@ -676,7 +676,12 @@ export async function makeFolders(path: string): Promise<void> {
   const missing: string[] = [];
   for (let folder = resolve(path); ; folder = dirname(folder)) {
     const there = await stat(folder).then(
-      () => true,
+      (stats) => {
+        if (stats.isDirectory()) return true;
+        // As mkdir says it: the folder itself is a file (EEXIST), or one above it is (ENOTDIR).
+        const code = missing.length ? 'ENOTDIR' : 'EEXIST';
+        throw Object.assign(new Error(`${code}: ${missing.length ? 'not a directory' : 'file already exists'}, mkdir '${missing[0] ?? folder}'`), { code });
+      },
       (error: NodeJS.ErrnoException) => {
         if (error.code === 'ENOENT') return false;
         throw error;
