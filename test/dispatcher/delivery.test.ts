@@ -376,9 +376,10 @@ describe('subscriptions and the queue', () => {
     const db = poolOf(hl.dataSource);
     const eventId = await insertedEvent('invoice.created');
     await db.query(
-      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at, next_attempt_at, last_error)
-       select $1, $2, $3, 'invoice.created', $4, s, w, l, now(), e
-         from (values ('SENDING', 'dead', now() - interval '1 minute', null), ('PENDING', null, null, 'HTTP 500')) as x(s, w, l, e)`,
+      // The one waiting is paused, as its subscription's deliveries are while it is inactive: else a claim would take it.
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, locked_by, lease_expires_at, next_attempt_at, last_error, paused)
+       select $1, $2, $3, 'invoice.created', $4, s, w, l, now(), e, p
+         from (values ('SENDING', 'dead', now() - interval '1 minute', null, false), ('PENDING', null, null, 'HTTP 500', true)) as x(s, w, l, e, p)`,
       [tenantId, eventId, subscription.id, receiver.url],
     );
     // Reclaimed here, or by the process's own dispatcher if its periodic reclaim came first.
