@@ -658,10 +658,12 @@ export const requestViewers = new WeakMap<IncomingMessage, Viewer>();
  */
 function answeredError(error: Error): Record<string, unknown> {
   const graphql = error instanceof GraphQLError ? error : undefined;
-  const own = graphql ? graphql.originalError instanceof HooklineError : error instanceof HooklineError;
+  // Logged before the masker gives the answer its code: Hookline's own error carries it.
+  const hookline = graphql ? graphql.originalError : error;
+  const own = hookline instanceof HooklineError ? hookline : undefined;
   return {
-    code: graphql?.extensions.code,
-    field: graphql?.extensions.field,
+    code: own?.code ?? graphql?.extensions.code,
+    field: own?.field ?? graphql?.extensions.field,
     path: graphql?.path,
     locations: graphql?.locations,
     error: own ? error.message : `${error.name} (its message is not logged: it may quote the request's values)`,

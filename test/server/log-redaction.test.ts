@@ -102,6 +102,9 @@ it('logs no variable or literal values at debug level: a refused input may hold 
     const text = debugLines.join('\n');
     expect(text).toContain('yoga: error answered'); // the errors are logged, at debug
     expect(text).not.toContain('LEAKCHECK');
+    // With the code and field the client is answered (Hookline's error is logged before the masker gives the answer its code).
+    const answered = debugLines.map((line) => JSON.parse(line)).filter((l) => l.msg === 'yoga: error answered');
+    expect(answered).toContainEqual(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'url', error: expect.stringContaining('scheme "ftp"') }));
   } finally {
     await debug.stop();
   }
