@@ -435,10 +435,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
         return;
       }
       if (req.destroyed || (error as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
-        log.debug({ err: error, url: req.url }, 'client went away');
+        log.debug({ err: error, path: pathOnly(req.url) }, 'client went away');
         return;
       }
-      log.error({ err: error, url: req.url }, 'request failed');
+      log.error({ err: error, path: pathOnly(req.url) }, 'request failed');
       if (res.headersSent) return res.destroy();
       // Before GraphQL (the caller's key looked up while the database is down, say): in GraphQL's shape on /graphql.
       const failure = { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
@@ -685,6 +685,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
 }
 
 export { WS_CLOSE_REVOKED };
+
+/** A request's path for the log, without its query: a GET's GraphQL variables are there, and may be a tenant's data. */
+function pathOnly(url: string | undefined): string | undefined {
+  return url?.split('?', 1)[0];
+}
 
 /**
  * Whether `res` streams Server-Sent Events, by the head it wrote (a client may accept
