@@ -692,8 +692,12 @@ export async function makeFolders(path: string): Promise<void> {
     if (dirname(folder) === folder) break;
   }
   for (const folder of missing) {
-    await mkdir(folder).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST') throw error; // made meanwhile by another start
+    await mkdir(folder).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+      // Made meanwhile by another start; or a symbolic link to nothing, which stat took for nothing.
+      await stat(folder).catch(() => {
+        throw Object.assign(new Error(`ENOENT: a symbolic link to nothing, mkdir '${folder}'`), { code: 'ENOENT' });
+      });
     });
   }
 }

@@ -5,14 +5,34 @@
 import { spawn } from 'node:child_process';
 import { existsSync, watch } from 'node:fs';
 import { createServer } from 'node:net';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { DATABASE_URL_FILE, processAlive, startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { DATABASE_URL_FILE, makeFolders, processAlive, startEmbeddedPostgres } from '../../src/db/embedded.js';
 import { goneProcessNumber } from '../helpers/processes.js';
+
+describe('making HOOKLINE_DATA_DIR (makeFolders: mkdir -p a level at a time)', () => {
+  it('makes nested folders, and says what is in the way as mkdir would: a file, a file above, a link to nothing, /proc', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hookline-folders-'));
+    try {
+      await makeFolders(join(dir, 'a', 'b', 'c'));
+      expect((await stat(join(dir, 'a', 'b', 'c'))).isDirectory()).toBe(true);
+      await makeFolders(join(dir, 'a', 'b', 'c')); // there already
+      await writeFile(join(dir, 'file'), '');
+      await expect(makeFolders(join(dir, 'file'))).rejects.toMatchObject({ code: 'EEXIST' });
+      await expect(makeFolders(join(dir, 'file', 'sub'))).rejects.toMatchObject({ code: 'ENOTDIR' });
+      await symlink(join(dir, 'nowhere'), join(dir, 'dangling'));
+      await expect(makeFolders(join(dir, 'dangling'))).rejects.toThrow(/ENOENT: a symbolic link to nothing/);
+      // Node's recursive mkdir loops for ever there.
+      await expect(makeFolders('/proc/hookline-nowhere/data')).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 it('tells a running process from a killed one, also before its parent reaps it', async () => {
   // `sleep 30` replaces the shell and never waits for the child it inherits: once that child
