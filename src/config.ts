@@ -152,6 +152,16 @@ function read<T>(env: Env, name: string, fallback: string | undefined, parse: (t
   }
 }
 
+/**
+ * A PostgreSQL connection string as a URL. With no host before the path
+ * (`postgres://user:pw@/db?host=/run/postgresql`, a socket's directory given as `host`, as
+ * behind the Cloud SQL proxy) pg and libpq take it; URL would not, so it is read as if the host
+ * were localhost (pg's default). Throws as URL does.
+ */
+export function parseDatabaseUrl(text: string): URL {
+  return new URL(text.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=\/)/i, '$1localhost'));
+}
+
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const databaseUrl = read(env, 'DATABASE_URL', '', (text) => {
     if (text === '') return undefined;
@@ -159,10 +169,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (text.trim() !== text) throw new Error('has spaces or line breaks around it');
     let url: URL;
     try {
-      // No host before the path (`postgres://user:pw@/db?host=/run/postgresql`, a socket's
-      // directory given as `host`, as behind the Cloud SQL proxy): pg and libpq take it; URL
-      // would not, so it is read as if the host were localhost (pg's default).
-      url = new URL(text.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=\/)/i, '$1localhost'));
+      url = parseDatabaseUrl(text);
     } catch {
       throw new Error('is not a URL like postgres://user:password@host:5432/database');
     }

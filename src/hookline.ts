@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
 import { unusableApiKeys } from './auth/viewer.js';
-import { ConfigError, type Config } from './config.js';
+import { ConfigError, parseDatabaseUrl, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { poolOf } from './db/query.js';
 import { makeFolders, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
@@ -200,7 +200,7 @@ async function usableDataDir(dataDir: string): Promise<void> {
 /** Where a DATABASE_URL points (host, port, database), its user and password left out. */
 export function databaseWhere(url: string): string {
   try {
-    const parsed = new URL(url.replace(/^([a-z]+:\/\/(?:[^@/?#]*@)?)(?=\/)/i, '$1localhost'));
+    const parsed = parseDatabaseUrl(url);
     const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost');
     return `${host}${parsed.port ? `:${parsed.port}` : ''}${parsed.pathname || '/'}`;
   } catch {
