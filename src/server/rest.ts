@@ -15,6 +15,7 @@ import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound 
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
+import { checkEventPattern } from '../webhooks/catalog.js';
 import { sendJson } from './app.js';
 import { BodyTooLargeError, bodyText } from './http-body.js';
 import { refuseInexactNumbers } from '../json-numbers.js';
@@ -136,9 +137,18 @@ function restError(error: HooklineError): { field?: string; message: string } {
   return { field, message };
 }
 
-/** An error about the subscription's `events` when the body gave `event` (the guide's form) names `event`. */
+/**
+ * An error about the subscription's `events` names `event` when that is where the names came
+ * from: the body gave `event` alone (the guide's form), or gave both and the error is about the
+ * name in `event` only (an unknown event: the catalog is checked over both at once).
+ */
 function asGiven(error: unknown, body: Record<string, unknown>): unknown {
-  if (!(error instanceof HooklineError) || error.field !== 'events' || body.events !== undefined) return error;
+  if (!(error instanceof HooklineError) || error.field !== 'events') return error;
+  if (body.events !== undefined && body.events !== null) {
+    const event = body.event;
+    const named = (name: unknown) => typeof name === 'string' && error.message.includes(JSON.stringify(name.trim()));
+    if (!named(event) || (body.events as unknown[]).some(named)) return error;
+  }
   return new HooklineError(error.code, `event${error.message.slice('events'.length)}`, 'event');
 }
 
@@ -232,6 +242,7 @@ const createSubscription: Handler = async (services, { tenantId, json }) => {
     events = body.events as string[];
   }
   // `{event}` (the guide) and `{events}` both work; given together, both count.
+  if (event && events !== undefined) checkEventPattern('event', event.trim()); // its own field named, not the list's
   const all = [...(event ? [event] : []), ...(events ?? [])];
   if (!event && events === undefined) throw badInput('event', 'is required: give "event" (one name) or "events" (a list)');
   const headers = body.headers;

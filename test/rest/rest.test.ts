@@ -383,6 +383,14 @@ describe('400 BAD_USER_INPUT', () => {
     // The guide's form gives `event`: that is the field named, not the list it becomes.
     expectError(await subscribe({ event: 'invoice.exploded', url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
     expectError(await subscribe({ events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    // Both given (both count): the field holding the bad name is the one named.
+    const both = await subscribe({ event: 'invoice.exploded', events: ['invoice.created'], url: receiver.url });
+    expectError(both, 400, 'BAD_USER_INPUT', 'event');
+    expect(both.body.error.message).toBe('event: unknown event "invoice.exploded": see eventTypes');
+    expectError(await subscribe({ event: 'Bad', events: ['invoice.created'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
+    expectError(await subscribe({ event: 'invoice.created', events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    expectError(await subscribe({ event: 'invoice.exploded', events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
+    expectError(await subscribe({ event: 'invoice.exploded', events: null, url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
     // Field names that every JavaScript object has are fields like any other.
     for (const name of ['__proto__', 'toString', 'constructor']) {
       const res = await rest('POST', 'subscriptions', { raw: `{"event": "invoice.created", "url": "${receiver.url}", "${name}": {"x": 1}}` });
