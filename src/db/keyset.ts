@@ -74,19 +74,53 @@ export async function keysetPage<Row>(
     params,
   );
   // An empty page after a bare id: the end of the list, or a row that is not there to go on from.
-  if (!rows.length) await checkBareCursors(manager, options.tenantId, table, window);
+  // A cursor with a time gives a page whatever row it names: it is checked for another list's.
+  if (!rows.length || window.after?.includes('~') || window.before?.includes('~')) await checkCursors(manager, options.tenantId, table, window);
   return rows;
 }
 
-/** A bare id given as `after` or `before` must be a row of the list (see keysetPage). */
-export async function checkBareCursors(manager: EntityManager, tenantId: TenantId, table: string, window: Pick<PageWindow, 'after' | 'before'>): Promise<void> {
+/**
+ * The rows a cursor of another list names, each table with what it lists: a cursor given to the
+ * wrong list (a subscription's to the deliveries, an event's id) is refused as such rather than
+ * read as a time, which gives a page of this list that the client did not ask for.
+ */
+const LISTED = [
+  ['webhook_deliveries', 'a delivery'],
+  ['webhook_subscriptions', 'a webhook subscription'],
+  ['webhook_events', 'an event'],
+] as const;
+
+/**
+ * The cursors of a page, checked against the tenant's rows: a bare id given as `after` or
+ * `before` must be a row of the list (see keysetPage), and no cursor may name a row of another
+ * list. (A timed cursor naming no row of the tenant's goes on from its time: its row was
+ * deleted, or is another tenant's, which must not be told apart.) `timedToo: false` checks
+ * bare ids only.
+ */
+export async function checkCursors(
+  manager: EntityManager,
+  tenantId: TenantId,
+  table: string,
+  window: Pick<PageWindow, 'after' | 'before'>,
+  timedToo = true,
+): Promise<void> {
   for (const [name, cursor] of [
     ['after', window.after],
     ['before', window.before],
   ] as const) {
-    if (cursor === undefined || cursor.includes('~')) continue;
-    const [found] = await queryRows(manager, `select 1 from ${table} where tenant_id = $1 and id = $2`, [tenantId, cursor]);
-    if (!found) {
+    if (cursor === undefined) continue;
+    const bare = !cursor.includes('~');
+    if (!bare && !timedToo) continue;
+    const { id } = parseCursor(name, cursor);
+    const others = LISTED.filter(([other]) => other !== table);
+    const [row] = await queryRows<{ here: boolean; elsewhere: string | null }>(
+      manager,
+      `select exists (select 1 from ${table} where tenant_id = $1 and id = $2) as here,
+        coalesce(${others.map(([other, what]) => `(select '${what}' from ${other} where tenant_id = $1 and id = $2)`).join(', ')}) as elsewhere`,
+      [tenantId, id],
+    );
+    if (row?.elsewhere) throw badInput(name, `is not a cursor of this list: ${row.elsewhere}'s id; page with the cursors this list gives`);
+    if (bare && !row?.here) {
       throw badInput(name, `no item of this list has the id ${cursor} (deleted since?); page with the cursors Hookline gives (REST: the Link header), which go on past a deleted item`);
     }
   }

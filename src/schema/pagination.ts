@@ -18,7 +18,8 @@ interface Page<T> {
 /**
  * Whether a page's arguments can be answered, before anything is read: sizes within 0 and
  * MAX_PAGE_SIZE, not `first` and `last` together, cursors of the form this list writes (whether
- * a bare id's row is there is checked apart: checkBareCursors). Run before a mutation executes,
+ * a bare id's row is there, and whether a cursor names another list's row, is checked apart:
+ * checkCursors). Run before a mutation executes,
  * on every page its selection asks for (server/graphql.ts): one refused after the write would
  * answer `data: null` for a change made. A query's page is checked as it runs (pageOf, then
  * the list's own filters, then the cursors), whose first refusal is the one answered.

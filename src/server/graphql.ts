@@ -41,7 +41,7 @@ import type { Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
 import { createLoaders } from '../schema/loaders.js';
 import { checkPageArguments } from '../schema/pagination.js';
-import { checkBareCursors } from '../db/keyset.js';
+import { checkCursors } from '../db/keyset.js';
 import type { DefaultConnectionArguments } from '@pothos/plugin-relay';
 import type { Services } from '../services.js';
 
@@ -297,7 +297,7 @@ const oneMutationFieldRule: Plugin = {
  * a secret nobody saw, a rotation whose new secret was lost, a client told its call failed.
  * - Pages (a subscription's `deliveries(first: 101)`, a cursor the list never wrote, a bare id
  *   of no row of the list): each page field's arguments, as execution will read them, get the
- *   checks its resolver makes (checkPageArguments, checkBareCursors).
+ *   checks its resolver makes (checkPageArguments, checkCursors).
  * - `@skip`/`@include` whose condition comes out null (`$s: Boolean = false` sent as null):
  *   graphql-js refuses those as it collects the payload's fields, after the write.
  * One that fails refuses the whole operation. Documents with neither (triggerEvent's, say) are
@@ -339,7 +339,7 @@ const mutationAnswerRule: Plugin = {
       }
       setResultAndStopExecution({ errors: [refusal] });
     };
-    const bare: Array<{ table: string; cursors: { after?: string; before?: string } }> = [];
+    const pages: Array<{ table: string; cursors: { after?: string; before?: string } }> = [];
     try {
       walkAnswer(args.schema, operation.selectionSet, root, fragmentsOf(args.document), variables, {
         page(field, node) {
@@ -348,18 +348,18 @@ const mutationAnswerRule: Plugin = {
           checkPageArguments(page);
           const table = field.extensions?.keysetTable;
           const cursors = { after: page.after ?? undefined, before: page.before ?? undefined };
-          if (typeof table === 'string' && (cursors.after?.includes('~') === false || cursors.before?.includes('~') === false)) bare.push({ table, cursors });
+          if (typeof table === 'string' && (cursors.after !== undefined || cursors.before !== undefined)) pages.push({ table, cursors });
         },
       });
     } catch (error) {
       return refuse(error);
     }
     const dataSource = context.services?.dataSource;
-    if (!bare.length || !dataSource || viewer.kind !== 'tenant') return;
+    if (!pages.length || !dataSource || viewer.kind !== 'tenant') return;
     const { tenantId } = viewer;
     return (async () => {
       try {
-        for (const { table, cursors } of bare) await checkBareCursors(dataSource.manager, tenantId, table, cursors);
+        for (const { table, cursors } of pages) await checkCursors(dataSource.manager, tenantId, table, cursors);
       } catch (error) {
         refuse(error);
       }

@@ -278,6 +278,9 @@ describe('listing', () => {
   });
 });
 
+const PAGE_OF_SUBSCRIPTIONS = 'query($after: String) { webhookSubscriptions(first: 5, after: $after) { edges { cursor node { id } } } }';
+const PAGE_OF_DELIVERIES = 'query($after: String, $before: String) { deliveries(first: 5, after: $after, before: $before) { edges { cursor node { id } } } }';
+
 describe('page cursors', () => {
   const PAGE = `query($first: Int, $after: String) {
     webhookSubscriptions(first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
@@ -318,6 +321,58 @@ describe('page cursors', () => {
       expect((await hl.gql(PAGE, { first: 5, after }, tenant.apiKey)).errors?.[0]?.extensions, after).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
     }
     expect((await hl.gql(PAGE, { first: 5, after: endCursor }, tenant.apiKey)).errors).toBeUndefined();
+  });
+});
+
+describe("another list's cursors", () => {
+  it('are refused naming the argument and what they name, not read as a time: in queries, in a mutation\'s answer before it writes, and over REST', async () => {
+    const tenant = await hl.createTenant('Mixed cursors');
+    const subscriptionId = (await create({ events: ['*'], description: 'as made' }, tenant.apiKey)).data.createWebhookSubscription.subscription.id;
+    const triggered: any = await hl.gql(
+      'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } deliveries { id } } }',
+      { input: { event: 'test.event', data: { n: 1 } } },
+      tenant.apiKey,
+    );
+    const eventId = triggered.data.triggerEvent.event.id;
+    const subscriptionCursor = (await hl.gql(PAGE_OF_SUBSCRIPTIONS, {}, tenant.apiKey)).data.webhookSubscriptions.edges[0].cursor;
+    const deliveryCursor = (await hl.gql(PAGE_OF_DELIVERIES, {}, tenant.apiKey)).data.deliveries.edges[0].cursor;
+    const refusal = (res: any) => ({ ...res.errors?.[0]?.extensions, message: res.errors?.[0]?.message });
+
+    expect(refusal(await hl.gql(PAGE_OF_DELIVERIES, { after: subscriptionCursor }, tenant.apiKey))).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      field: 'after',
+      message: expect.stringContaining("a webhook subscription's id"),
+    });
+    expect(refusal(await hl.gql(PAGE_OF_DELIVERIES, { before: eventId }, tenant.apiKey))).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      field: 'before',
+      message: expect.stringContaining("an event's id"),
+    });
+    expect(refusal(await hl.gql(PAGE_OF_SUBSCRIPTIONS, { after: deliveryCursor }, tenant.apiKey))).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      field: 'after',
+      message: expect.stringContaining("a delivery's id"),
+    });
+    // Each list's own cursors go on as before (an empty page: each list holds one row).
+    expect((await hl.gql(PAGE_OF_DELIVERIES, { after: deliveryCursor }, tenant.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(PAGE_OF_SUBSCRIPTIONS, { after: subscriptionCursor }, tenant.apiKey)).errors).toBeUndefined();
+
+    // A mutation whose answer pages with one is refused before it writes.
+    const updated = await hl.gql(
+      'mutation($id: ID!, $after: String) { updateWebhookSubscription(id: $id, input: { description: "changed" }) { deliveries(first: 5, after: $after) { edges { cursor } } } }',
+      { id: subscriptionId, after: subscriptionCursor },
+      tenant.apiKey,
+    );
+    expect(refusal(updated)).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
+    const [{ description }] = await hl.dataSource.query('select description from webhook_subscriptions where id = $1', [subscriptionId]);
+    expect(description).toBe('as made');
+
+    // REST, whose cursors are the same.
+    const res = await fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries?after=${encodeURIComponent(subscriptionCursor)}`, {
+      headers: { authorization: `Bearer ${tenant.apiKey}` },
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toMatchObject({ code: 'BAD_USER_INPUT', field: 'after' });
   });
 });
 
