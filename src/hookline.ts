@@ -6,7 +6,7 @@ import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
-import { unusableApiKeys } from './auth/viewer.js';
+import { KEY_USE_WAIT_MS, unusableApiKeys } from './auth/viewer.js';
 import { ConfigError, parseDatabaseUrl, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import { poolOf } from './db/query.js';
@@ -126,9 +126,14 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     // dropped and its live connections close.
     const live = services.live;
     if (live) {
-      live.onApiKeyRevoked((apiKeyId) => {
+      live.onApiKeyRevoked(async (apiKeyId) => {
         services.apiKeys.invalidate(apiKeyId);
         app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked');
+        // Operations begun with it before (a triggerEvent waiting for its batch, say) end before
+        // this process says it has acted, so that none writes after revokeApiKey answers; no
+        // longer than the revoking process waits for the answer.
+        const left = await services.apiKeys.idle(apiKeyId, KEY_USE_WAIT_MS);
+        if (left) log.warn({ apiKeyId, operations: left }, 'operations with a revoked API key still under way after waiting for them');
       });
       // Runs once LISTEN is back: a revocation committed later is heard, one committed before is read here.
       recheckKeysInUse = async () => {

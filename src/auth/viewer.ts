@@ -6,6 +6,16 @@ import { forbidden, unauthenticated } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { poolOf, queryRows } from '../db/query.js';
 import type { AddressLimit } from './rate-limit.js';
+import { CACHE_TRUST_MS } from '../live/postgres-event-target.js';
+
+/**
+ * How long revokeApiKey waits for every API process to act on the revocation: past the time a
+ * process whose LISTEN connection went silent (and so heard nothing) still trusts its cache.
+ */
+export const REVOCATION_WAIT_MS = CACHE_TRUST_MS + 500;
+
+/** How long a process waits for the operations under way with a revoked key (ApiKeyCache.idle), within that. */
+export const KEY_USE_WAIT_MS = REVOCATION_WAIT_MS - 1_000;
 
 export type Viewer =
   | { kind: 'anonymous'; reason?: string }
@@ -100,6 +110,48 @@ export class ApiKeyCache {
   /** Whether this process has heard that the key was revoked. */
   isRevoked(apiKeyId: string): boolean {
     return this.revoked.has(apiKeyId);
+  }
+
+  /** Operations under way with each key, and who waits for them to end (see use()). */
+  private readonly uses = new Map<string, { n: number; waiting: Set<() => void> }>();
+
+  /**
+   * Marks an operation made with the key as under way until the function answered is called,
+   * or answers undefined for a key this process has heard revoked: the operation is refused,
+   * though the key was valid when its request came. A revocation is acknowledged once the
+   * operations under way with the key have ended (idle()), so that when revokeApiKey answers,
+   * nothing made with the key writes any more.
+   */
+  use(apiKeyId: string): (() => void) | undefined {
+    if (this.revoked.has(apiKeyId)) return undefined;
+    let entry = this.uses.get(apiKeyId);
+    if (!entry) this.uses.set(apiKeyId, (entry = { n: 0, waiting: new Set() }));
+    const counted = entry;
+    counted.n++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--counted.n > 0) return;
+      if (this.uses.get(apiKeyId) === counted) this.uses.delete(apiKeyId);
+      for (const resolve of counted.waiting) resolve();
+    };
+  }
+
+  /** Resolves once no operation with the key is under way (use()), or after `timeoutMs`; answers how many still are. */
+  async idle(apiKeyId: string, timeoutMs: number): Promise<number> {
+    const entry = this.uses.get(apiKeyId);
+    if (!entry) return 0;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        entry.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      entry.waiting.add(done);
+    });
+    return entry.n;
   }
 
   invalidate(apiKeyId: string): void {

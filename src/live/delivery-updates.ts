@@ -133,7 +133,7 @@ export const STALL_MS = 5_000;
 export class LiveUpdates {
   readonly target: PostgresEventTarget;
   readonly pubSub: PubSub<LiveTopics>;
-  private readonly revokedHandlers = new Set<(apiKeyId: string) => void>();
+  private readonly revokedHandlers = new Set<(apiKeyId: string) => unknown>();
   /** The API keys of the live subscribers, with how many use each (at most limits.perKey). */
   private readonly keysInUse = new Map<string, number>();
   /** How many live subscribers each tenant has (at most limits.perTenant). */
@@ -233,17 +233,19 @@ export class LiveUpdates {
       for (;;) {
         const { value, done } = await iterator.next();
         if (done) return;
-        this.announceRevoked(value);
-        // Acted on: the process that revoked it may answer its caller (see expectRevocation).
-        void this.target.acknowledge(API_KEY_REVOCATION_HEARD_CHANNEL, value);
+        // Acted on (the key dropped, its live streams ended, the operations under way with it
+        // ended): the process that revoked it may answer its caller (see expectRevocation). The
+        // next notice is not held up meanwhile.
+        void this.announceRevoked(value).then(() => this.target.acknowledge(API_KEY_REVOCATION_HEARD_CHANNEL, value));
       }
     })();
   }
 
   /**
    * Call before revoking a key; once the revocation has committed, `heard()` resolves when
-   * every API process that was hearing revocations has acted on its notice (its backend
-   * answers on API_KEY_REVOCATION_HEARD_CHANNEL), or after `timeoutMs`. A process whose
+   * every API process that was hearing revocations has acted on its notice (dropped the key,
+   * and seen the operations under way with it end: its backend answers on
+   * API_KEY_REVOCATION_HEARD_CHANNEL), or after `timeoutMs`. A process whose
    * LISTEN connection is down does not trust its cache meanwhile (PostgresEventTarget's
    * caughtUp), so the key fails there too; one that connects later starts with an empty
    * cache. So when revokeApiKey answers, the key works nowhere.
@@ -307,8 +309,8 @@ export class LiveUpdates {
    * Acts on a revoked API key as on its NOTIFY: its live subscriptions end and every
    * onApiKeyRevoked handler runs. For revocations found otherwise (the notice was lost).
    */
-  announceRevoked(apiKeyId: string): void {
-    for (const handler of this.revokedHandlers) handler(apiKeyId);
+  announceRevoked(apiKeyId: string): Promise<unknown> {
+    return Promise.allSettled([...this.revokedHandlers].map((handler) => handler(apiKeyId)));
   }
 
   /** The API keys that live subscriptions of this process use. */
@@ -316,7 +318,8 @@ export class LiveUpdates {
     return [...this.keysInUse.keys()];
   }
 
-  onApiKeyRevoked(handler: (apiKeyId: string) => void): () => void {
+  /** `handler` may answer a promise: the revocation is acknowledged once it settles (see expectRevocation). */
+  onApiKeyRevoked(handler: (apiKeyId: string) => unknown): () => void {
     this.revokedHandlers.add(handler);
     return () => this.revokedHandlers.delete(handler);
   }

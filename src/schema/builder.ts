@@ -16,6 +16,8 @@ export interface Context {
   services: Services;
   log: Logger;
   loaders: Loaders;
+  /** Ends this operation's use of its API key (ApiKeyCache.use), set while it executes. */
+  endKeyUse?: () => void;
 }
 
 type JsonValue = unknown;

@@ -1,8 +1,7 @@
 import { MAX_ACTIVE_API_KEYS, createApiKey, createTenant, findTenant, listApiKeys, revokeApiKey, type ApiKeyInfo } from '../auth/tenants.js';
-import { requireAdmin, requireTenant } from '../auth/viewer.js';
+import { REVOCATION_WAIT_MS, requireAdmin, requireTenant } from '../auth/viewer.js';
 import type { Tenant as TenantRow } from '../entities/tenant.js';
 import { poolOf } from '../db/query.js';
-import { CACHE_TRUST_MS } from '../live/postgres-event-target.js';
 import { builder } from './builder.js';
 
 export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
@@ -90,21 +89,18 @@ builder.mutationField('createApiKey', (t) =>
   }),
 );
 
-/**
- * How long revokeApiKey waits for every API process to drop the key from its cache: past the
- * time a process whose LISTEN connection went silent (and so heard nothing) still trusts it.
- */
-const REVOCATION_WAIT_MS = CACHE_TRUST_MS + 500;
-
 builder.mutationField('revokeApiKey', (t) =>
   t.boolean({
     description: 'Revokes an API key of the calling tenant. It stops working at once, live connections included.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: async (_root, { id }, { viewer, services }) => {
+    resolve: async (_root, { id }, { viewer, services, endKeyUse }) => {
       const tenantId = requireTenant(viewer);
       // As PostgreSQL writes it: caches, live streams and notices compare ids as text, and an
       // id typed in upper case (which the database matches) revoked the key there only.
       const keyId = String(id).toLowerCase();
+      // Its own key too: this operation ends with the revocation, which waits for the operations
+      // under way with the key (ApiKeyCache.use), and would wait for this one.
+      endKeyUse?.();
       const expected = services.live?.expectRevocation(keyId);
       let revoked: boolean;
       try {

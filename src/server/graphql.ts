@@ -303,6 +303,34 @@ const oneMutationFieldRule: Plugin = {
  * One that fails refuses the whole operation. Documents with neither (triggerEvent's, say) are
  * told apart once, by their parsed operation.
  */
+/**
+ * An operation made with an API key is under way (ApiKeyCache.use) from the start of its
+ * execution to its end: a revocation this process hears meanwhile is acknowledged only once it
+ * has ended, and one heard before it began refuses it, though the key was valid when the
+ * request came (a triggerEvent sent just before revokeApiKey, say, writes before that answers,
+ * or not at all). Live subscriptions are not waited for: the revocation ends them.
+ */
+const keyInUse: Plugin = {
+  onExecute({ args, setResultAndStopExecution }) {
+    const context = args.contextValue as Partial<Context>;
+    const { viewer, services } = context;
+    if (viewer?.kind !== 'tenant' || !services) return;
+    const end = services.apiKeys.use(viewer.apiKeyId);
+    if (!end) {
+      setResultAndStopExecution({
+        errors: [
+          createGraphQLError('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required', {
+            extensions: { code: ErrorCode.UNAUTHENTICATED, http: { spec: true, status: 401 } },
+          }),
+        ],
+      });
+      return;
+    }
+    context.endKeyUse = end;
+    return { onExecuteDone: () => end() };
+  },
+};
+
 const mutationAnswerRule: Plugin = {
   // Not async: every other operation (a triggerEvent's, say) passes with no promise to wait for.
   onExecute({ args, setResultAndStopExecution }) {
@@ -750,6 +778,7 @@ export function createGraphQLServer(services: Services): Yoga {
       parseDepthRefusal,
       requestShapeErrors,
       oneMutationFieldRule,
+      keyInUse,
       mutationAnswerRule,
       retryVanished,
       validationErrorCode,

@@ -11,7 +11,7 @@ import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
+import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound, unauthenticated } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
@@ -415,6 +415,9 @@ export function createRestRoutes(services: Services): Routes {
       return true;
     }
 
+    // The key's use (ApiKeyCache.use): a revocation heard once the request is in hand refuses it,
+    // and one heard while it runs waits for it to end (not for a slow upload of its body).
+    let endKeyUse = () => {};
     try {
       const viewer = await resolveViewer(
         services.dataSource,
@@ -425,8 +428,16 @@ export function createRestRoutes(services: Services): Routes {
       );
       const tenantId = requireTenant(viewer);
       if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
+      const useKey = () => {
+        if (viewer.kind !== 'tenant') return;
+        const end = services.apiKeys.use(viewer.apiKeyId);
+        if (!end) throw unauthenticated('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required');
+        endKeyUse = end;
+      };
       const json = async (): Promise<Record<string, unknown>> => {
+        endKeyUse();
         const raw = bodyText(await readBody());
+        useKey();
         let parsed: unknown;
         try {
           parsed = JSON.parse(raw);
@@ -441,6 +452,7 @@ export function createRestRoutes(services: Services): Routes {
       };
       const request: RestRequest = { tenantId, params: found.params, path, query: url.searchParams, json };
       checkQuery(request, method, found.route.query?.[method] ?? []);
+      useKey();
       const answer = await handler(services, request);
       for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
       sendJson(res, answer.status, answer.body);
@@ -457,6 +469,8 @@ export function createRestRoutes(services: Services): Routes {
       services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
       if (res.headersSent) res.destroy();
       else sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'unexpected error');
+    } finally {
+      endKeyUse();
     }
     return true;
   };
