@@ -13,6 +13,7 @@ import { createComplexityRule } from '@pothos/plugin-complexity';
 import { GraphQLError, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { ErrorCode } from '../errors.js';
+import { SCHEMA_LIMITS } from '../webhooks/catalog.js';
 
 /** At most this cost per operation: 50 pages of 100 rows of 10 fields, or one event's 1,000 deliveries 16 times over. */
 export const MAX_QUERY_COMPLEXITY = 50_000;
@@ -63,7 +64,7 @@ export function complexityRefusal(args: OperationArgs): GraphQLError | undefined
   const complexity = operationComplexity(args);
   if (complexity === undefined || complexity <= MAX_QUERY_COMPLEXITY) return undefined;
   return new GraphQLError(
-    `the operation could cost ${complexity}, more than ${MAX_QUERY_COMPLEXITY} (a field costs 1, a value of up to 256 KiB such as payload, data, schema or headers ${LARGE_VALUE_COMPLEXITY}, and a list its selection once per row it can hold): ask for smaller pages (first/last), fewer nested lists (an event's deliveries count as 1,000) or fewer large values`,
+    `the operation could cost ${complexity}, more than ${MAX_QUERY_COMPLEXITY} (a field costs 1, a value of up to 256 KiB such as payload, data or headers ${LARGE_VALUE_COMPLEXITY}, smaller values in proportion (an event type's schema ${sizeComplexity(SCHEMA_LIMITS.bytes)}), and a list its selection once per row it can hold): ask for smaller pages (first/last), fewer nested lists (an event's deliveries count as 1,000) or fewer large values`,
     { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } },
   );
 }

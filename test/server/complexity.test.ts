@@ -141,6 +141,22 @@ describe('large values', () => {
     expect(res.errors).toBeUndefined();
     expect(res.data.eventTypes.map((t: { name: string }) => t.name)).toContain('big.data');
   });
+
+  it("says what an event type's schema costs as it counts it", async () => {
+    // The catalog's list can hold the built-in types and a tenant's 100: each alias of it
+    // counts every row's schema. Enough aliases are refused, and the refusal's figures add up.
+    const introspected = await hl.gql('{ __type(name: "EventType") { fields { name description } } }', {}, tenant.apiKey);
+    const described = introspected.data.__type.fields.find((f: { name: string }) => f.name === 'schema').description;
+    const schemaCost = Number(/counting (\d+)/.exec(described)![1]);
+    const aliases = Array.from({ length: 8 }, (_, i) => `a${i}: eventTypes { schema }`).join(' ');
+    const res = await hl.gql(`{ ${aliases} }`, {}, tenant.apiKey);
+    expectRefused(res.errors);
+    const message = res.errors![0]!.message;
+    expect(message).toContain(`an event type's schema ${schemaCost}`);
+    // Eight times the list field (1) and its rows' schemas.
+    const cost = Number(/could cost (\d+)/.exec(message)![1]);
+    expect((cost / 8 - 1) % schemaCost, message).toBe(0);
+  });
 });
 
 describe('over WebSocket', () => {
