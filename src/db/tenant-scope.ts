@@ -42,7 +42,7 @@ export function roleRefused(error: unknown): never {
  */
 export async function probeTenantRole(source: DataSource | EntityManager): Promise<void> {
   const manager = isDataSource(source) ? undefined : source;
-  if (manager?.queryRunner?.isTransactionActive) {
+  if (manager && inCallersTransaction(manager)) {
     await manager.query('savepoint hookline_role_probe');
     try {
       await manager.query(`set local role ${TENANT_ROLE}`);
@@ -147,7 +147,7 @@ export async function withTenant<T>(
 ): Promise<T> {
   const manager = isDataSource(source) ? source.manager : source;
   const runner = manager.queryRunner;
-  if (runner?.isTransactionActive) {
+  if (runner && inCallersTransaction(manager)) {
     // Two at once would each save the other's role and tenant as the caller's, and the caller's
     // next statement would run as the tenant role (permission denied on its own tables).
     if (joinedTransactions.has(runner)) {
@@ -169,6 +169,23 @@ export async function withTenant<T>(
     return fn(tx);
   };
   return withinShare(isDataSource(source) ? source : undefined, tenantId, () => (isolation ? manager.transaction(isolation, run) : manager.transaction(run)));
+}
+
+/**
+ * Whether the caller's manager is in a transaction: one begun by startTransaction() or
+ * transaction(), or one TypeORM does not know of, begun with the caller's own `BEGIN`
+ * (`queryRunner.query('BEGIN')`). A transaction of Hookline's own there would
+ * send a second BEGIN (PostgreSQL only warns) and then COMMIT the caller's work half-way, for a
+ * ROLLBACK after it to undo nothing, the webhook sent; such a transaction is joined instead, as
+ * one begun by startTransaction(). Told by the connection's own state (pg's
+ * getTransactionStatus(): the server's, from its last ReadyForQuery: T, or E once aborted).
+ */
+function inCallersTransaction(manager: EntityManager): boolean {
+  const runner = manager.queryRunner;
+  if (runner?.isTransactionActive) return true;
+  const connection = (runner as { databaseConnection?: { getTransactionStatus?: () => string | null } } | undefined)?.databaseConnection;
+  const status = typeof connection?.getTransactionStatus === 'function' ? connection.getTransactionStatus() : null;
+  return status === 'T' || status === 'E';
 }
 
 /** Callers' transactions (their query runners) a call of Hookline's is running in. */

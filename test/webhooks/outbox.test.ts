@@ -89,6 +89,37 @@ it('a committed transaction is delivered', async () => {
   });
 });
 
+it("joins a transaction begun with the caller's own BEGIN: a ROLLBACK after it undoes the event with the invoice, a COMMIT sends it", async () => {
+  for (const end of ['rollback', 'commit'] as const) {
+    const runner = erp.createQueryRunner();
+    await runner.connect();
+    try {
+      await runner.query('BEGIN');
+      const number = `raw-${end}`;
+      const [invoice] = await runner.query('insert into invoices (tenant_id, number, total) values ($1, $2, 1) returning id', [tenant.id, number]);
+      const result = await webhooks.triggerEvent(
+        { tenantId: tenant.id, event: 'invoice.created', resourceType: 'invoice', resourceId: String(invoice.id), data: { invoice_number: number, amount: '1.00', currency: 'USD', customer: 'Acme Corp', status: 'draft' } },
+        runner.manager,
+      );
+      // Still the caller's transaction, as the caller.
+      const [{ role, status }] = await runner.query(`select current_setting('role') as role, now() = statement_timestamp() as status`);
+      expect(role).toBe('none');
+      expect(status, 'a transaction of its own was committed half-way through the caller\'s').toBe(false);
+      await runner.query(end.toUpperCase());
+      const [counts] = await erp.query(
+        `select (select count(*) from invoices where number = $1)::int as invoices, (select count(*) from webhook_events where id = $2)::int as events`,
+        [number, result.event.id],
+      );
+      expect(counts, end).toEqual(end === 'rollback' ? { invoices: 0, events: 0 } : { invoices: 1, events: 1 });
+    } finally {
+      await runner.release();
+    }
+  }
+  await eventually(() => receiver.received.some((r) => r.body.includes('raw-commit')));
+  await new Promise((r) => setTimeout(r, 300));
+  expect(receiver.received.filter((r) => r.body.includes('raw-rollback'))).toHaveLength(0);
+});
+
 it('formats the envelope of the contract', () => {
   const envelope = WebhookFormatter.formatEventPayload({
     id: 'evt-1',
@@ -396,6 +427,32 @@ describe('an app\'s own DataSource', () => {
     const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where id = any($1::uuid[])', [ids]);
     expect(n).toBe(2);
     expect(elapsed).toBeLessThan(8_000); // an idle pool kept open holds a process 10 s more
+  });
+
+  it('in a REPEATABLE READ transaction, fails with 40001 for a key another transaction committed since its snapshot, and a retry gets duplicate: true (as the README says)', async () => {
+    const data = { invoice_id: 'inv-rr-key', amount: '4.00', customer: 'Acme Corp' };
+    const call = (manager?: EntityManager) => webhooks.triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data, idempotencyKey: 'rr-key' }, manager);
+    const runner = erp.createQueryRunner();
+    await runner.connect();
+    try {
+      await runner.startTransaction('REPEATABLE READ');
+      await runner.query('select count(*) from invoices'); // the snapshot
+      const first = await call(); // committed on its own meanwhile
+      expect(first.duplicate).toBe(false);
+      const failed = await call(runner.manager).then(
+        () => undefined,
+        (error: { code?: string }) => error.code,
+      );
+      expect(failed).toBe('40001');
+      await runner.rollbackTransaction();
+      await runner.startTransaction('REPEATABLE READ');
+      const retried = await call(runner.manager);
+      await runner.commitTransaction();
+      expect(retried).toMatchObject({ duplicate: true, event: { id: first.event.id } });
+    } finally {
+      if (runner.isTransactionActive) await runner.rollbackTransaction();
+      await runner.release();
+    }
   });
 
   for (const isolation of ['REPEATABLE READ', 'SERIALIZABLE'] as const) {
