@@ -308,7 +308,7 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
     await stopLeftover(databaseDir, log);
     const left = processesOn(databaseDir);
     if (left.length) {
-      throw new Error(`process ${left.join(', ')} (an initdb a killed start left) is still making ${databaseDir}; start again once it has ended`);
+      throw new StartRefused(`process ${left.join(', ')} (an initdb a killed start left) is still making ${databaseDir}; start again once it has ended`);
     }
     if (existsSync(databaseDir)) {
       // Never deleted (something may have been restored there since): set aside, and made afresh.
@@ -320,7 +320,7 @@ async function makeUnderMutex(dataDir: string, databaseDir: string, log: Logger)
     return undefined;
   } else if (existsSync(databaseDir) && readdirSync(databaseDir).length) {
     // Not made by a start of Hookline's (it would have left the marker): never touched.
-    throw new Error(`${databaseDir} is not empty but holds no PostgreSQL data (no PG_VERSION): a copy or a restore under way? Finish it, or move the folder away`);
+    throw new StartRefused(`${databaseDir} is not empty but holds no PostgreSQL data (no PG_VERSION): a copy or a restore under way? Finish it, or move the folder away`);
   }
   writeFileSync(marker, String(process.pid));
   return () => rmSync(marker, { force: true });
