@@ -29,6 +29,9 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(error);
+  // A refusal (the database's: a number used already, a TENANT_ID that is no id; or Hookline's)
+  // is said in a line; anything else with its stack.
+  const { code, message, detail } = (error ?? {}) as { code?: string; message?: string; detail?: string };
+  console.error(code ? `demo: ${message}${detail ? ` (${detail})` : ''} [${code}]` : error);
   process.exitCode = 1;
 });

@@ -87,7 +87,8 @@ export function createReceiver(options: ReceiverOptions): Server {
   const handling = new Set<string>();
 
   const handlers: Record<string, (data: Record<string, any>) => void | Promise<void>> = {
-    'invoice.created': (data) => log(`Invoice created: ${data.invoice_number ?? data.invoice_id}`),
+    // The catalog requires only amount and customer: an invoice may come with neither number nor id.
+    'invoice.created': (data) => log(`Invoice created: ${data.invoice_number ?? data.invoice_id ?? `(no number) for ${data.customer}`}`),
     'payment.received': (data) => log(`Payment received: ${data.amount}`),
   };
 

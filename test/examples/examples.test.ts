@@ -211,6 +211,19 @@ describe('examples/invoice-module', () => {
     const [delivery] = await rest('GET', `deliveries?subscription_id=${sub.id}`);
     expect((await delivered(delivery.id)).attempts).toBe(1);
     expect(await count('invoices')).toBe(1);
+
+    // Run again with the same number: refused by the app's unique number, said in a line, nothing written.
+    const again = await run(TSX, [join(ROOT, 'examples/invoice-module/demo.ts')], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: hl.databaseUrl, TENANT_ID: tenantId, INVOICE_NUMBER: '001-001-000000042' },
+      timeout: 30_000,
+    }).then(
+      () => undefined,
+      (error: { code?: number; stderr?: string }) => error,
+    );
+    expect(again?.code).toBe(1);
+    expect(again?.stderr).toMatch(/^demo: duplicate key value violates unique constraint .*\[23505\]\n$/);
+    expect(await count('invoices')).toBe(1);
   });
 
   it('refuses the invoice when the webhook cannot be recorded (an unknown tenant): nothing is written', async () => {
@@ -277,6 +290,10 @@ describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
       [payment.deliveries[0].id, 'payment.received', payment.event_id],
     ]);
     expect(lines).toEqual(['Invoice created: 001-001-000000001', 'Payment received: 1500.00']);
+    // The catalog asks only for amount and customer: an invoice with neither number nor id.
+    const bare = await rest('POST', 'deliveries', { event: 'invoice.created', payload: { amount: '2.00', customer: 'Acme Corp' } });
+    await delivered(bare.deliveries[0].id);
+    expect(lines.at(-1)).toBe('Invoice created: (no number) for Acme Corp');
   });
 
   it('answers 400 without X-Signature and 401 for a tampered body, a wrong secret or a stale timestamp', async () => {

@@ -134,6 +134,8 @@ describe('large values', () => {
     const hundred = await hl.gql('{ deliveries(first: 100) { edges { node { id payload } } } }', {}, tenant.apiKey);
     expect(hundred.errors).toBeUndefined();
     expect(hundred.data.deliveries.edges).toHaveLength(3);
+    // Two such pages are more than 125 large values (the README's example).
+    expectRefused((await hl.gql('{ a: deliveries(first: 100) { edges { node { payload } } } b: deliveries(first: 100) { edges { node { payload } } } }', {}, tenant.apiKey)).errors);
   });
 
   it('answers the contract\'s event types with their schemas', async () => {
