@@ -572,9 +572,11 @@ describe('tenant isolation over REST', () => {
 describe('500 for the unexpected', () => {
   it('answers an opaque INTERNAL_SERVER_ERROR and logs the detail', async () => {
     const { createRestRoutes } = await import('../../src/server/rest.js');
+    const { ApiKeyCache } = await import('../../src/auth/viewer.js');
     const logged: unknown[] = [];
     const services = {
       config: { adminToken: 'admin' },
+      apiKeys: new ApiKeyCache(),
       // The API-key lookup runs on the DataSource's pg pool.
       dataSource: { isInitialized: true, driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },
