@@ -98,9 +98,10 @@ builder.mutationField('revokeApiKey', (t) =>
       // As PostgreSQL writes it: caches, live streams and notices compare ids as text, and an
       // id typed in upper case (which the database matches) revoked the key there only.
       const keyId = String(id).toLowerCase();
-      // Its own key too: this operation ends with the revocation, which waits for the operations
-      // under way with the key (ApiKeyCache.use), and would wait for this one.
-      endKeyUse?.();
+      // Its own key: this operation ends with the revocation, which waits for the operations
+      // under way with the key (ApiKeyCache.use), and would wait for this one. (Another key's
+      // revocation keeps this one's use: a revocation of this key meanwhile waits for it.)
+      if (viewer.kind === 'tenant' && viewer.apiKeyId === keyId) endKeyUse?.();
       const expected = services.live?.expectRevocation(keyId);
       let revoked: boolean;
       try {
