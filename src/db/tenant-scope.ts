@@ -7,7 +7,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { isUuid } from '../ids.js';
 import { CONNECT_TIMEOUT_MS, connectionLimits } from './connection.js';
 import { ErrorCode, HooklineError } from '../errors.js';
-import { checkOut, connectionLost, isDataSource, poolOf } from './query.js';
+import { checkOut, connectionLost, isDataSource, poolOf, sqlState } from './query.js';
 import { TENANT_ROLE } from '../migrations/sql.js';
 
 export type TenantId = string & { readonly __tenant?: unique symbol };
@@ -42,7 +42,7 @@ export function roleRefused(error: unknown): never {
  */
 export async function probeTenantRole(source: DataSource | EntityManager): Promise<void> {
   const manager = isDataSource(source) ? undefined : source;
-  if (manager && inCallersTransaction(manager)) {
+  if (manager && (await inCallersTransaction(manager))) {
     await manager.query('savepoint hookline_role_probe');
     try {
       await manager.query(`set local role ${TENANT_ROLE}`);
@@ -147,7 +147,7 @@ export async function withTenant<T>(
 ): Promise<T> {
   const manager = isDataSource(source) ? source.manager : source;
   const runner = manager.queryRunner;
-  if (runner && inCallersTransaction(manager)) {
+  if (runner && (await inCallersTransaction(manager))) {
     // Two at once would each save the other's role and tenant as the caller's, and the caller's
     // next statement would run as the tenant role (permission denied on its own tables).
     if (joinedTransactions.has(runner)) {
@@ -174,18 +174,32 @@ export async function withTenant<T>(
 /**
  * Whether the caller's manager is in a transaction: one begun by startTransaction() or
  * transaction(), or one TypeORM does not know of, begun with the caller's own `BEGIN`
- * (`queryRunner.query('BEGIN')`). A transaction of Hookline's own there would
- * send a second BEGIN (PostgreSQL only warns) and then COMMIT the caller's work half-way, for a
- * ROLLBACK after it to undo nothing, the webhook sent; such a transaction is joined instead, as
- * one begun by startTransaction(). Told by the connection's own state (pg's
- * getTransactionStatus(): the server's, from its last ReadyForQuery: T, or E once aborted).
+ * (`queryRunner.query('BEGIN')`). A transaction of Hookline's own there would send a second
+ * BEGIN (PostgreSQL only warns) and then COMMIT the caller's work half-way, for a ROLLBACK after
+ * it to undo nothing, the webhook sent; such a transaction is joined instead, as one begun by
+ * startTransaction(). Told by the connection's own state: pg's getTransactionStatus() (8.21 and
+ * later: the server's, from its last ReadyForQuery, T, or E once aborted); with an older pg (the
+ * app's own), by asking the server: a SAVEPOINT is refused outside a transaction block (25P01),
+ * and refused in an aborted one (25P02).
  */
-function inCallersTransaction(manager: EntityManager): boolean {
+async function inCallersTransaction(manager: EntityManager): Promise<boolean> {
   const runner = manager.queryRunner;
-  if (runner?.isTransactionActive) return true;
-  const connection = (runner as { databaseConnection?: { getTransactionStatus?: () => string | null } } | undefined)?.databaseConnection;
-  const status = typeof connection?.getTransactionStatus === 'function' ? connection.getTransactionStatus() : null;
-  return status === 'T' || status === 'E';
+  if (!runner || runner.isTransactionActive) return Boolean(runner);
+  const connection = (runner as { databaseConnection?: { getTransactionStatus?: () => string | null } }).databaseConnection;
+  if (!connection || runner.isReleased) return false; // not connected: no transaction of the caller's (TypeORM connects it for ours)
+  if (typeof connection.getTransactionStatus === 'function') {
+    const status = connection.getTransactionStatus();
+    if (status !== null) return status === 'T' || status === 'E';
+  }
+  try {
+    await runner.query('savepoint hookline_in_transaction');
+  } catch (error) {
+    if (sqlState(error) === '25P01') return false;
+    if (sqlState(error) === '25P02') return true;
+    throw error;
+  }
+  await runner.query('release savepoint hookline_in_transaction');
+  return true;
 }
 
 /** Callers' transactions (their query runners) a call of Hookline's is running in. */

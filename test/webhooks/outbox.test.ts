@@ -89,13 +89,15 @@ it('a committed transaction is delivered', async () => {
   });
 });
 
-it("joins a transaction begun with the caller's own BEGIN: a ROLLBACK after it undoes the event with the invoice, a COMMIT sends it", async () => {
-  for (const end of ['rollback', 'commit'] as const) {
+it("joins a transaction begun with the caller's own BEGIN: a ROLLBACK after it undoes the event with the invoice, a COMMIT sends it (with a pg that tells the transaction's state, and one too old to)", async () => {
+  for (const [end, pgTells] of [['rollback', true], ['commit', true], ['rollback', false], ['commit', false]] as const) {
     const runner = erp.createQueryRunner();
     await runner.connect();
+    // pg before 8.21 has no getTransactionStatus(): the server is asked.
+    if (!pgTells) Object.defineProperty((runner as any).databaseConnection, 'getTransactionStatus', { value: undefined, configurable: true });
     try {
       await runner.query('BEGIN');
-      const number = `raw-${end}`;
+      const number = `raw-${end}-${pgTells ? 'told' : 'asked'}`;
       const [invoice] = await runner.query('insert into invoices (tenant_id, number, total) values ($1, $2, 1) returning id', [tenant.id, number]);
       const result = await webhooks.triggerEvent(
         { tenantId: tenant.id, event: 'invoice.created', resourceType: 'invoice', resourceId: String(invoice.id), data: { invoice_number: number, amount: '1.00', currency: 'USD', customer: 'Acme Corp', status: 'draft' } },
@@ -110,14 +112,34 @@ it("joins a transaction begun with the caller's own BEGIN: a ROLLBACK after it u
         `select (select count(*) from invoices where number = $1)::int as invoices, (select count(*) from webhook_events where id = $2)::int as events`,
         [number, result.event.id],
       );
-      expect(counts, end).toEqual(end === 'rollback' ? { invoices: 0, events: 0 } : { invoices: 1, events: 1 });
+      expect(counts, number).toEqual(end === 'rollback' ? { invoices: 0, events: 0 } : { invoices: 1, events: 1 });
     } finally {
+      if (!pgTells) delete (runner as any).databaseConnection.getTransactionStatus;
       await runner.release();
     }
   }
-  await eventually(() => receiver.received.some((r) => r.body.includes('raw-commit')));
+  await eventually(() => ['raw-commit-told', 'raw-commit-asked'].every((n) => receiver.received.some((r) => r.body.includes(n))));
   await new Promise((r) => setTimeout(r, 300));
   expect(receiver.received.filter((r) => r.body.includes('raw-rollback'))).toHaveLength(0);
+});
+
+it('outside any transaction, with a pg too old to tell, writes in a transaction of its own on the caller\'s runner, which stays out of one', async () => {
+  const runner = erp.createQueryRunner();
+  await runner.connect();
+  Object.defineProperty((runner as any).databaseConnection, 'getTransactionStatus', { value: undefined, configurable: true });
+  try {
+    const result = await webhooks.triggerEvent(
+      { tenantId: tenant.id, event: 'invoice.created', data: { invoice_number: 'no-transaction', amount: '1.00', customer: 'Acme Corp' } },
+      runner.manager,
+    );
+    const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where id = $1', [result.event.id]);
+    expect(n).toBe(1); // committed, seen from another connection
+    const [{ outside }] = await runner.query('select now() = statement_timestamp() as outside');
+    expect(outside).toBe(true);
+  } finally {
+    delete (runner as any).databaseConnection.getTransactionStatus;
+    await runner.release();
+  }
 });
 
 it('formats the envelope of the contract', () => {
