@@ -214,6 +214,17 @@ export async function resolveViewer(
 }
 
 /**
+ * ApiKeyCache.use() for an operation about to execute, its key's revocation asked of the
+ * database first while revocations may go unheard here (the cache not trusted: the LISTEN
+ * connection down or silent), as the key was when the request came, maybe before a revocation
+ * this process missed. Undefined: refused.
+ */
+export async function useApiKey(dataSource: DataSource, cache: ApiKeyCache, apiKeyId: string): Promise<(() => void) | undefined> {
+  if (!cache.usable() && !cache.isRevoked(apiKeyId) && (await unusableApiKeys(dataSource, [apiKeyId])).length) cache.invalidate(apiKeyId);
+  return cache.use(apiKeyId);
+}
+
+/**
  * Which of these API keys no longer work (revoked, or gone with their tenant): for keys
  * in use on open connections, when revocations may have gone unheard.
  */

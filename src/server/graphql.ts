@@ -34,7 +34,7 @@ import {
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit } from './complexity.js';
-import { resolveViewer, type Viewer } from '../auth/viewer.js';
+import { resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError, Vanished } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
 import type { Context } from '../schema/builder.js';
@@ -311,23 +311,28 @@ const oneMutationFieldRule: Plugin = {
  * or not at all). Live subscriptions are not waited for: the revocation ends them.
  */
 const keyInUse: Plugin = {
+  // A promise only while the key's revocation is asked of the database (see useApiKey).
   onExecute({ args, setResultAndStopExecution }) {
     const context = args.contextValue as Partial<Context>;
     const { viewer, services } = context;
     if (viewer?.kind !== 'tenant' || !services) return;
-    const end = services.apiKeys.use(viewer.apiKeyId);
-    if (!end) {
-      setResultAndStopExecution({
-        errors: [
-          createGraphQLError('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required', {
-            extensions: { code: ErrorCode.UNAUTHENTICATED, http: { spec: true, status: 401 } },
-          }),
-        ],
-      });
-      return;
-    }
-    context.endKeyUse = end;
-    return { onExecuteDone: () => end() };
+    const began = (end: (() => void) | undefined) => {
+      if (!end) {
+        setResultAndStopExecution({
+          errors: [
+            createGraphQLError('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required', {
+              extensions: { code: ErrorCode.UNAUTHENTICATED, http: { spec: true, status: 401 } },
+            }),
+          ],
+        });
+        return;
+      }
+      context.endKeyUse = end;
+      return { onExecuteDone: () => end() };
+    };
+    const { apiKeys } = services;
+    if (apiKeys.usable() || apiKeys.isRevoked(viewer.apiKeyId)) return began(apiKeys.use(viewer.apiKeyId));
+    return useApiKey(services.dataSource, apiKeys, viewer.apiKeyId).then(began);
   },
 };
 

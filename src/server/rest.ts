@@ -6,7 +6,7 @@
 // calls and rows out to snake_case JSON.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RateLimitedError } from '../auth/rate-limit.js';
-import { requireTenant, resolveViewer } from '../auth/viewer.js';
+import { requireTenant, resolveViewer, useApiKey } from '../auth/viewer.js';
 import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
@@ -428,16 +428,16 @@ export function createRestRoutes(services: Services): Routes {
       );
       const tenantId = requireTenant(viewer);
       if (viewer.kind === 'tenant') services.rateLimiter.take(viewer.apiKeyId);
-      const useKey = () => {
+      const useKey = async () => {
         if (viewer.kind !== 'tenant') return;
-        const end = services.apiKeys.use(viewer.apiKeyId);
+        const end = await useApiKey(services.dataSource, services.apiKeys, viewer.apiKeyId);
         if (!end) throw unauthenticated('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required');
         endKeyUse = end;
       };
       const json = async (): Promise<Record<string, unknown>> => {
         endKeyUse();
         const raw = bodyText(await readBody());
-        useKey();
+        await useKey();
         let parsed: unknown;
         try {
           parsed = JSON.parse(raw);
@@ -452,7 +452,7 @@ export function createRestRoutes(services: Services): Routes {
       };
       const request: RestRequest = { tenantId, params: found.params, path, query: url.searchParams, json };
       checkQuery(request, method, found.route.query?.[method] ?? []);
-      useKey();
+      await useKey();
       const answer = await handler(services, request);
       for (const [name, value] of Object.entries(answer.headers ?? {})) res.setHeader(name, value);
       sendJson(res, answer.status, answer.body);

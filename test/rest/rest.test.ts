@@ -576,7 +576,7 @@ describe('500 for the unexpected', () => {
     const logged: unknown[] = [];
     const services = {
       config: { adminToken: 'admin' },
-      apiKeys: new ApiKeyCache(),
+      apiKeys: Object.assign(new ApiKeyCache(), { usable: () => true }),
       // The API-key lookup runs on the DataSource's pg pool.
       dataSource: { isInitialized: true, driver: { master: { query: async () => ({ rows: [{ id: 'key-1', tenant_id: '00000000-0000-4000-8000-000000000001' }] }) } } },
       log: { error: (...args: unknown[]) => logged.push(args) },

@@ -2,10 +2,10 @@
 // revokeApiKey answers, but for those that came before and had not yet written. An operation
 // whose request was in hand when the revocation was heard is refused; one already running is
 // waited for, so that it writes before revokeApiKey answers, never after.
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
+import { slowPost } from '../helpers/slow-post.js';
 import { wsRequest } from '../helpers/ws.js';
 
 const CREATE_API_KEY = 'mutation CreateApiKey($name: String!) { createApiKey(name: $name) { apiKey id } }';
@@ -43,33 +43,11 @@ async function eventsWith(resourceId: string): Promise<number> {
   return n;
 }
 
-/** A POST whose headers (with the key) go now and whose body is held until `finish()`. */
-function slowPost(path: string, apiKey: string, body: string): { finish: () => Promise<{ status: number; body: any }> } {
-  let req: ClientRequest;
-  const answered = new Promise<IncomingMessage>((resolve, reject) => {
-    req = httpRequest(`${hl.url}${path}`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    });
-    req.on('response', resolve).on('error', reject);
-    req.flushHeaders();
-    req.write(body.slice(0, 10));
-  });
-  return {
-    finish: async () => {
-      req.end(body.slice(10));
-      const res = await answered;
-      let text = '';
-      for await (const chunk of res) text += chunk;
-      return { status: res.statusCode!, body: JSON.parse(text) };
-    },
-  };
-}
-
 describe('a request in hand when its key is revoked', () => {
   it('GraphQL: a triggerEvent whose body was still coming is refused, UNAUTHENTICATED, and writes nothing', async () => {
     const key = await freshKey('slow graphql');
     const pending = slowPost(
+      hl.url,
       '/graphql',
       key.apiKey,
       JSON.stringify({ query: TRIGGER, variables: { input: { event: 'test.event', data: { n: 1 }, resourceId: 'slow-graphql' } } }),
@@ -85,6 +63,7 @@ describe('a request in hand when its key is revoked', () => {
   it('REST: a POST deliveries whose body was still coming is refused with 401, and writes nothing', async () => {
     const key = await freshKey('slow rest');
     const pending = slowPost(
+      hl.url,
       '/api/v1/tenant/webhooks/deliveries',
       key.apiKey,
       JSON.stringify({ event: 'test.event', payload: { n: 1 }, resource_id: 'slow-rest' }),

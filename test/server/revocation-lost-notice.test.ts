@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { collectSse, collectWs, moreSubscribers } from '../helpers/live.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually } from '../helpers/receiver.js';
+import { slowPost } from '../helpers/slow-post.js';
 import { nextClose, wsRequest } from '../helpers/ws.js';
 
 const VIEWER = '{ viewer { id } }';
@@ -114,6 +115,33 @@ it('refuses operations on an open socket and closes the streams of a key revoked
   expect((await wsRequest(fresh, VIEWER)).data.viewer.id).toBe(tenant.id);
   sseUpdates.stop();
   await Promise.all([fresh.dispose(), operatingSocket.dispose(), streamingSocket.dispose()]);
+});
+
+it('refuses a request in hand at a process whose LISTEN is down when its key is revoked, over GraphQL and REST, writing nothing', async () => {
+  const key = await newKey('in hand');
+  const trigger = (resourceId: string) => ({ query: 'mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } } }', variables: { input: { event: 'test.event', data: { n: 1 }, resourceId } } });
+  // Pooled connections are open, the triggers' own too.
+  await Promise.all([a.gql(VIEWER, {}, tenant.apiKey), b.gql(VIEWER, {}, tenant.apiKey)]);
+  const { query, variables } = trigger('warm-up');
+  expect((await a.gql(query, variables, tenant.apiKey)).errors).toBeUndefined();
+  await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections false`);
+  try {
+    await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'hookline-live' and datname = $1`, [database]);
+    await eventually(async () => !a.services.live!.target.connected, 5_000, 10);
+    // Their headers read, the key looked up in the database (the cache is not trusted) and valid.
+    const graphql = slowPost(a.url, '/graphql', key.apiKey, JSON.stringify(trigger('in-hand-graphql')));
+    const rest = slowPost(a.url, '/api/v1/tenant/webhooks/deliveries', key.apiKey, JSON.stringify({ event: 'test.event', payload: { n: 1 }, resource_id: 'in-hand-rest' }));
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await b.gql(REVOKE_API_KEY, { id: key.id }, tenant.apiKey)).data?.revokeApiKey).toBe(true); // a hears nothing of it
+    const [viaGraphql, viaRest] = await Promise.all([graphql.finish(), rest.finish()]);
+    expect(viaGraphql.body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(viaRest.status).toBe(401);
+    const [{ n }] = await a.dataSource.query(`select count(*)::int as n from webhook_events where tenant_id = $1 and resource_id like 'in-hand-%'`, [tenant.id]);
+    expect(n).toBe(0);
+  } finally {
+    await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections true`);
+    await eventually(async () => a.services.live!.target.connected, 15_000, 20);
+  }
 });
 
 it('checks the key of every operation on a socket through the same cache as HTTP', async () => {
