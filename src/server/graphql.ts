@@ -292,18 +292,6 @@ const oneMutationFieldRule: Plugin = {
 };
 
 /**
- * What a mutation's answer asks for, checked before it writes. Anything refused once the
- * mutation had written nulled its non-null payload (`data: null`): a subscription created with
- * a secret nobody saw, a rotation whose new secret was lost, a client told its call failed.
- * - Pages (a subscription's `deliveries(first: 101)`, a cursor the list never wrote, a bare id
- *   of no row of the list): each page field's arguments, as execution will read them, get the
- *   checks its resolver makes (checkPageArguments, checkCursors).
- * - `@skip`/`@include` whose condition comes out null (`$s: Boolean = false` sent as null):
- *   graphql-js refuses those as it collects the payload's fields, after the write.
- * One that fails refuses the whole operation. Documents with neither (triggerEvent's, say) are
- * told apart once, by their parsed operation.
- */
-/**
  * An operation made with an API key is under way (ApiKeyCache.use) from the start of its
  * execution to its end: a revocation this process hears meanwhile is acknowledged only once it
  * has ended, and one heard before it began refuses it, though the key was valid when the
@@ -336,6 +324,18 @@ const keyInUse: Plugin = {
   },
 };
 
+/**
+ * What a mutation's answer asks for, checked before it writes. Anything refused once the
+ * mutation had written nulled its non-null payload (`data: null`): a subscription created with
+ * a secret nobody saw, a rotation whose new secret was lost, a client told its call failed.
+ * - Pages (a subscription's `deliveries(first: 101)`, a cursor the list never wrote, a bare id
+ *   of no row of the list, another list's row): each page field's arguments, as execution will read them, get the
+ *   checks its resolver makes (checkPageArguments, checkCursors).
+ * - `@skip`/`@include` whose condition comes out null (`$s: Boolean = false` sent as null):
+ *   graphql-js refuses those as it collects the payload's fields, after the write.
+ * One that fails refuses the whole operation. Documents with neither (triggerEvent's, say) are
+ * told apart once, by their parsed operation.
+ */
 const mutationAnswerRule: Plugin = {
   // Not async: every other operation (a triggerEvent's, say) passes with no promise to wait for.
   onExecute({ args, setResultAndStopExecution }) {
