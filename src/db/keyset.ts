@@ -3,7 +3,8 @@
 // (REST's `after`), to which GraphQL's cursors add its creation time in ms. The
 // position is the row's, looked up under the same tenant scope, so another tenant's
 // row gives no position (a bare id of one is BAD_USER_INPUT, as below; with a time,
-// only that time is used, as for a deleted row: nothing of the other tenant's is read);
+// only that time is used, as for a deleted row: nothing of the other tenant's is read; a row
+// of the tenant's in another list, bare or with a time, is BAD_USER_INPUT too);
 // should the row have been deleted meanwhile, a cursor
 // with the time (GraphQL's, and REST's Link header) goes on from that time; a
 // bare id of a row that is gone is BAD_USER_INPUT rather than a silent end (a
@@ -94,23 +95,15 @@ const LISTED = [
  * The cursors of a page, checked against the tenant's rows: a bare id given as `after` or
  * `before` must be a row of the list (see keysetPage), and no cursor may name a row of another
  * list. (A timed cursor naming no row of the tenant's goes on from its time: its row was
- * deleted, or is another tenant's, which must not be told apart.) `timedToo: false` checks
- * bare ids only.
+ * deleted, or is another tenant's, which must not be told apart.)
  */
-export async function checkCursors(
-  manager: EntityManager,
-  tenantId: TenantId,
-  table: string,
-  window: Pick<PageWindow, 'after' | 'before'>,
-  timedToo = true,
-): Promise<void> {
+export async function checkCursors(manager: EntityManager, tenantId: TenantId, table: string, window: Pick<PageWindow, 'after' | 'before'>): Promise<void> {
   for (const [name, cursor] of [
     ['after', window.after],
     ['before', window.before],
   ] as const) {
     if (cursor === undefined) continue;
     const bare = !cursor.includes('~');
-    if (!bare && !timedToo) continue;
     const { id } = parseCursor(name, cursor);
     const others = LISTED.filter(([other]) => other !== table);
     const [row] = await queryRows<{ here: boolean; elsewhere: string | null }>(
