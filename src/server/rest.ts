@@ -242,7 +242,9 @@ const createSubscription: Handler = async (services, { tenantId, json }) => {
     events = body.events as string[];
   }
   // `{event}` (the guide) and `{events}` both work; given together, both count.
-  if (event && events !== undefined) checkEventPattern('event', event.trim()); // its own field named, not the list's
+  // Given with the list, `event` is checked on its own, its field named (not the list's); an empty
+  // one too, as a name in the list would be, not passed over.
+  if (typeof event === 'string' && events !== undefined) checkEventPattern('event', event.trim());
   const all = [...(event ? [event] : []), ...(events ?? [])];
   if (!event && events === undefined) throw badInput('event', 'is required: give "event" (one name) or "events" (a list)');
   const headers = body.headers;

@@ -391,6 +391,9 @@ describe('400 BAD_USER_INPUT', () => {
     expectError(await subscribe({ event: 'invoice.created', events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
     expectError(await subscribe({ event: 'invoice.exploded', events: ['invoice.exploded'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'events');
     expectError(await subscribe({ event: 'invoice.exploded', events: null, url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
+    // An empty one beside the list is a name that is none, as in the list, not passed over.
+    expectError(await subscribe({ event: '', events: ['invoice.created'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
+    expectError(await subscribe({ event: ' ', events: ['invoice.created'], url: receiver.url }), 400, 'BAD_USER_INPUT', 'event');
     // Field names that every JavaScript object has are fields like any other.
     for (const name of ['__proto__', 'toString', 'constructor']) {
       const res = await rest('POST', 'subscriptions', { raw: `{"event": "invoice.created", "url": "${receiver.url}", "${name}": {"x": 1}}` });
