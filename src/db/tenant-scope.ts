@@ -65,18 +65,26 @@ export async function probeTenantRole(source: DataSource | EntityManager): Promi
 }
 
 /**
- * A tenant's share of a pool of Hookline's own (the API's): how many of its transactions
- * withTenant() runs at once there, the others waiting their turn (in order, at most `waitMs`,
- * then RATE_LIMITED). Without it, one tenant's costly requests, enough of them at once, took
- * every connection, and every other tenant's requests waited for one, then failed.
+ * A tenant's share of something every tenant shares in a process: how many of its operations
+ * run at once, the others waiting their turn (in order, at most `waitMs`, and at most
+ * `maxWaiting` of them, then RATE_LIMITED, `busy` saying what of). For a pool of Hookline's own
+ * (the API's): how many of its transactions withTenant() runs at once there; without it, one
+ * tenant's costly requests, enough of them at once, took every connection, and every other
+ * tenant's requests waited for one, then failed.
  */
-class TenantShares {
+export class TenantShares {
   private readonly running = new Map<string, number>();
   private readonly waiting = new Map<string, Array<() => void>>();
 
   constructor(
     readonly perTenant: number,
     readonly waitMs: number,
+    private readonly busy: () => HooklineError = () =>
+      new HooklineError(
+        ErrorCode.RATE_LIMITED,
+        `this tenant has ${perTenant} database operations running in this process, the most it may have, and more waiting than get a turn within ${waitMs / 1000} s; send fewer at once, or cheaper ones`,
+      ),
+    private readonly maxWaiting = MAX_WAITING,
   ) {}
 
   async take(tenantId: string): Promise<() => void> {
@@ -88,7 +96,7 @@ class TenantShares {
     }
     let queue = this.waiting.get(tenantId);
     if (!queue) this.waiting.set(tenantId, (queue = []));
-    if (queue.length >= MAX_WAITING) throw this.busy();
+    if (queue.length >= this.maxWaiting) throw this.busy();
     await new Promise<void>((resolve, reject) => {
       const turn = () => {
         clearTimeout(timer);
@@ -112,13 +120,6 @@ class TenantShares {
     const n = (this.running.get(tenantId) ?? 1) - 1;
     if (n > 0) this.running.set(tenantId, n);
     else this.running.delete(tenantId);
-  }
-
-  private busy(): HooklineError {
-    return new HooklineError(
-      ErrorCode.RATE_LIMITED,
-      `this tenant has ${this.perTenant} database operations running in this process, the most it may have, and more waiting than get a turn within ${this.waitMs / 1000} s; send fewer at once, or cheaper ones`,
-    );
   }
 }
 

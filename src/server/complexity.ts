@@ -12,16 +12,17 @@
 import { createComplexityRule } from '@pothos/plugin-complexity';
 import { GraphQLError, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { ErrorCode } from '../errors.js';
+import { ErrorCode, HooklineError } from '../errors.js';
+import { TenantShares } from '../db/tenant-scope.js';
 import { SCHEMA_LIMITS } from '../webhooks/catalog.js';
 
 /** At most this cost per operation: 50 pages of 100 rows of 10 fields, or one event's 1,000 deliveries 16 times over. */
 export const MAX_QUERY_COMPLEXITY = 50_000;
 
 /**
- * The cost of a value of up to 256 KiB (an event's `data`, a delivery's `payload`, an event type's
- * `schema`): an operation reads at most 125 of them, about 31 MiB, and a page of 100 deliveries
- * with their payloads (the largest page) still fits.
+ * The cost of a value of up to 256 KiB (an event's `data`, a delivery's `payload`, a
+ * subscription's `headers`): an operation reads at most 125 of them, about 31 MiB, and a page of
+ * 100 deliveries with their payloads (the largest page) still fits.
  */
 export const LARGE_VALUE_COMPLEXITY = 400;
 
@@ -98,6 +99,52 @@ export function operationComplexity(args: OperationArgs): number | undefined {
 }
 
 /** Refuses a costly operation before it executes or subscribes (HTTP and Server-Sent Events; app.ts checks WebSocket operations). */
+/** An operation that could cost more than this (more than ten payloads or events' data, 2.5 MiB) is heavy: see heavyTurns. */
+export const HEAVY_COMPLEXITY = 10 * LARGE_VALUE_COMPLEXITY;
+
+/** How long a tenant's heavy operation waits for its turn (heavyTurns), and how many may wait. */
+const HEAVY_WAIT_MS = 10_000;
+const HEAVY_WAITING = 16;
+
+/**
+ * A tenant's heavy operations (HEAVY_COMPLEXITY: pages of payloads or events' data), one at a
+ * time in this process, the others waiting their turn, in order (at most HEAVY_WAITING of them,
+ * each at most HEAVY_WAIT_MS; then RATE_LIMITED). Their answers are read and written out (tens of
+ * MB of JSON parsed and written again) on the process's one thread, which every tenant's
+ * requests and the dispatcher share: a review had one tenant's 8 pages of 100 payloads of 256 KiB
+ * at a time hold another tenant's `{ viewer { id } }` for 2.4 s at the median, and its deliveries
+ * for up to 3.7 s. One at a time, another tenant waits at most for the part of one of them that
+ * runs without a pause.
+ */
+export function heavyTurns(): Plugin {
+  const turns = new TenantShares(
+    1,
+    HEAVY_WAIT_MS,
+    () =>
+      new HooklineError(
+        ErrorCode.RATE_LIMITED,
+        `this tenant's operations that read many large values (a cost over ${HEAVY_COMPLEXITY.toLocaleString('en')}: more than 10 payloads or events' data) run one at a time in a process, and more are waiting than get a turn within ${HEAVY_WAIT_MS / 1000} s; send them one after another, or ask for smaller pages`,
+      ),
+    HEAVY_WAITING,
+  );
+  return {
+    onExecute({ args, setResultAndStopExecution }) {
+      const viewer = (args.contextValue as { viewer?: { kind: string; tenantId?: string } }).viewer;
+      if (viewer?.kind !== 'tenant' || !viewer.tenantId) return;
+      const cost = operationComplexity(args);
+      if (cost === undefined || cost <= HEAVY_COMPLEXITY) return;
+      return turns.take(viewer.tenantId).then(
+        // Its answer is written out just after (in the same turn of the event loop as the
+        // execution's end): the next one's turn begins after that.
+        (release) => ({ onExecuteDone: () => void setImmediate(release) }),
+        (error: HooklineError) => {
+          setResultAndStopExecution({ errors: [new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 429 } } })] });
+        },
+      );
+    },
+  };
+}
+
 export const complexityLimit: Plugin = {
   onExecute({ args, setResultAndStopExecution }) {
     const refusal = complexityRefusal(args);

@@ -33,7 +33,7 @@ import {
 } from 'graphql';
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
-import { complexityLimit } from './complexity.js';
+import { complexityLimit, heavyTurns } from './complexity.js';
 import { resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError, Vanished } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
@@ -788,6 +788,7 @@ export function createGraphQLServer(services: Services): Yoga {
       retryVanished,
       validationErrorCode,
       complexityLimit,
+      heavyTurns(),
       sharedLiveExecution(maskError),
     ],
   });

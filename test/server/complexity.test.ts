@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LARGE_VALUE_COMPLEXITY, MAX_QUERY_COMPLEXITY } from '../../src/server/complexity.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs } from '../helpers/live.js';
+import { eventually } from '../helpers/receiver.js';
 import { wsRequest } from '../helpers/ws.js';
 
 let hl: TestHookline;
@@ -142,6 +143,34 @@ describe('large values', () => {
     const res = await hl.gql('query EventTypes { eventTypes { name description schema } }', {}, tenant.apiKey);
     expect(res.errors).toBeUndefined();
     expect(res.data.eventTypes.map((t: { name: string }) => t.name)).toContain('big.data');
+  });
+
+  it("runs a tenant's heavy operations one at a time, the others waiting in turn (16 at most, then RATE_LIMITED), not another tenant's nor its light ones", async () => {
+    const heavy = '{ deliveries(first: 100, event: "big.data") { edges { node { payload } } } }';
+    const other = await hl.createTenant('Other reader');
+    // The first heavy operation is held where it reads the events' bodies, keeping its turn.
+    const lock = hl.dataSource.createQueryRunner();
+    await lock.connect();
+    await lock.startTransaction();
+    try {
+      await lock.query('lock table webhook_events in access exclusive mode');
+      const answers = Array.from({ length: 17 }, () => hl.gql(heavy, {}, tenant.apiKey));
+      const waiting = () => hl.dataSource.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`);
+      // One is in the database (the first); of the 16 others, none yet.
+      await eventually(async () => (await waiting())[0].n === 1);
+      const eighteenth = await hl.gql(heavy, {}, tenant.apiKey);
+      expect(eighteenth.errors?.[0]).toMatchObject({ extensions: { code: 'RATE_LIMITED' }, message: expect.stringContaining('one at a time') });
+      // Another tenant's heavy operation has a turn of its own: answered (it has no deliveries)
+      // while this tenant's are still held.
+      expect((await hl.gql(heavy, {}, other.apiKey)).data?.deliveries.edges).toEqual([]);
+      // A light operation of the same tenant does not wait for the heavy ones.
+      expect((await hl.gql('{ viewer { id } }', {}, tenant.apiKey)).data?.viewer.id).toBe(tenant.id);
+      await lock.commitTransaction();
+      for (const answer of await Promise.all(answers)) expect(answer.data?.deliveries.edges).toHaveLength(3);
+    } finally {
+      if (lock.isTransactionActive) await lock.rollbackTransaction();
+      await lock.release();
+    }
   });
 
   it("says what an event type's schema costs as it counts it", async () => {
