@@ -10,7 +10,7 @@
 // page of 100 deliveries with their payloads and events' data) built a 408 MB answer, and the
 // process 2 GB, while other tenants waited. Such a field costs by its size: see sizeComplexity.
 import { createComplexityRule } from '@pothos/plugin-complexity';
-import { GraphQLError, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
+import { GraphQLError, getOperationAST, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { ErrorCode, HooklineError } from '../errors.js';
 import { TenantShares } from '../db/tenant-scope.js';
@@ -107,8 +107,8 @@ const HEAVY_WAIT_MS = 10_000;
 const HEAVY_WAITING = 16;
 
 /**
- * A tenant's heavy operations (HEAVY_COMPLEXITY: pages of payloads or events' data), one at a
- * time in this process, the others waiting their turn, in order (at most HEAVY_WAITING of them,
+ * A tenant's heavy reads (queries over HEAVY_COMPLEXITY: pages of payloads or events' data), one
+ * at a time in this process, the others waiting their turn, in order (at most HEAVY_WAITING of them,
  * each at most HEAVY_WAIT_MS; then RATE_LIMITED). Their answers are read and written out (tens of
  * MB of JSON parsed and written again) on the process's one thread, which every tenant's
  * requests and the dispatcher share: a review had one tenant's 8 pages of 100 payloads of 256 KiB
@@ -131,6 +131,9 @@ export function heavyTurns(): Plugin {
     onExecute({ args, setResultAndStopExecution }) {
       const viewer = (args.contextValue as { viewer?: { kind: string; tenantId?: string } }).viewer;
       if (viewer?.kind !== 'tenant' || !viewer.tenantId) return;
+      // Reads: a mutation's answer, reckoned with an event's 1,000 deliveries, may look heavy
+      // and is not (a trigger answered with its deliveries), and triggers go side by side.
+      if (getOperationAST(args.document, args.operationName)?.operation !== 'query') return;
       const cost = operationComplexity(args);
       if (cost === undefined || cost <= HEAVY_COMPLEXITY) return;
       return turns.take(viewer.tenantId).then(
