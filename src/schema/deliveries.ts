@@ -6,7 +6,7 @@ import { MAX_SUBSCRIPTIONS } from '../webhooks/subscriptions.js';
 import { LARGE_VALUE_COMPLEXITY, LARGE_VALUE_NOTE, sizeComplexity } from '../server/complexity.js';
 import { MAX_TARGET_URL_LENGTH } from '../webhooks/target-url.js';
 import { RESPONSE_EXCERPT_BYTES } from '../dispatcher/sender.js';
-import { builder, jsonResult, type Context } from './builder.js';
+import { builder, jsonResult, rawJsonResult, type Context } from './builder.js';
 import { pageComplexity, pageOf, keysetTable } from './pagination.js';
 import { DeliveryAttemptRef, DeliveryRef, DeliveryStatusEnum, WebhookEventRef, WebhookSubscriptionRef } from './refs.js';
 
@@ -102,7 +102,7 @@ DeliveryRef.implement({
         const payload = await loadOnce(d, viewer, 'payload', () => loaders.payload.load(d.eventId));
         // Read with the delivery, its event is gone since: deleted together, past the retention.
         if (payload === null) throw new Vanished('event', d.eventId);
-        return jsonResult(payload);
+        return rawJsonResult(payload);
       },
     }),
     webhookEvent: t.field({

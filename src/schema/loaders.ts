@@ -13,7 +13,7 @@ export interface Loaders {
   subscription: DataLoader<string, WebhookSubscription | null>;
   event: DataLoader<string, EventRow | null>;
   /** An event's body, parsed (a delivery's payload), by event id: each read once for a page. */
-  payload: DataLoader<string, unknown>;
+  payload: DataLoader<string, string | null>;
   /** A delivery's attempt log, up to the attempts its row counts. */
   attempts: DataLoader<{ id: string; upTo: number }, AttemptRow[], string>;
 }

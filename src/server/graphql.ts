@@ -37,7 +37,7 @@ import { complexityLimit, heavyTurns } from './complexity.js';
 import { resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError, Vanished } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
-import type { Context } from '../schema/builder.js';
+import { writeRawJson, type Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
 import { createLoaders } from '../schema/loaders.js';
 import { checkPageArguments } from '../schema/pagination.js';
@@ -322,6 +322,19 @@ const keyInUse: Plugin = {
     if (apiKeys.usable() || apiKeys.isRevoked(viewer.apiKeyId)) return began(apiKeys.use(viewer.apiKeyId));
     return useApiKey(services.dataSource, apiKeys, viewer.apiKeyId).then(began);
   },
+};
+
+/**
+ * Answers written with writeRawJson (Yoga writes an execution result with its `stringify` when it
+ * has one: JSON answers, and each result of an event stream or multipart answer), so that a
+ * payload goes out as the text stored, not parsed and written again (see RawJson).
+ */
+const rawJsonAnswers: Plugin = {
+  onExecute: () => ({
+    onExecuteDone({ result }) {
+      if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) Object.assign(result, { stringify: writeRawJson });
+    },
+  }),
 };
 
 /**
@@ -784,6 +797,7 @@ export function createGraphQLServer(services: Services): Yoga {
       requestShapeErrors,
       oneMutationFieldRule,
       keyInUse,
+      rawJsonAnswers,
       mutationAnswerRule,
       retryVanished,
       validationErrorCode,

@@ -169,13 +169,14 @@ export class DeliveryService {
   }
 
   /** The exact bodies deliveries send, parsed for display: several events' at once (a page's, through a loader), each read once. */
-  async payloads(tenantId: TenantId, eventIds: readonly string[]): Promise<Map<string, unknown>> {
+  /** The envelopes sent for these events, as the JSON text sent (not parsed: see RawJson in schema/builder.ts). */
+  async payloads(tenantId: TenantId, eventIds: readonly string[]): Promise<Map<string, string>> {
     const valid = [...new Set(eventIds.filter(isUuid))];
     if (!valid.length) return new Map();
     const rows = await this.scoped(tenantId, (m) =>
       queryRows<{ id: string; body: string }>(m, 'select id, body from webhook_events where tenant_id = $1 and id = any($2)', [tenantId, valid]),
     );
-    return new Map(rows.map((row) => [row.id, JSON.parse(row.body)]));
+    return new Map(rows.map((row) => [row.id, row.body]));
   }
 
   /** Whether the tenant's event is there (not deleted past the retention). */

@@ -7,6 +7,7 @@ import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs, moreSubscribers } from '../helpers/live.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { wsRequest } from '../helpers/ws.js';
 
 let hl: TestHookline;
 let key: string;
@@ -151,6 +152,43 @@ it("writes data's JSON afresh, as the README says: JSON.stringify's text, whatev
     const [request] = await own.waitFor(1);
     expect(request!.body).toContain('"data":{"2":3.5,"10":2,"b":4,"a":"é/","x":{"0":2,"1":0,"01":1}}');
   } finally {
+    await own.close();
+  }
+});
+
+it('answers a payload as the exact text sent, over HTTP (unparsed) as over WebSocket and in a page beside an error', async () => {
+  const other = await hl.createTenant();
+  const own = await startReceiver();
+  const socket = hl.wsClient(other.apiKey);
+  try {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
+      other.apiKey,
+    );
+    expect(created.errors).toBeUndefined();
+    // Text that an answer's own writing must not touch: quotes, backslashes, a \u0000 written out
+    // as text, what looks like the answer's placeholders, non-ASCII and a line separator.
+    const data = { quote: 'say "hi"\\', nul: '\\u0000 not a NUL', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, -0, 1e21] };
+    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey);
+    expect(triggered.errors).toBeUndefined();
+    const [request] = await own.waitFor(1);
+    const query = '{ deliveries(first: 5) { edges { node { id payload } } } }';
+    const res = await fetch(`${hl.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${other.apiKey}` }, body: JSON.stringify({ query }) });
+    const text = await res.text();
+    // The bytes the receiver got are in the answer as they are.
+    expect(text).toContain(`"payload":${request!.body}`);
+    const answered = JSON.parse(text).data.deliveries.edges[0].node.payload;
+    expect(answered).toEqual(JSON.parse(request!.body));
+    expect(answered.data).toEqual(JSON.parse(JSON.stringify(data)));
+    // Over WebSocket (written by graphql-ws), the same value.
+    const overWs = await wsRequest(socket, query);
+    expect(overWs.data.deliveries.edges[0].node.payload).toEqual(answered);
+    // Beside an error of another field of the same answer.
+    const withError = await hl.gql(`{ deliveries(first: 5) { edges { node { payload } } } delivery(id: "not-an-id") { id } }`, {}, other.apiKey);
+    expect(withError.data?.deliveries.edges[0].node.payload).toEqual(answered);
+  } finally {
+    await socket.dispose();
     await own.close();
   }
 });
