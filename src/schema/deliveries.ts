@@ -140,7 +140,7 @@ WebhookEventRef.implement({
     event: t.exposeString('event'),
     resourceType: t.exposeString('resourceType', { nullable: true }),
     resourceId: t.exposeString('resourceId', { nullable: true }),
-    data: t.field({ type: 'JSON', resolve: (e) => ('dataText' in e ? rawJsonResult(e.dataText) : jsonResult(e.data)), description: `As triggered, the same JSON value (its keys may come in another order: a delivery's \`payload\` is the bytes sent): up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
+    data: t.field({ type: 'JSON', resolve: (e) => jsonResult(e.data), description: `As triggered, the same JSON value (its keys may come in another order: a delivery's \`payload\` is the bytes sent): up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
     idempotencyKey: t.exposeString('idempotencyKey', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     deliveries: t.field({

@@ -6,12 +6,12 @@ import { queryRows } from '../db/query.js';
 import { withTenant } from '../db/tenant-scope.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import type { Services } from '../services.js';
-import { EVENT_READ_COLUMNS, type AttemptRow, type DeliveryRow, type EventRead } from '../webhooks/deliveries.js';
+import { EVENT_COLUMNS, type AttemptRow, type DeliveryRow, type EventRow } from '../webhooks/deliveries.js';
 
 export interface Loaders {
   delivery: DataLoader<string, DeliveryRow | null>;
   subscription: DataLoader<string, WebhookSubscription | null>;
-  event: DataLoader<string, EventRead | null>;
+  event: DataLoader<string, EventRow | null>;
   /** An event's body, parsed (a delivery's payload), by event id: each read once for a page. */
   payload: DataLoader<string, string | null>;
   /** A delivery's attempt log, up to the attempts its row counts. */
@@ -30,9 +30,9 @@ export function createLoaders(services: Services, viewer: Viewer): Loaders {
     event: new DataLoader(async (ids) => {
       const tenantId = requireTenant(viewer);
       const rows = await withTenant(services.dataSource, tenantId, (m) =>
-        queryRows<EventRead>(
+        queryRows<EventRow>(
           m,
-          `select ${EVENT_READ_COLUMNS} from webhook_events where tenant_id = $1 and id = any($2)`,
+          `select ${EVENT_COLUMNS} from webhook_events where tenant_id = $1 and id = any($2)`,
           [tenantId, [...ids]],
         ),
       );

@@ -2,14 +2,13 @@
 // without import cycles; each domain file implements its own.
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
 import { DELIVERY_STATUSES } from '../entities/webhook-delivery.js';
-import type { AttemptRow, DeliveryRow, EventRead, EventRow } from '../webhooks/deliveries.js';
+import type { AttemptRow, DeliveryRow, EventRow } from '../webhooks/deliveries.js';
 import { builder } from './builder.js';
 
 export const WebhookSubscriptionRef = builder.objectRef<WebhookSubscription>('WebhookSubscription');
 /** A delivery, or a live snapshot of one (fields not in the snapshot are loaded by id). */
 export const DeliveryRef = builder.objectRef<DeliveryRow>('Delivery');
-/** An event as triggered (its data as given) or as read (its data as stored text). */
-export const WebhookEventRef = builder.objectRef<EventRow | EventRead>('WebhookEvent');
+export const WebhookEventRef = builder.objectRef<EventRow>('WebhookEvent');
 export const DeliveryAttemptRef = builder.objectRef<AttemptRow>('DeliveryAttempt');
 
 export const DeliveryStatusEnum = builder.enumType('DeliveryStatus', {

@@ -47,13 +47,6 @@ export interface EventRow {
   createdAt: Date;
 }
 
-/** An event as read to be answered: its data as jsonb writes it, answered unparsed (see RawJson in schema/builder.ts). */
-export type EventRead = Omit<EventRow, 'data'> & { dataText: string };
-
-/** EVENT_COLUMNS, but `data` as its JSON text (EventRead). */
-export const EVENT_READ_COLUMNS = `id, tenant_id as "tenantId", event, resource_type as "resourceType", resource_id as "resourceId",
-  data::text as "dataText", idempotency_key as "idempotencyKey", created_at as "createdAt"`;
-
 export const DELIVERY_COLUMNS = `id, tenant_id as "tenantId", event_id as "eventId", subscription_id as "subscriptionId", event,
   target_url as "targetUrl", status, attempts, last_error as "lastError", last_status_code as "lastStatusCode",
   next_attempt_at as "nextAttemptAt", delivered_at as "deliveredAt", created_at as "createdAt", updated_at as "updatedAt"`;
@@ -191,10 +184,10 @@ export class DeliveryService {
     return this.scoped(tenantId, async (m) => (await queryRows(m, 'select 1 from webhook_events where tenant_id = $1 and id = $2', [tenantId, id])).length > 0);
   }
 
-  findEvent(tenantId: TenantId, id: string): Promise<EventRead | null> {
+  findEvent(tenantId: TenantId, id: string): Promise<EventRow | null> {
     if (!isUuid(id)) return Promise.resolve(null);
     return this.scoped(tenantId, async (m) => {
-      const [row] = await queryRows<EventRead>(m, `select ${EVENT_READ_COLUMNS} from webhook_events where tenant_id = $1 and id = $2`, [
+      const [row] = await queryRows<EventRow>(m, `select ${EVENT_COLUMNS} from webhook_events where tenant_id = $1 and id = $2`, [
         tenantId,
         id,
       ]);
