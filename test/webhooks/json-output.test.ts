@@ -169,7 +169,7 @@ it('answers a payload as the exact text sent, over HTTP (unparsed) as over WebSo
     expect(created.errors).toBeUndefined();
     // Text that an answer's own writing must not touch: quotes, backslashes, a \u0000 written out
     // as text, what looks like the answer's placeholders, non-ASCII and a line separator.
-    const data = { quote: 'say "hi"\\', nul: '\\u0000 not a NUL', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, -0, 1e21] };
+    const data = { quote: 'say "hi"\\', nul: '\\u0000 not a NUL', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 3.5, 1e21], tiny: 5e-324, '10': 'an index key', b: { '2': 1, a: 2 } };
     const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey);
     expect(triggered.errors).toBeUndefined();
     const [request] = await own.waitFor(1);
@@ -184,6 +184,22 @@ it('answers a payload as the exact text sent, over HTTP (unparsed) as over WebSo
     // Over WebSocket (written by graphql-ws), the same value.
     const overWs = await wsRequest(socket, query);
     expect(overWs.data.deliveries.edges[0].node.payload).toEqual(answered);
+    // An event's data is the same value, by the event and beside its deliveries, over HTTP and
+    // WebSocket alike, its numbers written as JSON.stringify writes them (jsonb's own text wrote
+    // 5e-324 as 326 characters, 47 times the data sent).
+    const eventId = JSON.parse(request!.body).id;
+    const expected = JSON.parse(JSON.stringify(data));
+    const byEvent = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${other.apiKey}` },
+      body: JSON.stringify({ query: 'query($id: ID!) { webhookEvent(id: $id) { data } }', variables: { id: eventId } }),
+    });
+    const byEventText = await byEvent.text();
+    expect(JSON.parse(byEventText).data.webhookEvent.data).toEqual(expected);
+    expect(byEventText).toContain('"tiny":5e-324');
+    const beside = await hl.gql('{ deliveries(first: 5) { edges { node { webhookEvent { data } } } } }', {}, other.apiKey);
+    expect(beside.data?.deliveries.edges[0].node.webhookEvent.data).toEqual(expected);
+    expect((await wsRequest(socket, 'query($id: ID!) { webhookEvent(id: $id) { data } }', { id: eventId })).data.webhookEvent.data).toEqual(expected);
     // Beside an error of another field of the same answer.
     const withError = await hl.gql(`{ deliveries(first: 5) { edges { node { payload } } } delivery(id: "not-an-id") { id } }`, {}, other.apiKey);
     expect(withError.data?.deliveries.edges[0].node.payload).toEqual(answered);
