@@ -128,7 +128,7 @@ export function heavyTurns(): Plugin {
     HEAVY_WAITING,
   );
   return {
-    onExecute({ args, setResultAndStopExecution }) {
+    onExecute({ args, executeFn, setExecuteFn, setResultAndStopExecution }) {
       const viewer = (args.contextValue as { viewer?: { kind: string; tenantId?: string } }).viewer;
       if (viewer?.kind !== 'tenant' || !viewer.tenantId) return;
       // Reads: a mutation's answer, reckoned with an event's 1,000 deliveries, may look heavy
@@ -137,9 +137,26 @@ export function heavyTurns(): Plugin {
       const cost = operationComplexity(args);
       if (cost === undefined || cost <= HEAVY_COMPLEXITY) return;
       return turns.take(viewer.tenantId).then(
-        // Its answer is written out just after (in the same turn of the event loop as the
-        // execution's end): the next one's turn begins after that.
-        (release) => ({ onExecuteDone: () => void setImmediate(release) }),
+        (release) => {
+          // Its answer is written out just after (in the same turn of the event loop as the
+          // execution's end): the next one's turn begins after that. Once, whichever comes: the
+          // execution's end, or its failure (after which no onExecuteDone runs).
+          let released = false;
+          const done = () => {
+            if (released) return;
+            released = true;
+            setImmediate(release);
+          };
+          setExecuteFn(async (executeArgs) => {
+            try {
+              return await executeFn(executeArgs);
+            } catch (error) {
+              done();
+              throw error;
+            }
+          });
+          return { onExecuteDone: done };
+        },
         (error: HooklineError) => {
           setResultAndStopExecution({ errors: [new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 429 } } })] });
         },
