@@ -158,7 +158,10 @@ export function heavyTurns(): Plugin {
           return { onExecuteDone: done };
         },
         (error: HooklineError) => {
-          setResultAndStopExecution({ errors: [new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 429 } } })] });
+          // As the key's rate limit answers: a turn comes within a second or so.
+          setResultAndStopExecution({
+            errors: [new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 429, headers: { 'retry-after': '1' } } } })],
+          });
         },
       );
     },
