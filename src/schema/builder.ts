@@ -120,10 +120,12 @@ export function jsonResult(value: unknown): unknown {
  * way (a WebSocket's or a live stream's JSON.stringify), it is parsed then.
  */
 class RawJson {
+  /** Parsed once, however many times it is written another way (a live update, to each subscriber). */
+  private parsed: { value: unknown } | undefined;
   constructor(readonly text: string) {}
   toJSON(): unknown {
     const writing = rawWriting;
-    if (!writing) return JSON.parse(this.text);
+    if (!writing) return (this.parsed ??= { value: JSON.parse(this.text) }).value;
     // A string JSON.stringify writes as "\u0000<nonce>:<n>": no text of the answer holds a NUL
     // (PostgreSQL stores none), nor the nonce, drawn for this answer.
     return `\u0000${writing.nonce}:${writing.texts.push(this.text) - 1}`;
