@@ -98,10 +98,6 @@ builder.mutationField('revokeApiKey', (t) =>
       // As PostgreSQL writes it: caches, live streams and notices compare ids as text, and an
       // id typed in upper case (which the database matches) revoked the key there only.
       const keyId = String(id).toLowerCase();
-      // Its own key: this operation ends with the revocation, which waits for the operations
-      // under way with the key (ApiKeyCache.use), and would wait for this one. (Another key's
-      // revocation keeps this one's use: a revocation of this key meanwhile waits for it.)
-      if (viewer.kind === 'tenant' && viewer.apiKeyId === keyId) endKeyUse?.();
       const expected = services.live?.expectRevocation(keyId);
       let revoked: boolean;
       try {
@@ -109,6 +105,13 @@ builder.mutationField('revokeApiKey', (t) =>
       } catch (error) {
         expected?.cancel();
         throw error;
+      } finally {
+        // Its write committed (or failed), this operation writes nothing more: its key's use
+        // ends before it waits for the acknowledgements, which wait for the operations under way
+        // with the revoked key (ApiKeyCache.use): its own key's revocation would wait for this
+        // one, and two keys revoking each other for each other. (Ended before the write, a
+        // revocation of this key meanwhile could answer with the write still to come.)
+        endKeyUse?.();
       }
       services.apiKeys.invalidate(keyId);
       // Other API processes hear it by NOTIFY: answered once each has dropped the key.

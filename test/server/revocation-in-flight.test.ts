@@ -119,6 +119,22 @@ describe('an operation running when its key is revoked', () => {
     expect(await eventsWith(`after-${transport}`)).toBe(0);
   });
 
+  it('two keys revoking each other at once do not wait for each other', async () => {
+    const [one, two] = [await freshKey('one'), await freshKey('two')];
+    const before = lines.length;
+    const answers = await Promise.all([hl.gql(REVOKE_API_KEY, { id: two.id }, one.apiKey), hl.gql(REVOKE_API_KEY, { id: one.id }, two.apiKey)]);
+    for (const answer of answers) {
+      // Each key may be refused already when the other's revocation is heard first; neither hangs.
+      if (answer.errors) expect(answer.errors[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+      else expect(answer.data.revokeApiKey).toBe(true);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    // Each waiting for the other's operation would end in the wait's limit, said so.
+    expect(lines.slice(before).map((l) => l.msg)).not.toContain('operations with a revoked API key still under way after waiting for them');
+    const [{ n }] = await hl.dataSource.query('select count(*)::int as n from api_keys where id = any($1) and revoked_at is not null', [[one.id, two.id]]);
+    expect(n).toBeGreaterThanOrEqual(1);
+  });
+
   it('revoking the key the request is made with does not wait for that request itself', async () => {
     const key = await freshKey('itself');
     const res = await hl.gql(REVOKE_API_KEY, { id: key.id }, key.apiKey);
