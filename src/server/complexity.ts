@@ -98,7 +98,6 @@ export function operationComplexity(args: OperationArgs): number | undefined {
   return complexity;
 }
 
-/** Refuses a costly operation before it executes or subscribes (HTTP and Server-Sent Events; app.ts checks WebSocket operations). */
 /** An operation that could cost more than this (more than ten payloads or events' data, 2.5 MiB) is heavy: see heavyTurns. */
 export const HEAVY_COMPLEXITY = 10 * LARGE_VALUE_COMPLEXITY;
 
@@ -169,6 +168,7 @@ export function heavyTurns(): Plugin {
   };
 }
 
+/** Refuses a costly operation before it executes or subscribes (HTTP and Server-Sent Events; app.ts checks WebSocket operations). */
 export const complexityLimit: Plugin = {
   onExecute({ args, setResultAndStopExecution }) {
     const refusal = complexityRefusal(args);
