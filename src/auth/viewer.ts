@@ -2,7 +2,7 @@
 // bearer token, then checked by each resolver that needs it.
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import { forbidden, unauthenticated } from '../errors.js';
+import { forbidden, unauthenticated, type HooklineError } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { poolOf, queryRows } from '../db/query.js';
 import type { AddressLimit } from './rate-limit.js';
@@ -107,6 +107,14 @@ export class ApiKeyCache {
     this.entries.set(hash, { viewer, expires: Date.now() + this.ttlMs });
   }
 
+  /**
+   * Whether the key's revocation could have gone unheard here: the cache is not trusted (its
+   * LISTEN connection down or silent) and no revocation of it was heard (see useApiKey).
+   */
+  unheard(apiKeyId: string): boolean {
+    return !this.usable() && !this.revoked.has(apiKeyId);
+  }
+
   /** Whether this process has heard that the key was revoked. */
   isRevoked(apiKeyId: string): boolean {
     return this.revoked.has(apiKeyId);
@@ -194,7 +202,7 @@ export async function resolveViewer(
   const key = hash.toString('hex');
   const cached = cache?.get(key);
   if (cached) return cached;
-  if (cache?.isInvalid(key)) return refused('the API key is not valid or has been revoked');
+  if (cache?.isInvalid(key)) return refused(INVALID_KEY);
   limit?.take();
   const begun = cache?.begin() ?? -1;
   const rows = await queryRows<{ id: string; tenant_id: string }>(
@@ -205,12 +213,20 @@ export async function resolveViewer(
   const row = rows[0];
   if (!row) {
     cache?.setInvalid(key);
-    return { kind: 'anonymous', reason: 'the API key is not valid or has been revoked' }; // counted before the lookup
+    return { kind: 'anonymous', reason: INVALID_KEY }; // counted before the lookup
   }
   limit?.giveBack();
   const viewer = { kind: 'tenant' as const, tenantId: row.tenant_id as TenantId, apiKeyId: row.id };
   cache?.set(key, viewer, begun);
   return viewer;
+}
+
+/** Why a request with a key that names no valid key is refused. */
+const INVALID_KEY = 'the API key is not valid or has been revoked';
+
+/** The refusal of an operation whose key was revoked after its request came (see ApiKeyCache.use). */
+export function keyRevoked(): HooklineError {
+  return requireTenantError(INVALID_KEY);
 }
 
 /**
@@ -220,7 +236,7 @@ export async function resolveViewer(
  * this process missed. Undefined: refused.
  */
 export async function useApiKey(dataSource: DataSource, cache: ApiKeyCache, apiKeyId: string): Promise<(() => void) | undefined> {
-  if (!cache.usable() && !cache.isRevoked(apiKeyId) && (await unusableApiKeys(dataSource, [apiKeyId])).length) cache.invalidate(apiKeyId);
+  if (cache.unheard(apiKeyId) && (await unusableApiKeys(dataSource, [apiKeyId])).length) cache.invalidate(apiKeyId);
   return cache.use(apiKeyId);
 }
 
@@ -242,7 +258,11 @@ export async function unusableApiKeys(dataSource: DataSource, apiKeyIds: readonl
 export function requireTenant(viewer: Viewer): TenantId {
   if (viewer.kind === 'tenant') return viewer.tenantId;
   if (viewer.kind === 'admin') throw forbidden('the admin token has no tenant: use an API key of a tenant');
-  throw unauthenticated(viewer.reason ? `${viewer.reason}: Authorization: Bearer <API key> is required` : undefined);
+  throw requireTenantError(viewer.reason);
+}
+
+function requireTenantError(reason: string | undefined): HooklineError {
+  return unauthenticated(reason ? `${reason}: Authorization: Bearer <API key> is required` : undefined);
 }
 
 export function requireAdmin(viewer: Viewer): void {

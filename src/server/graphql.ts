@@ -34,7 +34,7 @@ import {
 import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit, heavyTurns } from './complexity.js';
-import { resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
+import { keyRevoked, resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
 import { ErrorCode, HooklineError, Vanished } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
 import { writeRawJson, type Context } from '../schema/builder.js';
@@ -306,20 +306,15 @@ const keyInUse: Plugin = {
     if (viewer?.kind !== 'tenant' || !services) return;
     const began = (end: (() => void) | undefined) => {
       if (!end) {
-        setResultAndStopExecution({
-          errors: [
-            createGraphQLError('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required', {
-              extensions: { code: ErrorCode.UNAUTHENTICATED, http: { spec: true, status: 401 } },
-            }),
-          ],
-        });
+        const refusal = keyRevoked();
+        setResultAndStopExecution({ errors: [createGraphQLError(refusal.message, { extensions: { code: refusal.code, http: { spec: true, status: 401 } } })] });
         return;
       }
       context.endKeyUse = end;
       return { onExecuteDone: () => end() };
     };
     const { apiKeys } = services;
-    if (apiKeys.usable() || apiKeys.isRevoked(viewer.apiKeyId)) return began(apiKeys.use(viewer.apiKeyId));
+    if (!apiKeys.unheard(viewer.apiKeyId)) return began(apiKeys.use(viewer.apiKeyId));
     return useApiKey(services.dataSource, apiKeys, viewer.apiKeyId).then(began);
   },
 };

@@ -6,12 +6,12 @@
 // calls and rows out to snake_case JSON.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RateLimitedError } from '../auth/rate-limit.js';
-import { requireTenant, resolveViewer, useApiKey } from '../auth/viewer.js';
+import { keyRevoked, requireTenant, resolveViewer, useApiKey } from '../auth/viewer.js';
 import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound, unauthenticated } from '../errors.js';
+import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
@@ -433,7 +433,7 @@ export function createRestRoutes(services: Services): Routes {
       const useKey = async () => {
         if (viewer.kind !== 'tenant') return;
         const end = await useApiKey(services.dataSource, services.apiKeys, viewer.apiKeyId);
-        if (!end) throw unauthenticated('the API key is not valid or has been revoked: Authorization: Bearer <API key> is required');
+        if (!end) throw keyRevoked();
         endKeyUse = end;
       };
       const json = async (): Promise<Record<string, unknown>> => {
