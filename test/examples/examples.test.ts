@@ -20,6 +20,12 @@ import { eventually, startReceiver, type Received, type Receiver } from '../help
 import { GUIDE_INVOICE_CREATED, GUIDE_PAYMENT_RECEIVED } from '../helpers/guide.js';
 
 const run = promisify(execFile);
+/** How a command that should fail failed (undefined if it did not). */
+const failureOf = (command: Promise<unknown>) =>
+  command.then(
+    () => undefined,
+    (error: { code?: number; stderr?: string }) => error,
+  );
 const ROOT = resolve(import.meta.dirname, '../..');
 const TSX = join(ROOT, 'node_modules/.bin/tsx');
 
@@ -93,12 +99,11 @@ describe('examples/test-webhooks.sh (the guide\'s Test 1)', () => {
 
   it('stops with Hookline\'s reason when the subscription is refused, and triggers nothing', async () => {
     const before = (await rest('GET', 'deliveries')).length;
-    const failed = await run('bash', [join(ROOT, 'examples/test-webhooks.sh')], {
-      env: { ...process.env, HOOKLINE_URL: hl.url, HOOKLINE_TOKEN: key, TARGET_URL: 'ftp://example.com/hook' },
-      timeout: 20_000,
-    }).then(
-      () => undefined,
-      (error: { code?: number; stderr?: string }) => error,
+    const failed = await failureOf(
+      run('bash', [join(ROOT, 'examples/test-webhooks.sh')], {
+        env: { ...process.env, HOOKLINE_URL: hl.url, HOOKLINE_TOKEN: key, TARGET_URL: 'ftp://example.com/hook' },
+        timeout: 20_000,
+      }),
     );
     expect(failed?.code).toBe(1);
     expect(failed?.stderr).toMatch(/Subscription not created: \{"code":"BAD_USER_INPUT".*"field":"url"/);
@@ -184,11 +189,13 @@ describe('examples/invoice-module', () => {
   it('commits the invoice with its invoice.created delivery, which Hookline sends (run with tsx, as a user would)', async () => {
     const target = await receiverWith(() => ({ status: 200 }));
     const sub = await rest('POST', 'subscriptions', { event: 'invoice.created', url: `${target.url}/erp`, secret: 'invoice-module-secret' });
-    const { stdout } = await run(TSX, [join(ROOT, 'examples/invoice-module/demo.ts')], {
-      cwd: ROOT,
-      env: { ...process.env, DATABASE_URL: hl.databaseUrl, TENANT_ID: tenantId, INVOICE_NUMBER: '001-001-000000042' },
-      timeout: 30_000,
-    });
+    const demo = () =>
+      run(TSX, [join(ROOT, 'examples/invoice-module/demo.ts')], {
+        cwd: ROOT,
+        env: { ...process.env, DATABASE_URL: hl.databaseUrl, TENANT_ID: tenantId, INVOICE_NUMBER: '001-001-000000042' },
+        timeout: 30_000,
+      });
+    const { stdout } = await demo();
     const invoice = JSON.parse(stdout.trim().split('\n').pop()!);
     expect(invoice).toMatchObject({ tenantId, number: '001-001-000000042', total: '1500.00', customerName: 'Acme Corp', status: 'draft' });
 
@@ -213,14 +220,7 @@ describe('examples/invoice-module', () => {
     expect(await count('invoices')).toBe(1);
 
     // Run again with the same number: refused by the app's unique number, said in a line, nothing written.
-    const again = await run(TSX, [join(ROOT, 'examples/invoice-module/demo.ts')], {
-      cwd: ROOT,
-      env: { ...process.env, DATABASE_URL: hl.databaseUrl, TENANT_ID: tenantId, INVOICE_NUMBER: '001-001-000000042' },
-      timeout: 30_000,
-    }).then(
-      () => undefined,
-      (error: { code?: number; stderr?: string }) => error,
-    );
+    const again = await failureOf(demo());
     expect(again?.code).toBe(1);
     expect(again?.stderr).toMatch(/^demo: duplicate key value violates unique constraint .*\[23505\]\n$/);
     expect(await count('invoices')).toBe(1);
