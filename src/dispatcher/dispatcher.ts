@@ -897,11 +897,11 @@ export class Dispatcher {
     // nothing in flight first (pump), so it starts within a round of freed slots, where the
     // general claim would find it only behind the backlogs (two tenants with slow receivers held
     // it 0.7-2 s, in waves; 200 tenants' backlogs, 14 s: reviews). But only while fewer tenants
-    // wait so for their first slot than freed slots can start in time (firstSlotQueue): a claim
+    // wait so for their first slot than freed slots can start in time (firstSlotQueueFull): a claim
     // for every tenant notified or found due brought more rows than that, handed back untried
     // past their deadline and claimed again (a review: 300 hand-backs, some rows four times).
     const crowded = room + concurrency <= 0;
-    if (crowded && this.tenantsWaitingForFirstSlot() >= this.firstSlotQueue) return; // a freed slot (release) or the loop comes back here
+    if (crowded && this.firstSlotQueueFull()) return; // a freed slot (release) or the loop comes back here
     const full = new Set<string>();
     for (const [subscriptionId, n] of this.held) if (n >= 2 * perSubscription) full.add(this.subscriptionTenant.get(subscriptionId)!);
     const tenantsBusy = this.tenantsBusy(2 * perTenant);
@@ -937,11 +937,20 @@ export class Dispatcher {
       });
   }
 
-  /** Tenants with deliveries ready and none in flight: each freed slot goes to one of them first (pump). */
-  private tenantsWaitingForFirstSlot(): number {
+  /**
+   * Whether firstSlotQueue tenants have deliveries ready and none in flight (each freed slot goes
+   * to one of them first: pump). Asked at every freed slot while crowded: fewer ready rows than
+   * that cannot be, and are not walked, and the walk stops once it finds that many.
+   */
+  private firstSlotQueueFull(): boolean {
+    if (this.ready.length < this.firstSlotQueue) return false;
     const waiting = new Set<string>();
-    for (const { delivery } of this.ready) if (!this.tenantSending.has(delivery.tenantId)) waiting.add(delivery.tenantId);
-    return waiting.size;
+    for (const { delivery } of this.ready) {
+      if (this.tenantSending.has(delivery.tenantId)) continue;
+      waiting.add(delivery.tenantId);
+      if (waiting.size >= this.firstSlotQueue) return true;
+    }
+    return false;
   }
 
   /**
