@@ -117,7 +117,16 @@ interface SocketEntry {
   viewer: Viewer;
   authorization: string | undefined;
   close: (code: number, reason: string) => void;
+  /** Ids of its queries and mutations under way, whose answers are still to be sent. */
+  answering: Set<string>;
+  /** Called once an operation's answer is sent (graphql-ws's onComplete). */
+  answered: (id: string) => void;
+  /** Closes it once those have been answered (a key revoking itself gets its `true`), within REVOKED_CLOSE_WAIT_MS. */
+  closeAnswered: (code: number, reason: string) => void;
 }
+
+/** How long a socket to be closed waits for the answers of its operations under way. */
+const REVOKED_CLOSE_WAIT_MS = 5_000;
 
 /**
  * The body of an `application/json` request (as Yoga tells one) when it is a JSON object,
@@ -266,6 +275,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         ...(await import('./complexity.js')),
         useServer: (await import('graphql-ws/use/ws')).useServer,
         WebSocketServer: (await import('ws')).WebSocketServer,
+        getOperationAST: (await import('graphql')).getOperationAST,
       }
     : undefined;
   const yoga = api?.createGraphQLServer(services);
@@ -545,7 +555,26 @@ export async function buildApp(options: AppOptions): Promise<App> {
             socket.close(4403, WS_UNAUTHENTICATED_REASON);
             return false;
           }
-          const entry: SocketEntry = { viewer, authorization, close: (code, reason) => socket.close(code, reason) };
+          let closing: (() => void) | undefined;
+          const entry: SocketEntry = {
+            viewer,
+            authorization,
+            close: (code, reason) => socket.close(code, reason),
+            answering: new Set(),
+            answered: (id) => {
+              // graphql-ws sends the operation's `complete` once onComplete has returned.
+              if (entry.answering.delete(id) && !entry.answering.size && closing) setImmediate(closing);
+            },
+            closeAnswered: (code, reason) => {
+              if (!entry.answering.size) return socket.close(code, reason);
+              const timer = setTimeout(() => closing?.(), REVOKED_CLOSE_WAIT_MS).unref();
+              closing = () => {
+                closing = undefined;
+                clearTimeout(timer);
+                socket.close(code, reason);
+              };
+            },
+          };
           acceptedSockets.add(socket);
           sockets.add(entry);
           socket.once('close', () => sockets.delete(entry));
@@ -602,6 +631,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
           // for deliveryUpdated, which the subscribe above hands past Yoga's plugins.
           const refusal = api.complexityRefusal({ schema, document, variableValues: params.variables, operationName: params.operationName, contextValue });
           if (refusal) return forWebSocket([refusal]);
+          if (api.getOperationAST(document, params.operationName)?.operation !== 'subscription') entry.answering.add(id);
           return {
             schema,
             operationName: params.operationName,
@@ -611,6 +641,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
             rootValue: { execute, subscribe },
           };
         },
+        onComplete: (ctx, id) => (ctx.extra as { entry?: SocketEntry }).entry?.answered(id),
         onNext: (_ctx, _id, _params, _args, result) =>
           result.errors ? { ...result, errors: forWebSocket(result.errors) } : undefined,
       },
@@ -655,7 +686,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       let closed = 0;
       for (const entry of sockets) {
         if (match(entry.viewer)) {
-          entry.close(WS_CLOSE_REVOKED, reason);
+          entry.closeAnswered(WS_CLOSE_REVOKED, reason);
           closed++;
         }
       }

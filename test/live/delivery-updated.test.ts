@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, collectWs, DELIVERY_UPDATED, moreSubscribers, statusesOf } from '../helpers/live.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
-import { nextClose } from '../helpers/ws.js';
+import { nextClose, wsRequest } from '../helpers/ws.js';
 import pg from 'pg';
 import { DELIVERY_UPDATES_CHANNEL } from '../../src/migrations/0004-live-updates.js';
 import { LIVE_LISTENERS_TABLE } from '../../src/migrations/0007-live-listeners.js';
@@ -145,6 +145,19 @@ describe('over graphql-ws', () => {
     expect(event.reason).toMatch(/revoked/);
     await updates.waitFor(() => updates.closed, 2_000);
     await client.dispose();
+  });
+
+  it('answers a key that revokes itself over its own socket before closing it with 4401', async () => {
+    for (let round = 0; round < 5; round++) {
+      const created = await hl.gql('mutation { createApiKey(name: "self") { id apiKey } }', {}, tenantA.apiKey);
+      const { id, apiKey } = created.data.createApiKey;
+      const client = hl.wsClient(apiKey);
+      const closed = nextClose(client);
+      const answer = await wsRequest(client, 'mutation($id: ID!) { revokeApiKey(id: $id) }', { id });
+      expect(answer).toEqual({ data: { revokeApiKey: true } });
+      expect((await closed).code).toBe(4401);
+      await client.dispose();
+    }
   });
 
   it('does not leak listeners when clients go away', async () => {
