@@ -116,8 +116,9 @@ export function jsonResult(value: unknown): unknown {
  * A JSON value kept as the text it was stored as (a delivery's payload: the bytes sent), not
  * parsed: an answer written with writeRawJson() carries the text as it is, where parsing it and
  * writing it out again cost about 7 ms of the process's one thread for 256 KiB of small keys
- * (0.7 s for a page of 100, which held every other tenant's requests as long). Written any other
- * way (a WebSocket's or a live stream's JSON.stringify), it is parsed then.
+ * (0.7 s for a page of 100, which held every other tenant's requests as long). graphql-ws's
+ * messages carry it so too (withRawJsonPlaceholders). Written any other way (a Server-Sent Events
+ * stream's JSON.stringify), it is parsed then.
  */
 class RawJson {
   /** Parsed once, however many times it is written another way (a live update, to each subscriber). */
@@ -126,9 +127,7 @@ class RawJson {
   toJSON(): unknown {
     const writing = rawWriting;
     if (!writing) return (this.parsed ??= { value: JSON.parse(this.text) }).value;
-    // A string JSON.stringify writes as "\u0000<nonce>:<n>": no text of the answer holds a NUL
-    // (PostgreSQL stores none), nor the nonce, drawn for this answer.
-    return `\u0000${writing.nonce}:${writing.texts.push(this.text) - 1}`;
+    return placeholder(writing, this.text);
   }
 }
 
@@ -138,14 +137,33 @@ export function rawJsonResult(text: string | null | undefined): unknown {
 }
 
 /** The answer being written by writeRawJson(), if one is. */
-let rawWriting: { nonce: string; texts: string[] } | undefined;
+let rawWriting: RawWriting | undefined;
+
+interface RawWriting {
+  nonce: string;
+  texts: string[];
+}
+
+/**
+ * A string JSON.stringify writes as "\u0000<nonce>:<n>": no text of the answer holds a NUL
+ * (PostgreSQL stores none), nor the nonce, drawn for this answer.
+ */
+function placeholder(writing: RawWriting, text: string): string {
+  return `\u0000${writing.nonce}:${writing.texts.push(text) - 1}`;
+}
+
+/** `json` with each RawJson's placeholder of `writing` replaced by its text. */
+function splice(json: string, writing: RawWriting): string {
+  if (!writing.texts.length) return json;
+  return json.replace(new RegExp(`"\\\\u0000${writing.nonce}:(\\d+)"`, 'g'), (_, n: string) => writing.texts[Number(n)]!);
+}
 
 /**
  * JSON.stringify(value), with each RawJson in it written as its text, unparsed (for Yoga's
  * `stringify` of an execution result: see the rawJsonAnswers plugin).
  */
 export function writeRawJson(value: unknown): string {
-  const writing = { nonce: randomUUID(), texts: [] as string[] };
+  const writing: RawWriting = { nonce: randomUUID(), texts: [] };
   rawWriting = writing;
   let json: string;
   try {
@@ -153,8 +171,43 @@ export function writeRawJson(value: unknown): string {
   } finally {
     rawWriting = undefined;
   }
-  if (!writing.texts.length) return json;
-  return json.replace(new RegExp(`"\\\\u0000${writing.nonce}:(\\d+)"`, 'g'), (_, n: string) => writing.texts[Number(n)]!);
+  return splice(json, writing);
+}
+
+/**
+ * For a writer given no stringify of its own (graphql-ws writes each message with its own
+ * JSON.stringify): `value` (a result's data: plain objects and arrays) with each RawJson in it
+ * replaced by a placeholder string, and the function that puts the texts in place of the
+ * placeholders in the message once written. Undefined when `value` holds no RawJson.
+ */
+export function withRawJsonPlaceholders(value: unknown): { value: unknown; nonce: string; splice: (json: string) => string } | undefined {
+  let writing: RawWriting | undefined;
+  const replaced = withPlaceholders(value, () => (writing ??= { nonce: randomUUID(), texts: [] }));
+  if (!writing) return undefined;
+  const done = writing;
+  return { value: replaced, nonce: done.nonce, splice: (json) => splice(json, done) };
+}
+
+function withPlaceholders(value: unknown, writing: () => RawWriting): unknown {
+  if (value instanceof RawJson) return placeholder(writing(), value.text);
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const replaced = withPlaceholders(item, writing);
+      if (replaced !== item) (copy ??= [...value])[i] = replaced;
+    });
+    return copy ?? value;
+  }
+  // Only a result's own objects, which graphql-js makes without a prototype: a JSON field's
+  // value (parsed data, JsonResult) is not walked. (A RawJson missed is parsed when written.)
+  if (Object.getPrototypeOf(value) !== null) return value;
+  let copy: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const replaced = withPlaceholders(item, writing);
+    if (replaced !== item) (copy ??= { ...value })[key] = replaced;
+  }
+  return copy ?? value;
 }
 
 builder.scalarType('JSON', {

@@ -276,6 +276,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         useServer: (await import('graphql-ws/use/ws')).useServer,
         WebSocketServer: (await import('ws')).WebSocketServer,
         getOperationAST: (await import('graphql')).getOperationAST,
+        withRawJsonPlaceholders: (await import('../schema/builder.js')).withRawJsonPlaceholders,
       }
     : undefined;
   const yoga = api?.createGraphQLServer(services);
@@ -482,7 +483,24 @@ export async function buildApp(options: AppOptions): Promise<App> {
     const inexactOperations = new WeakMap<object, Map<string, InexactNumberError>>();
     /** Sockets whose connection_init had a valid key (onConnect). */
     const acceptedSockets = new WeakSet<object>();
+    /** Per socket, the messages under way whose RawJson placeholders its send() splices (by nonce). */
+    const rawMessages = new WeakMap<object, Map<string, (json: string) => string>>();
     wss.on('connection', (socket, request) => {
+      const spliced = new Map<string, (json: string) => string>();
+      rawMessages.set(socket, spliced);
+      const send = socket.send.bind(socket);
+      socket.send = ((data: unknown, ...rest: unknown[]) => {
+        if (spliced.size && typeof data === 'string') {
+          let text = data;
+          for (const [nonce, splice] of spliced) {
+            if (!text.includes(nonce)) continue;
+            spliced.delete(nonce);
+            text = splice(text);
+          }
+          data = text;
+        }
+        return (send as (...args: unknown[]) => void)(data, ...rest);
+      }) as typeof socket.send;
       socket.on('message', (data) => {
         // Sent on after the server closed it (graphql-ws's init timeout, say): ws would wait 30 s
         // for the client's close, parsing all the while.
@@ -642,8 +660,14 @@ export async function buildApp(options: AppOptions): Promise<App> {
           };
         },
         onComplete: (ctx, id) => (ctx.extra as { entry?: SocketEntry }).entry?.answered(id),
-        onNext: (_ctx, _id, _params, _args, result) =>
-          result.errors ? { ...result, errors: forWebSocket(result.errors) } : undefined,
+        onNext: (ctx, _id, _params, _args, result) => {
+          // A delivery's payload goes out as its stored text, unparsed, as over HTTP (see RawJson):
+          // graphql-ws writes the message with these placeholders, and the socket's send() splices.
+          const raw = result.data ? api.withRawJsonPlaceholders(result.data) : undefined;
+          if (raw) rawMessages.get((ctx.extra as { socket: object }).socket)?.set(raw.nonce, raw.splice);
+          if (!raw && !result.errors) return undefined;
+          return { ...result, ...(raw && { data: raw.value as typeof result.data }), ...(result.errors && { errors: forWebSocket(result.errors) }) };
+        },
       },
       wss,
     );

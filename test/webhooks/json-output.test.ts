@@ -2,7 +2,8 @@
 // result with a `then` key for a promise (a schema's if/then, data {"then": 1} failed with
 // INTERNAL_SERVER_ERROR after the write), and an object copied property by property loses a
 // "__proto__" key (a schema's property of that name vanished from what was stored).
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs, moreSubscribers } from '../helpers/live.js';
 import { TRIGGER_EVENT } from '../helpers/operations.js';
@@ -205,6 +206,78 @@ it('answers a payload as the exact text sent, over HTTP (unparsed) as over WebSo
     expect(withError.data?.deliveries.edges[0].node.payload).toEqual(answered);
   } finally {
     await socket.dispose();
+    await own.close();
+  }
+});
+
+/** A graphql-ws socket spoken by hand, to see each message's text as sent. */
+async function rawSocket(apiKey: string) {
+  const socket = new WebSocket(`${hl.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
+  const texts: string[] = [];
+  const waiters = new Set<() => void>();
+  socket.on('message', (data) => {
+    texts.push(String(data));
+    for (const wake of waiters) wake();
+  });
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+  const next = (test: (text: string) => boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no such message; got ${texts.join('\n').slice(0, 500)}`)), 10_000);
+      const look = () => {
+        const found = texts.find(test);
+        if (!found) return;
+        clearTimeout(timer);
+        waiters.delete(look);
+        resolve(found);
+      };
+      waiters.add(look);
+      look();
+    });
+  socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${apiKey}` } }));
+  await next((text) => text.includes('connection_ack'));
+  return {
+    next,
+    subscribe: (id: string, query: string) => socket.send(JSON.stringify({ id, type: 'subscribe', payload: { query } })),
+    close: () => socket.close(),
+  };
+}
+
+it('sends a payload over WebSocket as the text sent, unparsed, in an answer and in each live update', async () => {
+  const other = await hl.createTenant();
+  const own = await startReceiver();
+  const sockets = [await rawSocket(other.apiKey), await rawSocket(other.apiKey)];
+  const parse = vi.spyOn(JSON, 'parse');
+  try {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
+      other.apiKey,
+    );
+    expect(created.errors).toBeUndefined();
+    const subscribed = moreSubscribers(hl, sockets.length);
+    for (const socket of sockets) socket.subscribe('live', 'subscription { deliveryUpdated { id status payload } }');
+    await subscribed();
+    const data = { quote: 'say "hi"\\', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 1e21] };
+    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey);
+    expect(triggered.errors).toBeUndefined();
+    const [request] = await own.waitFor(1);
+    const body = request!.body;
+    const updates = await Promise.all(sockets.map((socket) => socket.next((text) => text.includes('"DELIVERED"'))));
+    sockets[0]!.subscribe('page', '{ deliveries(first: 5) { edges { node { id payload again: payload status } } } }');
+    const page = await sockets[0]!.next((text) => text.includes('"id":"page"') && text.includes('"next"'));
+    // Written without parsing what was sent (counted before this test parses anything itself).
+    expect(parse.mock.calls.filter(([text]) => text === body).length).toBe(0);
+    // Each subscriber's update carries the bytes sent as they are, and so does a query's answer.
+    for (const update of updates) {
+      expect(update).toContain(`"payload":${body}`);
+      expect(JSON.parse(update).payload.data.deliveryUpdated.payload).toEqual(JSON.parse(body));
+    }
+    expect(page).toContain(`"payload":${body}`);
+    expect(page).toContain(`"again":${body}`);
+    expect(JSON.parse(page).payload.data.deliveries.edges[0].node).toMatchObject({ status: 'DELIVERED', payload: JSON.parse(body), again: JSON.parse(body) });
+  } finally {
+    parse.mockRestore();
+    for (const socket of sockets) socket.close();
     await own.close();
   }
 });
