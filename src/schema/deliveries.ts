@@ -89,7 +89,9 @@ DeliveryRef.implement({
     deliveredAt: t.field({
       type: 'DateTime',
       nullable: true,
-      resolve: async (d, _args, ctx) => (await complete(d, ctx)).deliveredAt,
+      // A live update may be written after the delivery has moved on (see shared-execution.ts):
+      // the row loaded then is of now, and a SENDING update would say when it was delivered.
+      resolve: async (d, _args, ctx) => (isSnapshot(d) && d.status !== 'DELIVERED' ? null : (await complete(d, ctx)).deliveredAt),
     }),
     createdAt: t.field({ type: 'DateTime', resolve: async (d, _args, ctx) => (await complete(d, ctx)).createdAt }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),

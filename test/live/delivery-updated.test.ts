@@ -147,6 +147,19 @@ describe('over graphql-ws', () => {
     await client.dispose();
   });
 
+  it("describes the delivery as of each update: deliveredAt only on DELIVERED, however late the update is written", async () => {
+    const subscribed = moreSubscribers(hl);
+    const client = hl.wsClient(tenantA.apiKey);
+    const updates = collectWs(client, {}, 'subscription { deliveryUpdated { id status attempts deliveredAt } }');
+    await subscribed();
+    const ids = await Promise.all(Array.from({ length: 10 }, () => trigger(tenantA.apiKey)));
+    await updates.waitFor((items) => ids.every((id) => delivered(id)(items)), 10_000);
+    const ours = updates.items.filter((i) => ids.includes(i.id));
+    expect(ours.filter((i) => i.status !== 'DELIVERED' && i.deliveredAt !== null)).toEqual([]);
+    expect(ours.filter((i) => i.status === 'DELIVERED').every((i) => typeof i.deliveredAt === 'string')).toBe(true);
+    await client.dispose();
+  });
+
   it('answers a key that revokes itself over its own socket before closing it with 4401', async () => {
     for (let round = 0; round < 5; round++) {
       const created = await hl.gql('mutation { createApiKey(name: "self") { id apiKey } }', {}, tenantA.apiKey);
