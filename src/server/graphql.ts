@@ -7,6 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { PothosValidationError } from '@pothos/core';
 import {
+  execute as executeInOrder,
   getArgumentValues,
   getDirectiveValues,
   getNamedType,
@@ -316,6 +317,24 @@ const keyInUse: Plugin = {
     const { apiKeys } = services;
     if (!apiKeys.unheard(viewer.apiKeyId)) return began(apiKeys.use(viewer.apiKeyId));
     return useApiKey(services.dataSource, apiKeys, viewer.apiKeyId).then(began);
+  },
+};
+
+/**
+ * Queries and mutations run on graphql-js's own execute, not Yoga's (@graphql-tools/executor),
+ * which writes an object's fields that wait for a promise after those that do not (pothos
+ * issue #1511), where the spec's serialized map ordering has them in the order selected.
+ * Subscriptions keep Yoga's (Server-Sent Events; graphql-ws's deliveryUpdated is executed by
+ * graphql-js already, see shared-execution.ts).
+ */
+const fieldsInSelectedOrder: Plugin = {
+  onExecute({ executeFn, setExecuteFn }) {
+    setExecuteFn((args) => {
+      const result = executeInOrder(args);
+      // Refused before anything ran (its variables, its operation: no `data`): Yoga's executor
+      // answers that, with its status 400 and its codes.
+      return 'then' in result || 'data' in result ? result : executeFn(args);
+    });
   },
 };
 
@@ -788,6 +807,7 @@ export function createGraphQLServer(services: Services): Yoga {
         // Field suggestions stay on: they help people exploring in GraphiQL.
         blockFieldSuggestion: { enabled: false },
       }),
+      fieldsInSelectedOrder,
       parseDepthRefusal,
       requestShapeErrors,
       oneMutationFieldRule,

@@ -281,3 +281,33 @@ it('sends a payload over WebSocket as the text sent, unparsed, in an answer and 
     await own.close();
   }
 });
+
+it('writes each object\'s fields in the order the query selected them (the spec\'s serialized map ordering), resolvers that wait or not', async () => {
+  const other = await hl.createTenant();
+  const socket = hl.wsClient(other.apiKey);
+  const own = await startReceiver();
+  try {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      { input: { url: own.url, events: ['test.event'] } },
+      other.apiKey,
+    );
+    expect(created.errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: {} } }, other.apiKey)).errors).toBeUndefined();
+    await own.waitFor(1);
+    // payload, targetUrl, createdAt and subscription wait for a load; id, status and event do not.
+    const fields = ['payload', 'id', 'targetUrl', 'status', 'createdAt', 'event', 'subscription', 'attempts'];
+    const query = `{ deliveries(first: 1) { edges { node { ${fields.map((f) => (f === 'subscription' ? 'subscription { url id }' : f)).join(' ')} } } } }`;
+    const overHttp = await hl.gql(query, {}, other.apiKey);
+    const overWs = await wsRequest(socket, query);
+    for (const answer of [overHttp, overWs]) {
+      expect(answer.errors).toBeUndefined();
+      const node = answer.data.deliveries.edges[0].node;
+      expect(Object.keys(node)).toEqual(fields);
+      expect(Object.keys(node.subscription)).toEqual(['url', 'id']);
+    }
+  } finally {
+    await socket.dispose();
+    await own.close();
+  }
+});
