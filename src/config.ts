@@ -119,7 +119,7 @@ export function parseRetrySchedule(text: string): number[] {
 function parseBoolean(text: string): boolean {
   if (/^(true|1|yes)$/i.test(text)) return true;
   if (/^(false|0|no)$/i.test(text)) return false;
-  throw new Error(`"${text}" must be true or false`);
+  throw new Error(`"${text}" must be true or false (or 1 or 0, yes or no)`);
 }
 
 function parseInteger(text: string, min: number, max: number): number {
@@ -176,6 +176,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
       throw new Error(`scheme "${url.protocol}" is not postgres: or postgresql:`);
     }
+    // postgres:user:pw@host/db is a URL too, with no host: pg would go to localhost, and the
+    // refusal to connect would name the rest, password included.
+    if (!/^[a-z]+:\/\//i.test(text)) throw new Error(`must begin with ${url.protocol}// (the "//" before the user and host is missing)`);
     // Its user, password and database name are percent-decoded where they are used: a % that
     // starts no escape (a generated password's, say) failed there, with a stack.
     for (const [part, value] of [['user', url.username], ['password', url.password], ['database name', url.pathname]] as const) {

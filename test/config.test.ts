@@ -205,6 +205,9 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['DATABASE_URL', 'postgres://u:SECRET%zzPW@db.example/hookline'],
     ['DATABASE_URL', 'postgres://u%:p@db.example/hookline'],
     ['DATABASE_URL', 'postgres://u:p@db.example/hook%line'],
+    // No "//": a URL with no host, which pg would take to localhost.
+    ['DATABASE_URL', 'postgres:/app:S3cretPass@db.example.com:5432/hookline'],
+    ['DATABASE_URL', 'postgresql:app:S3cretPass@db.example.com:5432/hookline'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', '0'],
     ['HOOKLINE_DISPATCH_CONCURRENCY', 'many'],
     ['HOOKLINE_DISPATCH_PER_SUBSCRIPTION', '0'],
@@ -222,6 +225,14 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     ['HOOKLINE_RATE_LIMIT_ANONYMOUS', 'lots'],
     ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.0/33'],
     ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.1, proxy.internal'],
+    // ipaddr.js's short forms mean other addresses: 172.0.0.16/12 (public ones among them), 0.0.0.10.
+    ['HOOKLINE_TRUSTED_PROXIES', '172.16/12'],
+    ['HOOKLINE_TRUSTED_PROXIES', '10'],
+    ['HOOKLINE_TRUSTED_PROXIES', '0x0a.0.0.1'],
+    // An empty entry (a list cut short), or nothing but blanks.
+    ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.0/8,'],
+    ['HOOKLINE_TRUSTED_PROXIES', '10.0.0.0/8,,192.0.2.7'],
+    ['HOOKLINE_TRUSTED_PROXIES', ' '],
     ['HOOKLINE_VALIDATION_THREADS', '0'],
     ['HOOKLINE_VALIDATION_THREADS', '65'],
     ['HOOKLINE_VALIDATION_TIMEOUT', '2'],

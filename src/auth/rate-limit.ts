@@ -105,21 +105,28 @@ export interface AddressLimit {
 /** Proxies whose X-Forwarded-For is believed: address ranges (HOOKLINE_TRUSTED_PROXIES). */
 export type TrustedProxies = ReadonlyArray<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
 
-/** Parses `10.0.0.0/8, 192.0.2.7, fd00::/8`; throws naming the entry that is none. */
+/**
+ * Parses `10.0.0.0/8, 192.0.2.7, fd00::/8`; throws naming the entry that is none. An IPv4
+ * address is taken only as four decimal parts: ipaddr.js also reads the old short forms, which
+ * mean other addresses than they seem to (`172.16/12` is 172.0.0.16/12, `10` is 0.0.0.10).
+ */
 export function parseTrustedProxies(text: string): TrustedProxies {
-  return text
-    .split(',')
-    .map((entry) => entry.trim())
-    .filter(Boolean)
-    .map((entry) => {
-      try {
-        if (entry.includes('/')) return ipaddr.parseCIDR(entry);
-        const address = ipaddr.parse(entry);
-        return [address, address.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
-      } catch {
-        throw new Error(`"${entry}" is not an address or a range like 10.0.0.0/8`);
-      }
-    });
+  if (text === '') return [];
+  return text.split(',').map((raw) => {
+    const entry = raw.trim();
+    if (!entry) throw new Error(`"${text}" has an empty entry: give addresses or ranges separated by commas, e.g. 10.0.0.0/8, 192.0.2.7, fd00::/8`);
+    const [address = '', bits] = entry.split('/');
+    const fourParts = ipaddr.IPv4.isValidFourPartDecimal(address);
+    try {
+      if (!fourParts && !ipaddr.IPv6.isValid(address)) throw new Error('not an address');
+      if (bits !== undefined) return ipaddr.parseCIDR(entry);
+      const parsed = ipaddr.parse(address);
+      return [parsed, parsed.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
+    } catch {
+      const hint = /^[\d.]+$/.test(address) && !fourParts ? ' (an IPv4 address needs its four parts: 172.16.0.0/12, not 172.16/12)' : '';
+      throw new Error(`"${entry}" is not an address or a range like 10.0.0.0/8${hint}`);
+    }
+  });
 }
 
 /** Whether `address` is one of the trusted proxies. */
