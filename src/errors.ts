@@ -34,6 +34,40 @@ export class HooklineError extends Error {
   }
 }
 
+/**
+ * How a request is answered that failed because the database could not be reached (down,
+ * restarting, out of connections): 503 with Retry-After, for the client to try again, rather
+ * than 500 "unexpected error". The code stays INTERNAL_SERVER_ERROR, outside the contract's
+ * codes (which are the client's to fix).
+ */
+export const DATABASE_UNAVAILABLE = {
+  status: 503,
+  retryAfterSeconds: 5,
+  code: 'INTERNAL_SERVER_ERROR',
+  message: 'the database cannot be reached for now: try again shortly',
+} as const;
+
+/** SQLSTATEs of a server shutting down, starting, or out of connections; class 08 (connection exceptions) too. */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+/** pg's and pg-pool's own words for a connection lost or not made. */
+const CONNECTION_LOST = /^(Connection terminated|Connection ended|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
+/** Whether `error` (or what it wraps: TypeORM's driverError, a cause) says the database could not be reached. */
+export function databaseUnavailable(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') {
+      if (code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code) || UNREACHABLE.has(code)) return true;
+      // The database taken out of service (ALTER DATABASE … ALLOW_CONNECTIONS false).
+      if (code === '55000' && /not currently accepting connections/.test(e.message)) return true;
+    }
+    if (CONNECTION_LOST.test(e.message)) return true;
+    e = (e as { driverError?: unknown }).driverError ?? e.cause ?? (e instanceof AggregateError ? e.errors[0] : undefined);
+  }
+  return false;
+}
+
 export const badInput = (field: string, message: string) =>
   new HooklineError(ErrorCode.BAD_USER_INPUT, `${field}: ${message}`, field);
 
@@ -52,10 +86,10 @@ export function rejectUnstorableText(field: string, value: string | null | undef
   if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) throw badInput(field, SURROGATE_MESSAGE);
 }
 
-/** A text input that may be absent: else non-blank, storable and at most `max` characters. */
 /** Control characters (C0, DEL, C1: a tab, a line break, NEL) and Unicode's line and paragraph separators. */
 export const CONTROL_CHARACTERS = /[\p{Cc}\u2028\u2029]/u;
 
+/** A text input that may be absent: else non-blank, storable and at most `max` characters. */
 export function checkText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'string' || !value.trim()) throw badInput(field, 'must be a non-empty string');

@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { RateLimitedError, addressKey, refill, trusted, type TokenBucket } from '../auth/rate-limit.js';
 import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
-import { StartRefused, unauthenticated } from '../errors.js';
+import { DATABASE_UNAVAILABLE, StartRefused, databaseUnavailable, unauthenticated } from '../errors.js';
 import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
@@ -449,12 +449,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
         log.debug({ err: error, path: pathOnly(req.url) }, 'client went away');
         return;
       }
-      log.error({ err: error, path: pathOnly(req.url) }, 'request failed');
+      const unavailable = databaseUnavailable(error);
+      if (unavailable) log.warn({ err: error, path: pathOnly(req.url) }, 'request failed: the database cannot be reached');
+      else log.error({ err: error, path: pathOnly(req.url) }, 'request failed');
       if (res.headersSent) return res.destroy();
       // Before GraphQL (the caller's key looked up while the database is down, say): in GraphQL's shape on /graphql.
-      const failure = { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
-      if (toGraphQL(req)) sendJson(res, 500, { errors: [{ message: failure.message, extensions: { code: failure.code } }] }, graphqlResponseType(req.headers.accept));
-      else sendJson(res, 500, { error: failure });
+      const failure = unavailable ? { code: DATABASE_UNAVAILABLE.code, message: DATABASE_UNAVAILABLE.message } : { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
+      const status = unavailable ? DATABASE_UNAVAILABLE.status : 500;
+      if (unavailable) res.setHeader('retry-after', String(DATABASE_UNAVAILABLE.retryAfterSeconds));
+      if (toGraphQL(req)) sendJson(res, status, { errors: [{ message: failure.message, extensions: { code: failure.code } }] }, graphqlResponseType(req.headers.accept));
+      else sendJson(res, status, { error: failure });
     });
   };
   const timeouts = options.timeouts ?? REQUEST_TIMEOUTS;

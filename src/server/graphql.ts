@@ -36,7 +36,7 @@ import { createGraphQLError, createYoga, type Plugin, type YogaServerInstance } 
 import { RateLimitedError } from '../auth/rate-limit.js';
 import { complexityLimit, heavyTurns } from './complexity.js';
 import { keyRevoked, resolveViewer, useApiKey, type Viewer } from '../auth/viewer.js';
-import { ErrorCode, HooklineError, Vanished } from '../errors.js';
+import { DATABASE_UNAVAILABLE, ErrorCode, HooklineError, Vanished, databaseUnavailable } from '../errors.js';
 import { isSharedSubscription, subscribeShared } from '../live/shared-execution.js';
 import { writeRawJson, type Context } from '../schema/builder.js';
 import { schema } from '../schema/index.js';
@@ -618,6 +618,17 @@ export function createErrorMasker(log: Services['log']) {
     }
     if (error instanceof GraphQLError && FINAL_CODES.has(error.extensions?.code)) return error;
     if (error instanceof GraphQLError && isRequestError(error)) return withCode(error);
+    if (databaseUnavailable(original ?? error)) {
+      log.warn({ err: original ?? error, path: (error as GraphQLError).path }, 'a GraphQL operation failed: the database cannot be reached');
+      return createGraphQLError(DATABASE_UNAVAILABLE.message, {
+        nodes: (error as GraphQLError).nodes,
+        path: (error as GraphQLError).path,
+        extensions: {
+          code: DATABASE_UNAVAILABLE.code,
+          http: { status: DATABASE_UNAVAILABLE.status, headers: { 'retry-after': String(DATABASE_UNAVAILABLE.retryAfterSeconds) } },
+        },
+      });
+    }
     log.error({ err: original ?? error, path: (error as GraphQLError).path }, 'unexpected error in a GraphQL operation');
     return createGraphQLError(message, {
       nodes: (error as GraphQLError).nodes,

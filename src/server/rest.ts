@@ -11,7 +11,7 @@ import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, notFound } from '../errors.js';
+import { DATABASE_UNAVAILABLE, ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, databaseUnavailable, notFound } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
@@ -468,9 +468,15 @@ export function createRestRoutes(services: Services): Routes {
         sendError(res, HTTP_STATUS[error.code], error.code, message, field);
         return true;
       }
-      services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
+      const unavailable = databaseUnavailable(error);
+      if (unavailable) services.log.warn({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed: the database cannot be reached');
+      else services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
       if (res.headersSent) res.destroy();
-      else sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'unexpected error');
+      else if (!unavailable) sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'unexpected error');
+      else {
+        res.setHeader('retry-after', String(DATABASE_UNAVAILABLE.retryAfterSeconds));
+        sendError(res, DATABASE_UNAVAILABLE.status, DATABASE_UNAVAILABLE.code, DATABASE_UNAVAILABLE.message);
+      }
     } finally {
       endKeyUse();
     }
