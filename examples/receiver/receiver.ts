@@ -6,7 +6,7 @@
 //      timestamp tolerance refuses old captured requests;
 //   3. de-duplication by webhook-id, which is the same on every attempt of one
 //      delivery (Hookline delivers at least once): an id is remembered once handled,
-//      and a retry that comes while it is still being handled gets 409;
+//      and a retry that comes while it is still being handled gets 503 with Retry-After;
 //   4. invoice.created and payment.received handled, other events accepted.
 //
 //   WEBHOOK_SECRET=my-webhook-secret PORT=8080 npx tsx examples/receiver/receiver.ts
@@ -24,7 +24,7 @@ export interface ReceivedEvent {
 export interface ReceiverOptions {
   /** The subscription's secret (`whsec_...` or the one you chose). */
   secret: string;
-  /** Called once per webhook-id after it was verified (a retry that comes while it runs gets 409); a throw answers 500, so Hookline retries. */
+  /** Called once per webhook-id after it was verified (a retry that comes while it runs gets 503); a throw answers 500, so Hookline retries. */
   onEvent?: (event: ReceivedEvent) => void | Promise<void>;
   /** Where lines like "Invoice created: ..." go; console.log by default. */
   log?: (line: string) => void;
@@ -118,7 +118,8 @@ export function createReceiver(options: ReceiverOptions): Server {
     // A retry can come while the first attempt is still being handled (it timed out on Hookline's
     // side): it is not done yet, and may still fail, so the retry is answered with a non-2xx and
     // Hookline tries again later. An id is remembered as seen only once it was handled.
-    if (handling.has(webhookId)) throw new HttpError(409, 'Still handling this webhook-id', { 'retry-after': '5' });
+    // 503 and Retry-After, which Hookline reads (as it reads a 429's): the next attempt comes after it.
+    if (handling.has(webhookId)) throw new HttpError(503, 'Still handling this webhook-id', { 'retry-after': '5' });
     handling.add(webhookId);
     try {
       // Handle event

@@ -337,7 +337,7 @@ describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
     expect(handled.slice(before).map((e) => e.webhookId)).toEqual([request.headers['webhook-id']]);
   });
 
-  it('answers 409 to a retry that comes while the first attempt is still handled, so a failed handling is retried', async () => {
+  it('answers 503 with Retry-After to a retry that comes while the first attempt is still handled, so a failed handling is retried', async () => {
     const { request } = await captureDelivery('payment.received', PAYMENT_DATA, secret);
     let fail: ((error: Error) => void) | undefined;
     let handledOk = 0;
@@ -350,7 +350,7 @@ describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
     const first = send();
     await expect.poll(() => fail, { timeout: 5_000 }).toBeTypeOf('function');
     const retry = await send();
-    expect(retry.status).toBe(409);
+    expect(retry.status).toBe(503);
     expect(retry.headers.get('retry-after')).toBe('5');
     fail!(new Error('the database is down'));
     expect((await first).status).toBe(500);
