@@ -90,6 +90,8 @@ function wsMessageBytes(data: import('ws').RawData): number {
 }
 
 export const WS_RATE_LIMITED_REASON = 'RATE_LIMITED: too many requests without a valid API key from this address; retry later';
+/** A connection whose key could not be looked up, the database out of reach: 4503 too, which graphql-ws's client retries (4500 it never does). */
+export const WS_UNAVAILABLE_REASON = `${DATABASE_UNAVAILABLE.code}: ${DATABASE_UNAVAILABLE.message}`;
 
 /**
  * Messages a second an accepted WebSocket may send (subscribe, complete, ping…), bursts of a
@@ -568,6 +570,11 @@ export async function buildApp(options: AppOptions): Promise<App> {
           try {
             viewer = await resolveViewer(dataSource, adminToken, authorization, services.apiKeys, services.addressLimiter.of((ctx.extra as any).request));
           } catch (error) {
+            if (databaseUnavailable(error)) {
+              log.warn({ err: error }, 'WebSocket connection refused: the database cannot be reached');
+              socket.close(WS_RATE_LIMITED, WS_UNAVAILABLE_REASON);
+              return false;
+            }
             if (!(error instanceof RateLimitedError)) throw error;
             socket.close(WS_RATE_LIMITED, WS_RATE_LIMITED_REASON);
             return false;
@@ -618,8 +625,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
             return forWebSocket([mask(error)]);
           }
           if (viewer.kind === 'anonymous') {
-            // After graphql-ws has sent the operation its error.
-            setImmediate(() => entry.close(WS_CLOSE_REVOKED, 'API key revoked'));
+            // After graphql-ws has sent the operation its error, and the answers of those under
+            // way (a revokeApiKey of the key itself among them).
+            setImmediate(() => entry.closeAnswered(WS_CLOSE_REVOKED, 'API key revoked'));
             return forWebSocket([mask(unauthenticated('the API key of this connection is no longer valid (revoked)'))]);
           }
           if (inexact) return forWebSocket([mask(inexact)]);

@@ -12,6 +12,7 @@ import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectSse, moreSubscribers } from '../helpers/live.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { silenceableProxy } from '../helpers/silent-proxy.js';
+import { nextClose } from '../helpers/ws.js';
 
 let hl: TestHookline;
 let admin: pg.Client;
@@ -78,6 +79,12 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   expect(rest.status).toBe(503);
   expect(rest.headers.get('retry-after')).toBe('5');
   expect(await rest.json()).toEqual({ error: { code: 'INTERNAL_SERVER_ERROR', message: unavailable.message } });
+  // A WebSocket's key cannot be looked up either: closed with 4503, which graphql-ws's client
+  // retries (4500, which it never retries, before).
+  const socket = hl.wsClient(apiKey);
+  const closed = await nextClose(socket);
+  expect(closed).toEqual({ code: 4503, reason: `INTERNAL_SERVER_ERROR: ${unavailable.message}` });
+  await socket.dispose();
   // The wall clock set back an hour (NTP, a VM resumed) does not keep the last answer an hour.
   const realNow = Date.now;
   Date.now = () => realNow() - 3_600_000;
