@@ -468,6 +468,11 @@ export function createRestRoutes(services: Services): Routes {
         sendError(res, HTTP_STATUS[error.code], error.code, message, field);
         return true;
       }
+      // The client hung up (its body cut off, say): nothing to answer, and no fault of ours.
+      if (req.destroyed) {
+        services.log.debug({ err: coerceError(error), method: req.method, url: req.url }, 'client went away');
+        return true;
+      }
       const unavailable = databaseUnavailable(error);
       if (unavailable) services.log.warn({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed: the database cannot be reached');
       else services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
