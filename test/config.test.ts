@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { trusted } from '../src/auth/rate-limit.js';
 import { ConfigError, loadConfig, parseDuration } from '../src/config.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -264,6 +265,14 @@ describe('wrong values throw a ConfigError naming the variable', () => {
     const error = caught as ConfigError;
     expect(error.variable).toBe(variable);
     expect(error.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it('reads the trusted proxies people write: zones, upper case, host bits in a range, blanks around commas, IPv4-mapped entries as IPv4', () => {
+    const { trustedProxies } = loadConfig({ HOOKLINE_TRUSTED_PROXIES: ' 10.0.0.5/8 ,\t2001:DB8::/32, fe80::1%eth0, ::ffff:192.0.2.7, ::ffff:198.51.100.0/120 ' });
+    for (const address of ['10.200.0.1', '2001:db8::1', '192.0.2.7', '::ffff:192.0.2.7', '198.51.100.42', '::ffff:198.51.100.42']) {
+      expect(trusted(address, trustedProxies), address).toBe(true);
+    }
+    for (const address of ['11.0.0.1', '2001:db9::1', '192.0.2.8', '198.51.101.1']) expect(trusted(address, trustedProxies), address).toBe(false);
   });
 
   it('takes any other variable set but empty as unset, and says how to leave an empty DATABASE_URL unset', () => {

@@ -119,9 +119,13 @@ export function parseTrustedProxies(text: string): TrustedProxies {
     const fourParts = ipaddr.IPv4.isValidFourPartDecimal(address);
     try {
       if (!fourParts && !ipaddr.IPv6.isValid(address)) throw new Error('not an address');
-      if (bits !== undefined) return ipaddr.parseCIDR(entry);
-      const parsed = ipaddr.parse(address);
-      return [parsed, parsed.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
+      const [range, length] = bits !== undefined ? ipaddr.parseCIDR(entry) : [ipaddr.parse(address), fourParts ? 32 : 128];
+      // An IPv4-mapped entry (::ffff:10.0.0.1) as the IPv4 address it stands for: trusted() reads
+      // a request's mapped address so, and an IPv6 range would never match it.
+      if (range.kind() === 'ipv6' && (range as ipaddr.IPv6).isIPv4MappedAddress() && length >= 96) {
+        return [(range as ipaddr.IPv6).toIPv4Address(), length - 96] as [ipaddr.IPv4, number];
+      }
+      return [range, length] as [ipaddr.IPv4 | ipaddr.IPv6, number];
     } catch {
       const hint = /^[\d.]+$/.test(address) && !fourParts ? ' (an IPv4 address needs its four parts: 172.16.0.0/12, not 172.16/12)' : '';
       throw new Error(`"${entry}" is not an address or a range like 10.0.0.0/8${hint}`);
