@@ -9,7 +9,9 @@ import type { DataSource } from 'typeorm';
 import { KEY_USE_WAIT_MS, unusableApiKeys } from './auth/viewer.js';
 import { ConfigError, parseDatabaseUrl, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
-import { poolOf } from './db/query.js';
+import type pg from 'pg';
+import { STATEMENT_WATCH_MS } from './db/connection.js';
+import { poolOf, watchStatements } from './db/query.js';
 import { makeFolders, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.js';
 import { shareConnections } from './db/tenant-scope.js';
 import { runMigrations } from './db/migrate.js';
@@ -54,9 +56,22 @@ export interface StartOptions {
   requestTimeouts?: RequestTimeouts;
   /** From the start to the first retention sweep (ms), for tests (see dispatcher/retention.ts). */
   retentionFirstSweepMs?: number;
+  /** How long a statement of the API's may go unanswered before its connection is dropped, for tests; by default STATEMENT_WATCH_MS. */
+  databaseWatchMs?: number;
 }
 
-export async function startHookline({ config, log, clock = systemClock, host, onFatal, dispatcher: timings, livenessMs, requestTimeouts, retentionFirstSweepMs }: StartOptions): Promise<Hookline> {
+export async function startHookline({
+  config,
+  log,
+  clock = systemClock,
+  host,
+  onFatal,
+  dispatcher: timings,
+  livenessMs,
+  requestTimeouts,
+  retentionFirstSweepMs,
+  databaseWatchMs,
+}: StartOptions): Promise<Hookline> {
   let embedded: EmbeddedDatabase | undefined;
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -86,9 +101,18 @@ export async function startHookline({ config, log, clock = systemClock, host, on
     }
     stops.push(() => dataSource.destroy());
     await runMigrations(dataSource, log);
+    // From here on, a statement of the API's unanswered for long (the database gone silent) has
+    // its connection dropped, and the request is answered 503; migrations may take their time.
+    const watchPool = (pool: pg.Pool) => {
+      const stop = watchStatements(pool, databaseWatchMs ?? STATEMENT_WATCH_MS, (ms) =>
+        log.warn({ ms }, 'a database statement went unanswered; dropping its connection'),
+      );
+      stops.push(async () => stop());
+    };
+    watchPool(poolOf(dataSource));
 
     const metrics = createMetrics();
-    const services = createServices(config, dataSource, log, clock);
+    const services = createServices(config, dataSource, log, clock, watchPool);
     stops.push(() => services.catalog.close());
     stops.push(() => services.webhooks.close());
     services.metrics = metrics;

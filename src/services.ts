@@ -37,14 +37,21 @@ export interface Services {
   metrics?: Metrics;
 }
 
-export function createServices(config: Readonly<Config>, dataSource: DataSource, log: Logger, clock: Clock = systemClock): Services {
+export function createServices(
+  config: Readonly<Config>,
+  dataSource: DataSource,
+  log: Logger,
+  clock: Clock = systemClock,
+  /** Watches a pool of the process's own for statements gone unanswered (see watchStatements). */
+  watchPool?: (pool: import('pg').Pool) => unknown,
+): Services {
   const catalog = new EventCatalog(dataSource, { threads: config.validationThreads, deadlineMs: config.validationTimeoutMs });
   const targetGuard = new TargetGuard({ allowPrivate: config.allowPrivateTargets });
   const base = { config, dataSource, log, clock, catalog, targetGuard };
   return {
     ...base,
     subscriptions: new SubscriptionService(base),
-    webhooks: new WebhookService(dataSource, catalog, clock, { tenantSessions: true }),
+    webhooks: new WebhookService(dataSource, catalog, clock, { tenantSessions: true, watchPool }),
     deliveries: new DeliveryService(base),
     apiKeys: new ApiKeyCache(),
     rateLimiter: new RateLimiter(config.rateLimitPerSecond),

@@ -5,6 +5,12 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 /** TCP keep-alive probes after this much silence: dead peers are found, idle connections kept open through NAT. */
 export const KEEP_ALIVE_AFTER_MS = 10_000;
 
+/**
+ * How long an API process waits for a statement's answer before it drops the connection
+ * (watchStatements): past any statement of the API's, as the dispatcher's watchdog.
+ */
+export const STATEMENT_WATCH_MS = 30_000;
+
 /** pg's connection options for the above. */
 export const connectionLimits = {
   connectionTimeoutMillis: CONNECT_TIMEOUT_MS,

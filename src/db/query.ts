@@ -91,6 +91,78 @@ export function dropConnection(client: pg.ClientBase): void {
   (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
 }
 
+/** Clients whose statements may run long on purpose (a retention sweep's): watchStatements leaves them be while marked. */
+const unwatched = new WeakSet<pg.ClientBase>();
+
+/** Marks a checked-out client's statements as not to be timed by watchStatements, or (`false`) unmarks it. */
+export function leaveUnwatched(client: pg.ClientBase, leave = true): void {
+  if (leave) unwatched.add(client);
+  else unwatched.delete(client);
+}
+
+/**
+ * Drops the connection of a statement of `pool`'s unanswered for longer than `ms`, as the
+ * dispatcher's watchdog does its own: a database gone silent (a host lost without a reset, a
+ * stopped server) would hold the request for minutes, until TCP gave the connection up. The
+ * statement fails (pg's "Connection terminated", answered 503), and the pool makes a new
+ * connection for the next. Each statement is timed by a timestamp, not a timer of its own; the
+ * watch looks every `ms`/4. Returns what ends the watch.
+ */
+export function watchStatements(pool: pg.Pool, ms: number, onDrop: (unansweredMs: number) => void): () => void {
+  /** Clients with statements sent and not yet answered: how many, and since when the first of them has waited. */
+  const waiting = new Map<pg.ClientBase, { pending: number; since: number }>();
+  const timed = new WeakSet<pg.ClientBase>();
+  const onAcquire = (client: pg.PoolClient) => {
+    if (timed.has(client)) return;
+    timed.add(client);
+    const query = client.query as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = function (this: pg.PoolClient, ...args: unknown[]) {
+      // A submittable (a cursor, a stream) is not timed: none of Hookline's pools uses one.
+      if (unwatched.has(client) || typeof (args[0] as { submit?: unknown } | undefined)?.submit === 'function') return query.apply(this, args);
+      let state = waiting.get(client);
+      if (!state) waiting.set(client, (state = { pending: 0, since: performance.now() }));
+      state.pending++;
+      let answered = false;
+      const answer = () => {
+        if (answered) return;
+        answered = true;
+        const now = waiting.get(client);
+        if (!now) return; // dropped meanwhile
+        if (--now.pending <= 0) waiting.delete(client);
+        else now.since = performance.now(); // the next queued statement is sent now
+      };
+      const last = args.length - 1;
+      if (typeof args[last] === 'function') {
+        const callback = args[last] as (...results: unknown[]) => unknown;
+        args[last] = (...results: unknown[]) => {
+          answer();
+          return callback(...results);
+        };
+        return query.apply(this, args);
+      }
+      const result = query.apply(this, args);
+      if (typeof (result as Promise<unknown> | undefined)?.then === 'function') (result as Promise<unknown>).then(answer, answer);
+      else answer();
+      return result;
+    };
+  };
+  pool.on('acquire', onAcquire);
+  const timer = setInterval(() => {
+    const now = performance.now();
+    for (const [client, state] of waiting) {
+      if (now - state.since <= ms) continue;
+      waiting.delete(client);
+      onDrop(Math.round(now - state.since));
+      dropConnection(client);
+    }
+  }, ms / 4);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    pool.off('acquire', onAcquire);
+  };
+}
+
 /**
  * The SQLSTATE of an error the database answered, or undefined for any other error: one of
  * the connection (Node's `ECONNREFUSED`, `EPIPE`…, whose codes may look like a SQLSTATE) or

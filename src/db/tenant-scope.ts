@@ -308,7 +308,7 @@ export async function withTenantClient<T>(dataSource: DataSource, tenantId: Tena
  * Only for single statements: a sequence of statements needs withTenant().
  */
 export class TenantSessions {
-  private readonly pool: pg.Pool;
+  readonly pool: pg.Pool;
   private readonly tenantOf = new WeakMap<pg.PoolClient, string>();
 
   constructor(connectionString: string, onError: (error: Error) => void, max = 8) {

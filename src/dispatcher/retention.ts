@@ -14,7 +14,7 @@
 // holds. The sweep never waits for a row lock, so it neither deadlocks with the dispatcher or
 // the API nor holds them up, and stops between two batches.
 import type pg from 'pg';
-import { checkOut, sqlState } from '../db/query.js';
+import { checkOut, leaveUnwatched, sqlState } from '../db/query.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 
@@ -111,6 +111,8 @@ export async function sweepRetention(
   // Checked out with a listener for the connection's errors: one lost mid-sweep (a failover, a
   // terminated session) fails the sweep, not the process.
   const { client, release } = await checkOut(pool);
+  // A batch's delete may take long on a big table: not taken for a silent database (see watchStatements).
+  leaveUnwatched(client);
   let broken = false;
   try {
     const [{ locked }] = (await client.query<{ locked: boolean }>(`select pg_try_advisory_lock(${SWEEP_LOCK}) as locked`)).rows as [{ locked: boolean }];
@@ -181,6 +183,7 @@ export async function sweepRetention(
     if (sqlState(error) === undefined) broken = true;
     throw error;
   } finally {
+    leaveUnwatched(client, false);
     release(broken);
   }
 }

@@ -49,6 +49,12 @@ interface Pending {
 
 export const MAX_BATCH = 200;
 
+export interface IngestOptions {
+  tenantSessions?: boolean;
+  /** Watches the tenant sessions' pool for statements gone unanswered (see watchStatements). */
+  watchPool?: (pool: import('pg').Pool) => unknown;
+}
+
 export class IngestBatcher {
   private readonly queues = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
@@ -65,10 +71,11 @@ export class IngestBatcher {
    */
   constructor(
     private readonly dataSource: DataSource,
-    { tenantSessions = false }: { tenantSessions?: boolean } = {},
+    { tenantSessions = false, watchPool }: IngestOptions = {},
   ) {
     const url = (dataSource.options as { url?: string }).url;
     this.sessions = tenantSessions && url ? new TenantSessions(url, () => {}) : undefined;
+    if (this.sessions) watchPool?.(this.sessions.pool);
   }
 
   /** One statement as the tenant: on a tenant-bound connection (one round trip), else in a transaction. */

@@ -21,6 +21,7 @@ import {
   splitHandedOff,
   writeHandingOff,
   type HandOff,
+  type IngestOptions,
 } from './ingest-batcher.js';
 import type { ClaimedDelivery } from '../dispatcher/queue.js';
 
@@ -92,7 +93,7 @@ export class WebhookService {
     dataSource: DataSource | AppDataSource,
     catalog?: EventCatalog,
     private readonly clock: Clock = { now: () => new Date() },
-    options: { tenantSessions?: boolean } = {},
+    options: IngestOptions = {},
   ) {
     this.dataSource = dataSource as DataSource;
     this.catalog = catalog ?? new EventCatalog(this.dataSource);

@@ -27,7 +27,7 @@ export interface TestHookline extends Hookline {
 
 export async function startTestHookline(
   env: Record<string, string> = {},
-  options: { clock?: Clock; databaseUrl?: string; dispatcher?: StartOptions['dispatcher']; log?: StartOptions['log']; livenessMs?: number; requestTimeouts?: StartOptions['requestTimeouts']; retentionFirstSweepMs?: number } = {},
+  options: { clock?: Clock; databaseUrl?: string; dispatcher?: StartOptions['dispatcher']; log?: StartOptions['log']; livenessMs?: number; requestTimeouts?: StartOptions['requestTimeouts']; retentionFirstSweepMs?: number; databaseWatchMs?: number } = {},
 ): Promise<TestHookline> {
   const databaseUrl = options.databaseUrl ?? (await createTestDatabase());
   const config: Readonly<Config> = loadConfig({
@@ -40,7 +40,7 @@ export async function startTestHookline(
     DATABASE_URL: databaseUrl,
   });
   const log = options.log ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const hookline = await startHookline({ config, log, clock: options.clock, host: '127.0.0.1', dispatcher: options.dispatcher, livenessMs: options.livenessMs, requestTimeouts: options.requestTimeouts, retentionFirstSweepMs: options.retentionFirstSweepMs });
+  const hookline = await startHookline({ config, log, clock: options.clock, host: '127.0.0.1', dispatcher: options.dispatcher, livenessMs: options.livenessMs, requestTimeouts: options.requestTimeouts, retentionFirstSweepMs: options.retentionFirstSweepMs, databaseWatchMs: options.databaseWatchMs });
   const url = hookline.app.url;
 
   async function gql<T>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GraphQLResponse<T>> {

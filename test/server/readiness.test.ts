@@ -132,6 +132,49 @@ it('answers 503 within seconds while the database hangs (stopped, its host lost)
   }
 });
 
+it("answers 503 to the requests whose statements meet a database gone silent, once the watch drops their connections", { timeout: 60_000 }, async () => {
+  const proxy = await silenceableProxy(new URL(await createTestDatabase()));
+  const silent = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl: proxy.url, databaseWatchMs: 1_500 });
+  try {
+    const { apiKey } = await silent.createTenant();
+    // Its key known, and both pools' connections made: a read (the API's pool) and a trigger (the tenant sessions').
+    const read = () =>
+      fetch(`${silent.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+        body: JSON.stringify({ query: '{ deliveries(first: 1) { edges { node { id } } } }' }),
+        signal: AbortSignal.timeout(25_000),
+      });
+    const trigger = () =>
+      fetch(`${silent.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+        body: JSON.stringify({ query: 'mutation { triggerEvent(input: { event: "test.event", data: {} }) { event { id } } }' }),
+        signal: AbortSignal.timeout(25_000),
+      });
+    expect((await read()).status).toBe(200);
+    expect((await trigger()).status).toBe(200);
+    proxy.silence();
+    // At once, each on a connection its pool already has (the key and the event type's catalog
+    // entry known): dropped after 1.5 s (looked at every 375 ms), not when TCP gives the connection
+    // up (minutes). A trigger whose connection is lost writes again on a new one (the first may
+    // have committed), which gives up connecting after 10 s.
+    const asked = Date.now();
+    const took = async (answer: Promise<Response>) => {
+      const res = await answer;
+      return { status: res.status, retryAfter: res.headers.get('retry-after'), ms: Date.now() - asked };
+    };
+    const [triggered, readen] = await Promise.all([took(trigger()), took(read())]);
+    expect(triggered).toMatchObject({ status: 503, retryAfter: '5' });
+    expect(readen).toMatchObject({ status: 503, retryAfter: '5' });
+    expect(readen.ms).toBeLessThan(8_000);
+    expect(triggered.ms).toBeLessThan(15_000);
+  } finally {
+    await proxy.close();
+    await silent.stop();
+  }
+});
+
 it('an API data source gives up connecting to a server that accepts and never answers', { timeout: 30_000 }, async () => {
   const silent = net.createServer(() => {}); // accepts, says nothing
   const sockets = new Set<net.Socket>();
