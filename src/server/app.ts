@@ -447,7 +447,9 @@ export async function buildApp(options: AppOptions): Promise<App> {
         req.resume();
         return;
       }
-      if (req.destroyed || (error as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
+      // The client's connection is gone (a request read in full is destroyed too, on Node 20: not
+      // that; and an ECONNRESET may be the database's).
+      if (req.socket.destroyed) {
         log.debug({ err: error, path: pathOnly(req.url) }, 'client went away');
         return;
       }

@@ -468,8 +468,9 @@ export function createRestRoutes(services: Services): Routes {
         sendError(res, HTTP_STATUS[error.code], error.code, message, field);
         return true;
       }
-      // The client hung up (its body cut off, say): nothing to answer, and no fault of ours.
-      if (req.destroyed) {
+      // The client hung up (its body cut off, say): nothing to answer, and no fault of ours. (Its
+      // connection, not the request: Node 20 destroys a request once its body is read in full.)
+      if (req.socket.destroyed) {
         services.log.debug({ err: coerceError(error), method: req.method, url: req.url }, 'client went away');
         return true;
       }

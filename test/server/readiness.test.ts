@@ -47,6 +47,16 @@ it("answers 503 to a query whose own read finds the database out of service, its
     expect((await read.json()).errors).toEqual([
       { message: 'the database cannot be reached for now: try again shortly', extensions: { code: 'INTERNAL_SERVER_ERROR' }, path: ['viewer'], locations: [{ line: 1, column: 3 }] },
     ]);
+    // A REST request whose body was read in full is answered too (Node destroys such a request,
+    // and it was taken for a client gone: never answered).
+    const posted = await fetch(`${hl.url}/api/v1/tenant/webhooks/deliveries`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ event: 'test.event', payload: {} }),
+      signal: AbortSignal.timeout(15_000),
+    });
+    expect(posted.status).toBe(503);
+    expect(await posted.json()).toEqual({ error: { code: 'INTERNAL_SERVER_ERROR', message: 'the database cannot be reached for now: try again shortly' } });
   } finally {
     await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections true`);
   }
