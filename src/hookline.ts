@@ -104,9 +104,10 @@ export async function startHookline({
     // From here on, a statement of the API's unanswered for long (the database gone silent) has
     // its connection dropped, and the request is answered 503; migrations may take their time.
     const watchPool = (pool: pg.Pool) => {
-      const stop = watchStatements(pool, databaseWatchMs ?? STATEMENT_WATCH_MS, (ms) =>
-        log.warn({ ms }, 'a database statement went unanswered; dropping its connection'),
-      );
+      const stop = watchStatements(pool, databaseWatchMs ?? STATEMENT_WATCH_MS, {
+        databaseUrl: databaseUrl!,
+        onDrop: (ms, why) => log.warn({ ms, why }, 'a database statement went unanswered; dropping its connection'),
+      });
       stops.push(async () => stop());
     };
     watchPool(poolOf(dataSource));

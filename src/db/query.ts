@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import pgModule from 'pg';
 import type pg from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
 
@@ -101,14 +102,18 @@ export function leaveUnwatched(client: pg.ClientBase, leave = true): void {
 }
 
 /**
- * Drops the connection of a statement of `pool`'s unanswered for longer than `ms`, as the
- * dispatcher's watchdog does its own: a database gone silent (a host lost without a reset, a
- * stopped server) would hold the request for minutes, until TCP gave the connection up. The
- * statement fails (pg's "Connection terminated", answered 503), and the pool makes a new
- * connection for the next. Each statement is timed by a timestamp, not a timer of its own; the
- * watch looks every `ms`/4. Returns what ends the watch.
+ * Drops the connection of a statement of `pool`'s unanswered for longer than `ms` when the
+ * database has gone silent (a host lost without a reset, a stopped server), as the dispatcher's
+ * watchdog does its own: the request would wait the minutes TCP takes to give the connection up.
+ * A statement that is merely slow (a lock wait, a big update) is left alone: a probe on a
+ * connection of its own asks pg_stat_activity whether each overdue statement's backend is still
+ * running a statement, and drops only those whose backend is not (idle or gone: the connection
+ * was lost on the way), or all of them when the probe gets no answer within `ms` either. A dropped statement fails (pg's
+ * "Connection terminated", answered 503), and the pool makes a new connection for the next.
+ * Each statement is timed by a timestamp, not a timer of its own; the watch looks every `ms`/4.
+ * Returns what ends the watch.
  */
-export function watchStatements(pool: pg.Pool, ms: number, onDrop: (unansweredMs: number) => void): () => void {
+export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop }: { databaseUrl: string; onDrop: (unansweredMs: number, why: string) => void }): () => void {
   /** Clients with statements sent and not yet answered: how many, and since when the first of them has waited. */
   const waiting = new Map<pg.ClientBase, { pending: number; since: number }>();
   const timed = new WeakSet<pg.ClientBase>();
@@ -147,14 +152,40 @@ export function watchStatements(pool: pg.Pool, ms: number, onDrop: (unansweredMs
     };
   };
   pool.on('acquire', onAcquire);
-  const timer = setInterval(() => {
+  let probing = false;
+  const drop = (client: pg.ClientBase, why: string) => {
+    const state = waiting.get(client);
+    if (!state) return; // answered meanwhile
+    waiting.delete(client);
+    onDrop(Math.round(performance.now() - state.since), why);
+    dropConnection(client);
+  };
+  const look = async () => {
     const now = performance.now();
-    for (const [client, state] of waiting) {
-      if (now - state.since <= ms) continue;
-      waiting.delete(client);
-      onDrop(Math.round(now - state.since));
-      dropConnection(client);
+    const overdue = [...waiting].filter(([, state]) => now - state.since > ms).map(([client]) => client);
+    if (!overdue.length) return;
+    const pids = overdue.map((client) => (client as unknown as { processID?: number }).processID ?? 0);
+    let working: Set<number>;
+    const probe = new pgModule.Client({ connectionString: databaseUrl, connectionTimeoutMillis: ms, query_timeout: ms, application_name: 'hookline-watch' } as pg.ClientConfig);
+    probe.on('error', () => {}); // a failure is the query's (below) or of no matter once it ended
+    try {
+      await probe.connect();
+      const { rows } = await probe.query<{ pid: number }>("select pid from pg_stat_activity where pid = any($1::int[]) and state = 'active'", [pids]);
+      working = new Set(rows.map((row) => row.pid));
+    } catch {
+      dropConnection(probe); // end() would wait for a server that does not answer
+      for (const client of overdue) drop(client, 'the database does not answer');
+      return;
     }
+    probe.end().catch(() => {});
+    overdue.forEach((client, i) => {
+      if (!working.has(pids[i]!)) drop(client, 'its server session is no longer at work on it: the connection was lost');
+    });
+  };
+  const timer = setInterval(() => {
+    if (probing) return;
+    probing = true;
+    void look().finally(() => (probing = false));
   }, ms / 4);
   timer.unref();
   return () => {
