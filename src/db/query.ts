@@ -153,33 +153,48 @@ export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop
   };
   pool.on('acquire', onAcquire);
   let probing = false;
-  const drop = (client: pg.ClientBase, why: string) => {
-    const state = waiting.get(client);
-    if (!state) return; // answered meanwhile
+  /** Drops `client`'s connection if the statement found overdue (`overdue`, its state then) still waits. */
+  const drop = (client: pg.ClientBase, overdue: { pending: number; since: number }, why: string) => {
+    if (waiting.get(client) !== overdue) return; // answered meanwhile (and maybe another statement sent since)
     waiting.delete(client);
-    onDrop(Math.round(performance.now() - state.since), why);
+    onDrop(Math.round(performance.now() - overdue.since), why);
     dropConnection(client);
   };
-  const look = async () => {
+  const overdueNow = () => {
     const now = performance.now();
-    const overdue = [...waiting].filter(([, state]) => now - state.since > ms).map(([client]) => client);
+    return [...waiting].filter(([, state]) => now - state.since > ms);
+  };
+  const look = async () => {
+    const overdue = overdueNow();
     if (!overdue.length) return;
-    const pids = overdue.map((client) => (client as unknown as { processID?: number }).processID ?? 0);
-    let working: Set<number>;
+    const pids = overdue.map(([client]) => (client as unknown as { processID?: number }).processID ?? 0);
+    let rows: Array<{ pid: number; me: number }>;
     const probe = new pgModule.Client({ connectionString: databaseUrl, connectionTimeoutMillis: ms, query_timeout: ms, application_name: 'hookline-watch' } as pg.ClientConfig);
     probe.on('error', () => {}); // a failure is the query's (below) or of no matter once it ended
     try {
       await probe.connect();
-      const { rows } = await probe.query<{ pid: number }>("select pid from pg_stat_activity where pid = any($1::int[]) and state = 'active'", [pids]);
-      working = new Set(rows.map((row) => row.pid));
-    } catch {
+      rows = (
+        await probe.query<{ pid: number; me: number }>(
+          "select s.pid, pg_backend_pid() as me from (select pg_backend_pid() as me) as m left join pg_stat_activity s on s.pid = any($1::int[]) and s.state = 'active'",
+          [pids],
+        )
+      ).rows;
+    } catch (error) {
       dropConnection(probe); // end() would wait for a server that does not answer
-      for (const client of overdue) drop(client, 'the database does not answer');
+      // Refused with an error of its own (too many connections, starting up): the database
+      // answers, so nothing is taken for silent.
+      if (sqlState(error) !== undefined) return;
+      // Silent: every statement overdue by now goes, those that became so while the probe waited too.
+      for (const [client, state] of overdueNow()) drop(client, state, 'the database does not answer');
       return;
     }
     probe.end().catch(() => {});
-    overdue.forEach((client, i) => {
-      if (!working.has(pids[i]!)) drop(client, 'its server session is no longer at work on it: the connection was lost');
+    // Behind a pooler (PgBouncer) a connection's process id is not its server session's: the
+    // probe's own tells. Then no session can be looked up, and only silence drops a statement.
+    if (rows[0]?.me !== (probe as unknown as { processID?: number }).processID) return;
+    const working = new Set(rows.map((row) => row.pid));
+    overdue.forEach(([client, state], i) => {
+      if (!working.has(pids[i]!)) drop(client, state, 'its server session is no longer running it: the connection was lost');
     });
   };
   const timer = setInterval(() => {
