@@ -106,9 +106,9 @@ export function leaveUnwatched(client: pg.ClientBase, leave = true): void {
  * database has gone silent (a host lost without a reset, a stopped server), as the dispatcher's
  * watchdog does its own: the request would wait the minutes TCP takes to give the connection up.
  * A statement that is merely slow (a lock wait, a big update) is left alone: a probe on a
- * connection of its own asks pg_stat_activity whether each overdue statement's backend is still
- * running a statement, and drops only those whose backend is not (idle or gone: the connection
- * was lost on the way), or all of them when the probe gets no answer within `ms` either. A dropped statement fails (pg's
+ * connection of its own asks pg_stat_activity about each overdue statement's session, and drops
+ * only those whose session is gone or has been idle for `ms` (the connection was lost on the
+ * way), or all of them when the probe gets no answer within `ms` either. A dropped statement fails (pg's
  * "Connection terminated", answered 503), and the pool makes a new connection for the next.
  * Each statement is timed by a timestamp, not a timer of its own; the watch looks every `ms`/4.
  * Returns what ends the watch.
@@ -168,15 +168,28 @@ export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop
     const overdue = overdueNow();
     if (!overdue.length) return;
     const pids = overdue.map(([client]) => (client as unknown as { processID?: number }).processID ?? 0);
-    let rows: Array<{ pid: number; me: number }>;
-    const probe = new pgModule.Client({ connectionString: databaseUrl, connectionTimeoutMillis: ms, query_timeout: ms, application_name: 'hookline-watch' } as pg.ClientConfig);
+    let probe: pg.Client;
+    try {
+      // pg reads an sslrootcert's file here, and throws if it is gone: no probe, no verdict.
+      probe = new pgModule.Client({ connectionString: databaseUrl, connectionTimeoutMillis: ms, query_timeout: ms, application_name: 'hookline-watch' } as pg.ClientConfig);
+    } catch {
+      return;
+    }
     probe.on('error', () => {}); // a failure is the query's (below) or of no matter once it ended
+    let rows: Array<{ pid: number | null; lost: boolean | null; me: number }>;
     try {
       await probe.connect();
+      // A session is taken for lost only when it has been idle for as long as the statement has
+      // waited: one that has only just finished may have its answer on the way (a large result,
+      // a slow link), and one whose state cannot be seen (track_activities off: 'disabled';
+      // another user's) is not judged.
       rows = (
-        await probe.query<{ pid: number; me: number }>(
-          "select s.pid, pg_backend_pid() as me from (select pg_backend_pid() as me) as m left join pg_stat_activity s on s.pid = any($1::int[]) and s.state = 'active'",
-          [pids],
+        await probe.query<{ pid: number | null; lost: boolean | null; me: number }>(
+          `select s.pid, s.state like 'idle%' and s.state_change < clock_timestamp() - make_interval(secs => $2::double precision / 1000) as lost,
+                  m.me
+             from (select pg_backend_pid() as me) as m
+             left join pg_stat_activity s on s.pid = any($1::int[])`,
+          [pids, ms],
         )
       ).rows;
     } catch (error) {
@@ -192,15 +205,19 @@ export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop
     // Behind a pooler (PgBouncer) a connection's process id is not its server session's: the
     // probe's own tells. Then no session can be looked up, and only silence drops a statement.
     if (rows[0]?.me !== (probe as unknown as { processID?: number }).processID) return;
-    const working = new Set(rows.map((row) => row.pid));
+    const seen = new Map(rows.filter((row) => row.pid !== null).map((row) => [row.pid!, row.lost]));
     overdue.forEach(([client, state], i) => {
-      if (!working.has(pids[i]!)) drop(client, state, 'its server session is no longer running it: the connection was lost');
+      const lost = seen.get(pids[i]!);
+      // Gone (its session ended: a failover, a terminated backend), or idle all this while.
+      if (lost === undefined || lost === true) drop(client, state, 'its server session is no longer running it: the connection was lost');
     });
   };
   const timer = setInterval(() => {
     if (probing) return;
     probing = true;
-    void look().finally(() => (probing = false));
+    void look()
+      .catch(() => {}) // nothing in it should throw; a watch never ends the process
+      .finally(() => (probing = false));
   }, ms / 4);
   timer.unref();
   return () => {

@@ -2,6 +2,7 @@
 // gives no answer or the statement's session no longer runs it: a slow statement is left alone,
 // also when the probe itself is refused (the server full), and a statement sent after the one
 // found overdue is never taken for it. (A silent database and a lost connection: readiness.test.ts.)
+import net from 'node:net';
 import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
 import { watchStatements } from '../../src/db/query.js';
@@ -14,7 +15,7 @@ afterEach(async () => {
 });
 
 /** A database, a login role of its own (non-superuser, with `limit` connections) and a role it may SET. */
-async function setUp(limit?: number) {
+async function setUp(limit?: number, settings = '') {
   const url = await createTestDatabase();
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
@@ -23,6 +24,7 @@ async function setUp(limit?: number) {
   await admin.query(`create role ${user} login password 'pw' ${limit ? `connection limit ${limit}` : ''}`);
   await admin.query(`create role ${user}_t nologin; grant ${user}_t to ${user}`);
   await admin.query(`create table t_${user} (id int); grant all on t_${user} to ${user}, ${user}_t`);
+  if (settings) await admin.query(`alter role ${user} ${settings}`);
   const asUser = new URL(url);
   asUser.username = user;
   asUser.password = 'pw';
@@ -67,6 +69,24 @@ it('leaves a slow statement alone when the probe is refused for the connection l
   expect(drops).toEqual([]);
 });
 
+it("leaves a slow statement alone when its session's state cannot be seen (track_activities off: 'disabled')", { timeout: 30_000 }, async () => {
+  const { drops, client } = await setUp(undefined, 'set track_activities = off');
+  const c = await client();
+  expect(await outcome(c.query('select pg_sleep(2.5)'))).toBe('answered');
+  expect(drops).toEqual([]);
+});
+
+it('does not end the process when the probe cannot even be made (an sslrootcert file gone), and drops nothing', { timeout: 30_000 }, async () => {
+  const { pool } = await setUp();
+  const drops: string[] = [];
+  const badUrl = new URL((pool as unknown as { options: { connectionString: string } }).options.connectionString);
+  badUrl.searchParams.set('sslrootcert', '/nonexistent/hookline-watch-ca.pem');
+  badUrl.searchParams.set('sslmode', 'prefer');
+  cleanups.push(watchStatements(pool, 1_000, { databaseUrl: badUrl.toString(), onDrop: (ms, why) => drops.push(`${ms} ${why}`) }));
+  expect(await outcome(pool.query('select pg_sleep(2)'))).toBe('answered');
+  expect(drops).toEqual([]);
+});
+
 it('never drops a statement sent after the one found overdue ended, while the probe was on its way', { timeout: 30_000 }, async () => {
   const { drops, client } = await setUp();
   // The probe's question takes 0.7 s to reach the server, its answer 0.8 s to come back (network
@@ -87,5 +107,52 @@ it('never drops a statement sent after the one found overdue ended, while the pr
   await sleep(800); // the session idle in its transaction meanwhile
   expect(await outcome(c.query('select pg_sleep(1)'))).toBe('answered');
   await c.query('commit');
+  expect(drops).toEqual([]);
+});
+
+/** A TCP proxy to `target` whose server-to-client bytes go at `bytesPerSecond` (a slow link, a buffering forwarder). */
+async function slowLink(target: URL, bytesPerSecond: number): Promise<string> {
+  const server = net.createServer((down) => {
+    const up = net.connect(Number(target.port), target.hostname);
+    down.pipe(up);
+    const queue: Buffer[] = [];
+    up.on('data', (chunk: Buffer) => queue.push(chunk));
+    const pace = setInterval(() => {
+      for (let budget = bytesPerSecond / 20; budget > 0 && queue.length; ) {
+        const chunk = queue[0]!;
+        const n = Math.min(budget, chunk.length);
+        down.write(chunk.subarray(0, n));
+        if (n === chunk.length) queue.shift();
+        else queue[0] = chunk.subarray(n);
+        budget -= n;
+      }
+    }, 50);
+    const end = () => {
+      clearInterval(pace);
+      up.destroy();
+      down.destroy();
+    };
+    down.on('close', end).on('error', end);
+    up.on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+  const via = new URL(target);
+  via.hostname = '127.0.0.1';
+  via.port = String((server.address() as net.AddressInfo).port);
+  return via.toString();
+}
+
+it('leaves a statement alone whose session has just finished, its large answer still on the way', { timeout: 30_000 }, async () => {
+  const via = await slowLink(new URL(await createTestDatabase()), 2_000_000);
+  const pool = new pg.Pool({ connectionString: via, max: 2 });
+  pool.on('error', () => {});
+  cleanups.push(() => pool.end());
+  const drops: string[] = [];
+  cleanups.push(watchStatements(pool, 1_000, { databaseUrl: via, onDrop: (ms, why) => drops.push(`${ms} ${why}`) }));
+  // Overdue at 1 s; the server is done at 1.2 s, its 1.5 MB answer arrives about 0.75 s later:
+  // the session idle meanwhile, for less than the watch's 1 s.
+  const answer = outcome(pool.query("with slept as materialized (select pg_sleep(1.2)) select repeat('x', 1000) || g::text as t from slept, generate_series(1, 1500) g"));
+  expect(await answer).toBe('answered');
   expect(drops).toEqual([]);
 });
