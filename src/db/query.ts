@@ -133,8 +133,10 @@ export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop
         answered = true;
         const now = waiting.get(client);
         if (!now) return; // dropped meanwhile
-        if (--now.pending <= 0) waiting.delete(client);
-        else now.since = performance.now(); // the next queued statement is sent now
+        // The next queued statement is sent now: a state of its own, so that a verdict on the one
+        // before (see drop) is never taken for it.
+        if (now.pending <= 1) waiting.delete(client);
+        else waiting.set(client, { pending: now.pending - 1, since: performance.now() });
       };
       const last = args.length - 1;
       if (typeof args[last] === 'function') {
