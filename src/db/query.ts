@@ -108,8 +108,10 @@ export function leaveUnwatched(client: pg.ClientBase, leave = true): void {
  * A statement that is merely slow (a lock wait, a big update) is left alone: a probe on a
  * connection of its own asks pg_stat_activity about each overdue statement's session, and drops
  * only those whose session is gone or has been idle for `ms` (the connection was lost on the
- * way), or all of them when the probe gets no answer within `ms` either. A dropped statement fails (pg's
- * "Connection terminated", answered 503), and the pool makes a new connection for the next.
+ * way), or all of them when the probe gets no answer within `ms` either. A dropped statement
+ * fails (pg's "Connection terminated", answered 503), and the pool makes a new connection for
+ * the next. Not caught: a connection lost while its session still writes a large answer or reads
+ * a large statement (`active`, waiting on the client), which waits for TCP.
  * Each statement is timed by a timestamp, not a timer of its own; the watch looks every `ms`/4.
  * Returns what ends the watch.
  */
@@ -181,10 +183,10 @@ export function watchStatements(pool: pg.Pool, ms: number, { databaseUrl, onDrop
     let rows: Array<{ pid: number | null; lost: boolean | null; me: number }>;
     try {
       await probe.connect();
-      // A session is taken for lost only when it has been idle for as long as the statement has
-      // waited: one that has only just finished may have its answer on the way (a large result,
-      // a slow link), and one whose state cannot be seen (track_activities off: 'disabled';
-      // another user's) is not judged.
+      // A session is taken for lost only when it has been idle for the whole watch (`ms`): one
+      // that has only just finished may have its answer on the way (a large result, a slow
+      // link), and one whose state cannot be seen (track_activities off: 'disabled'; another
+      // user's) is not judged.
       rows = (
         await probe.query<{ pid: number | null; lost: boolean | null; me: number }>(
           `select s.pid, s.state like 'idle%' and s.state_change < clock_timestamp() - make_interval(secs => $2::double precision / 1000) as lost,
