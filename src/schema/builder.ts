@@ -116,9 +116,9 @@ export function jsonResult(value: unknown): unknown {
  * A JSON value kept as the text it was stored as (a delivery's payload: the bytes sent), not
  * parsed: an answer written with writeRawJson() carries the text as it is, where parsing it and
  * writing it out again cost about 7 ms of the process's one thread for 256 KiB of small keys
- * (0.7 s for a page of 100, which held every other tenant's requests as long). graphql-ws's
- * messages carry it so too (withRawJsonPlaceholders). Written any other way (a Server-Sent Events
- * stream's JSON.stringify), it is parsed then.
+ * (0.7 s for a page of 100, which held every other tenant's requests as long). Live updates over
+ * Server-Sent Events are written so too (the rawJsonAnswers plugin), and graphql-ws's messages
+ * carry it with placeholders (withRawJsonPlaceholders). Written any other way, it is parsed then.
  */
 class RawJson {
   /** Parsed once, however many times it is written another way (a live update, to each subscriber). */

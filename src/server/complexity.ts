@@ -109,8 +109,8 @@ const HEAVY_WAITING = 16;
  * A tenant's heavy reads (queries over HEAVY_COMPLEXITY: pages of payloads or events' data), one
  * at a time in this process, the others waiting their turn, in order (at most HEAVY_WAITING of them,
  * each at most HEAVY_WAIT_MS; then RATE_LIMITED). Their answers are read and written out (tens of
- * MB of JSON: events' data parsed and written again; payloads are spliced in as stored over HTTP
- * and WebSocket, see RawJson) on the process's one thread, which every
+ * MB of JSON: events' data parsed and written again; payloads are spliced in as stored over HTTP,
+ * WebSocket and Server-Sent Events, see RawJson) on the process's one thread, which every
  * tenant's requests and the dispatcher share: a review had one tenant's 8 pages of 100 payloads of 256 KiB
  * at a time hold another tenant's `{ viewer { id } }` for 2.4 s at the median, and its deliveries
  * for up to 3.7 s. One at a time, another tenant waits at most for the part of one of them that

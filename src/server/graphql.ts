@@ -349,6 +349,15 @@ const rawJsonAnswers: Plugin = {
       if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) Object.assign(result, { stringify: writeRawJson });
     },
   }),
+  // Each live update sent over Server-Sent Events: a copy, since one result goes to every
+  // subscriber of the update (see shared-execution.ts).
+  onSubscribe: () => ({
+    onSubscribeResult: () => ({
+      onNext({ result, setResult }) {
+        setResult(Object.assign({}, result, { stringify: writeRawJson }));
+      },
+    }),
+  }),
 };
 
 /**

@@ -311,3 +311,47 @@ it('writes each object\'s fields in the order the query selected them (the spec\
     await own.close();
   }
 });
+
+it('sends a payload over Server-Sent Events as the text sent, unparsed, in each live update', async () => {
+  const other = await hl.createTenant();
+  const own = await startReceiver();
+  const abort = new AbortController();
+  const parse = vi.spyOn(JSON, 'parse');
+  try {
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
+      other.apiKey,
+    );
+    expect(created.errors).toBeUndefined();
+    const subscribed = moreSubscribers(hl, 1);
+    const res = await fetch(`${hl.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${other.apiKey}` },
+      body: JSON.stringify({ query: 'subscription { deliveryUpdated { id status payload } }' }),
+      signal: abort.signal,
+    });
+    expect(res.status).toBe(200);
+    let text = '';
+    const reading = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        text += decoder.decode(chunk, { stream: true });
+        if (text.includes('"DELIVERED"')) return;
+      }
+    })();
+    await subscribed();
+    const data = { quote: 'say "hi"\\', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 1e21] };
+    expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey)).errors).toBeUndefined();
+    const [request] = await own.waitFor(1);
+    const body = request!.body;
+    await reading;
+    // Written without parsing what was sent (counted before this test parses anything itself).
+    expect(parse.mock.calls.filter(([t]) => t === body).length).toBe(0);
+    expect(text).toContain(`"payload":${body}`);
+  } finally {
+    parse.mockRestore();
+    abort.abort();
+    await own.close();
+  }
+});
