@@ -24,6 +24,19 @@ afterAll(async () => {
   await receiver?.close();
 });
 
+/** Subscribes `url` to test.event for the tenant of `apiKey`. */
+async function subscribeToTestEvents(apiKey: string, url: string): Promise<void> {
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
+    { input: { url, events: ['test.event'] } },
+    apiKey,
+  );
+  expect(created.errors).toBeUndefined();
+}
+
+/** Text that a payload's splicing into an answer must not touch: quotes, backslashes, what looks like its placeholders, non-ASCII, a line separator. */
+const AWKWARD_DATA = { quote: 'say "hi"\\', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 1e21] };
+
 async function ok<T = any>(query: string, variables?: Record<string, unknown>): Promise<T> {
   const res = await hl.gql<T>(query, variables, key);
   expect(res.errors).toBeUndefined();
@@ -139,12 +152,7 @@ it("writes data's JSON afresh, as the README says: JSON.stringify's text, whatev
   const other = (await hl.createTenant()).apiKey;
   const own = await startReceiver();
   try {
-    const created = await hl.gql(
-      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
-      { input: { url: `${own.url}/text`, events: ['test.event'] } },
-      other,
-    );
-    expect(created.errors).toBeUndefined();
+    await subscribeToTestEvents(other, `${own.url}/text`);
     // The request's text written by hand: spaces, escapes, a repeated key, keys that are array indices.
     const data = '{ "b": 1, "10": 2, "a": "\\u00e9\\/", "2": 3.50, "b": 4, "x": {"1": 0, "01": 1, "0": 2} }';
     const body = `{"query": "mutation($input: TriggerEventInput!) { triggerEvent(input: $input) { event { id } } }", "variables": {"input": {"event": "test.event", "data": ${data}}}}`;
@@ -162,12 +170,7 @@ it('answers a payload as the exact text sent, over HTTP (unparsed) as over WebSo
   const own = await startReceiver();
   const socket = hl.wsClient(other.apiKey);
   try {
-    const created = await hl.gql(
-      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
-      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
-      other.apiKey,
-    );
-    expect(created.errors).toBeUndefined();
+    await subscribeToTestEvents(other.apiKey, `${own.url}/raw`);
     // Text that an answer's own writing must not touch: quotes, backslashes, a \u0000 written out
     // as text, what looks like the answer's placeholders, non-ASCII and a line separator.
     const data = { quote: 'say "hi"\\', nul: '\\u0000 not a NUL', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 3.5, 1e21], tiny: 5e-324, '10': 'an index key', b: { '2': 1, a: 2 } };
@@ -248,17 +251,11 @@ it('sends a payload over WebSocket as the text sent, unparsed, in an answer and 
   const sockets = [await rawSocket(other.apiKey), await rawSocket(other.apiKey)];
   const parse = vi.spyOn(JSON, 'parse');
   try {
-    const created = await hl.gql(
-      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
-      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
-      other.apiKey,
-    );
-    expect(created.errors).toBeUndefined();
+    await subscribeToTestEvents(other.apiKey, `${own.url}/raw`);
     const subscribed = moreSubscribers(hl, sockets.length);
     for (const socket of sockets) socket.subscribe('live', 'subscription { deliveryUpdated { id status payload } }');
     await subscribed();
-    const data = { quote: 'say "hi"\\', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 1e21] };
-    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey);
+    const triggered = await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: AWKWARD_DATA } }, other.apiKey);
     expect(triggered.errors).toBeUndefined();
     const [request] = await own.waitFor(1);
     const body = request!.body;
@@ -287,12 +284,7 @@ it('writes each object\'s fields in the order the query selected them (the spec\
   const socket = hl.wsClient(other.apiKey);
   const own = await startReceiver();
   try {
-    const created = await hl.gql(
-      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
-      { input: { url: own.url, events: ['test.event'] } },
-      other.apiKey,
-    );
-    expect(created.errors).toBeUndefined();
+    await subscribeToTestEvents(other.apiKey, own.url);
     expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: {} } }, other.apiKey)).errors).toBeUndefined();
     await own.waitFor(1);
     // payload, targetUrl, createdAt and subscription wait for a load; id, status and event do not.
@@ -318,12 +310,7 @@ it('sends a payload over Server-Sent Events as the text sent, unparsed, in each 
   const abort = new AbortController();
   const parse = vi.spyOn(JSON, 'parse');
   try {
-    const created = await hl.gql(
-      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { secret } }',
-      { input: { url: `${own.url}/raw`, events: ['test.event'] } },
-      other.apiKey,
-    );
-    expect(created.errors).toBeUndefined();
+    await subscribeToTestEvents(other.apiKey, `${own.url}/raw`);
     const subscribed = moreSubscribers(hl, 1);
     const res = await fetch(`${hl.url}/graphql`, {
       method: 'POST',
@@ -341,8 +328,7 @@ it('sends a payload over Server-Sent Events as the text sent, unparsed, in each 
       }
     })();
     await subscribed();
-    const data = { quote: 'say "hi"\\', token: '"\\u0000x:0"', text: 'é € 😀 \u2028', n: [1.5, 1e21] };
-    expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data } }, other.apiKey)).errors).toBeUndefined();
+    expect((await hl.gql(TRIGGER_EVENT, { input: { event: 'test.event', data: AWKWARD_DATA } }, other.apiKey)).errors).toBeUndefined();
     const [request] = await own.waitFor(1);
     const body = request!.body;
     await reading;
