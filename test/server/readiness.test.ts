@@ -30,18 +30,24 @@ afterAll(async () => {
   await hl?.stop();
 });
 
+/** POSTs a GraphQL query as `apiKey`, the whole response kept (its status and headers). */
+function postGraphql(base: string, apiKey: string, query: string, timeoutMs = 30_000): Promise<Response> {
+  return fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+    body: JSON.stringify({ query }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+}
+
 it("answers 503 to a query whose own read finds the database out of service, its key still known (LISTEN holds on; run first, before a test cuts it)", async () => {
   const { apiKey } = await hl.createTenant();
   expect((await hl.gql('{ viewer { id } }', {}, apiKey)).errors).toBeUndefined();
   await admin.query(`alter database ${pg.escapeIdentifier(database)} allow_connections false`);
   try {
     await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name <> 'hookline-live'`, [database]);
-    const read = await fetch(`${hl.url}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-      // viewer reads the tenant's name: a field's read, past the key's check (see the test above for one failing before).
-      body: JSON.stringify({ query: '{ viewer { id name } }' }),
-    });
+    // viewer reads the tenant's name: a field's read, past the key's check (see the test below for one failing before).
+    const read = await postGraphql(hl.url, apiKey, '{ viewer { id name } }');
     expect(read.status).toBe(503);
     expect(read.headers.get('retry-after')).toBe('5');
     expect((await read.json()).errors).toEqual([
@@ -74,11 +80,7 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   expect(down.status).toBe(503);
   expect(body).toEqual({ status: 'unavailable', error: 'the database does not answer' });
   // A GraphQL call whose key must be looked up fails before GraphQL runs: answered in GraphQL's shape.
-  const call = await fetch(`${hl.url}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer hkl_not-looked-up-before-0123456789' },
-    body: JSON.stringify({ query: '{ viewer { id } }' }),
-  });
+  const call = await postGraphql(hl.url, 'hkl_not-looked-up-before-0123456789', '{ viewer { id } }');
   // 503 and when to come back, as for every request the database's absence fails: not 500 "unexpected error".
   const unavailable = { message: 'the database cannot be reached for now: try again shortly', extensions: { code: 'INTERNAL_SERVER_ERROR' } };
   expect(call.status).toBe(503);
@@ -148,20 +150,8 @@ it("answers 503 to the requests whose statements meet a database gone silent, on
   try {
     const { apiKey } = await silent.createTenant();
     // Its key known, and both pools' connections made: a read (the API's pool) and a trigger (the tenant sessions').
-    const read = () =>
-      fetch(`${silent.url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-        body: JSON.stringify({ query: '{ deliveries(first: 1) { edges { node { id } } } }' }),
-        signal: AbortSignal.timeout(30_000),
-      });
-    const trigger = () =>
-      fetch(`${silent.url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-        body: JSON.stringify({ query: 'mutation { triggerEvent(input: { event: "test.event", data: {} }) { event { id } } }' }),
-        signal: AbortSignal.timeout(30_000),
-      });
+    const read = () => postGraphql(silent.url, apiKey, '{ deliveries(first: 1) { edges { node { id } } } }');
+    const trigger = () => postGraphql(silent.url, apiKey, 'mutation { triggerEvent(input: { event: "test.event", data: {} }) { event { id } } }');
     expect((await read()).status).toBe(200);
     expect((await trigger()).status).toBe(200);
     proxy.silence();
@@ -196,12 +186,7 @@ it("drops a statement's connection lost on the way while the database answers (i
     // The API pool's connections go quiet (a firewall dropping them); the database, and new connections, are fine.
     expect(proxy.silenceConnectionsOf('hookline-api')).toBeGreaterThan(0);
     const asked = Date.now();
-    const answer = await fetch(`${lost.url}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-      body: JSON.stringify({ query: '{ webhookSubscriptions(first: 5) { edges { node { id } } } }' }),
-      signal: AbortSignal.timeout(20_000),
-    });
+    const answer = await postGraphql(lost.url, apiKey, '{ webhookSubscriptions(first: 5) { edges { node { id } } } }', 20_000);
     expect(answer.status).toBe(503);
     expect(Date.now() - asked).toBeLessThan(6_000);
     // Each of the pool's quiet connections goes so, and requests get new ones, and their answers.
