@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { RateLimitedError, addressKey, refill, trusted, type TokenBucket } from '../auth/rate-limit.js';
 import { bearerToken, resolveViewer, sameSecret, type Viewer } from '../auth/viewer.js';
 import { poolOf } from '../db/query.js';
-import { DATABASE_UNAVAILABLE, StartRefused, databaseUnavailable, unauthenticated } from '../errors.js';
+import { DATABASE_UNAVAILABLE, StartRefused, coerceError, databaseUnavailable, unauthenticated } from '../errors.js';
 import { within } from '../within.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from '../services.js';
@@ -447,22 +447,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
         req.resume();
         return;
       }
-      // The client's connection is gone (a request read in full is destroyed too, on Node 20: not
-      // that; and an ECONNRESET may be the database's).
-      if (req.socket.destroyed) {
-        log.debug({ err: error, path: pathOnly(req.url) }, 'client went away');
-        return;
-      }
-      const unavailable = databaseUnavailable(error);
-      if (unavailable) log.warn({ err: error, path: pathOnly(req.url) }, 'request failed: the database cannot be reached');
-      else log.error({ err: error, path: pathOnly(req.url) }, 'request failed');
-      if (res.headersSent) return res.destroy();
       // Before GraphQL (the caller's key looked up while the database is down, say): in GraphQL's shape on /graphql.
-      const failure = unavailable ? { code: DATABASE_UNAVAILABLE.code, message: DATABASE_UNAVAILABLE.message } : { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
-      const status = unavailable ? DATABASE_UNAVAILABLE.status : 500;
-      if (unavailable) res.setHeader('retry-after', String(DATABASE_UNAVAILABLE.retryAfterSeconds));
-      if (toGraphQL(req)) sendJson(res, status, { errors: [{ message: failure.message, extensions: { code: failure.code } }] }, graphqlResponseType(req.headers.accept));
-      else sendJson(res, status, { error: failure });
+      answerFailure(req, res, error, log, toGraphQL(req) ? graphqlResponseType(req.headers.accept) : undefined);
     });
   };
   const timeouts = options.timeouts ?? REQUEST_TIMEOUTS;
@@ -756,6 +742,32 @@ export async function buildApp(options: AppOptions): Promise<App> {
 export { WS_CLOSE_REVOKED };
 
 /** A request's path for the log, without its query: a GET's GraphQL variables are there, and may be a tenant's data. */
+/**
+ * Answers a request that failed unexpectedly, in GraphQL's shape (given its media type) or
+ * REST's: nothing to a client gone, 503 with Retry-After when the database cannot be reached,
+ * else an opaque 500; the detail is logged.
+ */
+export function answerFailure(req: IncomingMessage, res: ServerResponse, error: unknown, log: Services['log'], graphqlType?: string): void {
+  // The client's connection is gone (a request read in full is destroyed too, on Node 20: not
+  // that; and an ECONNRESET may be the database's).
+  if (req.socket?.destroyed) {
+    log.debug({ err: coerceError(error), path: pathOnly(req.url) }, 'client went away');
+    return;
+  }
+  const unavailable = databaseUnavailable(error);
+  if (unavailable) log.warn({ err: coerceError(error), path: pathOnly(req.url) }, 'request failed: the database cannot be reached');
+  else log.error({ err: coerceError(error), path: pathOnly(req.url) }, 'request failed');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const failure = unavailable ? { code: DATABASE_UNAVAILABLE.code, message: DATABASE_UNAVAILABLE.message } : { code: 'INTERNAL_SERVER_ERROR', message: 'unexpected error' };
+  const status = unavailable ? DATABASE_UNAVAILABLE.status : 500;
+  if (unavailable) res.setHeader('retry-after', String(DATABASE_UNAVAILABLE.retryAfterSeconds));
+  if (graphqlType) sendJson(res, status, { errors: [{ message: failure.message, extensions: { code: failure.code } }] }, graphqlType);
+  else sendJson(res, status, { error: failure });
+}
+
 function pathOnly(url: string | undefined): string | undefined {
   return url?.split('?', 1)[0];
 }

@@ -11,12 +11,12 @@ import { MAX_PAGE_SIZE, cursorOf, type PageWindow } from '../db/keyset.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { DELIVERY_STATUSES, type DeliveryStatus } from '../entities/webhook-delivery.js';
 import type { WebhookSubscription } from '../entities/webhook-subscription.js';
-import { DATABASE_UNAVAILABLE, ErrorCode, HTTP_STATUS, HooklineError, badInput, coerceError, databaseUnavailable, notFound } from '../errors.js';
+import { ErrorCode, HTTP_STATUS, HooklineError, badInput, notFound } from '../errors.js';
 import type { Services } from '../services.js';
 import type { AttemptRow, DeliveryRow } from '../webhooks/deliveries.js';
 import { DATA_IS_JSON } from '../webhooks/service.js';
 import { checkEventPattern } from '../webhooks/catalog.js';
-import { sendJson } from './app.js';
+import { answerFailure, sendJson } from './app.js';
 import { BodyTooLargeError, bodyText } from './http-body.js';
 import { refuseInexactNumbers } from '../json-numbers.js';
 
@@ -468,21 +468,7 @@ export function createRestRoutes(services: Services): Routes {
         sendError(res, HTTP_STATUS[error.code], error.code, message, field);
         return true;
       }
-      // The client hung up (its body cut off, say): nothing to answer, and no fault of ours. (Its
-      // connection, not the request: Node 20 destroys a request once its body is read in full.)
-      if (req.socket.destroyed) {
-        services.log.debug({ err: coerceError(error), method: req.method, url: req.url }, 'client went away');
-        return true;
-      }
-      const unavailable = databaseUnavailable(error);
-      if (unavailable) services.log.warn({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed: the database cannot be reached');
-      else services.log.error({ err: coerceError(error), method: req.method, url: req.url }, 'REST request failed');
-      if (res.headersSent) res.destroy();
-      else if (!unavailable) sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'unexpected error');
-      else {
-        res.setHeader('retry-after', String(DATABASE_UNAVAILABLE.retryAfterSeconds));
-        sendError(res, DATABASE_UNAVAILABLE.status, DATABASE_UNAVAILABLE.code, DATABASE_UNAVAILABLE.message);
-      }
+      answerFailure(req, res, error, services.log);
     } finally {
       endKeyUse();
     }
