@@ -1,10 +1,11 @@
 """Verify a Hookline webhook in Python, with the standard library only.
 
-    python3 verify_webhook.py <secret> <body-file> <headers-json-file>
+    python3 verify_webhook.py <secret> <body-file> <headers-json-file> [<previous-secret>]
 
 prints "valid" (exit 0) or "invalid: ..." (exit 1; one message for every reason, as a receiver
 would not tell a caller which check failed). The headers file is a
-JSON object of the request's headers (any letter case). Imported, it also gives the guide's
+JSON object of the request's headers (any letter case); during a secret rotation, give the
+secret being replaced as well (X-Signature is made with the newest secret only). Imported, it also gives the guide's
 WebhookSignature (sign, verify, verify_raw), keyed by the contract's rule.
 """
 import base64
@@ -70,17 +71,28 @@ def verify_standard_webhook(secret: str, body: bytes, headers: dict, tolerance: 
     )
 
 
-def verify_webhook(secret: str, body: bytes, headers: dict, tolerance: int = 300) -> bool:
-    """Both schemes, as the TypeScript receiver does. `body` is the raw request body, not a re-serialised parse."""
+def verify_webhook(secret, body: bytes, headers: dict, tolerance: int = 300) -> bool:
+    """Both schemes, as the TypeScript receiver does. `body` is the raw request body, not a re-serialised parse.
+
+    `secret` is the subscription's secret, or during a rotation a list of the secrets to accept (the
+    new one and the old): each scheme passes when it verifies with one of them."""
     h = _lowered(headers)
     if h is None:
         return False
-    try:
-        return verify_x_signature(secret, body, h.get("x-signature", "")) and verify_standard_webhook(
-            secret, body, h, tolerance
-        )
-    except (binascii.Error, ValueError, TypeError, UnicodeError):
-        return False  # a whsec_ secret that is not base64, or a non-ASCII header value
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+
+    def one_of(check) -> bool:
+        for s in secrets:
+            try:
+                if check(s):
+                    return True
+            except (binascii.Error, ValueError, TypeError, UnicodeError):
+                pass  # a whsec_ secret that is not base64, or a non-ASCII header value
+        return False
+
+    return one_of(lambda s: verify_x_signature(s, body, h.get("x-signature", ""))) and one_of(
+        lambda s: verify_standard_webhook(s, body, h, tolerance)
+    )
 
 
 def _payload_bytes(payload) -> bytes:
@@ -129,11 +141,12 @@ class WebhookSignature:
 
 if __name__ == "__main__":
     secret_arg, body_path, headers_path = sys.argv[1:4]
+    accepted = [secret_arg] + sys.argv[4:5]  # and the previous secret, during a rotation
     with open(body_path, "rb") as f:
         raw = f.read()
     with open(headers_path, encoding="utf-8") as f:
         received = json.load(f)
-    if verify_webhook(secret_arg, raw, received):
+    if verify_webhook(accepted, raw, received):
         print("valid")
     else:
         print("invalid: the signature does not match, a header is missing, or the timestamp is outside the tolerance")

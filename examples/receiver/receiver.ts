@@ -8,8 +8,12 @@
 //      delivery (Hookline delivers at least once): an id is remembered once handled,
 //      and a retry that comes while it is still being handled gets 503 with Retry-After;
 //   4. invoice.created and payment.received handled, other events accepted.
+// Each check passes with any of the secrets it is given: during a rotation, the new one and the
+// old (X-Signature is made with the newest secret only, so a receiver knowing only the old one
+// refuses every delivery from the rotation on).
 //
 //   WEBHOOK_SECRET=my-webhook-secret PORT=8080 npx tsx examples/receiver/receiver.ts
+//   WEBHOOK_SECRET=the-new-secret WEBHOOK_PREVIOUS_SECRET=my-webhook-secret ... (a rotation)
 //   → POST http://localhost:8080/webhooks/gestiqcloud
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -22,8 +26,11 @@ export interface ReceivedEvent {
 }
 
 export interface ReceiverOptions {
-  /** The subscription's secret (`whsec_...` or the one you chose). */
-  secret: string;
+  /**
+   * The subscription's secret (`whsec_...` or the one you chose); during a rotation, the secrets
+   * to accept, e.g. `[newSecret, oldSecret]`: a request passes when each check passes with one of them.
+   */
+  secret: string | readonly string[];
   /** Called once per webhook-id after it was verified (a retry that comes while it runs gets 503); a throw answers 500, so Hookline retries. */
   onEvent?: (event: ReceivedEvent) => void | Promise<void>;
   /** Where lines like "Invoice created: ..." go; console.log by default. */
@@ -80,9 +87,27 @@ function reply(res: ServerResponse, status: number, body: unknown, headers: Reco
   res.end(text);
 }
 
+/** The envelope, once the Standard Webhooks headers verify with one of the secrets; else the refusal (400 or 401). */
+function verifyStandard(verifiers: StandardWebhookVerifier[], body: Buffer, headers: IncomingMessage['headers']): EventEnvelope {
+  let refusal: WebhookVerificationError | undefined;
+  for (const verifier of verifiers) {
+    try {
+      return verifier.verify<EventEnvelope>(body, headers);
+    } catch (error) {
+      if (!(error instanceof WebhookVerificationError)) throw error;
+      refusal = error;
+      // Missing headers, a bad timestamp or a body that is no JSON fail with every secret alike.
+      if (error.reason !== 'NO_MATCHING_SIGNATURE') break;
+    }
+  }
+  throw new HttpError(refusal!.reason === 'MISSING_HEADERS' || refusal!.reason === 'INVALID_PAYLOAD' ? 400 : 401, refusal!.message);
+}
+
 export function createReceiver(options: ReceiverOptions): Server {
-  const { secret, onEvent, log = console.log, path = '/webhooks/gestiqcloud' } = options;
-  const verifier = new StandardWebhookVerifier(secret, { toleranceSeconds: options.toleranceSeconds ?? 300 });
+  const { onEvent, log = console.log, path = '/webhooks/gestiqcloud' } = options;
+  const secrets = typeof options.secret === 'string' ? [options.secret] : [...options.secret];
+  if (!secrets.length || secrets.some((s) => typeof s !== 'string' || !s)) throw new Error('secret: give the subscription\'s secret (or, during a rotation, the new one and the old)');
+  const verifiers = secrets.map((s) => new StandardWebhookVerifier(s, { toleranceSeconds: options.toleranceSeconds ?? 300 }));
   const seen = new SeenIds(options.rememberIds ?? 10_000);
   const handling = new Set<string>();
 
@@ -100,17 +125,11 @@ export function createReceiver(options: ReceiverOptions): Server {
     // Get raw body: the exact bytes that were signed, never a re-serialised parse
     const body = await rawBody(req);
 
-    // Verify signature
-    if (!WebhookSignature.verifyRaw(secret, body, signature)) throw new HttpError(401, 'Invalid signature');
+    // Verify signature (with any of the secrets: the old and the new during a rotation)
+    if (!secrets.some((s) => WebhookSignature.verifyRaw(s, body, signature))) throw new HttpError(401, 'Invalid signature');
 
-    // Verify the Standard Webhooks headers: same key, plus the id and a timestamp within the tolerance
-    let envelope: EventEnvelope;
-    try {
-      envelope = verifier.verify<EventEnvelope>(body, req.headers);
-    } catch (error) {
-      if (!(error instanceof WebhookVerificationError)) throw error;
-      throw new HttpError(error.reason === 'MISSING_HEADERS' || error.reason === 'INVALID_PAYLOAD' ? 400 : 401, error.message);
-    }
+    // Verify the Standard Webhooks headers: same keys, plus the id and a timestamp within the tolerance
+    const envelope = verifyStandard(verifiers, body, req.headers);
 
     // De-duplicate: a retried delivery carries the same webhook-id
     const webhookId = req.headers['webhook-id'] as string;
@@ -150,8 +169,10 @@ export function createReceiver(options: ReceiverOptions): Server {
 function main() {
   const secret = process.env.WEBHOOK_SECRET;
   if (!secret) throw new Error('set WEBHOOK_SECRET to the subscription\'s secret');
+  // During a rotation: the secret being replaced, accepted beside WEBHOOK_SECRET (see the README).
+  const previous = process.env.WEBHOOK_PREVIOUS_SECRET;
   const port = Number(process.env.PORT ?? 8080);
-  const server = createReceiver({ secret });
+  const server = createReceiver({ secret: previous ? [secret, previous] : secret });
   server.listen(port, () => console.log(`Receiving webhooks on http://localhost:${port}/webhooks/gestiqcloud`));
   const stop = () => server.close(() => process.exit(0));
   process.once('SIGINT', stop);

@@ -18,6 +18,7 @@ import { runMigrations } from '../../src/index.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { eventually, startReceiver, type Received, type Receiver } from '../helpers/receiver.js';
 import { GUIDE_INVOICE_CREATED, GUIDE_PAYMENT_RECEIVED } from '../helpers/guide.js';
+import { ROTATE_WEBHOOK_SECRET as ROTATE } from '../helpers/operations.js';
 
 const run = promisify(execFile);
 /** How a command that should fail failed (undefined if it did not). */
@@ -360,19 +361,53 @@ describe('examples/receiver (the guide\'s Ejemplo 3)', () => {
     expect({ status: third.status, body: await third.json() }).toEqual({ status: 200, body: { status: 'ok' } });
     expect(handledOk).toBe(1);
   });
+  it('keeps receiving through a secret rotation when given the new secret beside the old, and refuses with the old alone', async () => {
+    const oldSecret = 'the-receiver-old-secret-0123';
+    const newSecret = 'whsec_' + Buffer.alloc(32, 9).toString('base64');
+    const got: string[] = [];
+    const start = async (secrets: string | string[]) => {
+      const r = createReceiver({ secret: secrets, log: () => {}, onEvent: (e) => void got.push(e.envelope.event) });
+      await new Promise<void>((resolve) => r.listen(0, '127.0.0.1', resolve));
+      closers.push(() => new Promise<void>((resolve) => r.close(() => resolve())));
+      return `http://127.0.0.1:${(r.address() as AddressInfo).port}/webhooks/gestiqcloud`;
+    };
+    // Given both before the rotation (the procedure of its README), and one that knows only the old.
+    const both = await start([newSecret, oldSecret]);
+    const oldOnly = await start(oldSecret);
+    const subBoth = await rest('POST', 'subscriptions', { event: 'payment.received', url: both, secret: oldSecret });
+    const subOld = await rest('POST', 'subscriptions', { event: 'payment.received', url: oldOnly, secret: oldSecret });
+    const before = await rest('POST', 'deliveries', { event: 'payment.received', payload: PAYMENT_DATA });
+    for (const d of before.deliveries) expect((await delivered(d.id)).last_status_code).toBe(200);
+
+    for (const sub of [subBoth, subOld]) {
+      const rotated = await hl.gql(ROTATE, { id: sub.id, secret: newSecret }, key);
+      expect(rotated.errors).toBeUndefined();
+    }
+    const after = await rest('POST', 'deliveries', { event: 'payment.received', payload: PAYMENT_DATA });
+    const bySub = new Map(after.deliveries.map((d: any) => [d.subscription_id, d.id]));
+    expect((await delivered(bySub.get(subBoth.id) as string)).last_status_code).toBe(200);
+    // X-Signature is made with the newest secret only: the old one alone no longer verifies it.
+    const refused = await eventually(async () => {
+      const d = await rest('GET', `deliveries/${bySub.get(subOld.id)}`);
+      return d.attempts >= 1 ? d : undefined;
+    });
+    expect(refused).toMatchObject({ status: expect.stringMatching(/PENDING|FAILED/), last_status_code: 401 });
+    expect(got).toEqual(['payment.received', 'payment.received', 'payment.received']);
+    expect(() => createReceiver({ secret: [] })).toThrow(/secret/);
+  });
 });
 
 describe('examples/python/verify_webhook.py', () => {
   const script = join(ROOT, 'examples/python/verify_webhook.py');
 
-  async function verify(secret: string, body: string, headers: object) {
+  async function verify(secret: string, body: string, headers: object, previousSecret?: string) {
     const name = Math.random().toString(36).slice(2);
     const bodyFile = join(tmp, `${name}.body`);
     const headersFile = join(tmp, `${name}.json`);
     await writeFile(bodyFile, body);
     await writeFile(headersFile, JSON.stringify(headers));
     try {
-      const { stdout } = await run('python3', [script, secret, bodyFile, headersFile]);
+      const { stdout } = await run('python3', [script, secret, bodyFile, headersFile, ...(previousSecret === undefined ? [] : [previousSecret])]);
       return stdout.trim();
     } catch (error) {
       return String((error as { stdout?: string }).stdout).trim();
@@ -390,6 +425,29 @@ describe('examples/python/verify_webhook.py', () => {
       const { 'webhook-signature': _, ...withoutStandard } = request.headers;
       expect(await verify(secret, request.body, withoutStandard)).toMatch(/^invalid/);
     }
+  });
+
+  it('verifies a delivery made after a rotation with the new secret, alone or beside the old, and not with the old alone', async () => {
+    const oldSecret = 'python-old-secret-0123456';
+    const newSecret = 'python-new-secret-6543210';
+    const capture = await receiverWith(() => ({ status: 200 }));
+    const sub = await rest('POST', 'subscriptions', { event: 'invoice.created', url: `${capture.url}/capture`, secret: oldSecret });
+    expect((await hl.gql(ROTATE, { id: sub.id, secret: newSecret }, key)).errors).toBeUndefined();
+    await rest('POST', 'deliveries', { event: 'invoice.created', payload: INVOICE_DATA });
+    const [request] = await capture.waitFor(1);
+    // webhook-signature carries both (the old one for its 24 hours); X-Signature the new one only.
+    expect(String(request!.headers['webhook-signature']).split(' ')).toHaveLength(2);
+    expect(await verify(oldSecret, request!.body, request!.headers)).toMatch(/^invalid/);
+    expect(await verify(newSecret, request!.body, request!.headers)).toBe('valid');
+    expect(await verify(newSecret, request!.body, request!.headers, oldSecret)).toBe('valid');
+    expect(await verify(oldSecret, request!.body, request!.headers, newSecret)).toBe('valid');
+    // As a library, with a list: a secret that fails to decode (a whsec_ one that is no base64) does not stop the next.
+    const bodyFile = join(tmp, 'rotation.body');
+    await writeFile(bodyFile, request!.body);
+    const env = { ...process.env, PYTHONPATH: join(ROOT, 'examples/python') };
+    const check = `import json, sys\nfrom verify_webhook import verify_webhook\nbody = open(sys.argv[1], "rb").read()\nheaders = json.loads(sys.argv[2])\nprint(verify_webhook(["whsec_!!", ${JSON.stringify(newSecret)}], body, headers), verify_webhook([${JSON.stringify(oldSecret)}], body, headers))`;
+    const { stdout } = await run('python3', ['-c', check, bodyFile, JSON.stringify(request!.headers)], { env });
+    expect(stdout.trim()).toBe('True False');
   });
 
   it("gives the guide's WebhookSignature: its Test 2 runs as written, and verify_raw takes real deliveries (whsec_ and plain secrets)", async () => {
