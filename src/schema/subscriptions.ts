@@ -42,7 +42,7 @@ WebhookSubscriptionRef.implement({
 });
 
 const HEADERS_DESCRIPTION =
-  'Extra headers sent with every delivery: an object of at most 20 names to strings of printable ASCII. Headers Hookline sets (content-type/-length/-encoding, user-agent, webhook-*, x-signature, x-webhook-*) and those that change how the request travels (host, connection, expect, upgrade, proxy-*, …) are refused.';
+  'Extra headers sent with every delivery: an object of at most 20 names (of at most 256 characters) to strings of at most 4096 printable ASCII characters (tabs within), no space or tab at either end. Headers Hookline sets (content-type/-length/-encoding, user-agent, webhook-*, x-signature, x-webhook-*) and those that change how the request travels (host, connection, expect, upgrade, proxy-*, …) are refused.';
 
 const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscriptionInput', {
   fields: (t) => ({

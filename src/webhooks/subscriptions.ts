@@ -29,9 +29,20 @@ export const MAX_CUSTOM_HEADERS = 20;
  */
 const RESERVED_HEADERS =
   /^(host|content-type|content-length|content-encoding|transfer-encoding|connection|keep-alive|upgrade|expect|te|trailer|proxy-.*|user-agent|webhook-.*|x-signature|x-webhook-.*)$/i;
-/** A header value that goes on the wire as written: printable ASCII, spaces and tabs. */
+/**
+ * A header value that goes on the wire as written: printable ASCII, spaces and tabs, none of
+ * these at either end (HTTP drops them there: the receiver would get another value than the one shown).
+ */
 const HEADER_VALUE = /^[\t\x20-\x7e]*$/;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A header name's length: beyond it, receivers answer 431 to every attempt. */
+const MAX_HEADER_NAME = 256;
+const MAX_HEADER_VALUE = 4096;
+
+/** A header name as an error message shows it: a long one cut short. */
+function shownName(name: string): string {
+  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+}
 
 export interface SubscriptionInput {
   url?: string | null;
@@ -94,13 +105,17 @@ function checkHeaders(headers: unknown): Record<string, string> {
   const result: Record<string, string> = {};
   const seen = new Map<string, string>();
   for (const [name, value] of entries) {
-    if (!HEADER_NAME.test(name)) throw badInput('headers', `"${name}" is not a valid header name`);
+    if (name.length > MAX_HEADER_NAME) throw badInput('headers', `the header name ${shownName(name)} is ${name.length} characters long: at most ${MAX_HEADER_NAME}`);
+    if (!HEADER_NAME.test(name)) throw badInput('headers', `${shownName(name)} is not a valid header name`);
     // JSON.parse makes it an own key, but most code (TypeORM's copies among it) sets the
     // object's prototype with it instead: the header would vanish without a word.
     if (name === '__proto__') throw badInput('headers', '"__proto__" cannot be a header name here');
     if (RESERVED_HEADERS.test(name)) throw badInput('headers', `"${name}" is set by Hookline or governs how the request travels, and cannot be given`);
-    if (typeof value !== 'string' || !HEADER_VALUE.test(value) || value.length > 4096) {
-      throw badInput('headers', `the value of "${name}" must be a string of at most 4096 printable ASCII characters (no line breaks or control characters)`);
+    if (typeof value !== 'string' || value.length > MAX_HEADER_VALUE || !HEADER_VALUE.test(value)) {
+      throw badInput('headers', `the value of "${name}" must be a string of at most ${MAX_HEADER_VALUE} printable ASCII characters (no line breaks or control characters)`);
+    }
+    if (value.trim() !== value) {
+      throw badInput('headers', `the value of "${name}" must not start or end with spaces or tabs: HTTP drops them, and the receiver would get another value`);
     }
     // Header names are case-insensitive: both would be sent, as one header with two values.
     const other = seen.get(name.toLowerCase());

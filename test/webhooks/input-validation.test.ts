@@ -87,6 +87,12 @@ describe('subscription headers must be an object of header names to strings', ()
     ['a value with a line break', { 'X-Split': 'a\r\nX-Injected: 1' }, 'X-Split'],
     ['a value that is not ASCII', { 'X-Euro': '€' }, 'X-Euro'],
     ['a value with a line separator', { 'X-Sep': 'a\u2028b' }, 'X-Sep'],
+    // HTTP drops white space at either end: the receiver would get another value than the one shown.
+    ['a value with a space at its end', { 'X-Pad': 'padded ' }, 'must not start or end with spaces or tabs'],
+    ['a value with a space at its start', { 'X-Pad': ' padded' }, 'X-Pad'],
+    ['a value that is a tab', { 'X-Tab': '\t' }, 'X-Tab'],
+    // Every attempt would be answered 431; the message shows the name cut short.
+    ['a header name of 257 characters', { ['X-' + 'n'.repeat(255)]: 'v' }, 'is 257 characters long: at most 256'],
     // Names are case-insensitive: both would go out, as one header with two values.
     ['the same name twice, in two cases', { Authorization: 'Bearer a', authorization: 'Bearer b' }, 'authorization'],
   ];
@@ -149,6 +155,12 @@ describe('subscription headers must be an object of header names to strings', ()
     const none = await hl.gql(CREATE, { input: { url: URL, events: ['*'], headers: null } }, key);
     expect(none.errors).toBeUndefined();
     expect(none.data.createWebhookSubscription.subscription.headers).toEqual({});
+
+    // At the limits: a name of 256 characters, spaces and a tab within a value.
+    const edges = { ['X-' + 'n'.repeat(254)]: 'v', 'X-Inner': 'a b\tc' };
+    const edge = await hl.gql(CREATE, { input: { url: URL, events: ['*'], headers: edges } }, key);
+    expect(edge.errors).toBeUndefined();
+    expect(edge.data.createWebhookSubscription.subscription.headers).toEqual(edges);
   });
 });
 
