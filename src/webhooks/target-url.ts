@@ -42,10 +42,17 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   if (/^\s*https?:/i.test(url) && !/^\s*https?:\/\/[^/\\?#\s]/i.test(url)) {
     throw badInput(field, 'must start with http:// or https:// and a host, like https://example.com/webhooks');
   }
+  // The URL parser reads a backslash before the query as a slash (https://a.com\\@b.com/ is
+  // https://a.com/@b.com/): the address kept would not be the one written.
+  if (url.split('?')[0]!.includes('\\')) {
+    throw badInput(field, 'must not contain a backslash (\\) before its query: URL parsers read it as a slash; write / where one is meant');
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
+    const port = /^\s*https?:\/\/[^/?#]*:(\d+)(?:[/?#]|\s*$)/i.exec(url)?.[1];
+    if (port !== undefined && Number(port) > 65535) throw badInput(field, `port ${port.length > 12 ? `${port.slice(0, 12)}…` : port} is out of range: a port is from 1 to 65535`);
     throw badInput(field, 'is not a valid absolute URL, like https://example.com/webhooks');
   }
   if (!ALLOWED_PROTOCOLS.has(parsed.protocol)) {

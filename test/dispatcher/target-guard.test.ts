@@ -148,6 +148,11 @@ describe('validateTargetUrl', () => {
     ['', /required/],
     ['http://example.com:0/', /port 0 cannot be connected to/],
     ['http://[::1]:0/', /port 0/],
+    ['http://example.com:65536/', /port 65536 is out of range: a port is from 1 to 65535/],
+    ['http://[::1]:99999/hook', /port 99999 is out of range/],
+    // The URL parser reads these backslashes as slashes: the address kept would be another.
+    ['https://example.com\\@evil.com/', /must not contain a backslash/],
+    ['https://example.com/a\\b', /must not contain a backslash/],
     ['http://a..b/', /host "a..b" has an empty label/],
     ['http://.com/', /host ".com" has an empty label/],
     ['http://-a.com/', /host "-a.com" has a label, "-a", that is no DNS name/],
