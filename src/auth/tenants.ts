@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { ApiKey } from '../entities/api-key.js';
 import { Tenant } from '../entities/tenant.js';
-import { ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
+import { CONTROL_CHARACTERS, ErrorCode, HooklineError, badInput, notFound, rejectLongText, rejectUnstorableText } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { queryRows } from '../db/query.js';
 import { withTenant, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
@@ -16,10 +16,13 @@ export function generateApiKey(): string {
   return API_KEY_PREFIX + randomBytes(32).toString('base64url');
 }
 
+/** A tenant's or a key's name: one line of at most 200 characters, trimmed. */
 function checkName(field: string, name: string): string {
   rejectUnstorableText(field, name);
   const trimmed = name.trim();
   if (!trimmed) throw badInput(field, 'must not be empty');
+  // A label shown in lists and logs: a line break in one would break them (or forge a line).
+  if (CONTROL_CHARACTERS.test(trimmed)) throw badInput(field, 'must not contain control characters (a tab or a line break, say)');
   rejectLongText(field, trimmed, 200);
   return trimmed;
 }

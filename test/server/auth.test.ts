@@ -125,6 +125,19 @@ describe('over HTTP', () => {
     const res = await hl.gql(CREATE_API_KEY, { name: '   ' }, tenant.apiKey);
     expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'name' });
     expect(res.errors?.[0]?.message).toContain('name');
+    // A name is one line: a line break or a tab within is refused (at either end, it is trimmed).
+    const keysBefore = await hl.dataSource.query('select count(*)::int as n from api_keys');
+    const tenantsBefore = await hl.dataSource.query('select count(*)::int as n from tenants');
+    for (const name of ['ci\nadmin', 'ci\tkey', 'ci\u2028key', 'ci\u0085key']) {
+      const key = await hl.gql(CREATE_API_KEY, { name }, tenant.apiKey);
+      expect(key.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'name' }, message: expect.stringContaining('control characters') });
+      const made = await hl.gql(CREATE_TENANT, { name }, ADMIN_TOKEN);
+      expect(made.errors?.[0]).toMatchObject({ extensions: { code: 'BAD_USER_INPUT', field: 'name' }, message: expect.stringContaining('control characters') });
+    }
+    expect(await hl.dataSource.query('select count(*)::int as n from api_keys')).toEqual(keysBefore);
+    expect(await hl.dataSource.query('select count(*)::int as n from tenants')).toEqual(tenantsBefore);
+    const trimmed = await hl.gql(CREATE_API_KEY, { name: ' ci key\n' }, tenant.apiKey);
+    expect(trimmed.data?.createApiKey?.name, JSON.stringify(trimmed)).toBe('ci key');
     const unknownId = await hl.gql(REVOKE_API_KEY, { id: 'nope' }, tenant.apiKey);
     expect(unknownId.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
   });
