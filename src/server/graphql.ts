@@ -532,13 +532,13 @@ const ANSWER_TYPES = ['application/graphql-response+json', 'application/json', '
  * Whether an Accept header lets Yoga answer, read as Yoga reads it (result-processor/accept.js):
  * its media ranges, wildcards matching, a range with a charset other than UTF-8 passed over.
  */
-export function acceptsAnAnswer(accept: string): boolean {
+export function acceptsAnAnswer(accept: string, types: readonly string[] = ANSWER_TYPES): boolean {
   for (const range of accept.replace(/\s/g, '').toLowerCase().split(',')) {
     const [mediaType = '', ...params] = range.split(';');
     const charset = params.find((p) => p.includes('charset=')) ?? 'charset=utf-8';
     if (charset !== 'charset=utf-8') continue;
     const [pre, suf] = mediaType.split('/');
-    if (ANSWER_TYPES.some((type) => {
+    if (types.some((type) => {
       const [tpre, tsuf] = type.split('/');
       return (pre === '*' || pre === tpre) && (suf === '*' || suf === tsuf);
     })) return true;
@@ -591,6 +591,33 @@ const requestShapeErrors: Plugin = {
         });
       }
     });
+  },
+};
+
+/**
+ * A subscription over HTTP is answered as Server-Sent Events only (Yoga serves none as
+ * multipart/mixed or JSON). An Accept header that takes no event stream got an empty 406, and
+ * only once the subscription had been set up: it is refused before, with BAD_USER_INPUT, as an
+ * Accept that takes no answer at all is (requestShapeErrors).
+ */
+const subscriptionAnswerType: Plugin = {
+  onSubscribe({ args, setResultAndStopExecution }) {
+    const ctx = args.contextValue as { request?: Request; socket?: unknown };
+    if (ctx.socket || typeof ctx.request?.headers?.get !== 'function') return; // WebSocket: graphql-ws's own messages
+    const accept = ctx.request.headers.get('accept');
+    if (!accept || acceptsAnAnswer(accept, ['text/event-stream'])) return;
+    const message = `the Accept header (${accept.slice(0, 200)}) takes no text/event-stream: over HTTP a subscription is answered as Server-Sent Events only (or subscribe over WebSocket)`;
+    setResultAndStopExecution({ errors: [createGraphQLError(message, { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 406 } } })] });
+  },
+  // A subscription's refusal, to an Accept that takes none of the types Yoga answers those in
+  // (multipart/mixed alone): the answer is JSON nonetheless, rather than an empty 406.
+  onResultProcess({ resultProcessor, setResultProcessor }) {
+    if (resultProcessor) return;
+    setResultProcessor(async (result, fetchAPI) => {
+      if (Symbol.asyncIterator in result) await (result as AsyncIterableIterator<unknown>).return?.();
+      const errors = 'errors' in result && result.errors?.length ? result.errors.map((e) => (e instanceof GraphQLError ? e.toJSON() : e)) : [{ message: 'no answer in a type the Accept header takes', extensions: { code: ErrorCode.BAD_USER_INPUT } }];
+      return new fetchAPI.Response(JSON.stringify({ errors }), { status: 406, headers: { 'content-type': 'application/json; charset=utf-8' } });
+    }, 'application/json');
   },
 };
 
@@ -830,6 +857,7 @@ export function createGraphQLServer(services: Services): Yoga {
       fieldsInSelectedOrder,
       parseDepthRefusal,
       requestShapeErrors,
+      subscriptionAnswerType,
       oneMutationFieldRule,
       keyInUse,
       rawJsonAnswers,

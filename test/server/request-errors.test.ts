@@ -317,6 +317,36 @@ describe('over HTTP', () => {
     }
   });
 
+  it('refuses a subscription whose Accept takes no event stream with 406 and BAD_USER_INPUT, before it is set up', async () => {
+    // Yoga serves subscriptions over HTTP as Server-Sent Events only: it answered an empty 406,
+    // once the subscription had been set up.
+    const own = await hl.createTenant('Subscription accept');
+    const subscribe = (accept: string, signal?: AbortSignal) =>
+      fetch(`${hl.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept, authorization: `Bearer ${own.apiKey}` },
+        body: JSON.stringify({ query: 'subscription { deliveryUpdated { id } }' }),
+        signal,
+      });
+    for (const accept of ['application/json', 'application/graphql-response+json', 'multipart/mixed', 'application/*', 'multipart/mixed, application/json']) {
+      const res = await subscribe(accept);
+      expect(res.status, accept).toBe(406);
+      expect(res.headers.get('content-type'), accept).toMatch(/^application\/(graphql-response\+)?json/);
+      const body = await res.json();
+      expect(body.errors[0].extensions.code, accept).toBe('BAD_USER_INPUT');
+      expect(body.errors[0].message).toContain('text/event-stream');
+    }
+    expect(await hl.metric('hookline_live_subscriptions')).toBe(0);
+    // What takes an event stream gets one.
+    for (const accept of ['text/event-stream', '*/*', 'text/*', 'application/json, text/event-stream']) {
+      const stop = new AbortController();
+      const res = await subscribe(accept, stop.signal);
+      expect(res.status, accept).toBe(200);
+      expect(res.headers.get('content-type'), accept).toMatch(/^text\/event-stream/);
+      stop.abort();
+    }
+  });
+
   it("pages nested in pages are limited by the complexity the README counts, and a literal page size by first's own check", async () => {
     // GraphQL Armor's cost limit (20,000, times 1.5 a level, page sizes written in the text only)
     // refused these as a "Syntax Error", and answered a too-large literal first with its cost.
