@@ -147,6 +147,8 @@ export function toJsonText(field: string, value: unknown): string {
     if (error instanceof RangeError) throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
     throw badInput(field, `cannot be written as JSON: ${(error as Error).message}`);
   }
+  // undefined, a function, a symbol, or a toJSON() answering one of them: no JSON text at all.
+  if (typeof json !== 'string') throw badInput(field, 'cannot be written as JSON: it writes nothing (undefined, a function, or a toJSON() that returns no value)');
   if (json.length > MAX_JSON_DEPTH && jsonDeeperThan(json, MAX_JSON_DEPTH)) {
     throw badInput(field, `nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
   }

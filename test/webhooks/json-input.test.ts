@@ -22,6 +22,10 @@ it('refuses what nests too deep for JSON.stringify itself, and what cannot be wr
   cyclic.self = cyclic;
   expect(() => toJsonText('data', cyclic)).toThrow(/data: cannot be written as JSON/);
   expect(() => toJsonText('data', { amount: 10n })).toThrow(/data: cannot be written as JSON/);
+  // Nothing written at all (a library caller's object whose toJSON returns nothing): BAD_USER_INPUT, not a TypeError.
+  for (const nothing of [undefined, () => 1, Symbol('s'), { toJSON() {} }]) {
+    expect(() => toJsonText('data', nothing)).toThrow(expect.objectContaining({ code: 'BAD_USER_INPUT', field: 'data', message: expect.stringMatching(/data: cannot be written as JSON: it writes nothing/) }));
+  }
 });
 
 it('takes an object by what its toJSON writes (a back-reference left out)', () => {
