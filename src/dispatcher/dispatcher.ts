@@ -1367,6 +1367,7 @@ export class Dispatcher {
       nextAttemptAt: step.kind === 'exhausted' ? null : new Date(this.dbNow() + step.delayMs),
       // Only when asked for (HOOKLINE_DISABLE_ON_GONE): otherwise a 410 follows the schedule.
       gone: result.statusCode === 410 && this.options.config.disableOnGone,
+      targetUrl: delivery.targetUrl,
     };
   }
 
@@ -1384,7 +1385,7 @@ export class Dispatcher {
    * transient errors; answers the outcomes left for later (see recordAttempts).
    */
   private async recordBatch(batch: AttemptOutcome[]): Promise<AttemptOutcome[]> {
-    const { gone, deferred } = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
+    const { gone, moved, deferred } = await pRetry(() => recordOutcomes(this.pool, this.workerId, batch, 'the endpoint answered 410 Gone'), {
       retries: 8,
       minTimeout: 100,
       maxTimeout: 2_000,
@@ -1394,6 +1395,10 @@ export class Dispatcher {
         this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
     });
     if (gone.length) this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
+    // Their url changed while the attempt was under way: the 410 was the old endpoint's.
+    if (moved.length) this.log.info({ subscriptions: moved }, 'a 410 Gone came from a url the subscription no longer has: left active');
+    for (const id of moved) this.goneHere.delete(id);
+    if (moved.length) this.pump(); // their deliveries held back meanwhile may start
     for (const id of gone) {
       this.goneHere.delete(id);
       this.subscriptionStopped(id); // without waiting for the notification

@@ -199,8 +199,14 @@ export interface AttemptOutcome {
   error: string | null;
   responseBody: string | null;
   nextAttemptAt: Date | null;
-  /** The receiver answered 410 Gone: the subscription is deactivated. */
+  /**
+   * The receiver answered 410 Gone (HOOKLINE_DISABLE_ON_GONE): the subscription is deactivated,
+   * if the attempt went to its url as it is now (moved meanwhile, the endpoint that said so is
+   * no longer the subscription's).
+   */
   gone: boolean;
+  /** Where the attempt went (given with a 410). */
+  targetUrl?: string;
   subscriptionId: string | null;
   /** The lease of the claim the attempt was made under (ClaimedDelivery.lease). */
   lease: string;
@@ -402,21 +408,28 @@ export async function recordOutcomes(
   workerId: string,
   outcomes: AttemptOutcome[],
   goneReason: string,
-): Promise<{ gone: string[]; deferred: AttemptOutcome[] }> {
-  const gone = [...new Set(outcomes.filter((o) => o.gone && o.subscriptionId).map((o) => o.subscriptionId!))];
-  if (!gone.length) return { gone, deferred: await recordAttempts(pool, workerId, outcomes) };
+): Promise<{ gone: string[]; moved: string[]; deferred: AttemptOutcome[] }> {
+  // Each subscription once per address its 410s came from.
+  const answers = new Map<string, { id: string; url: string }>();
+  for (const o of outcomes) {
+    if (o.gone && o.subscriptionId) answers.set(`${o.subscriptionId} ${o.targetUrl}`, { id: o.subscriptionId, url: o.targetUrl ?? '' });
+  }
+  const gone = [...new Set([...answers.values()].map((a) => a.id))];
+  if (!gone.length) return { gone, moved: [], deferred: await recordAttempts(pool, workerId, outcomes) };
   const { client, release } = await checkOut(pool);
   let broken = false;
   try {
     await client.query('begin');
     // A subscription another transaction holds is not waited for either: the outcomes of its
     // deliveries are left for later, with its 410, and the rest recorded now.
-    const held = new Set(await disableGoneSubscriptions(client, gone, goneReason));
+    const { held: heldIds, disabled } = await disableGoneSubscriptions(client, [...answers.values()], goneReason);
+    const held = new Set(heldIds);
     const now = held.size ? outcomes.filter((o) => !(o.subscriptionId && held.has(o.subscriptionId))) : outcomes;
     const deferred = await recordAttempts(client, workerId, now);
     await client.query('commit');
     if (held.size) deferred.push(...outcomes.filter((o) => o.subscriptionId && held.has(o.subscriptionId)));
-    return { gone: gone.filter((id) => !held.has(id)), deferred };
+    const off = new Set(disabled);
+    return { gone: disabled, moved: gone.filter((id) => !held.has(id) && !off.has(id)), deferred };
   } catch (error) {
     await client.query('rollback').catch(() => (broken = true));
     throw error;
@@ -426,20 +439,25 @@ export async function recordOutcomes(
 }
 
 /**
- * 410 Gone: deactivate the subscriptions, and let their waiting deliveries wait. Answers those
- * another transaction holds (left as they are, not waited for: see subscriptionsOf). Two
- * statements: in a transaction (recordOutcomes's), for the dispatchers told to hand back to
- * find both done.
+ * 410 Gone: deactivate the subscriptions whose url is still the one that answered so, and let
+ * their waiting deliveries wait. Answers those another transaction holds (left as they are,
+ * not waited for: see subscriptionsOf), and those deactivated. Two statements: in a
+ * transaction (recordOutcomes's), for the dispatchers told to hand back to find both done.
  */
-export async function disableGoneSubscriptions(db: pg.ClientBase, subscriptionIds: string[], reason: string): Promise<string[]> {
+export async function disableGoneSubscriptions(
+  db: pg.ClientBase,
+  answers: Array<{ id: string; url: string }>,
+  reason: string,
+): Promise<{ held: string[]; disabled: string[] }> {
   const { rows } = await db.query<{ held: string[]; disabled: string[] }>(
     `with taken as materialized (
-       select id, active and deleted_at is null as live from webhook_subscriptions where id = any($1::uuid[]) for update skip locked
+       select id, url, active and deleted_at is null as live from webhook_subscriptions where id = any($1::uuid[]) for update skip locked
      ), s as (
        update webhook_subscriptions set active = false, disabled_reason = $2, updated_at = now()
         -- A deleted one (a retried delivery of it answered 410) stays as it was: it cannot be
-        -- made active again, so its other retried deliveries must not wait for it.
-        where id in (select id from taken where live)
+        -- made active again, so its other retried deliveries must not wait for it. One whose
+        -- url changed since the attempt began is not the endpoint that is gone.
+        where id in (select t.id from taken t join unnest($1::uuid[], $3::text[]) as g(id, url) on g.id = t.id and g.url = t.url where t.live)
        returning id
      )
      , paused as (
@@ -453,11 +471,11 @@ export async function disableGoneSubscriptions(db: pg.ClientBase, subscriptionId
                    where not exists (select from taken t where t.id = h.id)
                      and exists (select from webhook_subscriptions x where x.id = h.id)) as held,
             array(select id::text from s) as disabled`,
-    [subscriptionIds, reason],
+    [answers.map((a) => a.id), reason, answers.map((a) => a.url)],
   );
   const { held, disabled } = rows[0]!;
   if (disabled.length) await db.query(UNMARK_CLAIMED_TEST_EVENTS('subscription_id = any($1::uuid[])'), [disabled]);
-  return held;
+  return { held, disabled };
 }
 
 /**

@@ -287,6 +287,30 @@ describe('failures and retries', () => {
     expect(delivered.attempts).toBe(2);
   });
 
+  it("a 410 Gone from the url a subscription had when the attempt began, moved since, leaves it active: the retry goes to the new url", async () => {
+    // A tenant moving its endpoint because the old host is going away: the old one's 410 is not the new one's.
+    let answerOld: (() => void) | undefined;
+    const receiver = await receiverWith(async (request) => {
+      if (!request.path.startsWith('/old')) return { status: 204 };
+      await new Promise<void>((resolve) => (answerOld = resolve));
+      return { status: 410 };
+    });
+    const { subscription } = await subscribe(`${receiver.url}/old`);
+    const { deliveries } = await trigger({ event: 'invoice.created', data: INVOICE });
+    await eventually(async () => answerOld);
+    const moved = await hl.gql('mutation($id: ID!, $url: String!) { updateWebhookSubscription(id: $id, input: { url: $url }) { url active } }', { id: subscription.id, url: `${receiver.url}/new` }, key);
+    expect(moved.errors).toBeUndefined();
+    answerOld!();
+    const delivered = await settled(deliveries[0].id, 'DELIVERED');
+    expect(delivered).toMatchObject({ attempts: 2 });
+    expect(receiver.received.map((r) => r.path)).toEqual(['/old', '/new']);
+    const sub = await hl.gql('query($id: ID!) { webhookSubscription(id: $id) { active disabledReason url } }', { id: subscription.id }, key);
+    expect(sub.data.webhookSubscription).toEqual({ active: true, disabledReason: null, url: `${receiver.url}/new` });
+    // And it still gets new events.
+    const next = await trigger({ event: 'invoice.created', data: INVOICE });
+    expect(next.deliveries.map((d: { subscription: { id: string } }) => d.subscription.id)).toContain(subscription.id);
+  });
+
   it('without HOOKLINE_DISABLE_ON_GONE, a 410 Gone is a failed attempt like any other: the schedule, then FAILED', async () => {
     const plain = await startTestHookline({ HOOKLINE_RETRY_SCHEDULE: '100ms,100ms', HOOKLINE_DELIVERY_TIMEOUT: '1s' });
     try {
@@ -453,7 +477,8 @@ describe('subscriptions and the queue', () => {
         const client = await db.connect();
         try {
           await client.query('begin');
-          expect(await disableGoneSubscriptions(client, [subscription.id], 'HTTP 410')).toEqual([]);
+          const { url } = (await client.query('select url from webhook_subscriptions where id = $1', [subscription.id])).rows[0];
+          expect(await disableGoneSubscriptions(client, [{ id: subscription.id, url }], 'HTTP 410')).toEqual({ held: [], disabled: [subscription.id] });
           await client.query('commit');
         } finally {
           client.release();

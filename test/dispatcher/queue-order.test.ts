@@ -149,7 +149,7 @@ it('two workers recording a 410 Gone of one subscription at once both finish, an
     for (let round = 0; round < 10; round++) {
       const s = await subscription(true);
       const ids = [await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: s, status: 'SENDING', lockedBy: 'w2' })];
-      const gone = async (id: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true });
+      const gone = async (id: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true, targetUrl: 'https://example.com/hook' });
       const outcomes = [await gone(ids[0]!), await gone(ids[1]!)];
       // One may find the subscription held by the other's record: it tries again, as the dispatcher does.
       const record = async (pool: pg.Pool, worker: string, outcome: AttemptOutcome) => {
@@ -248,7 +248,7 @@ it("a subscription another transaction holds holds up none of the others' delive
 
     // A 410 Gone of each, in one batch: the free one is retired and recorded, the held one's left for later.
     let ids = [await delivery({ subscriptionId: held, status: 'SENDING', lockedBy: 'w1' }), await delivery({ subscriptionId: free, status: 'SENDING', lockedBy: 'w1' })];
-    const gone = async (id: string, s: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true });
+    const gone = async (id: string, s: string) => ({ ...failedAttempt(id, s, await leaseOf(id)), statusCode: 410, error: 'HTTP 410', gone: true, targetUrl: 'https://example.com/hook' });
     const result = await within(recordOutcomes(pool, 'w1', [await gone(ids[0]!, held), await gone(ids[1]!, free)], 'the endpoint answered 410 Gone'));
     expect(result.gone).toEqual([free]);
     expect(result.deferred.map((o) => o.deliveryId)).toEqual([ids[0]]);
