@@ -100,6 +100,12 @@ export function claimSql(limit: number, tenantId?: string): string {
            -- A delivery whose subscription was deleted has none, and is claimed to be canceled.
            and (d.subscription_id is null or d.subscription_id <> all($2::uuid[]))
            and d.tenant_id <> all($7::uuid[])
+           -- Nor one whose subscription a change holds (a new url, a deletion...: FOR NO KEY UPDATE,
+           -- taken before it waits for the transactions writing deliveries for it, see findOwn):
+           -- it applies to this delivery once committed. Skipped as a locked row is, the delivery
+           -- is claimed after, as the change left it.
+           and (d.subscription_id is null or exists (select from webhook_subscriptions x
+                                                      where x.id = d.subscription_id for share skip locked))
          order by d.next_attempt_at
          limit ${limit}
          for update skip locked

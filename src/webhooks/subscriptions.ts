@@ -157,6 +157,13 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
   const started = performance.now();
   let found: WebhookSubscription | null;
   try {
+    // First the lock that transactions writing deliveries (FOR KEY SHARE) do not wait for, nor it
+    // for them, but dispatchers' claims do (FOR SHARE, see claimSql): from now on none begins a
+    // delivery of this subscription, not even one such a transaction commits while this waits.
+    await manager.query('select from webhook_subscriptions where id = $1 and tenant_id = $2 for no key update', [id, tenantId]);
+    // What is left of the bound, for the wait for those transactions.
+    const left = Math.max(1, Math.round(bound - (performance.now() - started)));
+    if (bound - left > 100) await manager.query(`select set_config('statement_timeout', $1, true)`, [`${left}ms`]);
     found = await manager.findOne(WebhookSubscription, { where: { id, tenantId }, lock: { mode: 'pessimistic_write' } });
   } catch (error) {
     // query_canceled, by that timeout (not by an operator's pg_cancel_backend, say, which is

@@ -89,9 +89,9 @@ it('and with fresh statistics of a table that is all backlog (the tests above ra
     expect(plan).toMatch(/LockRows\n\s+->  Index Scan using webhook_deliveries_due_tenant on webhook_deliveries d\b/);
     expect(plan).not.toMatch(/Seq Scan on webhook_deliveries|Bitmap/);
   }
-  // Without sequential scans off, the generic plan reads the whole table and sorts it.
-  await client.query('reset all; set plan_cache_mode = force_generic_plan; set enable_bitmapscan = off');
-  expect(await claimPlan(64)).toMatch(/Seq Scan on webhook_deliveries d\b/);
+  // (Without sequential scans off, the generic plan of the claim before its check of the
+  // subscription's row read the whole table and sorted it; with that check, costed per row, the
+  // planner walks the index of itself. The setting stays, for the next change of the claim.)
 });
 
 it('the dispatcher\'s connections have those settings', async () => {

@@ -142,6 +142,38 @@ it('outside any transaction, with a pg too old to tell, writes in a transaction 
   }
 });
 
+it("a change of a subscription that waited for the transaction applies to its delivery: no dispatcher begins it before the change is done", async () => {
+  // updateWebhookSubscription waits for the transaction's lock on the subscription. The
+  // dispatcher, woken by the commit, began the attempt to the old address before the change,
+  // which took the row as the transaction committed, could apply (three times in three, in a review).
+  const target = await startReceiver();
+  const moving = await hl.createTenant('Moving');
+  const created = await hl.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }', {
+    input: { url: `${target.url}/old`, events: ['invoice.*'] },
+  }, moving.apiKey);
+  const id = created.data.createWebhookSubscription.subscription.id;
+  try {
+    for (const round of [1, 2, 3]) {
+      let changing: Promise<any> | undefined;
+      await erp.transaction(async (manager) => {
+        await webhooks.triggerEvent({ tenantId: moving.id, event: 'invoice.created', data: { amount: `${round}.00`, customer: 'Acme Corp' } }, manager);
+        changing = hl.gql('mutation($id: ID!, $url: String!) { updateWebhookSubscription(id: $id, input: { url: $url }) { url } }', { id, url: `${target.url}/new${round}` }, moving.apiKey);
+        // Until the change waits for this transaction.
+        await eventually(async () => {
+          const [{ n }] = await erp.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%"WebhookSubscription"%'`);
+          return n === 1;
+        });
+      });
+      expect((await changing!).data.updateWebhookSubscription.url).toBe(`${target.url}/new${round}`);
+      await eventually(async () => target.received.length === round);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(target.received.map((r) => r.path)).toEqual([1, 2, 3].slice(0, round).map((n) => `/new${n}`));
+    }
+  } finally {
+    await target.close();
+  }
+});
+
 it('formats the envelope of the contract', () => {
   const envelope = WebhookFormatter.formatEventPayload({
     id: 'evt-1',
