@@ -205,11 +205,19 @@ export async function resolveViewer(
   if (cache?.isInvalid(key)) return refused(INVALID_KEY);
   limit?.take();
   const begun = cache?.begin() ?? -1;
-  const rows = await queryRows<{ id: string; tenant_id: string }>(
-    poolOf(dataSource),
-    'select id, tenant_id from api_keys where key_hash = $1 and revoked_at is null',
-    [hash],
-  );
+  let rows: Array<{ id: string; tenant_id: string }>;
+  try {
+    rows = await queryRows<{ id: string; tenant_id: string }>(
+      poolOf(dataSource),
+      'select id, tenant_id from api_keys where key_hash = $1 and revoked_at is null',
+      [hash],
+    );
+  } catch (error) {
+    // Not counted: the database away, a client retrying through it would be told 429 (its
+    // requests "without a valid key") rather than the 503 its failure gets.
+    limit?.giveBack();
+    throw error;
+  }
   const row = rows[0];
   if (!row) {
     cache?.setInvalid(key);

@@ -109,6 +109,24 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   }
 });
 
+it("does not count a key lookup the database's absence failed against the address's limit: a client retrying through the outage gets 503, not 429", async () => {
+  // The limit of requests without a valid key (and of key lookups) from one address, 5 a second here.
+  const databaseUrl = await createTestDatabase();
+  const limited = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_RATE_LIMIT_ANONYMOUS: '5' }, { databaseUrl });
+  const name = new URL(databaseUrl).pathname.slice(1);
+  try {
+    const { apiKey } = await limited.createTenant();
+    await admin.query(`alter database ${pg.escapeIdentifier(name)} allow_connections false`);
+    await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1', [name]);
+    const statuses: number[] = [];
+    for (let i = 0; i < 20; i++) statuses.push((await postGraphql(limited.url, apiKey, '{ viewer { id } }')).status);
+    expect(new Set(statuses)).toEqual(new Set([503]));
+  } finally {
+    await admin.query(`alter database ${pg.escapeIdentifier(name)} allow_connections true`);
+    await limited.stop();
+  }
+});
+
 it('answers 503 within seconds while the database hangs (stopped, its host lost), and 200 once it answers again', { timeout: 60_000 }, async () => {
   const proxy = await silenceableProxy(new URL(await createTestDatabase()));
   const hanging = await startTestHookline({ HOOKLINE_ROLE: 'api' }, { databaseUrl: proxy.url });
