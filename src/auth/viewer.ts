@@ -2,10 +2,10 @@
 // bearer token, then checked by each resolver that needs it.
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import { forbidden, unauthenticated, type HooklineError } from '../errors.js';
+import { databaseUnavailable, forbidden, unauthenticated, type HooklineError } from '../errors.js';
 import type { TenantId } from '../db/tenant-scope.js';
 import { poolOf, queryRows } from '../db/query.js';
-import type { AddressLimit } from './rate-limit.js';
+import { RateLimitedError, type AddressLimit } from './rate-limit.js';
 import { CACHE_TRUST_MS } from '../live/postgres-event-target.js';
 
 /**
@@ -203,7 +203,14 @@ export async function resolveViewer(
   const cached = cache?.get(key);
   if (cached) return cached;
   if (cache?.isInvalid(key)) return refused(INVALID_KEY);
-  limit?.take();
+  try {
+    limit?.take();
+  } catch (error) {
+    // Over its limit while lookups meet the database's absence: the client (with a valid key as
+    // like as not, retrying) is told that, 503, rather than 429 for requests "without a valid key".
+    if (error instanceof RateLimitedError && lookupsFailing && performance.now() - lookupsFailing.at < LOOKUPS_FAILING_MS) throw lookupsFailing.error;
+    throw error;
+  }
   const begun = cache?.begin() ?? -1;
   let rows: Array<{ id: string; tenant_id: string }>;
   try {
@@ -213,11 +220,10 @@ export async function resolveViewer(
       [hash],
     );
   } catch (error) {
-    // Not counted: the database away, a client retrying through it would be told 429 (its
-    // requests "without a valid key") rather than the 503 its failure gets.
-    limit?.giveBack();
+    if (databaseUnavailable(error)) lookupsFailing = { error, at: performance.now() };
     throw error;
   }
+  lookupsFailing = undefined;
   const row = rows[0];
   if (!row) {
     cache?.setInvalid(key);
@@ -228,6 +234,10 @@ export async function resolveViewer(
   cache?.set(key, viewer, begun);
   return viewer;
 }
+
+/** The last key lookup's error and when, while the last one failed for want of the database (for this long). */
+let lookupsFailing: { error: unknown; at: number } | undefined;
+const LOOKUPS_FAILING_MS = 10_000;
 
 /** Why a request with a key that names no valid key is refused. */
 const INVALID_KEY = 'the API key is not valid or has been revoked';

@@ -109,7 +109,7 @@ it('answers 503 while the database does not answer, naming no address, and 200 o
   }
 });
 
-it("does not count a key lookup the database's absence failed against the address's limit: a client retrying through the outage gets 503, not 429", async () => {
+it("answers 503, not 429, to a client past the address's limit while key lookups meet the database's absence (one retrying through an outage)", async () => {
   // The limit of requests without a valid key (and of key lookups) from one address, 5 a second here.
   const databaseUrl = await createTestDatabase();
   const limited = await startTestHookline({ HOOKLINE_ROLE: 'api', HOOKLINE_RATE_LIMIT_ANONYMOUS: '5' }, { databaseUrl });
