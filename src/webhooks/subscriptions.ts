@@ -160,7 +160,9 @@ async function findOwn(manager: EntityManager, tenantId: TenantId, id: string): 
     // First the lock that transactions writing deliveries (FOR KEY SHARE) do not wait for, nor it
     // for them, but dispatchers' claims do (FOR SHARE, see claimSql): from now on none begins a
     // delivery of this subscription, not even one such a transaction commits while this waits.
-    await manager.query('select from webhook_subscriptions where id = $1 and tenant_id = $2 for no key update', [id, tenantId]);
+    // The claims that passed them by are told to look again as the change commits (or rolls
+    // back, the notification with it: then by the next poll, within a second).
+    await manager.query('select pg_notify($3, $2) from webhook_subscriptions where id = $1::uuid and tenant_id = $2::uuid for no key update', [id, tenantId, DELIVERIES_DUE_CHANNEL]);
     // What is left of the bound, for the wait for those transactions.
     const left = Math.max(1, Math.round(bound - (performance.now() - started)));
     if (bound - left > 100) await manager.query(`select set_config('statement_timeout', $1, true)`, [`${left}ms`]);

@@ -174,6 +174,42 @@ it("a change of a subscription that waited for the transaction applies to its de
   }
 });
 
+it("a delivery the dispatcher passed by while a change held its subscription is claimed as the change commits, not at the next poll", async () => {
+  // Two subscriptions; a change of one waits for the transaction. The claim woken by the commit
+  // takes the other's delivery and passes this one by; it is claimed again once the change
+  // commits (the poll here every 30 s: before, it waited for the poll, a second by default).
+  const own = await startTestHookline({}, { dispatcher: { pollIntervalMs: 30_000 } });
+  const app = new DataSource({ type: 'postgres', url: own.databaseUrl, entities: hooklineEntities });
+  await app.initialize();
+  const target = await startReceiver();
+  try {
+    const tenant = await own.createTenant('Two');
+    const ids: string[] = [];
+    for (const path of ['/changed', '/other']) {
+      const res = await own.gql('mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }', {
+        input: { url: `${target.url}${path}`, events: ['invoice.*'] },
+      }, tenant.apiKey);
+      ids.push(res.data.createWebhookSubscription.subscription.id);
+    }
+    let changing: Promise<any> | undefined;
+    await app.transaction(async (manager) => {
+      await new WebhookService(app).triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { amount: '1.00', customer: 'Acme Corp' } }, manager);
+      changing = own.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { description: "changed" }) { id } }', { id: ids[0] }, tenant.apiKey);
+      await eventually(async () => {
+        const [{ n }] = await app.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%"WebhookSubscription"%'`);
+        return n === 1;
+      });
+    });
+    expect((await changing!).errors).toBeUndefined();
+    await eventually(async () => target.received.length === 2, 10_000);
+    expect(target.received.map((r) => r.path).sort()).toEqual(['/changed', '/other']);
+  } finally {
+    await target.close();
+    await app.destroy();
+    await own.stop();
+  }
+});
+
 it('formats the envelope of the contract', () => {
   const envelope = WebhookFormatter.formatEventPayload({
     id: 'evt-1',
