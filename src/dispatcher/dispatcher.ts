@@ -1395,8 +1395,9 @@ export class Dispatcher {
         this.log.warn({ err: error, attemptNumber, count: batch.length }, 'recording attempts failed; retrying'),
     });
     if (gone.length) this.log.warn({ subscriptions: gone }, 'subscriptions disabled after 410 Gone');
-    // Their url changed while the attempt was under way: the 410 was the old endpoint's.
-    if (moved.length) this.log.info({ subscriptions: moved }, 'a 410 Gone came from a url the subscription no longer has: left active');
+    // Their url changed while the attempt was under way (the 410 was the old endpoint's), or they
+    // were inactive or deleted already.
+    if (moved.length) this.log.info({ subscriptions: moved }, 'a 410 Gone deactivated nothing: the subscription\'s url changed since the attempt began, or it was inactive or deleted already');
     for (const id of moved) this.goneHere.delete(id);
     if (moved.length) this.pump(); // their deliveries held back meanwhile may start
     for (const id of gone) {

@@ -615,7 +615,13 @@ const subscriptionAnswerType: Plugin = {
     if (resultProcessor) return;
     setResultProcessor(async (result, fetchAPI) => {
       if (Symbol.asyncIterator in result) await (result as AsyncIterableIterator<unknown>).return?.();
-      const errors = 'errors' in result && result.errors?.length ? result.errors.map((e) => (e instanceof GraphQLError ? e.toJSON() : e)) : [{ message: 'no answer in a type the Accept header takes', extensions: { code: ErrorCode.BAD_USER_INPUT } }];
+      // As Yoga writes errors: without the HTTP settings some carry in their extensions.
+      const written = (e: unknown) => {
+        const { extensions, ...rest } = (e instanceof GraphQLError ? e.toJSON() : e) as { extensions?: Record<string, unknown> };
+        const { http: _http, ...kept } = extensions ?? {};
+        return extensions ? { ...rest, extensions: kept } : rest;
+      };
+      const errors = 'errors' in result && result.errors?.length ? result.errors.map(written) : [{ message: 'no answer in a type the Accept header takes', extensions: { code: ErrorCode.BAD_USER_INPUT } }];
       return new fetchAPI.Response(JSON.stringify({ errors }), { status: 406, headers: { 'content-type': 'application/json; charset=utf-8' } });
     }, 'application/json');
   },

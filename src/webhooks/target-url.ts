@@ -44,7 +44,7 @@ export function validateTargetUrl(url: string, field = 'url'): URL {
   }
   // The URL parser reads a backslash before the query as a slash (https://a.com\\@b.com/ is
   // https://a.com/@b.com/): the address kept would not be the one written.
-  if (url.split('?')[0]!.includes('\\')) {
+  if (url.split(/[?#]/)[0]!.includes('\\')) {
     throw badInput(field, 'must not contain a backslash (\\) before its query: URL parsers read it as a slash; write / where one is meant');
   }
   let parsed: URL;

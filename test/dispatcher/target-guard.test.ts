@@ -153,6 +153,7 @@ describe('validateTargetUrl', () => {
     // The URL parser reads these backslashes as slashes: the address kept would be another.
     ['https://example.com\\@evil.com/', /must not contain a backslash/],
     ['https://example.com/a\\b', /must not contain a backslash/],
+    ['https://example.com/#frag\\x', /must not have a fragment/],
     ['http://a..b/', /host "a..b" has an empty label/],
     ['http://.com/', /host ".com" has an empty label/],
     ['http://-a.com/', /host "-a.com" has a label, "-a", that is no DNS name/],
