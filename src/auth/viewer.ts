@@ -237,7 +237,7 @@ export async function resolveViewer(
 
 /** The last key lookup's error and when, while the last one failed for want of the database (for this long). */
 let lookupsFailing: { error: unknown; at: number } | undefined;
-const LOOKUPS_FAILING_MS = 10_000;
+const LOOKUPS_FAILING_MS = 3_000;
 
 /** Why a request with a key that names no valid key is refused. */
 const INVALID_KEY = 'the API key is not valid or has been revoked';
