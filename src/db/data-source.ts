@@ -4,12 +4,14 @@ import { entities } from '../entities/index.js';
 import { connectionLimits } from './connection.js';
 import { DueByTenant1764300000009, DueByTenantConcurrently1764300000009 } from '../migrations/0009-due-by-tenant.js';
 import { FailedDeliveries1764300000011, FailedDeliveriesConcurrently1764300000011 } from '../migrations/0011-failed-deliveries.js';
+import { ClaimedTestDeliveries1764300000018, ClaimedTestDeliveriesConcurrently1764300000018 } from '../migrations/0018-claimed-test-deliveries.js';
 import { migrations } from '../migrations/index.js';
 
 /** Hookline's own processes build the queue's later indexes concurrently (see createQueueIndex). */
 const concurrently = new Map<string, Function>([
   [new DueByTenant1764300000009().name, DueByTenantConcurrently1764300000009],
   [new FailedDeliveries1764300000011().name, FailedDeliveriesConcurrently1764300000011],
+  [new ClaimedTestDeliveries1764300000018().name, ClaimedTestDeliveriesConcurrently1764300000018],
 ]);
 const ownMigrations = migrations.map((m) => (concurrently.get(new m().name!) ?? m) as (typeof migrations)[number]);
 

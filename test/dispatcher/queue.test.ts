@@ -13,6 +13,7 @@ import {
   FIRST_TENANT,
   QUEUE_SESSION_SETTINGS,
   RECORD_SQL,
+  UNMARK_CLAIMED_TEST_EVENTS,
   claimSize,
   claimSql,
   dueTenants,
@@ -338,4 +339,42 @@ it("a late outcome (its lease expired, the delivery taken back meanwhile) is sho
     `update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where id = any($1::uuid[])`,
     [[alone.id, overtaken.id]],
   );
+});
+
+it("turning a subscription off finds its claimed test events without walking every claim's leftovers (dead entries of the lease index)", async () => {
+  // Under a steady load each claim and record leaves an entry in webhook_deliveries_leased until the
+  // next vacuum; the statement walked them all, and a deactivation grew to seconds (a review's
+  // measure), holding up the tenant's events meanwhile. Counted in buffers, not time.
+  const { rows: [tenant] } = await client.query(`insert into tenants (name) values ('Turned off') returning id`);
+  const { rows: [subscription] } = await client.query(
+    `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, 'https://example.com/off', '{*}', 'whsec_off-off-off-off') returning id`,
+    [tenant.id],
+  );
+  const { rows: [event] } = await client.query(
+    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
+    [tenant.id],
+  );
+  await client.query('alter table webhook_deliveries set (autovacuum_enabled = false)');
+  try {
+    const { rows: made } = await client.query(
+      `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at)
+       select $1, $2, $3, 'test.event', 'https://example.com/off', 'PENDING', now() from generate_series(1, 30000) returning id`,
+      [tenant.id, event.id, subscription.id],
+    );
+    const ids = made.map((r) => r.id);
+    // Claimed and recorded, as a drain does (no vacuum between), and one test event claimed now.
+    await client.query(`update webhook_deliveries set status = 'SENDING', locked_by = 'w', lease_expires_at = now() + interval '1 minute' where id = any($1::uuid[])`, [ids]);
+    await client.query(`update webhook_deliveries set status = 'DELIVERED', locked_by = null, lease_expires_at = null, next_attempt_at = null where id = any($1::uuid[])`, [ids]);
+    await client.query(`update webhook_deliveries set status = 'SENDING', locked_by = 'w', lease_expires_at = now() + interval '1 minute', test_event = true where id = $1`, [ids[0]]);
+    await client.query('reset all');
+    await client.query('begin');
+    const { rows } = await client.query(`explain (analyze, buffers, format json) ${UNMARK_CLAIMED_TEST_EVENTS('tenant_id = $1 and subscription_id = $2')}`, [tenant.id, subscription.id]);
+    await client.query('rollback');
+    const plan = rows[0]['QUERY PLAN'][0];
+    const buffers = plan.Plan['Shared Hit Blocks'] + plan.Plan['Shared Read Blocks'];
+    expect(buffers, JSON.stringify(plan.Plan)).toBeLessThan(100);
+    await client.query(`update webhook_deliveries set status = 'CANCELED', lease_expires_at = null, locked_by = null, test_event = false where id = $1`, [ids[0]]);
+  } finally {
+    await client.query('alter table webhook_deliveries reset (autovacuum_enabled)');
+  }
 });
