@@ -5,6 +5,7 @@
 // subject to the policies.
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { sqlState } from '../db/query.js';
+import { StartRefused } from '../errors.js';
 
 export const TENANT_ROLE = 'hookline_tenant';
 
@@ -48,16 +49,30 @@ export async function createQueueIndex(db: QueryRunner, name: string, definition
     await db.query(`create index ${name} ${definition}`);
     return;
   }
-  // Put back as it was, for the statements that follow on this connection.
-  const [{ lock_timeout: before }] = await db.query('show lock_timeout');
-  await db.query(`set lock_timeout = '60s'`);
+  // Put back as it was, for the statements that follow on this connection. The wait's bound may
+  // be set per database (QUEUE_INDEX_WAIT_SETTING; the tests' way to meet it in a second).
+  const [{ lock_timeout: before, wait }] = await db.query(
+    `select current_setting('lock_timeout') as lock_timeout, coalesce(nullif(current_setting('${QUEUE_INDEX_WAIT_SETTING}', true), ''), '60s') as wait`,
+  );
+  await db.query(`select set_config('lock_timeout', $1, false)`, [wait]);
   try {
     await db.query(`drop index concurrently if exists ${name}`);
     await db.query(`create index concurrently ${name} ${definition}`);
+  } catch (error) {
+    if (sqlState(error) !== '55P03') throw error;
+    throw new StartRefused(
+      `building the index ${name} concurrently waited ${wait} for transactions older than it, and gave up: a long transaction ` +
+        '(an application\'s, a psql session left open: see pg_stat_activity), or a Hookline of an older version starting beside this one; ' +
+        'end it, and start again (the index is built then; what this try left is dropped first)',
+      { cause: error },
+    );
   } finally {
     await db.query(`select set_config('lock_timeout', $1, false)`, [before]);
   }
 }
+
+/** A database's bound on createQueueIndex's wait for older transactions (an interval; 60s when unset). */
+export const QUEUE_INDEX_WAIT_SETTING = 'hookline.queue_index_wait';
 
 /**
  * Set (to a lock_timeout, in ms) on the connection of Hookline's runMigrations, and only there:

@@ -12,6 +12,7 @@ import { poolOf } from '../../src/db/query.js';
 import { createTestDatabase, lockWaiters } from '../helpers/database.js';
 import { eventually } from '../helpers/receiver.js';
 import { migrations } from '../../src/migrations/index.js';
+import { StartRefused } from '../../src/errors.js';
 import { hooklineMigrations } from '../../src/index.js';
 
 it('three processes migrating one empty database at once apply each migration once', async () => {
@@ -184,6 +185,34 @@ it("a migration waiting for a table a long transaction holds lets the service's 
     await holder.end();
     await service.end();
     await source.destroy();
+  }
+}, 60_000);
+
+it('an index built concurrently (0018) that waits too long for an older transaction refuses the start, naming what to look for; the next start builds it', async () => {
+  const url = await createTestDatabase();
+  const name = new URL(url).pathname.slice(1);
+  const source = createDataSource({ url, poolSize: 2 });
+  await source.initialize();
+  const holder = new pg.Client({ connectionString: url });
+  await holder.connect();
+  try {
+    await source.undoLastMigration({ transaction: 'each' }); // a database at 0017
+    await source.query(`alter database ${pg.escapeIdentifier(name)} set hookline.queue_index_wait = '1s'`);
+    await source.destroy();
+    await source.initialize(); // connections that read the setting
+    // A transaction with a snapshot older than the build (an app's, a psql session left open).
+    await holder.query('begin isolation level repeatable read');
+    await holder.query('select count(*) from tenants');
+    const refused = await runMigrations(source).then(() => undefined, (error: unknown) => error);
+    expect(refused).toBeInstanceOf(StartRefused);
+    expect((refused as Error).message).toMatch(/building the index webhook_deliveries_claimed_tests concurrently waited 1s for transactions older than it.*pg_stat_activity.*start again/);
+    await holder.query('commit');
+    expect(await runMigrations(source)).toEqual([new migrations[migrations.length - 1]!().name]);
+    const [{ valid }] = await source.query(`select indisvalid as valid from pg_index where indexrelid = 'webhook_deliveries_claimed_tests'::regclass`);
+    expect(valid).toBe(true);
+  } finally {
+    await holder.end();
+    if (source.isInitialized) await source.destroy();
   }
 }, 60_000);
 
