@@ -26,20 +26,26 @@ import { createTestDatabase } from '../helpers/database.js';
 let databaseUrl: string;
 let client: pg.Client;
 
-beforeAll(async () => {
-  databaseUrl = await createTestDatabase();
-  client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  // A backlog in a table never analyzed: the planner's estimate of the due rows is a few dozen.
-  const { rows: [tenant] } = await client.query(`insert into tenants (name) values ('Plans') returning id`);
+/** A tenant with one subscription (to `url`, every event) and one test.event, written with SQL. */
+async function tenantWithEvent(name: string, url: string) {
+  const { rows: [tenant] } = await client.query(`insert into tenants (name) values ($1) returning id`, [name]);
   const { rows: [subscription] } = await client.query(
-    `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, 'https://example.com/hook', '{*}', 'whsec_plans-plans-plans') returning id`,
-    [tenant.id],
+    `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, $2, '{*}', 'whsec_plans-plans-plans') returning id`,
+    [tenant.id, url],
   );
   const { rows: [event] } = await client.query(
     `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
     [tenant.id],
   );
+  return { tenant, subscription, event };
+}
+
+beforeAll(async () => {
+  databaseUrl = await createTestDatabase();
+  client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  // A backlog in a table never analyzed: the planner's estimate of the due rows is a few dozen.
+  const { tenant, subscription, event } = await tenantWithEvent('Plans', 'https://example.com/hook');
   await client.query(
     `insert into webhook_deliveries (tenant_id, event_id, subscription_id, event, target_url, status, next_attempt_at)
      select $1, $2, $3, 'test.event', 'https://example.com/hook', 'PENDING', now() - interval '1 hour' + i * interval '1 ms'
@@ -345,15 +351,7 @@ it("turning a subscription off finds its claimed test events without walking eve
   // Under a steady load each claim and record leaves an entry in webhook_deliveries_leased until the
   // next vacuum; the statement walked them all, and a deactivation grew to seconds (a review's
   // measure), holding up the tenant's events meanwhile. Counted in buffers, not time.
-  const { rows: [tenant] } = await client.query(`insert into tenants (name) values ('Turned off') returning id`);
-  const { rows: [subscription] } = await client.query(
-    `insert into webhook_subscriptions (tenant_id, url, events, secret) values ($1, 'https://example.com/off', '{*}', 'whsec_off-off-off-off') returning id`,
-    [tenant.id],
-  );
-  const { rows: [event] } = await client.query(
-    `insert into webhook_events (id, tenant_id, event, data, body, created_at) values (gen_random_uuid(), $1, 'test.event', '{}', '{}', now()) returning id`,
-    [tenant.id],
-  );
+  const { tenant, subscription, event } = await tenantWithEvent('Turned off', 'https://example.com/off');
   await client.query('alter table webhook_deliveries set (autovacuum_enabled = false)');
   try {
     const { rows: made } = await client.query(

@@ -10,6 +10,8 @@ import { dirname, join, resolve } from 'node:path';
 import { DataSource, type EntityManager } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HooklineError, hooklineEntities, hooklineMigrations, WebhookFormatter, WebhookService } from '../../src/index.js';
+import { poolOf } from '../../src/db/query.js';
+import { lockWaiters } from '../helpers/database.js';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { collectWs, moreSubscribers } from '../helpers/live.js';
 import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -159,10 +161,7 @@ it("a change of a subscription that waited for the transaction applies to its de
         await webhooks.triggerEvent({ tenantId: moving.id, event: 'invoice.created', data: { amount: `${round}.00`, customer: 'Acme Corp' } }, manager);
         changing = hl.gql('mutation($id: ID!, $url: String!) { updateWebhookSubscription(id: $id, input: { url: $url }) { url } }', { id, url: `${target.url}/new${round}` }, moving.apiKey);
         // Until the change waits for this transaction.
-        await eventually(async () => {
-          const [{ n }] = await erp.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%"WebhookSubscription"%'`);
-          return n === 1;
-        });
+        await eventually(async () => (await lockWaiters(poolOf(erp))).length === 1);
       });
       expect((await changing!).data.updateWebhookSubscription.url).toBe(`${target.url}/new${round}`);
       await eventually(async () => target.received.length === round);
@@ -195,10 +194,7 @@ it("a delivery the dispatcher passed by while a change held its subscription is 
     await app.transaction(async (manager) => {
       await new WebhookService(app).triggerEvent({ tenantId: tenant.id, event: 'invoice.created', data: { amount: '1.00', customer: 'Acme Corp' } }, manager);
       changing = own.gql('mutation($id: ID!) { updateWebhookSubscription(id: $id, input: { description: "changed" }) { id } }', { id: ids[0] }, tenant.apiKey);
-      await eventually(async () => {
-        const [{ n }] = await app.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%"WebhookSubscription"%'`);
-        return n === 1;
-      });
+      await eventually(async () => (await lockWaiters(poolOf(app))).length === 1);
     });
     expect((await changing!).errors).toBeUndefined();
     await eventually(async () => target.received.length === 2, 10_000);
