@@ -5,7 +5,7 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { eventually, startReceiver, type Receiver } from '../helpers/receiver.js';
 
 let hl: TestHookline;
 let slow: Receiver;
@@ -93,6 +93,68 @@ it('a slow subscription\'s backlog does not hold up another subscription', async
     const byArrival = slow.received.map((r) => r.at).sort((a, b) => a - b);
     const firstWave = byArrival.filter((at) => at - byArrival[0]! < 1_000);
     expect(firstWave.length).toBe(4);
+  });
+}, 30_000);
+
+it('a subscription whose receiver answers fast is claimed for four times its share ahead, one that answers slowly twice', async () => {
+  // Claims run one at a time: held to twice its share (what is in flight, as much again ready),
+  // a fast receiver's slots went idle while the next claim ran. Only a fast one's: behind a slow
+  // one, more ready rows would only wait out their lease.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where status = 'PENDING'`);
+  const warmed = new Map<string, number>();
+  const gated = await startReceiver((request) => {
+    const path = request.path;
+    const n = warmed.get(path) ?? 0;
+    warmed.set(path, n + 1);
+    // The first eight set how fast each answers; every later one hangs until the end.
+    if (n < 8) return { status: 204, delayMs: path === '/ahead-slow' ? 150 : 0 };
+    return new Promise(() => {});
+  });
+  const tenants: Record<'fast' | 'slow', { apiKey: string; subscriptionId: string }> = {} as never;
+  for (const speed of ['fast', 'slow'] as const) {
+    const tenant = await hl.createTenant(`Ahead ${speed}`);
+    const created = await hl.gql(
+      'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+      { input: { url: `${gated.url}/ahead-${speed}`, events: ['invoice.*'] } },
+      tenant.apiKey,
+    );
+    tenants[speed] = { apiKey: tenant.apiKey, subscriptionId: created.data.createWebhookSubscription.subscription.id };
+  }
+  const claimed = async (speed: 'fast' | 'slow') => {
+    const [{ n }] = await hl.dataSource.query(`select count(*)::int as n from webhook_deliveries where subscription_id = $1 and status = 'SENDING'`, [tenants[speed].subscriptionId]);
+    return n as number;
+  };
+  // Hanging attempts are not taken for slow (which holds a tenant to twice) within the test.
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '60s', HOOKLINE_RETRY_SCHEDULE: '1h' }, { dispatcher: { slowAfterMs: 30_000 } }, async () => {
+    for (const speed of ['fast', 'slow'] as const) {
+      await Promise.all(Array.from({ length: 8 }, (_, i) => trigger(tenants[speed].apiKey, 'invoice.created', { amount: i, customer: 'Warm' })));
+    }
+    await gated.waitFor(16, 10_000);
+    await eventually(async () => (await claimed('fast')) + (await claimed('slow')) === 0, 10_000); // recorded
+    for (const speed of ['fast', 'slow'] as const) {
+      await Promise.all(Array.from({ length: 20 }, (_, i) => trigger(tenants[speed].apiKey, 'invoice.created', { amount: i, customer: 'Backlog' })));
+    }
+    // Two of each under way (the share), and claimed besides: six of the fast one's, two of the slow one's.
+    await eventually(async () => (await claimed('fast')) === 8 && (await claimed('slow')) === 4, 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    expect({ fast: await claimed('fast'), slow: await claimed('slow') }).toEqual({ fast: 8, slow: 4 });
+    expect(gated.received.filter((r) => r.path === '/ahead-fast').length).toBe(10);
+    expect(gated.received.filter((r) => r.path === '/ahead-slow').length).toBe(10);
+  }, [gated]);
+  // What is left of the backlogs would otherwise be the next worker's work.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where subscription_id = any($1) and status = 'PENDING'`, [
+    [tenants.fast.subscriptionId, tenants.slow.subscriptionId],
+  ]);
+}, 40_000);
+
+it('a backlog claimed while its receiver was not yet known to be fast goes on as soon as it is: its deeper share does not wait out a back-off', async () => {
+  const tenant = await hl.createTenant('Newly fast');
+  await subscribe(tenant.apiKey, `${fast.url}/newly-fast`, ['invoice.*']);
+  await Promise.all(Array.from({ length: 40 }, (_, i) => trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' })));
+  // Its first claim fills twice its share, the next finds nothing and backs off (20 s here); the
+  // first answers make its share deeper, which wakes the claim rather than leave it to the back-off.
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2' }, { dispatcher: { cappedClaimGapMs: 20_000 } }, async () => {
+    await arrivedWithin(fast, (path) => path === '/newly-fast', 40, Date.now(), 10_000, 'deliveries of the backlog');
   });
 }, 30_000);
 
