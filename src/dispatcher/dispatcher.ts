@@ -258,6 +258,11 @@ export class Dispatcher {
   private readonly held = new Map<string, number>();
   /** How long each subscription takes to answer, of late (a moving average, ms; forgotten past 10,000). */
   private readonly attemptMs = new Map<string, number>();
+  /**
+   * The subscriptions the loop's last claim filled FAST_DEPTH deep (held, and fast, as it began):
+   * whether a subscription is at its share is judged by the depth its claim gave it.
+   */
+  private readonly deepened = new Set<string>();
   /** The same two per tenant. */
   private readonly tenantSending = new Map<string, number>();
   private readonly tenantHeld = new Map<string, number>();
@@ -875,6 +880,10 @@ export class Dispatcher {
     const deeper = deep ? [...this.held].filter(([id]) => this.depthOf(id) > 2) : [];
     const busy = deeper.length ? new Map(this.held) : this.held;
     for (const [id, n] of deeper) busy.set(id, n - (FAST_DEPTH - 2) * perSubscription);
+    if (deep) {
+      this.deepened.clear();
+      for (const [id] of deeper) this.deepened.add(id);
+    }
     const claimed = await claimDeliveries(this.pool, {
       workerId: this.workerId,
       limit,
@@ -896,14 +905,18 @@ export class Dispatcher {
     return ms !== undefined && ms < FAST_ATTEMPT_MS && !this.tenantLingering.has(this.subscriptionTenant.get(subscriptionId)!) ? FAST_DEPTH : 2;
   }
 
+  /** The depth the loop's last claim gave a subscription (see deepened). */
+  private claimedDepth(subscriptionId: string): number {
+    return this.deepened.has(subscriptionId) ? FAST_DEPTH : 2;
+  }
+
   /** Counts an attempt of a subscription held here that took `ms` (see depthOf). */
   private timed(subscriptionId: string, ms: number): void {
     const average = this.attemptMs.get(subscriptionId);
-    const before = this.depthOf(subscriptionId);
     if (average === undefined && this.attemptMs.size >= 10_000) this.attemptMs.clear();
     this.attemptMs.set(subscriptionId, average === undefined ? ms : average + (ms - average) / 8);
-    // Its share deepened: a claim that found it full has room for it now.
-    if (this.depthOf(subscriptionId) > before) {
+    // Deeper now than its claim made it: a claim that found it full has room for it.
+    if (this.depthOf(subscriptionId) > this.claimedDepth(subscriptionId)) {
       this.shareFreed = true;
       if (this.claimNotBefore) {
         this.claimNotBefore = 0;
@@ -916,7 +929,7 @@ export class Dispatcher {
   private capped(): boolean {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     return (
-      [...this.held].some(([id, n]) => n >= this.depthOf(id) * perSubscription) ||
+      [...this.held].some(([id, n]) => n >= this.claimedDepth(id) * perSubscription) ||
       [...this.tenantHeld.values()].some((n) => n >= 2 * perTenant) ||
       (this.slow >= this.slowCapacity && this.tenantLingering.size > 0)
     );
@@ -1282,11 +1295,12 @@ export class Dispatcher {
     const { delivery } = flight;
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     // Whether this frees a full share (or room among slow attempts at capacity, which lets
-    // tenants with slow attempts be claimed for again).
+    // tenants with slow attempts be claimed for again; or ends its tenant's slow attempts, which
+    // lets its fast subscriptions be claimed for deeper: depthOf).
     const wasAtShare =
-      (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= this.depthOf(delivery.subscriptionId) * perSubscription) ||
+      (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= this.claimedDepth(delivery.subscriptionId) * perSubscription) ||
       (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant ||
-      ((flight.slow || flight.overdue) && this.slow >= this.slowCapacity);
+      ((flight.slow || flight.overdue) && (this.slow >= this.slowCapacity || this.tenantLingering.get(delivery.tenantId) === 1));
     if (wasAtShare) this.shareFreed = true;
     flight.done = true;
     clearTimeout(flight.timer);

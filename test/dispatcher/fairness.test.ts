@@ -2,6 +2,7 @@
 // its share of the dispatcher's slots. And the dispatcher asks the database for
 // work only when there may be some: not while a subscription's share is full,
 // nor again after a claim that found everything.
+import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestHookline, type TestHookline } from '../helpers/hookline.js';
@@ -157,6 +158,59 @@ it('a backlog claimed while its receiver was not yet known to be fast goes on as
     await arrivedWithin(fast, (path) => path === '/newly-fast', 40, Date.now(), 10_000, 'deliveries of the backlog');
   });
 }, 30_000);
+
+it('a fast subscription holding nothing, whose backlog falls due at once, is claimed for again until it is drained, not at each poll', async () => {
+  const tenant = await hl.createTenant('Known fast');
+  const created = await hl.gql(
+    'mutation($input: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $input) { subscription { id } } }',
+    { input: { url: `${fast.url}/known-fast`, events: ['invoice.*'] } },
+    tenant.apiKey,
+  );
+  const subscriptionId: string = created.data.createWebhookSubscription.subscription.id;
+  const arrived = () => fast.received.filter((r) => r.path === '/known-fast').length;
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2' }, {}, async () => {
+    await Promise.all(Array.from({ length: 8 }, (_, i) => trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Warm' })));
+    await eventually(() => arrived() === 8, 10_000); // the worker knows it as fast, and holds none of it
+    // A change of the subscription under way (its row held): claims pass its deliveries by, which
+    // pile up due; once let go (no notification) they are all due at once, as rows found by a poll.
+    const lock = new pg.Client({ connectionString: hl.databaseUrl });
+    await lock.connect();
+    try {
+      await lock.query('begin');
+      await lock.query('select 1 from webhook_subscriptions where id = $1 for no key update', [subscriptionId]);
+      await Promise.all(Array.from({ length: 60 }, (_, i) => trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Backlog' })));
+      await lock.query('rollback');
+    } finally {
+      await lock.end();
+    }
+    // Claimed twice its share at first (it held nothing), then deeper: not four a second, at each poll.
+    await arrivedWithin(fast, (path) => path === '/known-fast', 68, Date.now(), 5_000, 'deliveries of the backlog');
+  });
+}, 30_000);
+
+it("a fast subscription's drain does not pause when its tenant's slow attempts end (its share deepens)", async () => {
+  const tenant = await hl.createTenant('Fast beside slow');
+  const quick = await startReceiver(() => ({ status: 204, delayMs: 10 })); // 2 at a time: about 150 a second
+  await subscribe(tenant.apiKey, `${quick.url}/beside-slow`, ['invoice.*']);
+  await subscribe(tenant.apiKey, `${slow.url}/beside-slow`, ['payment.*']);
+  for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 40 }, (_, j) => trigger(tenant.apiKey, 'invoice.created', { amount: i * 40 + j, customer: 'Acme' })));
+  const payment = (n: number) => trigger(tenant.apiKey, 'payment.received', { payment_id: `p${n}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, {}, async () => {
+    const arrivals = () => quick.received.map((r) => r.at);
+    await eventually(() => arrivals().length >= 20, 10_000);
+    // Slow attempts (1.5 s: past the second after which they count as slow) start and end while it drains.
+    for (let n = 0; n < 3 && arrivals().length < 700; n++) {
+      await payment(n);
+      await new Promise((r) => setTimeout(r, 1_200));
+    }
+    await eventually(() => arrivals().length === 800, 30_000);
+    const at = arrivals().sort((a, b) => a - b);
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    expect(Math.max(...gaps), 'the longest pause in its drain (ms)').toBeLessThan(500);
+  }, [quick]);
+  // A payment not yet sent would otherwise be the next worker's work.
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where tenant_id = $1 and status = 'PENDING'`, [tenant.id]);
+}, 60_000);
 
 it('a subscription at its share, with more due behind it, does not make the worker claim in a loop', async () => {
   const tenant = await hl.createTenant('Saturated');
