@@ -910,13 +910,32 @@ export class Dispatcher {
     return this.deepened.has(subscriptionId) ? FAST_DEPTH : 2;
   }
 
+  /** Whether a subscription is at the share its claim gave it, and deeper now (depthOf). */
+  private deepensAtShare(subscriptionId: string): boolean {
+    const claimed = this.claimedDepth(subscriptionId);
+    return this.depthOf(subscriptionId) > claimed && (this.held.get(subscriptionId) ?? 0) >= claimed * this.options.config.dispatchPerSubscription;
+  }
+
+  /** Whether a subscription of `tenantId` held here is at its claimed share and fast: deeper once the tenant has no slow attempts. */
+  private deepensOnceNotSlow(tenantId: string): boolean {
+    const perSubscription = this.options.config.dispatchPerSubscription;
+    for (const [id, n] of this.held) {
+      if (this.subscriptionTenant.get(id) !== tenantId || n < this.claimedDepth(id) * perSubscription) continue;
+      const ms = this.attemptMs.get(id);
+      if (ms !== undefined && ms < FAST_ATTEMPT_MS && this.claimedDepth(id) < FAST_DEPTH) return true;
+    }
+    return false;
+  }
+
   /** Counts an attempt of a subscription held here that took `ms` (see depthOf). */
   private timed(subscriptionId: string, ms: number): void {
     const average = this.attemptMs.get(subscriptionId);
     if (average === undefined && this.attemptMs.size >= 10_000) this.attemptMs.clear();
     this.attemptMs.set(subscriptionId, average === undefined ? ms : average + (ms - average) / 8);
-    // Deeper now than its claim made it: a claim that found it full has room for it.
-    if (this.depthOf(subscriptionId) > this.claimedDepth(subscriptionId)) {
+    // Deeper now than its claim made it, which found it full: the claim has room for it. (Not
+    // one that was not full: each of its answers would wake claims that back off behind
+    // another's full share, to walk that share's backlog for nothing.)
+    if (this.deepensAtShare(subscriptionId)) {
       this.shareFreed = true;
       if (this.claimNotBefore) {
         this.claimNotBefore = 0;
@@ -1296,11 +1315,13 @@ export class Dispatcher {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     // Whether this frees a full share (or room among slow attempts at capacity, which lets
     // tenants with slow attempts be claimed for again; or ends its tenant's slow attempts, which
-    // lets its fast subscriptions be claimed for deeper: depthOf).
+    // lets its fast subscriptions at their share be claimed for deeper: depthOf).
+    const endsSlow = (flight.slow || flight.overdue) && this.tenantLingering.get(delivery.tenantId) === 1;
     const wasAtShare =
       (delivery.subscriptionId !== null && (this.held.get(delivery.subscriptionId) ?? 0) >= this.claimedDepth(delivery.subscriptionId) * perSubscription) ||
       (this.tenantHeld.get(delivery.tenantId) ?? 0) >= 2 * perTenant ||
-      ((flight.slow || flight.overdue) && (this.slow >= this.slowCapacity || this.tenantLingering.get(delivery.tenantId) === 1));
+      ((flight.slow || flight.overdue) && this.slow >= this.slowCapacity) ||
+      (endsSlow && this.deepensOnceNotSlow(delivery.tenantId));
     if (wasAtShare) this.shareFreed = true;
     flight.done = true;
     clearTimeout(flight.timer);

@@ -212,6 +212,34 @@ it("a fast subscription's drain does not pause when its tenant's slow attempts e
   await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where tenant_id = $1 and status = 'PENDING'`, [tenant.id]);
 }, 60_000);
 
+it("a fast subscription's answers do not wake claims that back off behind another's full share", async () => {
+  const tenant = await hl.createTenant('Full share');
+  await subscribe(tenant.apiKey, `${slow.url}/full-share`, ['invoice.*']);
+  for (let i = 0; i < 12; i++) await trigger(tenant.apiKey, 'invoice.created', { amount: i, customer: 'Acme' });
+  // Other tenants, each with a subscription of its own (one the last claim did not fill).
+  const others: string[] = [];
+  for (let t = 0; t < 15; t++) {
+    const other = await hl.createTenant(`Fast meanwhile ${t}`);
+    await subscribe(other.apiKey, `${fast.url}/fast-meanwhile`, ['payment.*']);
+    others.push(other.apiKey);
+  }
+  await withWorker({ HOOKLINE_DISPATCH_PER_SUBSCRIPTION: '2', HOOKLINE_DELIVERY_TIMEOUT: '5s' }, { dispatcher: { cappedClaimGapMs: 1_000 } }, async (worker) => {
+    await untilBackedOff(worker);
+    const before = await emptyClaims(worker);
+    const started = Date.now();
+    // Their deliveries, each claimed for its tenant alone and answered at once.
+    for (let n = 0; n < 30; n++) {
+      await trigger(others[n % others.length]!, 'payment.received', { payment_id: `p${n}`, invoice_id: 'i', amount: 1, method: 'cash', reference: 'r', received_at: 'now' });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await arrivedWithin(fast, (path) => path === '/fast-meanwhile', 30, started, 10_000, 'the other tenants\' deliveries');
+    const seconds = Math.ceil((Date.now() - started) / 1_000);
+    // About one a second (the back-off), and a poll's: not one for each of the 30 answers.
+    expect((await emptyClaims(worker)) - before).toBeLessThanOrEqual(2 * seconds + 2);
+  });
+  await hl.dataSource.query(`update webhook_deliveries set status = 'CANCELED', next_attempt_at = null where tenant_id = $1 and status = 'PENDING'`, [tenant.id]);
+}, 40_000);
+
 it('a subscription at its share, with more due behind it, does not make the worker claim in a loop', async () => {
   const tenant = await hl.createTenant('Saturated');
   await subscribe(tenant.apiKey, `${slow.url}/saturated`, ['invoice.*']);
