@@ -794,9 +794,10 @@ export class Dispatcher {
           this.loopClaiming = true;
           this.loopTurn = false;
           let claimed: ClaimedDelivery[];
-          const limit = [...this.held.keys()].some((id) => this.depthOf(id) > 2) ? Math.min(room, FAST_CLAIM_LIMIT) : room;
+          const deeper = [...this.held.keys()].filter((id) => this.depthOf(id) > 2);
+          const limit = deeper.length ? Math.min(room, FAST_CLAIM_LIMIT) : room;
           try {
-            claimed = await this.claim(limit, this.tenantsBusy(2 * perTenant), true);
+            claimed = await this.claim(limit, this.tenantsBusy(2 * perTenant), deeper);
             if (this.claimFailures) {
               this.log.info({ failures: this.claimFailures }, 'claiming deliveries works again');
               this.claimFailures = 0;
@@ -871,18 +872,17 @@ export class Dispatcher {
 
   /**
    * A claim within each subscription's and tenant's share (`tenantId`: for that tenant alone;
-   * `deep`: fast subscriptions' reaching FAST_DEPTH times theirs), counted.
+   * `deeper`, the loop's: the held subscriptions whose share reaches FAST_DEPTH times theirs), counted.
    */
-  private async claim(limit: number, tenantsBusy: ReadonlyMap<string, number>, deep: boolean, tenantId?: string): Promise<ClaimedDelivery[]> {
+  private async claim(limit: number, tenantsBusy: ReadonlyMap<string, number>, deeper?: string[], tenantId?: string): Promise<ClaimedDelivery[]> {
     const { dispatchPerSubscription: perSubscription, dispatchPerTenant: perTenant } = this.options.config;
     // A fast subscription's share is deeper: it counts as holding that much less (the claim's
     // SQL takes one share for all).
-    const deeper = deep ? [...this.held].filter(([id]) => this.depthOf(id) > 2) : [];
-    const busy = deeper.length ? new Map(this.held) : this.held;
-    for (const [id, n] of deeper) busy.set(id, n - (FAST_DEPTH - 2) * perSubscription);
-    if (deep) {
+    const busy = deeper?.length ? new Map(this.held) : this.held;
+    for (const id of deeper ?? []) busy.set(id, this.held.get(id)! - (FAST_DEPTH - 2) * perSubscription);
+    if (deeper) {
       this.deepened.clear();
-      for (const [id] of deeper) this.deepened.add(id);
+      for (const id of deeper) this.deepened.add(id);
     }
     const claimed = await claimDeliveries(this.pool, {
       workerId: this.workerId,
@@ -901,8 +901,13 @@ export class Dispatcher {
    * fast one's (FAST_DEPTH), unless its tenant has slow attempts.
    */
   private depthOf(subscriptionId: string): number {
+    return this.answersFast(subscriptionId) && !this.tenantLingering.has(this.subscriptionTenant.get(subscriptionId)!) ? FAST_DEPTH : 2;
+  }
+
+  /** Whether a subscription's attempts take less than FAST_ATTEMPT_MS, on average of late. */
+  private answersFast(subscriptionId: string): boolean {
     const ms = this.attemptMs.get(subscriptionId);
-    return ms !== undefined && ms < FAST_ATTEMPT_MS && !this.tenantLingering.has(this.subscriptionTenant.get(subscriptionId)!) ? FAST_DEPTH : 2;
+    return ms !== undefined && ms < FAST_ATTEMPT_MS;
   }
 
   /** The depth the loop's last claim gave a subscription (see deepened). */
@@ -920,9 +925,8 @@ export class Dispatcher {
   private deepensOnceNotSlow(tenantId: string): boolean {
     const perSubscription = this.options.config.dispatchPerSubscription;
     for (const [id, n] of this.held) {
-      if (this.subscriptionTenant.get(id) !== tenantId || n < this.claimedDepth(id) * perSubscription) continue;
-      const ms = this.attemptMs.get(id);
-      if (ms !== undefined && ms < FAST_ATTEMPT_MS && this.claimedDepth(id) < FAST_DEPTH) return true;
+      const claimed = this.claimedDepth(id);
+      if (this.subscriptionTenant.get(id) === tenantId && claimed < FAST_DEPTH && n >= claimed * perSubscription && this.answersFast(id)) return true;
     }
     return false;
   }
@@ -1067,7 +1071,7 @@ export class Dispatcher {
 
   private async claimForTenant(tenantId: string, limit: number, tenantsBusy: ReadonlyMap<string, number>): Promise<void> {
     const sentAt = Date.now();
-    const claimed = await this.claim(limit, tenantsBusy, false, tenantId);
+    const claimed = await this.claim(limit, tenantsBusy, undefined, tenantId);
     // More of its deliveries may be due: it goes round again (at the back).
     if (claimed.length === limit) this.notifiedTenants.add(tenantId);
     if (claimed.length) await this.dispatch(claimed, sentAt);
