@@ -16,6 +16,7 @@ import { LiveLongErrors1764300000015 } from './0015-live-long-errors.js';
 import { LiveErrorsAsWritten1764300000016 } from './0016-live-errors-as-written.js';
 import { TestDeliveries1764300000017 } from './0017-test-deliveries.js';
 import { ClaimedTestDeliveries1764300000018 } from './0018-claimed-test-deliveries.js';
+import { ApiKeysGone1764300000019 } from './0019-api-keys-gone.js';
 import { waitingBriefly } from './sql.js';
 
 /** Every migration, in the order it runs (each waiting briefly for locks under runMigrations: see sql.ts). New ones go at the end. */
@@ -38,4 +39,5 @@ export const migrations = [
   LiveErrorsAsWritten1764300000016,
   TestDeliveries1764300000017,
   ClaimedTestDeliveries1764300000018,
+  ApiKeysGone1764300000019,
 ].map(waitingBriefly);

@@ -4,6 +4,7 @@ import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startTestHookline, type TestHookline } from '../helpers/hookline.js';
 import { nextClose, wsRequest } from '../helpers/ws.js';
+import { within } from '../../src/within.js';
 
 const VIEWER = 'query Viewer { viewer { id name createdAt } }';
 const CREATE_TENANT = 'mutation CreateTenant($name: String!) { createTenant(name: $name) { tenant { id name createdAt } apiKey } }';
@@ -74,6 +75,26 @@ describe('over HTTP', () => {
     expect((await hl.gql(REVOKE_API_KEY, { id }, tenant.apiKey)).data.revokeApiKey).toBe(true);
     const after = await hl.gql(VIEWER, {}, apiKey);
     expect(after.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
+  });
+
+  it('a key whose tenant an operator deletes in SQL stops working at once, its socket closed as a revoked key\'s', async () => {
+    const gone = await hl.createTenant('Deleted in SQL');
+    const kept = await hl.gql(CREATE_API_KEY, { name: 'revoked already' }, gone.apiKey);
+    await hl.gql(REVOKE_API_KEY, { id: kept.data.createApiKey.id }, gone.apiKey);
+    // Remembered by the process, which would trust it for a minute unless told.
+    expect((await hl.gql(VIEWER, {}, gone.apiKey)).data.viewer.id).toBe(gone.id);
+    const socket = hl.wsClient(gone.apiKey);
+    expect((await wsRequest(socket, VIEWER)).data.viewer.id).toBe(gone.id);
+    const closed = nextClose(socket);
+    await hl.dataSource.query('delete from tenants where id = $1', [gone.id]); // its keys go with it
+    // Told by the database (its notice of the keys gone), not by its cache's expiry a minute on.
+    expect((await within(closed, 5_000, 'the socket of a key gone with its tenant closed')).code).toBe(4401);
+    await socket.dispose();
+    const viewer = await hl.gql(VIEWER, {}, gone.apiKey);
+    expect(viewer.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const write = await hl.gql('mutation { createWebhookSubscription(input: { url: "https://example.com/hook", events: ["*"] }) { subscription { id } } }', {}, gone.apiKey);
+    expect(write.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
   });
 
