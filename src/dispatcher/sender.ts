@@ -119,14 +119,19 @@ export class Sender {
       // (Settled before the abort: undici reports an abort to onResponseError at once.)
       // A receiver that has given its status is answered, whatever its body still does:
       // a 2xx whose body is slow is a delivery made, not one to send again.
-      const timer = setTimeout(() => {
+      // The timeout waits one turn of the event loop, for I/O: a process that stood still past
+      // it (stopped, or starved of CPU) runs its expired timers before it reads its sockets,
+      // and would take an answer that came meanwhile for a timeout.
+      const expire = () => {
+        if (settled) return;
         settle(
           statusCode
             ? answered()
             : { ok: false, statusCode: null, responseBody: null, durationMs: elapsed(), error: `timeout after ${timeoutMs} ms` },
         );
         controller?.abort(new AttemptTimeout());
-      }, timeoutMs);
+      };
+      const timer = setTimeout(() => setImmediate(expire), timeoutMs);
 
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(ctl) {

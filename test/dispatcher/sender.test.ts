@@ -3,6 +3,7 @@
 // whole attempt, connection included.
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Sender, RESPONSE_EXCERPT_BYTES } from '../../src/dispatcher/sender.js';
 import { IDLE_CONNECTION_MS, createGuardedAgent, deliveryAgent } from '../../src/dispatcher/target-guard.js';
@@ -139,6 +140,34 @@ describe('Sender', () => {
     expect(result).toMatchObject({ ok: false, statusCode: null, error: 'timeout after 300 ms' });
     expect(result.durationMs).toBeGreaterThanOrEqual(290);
     expect(result.durationMs).toBeLessThan(2_000);
+  });
+
+  it('takes an answer that came while the process stood still past the timeout, rather than the timeout', async () => {
+    // The receiver in a thread of its own, so that it answers while this one is blocked.
+    const receiver = new Worker(
+      `const http = require('node:http');
+       const { parentPort } = require('node:worker_threads');
+       const server = http.createServer((req, res) => {
+         req.resume();
+         req.on('end', () => { parentPort.postMessage('request'); setTimeout(() => { res.writeHead(204); res.end(); }, 50); });
+       });
+       server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+      { eval: true },
+    );
+    try {
+      const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
+      const sending = send(new Sender(agent, 1_000), `http://127.0.0.1:${port}`);
+      await new Promise((resolve) => receiver.once('message', resolve)); // the request is there
+      // This thread stands still past the timeout, as a process stopped (SIGSTOP) or starved of
+      // CPU does, while the receiver answers (50 ms after the request).
+      const until = Date.now() + 1_500;
+      while (Date.now() < until);
+      const result = await sending;
+      expect(result).toMatchObject({ ok: true, statusCode: 204 });
+      expect(result.durationMs).toBeGreaterThanOrEqual(1_500);
+    } finally {
+      await receiver.terminate();
+    }
   });
 
   it('takes a status given before the timeout as the answer, however slow its body', async () => {
