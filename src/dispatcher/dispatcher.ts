@@ -1541,7 +1541,7 @@ export class Dispatcher {
     // The leases expire and these deliveries are attempted again: at least once.
     this.log.error(
       { err: error, count: batch.length, deliveries: batch.slice(0, 10).map((o) => o.deliveryId) },
-      'could not record attempts; they will be retried',
+      'could not record attempts; their deliveries will be attempted again by whichever worker takes them back (as a lost worker\'s, or once their leases expire)',
     );
   }
 
