@@ -122,6 +122,7 @@ export class Sender {
       // The timeout waits one turn of the event loop, for I/O: a process that stood still past
       // it (stopped, or starved of CPU) runs its expired timers before it reads its sockets,
       // and would take an answer that came meanwhile for a timeout.
+      let expired = false; // the timeout has passed, its outcome judged a turn later
       const expire = () => {
         if (settled) return;
         settle(
@@ -131,12 +132,17 @@ export class Sender {
         );
         controller?.abort(new AttemptTimeout());
       };
-      const timer = setTimeout(() => setImmediate(expire), timeoutMs);
+      const timer = setTimeout(() => {
+        expired = true;
+        setImmediate(expire);
+      }, timeoutMs);
 
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(ctl) {
           controller = ctl;
-          if (settled) ctl.abort(new AttemptTimeout()); // timed out while connecting: never send
+          // Timed out while connecting (or waiting for a connection): never send.
+          if (settled) ctl.abort(new AttemptTimeout());
+          else if (expired) expire();
         },
         onResponseStart(_ctl, code, responseHeaders) {
           if (code < 200) return; // 1xx: the final answer follows

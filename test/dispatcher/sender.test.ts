@@ -170,6 +170,35 @@ describe('Sender', () => {
     }
   });
 
+  it('never sends an attempt whose connection opens only after the process stood still past its timeout', async () => {
+    // The receiver in a thread of its own, telling each request it gets.
+    const receiver = new Worker(
+      `const http = require('node:http');
+       const { parentPort } = require('node:worker_threads');
+       const server = http.createServer((req, res) => {
+         req.resume();
+         req.on('end', () => { parentPort.postMessage('request'); res.writeHead(204); res.end(); });
+       });
+       server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+      { eval: true },
+    );
+    try {
+      const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
+      const requests: unknown[] = [];
+      receiver.on('message', (message) => requests.push(message));
+      const sending = send(new Sender(agent, 300), `http://127.0.0.1:${port}`);
+      // Stands still before the connection has opened: when the thread runs again, the timer
+      // has expired, and the connection is ready in the same turn.
+      const until = Date.now() + 800;
+      while (Date.now() < until);
+      expect(await sending).toMatchObject({ ok: false, statusCode: null, error: 'timeout after 300 ms' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(requests).toEqual([]);
+    } finally {
+      await receiver.terminate();
+    }
+  });
+
   it('takes a status given before the timeout as the answer, however slow its body', async () => {
     for (const status of [200, 503]) {
       const { url } = await serve((_req, res) => {
