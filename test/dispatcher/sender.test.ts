@@ -46,6 +46,32 @@ async function serve(handler: (req: http.IncomingMessage, res: http.ServerRespon
 const send = (sender: Sender, url: string, headers: Record<string, string> | null = null) =>
   sender.send({ deliveryId: 'dlv_1', event: 'invoice.created', url, body: BODY, keys: KEYS, headers });
 
+/**
+ * A receiver in a thread of its own, so that it answers while the test's thread is blocked:
+ * 204 `delayMs` after each request, each request told in `requests` as it comes.
+ */
+async function threadReceiver(delayMs: number): Promise<{ url: string; requests: unknown[]; next: () => Promise<unknown>; stop: () => Promise<number> }> {
+  const thread = new Worker(
+    `const http = require('node:http');
+     const { parentPort } = require('node:worker_threads');
+     const server = http.createServer((req, res) => {
+       req.resume();
+       req.on('end', () => { parentPort.postMessage('request'); setTimeout(() => { res.writeHead(204); res.end(); }, ${delayMs}); });
+     });
+     server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+    { eval: true },
+  );
+  const port = await new Promise<number>((resolve) => thread.once('message', resolve));
+  const requests: unknown[] = [];
+  thread.on('message', (message) => requests.push(message));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    next: () => new Promise((resolve) => thread.once('message', resolve)),
+    stop: () => thread.terminate(),
+  };
+}
+
 describe('Sender', () => {
   it('POSTs the exact body, signed, to the path and query of the URL, with the subscription headers', async () => {
     const { url, seen } = await serve((_req, res) => res.writeHead(204).end());
@@ -143,21 +169,10 @@ describe('Sender', () => {
   });
 
   it('takes an answer that came while the process stood still past the timeout, rather than the timeout', async () => {
-    // The receiver in a thread of its own, so that it answers while this one is blocked.
-    const receiver = new Worker(
-      `const http = require('node:http');
-       const { parentPort } = require('node:worker_threads');
-       const server = http.createServer((req, res) => {
-         req.resume();
-         req.on('end', () => { parentPort.postMessage('request'); setTimeout(() => { res.writeHead(204); res.end(); }, 50); });
-       });
-       server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
-      { eval: true },
-    );
+    const receiver = await threadReceiver(50);
     try {
-      const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
-      const sending = send(new Sender(agent, 1_000), `http://127.0.0.1:${port}`);
-      await new Promise((resolve) => receiver.once('message', resolve)); // the request is there
+      const sending = send(new Sender(agent, 1_000), receiver.url);
+      await receiver.next(); // the request is there
       // This thread stands still past the timeout, as a process stopped (SIGSTOP) or starved of
       // CPU does, while the receiver answers (50 ms after the request).
       const until = Date.now() + 1_500;
@@ -166,36 +181,23 @@ describe('Sender', () => {
       expect(result).toMatchObject({ ok: true, statusCode: 204 });
       expect(result.durationMs).toBeGreaterThanOrEqual(1_500);
     } finally {
-      await receiver.terminate();
+      await receiver.stop();
     }
   });
 
   it('never sends an attempt whose connection opens only after the process stood still past its timeout', async () => {
-    // The receiver in a thread of its own, telling each request it gets.
-    const receiver = new Worker(
-      `const http = require('node:http');
-       const { parentPort } = require('node:worker_threads');
-       const server = http.createServer((req, res) => {
-         req.resume();
-         req.on('end', () => { parentPort.postMessage('request'); res.writeHead(204); res.end(); });
-       });
-       server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
-      { eval: true },
-    );
+    const receiver = await threadReceiver(0);
     try {
-      const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
-      const requests: unknown[] = [];
-      receiver.on('message', (message) => requests.push(message));
-      const sending = send(new Sender(agent, 300), `http://127.0.0.1:${port}`);
+      const sending = send(new Sender(agent, 300), receiver.url);
       // Stands still before the connection has opened: when the thread runs again, the timer
       // has expired, and the connection is ready in the same turn.
       const until = Date.now() + 800;
       while (Date.now() < until);
       expect(await sending).toMatchObject({ ok: false, statusCode: null, error: 'timeout after 300 ms' });
       await new Promise((resolve) => setTimeout(resolve, 300));
-      expect(requests).toEqual([]);
+      expect(receiver.requests).toEqual([]);
     } finally {
-      await receiver.terminate();
+      await receiver.stop();
     }
   });
 
