@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import pRetry from 'p-retry';
 import type { DataSource } from 'typeorm';
 import { KEY_USE_WAIT_MS, unusableApiKeys } from './auth/viewer.js';
+import { EVERY_API_KEY } from './auth/tenants.js';
 import { ConfigError, parseDatabaseUrl, type Config } from './config.js';
 import { createDataSource } from './db/data-source.js';
 import type pg from 'pg';
@@ -152,6 +153,13 @@ export async function startHookline({
     const live = services.live;
     if (live) {
       live.onApiKeyRevoked(async (apiKeyId) => {
+        if (apiKeyId === EVERY_API_KEY) {
+          // Keys truncated (migration 0020): any may be gone. As after a reconnect, the cache is
+          // forgotten and the keys in use checked; each gone is announced as revoked, here.
+          services.apiKeys.clear();
+          await recheckKeysInUse?.();
+          return;
+        }
         services.apiKeys.invalidate(apiKeyId);
         app.closeConnections((viewer) => viewer.kind === 'tenant' && viewer.apiKeyId === apiKeyId, 'API key revoked');
         // Operations begun with it before (a triggerEvent waiting for its batch, say) end before

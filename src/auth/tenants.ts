@@ -11,6 +11,8 @@ import { API_KEY_PREFIX, hashApiKey } from './viewer.js';
 
 /** Channel on which a revocation is announced, so live connections using the key close at once. */
 export const API_KEY_REVOKED_CHANNEL = 'hookline_api_key_revoked';
+/** The notice on API_KEY_REVOKED_CHANNEL of keys truncated (migration 0020): any key may be gone. */
+export const EVERY_API_KEY = '*';
 
 export function generateApiKey(): string {
   return API_KEY_PREFIX + randomBytes(32).toString('base64url');

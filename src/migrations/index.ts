@@ -17,6 +17,7 @@ import { LiveErrorsAsWritten1764300000016 } from './0016-live-errors-as-written.
 import { TestDeliveries1764300000017 } from './0017-test-deliveries.js';
 import { ClaimedTestDeliveries1764300000018 } from './0018-claimed-test-deliveries.js';
 import { ApiKeysGone1764300000019 } from './0019-api-keys-gone.js';
+import { ApiKeysTruncated1764300000020 } from './0020-api-keys-truncated.js';
 import { waitingBriefly } from './sql.js';
 
 /** Every migration, in the order it runs (each waiting briefly for locks under runMigrations: see sql.ts). New ones go at the end. */
@@ -40,4 +41,5 @@ export const migrations = [
   TestDeliveries1764300000017,
   ClaimedTestDeliveries1764300000018,
   ApiKeysGone1764300000019,
+  ApiKeysTruncated1764300000020,
 ].map(waitingBriefly);

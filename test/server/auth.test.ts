@@ -98,6 +98,31 @@ describe('over HTTP', () => {
     expect((await hl.gql(VIEWER, {}, tenant.apiKey)).data.viewer.id).toBe(tenant.id);
   });
 
+  it('keys truncated with their tenants (an operator\'s reset) stop working at once, their sockets closed; keys made after work', async () => {
+    // A database of its own: the truncation takes every tenant.
+    const reset = await startTestHookline();
+    try {
+      const [a, b] = [await reset.createTenant('Reset A'), await reset.createTenant('Reset B')];
+      // Both remembered by the process, which would trust them for a minute unless told.
+      for (const t of [a, b]) expect((await reset.gql(VIEWER, {}, t.apiKey)).data.viewer.id).toBe(t.id);
+      const socket = reset.wsClient(a.apiKey);
+      expect((await wsRequest(socket, VIEWER)).data.viewer.id).toBe(a.id);
+      const closed = nextClose(socket);
+      // TRUNCATE fires no delete trigger, and names no rows: announced as every key (migration 0020).
+      await reset.dataSource.query('truncate tenants cascade');
+      expect((await within(closed, 5_000, 'the socket of a truncated key closed')).code).toBe(4401);
+      await socket.dispose();
+      for (const t of [a, b]) expect((await reset.gql(VIEWER, {}, t.apiKey)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+      const again = await reset.createTenant('After the reset');
+      expect((await reset.gql(VIEWER, {}, again.apiKey)).data.viewer.id).toBe(again.id);
+      const kept = reset.wsClient(again.apiKey);
+      expect((await wsRequest(kept, VIEWER)).data.viewer.id).toBe(again.id);
+      await kept.dispose();
+    } finally {
+      await reset.stop();
+    }
+  });
+
   it("lists a tenant's active keys, its first among them, whose id createTenant gives: each can be revoked, the first too", async () => {
     // The first key's id was never shown, and nothing listed keys: a leaked first key stayed valid for ever.
     const API_KEYS = '{ apiKeys { id name createdAt current } }';
