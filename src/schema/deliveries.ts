@@ -164,7 +164,7 @@ const TriggerEventInput = builder.inputType('TriggerEventInput', {
     event: t.string({ required: true, description: 'A name from eventTypes.' }),
     data: t.field({ type: 'JSON', required: true, description: 'Must match the event type\'s schema; at most 256 KiB.' }),
     resourceType: t.string({ description: 'Defaults to the event\'s prefix (invoice for invoice.created).' }),
-    resourceId: t.string({ description: 'Defaults to data.<resourceType>_id or data.id.' }),
+    resourceId: t.string({ description: 'Defaults to data.<resourceType>_id (for a type of several words also its last, data.order_id for sales_order), else data.id.' }),
     idempotencyKey: t.string({ description: 'The same key within 24 hours returns the first event and creates nothing.' }),
   }),
 });

@@ -58,7 +58,10 @@ export class WebhookFormatter {
   /**
    * The envelope the dispatcher sends for this event, as triggerEvent makes it: the resource
    * fields checked and defaulted by the same rules, the timestamp in the contract's form
-   * (`2024-02-14T10:30:00.000Z`). Input triggerEvent would refuse is BAD_USER_INPUT here too.
+   * (`2024-02-14T10:30:00.000Z`). Input triggerEvent would refuse for its form (an unknown
+   * field, an event name, `data`, the resource fields, a timestamp) is BAD_USER_INPUT here too;
+   * the tenant id and the event name are written as given, looked up nowhere (the guide's
+   * format_event_payload formats for any tenant id, and knows no catalog).
    */
   static formatEventPayload(input: FormatEventInput): EventEnvelope {
     refuseUnknownFields(input, FORMAT_FIELDS, 'formatEventPayload');
@@ -114,11 +117,15 @@ export function resourceTypeOf(event: string): string {
 /**
  * `data.invoice_id` (or, without one, `data.id`) as the default resource id, when it is one a
  * caller could have given (see checkResourceId): a whole number, or a string of at most 200
- * characters that is not blank; otherwise none (not the other key's, another thing's id).
+ * characters that is not blank; otherwise none (not the other key's, another thing's id). A
+ * type of several words is also named by its last (`data.order_id` for `sales_order`, as the
+ * guide's sales_order events carry it), after its whole name and before `data.id`.
  */
 export function resourceIdOf(resourceType: string, data: Record<string, unknown>): string | null {
-  const own = data[`${resourceType}_id`];
-  const value = own === undefined || own === null ? data.id : own;
+  const given = (v: unknown) => v !== undefined && v !== null;
+  const last = resourceType.slice(resourceType.lastIndexOf('_') + 1);
+  const keys = [`${resourceType}_id`, ...(last && last !== resourceType ? [`${last}_id`] : []), 'id'];
+  const value = data[keys.find((key) => given(data[key])) ?? 'id'];
   try {
     // A number only when it is a whole one JSON keeps exactly (not 1e+21, not a rounded id).
     return typeof value === 'string' || (typeof value === 'number' && Number.isSafeInteger(value)) ? checkResourceId(value) : null;

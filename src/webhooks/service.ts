@@ -190,10 +190,10 @@ export class WebhookService {
         handOff,
         () => withTenantClient(this.dataSource, tenantId, (tx) => this.record(tx, tenantId, input, prepared, handOff, { refusal })),
         (written) => written.claimed,
-      );
+      ).catch(namingNoTenant);
       return recorded.result;
     }
-    return this.recordInBatch(tenantId, input, prepared);
+    return this.recordInBatch(tenantId, input, prepared).catch(namingNoTenant);
   }
 
   /** The event's type, and its data checked against the type's schema (BAD_USER_INPUT, RATE_LIMITED). */
@@ -466,4 +466,15 @@ function toDelivery(row: any): CreatedDelivery {
     nextAttemptAt: row.nextAttemptAt ? new Date(row.nextAttemptAt) : null,
     deliveredAt: row.deliveredAt ? new Date(row.deliveredAt) : null,
   };
+}
+
+/**
+ * Without a caller's transaction, an id of no tenant is found by the foreign keys to tenants
+ * as the event (or its idempotency key) is written, in a transaction of Hookline's own, which
+ * it aborted alone: named as in a caller's transaction (checkTenant), not a database error.
+ */
+function namingNoTenant(error: unknown): never {
+  const { code, constraint } = error as { code?: string; constraint?: string };
+  if (code === '23503' && typeof constraint === 'string' && constraint.endsWith('_tenant_id_fkey')) throw badInput('tenantId', 'is the id of no tenant');
+  throw error;
 }

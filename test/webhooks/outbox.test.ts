@@ -316,6 +316,11 @@ describe('formatEventPayload, for library users', () => {
     expect(numbered).toMatchObject({ resource_type: 'invoice', resource_id: '123' });
     const defaulted = WebhookFormatter.formatEventPayload({ ...base, event: 'payment.received', data: { payment_id: 9, id: 'other' } });
     expect(defaulted).toMatchObject({ resource_type: 'payment', resource_id: '9' });
+    // The guide's sales orders carry `order_id`: a type of several words is named by its last too.
+    const order = (data: Record<string, unknown>) => WebhookFormatter.formatEventPayload({ ...base, event: 'sales_order.created', data }).resource_id;
+    expect(order({ order_id: 'so-001', customer: 'Acme Corp', total: 500 })).toBe('so-001');
+    expect(order({ sales_order_id: 'so-2', order_id: 'so-001', id: 'x' })).toBe('so-2');
+    expect(order({ order_id: null, id: 'x' })).toBe('x');
     const none = WebhookFormatter.formatEventPayload({ ...base, event: 'test.event', data: { name: 'x' } });
     expect(none).toMatchObject({ resource_type: 'test', resource_id: null });
     // Data of an interface type, as triggerEvent takes it (a type check: this file is compiled by tsc).
@@ -594,6 +599,18 @@ describe('an app\'s own DataSource', () => {
       // The transaction goes on, as the caller.
       expect(await manager.query(`select 1 as one, current_setting('role') as role`)).toEqual([{ one: 1, role: 'none' }]);
     });
+  });
+
+  it('refuses an id of no tenant without a manager too, naming tenantId, and writes nothing', async () => {
+    const nobody = '00000000-0000-4000-8000-000000000001';
+    // Batched, and with an idempotency key (a statement of its own): each finds it by a foreign key.
+    for (const extra of [{}, { idempotencyKey: 'no-tenant' }]) {
+      const refused = await webhooks.triggerEvent({ tenantId: nobody, event: 'test.event', data: {}, ...extra }).catch((error: unknown) => error);
+      expect(refused, JSON.stringify(extra)).toBeInstanceOf(HooklineError);
+      expect(refused).toMatchObject({ code: 'BAD_USER_INPUT', field: 'tenantId', message: expect.stringContaining('no tenant') });
+    }
+    const [{ n }] = await erp.query('select count(*)::int as n from webhook_events where tenant_id = $1', [nobody]);
+    expect(n).toBe(0);
   });
 
   it("refuses a second call at once on one transaction's manager, naming it, and leaves the transaction the caller's", async () => {
