@@ -18,7 +18,7 @@ import { within } from '../within.js';
 
 export const TARGET_REFUSED = 'HOOKLINE_TARGET_REFUSED' as const;
 
-const REFUSAL_HINT = 'private or internal targets are not allowed (set HOOKLINE_ALLOW_PRIVATE_TARGETS=true to allow them)';
+const REFUSAL_HINT = 'private or internal targets are not allowed (an operator allows them with HOOKLINE_ALLOW_PRIVATE_TARGETS=true)';
 
 /** Thrown (or passed to a connect callback) when a delivery would reach a non-public address. */
 export class TargetRefusedError extends Error {

@@ -176,8 +176,13 @@ const TriggerEventPayload = builder
   .implement({
     fields: (t) => ({
       duplicate: t.exposeBoolean('duplicate', { description: 'True when an earlier call with the same idempotencyKey made the event.' }),
-      event: t.field({ type: WebhookEventRef, resolve: (p) => p.event }),
-      deliveries: t.field({ type: [DeliveryRef], complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT }, resolve: (p) => p.deliveries }),
+      event: t.field({ type: WebhookEventRef, description: 'The event made, or for a duplicate the one made first.', resolve: (p) => p.event }),
+      deliveries: t.field({
+        type: [DeliveryRef],
+        description: "One per active subscription the event matched (none if none did), in the order of the event's own `deliveries`, and the same for a duplicate.",
+        complexity: { field: 1, multiplier: EVENT_DELIVERIES_LIMIT },
+        resolve: (p) => p.deliveries,
+      }),
     }),
   });
 

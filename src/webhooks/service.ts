@@ -108,6 +108,9 @@ export class WebhookService {
   async triggerEvent(input: TriggerEventInput, manager?: EntityManager | AppEntityManager): Promise<TriggerResult> {
     const result = await this.accept(input, manager as EntityManager | undefined);
     if (!result.duplicate) this.eventsCounter?.inc();
+    // In the order a duplicate's answer and webhookEvent.deliveries give (created_at, the same
+    // for one event's, then id), not the order the insert made them in.
+    result.deliveries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return result;
   }
 

@@ -914,4 +914,22 @@ describe('idempotency', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(receiver.received).toHaveLength(1);
   });
+
+  it("answers an event's deliveries in one order: the first answer, a duplicate's and the event's own list", async () => {
+    const tenant = await hl.createTenant('Ordered');
+    for (let i = 0; i < 6; i++) await hl.gql(CREATE, { input: { url: `http://127.0.0.1:9/hook-${i}`, events: ['invoice.created'] } }, tenant.apiKey);
+    const input = { event: 'invoice.created', data: INVOICE, idempotencyKey: 'ordered-1' };
+    const ids = (r: { deliveries: Array<{ id: string }> }) => r.deliveries.map((d) => d.id);
+    const first = await trigger(input, tenant.apiKey);
+    const again = await trigger(input, tenant.apiKey);
+    expect(again.duplicate).toBe(true);
+    expect(ids(first)).toHaveLength(6);
+    expect(ids(again)).toEqual(ids(first));
+    const listed = await hl.gql('query($id: ID!) { webhookEvent(id: $id) { deliveries { id } } }', { id: first.event.id }, tenant.apiKey);
+    expect(ids(listed.data.webhookEvent)).toEqual(ids(first));
+    // Without a key too (a batched insert).
+    const batched = await trigger({ event: 'invoice.created', data: INVOICE }, tenant.apiKey);
+    const batchedListed = await hl.gql('query($id: ID!) { webhookEvent(id: $id) { deliveries { id } } }', { id: batched.event.id }, tenant.apiKey);
+    expect(ids(batched)).toEqual(ids(batchedListed.data.webhookEvent));
+  });
 });
