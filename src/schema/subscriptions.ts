@@ -56,7 +56,7 @@ const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscript
 });
 
 const UpdateWebhookSubscriptionInput = builder.inputType('UpdateWebhookSubscriptionInput', {
-  description: 'Fields left out stay as they are.',
+  description: 'Fields left out, or null, stay as they are (description: null clears it). An update that changes nothing writes nothing: updatedAt stays.',
   fields: (t) => ({
     url: t.string(),
     events: t.stringList(),

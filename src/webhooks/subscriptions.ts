@@ -264,20 +264,29 @@ export class SubscriptionService {
   }
 
   async update(tenantId: TenantId, id: string, input: SubscriptionInput): Promise<WebhookSubscription> {
-    const url = input.url === undefined || input.url === null ? undefined : await checkUrl(this.services.targetGuard, input.url);
-    const headers = input.headers === undefined || input.headers === null ? undefined : checkHeaders(input.headers);
-    const description = input.description === undefined ? undefined : checkDescription(input.description);
+    const newUrl = input.url === undefined || input.url === null ? undefined : await checkUrl(this.services.targetGuard, input.url);
+    const newHeaders = input.headers === undefined || input.headers === null ? undefined : checkHeaders(input.headers);
+    const newDescription = input.description === undefined ? undefined : checkDescription(input.description);
     return this.announcing(id, (announced) => withTenant(this.services.dataSource, tenantId, async (manager) => {
       const subscription = await findOwn(manager, tenantId, id);
-      if (input.events !== undefined && input.events !== null) subscription.events = await checkEvents(manager, tenantId, input.events);
+      // Only what differs from what it holds is a change: one that changes nothing (an empty
+      // input, a form saved as it was) writes nothing, keeps updatedAt, and hands nothing back.
+      const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+      const events = input.events === undefined || input.events === null ? undefined : await checkEvents(manager, tenantId, input.events);
+      const url = newUrl !== subscription.url ? newUrl : undefined;
+      const headers = newHeaders !== undefined && !same(newHeaders, subscription.headers) ? newHeaders : undefined;
+      const description = newDescription !== undefined && newDescription !== subscription.description ? newDescription : undefined;
+      const active = input.active !== undefined && input.active !== null && input.active !== subscription.active ? input.active : undefined;
+      if (events !== undefined && !same(events, subscription.events)) subscription.events = events;
+      else if (url === undefined && headers === undefined && description === undefined && active === undefined) return subscription;
       if (url !== undefined) subscription.url = url;
       if (headers !== undefined) subscription.headers = headers;
       if (description !== undefined) subscription.description = description;
-      if (input.active !== undefined && input.active !== null && input.active !== subscription.active) {
-        subscription.active = input.active;
-        if (input.active) subscription.disabledReason = null;
-        await setDeliveriesPaused(manager, tenantId, id, !input.active);
-        if (!input.active) announced();
+      if (active !== undefined) {
+        subscription.active = active;
+        if (active) subscription.disabledReason = null;
+        await setDeliveriesPaused(manager, tenantId, id, !active);
+        if (!active) announced();
       }
       if (url !== undefined) {
         // Deliveries waiting go to the new address. One being sent now goes, and is shown going,

@@ -85,6 +85,25 @@ describe('create, read, update, delete', () => {
   });
 });
 
+describe('an update that changes nothing', () => {
+  it('writes nothing and keeps updatedAt: an empty input, nulls, or the values it has; a real change moves it', async () => {
+    const { data } = await create({ events: ['payment.received'], description: 'kept', headers: { 'X-Erp': 'one' } });
+    const { id, updatedAt } = data.createWebhookSubscription.subscription;
+    await new Promise((done) => setTimeout(done, 20));
+    for (const input of [{}, { url: null, events: null, active: null, headers: null }, { url: 'http://127.0.0.1:9/hook', events: ['payment.received'], description: 'kept', active: true, headers: { 'X-Erp': 'one' } }]) {
+      const same = await hl.gql(UPDATE, { id, input }, key);
+      expect(same.errors, JSON.stringify(input)).toBeUndefined();
+      expect(same.data.updateWebhookSubscription.updatedAt, JSON.stringify(input)).toBe(updatedAt);
+    }
+    const [{ xmin }] = await hl.dataSource.query('select xmin::text from webhook_subscriptions where id = $1', [id]);
+    await hl.gql(UPDATE, { id, input: { description: 'kept' } }, key);
+    expect((await hl.dataSource.query('select xmin::text from webhook_subscriptions where id = $1', [id]))[0].xmin).toBe(xmin);
+    const changed = await hl.gql(UPDATE, { id, input: { description: 'changed' } }, key);
+    expect(changed.data.updateWebhookSubscription).toMatchObject({ description: 'changed' });
+    expect(changed.data.updateWebhookSubscription.updatedAt > updatedAt).toBe(true);
+  });
+});
+
 describe('a subscription an open transaction holds', () => {
   it('is changed once it is let go; till then its changes wait a while, then are RATE_LIMITED, writing nothing, and keep no share of the tenant', async () => {
     // An application's transaction that triggered an event through the library and stays open
