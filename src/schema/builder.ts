@@ -11,6 +11,7 @@ import { InexactNumberError, keptExactly, stepInto } from '../json-numbers.js';
 import type { Services } from '../services.js';
 import type { Logger } from '../logger.js';
 import type { Loaders } from './loaders.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../db/keyset.js';
 
 export interface Context {
   viewer: Viewer;
@@ -42,6 +43,17 @@ export const builder = new SchemaBuilder<{
     cursorType: 'String',
     nodeQueryOptions: false,
     nodesQueryOptions: false,
+    // What every page says of its arguments and answer (limits: db/keyset.ts, schema/pagination.ts).
+    firstArgOptions: { description: `Pages forward: the first N items (after \`after\`), 0 to ${MAX_PAGE_SIZE}; ${DEFAULT_PAGE_SIZE} when neither first nor last is given. Not with last.` },
+    afterArgOptions: { description: "Items after this cursor (an edge's `cursor`, or `pageInfo.endCursor`) of the same list." },
+    lastArgOptions: { description: `Pages backward: the last N items (before \`before\`), 0 to ${MAX_PAGE_SIZE}. Not with first.` },
+    beforeArgOptions: { description: "Items before this cursor (an edge's `cursor`, or `pageInfo.startCursor`) of the same list." },
+    pageInfoTypeOptions: { description: 'Where a page stands in its list (Relay cursor connections).' },
+    hasNextPageFieldOptions: { description: 'Paging forward: whether items follow this page. Paging backward: whether `before` was given.' },
+    hasPreviousPageFieldOptions: { description: 'Paging backward: whether items precede this page. Paging forward: whether `after` was given.' },
+    startCursorFieldOptions: { description: "The first edge's cursor (`before` of the page ahead); null for an empty page with no cursor given." },
+    endCursorFieldOptions: { description: "The last edge's cursor (`after` of the next page); null for an empty page with no cursor given." },
+    cursorFieldOptions: { description: 'Where this item stands in its list: `after` or `before` of another page.' },
   },
 });
 

@@ -9,7 +9,7 @@ export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').impleme
   description: 'An entry of the event catalog: a name, what it means, and the JSON Schema its `data` must match.',
   fields: (t) => ({
     name: t.exposeString('name', { description: 'Dotted name, e.g. invoice.created.' }),
-    description: t.exposeString('description', { complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
+    description: t.exposeString('description', { description: 'What the event means.', complexity: sizeComplexity(4 * 1000) }), // 1,000 characters of up to 4 bytes
     schema: t.field({
       type: 'JSON',
       resolve: (e) => jsonResult(e.schema),
@@ -22,9 +22,10 @@ export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').impleme
 });
 
 const CreateEventTypeInput = builder.inputType('CreateEventTypeInput', {
+  description: "An event type of the tenant's own.",
   fields: (t) => ({
     name: t.string({ required: true, description: 'Dotted name, e.g. shipment.dispatched.' }),
-    description: t.string(),
+    description: t.string({ description: 'What the event means, up to 1,000 characters.' }),
     schema: t.field({ type: 'JSON', required: true, description: 'A JSON Schema for `data`.' }),
   }),
 });

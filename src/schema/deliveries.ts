@@ -19,10 +19,10 @@ DeliveryAttemptRef.implement({
   description: 'One HTTP attempt of a delivery.',
   fields: (t) => ({
     number: t.exposeInt('number', { description: '1 for the first attempt ever made, and so on.' }),
-    startedAt: t.expose('startedAt', { type: 'DateTime' }),
-    durationMs: t.exposeInt('durationMs'),
-    statusCode: t.exposeInt('statusCode', { nullable: true }),
-    error: t.exposeString('error', { nullable: true }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', description: 'When the attempt began (its connection, or its request on one kept alive).' }),
+    durationMs: t.exposeInt('durationMs', { description: 'From its start to the answer, the error or the timeout.' }),
+    statusCode: t.exposeInt('statusCode', { nullable: true, description: 'The HTTP status answered; null if none came (a timeout, a network error).' }),
+    error: t.exposeString('error', { nullable: true, description: 'Why it failed (`HTTP 500`, `timeout after 15000 ms`, a network error); null for a 2xx.' }),
     responseBody: t.exposeString('responseBody', {
       nullable: true,
       description: 'The first 4 KiB of the answer, as UTF-8 text (a NUL character shows as U+FFFD).',
@@ -72,30 +72,32 @@ DeliveryRef.implement({
   description: 'One event on its way to one subscription.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'Also sent as X-Webhook-Delivery.' }),
-    event: t.exposeString('event'),
-    status: t.field({ type: DeliveryStatusEnum, resolve: (d) => d.status }),
+    event: t.exposeString('event', { description: "The event's name (invoice.created), also sent as X-Webhook-Event." }),
+    status: t.field({ type: DeliveryStatusEnum, description: 'Where it stands: see DeliveryStatus.', resolve: (d) => d.status }),
     attempts: t.exposeInt('attempts', { description: 'Attempts ever made, retries included.' }),
     lastError: t.string({
       nullable: true,
+      description: "What its last attempt met when it failed (`HTTP 500`, a timeout, a network error); null when none has been made or the last succeeded (`attemptLog` has each attempt's).",
       // A live update's snapshot leaves out a long one (see migration 0015): loaded whole.
       resolve: async (d, _args, ctx) => ((d as { lastErrorLeftOut?: true }).lastErrorLeftOut ? (await complete(d, ctx)).lastError : d.lastError),
     }),
-    lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true }),
+    lastStatusCode: t.exposeInt('lastStatusCode', { nullable: true, description: "The HTTP status of the last attempt's answer; null if it got none (a timeout, a network error) or none was made." }),
     nextAttemptAt: t.expose('nextAttemptAt', {
       type: 'DateTime',
       nullable: true,
-      description: 'When a PENDING delivery is due; one of an inactive subscription waits for it past that time (`subscription { active }`), and goes as soon as it is active again.',
+      description: 'When its next attempt is due (PENDING), or when the attempt under way fell due (SENDING); null once DELIVERED, FAILED or CANCELED. A PENDING delivery of an inactive subscription waits for it past that time (`subscription { active }`), and goes as soon as it is active again.',
     }),
     deliveredAt: t.field({
       type: 'DateTime',
       nullable: true,
+      description: 'When the 2xx answer came; null unless DELIVERED.',
       // A live update may be written after the delivery has moved on (see shared-execution.ts):
       // the row loaded then is of now, and a SENDING update would say when it was delivered.
       resolve: async (d, _args, ctx) => (isSnapshot(d) && d.status !== 'DELIVERED' ? null : (await complete(d, ctx)).deliveredAt),
     }),
-    createdAt: t.field({ type: 'DateTime', resolve: async (d, _args, ctx) => (await complete(d, ctx)).createdAt }),
-    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
-    targetUrl: t.field({ type: 'String', complexity: sizeComplexity(MAX_TARGET_URL_LENGTH), resolve: async (d, _args, ctx) => (await complete(d, ctx)).targetUrl }),
+    createdAt: t.field({ type: 'DateTime', description: 'When the event was triggered (the start of the transaction that recorded it).', resolve: async (d, _args, ctx) => (await complete(d, ctx)).createdAt }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime', description: 'When it last changed: its status, attempts or address, or its waiting for an inactive subscription.' }),
+    targetUrl: t.field({ type: 'String', description: "Where it goes: the subscription's url when it was made, moved with the subscription's url while it waits; an attempt under way keeps the address it was claimed with.", complexity: sizeComplexity(MAX_TARGET_URL_LENGTH), resolve: async (d, _args, ctx) => (await complete(d, ctx)).targetUrl }),
     payload: t.field({
       type: 'JSON',
       description: `The exact envelope sent (parsed): the event's data, up to 256 KiB, and its fields. ${LARGE_VALUE_NOTE}`,
@@ -109,6 +111,7 @@ DeliveryRef.implement({
     }),
     webhookEvent: t.field({
       type: WebhookEventRef,
+      description: 'The event it carries.',
       resolve: async (d, _args, { loaders, viewer }) => {
         const event = await loadOnce(d, viewer, 'event', () => loaders.event.load(d.eventId));
         if (!event) throw new Vanished('event', d.eventId); // see payload
@@ -139,12 +142,12 @@ WebhookEventRef.implement({
   description: 'An event a tenant triggered.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'The envelope `id`.' }),
-    event: t.exposeString('event'),
-    resourceType: t.exposeString('resourceType', { nullable: true }),
-    resourceId: t.exposeString('resourceId', { nullable: true }),
+    event: t.exposeString('event', { description: 'Its name (invoice.created).' }),
+    resourceType: t.exposeString('resourceType', { nullable: true, description: 'The envelope `resource_type`.' }),
+    resourceId: t.exposeString('resourceId', { nullable: true, description: 'The envelope `resource_id`.' }),
     data: t.field({ type: 'JSON', resolve: (e) => jsonResult(e.data), description: `As triggered, the same JSON value (its keys may come in another order: a delivery's \`payload\` is the bytes sent): up to 256 KiB. ${LARGE_VALUE_NOTE}`, complexity: LARGE_VALUE_COMPLEXITY }),
-    idempotencyKey: t.exposeString('idempotencyKey', { nullable: true }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    idempotencyKey: t.exposeString('idempotencyKey', { nullable: true, description: 'As given to triggerEvent; a repeat within 24 hours answers this event.' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was triggered: the envelope `timestamp`.' }),
     deliveries: t.field({
       type: [DeliveryRef],
       description: `One per subscription the event went to, oldest first: at most ${EVENT_DELIVERIES_LIMIT.toLocaleString('en')}, as many as a tenant may have subscriptions; \`deliveries(eventId:)\` pages through them.`,
@@ -160,6 +163,7 @@ WebhookEventRef.implement({
 });
 
 const TriggerEventInput = builder.inputType('TriggerEventInput', {
+  description: 'An event of the tenant: its name, its data, and what the envelope says of it.',
   fields: (t) => ({
     event: t.string({ required: true, description: 'A name from eventTypes.' }),
     data: t.field({ type: 'JSON', required: true, description: 'Must match the event type\'s schema; at most 256 KiB.' }),
@@ -174,6 +178,7 @@ const TriggerEventPayload = builder
     'TriggerEventPayload',
   )
   .implement({
+    description: 'The event recorded and its deliveries, committed together.',
     fields: (t) => ({
       duplicate: t.exposeBoolean('duplicate', { description: 'True when an earlier call with the same idempotencyKey made the event.' }),
       event: t.field({ type: WebhookEventRef, description: 'The event made, or for a duplicate the one made first.', resolve: (p) => p.event }),
@@ -210,7 +215,7 @@ builder.mutationField('sendTestEvent', (t) =>
   t.field({
     type: DeliveryRef,
     description: 'Sends a test.event to one subscription, whatever events it selects, and also when it is inactive (a test before turning it on); should that attempt fail, or the subscription be turned off before it is made, it waits for the subscription to be active, like its other deliveries.',
-    args: { subscriptionId: t.arg.id({ required: true }) },
+    args: { subscriptionId: t.arg.id({ required: true, description: 'The subscription to send it to.' }) },
     resolve: async (_root, { subscriptionId }, { viewer, services }) => {
       const tenantId = requireTenant(viewer);
       const subscription = await services.subscriptions.find(tenantId, String(subscriptionId));
@@ -234,12 +239,13 @@ builder.mutationField('retryDelivery', (t) =>
     type: DeliveryRef,
     description:
       'Puts a FAILED or CANCELED delivery back to PENDING with the retry schedule started afresh; `attempts` keeps counting. A CANCELED delivery (its subscription was deleted) goes to the deleted subscription\'s last address, signed with its secret.',
-    args: { id: t.arg.id({ required: true }) },
+    args: { id: t.arg.id({ required: true, description: "The delivery's id." }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.retry(requireTenant(viewer), String(id)),
   }),
 );
 
 const RetryFailedDeliveriesPayload = builder.objectRef<{ count: number; more: boolean }>('RetryFailedDeliveriesPayload').implement({
+  description: 'What retryFailedDeliveries put back.',
   fields: (t) => ({
     count: t.exposeInt('count', { description: 'How many deliveries were put back to PENDING.' }),
     more: t.exposeBoolean('more', { description: `True when FAILED deliveries since then are left (at most ${RETRY_FAILED_BATCH} go back a call): call again.` }),
@@ -252,8 +258,8 @@ builder.mutationField('retryFailedDeliveries', (t) =>
     description:
       `After an outage of a subscription's endpoint: puts back to PENDING, as retryDelivery does, each of its FAILED deliveries created at or after \`since\`, oldest first, at most ${RETRY_FAILED_BATCH} a call. They go to its address of now; while it is inactive they wait paused, like its other deliveries. A deleted subscription is NOT_FOUND (retryDelivery still takes its CANCELED deliveries one by one). One put back is FAILED again only once its retry schedule, started afresh, is exhausted.`,
     args: {
-      subscriptionId: t.arg.id({ required: true }),
-      since: t.arg({ type: 'DateTime', required: true }),
+      subscriptionId: t.arg.id({ required: true, description: 'The subscription whose FAILED deliveries go back.' }),
+      since: t.arg({ type: 'DateTime', required: true, description: 'Those created at or after this time (the start of the outage).' }),
     },
     resolve: (_root, { subscriptionId, since }, { viewer, services }) =>
       services.deliveries.retryFailed(requireTenant(viewer), String(subscriptionId), since),
@@ -264,6 +270,7 @@ builder.queryField('delivery', (t) =>
   t.field({
     type: DeliveryRef,
     nullable: true,
+    description: "One of the tenant's deliveries; null for an id of none (another tenant's included).",
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.find(requireTenant(viewer), String(id)),
   }),
@@ -273,6 +280,7 @@ builder.queryField('webhookEvent', (t) =>
   t.field({
     type: WebhookEventRef,
     nullable: true,
+    description: "One of the tenant's events (a triggerEvent's `event { id }`); null for an id of none (another tenant's included).",
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { viewer, services }) => services.deliveries.findEvent(requireTenant(viewer), String(id)),
   }),
@@ -286,7 +294,7 @@ builder.queryField('deliveries', (t) =>
     extensions: keysetTable('webhook_deliveries'),
     args: {
       event: t.arg.string({ description: 'Only deliveries of this event: an event name (a pattern is refused). Empty, as every filter: no filter.' }),
-      status: t.arg({ type: DeliveryStatusEnum }),
+      status: t.arg({ type: DeliveryStatusEnum, description: 'Only deliveries with this status.' }),
       subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty, as every filter: no filter (a dashboard\'s "all").' }),
       eventId: t.arg.id({ description: 'Only deliveries of this event (a webhookEvent\'s id), a page at a time.' }),
     },

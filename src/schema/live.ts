@@ -42,7 +42,7 @@ builder.subscriptionField('deliveryUpdated', (t) =>
       event: t.arg.string({ description: 'Only deliveries of this event: an event name. Empty, as every filter: no filter.' }),
       subscriptionId: t.arg.id({ description: 'Only deliveries to this subscription. Empty: no filter.' }),
       deliveryId: t.arg.id({ description: 'Only this delivery. Empty: no filter.' }),
-      status: t.arg({ type: DeliveryStatusEnum }),
+      status: t.arg({ type: DeliveryStatusEnum, description: 'Only updates that leave a delivery with this status.' }),
     },
     subscribe: async (_root, args, ctx) => {
       const tenantId = requireTenant(ctx.viewer);

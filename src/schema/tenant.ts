@@ -16,8 +16,9 @@ export const TenantRef = builder.objectRef<TenantRow>('Tenant').implement({
 const CreateTenantPayload = builder
   .objectRef<{ tenant: TenantRow; apiKey: string; apiKeyId: string }>('CreateTenantPayload')
   .implement({
+    description: 'A new tenant and its first API key.',
     fields: (t) => ({
-      tenant: t.field({ type: TenantRef, resolve: (p) => p.tenant }),
+      tenant: t.field({ type: TenantRef, description: 'The tenant made.', resolve: (p) => p.tenant }),
       apiKey: t.exposeString('apiKey', { description: 'The first API key of the tenant. Shown only here.' }),
       apiKeyId: t.exposeID('apiKeyId', { description: 'The id of that key (named "default"), for revokeApiKey; `apiKeys` lists it too.' }),
     }),
@@ -49,6 +50,7 @@ builder.queryField('apiKeys', (t) =>
 const CreatedApiKey = builder
   .objectRef<{ apiKey: string; id: string; name: string; createdAt: Date }>('CreatedApiKey')
   .implement({
+    description: 'A new API key, shown this once.',
     fields: (t) => ({
       apiKey: t.exposeString('apiKey', { description: 'The key itself. Shown only here; Hookline keeps only its hash.' }),
       id: t.exposeID('id'),
@@ -69,7 +71,7 @@ builder.mutationField('createTenant', (t) =>
   t.field({
     type: CreateTenantPayload,
     description: 'Creates a tenant and its first API key. Admin token only.',
-    args: { name: t.arg.string({ required: true }) },
+    args: { name: t.arg.string({ required: true, description: "The tenant's name: one line, up to 200 characters." }) },
     resolve: (_root, { name }, { viewer, services }) => {
       requireAdmin(viewer);
       return createTenant(services.dataSource, name);
@@ -81,7 +83,7 @@ builder.mutationField('createApiKey', (t) =>
   t.field({
     type: CreatedApiKey,
     description: 'Creates another API key for the calling tenant. The key is shown only in this answer.',
-    args: { name: t.arg.string({ required: true }) },
+    args: { name: t.arg.string({ required: true, description: "The key's name (where it is used: ci, erp): one line, up to 200 characters." }) },
     resolve: async (_root, { name }, { viewer, services }) => {
       const { apiKey, record } = await createApiKey(services.dataSource, requireTenant(viewer), name);
       return { apiKey, id: record.id, name: record.name, createdAt: record.createdAt };
@@ -92,7 +94,7 @@ builder.mutationField('createApiKey', (t) =>
 builder.mutationField('revokeApiKey', (t) =>
   t.boolean({
     description: 'Revokes an API key of the calling tenant. It stops working at once, live connections included.',
-    args: { id: t.arg.id({ required: true }) },
+    args: { id: t.arg.id({ required: true, description: "The key's id (apiKeys, createApiKey's or createTenant's apiKeyId)." }) },
     resolve: async (_root, { id }, { viewer, services, endKeyUse }) => {
       const tenantId = requireTenant(viewer);
       // As PostgreSQL writes it: caches, live streams and notices compare ids as text, and an
