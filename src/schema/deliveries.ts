@@ -19,7 +19,7 @@ DeliveryAttemptRef.implement({
   description: 'One HTTP attempt of a delivery.',
   fields: (t) => ({
     number: t.exposeInt('number', { description: '1 for the first attempt ever made, and so on.' }),
-    startedAt: t.expose('startedAt', { type: 'DateTime', description: 'When the attempt began (its connection, or its request on one kept alive).' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', description: 'When the attempt began.' }),
     durationMs: t.exposeInt('durationMs', { description: 'From its start to the answer, the error or the timeout.' }),
     statusCode: t.exposeInt('statusCode', { nullable: true, description: 'The HTTP status answered; null if none came (a timeout, a network error).' }),
     error: t.exposeString('error', { nullable: true, description: 'Why it failed (`HTTP 500`, `timeout after 15000 ms`, a network error); null for a 2xx.' }),

@@ -50,7 +50,7 @@ const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscript
     url: t.string({ required: true, description: 'http(s) URL of a public endpoint.' }),
     events: t.stringList({ required: true, description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
     description: t.string({ description: 'A note of the tenant\'s own, up to 1,000 characters.' }),
-    active: t.boolean({ defaultValue: true, description: 'false: saved, and its deliveries wait until it is active.' }),
+    active: t.boolean({ defaultValue: true, description: 'false: saved inactive, and events get no delivery to it until it is made active.' }),
     headers: t.field({ type: 'JSON', description: HEADERS_DESCRIPTION }),
     secret: t.string({ description: 'At least 16 characters; generated (whsec_…) when omitted.' }),
   }),
@@ -107,7 +107,7 @@ builder.queryField('webhookSubscriptions', (t) =>
 builder.mutationField('createWebhookSubscription', (t) =>
   t.field({
     type: SubscriptionWithSecret,
-    description: 'Subscribes a URL to events. Its secret is answered here only. Events triggered once it has committed get a delivery to it.',
+    description: 'Subscribes a URL to events. Its secret is answered here only. Events triggered after it has committed, while it is active, get a delivery to it.',
     args: { input: t.arg({ type: CreateWebhookSubscriptionInput, required: true }) },
     resolve: (_root, { input }, { viewer, services }) =>
       services.subscriptions.create(requireTenant(viewer), input as Parameters<typeof services.subscriptions.create>[1]),
