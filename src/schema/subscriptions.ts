@@ -48,7 +48,7 @@ const CreateWebhookSubscriptionInput = builder.inputType('CreateWebhookSubscript
   description: 'A new subscription.',
   fields: (t) => ({
     url: t.string({ required: true, description: 'http(s) URL of a public endpoint.' }),
-    events: t.stringList({ required: true, description: 'Exact event names, `prefix.*` patterns, or `*`.' }),
+    events: t.stringList({ required: true, description: 'Exact event names, `prefix.*` patterns, or `*`: each name in eventTypes, each pattern the beginning of one.' }),
     description: t.string({ description: 'A note of the tenant\'s own, up to 1,000 characters.' }),
     active: t.boolean({ defaultValue: true, description: 'false: saved inactive, and events get no delivery to it until it is made active.' }),
     headers: t.field({ type: 'JSON', description: HEADERS_DESCRIPTION }),

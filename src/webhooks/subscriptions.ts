@@ -75,8 +75,26 @@ async function checkEvents(manager: EntityManager, tenantId: TenantId, events: s
   if (!unique.length) throw badInput('events', 'must name at least one event, a prefix.* pattern, or *');
   if (unique.length > MAX_EVENTS_PER_SUBSCRIPTION) throw badInput('events', `at most ${MAX_EVENTS_PER_SUBSCRIPTION} entries`);
   const exact: string[] = [];
+  const prefixes: string[] = [];
   for (const event of unique) {
-    if (checkEventPattern('events', event) === 'name') exact.push(event);
+    const kind = checkEventPattern('events', event);
+    if (kind === 'name') exact.push(event);
+    else if (event !== '*') prefixes.push(event.slice(0, -1)); // `invoice.*`: names beginning `invoice.`
+  }
+  // A pattern no type's name begins with (a misspelt `invoce.*`, `invoice.created.*`) would be
+  // saved and never fire, as an unknown exact name would: refused alike. A tenant's own type
+  // is created first (createEventType), then subscribed to.
+  if (prefixes.length) {
+    const unmatched = await queryRows<{ prefix: string }>(
+      manager,
+      `select p.prefix from unnest($1::text[]) with ordinality as p(prefix, i)
+        where not exists (select from event_types t where starts_with(t.name, p.prefix) and (t.tenant_id is null or t.tenant_id = $2))
+        order by p.i`,
+      [prefixes, tenantId],
+    );
+    if (unmatched.length) {
+      throw badInput('events', `the pattern ${unmatched.map((u) => `"${u.prefix}*"`).join(', ')} matches no event type: see eventTypes (a type of the tenant's own is created first, with createEventType)`);
+    }
   }
   if (exact.length) {
     const known = await queryRows<{ name: string }>(

@@ -85,6 +85,28 @@ describe('create, read, update, delete', () => {
   });
 });
 
+describe('patterns', () => {
+  it('refuses a pattern no event type begins with, as an unknown name, naming it, and writes nothing', async () => {
+    const [{ n: before }] = await hl.dataSource.query('select count(*)::int as n from webhook_subscriptions');
+    for (const events of [['invoce.*'], ['invoice.*', 'invoice.created.*'], ['nope.*', 'payment.*', 'zip.*']]) {
+      const res = await create({ events });
+      expect(res.errors?.[0]?.extensions, JSON.stringify(events)).toMatchObject({ code: 'BAD_USER_INPUT', field: 'events' });
+      for (const bad of events.filter((e) => !['invoice.*', 'payment.*'].includes(e))) expect(res.errors?.[0]?.message).toContain(`"${bad}"`);
+      expect(res.errors?.[0]?.message).toContain('matches no event type');
+    }
+    const [{ n: after }] = await hl.dataSource.query('select count(*)::int as n from webhook_subscriptions');
+    expect(after).toBe(before);
+    // What the catalog holds, built-in types of several words and all, is taken.
+    const ok = await create({ events: ['invoice.*', 'sales_order.*', 'test.*', '*'] });
+    expect(ok.errors).toBeUndefined();
+    // An update too: refused, it changes nothing.
+    const id = ok.data.createWebhookSubscription.subscription.id;
+    const refused = await hl.gql(UPDATE, { id, input: { events: ['paymnt.*'] } }, key);
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'events' });
+    expect((await hl.gql(GET, { id }, key)).data.webhookSubscription.events).toEqual(['invoice.*', 'sales_order.*', 'test.*', '*']);
+  });
+});
+
 describe('an update that changes nothing', () => {
   it('writes nothing and keeps updatedAt: an empty input, nulls, or the values it has; a real change moves it', async () => {
     const { data } = await create({ events: ['payment.received'], description: 'kept', headers: { 'X-Erp': 'one' } });
