@@ -201,8 +201,11 @@ function jsonDeeperThan(json: string, max: number): boolean {
   return false;
 }
 
+/** An id as a message shows it: quoted (an empty one is seen), and at most 100 characters of it. */
+const shownId = (id: string) => JSON.stringify(id.length > 100 ? `${id.slice(0, 100)}…` : id);
+
 export const notFound = (what: string, id: string) =>
-  new HooklineError(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
+  new HooklineError(ErrorCode.NOT_FOUND, `${what} ${shownId(id)} was not found`);
 
 /**
  * A row an answer read a moment ago is gone (the retention sweep deleted an event with its
@@ -211,7 +214,7 @@ export const notFound = (what: string, id: string) =>
  */
 export class Vanished extends HooklineError {
   constructor(what: string, id: string) {
-    super(ErrorCode.NOT_FOUND, `${what} ${id} was not found`);
+    super(ErrorCode.NOT_FOUND, `${what} ${shownId(id)} was not found`);
   }
 }
 export const unauthenticated = (message = 'a valid API key is required: Authorization: Bearer <key>') =>

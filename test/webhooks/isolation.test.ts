@@ -257,8 +257,15 @@ describe("tenant B cannot see tenant A's events and deliveries", () => {
       a.failedDeliveryId,
     ]);
     expect(before.status).toBe('FAILED');
-    expectNotFound(await hl.gql(RETRY, { id: a.failedDeliveryId }, B.apiKey));
+    const refused = await hl.gql(RETRY, { id: a.failedDeliveryId }, B.apiKey);
+    expectNotFound(refused);
+    // The same words as for an id of nothing: the message tells nothing of A's delivery.
+    expect(refused.errors![0]!.message).toBe(`delivery "${a.failedDeliveryId}" was not found`);
     expectNotFound(await hl.gql(RETRY, { id: a.deliveryId }, B.apiKey));
+    // An empty id is shown as one (it read "delivery  was not found").
+    const empty = await hl.gql(RETRY, { id: '' }, B.apiKey);
+    expectNotFound(empty);
+    expect(empty.errors![0]!.message).toBe('delivery "" was not found');
     const [after] = await hl.dataSource.query('select status, attempts, next_attempt_at, updated_at from webhook_deliveries where id = $1', [
       a.failedDeliveryId,
     ]);
