@@ -37,6 +37,8 @@ export function checkPageArguments(args: DefaultConnectionArguments): void {
 function checkPageSizes(args: DefaultConnectionArguments): void {
   for (const field of ['first', 'last'] as const) {
     if ((args[field] ?? 0) > MAX_PAGE_SIZE) throw badInput(field, `must be at most ${MAX_PAGE_SIZE} (a page holds at most ${MAX_PAGE_SIZE} rows)`);
+    // Named, as the bound above is (Pothos's own refusal names no field).
+    if ((args[field] ?? 0) < 0) throw badInput(field, `must be 0 to ${MAX_PAGE_SIZE}`);
   }
   // Together, one of them would be passed over (Pothos pages forward by `first`, last ignored).
   if (args.first != null && args.last != null) {

@@ -32,13 +32,15 @@ interface Case {
   variables?: Record<string, unknown>;
   /** What the message must name. */
   names: RegExp;
+  /** The input it names in `extensions.field`, if any. */
+  field?: string;
   /** Yoga's status for `accept: application/json`, and for `application/graphql-response+json`. */
   status: [json: number, graphqlResponse: number];
 }
 
 const CASES: Case[] = [
-  { name: 'a negative first', query: '{ deliveries(first: -1) { edges { node { id } } } }', names: /"first" must be a non-negative integer/, status: [200, 200] },
-  { name: 'a negative last (variable)', query: DELIVERIES, variables: { last: -3 }, names: /"last" must be a non-negative integer/, status: [200, 200] },
+  { name: 'a negative first', query: '{ deliveries(first: -1) { edges { node { id } } } }', names: /first: must be 0 to 100/, field: 'first', status: [200, 200] },
+  { name: 'a negative last (variable)', query: DELIVERIES, variables: { last: -3 }, names: /last: must be 0 to 100/, field: 'last', status: [200, 200] },
   { name: 'an unknown enum value in a variable', query: DELIVERIES, variables: { status: 'LOST' }, names: /\$status.*"LOST".*DeliveryStatus/, status: [400, 400] },
   { name: 'an input missing a required field', query: TRIGGER, variables: { input: { event: 'invoice.created' } }, names: /\$input.*"data"/, status: [400, 400] },
   { name: 'a variable of the wrong type', query: DELIVERIES, variables: { first: 'ten' }, names: /\$first.*Int/, status: [400, 400] },
@@ -100,7 +102,7 @@ describe('over HTTP', () => {
         const { status, body } = await overHttp(c, accept);
         expect(status).toBe(c.status[i]);
         expect(body.errors).toHaveLength(1);
-        expect(body.errors![0].extensions).toEqual({ code: 'BAD_USER_INPUT' });
+        expect(body.errors![0].extensions).toEqual({ code: 'BAD_USER_INPUT', ...(c.field ? { field: c.field } : {}) });
         expect(body.errors![0].message).toMatch(c.names);
         expect(body.data ?? null).toBeNull();
       }
@@ -454,7 +456,7 @@ describe('over WebSocket', () => {
       );
       expect(Array.isArray(outcome)).toBe(true);
       expect(outcome).toHaveLength(1);
-      expect(outcome![0].extensions).toEqual({ code: 'BAD_USER_INPUT' });
+      expect(outcome![0].extensions).toEqual({ code: 'BAD_USER_INPUT', ...(c.field ? { field: c.field } : {}) });
       expect(outcome![0].message).toMatch(c.names);
     });
   }
