@@ -8,6 +8,8 @@ export class EventType {
   description!: string;
   schema!: Record<string, unknown>;
   createdAt!: Date;
+  /** When its description or schema last changed (updateEventType): the version catalogs cache by. */
+  updatedAt!: Date;
 }
 
 export const EventTypeSchema = new EntitySchema<EventType>({
@@ -22,5 +24,6 @@ export const EventTypeSchema = new EntitySchema<EventType>({
     description: { type: 'text' },
     schema: { type: 'jsonb' },
     createdAt: { type: 'timestamptz', name: 'created_at', createDate: true },
+    updatedAt: { type: 'timestamptz', name: 'updated_at', default: () => 'now()' },
   },
 });

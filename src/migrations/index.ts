@@ -18,6 +18,7 @@ import { TestDeliveries1764300000017 } from './0017-test-deliveries.js';
 import { ClaimedTestDeliveries1764300000018 } from './0018-claimed-test-deliveries.js';
 import { ApiKeysGone1764300000019 } from './0019-api-keys-gone.js';
 import { ApiKeysTruncated1764300000020 } from './0020-api-keys-truncated.js';
+import { EventTypeVersions1764300000021 } from './0021-event-type-versions.js';
 import { waitingBriefly } from './sql.js';
 
 /** Every migration, in the order it runs (each waiting briefly for locks under runMigrations: see sql.ts). New ones go at the end. */
@@ -42,4 +43,5 @@ export const migrations = [
   ClaimedTestDeliveries1764300000018,
   ApiKeysGone1764300000019,
   ApiKeysTruncated1764300000020,
+  EventTypeVersions1764300000021,
 ].map(waitingBriefly);

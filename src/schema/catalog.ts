@@ -2,7 +2,7 @@ import { requireTenant } from '../auth/viewer.js';
 import type { EventType as EventTypeRow } from '../entities/event-type.js';
 import { BUILT_IN_EVENT_TYPES } from '../migrations/0002-catalog-subscriptions.js';
 import { MAX_QUERY_COMPLEXITY, sizeComplexity } from '../server/complexity.js';
-import { SCHEMA_LIMITS } from '../webhooks/catalog.js';
+import { SCHEMA_LIMITS, TYPE_RECHECK_MS } from '../webhooks/catalog.js';
 import { builder, jsonResult } from './builder.js';
 
 export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').implement({
@@ -18,6 +18,15 @@ export const EventTypeRef = builder.objectRef<EventTypeRow>('EventType').impleme
     }),
     builtIn: t.boolean({ description: 'True for Hookline\'s own types; false for the tenant\'s.', resolve: (e) => e.tenantId === null }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime', description: 'When its description or schema last changed (updateEventType).' }),
+  }),
+});
+
+const UpdateEventTypeInput = builder.inputType('UpdateEventTypeInput', {
+  description: 'Fields left out, or null, stay as they are. A change that changes nothing writes nothing: updatedAt stays.',
+  fields: (t) => ({
+    description: t.string({ description: 'What the event means, up to 1,000 characters.' }),
+    schema: t.field({ type: 'JSON', description: 'A JSON Schema for `data`, within the same limits as createEventType\'s.' }),
   }),
 });
 
@@ -47,5 +56,17 @@ builder.mutationField('createEventType', (t) =>
     description: 'Registers an event type of the tenant, with a JSON Schema for its data.',
     args: { input: t.arg({ type: CreateEventTypeInput, required: true }) },
     resolve: (_root, { input }, { viewer, services }) => services.catalog.create(requireTenant(viewer), { ...input, schema: input.schema }),
+  }),
+);
+
+builder.mutationField('updateEventType', (t) =>
+  t.field({
+    type: EventTypeRef,
+    description: `Changes an event type of the tenant's own (a built-in one cannot be changed). Events triggered after it commits are checked against the new schema, in every process within ${TYPE_RECHECK_MS / 1000} s; those recorded before are kept, and sent, as they are.`,
+    args: {
+      name: t.arg.string({ required: true, description: 'The name of the type: NOT_FOUND if the tenant has none of it.' }),
+      input: t.arg({ type: UpdateEventTypeInput, required: true }),
+    },
+    resolve: (_root, { name, input }, { viewer, services }) => services.catalog.update(requireTenant(viewer), name, { description: input.description, schema: input.schema }),
   }),
 );

@@ -4,7 +4,7 @@
 // threads that run them (see validation-pool.ts).
 import type { DataSource } from 'typeorm';
 import { EventType } from '../entities/event-type.js';
-import { ErrorCode, HooklineError, badInput, longerThan, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
+import { ErrorCode, HooklineError, badInput, longerThan, notFound, rejectLongText, rejectUnstorableText, rejectUnstorableJson, toJsonText } from '../errors.js';
 import { queryRows, type Sql } from '../db/query.js';
 import { withTenant, withTenantCreation, type TenantId } from '../db/tenant-scope.js';
 import { createAjv, verdictOf, type ValidateFunction } from './schema-engine.js';
@@ -21,6 +21,10 @@ export interface CatalogEntry {
   /** Null for a built-in type. */
   tenantId: string | null;
   schema: object;
+  /** Its `updated_at`, as text: a schema changed since (updateEventType) is another version. */
+  version: string;
+  /** When this process last read it (Date.now()): a tenant's type is read again after TYPE_RECHECK_MS. */
+  readAt: number;
   /** A built-in type's validator, run here; a tenant's schema runs in a validation thread. */
   validate?: ValidateFunction;
   /** Why its schema cannot be run (it did not compile), once found. */
@@ -429,6 +433,18 @@ function checkPatternCost(text: string, path: string): PatternCost {
   return { repetition: most, size, tail, bounded: anchored && endAnchored && !unbounded };
 }
 
+/**
+ * How long a process trusts its copy of a tenant's event type before it reads its version
+ * again: a change (updateEventType) is checked against in every process, the library's
+ * included, within this long. Built-in types never change while a process runs.
+ */
+export const TYPE_RECHECK_MS = 5_000;
+
+type TypeRow = { id: string; name: string; tenantId: string | null; schema: object; version: string };
+
+/** The columns of a TypeRow, from event_types. */
+const TYPE_ROW = 'id, name, tenant_id as "tenantId", schema, updated_at::text as version';
+
 export class EventCatalog {
   /** Built-in types' schemas only: tenants' run in the validation threads. */
   private readonly ajv = createAjv();
@@ -455,8 +471,8 @@ export class EventCatalog {
     if (this.ownChecks) await this.checks.close();
   }
 
-  private compile(row: { id: string; name: string; tenantId: string | null; schema: object }): CatalogEntry {
-    let entry = this.validators.get(row.id);
+  private compile(row: TypeRow): CatalogEntry {
+    let entry = this.validators.get(versionKey(row));
     if (!entry) {
       // A type created before these bounds were checked is not run unchecked either.
       try {
@@ -465,8 +481,8 @@ export class EventCatalog {
         throw badInput('event', `the schema of ${row.name} costs too much to check (${(error as Error).message}): createEventType with its name and a schema within the limits replaces it`);
       }
       if (this.validators.size > 10_000) this.validators.clear();
-      entry = { ...row, validate: row.tenantId === null ? this.ajv.compile(row.schema) : undefined };
-      this.validators.set(row.id, entry);
+      entry = { ...row, readAt: Date.now(), validate: row.tenantId === null ? this.ajv.compile(row.schema) : undefined };
+      this.validators.set(versionKey(row), entry);
     }
     return entry;
   }
@@ -477,16 +493,17 @@ export class EventCatalog {
   async find(manager: Sql, tenantId: TenantId, event: string, field = 'event'): Promise<CatalogEntry> {
     const key = `${tenantId}:${event}`;
     const cached = this.byName.get(key);
-    if (cached) return cached;
-    const rows = await queryRows<{ id: string; name: string; tenantId: string | null; schema: object }>(
+    if (cached && (cached.tenantId === null || Date.now() - cached.readAt < TYPE_RECHECK_MS)) return cached;
+    const rows = await queryRows<TypeRow>(
       manager,
-      `select id, name, tenant_id as "tenantId", schema from event_types
+      `select ${TYPE_ROW} from event_types
         where name = $1 and (tenant_id = $2 or tenant_id is null)
         order by tenant_id nulls last limit 1`,
       [event, tenantId],
     );
     if (!rows[0]) throw badInput(field, `unknown event "${event}": see eventTypes for the catalog, or createEventType`);
     const entry = this.compile(rows[0]);
+    entry.readAt = Date.now();
     if (this.byName.size > 10_000) this.byName.clear();
     this.byName.set(key, entry);
     return entry;
@@ -505,7 +522,7 @@ export class EventCatalog {
     if (entry.validate) {
       verdict = verdictOf(entry.validate, parsed ?? JSON.parse(dataJson));
     } else {
-      const outcome = await this.checks.check(tenantId, { kind: 'data', typeId: entry.id, schema: entry.schema, dataJson });
+      const outcome = await this.checks.check(tenantId, { kind: 'data', typeId: versionKey(entry), schema: entry.schema, dataJson });
       if (outcome.kind === 'invalid') {
         // Stored before RE2 checked patterns at creation, say: the same answer every time.
         entry.broken = `the schema of ${entry.name} ${outcome.message}`;
@@ -556,13 +573,16 @@ export class EventCatalog {
     );
   }
 
-  async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
-    const name = input.name.trim();
-    checkEventName('name', name);
-    rejectUnstorableText('description', input.description);
-    const description = (input.description ?? '').trim();
+  /** A type's description as stored: trimmed, at most 1,000 characters. */
+  private static description(input: string | null | undefined): string {
+    rejectUnstorableText('description', input);
+    const description = (input ?? '').trim();
     rejectLongText('description', description, 1000);
-    const schema = input.schema;
+    return description;
+  }
+
+  /** A type's schema, checked as createEventType and updateEventType take it: its JSON text. */
+  private async schemaText(tenantId: TenantId, schema: unknown): Promise<string> {
     if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
       throw badInput('schema', 'must be a JSON Schema object, e.g. {"type": "object", "required": ["id"]}');
     }
@@ -573,6 +593,14 @@ export class EventCatalog {
     // Compiled in a validation thread, within its deadline, as its checks will run.
     const { problem } = this.settled(await this.checks.check(tenantId, { kind: 'schema', schema }), 'schema', 'compiled') as { problem?: string };
     if (problem) throw badInput('schema', problem);
+    return text;
+  }
+
+  async create(tenantId: TenantId, input: { name: string; description?: string | null; schema: unknown }): Promise<EventType> {
+    const name = input.name.trim();
+    checkEventName('name', name);
+    const description = EventCatalog.description(input.description);
+    const text = await this.schemaText(tenantId, input.schema);
     return withTenantCreation(this.dataSource, tenantId, 'event types', async (manager) => {
       const [taken] = await queryRows<{ id: string; tenantId: string | null; schema: Record<string, unknown> }>(
         manager,
@@ -583,7 +611,7 @@ export class EventCatalog {
         // The tenant's own type stored before its schema's cost was bounded, beyond the bounds
         // (triggerEvent refuses it): created again, its schema is replaced, so the name is usable.
         if (taken.tenantId === tenantId && !withinSchemaLimits(taken.schema)) {
-          await manager.query('update event_types set schema = $2::jsonb, description = $3 where id = $1', [taken.id, text, description]);
+          await manager.query('update event_types set schema = $2::jsonb, description = $3, updated_at = now() where id = $1', [taken.id, text, description]);
           return (await manager.findOneByOrFail(EventType, { id: taken.id }));
         }
         throw badInput('name', `event type "${name}" already exists`);
@@ -598,7 +626,7 @@ export class EventCatalog {
         const [created] = await queryRows<EventType>(
           manager,
           `insert into event_types (tenant_id, name, description, schema) values ($1, $2, $3, $4::jsonb)
-           returning id, tenant_id as "tenantId", name, description, schema, created_at as "createdAt"`,
+           returning id, tenant_id as "tenantId", name, description, schema, created_at as "createdAt", updated_at as "updatedAt"`,
           [tenantId, name, description, text],
         );
         return Object.assign(new EventType(), created);
@@ -608,4 +636,42 @@ export class EventCatalog {
       }
     });
   }
+
+  /**
+   * Changes a type of the tenant's own: its description, its schema, or both (left out or null:
+   * as it is). Events triggered after it commits are checked against the new schema, in every
+   * process within TYPE_RECHECK_MS; those recorded before are kept and sent as they are. A
+   * built-in type cannot be changed; a name the tenant has no type of is NOT_FOUND.
+   */
+  async update(tenantId: TenantId, name: string, input: { description?: string | null; schema?: unknown }): Promise<EventType> {
+    checkEventName('name', name);
+    const description = input.description === undefined || input.description === null ? undefined : EventCatalog.description(input.description);
+    const text = input.schema === undefined || input.schema === null ? undefined : await this.schemaText(tenantId, input.schema);
+    return withTenant(this.dataSource, tenantId, async (manager) => {
+      const [type] = await queryRows<{ id: string; tenantId: string | null }>(
+        manager,
+        'select id, tenant_id as "tenantId" from event_types where name = $1 and (tenant_id is null or tenant_id = $2)',
+        [name, tenantId],
+      );
+      if (!type) throw notFound('event type', name);
+      if (type.tenantId === null) throw badInput('name', `"${name}" is a built-in event type, which cannot be changed: create a type of your own under another name`);
+      // A change of what differs only: one changing nothing writes nothing (its version, and every
+      // process's copy of it, stay).
+      await manager.query(
+        `update event_types set description = coalesce($2, description), schema = coalesce($3::jsonb, schema), updated_at = now()
+          where id = $1 and (description is distinct from coalesce($2, description) or schema is distinct from coalesce($3::jsonb, schema))`,
+        [type.id, description ?? null, text ?? null],
+      );
+      return manager.findOneByOrFail(EventType, { id: type.id });
+    }).then((updated) => {
+      // This process checks against it at once; the others within TYPE_RECHECK_MS.
+      this.byName.delete(`${tenantId}:${name}`);
+      return updated;
+    });
+  }
+}
+
+/** A type's version as the validators (here and in the threads) know it. */
+function versionKey(type: { id: string; version: string }): string {
+  return `${type.id}@${type.version}`;
 }
