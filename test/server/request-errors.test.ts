@@ -83,7 +83,9 @@ const CASES: Case[] = [
     names: /__type at most 10 times; this one reads it 11 times/,
     status: [200, 400],
   },
-  { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /depth/i, status: [200, 400] },
+  { name: 'a query deeper than the limit', query: `{ __type(name: "Tenant") { ${'ofType { '.repeat(12)}name${' }'.repeat(12)} } }`, names: /Query depth limit of 10 exceeded/, status: [200, 400] },
+  { name: 'more aliases than the limit', query: `{ ${Array.from({ length: 31 }, (_, i) => `a${i}: viewer { id }`).join(' ')} }`, names: /Aliases limit of 30 exceeded/, status: [200, 400] },
+  { name: 'more directives than the limit', query: `{ viewer { ${Array.from({ length: 21 }, () => 'id @include(if: true)').join(' ')} } }`, names: /Directives limit of 20 exceeded/, status: [200, 400] },
 ];
 
 async function overHttp(c: Case, accept: string) {
