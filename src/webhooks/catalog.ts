@@ -503,7 +503,7 @@ export class EventCatalog {
     );
     if (!rows[0]) throw badInput(field, `unknown event "${event}": see eventTypes for the catalog, or createEventType`);
     const entry = this.compile(rows[0]);
-    entry.readAt = Date.now();
+    entry.readAt = Date.now(); // read now, whether compiled now or found unchanged
     if (this.byName.size > 10_000) this.byName.clear();
     this.byName.set(key, entry);
     return entry;

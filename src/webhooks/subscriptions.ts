@@ -290,13 +290,14 @@ export class SubscriptionService {
       // Only what differs from what it holds is a change: one that changes nothing (an empty
       // input, a form saved as it was) writes nothing, keeps updatedAt, and hands nothing back.
       const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-      const events = input.events === undefined || input.events === null ? undefined : await checkEvents(manager, tenantId, input.events);
+      const newEvents = input.events === undefined || input.events === null ? undefined : await checkEvents(manager, tenantId, input.events);
+      const events = newEvents !== undefined && !same(newEvents, subscription.events) ? newEvents : undefined;
       const url = newUrl !== subscription.url ? newUrl : undefined;
       const headers = newHeaders !== undefined && !same(newHeaders, subscription.headers) ? newHeaders : undefined;
       const description = newDescription !== undefined && newDescription !== subscription.description ? newDescription : undefined;
       const active = input.active !== undefined && input.active !== null && input.active !== subscription.active ? input.active : undefined;
-      if (events !== undefined && !same(events, subscription.events)) subscription.events = events;
-      else if (url === undefined && headers === undefined && description === undefined && active === undefined) return subscription;
+      if ([events, url, headers, description, active].every((change) => change === undefined)) return subscription;
+      if (events !== undefined) subscription.events = events;
       if (url !== undefined) subscription.url = url;
       if (headers !== undefined) subscription.headers = headers;
       if (description !== undefined) subscription.description = description;
